@@ -1,0 +1,343 @@
+// Package config loads and validates Sori's YAML configuration. Every validation
+// error names the offending key and the line it is on, so an operator can fix a
+// file without reading code.
+package config
+
+import (
+	"bytes"
+	_ "embed"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/netip"
+	"os"
+	"strconv"
+	"strings"
+	"time"
+
+	"gopkg.in/yaml.v3"
+)
+
+// Embedded is the default configuration, used when no file is given.
+//
+//go:embed sori.yaml
+var Embedded []byte
+
+// Config is the whole of sori's configuration.
+type Config struct {
+	SIP       SIP       `yaml:"sip"`
+	Registrar Registrar `yaml:"registrar"`
+	Users     []User    `yaml:"users"`
+	HTTP      HTTP      `yaml:"http"`
+	Log       Log       `yaml:"log"`
+}
+
+// SIP holds the transport and authentication settings.
+type SIP struct {
+	Domain         string   `yaml:"domain"`
+	Listen         []string `yaml:"listen"`
+	Advertise      string   `yaml:"advertise"`
+	AuthAlgorithms []string `yaml:"auth_algorithms"`
+	AuthSecret     string   `yaml:"auth_secret"`
+	NonceTTL       Duration `yaml:"nonce_ttl"`
+}
+
+// Registrar holds the REGISTER policy and the binding store location.
+type Registrar struct {
+	Store          string   `yaml:"store"`
+	MinExpires     int      `yaml:"min_expires"`
+	MaxExpires     int      `yaml:"max_expires"`
+	DefaultExpires int      `yaml:"default_expires"`
+	MaxContacts    int      `yaml:"max_contacts"`
+	StoreTimeout   Duration `yaml:"store_timeout"`
+	RetryAfter     int      `yaml:"retry_after"`
+}
+
+// User is a static subscriber. Either Password or both HA1 hashes are given.
+type User struct {
+	Name      string `yaml:"name"`
+	Password  string `yaml:"password"`
+	HA1MD5    string `yaml:"ha1_md5"`
+	HA1SHA256 string `yaml:"ha1_sha256"`
+}
+
+// HTTP is the metrics and health endpoint.
+type HTTP struct {
+	Listen string `yaml:"listen"`
+}
+
+// Log selects the log level and format.
+type Log struct {
+	Level  string `yaml:"level"`
+	Format string `yaml:"format"`
+}
+
+// Listener is one parsed sip.listen entry.
+type Listener struct {
+	Transport string // "udp" or "tcp"
+	Addr      netip.AddrPort
+}
+
+func (l Listener) String() string { return l.Transport + ":" + l.Addr.String() }
+
+// Duration is a time.Duration written in YAML as "300s", "500ms", "5m".
+type Duration time.Duration
+
+// UnmarshalYAML accepts Go duration strings.
+func (d *Duration) UnmarshalYAML(n *yaml.Node) error {
+	v, err := time.ParseDuration(n.Value)
+	if err != nil {
+		return fmt.Errorf("line %d: %q is not a duration (e.g. 500ms, 30s, 5m)", n.Line, n.Value)
+	}
+	*d = Duration(v)
+	return nil
+}
+
+// D returns the value as a time.Duration.
+func (d Duration) D() time.Duration { return time.Duration(d) }
+
+// Default returns the built-in values used for every key a file leaves out.
+func Default() Config {
+	return Config{
+		SIP: SIP{
+			Domain:         "sori.test",
+			Listen:         []string{"udp:127.0.0.1:5060", "tcp:127.0.0.1:5060"},
+			AuthAlgorithms: []string{"MD5", "SHA-256"},
+			NonceTTL:       Duration(300 * time.Second),
+		},
+		Registrar: Registrar{
+			Store:          "memory",
+			MinExpires:     60,
+			MaxExpires:     3600,
+			DefaultExpires: 3600,
+			MaxContacts:    16,
+			StoreTimeout:   Duration(500 * time.Millisecond),
+			RetryAfter:     5,
+		},
+		HTTP: HTTP{Listen: "127.0.0.1:9060"},
+		Log:  Log{Level: "info", Format: "text"},
+	}
+}
+
+// Load reads and validates a file. An empty path loads the embedded default.
+func Load(path string) (*Config, error) {
+	if path == "" {
+		return Parse("<embedded>", Embedded)
+	}
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return nil, fmt.Errorf("config: %w", err)
+	}
+	return Parse(path, data)
+}
+
+// Parse decodes and validates YAML; name is used in error messages.
+func Parse(name string, data []byte) (*Config, error) {
+	cfg := Default()
+	var root yaml.Node
+	if err := yaml.Unmarshal(data, &root); err != nil {
+		return nil, fmt.Errorf("config %s: %w", name, err)
+	}
+	dec := yaml.NewDecoder(bytes.NewReader(data))
+	dec.KnownFields(true)
+	if err := dec.Decode(&cfg); err != nil && !errors.Is(err, io.EOF) { // an empty file means defaults
+		return nil, fmt.Errorf("config %s: %w", name, err)
+	}
+	v := validator{name: name, root: &root}
+	v.check(&cfg)
+	if len(v.errs) > 0 {
+		return nil, errors.Join(v.errs...)
+	}
+	return &cfg, nil
+}
+
+// Listeners returns the parsed sip.listen entries (valid after Parse).
+func (c *Config) Listeners() []Listener {
+	out := make([]Listener, 0, len(c.SIP.Listen))
+	for _, s := range c.SIP.Listen {
+		l, err := ParseListener(s)
+		if err == nil {
+			out = append(out, l)
+		}
+	}
+	return out
+}
+
+// ParseListener parses "udp:127.0.0.1:5060" or "tcp:[::1]:5060".
+func ParseListener(s string) (Listener, error) {
+	tr, hostport, ok := strings.Cut(s, ":")
+	if !ok {
+		return Listener{}, fmt.Errorf("%q is not TRANSPORT:HOST:PORT", s)
+	}
+	tr = strings.ToLower(tr)
+	if tr != "udp" && tr != "tcp" {
+		return Listener{}, fmt.Errorf("%q: transport %q is not udp or tcp", s, tr)
+	}
+	ap, err := netip.ParseAddrPort(hostport)
+	if err != nil {
+		return Listener{}, fmt.Errorf("%q: %q is not IP:PORT", s, hostport)
+	}
+	return Listener{Transport: tr, Addr: ap}, nil
+}
+
+type validator struct {
+	name string
+	root *yaml.Node
+	errs []error
+}
+
+// fail records an error for the key at path ("sip.listen.1"), with its line.
+func (v *validator) fail(path string, format string, args ...any) {
+	line := lineOf(v.root, strings.Split(path, "."))
+	v.errs = append(v.errs, fmt.Errorf("config %s:%d: %s: %s", v.name, line, path, fmt.Sprintf(format, args...)))
+}
+
+func (v *validator) check(c *Config) {
+	if c.SIP.Domain == "" || strings.ContainsAny(c.SIP.Domain, " \t;:@<>") {
+		v.fail("sip.domain", "%q is not a SIP domain", c.SIP.Domain)
+	}
+	if len(c.SIP.Listen) == 0 {
+		v.fail("sip.listen", "at least one listener is required")
+	}
+	for i, s := range c.SIP.Listen {
+		if _, err := ParseListener(s); err != nil {
+			v.fail("sip.listen."+strconv.Itoa(i), "%v", err)
+		}
+	}
+	if a := c.SIP.Advertise; a != "" {
+		host, _, err := net.SplitHostPort(a)
+		if err != nil {
+			host = a
+		}
+		if host == "" || strings.ContainsAny(host, " ;@<>") {
+			v.fail("sip.advertise", "%q is not HOST or HOST:PORT", a)
+		}
+	}
+	if len(c.SIP.AuthAlgorithms) == 0 {
+		v.fail("sip.auth_algorithms", "at least one of MD5, SHA-256 is required")
+	}
+	seen := map[string]bool{}
+	for i, a := range c.SIP.AuthAlgorithms {
+		switch strings.ToUpper(a) {
+		case "MD5", "SHA-256":
+			if seen[strings.ToUpper(a)] {
+				v.fail("sip.auth_algorithms."+strconv.Itoa(i), "%q is listed twice", a)
+			}
+			seen[strings.ToUpper(a)] = true
+		default:
+			v.fail("sip.auth_algorithms."+strconv.Itoa(i), "%q is not MD5 or SHA-256", a)
+		}
+	}
+	if c.SIP.NonceTTL.D() < time.Second {
+		v.fail("sip.nonce_ttl", "%v is shorter than 1s", c.SIP.NonceTTL.D())
+	}
+
+	r := c.Registrar
+	if r.Store != "memory" && !strings.Contains(r.Store, "://") {
+		v.fail("registrar.store", "%q is not memory or a redis:// URL", r.Store)
+	}
+	if r.MinExpires < 1 {
+		v.fail("registrar.min_expires", "%d must be at least 1", r.MinExpires)
+	}
+	if r.MaxExpires < r.MinExpires {
+		v.fail("registrar.max_expires", "%d is below min_expires (%d)", r.MaxExpires, r.MinExpires)
+	}
+	if r.DefaultExpires < r.MinExpires || r.DefaultExpires > r.MaxExpires {
+		v.fail("registrar.default_expires", "%d is outside min_expires..max_expires (%d..%d)", r.DefaultExpires, r.MinExpires, r.MaxExpires)
+	}
+	if r.MaxContacts < 0 {
+		v.fail("registrar.max_contacts", "%d is negative (0 means no limit)", r.MaxContacts)
+	}
+	if r.StoreTimeout.D() <= 0 {
+		v.fail("registrar.store_timeout", "must be positive")
+	}
+	if r.RetryAfter < 1 {
+		v.fail("registrar.retry_after", "%d must be at least 1 (seconds)", r.RetryAfter)
+	}
+
+	names := map[string]bool{}
+	for i, u := range c.Users {
+		p := "users." + strconv.Itoa(i)
+		if u.Name == "" || strings.ContainsAny(u.Name, " \t@:;<>\"") {
+			v.fail(p+".name", "%q is not a SIP user name", u.Name)
+		}
+		if names[u.Name] {
+			v.fail(p+".name", "%q is listed twice", u.Name)
+		}
+		names[u.Name] = true
+		hasHA1 := u.HA1MD5 != "" || u.HA1SHA256 != ""
+		switch {
+		case u.Password == "" && !hasHA1:
+			v.fail(p+".password", "user %q needs a password (or ha1_md5 and ha1_sha256)", u.Name)
+		case u.Password != "" && hasHA1:
+			v.fail(p+".password", "user %q has both a password and HA1 hashes; give one", u.Name)
+		case hasHA1 && (!isHex(u.HA1MD5, 32) || !isHex(u.HA1SHA256, 64)):
+			v.fail(p+".ha1_md5", "user %q needs ha1_md5 (32 hex digits) and ha1_sha256 (64 hex digits)", u.Name)
+		}
+	}
+
+	if c.HTTP.Listen != "" {
+		if _, err := netip.ParseAddrPort(c.HTTP.Listen); err != nil {
+			v.fail("http.listen", "%q is not IP:PORT (empty disables the endpoint)", c.HTTP.Listen)
+		}
+	}
+	switch strings.ToLower(c.Log.Level) {
+	case "debug", "info", "warn", "error":
+	default:
+		v.fail("log.level", "%q is not debug, info, warn or error", c.Log.Level)
+	}
+	switch c.Log.Format {
+	case "text", "json":
+	default:
+		v.fail("log.format", "%q is not text or json", c.Log.Format)
+	}
+}
+
+func isHex(s string, n int) bool {
+	if len(s) != n {
+		return false
+	}
+	for _, c := range s {
+		if !strings.ContainsRune("0123456789abcdefABCDEF", c) {
+			return false
+		}
+	}
+	return true
+}
+
+// lineOf finds the line of the deepest node on path that exists in the document.
+func lineOf(root *yaml.Node, path []string) int {
+	n := root
+	if n.Kind == yaml.DocumentNode && len(n.Content) > 0 {
+		n = n.Content[0]
+	}
+	line := n.Line
+	for _, p := range path {
+		switch n.Kind {
+		case yaml.MappingNode:
+			found := false
+			for i := 0; i+1 < len(n.Content); i += 2 {
+				if n.Content[i].Value == p {
+					line = n.Content[i].Line
+					n = n.Content[i+1]
+					found = true
+					break
+				}
+			}
+			if !found {
+				return line
+			}
+		case yaml.SequenceNode:
+			i, err := strconv.Atoi(p)
+			if err != nil || i >= len(n.Content) {
+				return line
+			}
+			n = n.Content[i]
+			line = n.Line
+		default:
+			return line
+		}
+	}
+	return line
+}

@@ -1,0 +1,94 @@
+package config
+
+import (
+	"strings"
+	"testing"
+	"time"
+)
+
+func TestEmbeddedDefaultIsValid(t *testing.T) {
+	c, err := Load("")
+	if err != nil {
+		t.Fatalf("embedded config: %v", err)
+	}
+	if c.SIP.Domain != "sori.test" || c.Registrar.Store != "memory" || len(c.Users) == 0 {
+		t.Fatalf("unexpected embedded config: %+v", c)
+	}
+	if got := c.Listeners(); len(got) != 2 || got[0].Transport != "udp" || got[1].Transport != "tcp" {
+		t.Fatalf("listeners = %v", got)
+	}
+}
+
+func TestDefaultsFillMissingKeys(t *testing.T) {
+	c, err := Parse("t.yaml", []byte("sip:\n  domain: example.org\n"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.SIP.Domain != "example.org" {
+		t.Errorf("domain = %q", c.SIP.Domain)
+	}
+	if c.Registrar.MaxExpires != 3600 || c.SIP.NonceTTL.D() != 300*time.Second || c.Registrar.StoreTimeout.D() != 500*time.Millisecond {
+		t.Errorf("defaults not applied: %+v", c)
+	}
+	if _, err := Parse("empty.yaml", nil); err != nil {
+		t.Errorf("empty file: %v", err)
+	}
+}
+
+func TestValidationNamesKeyAndLine(t *testing.T) {
+	tests := []struct {
+		name string
+		yaml string
+		want string // substring of the error: "FILE:LINE: KEY"
+	}{
+		{"bad listener", "sip:\n  listen:\n    - udp:127.0.0.1:5060\n    - sctp:127.0.0.1:5060\n", "t.yaml:4: sip.listen.1"},
+		{"listener without port", "sip:\n  listen: [\"udp:127.0.0.1\"]\n", "t.yaml:2: sip.listen.0"},
+		{"min above max", "registrar:\n  min_expires: 600\n  max_expires: 60\n", "t.yaml:3: registrar.max_expires"},
+		{"default outside range", "registrar:\n  default_expires: 10\n", "t.yaml:2: registrar.default_expires"},
+		{"bad store", "registrar:\n  store: mysql\n", "t.yaml:2: registrar.store"},
+		{"unknown algorithm", "sip:\n  auth_algorithms: [MD5, SHA-512]\n", "t.yaml:2: sip.auth_algorithms.1"},
+		{"user without password", "users:\n  - {name: alice}\n", "t.yaml:2: users.0.password"},
+		{"duplicate user", "users:\n  - {name: a, password: x}\n  - {name: a, password: y}\n", "t.yaml:3: users.1.name"},
+		{"bad ha1", "users:\n  - {name: a, ha1_md5: abc, ha1_sha256: def}\n", "t.yaml:2: users.0.ha1_md5"},
+		{"bad duration", "sip:\n  nonce_ttl: soon\n", "line 2"},
+		{"unknown key", "sip:\n  domian: x\n", "line 2: field domian not found"},
+		{"bad http", "http:\n  listen: localhost\n", "t.yaml:2: http.listen"},
+		{"bad log level", "log:\n  level: loud\n", "t.yaml:2: log.level"},
+		{"bad domain", "sip:\n  domain: \"a b\"\n", "t.yaml:2: sip.domain"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			_, err := Parse("t.yaml", []byte(tt.yaml))
+			if err == nil {
+				t.Fatalf("no error for:\n%s", tt.yaml)
+			}
+			if !strings.Contains(err.Error(), tt.want) {
+				t.Fatalf("error %q does not contain %q", err, tt.want)
+			}
+		})
+	}
+}
+
+func TestParseListener(t *testing.T) {
+	tests := []struct {
+		in   string
+		want string
+		ok   bool
+	}{
+		{"udp:127.0.0.1:5060", "udp:127.0.0.1:5060", true},
+		{"TCP:[::1]:5070", "tcp:[::1]:5070", true},
+		{"udp:localhost:5060", "", false},
+		{"tls:127.0.0.1:5061", "", false},
+		{"127.0.0.1:5060", "", false},
+	}
+	for _, tt := range tests {
+		l, err := ParseListener(tt.in)
+		if (err == nil) != tt.ok {
+			t.Errorf("%q: err = %v", tt.in, err)
+			continue
+		}
+		if tt.ok && l.String() != tt.want {
+			t.Errorf("%q -> %q, want %q", tt.in, l.String(), tt.want)
+		}
+	}
+}

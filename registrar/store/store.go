@@ -1,0 +1,87 @@
+// Package store defines where registrations and subscribers live. The
+// registrar talks only to these interfaces; memory and redis implement them
+// and pass the same contract suite (storetest).
+package store
+
+import (
+	"context"
+	"errors"
+	"time"
+)
+
+// Binding is one contact registered for an address-of-record (RFC 3261 §10).
+type Binding struct {
+	ID        string    `json:"-"`         // stable identity of the contact within its AOR
+	Contact   string    `json:"uri"`       // Contact URI as the UA sent it
+	Q         int       `json:"q"`         // q-value in thousandths; -1 when the UA gave none
+	Expires   time.Time `json:"-"`         // absolute expiry
+	CallID    string    `json:"call_id"`   // Call-ID of the REGISTER that last wrote it
+	CSeq      uint32    `json:"cseq"`      // its CSeq
+	Source    string    `json:"source"`    // IP:port the REGISTER came from (RFC 3581 received/rport)
+	Transport string    `json:"transport"` // transport it came over: udp, tcp
+	Path      []string  `json:"path,omitempty"`
+	UserAgent string    `json:"ua,omitempty"`
+	Instance  string    `json:"instance,omitempty"` // +sip.instance (RFC 5626)
+	RegID     int       `json:"reg_id,omitempty"`
+	Updated   time.Time `json:"updated"`
+}
+
+// Update is the change one REGISTER makes to one AOR; it is applied atomically.
+type Update struct {
+	AOR       string
+	CallID    string
+	CSeq      uint32
+	Now       time.Time
+	RemoveAll bool      // Contact: * with Expires: 0
+	Contacts  []Binding // Expires <= Now removes the binding with that ID
+	// MaxContacts limits the bindings an AOR may hold after the update (0: no limit).
+	MaxContacts int
+}
+
+// Errors an Update can end with; nothing is changed when one is returned.
+var (
+	// ErrOutOfOrder: a binding was last written by the same Call-ID with a
+	// CSeq at least as high (RFC 3261 §10.3 step 7).
+	ErrOutOfOrder = errors.New("store: CSeq not higher than the stored binding's")
+	// ErrTooManyContacts: the update would exceed MaxContacts.
+	ErrTooManyContacts = errors.New("store: too many contacts for the address-of-record")
+	// ErrNotFound: no such subscriber.
+	ErrNotFound = errors.New("store: not found")
+	// ErrReadOnly: the store cannot manage subscribers (the memory store in another process).
+	ErrReadOnly = errors.New("store: subscribers are read-only in this store")
+)
+
+// Bindings keeps registrations. Expired bindings are never returned.
+type Bindings interface {
+	// Update applies u and returns every live binding of the AOR afterwards.
+	Update(ctx context.Context, u Update) ([]Binding, error)
+	// Lookup returns the live bindings of an AOR.
+	Lookup(ctx context.Context, aor string, now time.Time) ([]Binding, error)
+	// Count returns the number of live bindings (for metrics; may be approximate).
+	Count(ctx context.Context, now time.Time) (int, error)
+}
+
+// Subscriber is a user allowed to authenticate. Only digest HA1 hashes are
+// kept, never the password.
+type Subscriber struct {
+	Name      string `json:"name"`
+	Realm     string `json:"realm"`
+	HA1MD5    string `json:"ha1_md5"`
+	HA1SHA256 string `json:"ha1_sha256"`
+}
+
+// Subscribers keeps users.
+type Subscribers interface {
+	Subscriber(ctx context.Context, name string) (Subscriber, error) // ErrNotFound when absent
+	PutSubscriber(ctx context.Context, s Subscriber) error
+	DeleteSubscriber(ctx context.Context, name string) error // ErrNotFound when absent
+	ListSubscribers(ctx context.Context) ([]Subscriber, error)
+}
+
+// Store is a complete backend.
+type Store interface {
+	Bindings
+	Subscribers
+	Ping(ctx context.Context) error
+	Close() error
+}
