@@ -229,6 +229,9 @@ func (v *validator) check(c *Config) {
 			v.fail("sip.auth_algorithms."+strconv.Itoa(i), "%q is not MD5 or SHA-256", a)
 		}
 	}
+	if s := c.SIP.AuthSecret; s != "" && len(s) < 16 {
+		v.fail("sip.auth_secret", "is %d characters; use at least 16 (or leave empty for a random one per process)", len(s))
+	}
 	if c.SIP.NonceTTL.D() < time.Second {
 		v.fail("sip.nonce_ttl", "%v is shorter than 1s", c.SIP.NonceTTL.D())
 	}

@@ -54,6 +54,7 @@ func TestValidationNamesKeyAndLine(t *testing.T) {
 		{"unknown key", "sip:\n  domian: x\n", "line 2: field domian not found"},
 		{"bad http", "http:\n  listen: localhost\n", "t.yaml:2: http.listen"},
 		{"bad log level", "log:\n  level: loud\n", "t.yaml:2: log.level"},
+		{"short secret", "sip:\n  auth_secret: abc\n", "t.yaml:2: sip.auth_secret"},
 		{"bad domain", "sip:\n  domain: \"a b\"\n", "t.yaml:2: sip.domain"},
 	}
 	for _, tt := range tests {

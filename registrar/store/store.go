@@ -19,6 +19,7 @@ type Binding struct {
 	CSeq      uint32    `json:"cseq"`      // its CSeq
 	Source    string    `json:"source"`    // IP:port the REGISTER came from (RFC 3581 received/rport)
 	Transport string    `json:"transport"` // transport it came over: udp, tcp
+	Params    string    `json:"params,omitempty"` // other Contact header params, echoed in 200 OK
 	Path      []string  `json:"path,omitempty"`
 	UserAgent string    `json:"ua,omitempty"`
 	Instance  string    `json:"instance,omitempty"` // +sip.instance (RFC 5626)

@@ -1,0 +1,53 @@
+// Command sori is the SIP registrar and proxy.
+//
+//	sori [-config FILE]                      run the switch (embedded defaults without -config)
+//	sori user add NAME [--password P]        add or update a subscriber (password from stdin otherwise)
+//	sori user del NAME                       remove a subscriber
+//	sori user list                           list subscribers
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"os/signal"
+	"syscall"
+)
+
+func main() {
+	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
+	defer stop()
+	if err := run(ctx, os.Args[1:], os.Stdin, os.Stdout, os.Stderr); err != nil {
+		fmt.Fprintln(os.Stderr, "sori:", err)
+		var u usageError
+		if errors.As(err, &u) {
+			os.Exit(2)
+		}
+		os.Exit(1)
+	}
+}
+
+type usageError struct{ error }
+
+func run(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.Writer) error {
+	fs := flag.NewFlagSet("sori", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	configPath := fs.String("config", "", "configuration file (default: the embedded defaults)")
+	if err := fs.Parse(args); err != nil {
+		return usageError{err}
+	}
+	rest := fs.Args()
+	if len(rest) == 0 {
+		return serve(ctx, *configPath, stderr)
+	}
+	switch rest[0] {
+	case "user":
+		return userCommand(ctx, *configPath, rest[1:], stdin, stdout, stderr)
+	case "serve":
+		return serve(ctx, *configPath, stderr)
+	}
+	return usageError{fmt.Errorf("unknown command %q (commands: serve, user)", rest[0])}
+}

@@ -1,0 +1,232 @@
+package main
+
+import (
+	"context"
+	"crypto/rand"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net/http"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+
+	"github.com/sori-voice/sori/config"
+	"github.com/sori-voice/sori/registrar"
+	"github.com/sori-voice/sori/registrar/store"
+	"github.com/sori-voice/sori/registrar/store/memory"
+	"github.com/sori-voice/sori/registrar/store/redisstore"
+	"github.com/sori-voice/sori/sip/auth"
+	"github.com/sori-voice/sori/sip/chain"
+	"github.com/sori-voice/sori/sip/digest"
+	"github.com/sori-voice/sori/sip/local"
+	"github.com/sori-voice/sori/sip/methods"
+	"github.com/sori-voice/sori/sip/options"
+	"github.com/sori-voice/sori/sip/sanity"
+	"github.com/sori-voice/sori/sip/server"
+)
+
+// Version is written into the Server header.
+var Version = "0.1"
+
+// supported lists the option tags sori implements (Supported, and Require checks).
+var supported = []string{"path"}
+
+func newLogger(c config.Log, w io.Writer) *slog.Logger {
+	var level slog.Level
+	_ = level.UnmarshalText([]byte(c.Level))
+	o := &slog.HandlerOptions{Level: level}
+	if c.Format == "json" {
+		return slog.New(slog.NewJSONHandler(w, o))
+	}
+	return slog.New(slog.NewTextHandler(w, o))
+}
+
+func openStore(cfg *config.Config) (store.Store, error) {
+	if cfg.Registrar.Store == "memory" {
+		return memory.New(30 * time.Second), nil
+	}
+	s, err := redisstore.Open(cfg.Registrar.Store, redisstore.Options{Timeout: cfg.Registrar.StoreTimeout.D()})
+	if err != nil {
+		return nil, fmt.Errorf("registrar.store: %w", err)
+	}
+	return s, nil
+}
+
+// staticUsers hashes the configured users; their passwords are not kept.
+func staticUsers(cfg *config.Config) map[string]store.Subscriber {
+	m := make(map[string]store.Subscriber, len(cfg.Users))
+	for _, u := range cfg.Users {
+		if u.Password != "" {
+			m[u.Name] = auth.NewSubscriber(u.Name, cfg.SIP.Domain, u.Password)
+		} else {
+			m[u.Name] = store.Subscriber{Name: u.Name, Realm: cfg.SIP.Domain, HA1MD5: strings.ToLower(u.HA1MD5), HA1SHA256: strings.ToLower(u.HA1SHA256)}
+		}
+	}
+	return m
+}
+
+func serve(ctx context.Context, configPath string, logOut io.Writer) error {
+	cfg, err := config.Load(configPath)
+	if err != nil {
+		return err
+	}
+	log := newLogger(cfg.Log, logOut)
+
+	st, err := openStore(cfg)
+	if err != nil {
+		return err
+	}
+	defer st.Close()
+	pctx, cancel := context.WithTimeout(ctx, cfg.Registrar.StoreTimeout.D()*4)
+	if err := st.Ping(pctx); err != nil {
+		// Not fatal: REGISTER answers 503 until the store is back.
+		log.Warn("binding store not reachable at start", "store", cfg.Registrar.Store, "error", err)
+	}
+	cancel()
+
+	secret := []byte(cfg.SIP.AuthSecret)
+	if len(secret) == 0 {
+		secret = make([]byte, 32)
+		_, _ = rand.Read(secret)
+		if cfg.Registrar.Store != "memory" {
+			log.Warn("sip.auth_secret is empty: nonces from other nodes will be re-challenged; set one shared secret on every node")
+		}
+	}
+	dig, err := digest.New(cfg.SIP.Domain, cfg.SIP.AuthAlgorithms, secret, cfg.SIP.NonceTTL.D())
+	if err != nil {
+		return err
+	}
+
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+
+	var addrs []string
+	for _, l := range cfg.Listeners() {
+		addrs = append(addrs, l.Addr.String())
+	}
+	if cfg.SIP.Advertise != "" {
+		addrs = append(addrs, cfg.SIP.Advertise)
+	}
+	self := local.New(cfg.SIP.Domain, addrs...)
+	authn := auth.New(dig, auth.Directory{Static: staticUsers(cfg), Store: st}, reg)
+	reg.MustRegister(bindingsGauge(st))
+
+	rg := registrar.New(self, authn, st, registrar.Policy{
+		MinExpires:     cfg.Registrar.MinExpires,
+		MaxExpires:     cfg.Registrar.MaxExpires,
+		DefaultExpires: cfg.Registrar.DefaultExpires,
+		MaxContacts:    cfg.Registrar.MaxContacts,
+		StoreTimeout:   cfg.Registrar.StoreTimeout.D(),
+		RetryAfter:     cfg.Registrar.RetryAfter,
+	}, log.With("component", "registrar"), reg)
+
+	opts := options.Plugin{Self: self, Supported: strings.Join(supported, ", ")}
+	allow := chain.Allow(opts, rg)
+	opts.Allow = allow
+	plugins := []chain.Plugin{sanity.Plugin{Supported: supported}, opts, rg}
+	handler := chain.Build(methods.NotAllowed{Allow: allow}, plugins...)
+
+	srv, err := server.New(handler, server.Options{
+		Listeners:  cfg.Listeners(),
+		Product:    "Sori/" + Version,
+		RetryAfter: cfg.Registrar.RetryAfter,
+		Log:        log,
+		Registerer: reg,
+	})
+	if err != nil {
+		return err
+	}
+	if err := srv.Start(); err != nil {
+		return err
+	}
+
+	var httpSrv *http.Server
+	if cfg.HTTP.Listen != "" {
+		httpSrv, err = startHTTP(cfg.HTTP.Listen, reg, st, log)
+		if err != nil {
+			_ = srv.Shutdown(context.Background())
+			return err
+		}
+	}
+	log.Info("sori started", "domain", cfg.SIP.Domain, "sip", srv.Addrs(), "http", cfg.HTTP.Listen, "store", storeName(cfg.Registrar.Store))
+
+	<-ctx.Done()
+	log.Info("shutting down: finishing in-flight transactions")
+	sctx, scancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer scancel()
+	err = srv.Shutdown(sctx)
+	if httpSrv != nil {
+		_ = httpSrv.Shutdown(sctx)
+	}
+	log.Info("sori stopped")
+	return err
+}
+
+// storeName hides credentials in a store URL for logs.
+func storeName(s string) string {
+	scheme, rest, ok := strings.Cut(s, "://")
+	if !ok {
+		return s
+	}
+	if at := strings.LastIndexByte(rest, '@'); at >= 0 {
+		rest = "***@" + rest[at+1:]
+	}
+	return scheme + "://" + rest
+}
+
+func startHTTP(addr string, reg *prometheus.Registry, st store.Store, log *slog.Logger) (*http.Server, error) {
+	mux := http.NewServeMux()
+	mux.Handle("GET /metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{}))
+	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, r *http.Request) {
+		ctx, cancel := context.WithTimeout(r.Context(), time.Second)
+		defer cancel()
+		if err := st.Ping(ctx); err != nil {
+			http.Error(w, "store unavailable: "+err.Error(), http.StatusServiceUnavailable)
+			return
+		}
+		_, _ = io.WriteString(w, "ok\n")
+	})
+	hs := &http.Server{Addr: addr, Handler: mux, ReadHeaderTimeout: 5 * time.Second}
+	ln, err := listenTCP(addr)
+	if err != nil {
+		return nil, fmt.Errorf("http.listen %s: %w", addr, err)
+	}
+	go func() {
+		if err := hs.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
+			log.Error("http server stopped", "error", err)
+		}
+	}()
+	return hs, nil
+}
+
+// bindingsGauge reports live bindings; the count is cached for a few seconds
+// because a Redis count scans keys.
+func bindingsGauge(st store.Bindings) prometheus.Collector {
+	var (
+		mu    sync.Mutex
+		at    time.Time
+		value float64
+	)
+	return prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+		Name: "sori_bindings",
+		Help: "Current registered contacts in the binding store (refreshed at most every 10 s).",
+	}, func() float64 {
+		mu.Lock()
+		defer mu.Unlock()
+		if time.Since(at) < 10*time.Second {
+			return value
+		}
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		if n, err := st.Count(ctx, time.Now()); err == nil {
+			value, at = float64(n), time.Now()
+		}
+		return value
+	})
+}

@@ -1,0 +1,123 @@
+package main
+
+import (
+	"bufio"
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"net"
+	"strings"
+	"text/tabwriter"
+	"time"
+
+	"github.com/sori-voice/sori/config"
+	"github.com/sori-voice/sori/registrar/store"
+	"github.com/sori-voice/sori/sip/auth"
+)
+
+// userCommand manages subscribers in the configured store.
+func userCommand(ctx context.Context, configPath string, args []string, stdin io.Reader, stdout, stderr io.Writer) error {
+	if len(args) == 0 {
+		return usageError{errors.New("usage: sori user add|del|list [NAME] [--password P] [-config FILE]")}
+	}
+	verb := args[0]
+	fs := flag.NewFlagSet("sori user "+verb, flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	fs.StringVar(&configPath, "config", configPath, "configuration file")
+	password := fs.String("password", "", "password (add; read from standard input when not given)")
+	// Flags may come before or after NAME.
+	var names []string
+	rest := args[1:]
+	for {
+		if err := fs.Parse(rest); err != nil {
+			return usageError{err}
+		}
+		if fs.NArg() == 0 {
+			break
+		}
+		names = append(names, fs.Arg(0))
+		rest = fs.Args()[1:]
+	}
+
+	cfg, err := config.Load(configPath)
+	if err != nil {
+		return err
+	}
+	if cfg.Registrar.Store == "memory" {
+		return fmt.Errorf("registrar.store is memory: subscribers live inside the running sori only; " +
+			"list them under users: in the configuration, or use a redis:// store to manage them with sori user")
+	}
+	st, err := openStore(cfg)
+	if err != nil {
+		return err
+	}
+	defer st.Close()
+	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+
+	needName := func() (string, error) {
+		if len(names) != 1 {
+			return "", usageError{fmt.Errorf("sori user %s needs exactly one NAME", verb)}
+		}
+		n := names[0]
+		if strings.ContainsAny(n, " \t@:;<>\"") {
+			return "", fmt.Errorf("%q is not a SIP user name", n)
+		}
+		return n, nil
+	}
+	switch verb {
+	case "add":
+		name, err := needName()
+		if err != nil {
+			return err
+		}
+		pw := *password
+		if pw == "" {
+			line, err := bufio.NewReader(stdin).ReadString('\n')
+			if err != nil && !errors.Is(err, io.EOF) {
+				return fmt.Errorf("read password: %w", err)
+			}
+			pw = strings.TrimRight(line, "\r\n")
+		}
+		if pw == "" {
+			return errors.New("empty password: give --password or write it to standard input")
+		}
+		if err := st.PutSubscriber(ctx, auth.NewSubscriber(name, cfg.SIP.Domain, pw)); err != nil {
+			return err
+		}
+		fmt.Fprintf(stdout, "user %s saved (realm %s)\n", name, cfg.SIP.Domain)
+	case "del":
+		name, err := needName()
+		if err != nil {
+			return err
+		}
+		if err := st.DeleteSubscriber(ctx, name); err != nil {
+			if errors.Is(err, store.ErrNotFound) {
+				return fmt.Errorf("no user %s in the store", name)
+			}
+			return err
+		}
+		fmt.Fprintf(stdout, "user %s deleted\n", name)
+	case "list":
+		subs, err := st.ListSubscribers(ctx)
+		if err != nil {
+			return err
+		}
+		tw := tabwriter.NewWriter(stdout, 0, 4, 2, ' ', 0)
+		fmt.Fprintln(tw, "NAME\tSOURCE\tREALM")
+		for _, u := range cfg.Users {
+			fmt.Fprintf(tw, "%s\tconfig\t%s\n", u.Name, cfg.SIP.Domain)
+		}
+		for _, s := range subs {
+			fmt.Fprintf(tw, "%s\tstore\t%s\n", s.Name, s.Realm)
+		}
+		return tw.Flush()
+	default:
+		return usageError{fmt.Errorf("unknown user command %q (add, del, list)", verb)}
+	}
+	return nil
+}
+
+func listenTCP(addr string) (net.Listener, error) { return net.Listen("tcp", addr) }

@@ -1,0 +1,274 @@
+// Package registrar handles REGISTER (RFC 3261 §10.3): it authenticates the
+// request, turns its Contact headers into bindings, applies them to the
+// binding store and answers with every current contact.
+package registrar
+
+import (
+	"context"
+	"errors"
+	"log/slog"
+	"net/http"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/emiago/sipgo/sip"
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/sori-voice/sori/registrar/store"
+	"github.com/sori-voice/sori/sip/auth"
+	"github.com/sori-voice/sori/sip/chain"
+	"github.com/sori-voice/sori/sip/digest"
+	"github.com/sori-voice/sori/sip/local"
+)
+
+// Policy is the REGISTER policy from the configuration.
+type Policy struct {
+	MinExpires     int
+	MaxExpires     int
+	DefaultExpires int
+	MaxContacts    int           // 0: no limit
+	StoreTimeout   time.Duration // a store call slower than this fails the REGISTER
+	RetryAfter     int           // seconds, sent with 503 when the store is unavailable
+}
+
+// Registrar is the REGISTER link of the request chain.
+type Registrar struct {
+	self    *local.Identity
+	auth    *auth.Authenticator
+	store   store.Bindings
+	policy  Policy
+	log     *slog.Logger
+	results *prometheus.CounterVec
+	now     func() time.Time
+}
+
+// New builds a Registrar. reg may be nil (no metrics).
+func New(self *local.Identity, a *auth.Authenticator, s store.Bindings, p Policy, log *slog.Logger, reg prometheus.Registerer) *Registrar {
+	r := &Registrar{
+		self: self, auth: a, store: s, policy: p, log: log, now: time.Now,
+		results: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "sori_registrations_total",
+			Help: "REGISTER requests by result.",
+		}, []string{"result"}),
+	}
+	if reg != nil {
+		reg.MustRegister(r.results)
+	}
+	return r
+}
+
+// Methods implements chain.Plugin.
+func (r *Registrar) Methods() []string { return []string{"REGISTER"} }
+
+// Wrap implements chain.Plugin.
+func (r *Registrar) Wrap(next chain.Handler) chain.Handler {
+	return chain.HandlerFunc(func(ctx context.Context, w chain.ResponseWriter, req *sip.Request) {
+		if req.Method != sip.REGISTER {
+			next.ServeSIP(ctx, w, req)
+			return
+		}
+		res, result := r.handle(ctx, req)
+		r.results.WithLabelValues(result).Inc()
+		if err := w.Respond(res); err != nil {
+			r.log.Warn("register: send response", "call_id", callID(req), "error", err)
+		}
+	})
+}
+
+// handle returns the response and the result label for metrics.
+func (r *Registrar) handle(ctx context.Context, req *sip.Request) (*sip.Response, string) {
+	if !r.self.IsDomain(req.Recipient.Host) {
+		return reply(req, 403, "Domain Not Served"), "not_our_domain"
+	}
+	to := req.To()
+	if scheme := strings.ToLower(to.Address.Scheme); scheme != "sip" && scheme != "sips" {
+		return reply(req, 400, "To Is Not A SIP URI"), "bad_request"
+	}
+	if to.Address.User == "" {
+		return reply(req, 400, "No User In To"), "bad_request"
+	}
+	if !r.self.IsDomain(to.Address.Host) {
+		return reply(req, 403, "Domain Not Served"), "not_our_domain"
+	}
+
+	out, err := r.auth.Check(ctx, req, auth.WWW)
+	if err != nil {
+		r.log.Warn("register: subscriber lookup failed", "call_id", callID(req), "error", err)
+		return r.unavailable(req), "store_error"
+	}
+	switch {
+	case !out.Present:
+		return r.auth.Challenge(req, auth.WWW, false), "challenged"
+	case out.Result == digest.Stale || out.Result == digest.Replay:
+		return r.auth.Challenge(req, auth.WWW, true), "challenged"
+	case out.Result != digest.OK:
+		r.log.Info("register: authentication failed", "user", to.Address.User, "reason", out.Result.String(), "source", req.Source())
+		return r.auth.Challenge(req, auth.WWW, false), "auth_failed"
+	}
+	if out.User != to.Address.User {
+		r.log.Info("register: user does not own the address-of-record", "user", out.User, "aor", to.Address.User, "source", req.Source())
+		return reply(req, 403, "Forbidden: Not Your Address-Of-Record"), "forbidden"
+	}
+
+	now := r.now()
+	update, errRes, result := r.parse(req, now)
+	if errRes != nil {
+		return errRes, result
+	}
+	update.AOR = to.Address.User + "@" + r.self.Domain
+
+	sctx, cancel := context.WithTimeout(ctx, r.policy.StoreTimeout)
+	defer cancel()
+	var bindings []store.Binding
+	query := !update.RemoveAll && len(update.Contacts) == 0
+	if query {
+		bindings, err = r.store.Lookup(sctx, update.AOR, now)
+	} else {
+		bindings, err = r.store.Update(sctx, update)
+	}
+	switch {
+	case errors.Is(err, store.ErrOutOfOrder):
+		return reply(req, 400, "Invalid CSeq Number"), "out_of_order"
+	case errors.Is(err, store.ErrTooManyContacts):
+		return reply(req, 503, "Too Many Registered Contacts"), "too_many_contacts"
+	case err != nil:
+		r.log.Warn("register: binding store failed", "aor", update.AOR, "error", err)
+		return r.unavailable(req), "store_error"
+	}
+	r.log.Debug("register", "aor", update.AOR, "contacts", len(update.Contacts), "bindings", len(bindings), "source", req.Source())
+	if query {
+		return r.ok(req, bindings, now), "query"
+	}
+	return r.ok(req, bindings, now), "ok"
+}
+
+// parse turns the Contact and Expires headers into a store update.
+func (r *Registrar) parse(req *sip.Request, now time.Time) (store.Update, *sip.Response, string) {
+	u := store.Update{
+		CallID:      callID(req),
+		CSeq:        req.CSeq().SeqNo,
+		Now:         now,
+		MaxContacts: r.policy.MaxContacts,
+	}
+	headerExpires := -1
+	if h := req.GetHeader("Expires"); h != nil {
+		v, err := strconv.ParseUint(strings.TrimSpace(h.Value()), 10, 32)
+		if err != nil {
+			return u, reply(req, 400, "Invalid Expires"), "bad_request"
+		}
+		headerExpires = int(min(v, 1<<31-1))
+	}
+	contacts := req.GetHeaders("Contact")
+	for _, h := range contacts {
+		c, ok := h.(*sip.ContactHeader)
+		if !ok {
+			return u, reply(req, 400, "Invalid Contact"), "bad_request"
+		}
+		if c.Address.Wildcard {
+			// RFC 3261 §10.3 step 6: "*" only alone and only with Expires: 0.
+			if len(contacts) != 1 || headerExpires != 0 {
+				return u, reply(req, 400, "Invalid Wildcard Contact"), "bad_request"
+			}
+			u.RemoveAll = true
+			return u, nil, ""
+		}
+	}
+	var path []string
+	for _, h := range req.GetHeaders("Path") {
+		path = append(path, h.Value())
+	}
+	userAgent := ""
+	if h := req.GetHeader("User-Agent"); h != nil {
+		userAgent = h.Value()
+	}
+	for _, h := range contacts {
+		c := h.(*sip.ContactHeader)
+		expires := headerExpires
+		if v, ok := c.Params.Get("expires"); ok {
+			n, err := strconv.ParseUint(strings.TrimSpace(v), 10, 32)
+			if err != nil {
+				return u, reply(req, 400, "Invalid Contact Expires"), "bad_request"
+			}
+			expires = int(min(n, 1<<31-1))
+		}
+		if expires < 0 {
+			expires = r.policy.DefaultExpires
+		}
+		if expires > 0 && expires < r.policy.MinExpires {
+			res := reply(req, 423, "Interval Too Brief")
+			res.AppendHeader(sip.NewHeader("Min-Expires", strconv.Itoa(r.policy.MinExpires)))
+			return u, res, "interval_too_brief"
+		}
+		expires = min(expires, r.policy.MaxExpires)
+		q, ok := parseQ(c.Params)
+		if !ok {
+			return u, reply(req, 400, "Invalid Contact q-value"), "bad_request"
+		}
+		instance, _ := c.Params.Get("+sip.instance")
+		regID, _ := strconv.Atoi(c.Params.GetOr("reg-id", "0"))
+		u.Contacts = append(u.Contacts, store.Binding{
+			ID:        bindingID(c.Address, instance, regID),
+			Contact:   c.Address.String(),
+			Params:    echoParams(c.Params),
+			Q:         q,
+			Expires:   now.Add(time.Duration(expires) * time.Second),
+			Source:    req.Source(),
+			Transport: strings.ToLower(req.Transport()),
+			Path:      path,
+			UserAgent: userAgent,
+			Instance:  instance,
+			RegID:     regID,
+			Updated:   now,
+		})
+	}
+	return u, nil, ""
+}
+
+// ok builds the 200 OK listing every binding with its remaining time.
+func (r *Registrar) ok(req *sip.Request, bindings []store.Binding, now time.Time) *sip.Response {
+	res := sip.NewResponseFromRequest(req, 200, "OK", nil)
+	for _, b := range bindings {
+		var v strings.Builder
+		v.Grow(len(b.Contact) + len(b.Params) + 24)
+		v.WriteByte('<')
+		v.WriteString(b.Contact)
+		v.WriteString(">;expires=")
+		v.WriteString(strconv.Itoa(remaining(b.Expires, now)))
+		if b.Q >= 0 {
+			v.WriteString(";q=")
+			v.WriteString(formatQ(b.Q))
+		}
+		if b.Params != "" {
+			v.WriteByte(';')
+			v.WriteString(b.Params)
+		}
+		res.AppendHeader(sip.NewHeader("Contact", v.String()))
+	}
+	for _, h := range req.GetHeaders("Path") { // RFC 3327 §5.3: echo the Path
+		res.AppendHeader(sip.NewHeader("Path", h.Value()))
+	}
+	res.AppendHeader(sip.NewHeader("Date", now.UTC().Format(http.TimeFormat)))
+	return res
+}
+
+func (r *Registrar) unavailable(req *sip.Request) *sip.Response {
+	res := reply(req, 503, "Service Unavailable")
+	res.AppendHeader(sip.NewHeader("Retry-After", strconv.Itoa(r.policy.RetryAfter)))
+	return res
+}
+
+func remaining(exp, now time.Time) int {
+	return max(1, int((exp.Sub(now)+time.Second/2)/time.Second))
+}
+
+func reply(req *sip.Request, code int, reason string) *sip.Response {
+	return sip.NewResponseFromRequest(req, code, reason, nil)
+}
+
+func callID(req *sip.Request) string {
+	if h := req.CallID(); h != nil {
+		return h.Value()
+	}
+	return ""
+}

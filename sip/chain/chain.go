@@ -1,0 +1,70 @@
+// Package chain is how a SIP request flows through sori: a list of small
+// handlers, each with one job, each either answering the request or passing
+// it to the next (as CoreDNS plugins do). The transport and transaction layers
+// (sipgo) stay below it; routing logic lives in the handlers.
+package chain
+
+import (
+	"context"
+	"slices"
+	"strings"
+
+	"github.com/emiago/sipgo/sip"
+)
+
+// ResponseWriter sends responses within the request's server transaction.
+type ResponseWriter interface {
+	Respond(res *sip.Response) error
+}
+
+// Handler serves one request.
+type Handler interface {
+	ServeSIP(ctx context.Context, w ResponseWriter, req *sip.Request)
+}
+
+// HandlerFunc adapts a function to Handler.
+type HandlerFunc func(ctx context.Context, w ResponseWriter, req *sip.Request)
+
+// ServeSIP calls f.
+func (f HandlerFunc) ServeSIP(ctx context.Context, w ResponseWriter, req *sip.Request) { f(ctx, w, req) }
+
+// Plugin is one link: it wraps the rest of the chain.
+type Plugin interface {
+	// Wrap returns a handler that serves what this plugin handles and
+	// passes everything else to next.
+	Wrap(next Handler) Handler
+	// Methods lists the methods this plugin answers (for Allow).
+	Methods() []string
+}
+
+// Build links plugins in order; the first sees every request first. final
+// serves what no plugin took.
+func Build(final Handler, plugins ...Plugin) Handler {
+	h := final
+	for i := len(plugins) - 1; i >= 0; i-- {
+		h = plugins[i].Wrap(h)
+	}
+	return h
+}
+
+// Allow returns the Allow header value for a set of plugins.
+func Allow(plugins ...Plugin) string {
+	var ms []string
+	for _, p := range plugins {
+		for _, m := range p.Methods() {
+			if !slices.Contains(ms, m) {
+				ms = append(ms, m)
+			}
+		}
+	}
+	return strings.Join(ms, ", ")
+}
+
+// Reply answers req with code and reason, adding the given headers.
+func Reply(w ResponseWriter, req *sip.Request, code int, reason string, headers ...sip.Header) error {
+	res := sip.NewResponseFromRequest(req, code, reason, nil)
+	for _, h := range headers {
+		res.AppendHeader(h)
+	}
+	return w.Respond(res)
+}

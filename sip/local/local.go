@@ -1,0 +1,68 @@
+// Package local answers "is this URI us?": the served domain and every
+// address sori listens on or advertises.
+package local
+
+import (
+	"net"
+	"strings"
+
+	"github.com/emiago/sipgo/sip"
+)
+
+// Identity is what sori answers for.
+type Identity struct {
+	Domain string
+	hosts  map[string]bool
+}
+
+// New returns an Identity for a domain and the host[:port] addresses sori uses.
+func New(domain string, addrs ...string) *Identity {
+	id := &Identity{Domain: strings.ToLower(domain), hosts: map[string]bool{}}
+	id.hosts[id.Domain] = true
+	for _, a := range addrs {
+		host, _, err := net.SplitHostPort(a)
+		if err != nil {
+			host = a
+		}
+		id.hosts[normalizeHost(host)] = true
+		if ip := net.ParseIP(normalizeHost(host)); ip != nil && ip.IsUnspecified() {
+			id.addInterfaces() // listening on 0.0.0.0 / :: means every local address is us
+		}
+	}
+	return id
+}
+
+func (id *Identity) addInterfaces() {
+	addrs, err := net.InterfaceAddrs()
+	if err != nil {
+		return
+	}
+	for _, a := range addrs {
+		if n, ok := a.(*net.IPNet); ok {
+			id.hosts[n.IP.String()] = true
+		}
+	}
+}
+
+// IsLocalHost reports whether host (a domain or IP, IPv6 with or without brackets) is us.
+func (id *Identity) IsLocalHost(host string) bool {
+	return id.hosts[normalizeHost(host)]
+}
+
+// IsDomain reports whether host is the served domain (or one of our addresses,
+// which phones configured with the server's IP use as their domain).
+func (id *Identity) IsDomain(host string) bool { return id.IsLocalHost(host) }
+
+// AddressedToServer reports whether a request URI names sori itself rather
+// than a user: a local host with no user part.
+func (id *Identity) AddressedToServer(u sip.Uri) bool {
+	return u.User == "" && id.IsLocalHost(u.Host)
+}
+
+func normalizeHost(h string) string {
+	h = strings.ToLower(strings.TrimSuffix(strings.TrimPrefix(h, "["), "]"))
+	if ip := net.ParseIP(h); ip != nil {
+		return ip.String()
+	}
+	return h
+}

@@ -1,0 +1,76 @@
+// Package sanity rejects requests no later handler should see (RFC 3261
+// §8.2.1-8.2.2): an unsupported URI scheme (416), a CSeq method that is not
+// the request's (400), or a Require naming extensions sori lacks (420).
+package sanity
+
+import (
+	"context"
+	"strings"
+
+	"github.com/emiago/sipgo/sip"
+
+	"github.com/sori-voice/sori/sip/chain"
+)
+
+// Plugin is the sanity check link. Supported lists the option tags sori
+// implements; Require naming any other tag is refused.
+type Plugin struct {
+	Supported []string
+}
+
+// Methods implements chain.Plugin: sanity answers no method itself.
+func (Plugin) Methods() []string { return nil }
+
+// Wrap implements chain.Plugin.
+func (p Plugin) Wrap(next chain.Handler) chain.Handler {
+	return chain.HandlerFunc(func(ctx context.Context, w chain.ResponseWriter, req *sip.Request) {
+		if req.IsAck() {
+			next.ServeSIP(ctx, w, req) // never answered
+			return
+		}
+		if code, reason, extra := p.check(req); code != 0 {
+			_ = chain.Reply(w, req, code, reason, extra...)
+			return
+		}
+		next.ServeSIP(ctx, w, req)
+	})
+}
+
+func (p Plugin) check(req *sip.Request) (int, string, []sip.Header) {
+	if req.From() == nil || req.To() == nil || req.CallID() == nil || req.CSeq() == nil {
+		return 400, "Missing Mandatory Header", nil
+	}
+	if req.CSeq().MethodName != req.Method {
+		return 400, "CSeq Method Does Not Match", nil
+	}
+	switch strings.ToLower(req.Recipient.Scheme) {
+	case "sip", "sips", "tel":
+	default:
+		return 416, "Unsupported URI Scheme", nil
+	}
+	if req.IsCancel() {
+		return 0, "", nil // RFC 3261 §8.2.2.3: Require is not checked for CANCEL (nor ACK)
+	}
+	var unsupported []string
+	for _, h := range req.GetHeaders("Require") {
+		for _, tag := range strings.Split(h.Value(), ",") {
+			tag = strings.TrimSpace(tag)
+			if tag != "" && !p.supports(tag) {
+				unsupported = append(unsupported, tag)
+			}
+		}
+	}
+	if len(unsupported) > 0 {
+		return 420, "Bad Extension", []sip.Header{sip.NewHeader("Unsupported", strings.Join(unsupported, ", "))}
+	}
+	return 0, "", nil
+}
+
+func (p Plugin) supports(tag string) bool {
+	for _, s := range p.Supported {
+		if strings.EqualFold(s, tag) {
+			return true
+		}
+	}
+	return false
+}

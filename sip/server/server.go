@@ -1,0 +1,212 @@
+// Package server binds sori's sockets to sipgo's transport and transaction
+// layers and hands every request to the handler chain. It owns what is the
+// same for every request: the Server header, latency metrics, and draining on
+// shutdown (new requests get 503, in-flight ones finish).
+package server
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"strconv"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/emiago/sipgo"
+	"github.com/emiago/sipgo/sip"
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/sori-voice/sori/config"
+	"github.com/sori-voice/sori/sip/chain"
+)
+
+// Options configure a Server.
+type Options struct {
+	Listeners  []config.Listener
+	Product    string // Server header value, e.g. "Sori/0.1"
+	RetryAfter int    // seconds, in 503 while draining
+	Log        *slog.Logger
+	Registerer prometheus.Registerer // nil: no metrics
+}
+
+// Server is a running set of SIP listeners.
+type Server struct {
+	opts     Options
+	handler  chain.Handler
+	ua       *sipgo.UserAgent
+	srv      *sipgo.Server
+	log      *slog.Logger
+	latency  *prometheus.HistogramVec
+	inflight sync.WaitGroup
+	draining atomic.Bool
+	server   sip.Header
+
+	mu      sync.Mutex
+	closers []func() error
+	serving sync.WaitGroup
+	addrs   []string
+}
+
+// New prepares a server; Start opens the sockets.
+func New(h chain.Handler, o Options) (*Server, error) {
+	if o.Log == nil {
+		o.Log = slog.Default()
+	}
+	sip.SetDefaultLogger(o.Log.With("component", "sipgo"))
+	ua, err := sipgo.NewUA(sipgo.WithUserAgent(o.Product))
+	if err != nil {
+		return nil, fmt.Errorf("sip server: %w", err)
+	}
+	srv, err := sipgo.NewServer(ua, sipgo.WithServerLogger(o.Log.With("component", "sipgo")))
+	if err != nil {
+		return nil, fmt.Errorf("sip server: %w", err)
+	}
+	s := &Server{
+		opts: o, handler: h, ua: ua, srv: srv, log: o.Log,
+		server: sip.NewHeader("Server", o.Product),
+		latency: prometheus.NewHistogramVec(prometheus.HistogramOpts{
+			Name:    "sori_sip_request_duration_seconds",
+			Help:    "Time from a request reaching the handler chain to its final response, by method.",
+			Buckets: []float64{.0001, .00025, .0005, .001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5},
+		}, []string{"method"}),
+	}
+	if o.Registerer != nil {
+		o.Registerer.MustRegister(s.latency)
+	}
+	srv.OnNoRoute(s.dispatch) // every method goes through the chain
+	return s, nil
+}
+
+// Start opens every listener; an address already in use fails here, before
+// anything is served.
+func (s *Server) Start() error {
+	for _, l := range s.opts.Listeners {
+		if err := s.listen(l); err != nil {
+			_ = s.closeListeners()
+			return err
+		}
+	}
+	return nil
+}
+
+// Addrs returns the bound addresses as "transport:ip:port" (useful with port 0).
+func (s *Server) Addrs() []string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return append([]string(nil), s.addrs...)
+}
+
+func (s *Server) listen(l config.Listener) error {
+	addr := l.Addr.String()
+	switch l.Transport {
+	case "udp":
+		conn, err := net.ListenUDP("udp", net.UDPAddrFromAddrPort(l.Addr))
+		if err != nil {
+			return fmt.Errorf("sip listen %s: %w", l, err)
+		}
+		_ = conn.SetReadBuffer(8 << 20) // absorb bursts; the kernel caps it at rmem_max
+		_ = conn.SetWriteBuffer(8 << 20)
+		s.track(conn.Close, "udp:"+conn.LocalAddr().String())
+		s.serve(func() error { return s.srv.ServeUDP(conn) }, l)
+	case "tcp":
+		ln, err := net.ListenTCP("tcp", net.TCPAddrFromAddrPort(l.Addr))
+		if err != nil {
+			return fmt.Errorf("sip listen %s: %w", l, err)
+		}
+		s.track(ln.Close, "tcp:"+ln.Addr().String())
+		s.serve(func() error { return s.srv.ServeTCP(ln) }, l)
+	default:
+		return fmt.Errorf("sip listen %s: unsupported transport %q", addr, l.Transport)
+	}
+	return nil
+}
+
+func (s *Server) track(closer func() error, addr string) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.closers = append(s.closers, closer)
+	s.addrs = append(s.addrs, addr)
+}
+
+func (s *Server) serve(fn func() error, l config.Listener) {
+	s.serving.Add(1)
+	go func() {
+		defer s.serving.Done()
+		if err := fn(); err != nil && !errors.Is(err, net.ErrClosed) && !s.draining.Load() {
+			s.log.Error("sip listener stopped", "listener", l.String(), "error", err)
+		}
+	}()
+}
+
+// dispatch runs one request through the chain inside its transaction.
+func (s *Server) dispatch(req *sip.Request, tx sip.ServerTransaction) {
+	s.inflight.Add(1)
+	defer s.inflight.Done()
+	start := time.Now()
+	w := &writer{tx: tx, server: s.server}
+	if s.draining.Load() {
+		if !req.IsAck() {
+			res := sip.NewResponseFromRequest(req, 503, "Service Unavailable", nil)
+			res.AppendHeader(sip.NewHeader("Retry-After", strconv.Itoa(s.opts.RetryAfter)))
+			_ = w.Respond(res)
+		}
+		return
+	}
+	s.handler.ServeSIP(context.Background(), w, req)
+	if !req.IsAck() {
+		s.latency.WithLabelValues(string(req.Method)).Observe(time.Since(start).Seconds())
+	}
+}
+
+// Shutdown stops taking requests (they get 503 with Retry-After), waits for
+// in-flight ones until ctx ends, then closes sockets and transactions.
+func (s *Server) Shutdown(ctx context.Context) error {
+	s.draining.Store(true)
+	done := make(chan struct{})
+	go func() { s.inflight.Wait(); close(done) }()
+	var err error
+	select {
+	case <-done:
+	case <-ctx.Done():
+		err = fmt.Errorf("sip server: in-flight requests still running: %w", ctx.Err())
+	}
+	if cerr := s.closeListeners(); cerr != nil && err == nil {
+		err = cerr
+	}
+	s.serving.Wait()
+	_ = s.ua.Close()
+	return err
+}
+
+func (s *Server) closeListeners() error {
+	s.mu.Lock()
+	closers := s.closers
+	s.closers = nil
+	s.mu.Unlock()
+	var errs []error
+	for _, c := range closers {
+		if err := c(); err != nil && !errors.Is(err, net.ErrClosed) {
+			errs = append(errs, err)
+		}
+	}
+	return errors.Join(errs...)
+}
+
+// writer adds the Server header and sends through the transaction.
+type writer struct {
+	tx     sip.ServerTransaction
+	server sip.Header
+}
+
+func (w *writer) Respond(res *sip.Response) error {
+	if res.GetHeader("Server") == nil {
+		res.AppendHeader(w.server)
+	}
+	if w.tx == nil {
+		return errors.New("sip server: no transaction to respond in")
+	}
+	return w.tx.Respond(res)
+}
