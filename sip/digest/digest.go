@@ -109,6 +109,9 @@ func New(realm string, algorithms []string, secret []byte, ttl time.Duration) (*
 	return a, nil
 }
 
+// SetClock replaces the clock used for nonce age (tests, simulations).
+func (a *Authenticator) SetClock(now func() time.Time) { a.now = now }
+
 // Realm returns the realm challenges are issued for.
 func (a *Authenticator) Realm() string { return a.realm }
 

@@ -1,0 +1,364 @@
+package main
+
+// End-to-end harness: builds the sori binary once, starts real sori,
+// redis-server and sipp processes on 127.0.0.1, and talks SIP to them over
+// real sockets. The tests using it are in e2e_*_test.go.
+
+import (
+	"bufio"
+	"bytes"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/emiago/sipgo/sip"
+	client "github.com/icholy/digest"
+)
+
+// raceEnabled is set by race_test.go so the binary under test is built the same way.
+var raceEnabled bool
+
+var (
+	buildOnce sync.Once
+	soriBin   string
+	buildErr  error
+)
+
+func binary(t *testing.T) string {
+	t.Helper()
+	buildOnce.Do(func() {
+		dir, err := os.MkdirTemp("", "sori-e2e-bin")
+		if err != nil {
+			buildErr = err
+			return
+		}
+		soriBin = filepath.Join(dir, "sori")
+		args := []string{"build", "-o", soriBin}
+		if raceEnabled {
+			args = append(args, "-race")
+		}
+		out, err := exec.Command("go", append(args, ".")...).CombinedOutput()
+		if err != nil {
+			buildErr = fmt.Errorf("go build: %v\n%s", err, out)
+		}
+	})
+	if buildErr != nil {
+		t.Fatal(buildErr)
+	}
+	return soriBin
+}
+
+// freeSIPPort returns a port free for both UDP and TCP on 127.0.0.1.
+func freeSIPPort(t *testing.T) int {
+	t.Helper()
+	for range 50 {
+		l, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		port := l.Addr().(*net.TCPAddr).Port
+		u, err := net.ListenPacket("udp", l.Addr().String())
+		l.Close()
+		if err == nil {
+			u.Close()
+			return port
+		}
+	}
+	t.Fatal("no free port")
+	return 0
+}
+
+// node is one running sori process.
+type node struct {
+	t       *testing.T
+	cmd     *exec.Cmd
+	port    int
+	http    string
+	cfgPath string
+	logs    *bytes.Buffer
+	mu      *sync.Mutex
+	exited  chan struct{}
+}
+
+func (n *node) addr() string { return "127.0.0.1:" + strconv.Itoa(n.port) }
+
+// nodeConfig fills the parts of a config every test needs.
+type nodeConfig struct {
+	store string // "memory" or a redis URL
+	extra string // more YAML appended verbatim (e.g. users:)
+	port  int    // 0: pick one
+}
+
+func startNode(t *testing.T, c nodeConfig) *node {
+	t.Helper()
+	if c.port == 0 {
+		c.port = freeSIPPort(t)
+	}
+	if c.store == "" {
+		c.store = "memory"
+	}
+	httpAddr := fmt.Sprintf("127.0.0.1:%d", freeSIPPort(t))
+	cfg := fmt.Sprintf(`sip:
+  domain: sori.test
+  listen: ["udp:127.0.0.1:%d", "tcp:127.0.0.1:%d"]
+  auth_secret: e2e-shared-secret-0123456789
+registrar:
+  store: %q
+  min_expires: 60
+  max_expires: 3600
+  default_expires: 3600
+  store_timeout: 300ms
+  retry_after: 5
+http:
+  listen: %s
+log:
+  level: info
+%s`, c.port, c.port, c.store, httpAddr, c.extra)
+	if !strings.Contains(c.extra, "users:") {
+		cfg += "users:\n  - {name: alice, password: alice-secret}\n  - {name: bob, password: bob-secret}\n"
+	}
+	path := filepath.Join(t.TempDir(), "sori.yaml")
+	if err := os.WriteFile(path, []byte(cfg), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	n := &node{t: t, port: c.port, http: httpAddr, cfgPath: path, logs: &bytes.Buffer{}, mu: &sync.Mutex{}, exited: make(chan struct{})}
+	n.cmd = exec.Command(binary(t), "-config", path)
+	n.cmd.Stdout = lockedWriter{n.mu, n.logs}
+	n.cmd.Stderr = lockedWriter{n.mu, n.logs}
+	n.cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
+	if err := n.cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	go func() { _ = n.cmd.Wait(); close(n.exited) }()
+	t.Cleanup(func() {
+		n.stop()
+		if t.Failed() {
+			t.Logf("sori log (%s):\n%s", n.addr(), n.log())
+		}
+	})
+	deadline := time.Now().Add(15 * time.Second)
+	for {
+		if resp, err := http.Get("http://" + httpAddr + "/healthz"); err == nil {
+			resp.Body.Close()
+			break
+		}
+		select {
+		case <-n.exited:
+			t.Fatalf("sori exited at start:\n%s", n.log())
+		default:
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("sori did not start:\n%s", n.log())
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	return n
+}
+
+type lockedWriter struct {
+	mu *sync.Mutex
+	w  io.Writer
+}
+
+func (l lockedWriter) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.w.Write(p)
+}
+
+func (n *node) log() string {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	return n.logs.String()
+}
+
+// stop sends SIGTERM and requires a clean exit within 15 s.
+func (n *node) stop() {
+	select {
+	case <-n.exited:
+		return
+	default:
+	}
+	_ = n.cmd.Process.Signal(syscall.SIGTERM)
+	select {
+	case <-n.exited:
+		if code := n.cmd.ProcessState.ExitCode(); code != 0 {
+			n.t.Errorf("sori exited with %d after SIGTERM", code)
+		}
+	case <-time.After(15 * time.Second):
+		_ = n.cmd.Process.Kill()
+		n.t.Errorf("sori did not stop within 15 s of SIGTERM")
+	}
+}
+
+// sipConn is a UA socket talking to one sori over UDP or TCP.
+type sipConn struct {
+	t         *testing.T
+	transport string
+	conn      net.Conn
+	reader    *bufio.Reader
+	local     string
+	seq       int
+}
+
+func dialSIP(t *testing.T, transport, addr string) *sipConn {
+	t.Helper()
+	c, err := net.Dial(transport, addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { c.Close() })
+	return &sipConn{t: t, transport: transport, conn: c, reader: bufio.NewReader(c), local: c.LocalAddr().String()}
+}
+
+// do sends one request (LF line ends are fine) and returns the first final response.
+func (c *sipConn) do(raw string) *sip.Response {
+	c.t.Helper()
+	raw = strings.ReplaceAll(strings.ReplaceAll(raw, "\r\n", "\n"), "\n", "\r\n")
+	if _, err := c.conn.Write([]byte(raw)); err != nil {
+		c.t.Fatal(err)
+	}
+	for {
+		res := c.read()
+		if res.StatusCode >= 200 {
+			return res
+		}
+	}
+}
+
+func (c *sipConn) read() *sip.Response {
+	c.t.Helper()
+	_ = c.conn.SetReadDeadline(time.Now().Add(5 * time.Second))
+	var data []byte
+	if c.transport == "udp" {
+		buf := make([]byte, 65535)
+		n, err := c.conn.Read(buf)
+		if err != nil {
+			c.t.Fatalf("no response over udp: %v", err)
+		}
+		data = buf[:n]
+	} else {
+		var head bytes.Buffer
+		length := 0
+		for {
+			line, err := c.reader.ReadString('\n')
+			if err != nil {
+				c.t.Fatalf("no response over tcp: %v", err)
+			}
+			head.WriteString(line)
+			if k, v, ok := strings.Cut(line, ":"); ok && strings.EqualFold(strings.TrimSpace(k), "Content-Length") {
+				length, _ = strconv.Atoi(strings.TrimSpace(v))
+			}
+			if line == "\r\n" {
+				break
+			}
+		}
+		body := make([]byte, length)
+		if _, err := io.ReadFull(c.reader, body); err != nil {
+			c.t.Fatal(err)
+		}
+		data = append(head.Bytes(), body...)
+	}
+	msg, err := sip.ParseMessage(data)
+	if err != nil {
+		c.t.Fatalf("unparsable response: %v\n%s", err, data)
+	}
+	res, ok := msg.(*sip.Response)
+	if !ok {
+		c.t.Fatalf("got a request, not a response:\n%s", data)
+	}
+	return res
+}
+
+// register builds a REGISTER from c; headers are extra lines (Contact, Expires, Authorization).
+func (c *sipConn) register(user, callID string, cseq int, headers ...string) string {
+	c.seq++
+	return fmt.Sprintf("REGISTER sip:sori.test SIP/2.0\nVia: SIP/2.0/%s %s;branch=z9hG4bK-%s-%d-%d;rport\nMax-Forwards: 70\nFrom: <sip:%s@sori.test>;tag=t%d\nTo: <sip:%s@sori.test>\nCall-ID: %s\nCSeq: %d REGISTER\n%sContent-Length: 0\n\n",
+		strings.ToUpper(c.transport), c.local, callID, cseq, c.seq, user, cseq, user, callID, cseq, joinLines(headers))
+}
+
+func joinLines(hs []string) string {
+	var b strings.Builder
+	for _, h := range hs {
+		b.WriteString(h)
+		b.WriteByte('\n')
+	}
+	return b.String()
+}
+
+// registerAuth runs REGISTER -> 401 -> authenticated REGISTER and returns the final response.
+func (c *sipConn) registerAuth(user, password, callID string, cseq int, headers ...string) *sip.Response {
+	c.t.Helper()
+	res := c.do(c.register(user, callID, cseq, headers...))
+	if res.StatusCode != 401 {
+		return res
+	}
+	ch, err := client.ParseChallenge(res.GetHeader("WWW-Authenticate").Value())
+	if err != nil {
+		c.t.Fatal(err)
+	}
+	cr, err := client.Digest(ch, client.Options{Method: "REGISTER", URI: "sip:sori.test", Username: user, Password: password})
+	if err != nil {
+		c.t.Fatal(err)
+	}
+	return c.do(c.register(user, callID, cseq+1, append(headers, "Authorization: "+cr.String())...))
+}
+
+func contactValues(res *sip.Response) []string {
+	var out []string
+	for _, h := range res.GetHeaders("Contact") {
+		out = append(out, h.Value())
+	}
+	return out
+}
+
+func httpGet(t *testing.T, url string) (int, string) {
+	t.Helper()
+	resp, err := http.Get(url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	return resp.StatusCode, string(b)
+}
+
+// runSipp runs sipp in dir and fails the test (with its logs) unless it exits 0.
+func runSipp(t *testing.T, dir string, timeout time.Duration, args ...string) {
+	t.Helper()
+	if _, err := exec.LookPath("sipp"); err != nil {
+		t.Fatalf("sipp is not installed (make test installs sip-tester): %v", err)
+	}
+	cmd := exec.Command("timeout", append([]string{"-k", "5", strconv.Itoa(int(timeout.Seconds())), "sipp"}, args...)...)
+	cmd.Dir = dir
+	out, err := cmd.CombinedOutput()
+	if err != nil {
+		logs, _ := filepath.Glob(filepath.Join(dir, "*_errors.log"))
+		var errs strings.Builder
+		for _, l := range logs {
+			b, _ := os.ReadFile(l)
+			if len(b) > 4000 {
+				b = b[len(b)-4000:]
+			}
+			errs.Write(b)
+		}
+		t.Fatalf("sipp %v: %v\n%s\nerrors:\n%s", args, err, tail(string(out), 3000), errs.String())
+	}
+}
+
+func tail(s string, n int) string {
+	if len(s) > n {
+		return s[len(s)-n:]
+	}
+	return s
+}

@@ -1,0 +1,444 @@
+package registrar
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/emiago/sipgo/sip"
+	client "github.com/icholy/digest"
+
+	"github.com/sori-voice/sori/registrar/store"
+	"github.com/sori-voice/sori/registrar/store/memory"
+	"github.com/sori-voice/sori/sip/auth"
+	"github.com/sori-voice/sori/sip/chain"
+	"github.com/sori-voice/sori/sip/digest"
+	"github.com/sori-voice/sori/sip/local"
+)
+
+var policy = Policy{MinExpires: 60, MaxExpires: 3600, DefaultExpires: 1800, MaxContacts: 3, StoreTimeout: time.Second, RetryAfter: 7}
+
+type harness struct {
+	t       *testing.T
+	reg     *Registrar
+	handler chain.Handler
+	store   *memory.Store
+	dig     *digest.Authenticator
+	now     time.Time
+	passed  int // requests handed to the next handler
+}
+
+func newHarness(t *testing.T, algs ...string) *harness {
+	return newHarnessWithStore(t, nil, algs...)
+}
+
+func newHarnessWithStore(t *testing.T, bindings store.Bindings, algs ...string) *harness {
+	t.Helper()
+	if len(algs) == 0 {
+		algs = []string{"MD5", "SHA-256"}
+	}
+	dig, err := digest.New("sori.test", algs, []byte("registrar-test-secret!"), 5*time.Minute)
+	if err != nil {
+		t.Fatal(err)
+	}
+	h := &harness{t: t, store: memory.New(time.Hour), dig: dig, now: time.Date(2026, 11, 24, 12, 0, 0, 0, time.UTC)}
+	t.Cleanup(func() { _ = h.store.Close() })
+	if bindings == nil {
+		bindings = h.store
+	}
+	users := auth.Directory{Static: map[string]store.Subscriber{
+		"alice": auth.NewSubscriber("alice", "sori.test", "alice-secret"),
+		"bob":   auth.NewSubscriber("bob", "sori.test", "bob-secret"),
+	}}
+	self := local.New("sori.test", "127.0.0.1:5060")
+	h.reg = New(self, auth.New(dig, users, nil), bindings, policy, slog.New(slog.NewTextHandler(io.Discard, nil)), nil)
+	h.reg.now = func() time.Time { return h.now }
+	h.handler = h.reg.Wrap(chain.HandlerFunc(func(context.Context, chain.ResponseWriter, *sip.Request) { h.passed++ }))
+	return h
+}
+
+type capture struct{ res []*sip.Response }
+
+func (c *capture) Respond(r *sip.Response) error { c.res = append(c.res, r); return nil }
+
+// send runs one raw request through the registrar and returns its response (nil if passed on).
+func (h *harness) send(raw string) *sip.Response {
+	h.t.Helper()
+	msg, err := sip.ParseMessage([]byte(strings.ReplaceAll(raw, "\n", "\r\n")))
+	if err != nil {
+		h.t.Fatalf("parse: %v\n%s", err, raw)
+	}
+	req := msg.(*sip.Request)
+	req.SetSource("203.0.113.5:40000")
+	req.SetTransport("UDP")
+	w := &capture{}
+	h.handler.ServeSIP(context.Background(), w, req)
+	if len(w.res) > 1 {
+		h.t.Fatalf("%d responses to one request", len(w.res))
+	}
+	if len(w.res) == 0 {
+		return nil
+	}
+	return w.res[0]
+}
+
+// request is one REGISTER to build.
+type request struct {
+	user, toUser, ruri string
+	callID             string
+	cseq               int
+	headers            []string // extra header lines (Contact, Expires, ...)
+}
+
+func (r request) raw(auth string) string {
+	if r.toUser == "" {
+		r.toUser = r.user
+	}
+	if r.ruri == "" {
+		r.ruri = "sip:sori.test"
+	}
+	if r.callID == "" {
+		r.callID = "call-" + r.user
+	}
+	var b strings.Builder
+	fmt.Fprintf(&b, "REGISTER %s SIP/2.0\n", r.ruri)
+	fmt.Fprintf(&b, "Via: SIP/2.0/UDP 10.0.0.1:5060;branch=z9hG4bK%d%s;rport\n", r.cseq, r.user)
+	b.WriteString("Max-Forwards: 70\n")
+	fmt.Fprintf(&b, "From: <sip:%s@sori.test>;tag=f1\n", r.user)
+	fmt.Fprintf(&b, "To: <sip:%s@sori.test>\n", r.toUser)
+	fmt.Fprintf(&b, "Call-ID: %s\n", r.callID)
+	fmt.Fprintf(&b, "CSeq: %d REGISTER\n", r.cseq)
+	for _, hd := range r.headers {
+		b.WriteString(hd + "\n")
+	}
+	if auth != "" {
+		b.WriteString("Authorization: " + auth + "\n")
+	}
+	b.WriteString("Content-Length: 0\n\n")
+	return b.String()
+}
+
+// answer computes credentials for a challenge with an independent client library.
+func answer(t *testing.T, challenge, user, password string, nc int) string {
+	t.Helper()
+	ch, err := client.ParseChallenge(challenge)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cr, err := client.Digest(ch, client.Options{Method: "REGISTER", URI: "sip:sori.test", Username: user, Password: password, Count: nc})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return cr.String()
+}
+
+// register sends r, answers the 401 with password (first challenge) and returns the final response.
+func (h *harness) register(r request, password string) *sip.Response {
+	h.t.Helper()
+	res := h.send(r.raw(""))
+	if res.StatusCode != 401 {
+		h.t.Fatalf("unauthenticated REGISTER got %d, want 401", res.StatusCode)
+	}
+	r.cseq++
+	return h.send(r.raw(answer(h.t, res.GetHeader("WWW-Authenticate").Value(), r.user, password, 1)))
+}
+
+func contacts(res *sip.Response) []string {
+	var out []string
+	for _, c := range res.GetHeaders("Contact") {
+		out = append(out, c.Value())
+	}
+	return out
+}
+
+func TestChallengeOffersBothAlgorithmsInOrder(t *testing.T) {
+	for _, order := range [][]string{{"MD5", "SHA-256"}, {"SHA-256", "MD5"}} {
+		h := newHarness(t, order...)
+		res := h.send(request{user: "alice", cseq: 1, headers: []string{"Contact: <sip:alice@10.0.0.1>"}}.raw(""))
+		chs := res.GetHeaders("WWW-Authenticate")
+		if res.StatusCode != 401 || len(chs) != 2 {
+			t.Fatalf("got %d with %d challenges", res.StatusCode, len(chs))
+		}
+		for i, alg := range order {
+			if !strings.Contains(chs[i].Value(), "algorithm="+alg) || !strings.Contains(chs[i].Value(), `qop="auth"`) {
+				t.Errorf("challenge %d = %q, want %s", i, chs[i].Value(), alg)
+			}
+		}
+	}
+}
+
+func TestRegisterWithEachAlgorithm(t *testing.T) {
+	for i, alg := range []string{"MD5", "SHA-256"} {
+		h := newHarness(t)
+		r := request{user: "alice", cseq: 1, headers: []string{"Contact: <sip:alice@10.0.0.1:5062>"}}
+		res := h.send(r.raw(""))
+		ch := res.GetHeaders("WWW-Authenticate")[i].Value()
+		r.cseq = 2
+		res = h.send(r.raw(answer(t, ch, "alice", "alice-secret", 1)))
+		if res.StatusCode != 200 {
+			t.Fatalf("%s: got %d %s", alg, res.StatusCode, res.Reason)
+		}
+		if got := contacts(res); len(got) != 1 || got[0] != "<sip:alice@10.0.0.1:5062>;expires=1800" {
+			t.Fatalf("%s: contacts %q", alg, got)
+		}
+		if res.GetHeader("Date") == nil {
+			t.Errorf("%s: no Date header", alg)
+		}
+	}
+}
+
+func TestExpires(t *testing.T) {
+	tests := []struct {
+		name    string
+		headers []string
+		code    int
+		want    []string
+	}{
+		{"default", []string{"Contact: <sip:a@10.0.0.1>"}, 200, []string{"<sip:a@10.0.0.1>;expires=1800"}},
+		{"header", []string{"Contact: <sip:a@10.0.0.1>", "Expires: 600"}, 200, []string{"<sip:a@10.0.0.1>;expires=600"}},
+		{"param beats header", []string{"Contact: <sip:a@10.0.0.1>;expires=120", "Expires: 600"}, 200, []string{"<sip:a@10.0.0.1>;expires=120"}},
+		{"clamped to max", []string{"Contact: <sip:a@10.0.0.1>", "Expires: 86400"}, 200, []string{"<sip:a@10.0.0.1>;expires=3600"}},
+		{"below min", []string{"Contact: <sip:a@10.0.0.1>", "Expires: 30"}, 423, nil},
+		{"param below min", []string{"Contact: <sip:a@10.0.0.1>;expires=59"}, 423, nil},
+		{"not a number", []string{"Contact: <sip:a@10.0.0.1>", "Expires: soon"}, 400, nil},
+		{"bad q", []string{"Contact: <sip:a@10.0.0.1>;q=1.5"}, 400, nil},
+		{"zero on a new contact stores nothing", []string{"Contact: <sip:a@10.0.0.1>", "Expires: 0"}, 200, nil},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			h := newHarness(t)
+			res := h.register(request{user: "alice", cseq: 1, headers: tt.headers}, "alice-secret")
+			if res.StatusCode != tt.code {
+				t.Fatalf("got %d %s, want %d", res.StatusCode, res.Reason, tt.code)
+			}
+			if got := contacts(res); strings.Join(got, ",") != strings.Join(tt.want, ",") {
+				t.Fatalf("contacts %q, want %q", got, tt.want)
+			}
+			if tt.code == 423 {
+				if me := res.GetHeader("Min-Expires"); me == nil || me.Value() != "60" {
+					t.Fatalf("423 without Min-Expires: 60: %v", me)
+				}
+				if bs, _ := h.store.Lookup(context.Background(), "alice@sori.test", h.now); len(bs) != 0 {
+					t.Fatalf("rejected REGISTER stored %v", bs)
+				}
+			}
+		})
+	}
+}
+
+func TestSeveralContactsQueryAndRemoval(t *testing.T) {
+	h := newHarness(t)
+	res := h.register(request{user: "alice", cseq: 1, headers: []string{
+		`Contact: <sip:alice@10.0.0.1>;q=0.5, <sip:alice@10.0.0.2;transport=tcp>;q=1.0;+sip.instance="<urn:uuid:1>";reg-id=1`,
+		"Contact: <sip:alice@10.0.0.3>;expires=300",
+		"Expires: 900",
+	}}, "alice-secret")
+	want := []string{
+		`<sip:alice@10.0.0.3>;expires=300`, // no q counts as 1.0; newest first among equals
+		`<sip:alice@10.0.0.2;transport=tcp>;expires=900;q=1.0;+sip.instance="<urn:uuid:1>";reg-id=1`,
+		`<sip:alice@10.0.0.1>;expires=900;q=0.5`,
+	}
+	if got := contacts(res); res.StatusCode != 200 || strings.Join(got, "|") != strings.Join(want, "|") {
+		// Equal q and equal update time: order by id is stable but arbitrary; compare as sets.
+		if !sameSet(got, want) {
+			t.Fatalf("got %d %q\nwant %q", res.StatusCode, got, want)
+		}
+	}
+
+	// A query (no Contact) lists the bindings with the time left and changes nothing.
+	h.now = h.now.Add(100 * time.Second)
+	res = h.register(request{user: "alice", callID: "query-1", cseq: 1}, "alice-secret")
+	if got := contacts(res); res.StatusCode != 200 || len(got) != 3 || !strings.Contains(strings.Join(got, ","), "10.0.0.3>;expires=200") {
+		t.Fatalf("query: %d %q", res.StatusCode, got)
+	}
+
+	// Expires 0 on one contact removes just that one.
+	res = h.register(request{user: "alice", cseq: 3, headers: []string{"Contact: <sip:alice@10.0.0.1>;expires=0"}}, "alice-secret")
+	if got := contacts(res); len(got) != 2 || strings.Contains(strings.Join(got, ","), "10.0.0.1>") {
+		t.Fatalf("after removing one: %q", got)
+	}
+
+	// "*" with Expires: 0 removes all.
+	res = h.register(request{user: "alice", cseq: 5, headers: []string{"Contact: *", "Expires: 0"}}, "alice-secret")
+	if res.StatusCode != 200 || len(contacts(res)) != 0 {
+		t.Fatalf("wildcard removal: %d %q", res.StatusCode, contacts(res))
+	}
+}
+
+func sameSet(a, b []string) bool {
+	if len(a) != len(b) {
+		return false
+	}
+	seen := map[string]int{}
+	for _, x := range a {
+		seen[x]++
+	}
+	for _, x := range b {
+		seen[x]--
+	}
+	for _, n := range seen {
+		if n != 0 {
+			return false
+		}
+	}
+	return true
+}
+
+func TestWildcardRules(t *testing.T) {
+	for _, headers := range [][]string{
+		{"Contact: *"},                   // no Expires
+		{"Contact: *", "Expires: 60"},    // Expires not 0
+		{"Contact: *, <sip:a@10.0.0.1>"}, // not alone
+	} {
+		h := newHarness(t)
+		res := h.register(request{user: "alice", cseq: 1, headers: headers}, "alice-secret")
+		if res.StatusCode != 400 {
+			t.Errorf("%q: got %d, want 400", headers, res.StatusCode)
+		}
+	}
+}
+
+func TestCallIDCSeqRule(t *testing.T) {
+	h := newHarness(t)
+	if res := h.register(request{user: "alice", callID: "c1", cseq: 10, headers: []string{"Contact: <sip:alice@10.0.0.1>", "Expires: 600"}}, "alice-secret"); res.StatusCode != 200 {
+		t.Fatal(res.StatusCode)
+	}
+	// An older CSeq on the same Call-ID (a delayed packet) must not overwrite.
+	res := h.register(request{user: "alice", callID: "c1", cseq: 5, headers: []string{"Contact: <sip:alice@10.0.0.1>", "Expires: 3000"}}, "alice-secret")
+	if res.StatusCode != 400 {
+		t.Fatalf("older CSeq: got %d", res.StatusCode)
+	}
+	bs, _ := h.store.Lookup(context.Background(), "alice@sori.test", h.now)
+	if len(bs) != 1 || !bs[0].Expires.Equal(h.now.Add(600*time.Second)) {
+		t.Fatalf("binding changed: %+v", bs)
+	}
+}
+
+func TestAuthorizationRules(t *testing.T) {
+	h := newHarness(t)
+	contact := []string{"Contact: <sip:x@10.0.0.1>"}
+
+	// alice's credentials for bob's address-of-record: 403.
+	if res := h.register(request{user: "alice", toUser: "bob", cseq: 1, headers: contact}, "alice-secret"); res.StatusCode != 403 {
+		t.Errorf("foreign AOR: got %d", res.StatusCode)
+	}
+	// Wrong password: challenged again.
+	if res := h.register(request{user: "alice", cseq: 1, headers: contact}, "guess"); res.StatusCode != 401 {
+		t.Errorf("wrong password: got %d", res.StatusCode)
+	}
+	// Unknown user: challenged again, like a wrong password (no user enumeration).
+	if res := h.register(request{user: "mallory", cseq: 1, headers: contact}, "x"); res.StatusCode != 401 {
+		t.Errorf("unknown user: got %d", res.StatusCode)
+	}
+	// Another domain in To or in the Request-URI: 403.
+	r := request{user: "alice", cseq: 1, ruri: "sip:other.example", headers: contact}
+	if res := h.send(r.raw("")); res.StatusCode != 403 {
+		t.Errorf("foreign Request-URI: got %d", res.StatusCode)
+	}
+	// Our IP address works as the domain, as phones configured with an IP send it.
+	r = request{user: "alice", cseq: 1, ruri: "sip:127.0.0.1:5060", headers: contact}
+	if res := h.send(r.raw("")); res.StatusCode != 401 {
+		t.Errorf("Request-URI with our address: got %d", res.StatusCode)
+	}
+}
+
+func TestStaleAndReplayedNonce(t *testing.T) {
+	h := newHarness(t)
+	r := request{user: "alice", cseq: 1, headers: []string{"Contact: <sip:alice@10.0.0.1>"}}
+	ch := h.send(r.raw("")).GetHeader("WWW-Authenticate").Value()
+	cred := answer(t, ch, "alice", "alice-secret", 1)
+	r.cseq = 2
+	if res := h.send(r.raw(cred)); res.StatusCode != 200 {
+		t.Fatalf("first use: %d", res.StatusCode)
+	}
+	// The same nonce-count again (a replay): 401 with stale=true.
+	r.cseq = 3
+	res := h.send(r.raw(cred))
+	if res.StatusCode != 401 || !strings.Contains(res.GetHeader("WWW-Authenticate").Value(), "stale=true") {
+		t.Fatalf("replay: %d %v", res.StatusCode, res.GetHeader("WWW-Authenticate"))
+	}
+	// The next nonce-count works; after the nonce expires it is stale.
+	r.cseq = 4
+	if res := h.send(r.raw(answer(t, ch, "alice", "alice-secret", 2))); res.StatusCode != 200 {
+		t.Fatalf("nc=2: %d", res.StatusCode)
+	}
+	r.cseq = 5
+	later := answer(t, ch, "alice", "alice-secret", 3)
+	h.reg.auth = auth.New(mustDigestAt(t, time.Now().Add(10*time.Minute)), auth.Directory{Static: map[string]store.Subscriber{"alice": auth.NewSubscriber("alice", "sori.test", "alice-secret")}}, nil)
+	res = h.send(r.raw(later))
+	if res.StatusCode != 401 || !strings.Contains(res.GetHeader("WWW-Authenticate").Value(), "stale=true") {
+		t.Fatalf("expired nonce: %d %v", res.StatusCode, res.GetHeader("WWW-Authenticate"))
+	}
+}
+
+// mustDigestAt returns an authenticator with the harness secret whose clock reads at.
+func mustDigestAt(t *testing.T, at time.Time) *digest.Authenticator {
+	t.Helper()
+	d, err := digest.New("sori.test", []string{"MD5", "SHA-256"}, []byte("registrar-test-secret!"), 5*time.Minute)
+	if err != nil {
+		t.Fatal(err)
+	}
+	d.SetClock(func() time.Time { return at })
+	return d
+}
+
+func TestNATSourceIsStored(t *testing.T) {
+	h := newHarness(t)
+	// The phone writes its private address; the packet came from the NAT's public one.
+	res := h.register(request{user: "alice", cseq: 1, headers: []string{"Contact: <sip:alice@192.168.1.20:5060>", "User-Agent: baresip"}}, "alice-secret")
+	if res.StatusCode != 200 {
+		t.Fatal(res.StatusCode)
+	}
+	bs, _ := h.store.Lookup(context.Background(), "alice@sori.test", h.now)
+	if len(bs) != 1 || bs[0].Source != "203.0.113.5:40000" || bs[0].Transport != "udp" || bs[0].Contact != "sip:alice@192.168.1.20:5060" || bs[0].UserAgent != "baresip" {
+		t.Fatalf("binding %+v", bs)
+	}
+}
+
+func TestInstanceReplacesOldContact(t *testing.T) {
+	h := newHarness(t)
+	inst := `;+sip.instance="<urn:uuid:00000000-0000-1000-8000-000A95A0E128>";reg-id=1`
+	h.register(request{user: "alice", callID: "wifi", cseq: 1, headers: []string{"Contact: <sip:alice@192.168.1.20:5060>" + inst}}, "alice-secret")
+	res := h.register(request{user: "alice", callID: "lte", cseq: 1, headers: []string{"Contact: <sip:alice@10.20.30.40:5060>" + inst}}, "alice-secret")
+	if got := contacts(res); len(got) != 1 || !strings.HasPrefix(got[0], "<sip:alice@10.20.30.40:5060>") {
+		t.Fatalf("contacts %q, want only the new address", got)
+	}
+}
+
+func TestMaxContacts(t *testing.T) {
+	h := newHarness(t)
+	res := h.register(request{user: "alice", cseq: 1, headers: []string{"Contact: <sip:a@10.0.0.1>, <sip:a@10.0.0.2>, <sip:a@10.0.0.3>, <sip:a@10.0.0.4>"}}, "alice-secret")
+	if res.StatusCode != 503 {
+		t.Fatalf("four contacts with max 3: %d", res.StatusCode)
+	}
+}
+
+type failingStore struct{ store.Bindings }
+
+func (failingStore) Update(context.Context, store.Update) ([]store.Binding, error) {
+	return nil, errors.New("connection refused")
+}
+
+func TestStoreFailureAnswers503WithRetryAfter(t *testing.T) {
+	h := newHarnessWithStore(t, failingStore{})
+	res := h.register(request{user: "alice", cseq: 1, headers: []string{"Contact: <sip:a@10.0.0.1>"}}, "alice-secret")
+	if res.StatusCode != 503 {
+		t.Fatalf("got %d", res.StatusCode)
+	}
+	if ra := res.GetHeader("Retry-After"); ra == nil || ra.Value() != "7" {
+		t.Fatalf("Retry-After = %v", ra)
+	}
+}
+
+func TestOtherMethodsPassThrough(t *testing.T) {
+	h := newHarness(t)
+	raw := "OPTIONS sip:sori.test SIP/2.0\nVia: SIP/2.0/UDP 10.0.0.1;branch=z9hG4bKx\nFrom: <sip:a@sori.test>;tag=1\nTo: <sip:sori.test>\nCall-ID: o\nCSeq: 1 OPTIONS\nContent-Length: 0\n\n"
+	if res := h.send(raw); res != nil || h.passed != 1 {
+		t.Fatalf("OPTIONS answered by the registrar: %v", res)
+	}
+}
