@@ -65,6 +65,7 @@ type User struct {
 // HTTP is the metrics and health endpoint.
 type HTTP struct {
 	Listen string `yaml:"listen"`
+	PProf  bool   `yaml:"pprof"` // serve /debug/pprof/ (profiling; keep it on loopback)
 }
 
 // Log selects the log level and format.

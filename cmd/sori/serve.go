@@ -8,6 +8,7 @@ import (
 	"io"
 	"log/slog"
 	"net/http"
+	"net/http/pprof"
 	"strings"
 	"sync"
 	"time"
@@ -148,7 +149,7 @@ func serve(ctx context.Context, configPath string, logOut io.Writer) error {
 
 	var httpSrv *http.Server
 	if cfg.HTTP.Listen != "" {
-		httpSrv, err = startHTTP(cfg.HTTP.Listen, reg, st, log)
+		httpSrv, err = startHTTP(cfg.HTTP, reg, st, log)
 		if err != nil {
 			_ = srv.Shutdown(context.Background())
 			return err
@@ -180,8 +181,15 @@ func storeName(s string) string {
 	return scheme + "://" + rest
 }
 
-func startHTTP(addr string, reg *prometheus.Registry, st store.Store, log *slog.Logger) (*http.Server, error) {
+func startHTTP(c config.HTTP, reg *prometheus.Registry, st store.Store, log *slog.Logger) (*http.Server, error) {
+	addr := c.Listen
 	mux := http.NewServeMux()
+	if c.PProf {
+		mux.HandleFunc("/debug/pprof/", pprof.Index)
+		mux.HandleFunc("/debug/pprof/profile", pprof.Profile)
+		mux.HandleFunc("/debug/pprof/symbol", pprof.Symbol)
+		mux.HandleFunc("/debug/pprof/trace", pprof.Trace)
+	}
 	mux.Handle("GET /metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{}))
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, r *http.Request) {
 		ctx, cancel := context.WithTimeout(r.Context(), time.Second)

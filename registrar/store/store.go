@@ -11,14 +11,14 @@ import (
 
 // Binding is one contact registered for an address-of-record (RFC 3261 §10).
 type Binding struct {
-	ID        string    `json:"-"`         // stable identity of the contact within its AOR
-	Contact   string    `json:"uri"`       // Contact URI as the UA sent it
-	Q         int       `json:"q"`         // q-value in thousandths; -1 when the UA gave none
-	Expires   time.Time `json:"-"`         // absolute expiry
-	CallID    string    `json:"call_id"`   // Call-ID of the REGISTER that last wrote it
-	CSeq      uint32    `json:"cseq"`      // its CSeq
-	Source    string    `json:"source"`    // IP:port the REGISTER came from (RFC 3581 received/rport)
-	Transport string    `json:"transport"` // transport it came over: udp, tcp
+	ID        string    `json:"-"`                // stable identity of the contact within its AOR
+	Contact   string    `json:"uri"`              // Contact URI as the UA sent it
+	Q         int       `json:"q"`                // q-value in thousandths; -1 when the UA gave none
+	Expires   time.Time `json:"-"`                // absolute expiry
+	CallID    string    `json:"call_id"`          // Call-ID of the REGISTER that last wrote it
+	CSeq      uint32    `json:"cseq"`             // its CSeq
+	Source    string    `json:"source"`           // IP:port the REGISTER came from (RFC 3581 received/rport)
+	Transport string    `json:"transport"`        // transport it came over: udp, tcp
 	Params    string    `json:"params,omitempty"` // other Contact header params, echoed in 200 OK
 	Path      []string  `json:"path,omitempty"`
 	UserAgent string    `json:"ua,omitempty"`

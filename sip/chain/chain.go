@@ -26,7 +26,9 @@ type Handler interface {
 type HandlerFunc func(ctx context.Context, w ResponseWriter, req *sip.Request)
 
 // ServeSIP calls f.
-func (f HandlerFunc) ServeSIP(ctx context.Context, w ResponseWriter, req *sip.Request) { f(ctx, w, req) }
+func (f HandlerFunc) ServeSIP(ctx context.Context, w ResponseWriter, req *sip.Request) {
+	f(ctx, w, req)
+}
 
 // Plugin is one link: it wraps the rest of the chain.
 type Plugin interface {

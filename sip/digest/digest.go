@@ -81,7 +81,6 @@ type Authenticator struct {
 	nonces     *nonceSource
 	replay     *replayGuard
 	now        func() time.Time
-	challenges [2][]string // [stale] -> header values, built once
 }
 
 // New creates an Authenticator. secret must be shared by every node that

@@ -46,6 +46,9 @@ func (id *Identity) addInterfaces() {
 
 // IsLocalHost reports whether host (a domain or IP, IPv6 with or without brackets) is us.
 func (id *Identity) IsLocalHost(host string) bool {
+	if id.hosts[host] { // the common case: exactly as configured, no allocation
+		return true
+	}
 	return id.hosts[normalizeHost(host)]
 }
 
@@ -61,8 +64,16 @@ func (id *Identity) AddressedToServer(u sip.Uri) bool {
 
 func normalizeHost(h string) string {
 	h = strings.ToLower(strings.TrimSuffix(strings.TrimPrefix(h, "["), "]"))
-	if ip := net.ParseIP(h); ip != nil {
-		return ip.String()
+	// Only IP literals need canonical form (::1 vs 0:0::1); parsing a domain
+	// name as an IP builds an error on every call, so skip it.
+	if looksLikeIP(h) {
+		if ip := net.ParseIP(h); ip != nil {
+			return ip.String()
+		}
 	}
 	return h
+}
+
+func looksLikeIP(h string) bool {
+	return strings.IndexByte(h, ':') >= 0 || (h != "" && h[0] >= '0' && h[0] <= '9' && strings.Trim(h, "0123456789.") == "")
 }

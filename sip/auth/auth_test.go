@@ -1,0 +1,123 @@
+package auth
+
+import (
+	"context"
+	"errors"
+	"strings"
+	"testing"
+	"time"
+
+	client "github.com/icholy/digest"
+
+	"github.com/sori-voice/sori/registrar/store"
+	"github.com/sori-voice/sori/sip/chain/chaintest"
+	"github.com/sori-voice/sori/sip/digest"
+)
+
+type lookupFunc func(ctx context.Context, name string) (store.Subscriber, error)
+
+func (f lookupFunc) Subscriber(ctx context.Context, name string) (store.Subscriber, error) {
+	return f(ctx, name)
+}
+
+func newAuth(t *testing.T, users Lookup) *Authenticator {
+	t.Helper()
+	d, err := digest.New("sori.test", []string{"MD5", "SHA-256"}, []byte("auth-test-secret-0123"), time.Minute)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return New(d, users, nil)
+}
+
+func credentials(t *testing.T, challenge, method, user, password string) string {
+	t.Helper()
+	ch, err := client.ParseChallenge(challenge)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cr, err := client.Digest(ch, client.Options{Method: method, URI: "sip:bob@sori.test", Username: user, Password: password})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return cr.String()
+}
+
+func TestCheckWWWAndProxy(t *testing.T) {
+	a := newAuth(t, Directory{Static: map[string]store.Subscriber{"alice": NewSubscriber("alice", "sori.test", "pw")}})
+	for _, kind := range []Kind{WWW, Proxy} {
+		req := chaintest.Request(t, chaintest.Raw("INVITE", "sip:bob@sori.test"))
+		out, err := a.Check(context.Background(), req, kind)
+		if err != nil || out.Present {
+			t.Fatalf("no credentials: %+v %v", out, err)
+		}
+		res := a.Challenge(req, kind, false)
+		wantCode, hdr, credHdr := 401, "WWW-Authenticate", "Authorization"
+		if kind == Proxy {
+			wantCode, hdr, credHdr = 407, "Proxy-Authenticate", "Proxy-Authorization"
+		}
+		chs := res.GetHeaders(hdr)
+		if res.StatusCode != wantCode || len(chs) != 2 {
+			t.Fatalf("challenge %d with %d %s", res.StatusCode, len(chs), hdr)
+		}
+		cred := credentials(t, chs[1].Value(), "INVITE", "alice", "pw") // answer the SHA-256 one
+		req = chaintest.Request(t, chaintest.Raw("INVITE", "sip:bob@sori.test", credHdr+": "+cred))
+		out, err = a.Check(context.Background(), req, kind)
+		if err != nil || out.Result != digest.OK || out.User != "alice" {
+			t.Fatalf("kind %d: %+v %v", kind, out, err)
+		}
+		// The other header is not looked at.
+		other := "Proxy-Authorization"
+		if kind == Proxy {
+			other = "Authorization"
+		}
+		req = chaintest.Request(t, chaintest.Raw("INVITE", "sip:bob@sori.test", other+": "+cred))
+		if out, _ := a.Check(context.Background(), req, kind); out.Present {
+			t.Fatalf("kind %d read %s", kind, other)
+		}
+	}
+}
+
+func TestCheckStoreErrorIsAnErrorNotAFailure(t *testing.T) {
+	a := newAuth(t, lookupFunc(func(context.Context, string) (store.Subscriber, error) {
+		return store.Subscriber{}, errors.New("redis: connection refused")
+	}))
+	req := chaintest.Request(t, chaintest.Raw("REGISTER", "sip:sori.test"))
+	ch := a.Challenge(req, WWW, false).GetHeader("WWW-Authenticate").Value()
+	req = chaintest.Request(t, chaintest.Raw("REGISTER", "sip:sori.test", "Authorization: "+credentials(t, ch, "REGISTER", "alice", "pw")))
+	if _, err := a.Check(context.Background(), req, WWW); err == nil {
+		t.Fatal("store error swallowed")
+	}
+}
+
+func TestDirectoryPrefersStaticUsers(t *testing.T) {
+	calls := 0
+	d := Directory{
+		Static: map[string]store.Subscriber{"alice": NewSubscriber("alice", "sori.test", "static")},
+		Store: lookupFunc(func(_ context.Context, name string) (store.Subscriber, error) {
+			calls++
+			if name == "carol" {
+				return NewSubscriber("carol", "sori.test", "stored"), nil
+			}
+			return store.Subscriber{}, store.ErrNotFound
+		}),
+	}
+	if u, err := d.Subscriber(context.Background(), "alice"); err != nil || u.HA1MD5 != NewSubscriber("alice", "sori.test", "static").HA1MD5 || calls != 0 {
+		t.Fatalf("alice: %+v %v calls=%d", u, err, calls)
+	}
+	if u, err := d.Subscriber(context.Background(), "carol"); err != nil || u.Name != "carol" {
+		t.Fatalf("carol: %+v %v", u, err)
+	}
+	if _, err := d.Subscriber(context.Background(), "mallory"); !errors.Is(err, store.ErrNotFound) {
+		t.Fatalf("mallory: %v", err)
+	}
+}
+
+func TestNewSubscriberKeepsNoPassword(t *testing.T) {
+	s := NewSubscriber("alice", "sori.test", "secret-pw")
+	if len(s.HA1MD5) != 32 || len(s.HA1SHA256) != 64 || strings.Contains(s.HA1MD5+s.HA1SHA256, "secret-pw") {
+		t.Fatalf("%+v", s)
+	}
+	if s.HA1MD5 == NewSubscriber("alice", "other.realm", "secret-pw").HA1MD5 {
+		t.Fatal("HA1 does not depend on the realm")
+	}
+}

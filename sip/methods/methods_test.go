@@ -1,0 +1,27 @@
+package methods
+
+import (
+	"context"
+	"testing"
+
+	"github.com/sori-voice/sori/sip/chain/chaintest"
+)
+
+func TestNotAllowed(t *testing.T) {
+	h := NotAllowed{Allow: "OPTIONS, REGISTER"}
+	for _, m := range []string{"INVITE", "FOO", "PUBLISH"} {
+		rec := &chaintest.Recorder{}
+		h.ServeSIP(context.Background(), rec, chaintest.Request(t, chaintest.Raw(m, "sip:sori.test")))
+		if len(rec.Responses) != 1 || rec.Responses[0].StatusCode != 405 {
+			t.Fatalf("%s: %v", m, rec.Responses)
+		}
+		if a := rec.Responses[0].GetHeader("Allow"); a == nil || a.Value() != "OPTIONS, REGISTER" {
+			t.Fatalf("%s: Allow = %v", m, a)
+		}
+	}
+	rec := &chaintest.Recorder{}
+	h.ServeSIP(context.Background(), rec, chaintest.Request(t, chaintest.Raw("ACK", "sip:bob@sori.test")))
+	if len(rec.Responses) != 0 {
+		t.Fatalf("ACK answered: %v", rec.Responses)
+	}
+}
