@@ -41,6 +41,9 @@ type SIP struct {
 	AuthAlgorithms []string `yaml:"auth_algorithms"`
 	AuthSecret     string   `yaml:"auth_secret"`
 	NonceTTL       Duration `yaml:"nonce_ttl"`
+	// TimerJ keeps a finished non-INVITE server transaction to absorb request
+	// retransmissions (RFC 3261 §17.2.2: 64*T1 = 32 s on UDP).
+	TimerJ Duration `yaml:"timer_j"`
 }
 
 // Registrar holds the REGISTER policy and the binding store location.
@@ -106,6 +109,7 @@ func Default() Config {
 			Listen:         []string{"udp:127.0.0.1:5060", "tcp:127.0.0.1:5060"},
 			AuthAlgorithms: []string{"MD5", "SHA-256"},
 			NonceTTL:       Duration(300 * time.Second),
+			TimerJ:         Duration(5 * time.Second),
 		},
 		Registrar: Registrar{
 			Store:          "memory",
@@ -232,6 +236,9 @@ func (v *validator) check(c *Config) {
 	}
 	if s := c.SIP.AuthSecret; s != "" && len(s) < 16 {
 		v.fail("sip.auth_secret", "is %d characters; use at least 16 (or leave empty for a random one per process)", len(s))
+	}
+	if j := c.SIP.TimerJ.D(); j < 500*time.Millisecond || j > 32*time.Second {
+		v.fail("sip.timer_j", "%v is outside 500ms..32s", j)
 	}
 	if c.SIP.NonceTTL.D() < time.Second {
 		v.fail("sip.nonce_ttl", "%v is shorter than 1s", c.SIP.NonceTTL.D())

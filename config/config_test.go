@@ -55,6 +55,7 @@ func TestValidationNamesKeyAndLine(t *testing.T) {
 		{"bad http", "http:\n  listen: localhost\n", "t.yaml:2: http.listen"},
 		{"bad log level", "log:\n  level: loud\n", "t.yaml:2: log.level"},
 		{"short secret", "sip:\n  auth_secret: abc\n", "t.yaml:2: sip.auth_secret"},
+		{"timer_j too long", "sip:\n  timer_j: 60s\n", "t.yaml:2: sip.timer_j"},
 		{"bad domain", "sip:\n  domain: \"a b\"\n", "t.yaml:2: sip.domain"},
 	}
 	for _, tt := range tests {

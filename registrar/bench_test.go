@@ -51,7 +51,7 @@ func benchRegister(b *testing.B, bindings store.Bindings) {
 		users[u] = auth.NewSubscriber(u, "sori.test", "pw"+u)
 	}
 	r := New(local.New("sori.test", "127.0.0.1:5060"), auth.New(dig, auth.Directory{Static: users}, nil), bindings,
-		Policy{MinExpires: 60, MaxExpires: 3600, DefaultExpires: 3600, StoreTimeout: time.Second, RetryAfter: 5},
+		Policy{MinExpires: 60, MaxExpires: 3600, DefaultExpires: 3600, RetryAfter: 5},
 		slog.New(slog.NewTextHandler(io.Discard, nil)), nil)
 	h := r.Wrap(chain.HandlerFunc(func(context.Context, chain.ResponseWriter, *sip.Request) {}))
 

@@ -21,7 +21,7 @@ import (
 	"github.com/sori-voice/sori/sip/local"
 )
 
-var policy = Policy{MinExpires: 60, MaxExpires: 3600, DefaultExpires: 1800, MaxContacts: 3, StoreTimeout: time.Second, RetryAfter: 7}
+var policy = Policy{MinExpires: 60, MaxExpires: 3600, DefaultExpires: 1800, MaxContacts: 3, RetryAfter: 7}
 
 type harness struct {
 	t       *testing.T

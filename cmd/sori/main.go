@@ -14,10 +14,20 @@ import (
 	"io"
 	"os"
 	"os/signal"
+	"runtime/debug"
 	"syscall"
 )
 
+// defaultGCPercent is used unless GOGC is set. Each REGISTER allocates a few
+// kilobytes that die at once, while the live heap stays small; collecting
+// at 400 % heap growth instead of 100 % cut sori's CPU at 8000 REGISTER/s by
+// about a third, for tens of megabytes of memory.
+const defaultGCPercent = 400
+
 func main() {
+	if os.Getenv("GOGC") == "" {
+		debug.SetGCPercent(defaultGCPercent)
+	}
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
 	defer stop()
 	if err := run(ctx, os.Args[1:], os.Stdin, os.Stdout, os.Stderr); err != nil {

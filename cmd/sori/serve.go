@@ -123,7 +123,6 @@ func serve(ctx context.Context, configPath string, logOut io.Writer) error {
 		MaxExpires:     cfg.Registrar.MaxExpires,
 		DefaultExpires: cfg.Registrar.DefaultExpires,
 		MaxContacts:    cfg.Registrar.MaxContacts,
-		StoreTimeout:   cfg.Registrar.StoreTimeout.D(),
 		RetryAfter:     cfg.Registrar.RetryAfter,
 	}, log.With("component", "registrar"), reg)
 
@@ -137,6 +136,7 @@ func serve(ctx context.Context, configPath string, logOut io.Writer) error {
 		Listeners:  cfg.Listeners(),
 		Product:    "Sori/" + Version,
 		RetryAfter: cfg.Registrar.RetryAfter,
+		TimerJ:     cfg.SIP.TimerJ.D(),
 		Log:        log,
 		Registerer: reg,
 	})

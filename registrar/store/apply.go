@@ -14,7 +14,10 @@ func Apply(live []Binding, u Update) ([]Binding, error) {
 	for i, b := range live {
 		byID[b.ID] = i
 	}
-	outOfOrder := func(b Binding) bool { return b.CallID == u.CallID && b.CSeq >= u.CSeq }
+	// A lower CSeq on the same Call-ID is a delayed, older request. An equal
+	// one is a retransmission that outlived its transaction: applying it again
+	// gives the same result.
+	outOfOrder := func(b Binding) bool { return b.CallID == u.CallID && b.CSeq > u.CSeq }
 
 	if u.RemoveAll {
 		for _, b := range live {

@@ -42,7 +42,8 @@ type Update struct {
 // Errors an Update can end with; nothing is changed when one is returned.
 var (
 	// ErrOutOfOrder: a binding was last written by the same Call-ID with a
-	// CSeq at least as high (RFC 3261 §10.3 step 7).
+	// higher CSeq (RFC 3261 §10.3 step 7). An equal CSeq is a retransmission
+	// and is applied again.
 	ErrOutOfOrder = errors.New("store: CSeq not higher than the stored binding's")
 	// ErrTooManyContacts: the update would exceed MaxContacts.
 	ErrTooManyContacts = errors.New("store: too many contacts for the address-of-record")

@@ -20,7 +20,7 @@ for _, id in ipairs(live) do isLive[id] = true end
 
 local function outOfOrder(id)
   local old = redis.call('HMGET', idx .. ':' .. id, 'cid', 'cseq')
-  return old[1] == cid and old[2] and tonumber(old[2]) >= cseq
+  return old[1] == cid and old[2] and tonumber(old[2]) > cseq
 end
 
 if ARGV[4] == '1' then

@@ -140,7 +140,7 @@ func refresh(t *testing.T, a, b store.Store) {
 func callIDCSeq(t *testing.T, a, b store.Store) {
 	n := now()
 	mustUpdate(t, a, update("alice", "c1", 5, n, binding("desk", n, time.Hour)))
-	for _, cseq := range []uint32{5, 4} {
+	for _, cseq := range []uint32{4, 1} {
 		stale := binding("desk", n, 2*time.Hour)
 		if _, err := b.Update(ctx, update("alice", "c1", cseq, n, stale)); !errors.Is(err, store.ErrOutOfOrder) {
 			t.Fatalf("cseq %d on same call-id: err = %v, want ErrOutOfOrder", cseq, err)
@@ -153,6 +153,10 @@ func callIDCSeq(t *testing.T, a, b store.Store) {
 	got := mustLookup(t, a, "alice", n)
 	if len(got) != 1 || !got[0].Expires.Equal(n.Add(time.Hour)) {
 		t.Fatalf("stale update changed the binding: %+v", got)
+	}
+	// The same CSeq again is a retransmission: applied again, same result.
+	if got := mustUpdate(t, b, update("alice", "c1", 5, n, binding("desk", n, time.Hour))); len(got) != 1 || !got[0].Expires.Equal(n.Add(time.Hour)) {
+		t.Fatalf("retransmission: %+v", got)
 	}
 	// Another Call-ID (the phone rebooted) may use any CSeq.
 	got = mustUpdate(t, b, update("alice", "other", 1, n, binding("desk", n, 2*time.Hour)))
@@ -172,8 +176,8 @@ func remove(t *testing.T, a, b store.Store) {
 	// Removing a binding that does not exist is not an error.
 	mustUpdate(t, b, update("alice", "c1", 3, n, binding("nothing", n, 0)))
 
-	// mobile was last written by c1/1: a remove-all with c1/1 is out of order.
-	if _, err := a.Update(ctx, store.Update{AOR: "alice", CallID: "c1", CSeq: 1, Now: n, RemoveAll: true}); !errors.Is(err, store.ErrOutOfOrder) {
+	// desk was removed by c1/2 and mobile written by c1/1; a remove-all with c1/0 is out of order.
+	if _, err := a.Update(ctx, store.Update{AOR: "alice", CallID: "c1", CSeq: 0, Now: n, RemoveAll: true}); !errors.Is(err, store.ErrOutOfOrder) {
 		t.Fatalf("remove-all with old cseq: %v", err)
 	}
 	got = mustUpdate(t, a, store.Update{AOR: "alice", CallID: "c9", CSeq: 1, Now: n, RemoveAll: true})
