@@ -118,7 +118,8 @@ func TestVerifyRejects(t *testing.T) {
 		want Result
 	}{
 		{"nonce from another secret", func(Credentials) Credentials { return foreign }, BadNonce},
-		{"tampered nonce", func(c Credentials) Credentials { c.Nonce = flipLast(c.Nonce); return c }, BadNonce},
+		{"tampered nonce", func(c Credentials) Credentials { c.Nonce = flipMAC(c.Nonce); return c }, BadNonce},
+		{"non-canonical nonce encoding", func(c Credentials) Credentials { c.Nonce = padBits(c.Nonce); return c }, BadNonce},
 		{"no qop", func(c Credentials) Credentials { c.QOP = ""; return c }, BadParams},
 		{"auth-int", func(c Credentials) Credentials { c.QOP = "auth-int"; return c }, BadParams},
 		{"algorithm not offered", func(c Credentials) Credentials { c.Algorithm = "SHA-256"; return c }, BadParams},
@@ -221,10 +222,20 @@ func BenchmarkChallengeAndVerify(b *testing.B) {
 	}
 }
 
-func flipLast(s string) string {
-	last := s[len(s)-1]
-	if last == 'A' {
-		return s[:len(s)-1] + "B"
+// flipMAC changes one character inside the MAC part of a nonce.
+func flipMAC(s string) string {
+	const i = 30
+	c := byte('A')
+	if s[i] == 'A' {
+		c = 'B'
 	}
-	return s[:len(s)-1] + "A"
+	return s[:i] + string(c) + s[i+1:]
+}
+
+// padBits sets the unused low bits of the last character: the same bytes
+// when decoded leniently, so only a strict decoder rejects it.
+func padBits(s string) string {
+	const alphabet = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_"
+	i := strings.IndexByte(alphabet, s[len(s)-1])
+	return s[:len(s)-1] + string(alphabet[i^1])
 }

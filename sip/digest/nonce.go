@@ -69,7 +69,9 @@ func (s *nonceSource) check(text string) (nonce, bool) {
 		return nonce{}, false
 	}
 	var raw [nonceRaw]byte
-	if n, err := base64.RawURLEncoding.Decode(raw[:], []byte(text)); err != nil || n != nonceRaw {
+	// Strict: a nonce has exactly one spelling, so replay tracking cannot be
+	// sidestepped by changing unused bits.
+	if n, err := base64.RawURLEncoding.Strict().Decode(raw[:], []byte(text)); err != nil || n != nonceRaw {
 		return nonce{}, false
 	}
 	var want [16]byte

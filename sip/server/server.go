@@ -33,7 +33,7 @@ type Options struct {
 	// its request and response that long, which at 20 000 transactions/s is
 	// gigabytes of live heap. Kamailio keeps them 5 s (tm wt_timer); a REGISTER
 	// retransmitted later is re-applied, which is idempotent.
-	TimerJ time.Duration
+	TimerJ     time.Duration
 	Log        *slog.Logger
 	Registerer prometheus.Registerer // nil: no metrics
 }
