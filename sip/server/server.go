@@ -46,7 +46,7 @@ type Server struct {
 	srv      *sipgo.Server
 	log      *slog.Logger
 	latency  *prometheus.HistogramVec
-	inflight sync.WaitGroup
+	inflight atomic.Int64 // requests inside the chain; Shutdown waits for zero
 	draining atomic.Bool
 	server   sip.Header
 
@@ -185,7 +185,7 @@ func (s *Server) serve(fn func() error, l config.Listener) {
 // expects.
 func (s *Server) dispatch(req *sip.Request, tx sip.ServerTransaction) {
 	s.inflight.Add(1)
-	defer s.inflight.Done()
+	defer s.inflight.Add(-1)
 	done := s.dones.Get().(chan struct{})
 	select {
 	case s.jobs <- job{req: req, tx: tx, done: done}:
@@ -217,13 +217,15 @@ func (s *Server) run(req *sip.Request, tx sip.ServerTransaction) {
 // in-flight ones until ctx ends, then closes sockets and transactions.
 func (s *Server) Shutdown(ctx context.Context) error {
 	s.draining.Store(true)
-	done := make(chan struct{})
-	go func() { s.inflight.Wait(); close(done) }()
 	var err error
-	select {
-	case <-done:
-	case <-ctx.Done():
-		err = fmt.Errorf("sip server: in-flight requests still running: %w", ctx.Err())
+	tick := time.NewTicker(10 * time.Millisecond)
+	defer tick.Stop()
+	for s.inflight.Load() > 0 && err == nil {
+		select {
+		case <-tick.C:
+		case <-ctx.Done():
+			err = fmt.Errorf("sip server: %d in-flight requests still running: %w", s.inflight.Load(), ctx.Err())
+		}
 	}
 	if cerr := s.closeListeners(); cerr != nil && err == nil {
 		err = cerr
