@@ -51,6 +51,7 @@ type Server struct {
 	server   sip.Header
 
 	jobs  chan job // unbuffered: a send succeeds only when a worker is idle
+	stop  chan struct{}
 	dones sync.Pool
 
 	mu      sync.Mutex
@@ -91,6 +92,7 @@ func New(h chain.Handler, o Options) (*Server, error) {
 	}
 	srv.OnNoRoute(s.dispatch) // every method goes through the chain
 	s.jobs = make(chan job)
+	s.stop = make(chan struct{})
 	s.dones.New = func() any { return make(chan struct{}, 1) }
 	for range workers {
 		go s.worker()
@@ -113,9 +115,14 @@ type job struct {
 }
 
 func (s *Server) worker() {
-	for j := range s.jobs {
-		s.run(j.req, j.tx)
-		j.done <- struct{}{}
+	for {
+		select {
+		case <-s.stop:
+			return
+		case j := <-s.jobs:
+			s.run(j.req, j.tx)
+			j.done <- struct{}{}
+		}
 	}
 }
 
@@ -226,6 +233,9 @@ func (s *Server) Shutdown(ctx context.Context) error {
 		case <-ctx.Done():
 			err = fmt.Errorf("sip server: %d in-flight requests still running: %w", s.inflight.Load(), ctx.Err())
 		}
+	}
+	if err == nil {
+		close(s.stop) // nothing is in flight: the workers can go
 	}
 	if cerr := s.closeListeners(); cerr != nil && err == nil {
 		err = cerr

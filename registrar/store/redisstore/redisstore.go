@@ -43,6 +43,7 @@ var (
 // Store implements store.Store on a Redis client (single, Sentinel or Cluster).
 type Store struct {
 	rdb    redis.UniversalClient
+	pipe   *pipeliner
 	prefix string
 }
 
@@ -51,7 +52,7 @@ func New(rdb redis.UniversalClient, prefix string) *Store {
 	if prefix == "" {
 		prefix = "sori:"
 	}
-	return &Store{rdb: rdb, prefix: prefix}
+	return &Store{rdb: rdb, pipe: newPipeliner(rdb), prefix: prefix}
 }
 
 // IndexKey returns the key of an AOR's binding index (documented layout).
@@ -84,7 +85,7 @@ func (s *Store) Update(ctx context.Context, u store.Update) ([]store.Binding, er
 		}
 		args = append(args, c.ID, c.Expires.UnixMilli(), blob)
 	}
-	res, err := updateScript.Run(ctx, s.rdb, []string{s.IndexKey(u.AOR)}, args...).StringSlice()
+	res, err := s.pipe.run(ctx, updateScript, []string{s.IndexKey(u.AOR)}, args...)
 	if err != nil {
 		return nil, fmt.Errorf("redis store: update %s: %w", u.AOR, err)
 	}
@@ -135,7 +136,7 @@ func decode(pairs []string, now time.Time) ([]store.Binding, error) {
 
 // Lookup implements store.Bindings.
 func (s *Store) Lookup(ctx context.Context, aor string, now time.Time) ([]store.Binding, error) {
-	res, err := lookupScript.Run(ctx, s.rdb, []string{s.IndexKey(aor)}, now.UnixMilli()).StringSlice()
+	res, err := s.pipe.run(ctx, lookupScript, []string{s.IndexKey(aor)}, now.UnixMilli())
 	if err != nil && !errors.Is(err, redis.Nil) {
 		return nil, fmt.Errorf("redis store: lookup %s: %w", aor, err)
 	}
@@ -269,8 +270,11 @@ func (s *Store) Ping(ctx context.Context) error {
 	return nil
 }
 
-// Close closes the client.
-func (s *Store) Close() error { return s.rdb.Close() }
+// Close stops the pipeliner and closes the client.
+func (s *Store) Close() error {
+	s.pipe.close()
+	return s.rdb.Close()
+}
 
 // Options are the client settings Open applies on top of the URL.
 type Options struct {

@@ -167,3 +167,27 @@ func TestOpenURLs(t *testing.T) {
 		_ = s.Close()
 	}
 }
+
+// The same contract through Sentinel: the client asks Sentinel for the master.
+func TestContractThroughSentinel(t *testing.T) {
+	master := redistest.Start(t)
+	sentinel := redistest.StartSentinel(t, master)
+	var n atomic.Int64
+	storetest.Run(t, func(t *testing.T) (store.Store, store.Store) {
+		prefix := fmt.Sprintf("s%d:", n.Add(1))
+		url := "redis-sentinel://" + sentinel + "/mymaster/0"
+		return open(t, url, prefix), open(t, url, prefix)
+	})
+}
+
+// The same contract on a three-node Redis Cluster: every key of an AOR shares
+// the {AOR} hash tag, so the update script never crosses slots.
+func TestContractOnCluster(t *testing.T) {
+	addrs := redistest.StartCluster(t, 3)
+	url := "redis-cluster://" + addrs[0] + "," + addrs[1] + "," + addrs[2]
+	var n atomic.Int64
+	storetest.Run(t, func(t *testing.T) (store.Store, store.Store) {
+		prefix := fmt.Sprintf("c%d:", n.Add(1))
+		return open(t, url, prefix), open(t, url, prefix)
+	})
+}
