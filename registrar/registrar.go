@@ -152,14 +152,14 @@ func (r *Registrar) parse(req *sip.Request, now time.Time) (store.Update, *sip.R
 		MaxContacts: r.policy.MaxContacts,
 	}
 	headerExpires := -1
-	if h := req.GetHeader("Expires"); h != nil {
+	if h := chain.Header(req, "Expires"); h != nil {
 		v, err := strconv.ParseUint(strings.TrimSpace(h.Value()), 10, 32)
 		if err != nil {
 			return u, reply(req, 400, "Invalid Expires"), "bad_request"
 		}
 		headerExpires = int(min(v, 1<<31-1))
 	}
-	contacts := req.GetHeaders("Contact")
+	contacts := chain.Headers(req, "Contact")
 	for _, h := range contacts {
 		c, ok := h.(*sip.ContactHeader)
 		if !ok {
@@ -175,11 +175,11 @@ func (r *Registrar) parse(req *sip.Request, now time.Time) (store.Update, *sip.R
 		}
 	}
 	var path []string
-	for _, h := range req.GetHeaders("Path") {
+	for _, h := range chain.Headers(req, "Path") {
 		path = append(path, h.Value())
 	}
 	userAgent := ""
-	if h := req.GetHeader("User-Agent"); h != nil {
+	if h := chain.Header(req, "User-Agent"); h != nil {
 		userAgent = h.Value()
 	}
 	for _, h := range contacts {
@@ -245,7 +245,7 @@ func (r *Registrar) ok(req *sip.Request, bindings []store.Binding, now time.Time
 		}
 		res.AppendHeader(sip.NewHeader("Contact", v.String()))
 	}
-	for _, h := range req.GetHeaders("Path") { // RFC 3327 §5.3: echo the Path
+	for _, h := range chain.Headers(req, "Path") { // RFC 3327 §5.3: echo the Path
 		res.AppendHeader(sip.NewHeader("Path", h.Value()))
 	}
 	res.AppendHeader(sip.NewHeader("Date", now.UTC().Format(http.TimeFormat)))

@@ -13,6 +13,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/sori-voice/sori/registrar/store"
+	"github.com/sori-voice/sori/sip/chain"
 	"github.com/sori-voice/sori/sip/digest"
 )
 
@@ -85,7 +86,7 @@ type Outcome struct {
 // Check authenticates req. A non-nil error means the directory could not be
 // read (the caller answers 5xx, not a challenge).
 func (a *Authenticator) Check(ctx context.Context, req *sip.Request, kind Kind) (Outcome, error) {
-	hs := req.GetHeaders(kind.credentialsHeader())
+	hs := chain.Headers(req, kind.credentialsHeader())
 	if len(hs) == 0 {
 		return Outcome{}, nil
 	}

@@ -70,3 +70,31 @@ func Reply(w ResponseWriter, req *sip.Request, code int, reason string, headers 
 	}
 	return w.Respond(res)
 }
+
+// HeaderList is a SIP request or response.
+type HeaderList interface{ Headers() []sip.Header }
+
+// Headers returns the headers called name (case-insensitive) in order. Unlike
+// sipgo's GetHeaders it does not lowercase every header name on each call,
+// which allocated on every REGISTER. Compact forms are not matched: use it
+// for names that have none (Authorization, Expires, Require, Path, ...) or
+// that sipgo parses into typed headers (Contact).
+func Headers(m HeaderList, name string) []sip.Header {
+	var out []sip.Header
+	for _, h := range m.Headers() {
+		if strings.EqualFold(h.Name(), name) {
+			out = append(out, h)
+		}
+	}
+	return out
+}
+
+// Header returns the first header called name (see Headers), or nil.
+func Header(m HeaderList, name string) sip.Header {
+	for _, h := range m.Headers() {
+		if strings.EqualFold(h.Name(), name) {
+			return h
+		}
+	}
+	return nil
+}

@@ -54,3 +54,21 @@ func TestReplyAddsHeaders(t *testing.T) {
 		t.Fatalf("reply %v", res)
 	}
 }
+
+func TestHeadersLookup(t *testing.T) {
+	req := chaintest.Request(t, chaintest.Raw("REGISTER", "sip:sori.test",
+		"authorization: Digest a=1", "Authorization: Digest b=2", "m: <sip:a@10.0.0.1>", "Contact: <sip:a@10.0.0.2>", "EXPIRES: 60"))
+	auths := chain.Headers(req, "Authorization")
+	if len(auths) != 2 || auths[0].Value() != "Digest a=1" || auths[1].Value() != "Digest b=2" {
+		t.Fatalf("Authorization headers %v", auths)
+	}
+	if cs := chain.Headers(req, "Contact"); len(cs) != 2 { // the compact "m" is parsed into a typed Contact
+		t.Fatalf("Contact headers %v", cs)
+	}
+	if h := chain.Header(req, "Expires"); h == nil || h.Value() != "60" {
+		t.Fatalf("Expires = %v", h)
+	}
+	if h := chain.Header(req, "Path"); h != nil {
+		t.Fatalf("Path = %v", h)
+	}
+}

@@ -52,7 +52,7 @@ func (p Plugin) check(req *sip.Request) (int, string, []sip.Header) {
 		return 0, "", nil // RFC 3261 §8.2.2.3: Require is not checked for CANCEL (nor ACK)
 	}
 	var unsupported []string
-	for _, h := range req.GetHeaders("Require") {
+	for _, h := range chain.Headers(req, "Require") {
 		for _, tag := range strings.Split(h.Value(), ",") {
 			tag = strings.TrimSpace(tag)
 			if tag != "" && !p.supports(tag) {

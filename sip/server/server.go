@@ -10,6 +10,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
+	"net/netip"
 	"strconv"
 	"sync"
 	"sync/atomic"
@@ -54,7 +55,10 @@ type Server struct {
 	stop  chan struct{}
 	dones sync.Pool
 
+	retrans retransCache
+
 	mu      sync.Mutex
+	udp     map[string]*net.UDPConn // local address -> socket, for stateless replies
 	closers []func() error
 	serving sync.WaitGroup
 	addrs   []string
@@ -70,7 +74,9 @@ func New(h chain.Handler, o Options) (*Server, error) {
 		// sipgo keeps Timer J in a package variable, so it is process-wide.
 		sip.Timer_J = o.TimerJ
 	}
-	ua, err := sipgo.NewUA(sipgo.WithUserAgent(o.Product))
+	s := &Server{}
+	ua, err := sipgo.NewUA(sipgo.WithUserAgent(o.Product),
+		sipgo.WithUserAgentTransportLayerOptions(sip.WithTransportLayerReadFilter(s.readFilter)))
 	if err != nil {
 		return nil, fmt.Errorf("sip server: %w", err)
 	}
@@ -78,8 +84,8 @@ func New(h chain.Handler, o Options) (*Server, error) {
 	if err != nil {
 		return nil, fmt.Errorf("sip server: %w", err)
 	}
-	s := &Server{
-		opts: o, handler: h, ua: ua, srv: srv, log: o.Log,
+	*s = Server{
+		opts: o, handler: h, ua: ua, srv: srv, log: o.Log, udp: map[string]*net.UDPConn{},
 		server: sip.NewHeader("Server", o.Product),
 		latency: prometheus.NewHistogramVec(prometheus.HistogramOpts{
 			Name:    "sori_sip_request_duration_seconds",
@@ -91,6 +97,11 @@ func New(h chain.Handler, o Options) (*Server, error) {
 		o.Registerer.MustRegister(s.latency)
 	}
 	srv.OnNoRoute(s.dispatch) // every method goes through the chain
+	timerJ := o.TimerJ
+	if timerJ <= 0 {
+		timerJ = sip.Timer_J
+	}
+	s.retrans.init(timerJ)
 	s.jobs = make(chan job)
 	s.stop = make(chan struct{})
 	s.dones.New = func() any { return make(chan struct{}, 1) }
@@ -109,9 +120,14 @@ func New(h chain.Handler, o Options) (*Server, error) {
 const workers = 64
 
 type job struct {
+	// a request inside a sipgo transaction: the dispatching goroutine waits on done
 	req  *sip.Request
 	tx   sip.ServerTransaction
 	done chan struct{}
+	// a REGISTER over UDP answered without a transaction (stateless.go)
+	stateless bool
+	conn      *net.UDPConn
+	src       netip.AddrPort
 }
 
 func (s *Server) worker() {
@@ -120,7 +136,11 @@ func (s *Server) worker() {
 		case <-s.stop:
 			return
 		case j := <-s.jobs:
-			s.run(j.req, j.tx)
+			if j.stateless {
+				s.runStateless(j)
+				continue
+			}
+			s.serveReq(j.req, &serverHeader{next: &txWriter{tx: j.tx}, header: s.server})
 			j.done <- struct{}{}
 		}
 	}
@@ -156,6 +176,9 @@ func (s *Server) listen(l config.Listener) error {
 		_ = conn.SetReadBuffer(8 << 20) // absorb bursts; the kernel caps it at rmem_max
 		_ = conn.SetWriteBuffer(8 << 20)
 		s.track(conn.Close, "udp:"+conn.LocalAddr().String())
+		s.mu.Lock()
+		s.udp[conn.LocalAddr().String()] = conn
+		s.mu.Unlock()
 		s.serve(func() error { return s.srv.ServeUDP(conn) }, l)
 	case "tcp":
 		ln, err := net.ListenTCP("tcp", net.TCPAddrFromAddrPort(l.Addr))
@@ -198,14 +221,13 @@ func (s *Server) dispatch(req *sip.Request, tx sip.ServerTransaction) {
 	case s.jobs <- job{req: req, tx: tx, done: done}:
 		<-done
 	default:
-		s.run(req, tx)
+		s.serveReq(req, &serverHeader{next: &txWriter{tx: tx}, header: s.server})
 	}
 	s.dones.Put(done)
 }
 
-func (s *Server) run(req *sip.Request, tx sip.ServerTransaction) {
-	start := time.Now()
-	w := &writer{tx: tx, server: s.server}
+// serveReq runs the chain, or answers 503 while draining.
+func (s *Server) serveReq(req *sip.Request, w chain.ResponseWriter) {
 	if s.draining.Load() {
 		if !req.IsAck() {
 			res := sip.NewResponseFromRequest(req, 503, "Service Unavailable", nil)
@@ -214,6 +236,7 @@ func (s *Server) run(req *sip.Request, tx sip.ServerTransaction) {
 		}
 		return
 	}
+	start := time.Now()
 	s.handler.ServeSIP(context.Background(), w, req)
 	if !req.IsAck() {
 		s.latency.WithLabelValues(string(req.Method)).Observe(time.Since(start).Seconds())
@@ -259,18 +282,32 @@ func (s *Server) closeListeners() error {
 	return errors.Join(errs...)
 }
 
-// writer adds the Server header and sends through the transaction.
-type writer struct {
-	tx     sip.ServerTransaction
-	server sip.Header
+// serverHeader adds the Server header to every response.
+type serverHeader struct {
+	next   chain.ResponseWriter
+	header sip.Header
 }
 
-func (w *writer) Respond(res *sip.Response) error {
+func (w *serverHeader) Respond(res *sip.Response) error {
 	if res.GetHeader("Server") == nil {
-		res.AppendHeader(w.server)
+		res.AppendHeader(w.header)
 	}
+	return w.next.Respond(res)
+}
+
+// txWriter responds within a sipgo server transaction.
+type txWriter struct{ tx sip.ServerTransaction }
+
+func (w *txWriter) Respond(res *sip.Response) error {
 	if w.tx == nil {
 		return errors.New("sip server: no transaction to respond in")
 	}
 	return w.tx.Respond(res)
+}
+
+// udpConn returns our UDP socket bound to addr.
+func (s *Server) udpConn(addr net.Addr) *net.UDPConn {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.udp[addr.String()]
 }

@@ -2,11 +2,13 @@ package server
 
 import (
 	"context"
+	"fmt"
 	"io"
 	"log/slog"
 	"net"
 	"net/netip"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -124,5 +126,106 @@ func TestStartFailsOnBusyPort(t *testing.T) {
 	}
 	if err := s.Start(); err == nil || !strings.Contains(err.Error(), "address already in use") {
 		t.Fatalf("start on a busy port: %v", err)
+	}
+}
+
+func register(port int, branch string) string {
+	return "REGISTER sip:sori.test SIP/2.0\r\nVia: SIP/2.0/UDP 127.0.0.1:" + fmt.Sprint(port) + ";branch=z9hG4bK-" + branch + ";rport\r\n" +
+		"Max-Forwards: 70\r\nFrom: <sip:alice@sori.test>;tag=1\r\nTo: <sip:alice@sori.test>\r\nCall-ID: reg-" + branch + "\r\nCSeq: 1 REGISTER\r\n" +
+		"Contact: <sip:alice@127.0.0.1:5999>\r\nContent-Length: 0\r\n\r\n"
+}
+
+// REGISTER over UDP is answered without a sipgo transaction; a retransmission
+// must still get the same response, without running the chain again.
+func TestStatelessRegisterAbsorbsRetransmissions(t *testing.T) {
+	var calls atomic.Int64
+	h := chain.HandlerFunc(func(_ context.Context, w chain.ResponseWriter, req *sip.Request) {
+		calls.Add(1)
+		_ = chain.Reply(w, req, 200, "OK")
+	})
+	s, err := New(h, Options{
+		Listeners: []config.Listener{{Transport: "udp", Addr: netip.MustParseAddrPort("127.0.0.1:0")}},
+		Product:   "Sori/test", RetryAfter: 3, TimerJ: time.Second,
+		Log: slog.New(slog.NewTextHandler(io.Discard, nil)),
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Start(); err != nil {
+		t.Fatal(err)
+	}
+	c, err := net.Dial("udp", strings.TrimPrefix(s.Addrs()[0], "udp:"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	port := c.LocalAddr().(*net.UDPAddr).Port
+	read := func() string {
+		_ = c.SetReadDeadline(time.Now().Add(3 * time.Second))
+		buf := make([]byte, 65535)
+		n, err := c.Read(buf)
+		if err != nil {
+			t.Fatalf("no response: %v", err)
+		}
+		return string(buf[:n])
+	}
+	msg := register(port, "r1")
+	if _, err := c.Write([]byte(msg)); err != nil {
+		t.Fatal(err)
+	}
+	first := read()
+	if _, err := c.Write([]byte(msg)); err != nil { // a retransmission
+		t.Fatal(err)
+	}
+	second := read()
+	if first != second || !strings.HasPrefix(first, "SIP/2.0 200") || !strings.Contains(first, "Server: Sori/test") {
+		t.Fatalf("responses differ or are wrong:\n%s\n---\n%s", first, second)
+	}
+	if !strings.Contains(first, "received=127.0.0.1") || !strings.Contains(first, fmt.Sprintf("rport=%d", port)) {
+		t.Fatalf("Via lacks received/rport:\n%s", first)
+	}
+	if n := calls.Load(); n != 1 {
+		t.Fatalf("chain ran %d times for one request and its retransmission", n)
+	}
+	// A new transaction (new branch) runs the chain again.
+	if _, err := c.Write([]byte(register(port, "r2"))); err != nil {
+		t.Fatal(err)
+	}
+	if got := read(); !strings.HasPrefix(got, "SIP/2.0 200") || calls.Load() != 2 {
+		t.Fatalf("second REGISTER: %d calls\n%s", calls.Load(), got)
+	}
+	// While draining, a new REGISTER gets 503 with Retry-After.
+	s.draining.Store(true)
+	if _, err := c.Write([]byte(register(port, "r3"))); err != nil {
+		t.Fatal(err)
+	}
+	if got := read(); !strings.HasPrefix(got, "SIP/2.0 503") || !strings.Contains(got, "Retry-After: 3") {
+		t.Fatalf("draining:\n%s", got)
+	}
+	if err := s.Shutdown(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func TestRetransCacheGenerations(t *testing.T) {
+	var c retransCache
+	c.init(50 * time.Millisecond)
+	if cached, busy := c.claim("k"); cached != nil || busy {
+		t.Fatal("fresh key is cached or busy")
+	}
+	if _, busy := c.claim("k"); !busy {
+		t.Fatal("a key being handled is not reported busy")
+	}
+	c.store("k", []byte("resp"))
+	if cached, _ := c.claim("k"); string(cached) != "resp" {
+		t.Fatalf("cached = %q", cached)
+	}
+	time.Sleep(60 * time.Millisecond) // one rotation: still held
+	if cached, _ := c.claim("k"); string(cached) != "resp" {
+		t.Fatalf("after one period: %q", cached)
+	}
+	time.Sleep(120 * time.Millisecond) // two rotations: gone
+	if cached, busy := c.claim("k"); cached != nil || busy {
+		t.Fatalf("after two periods: %q busy=%v", cached, busy)
 	}
 }
