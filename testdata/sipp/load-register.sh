@@ -7,7 +7,8 @@
 # Authorization -> 200, over NUSERS users. A step passes when every registration was
 # created and succeeded and the achieved rate is >= 95 % of the target. The rate doubles
 # from START_RATE until a step fails, then bisects until the gap is <= 12 % or BUDGET_S runs
-# out; the best rate is then confirmed by a second step.
+# out; the best rate is then confirmed by a second step (if that fails, the next lower rate
+# that passed is confirmed instead).
 #
 # Environment: STEP_S (20) START_RATE (1000) MAX_RATE (64000) BUDGET_S (300) NUSERS (10000)
 #              STORE (redis; "memory" for the in-memory store) OUT (results directory)
@@ -130,8 +131,18 @@ done
 confirmed=0
 if [ "$best" != 0 ]; then
 	line=$(step "$best" confirm)
-	[ "${line%% *}" = 1 ] && { confirmed=$best; best_line=$line; }
+	if [ "${line%% *}" = 1 ]; then
+		confirmed=$best
+		best_line=$line
+	else
+		# Not repeatable: confirm the next lower rate that passed (one attempt).
+		lower=$(awk -F'\t' -v b="$best" 'NR>1 && $1=="search" && $3==1 && $2<b && $2>m {m=$2} END{print m+0}' "$OUT/summary.tsv")
+		if [ "$lower" != 0 ]; then
+			line=$(step "$lower" confirm)
+			[ "${line%% *}" = 1 ] && { confirmed=$lower; best_line=$line; }
+		fi
+	fi
 fi
 column -t -s$'\t' "$OUT/summary.tsv" >&2
 set -- $best_line
-echo "RESULT store=$STORE max_registrations_per_s=$best confirmed=$confirmed (${STEP_S}s steps, 0 failed, >=95% of rate) 401 p50/p99=$2/$3 ms 200 p50/p99=$4/$5 ms server_cpu=$6% (sori+redis, % of one core) results=$OUT"
+echo "RESULT store=$STORE max_passed_per_s=$best confirmed_per_s=$confirmed (${STEP_S}s steps, 0 failed, >=95% of rate) 401 p50/p99=$2/$3 ms 200 p50/p99=$4/$5 ms server_cpu=$6% (sori+redis, % of one core) results=$OUT"
