@@ -7,7 +7,6 @@ import (
 	"flag"
 	"fmt"
 	"io"
-	"net"
 	"strings"
 	"text/tabwriter"
 	"time"
@@ -119,5 +118,3 @@ func userCommand(ctx context.Context, configPath string, args []string, stdin io
 	}
 	return nil
 }
-
-func listenTCP(addr string) (net.Listener, error) { return net.Listen("tcp", addr) }

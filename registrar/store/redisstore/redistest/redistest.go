@@ -130,15 +130,7 @@ func StartSentinel(t testing.TB, master *Server) string {
 	if err := os.WriteFile(conf, []byte(body), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	cmd := exec.Command("redis-server", conf, "--sentinel", "--logfile", filepath.Join(dir, "sentinel.log"))
-	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = cmd.Process.Kill(); _ = cmd.Wait() })
-	addr := net.JoinHostPort("127.0.0.1", strconv.Itoa(port))
-	waitPing(t, addr, filepath.Join(dir, "sentinel.log"))
-	return addr
+	return startHelper(t, port, filepath.Join(dir, "sentinel.log"), conf, "--sentinel")
 }
 
 // StartCluster starts a Redis Cluster of n masters (no replicas) and returns
@@ -149,17 +141,10 @@ func StartCluster(t testing.TB, n int) []string {
 	for range n {
 		dir := t.TempDir()
 		port := freeClusterPort(t)
-		cmd := exec.Command("redis-server", "--bind", "127.0.0.1", "--port", strconv.Itoa(port),
+		addrs = append(addrs, startHelper(t, port, filepath.Join(dir, "redis.log"),
+			"--bind", "127.0.0.1", "--port", strconv.Itoa(port),
 			"--cluster-enabled", "yes", "--cluster-config-file", filepath.Join(dir, "nodes.conf"),
-			"--save", "", "--appendonly", "no", "--dir", dir, "--logfile", filepath.Join(dir, "redis.log"))
-		cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
-		if err := cmd.Start(); err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(func() { _ = cmd.Process.Kill(); _ = cmd.Wait() })
-		addr := net.JoinHostPort("127.0.0.1", strconv.Itoa(port))
-		waitPing(t, addr, filepath.Join(dir, "redis.log"))
-		addrs = append(addrs, addr)
+			"--save", "", "--appendonly", "no", "--dir", dir))
 	}
 	args := append([]string{"--cluster", "create"}, addrs...)
 	args = append(args, "--cluster-replicas", "0", "--cluster-yes")
@@ -196,6 +181,21 @@ func freeClusterPort(t testing.TB) int {
 	}
 	t.Fatal("no free port pair for a cluster node")
 	return 0
+}
+
+// startHelper runs redis-server with args (logging to logFile), stops it when
+// the test ends, and returns its address once it answers PING.
+func startHelper(t testing.TB, port int, logFile string, args ...string) string {
+	t.Helper()
+	cmd := exec.Command("redis-server", append(args, "--logfile", logFile)...)
+	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = cmd.Process.Kill(); _ = cmd.Wait() })
+	addr := net.JoinHostPort("127.0.0.1", strconv.Itoa(port))
+	waitPing(t, addr, logFile)
+	return addr
 }
 
 func waitPing(t testing.TB, addr, logFile string) {
