@@ -29,6 +29,7 @@ type Config struct {
 	SIP       SIP       `yaml:"sip"`
 	Registrar Registrar `yaml:"registrar"`
 	Users     []User    `yaml:"users"`
+	CDR       CDR       `yaml:"cdr"`
 	HTTP      HTTP      `yaml:"http"`
 	Log       Log       `yaml:"log"`
 }
@@ -44,6 +45,20 @@ type SIP struct {
 	// TimerJ keeps a finished non-INVITE server transaction to absorb request
 	// retransmissions (RFC 3261 §17.2.2: 64*T1 = 32 s on UDP).
 	TimerJ Duration `yaml:"timer_j"`
+	// TimerC is the no-answer timeout of a forwarded INVITE (RFC 3261
+	// §16.6 step 11 says more than 3 minutes; Kamailio's fr_inv_timer
+	// default is 120 s, phones give up after about 60 s).
+	TimerC Duration `yaml:"timer_c"`
+	// DialogTimeout ends the record of an answered call that never saw a BYE
+	// (a phone that lost its network), as Kamailio's dialog module does.
+	DialogTimeout Duration `yaml:"dialog_timeout"`
+}
+
+// CDR is where call records go.
+type CDR struct {
+	File         string `yaml:"file"`          // JSON lines, appended; empty: none
+	RedisStream  string `yaml:"redis_stream"`  // stream key when registrar.store is Redis; empty: none
+	StreamMaxLen int64  `yaml:"stream_maxlen"` // approximate cap on the stream length
 }
 
 // Registrar holds the REGISTER policy and the binding store location.
@@ -110,7 +125,10 @@ func Default() Config {
 			AuthAlgorithms: []string{"MD5", "SHA-256"},
 			NonceTTL:       Duration(300 * time.Second),
 			TimerJ:         Duration(5 * time.Second),
+			TimerC:         Duration(60 * time.Second),
+			DialogTimeout:  Duration(12 * time.Hour),
 		},
+		CDR: CDR{RedisStream: "sori:cdr", StreamMaxLen: 1000000},
 		Registrar: Registrar{
 			Store:          "memory",
 			MinExpires:     60,
@@ -239,6 +257,15 @@ func (v *validator) check(c *Config) {
 	}
 	if j := c.SIP.TimerJ.D(); j < 500*time.Millisecond || j > 32*time.Second {
 		v.fail("sip.timer_j", "%v is outside 500ms..32s", j)
+	}
+	if t := c.SIP.TimerC.D(); t < time.Second || t > 30*time.Minute {
+		v.fail("sip.timer_c", "%v is outside 1s..30m", t)
+	}
+	if t := c.SIP.DialogTimeout.D(); t < time.Minute {
+		v.fail("sip.dialog_timeout", "%v is shorter than 1m", t)
+	}
+	if c.CDR.StreamMaxLen < 0 {
+		v.fail("cdr.stream_maxlen", "%d is negative (0 means no cap)", c.CDR.StreamMaxLen)
 	}
 	if c.SIP.NonceTTL.D() < time.Second {
 		v.fail("sip.nonce_ttl", "%v is shorter than 1s", c.SIP.NonceTTL.D())

@@ -96,6 +96,7 @@ func (n *node) addr() string { return "127.0.0.1:" + strconv.Itoa(n.port) }
 type nodeConfig struct {
 	store string // "memory" or a redis URL
 	extra string // more YAML appended verbatim (e.g. users:)
+	sip   string // more keys under sip:, indented two spaces
 	port  int    // 0: pick one
 }
 
@@ -112,7 +113,7 @@ func startNode(t *testing.T, c nodeConfig) *node {
   domain: sori.test
   listen: ["udp:127.0.0.1:%d", "tcp:127.0.0.1:%d"]
   auth_secret: e2e-shared-secret-0123456789
-registrar:
+%sregistrar:
   store: %q
   min_expires: 60
   max_expires: 3600
@@ -123,7 +124,7 @@ http:
   listen: %s
 log:
   level: info
-%s`, c.port, c.port, c.store, httpAddr, c.extra)
+%s`, c.port, c.port, c.sip, c.store, httpAddr, c.extra)
 	if !strings.Contains(c.extra, "users:") {
 		cfg += "users:\n  - {name: alice, password: alice-secret}\n  - {name: bob, password: bob-secret}\n"
 	}

@@ -24,11 +24,14 @@ import (
 	"github.com/sori-voice/sori/registrar/store/memory"
 	"github.com/sori-voice/sori/registrar/store/redisstore"
 	"github.com/sori-voice/sori/sip/auth"
+	"github.com/sori-voice/sori/sip/callerauth"
+	"github.com/sori-voice/sori/sip/calls"
 	"github.com/sori-voice/sori/sip/chain"
 	"github.com/sori-voice/sori/sip/digest"
 	"github.com/sori-voice/sori/sip/local"
 	"github.com/sori-voice/sori/sip/methods"
 	"github.com/sori-voice/sori/sip/options"
+	"github.com/sori-voice/sori/sip/proxy"
 	"github.com/sori-voice/sori/sip/sanity"
 	"github.com/sori-voice/sori/sip/server"
 )
@@ -127,10 +130,36 @@ func serve(ctx context.Context, configPath string, logOut io.Writer) error {
 		RetryAfter:     cfg.Registrar.RetryAfter,
 	}, log.With("component", "registrar"), reg)
 
+	tracker, closeSinks, err := callTracker(cfg, st, log, reg)
+	if err != nil {
+		return err
+	}
+	defer closeSinks()
+	defer tracker.Close()
+	px := proxy.New(proxy.Config{
+		Self:       self,
+		Users:      auth.Directory{Static: staticUsers(cfg), Store: st},
+		Locations:  st,
+		Calls:      tracker,
+		Advertise:  cfg.SIP.Advertise,
+		TimerC:     cfg.SIP.TimerC.D(),
+		RetryAfter: cfg.Registrar.RetryAfter,
+		Log:        log.With("component", "proxy"),
+	})
+
+	// A request's path through sori: sanity checks, OPTIONS to the server,
+	// REGISTER, hop limits and loops, caller authentication, forwarding.
 	opts := options.Plugin{Self: self, Supported: strings.Join(supported, ", ")}
-	allow := chain.Allow(opts, rg)
+	allow := chain.Allow(opts, rg, px)
 	opts.Allow = allow
-	plugins := []chain.Plugin{sanity.Plugin{Supported: supported}, opts, rg}
+	plugins := []chain.Plugin{
+		sanity.Plugin{Supported: supported, Self: self},
+		opts,
+		rg,
+		proxy.Hops{Self: self},
+		callerauth.Plugin{Self: self, Auth: authn, RetryAfter: cfg.Registrar.RetryAfter, Log: log.With("component", "callerauth")},
+		px,
+	}
 	handler := chain.Build(methods.NotAllowed{Allow: allow}, plugins...)
 
 	srv, err := server.New(handler, server.Options{
@@ -144,6 +173,7 @@ func serve(ctx context.Context, configPath string, logOut io.Writer) error {
 	if err != nil {
 		return err
 	}
+	px.Attach(srv)
 	if err := srv.Start(); err != nil {
 		return err
 	}
@@ -238,4 +268,36 @@ func bindingsGauge(st store.Bindings) prometheus.Collector {
 		}
 		return value
 	})
+}
+
+// callTracker opens the call record sinks: the JSON lines file and, with a
+// Redis store, the stream.
+func callTracker(cfg *config.Config, st store.Store, log *slog.Logger, reg *prometheus.Registry) (*calls.Tracker, func(), error) {
+	var sinks []calls.Sink
+	var closers []func()
+	if cfg.CDR.File != "" {
+		f, err := calls.OpenJSONFile(cfg.CDR.File)
+		if err != nil {
+			return nil, nil, err
+		}
+		sinks = append(sinks, f)
+		closers = append(closers, func() { _ = f.Close() })
+	}
+	dropped := prometheus.NewCounter(prometheus.CounterOpts{
+		Name: "sori_cdr_dropped_total",
+		Help: "Call records that could not be written to the Redis stream.",
+	})
+	reg.MustRegister(dropped)
+	if rs, ok := st.(*redisstore.Store); ok && cfg.CDR.RedisStream != "" {
+		a := calls.NewAsync(calls.RedisStream{Client: rs.Client(), Key: cfg.CDR.RedisStream, MaxLen: cfg.CDR.StreamMaxLen},
+			4096, 2*time.Second, log.With("component", "cdr"), dropped.Inc)
+		sinks = append(sinks, a)
+		closers = append([]func(){a.Close}, closers...) // drain the queue before the store closes
+	}
+	t := calls.NewTracker(cfg.SIP.DialogTimeout.D(), log.With("component", "calls"), reg, sinks...)
+	return t, func() {
+		for _, c := range closers {
+			c()
+		}
+	}, nil
 }

@@ -6,11 +6,16 @@ package chain
 
 import (
 	"context"
+	"errors"
 	"slices"
 	"strings"
 
 	"github.com/emiago/sipgo/sip"
 )
+
+// ErrCanceled is the cause of a request context ended by a matching CANCEL
+// (context.Cause tells it apart from a shutdown or deadline).
+var ErrCanceled = errors.New("request canceled by CANCEL")
 
 // ResponseWriter sends responses within the request's server transaction.
 type ResponseWriter interface {

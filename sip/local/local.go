@@ -4,6 +4,7 @@ package local
 
 import (
 	"net"
+	"strconv"
 	"strings"
 
 	"github.com/emiago/sipgo/sip"
@@ -13,16 +14,19 @@ import (
 type Identity struct {
 	Domain string
 	hosts  map[string]bool
+	ports  map[int]bool
 }
 
 // New returns an Identity for a domain and the host[:port] addresses sori uses.
 func New(domain string, addrs ...string) *Identity {
-	id := &Identity{Domain: strings.ToLower(domain), hosts: map[string]bool{}}
+	id := &Identity{Domain: strings.ToLower(domain), hosts: map[string]bool{}, ports: map[int]bool{}}
 	id.hosts[id.Domain] = true
 	for _, a := range addrs {
-		host, _, err := net.SplitHostPort(a)
+		host, port, err := net.SplitHostPort(a)
 		if err != nil {
 			host = a
+		} else if n, err := strconv.Atoi(port); err == nil {
+			id.ports[n] = true
 		}
 		id.hosts[normalizeHost(host)] = true
 		if ip := net.ParseIP(normalizeHost(host)); ip != nil && ip.IsUnspecified() {
@@ -52,14 +56,23 @@ func (id *Identity) IsLocalHost(host string) bool {
 	return id.hosts[normalizeHost(host)]
 }
 
+// IsLocalURI reports whether u's host and port are ours: a phone on the
+// same host as sori (a different port) is not sori.
+func (id *Identity) IsLocalURI(u sip.Uri) bool {
+	if !id.IsLocalHost(u.Host) {
+		return false
+	}
+	return u.Port == 0 || len(id.ports) == 0 || id.ports[u.Port]
+}
+
 // IsDomain reports whether host is the served domain (or one of our addresses,
 // which phones configured with the server's IP use as their domain).
 func (id *Identity) IsDomain(host string) bool { return id.IsLocalHost(host) }
 
 // AddressedToServer reports whether a request URI names sori itself rather
-// than a user: a local host with no user part.
+// than a user: a local host and port with no user part.
 func (id *Identity) AddressedToServer(u sip.Uri) bool {
-	return u.User == "" && id.IsLocalHost(u.Host)
+	return u.User == "" && id.IsLocalURI(u)
 }
 
 func normalizeHost(h string) string {

@@ -1,6 +1,7 @@
 // Package sanity rejects requests no later handler should see (RFC 3261
-// §8.2.1-8.2.2): an unsupported URI scheme (416), a CSeq method that is not
-// the request's (400), or a Require naming extensions sori lacks (420).
+// §8.2.1-8.2.2, §16.3): an unsupported URI scheme (416), a CSeq method that
+// is not the request's (400), or a Require/Proxy-Require naming extensions
+// sori lacks (420).
 package sanity
 
 import (
@@ -10,12 +11,16 @@ import (
 	"github.com/emiago/sipgo/sip"
 
 	"github.com/sori-voice/sori/sip/chain"
+	"github.com/sori-voice/sori/sip/local"
 )
 
 // Plugin is the sanity check link. Supported lists the option tags sori
-// implements; Require naming any other tag is refused.
+// implements. Proxy-Require naming any other tag is refused on every
+// request (RFC 3261 §16.3 step 5); Require only on requests sori answers
+// itself: a forwarded request's Require is for the UAS (§16.1).
 type Plugin struct {
 	Supported []string
+	Self      *local.Identity // nil: every request is for sori itself
 }
 
 // Methods implements chain.Plugin: sanity answers no method itself.
@@ -52,7 +57,15 @@ func (p Plugin) check(req *sip.Request) (int, string, []sip.Header) {
 		return 0, "", nil // RFC 3261 §8.2.2.3: Require is not checked for CANCEL (nor ACK)
 	}
 	var unsupported []string
-	for _, h := range chain.Headers(req, "Require") {
+	names := []string{"Proxy-Require"}
+	if p.forUs(req) {
+		names = append(names, "Require")
+	}
+	var hs []sip.Header
+	for _, n := range names {
+		hs = append(hs, chain.Headers(req, n)...)
+	}
+	for _, h := range hs {
 		for _, tag := range strings.Split(h.Value(), ",") {
 			tag = strings.TrimSpace(tag)
 			if tag != "" && !p.supports(tag) {
@@ -64,6 +77,10 @@ func (p Plugin) check(req *sip.Request) (int, string, []sip.Header) {
 		return 420, "Bad Extension", []sip.Header{sip.NewHeader("Unsupported", strings.Join(unsupported, ", "))}
 	}
 	return 0, "", nil
+}
+
+func (p Plugin) forUs(req *sip.Request) bool {
+	return p.Self == nil || req.Method == sip.REGISTER || p.Self.AddressedToServer(req.Recipient) && req.Route() == nil
 }
 
 func (p Plugin) supports(tag string) bool {

@@ -12,6 +12,7 @@ import (
 	"net"
 	"net/netip"
 	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -45,6 +46,7 @@ type Server struct {
 	handler  chain.Handler
 	ua       *sipgo.UserAgent
 	srv      *sipgo.Server
+	client   *sipgo.Client
 	log      *slog.Logger
 	latency  *prometheus.HistogramVec
 	inflight atomic.Int64 // requests inside the chain; Shutdown waits for zero
@@ -58,7 +60,8 @@ type Server struct {
 	retrans retransCache
 
 	mu      sync.Mutex
-	udp     map[string]*net.UDPConn // local address -> socket, for stateless replies
+	udp     map[string]*net.UDPConn   // local address -> socket, for stateless replies
+	local   map[string]netip.AddrPort // transport -> first bound address
 	closers []func() error
 	serving sync.WaitGroup
 	addrs   []string
@@ -75,8 +78,18 @@ func New(h chain.Handler, o Options) (*Server, error) {
 		sip.Timer_J = o.TimerJ
 	}
 	s := &Server{}
+	// A proxy forwards INVITEs with large SDP and many headers; sipgo refuses
+	// UDP messages over 1300 bytes by default (RFC 3261 §18.1.1 would switch
+	// to TCP, which phones behind NAT cannot accept). Like Kamailio, send
+	// them over UDP and let IP fragment them.
+	sip.UDPMTUSize = 65535
 	ua, err := sipgo.NewUA(sipgo.WithUserAgent(o.Product),
-		sipgo.WithUserAgentTransportLayerOptions(sip.WithTransportLayerReadFilter(s.readFilter)))
+		sipgo.WithUserAgentTransportLayerOptions(sip.WithTransportLayerReadFilter(s.readFilter)),
+		sipgo.WithUserAgentTransactionLayerOptions(sip.WithTransactionLayerUnhandledResponseHandler(func(r *sip.Response) {
+			// A response matching no client transaction (a stray, or one for a
+			// branch already given up) is dropped (RFC 6026 §7.2).
+			o.Log.Debug("stray response dropped", "response", r.StartLine(), "source", r.Source())
+		})))
 	if err != nil {
 		return nil, fmt.Errorf("sip server: %w", err)
 	}
@@ -85,7 +98,7 @@ func New(h chain.Handler, o Options) (*Server, error) {
 		return nil, fmt.Errorf("sip server: %w", err)
 	}
 	*s = Server{
-		opts: o, handler: h, ua: ua, srv: srv, log: o.Log, udp: map[string]*net.UDPConn{},
+		opts: o, handler: h, ua: ua, srv: srv, log: o.Log, udp: map[string]*net.UDPConn{}, local: map[string]netip.AddrPort{},
 		server: sip.NewHeader("Server", o.Product),
 		latency: prometheus.NewHistogramVec(prometheus.HistogramOpts{
 			Name:    "sori_sip_request_duration_seconds",
@@ -97,6 +110,10 @@ func New(h chain.Handler, o Options) (*Server, error) {
 		o.Registerer.MustRegister(s.latency)
 	}
 	srv.OnNoRoute(s.dispatch) // every method goes through the chain
+	s.client, err = sipgo.NewClient(ua, sipgo.WithClientLogger(o.Log.With("component", "sipgo")))
+	if err != nil {
+		return nil, fmt.Errorf("sip server: %w", err)
+	}
 	timerJ := o.TimerJ
 	if timerJ <= 0 {
 		timerJ = sip.Timer_J
@@ -121,6 +138,7 @@ const workers = 64
 
 type job struct {
 	// a request inside a sipgo transaction: the dispatching goroutine waits on done
+	ctx  context.Context
 	req  *sip.Request
 	tx   sip.ServerTransaction
 	done chan struct{}
@@ -140,7 +158,7 @@ func (s *Server) worker() {
 				s.runStateless(j)
 				continue
 			}
-			s.serveReq(j.req, &serverHeader{next: &txWriter{tx: j.tx}, header: s.server})
+			s.serveReq(j.ctx, j.req, &serverHeader{next: &txWriter{tx: j.tx, req: j.req}, header: s.server})
 			j.done <- struct{}{}
 		}
 	}
@@ -178,6 +196,9 @@ func (s *Server) listen(l config.Listener) error {
 		s.track(conn.Close, "udp:"+conn.LocalAddr().String())
 		s.mu.Lock()
 		s.udp[conn.LocalAddr().String()] = conn
+		if _, ok := s.local["udp"]; !ok {
+			s.local["udp"] = unmap(conn.LocalAddr().(*net.UDPAddr).AddrPort())
+		}
 		s.mu.Unlock()
 		s.serve(func() error { return s.srv.ServeUDP(conn) }, l)
 	case "tcp":
@@ -186,6 +207,11 @@ func (s *Server) listen(l config.Listener) error {
 			return fmt.Errorf("sip listen %s: %w", l, err)
 		}
 		s.track(ln.Close, "tcp:"+ln.Addr().String())
+		s.mu.Lock()
+		if _, ok := s.local["tcp"]; !ok {
+			s.local["tcp"] = unmap(ln.Addr().(*net.TCPAddr).AddrPort())
+		}
+		s.mu.Unlock()
 		s.serve(func() error { return s.srv.ServeTCP(ln) }, l)
 	default:
 		return fmt.Errorf("sip listen %s: unsupported transport %q", addr, l.Transport)
@@ -216,18 +242,28 @@ func (s *Server) serve(fn func() error, l config.Listener) {
 func (s *Server) dispatch(req *sip.Request, tx sip.ServerTransaction) {
 	s.inflight.Add(1)
 	defer s.inflight.Add(-1)
+	ctx := context.Background()
+	if req.IsInvite() && tx != nil {
+		// A CANCEL matching this INVITE ends its context: the proxy cancels
+		// its branches. sipgo has already answered 200 to the CANCEL and
+		// will answer 487 to the INVITE.
+		var cancel context.CancelCauseFunc
+		ctx, cancel = context.WithCancelCause(ctx)
+		defer cancel(nil)
+		tx.OnCancel(func(*sip.Request) { cancel(chain.ErrCanceled) })
+	}
 	done := s.dones.Get().(chan struct{})
 	select {
-	case s.jobs <- job{req: req, tx: tx, done: done}:
+	case s.jobs <- job{ctx: ctx, req: req, tx: tx, done: done}:
 		<-done
 	default:
-		s.serveReq(req, &serverHeader{next: &txWriter{tx: tx}, header: s.server})
+		s.serveReq(ctx, req, &serverHeader{next: &txWriter{tx: tx, req: req}, header: s.server})
 	}
 	s.dones.Put(done)
 }
 
 // serveReq runs the chain, or answers 503 while draining.
-func (s *Server) serveReq(req *sip.Request, w chain.ResponseWriter) {
+func (s *Server) serveReq(ctx context.Context, req *sip.Request, w chain.ResponseWriter) {
 	if s.draining.Load() {
 		if !req.IsAck() {
 			res := sip.NewResponseFromRequest(req, 503, "Service Unavailable", nil)
@@ -237,7 +273,7 @@ func (s *Server) serveReq(req *sip.Request, w chain.ResponseWriter) {
 		return
 	}
 	start := time.Now()
-	s.handler.ServeSIP(context.Background(), w, req)
+	s.handler.ServeSIP(ctx, w, req)
 	if !req.IsAck() {
 		s.latency.WithLabelValues(string(req.Method)).Observe(time.Since(start).Seconds())
 	}
@@ -296,11 +332,22 @@ func (w *serverHeader) Respond(res *sip.Response) error {
 }
 
 // txWriter responds within a sipgo server transaction.
-type txWriter struct{ tx sip.ServerTransaction }
+type txWriter struct {
+	tx  sip.ServerTransaction
+	req *sip.Request
+}
 
 func (w *txWriter) Respond(res *sip.Response) error {
 	if w.tx == nil {
 		return errors.New("sip server: no transaction to respond in")
+	}
+	if w.req != nil && w.req.Transport() == "UDP" {
+		// Answer to the address the request came from even without rport
+		// (Kamailio's force_rport): the Via port is usually wrong behind NAT,
+		// and a reply must never go to an address the packet did not come from.
+		if src := w.req.Source(); src != "" {
+			res.SetDestination(src)
+		}
 	}
 	return w.tx.Respond(res)
 }
@@ -310,4 +357,43 @@ func (s *Server) udpConn(addr net.Addr) *net.UDPConn {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	return s.udp[addr.String()]
+}
+
+// noBuild makes sipgo send a request exactly as the proxy built it.
+func noBuild(*sipgo.Client, *sip.Request) error { return nil }
+
+// bindLocal makes a UDP request leave from our listening socket (so replies
+// and NAT bindings use the advertised port); TCP reuses the connection the
+// peer opened, or dials one.
+func (s *Server) bindLocal(req *sip.Request) {
+	if !strings.EqualFold(req.Transport(), "UDP") {
+		return
+	}
+	if ap, ok := s.Local("udp"); ok {
+		req.Laddr = sip.Addr{IP: net.IP(ap.Addr().AsSlice()), Port: int(ap.Port())}
+	}
+}
+
+// Request sends req in a new client transaction.
+func (s *Server) Request(ctx context.Context, req *sip.Request) (sip.ClientTransaction, error) {
+	s.bindLocal(req)
+	return s.client.TransactionRequest(ctx, req, noBuild)
+}
+
+// Write sends req without a transaction (an ACK for a 2xx).
+func (s *Server) Write(req *sip.Request) error {
+	s.bindLocal(req)
+	return s.client.WriteRequest(req, noBuild)
+}
+
+// Local returns the address of our first listener for transport ("udp", "tcp").
+func (s *Server) Local(transport string) (netip.AddrPort, bool) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	ap, ok := s.local[strings.ToLower(transport)]
+	return ap, ok
+}
+
+func unmap(ap netip.AddrPort) netip.AddrPort {
+	return netip.AddrPortFrom(ap.Addr().Unmap(), ap.Port())
 }

@@ -2,6 +2,7 @@ package server
 
 import (
 	"bytes"
+	"context"
 	"errors"
 	"hash/maphash"
 	"net"
@@ -70,7 +71,7 @@ func (s *Server) runStateless(j job) {
 		return
 	}
 	w := &udpReply{conn: j.conn, dest: replyAddr(j.req, j.src), key: key, cache: &s.retrans}
-	s.serveReq(j.req, &serverHeader{next: w, header: s.server})
+	s.serveReq(context.Background(), j.req, &serverHeader{next: w, header: s.server})
 	if !w.final {
 		s.retrans.release(key) // no final response (should not happen): let a retransmission retry
 	}
@@ -98,20 +99,11 @@ func (w *udpReply) Respond(res *sip.Response) error {
 	return err
 }
 
-// replyAddr is where a response over UDP goes (RFC 3261 §18.2.2, RFC 3581):
-// the source address and port when the client asked for rport, else the
-// source address and the port in its Via.
-func replyAddr(req *sip.Request, src netip.AddrPort) netip.AddrPort {
-	via := req.Via()
-	if _, ok := via.Params.Get("rport"); ok {
-		return src
-	}
-	port := via.Port
-	if port <= 0 || port > 65535 {
-		port = 5060
-	}
-	return netip.AddrPortFrom(src.Addr(), uint16(port))
-}
+// replyAddr is where a response over UDP goes: always the address and port
+// the request came from, with or without rport (Kamailio's force_rport).
+// RFC 3261 §18.2.2 would use the Via port without rport, which behind NAT is
+// a port nobody listens on.
+func replyAddr(_ *sip.Request, src netip.AddrPort) netip.AddrPort { return src }
 
 func retransKey(req *sip.Request) string {
 	branch, _ := req.Via().Params.Get("branch")

@@ -55,6 +55,10 @@ func New(rdb redis.UniversalClient, prefix string) *Store {
 	return &Store{rdb: rdb, pipe: newPipeliner(rdb), prefix: prefix}
 }
 
+// Client is the Redis connection, for other data kept next to the bindings
+// (call records).
+func (s *Store) Client() redis.UniversalClient { return s.rdb }
+
 // IndexKey returns the key of an AOR's binding index (documented layout).
 func (s *Store) IndexKey(aor string) string { return s.prefix + "loc:{" + aor + "}" }
 

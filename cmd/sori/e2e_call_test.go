@@ -1,0 +1,218 @@
+package main
+
+import (
+	"bufio"
+	"encoding/json"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/sori-voice/sori/sip/calls"
+)
+
+// callUsers are the subscribers of the call tests; each scenario calls its own.
+var callUsers = []string{"alice", "bob", "carol", "dave", "erin", "frank", "gina", "henry"}
+
+func callNode(t *testing.T, cdr string) *node {
+	t.Helper()
+	var users strings.Builder
+	users.WriteString("users:\n")
+	for _, u := range callUsers {
+		fmt.Fprintf(&users, "  - {name: %s, password: %s-secret}\n", u, u)
+	}
+	return startNode(t, nodeConfig{sip: "  timer_c: 10s\n", extra: fmt.Sprintf("cdr:\n  file: %s\n%s", cdr, users.String())})
+}
+
+// sippRegister registers user with Contact 127.0.0.1:port from that port,
+// as the SIPp UAS that will then listen on it.
+func sippRegister(t *testing.T, n *node, dir, user string, port int) {
+	t.Helper()
+	csv := fmt.Sprintf("SEQUENTIAL\n%s;%s-secret;[authentication username=%s password=%s-secret]\n", user, user, user, user)
+	f := user + "-" + strconv.Itoa(port) + ".csv"
+	if err := os.WriteFile(filepath.Join(dir, f), []byte(csv), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	runSipp(t, dir, 30*time.Second, n.addr(), "-sf", filepath.Join(sippDir(t), "register.xml"), "-inf", f,
+		"-key", "domain", "sori.test", "-key", "contact", "127.0.0.1:"+strconv.Itoa(port), "-key", "expires", "600",
+		"-i", "127.0.0.1", "-p", strconv.Itoa(port), "-m", "1", "-nostdin", "-trace_err", "-timeout", "20s")
+}
+
+// sippUAS starts a SIPp UAS on port for calls; the returned func waits for it
+// to finish its calls and fails the test when it did not.
+func sippUAS(t *testing.T, dir, scenario string, port, calls int, extra ...string) func() {
+	t.Helper()
+	args := append([]string{"-k", "5", "60", "sipp", "-sf", filepath.Join(sippDir(t), scenario), "-i", "127.0.0.1",
+		"-p", strconv.Itoa(port), "-m", strconv.Itoa(calls), "-nostdin", "-trace_err", "-timeout", "50s"}, extra...)
+	cmd := exec.Command("timeout", args...)
+	cmd.Dir = dir
+	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
+	var out strings.Builder
+	cmd.Stdout, cmd.Stderr = &out, &out
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan error, 1)
+	go func() { done <- cmd.Wait() }()
+	t.Cleanup(func() { _ = cmd.Process.Kill() })
+	time.Sleep(200 * time.Millisecond) // bound before the first INVITE
+	return func() {
+		t.Helper()
+		select {
+		case err := <-done:
+			if err != nil {
+				t.Fatalf("UAS %s: %v\n%s", scenario, err, tail(out.String(), 2000))
+			}
+		case <-time.After(30 * time.Second):
+			t.Fatalf("UAS %s did not finish\n%s", scenario, tail(out.String(), 2000))
+		}
+	}
+}
+
+// sippUAC places calls from alice to callee with scenario.
+func sippUAC(t *testing.T, n *node, dir, scenario, callee string, args ...string) {
+	t.Helper()
+	runSipp(t, dir, 90*time.Second, append([]string{n.addr(), "-sf", filepath.Join(sippDir(t), scenario),
+		"-s", callee, "-au", "alice", "-ap", "alice-secret", "-key", "domain", "sori.test", "-key", "caller", "alice",
+		"-i", "127.0.0.1", "-p", strconv.Itoa(freeSIPPort(t)), "-nostdin", "-trace_err", "-timeout", "60s"}, args...)...)
+}
+
+// records reads the call records for callee from the CDR file, waiting
+// until want are there.
+func records(t *testing.T, path, callee string, want int) []calls.Record {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		var out []calls.Record
+		if f, err := os.Open(path); err == nil {
+			sc := bufio.NewScanner(f)
+			for sc.Scan() {
+				var r calls.Record
+				if err := json.Unmarshal(sc.Bytes(), &r); err != nil {
+					t.Fatalf("bad call record %q: %v", sc.Text(), err)
+				}
+				if r.To == "sip:"+callee+"@sori.test" {
+					out = append(out, r)
+				}
+			}
+			f.Close()
+		}
+		if len(out) >= want || time.Now().After(deadline) {
+			if len(out) != want {
+				t.Fatalf("%d call records for %s, want %d", len(out), callee, want)
+			}
+			return out
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+}
+
+func checkRecords(t *testing.T, recs []calls.Record, code int, disposition, hangupBy string) {
+	t.Helper()
+	for _, r := range recs {
+		if r.Code != code || r.Disposition != disposition || r.HangupBy != hangupBy || r.Caller != "alice" || r.CallID == "" {
+			t.Fatalf("call record %+v, want code %d disposition %s hangup_by %q", r, code, disposition, hangupBy)
+		}
+		if disposition == calls.Answered && (r.Answer == nil || r.End.Before(*r.Answer) || r.Duration <= 0) {
+			t.Fatalf("answered call record without answer time or duration: %+v", r)
+		}
+	}
+}
+
+// TestCallsSIPp runs the call scenarios in testdata/sipp with real SIPp
+// processes as caller and callees, all through one sori.
+func TestCallsSIPp(t *testing.T) {
+	dir := t.TempDir()
+	cdr := filepath.Join(dir, "cdr.jsonl")
+	n := callNode(t, cdr)
+
+	t.Run("200 calls, 20 at once, caller hangs up", func(t *testing.T) {
+		port := freeSIPPort(t)
+		sippRegister(t, n, dir, "bob", port)
+		wait := sippUAS(t, dir, "call-uas.xml", port, 200)
+		sippUAC(t, n, dir, "call-uac.xml", "bob", "-m", "200", "-r", "100", "-l", "20", "-d", "100")
+		wait()
+		checkRecords(t, records(t, cdr, "bob", 200), 200, calls.Answered, "caller")
+	})
+	t.Run("callee hangs up", func(t *testing.T) {
+		port := freeSIPPort(t)
+		sippRegister(t, n, dir, "carol", port)
+		wait := sippUAS(t, dir, "call-uas-bye.xml", port, 5, "-d", "100")
+		sippUAC(t, n, dir, "call-uac-callee-bye.xml", "carol", "-m", "5", "-r", "10")
+		wait()
+		checkRecords(t, records(t, cdr, "carol", 5), 200, calls.Answered, "callee")
+	})
+	t.Run("CANCEL while ringing ends in 487", func(t *testing.T) {
+		port := freeSIPPort(t)
+		sippRegister(t, n, dir, "dave", port)
+		wait := sippUAS(t, dir, "call-uas-cancel.xml", port, 5)
+		sippUAC(t, n, dir, "call-uac-cancel.xml", "dave", "-m", "5", "-r", "10", "-d", "200")
+		wait()
+		checkRecords(t, records(t, cdr, "dave", 5), 487, calls.Cancelled, "caller")
+	})
+	t.Run("hold and unhold with re-INVITE", func(t *testing.T) {
+		port := freeSIPPort(t)
+		sippRegister(t, n, dir, "erin", port)
+		wait := sippUAS(t, dir, "call-uas-hold.xml", port, 5)
+		sippUAC(t, n, dir, "call-uac-hold.xml", "erin", "-m", "5", "-r", "10", "-d", "100")
+		wait()
+		checkRecords(t, records(t, cdr, "erin", 5), 200, calls.Answered, "caller")
+	})
+	t.Run("forked call, one contact answers, the other is cancelled", func(t *testing.T) {
+		answer, ring := freeSIPPort(t), freeSIPPort(t)
+		sippRegister(t, n, dir, "frank", answer)
+		sippRegister(t, n, dir, "frank", ring)
+		waitA := sippUAS(t, dir, "call-uas.xml", answer, 3)
+		waitR := sippUAS(t, dir, "call-uas-cancel.xml", ring, 3)
+		sippUAC(t, n, dir, "call-uac.xml", "frank", "-m", "3", "-r", "5", "-l", "1", "-d", "100")
+		waitA()
+		waitR()
+		recs := records(t, cdr, "frank", 3)
+		checkRecords(t, recs, 200, calls.Answered, "caller")
+		for _, r := range recs {
+			if r.Branches != 2 || !strings.Contains(r.Callee, ":"+strconv.Itoa(answer)) {
+				t.Fatalf("forked call record %+v: want 2 branches, answered by port %d", r, answer)
+			}
+		}
+	})
+	t.Run("busy callee: 486 passed through", func(t *testing.T) {
+		port := freeSIPPort(t)
+		sippRegister(t, n, dir, "gina", port)
+		wait := sippUAS(t, dir, "call-uas-busy.xml", port, 2)
+		rejected(t, n, dir, "gina", 486)
+		wait()
+		checkRecords(t, records(t, cdr, "gina", 2), 486, calls.Busy, "")
+	})
+	t.Run("unknown user: 404", func(t *testing.T) {
+		rejected(t, n, dir, "nobody", 404)
+		checkRecords(t, records(t, cdr, "nobody", 2), 404, calls.NotFound, "")
+	})
+	t.Run("known user not registered: 480", func(t *testing.T) {
+		rejected(t, n, dir, "henry", 480)
+		checkRecords(t, records(t, cdr, "henry", 2), 480, calls.Unavailable, "")
+	})
+	code, metrics := httpGet(t, "http://"+n.http+"/metrics")
+	for _, want := range []string{`sori_calls_total{disposition="answered"} 213`, `sori_calls_total{disposition="cancelled"} 5`, `sori_calls_active{state="answered"} 0`} {
+		if code != 200 || !strings.Contains(metrics, want) {
+			t.Errorf("metrics lack %s", want)
+		}
+	}
+}
+
+// rejected places two calls to callee and checks each ended with code.
+func rejected(t *testing.T, n *node, dir, callee string, code int) {
+	t.Helper()
+	sippUAC(t, n, dir, "call-uac-reject.xml", callee, "-m", "2", "-r", "10", "-trace_msg", "-message_file", callee+".msg")
+	msgs, err := os.ReadFile(filepath.Join(dir, callee+".msg"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := strings.Count(string(msgs), "SIP/2.0 "+strconv.Itoa(code)+" "); got < 2 {
+		t.Fatalf("%d responses %d to calls to %s, want 2:\n%s", got, code, callee, tail(string(msgs), 3000))
+	}
+}

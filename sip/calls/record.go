@@ -1,0 +1,73 @@
+// Package calls keeps the calls in progress and writes one call record for
+// each when it ends: a failed or cancelled INVITE when its final response is
+// sent, an answered call when either side sends BYE.
+package calls
+
+import (
+	"context"
+	"time"
+)
+
+// Record is one call (documented field by field in README.md, "Call records").
+type Record struct {
+	CallID      string     `json:"call_id"`
+	From        string     `json:"from"`        // caller's From URI
+	To          string     `json:"to"`          // callee's To URI
+	RequestURI  string     `json:"request_uri"` // as received
+	Caller      string     `json:"caller"`      // authenticated user, empty when not authenticated
+	Source      string     `json:"source"`      // caller's transport:ip:port
+	Callee      string     `json:"callee"`      // contact that answered, empty when none did
+	Start       time.Time  `json:"start"`       // INVITE received
+	Answer      *time.Time `json:"answer"`      // 2xx forwarded; null when unanswered
+	End         time.Time  `json:"end"`         // BYE or final response
+	Duration    float64    `json:"duration"`    // seconds from answer to end; 0 when unanswered
+	Code        int        `json:"code"`        // final response to the INVITE
+	Reason      string     `json:"reason"`      // its reason phrase
+	HangupBy    string     `json:"hangup_by"`   // caller, callee, timeout, or empty
+	Disposition string     `json:"disposition"` // see Disposition
+	Branches    int        `json:"branches"`    // contacts the call was forked to
+}
+
+// Dispositions.
+const (
+	Answered    = "answered"
+	Busy        = "busy"        // 486, 600
+	NoAnswer    = "no-answer"   // no final response within timer C
+	Cancelled   = "cancelled"   // the caller sent CANCEL
+	NotFound    = "not-found"   // 404, 484, 604
+	Unavailable = "unavailable" // 480: not registered
+	Rejected    = "rejected"    // other 4xx and 6xx
+	Failed      = "failed"      // 5xx, transport errors
+	Expired     = "expired"     // answered, no BYE within sip.dialog_timeout
+)
+
+// Disposition names the outcome of an unanswered call.
+func Disposition(code int, cancelled, timedOut bool) string {
+	switch {
+	case cancelled:
+		return Cancelled
+	case timedOut:
+		return NoAnswer
+	case code >= 200 && code < 300:
+		return Answered
+	case code == 486 || code == 600:
+		return Busy
+	case code == 404 || code == 484 || code == 604:
+		return NotFound
+	case code == 408:
+		return NoAnswer
+	case code == 480:
+		return Unavailable
+	case code == 487:
+		return Cancelled
+	case code >= 500 && code < 600:
+		return Failed
+	default:
+		return Rejected
+	}
+}
+
+// Sink stores call records.
+type Sink interface {
+	Write(ctx context.Context, r Record) error
+}

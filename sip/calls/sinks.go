@@ -1,0 +1,126 @@
+package calls
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"log/slog"
+	"os"
+	"strconv"
+	"sync"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+)
+
+// JSONFile appends records to a file, one JSON object per line.
+type JSONFile struct {
+	mu sync.Mutex
+	f  *os.File
+}
+
+// OpenJSONFile opens (creating) path for appending.
+func OpenJSONFile(path string) (*JSONFile, error) {
+	f, err := os.OpenFile(path, os.O_WRONLY|os.O_APPEND|os.O_CREATE, 0o640)
+	if err != nil {
+		return nil, fmt.Errorf("cdr.file: %w", err)
+	}
+	return &JSONFile{f: f}, nil
+}
+
+// Write implements Sink. One write(2) per record keeps lines whole even
+// when several processes append to the same file.
+func (j *JSONFile) Write(_ context.Context, r Record) error {
+	b, err := json.Marshal(r)
+	if err != nil {
+		return fmt.Errorf("cdr: encode: %w", err)
+	}
+	b = append(b, '\n')
+	j.mu.Lock()
+	defer j.mu.Unlock()
+	if _, err := j.f.Write(b); err != nil {
+		return fmt.Errorf("cdr: write %s: %w", j.f.Name(), err)
+	}
+	return nil
+}
+
+// Close closes the file.
+func (j *JSONFile) Close() error { return j.f.Close() }
+
+// RedisStream adds records to a Redis Stream (XADD KEY MAXLEN ~ N * field value ...),
+// so every node's calls land in one place for billing to consume.
+type RedisStream struct {
+	Client redis.Cmdable
+	Key    string
+	MaxLen int64 // approximate cap; 0: none
+}
+
+// Write implements Sink.
+func (s RedisStream) Write(ctx context.Context, r Record) error {
+	values := []any{
+		"call_id", r.CallID, "from", r.From, "to", r.To, "request_uri", r.RequestURI,
+		"caller", r.Caller, "source", r.Source, "callee", r.Callee,
+		"start", r.Start.UTC().Format(time.RFC3339Nano), "end", r.End.UTC().Format(time.RFC3339Nano),
+		"duration", strconv.FormatFloat(r.Duration, 'f', 3, 64),
+		"code", strconv.Itoa(r.Code), "reason", r.Reason, "hangup_by", r.HangupBy,
+		"disposition", r.Disposition, "branches", strconv.Itoa(r.Branches),
+	}
+	if r.Answer != nil {
+		values = append(values, "answer", r.Answer.UTC().Format(time.RFC3339Nano))
+	}
+	args := &redis.XAddArgs{Stream: s.Key, Values: values}
+	if s.MaxLen > 0 {
+		args.MaxLen, args.Approx = s.MaxLen, true
+	}
+	if err := s.Client.XAdd(ctx, args).Err(); err != nil {
+		return fmt.Errorf("cdr: XADD %s: %w", s.Key, err)
+	}
+	return nil
+}
+
+// Async writes to a slow sink (Redis) from a queue, so a call never waits
+// for it; when the queue is full the record is dropped and counted.
+type Async struct {
+	sink    Sink
+	queue   chan Record
+	done    chan struct{}
+	log     *slog.Logger
+	dropped func()
+	timeout time.Duration
+}
+
+// NewAsync starts the writer; dropped is called for each record lost.
+func NewAsync(s Sink, size int, timeout time.Duration, log *slog.Logger, dropped func()) *Async {
+	a := &Async{sink: s, queue: make(chan Record, size), done: make(chan struct{}), log: log, dropped: dropped, timeout: timeout}
+	go a.run()
+	return a
+}
+
+func (a *Async) run() {
+	defer close(a.done)
+	for r := range a.queue {
+		ctx, cancel := context.WithTimeout(context.Background(), a.timeout)
+		if err := a.sink.Write(ctx, r); err != nil {
+			a.log.Warn("call record not stored", "call_id", r.CallID, "error", err)
+			a.dropped()
+		}
+		cancel()
+	}
+}
+
+// Write implements Sink: it queues the record.
+func (a *Async) Write(_ context.Context, r Record) error {
+	select {
+	case a.queue <- r:
+		return nil
+	default:
+		a.dropped()
+		return fmt.Errorf("cdr: queue full, record for %s dropped", r.CallID)
+	}
+}
+
+// Close writes what is queued, then stops.
+func (a *Async) Close() {
+	close(a.queue)
+	<-a.done
+}

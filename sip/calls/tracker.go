@@ -1,0 +1,208 @@
+package calls
+
+import (
+	"context"
+	"log/slog"
+	"sync"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+)
+
+// Tracker follows calls from INVITE to BYE on this node (BYE passes through
+// the node that record-routed the INVITE).
+type Tracker struct {
+	mu      sync.Mutex
+	calls   map[string]*Call // by Call-ID
+	sinks   []Sink
+	log     *slog.Logger
+	now     func() time.Time
+	timeout time.Duration
+
+	active *prometheus.GaugeVec
+	ended  *prometheus.CounterVec
+	stop   chan struct{}
+	once   sync.Once
+}
+
+// NewTracker returns a tracker writing to sinks; answered calls with no BYE
+// are closed after dialogTimeout. reg may be nil.
+func NewTracker(dialogTimeout time.Duration, log *slog.Logger, reg prometheus.Registerer, sinks ...Sink) *Tracker {
+	t := &Tracker{
+		calls: map[string]*Call{}, sinks: sinks, log: log, now: time.Now, timeout: dialogTimeout,
+		active: prometheus.NewGaugeVec(prometheus.GaugeOpts{
+			Name: "sori_calls_active",
+			Help: "Calls in progress on this node: ringing (INVITE forwarded, no answer yet) or answered.",
+		}, []string{"state"}),
+		ended: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "sori_calls_total",
+			Help: "Calls ended (one call record each), by disposition.",
+		}, []string{"disposition"}),
+		stop: make(chan struct{}),
+	}
+	t.active.WithLabelValues("ringing")
+	t.active.WithLabelValues("answered")
+	if reg != nil {
+		reg.MustRegister(t.active, t.ended)
+	}
+	go t.sweep()
+	return t
+}
+
+// Close stops the sweeper.
+func (t *Tracker) Close() { t.once.Do(func() { close(t.stop) }) }
+
+// Call is one call in progress.
+type Call struct {
+	t        *Tracker
+	rec      Record
+	fromTag  string
+	answered bool
+	ended    bool
+	tracked  bool
+}
+
+// Begin starts a call for an initial INVITE.
+func (t *Tracker) Begin(rec Record, fromTag string) *Call {
+	rec.Start = t.now()
+	c := &Call{t: t, rec: rec, fromTag: fromTag}
+	t.mu.Lock()
+	if _, dup := t.calls[rec.CallID]; !dup {
+		// A spiral (the same INVITE reaching us twice) is recorded once, by
+		// its first pass; the later pass still writes its own record.
+		t.calls[rec.CallID] = c
+		c.tracked = true
+	}
+	t.mu.Unlock()
+	t.active.WithLabelValues("ringing").Inc()
+	return c
+}
+
+// Answer marks the call answered by callee with a 2xx.
+func (c *Call) Answer(code int, reason, callee string) {
+	t := c.t
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if c.answered || c.ended {
+		return
+	}
+	now := t.now()
+	c.answered = true
+	c.rec.Answer = &now
+	c.rec.Code, c.rec.Reason, c.rec.Callee = code, reason, callee
+	t.active.WithLabelValues("ringing").Dec()
+	t.active.WithLabelValues("answered").Inc()
+}
+
+// Fail ends an unanswered call with its final response.
+func (c *Call) Fail(code int, reason string, cancelled, timedOut bool, branches int) {
+	t := c.t
+	t.mu.Lock()
+	if c.answered || c.ended {
+		t.mu.Unlock()
+		return
+	}
+	c.rec.Code, c.rec.Reason, c.rec.Branches = code, reason, branches
+	c.rec.Disposition = Disposition(code, cancelled, timedOut)
+	if cancelled {
+		c.rec.HangupBy = "caller"
+	}
+	rec := c.finishLocked()
+	t.active.WithLabelValues("ringing").Dec()
+	t.mu.Unlock()
+	t.write(rec)
+}
+
+// SetBranches records how many contacts the call was forked to.
+func (c *Call) SetBranches(n int) {
+	c.t.mu.Lock()
+	c.rec.Branches = n
+	c.t.mu.Unlock()
+}
+
+// Bye ends an answered call; fromTag is the BYE's From tag, which tells
+// whether the caller or the callee hung up.
+func (t *Tracker) Bye(callID, fromTag string) {
+	t.mu.Lock()
+	c, ok := t.calls[callID]
+	if !ok || !c.answered || c.ended {
+		t.mu.Unlock()
+		return
+	}
+	if fromTag == c.fromTag {
+		c.rec.HangupBy = "caller"
+	} else {
+		c.rec.HangupBy = "callee"
+	}
+	c.rec.Disposition = Answered
+	rec := c.finishLocked()
+	t.active.WithLabelValues("answered").Dec()
+	t.mu.Unlock()
+	t.write(rec)
+}
+
+// Active returns the number of calls ringing and answered.
+func (t *Tracker) Active() (ringing, answered int) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	for _, c := range t.calls {
+		if c.answered {
+			answered++
+		} else {
+			ringing++
+		}
+	}
+	return ringing, answered
+}
+
+func (c *Call) finishLocked() Record {
+	c.ended = true
+	c.rec.End = c.t.now()
+	if c.rec.Answer != nil {
+		c.rec.Duration = c.rec.End.Sub(*c.rec.Answer).Seconds()
+	}
+	if c.tracked {
+		delete(c.t.calls, c.rec.CallID)
+	}
+	return c.rec
+}
+
+func (t *Tracker) write(r Record) {
+	t.ended.WithLabelValues(r.Disposition).Inc()
+	for _, s := range t.sinks {
+		if err := s.Write(context.Background(), r); err != nil {
+			t.log.Warn("call record not written", "call_id", r.CallID, "error", err)
+		}
+	}
+}
+
+// sweep closes answered calls that outlived the dialog timeout.
+func (t *Tracker) sweep() {
+	tick := time.NewTicker(min(time.Minute, t.timeout/2))
+	defer tick.Stop()
+	for {
+		select {
+		case <-t.stop:
+			return
+		case <-tick.C:
+			t.expire()
+		}
+	}
+}
+
+func (t *Tracker) expire() {
+	now := t.now()
+	var recs []Record
+	t.mu.Lock()
+	for _, c := range t.calls {
+		if c.answered && now.Sub(*c.rec.Answer) > t.timeout {
+			c.rec.HangupBy, c.rec.Disposition = "timeout", Expired
+			recs = append(recs, c.finishLocked())
+			t.active.WithLabelValues("answered").Dec()
+		}
+	}
+	t.mu.Unlock()
+	for _, r := range recs {
+		t.write(r)
+	}
+}

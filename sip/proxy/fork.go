@@ -1,0 +1,458 @@
+package proxy
+
+import (
+	"context"
+	"errors"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/emiago/sipgo/sip"
+
+	"github.com/sori-voice/sori/sip/calls"
+	"github.com/sori-voice/sori/sip/chain"
+)
+
+// cancelWait is how long a cancelled branch may take to answer its CANCEL
+// before its transaction is abandoned (64*T1, RFC 3261 §9.1).
+const cancelWait = 32 * time.Second
+
+// dialTimeout bounds opening a TCP connection or resolving a name for a branch.
+const dialTimeout = 5 * time.Second
+
+// fork is one proxied server transaction: its branches, grouped by q, and
+// the choice of the response the caller gets (RFC 3261 §16.7).
+type fork struct {
+	p      *Proxy
+	in     *sip.Request
+	w      chain.ResponseWriter
+	call   *calls.Call // nil unless an initial INVITE
+	invite bool
+	rr     bool
+	loop   string
+	groups [][]target
+
+	mu        sync.Mutex
+	gi        int       // current group
+	branches  []*branch // of the current group
+	pending   int       // branches of the current group with no final response
+	started   int
+	best      *sip.Response // best final response from a branch so far
+	bestCode  int           // best synthetic code (timeout, unreachable) when no response
+	challenge []sip.Header  // every 401/407 challenge, aggregated (§16.7 step 7)
+	rang      bool
+	timedOut  bool
+	cancelled bool
+	stop      bool // a 6xx ended the search
+	sent      int  // final status sent to the caller; 0: none yet
+	final     chan struct{}
+}
+
+type branch struct {
+	req         *sip.Request
+	tx          sip.ClientTransaction
+	provisional bool
+	done        bool // has (or is given) its final outcome
+	cancel      bool // CANCEL wanted
+	cancelSent  bool
+	giveUp      chan struct{}
+	giveUpOnce  sync.Once
+}
+
+func newFork(p *Proxy, in *sip.Request, w chain.ResponseWriter, call *calls.Call, groups [][]target, rr bool) *fork {
+	return &fork{p: p, in: in, w: w, call: call, invite: in.IsInvite(), rr: rr, loop: loopHash(in), groups: groups, final: make(chan struct{})}
+}
+
+// run forwards the request and returns once the caller has its final
+// response; branches still finishing (CANCELs, late 2xx) go on in the background.
+func (f *fork) run(ctx context.Context) {
+	f.startGroup()
+	select {
+	case <-f.final:
+	case <-ctx.Done():
+		if errors.Is(context.Cause(ctx), chain.ErrCanceled) {
+			f.callerCancelled()
+		}
+		<-f.final
+	}
+}
+
+// startGroup forwards to every target of the current group at once.
+func (f *fork) startGroup() {
+	f.mu.Lock()
+	gi := f.gi
+	targets := f.groups[gi]
+	f.branches = make([]*branch, len(targets))
+	f.pending = len(targets)
+	f.timedOut = false
+	for i := range targets {
+		f.branches[i] = &branch{giveUp: make(chan struct{})}
+	}
+	bs := f.branches
+	f.started += len(targets)
+	if f.call != nil {
+		f.call.SetBranches(f.started)
+	}
+	f.mu.Unlock()
+
+	for i, t := range targets {
+		b := bs[i]
+		req, err := f.p.prepare(f.in, t, f.rr, f.loop)
+		var tx sip.ClientTransaction
+		if err == nil {
+			ctx, cancel := context.WithTimeout(context.Background(), dialTimeout)
+			tx, err = f.p.sender.Request(ctx, req)
+			cancel()
+		}
+		if err != nil {
+			f.p.log.Info("branch not sent", "call_id", f.in.CallID().Value(), "target", t.uri.String(), "dest", t.dest, "error", err)
+			f.mu.Lock()
+			f.settle(b, 480)
+			f.mu.Unlock()
+			continue
+		}
+		f.mu.Lock()
+		b.req, b.tx = req, tx
+		f.mu.Unlock()
+		if f.invite {
+			tx.OnRetransmission(func(res *sip.Response) { f.onRetransmission(res) })
+		}
+		go f.watch(b)
+	}
+	if f.invite {
+		time.AfterFunc(f.p.cfg.TimerC, func() { f.onTimerC(gi) })
+	}
+}
+
+// watch passes a branch's responses to the fork until its final one.
+func (f *fork) watch(b *branch) {
+	for {
+		select {
+		case res := <-b.tx.Responses():
+			f.onResponse(b, res)
+			if res.StatusCode >= 200 {
+				return
+			}
+		case <-b.tx.Done():
+			code := 408
+			if errors.Is(b.tx.Err(), sip.ErrTransactionTransport) {
+				code = 480 // the contact cannot be reached
+			}
+			f.mu.Lock()
+			f.settle(b, code)
+			f.mu.Unlock()
+			return
+		case <-b.giveUp:
+			b.tx.Terminate()
+			f.mu.Lock()
+			f.settle(b, 408)
+			f.mu.Unlock()
+			return
+		}
+	}
+}
+
+func (f *fork) onResponse(b *branch, res *sip.Response) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	code := res.StatusCode
+	if code < 200 {
+		b.provisional = true
+		if b.cancel && !b.cancelSent {
+			f.sendCancel(b)
+		}
+		if code > 100 && f.sent == 0 {
+			if code >= 180 {
+				f.rang = true
+			}
+			f.relay(res)
+		}
+		return
+	}
+	if code < 300 {
+		f.settleDone(b)
+		switch {
+		case f.sent == 0:
+			f.relay(res)
+			f.sent = code
+			close(f.final)
+			if f.call != nil {
+				f.call.Answer(code, res.Reason, b.req.Recipient.String())
+			}
+			f.cancelPending()
+		case f.invite && f.sent < 300:
+			f.relay(res) // every 2xx to an INVITE goes up (§16.7 step 5)
+		case f.invite:
+			// The caller already has a failure (timer C, CANCEL): this
+			// answer cannot become a call. End it as a UAC would.
+			go f.p.ackAndBye(b.req, res)
+		}
+		return
+	}
+	if b.done {
+		return // answer to our CANCEL after timer C: the outcome is already set
+	}
+	f.consider(res)
+	if code >= 600 {
+		f.stop = true
+		f.cancelPending()
+	}
+	f.settleDone(b)
+	f.maybeFinish()
+}
+
+// settle gives a branch a synthetic final outcome (timeout, unreachable).
+func (f *fork) settle(b *branch, code int) {
+	if b.done {
+		return
+	}
+	f.note(code)
+	f.settleDone(b)
+	f.maybeFinish()
+}
+
+// note keeps the best synthetic outcome.
+func (f *fork) note(code int) {
+	if f.bestCode == 0 || rank(code) < rank(f.bestCode) {
+		f.bestCode = code
+	}
+}
+
+func (f *fork) settleDone(b *branch) {
+	if b.done {
+		return
+	}
+	b.done = true
+	for _, x := range f.branches {
+		if x == b {
+			f.pending--
+		}
+	}
+}
+
+// consider keeps the best final response so far.
+func (f *fork) consider(res *sip.Response) {
+	code := res.StatusCode
+	if code == 401 || code == 407 {
+		for _, h := range res.Headers() {
+			if strings.EqualFold(h.Name(), "WWW-Authenticate") || strings.EqualFold(h.Name(), "Proxy-Authenticate") {
+				f.challenge = append(f.challenge, sip.HeaderClone(h))
+			}
+		}
+	}
+	if f.best == nil || rank(code) < rank(f.best.StatusCode) {
+		f.best = res
+	}
+}
+
+// maybeFinish moves to the next group, or answers the caller, once every
+// branch of the current group is done.
+func (f *fork) maybeFinish() {
+	if f.sent != 0 || f.pending > 0 {
+		return
+	}
+	if !f.stop && !f.cancelled && f.gi+1 < len(f.groups) {
+		f.gi++
+		go f.startGroup()
+		return
+	}
+	var res *sip.Response
+	if f.best != nil && (f.bestCode == 0 || rank(f.best.StatusCode) <= rank(f.bestCode)) {
+		res = f.best.Clone()
+		res.RemoveHeader("Via")
+		if res.StatusCode == 503 {
+			// §16.7 step 6: a 503 would tell the caller that this proxy is
+			// overloaded; what failed is downstream.
+			res.StatusCode, res.Reason = 500, "Server Internal Error"
+		}
+		if res.StatusCode == 401 || res.StatusCode == 407 {
+			for _, h := range chain.Headers(res, "WWW-Authenticate") {
+				res.RemoveHeader(h.Name())
+			}
+			for _, h := range chain.Headers(res, "Proxy-Authenticate") {
+				res.RemoveHeader(h.Name())
+			}
+			for _, h := range f.challenge {
+				res.AppendHeader(h)
+			}
+		}
+	} else {
+		code, reason := f.bestCode, "Request Timeout"
+		switch {
+		case code == 408 && f.rang && f.timedOut:
+			code, reason = 480, "No Answer" // it rang, nobody answered
+		case code == 0 || code == 480:
+			code, reason = 480, "Temporarily Unavailable"
+		}
+		res = sip.NewResponseFromRequest(f.in, code, reason, nil)
+	}
+	f.sent = res.StatusCode
+	close(f.final)
+	_ = f.w.Respond(res)
+	if f.call != nil {
+		f.call.Fail(res.StatusCode, res.Reason, false, f.timedOut, f.started)
+	}
+}
+
+// relay sends a branch's response to the caller without our Via; a dialog
+// Contact gets the NAT alias of where the response came from.
+func (f *fork) relay(res *sip.Response) {
+	up := res.Clone()
+	up.RemoveHeader("Via")
+	if f.rr && res.StatusCode > 100 && res.StatusCode < 300 {
+		if c := up.Contact(); c != nil {
+			addAlias(c, res.Source(), res.Transport())
+		}
+	}
+	_ = f.w.Respond(up)
+}
+
+func (f *fork) onRetransmission(res *sip.Response) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if f.sent >= 200 && f.sent < 300 {
+		f.relay(res)
+	}
+}
+
+// onTimerC ends the ringing of group gi: no answer in time.
+func (f *fork) onTimerC(gi int) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if f.sent != 0 || f.gi != gi || f.pending == 0 {
+		return
+	}
+	f.timedOut = true
+	for _, b := range f.branches {
+		if !b.done {
+			f.cancelBranch(b)
+			f.settleDone(b)
+		}
+	}
+	f.note(408)
+	f.maybeFinish()
+}
+
+// callerCancelled: the caller's CANCEL matched; sipgo answered it and sent
+// 487, so only the branches are left to cancel.
+func (f *fork) callerCancelled() {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if f.sent != 0 {
+		return
+	}
+	f.cancelled = true
+	f.sent = 487
+	close(f.final)
+	f.cancelPending()
+	if f.call != nil {
+		f.call.Fail(487, "Request Terminated", true, false, f.started)
+	}
+}
+
+// cancelPending cancels every branch still waiting for a final response.
+func (f *fork) cancelPending() {
+	for _, b := range f.branches {
+		if !b.done {
+			f.cancelBranch(b)
+		}
+	}
+}
+
+func (f *fork) cancelBranch(b *branch) {
+	if !f.invite || b.tx == nil || b.cancel {
+		return
+	}
+	b.cancel = true
+	if b.provisional {
+		f.sendCancel(b)
+	}
+	// RFC 3261 §9.1: CANCEL only after a provisional response; either way
+	// the branch gets 64*T1 to finish before it is abandoned.
+	time.AfterFunc(cancelWait, func() { b.giveUpOnce.Do(func() { close(b.giveUp) }) })
+}
+
+// sendCancel sends CANCEL for a branch (RFC 3261 §9.1: same Request-URI,
+// Call-ID, From, To, CSeq number and top Via as the INVITE).
+func (f *fork) sendCancel(b *branch) {
+	b.cancelSent = true
+	r := b.req
+	c := sip.NewRequest(sip.CANCEL, *r.Recipient.Clone())
+	c.AppendHeader(r.Via().Clone())
+	for _, h := range r.Headers() {
+		if rt, ok := h.(*sip.RouteHeader); ok {
+			c.AppendHeader(rt.Clone())
+		}
+	}
+	c.AppendHeader(sip.HeaderClone(r.From()))
+	c.AppendHeader(sip.HeaderClone(r.To()))
+	c.AppendHeader(sip.HeaderClone(r.CallID()))
+	c.AppendHeader(&sip.CSeqHeader{SeqNo: r.CSeq().SeqNo, MethodName: sip.CANCEL})
+	mf := sip.MaxForwardsHeader(70)
+	c.AppendHeader(&mf)
+	c.SetBody(nil)
+	c.SetTransport(r.Transport())
+	c.SetDestination(r.Destination())
+	go f.p.transact(c)
+}
+
+// transact sends a request we originate and waits for its final response.
+func (p *Proxy) transact(req *sip.Request) {
+	ctx, cancel := context.WithTimeout(context.Background(), dialTimeout)
+	tx, err := p.sender.Request(ctx, req)
+	cancel()
+	if err != nil {
+		p.log.Debug("request not sent", "method", req.Method, "call_id", req.CallID().Value(), "error", err)
+		return
+	}
+	for {
+		select {
+		case res := <-tx.Responses():
+			if res.StatusCode >= 200 {
+				return
+			}
+		case <-tx.Done():
+			return
+		}
+	}
+}
+
+// ackAndBye ends a dialog a branch answered after the caller got a failure:
+// ACK the 2xx, then BYE, as the UAC the callee thinks it talks to.
+func (p *Proxy) ackAndBye(inv *sip.Request, res *sip.Response) {
+	contact := res.Contact()
+	if contact == nil {
+		return
+	}
+	build := func(method sip.RequestMethod, seq uint32) *sip.Request {
+		r := sip.NewRequest(method, *contact.Address.Clone())
+		host, port, _ := p.sentBy(inv.Transport())
+		via := &sip.ViaHeader{ProtocolName: "SIP", ProtocolVersion: "2.0", Transport: inv.Transport(), Host: host, Port: port, Params: sip.NewParams()}
+		via.Params.Add("branch", branchPrefix+"."+randomToken())
+		via.Params.Add("rport", "")
+		r.AppendHeader(via)
+		var rrs []*sip.RecordRouteHeader
+		for _, h := range res.Headers() {
+			if rr, ok := h.(*sip.RecordRouteHeader); ok && !p.ours(rr.Address) {
+				rrs = append(rrs, rr)
+			}
+		}
+		for i := len(rrs) - 1; i >= 0; i-- { // the UAC's route set is the Record-Route reversed
+			r.AppendHeader(&sip.RouteHeader{Address: *rrs[i].Address.Clone()})
+		}
+		r.AppendHeader(sip.HeaderClone(inv.From()))
+		r.AppendHeader(sip.HeaderClone(res.To()))
+		r.AppendHeader(sip.HeaderClone(inv.CallID()))
+		r.AppendHeader(&sip.CSeqHeader{SeqNo: seq, MethodName: method})
+		mf := sip.MaxForwardsHeader(70)
+		r.AppendHeader(&mf)
+		r.SetBody(nil)
+		r.SetTransport(inv.Transport())
+		r.SetDestination(res.Source())
+		return r
+	}
+	if err := p.sender.Write(build(sip.ACK, inv.CSeq().SeqNo)); err != nil {
+		p.log.Debug("ACK for late 2xx not sent", "call_id", inv.CallID().Value(), "error", err)
+	}
+	p.transact(build(sip.BYE, inv.CSeq().SeqNo+1))
+}

@@ -1,0 +1,72 @@
+package proxy
+
+import (
+	"net"
+	"strconv"
+	"strings"
+
+	"github.com/emiago/sipgo/sip"
+)
+
+// Phones behind NAT put private addresses in Contact. The proxy marks such a
+// Contact with the address the message really came from, as Kamailio's
+// add_contact_alias does: ";alias=IP~PORT~T" (T: 1 UDP, 2 TCP). A request in
+// the dialog then carries the alias in its Request-URI; the proxy sends it
+// there and strips the alias (handle_ruri_alias), so the phone gets its own
+// Contact back. Over TCP the alias is the phone's connection, which the
+// transport reuses while it is open.
+
+type alias struct {
+	addr      string // ip:port
+	transport string // UDP or TCP
+}
+
+// addAlias marks c with src when the Contact is not where the message came from.
+func addAlias(c *sip.ContactHeader, src, transport string) {
+	host, port, err := net.SplitHostPort(src)
+	if err != nil || c.Address.Wildcard || c.Address.UriParams.Has("alias") {
+		return
+	}
+	transport = strings.ToUpper(transport)
+	cport := c.Address.Port
+	if cport == 0 {
+		cport = 5060
+	}
+	if transport == "UDP" && strings.Trim(c.Address.Host, "[]") == host && strconv.Itoa(cport) == port {
+		return // reachable as it says
+	}
+	t := "1"
+	if transport == "TCP" {
+		t = "2"
+	}
+	if c.Address.UriParams == nil {
+		c.Address.UriParams = sip.NewParams()
+	}
+	c.Address.UriParams.Add("alias", host+"~"+port+"~"+t)
+}
+
+// hasAlias reports whether u carries an alias.
+func hasAlias(u sip.Uri) bool { return u.UriParams.Has("alias") }
+
+// takeAlias removes the alias from u and returns where it points.
+func takeAlias(u *sip.Uri) (alias, bool) {
+	v, ok := u.UriParams.Get("alias")
+	if !ok {
+		return alias{}, false
+	}
+	u.UriParams.Remove("alias")
+	parts := strings.Split(v, "~")
+	if len(parts) != 3 {
+		return alias{}, false
+	}
+	ip := net.ParseIP(parts[0])
+	port, err := strconv.Atoi(parts[1])
+	if ip == nil || err != nil || port <= 0 || port > 65535 {
+		return alias{}, false
+	}
+	a := alias{addr: net.JoinHostPort(ip.String(), parts[1]), transport: "UDP"}
+	if parts[2] == "2" {
+		a.transport = "TCP"
+	}
+	return a, true
+}

@@ -1,0 +1,231 @@
+// Package proxy is sori's stateful proxy (RFC 3261 §16): it finds where a
+// request goes (a user's registered contacts, the next Route, a dialog's
+// remote target), forks it in client transactions, and sends the best
+// response back in the caller's server transaction.
+//
+// Files: hops.go (483/482), route.go (Route sets, Record-Route, targets),
+// nat.go (reaching phones behind NAT), fork.go (branches, CANCEL, timer C),
+// response.go (which final response wins).
+package proxy
+
+import (
+	"context"
+	"errors"
+	"log/slog"
+	"net/netip"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/emiago/sipgo/sip"
+
+	"github.com/sori-voice/sori/registrar/store"
+	"github.com/sori-voice/sori/sip/callerauth"
+	"github.com/sori-voice/sori/sip/calls"
+	"github.com/sori-voice/sori/sip/chain"
+	"github.com/sori-voice/sori/sip/local"
+)
+
+// Sender puts requests on the wire through sori's own sockets.
+type Sender interface {
+	// Request sends req in a new client transaction.
+	Request(ctx context.Context, req *sip.Request) (sip.ClientTransaction, error)
+	// Write sends req without a transaction (ACK for a 2xx).
+	Write(req *sip.Request) error
+	// Local is the address sori listens on for transport ("udp", "tcp").
+	Local(transport string) (netip.AddrPort, bool)
+}
+
+// Users tells whether a user exists.
+type Users interface {
+	Subscriber(ctx context.Context, name string) (store.Subscriber, error)
+}
+
+// Locations finds a user's current bindings.
+type Locations interface {
+	Lookup(ctx context.Context, aor string, now time.Time) ([]store.Binding, error)
+}
+
+// Config configures a Proxy.
+type Config struct {
+	Self       *local.Identity
+	Users      Users
+	Locations  Locations
+	Calls      *calls.Tracker
+	Advertise  string        // host[:port] written in Via and Record-Route; empty: the listener's
+	TimerC     time.Duration // no-answer timeout of an INVITE branch group
+	RetryAfter int           // seconds, with 503 when the store is unavailable
+	Log        *slog.Logger
+}
+
+// Proxy is the forwarding link of the chain.
+type Proxy struct {
+	cfg    Config
+	sender Sender
+	log    *slog.Logger
+}
+
+// New returns a Proxy; Attach gives it the transport before serving.
+func New(c Config) *Proxy {
+	if c.TimerC <= 0 {
+		c.TimerC = 60 * time.Second
+	}
+	return &Proxy{cfg: c, log: c.Log}
+}
+
+// Attach sets the transport the proxy sends on.
+func (p *Proxy) Attach(s Sender) { p.sender = s }
+
+// Methods implements chain.Plugin: what the proxy forwards.
+func (p *Proxy) Methods() []string {
+	return []string{"INVITE", "ACK", "CANCEL", "BYE", "PRACK", "UPDATE", "INFO", "MESSAGE", "SUBSCRIBE", "NOTIFY", "REFER"}
+}
+
+// Wrap implements chain.Plugin.
+func (p *Proxy) Wrap(next chain.Handler) chain.Handler {
+	return chain.HandlerFunc(func(ctx context.Context, w chain.ResponseWriter, req *sip.Request) {
+		if req.Method == sip.REGISTER {
+			next.ServeSIP(ctx, w, req)
+			return
+		}
+		routed := p.popRoutes(req)
+		switch {
+		case req.IsAck():
+			p.forwardAck(req, routed)
+		case req.IsCancel():
+			// A CANCEL matching a pending INVITE is taken by the transaction
+			// layer before the chain; this one matches nothing.
+			_ = chain.Reply(w, req, 481, "Call/Transaction Does Not Exist")
+		case req.To().Params.Has("tag"):
+			p.inDialog(ctx, w, req, routed)
+		case !routed && p.cfg.Self.AddressedToServer(req.Recipient) && req.Route() == nil:
+			next.ServeSIP(ctx, w, req) // for sori itself (OPTIONS was answered earlier)
+		default:
+			p.initial(ctx, w, req)
+		}
+	})
+}
+
+// initial routes a request outside any dialog.
+func (p *Proxy) initial(ctx context.Context, w chain.ResponseWriter, req *sip.Request) {
+	if req.IsInvite() {
+		_ = chain.Reply(w, req, 100, "Trying") // stop the caller's retransmissions now
+	}
+	var call *calls.Call
+	if req.IsInvite() {
+		call = p.cfg.Calls.Begin(calls.Record{
+			CallID:     req.CallID().Value(),
+			From:       req.From().Address.String(),
+			To:         req.To().Address.String(),
+			RequestURI: req.Recipient.String(),
+			Caller:     callerauth.User(ctx),
+			Source:     strings.ToLower(req.Transport()) + ":" + req.Source(),
+		}, req.From().Params.GetOr("tag", ""))
+	}
+	targets, code, reason := p.targets(ctx, req)
+	if code != 0 {
+		res := sip.NewResponseFromRequest(req, code, reason, nil)
+		if code == 503 {
+			res.AppendHeader(sip.NewHeader("Retry-After", strconv.Itoa(p.cfg.RetryAfter)))
+		}
+		_ = w.Respond(res)
+		if call != nil {
+			call.Fail(code, reason, false, false, 0)
+		}
+		return
+	}
+	f := newFork(p, req, w, call, groupByQ(targets), dialogCreating(req))
+	f.run(ctx)
+}
+
+// targets returns where an out-of-dialog request goes, or the error response.
+func (p *Proxy) targets(ctx context.Context, req *sip.Request) ([]target, int, string) {
+	if req.Route() != nil {
+		return []target{{uri: req.Recipient}}, 0, "" // a preloaded route decides
+	}
+	ruri := req.Recipient
+	if !p.ours(ruri) {
+		return []target{{uri: ruri}}, 0, "" // another domain (callerauth allowed it)
+	}
+	if ruri.User == "" {
+		return nil, 404, "Not Found"
+	}
+	if _, err := p.cfg.Users.Subscriber(ctx, ruri.User); err != nil {
+		if errors.Is(err, store.ErrNotFound) {
+			return nil, 404, "Not Found"
+		}
+		p.log.Warn("user lookup failed", "user", ruri.User, "error", err)
+		return nil, 503, "Service Unavailable"
+	}
+	bindings, err := p.cfg.Locations.Lookup(ctx, ruri.User+"@"+p.cfg.Self.Domain, time.Now())
+	if err != nil {
+		p.log.Warn("location lookup failed", "user", ruri.User, "error", err)
+		return nil, 503, "Service Unavailable"
+	}
+	if len(bindings) == 0 {
+		return nil, 480, "Temporarily Unavailable"
+	}
+	out := make([]target, 0, len(bindings))
+	for _, b := range bindings {
+		t, err := bindingTarget(b)
+		if err != nil {
+			p.log.Warn("unusable binding skipped", "aor", ruri.User, "contact", b.Contact, "error", err)
+			continue
+		}
+		out = append(out, t)
+	}
+	if len(out) == 0 {
+		return nil, 480, "Temporarily Unavailable"
+	}
+	return out, 0, ""
+}
+
+// inDialog forwards a request inside a dialog along its route set.
+func (p *Proxy) inDialog(ctx context.Context, w chain.ResponseWriter, req *sip.Request, routed bool) {
+	var t target
+	switch {
+	case req.Route() != nil:
+		t = target{uri: req.Recipient}
+	case routed && hasAlias(req.Recipient):
+		t = target{uri: req.Recipient}
+	case routed && !p.ours(req.Recipient):
+		t = target{uri: req.Recipient}
+	default:
+		// Not a dialog we record-routed (Kamailio answers the same).
+		_ = chain.Reply(w, req, 404, "Not Here")
+		return
+	}
+	if req.Method == sip.BYE {
+		p.cfg.Calls.Bye(req.CallID().Value(), req.From().Params.GetOr("tag", ""))
+	}
+	f := newFork(p, req, w, nil, [][]target{{t}}, false)
+	f.run(ctx)
+}
+
+// forwardAck relays an ACK for a 2xx along the dialog's route; ACKs for
+// other final responses end in the transaction layer, hop by hop.
+func (p *Proxy) forwardAck(req *sip.Request, routed bool) {
+	if req.Route() == nil && (!routed || p.ours(req.Recipient)) {
+		return // not ours to relay
+	}
+	if mf := req.MaxForwards(); mf != nil && mf.Val() == 0 {
+		return
+	}
+	out, err := p.prepare(req, target{uri: req.Recipient}, false, "")
+	if err != nil {
+		p.log.Debug("ACK not relayed", "call_id", req.CallID().Value(), "error", err)
+		return
+	}
+	if err := p.sender.Write(out); err != nil {
+		p.log.Debug("ACK not relayed", "call_id", req.CallID().Value(), "error", err)
+	}
+}
+
+// dialogCreating: requests whose dialog must keep the proxy on its path.
+func dialogCreating(req *sip.Request) bool {
+	switch req.Method {
+	case sip.INVITE, sip.SUBSCRIBE, sip.REFER, sip.NOTIFY:
+		return true
+	}
+	return false
+}

@@ -1,0 +1,279 @@
+package proxy
+
+import (
+	"crypto/rand"
+	"encoding/base32"
+	"fmt"
+	"net"
+	"slices"
+	"strconv"
+	"strings"
+
+	"github.com/emiago/sipgo/sip"
+
+	"github.com/sori-voice/sori/registrar/store"
+)
+
+// target is one place a request is forwarded to.
+type target struct {
+	uri       sip.Uri  // new Request-URI
+	dest      string   // ip:port to send to; empty: the next hop's host and port
+	transport string   // "UDP" or "TCP"; empty: from the next hop URI
+	path      []string // Path from the registration, becomes Route (RFC 3327)
+	q         int      // thousandths; -1: none given
+}
+
+// bindingTarget reaches a registered contact at the address its REGISTER
+// came from, over the same transport (and so, for TCP, the same connection
+// while it is open): behind NAT the Contact address is not reachable.
+func bindingTarget(b store.Binding) (target, error) {
+	var u sip.Uri
+	if err := sip.ParseUri(b.Contact, &u); err != nil {
+		return target{}, fmt.Errorf("contact %q: %w", b.Contact, err)
+	}
+	t := target{uri: u, dest: b.Source, transport: strings.ToUpper(b.Transport), path: b.Path, q: b.Q}
+	if t.transport == "" {
+		t.transport = "UDP"
+	}
+	return t, nil
+}
+
+// groupByQ orders targets for forking (RFC 3261 §16.6): contacts with the
+// same q are tried in parallel, groups from the highest q down, one group
+// after another fails. No q counts as 1.0.
+func groupByQ(ts []target) [][]target {
+	q := func(t target) int {
+		if t.q < 0 {
+			return 1000
+		}
+		return t.q
+	}
+	slices.SortStableFunc(ts, func(a, b target) int {
+		switch {
+		case q(a) > q(b):
+			return -1
+		case q(a) < q(b):
+			return 1
+		}
+		return 0
+	})
+	var groups [][]target
+	for i, t := range ts {
+		if i == 0 || q(t) != q(ts[i-1]) {
+			groups = append(groups, nil)
+		}
+		groups[len(groups)-1] = append(groups[len(groups)-1], t)
+	}
+	return groups
+}
+
+// ours reports whether u names this proxy (a Route or Record-Route we
+// wrote, or the Request-URI of a request for one of our users).
+func (p *Proxy) ours(u sip.Uri) bool { return p.cfg.Self.IsLocalURI(u) }
+
+// popRoutes applies RFC 3261 §16.4: a Request-URI that is our own
+// Record-Route (the previous hop is a strict router) is replaced by the last
+// Route; then every Route naming us on top is removed. It reports whether
+// the request was routed to us by a route set.
+func (p *Proxy) popRoutes(req *sip.Request) bool {
+	routed := false
+	if req.Route() != nil && req.Recipient.User == "" && req.Recipient.UriParams.Has("lr") && p.ours(req.Recipient) {
+		routes := routeHeaders(req)
+		last := routes[len(routes)-1]
+		req.Recipient = *last.Address.Clone()
+		removeRoutes(req)
+		for _, r := range routes[:len(routes)-1] {
+			req.AppendHeader(r)
+		}
+		routed = true
+	}
+	for {
+		r := req.Route()
+		if r == nil || !p.ours(r.Address) {
+			return routed
+		}
+		req.RemoveHeader("Route")
+		routed = true
+	}
+}
+
+func routeHeaders(req *sip.Request) []*sip.RouteHeader {
+	var out []*sip.RouteHeader
+	for _, h := range req.Headers() {
+		if r, ok := h.(*sip.RouteHeader); ok {
+			out = append(out, r)
+		}
+	}
+	return out
+}
+
+func removeRoutes(req *sip.Request) {
+	for req.RemoveHeader("Route") {
+	}
+}
+
+// prepare builds the request sent to t (RFC 3261 §16.6): new Request-URI,
+// Route from Path, Max-Forwards decremented, our Via on top, and our
+// Record-Route when the request starts a dialog.
+func (p *Proxy) prepare(in *sip.Request, t target, recordRoute bool, loop string) (*sip.Request, error) {
+	out := in.Clone()
+	out.Laddr = sip.Addr{}
+	out.Recipient = *t.uri.Clone()
+	dest, transport := t.dest, t.transport
+	if a, ok := takeAlias(&out.Recipient); ok && dest == "" {
+		dest, transport = a.addr, a.transport
+	}
+	if len(t.path) > 0 {
+		var hs []sip.Header
+		for _, v := range t.path {
+			for _, one := range splitComma(v) {
+				var u sip.Uri
+				if err := sip.ParseUri(strings.Trim(strings.TrimSpace(one), "<>"), &u); err != nil {
+					return nil, fmt.Errorf("path %q: %w", one, err)
+				}
+				hs = append(hs, &sip.RouteHeader{Address: u})
+			}
+		}
+		out.PrependHeader(hs...)
+	}
+	if mf := out.MaxForwards(); mf != nil {
+		mf.Dec()
+	} else {
+		m := sip.MaxForwardsHeader(70)
+		out.AppendHeader(&m)
+	}
+
+	// The next hop is the top Route, or the Request-URI.
+	next := out.Recipient
+	if r := out.Route(); r != nil {
+		next = r.Address
+		if !r.Address.UriParams.Has("lr") {
+			// A strict router next (§16.6 step 7): it wants its URI as the
+			// Request-URI and ours at the end of the Route set.
+			out.AppendHeader(&sip.RouteHeader{Address: out.Recipient})
+			out.Recipient = r.Address
+			out.RemoveHeader("Route")
+		}
+	}
+	if transport == "" {
+		transport = "UDP"
+		if v, ok := next.UriParams.Get("transport"); ok && v != "" {
+			transport = strings.ToUpper(v)
+		}
+	}
+	if transport != "UDP" && transport != "TCP" {
+		return nil, fmt.Errorf("transport %s is not served", transport)
+	}
+	if dest == "" {
+		host := next.Host
+		if ip := net.ParseIP(strings.Trim(host, "[]")); ip != nil {
+			host = ip.String()
+		}
+		port := next.Port
+		if port == 0 {
+			port = 5060
+		}
+		dest = net.JoinHostPort(host, strconv.Itoa(port))
+	}
+	out.SetTransport(transport)
+	out.SetDestination(dest)
+
+	host, port, err := p.sentBy(transport)
+	if err != nil {
+		return nil, err
+	}
+	// The previous hop's Via learns where its request really came from (RFC 3581).
+	if v := out.Via(); v != nil {
+		if srcHost, srcPort, err := net.SplitHostPort(in.Source()); err == nil {
+			if v.Host != srcHost {
+				v.Params.Add("received", srcHost)
+			}
+			if rp, ok := v.Params.Get("rport"); ok && rp == "" {
+				v.Params.Add("rport", srcPort)
+			}
+		}
+	}
+	via := &sip.ViaHeader{ProtocolName: "SIP", ProtocolVersion: "2.0", Transport: transport, Host: host, Port: port, Params: sip.NewParams()}
+	via.Params.Add("branch", branchPrefix+loop+"."+randomToken())
+	via.Params.Add("rport", "")
+	out.PrependHeader(via)
+
+	if recordRoute {
+		inTransport := strings.ToUpper(in.Transport())
+		rrs := []sip.Header{p.recordRoute(transport, host, port)}
+		if inTransport != transport {
+			// Double Record-Route (as Kamailio does): each side of the
+			// dialog reaches us over its own transport.
+			ih, iport, err := p.sentBy(inTransport)
+			if err == nil {
+				rrs = append(rrs, p.recordRoute(inTransport, ih, iport))
+			}
+		}
+		out.PrependHeader(rrs...)
+		if c := out.Contact(); c != nil {
+			addAlias(c, in.Source(), in.Transport())
+		}
+	}
+	return out, nil
+}
+
+// sentBy is the host and port we put in Via and Record-Route for transport.
+func (p *Proxy) sentBy(transport string) (string, int, error) {
+	ap, ok := p.sender.Local(strings.ToLower(transport))
+	if !ok {
+		return "", 0, fmt.Errorf("no %s listener to send from", transport)
+	}
+	host, port := ap.Addr().String(), int(ap.Port())
+	if ap.Addr().Is6() {
+		host = "[" + host + "]"
+	}
+	if a := p.cfg.Advertise; a != "" {
+		if h, pt, err := net.SplitHostPort(a); err == nil {
+			host = h
+			if n, err := strconv.Atoi(pt); err == nil {
+				port = n
+			}
+		} else {
+			host = a
+		}
+	}
+	return host, port, nil
+}
+
+func (p *Proxy) recordRoute(transport, host string, port int) *sip.RecordRouteHeader {
+	u := sip.Uri{Scheme: "sip", Host: host, Port: port, UriParams: sip.NewParams()}
+	if transport != "UDP" {
+		u.UriParams.Add("transport", strings.ToLower(transport))
+	}
+	u.UriParams.Add("lr", "")
+	return &sip.RecordRouteHeader{Address: u}
+}
+
+// splitComma splits a header value at commas outside quotes and <>.
+func splitComma(v string) []string {
+	var out []string
+	depth, quoted, start := 0, false, 0
+	for i := 0; i < len(v); i++ {
+		switch c := v[i]; {
+		case c == '"':
+			quoted = !quoted
+		case quoted:
+		case c == '<':
+			depth++
+		case c == '>':
+			depth--
+		case c == ',' && depth == 0:
+			out = append(out, v[start:i])
+			start = i + 1
+		}
+	}
+	return append(out, v[start:])
+}
+
+var b32 = base32.StdEncoding.WithPadding(base32.NoPadding)
+
+func randomToken() string {
+	var b [10]byte
+	_, _ = rand.Read(b[:])
+	return strings.ToLower(b32.EncodeToString(b[:]))
+}
