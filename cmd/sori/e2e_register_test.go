@@ -17,9 +17,12 @@ import (
 	"github.com/sori-voice/sori/registrar/store/redisstore/redistest"
 )
 
-func sippDir(t *testing.T) string {
+func sippDir(t *testing.T) string { return filepath.Join(repoRoot(t), "testdata", "sipp") }
+
+// repoRoot is the repository's top directory (tests run in cmd/sori).
+func repoRoot(t *testing.T) string {
 	t.Helper()
-	abs, err := filepath.Abs("../../testdata/sipp")
+	abs, err := filepath.Abs("../..")
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -145,6 +145,7 @@ func serve(ctx context.Context, configPath string, logOut io.Writer) error {
 		TimerC:     cfg.SIP.TimerC.D(),
 		RetryAfter: cfg.Registrar.RetryAfter,
 		Log:        log.With("component", "proxy"),
+		Registerer: reg,
 	})
 
 	// A request's path through sori: sanity checks, OPTIONS to the server,

@@ -111,6 +111,7 @@ func (f *fork) startGroup() {
 			f.mu.Unlock()
 			continue
 		}
+		f.p.branches.Inc()
 		f.mu.Lock()
 		b.req, b.tx = req, tx
 		f.mu.Unlock()

@@ -18,6 +18,7 @@ import (
 	"time"
 
 	"github.com/emiago/sipgo/sip"
+	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/sori-voice/sori/registrar/store"
 	"github.com/sori-voice/sori/sip/callerauth"
@@ -56,13 +57,15 @@ type Config struct {
 	TimerC     time.Duration // no-answer timeout of an INVITE branch group
 	RetryAfter int           // seconds, with 503 when the store is unavailable
 	Log        *slog.Logger
+	Registerer prometheus.Registerer // nil: no metrics
 }
 
 // Proxy is the forwarding link of the chain.
 type Proxy struct {
-	cfg    Config
-	sender Sender
-	log    *slog.Logger
+	cfg      Config
+	sender   Sender
+	log      *slog.Logger
+	branches prometheus.Counter
 }
 
 // New returns a Proxy; Attach gives it the transport before serving.
@@ -70,7 +73,14 @@ func New(c Config) *Proxy {
 	if c.TimerC <= 0 {
 		c.TimerC = 60 * time.Second
 	}
-	return &Proxy{cfg: c, log: c.Log}
+	p := &Proxy{cfg: c, log: c.Log, branches: prometheus.NewCounter(prometheus.CounterOpts{
+		Name: "sori_proxy_branches_total",
+		Help: "Requests forwarded in a client transaction (one per fork branch).",
+	})}
+	if c.Registerer != nil {
+		c.Registerer.MustRegister(p.branches)
+	}
+	return p
 }
 
 // Attach sets the transport the proxy sends on.

@@ -45,7 +45,9 @@ func (p Plugin) check(req *sip.Request) (int, string, []sip.Header) {
 	if req.From() == nil || req.To() == nil || req.CallID() == nil || req.CSeq() == nil {
 		return 400, "Missing Mandatory Header", nil
 	}
-	if req.CSeq().MethodName != req.Method {
+	// sipgo normalises the case of one of the two; methods are compared as
+	// it gives them (a real mismatch differs in more than case).
+	if !strings.EqualFold(string(req.CSeq().MethodName), string(req.Method)) {
 		return 400, "CSeq Method Does Not Match", nil
 	}
 	switch strings.ToLower(req.Recipient.Scheme) {

@@ -31,6 +31,9 @@ var registerPrefix = []byte("REGISTER ")
 
 // readFilter claims REGISTER datagrams; it runs on the socket's read loop.
 func (s *Server) readFilter(info sip.TransportReadProps, data []byte) ([]byte, error) {
+	if fixed := fix2543(data); fixed != nil {
+		data = fixed
+	}
 	if info.Transport != "UDP" || !bytes.HasPrefix(data, registerPrefix) {
 		return data, nil
 	}
