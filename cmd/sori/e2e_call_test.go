@@ -131,38 +131,31 @@ func TestCallsSIPp(t *testing.T) {
 	cdr := filepath.Join(dir, "cdr.jsonl")
 	n := callNode(t, cdr)
 
-	t.Run("200 calls, 20 at once, caller hangs up", func(t *testing.T) {
-		port := freeSIPPort(t)
-		sippRegister(t, n, dir, "bob", port)
-		wait := sippUAS(t, dir, "call-uas.xml", port, 200)
-		sippUAC(t, n, dir, "call-uac.xml", "bob", "-m", "200", "-r", "100", "-l", "20", "-d", "100")
-		wait()
-		checkRecords(t, records(t, cdr, "bob", 200), 200, calls.Answered, "caller")
-	})
-	t.Run("callee hangs up", func(t *testing.T) {
-		port := freeSIPPort(t)
-		sippRegister(t, n, dir, "carol", port)
-		wait := sippUAS(t, dir, "call-uas-bye.xml", port, 5, "-d", "100")
-		sippUAC(t, n, dir, "call-uac-callee-bye.xml", "carol", "-m", "5", "-r", "10")
-		wait()
-		checkRecords(t, records(t, cdr, "carol", 5), 200, calls.Answered, "callee")
-	})
-	t.Run("CANCEL while ringing ends in 487", func(t *testing.T) {
-		port := freeSIPPort(t)
-		sippRegister(t, n, dir, "dave", port)
-		wait := sippUAS(t, dir, "call-uas-cancel.xml", port, 5)
-		sippUAC(t, n, dir, "call-uac-cancel.xml", "dave", "-m", "5", "-r", "10", "-d", "200")
-		wait()
-		checkRecords(t, records(t, cdr, "dave", 5), 487, calls.Cancelled, "caller")
-	})
-	t.Run("hold and unhold with re-INVITE", func(t *testing.T) {
-		port := freeSIPPort(t)
-		sippRegister(t, n, dir, "erin", port)
-		wait := sippUAS(t, dir, "call-uas-hold.xml", port, 5)
-		sippUAC(t, n, dir, "call-uac-hold.xml", "erin", "-m", "5", "-r", "10", "-d", "100")
-		wait()
-		checkRecords(t, records(t, cdr, "erin", 5), 200, calls.Answered, "caller")
-	})
+	// One callee each: a SIPp UAS registered from its port plays the callee's side.
+	for _, c := range []struct {
+		name, callee, uas, uac string
+		uasArgs, uacArgs       []string
+		calls, code            int
+		disposition, hangupBy  string
+	}{
+		{"200 calls, 20 at once, caller hangs up", "bob", "call-uas.xml", "call-uac.xml",
+			nil, []string{"-r", "100", "-l", "20", "-d", "100"}, 200, 200, calls.Answered, "caller"},
+		{"callee hangs up", "carol", "call-uas-bye.xml", "call-uac-callee-bye.xml",
+			[]string{"-d", "100"}, []string{"-r", "10"}, 5, 200, calls.Answered, "callee"},
+		{"CANCEL while ringing ends in 487", "dave", "call-uas-cancel.xml", "call-uac-cancel.xml",
+			nil, []string{"-r", "10", "-d", "200"}, 5, 487, calls.Cancelled, "caller"},
+		{"hold and unhold with re-INVITE", "erin", "call-uas-hold.xml", "call-uac-hold.xml",
+			nil, []string{"-r", "10", "-d", "100"}, 5, 200, calls.Answered, "caller"},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			port := freeSIPPort(t)
+			sippRegister(t, n, dir, c.callee, port)
+			wait := sippUAS(t, dir, c.uas, port, c.calls, c.uasArgs...)
+			sippUAC(t, n, dir, c.uac, c.callee, append([]string{"-m", strconv.Itoa(c.calls)}, c.uacArgs...)...)
+			wait()
+			checkRecords(t, records(t, cdr, c.callee, c.calls), c.code, c.disposition, c.hangupBy)
+		})
+	}
 	t.Run("forked call, one contact answers, the other is cancelled", func(t *testing.T) {
 		answer, ring := freeSIPPort(t), freeSIPPort(t)
 		sippRegister(t, n, dir, "frank", answer)
