@@ -6,7 +6,7 @@ GO ?= go
 STATICCHECK := honnef.co/go/tools/cmd/staticcheck@v0.8.2
 BIN := bin
 
-.PHONY: all build run test deps fmt-check vet lint unit bench load-register clean
+.PHONY: all build run test deps fmt-check vet lint unit bench load-register load-calls clean
 
 all: build
 
@@ -52,6 +52,11 @@ bench:
 # Highest REGISTER rate (digest auth, Redis store) sustained for 20 s with no failure.
 load-register: deps build
 	./testdata/sipp/load-register.sh
+
+# Highest call rate (short calls, every INVITE digest-authenticated) sustained for 20 s with
+# no failed call; STORE=redis for the Redis store.
+load-calls: deps build
+	./testdata/sipp/load-calls.sh
 
 clean:
 	rm -rf $(BIN)

@@ -214,6 +214,7 @@ func (r *Registrar) parse(req *sip.Request, now time.Time) (store.Update, *sip.R
 			Q:         q,
 			Expires:   now.Add(time.Duration(expires) * time.Second),
 			Source:    req.Source(),
+			NAT:       behindNAT(req, c.Address),
 			Transport: strings.ToLower(req.Transport()),
 			Path:      path,
 			UserAgent: userAgent,

@@ -395,7 +395,7 @@ func TestNATSourceIsStored(t *testing.T) {
 		t.Fatal(res.StatusCode)
 	}
 	bs, _ := h.store.Lookup(context.Background(), "alice@sori.test", h.now)
-	if len(bs) != 1 || bs[0].Source != "203.0.113.5:40000" || bs[0].Transport != "udp" || bs[0].Contact != "sip:alice@192.168.1.20:5060" || bs[0].UserAgent != "baresip" {
+	if len(bs) != 1 || bs[0].Source != "203.0.113.5:40000" || !bs[0].NAT || bs[0].Transport != "udp" || bs[0].Contact != "sip:alice@192.168.1.20:5060" || bs[0].UserAgent != "baresip" {
 		t.Fatalf("binding %+v", bs)
 	}
 }

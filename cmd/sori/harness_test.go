@@ -222,13 +222,19 @@ func dialSIP(t *testing.T, transport, addr string) *sipConn {
 	return &sipConn{t: t, transport: transport, conn: c, reader: bufio.NewReader(c), local: c.LocalAddr().String()}
 }
 
-// do sends one request (LF line ends are fine) and returns the first final response.
-func (c *sipConn) do(raw string) *sip.Response {
+// send writes one message (LF line ends are fine).
+func (c *sipConn) send(raw string) {
 	c.t.Helper()
 	raw = strings.ReplaceAll(strings.ReplaceAll(raw, "\r\n", "\n"), "\n", "\r\n")
 	if _, err := c.conn.Write([]byte(raw)); err != nil {
 		c.t.Fatal(err)
 	}
+}
+
+// do sends one request and returns the first final response.
+func (c *sipConn) do(raw string) *sip.Response {
+	c.t.Helper()
+	c.send(raw)
 	for {
 		res := c.read()
 		if res.StatusCode >= 200 {
@@ -237,7 +243,28 @@ func (c *sipConn) do(raw string) *sip.Response {
 	}
 }
 
+// read returns the next message, which must be a response.
 func (c *sipConn) read() *sip.Response {
+	c.t.Helper()
+	res, ok := c.readMessage().(*sip.Response)
+	if !ok {
+		c.t.Fatal("got a request, not a response")
+	}
+	return res
+}
+
+// readRequest returns the next message, which must be a request.
+func (c *sipConn) readRequest() *sip.Request {
+	c.t.Helper()
+	req, ok := c.readMessage().(*sip.Request)
+	if !ok {
+		c.t.Fatal("got a response, not a request")
+	}
+	req.SetSource(c.conn.RemoteAddr().String()) // for received/rport in our responses
+	return req
+}
+
+func (c *sipConn) readMessage() sip.Message {
 	c.t.Helper()
 	_ = c.conn.SetReadDeadline(time.Now().Add(5 * time.Second))
 	var data []byte
@@ -245,7 +272,7 @@ func (c *sipConn) read() *sip.Response {
 		buf := make([]byte, 65535)
 		n, err := c.conn.Read(buf)
 		if err != nil {
-			c.t.Fatalf("no response over udp: %v", err)
+			c.t.Fatalf("nothing received over udp: %v", err)
 		}
 		data = buf[:n]
 	} else {
@@ -254,10 +281,13 @@ func (c *sipConn) read() *sip.Response {
 		for {
 			line, err := c.reader.ReadString('\n')
 			if err != nil {
-				c.t.Fatalf("no response over tcp: %v", err)
+				c.t.Fatalf("nothing received over tcp: %v", err)
+			}
+			if head.Len() == 0 && line == "\r\n" {
+				continue // keep-alive
 			}
 			head.WriteString(line)
-			if k, v, ok := strings.Cut(line, ":"); ok && strings.EqualFold(strings.TrimSpace(k), "Content-Length") {
+			if k, v, ok := strings.Cut(line, ":"); ok && (strings.EqualFold(strings.TrimSpace(k), "Content-Length") || strings.TrimSpace(k) == "l") {
 				length, _ = strconv.Atoi(strings.TrimSpace(v))
 			}
 			if line == "\r\n" {
@@ -272,13 +302,25 @@ func (c *sipConn) read() *sip.Response {
 	}
 	msg, err := sip.ParseMessage(data)
 	if err != nil {
-		c.t.Fatalf("unparsable response: %v\n%s", err, data)
+		c.t.Fatalf("unparsable message: %v\n%s", err, data)
 	}
-	res, ok := msg.(*sip.Response)
-	if !ok {
-		c.t.Fatalf("got a request, not a response:\n%s", data)
+	return msg
+}
+
+// respond answers req as a UA would: its Vias, From, To with our tag,
+// Call-ID, CSeq (Record-Route on 18x/2xx), plus extra header lines.
+func (c *sipConn) respond(req *sip.Request, code int, reason string, extra ...string) {
+	c.t.Helper()
+	res := sip.NewResponseFromRequest(req, code, reason, nil)
+	if to := res.To(); code > 100 && !to.Params.Has("tag") {
+		to.Params.Add("tag", "uas-"+strconv.Itoa(c.seq))
 	}
-	return res
+	for _, e := range extra {
+		k, v, _ := strings.Cut(e, ":")
+		res.AppendHeader(sip.NewHeader(k, strings.TrimSpace(v)))
+	}
+	res.SetBody(nil)
+	c.send(res.String())
 }
 
 // register builds a REGISTER from c; headers are extra lines (Contact, Expires, Authorization).

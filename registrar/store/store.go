@@ -18,6 +18,7 @@ type Binding struct {
 	CallID    string    `json:"call_id"`          // Call-ID of the REGISTER that last wrote it
 	CSeq      uint32    `json:"cseq"`             // its CSeq
 	Source    string    `json:"source"`           // IP:port the REGISTER came from (RFC 3581 received/rport)
+	NAT       bool      `json:"nat,omitempty"`    // reached at Source over Transport, not at Contact
 	Transport string    `json:"transport"`        // transport it came over: udp, tcp
 	Params    string    `json:"params,omitempty"` // other Contact header params, echoed in 200 OK
 	Path      []string  `json:"path,omitempty"`

@@ -23,17 +23,23 @@ type target struct {
 	q         int      // thousandths; -1: none given
 }
 
-// bindingTarget reaches a registered contact at the address its REGISTER
-// came from, over the same transport (and so, for TCP, the same connection
-// while it is open): behind NAT the Contact address is not reachable.
+// bindingTarget reaches a registered contact. One the registrar found
+// behind NAT is reached at the address its REGISTER came from, over the same
+// transport (for TCP, the same connection while it is open); any other at its
+// Contact URI, or through its Path (RFC 3327).
 func bindingTarget(b store.Binding) (target, error) {
 	var u sip.Uri
 	if err := sip.ParseUri(b.Contact, &u); err != nil {
 		return target{}, fmt.Errorf("contact %q: %w", b.Contact, err)
 	}
-	t := target{uri: u, dest: b.Source, transport: strings.ToUpper(b.Transport), path: b.Path, q: b.Q}
-	if t.transport == "" {
-		t.transport = "UDP"
+	t := target{uri: u, path: b.Path, q: b.Q}
+	if b.NAT && len(b.Path) == 0 {
+		// Where the REGISTER came from: the NAT's mapping, or the
+		// phone's own TCP connection (sipgo reuses it while it is open).
+		t.dest, t.transport = b.Source, strings.ToUpper(b.Transport)
+		if t.transport == "" {
+			t.transport = "UDP"
+		}
 	}
 	return t, nil
 }
@@ -134,10 +140,13 @@ func (p *Proxy) prepare(in *sip.Request, t target, recordRoute bool, loop string
 				hs = append(hs, &sip.RouteHeader{Address: u})
 			}
 		}
-		out.PrependHeader(hs...)
+		prepend(out, hs...)
 	}
+	// A new header, not mf.Dec(): sipgo's Clone shares the Max-Forwards
+	// value with the incoming request, and every branch must start from it.
 	if mf := out.MaxForwards(); mf != nil {
-		mf.Dec()
+		m := sip.MaxForwardsHeader(mf.Val() - 1)
+		out.ReplaceHeader(&m)
 	} else {
 		m := sip.MaxForwardsHeader(70)
 		out.AppendHeader(&m)
@@ -209,12 +218,20 @@ func (p *Proxy) prepare(in *sip.Request, t target, recordRoute bool, loop string
 				rrs = append(rrs, p.recordRoute(inTransport, ih, iport))
 			}
 		}
-		out.PrependHeader(rrs...)
+		prepend(out, rrs...)
 		if c := out.Contact(); c != nil {
 			addAlias(c, in.Source(), in.Transport())
 		}
 	}
 	return out, nil
+}
+
+// prepend puts hs on top of req's headers in their order. sipgo's
+// PrependHeader(hs...) would leave req.Route() pointing at the last of them.
+func prepend(req *sip.Request, hs ...sip.Header) {
+	for i := len(hs) - 1; i >= 0; i-- {
+		req.PrependHeader(hs[i])
+	}
 }
 
 // sentBy is the host and port we put in Via and Record-Route for transport.

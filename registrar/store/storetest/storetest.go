@@ -92,7 +92,7 @@ func roundTrip(t *testing.T, a, b store.Store) {
 	n := now()
 	in := store.Binding{
 		ID: "c1", Contact: "sip:alice@10.0.0.5:5060;transport=tcp;ob", Q: 700, Expires: n.Add(time.Hour),
-		Params: "+sip.instance=\"<urn:uuid:00000000-0000-1000-8000-000A95A0E128>\";reg-id=1", CallID: "call-1@host", CSeq: 7, Source: "203.0.113.9:61000", Transport: "tcp",
+		Params: "+sip.instance=\"<urn:uuid:00000000-0000-1000-8000-000A95A0E128>\";reg-id=1", CallID: "call-1@host", CSeq: 7, Source: "203.0.113.9:61000", NAT: true, Transport: "tcp",
 		Path: []string{"<sip:edge1.example;lr>", "<sip:edge2.example;lr>"}, UserAgent: "baresip 3.10",
 		Instance: "<urn:uuid:00000000-0000-1000-8000-000A95A0E128>", RegID: 1, Updated: n,
 	}
@@ -111,7 +111,7 @@ func roundTrip(t *testing.T, a, b store.Store) {
 
 func equal(x, y store.Binding) bool {
 	return x.ID == y.ID && x.Contact == y.Contact && x.Params == y.Params && x.Q == y.Q && x.Expires.Equal(y.Expires) &&
-		x.CallID == y.CallID && x.CSeq == y.CSeq && x.Source == y.Source && x.Transport == y.Transport &&
+		x.CallID == y.CallID && x.CSeq == y.CSeq && x.Source == y.Source && x.NAT == y.NAT && x.Transport == y.Transport &&
 		slices.Equal(x.Path, y.Path) && x.UserAgent == y.UserAgent && x.Instance == y.Instance &&
 		x.RegID == y.RegID && x.Updated.Equal(y.Updated)
 }

@@ -1,0 +1,54 @@
+package proxy
+
+import (
+	"testing"
+
+	"github.com/emiago/sipgo/sip"
+)
+
+func TestAddAlias(t *testing.T) {
+	tests := []struct {
+		name, contact, src, transport, want string
+	}{
+		{"private contact over UDP", "sip:alice@192.168.1.20:5060", "203.0.113.5:40000", "UDP", "sip:alice@192.168.1.20:5060;alias=203.0.113.5~40000~1"},
+		{"reachable as it says", "sip:alice@203.0.113.5:40000", "203.0.113.5:40000", "UDP", "sip:alice@203.0.113.5:40000"},
+		{"no port means 5060", "sip:alice@203.0.113.5", "203.0.113.5:5060", "UDP", "sip:alice@203.0.113.5"},
+		{"TCP always names the connection", "sip:alice@203.0.113.5:40000;transport=tcp", "203.0.113.5:40000", "TCP", "sip:alice@203.0.113.5:40000;transport=tcp;alias=203.0.113.5~40000~2"},
+		{"already aliased", "sip:alice@10.0.0.1;alias=198.51.100.1~5060~1", "203.0.113.5:40000", "UDP", "sip:alice@10.0.0.1;alias=198.51.100.1~5060~1"},
+		{"IPv6 source", "sip:alice@[fd00::1]:5060", "[2001:db8::5]:40000", "UDP", "sip:alice@[fd00::1]:5060;alias=2001:db8::5~40000~1"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			c := &sip.ContactHeader{Address: uri(t, tt.contact)}
+			addAlias(c, tt.src, tt.transport)
+			if got := c.Address.String(); got != tt.want {
+				t.Fatalf("got %s, want %s", got, tt.want)
+			}
+		})
+	}
+}
+
+func TestTakeAlias(t *testing.T) {
+	tests := []struct {
+		name, in, rest string
+		want           alias
+		ok             bool
+	}{
+		{"UDP", "sip:alice@192.168.1.20:5060;alias=203.0.113.5~40000~1", "sip:alice@192.168.1.20:5060", alias{"203.0.113.5:40000", "UDP"}, true},
+		{"TCP", "sip:alice@192.168.1.20;transport=tcp;alias=203.0.113.5~40000~2", "sip:alice@192.168.1.20;transport=tcp", alias{"203.0.113.5:40000", "TCP"}, true},
+		{"IPv6", "sip:alice@[fd00::1];alias=2001:db8::5~40000~1", "sip:alice@[fd00::1]", alias{"[2001:db8::5]:40000", "UDP"}, true},
+		{"none", "sip:alice@192.168.1.20", "sip:alice@192.168.1.20", alias{}, false},
+		{"not an IP: removed, not followed", "sip:alice@h;alias=evil.example~5060~1", "sip:alice@h", alias{}, false},
+		{"bad port", "sip:alice@h;alias=203.0.113.5~70000~1", "sip:alice@h", alias{}, false},
+		{"too few fields", "sip:alice@h;alias=203.0.113.5~5060", "sip:alice@h", alias{}, false},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			u := uri(t, tt.in)
+			got, ok := takeAlias(&u)
+			if ok != tt.ok || got != tt.want || u.String() != tt.rest {
+				t.Fatalf("got %+v %v, URI %s; want %+v %v, %s", got, ok, u.String(), tt.want, tt.ok, tt.rest)
+			}
+		})
+	}
+}

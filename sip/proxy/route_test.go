@@ -1,0 +1,223 @@
+package proxy
+
+import (
+	"slices"
+	"strings"
+	"testing"
+
+	"github.com/emiago/sipgo/sip"
+
+	"github.com/sori-voice/sori/registrar/store"
+	"github.com/sori-voice/sori/sip/chain/chaintest"
+)
+
+func TestGroupByQ(t *testing.T) {
+	tests := []struct {
+		name string
+		qs   []int // -1: no q
+		want [][]int
+	}{
+		{"one contact", []int{-1}, [][]int{{-1}}},
+		{"equal q fork in parallel", []int{500, 500}, [][]int{{500, 500}}},
+		{"no q counts as 1.0", []int{1000, -1, 700}, [][]int{{1000, -1}, {700}}},
+		{"highest first, stable within a group", []int{100, 900, 500, 900}, [][]int{{900, 900}, {500}, {100}}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			var ts []target
+			for i, q := range tt.qs {
+				ts = append(ts, target{q: q, dest: string(rune('a' + i))})
+			}
+			var got [][]int
+			for _, g := range groupByQ(ts) {
+				var qs []int
+				for _, t := range g {
+					qs = append(qs, t.q)
+				}
+				got = append(got, qs)
+			}
+			if !slices.EqualFunc(got, tt.want, slices.Equal) {
+				t.Fatalf("groups %v, want %v", got, tt.want)
+			}
+		})
+	}
+	// Stability: the first 900 given is tried first.
+	g := groupByQ([]target{{q: 100, dest: "x"}, {q: 900, dest: "first"}, {q: 900, dest: "second"}})
+	if g[0][0].dest != "first" || g[0][1].dest != "second" {
+		t.Fatalf("order within a group changed: %+v", g[0])
+	}
+}
+
+func TestBindingTarget(t *testing.T) {
+	tests := []struct {
+		name          string
+		b             store.Binding
+		dest, transp  string
+		routeFromPath bool
+	}{
+		{"behind NAT: the REGISTER's source", store.Binding{Contact: "sip:alice@192.168.1.20:5060", Source: "203.0.113.5:40000", NAT: true, Transport: "udp"}, "203.0.113.5:40000", "UDP", false},
+		{"over TCP: its connection", store.Binding{Contact: "sip:alice@192.168.1.20:5060;transport=tcp", Source: "203.0.113.5:51000", NAT: true, Transport: "tcp"}, "203.0.113.5:51000", "TCP", false},
+		{"not behind NAT: the Contact", store.Binding{Contact: "sip:alice@198.51.100.7:5062", Source: "198.51.100.9:5060", Transport: "udp"}, "", "", false},
+		{"Path: through the edge proxy", store.Binding{Contact: "sip:alice@192.168.1.20", Source: "198.51.100.1:5060", NAT: true, Transport: "udp", Path: []string{"<sip:edge.example;lr>"}}, "", "", true},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			got, err := bindingTarget(tt.b)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if got.dest != tt.dest || got.transport != tt.transp || got.uri.String() != tt.b.Contact || (len(got.path) > 0) != tt.routeFromPath {
+				t.Fatalf("target %+v", got)
+			}
+		})
+	}
+	if _, err := bindingTarget(store.Binding{Contact: "not a uri"}); err == nil {
+		t.Fatal("a broken contact gave a target")
+	}
+}
+
+func TestPopRoutes(t *testing.T) {
+	p := newTestProxy(t, "")
+	tests := []struct {
+		name   string
+		ruri   string
+		routes []string
+		wantRU string
+		want   []string // Route values left
+		routed bool
+	}{
+		{"no route", "sip:bob@sori.test", nil, "sip:bob@sori.test", nil, false},
+		{"our loose route popped", "sip:bob@198.51.100.7:5062", []string{"<sip:127.0.0.1:5060;lr>"}, "sip:bob@198.51.100.7:5062", nil, true},
+		{"our route popped, the next kept", "sip:bob@198.51.100.7", []string{"<sip:127.0.0.1:5060;lr>", "<sip:edge.example;lr>"}, "sip:bob@198.51.100.7", []string{"<sip:edge.example;lr>"}, true},
+		{"both of a double Record-Route popped", "sip:bob@198.51.100.7", []string{"<sip:127.0.0.1:5060;lr>", "<sip:127.0.0.1:5061;transport=tcp;lr>"}, "sip:bob@198.51.100.7", nil, true},
+		{"someone else's route kept", "sip:bob@198.51.100.7", []string{"<sip:edge.example;lr>"}, "sip:bob@198.51.100.7", []string{"<sip:edge.example;lr>"}, false},
+		{"a phone on our host but another port is not us", "sip:bob@198.51.100.7", []string{"<sip:127.0.0.1:5099;lr>"}, "sip:bob@198.51.100.7", []string{"<sip:127.0.0.1:5099;lr>"}, false},
+		{"strict router before us: the last Route is the target", "sip:127.0.0.1:5060;lr", []string{"<sip:edge.example;lr>", "<sip:bob@198.51.100.7>"}, "sip:bob@198.51.100.7", []string{"<sip:edge.example;lr>"}, true},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			var extra []string
+			for _, r := range tt.routes {
+				extra = append(extra, "Route: "+r)
+			}
+			req := chaintest.Request(t, chaintest.Raw("BYE", tt.ruri, extra...))
+			routed := p.popRoutes(req)
+			if got := values(req.GetHeaders("Route")); routed != tt.routed || req.Recipient.String() != tt.wantRU || !slices.Equal(got, tt.want) {
+				t.Fatalf("routed %v, R-URI %s, Route %q", routed, req.Recipient.String(), got)
+			}
+		})
+	}
+}
+
+func TestPrepare(t *testing.T) {
+	invite := func(t *testing.T, extra ...string) *sip.Request {
+		req := chaintest.Request(t, chaintest.Raw("INVITE", "sip:bob@sori.test", append([]string{"Contact: <sip:alice@192.168.1.20:5060>"}, extra...)...))
+		req.SetSource("203.0.113.5:40000")
+		return req
+	}
+	t.Run("initial INVITE to a NATed UDP contact", func(t *testing.T) {
+		p := newTestProxy(t, "")
+		in := invite(t)
+		out, err := p.prepare(in, target{uri: uri(t, "sip:bob@10.0.0.9:5062"), dest: "198.51.100.7:41000", transport: "UDP"}, true, "loop1")
+		if err != nil {
+			t.Fatal(err)
+		}
+		vias := out.GetHeaders("Via")
+		top := out.Via()
+		branch, _ := top.Params.Get("branch")
+		switch {
+		case out.Recipient.String() != "sip:bob@10.0.0.9:5062":
+			t.Fatalf("R-URI %s", out.Recipient.String())
+		case out.Destination() != "198.51.100.7:41000" || out.Transport() != "UDP":
+			t.Fatalf("sent to %s over %s", out.Destination(), out.Transport())
+		case out.MaxForwards().Val() != 69:
+			t.Fatalf("Max-Forwards %d", out.MaxForwards().Val())
+		case len(vias) != 2 || top.Host != "127.0.0.1" || top.Port != 5060 || !strings.HasPrefix(branch, branchPrefix+"loop1.") || !top.Params.Has("rport"):
+			t.Fatalf("Via %q", values(vias))
+		case !strings.Contains(vias[1].Value(), "received=203.0.113.5") || !strings.Contains(vias[1].Value(), "rport=40000"):
+			t.Fatalf("the caller's Via did not learn its source: %s", vias[1].Value())
+		case !slices.Equal(values(out.GetHeaders("Record-Route")), []string{"<sip:127.0.0.1:5060;lr>"}):
+			t.Fatalf("Record-Route %q", values(out.GetHeaders("Record-Route")))
+		case out.Contact().Address.String() != "sip:alice@192.168.1.20:5060;alias=203.0.113.5~40000~1":
+			t.Fatalf("Contact %s", out.Contact().Address.String())
+		case in.MaxForwards().Val() != 70 || len(in.GetHeaders("Via")) != 1:
+			t.Fatal("the incoming request was changed")
+		}
+	})
+	t.Run("UDP in, TCP out: double Record-Route", func(t *testing.T) {
+		p := newTestProxy(t, "")
+		out, err := p.prepare(invite(t), target{uri: uri(t, "sip:bob@198.51.100.7:5062;transport=tcp")}, true, "l")
+		if err != nil {
+			t.Fatal(err)
+		}
+		rr := values(out.GetHeaders("Record-Route"))
+		if out.Transport() != "TCP" || out.Destination() != "198.51.100.7:5062" || !slices.Equal(rr, []string{"<sip:127.0.0.1:5061;transport=tcp;lr>", "<sip:127.0.0.1:5060;lr>"}) {
+			t.Fatalf("%s to %s, Record-Route %q", out.Transport(), out.Destination(), rr)
+		}
+	})
+	t.Run("advertised address in Via and Record-Route", func(t *testing.T) {
+		p := newTestProxy(t, "203.0.113.1:5080")
+		out, err := p.prepare(invite(t), target{uri: uri(t, "sip:bob@198.51.100.7")}, true, "l")
+		if err != nil {
+			t.Fatal(err)
+		}
+		if v := out.Via(); v.Host != "203.0.113.1" || v.Port != 5080 || out.RecordRoute().Value() != "<sip:203.0.113.1:5080;lr>" || out.Destination() != "198.51.100.7:5060" {
+			t.Fatalf("Via %s, Record-Route %s, to %s", v.Value(), out.RecordRoute().Value(), out.Destination())
+		}
+	})
+	t.Run("Path becomes Route", func(t *testing.T) {
+		p := newTestProxy(t, "")
+		out, err := p.prepare(invite(t), target{uri: uri(t, "sip:bob@10.0.0.9"), path: []string{"<sip:edge1.example;lr>, <sip:edge2.example;lr>"}}, true, "l")
+		if err != nil {
+			t.Fatal(err)
+		}
+		if r := values(out.GetHeaders("Route")); !slices.Equal(r, []string{"<sip:edge1.example;lr>", "<sip:edge2.example;lr>"}) || out.Destination() != "edge1.example:5060" {
+			t.Fatalf("Route %q, to %s", r, out.Destination())
+		}
+	})
+	t.Run("strict router next: it gets the Request-URI", func(t *testing.T) {
+		p := newTestProxy(t, "")
+		in := chaintest.Request(t, chaintest.Raw("BYE", "sip:bob@10.0.0.9", "Route: <sip:strict.example>"))
+		out, err := p.prepare(in, target{uri: in.Recipient}, false, "l")
+		if err != nil {
+			t.Fatal(err)
+		}
+		if out.Recipient.String() != "sip:strict.example" || !slices.Equal(values(out.GetHeaders("Route")), []string{"<sip:bob@10.0.0.9>"}) || out.Destination() != "strict.example:5060" {
+			t.Fatalf("R-URI %s, Route %q, to %s", out.Recipient.String(), values(out.GetHeaders("Route")), out.Destination())
+		}
+	})
+	t.Run("in-dialog alias is followed and removed", func(t *testing.T) {
+		p := newTestProxy(t, "")
+		in := chaintest.Request(t, chaintest.Raw("BYE", "sip:alice@192.168.1.20:5060;alias=203.0.113.5~40000~2"))
+		out, err := p.prepare(in, target{uri: in.Recipient}, false, "l")
+		if err != nil {
+			t.Fatal(err)
+		}
+		if out.Recipient.String() != "sip:alice@192.168.1.20:5060" || out.Destination() != "203.0.113.5:40000" || out.Transport() != "TCP" || out.RecordRoute() != nil {
+			t.Fatalf("R-URI %s to %s over %s", out.Recipient.String(), out.Destination(), out.Transport())
+		}
+	})
+	t.Run("no Max-Forwards gets one", func(t *testing.T) {
+		p := newTestProxy(t, "")
+		in := invite(t)
+		in.RemoveHeader("Max-Forwards")
+		out, err := p.prepare(in, target{uri: uri(t, "sip:bob@198.51.100.7")}, false, "l")
+		if err != nil || out.MaxForwards() == nil || out.MaxForwards().Val() != 70 {
+			t.Fatalf("%v %v", out, err)
+		}
+	})
+	t.Run("a transport sori does not serve", func(t *testing.T) {
+		p := newTestProxy(t, "")
+		if _, err := p.prepare(invite(t), target{uri: uri(t, "sip:bob@198.51.100.7;transport=sctp")}, false, "l"); err == nil {
+			t.Fatal("SCTP accepted")
+		}
+	})
+}
+
+func TestSplitComma(t *testing.T) {
+	got := splitComma(`<sip:a.example;lr>, "Doe, John" <sip:b.example>,<sip:c.example;x="1,2">`)
+	want := []string{"<sip:a.example;lr>", ` "Doe, John" <sip:b.example>`, `<sip:c.example;x="1,2">`}
+	if !slices.Equal(got, want) {
+		t.Fatalf("%q", got)
+	}
+}

@@ -1,0 +1,129 @@
+# load-lib.sh - what the load scripts share: their own redis-server and sori on 127.0.0.1,
+# one SIPp step at a fixed rate judged strictly, and the rate search. Sourced, not run.
+#
+# A step runs STEP_S seconds of SIPp at rate R (R*STEP_S scenarios). It passes when every
+# scenario was created and succeeded (zero failures) and the achieved rate (scenarios that got
+# their first rtd divided by the time of the last one) is >= 95 % of R. The search doubles R
+# from START_RATE until a step fails, then bisects until the gap is <= 12 % or BUDGET_S runs
+# out; the best rate is then confirmed by a second step (if that fails, the next lower rate
+# that passed is confirmed instead).
+
+PIDS=()
+load_cleanup() { for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; wait "$p" 2>/dev/null || true; done; }
+trap load_cleanup EXIT
+trap 'exit 130' INT TERM
+log() { printf '%s %s\n' "$(date +%H:%M:%S)" "$*" >&2; }
+HZ=$(getconf CLK_TCK)
+
+# require_free_ports PORT... exits 2 when one is bound (UDP or TCP).
+require_free_ports() {
+	local p
+	for p in "$@"; do
+		if ss -Hlnu "sport = :$p" | grep -q . || ss -Hlnt "sport = :$p" | grep -q .; then
+			echo "port $p is in use; set the *_PORT variables" >&2
+			exit 2
+		fi
+	done
+}
+
+# start_redis PORT DIR: a throw-away redis-server; sets REDIS_PID.
+start_redis() {
+	redis-server --bind 127.0.0.1 --port "$1" --save "" --appendonly no --dir "$2" \
+		--logfile "$2/redis.log" --daemonize no >/dev/null 2>&1 &
+	PIDS+=($!)
+	REDIS_PID=$!
+	for _ in $(seq 50); do redis-cli -p "$1" ping >/dev/null 2>&1 && return 0; sleep 0.1; done
+	echo "redis-server did not start on $1" >&2
+	exit 3
+}
+
+# start_sori CONFIG HTTP_PORT LOG: bin/sori on CONFIG, waits for /healthz; sets SORI_PID.
+start_sori() {
+	"$ROOT/bin/sori" -config "$1" >"$3" 2>&1 &
+	PIDS+=($!)
+	SORI_PID=$!
+	for _ in $(seq 100); do curl -sf "http://127.0.0.1:$2/healthz" >/dev/null 2>&1 && return 0; sleep 0.1; done
+	cat "$3" >&2
+	exit 3
+}
+
+# users_yaml N: the "users:" entries user0000.. with password "pw"+user, as the reference
+# bench scripts use.
+users_yaml() { awk -v n="$1" 'BEGIN{for(i=0;i<n;i++){u=sprintf("user%04d",i); print "  - {name: " u ", password: pw" u "}"}}'; }
+
+# users_csv N: SIPp injection file "user;password;[authentication ...]" for the same users.
+users_csv() { awk -v n="$1" 'BEGIN{print "SEQUENTIAL"; for(i=0;i<n;i++){u=sprintf("user%04d",i); print u ";pw" u ";[authentication username=" u " password=pw" u "]"}}'; }
+
+# ticks "PID...": user+system CPU clock ticks of those processes.
+ticks() { local t=0 p v; for p in $1; do v=$(awk '{s=$0; sub(/.*\) /,"",s); split(s,f," "); print f[12]+f[13]}' "/proc/$p/stat" 2>/dev/null || echo 0); t=$((t + v)); done; echo $t; }
+
+# sipp_step DIR RATE "SRV_PIDS" SIPP_ARGS...: one step of STEP_S seconds. Sets STEP_PASS,
+# STEP_OK, STEP_FAIL, STEP_M, STEP_ACH, STEP_P1 / STEP_P2 ("p50 p99" ms of rtd 1 and 2) and
+# STEP_CPU (% of one core of SRV_PIDS).
+sipp_step() {
+	local d=$1 r=$2 srv=$3 k0 k1 t0 t1 created rtt
+	shift 3
+	mkdir -p "$d"
+	STEP_M=$((r * STEP_S))
+	k0=$(ticks "$srv")
+	t0=$(date +%s.%N)
+	(cd "$d" && timeout -k 5 $((STEP_S + 60)) sipp "$@" -r "$r" -rp 1000 -m "$STEP_M" -l $((r * 8 + 200)) \
+		-nostdin -trace_stat -stf stat.csv -fd 1 -trace_rtt -rtt_freq 100 -recv_timeout 5000 \
+		-timeout $((STEP_S + 50))s -buff_size 4194304 >sipp.out 2>&1) || true
+	t1=$(date +%s.%N)
+	k1=$(ticks "$srv")
+	col() { awk -F';' -v c="$1" 'NR==1{for(i=1;i<=NF;i++) if($i==c) k=i; next} {v=$k} END{print v+0}' "$d/stat.csv" 2>/dev/null || echo 0; }
+	STEP_OK=$(col 'SuccessfulCall(C)')
+	STEP_FAIL=$(col 'FailedCall(C)')
+	created=$(col 'OutgoingCall(C)')
+	rtt=$(ls "$d"/*_rtt.csv 2>/dev/null | head -1 || true)
+	STEP_ACH=0 STEP_P1="NA NA" STEP_P2="NA NA"
+	if [ -n "$rtt" ]; then
+		STEP_ACH=$(awk -F';' 'NR>1 && $3==1 {n++; if ($1+0 > mx) mx=$1+0} END{if (mx>0) printf "%.0f", n/(mx/1000); else print 0}' "$rtt")
+		pct() { awk -F';' -v r="$1" 'NR>1 && $3==r {print $2}' "$rtt" | sort -g | awk '{a[NR]=$1} END{if(NR==0){print "NA NA"; exit} i=int(NR*0.5); if(i<1)i=1; j=int(NR*0.99+0.999999); if(j>NR)j=NR; printf "%s %s\n", a[i], a[j]}'; }
+		STEP_P1=$(pct 1)
+		STEP_P2=$(pct 2)
+		gzip -1 -f "$rtt" 2>/dev/null || true
+	fi
+	STEP_CPU=$(awk -v d=$((k1 - k0)) -v hz="$HZ" -v a="$t0" -v b="$t1" 'BEGIN{printf "%.0f", 100*d/hz/(b-a)}')
+	STEP_PASS=$(awk -v ok="$STEP_OK" -v f="$STEP_FAIL" -v m="$STEP_M" -v c="$created" -v a="$STEP_ACH" -v r="$r" \
+		'BEGIN{print (c>=m && f==0 && ok>=m && a>=0.95*r) ? 1 : 0}')
+}
+
+# rate_search STEP_FN: STEP_FN RATE KIND runs one step and prints "PASS rest-of-line" as its
+# last line. Sets BEST (highest passing rate), CONFIRMED (rate that passed twice, 0 if none)
+# and BEST_LINE (the confirmed step's line, else the best search step's).
+rate_search() {
+	local fn=$1 start r lo=0 hi=0 line lower
+	start=$(date +%s)
+	r=$START_RATE BEST=0 BEST_LINE="" CONFIRMED=0
+	while :; do
+		[ $(($(date +%s) - start + STEP_S + 10)) -gt "$BUDGET_S" ] && { log "time budget reached"; break; }
+		line=$("$fn" "$r" search | tail -1)
+		if [ "${line%% *}" = 1 ]; then
+			lo=$r BEST=$r BEST_LINE=$line
+			[ "$hi" = 0 ] && [ "$r" -ge "$MAX_RATE" ] && break
+		else hi=$r; fi
+		if [ "$hi" = 0 ]; then
+			r=$((r * 2))
+			[ "$r" -gt "$MAX_RATE" ] && r=$MAX_RATE
+		else
+			[ "$lo" = 0 ] && { r=$((hi / 2)); [ "$r" -lt 10 ] && break; continue; }
+			[ $((hi * 100 / lo)) -le 112 ] && break
+			r=$(((lo + hi) / 2))
+			[ "$r" -ge 100 ] && r=$((r / 50 * 50))
+			{ [ "$r" -le "$lo" ] || [ "$r" -ge "$hi" ]; } && break
+		fi
+	done
+	[ "$BEST" = 0 ] && return 0
+	line=$("$fn" "$BEST" confirm | tail -1)
+	if [ "${line%% *}" = 1 ]; then
+		CONFIRMED=$BEST BEST_LINE=$line
+		return 0
+	fi
+	lower=$(awk -F'\t' -v b="$BEST" 'NR>1 && $1=="search" && $3==1 && $2<b && $2>m {m=$2} END{print m+0}' "$OUT/summary.tsv")
+	[ "$lower" = 0 ] && return 0
+	line=$("$fn" "$lower" confirm | tail -1)
+	[ "${line%% *}" = 1 ] && { CONFIRMED=$lower BEST_LINE=$line; }
+	return 0
+}
