@@ -1,0 +1,182 @@
+// Command sori-anchor is the RTP anchor: it relays the media of the calls
+// sori (or Kamailio's rtpengine module) sets up over the ng protocol.
+//
+//	sori-anchor -ng 127.0.0.1:22222 -rtp-ports 30000-39999 -listen 127.0.0.1 \
+//	            -advertise 203.0.113.5 -http 127.0.0.1:9061 [-media-timeout 30s]
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"net/netip"
+	"os"
+	"os/signal"
+	"strconv"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+
+	"github.com/sori-voice/sori/media/anchor"
+	"github.com/sori-voice/sori/media/ng"
+	"github.com/sori-voice/sori/media/ports"
+)
+
+func main() {
+	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
+	defer stop()
+	if err := run(ctx, os.Args[1:], os.Stderr); err != nil {
+		fmt.Fprintln(os.Stderr, "sori-anchor:", err)
+		var u usageError
+		if errors.As(err, &u) {
+			os.Exit(2)
+		}
+		os.Exit(1)
+	}
+}
+
+type usageError struct{ error }
+
+type options struct {
+	ng           netip.AddrPort
+	minPort      int
+	maxPort      int
+	listen       netip.Addr
+	advertise    netip.Addr
+	http         string
+	mediaTimeout time.Duration
+	logLevel     slog.Level
+}
+
+func parseFlags(args []string, stderr io.Writer) (options, error) {
+	fs := flag.NewFlagSet("sori-anchor", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	ngAddr := fs.String("ng", "127.0.0.1:22222", "ng control address (UDP)")
+	portRange := fs.String("rtp-ports", "30000-39999", "RTP/RTCP port range")
+	listen := fs.String("listen", "127.0.0.1", "address the RTP sockets bind")
+	advertise := fs.String("advertise", "", "address written into SDP (default: -listen)")
+	httpAddr := fs.String("http", "127.0.0.1:9061", "/metrics and /healthz address (empty: none)")
+	timeout := fs.Duration("media-timeout", 30*time.Second, "end an answered call whose media stopped this long (0: never)")
+	level := fs.String("log-level", "info", "debug, info, warn or error")
+	if err := fs.Parse(args); err != nil {
+		return options{}, usageError{err}
+	}
+	if fs.NArg() > 0 {
+		return options{}, usageError{fmt.Errorf("unexpected argument %q", fs.Arg(0))}
+	}
+	var o options
+	var errs []error
+	bad := func(name, format string, a ...any) {
+		errs = append(errs, fmt.Errorf("-%s: %s", name, fmt.Sprintf(format, a...)))
+	}
+	var err error
+	if o.ng, err = netip.ParseAddrPort(*ngAddr); err != nil {
+		bad("ng", "%q is not IP:PORT", *ngAddr)
+	}
+	lo, hi, ok := strings.Cut(*portRange, "-")
+	o.minPort, _ = strconv.Atoi(lo)
+	o.maxPort, _ = strconv.Atoi(hi)
+	if !ok || o.minPort < 1024 || o.maxPort > 65535 || o.maxPort <= o.minPort {
+		bad("rtp-ports", "%q is not a range like 30000-39999 within 1024-65535", *portRange)
+	}
+	if o.listen, err = netip.ParseAddr(*listen); err != nil {
+		bad("listen", "%q is not an IP address", *listen)
+	}
+	o.advertise = o.listen
+	if *advertise != "" {
+		if o.advertise, err = netip.ParseAddr(*advertise); err != nil {
+			bad("advertise", "%q is not an IP address", *advertise)
+		}
+	}
+	if o.listen.IsValid() && o.listen.IsUnspecified() && *advertise == "" {
+		bad("advertise", "required when -listen is %s", o.listen)
+	}
+	o.http = *httpAddr
+	if *timeout < 0 {
+		bad("media-timeout", "must not be negative")
+	}
+	o.mediaTimeout = *timeout
+	if err := o.logLevel.UnmarshalText([]byte(*level)); err != nil {
+		bad("log-level", "%q is not debug, info, warn or error", *level)
+	}
+	if len(errs) > 0 {
+		return options{}, usageError{errors.Join(errs...)}
+	}
+	return o, nil
+}
+
+func run(ctx context.Context, args []string, stderr io.Writer) error {
+	o, err := parseFlags(args, stderr)
+	if err != nil {
+		return err
+	}
+	log := slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: o.logLevel}))
+	alloc, err := ports.New(o.listen, o.minPort, o.maxPort)
+	if err != nil {
+		return err
+	}
+	conn, err := net.ListenUDP("udp", net.UDPAddrFromAddrPort(o.ng))
+	if err != nil {
+		return fmt.Errorf("-ng %s: %w", o.ng, err)
+	}
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	var srv *ng.Server
+	mgr := anchor.New(anchor.Config{
+		Advertise: o.advertise, Ports: alloc, MediaTimeout: o.mediaTimeout, Log: log, Registerer: reg,
+		Notify: func(to netip.AddrPort, d ng.Dict) {
+			if err := srv.Send(to, "notify-"+strconv.FormatInt(time.Now().UnixNano(), 36), d); err != nil {
+				log.Warn("notification not sent", "to", to, "error", err)
+			}
+		},
+	})
+	srv = ng.NewServer(conn, mgr, log)
+
+	var httpSrv *http.Server
+	if o.http != "" {
+		mux := http.NewServeMux()
+		mux.Handle("/metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{}))
+		mux.HandleFunc("/healthz", func(w http.ResponseWriter, _ *http.Request) { _, _ = io.WriteString(w, "ok\n") })
+		ln, err := net.Listen("tcp", o.http)
+		if err != nil {
+			return fmt.Errorf("-http %s: %w", o.http, err)
+		}
+		httpSrv = &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second}
+		go func() { _ = httpSrv.Serve(ln) }()
+	}
+
+	runCtx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	go mgr.RunTimeouts(runCtx)
+	done := make(chan error, 1)
+	go func() { done <- srv.Serve(runCtx) }()
+	log.Info("sori-anchor started", "ng", o.ng, "rtp_ports", fmt.Sprintf("%d-%d", o.minPort, o.maxPort),
+		"listen", o.listen, "advertise", o.advertise, "http", o.http, "media_timeout", o.mediaTimeout)
+	select {
+	case <-ctx.Done():
+	case err := <-done:
+		if err != nil {
+			return fmt.Errorf("ng: %w", err)
+		}
+	}
+	// Stop taking commands, then let go of every call's ports.
+	cancel()
+	<-done
+	mgr.Close()
+	if httpSrv != nil {
+		sctx, scancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer scancel()
+		_ = httpSrv.Shutdown(sctx)
+	}
+	log.Info("sori-anchor stopped")
+	return nil
+}

@@ -1,0 +1,165 @@
+// Package anchor keeps the calls whose media sori-anchor relays and
+// answers the ng commands that create, change, report and end them.
+// One file per command: offer.go, answer.go, delete.go, query.go (query
+// and list); timeout.go ends calls whose media stopped.
+//
+// A call has legs, one per SIP tag ("monologues" in rtpengine's terms);
+// the offerer's leg and its peer each get a relay.Stream per m= section.
+// An offer's SDP tells where the offerer receives and is rewritten to
+// point the other side at the peer's ports; the answer does the reverse.
+package anchor
+
+import (
+	"context"
+	"log/slog"
+	"net/netip"
+	"sync"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/sori-voice/sori/media/ng"
+	"github.com/sori-voice/sori/media/ports"
+	"github.com/sori-voice/sori/media/relay"
+)
+
+// Config configures a Manager.
+type Config struct {
+	Advertise    netip.Addr // written into SDP
+	Ports        *ports.Allocator
+	MediaTimeout time.Duration // 0: never
+	Log          *slog.Logger
+	Registerer   prometheus.Registerer // nil: no metrics
+	// Notify sends an unsolicited ng message to the control client that
+	// created a call (the media timeout report).
+	Notify func(to netip.AddrPort, d ng.Dict)
+}
+
+// Manager holds the calls.
+type Manager struct {
+	cfg   Config
+	mu    sync.Mutex
+	calls map[string]*call
+
+	commands *prometheus.CounterVec
+	active   prometheus.GaugeFunc
+	timeouts prometheus.Counter
+}
+
+type call struct {
+	id         string
+	created    time.Time
+	lastSignal time.Time
+	answered   time.Time // zero until an answer
+	control    netip.AddrPort
+	legs       []*leg
+}
+
+type leg struct {
+	tag     string // "" until the answer names it
+	label   string
+	created time.Time
+	peer    *leg
+	medias  []*media
+}
+
+type media struct {
+	index  int // 1-based, as rtpengine counts
+	typ    string
+	proto  string
+	mux    bool
+	stream *relay.Stream
+}
+
+// New returns a Manager.
+func New(c Config) *Manager {
+	m := &Manager{cfg: c, calls: map[string]*call{},
+		commands: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "sori_anchor_commands_total",
+			Help: "ng commands handled, by command and result.",
+		}, []string{"command", "result"}),
+		timeouts: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "sori_anchor_media_timeouts_total",
+			Help: "Calls ended because their media stopped for media_timeout.",
+		}),
+	}
+	m.active = prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+		Name: "sori_anchor_calls",
+		Help: "Calls the anchor holds.",
+	}, func() float64 {
+		m.mu.Lock()
+		defer m.mu.Unlock()
+		return float64(len(m.calls))
+	})
+	if c.Registerer != nil {
+		c.Registerer.MustRegister(m.commands, m.active, m.timeouts, prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+			Name: "sori_anchor_ports_in_use",
+			Help: "RTP/RTCP port pairs allocated.",
+		}, func() float64 { return float64(c.Ports.InUse()) }))
+	}
+	return m
+}
+
+// Handle implements ng.Handler.
+func (m *Manager) Handle(_ context.Context, cmd string, req ng.Dict, from netip.AddrPort) ng.Dict {
+	var res ng.Dict
+	switch cmd {
+	case "ping":
+		res = ng.Dict{"result": "pong"}
+	case "offer":
+		res = m.offer(req, from)
+	case "answer":
+		res = m.answer(req)
+	case "delete":
+		res = m.delete(req)
+	case "query":
+		res = m.query(req)
+	case "list":
+		res = m.list(req)
+	default:
+		res = ng.Error("Unrecognized command")
+	}
+	m.commands.WithLabelValues(cmd, res.Str("result")).Inc()
+	return res
+}
+
+// Close releases every call's ports.
+func (m *Manager) Close() {
+	m.mu.Lock()
+	calls := m.calls
+	m.calls = map[string]*call{}
+	m.mu.Unlock()
+	for _, c := range calls {
+		m.release(c)
+	}
+}
+
+// legByTag finds a leg of c.
+func (c *call) legByTag(tag string) *leg {
+	for _, l := range c.legs {
+		if l.tag == tag {
+			return l
+		}
+	}
+	return nil
+}
+
+func (c *call) newLeg(tag string, now time.Time) *leg {
+	l := &leg{tag: tag, created: now}
+	c.legs = append(c.legs, l)
+	return l
+}
+
+// release stops the call's streams and frees their ports.
+func (m *Manager) release(c *call) {
+	for _, l := range c.legs {
+		for _, md := range l.medias {
+			m.cfg.Ports.Release(md.stream.Pair())
+		}
+	}
+	for _, l := range c.legs {
+		for _, md := range l.medias {
+			md.stream.Wait()
+		}
+	}
+}

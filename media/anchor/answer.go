@@ -1,0 +1,50 @@
+package anchor
+
+import (
+	"time"
+
+	"github.com/sori-voice/sori/media/ng"
+)
+
+// answer: the SDP of the to-tag's side, answering the from-tag's offer.
+func (m *Manager) answer(req ng.Dict) ng.Dict {
+	if res := required(req, "call-id", "from-tag", "to-tag", "sdp"); res != nil {
+		return res
+	}
+	sess, res := parseSDP(req)
+	if res != nil {
+		return res
+	}
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	c := m.calls[req.Str("call-id")]
+	if c == nil {
+		return ng.Error("Unknown call-id")
+	}
+	a := c.legByTag(req.Str("from-tag"))
+	if a == nil || a.peer == nil {
+		return ng.Error("Unknown from-tag")
+	}
+	toTag := req.Str("to-tag")
+	b := c.legByTag(toTag)
+	if b == nil {
+		// The first answer names the offer's peer; a later one from
+		// another fork takes its place, keeping the ports.
+		b = a.peer
+		b.tag = toTag
+	}
+	a.peer, b.peer = b, a
+	if l := req.Str("label"); l != "" {
+		b.label = l
+	}
+	out, err := m.apply(b, a, sess, req)
+	if err != nil {
+		return ng.Error(err.Error())
+	}
+	now := time.Now()
+	c.lastSignal = now
+	if c.answered.IsZero() {
+		c.answered = now
+	}
+	return ng.OK(ng.Dict{"sdp": string(out)})
+}

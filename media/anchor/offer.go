@@ -1,0 +1,188 @@
+package anchor
+
+import (
+	"errors"
+	"net/netip"
+	"strings"
+	"time"
+
+	"github.com/sori-voice/sori/media/ng"
+	"github.com/sori-voice/sori/media/ports"
+	"github.com/sori-voice/sori/media/relay"
+	"github.com/sori-voice/sori/media/sdp"
+)
+
+// offer: the SDP of the from-tag's side, to be sent to the other side.
+// A repeated offer (retransmission, re-INVITE, either direction) finds the
+// same legs and keeps their ports.
+func (m *Manager) offer(req ng.Dict, from netip.AddrPort) ng.Dict {
+	callID, fromTag := req.Str("call-id"), req.Str("from-tag")
+	if res := required(req, "call-id", "from-tag", "sdp"); res != nil {
+		return res
+	}
+	sess, res := parseSDP(req)
+	if res != nil {
+		return res
+	}
+	now := time.Now()
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	c, existed := m.calls[callID]
+	if !existed {
+		c = &call{id: callID, created: now, control: from}
+		m.calls[callID] = c
+	}
+	a := c.legByTag(fromTag)
+	if a == nil {
+		a = c.newLeg(fromTag, now)
+	}
+	var b *leg
+	if toTag := req.Str("to-tag"); toTag != "" {
+		b = c.legByTag(toTag)
+		if b == nil && a.peer != nil && a.peer.tag == "" {
+			b, b.tag = a.peer, toTag
+		}
+		if b == nil {
+			b = c.newLeg(toTag, now)
+		}
+	} else if a.peer != nil {
+		b = a.peer
+	} else {
+		b = c.newLeg("", now)
+	}
+	a.peer, b.peer = b, a
+	if l := req.Str("label"); l != "" {
+		a.label = l
+	}
+	out, err := m.apply(a, b, sess, req)
+	if err != nil {
+		if !existed {
+			delete(m.calls, callID)
+			m.release(c)
+		}
+		return ng.Error(err.Error())
+	}
+	c.lastSignal = now
+	return ng.OK(ng.Dict{"sdp": string(out)})
+}
+
+// apply takes own's addresses from its SDP and rewrites that SDP to point
+// the other side at peer's ports.
+func (m *Manager) apply(own, peer *leg, sess *sdp.Session, req ng.Dict) ([]byte, error) {
+	opts := relay.Options{StrictSource: req.Has("flags", "strict-source"), Handover: req.Has("flags", "media-handover")}
+	received := receivedFrom(req)
+	useSource := req.Has("flags", "SIP-source-address") && received.IsValid()
+	rw := sdp.Rewrite{
+		Addr:          m.cfg.Advertise,
+		RemoveICE:     req.Str("ICE") != "force",
+		ReplaceOrigin: req.Has("replace", "origin"),
+		Proto:         req.Str("transport-protocol"),
+	}
+	if a := req.Str("media-address"); a != "" {
+		if ip, err := netip.ParseAddr(a); err == nil {
+			rw.Addr = ip
+		}
+	}
+	for i, md := range sess.Media {
+		mo, err := m.ensure(own, i, md, opts)
+		if err != nil {
+			return nil, err
+		}
+		mp, err := m.ensure(peer, i, md, opts)
+		if err != nil {
+			return nil, err
+		}
+		mo.stream.SetPeer(mp.stream)
+		mp.stream.SetPeer(mo.stream)
+		mo.mux, mo.proto = md.Mux, md.Proto
+		if md.Port != 0 {
+			addr := md.Addr
+			if useSource || !addr.IsValid() {
+				addr = received
+			}
+			rtp := netip.AddrPortFrom(addr, uint16(md.Port))
+			rtcp := netip.AddrPortFrom(addr, uint16(md.Port+1))
+			switch {
+			case md.Mux:
+				rtcp = rtp
+			case md.RTCPPort != 0:
+				rtcp = netip.AddrPortFrom(addr, uint16(md.RTCPPort))
+			}
+			mo.stream.SetEndpoint(rtp, rtcp)
+		}
+		mo.stream.Start()
+		mp.stream.Start()
+		p := sdp.Ports{RTP: mp.stream.Port(), RTCP: mp.stream.Port() + 1}
+		if md.Mux {
+			p.RTCP = p.RTP
+		}
+		rw.Ports = append(rw.Ports, p)
+	}
+	return sess.Rewrite(rw), nil
+}
+
+// ensure returns the leg's media section i, allocating its ports once.
+func (m *Manager) ensure(l *leg, i int, md sdp.Media, o relay.Options) (*media, error) {
+	for len(l.medias) <= i {
+		pair, err := m.cfg.Ports.Allocate()
+		if err != nil {
+			if errors.Is(err, ports.ErrExhausted) {
+				return nil, errors.New("Ran out of ports")
+			}
+			return nil, err
+		}
+		s, err := relay.NewStream(pair, o)
+		if err != nil {
+			m.cfg.Ports.Release(pair)
+			return nil, err
+		}
+		l.medias = append(l.medias, &media{index: len(l.medias) + 1, typ: md.Type, proto: md.Proto, stream: s})
+	}
+	return l.medias[i], nil
+}
+
+func required(req ng.Dict, keys ...string) ng.Dict {
+	for _, k := range keys {
+		if req.Str(k) == "" {
+			if k == "sdp" {
+				return ng.Error("No SDP body in message")
+			}
+			return ng.Error("No " + k + " in message")
+		}
+	}
+	return nil
+}
+
+// parseSDP reads the request's SDP and refuses what the anchor cannot relay.
+func parseSDP(req ng.Dict) (*sdp.Session, ng.Dict) {
+	sess, err := sdp.Parse([]byte(req.Str("sdp")))
+	if err != nil {
+		return nil, ng.Error("Failed to parse SDP: " + err.Error())
+	}
+	if ice := req.Str("ICE"); ice == "force" || ice == "force-relay" {
+		return nil, ng.Error("ICE is not supported")
+	}
+	for _, md := range sess.Media {
+		proto := md.Proto
+		if p := req.Str("transport-protocol"); p != "" {
+			proto = p
+		}
+		if md.Port != 0 && !strings.HasPrefix(proto, "RTP/AVP") {
+			return nil, ng.Error("Transport protocol " + proto + " is not supported")
+		}
+	}
+	return sess, nil
+}
+
+// receivedFrom reads "received-from": ["IP4", "192.0.2.1"].
+func receivedFrom(req ng.Dict) netip.Addr {
+	l := req.List("received-from")
+	if len(l) != 2 {
+		return netip.Addr{}
+	}
+	a, err := netip.ParseAddr(l[1])
+	if err != nil {
+		return netip.Addr{}
+	}
+	return a.Unmap()
+}

@@ -1,0 +1,106 @@
+package anchor
+
+import (
+	"net/netip"
+	"slices"
+	"time"
+
+	"github.com/sori-voice/sori/media/ng"
+	"github.com/sori-voice/sori/media/relay"
+)
+
+// query reports a call: per tag, per media section, per stream, with
+// rtpengine's keys ("tags", "medias", "streams", "stats", "totals").
+func (m *Manager) query(req ng.Dict) ng.Dict {
+	if res := required(req, "call-id"); res != nil {
+		return res
+	}
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	c := m.calls[req.Str("call-id")]
+	if c == nil {
+		return ng.Error("Unknown call-id")
+	}
+	return ng.OK(c.stats(time.Now()))
+}
+
+// list returns the Call-IDs held, up to "limit" (default 32, as rtpengine).
+func (m *Manager) list(req ng.Dict) ng.Dict {
+	limit, ok := req.Int("limit")
+	if !ok || limit <= 0 {
+		limit = 32
+	}
+	m.mu.Lock()
+	ids := make([]string, 0, len(m.calls))
+	for id := range m.calls {
+		ids = append(ids, id)
+	}
+	m.mu.Unlock()
+	slices.Sort(ids)
+	if int64(len(ids)) > limit {
+		ids = ids[:limit]
+	}
+	calls := make([]any, len(ids))
+	for i, id := range ids {
+		calls[i] = id
+	}
+	return ng.OK(ng.Dict{"calls": calls})
+}
+
+func (c *call) stats(now time.Time) ng.Dict {
+	var totRTP, totRTCP relay.Counters
+	tags := ng.Dict{}
+	for _, l := range c.legs {
+		var medias []any
+		for _, md := range l.medias {
+			rtp, rtcp := md.stream.Stats()
+			totRTP = add(totRTP, rtp)
+			totRTCP = add(totRTCP, rtcp)
+			ep, _ := md.stream.Endpoint()
+			last := md.stream.LastPacket()
+			streams := []any{
+				streamDict(md.stream.Port(), ep, last, rtp),
+				streamDict(md.stream.Port()+1, netip.AddrPortFrom(ep.Addr(), ep.Port()+1), last, rtcp),
+			}
+			medias = append(medias, ng.Dict{"index": md.index, "type": md.typ, "protocol": md.proto, "streams": streams})
+		}
+		d := ng.Dict{"tag": l.tag, "created": l.created.Unix(), "medias": medias}
+		if l.label != "" {
+			d["label"] = l.label
+		}
+		if l.peer != nil {
+			d["in dialogue with"] = l.peer.tag
+		}
+		tags[l.tag] = d
+	}
+	return ng.Dict{
+		"created":     c.created.Unix(),
+		"created_us":  c.created.UnixMicro(),
+		"last signal": c.lastSignal.Unix(),
+		"tags":        tags,
+		"totals":      ng.Dict{"RTP": counters(totRTP), "RTCP": counters(totRTCP)},
+	}
+}
+
+func streamDict(port int, ep netip.AddrPort, last time.Time, c relay.Counters) ng.Dict {
+	d := ng.Dict{"local port": port, "stats": counters(c)}
+	if ep.IsValid() {
+		fam := "IPv4"
+		if ep.Addr().Is6() {
+			fam = "IPv6"
+		}
+		d["endpoint"] = ng.Dict{"family": fam, "address": ep.Addr().String(), "port": int(ep.Port())}
+	}
+	if !last.IsZero() {
+		d["last packet"] = last.Unix()
+	}
+	return d
+}
+
+func counters(c relay.Counters) ng.Dict {
+	return ng.Dict{"packets": int64(c.Packets), "bytes": int64(c.Bytes), "errors": int64(c.Errors)}
+}
+
+func add(a, b relay.Counters) relay.Counters {
+	return relay.Counters{Packets: a.Packets + b.Packets, Bytes: a.Bytes + b.Bytes, Errors: a.Errors + b.Errors}
+}

@@ -1,0 +1,72 @@
+package anchor
+
+import (
+	"context"
+	"time"
+
+	"github.com/sori-voice/sori/media/ng"
+)
+
+// RunTimeouts ends answered calls whose media stopped for MediaTimeout,
+// telling the control client that created each one, until ctx ends.
+func (m *Manager) RunTimeouts(ctx context.Context) {
+	if m.cfg.MediaTimeout <= 0 {
+		return
+	}
+	t := time.NewTicker(min(time.Second, m.cfg.MediaTimeout/4))
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case now := <-t.C:
+			m.expire(now)
+		}
+	}
+}
+
+func (m *Manager) expire(now time.Time) {
+	var dead []*call
+	m.mu.Lock()
+	for id, c := range m.calls {
+		if c.answered.IsZero() {
+			continue // ringing: no media expected yet
+		}
+		if now.Sub(c.lastMedia()) >= m.cfg.MediaTimeout {
+			delete(m.calls, id)
+			dead = append(dead, c)
+		}
+	}
+	m.mu.Unlock()
+	for _, c := range dead {
+		m.timeouts.Inc()
+		m.cfg.Log.Info("media timeout", "call_id", c.id, "after", m.cfg.MediaTimeout)
+		if m.cfg.Notify != nil && c.control.IsValid() {
+			d := ng.Dict{"command": "media-timeout", "call-id": c.id}
+			var tags []any
+			for _, l := range c.legs {
+				tags = append(tags, l.tag)
+			}
+			d["tags"] = tags
+			for k, v := range c.stats(now) {
+				d[k] = v
+			}
+			m.cfg.Notify(c.control, d)
+		}
+		m.release(c)
+	}
+}
+
+// lastMedia is when the call last showed life: its latest packet, or its
+// answer when no packet came since.
+func (c *call) lastMedia() time.Time {
+	last := c.answered
+	for _, l := range c.legs {
+		for _, md := range l.medias {
+			if t := md.stream.LastPacket(); t.After(last) {
+				last = t
+			}
+		}
+	}
+	return last
+}

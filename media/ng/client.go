@@ -1,0 +1,122 @@
+package ng
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/netip"
+	"strconv"
+	"sync"
+	"sync/atomic"
+	"time"
+)
+
+// Client sends ng requests from one UDP socket to any number of servers
+// and matches replies by cookie. Datagrams that answer no pending request
+// and carry a "command" are notifications from a server (sori-anchor's
+// media timeouts), handed to Notify.
+type Client struct {
+	conn    *net.UDPConn
+	log     *slog.Logger
+	prefix  string
+	seq     atomic.Uint64
+	retry   time.Duration
+	notify  func(from netip.AddrPort, d Dict)
+	mu      sync.Mutex
+	pending map[string]chan Dict
+	done    chan struct{}
+}
+
+// ErrTimeout: the server did not answer.
+var ErrTimeout = errors.New("ng: no reply")
+
+// NewClient opens a client socket on laddr ("127.0.0.1:0"). retry is the
+// retransmission interval (rtpengine's Kamailio module uses 1 s).
+func NewClient(laddr string, retry time.Duration, log *slog.Logger, notify func(from netip.AddrPort, d Dict)) (*Client, error) {
+	ua, err := net.ResolveUDPAddr("udp", laddr)
+	if err != nil {
+		return nil, fmt.Errorf("ng client %s: %w", laddr, err)
+	}
+	conn, err := net.ListenUDP("udp", ua)
+	if err != nil {
+		return nil, fmt.Errorf("ng client: %w", err)
+	}
+	var b [6]byte
+	_, _ = rand.Read(b[:])
+	c := &Client{conn: conn, log: log, prefix: hex.EncodeToString(b[:]) + "_", retry: retry, notify: notify,
+		pending: map[string]chan Dict{}, done: make(chan struct{})}
+	go c.read()
+	return c, nil
+}
+
+// Close stops the client.
+func (c *Client) Close() error {
+	err := c.conn.Close()
+	<-c.done
+	return err
+}
+
+// Do sends req to server and waits for the reply, retransmitting every
+// retry interval until ctx ends.
+func (c *Client) Do(ctx context.Context, server netip.AddrPort, req Dict) (Dict, error) {
+	cookie := c.prefix + strconv.FormatUint(c.seq.Add(1), 36)
+	b, err := Encode(cookie, req)
+	if err != nil {
+		return nil, err
+	}
+	ch := make(chan Dict, 1)
+	c.mu.Lock()
+	c.pending[cookie] = ch
+	c.mu.Unlock()
+	defer func() {
+		c.mu.Lock()
+		delete(c.pending, cookie)
+		c.mu.Unlock()
+	}()
+	t := time.NewTicker(c.retry)
+	defer t.Stop()
+	for {
+		if _, err := c.conn.WriteToUDPAddrPort(b, server); err != nil {
+			return nil, fmt.Errorf("ng %s to %s: %w", req.Str("command"), server, err)
+		}
+		select {
+		case res := <-ch:
+			return res, nil
+		case <-t.C:
+		case <-ctx.Done():
+			return nil, fmt.Errorf("ng %s to %s: %w", req.Str("command"), server, ErrTimeout)
+		}
+	}
+}
+
+func (c *Client) read() {
+	defer close(c.done)
+	buf := make([]byte, 65535)
+	for {
+		n, from, err := c.conn.ReadFromUDPAddrPort(buf)
+		if err != nil {
+			return
+		}
+		cookie, d, err := Parse(buf[:n])
+		if err != nil {
+			c.log.Debug("ng: unreadable datagram", "from", from, "error", err)
+			continue
+		}
+		c.mu.Lock()
+		ch, ok := c.pending[cookie]
+		c.mu.Unlock()
+		switch {
+		case ok:
+			select {
+			case ch <- d:
+			default: // a duplicate reply
+			}
+		case d.Str("command") != "" && c.notify != nil:
+			c.notify(netip.AddrPortFrom(from.Addr().Unmap(), from.Port()), d)
+		}
+	}
+}

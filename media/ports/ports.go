@@ -1,0 +1,90 @@
+// Package ports hands out RTP/RTCP socket pairs from a port range: an even
+// port for RTP and the next odd one for RTCP (RFC 3550 §11), bound on the
+// anchor's media address.
+package ports
+
+import (
+	"errors"
+	"fmt"
+	"net"
+	"net/netip"
+	"sync"
+)
+
+// ErrExhausted: no free pair is left in the range.
+var ErrExhausted = errors.New("ports: range exhausted")
+
+// Pair is an RTP socket and its RTCP socket.
+type Pair struct {
+	RTP, RTCP *net.UDPConn
+	Port      int // the RTP port; RTCP is Port+1
+}
+
+// Allocator allocates pairs round robin over the range, so a port just
+// released is not handed out again at once (late packets of the old call
+// would reach the new one).
+type Allocator struct {
+	addr     netip.Addr
+	min, max int // even min, max inclusive
+	mu       sync.Mutex
+	next     int
+	used     map[int]bool
+}
+
+// New returns an allocator for [min, max] on addr.
+func New(addr netip.Addr, min, max int) (*Allocator, error) {
+	if min%2 == 1 {
+		min++
+	}
+	if min < 1024 || max > 65535 || max < min+1 {
+		return nil, fmt.Errorf("ports: bad range %d-%d", min, max)
+	}
+	return &Allocator{addr: addr, min: min, max: max, next: min, used: map[int]bool{}}, nil
+}
+
+// Size is the number of pairs in the range.
+func (a *Allocator) Size() int { return (a.max - a.min + 1) / 2 }
+
+// InUse is the number of pairs allocated.
+func (a *Allocator) InUse() int {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	return len(a.used)
+}
+
+// Allocate binds the next free pair. Ports another process holds are skipped.
+func (a *Allocator) Allocate() (*Pair, error) {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	for tries := a.Size(); tries > 0; tries-- {
+		p := a.next
+		a.next += 2
+		if a.next+1 > a.max {
+			a.next = a.min
+		}
+		if a.used[p] {
+			continue
+		}
+		rtp, err := net.ListenUDP("udp", net.UDPAddrFromAddrPort(netip.AddrPortFrom(a.addr, uint16(p))))
+		if err != nil {
+			continue
+		}
+		rtcp, err := net.ListenUDP("udp", net.UDPAddrFromAddrPort(netip.AddrPortFrom(a.addr, uint16(p+1))))
+		if err != nil {
+			rtp.Close()
+			continue
+		}
+		a.used[p] = true
+		return &Pair{RTP: rtp, RTCP: rtcp, Port: p}, nil
+	}
+	return nil, ErrExhausted
+}
+
+// Release closes the pair and frees its ports.
+func (a *Allocator) Release(p *Pair) {
+	p.RTP.Close()
+	p.RTCP.Close()
+	a.mu.Lock()
+	delete(a.used, p.Port)
+	a.mu.Unlock()
+}

@@ -1,0 +1,220 @@
+package relay
+
+import (
+	"bytes"
+	"net"
+	"net/netip"
+	"testing"
+	"time"
+
+	"github.com/pion/rtp"
+
+	"github.com/sori-voice/sori/media/ports"
+)
+
+// phone is a UA's media socket on loopback.
+type phone struct {
+	t    testing.TB
+	conn *net.UDPConn
+}
+
+func newPhone(t testing.TB) *phone {
+	t.Helper()
+	c, err := net.ListenUDP("udp", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { c.Close() })
+	return &phone{t: t, conn: c}
+}
+
+func (p *phone) addr() netip.AddrPort { return p.conn.LocalAddr().(*net.UDPAddr).AddrPort() }
+
+func (p *phone) send(to netip.AddrPort, b []byte) {
+	p.t.Helper()
+	if _, err := p.conn.WriteToUDPAddrPort(b, to); err != nil {
+		p.t.Fatal(err)
+	}
+}
+
+// recv returns the next datagram and its source, or ok false after wait.
+func (p *phone) recv(wait time.Duration) ([]byte, netip.AddrPort, bool) {
+	buf := make([]byte, 2048)
+	_ = p.conn.SetReadDeadline(time.Now().Add(wait))
+	n, from, err := p.conn.ReadFromUDPAddrPort(buf)
+	if err != nil {
+		return nil, netip.AddrPort{}, false
+	}
+	return buf[:n], from, true
+}
+
+type call struct {
+	a, b   *Stream
+	pa, pb *phone
+}
+
+var loopback = netip.MustParseAddr("127.0.0.1")
+
+func anchorPorts(t testing.TB, lo int) *ports.Allocator {
+	t.Helper()
+	a, err := ports.New(loopback, lo, lo+199)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return a
+}
+
+// newCall links two streams as an offer/answer would; sdpA is where phone
+// A said it receives (its real socket unless a NAT test says otherwise).
+func newCall(t testing.TB, alloc *ports.Allocator, o Options, sdpA netip.AddrPort) *call {
+	t.Helper()
+	c := &call{pa: newPhone(t), pb: newPhone(t)}
+	for _, s := range []**Stream{&c.a, &c.b} {
+		p, err := alloc.Allocate()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if *s, err = NewStream(p, o); err != nil {
+			t.Fatal(err)
+		}
+		st := *s
+		t.Cleanup(func() { alloc.Release(p); st.Wait() })
+	}
+	if !sdpA.IsValid() {
+		sdpA = c.pa.addr()
+	}
+	c.a.SetEndpoint(sdpA, netip.AddrPortFrom(sdpA.Addr(), sdpA.Port()+1))
+	c.b.SetEndpoint(c.pb.addr(), netip.AddrPort{})
+	c.a.SetPeer(c.b)
+	c.b.SetPeer(c.a)
+	c.a.Start()
+	c.b.Start()
+	return c
+}
+
+func (c *call) portA() netip.AddrPort { return netip.AddrPortFrom(loopback, uint16(c.a.Port())) }
+func (c *call) portB() netip.AddrPort { return netip.AddrPortFrom(loopback, uint16(c.b.Port())) }
+
+func opus(seq uint16) []byte {
+	p := rtp.Packet{Header: rtp.Header{Version: 2, PayloadType: 111, SequenceNumber: seq, Timestamp: uint32(seq) * 960, SSRC: 0x1234}, Payload: bytes.Repeat([]byte{0xfc, byte(seq)}, 40)}
+	b, _ := p.Marshal()
+	return b
+}
+
+func TestRelayBothWaysFromTheAnchorsAddress(t *testing.T) {
+	c := newCall(t, anchorPorts(t, 41200), Options{}, netip.AddrPort{})
+	for seq := uint16(1); seq <= 50; seq++ {
+		c.pa.send(c.portA(), opus(seq))
+		got, from, ok := c.pb.recv(time.Second)
+		if !ok || !bytes.Equal(got, opus(seq)) || from != c.portB() {
+			t.Fatalf("A→B packet %d: ok=%v from %s (want %s), same=%v", seq, ok, from, c.portB(), bytes.Equal(got, opus(seq)))
+		}
+		c.pb.send(c.portB(), opus(1000+seq))
+		got, from, ok = c.pa.recv(time.Second)
+		if !ok || !bytes.Equal(got, opus(1000+seq)) || from != c.portA() {
+			t.Fatalf("B→A packet %d: ok=%v from %s (want %s)", seq, ok, from, c.portA())
+		}
+	}
+	// RTCP goes RTCP port to RTCP port.
+	rtcpPhoneB := newPhone(t)
+	c.b.SetEndpoint(c.pb.addr(), rtcpPhoneB.addr())
+	c.pa.send(netip.AddrPortFrom(loopback, uint16(c.a.Port()+1)), []byte{0x81, 201, 0, 1, 0, 0, 0, 1})
+	if got, from, ok := rtcpPhoneB.recv(time.Second); !ok || got[1] != 201 || from.Port() != uint16(c.b.Port()+1) {
+		t.Fatalf("RTCP: ok=%v from %s", ok, from)
+	}
+	rtpA, rtcpA := c.a.Stats()
+	rtpB, _ := c.b.Stats()
+	if rtpA.Packets != 50 || rtpA.Bytes != 50*uint64(len(opus(1))) || rtpA.Errors != 0 || rtcpA.Packets != 1 || rtpB.Packets != 50 {
+		t.Fatalf("stats A %+v/%+v B %+v", rtpA, rtcpA, rtpB)
+	}
+	if time.Since(c.a.LastPacket()) > 5*time.Second {
+		t.Fatal("last packet time not kept")
+	}
+}
+
+func TestLatchingFindsAPhoneBehindNAT(t *testing.T) {
+	// Phone A's SDP names an address where it does not listen.
+	nowhere := newPhone(t)
+	c := newCall(t, anchorPorts(t, 41400), Options{}, nowhere.addr())
+	c.pb.send(c.portB(), opus(1))
+	if _, _, ok := nowhere.recv(time.Second); !ok {
+		t.Fatal("before A sent anything, its SDP address is all there is")
+	}
+	c.pa.send(c.portA(), opus(2)) // A's first packet: learned
+	if _, _, ok := c.pb.recv(time.Second); !ok {
+		t.Fatal("A's packet not forwarded")
+	}
+	c.pb.send(c.portB(), opus(3))
+	if got, _, ok := c.pa.recv(time.Second); !ok || !bytes.Equal(got, opus(3)) {
+		t.Fatal("B's packet did not follow A's real address")
+	}
+	if ep, _ := c.a.Endpoint(); ep != c.pa.addr() {
+		t.Fatalf("endpoint %s, want %s", ep, c.pa.addr())
+	}
+	// Without strict-source, a second source is forwarded but not learned.
+	other := newPhone(t)
+	other.send(c.portA(), opus(4))
+	if _, _, ok := c.pb.recv(time.Second); !ok {
+		t.Fatal("packet from a second source dropped without strict-source")
+	}
+	if ep, _ := c.a.Endpoint(); ep != c.pa.addr() {
+		t.Fatal("a second source took over the stream")
+	}
+}
+
+func TestStrictSourceDropsStrangers(t *testing.T) {
+	c := newCall(t, anchorPorts(t, 41600), Options{StrictSource: true}, netip.AddrPort{})
+	stranger := newPhone(t)
+	stranger.send(c.portA(), opus(1))
+	if _, _, ok := c.pb.recv(200 * time.Millisecond); ok {
+		t.Fatal("a packet from outside the SDP address was forwarded")
+	}
+	c.pa.send(c.portA(), opus(2))
+	if got, _, ok := c.pb.recv(time.Second); !ok || !bytes.Equal(got, opus(2)) {
+		t.Fatal("the phone's own packet was not forwarded")
+	}
+	stranger.send(c.portA(), opus(3))
+	if _, _, ok := c.pb.recv(200 * time.Millisecond); ok {
+		t.Fatal("a stranger's packet was forwarded after latching")
+	}
+	if rtp, _ := c.a.Stats(); rtp.Packets != 3 || rtp.Errors != 2 {
+		t.Fatalf("stats %+v", rtp)
+	}
+}
+
+func TestHandoverFollowsTheNewAddress(t *testing.T) {
+	c := newCall(t, anchorPorts(t, 41800), Options{Handover: true}, netip.AddrPort{})
+	c.pa.send(c.portA(), opus(1))
+	c.pb.recv(time.Second)
+	lte := newPhone(t) // the phone moved networks
+	lte.send(c.portA(), opus(2))
+	c.pb.recv(time.Second)
+	c.pb.send(c.portB(), opus(3))
+	if _, _, ok := lte.recv(time.Second); !ok {
+		t.Fatal("media did not follow the phone to its new address")
+	}
+}
+
+// BenchmarkForward sends one packet through the anchor and waits for it:
+// allocs/op covers the pump, and must stay 0.
+func BenchmarkForward(b *testing.B) {
+	c := newCall(b, anchorPorts(b, 42000), Options{}, netip.AddrPort{})
+	pkt := opus(1)
+	buf := make([]byte, 2048)
+	dst := c.portA()
+	// Warm up: latch, and fill the buffer pool.
+	for i := 0; i < 100; i++ {
+		c.pa.send(dst, pkt)
+		c.pb.recv(time.Second)
+	}
+	b.ReportAllocs()
+	b.ResetTimer()
+	for i := 0; i < b.N; i++ {
+		if _, err := c.pa.conn.WriteToUDPAddrPort(pkt, dst); err != nil {
+			b.Fatal(err)
+		}
+		if _, _, err := c.pb.conn.ReadFromUDPAddrPort(buf); err != nil {
+			b.Fatal(err)
+		}
+	}
+}

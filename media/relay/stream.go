@@ -1,0 +1,201 @@
+// Package relay forwards one call's RTP and RTCP between its two legs.
+// Each leg's m= section has a Stream: the anchor's socket pair that leg's
+// phone sends to, and the phone's address. A packet arriving on one leg's
+// Stream leaves from the other leg's Stream, towards the other phone, so
+// each phone sees the anchor's same address both ways (symmetric RTP).
+package relay
+
+import (
+	"net"
+	"net/netip"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"time"
+
+	"github.com/sori-voice/sori/media/ports"
+)
+
+// Options of a Stream.
+type Options struct {
+	// StrictSource drops packets from any address but the learned one
+	// (rtpengine's strict-source); otherwise they are forwarded too.
+	StrictSource bool
+	// Handover re-learns the phone's address whenever packets come from a
+	// new one (rtpengine's media-handover: a phone moving from Wi-Fi to LTE).
+	Handover bool
+}
+
+// Counters are a stream's totals, as rtpengine reports them.
+type Counters struct {
+	Packets, Bytes, Errors uint64
+}
+
+// Stream is one leg's media section on the anchor.
+type Stream struct {
+	pair     *ports.Pair
+	opts     Options
+	rtpSock  *socket
+	rtcpSock *socket
+
+	peer     atomic.Pointer[Stream]
+	expected atomic.Pointer[netip.AddrPort] // from SDP: where the phone said it receives RTP
+	latched  atomic.Pointer[netip.AddrPort] // learned from its first packets
+	rtcpDest atomic.Pointer[netip.AddrPort] // from SDP a=rtcp, or RTP+1; same as RTP with rtcp-mux
+	rtcpSeen atomic.Pointer[netip.AddrPort]
+
+	rtp, rtcp counters
+	last      atomic.Int64 // unix nanoseconds of the last packet received
+
+	startOnce sync.Once
+	wg        sync.WaitGroup
+}
+
+type counters struct{ packets, bytes, errors atomic.Uint64 }
+
+// socket is one of a stream's sockets with what the pumps need of it,
+// looked up once.
+type socket struct {
+	conn *net.UDPConn
+	rc   syscall.RawConn
+	v6   bool // an IPv6 socket
+}
+
+func newSocket(c *net.UDPConn) (*socket, error) {
+	rc, err := c.SyscallConn()
+	if err != nil {
+		return nil, err
+	}
+	return &socket{conn: c, rc: rc, v6: c.LocalAddr().(*net.UDPAddr).AddrPort().Addr().Is6()}, nil
+}
+
+func (c *counters) get() Counters {
+	return Counters{Packets: c.packets.Load(), Bytes: c.bytes.Load(), Errors: c.errors.Load()}
+}
+
+// NewStream wraps an allocated pair.
+func NewStream(p *ports.Pair, o Options) (*Stream, error) {
+	rtp, err := newSocket(p.RTP)
+	if err != nil {
+		return nil, err
+	}
+	rtcp, err := newSocket(p.RTCP)
+	if err != nil {
+		return nil, err
+	}
+	return &Stream{pair: p, opts: o, rtpSock: rtp, rtcpSock: rtcp}, nil
+}
+
+// Port is the anchor's RTP port for this stream (RTCP is Port+1).
+func (s *Stream) Port() int { return s.pair.Port }
+
+// Pair is the stream's sockets.
+func (s *Stream) Pair() *ports.Pair { return s.pair }
+
+// SetPeer links s to the stream its packets go out of.
+func (s *Stream) SetPeer(p *Stream) { s.peer.Store(p) }
+
+// SetEndpoint records where the phone receives, from its SDP. An invalid
+// address (a name, or 0.0.0.0 hold) leaves only latching to find it.
+func (s *Stream) SetEndpoint(rtp, rtcp netip.AddrPort) {
+	if rtp.IsValid() && !rtp.Addr().IsUnspecified() {
+		store(&s.expected, rtp)
+	}
+	if rtcp.IsValid() && !rtcp.Addr().IsUnspecified() {
+		store(&s.rtcpDest, rtcp)
+	}
+}
+
+// Endpoint is where the phone's RTP is sent: the learned address once
+// packets arrived, else the SDP one.
+func (s *Stream) Endpoint() (netip.AddrPort, bool) {
+	if a := s.latched.Load(); a != nil {
+		return *a, true
+	}
+	if a := s.expected.Load(); a != nil {
+		return *a, true
+	}
+	return netip.AddrPort{}, false
+}
+
+// rtcpEndpoint is where the phone's RTCP is sent.
+func (s *Stream) rtcpEndpoint() (netip.AddrPort, bool) {
+	if a := s.rtcpSeen.Load(); a != nil {
+		return *a, true
+	}
+	if a := s.rtcpDest.Load(); a != nil {
+		return *a, true
+	}
+	if a, ok := s.Endpoint(); ok {
+		return netip.AddrPortFrom(a.Addr(), a.Port()+1), true
+	}
+	return netip.AddrPort{}, false
+}
+
+// accept applies latching to a packet from src on the RTP (rtcp false) or
+// RTCP socket; it reports whether the packet is forwarded.
+func (s *Stream) accept(src netip.AddrPort, rtcp bool) bool {
+	learned := &s.latched
+	if rtcp {
+		learned = &s.rtcpSeen
+	}
+	cur := learned.Load()
+	switch {
+	case cur == nil:
+		if s.opts.StrictSource && !rtcp {
+			if e := s.expected.Load(); e != nil && *e != src {
+				return false
+			}
+		}
+		store(learned, src)
+		return true
+	case *cur == src:
+		return true
+	case s.opts.Handover:
+		store(learned, src)
+		return true
+	default:
+		return !s.opts.StrictSource
+	}
+}
+
+// Stats returns the RTP and RTCP counters of packets received from the phone.
+func (s *Stream) Stats() (rtp, rtcp Counters) { return s.rtp.get(), s.rtcp.get() }
+
+// LastPacket is when the phone's last packet arrived (zero: never).
+func (s *Stream) LastPacket() time.Time {
+	if n := s.last.Load(); n != 0 {
+		return time.Unix(0, n)
+	}
+	return time.Time{}
+}
+
+// Start begins forwarding (idempotent).
+func (s *Stream) Start() {
+	s.startOnce.Do(func() {
+		s.wg.Add(2)
+		go s.pump(s.rtpSock, false)
+		go s.pump(s.rtcpSock, true)
+	})
+}
+
+// Wait blocks until the stream's sockets are closed and its pumps ended.
+func (s *Stream) Wait() { s.wg.Wait() }
+
+// out returns the socket and destination a packet received on s leaves by.
+func (s *Stream) out(rtcp bool) (*socket, netip.AddrPort, bool) {
+	p := s.peer.Load()
+	if p == nil {
+		return nil, netip.AddrPort{}, false
+	}
+	if rtcp {
+		dst, ok := p.rtcpEndpoint()
+		return p.rtcpSock, dst, ok
+	}
+	dst, ok := p.Endpoint()
+	return p.rtpSock, dst, ok
+}
+
+// store keeps a copy of a: only a change allocates, never a packet that
+// matches what is stored.
+func store(p *atomic.Pointer[netip.AddrPort], a netip.AddrPort) { p.Store(&a) }

@@ -1,0 +1,174 @@
+// Package sdp reads the parts of an SDP body (RFC 8866) the anchor needs
+// and rewrites them so media flows through it: the connection address,
+// each m= port, a=rtcp, and ICE attributes when asked. Every other line is
+// kept byte for byte, in order, as rtpengine does: codecs (a=rtpmap,
+// a=fmtp for Opus and everything else), directions and unknown attributes
+// pass through untouched. A full SDP library would re-serialise the body
+// and refuse the out-of-order lines real phones send.
+package sdp
+
+import (
+	"errors"
+	"fmt"
+	"net/netip"
+	"strconv"
+	"strings"
+)
+
+// Media is one m= section.
+type Media struct {
+	Type     string     // audio, video, ...
+	Port     int        // 0: disabled
+	Proto    string     // RTP/AVP, RTP/AVPF, RTP/SAVP, ...
+	Formats  []string   // payload types
+	Addr     netip.Addr // from the media c= line, else the session one; invalid when a name
+	RTCPPort int        // from a=rtcp; 0: RTP port + 1
+	Mux      bool       // a=rtcp-mux
+	ICE      bool       // carries ICE candidates or credentials
+}
+
+// Session is a parsed SDP body.
+type Session struct {
+	lines  []string
+	Media  []Media
+	starts []int // line index of each m=
+}
+
+// Parse reads an SDP body (CRLF or LF line ends).
+func Parse(body []byte) (*Session, error) {
+	text := strings.ReplaceAll(string(body), "\r\n", "\n")
+	text = strings.TrimRight(text, "\n")
+	if text == "" {
+		return nil, errors.New("sdp: empty body")
+	}
+	s := &Session{lines: strings.Split(text, "\n")}
+	if !strings.HasPrefix(s.lines[0], "v=") {
+		return nil, errors.New("sdp: does not start with v=")
+	}
+	var sessionAddr netip.Addr
+	cur := -1
+	for i, l := range s.lines {
+		if len(l) < 2 || l[1] != '=' {
+			return nil, fmt.Errorf("sdp: line %d is not type=value: %q", i+1, l)
+		}
+		switch {
+		case strings.HasPrefix(l, "m="):
+			f := strings.Fields(l[2:])
+			if len(f) < 3 {
+				return nil, fmt.Errorf("sdp: line %d: bad m= line", i+1)
+			}
+			portText, _, _ := strings.Cut(f[1], "/")
+			port, err := strconv.Atoi(portText)
+			if err != nil || port < 0 || port > 65535 {
+				return nil, fmt.Errorf("sdp: line %d: bad m= port %q", i+1, f[1])
+			}
+			s.Media = append(s.Media, Media{Type: f[0], Port: port, Proto: f[2], Formats: f[3:], Addr: sessionAddr})
+			s.starts = append(s.starts, i)
+			cur = len(s.Media) - 1
+		case strings.HasPrefix(l, "c="):
+			a := connAddr(l)
+			if cur < 0 {
+				sessionAddr = a
+			} else {
+				s.Media[cur].Addr = a
+			}
+		case cur >= 0 && strings.HasPrefix(l, "a=rtcp:"):
+			f := strings.Fields(l[len("a=rtcp:"):])
+			if len(f) > 0 {
+				if p, err := strconv.Atoi(f[0]); err == nil && p > 0 && p <= 65535 {
+					s.Media[cur].RTCPPort = p
+				}
+			}
+		case cur >= 0 && l == "a=rtcp-mux":
+			s.Media[cur].Mux = true
+		case iceLine(l):
+			if cur >= 0 {
+				s.Media[cur].ICE = true
+			}
+		}
+	}
+	return s, nil
+}
+
+// connAddr reads "c=IN IP4 192.0.2.1[/ttl]".
+func connAddr(l string) netip.Addr {
+	f := strings.Fields(l[2:])
+	if len(f) < 3 {
+		return netip.Addr{}
+	}
+	host, _, _ := strings.Cut(f[2], "/")
+	a, err := netip.ParseAddr(host)
+	if err != nil {
+		return netip.Addr{}
+	}
+	return a.Unmap()
+}
+
+func iceLine(l string) bool {
+	for _, p := range []string{"a=candidate:", "a=ice-ufrag:", "a=ice-pwd:", "a=ice-options:", "a=ice-lite", "a=ice-mismatch", "a=end-of-candidates", "a=remote-candidates:"} {
+		if strings.HasPrefix(l, p) {
+			return true
+		}
+	}
+	return false
+}
+
+// Ports is where one m= section's media goes on the anchor.
+type Ports struct {
+	RTP, RTCP int
+}
+
+// Rewrite says how to rewrite a body.
+type Rewrite struct {
+	Addr          netip.Addr // address written into c= (and o= with ReplaceOrigin)
+	Ports         []Ports    // one per m= section, in order
+	RemoveICE     bool
+	ReplaceOrigin bool
+	Proto         string // m= transport protocol; empty: unchanged
+}
+
+// Rewrite returns the body with media pointing at the anchor, CRLF ends.
+func (s *Session) Rewrite(r Rewrite) []byte {
+	ipv := "IP4"
+	if r.Addr.Is6() {
+		ipv = "IP6"
+	}
+	addr := r.Addr.String()
+	var b strings.Builder
+	cur := -1
+	for i, l := range s.lines {
+		if cur+1 < len(s.starts) && s.starts[cur+1] == i {
+			cur++
+		}
+		switch {
+		case strings.HasPrefix(l, "o=") && r.ReplaceOrigin:
+			if f := strings.Fields(l[2:]); len(f) == 6 {
+				f[4], f[5] = ipv, addr
+				l = "o=" + strings.Join(f, " ")
+			}
+		case strings.HasPrefix(l, "c="):
+			if a := connAddr(l); !a.IsValid() || !a.IsUnspecified() { // c=0.0.0.0 is an old-style hold: kept
+				l = "c=IN " + ipv + " " + addr
+			}
+		case strings.HasPrefix(l, "m=") && cur < len(r.Ports):
+			f := strings.Fields(l[2:])
+			if s.Media[cur].Port != 0 {
+				f[1] = strconv.Itoa(r.Ports[cur].RTP)
+			}
+			if r.Proto != "" {
+				f[2] = r.Proto
+			}
+			l = "m=" + strings.Join(f, " ")
+		case strings.HasPrefix(l, "a=rtcp:") && cur >= 0 && cur < len(r.Ports):
+			l = "a=rtcp:" + strconv.Itoa(r.Ports[cur].RTCP)
+			if strings.Contains(s.lines[i], " IN ") {
+				l += " IN " + ipv + " " + addr
+			}
+		case r.RemoveICE && iceLine(l):
+			continue
+		}
+		b.WriteString(l)
+		b.WriteString("\r\n")
+	}
+	return []byte(b.String())
+}
