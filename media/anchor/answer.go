@@ -39,7 +39,7 @@ func (m *Manager) answer(req ng.Dict) ng.Dict {
 	}
 	out, err := m.apply(b, a, sess, req)
 	if err != nil {
-		return ng.Error(err.Error())
+		return failure(err)
 	}
 	now := time.Now()
 	c.lastSignal = now

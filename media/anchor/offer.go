@@ -60,10 +60,20 @@ func (m *Manager) offer(req ng.Dict, from netip.AddrPort) ng.Dict {
 			delete(m.calls, callID)
 			m.release(c)
 		}
-		return ng.Error(err.Error())
+		return failure(err)
 	}
 	c.lastSignal = now
 	return ng.OK(ng.Dict{"sdp": string(out)})
+}
+
+var errNoPorts = errors.New("ran out of ports")
+
+// failure is the ng error for err, in rtpengine's words where it has them.
+func failure(err error) ng.Dict {
+	if errors.Is(err, errNoPorts) {
+		return ng.Error("Ran out of ports")
+	}
+	return ng.Error(err.Error())
 }
 
 // apply takes own's addresses from its SDP and rewrites that SDP to point
@@ -127,7 +137,7 @@ func (m *Manager) ensure(l *leg, i int, md sdp.Media, o relay.Options) (*media, 
 		pair, err := m.cfg.Ports.Allocate()
 		if err != nil {
 			if errors.Is(err, ports.ErrExhausted) {
-				return nil, errors.New("Ran out of ports")
+				return nil, errNoPorts
 			}
 			return nil, err
 		}
