@@ -30,6 +30,7 @@ type Config struct {
 	Registrar Registrar `yaml:"registrar"`
 	Users     []User    `yaml:"users"`
 	CDR       CDR       `yaml:"cdr"`
+	Media     Media     `yaml:"media"`
 	HTTP      HTTP      `yaml:"http"`
 	Log       Log       `yaml:"log"`
 }
@@ -52,6 +53,14 @@ type SIP struct {
 	// DialogTimeout ends the record of an answered call that never saw a BYE
 	// (a phone that lost its network), as Kamailio's dialog module does.
 	DialogTimeout Duration `yaml:"dialog_timeout"`
+}
+
+// Media is how sori anchors calls' media through sori-anchor (or
+// rtpengine) over the ng protocol. No anchors: media flows end to end.
+type Media struct {
+	Anchors      []string `yaml:"anchors"`       // ng control addresses, IP:PORT
+	Timeout      Duration `yaml:"timeout"`       // one ng command, retransmissions included
+	PingInterval Duration `yaml:"ping_interval"` // health check of each anchor
 }
 
 // CDR is where call records go.
@@ -128,7 +137,8 @@ func Default() Config {
 			TimerC:         Duration(60 * time.Second),
 			DialogTimeout:  Duration(12 * time.Hour),
 		},
-		CDR: CDR{RedisStream: "sori:cdr", StreamMaxLen: 1000000},
+		CDR:   CDR{RedisStream: "sori:cdr", StreamMaxLen: 1000000},
+		Media: Media{Timeout: Duration(2 * time.Second), PingInterval: Duration(5 * time.Second)},
 		Registrar: Registrar{
 			Store:          "memory",
 			MinExpires:     60,
@@ -263,6 +273,17 @@ func (v *validator) check(c *Config) {
 	}
 	if t := c.SIP.DialogTimeout.D(); t < time.Minute {
 		v.fail("sip.dialog_timeout", "%v is shorter than 1m", t)
+	}
+	for i, a := range c.Media.Anchors {
+		if _, err := netip.ParseAddrPort(a); err != nil {
+			v.fail("media.anchors."+strconv.Itoa(i), "%q is not IP:PORT", a)
+		}
+	}
+	if d := c.Media.Timeout.D(); d < 100*time.Millisecond || d > time.Minute {
+		v.fail("media.timeout", "%s is outside 100ms..1m", d)
+	}
+	if d := c.Media.PingInterval.D(); d < time.Second || d > time.Hour {
+		v.fail("media.ping_interval", "%s is outside 1s..1h", d)
 	}
 	if c.CDR.StreamMaxLen < 0 {
 		v.fail("cdr.stream_maxlen", "%d is negative (0 means no cap)", c.CDR.StreamMaxLen)

@@ -22,6 +22,7 @@ type ua struct {
 	user, password string
 	authAs         string // digest user name; empty: user
 	calls          int
+	sdp            string // body of the requests it builds; empty: none
 }
 
 func newUA(t *testing.T, n *node, transport, user string) *ua {
@@ -53,7 +54,11 @@ func (u *ua) request(method, ruri, callID string, cseq int, extra ...string) str
 			lines = append(lines, e)
 		}
 	}
-	return method + " " + ruri + " SIP/2.0\n" + joinLines(lines) + "Content-Length: 0\n\n"
+	if u.sdp == "" {
+		return method + " " + ruri + " SIP/2.0\n" + joinLines(lines) + "Content-Length: 0\n\n"
+	}
+	body := strings.ReplaceAll(strings.ReplaceAll(u.sdp, "\r\n", "\n"), "\n", "\r\n")
+	return method + " " + ruri + " SIP/2.0\n" + joinLines(lines) + fmt.Sprintf("Content-Type: application/sdp\nContent-Length: %d\n\n", len(body)) + u.sdp
 }
 
 // authenticated sends method to ruri, answers the 407 (ACKing it for an
@@ -100,8 +105,12 @@ func (u *ua) final() *sip.Response {
 // Request-URI, the response's To (RFC 3261 §17.1.1.3).
 func ackFor(invite string, res *sip.Response) string {
 	var b strings.Builder
-	for _, line := range strings.Split(invite, "\n") {
+	head, _, _ := strings.Cut(invite, "\n\n")
+	for _, line := range strings.Split(head, "\n") {
 		switch {
+		case strings.HasPrefix(line, "Content-Type:"):
+		case strings.HasPrefix(line, "Content-Length:"):
+			b.WriteString("Content-Length: 0\n")
 		case strings.HasPrefix(line, "INVITE "):
 			b.WriteString("ACK " + strings.TrimPrefix(line, "INVITE ") + "\n")
 		case strings.HasPrefix(line, "To:"):

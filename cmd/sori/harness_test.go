@@ -28,35 +28,43 @@ import (
 // raceEnabled is set by race_test.go so the binary under test is built the same way.
 var raceEnabled bool
 
-var (
-	buildOnce sync.Once
-	soriBin   string
-	buildErr  error
-)
+type build struct {
+	once sync.Once
+	path string
+	err  error
+}
 
-func binary(t *testing.T) string {
+var builds sync.Map // package dir -> *build
+
+// buildBinary builds the command in dir (relative to cmd/sori) once per
+// test run, with the race detector when the tests have it.
+func buildBinary(t *testing.T, dir, name string) string {
 	t.Helper()
-	buildOnce.Do(func() {
-		dir, err := os.MkdirTemp("", "sori-e2e-bin")
+	v, _ := builds.LoadOrStore(dir, &build{})
+	b := v.(*build)
+	b.once.Do(func() {
+		tmp, err := os.MkdirTemp("", "sori-e2e-bin")
 		if err != nil {
-			buildErr = err
+			b.err = err
 			return
 		}
-		soriBin = filepath.Join(dir, "sori")
-		args := []string{"build", "-o", soriBin}
+		b.path = filepath.Join(tmp, name)
+		args := []string{"build", "-o", b.path}
 		if raceEnabled {
 			args = append(args, "-race")
 		}
-		out, err := exec.Command("go", append(args, ".")...).CombinedOutput()
+		out, err := exec.Command("go", append(args, dir)...).CombinedOutput()
 		if err != nil {
-			buildErr = fmt.Errorf("go build: %v\n%s", err, out)
+			b.err = fmt.Errorf("go build %s: %v\n%s", dir, err, out)
 		}
 	})
-	if buildErr != nil {
-		t.Fatal(buildErr)
+	if b.err != nil {
+		t.Fatal(b.err)
 	}
-	return soriBin
+	return b.path
 }
+
+func binary(t *testing.T) string { return buildBinary(t, ".", "sori") }
 
 // freeSIPPort returns a port free for both UDP and TCP on 127.0.0.1.
 func freeSIPPort(t *testing.T) int {
@@ -311,6 +319,12 @@ func (c *sipConn) readMessage() sip.Message {
 // Call-ID, CSeq (Record-Route on 18x/2xx), plus extra header lines.
 func (c *sipConn) respond(req *sip.Request, code int, reason string, extra ...string) {
 	c.t.Helper()
+	c.respondSDP(req, code, reason, "", extra...)
+}
+
+// respondSDP is respond with an SDP body (none when sdp is empty).
+func (c *sipConn) respondSDP(req *sip.Request, code int, reason, sdp string, extra ...string) {
+	c.t.Helper()
 	res := sip.NewResponseFromRequest(req, code, reason, nil)
 	if to := res.To(); code > 100 && !to.Params.Has("tag") {
 		to.Params.Add("tag", "uas-"+strconv.Itoa(c.seq))
@@ -319,7 +333,12 @@ func (c *sipConn) respond(req *sip.Request, code int, reason string, extra ...st
 		k, v, _ := strings.Cut(e, ":")
 		res.AppendHeader(sip.NewHeader(k, strings.TrimSpace(v)))
 	}
-	res.SetBody(nil)
+	if sdp != "" {
+		res.AppendHeader(sip.NewHeader("Content-Type", "application/sdp"))
+		res.SetBody([]byte(sdp))
+	} else {
+		res.SetBody(nil)
+	}
 	c.send(res.String())
 }
 

@@ -10,6 +10,7 @@ import (
 	"net"
 	"net/http"
 	"net/http/pprof"
+	"net/netip"
 	"strings"
 	"sync"
 	"time"
@@ -23,6 +24,7 @@ import (
 	"github.com/sori-voice/sori/registrar/store"
 	"github.com/sori-voice/sori/registrar/store/memory"
 	"github.com/sori-voice/sori/registrar/store/redisstore"
+	"github.com/sori-voice/sori/sip/anchoring"
 	"github.com/sori-voice/sori/sip/auth"
 	"github.com/sori-voice/sori/sip/callerauth"
 	"github.com/sori-voice/sori/sip/calls"
@@ -136,7 +138,11 @@ func serve(ctx context.Context, configPath string, logOut io.Writer) error {
 	}
 	defer closeSinks()
 	defer tracker.Close()
-	px := proxy.New(proxy.Config{
+	media, err := mediaPool(ctx, cfg, log, reg)
+	if err != nil {
+		return err
+	}
+	pcfg := proxy.Config{
 		Self:       self,
 		Users:      auth.Directory{Static: staticUsers(cfg), Store: st},
 		Locations:  st,
@@ -146,7 +152,12 @@ func serve(ctx context.Context, configPath string, logOut io.Writer) error {
 		RetryAfter: cfg.Registrar.RetryAfter,
 		Log:        log.With("component", "proxy"),
 		Registerer: reg,
-	})
+	}
+	if media != nil {
+		defer media.Close()
+		pcfg.Media = media
+	}
+	px := proxy.New(pcfg)
 
 	// A request's path through sori: sanity checks, OPTIONS to the server,
 	// REGISTER, hop limits and loops, caller authentication, forwarding.
@@ -273,6 +284,27 @@ func bindingsGauge(st store.Bindings) prometheus.Collector {
 
 // callTracker opens the call record sinks: the JSON lines file and, with a
 // Redis store, the stream.
+// mediaPool connects to the media anchors; nil when none is configured
+// (media then flows end to end).
+func mediaPool(ctx context.Context, cfg *config.Config, log *slog.Logger, reg prometheus.Registerer) (*anchoring.Pool, error) {
+	if len(cfg.Media.Anchors) == 0 {
+		return nil, nil
+	}
+	var addrs []netip.AddrPort
+	for _, a := range cfg.Media.Anchors {
+		addrs = append(addrs, netip.MustParseAddrPort(a)) // validated by config
+	}
+	p, err := anchoring.New(anchoring.Config{
+		Anchors: addrs, Timeout: cfg.Media.Timeout.D(), PingInterval: cfg.Media.PingInterval.D(),
+		Log: log.With("component", "media"), Registerer: reg,
+	})
+	if err != nil {
+		return nil, err
+	}
+	go p.Run(ctx)
+	return p, nil
+}
+
 func callTracker(cfg *config.Config, st store.Store, log *slog.Logger, reg *prometheus.Registry) (*calls.Tracker, func(), error) {
 	var sinks []calls.Sink
 	var closers []func()

@@ -29,6 +29,9 @@ type fork struct {
 	call   *calls.Call // nil unless an initial INVITE
 	invite bool
 	rr     bool
+	// anchored: the request's SDP offer went through a media anchor, so
+	// SDP answers coming back must too.
+	anchored bool
 	loop   string
 	groups [][]target
 
@@ -130,6 +133,7 @@ func (f *fork) watch(b *branch) {
 	for {
 		select {
 		case res := <-b.tx.Responses():
+			f.answer(res)
 			f.onResponse(b, res)
 			if res.StatusCode >= 200 {
 				return
@@ -293,6 +297,7 @@ func (f *fork) maybeFinish() {
 	if f.call != nil {
 		f.call.Fail(res.StatusCode, res.Reason, false, f.timedOut, f.started)
 	}
+	f.endMedia()
 }
 
 // relay sends a branch's response to the caller without our Via; a dialog
@@ -308,7 +313,28 @@ func (f *fork) relay(res *sip.Response) {
 	_ = f.w.Respond(up)
 }
 
+// answer anchors an SDP answer (a 18x or 2xx) before it is relayed; on
+// failure the answer goes up as it is and media flows end to end.
+func (f *fork) answer(res *sip.Response) {
+	if !f.anchored || res.StatusCode <= 100 || res.StatusCode >= 300 {
+		return
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), dialTimeout)
+	defer cancel()
+	if err := f.p.cfg.Media.Answer(ctx, f.in, res); err != nil {
+		f.p.log.Warn("SDP answer not anchored", "call_id", res.CallID().Value(), "error", err)
+	}
+}
+
+// endMedia ends the media of an initial INVITE that failed.
+func (f *fork) endMedia() {
+	if f.anchored && f.call != nil {
+		go f.p.cfg.Media.Delete(context.Background(), f.in.CallID().Value())
+	}
+}
+
 func (f *fork) onRetransmission(res *sip.Response) {
+	f.answer(res)
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	if f.sent >= 200 && f.sent < 300 {
@@ -349,6 +375,7 @@ func (f *fork) callerCancelled() {
 	if f.call != nil {
 		f.call.Fail(487, "Request Terminated", true, false, f.started)
 	}
+	f.endMedia()
 }
 
 // cancelPending cancels every branch still waiting for a final response.

@@ -47,12 +47,23 @@ type Locations interface {
 	Lookup(ctx context.Context, aor string, now time.Time) ([]store.Binding, error)
 }
 
+// Media anchors calls' media (sip/anchoring over the ng protocol).
+type Media interface {
+	// Offer rewrites the SDP offer in req; false when it carries none.
+	Offer(ctx context.Context, req *sip.Request) (bool, error)
+	// Answer rewrites the SDP answer in res, a response to req.
+	Answer(ctx context.Context, req *sip.Request, res *sip.Response) error
+	// Delete ends the call's media.
+	Delete(ctx context.Context, callID string)
+}
+
 // Config configures a Proxy.
 type Config struct {
 	Self       *local.Identity
 	Users      Users
 	Locations  Locations
 	Calls      *calls.Tracker
+	Media      Media // nil: media flows end to end
 	Advertise  string        // host[:port] written in Via and Record-Route; empty: the listener's
 	TimerC     time.Duration // no-answer timeout of an INVITE branch group
 	RetryAfter int           // seconds, with 503 when the store is unavailable
@@ -145,7 +156,31 @@ func (p *Proxy) initial(ctx context.Context, w chain.ResponseWriter, req *sip.Re
 		return
 	}
 	f := newFork(p, req, w, call, groupByQ(targets), dialogCreating(req))
+	if req.IsInvite() && !p.offer(ctx, w, req, f, call) {
+		return
+	}
 	f.run(ctx)
+}
+
+// offer anchors the media of an INVITE or UPDATE carrying SDP before it is
+// forwarded; false when the request was refused because no anchor could.
+func (p *Proxy) offer(ctx context.Context, w chain.ResponseWriter, req *sip.Request, f *fork, call *calls.Call) bool {
+	if p.cfg.Media == nil || p.fromSelf(req) {
+		return true
+	}
+	anchored, err := p.cfg.Media.Offer(ctx, req)
+	if err != nil {
+		p.log.Warn("media not anchored: call refused", "call_id", req.CallID().Value(), "error", err)
+		res := sip.NewResponseFromRequest(req, 503, "Media Relay Unavailable", nil)
+		res.AppendHeader(sip.NewHeader("Retry-After", strconv.Itoa(p.cfg.RetryAfter)))
+		_ = w.Respond(res)
+		if call != nil {
+			call.Fail(503, res.Reason, false, false, 0)
+		}
+		return false
+	}
+	f.anchored = anchored
+	return true
 }
 
 // targets returns where an out-of-dialog request goes, or the error response.
@@ -207,8 +242,14 @@ func (p *Proxy) inDialog(ctx context.Context, w chain.ResponseWriter, req *sip.R
 	}
 	if req.Method == sip.BYE {
 		p.cfg.Calls.Bye(req.CallID().Value(), req.From().Params.GetOr("tag", ""))
+		if p.cfg.Media != nil {
+			go p.cfg.Media.Delete(context.Background(), req.CallID().Value())
+		}
 	}
 	f := newFork(p, req, w, nil, [][]target{{t}}, false)
+	if (req.IsInvite() || req.Method == sip.UPDATE) && !p.offer(ctx, w, req, f, nil) {
+		return
+	}
 	f.run(ctx)
 }
 
@@ -229,6 +270,13 @@ func (p *Proxy) forwardAck(req *sip.Request, routed bool) {
 	if err := p.sender.Write(out); err != nil {
 		p.log.Debug("ACK not relayed", "call_id", req.CallID().Value(), "error", err)
 	}
+}
+
+// fromSelf: the request comes straight from sori (a spiral), so its SDP
+// points at the anchor already; anchoring it again would loop the media.
+func (p *Proxy) fromSelf(req *sip.Request) bool {
+	v := req.Via()
+	return v != nil && p.cfg.Self.IsLocalHost(v.Host) && strings.HasPrefix(v.Params.GetOr("branch", ""), branchPrefix)
 }
 
 // dialogCreating: requests whose dialog must keep the proxy on its path.

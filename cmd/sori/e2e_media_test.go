@@ -1,0 +1,268 @@
+package main
+
+import (
+	"bytes"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"net/netip"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/pion/rtp"
+
+	"github.com/sori-voice/sori/media/sdp"
+)
+
+// anchorProc is one running sori-anchor.
+type anchorProc struct {
+	ng, http   string
+	minPort    int
+	maxPort    int
+	mu         sync.Mutex
+	logs       bytes.Buffer
+	cmd        *exec.Cmd
+	exited     chan struct{}
+	extraFlags []string
+}
+
+// nextRTPRange hands each anchor of this test run its own port range.
+var (
+	rangeMu   sync.Mutex
+	nextRange = 43000
+)
+
+func startAnchor(t *testing.T, flags ...string) *anchorProc {
+	t.Helper()
+	rangeMu.Lock()
+	lo := nextRange
+	nextRange += 200
+	rangeMu.Unlock()
+	a := &anchorProc{ng: fmt.Sprintf("127.0.0.1:%d", freeSIPPort(t)), http: fmt.Sprintf("127.0.0.1:%d", freeSIPPort(t)),
+		minPort: lo, maxPort: lo + 199, exited: make(chan struct{}), extraFlags: flags}
+	args := append([]string{"-ng", a.ng, "-rtp-ports", fmt.Sprintf("%d-%d", a.minPort, a.maxPort), "-listen", "127.0.0.1",
+		"-http", a.http, "-log-level", "debug"}, flags...)
+	a.cmd = exec.Command(buildBinary(t, "../sori-anchor", "sori-anchor"), args...)
+	a.cmd.Stdout = lockedWriter{&a.mu, &a.logs}
+	a.cmd.Stderr = lockedWriter{&a.mu, &a.logs}
+	a.cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
+	if err := a.cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	go func() { _ = a.cmd.Wait(); close(a.exited) }()
+	t.Cleanup(func() {
+		_ = a.cmd.Process.Signal(syscall.SIGTERM)
+		select {
+		case <-a.exited:
+		case <-time.After(10 * time.Second):
+			_ = a.cmd.Process.Kill()
+			t.Errorf("sori-anchor did not stop within 10 s of SIGTERM")
+		}
+		if t.Failed() {
+			a.mu.Lock()
+			t.Logf("sori-anchor log:\n%s", tail(a.logs.String(), 6000))
+			a.mu.Unlock()
+		}
+	})
+	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(20 * time.Millisecond) {
+		if code, _ := httpGetQuiet("http://" + a.http + "/healthz"); code == 200 {
+			return a
+		}
+		select {
+		case <-a.exited:
+			t.Fatalf("sori-anchor exited at start:\n%s", a.logs.String())
+		default:
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("sori-anchor did not start")
+		}
+	}
+}
+
+func (a *anchorProc) metric(t *testing.T, name string) string {
+	t.Helper()
+	_, body := httpGet(t, "http://"+a.http+"/metrics")
+	for _, l := range strings.Split(body, "\n") {
+		if strings.HasPrefix(l, name+" ") {
+			return strings.TrimPrefix(l, name+" ")
+		}
+	}
+	return ""
+}
+
+// mediaSocket is a phone's RTP socket.
+type mediaSocket struct {
+	t    *testing.T
+	conn *net.UDPConn
+}
+
+func newMediaSocket(t *testing.T) *mediaSocket {
+	t.Helper()
+	c, err := net.ListenUDP("udp", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { c.Close() })
+	return &mediaSocket{t: t, conn: c}
+}
+
+func (m *mediaSocket) port() int { return m.conn.LocalAddr().(*net.UDPAddr).Port }
+
+// offerSDP is a phone's Opus offer for its media socket.
+func (m *mediaSocket) sdp(sessionID int) string {
+	return fmt.Sprintf("v=0\r\no=- %d 1 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\nm=audio %d RTP/AVP 111 101\r\n"+
+		"a=rtpmap:111 opus/48000/2\r\na=fmtp:111 minptime=10;useinbandfec=1\r\na=rtpmap:101 telephone-event/48000\r\na=sendrecv\r\n", sessionID, m.port())
+}
+
+// mediaTarget reads where an SDP body sends media.
+func mediaTarget(t *testing.T, body []byte) netip.AddrPort {
+	t.Helper()
+	s, err := sdp.Parse(body)
+	if err != nil || len(s.Media) != 1 {
+		t.Fatalf("SDP %v:\n%s", err, body)
+	}
+	if !strings.Contains(string(body), "a=rtpmap:111 opus/48000/2\r\na=fmtp:111 minptime=10;useinbandfec=1\r\n") {
+		t.Fatalf("the Opus lines did not pass untouched:\n%s", body)
+	}
+	return netip.AddrPortFrom(s.Media[0].Addr, uint16(s.Media[0].Port))
+}
+
+// stream sends n Opus packets from one phone to the anchor and checks the
+// other phone gets each one unchanged, from the anchor's address.
+func stream(t *testing.T, from *mediaSocket, to netip.AddrPort, at *mediaSocket, wantSrc netip.AddrPort, ssrc uint32, n int) {
+	t.Helper()
+	buf := make([]byte, 2048)
+	for i := 0; i < n; i++ {
+		p := rtp.Packet{Header: rtp.Header{Version: 2, PayloadType: 111, SequenceNumber: uint16(i), Timestamp: uint32(i) * 960, SSRC: ssrc},
+			Payload: append([]byte{0xfc}, bytes.Repeat([]byte{byte(i)}, 79)...)} // TOC: Opus 20 ms frames
+		raw, err := p.Marshal()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := from.conn.WriteToUDPAddrPort(raw, to); err != nil {
+			t.Fatal(err)
+		}
+		_ = at.conn.SetReadDeadline(time.Now().Add(2 * time.Second))
+		k, src, err := at.conn.ReadFromUDPAddrPort(buf)
+		if err != nil {
+			t.Fatalf("packet %d of SSRC %x lost: %v", i, ssrc, err)
+		}
+		var got rtp.Packet
+		if err := got.Unmarshal(buf[:k]); err != nil || !bytes.Equal(got.Payload, p.Payload) || got.SequenceNumber != uint16(i) || got.SSRC != ssrc {
+			t.Fatalf("packet %d changed on the way (%v)", i, err)
+		}
+		if src != wantSrc {
+			t.Fatalf("packet %d came from %s, want the anchor's %s", i, src, wantSrc)
+		}
+	}
+}
+
+// Two phones call through sori with media anchored by sori-anchor: every
+// RTP packet goes both ways through the anchor, unchanged, and the call
+// record shows the call.
+func TestAnchoredCall(t *testing.T) {
+	an := startAnchor(t)
+	cdr := filepath.Join(t.TempDir(), "cdr.jsonl")
+	n := startNode(t, nodeConfig{extra: fmt.Sprintf("media:\n  anchors: [%q]\n  ping_interval: 1s\ncdr:\n  file: %s\n", an.ng, cdr)})
+	inAnchorRange := func(ap netip.AddrPort) bool {
+		return ap.Addr() == netip.MustParseAddr("127.0.0.1") && int(ap.Port()) >= an.minPort && int(ap.Port()) <= an.maxPort
+	}
+
+	bob := newUA(t, n, "udp", "bob")
+	if res := bob.registerAuth("bob", "bob-secret", "media-reg@test", 1, "Contact: <sip:bob@"+bob.local+">"); res.StatusCode != 200 {
+		t.Fatalf("REGISTER: %d", res.StatusCode)
+	}
+	alice := newUA(t, n, "udp", "alice")
+	ma, mb := newMediaSocket(t), newMediaSocket(t)
+	alice.sdp = ma.sdp(1001)
+	alice.authenticated("INVITE", "sip:bob@sori.test")
+
+	inv := bob.readRequest()
+	toAnchorFromB := mediaTarget(t, inv.Body())
+	if !inAnchorRange(toAnchorFromB) {
+		t.Fatalf("bob's INVITE sends media to %s, not to the anchor", toAnchorFromB)
+	}
+	bob.respondSDP(inv, 200, "OK", mb.sdp(2002), "Contact: <sip:bob@"+bob.local+">")
+	res := alice.final()
+	if res.StatusCode != 200 {
+		t.Fatalf("INVITE: %d", res.StatusCode)
+	}
+	toAnchorFromA := mediaTarget(t, res.Body())
+	if !inAnchorRange(toAnchorFromA) || toAnchorFromA == toAnchorFromB {
+		t.Fatalf("alice's 200 sends media to %s (bob's side: %s)", toAnchorFromA, toAnchorFromB)
+	}
+	alice.sdp = ""
+	alice.send(alice.inDialog("ACK", 2, res))
+	bob.readRequest()
+
+	stream(t, ma, toAnchorFromA, mb, toAnchorFromB, 0xa11ce, 100)
+	stream(t, mb, toAnchorFromB, ma, toAnchorFromA, 0xb0b, 100)
+	if got := an.metric(t, "sori_anchor_calls"); got != "1" {
+		t.Fatalf("anchor holds %q calls", got)
+	}
+
+	alice.send(alice.inDialog("BYE", 3, res))
+	bye := bob.readRequest()
+	bob.respond(bye, 200, "OK")
+	if r := alice.final(); r.StatusCode != 200 {
+		t.Fatalf("BYE: %d", r.StatusCode)
+	}
+	for deadline := time.Now().Add(5 * time.Second); an.metric(t, "sori_anchor_calls") != "0"; time.Sleep(50 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatal("the anchor still holds the call after BYE")
+		}
+	}
+	if got := an.metric(t, "sori_anchor_ports_in_use"); got != "0" {
+		t.Fatalf("%s port pairs still in use", got)
+	}
+	recs := records(t, cdr, "bob", 1)
+	if r := recs[0]; r.Disposition != "answered" || r.HangupBy != "caller" || r.Code != 200 {
+		t.Fatalf("call record %+v", r)
+	}
+	_, metrics := httpGet(t, "http://"+n.http+"/metrics")
+	for _, want := range []string{`sori_media_anchor_up{anchor="` + an.ng + `"} 1`, `sori_media_commands_total{command="offer",outcome="ok"} 1`,
+		`sori_media_commands_total{command="answer",outcome="ok"} 1`, `sori_media_commands_total{command="delete",outcome="ok"} 1`} {
+		if !strings.Contains(metrics, want) {
+			t.Errorf("sori metrics lack %s", want)
+		}
+	}
+}
+
+// With its only anchor down, sori refuses new calls rather than letting
+// media go where it cannot follow.
+func TestNoAnchorRefusesCalls(t *testing.T) {
+	dead := fmt.Sprintf("127.0.0.1:%d", freeSIPPort(t))
+	n := startNode(t, nodeConfig{extra: fmt.Sprintf("media:\n  anchors: [%q]\n  timeout: 300ms\n  ping_interval: 1s\n", dead)})
+	bob := newUA(t, n, "udp", "bob")
+	if res := bob.registerAuth("bob", "bob-secret", "dead-reg@test", 1, "Contact: <sip:bob@"+bob.local+">"); res.StatusCode != 200 {
+		t.Fatalf("REGISTER: %d", res.StatusCode)
+	}
+	alice := newUA(t, n, "udp", "alice")
+	alice.sdp = newMediaSocket(t).sdp(1)
+	alice.authenticated("INVITE", "sip:bob@sori.test")
+	res := alice.final()
+	if res.StatusCode != 503 || res.GetHeader("Retry-After") == nil {
+		t.Fatalf("got %d %s", res.StatusCode, res.Reason)
+	}
+	_, metrics := httpGet(t, "http://"+n.http+"/metrics")
+	if !strings.Contains(metrics, `sori_media_anchor_up{anchor="`+dead+`"} 0`) {
+		t.Fatal("the dead anchor is not marked down")
+	}
+}
+
+// httpGetQuiet is httpGet for polling: an error is status 0.
+func httpGetQuiet(url string) (int, string) {
+	resp, err := http.Get(url)
+	if err != nil {
+		return 0, ""
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	return resp.StatusCode, string(b)
+}

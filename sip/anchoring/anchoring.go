@@ -1,0 +1,325 @@
+// Package anchoring drives the media anchors (sori-anchor or rtpengine)
+// over the ng protocol for the proxy: an offer for each SDP offer that
+// passes, an answer for each SDP answer, a delete when the call ends.
+// Calls are spread over the anchors by Call-ID hash and stay on their
+// anchor; an anchor that misses a ping gets no new calls until it answers.
+package anchoring
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"hash/fnv"
+	"log/slog"
+	"net/netip"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/emiago/sipgo/sip"
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/sori-voice/sori/media/ng"
+)
+
+// ErrNoAnchor: no anchor is up, or every one tried failed.
+var ErrNoAnchor = errors.New("anchoring: no media anchor available")
+
+// Config configures a Pool.
+type Config struct {
+	Anchors      []netip.AddrPort
+	Timeout      time.Duration // one command, retransmissions included
+	PingInterval time.Duration
+	Log          *slog.Logger
+	Registerer   prometheus.Registerer // nil: no metrics
+	// OnTimeout is told when an anchor reports that a call's media stopped.
+	OnTimeout func(callID string)
+}
+
+// Pool is the set of anchors.
+type Pool struct {
+	cfg     Config
+	client  *ng.Client
+	anchors []*anchor
+
+	mu    sync.Mutex
+	calls map[string]*anchor // Call-ID -> its anchor, from offer to delete
+
+	up       *prometheus.GaugeVec
+	commands *prometheus.CounterVec
+}
+
+type anchor struct {
+	addr netip.AddrPort
+	mu   sync.Mutex
+	up   bool
+}
+
+func (a *anchor) isUp() bool {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	return a.up
+}
+
+// New opens the ng client socket; Run pings the anchors.
+func New(c Config) (*Pool, error) {
+	p := &Pool{cfg: c, calls: map[string]*anchor{},
+		up: prometheus.NewGaugeVec(prometheus.GaugeOpts{
+			Name: "sori_media_anchor_up",
+			Help: "1 when the media anchor answers ng ping.",
+		}, []string{"anchor"}),
+		commands: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "sori_media_commands_total",
+			Help: "ng commands sent to media anchors, by command and outcome (ok, error, timeout).",
+		}, []string{"command", "outcome"}),
+	}
+	for _, a := range c.Anchors {
+		p.anchors = append(p.anchors, &anchor{addr: a, up: true}) // up until a ping says otherwise
+		p.up.WithLabelValues(a.String()).Set(1)
+	}
+	if c.Registerer != nil {
+		c.Registerer.MustRegister(p.up, p.commands)
+	}
+	laddr := "127.0.0.1:0"
+	if len(c.Anchors) > 0 && !c.Anchors[0].Addr().IsLoopback() {
+		laddr = ":0"
+	}
+	var err error
+	p.client, err = ng.NewClient(laddr, max(c.Timeout/4, 50*time.Millisecond), c.Log, p.notified)
+	if err != nil {
+		return nil, err
+	}
+	return p, nil
+}
+
+// Close closes the client socket.
+func (p *Pool) Close() error { return p.client.Close() }
+
+// Run pings every anchor each PingInterval until ctx ends.
+func (p *Pool) Run(ctx context.Context) {
+	t := time.NewTicker(p.cfg.PingInterval)
+	defer t.Stop()
+	for {
+		p.pingAll(ctx)
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+	}
+}
+
+func (p *Pool) pingAll(ctx context.Context) {
+	var wg sync.WaitGroup
+	for _, a := range p.anchors {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			cctx, cancel := context.WithTimeout(ctx, p.cfg.Timeout)
+			defer cancel()
+			res, err := p.client.Do(cctx, a.addr, ng.Dict{"command": "ping"})
+			p.setUp(a, err == nil && res.Str("result") == "pong")
+		}()
+	}
+	wg.Wait()
+}
+
+func (p *Pool) setUp(a *anchor, up bool) {
+	a.mu.Lock()
+	changed := a.up != up
+	a.up = up
+	a.mu.Unlock()
+	if changed {
+		if up {
+			p.cfg.Log.Info("media anchor is back", "anchor", a.addr)
+		} else {
+			p.cfg.Log.Warn("media anchor is down: no new calls go to it", "anchor", a.addr)
+		}
+	}
+	v := 0.0
+	if up {
+		v = 1
+	}
+	p.up.WithLabelValues(a.addr.String()).Set(v)
+}
+
+// candidates lists the anchors a new call may use, its hash's first.
+func (p *Pool) candidates(callID string) []*anchor {
+	var live []*anchor
+	for _, a := range p.anchors {
+		if a.isUp() {
+			live = append(live, a)
+		}
+	}
+	if len(live) == 0 {
+		return nil
+	}
+	h := fnv.New32a()
+	_, _ = h.Write([]byte(callID))
+	i := int(h.Sum32() % uint32(len(live)))
+	return append(live[i:], live[:i]...)
+}
+
+// Offer rewrites req's SDP offer (an INVITE or UPDATE, initial or in
+// dialog) so the other side sends its media to the anchor. A request with
+// no SDP is left alone.
+func (p *Pool) Offer(ctx context.Context, req *sip.Request) (bool, error) {
+	body, ok := sdpBody(req)
+	if !ok {
+		return false, nil
+	}
+	d := ng.Dict{"command": "offer", "call-id": req.CallID().Value(), "from-tag": req.From().Params.GetOr("tag", ""),
+		"sdp": string(body), "replace": []any{"origin", "session-connection"}, "ICE": "remove"}
+	if tag, ok := req.To().Params.Get("tag"); ok && tag != "" {
+		d["to-tag"] = tag
+	}
+	if v := req.Via(); v != nil {
+		if b, ok := v.Params.Get("branch"); ok {
+			d["via-branch"] = b
+		}
+	}
+	if src, err := netip.ParseAddrPort(req.Source()); err == nil {
+		fam := "IP4"
+		if src.Addr().Is6() && !src.Addr().Is4In6() {
+			fam = "IP6"
+		}
+		d["received-from"] = []any{fam, src.Addr().Unmap().String()}
+	}
+	res, err := p.do(ctx, req.CallID().Value(), d, true)
+	if err != nil {
+		return false, err
+	}
+	req.SetBody([]byte(res.Str("sdp")))
+	return true, nil
+}
+
+// Answer rewrites the SDP answer in res (a 18x or 2xx to req) so the
+// offerer sends its media to the anchor.
+func (p *Pool) Answer(ctx context.Context, req *sip.Request, res *sip.Response) error {
+	body, ok := sdpBody(res)
+	if !ok {
+		return nil
+	}
+	d := ng.Dict{"command": "answer", "call-id": res.CallID().Value(), "from-tag": res.From().Params.GetOr("tag", ""),
+		"to-tag": res.To().Params.GetOr("tag", ""), "sdp": string(body), "replace": []any{"origin", "session-connection"}, "ICE": "remove"}
+	if src, err := netip.ParseAddrPort(res.Source()); err == nil {
+		d["received-from"] = []any{"IP4", src.Addr().Unmap().String()}
+		if src.Addr().Is6() && !src.Addr().Is4In6() {
+			d["received-from"] = []any{"IP6", src.Addr().String()}
+		}
+	}
+	out, err := p.do(ctx, res.CallID().Value(), d, false)
+	if err != nil {
+		return err
+	}
+	res.SetBody([]byte(out.Str("sdp")))
+	return nil
+}
+
+// Delete ends the call on its anchor.
+func (p *Pool) Delete(ctx context.Context, callID string) {
+	p.mu.Lock()
+	a := p.calls[callID]
+	delete(p.calls, callID)
+	p.mu.Unlock()
+	if a == nil {
+		return
+	}
+	_, err := p.send(ctx, a, ng.Dict{"command": "delete", "call-id": callID})
+	if err != nil {
+		p.cfg.Log.Info("media delete failed", "call_id", callID, "anchor", a.addr, "error", err)
+	}
+}
+
+// Anchor is where a call's media is anchored (false when it is not).
+func (p *Pool) Anchor(callID string) (netip.AddrPort, bool) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if a := p.calls[callID]; a != nil {
+		return a.addr, true
+	}
+	return netip.AddrPort{}, false
+}
+
+// do sends a command for a call to its anchor; a new call (offer) picks
+// one, trying the next when one does not answer.
+func (p *Pool) do(ctx context.Context, callID string, d ng.Dict, mayPick bool) (ng.Dict, error) {
+	p.mu.Lock()
+	a := p.calls[callID]
+	p.mu.Unlock()
+	if a != nil {
+		return p.send(ctx, a, d)
+	}
+	if !mayPick {
+		return nil, fmt.Errorf("anchoring: %s for a call with no offer", d.Str("command"))
+	}
+	var lastErr error = ErrNoAnchor
+	for _, a := range p.candidates(callID) {
+		res, err := p.send(ctx, a, d)
+		if errors.Is(err, ng.ErrTimeout) {
+			p.setUp(a, false)
+			lastErr = err
+			continue
+		}
+		if err != nil {
+			return nil, err
+		}
+		p.mu.Lock()
+		p.calls[callID] = a
+		p.mu.Unlock()
+		return res, nil
+	}
+	return nil, lastErr
+}
+
+func (p *Pool) send(ctx context.Context, a *anchor, d ng.Dict) (ng.Dict, error) {
+	cmd := d.Str("command")
+	cctx, cancel := context.WithTimeout(ctx, p.cfg.Timeout)
+	defer cancel()
+	res, err := p.client.Do(cctx, a.addr, d)
+	switch {
+	case err != nil:
+		p.commands.WithLabelValues(cmd, "timeout").Inc()
+		return nil, err
+	case res.Str("result") == "error":
+		p.commands.WithLabelValues(cmd, "error").Inc()
+		return nil, fmt.Errorf("anchoring: %s on %s: %s", cmd, a.addr, res.Str("error-reason"))
+	}
+	p.commands.WithLabelValues(cmd, "ok").Inc()
+	return res, nil
+}
+
+// notified handles what an anchor sends unasked: media timeouts.
+func (p *Pool) notified(from netip.AddrPort, d ng.Dict) {
+	if d.Str("command") != "media-timeout" {
+		return
+	}
+	callID := d.Str("call-id")
+	p.mu.Lock()
+	a := p.calls[callID]
+	if a != nil && a.addr == from {
+		delete(p.calls, callID)
+	}
+	p.mu.Unlock()
+	if a == nil || a.addr != from {
+		return // not a call of ours on that anchor
+	}
+	p.cfg.Log.Info("media timeout reported", "call_id", callID, "anchor", from)
+	if p.cfg.OnTimeout != nil {
+		p.cfg.OnTimeout(callID)
+	}
+}
+
+// sdpBody returns a message's SDP body, if it has one.
+func sdpBody(m sip.Message) ([]byte, bool) {
+	body := m.Body()
+	if len(body) == 0 {
+		return nil, false
+	}
+	hs := m.GetHeaders("Content-Type")
+	if len(hs) == 0 {
+		return nil, false
+	}
+	v, _, _ := strings.Cut(hs[0].Value(), ";")
+	return body, strings.EqualFold(strings.TrimSpace(v), "application/sdp")
+}
