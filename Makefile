@@ -12,9 +12,13 @@ all: build
 
 build:
 	$(GO) build -o $(BIN)/sori ./cmd/sori
+	$(GO) build -o $(BIN)/sori-anchor ./cmd/sori-anchor
 
-# The switch on the checked-in defaults (bindings in memory, loopback only).
+# The switch and its media anchor on the checked-in defaults (bindings in
+# memory, loopback only); Ctrl-C stops both.
 run: build
+	@./$(BIN)/sori-anchor -ng 127.0.0.1:22222 -rtp-ports 30000-39999 -listen 127.0.0.1 -http 127.0.0.1:9061 & anchor=$$!; \
+	trap 'kill $$anchor 2>/dev/null; wait $$anchor 2>/dev/null' EXIT; \
 	./$(BIN)/sori -config config/sori.yaml
 
 # Installs redis-server and sipp (package sip-tester) with apt-get, only when absent.

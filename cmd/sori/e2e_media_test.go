@@ -15,6 +15,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/emiago/sipgo/sip"
 	"github.com/pion/rtp"
 
 	"github.com/sori-voice/sori/media/sdp"
@@ -265,4 +266,47 @@ func httpGetQuiet(url string) (int, string) {
 	defer resp.Body.Close()
 	b, _ := io.ReadAll(resp.Body)
 	return resp.StatusCode, string(b)
+}
+
+// When the anchor sees no media for -media-timeout, sori hangs up: both
+// phones get a BYE, and the call record says media-timeout.
+func TestMediaTimeoutEndsTheCall(t *testing.T) {
+	an := startAnchor(t, "-media-timeout", "1s")
+	cdr := filepath.Join(t.TempDir(), "cdr.jsonl")
+	n := startNode(t, nodeConfig{extra: fmt.Sprintf("media:\n  anchors: [%q]\ncdr:\n  file: %s\n", an.ng, cdr)})
+	bob := newUA(t, n, "udp", "bob")
+	if res := bob.registerAuth("bob", "bob-secret", "mt-reg@test", 1, "Contact: <sip:bob@"+bob.local+">"); res.StatusCode != 200 {
+		t.Fatalf("REGISTER: %d", res.StatusCode)
+	}
+	alice := newUA(t, n, "udp", "alice")
+	ma, mb := newMediaSocket(t), newMediaSocket(t)
+	alice.sdp = ma.sdp(1)
+	alice.authenticated("INVITE", "sip:bob@sori.test")
+	inv := bob.readRequest()
+	bob.respondSDP(inv, 200, "OK", mb.sdp(2), "Contact: <sip:bob@"+bob.local+">")
+	res := alice.final()
+	if res.StatusCode != 200 {
+		t.Fatalf("INVITE: %d", res.StatusCode)
+	}
+	alice.sdp = ""
+	alice.send(alice.inDialog("ACK", 2, res))
+	bob.readRequest()
+	stream(t, ma, mediaTarget(t, res.Body()), mb, mediaTarget(t, inv.Body()), 1, 20)
+	// The media stops; nobody hangs up.
+	start := time.Now()
+	for _, phone := range []*ua{alice, bob} {
+		_ = phone.conn.SetReadDeadline(time.Now().Add(5 * time.Second))
+		bye := phone.readRequest()
+		if bye.Method != sip.BYE || bye.CallID().Value() != res.CallID().Value() {
+			t.Fatalf("%s got %s", phone.user, bye.Method)
+		}
+		phone.respond(bye, 200, "OK")
+	}
+	if waited := time.Since(start); waited > 4*time.Second {
+		t.Fatalf("BYEs came %s after the media stopped", waited)
+	}
+	r := records(t, cdr, "bob", 1)[0]
+	if r.Disposition != "media-timeout" || r.HangupBy != "media-timeout" || r.Answer == nil {
+		t.Fatalf("call record %+v", r)
+	}
 }

@@ -138,26 +138,28 @@ func serve(ctx context.Context, configPath string, logOut io.Writer) error {
 	}
 	defer closeSinks()
 	defer tracker.Close()
-	media, err := mediaPool(ctx, cfg, log, reg)
+	var px *proxy.Proxy
+	media, err := mediaPool(ctx, cfg, log, reg, func(callID string) { px.MediaTimeout(callID) })
 	if err != nil {
 		return err
 	}
 	pcfg := proxy.Config{
-		Self:       self,
-		Users:      auth.Directory{Static: staticUsers(cfg), Store: st},
-		Locations:  st,
-		Calls:      tracker,
-		Advertise:  cfg.SIP.Advertise,
-		TimerC:     cfg.SIP.TimerC.D(),
-		RetryAfter: cfg.Registrar.RetryAfter,
-		Log:        log.With("component", "proxy"),
-		Registerer: reg,
+		Self:          self,
+		Users:         auth.Directory{Static: staticUsers(cfg), Store: st},
+		Locations:     st,
+		Calls:         tracker,
+		Advertise:     cfg.SIP.Advertise,
+		TimerC:        cfg.SIP.TimerC.D(),
+		DialogTimeout: cfg.SIP.DialogTimeout.D(),
+		RetryAfter:    cfg.Registrar.RetryAfter,
+		Log:           log.With("component", "proxy"),
+		Registerer:    reg,
 	}
 	if media != nil {
 		defer media.Close()
 		pcfg.Media = media
 	}
-	px := proxy.New(pcfg)
+	px = proxy.New(pcfg)
 
 	// A request's path through sori: sanity checks, OPTIONS to the server,
 	// REGISTER, hop limits and loops, caller authentication, forwarding.
@@ -286,7 +288,7 @@ func bindingsGauge(st store.Bindings) prometheus.Collector {
 // Redis store, the stream.
 // mediaPool connects to the media anchors; nil when none is configured
 // (media then flows end to end).
-func mediaPool(ctx context.Context, cfg *config.Config, log *slog.Logger, reg prometheus.Registerer) (*anchoring.Pool, error) {
+func mediaPool(ctx context.Context, cfg *config.Config, log *slog.Logger, reg prometheus.Registerer, onTimeout func(callID string)) (*anchoring.Pool, error) {
 	if len(cfg.Media.Anchors) == 0 {
 		return nil, nil
 	}
@@ -296,7 +298,7 @@ func mediaPool(ctx context.Context, cfg *config.Config, log *slog.Logger, reg pr
 	}
 	p, err := anchoring.New(anchoring.Config{
 		Anchors: addrs, Timeout: cfg.Media.Timeout.D(), PingInterval: cfg.Media.PingInterval.D(),
-		Log: log.With("component", "media"), Registerer: reg,
+		Log: log.With("component", "media"), Registerer: reg, OnTimeout: onTimeout,
 	})
 	if err != nil {
 		return nil, err

@@ -30,15 +30,16 @@ type Record struct {
 
 // Dispositions.
 const (
-	Answered    = "answered"
-	Busy        = "busy"        // 486, 600
-	NoAnswer    = "no-answer"   // no final response within timer C
-	Cancelled   = "cancelled"   // the caller sent CANCEL
-	NotFound    = "not-found"   // 404, 484, 604
-	Unavailable = "unavailable" // 480: not registered
-	Rejected    = "rejected"    // other 4xx and 6xx
-	Failed      = "failed"      // 5xx, transport errors
-	Expired     = "expired"     // answered, no BYE within sip.dialog_timeout
+	Answered     = "answered"
+	Busy         = "busy"          // 486, 600
+	NoAnswer     = "no-answer"     // no final response within timer C
+	Cancelled    = "cancelled"     // the caller sent CANCEL
+	NotFound     = "not-found"     // 404, 484, 604
+	Unavailable  = "unavailable"   // 480: not registered
+	Rejected     = "rejected"      // other 4xx and 6xx
+	Failed       = "failed"        // 5xx, transport errors
+	Expired      = "expired"       // answered, no BYE within sip.dialog_timeout
+	MediaTimeout = "media-timeout" // answered, its media stopped for the anchor's media timeout: sori sent BYE to both sides
 )
 
 // Disposition names the outcome of an unanswered call.

@@ -129,12 +129,27 @@ func (t *Tracker) Bye(callID, fromTag string) {
 		t.mu.Unlock()
 		return
 	}
+	by := "callee"
 	if fromTag == c.fromTag {
-		c.rec.HangupBy = "caller"
-	} else {
-		c.rec.HangupBy = "callee"
+		by = "caller"
 	}
-	c.rec.Disposition = Answered
+	t.endLocked(c, Answered, by)
+}
+
+// End ends an answered call sori itself hangs up (a media timeout).
+func (t *Tracker) End(callID, disposition, hangupBy string) {
+	t.mu.Lock()
+	c, ok := t.calls[callID]
+	if !ok || !c.answered || c.ended {
+		t.mu.Unlock()
+		return
+	}
+	t.endLocked(c, disposition, hangupBy)
+}
+
+// endLocked writes the record of an answered call; it unlocks t.mu.
+func (t *Tracker) endLocked(c *Call, disposition, hangupBy string) {
+	c.rec.HangupBy, c.rec.Disposition = hangupBy, disposition
 	rec := c.finishLocked()
 	t.active.WithLabelValues("answered").Dec()
 	t.mu.Unlock()

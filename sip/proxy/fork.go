@@ -32,8 +32,8 @@ type fork struct {
 	// anchored: the request's SDP offer went through a media anchor, so
 	// SDP answers coming back must too.
 	anchored bool
-	loop   string
-	groups [][]target
+	loop     string
+	groups   [][]target
 
 	mu        sync.Mutex
 	gi        int       // current group
@@ -183,6 +183,11 @@ func (f *fork) onResponse(b *branch, res *sip.Response) {
 			close(f.final)
 			if f.call != nil {
 				f.call.Answer(code, res.Reason, b.req.Recipient.String())
+				if f.anchored && f.invite {
+					if dl := f.p.newDialog(f.in, b.req, res); dl != nil {
+						f.p.dialogs.add(dl, f.p.cfg.DialogTimeout)
+					}
+				}
 			}
 			f.cancelPending()
 		case f.invite && f.sent < 300:
@@ -190,7 +195,7 @@ func (f *fork) onResponse(b *branch, res *sip.Response) {
 		case f.invite:
 			// The caller already has a failure (timer C, CANCEL): this
 			// answer cannot become a call. End it as a UAC would.
-			go f.p.ackAndBye(b.req, res)
+			go f.p.ackAndBye(f.in, b.req, res)
 		}
 		return
 	}
@@ -447,40 +452,14 @@ func (p *Proxy) transact(req *sip.Request) {
 
 // ackAndBye ends a dialog a branch answered after the caller got a failure:
 // ACK the 2xx, then BYE, as the UAC the callee thinks it talks to.
-func (p *Proxy) ackAndBye(inv *sip.Request, res *sip.Response) {
-	contact := res.Contact()
-	if contact == nil {
+func (p *Proxy) ackAndBye(in, out *sip.Request, res *sip.Response) {
+	dl := p.newDialog(in, out, res)
+	if dl == nil {
 		return
 	}
-	build := func(method sip.RequestMethod, seq uint32) *sip.Request {
-		r := sip.NewRequest(method, *contact.Address.Clone())
-		host, port, _ := p.sentBy(inv.Transport())
-		via := &sip.ViaHeader{ProtocolName: "SIP", ProtocolVersion: "2.0", Transport: inv.Transport(), Host: host, Port: port, Params: sip.NewParams()}
-		via.Params.Add("branch", branchPrefix+"."+randomToken())
-		via.Params.Add("rport", "")
-		r.AppendHeader(via)
-		var rrs []*sip.RecordRouteHeader
-		for _, h := range res.Headers() {
-			if rr, ok := h.(*sip.RecordRouteHeader); ok && !p.ours(rr.Address) {
-				rrs = append(rrs, rr)
-			}
-		}
-		for i := len(rrs) - 1; i >= 0; i-- { // the UAC's route set is the Record-Route reversed
-			r.AppendHeader(&sip.RouteHeader{Address: *rrs[i].Address.Clone()})
-		}
-		r.AppendHeader(sip.HeaderClone(inv.From()))
-		r.AppendHeader(sip.HeaderClone(res.To()))
-		r.AppendHeader(sip.HeaderClone(inv.CallID()))
-		r.AppendHeader(&sip.CSeqHeader{SeqNo: seq, MethodName: method})
-		mf := sip.MaxForwardsHeader(70)
-		r.AppendHeader(&mf)
-		r.SetBody(nil)
-		r.SetTransport(inv.Transport())
-		r.SetDestination(res.Source())
-		return r
+	seq := out.CSeq().SeqNo
+	if err := p.sender.Write(p.request(sip.ACK, dl, &dl.callee, &dl.caller, seq)); err != nil {
+		p.log.Debug("ACK for late 2xx not sent", "call_id", dl.callID, "error", err)
 	}
-	if err := p.sender.Write(build(sip.ACK, inv.CSeq().SeqNo)); err != nil {
-		p.log.Debug("ACK for late 2xx not sent", "call_id", inv.CallID().Value(), "error", err)
-	}
-	p.transact(build(sip.BYE, inv.CSeq().SeqNo+1))
+	p.transact(p.request(sip.BYE, dl, &dl.callee, &dl.caller, seq+1))
 }

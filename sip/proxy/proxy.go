@@ -59,16 +59,19 @@ type Media interface {
 
 // Config configures a Proxy.
 type Config struct {
-	Self       *local.Identity
-	Users      Users
-	Locations  Locations
-	Calls      *calls.Tracker
-	Media      Media // nil: media flows end to end
-	Advertise  string        // host[:port] written in Via and Record-Route; empty: the listener's
-	TimerC     time.Duration // no-answer timeout of an INVITE branch group
-	RetryAfter int           // seconds, with 503 when the store is unavailable
-	Log        *slog.Logger
-	Registerer prometheus.Registerer // nil: no metrics
+	Self      *local.Identity
+	Users     Users
+	Locations Locations
+	Calls     *calls.Tracker
+	Media     Media         // nil: media flows end to end
+	Advertise string        // host[:port] written in Via and Record-Route; empty: the listener's
+	TimerC    time.Duration // no-answer timeout of an INVITE branch group
+	// DialogTimeout is how long an answered call is remembered without a
+	// BYE (for ending it on a media timeout).
+	DialogTimeout time.Duration
+	RetryAfter    int // seconds, with 503 when the store is unavailable
+	Log           *slog.Logger
+	Registerer    prometheus.Registerer // nil: no metrics
 }
 
 // Proxy is the forwarding link of the chain.
@@ -77,12 +80,16 @@ type Proxy struct {
 	sender   Sender
 	log      *slog.Logger
 	branches prometheus.Counter
+	dialogs  dialogs
 }
 
 // New returns a Proxy; Attach gives it the transport before serving.
 func New(c Config) *Proxy {
 	if c.TimerC <= 0 {
 		c.TimerC = 60 * time.Second
+	}
+	if c.DialogTimeout <= 0 {
+		c.DialogTimeout = 12 * time.Hour
 	}
 	p := &Proxy{cfg: c, log: c.Log, branches: prometheus.NewCounter(prometheus.CounterOpts{
 		Name: "sori_proxy_branches_total",
@@ -240,7 +247,9 @@ func (p *Proxy) inDialog(ctx context.Context, w chain.ResponseWriter, req *sip.R
 		_ = chain.Reply(w, req, 404, "Not Here")
 		return
 	}
+	p.dialogs.seen(req)
 	if req.Method == sip.BYE {
+		p.dialogs.take(req.CallID().Value())
 		p.cfg.Calls.Bye(req.CallID().Value(), req.From().Params.GetOr("tag", ""))
 		if p.cfg.Media != nil {
 			go p.cfg.Media.Delete(context.Background(), req.CallID().Value())

@@ -1,0 +1,180 @@
+package proxy
+
+import (
+	"net"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/emiago/sipgo/sip"
+
+	"github.com/sori-voice/sori/sip/calls"
+)
+
+// A dialog is what sori must know to end an answered call itself, as
+// Kamailio's dialog module does for dlg_end_dlg: when the anchor reports
+// that the media stopped, both phones get a BYE from sori.
+
+// end is how sori reaches one side of a dialog.
+type end struct {
+	target    sip.Uri   // its Contact
+	route     []sip.Uri // proxies between sori and it, nearest first
+	dest      string    // ip:port used when route is empty
+	transport string
+	id        sip.Uri // its address-of-record as the dialog names it
+	tag       string
+	cseq      uint32 // highest CSeq it has used in the dialog
+}
+
+type dialog struct {
+	callID         string
+	caller, callee end
+}
+
+// dialogs are the answered, anchored calls, by Call-ID.
+type dialogs struct {
+	mu sync.Mutex
+	m  map[string]*dialog
+}
+
+func (d *dialogs) add(dl *dialog, ttl time.Duration) {
+	d.mu.Lock()
+	if d.m == nil {
+		d.m = map[string]*dialog{}
+	}
+	d.m[dl.callID] = dl
+	d.mu.Unlock()
+	// Forget calls whose end sori never saw (lost BYE, no media timeout).
+	time.AfterFunc(ttl, func() { d.take(dl.callID) })
+}
+
+func (d *dialogs) take(callID string) *dialog {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	dl := d.m[callID]
+	delete(d.m, callID)
+	return dl
+}
+
+// seen notes the CSeq of an in-dialog request.
+func (d *dialogs) seen(req *sip.Request) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	dl := d.m[req.CallID().Value()]
+	if dl == nil || req.CSeq() == nil {
+		return
+	}
+	n := req.CSeq().SeqNo
+	side := &dl.callee
+	if req.From().Params.GetOr("tag", "") == dl.caller.tag {
+		side = &dl.caller
+	}
+	side.cseq = max(side.cseq, n)
+}
+
+// newDialog reads both ends of an answered INVITE: in is the caller's
+// request as it reached sori, out the copy sent to the callee, res its 2xx.
+func (p *Proxy) newDialog(in, out *sip.Request, res *sip.Response) *dialog {
+	contact := res.Contact()
+	callerContact := in.Contact()
+	if contact == nil || callerContact == nil {
+		return nil
+	}
+	// Record-Route in the 2xx: the callee's side first, then ours, then
+	// the caller's side.
+	var rrs []sip.Uri
+	for _, h := range res.Headers() {
+		if rr, ok := h.(*sip.RecordRouteHeader); ok {
+			rrs = append(rrs, rr.Address)
+		}
+	}
+	first, last := -1, -1
+	for i, u := range rrs {
+		if p.ours(u) {
+			if first < 0 {
+				first = i
+			}
+			last = i
+		}
+	}
+	dl := &dialog{callID: in.CallID().Value()}
+	dl.callee = end{target: *contact.Address.Clone(), dest: res.Source(), transport: out.Transport(),
+		id: *res.To().Address.Clone(), tag: res.To().Params.GetOr("tag", "")}
+	dl.caller = end{target: *callerContact.Address.Clone(), dest: in.Source(), transport: in.Transport(),
+		id: *in.From().Address.Clone(), tag: in.From().Params.GetOr("tag", ""), cseq: in.CSeq().SeqNo}
+	if first >= 0 {
+		for i := first - 1; i >= 0; i-- {
+			dl.callee.route = append(dl.callee.route, *rrs[i].Clone())
+		}
+		for i := last + 1; i < len(rrs); i++ {
+			dl.caller.route = append(dl.caller.route, *rrs[i].Clone())
+		}
+	}
+	return dl
+}
+
+// request builds a request sori originates in the dialog towards to, from
+// the other end's identity.
+func (p *Proxy) request(method sip.RequestMethod, dl *dialog, to, from *end, cseq uint32) *sip.Request {
+	target := *to.target.Clone()
+	dest, transport := to.dest, strings.ToUpper(to.transport)
+	if a, ok := takeAlias(&target); ok {
+		dest, transport = a.addr, a.transport
+	}
+	r := sip.NewRequest(method, target)
+	if len(to.route) > 0 {
+		next := to.route[0]
+		port := next.Port
+		if port == 0 {
+			port = 5060
+		}
+		host := next.Host
+		if ip := net.ParseIP(strings.Trim(host, "[]")); ip != nil {
+			host = ip.String()
+		}
+		dest, transport = net.JoinHostPort(host, strconv.Itoa(port)), "UDP"
+		if t, ok := next.UriParams.Get("transport"); ok && t != "" {
+			transport = strings.ToUpper(t)
+		}
+	}
+	if transport == "" {
+		transport = "UDP"
+	}
+	host, port, _ := p.sentBy(transport)
+	via := &sip.ViaHeader{ProtocolName: "SIP", ProtocolVersion: "2.0", Transport: transport, Host: host, Port: port, Params: sip.NewParams()}
+	via.Params.Add("branch", branchPrefix+"."+randomToken())
+	via.Params.Add("rport", "")
+	r.AppendHeader(via)
+	for _, u := range to.route {
+		r.AppendHeader(&sip.RouteHeader{Address: *u.Clone()})
+	}
+	fromH := &sip.FromHeader{Address: *from.id.Clone(), Params: sip.NewParams()}
+	fromH.Params.Add("tag", from.tag)
+	toH := &sip.ToHeader{Address: *to.id.Clone(), Params: sip.NewParams()}
+	toH.Params.Add("tag", to.tag)
+	r.AppendHeader(fromH)
+	r.AppendHeader(toH)
+	callID := sip.CallIDHeader(dl.callID)
+	r.AppendHeader(&callID)
+	r.AppendHeader(&sip.CSeqHeader{SeqNo: cseq, MethodName: method})
+	mf := sip.MaxForwardsHeader(70)
+	r.AppendHeader(&mf)
+	r.SetBody(nil)
+	r.SetTransport(transport)
+	r.SetDestination(dest)
+	return r
+}
+
+// MediaTimeout ends a call whose media stopped: BYE to both phones, and
+// the call record says why.
+func (p *Proxy) MediaTimeout(callID string) {
+	dl := p.dialogs.take(callID)
+	if dl == nil {
+		return
+	}
+	p.log.Info("media stopped: ending the call", "call_id", callID)
+	p.cfg.Calls.End(callID, calls.MediaTimeout, "media-timeout")
+	go p.transact(p.request(sip.BYE, dl, &dl.callee, &dl.caller, dl.caller.cseq+1))
+	go p.transact(p.request(sip.BYE, dl, &dl.caller, &dl.callee, dl.callee.cseq+1))
+}
