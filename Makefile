@@ -1,7 +1,7 @@
 # Sori. `make run` starts the switch on the embedded defaults; `make test` installs
 # what is missing (Debian, as root) and runs every check CI runs.
 SHELL := /bin/bash
-export PATH := $(PATH):/usr/local/go/bin:$(HOME)/go/bin
+export PATH := $(PATH):/usr/local/go/bin:$(HOME)/go/bin:/usr/sbin
 GO ?= go
 STATICCHECK := honnef.co/go/tools/cmd/staticcheck@v0.8.2
 BIN := bin
@@ -21,15 +21,19 @@ run: build
 	trap 'kill $$anchor 2>/dev/null; wait $$anchor 2>/dev/null' EXIT; \
 	./$(BIN)/sori -config config/sori.yaml
 
-# Installs redis-server and sipp (package sip-tester) with apt-get, only when absent.
+# Installs redis-server, sipp (package sip-tester) and kamailio (the ng interop
+# test) with apt-get, only when absent. Kamailio's own service is not wanted:
+# it would take port 5060.
 deps:
 	@missing=""; \
 	command -v redis-server >/dev/null 2>&1 || missing="$$missing redis-server"; \
 	command -v sipp >/dev/null 2>&1 || missing="$$missing sip-tester"; \
+	PATH="$$PATH:/usr/sbin" command -v kamailio >/dev/null 2>&1 || missing="$$missing kamailio"; \
 	if [ -n "$$missing" ]; then \
 		echo "installing:$$missing"; \
 		if [ "$$(id -u)" != 0 ]; then echo "need root to apt-get install$$missing" >&2; exit 1; fi; \
 		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $$missing >/dev/null; \
+		case "$$missing" in *kamailio*) systemctl disable --now kamailio >/dev/null 2>&1 || true;; esac; \
 	fi
 	$(GO) mod download
 

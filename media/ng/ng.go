@@ -32,15 +32,58 @@ func Parse(b []byte) (string, Dict, error) {
 		return "", nil, ErrNoCookie
 	}
 	cookie := string(b[:i])
-	var v any
-	if err := bencode.Unmarshal(b[i+1:], &v); err != nil {
-		return cookie, nil, fmt.Errorf("ng: bencode: %w", err)
-	}
-	m, ok := v.(map[string]any)
-	if !ok {
+	body := b[i+1:]
+	if len(body) == 0 || body[0] != 'd' {
 		return cookie, nil, ErrNotDict
 	}
-	return cookie, Dict(m), nil
+	v, err := decode(body)
+	if err != nil {
+		return cookie, nil, fmt.Errorf("ng: bencode: %w", err)
+	}
+	return cookie, Dict(v.(map[string]any)), nil
+}
+
+// decode reads one bencoded value. Dictionary keys may come in any order:
+// bencode wants them sorted, but Kamailio's rtpengine module does not sort
+// them, and rtpengine accepts that, so sori-anchor must too. The library
+// checks the order only when decoding into an interface, so dictionaries
+// and lists are taken apart into raw values first.
+func decode(b []byte) (any, error) {
+	switch {
+	case len(b) == 0:
+		return nil, errors.New("empty value")
+	case b[0] == 'd':
+		var raw map[string]bencode.Bytes
+		if err := bencode.Unmarshal(b, &raw); err != nil {
+			return nil, err
+		}
+		out := make(map[string]any, len(raw))
+		for k, r := range raw {
+			v, err := decode(r)
+			if err != nil {
+				return nil, fmt.Errorf("%s: %w", k, err)
+			}
+			out[k] = v
+		}
+		return out, nil
+	case b[0] == 'l':
+		var raw []bencode.Bytes
+		if err := bencode.Unmarshal(b, &raw); err != nil {
+			return nil, err
+		}
+		out := make([]any, len(raw))
+		for i, r := range raw {
+			v, err := decode(r)
+			if err != nil {
+				return nil, err
+			}
+			out[i] = v
+		}
+		return out, nil
+	}
+	var v any
+	err := bencode.Unmarshal(b, &v)
+	return v, err
 }
 
 // Encode builds a datagram.

@@ -34,6 +34,22 @@ func TestParseWhatKamailioSends(t *testing.T) {
 	}
 }
 
+func TestParseUnsortedKeys(t *testing.T) {
+	// Kamailio 5.6's rtpengine module, as captured on the wire: keys in the
+	// order it adds them, not sorted.
+	raw := "0_6449_1 d8:supportsl10:load limite3:sdp4:v=0\n3:ICE6:remove7:replacel6:origin18:session-connectione7:call-id16:1-6455@127.0.0.113:received-froml3:IP49:127.0.0.1e8:from-tag6:6455P17:command5:offere"
+	_, d, err := Parse([]byte(raw))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if d.Str("command") != "offer" || d.Str("call-id") != "1-6455@127.0.0.1" || !d.Has("supports", "load limit") || !d.Has("replace", "origin") || d.Str("sdp") != "v=0\n" {
+		t.Fatalf("%v", d)
+	}
+	if _, nested, err := Parse([]byte("c d1:zd1:b1:x1:a1:yee")); err != nil || nested.Dict("z").Str("a") != "y" {
+		t.Fatalf("nested unsorted dictionary: %v %v", nested, err)
+	}
+}
+
 func TestEncodeRoundTrip(t *testing.T) {
 	in := Dict{"result": "ok", "sdp": "v=0\r\n", "totals": Dict{"RTP": Dict{"packets": 12, "bytes": int64(1200)}}, "calls": []any{"a", "b"}}
 	b, err := Encode("c00kie", in)
