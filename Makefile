@@ -6,13 +6,14 @@ GO ?= go
 STATICCHECK := honnef.co/go/tools/cmd/staticcheck@v0.8.2
 BIN := bin
 
-.PHONY: all build run test deps fmt-check vet lint unit bench load-register load-calls clean
+.PHONY: all build run test deps fmt-check vet lint unit bench bench-media load-register load-calls clean
 
 all: build
 
 build:
 	$(GO) build -o $(BIN)/sori ./cmd/sori
 	$(GO) build -o $(BIN)/sori-anchor ./cmd/sori-anchor
+	$(GO) build -o $(BIN)/sori-mediabench ./cmd/sori-mediabench
 
 # The switch and its media anchor on the checked-in defaults (bindings in
 # memory, loopback only); Ctrl-C stops both.
@@ -56,6 +57,15 @@ test: deps lint unit
 
 bench:
 	$(GO) test -run '^$$' -bench . -benchmem ./...
+
+# sori-anchor and rtpengine (installed here when absent, its service left
+# off) under the same RTP load in one run: packets/s, loss, latency, CPU.
+bench-media: deps build
+	@PATH="$$PATH:/usr/sbin" command -v rtpengine >/dev/null 2>&1 || { \
+		if [ "$$(id -u)" != 0 ]; then echo "need root to apt-get install rtpengine-daemon" >&2; exit 1; fi; \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends rtpengine-daemon >/dev/null; \
+		systemctl disable --now rtpengine-daemon >/dev/null 2>&1 || true; }
+	./testdata/bench/bench-media.sh
 
 # Highest REGISTER rate (digest auth, Redis store) sustained for 20 s with no failure.
 load-register: deps build

@@ -14,6 +14,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"net/http/pprof"
 	"net/netip"
 	"os"
 	"os/signal"
@@ -55,6 +56,7 @@ type options struct {
 	http         string
 	mediaTimeout time.Duration
 	logLevel     slog.Level
+	pprof        bool
 }
 
 func parseFlags(args []string, stderr io.Writer) (options, error) {
@@ -67,6 +69,7 @@ func parseFlags(args []string, stderr io.Writer) (options, error) {
 	httpAddr := fs.String("http", "127.0.0.1:9061", "/metrics and /healthz address (empty: none)")
 	timeout := fs.Duration("media-timeout", 30*time.Second, "end an answered call whose media stopped this long (0: never)")
 	level := fs.String("log-level", "info", "debug, info, warn or error")
+	pprofOn := fs.Bool("pprof", false, "serve /debug/pprof/ on -http")
 	if err := fs.Parse(args); err != nil {
 		return options{}, usageError{err}
 	}
@@ -101,6 +104,7 @@ func parseFlags(args []string, stderr io.Writer) (options, error) {
 		bad("advertise", "required when -listen is %s", o.listen)
 	}
 	o.http = *httpAddr
+	o.pprof = *pprofOn
 	if *timeout < 0 {
 		bad("media-timeout", "must not be negative")
 	}
@@ -146,6 +150,10 @@ func run(ctx context.Context, args []string, stderr io.Writer) error {
 		mux := http.NewServeMux()
 		mux.Handle("/metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{}))
 		mux.HandleFunc("/healthz", func(w http.ResponseWriter, _ *http.Request) { _, _ = io.WriteString(w, "ok\n") })
+		if o.pprof {
+			mux.HandleFunc("/debug/pprof/", pprof.Index)
+			mux.HandleFunc("/debug/pprof/profile", pprof.Profile)
+		}
 		ln, err := net.Listen("tcp", o.http)
 		if err != nil {
 			return fmt.Errorf("-http %s: %w", o.http, err)

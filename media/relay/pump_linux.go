@@ -92,6 +92,12 @@ func (p *pumpState) recv(fd uintptr) bool {
 			return true
 		}
 		p.forward(int(n))
+		if int(n) < batch {
+			// The queue was drained: wait for the next packet rather than
+			// spend a system call learning it is empty (the poller's edge
+			// for a packet that arrived meanwhile is not lost).
+			return false
+		}
 	}
 }
 

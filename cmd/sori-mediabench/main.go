@@ -1,0 +1,476 @@
+// Command sori-mediabench measures RTP relays that speak the ng protocol
+// (sori-anchor, rtpengine) under the same load, one after the other at each
+// step, so their figures come from the same run on the same machine.
+//
+//	sori-mediabench -relay sori-anchor=127.0.0.1:2300@PID -relay rtpengine=127.0.0.1:2301@PID \
+//	                [-calls 100] [-max-calls 2400] [-measure 10s] [-warmup 2s]
+//
+// For each relay and step it sets up K calls with ng offer/answer (an Opus
+// SDP), sends 50 RTP packets/s in each direction of each call (12-byte
+// header + 80-byte payload carrying the send time), receives what the relay
+// forwards, and reports forwarded packets/s, loss, added latency p50/p99
+// and the relay's CPU from /proc. K doubles from -calls while every relay
+// forwards more than 99.9 %, then the largest K each relay passed is
+// reported with its CPU cost per packet, and the ratios between relays.
+package main
+
+import (
+	"context"
+	"encoding/binary"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/netip"
+	"os"
+	"slices"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"golang.org/x/net/ipv4"
+
+	"github.com/sori-voice/sori/media/ng"
+	"github.com/sori-voice/sori/media/sdp"
+)
+
+type relay struct {
+	name string
+	ng   netip.AddrPort
+	pids []int
+}
+
+type relayFlags []relay
+
+func (r *relayFlags) String() string { return fmt.Sprint(*r) }
+
+func (r *relayFlags) Set(v string) error {
+	name, rest, ok := strings.Cut(v, "=")
+	if !ok {
+		return fmt.Errorf("%q is not NAME=IP:PORT@PID[,PID]", v)
+	}
+	addr, pids, _ := strings.Cut(rest, "@")
+	ap, err := netip.ParseAddrPort(addr)
+	if err != nil {
+		return fmt.Errorf("%q: %w", v, err)
+	}
+	x := relay{name: name, ng: ap}
+	for _, p := range strings.Split(pids, ",") {
+		if p == "" {
+			continue
+		}
+		n, err := strconv.Atoi(p)
+		if err != nil {
+			return fmt.Errorf("%q: pid %q", v, p)
+		}
+		x.pids = append(x.pids, n)
+	}
+	*r = append(*r, x)
+	return nil
+}
+
+type options struct {
+	relays   relayFlags
+	calls    int
+	maxCalls int
+	measure  time.Duration
+	warmup   time.Duration
+	sockets  int
+}
+
+// result of one step for one relay.
+type result struct {
+	calls         int
+	sent, got     int64
+	pps           float64 // packets/s into the relay during the measurement
+	p50, p99      time.Duration
+	cpu           float64 // % of one core
+	usPerPacket   float64
+	setupFailures int
+}
+
+func (r result) loss() float64 {
+	if r.sent == 0 {
+		return 1
+	}
+	return 1 - float64(r.got)/float64(r.sent)
+}
+
+// pass: every call set up, under 0.1 % lost, and the generator kept up
+// (at least 95 % of the 100 packets/s per call it should send).
+func (r result) pass() bool {
+	return r.setupFailures == 0 && r.sent > 0 && r.loss() < 0.001 && r.pps >= 0.95*100*float64(r.calls)
+}
+
+func main() {
+	var o options
+	flag.Var(&o.relays, "relay", "NAME=NG_IP:PORT@PID[,PID] (repeat for each relay)")
+	flag.IntVar(&o.calls, "calls", 100, "first step's concurrent calls")
+	flag.IntVar(&o.maxCalls, "max-calls", 2400, "largest step")
+	flag.DurationVar(&o.measure, "measure", 10*time.Second, "measured time of a step")
+	flag.DurationVar(&o.warmup, "warmup", 2*time.Second, "traffic before measuring")
+	flag.IntVar(&o.sockets, "sockets", 16, "generator sockets per call leg")
+	flag.Parse()
+	if len(o.relays) == 0 {
+		fmt.Fprintln(os.Stderr, "sori-mediabench: at least one -relay is required")
+		os.Exit(2)
+	}
+	if err := run(o); err != nil {
+		fmt.Fprintln(os.Stderr, "sori-mediabench:", err)
+		os.Exit(1)
+	}
+}
+
+func run(o options) error {
+	log := slog.New(slog.NewTextHandler(io.Discard, nil))
+	client, err := ng.NewClient("127.0.0.1:0", 500*time.Millisecond, log, nil)
+	if err != nil {
+		return err
+	}
+	defer client.Close()
+	best := map[string]result{}
+	fmt.Printf("%-12s %6s %10s %9s %9s %9s %8s %8s\n", "relay", "calls", "pps_in", "loss_%", "p50_us", "p99_us", "cpu_%", "us/pkt")
+	for k := o.calls; k <= o.maxCalls; k *= 2 {
+		allPass := true
+		for _, r := range o.relays {
+			res, err := step(client, r, k, o)
+			if err != nil {
+				return fmt.Errorf("%s at %d calls: %w", r.name, k, err)
+			}
+			fmt.Printf("%-12s %6d %10.0f %9.3f %9d %9d %8.1f %8.2f %s\n", r.name, k, res.pps, 100*res.loss(),
+				res.p50.Microseconds(), res.p99.Microseconds(), res.cpu, res.usPerPacket, map[bool]string{true: "pass", false: "FAIL"}[res.pass()])
+			if res.pass() {
+				best[r.name] = res
+			} else {
+				allPass = false
+			}
+			time.Sleep(time.Second)
+		}
+		if !allPass {
+			break
+		}
+	}
+	fmt.Println()
+	for _, r := range o.relays {
+		b, ok := best[r.name]
+		if !ok {
+			fmt.Printf("RESULT relay=%s max_calls=0 (no step passed)\n", r.name)
+			continue
+		}
+		fmt.Printf("RESULT relay=%s max_calls=%d pps_in=%.0f loss=%.3f%% p50_us=%d p99_us=%d cpu=%.1f%% cpu_us_per_packet=%.2f pps_per_cpu_second=%.0f\n",
+			r.name, b.calls, b.pps, 100*b.loss(), b.p50.Microseconds(), b.p99.Microseconds(), b.cpu, b.usPerPacket, 1e6/b.usPerPacket)
+	}
+	if len(o.relays) == 2 {
+		a, b := best[o.relays[0].name], best[o.relays[1].name]
+		if a.calls > 0 && b.calls > 0 {
+			fmt.Printf("RATIO %s/%s: packets per CPU second %.2f, p99 latency %.2f (at their own largest passing steps)\n",
+				o.relays[0].name, o.relays[1].name, b.usPerPacket/a.usPerPacket, float64(a.p99)/float64(b.p99))
+		}
+	}
+	return nil
+}
+
+type call struct {
+	id           string
+	toA, toB     netip.AddrPort // where leg A sends (anchor port for A), where leg B sends
+	sockA, sockB int
+}
+
+// step runs K calls through one relay.
+func step(client *ng.Client, r relay, k int, o options) (result, error) {
+	res := result{calls: k}
+	gen, err := newGenerator(o.sockets)
+	if err != nil {
+		return res, err
+	}
+	defer gen.close()
+	calls := make([]call, 0, k)
+	defer func() {
+		for _, c := range calls {
+			ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+			_, _ = client.Do(ctx, r.ng, ng.Dict{"command": "delete", "call-id": c.id})
+			cancel()
+		}
+	}()
+	run := time.Now().UnixNano()
+	for i := 0; i < k; i++ {
+		c := call{id: fmt.Sprintf("bench-%d-%d", run, i), sockA: i % o.sockets, sockB: i % o.sockets}
+		offer, err := ngDo(client, r.ng, ng.Dict{"command": "offer", "call-id": c.id, "from-tag": "a", "sdp": benchSDP(gen.a[c.sockA].addr),
+			"replace": []any{"origin", "session-connection"}, "ICE": "remove"})
+		if err != nil {
+			res.setupFailures++
+			continue
+		}
+		answer, err := ngDo(client, r.ng, ng.Dict{"command": "answer", "call-id": c.id, "from-tag": "a", "to-tag": "b",
+			"sdp": benchSDP(gen.b[c.sockB].addr), "replace": []any{"origin", "session-connection"}, "ICE": "remove"})
+		if err != nil {
+			res.setupFailures++
+			continue
+		}
+		if c.toB, err = target(offer.Str("sdp")); err != nil {
+			return res, err
+		}
+		if c.toA, err = target(answer.Str("sdp")); err != nil {
+			return res, err
+		}
+		calls = append(calls, c)
+	}
+	if res.setupFailures > 0 {
+		return res, nil
+	}
+	ticks0 := cpuTicks(r.pids)
+	stats := gen.blast(calls, o.warmup, o.measure, func() { ticks0 = cpuTicks(r.pids) })
+	ticks1 := cpuTicks(r.pids)
+	res.sent, res.got = stats.sent, stats.got
+	res.pps = float64(stats.sent) / o.measure.Seconds()
+	res.p50, res.p99 = stats.quantile(0.5), stats.quantile(0.99)
+	cpuSec := float64(ticks1-ticks0) / 100 // USER_HZ
+	res.cpu = 100 * cpuSec / (o.measure.Seconds() + 0.3)
+	if res.got > 0 {
+		res.usPerPacket = cpuSec * 1e6 / float64(res.got)
+	}
+	return res, nil
+}
+
+func ngDo(client *ng.Client, to netip.AddrPort, d ng.Dict) (ng.Dict, error) {
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Second)
+	defer cancel()
+	res, err := client.Do(ctx, to, d)
+	if err != nil {
+		return nil, err
+	}
+	if res.Str("result") != "ok" {
+		return nil, errors.New(res.Str("error-reason"))
+	}
+	return res, nil
+}
+
+func benchSDP(a netip.AddrPort) string {
+	return fmt.Sprintf("v=0\r\no=- 1 1 IN IP4 %s\r\ns=-\r\nc=IN IP4 %s\r\nt=0 0\r\nm=audio %d RTP/AVP 111\r\na=rtpmap:111 opus/48000/2\r\na=sendrecv\r\n",
+		a.Addr(), a.Addr(), a.Port())
+}
+
+func target(body string) (netip.AddrPort, error) {
+	s, err := sdp.Parse([]byte(body))
+	if err != nil || len(s.Media) == 0 {
+		return netip.AddrPort{}, fmt.Errorf("relay SDP: %v", err)
+	}
+	return netip.AddrPortFrom(s.Media[0].Addr, uint16(s.Media[0].Port)), nil
+}
+
+// cpuTicks sums user+system ticks of the processes and their threads.
+func cpuTicks(pids []int) int64 {
+	var total int64
+	for _, p := range pids {
+		b, err := os.ReadFile("/proc/" + strconv.Itoa(p) + "/stat")
+		if err != nil {
+			continue
+		}
+		s := string(b)
+		if i := strings.LastIndexByte(s, ')'); i >= 0 {
+			f := strings.Fields(s[i+1:])
+			if len(f) > 12 {
+				u, _ := strconv.ParseInt(f[11], 10, 64)
+				st, _ := strconv.ParseInt(f[12], 10, 64)
+				total += u + st
+			}
+		}
+	}
+	return total
+}
+
+// generator is the two phones of every call: sockets for leg A and leg B.
+type generator struct {
+	a, b []*gsock
+}
+
+type gsock struct {
+	conn *net.UDPConn
+	pc   *ipv4.PacketConn
+	addr netip.AddrPort
+}
+
+func newGenerator(n int) (*generator, error) {
+	g := &generator{}
+	for _, side := range []*[]*gsock{&g.a, &g.b} {
+		for i := 0; i < n; i++ {
+			c, err := net.ListenUDP("udp4", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
+			if err != nil {
+				g.close()
+				return nil, err
+			}
+			_ = c.SetReadBuffer(4 << 20)
+			_ = c.SetWriteBuffer(4 << 20)
+			*side = append(*side, &gsock{conn: c, pc: ipv4.NewPacketConn(c), addr: c.LocalAddr().(*net.UDPAddr).AddrPort()})
+		}
+	}
+	return g, nil
+}
+
+func (g *generator) close() {
+	for _, s := range append(g.a, g.b...) {
+		s.conn.Close()
+	}
+}
+
+type stats struct {
+	sent, got int64
+	hist      [20000]int64 // 10 µs buckets up to 200 ms; the last one holds the rest
+}
+
+func (s *stats) quantile(q float64) time.Duration {
+	var n int64
+	for _, c := range s.hist {
+		n += c
+	}
+	if n == 0 {
+		return 0
+	}
+	want := int64(q * float64(n))
+	var acc int64
+	for i, c := range s.hist {
+		acc += c
+		if acc > want {
+			return time.Duration(i*10) * time.Microsecond
+		}
+	}
+	return time.Duration(len(s.hist)*10) * time.Microsecond
+}
+
+const pktSize = 92 // 12-byte RTP header + 80-byte payload
+
+// blast sends 50 packets/s per direction per call for warmup+measure, and
+// counts what comes back for packets sent while measuring.
+func (g *generator) blast(calls []call, warmup, measure time.Duration, startMeasure func()) *stats {
+	st := &stats{}
+	var measuring atomic.Bool
+	var sent atomic.Int64
+	var mu sync.Mutex
+	done := make(chan struct{})
+	var readers sync.WaitGroup
+	for _, s := range append(slices.Clone(g.a), g.b...) {
+		readers.Add(1)
+		go func(s *gsock) {
+			defer readers.Done()
+			msgs := make([]ipv4.Message, 64)
+			for i := range msgs {
+				msgs[i].Buffers = [][]byte{make([]byte, 1500)}
+			}
+			var local stats
+			defer func() {
+				mu.Lock()
+				st.got += local.got
+				for i, c := range local.hist {
+					st.hist[i] += c
+				}
+				mu.Unlock()
+			}()
+			for {
+				_ = s.conn.SetReadDeadline(time.Now().Add(200 * time.Millisecond))
+				n, err := s.pc.ReadBatch(msgs, 0)
+				now := time.Now().UnixNano()
+				for i := 0; i < n; i++ {
+					b := msgs[i].Buffers[0][:msgs[i].N]
+					if len(b) < pktSize || b[12] != 1 {
+						continue // sent before measuring
+					}
+					local.got++
+					d := (now - int64(binary.BigEndian.Uint64(b[13:21]))) / 10000
+					local.hist[min(max(d, 0), int64(len(local.hist)-1))]++
+				}
+				if err != nil {
+					select {
+					case <-done:
+						return
+					default:
+					}
+				}
+			}
+		}(s)
+	}
+
+	// Senders: each generator socket sends, every 20 ms, one packet for each
+	// call leg it carries, in sendmmsg batches; the sockets are split over a
+	// few goroutines.
+	type flow struct {
+		dst *net.UDPAddr
+		id  uint32
+	}
+	flows := map[*gsock][]flow{}
+	for i, c := range calls {
+		flows[g.a[c.sockA]] = append(flows[g.a[c.sockA]], flow{net.UDPAddrFromAddrPort(c.toA), uint32(2 * i)})
+		flows[g.b[c.sockB]] = append(flows[g.b[c.sockB]], flow{net.UDPAddrFromAddrPort(c.toB), uint32(2*i + 1)})
+	}
+	socks := append(slices.Clone(g.a), g.b...)
+	const senders = 4
+	var wg sync.WaitGroup
+	stop := time.Now().Add(warmup + measure)
+	measureAt := time.Now().Add(warmup)
+	for w := 0; w < senders; w++ {
+		wg.Add(1)
+		go func(w int) {
+			defer wg.Done()
+			type batch struct {
+				s     *gsock
+				flows []flow
+				msgs  []ipv4.Message
+			}
+			var mine []batch
+			for i := w; i < len(socks); i += senders {
+				b := batch{s: socks[i], flows: flows[socks[i]]}
+				for _, f := range b.flows {
+					b.msgs = append(b.msgs, ipv4.Message{Buffers: [][]byte{make([]byte, pktSize)}, Addr: f.dst})
+				}
+				mine = append(mine, b)
+			}
+			tick := time.NewTicker(20 * time.Millisecond)
+			defer tick.Stop()
+			var seq uint16
+			for now := range tick.C {
+				if now.After(stop) {
+					return
+				}
+				on := measuring.Load()
+				seq++
+				for _, b := range mine {
+					for k, f := range b.flows {
+						p := b.msgs[k].Buffers[0]
+						p[0], p[1] = 0x80, 111
+						binary.BigEndian.PutUint16(p[2:], seq)
+						binary.BigEndian.PutUint32(p[8:], f.id)
+						p[12] = 0
+						if on {
+							p[12] = 1
+						}
+						binary.BigEndian.PutUint64(p[13:], uint64(time.Now().UnixNano()))
+					}
+					for off := 0; off < len(b.msgs); {
+						n, err := b.s.pc.WriteBatch(b.msgs[off:min(off+64, len(b.msgs))], 0)
+						if err != nil || n == 0 {
+							break
+						}
+						if on {
+							sent.Add(int64(n))
+						}
+						off += n
+					}
+				}
+			}
+		}(w)
+	}
+	time.Sleep(time.Until(measureAt))
+	startMeasure()
+	measuring.Store(true)
+	time.Sleep(time.Until(stop))
+	measuring.Store(false)
+	wg.Wait()
+	time.Sleep(300 * time.Millisecond) // the last packets in flight
+	close(done)
+	readers.Wait()
+	st.sent = sent.Load()
+	return st
+}

@@ -1,0 +1,44 @@
+#!/usr/bin/env bash
+# bench-media.sh - sori-anchor and rtpengine (userspace, 2 threads) under the same RTP load,
+# measured one after the other at each step of one run (see cmd/sori-mediabench).
+#
+# Starts both relays on 127.0.0.1 with their own ng ports and RTP ranges, runs
+# bin/sori-mediabench against them (K concurrent calls, 50 packets/s per direction, K doubling
+# from CALLS while both forward more than 99.9 %), and stops them. rtpengine is skipped when it is
+# not installed (`make bench-media` installs rtpengine-daemon).
+#
+# Environment: CALLS (100) MAX_CALLS (3200) MEASURE (10s) WARMUP (2s) OUT (results directory)
+set -euo pipefail
+HERE="$(cd "$(dirname "$0")" && pwd)"
+ROOT="$(cd "$HERE/../.." && pwd)"
+CALLS=${CALLS:-100}
+MAX_CALLS=${MAX_CALLS:-3200}
+MEASURE=${MEASURE:-10s}
+WARMUP=${WARMUP:-2s}
+OUT=${OUT:-$(mktemp -d /tmp/sori-bench-media.XXXXXX)}
+ANCHOR_NG=${ANCHOR_NG:-2300}
+RTPE_NG=${RTPE_NG:-2301}
+PIDS=()
+cleanup() { for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; wait "$p" 2>/dev/null || true; done; }
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+for p in "$ANCHOR_NG" "$RTPE_NG"; do
+	if ss -Hlnu "sport = :$p" | grep -q .; then echo "port $p is in use; set ANCHOR_NG/RTPE_NG" >&2; exit 2; fi
+done
+
+"$ROOT/bin/sori-anchor" -ng "127.0.0.1:$ANCHOR_NG" -rtp-ports 20000-29999 -listen 127.0.0.1 -http "" \
+	-media-timeout 0 -log-level warn >"$OUT/sori-anchor.log" 2>&1 &
+PIDS+=($!)
+relays=(-relay "sori-anchor=127.0.0.1:$ANCHOR_NG@$!")
+if command -v rtpengine >/dev/null 2>&1; then
+	rtpengine --config-file=none --foreground --log-stderr --log-level=3 --interface=127.0.0.1 \
+		--listen-ng="127.0.0.1:$RTPE_NG" --port-min=10000 --port-max=19999 --table=-1 --delete-delay=0 \
+		--timeout=600 --num-threads=2 >"$OUT/rtpengine.log" 2>&1 &
+	PIDS+=($!)
+	relays+=(-relay "rtpengine=127.0.0.1:$RTPE_NG@$!")
+else
+	echo "rtpengine is not installed: measuring sori-anchor alone" >&2
+fi
+sleep 1
+echo "$(date -Is) $(nproc) cores, load $(cut -d' ' -f1-3 /proc/loadavg); results in $OUT" | tee "$OUT/info.txt"
+"$ROOT/bin/sori-mediabench" "${relays[@]}" -calls "$CALLS" -max-calls "$MAX_CALLS" -measure "$MEASURE" -warmup "$WARMUP" | tee -a "$OUT/info.txt"
