@@ -52,7 +52,7 @@ type options struct {
 	minPort      int
 	maxPort      int
 	listen       netip.Addr
-	advertise    netip.Addr
+	advertise    []netip.Addr
 	http         string
 	mediaTimeout time.Duration
 	logLevel     slog.Level
@@ -65,7 +65,7 @@ func parseFlags(args []string, stderr io.Writer) (options, error) {
 	ngAddr := fs.String("ng", "127.0.0.1:22222", "ng control address (UDP)")
 	portRange := fs.String("rtp-ports", "30000-39999", "RTP/RTCP port range")
 	listen := fs.String("listen", "127.0.0.1", "address the RTP sockets bind")
-	advertise := fs.String("advertise", "", "address written into SDP (default: -listen)")
+	advertise := fs.String("advertise", "", "address written into SDP, or an IPv4 and an IPv6 one, comma separated (default: -listen)")
 	httpAddr := fs.String("http", "127.0.0.1:9061", "/metrics and /healthz address (empty: none)")
 	timeout := fs.Duration("media-timeout", 30*time.Second, "end an answered call whose media stopped this long (0: never)")
 	level := fs.String("log-level", "info", "debug, info, warn or error")
@@ -94,10 +94,19 @@ func parseFlags(args []string, stderr io.Writer) (options, error) {
 	if o.listen, err = netip.ParseAddr(*listen); err != nil {
 		bad("listen", "%q is not an IP address", *listen)
 	}
-	o.advertise = o.listen
+	o.advertise = []netip.Addr{o.listen}
 	if *advertise != "" {
-		if o.advertise, err = netip.ParseAddr(*advertise); err != nil {
-			bad("advertise", "%q is not an IP address", *advertise)
+		o.advertise = nil
+		for _, a := range strings.Split(*advertise, ",") {
+			ip, err := netip.ParseAddr(strings.TrimSpace(a))
+			if err != nil {
+				bad("advertise", "%q is not an IP address", a)
+				continue
+			}
+			o.advertise = append(o.advertise, ip)
+		}
+		if len(o.advertise) > 2 || len(o.advertise) == 2 && o.advertise[0].Is6() == o.advertise[1].Is6() {
+			bad("advertise", "%q: give one address, or one IPv4 and one IPv6", *advertise)
 		}
 	}
 	if o.listen.IsValid() && o.listen.IsUnspecified() && *advertise == "" {

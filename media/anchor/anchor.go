@@ -25,7 +25,10 @@ import (
 
 // Config configures a Manager.
 type Config struct {
-	Advertise    netip.Addr // written into SDP
+	// Advertise are the addresses written into SDP: at most one IPv4 and
+	// one IPv6; each SDP gets the one of its own family (or of the ng
+	// "address family" key), else the first.
+	Advertise    []netip.Addr
 	Ports        *ports.Allocator
 	MediaTimeout time.Duration // 0: never
 	Log          *slog.Logger
@@ -132,6 +135,24 @@ func (m *Manager) Close() {
 	for _, c := range calls {
 		m.release(c)
 	}
+}
+
+// advertise picks the address written into an SDP whose media address is
+// addr, honouring the request's "address family" (IP4, IP6).
+func (m *Manager) advertise(addr netip.Addr, family string) netip.Addr {
+	want6 := addr.Is6()
+	switch family {
+	case "IP4":
+		want6 = false
+	case "IP6":
+		want6 = true
+	}
+	for _, a := range m.cfg.Advertise {
+		if a.Is6() == want6 {
+			return a
+		}
+	}
+	return m.cfg.Advertise[0]
 }
 
 // legByTag finds a leg of c.

@@ -19,9 +19,10 @@ import (
 )
 
 var (
-	loopback  = netip.MustParseAddr("127.0.0.1")
-	advertise = netip.MustParseAddr("203.0.113.5")
-	control   = netip.MustParseAddrPort("127.0.0.1:5060")
+	loopback   = netip.MustParseAddr("127.0.0.1")
+	advertise  = netip.MustParseAddr("203.0.113.5")
+	advertise6 = netip.MustParseAddr("2001:db8::5")
+	control    = netip.MustParseAddrPort("127.0.0.1:5060")
 )
 
 func newManager(t *testing.T, lo int, timeout time.Duration, notify func(netip.AddrPort, ng.Dict)) (*Manager, *ports.Allocator) {
@@ -30,7 +31,7 @@ func newManager(t *testing.T, lo int, timeout time.Duration, notify func(netip.A
 	if err != nil {
 		t.Fatal(err)
 	}
-	m := New(Config{Advertise: advertise, Ports: alloc, MediaTimeout: timeout, Log: slog.New(slog.NewTextHandler(io.Discard, nil)), Notify: notify})
+	m := New(Config{Advertise: []netip.Addr{advertise, advertise6}, Ports: alloc, MediaTimeout: timeout, Log: slog.New(slog.NewTextHandler(io.Discard, nil)), Notify: notify})
 	t.Cleanup(m.Close)
 	return m, alloc
 }
@@ -191,6 +192,51 @@ func TestOfferAnswerRelayQueryDelete(t *testing.T) {
 	}
 }
 
+func TestAdvertisedAddressFollowsTheSDPFamily(t *testing.T) {
+	m, _ := newManager(t, 43400, 0, nil)
+	v6 := strings.ReplaceAll(strings.ReplaceAll(phoneSDP(netip.MustParseAddrPort("127.0.0.1:4000")), "IN IP4 127.0.0.1", "IN IP6 2001:db8::20"), "c=IN IP4", "c=IN IP6")
+	tests := []struct {
+		body, family string
+		want         netip.Addr
+	}{
+		{phoneSDP(netip.MustParseAddrPort("127.0.0.1:4000")), "", advertise},
+		{v6, "", advertise6},
+		{v6, "IP4", advertise},
+		{phoneSDP(netip.MustParseAddrPort("127.0.0.1:4000")), "IP6", advertise6},
+	}
+	for i, tt := range tests {
+		req := ng.Dict{"call-id": fmt.Sprint("fam-", i), "from-tag": "a", "sdp": tt.body}
+		if tt.family != "" {
+			req["address family"] = tt.family
+		}
+		res := do(t, m, "offer", req)
+		if got := mediaOf(t, res.Str("sdp")).Addr; got != tt.want {
+			t.Errorf("case %d: advertised %s, want %s\n%s", i, got, tt.want, res.Str("sdp"))
+		}
+	}
+}
+
+func TestPrivateSDPAddressBehindNATUsesTheSignallingSource(t *testing.T) {
+	m, _ := newManager(t, 43600, 0, nil)
+	private := phoneSDP(netip.MustParseAddrPort("192.168.1.20:4000"))
+	endpoint := func(callID string) string {
+		q := do(t, m, "query", ng.Dict{"call-id": callID})
+		medias, _ := q.Dict("tags").Dict("a")["medias"].([]any)
+		streams, _ := ng.Dict(medias[0].(map[string]any))["streams"].([]any)
+		ep := ng.Dict(streams[0].(map[string]any)).Dict("endpoint")
+		port, _ := ep.Int("port")
+		return fmt.Sprintf("%s:%d", ep.Str("address"), port)
+	}
+	do(t, m, "offer", ng.Dict{"call-id": "nat", "from-tag": "a", "sdp": private, "received-from": []any{"IP4", "127.0.0.1"}})
+	if got := endpoint("nat"); got != "127.0.0.1:4000" {
+		t.Fatalf("behind NAT: endpoint %s", got)
+	}
+	do(t, m, "offer", ng.Dict{"call-id": "trusted", "from-tag": "a", "sdp": private, "received-from": []any{"IP4", "127.0.0.1"}, "flags": []any{"trust-address"}})
+	if got := endpoint("trusted"); got != "192.168.1.20:4000" {
+		t.Fatalf("trust-address: endpoint %s", got)
+	}
+}
+
 func TestBadRequestsGetErrorReasons(t *testing.T) {
 	m, alloc := newManager(t, 42400, 0, nil)
 	good := phoneSDP(netip.MustParseAddrPort("127.0.0.1:4000"))
@@ -225,7 +271,7 @@ func TestPortsRunOut(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	m := New(Config{Advertise: advertise, Ports: alloc, Log: slog.New(slog.NewTextHandler(io.Discard, nil))})
+	m := New(Config{Advertise: []netip.Addr{advertise}, Ports: alloc, Log: slog.New(slog.NewTextHandler(io.Discard, nil))})
 	defer m.Close()
 	sdpA := phoneSDP(netip.MustParseAddrPort("127.0.0.1:4000"))
 	if r := do(t, m, "offer", ng.Dict{"call-id": "1", "from-tag": "a", "sdp": sdpA}); r.Str("result") != "ok" {

@@ -82,8 +82,15 @@ func (m *Manager) apply(own, peer *leg, sess *sdp.Session, req ng.Dict) ([]byte,
 	opts := relay.Options{StrictSource: req.Has("flags", "strict-source"), Handover: req.Has("flags", "media-handover")}
 	received := receivedFrom(req)
 	useSource := req.Has("flags", "SIP-source-address") && received.IsValid()
+	var family netip.Addr // of the SDP being rewritten
+	for _, md := range sess.Media {
+		if md.Addr.IsValid() {
+			family = md.Addr
+			break
+		}
+	}
 	rw := sdp.Rewrite{
-		Addr:          m.cfg.Advertise,
+		Addr:          m.advertise(family, req.Str("address family")),
 		RemoveICE:     req.Str("ICE") != "force",
 		ReplaceOrigin: req.Has("replace", "origin"),
 		Proto:         req.Str("transport-protocol"),
@@ -105,9 +112,15 @@ func (m *Manager) apply(own, peer *leg, sess *sdp.Session, req ng.Dict) ([]byte,
 		mo.stream.SetPeer(mp.stream)
 		mp.stream.SetPeer(mo.stream)
 		mo.mux, mo.proto = md.Mux, md.Proto
+		mo.stream.SetMux(md.Mux)
 		if md.Port != 0 {
 			addr := md.Addr
-			if useSource || !addr.IsValid() {
+			// A private address in the SDP of a phone whose signalling came
+			// from a public one is behind NAT: send to the public address
+			// until latching learns the port (rtpengine's trust-address
+			// keeps the SDP's).
+			behindNAT := unroutable(addr) && received.IsValid() && !unroutable(received) && !req.Has("flags", "trust-address")
+			if useSource || !addr.IsValid() || behindNAT {
 				addr = received
 			}
 			rtp := netip.AddrPortFrom(addr, uint16(md.Port))
@@ -195,4 +208,11 @@ func receivedFrom(req ng.Dict) netip.Addr {
 		return netip.Addr{}
 	}
 	return a.Unmap()
+}
+
+var sharedSpace = netip.MustParsePrefix("100.64.0.0/10") // RFC 6598 carrier-grade NAT
+
+// unroutable: an address nobody outside its own network can reach.
+func unroutable(ip netip.Addr) bool {
+	return ip.IsPrivate() || ip.IsLinkLocalUnicast() || sharedSpace.Contains(ip) || ip.IsUnspecified()
 }

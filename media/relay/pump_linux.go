@@ -43,6 +43,7 @@ type pumpState struct {
 	outIov  [batch]unix.Iovec
 	outName unix.RawSockaddrInet6
 	bufs    *buffers
+	demux   [batch]int
 	nOut    int
 	sent    int
 	sendErr syscall.Errno
@@ -108,7 +109,14 @@ func (p *pumpState) forward(n int) {
 		c = &s.rtcp
 	}
 	now := time.Now().UnixNano()
+	// RTCP multiplexed on the RTP port (RFC 5761) goes to the RTCP port of
+	// a peer that does not multiplex.
+	demux := !p.rtcp && s.mux.Load()
+	if peer := s.peer.Load(); peer == nil || peer.mux.Load() {
+		demux = false
+	}
 	p.nOut = 0
+	nDemux := 0
 	for i := 0; i < n; i++ {
 		size := int(p.in[i].n)
 		if p.in[i].hdr.Flags&unix.MSG_TRUNC != 0 || size == 0 {
@@ -121,15 +129,37 @@ func (p *pumpState) forward(n int) {
 			c.errors.Add(1)
 			continue
 		}
+		if demux && isRTCP(p.bufs[i][:size]) {
+			p.demux[nDemux] = i
+			nDemux++
+			continue
+		}
 		p.outIov[p.nOut].Base = &p.bufs[i][0]
 		p.outIov[p.nOut].SetLen(size)
 		p.nOut++
 	}
 	s.last.Store(now)
-	if p.nOut == 0 {
-		return
+	if p.nOut > 0 {
+		p.flush(c, p.rtcp)
 	}
-	sock, dst, ok := s.out(p.rtcp)
+	if nDemux > 0 {
+		p.nOut = 0
+		for _, i := range p.demux[:nDemux] {
+			p.outIov[p.nOut].Base = &p.bufs[i][0]
+			p.outIov[p.nOut].SetLen(int(p.in[i].n))
+			p.nOut++
+		}
+		p.flush(c, true)
+	}
+}
+
+// isRTCP tells RTCP from RTP on a multiplexed port: RTCP packet types
+// 192-223 sit where RTP has marker+payload type 64-95 (RFC 5761 §4).
+func isRTCP(b []byte) bool { return len(b) >= 8 && b[1] >= 192 && b[1] <= 223 }
+
+// flush sends p.out[:nOut] to the peer's RTP (rtcp false) or RTCP side.
+func (p *pumpState) flush(c *counters, rtcp bool) {
+	sock, dst, ok := p.s.out(rtcp)
 	if !ok {
 		c.errors.Add(uint64(p.nOut)) // the other side has no address yet
 		return

@@ -218,3 +218,25 @@ func BenchmarkForward(b *testing.B) {
 		}
 	}
 }
+
+func TestRTCPMuxMeetsAPhoneWithout(t *testing.T) {
+	c := newCall(t, anchorPorts(t, 42400), Options{}, netip.AddrPort{})
+	// A multiplexes (a=rtcp-mux): RTCP to and from its RTP address. B does not.
+	c.a.SetMux(true)
+	c.a.SetEndpoint(c.pa.addr(), c.pa.addr())
+	rtcpB := newPhone(t)
+	c.b.SetEndpoint(c.pb.addr(), rtcpB.addr())
+	sr := []byte{0x80, 200, 0, 6, 0, 0, 0x12, 0x34, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0}
+	c.pa.send(c.portA(), sr) // RTCP on A's RTP port
+	if got, from, ok := rtcpB.recv(time.Second); !ok || got[1] != 200 || from.Port() != uint16(c.b.Port()+1) {
+		t.Fatalf("A's multiplexed RTCP: ok=%v from %s, want B's RTCP port", ok, from)
+	}
+	c.pa.send(c.portA(), opus(1)) // and RTP still goes to B's RTP port
+	if got, _, ok := c.pb.recv(time.Second); !ok || !bytes.Equal(got, opus(1)) {
+		t.Fatal("A's RTP did not reach B's RTP port")
+	}
+	rtcpB.send(netip.AddrPortFrom(loopback, uint16(c.b.Port()+1)), sr) // B's RTCP on its RTCP port
+	if got, from, ok := c.pa.recv(time.Second); !ok || got[1] != 200 || from != c.portA() {
+		t.Fatalf("B's RTCP: ok=%v from %s, want A's (multiplexed) RTP port %s", ok, from, c.portA())
+	}
+}

@@ -46,6 +46,7 @@ type Stream struct {
 
 	rtp, rtcp counters
 	last      atomic.Int64 // unix nanoseconds of the last packet received
+	mux       atomic.Bool  // the phone multiplexes RTCP on its RTP port (a=rtcp-mux)
 
 	startOnce sync.Once
 	wg        sync.WaitGroup
@@ -105,6 +106,9 @@ func (s *Stream) SetEndpoint(rtp, rtcp netip.AddrPort) {
 		store(&s.rtcpDest, rtcp)
 	}
 }
+
+// SetMux records whether the phone multiplexes RTCP on its RTP port.
+func (s *Stream) SetMux(on bool) { s.mux.Store(on) }
 
 // Endpoint is where the phone's RTP is sent: the learned address once
 // packets arrived, else the SDP one.
@@ -190,6 +194,9 @@ func (s *Stream) out(rtcp bool) (*socket, netip.AddrPort, bool) {
 	}
 	if rtcp {
 		dst, ok := p.rtcpEndpoint()
+		if p.mux.Load() {
+			return p.rtpSock, dst, ok // a multiplexing phone hears RTCP from the RTP port too
+		}
 		return p.rtcpSock, dst, ok
 	}
 	dst, ok := p.Endpoint()
