@@ -19,14 +19,16 @@ import (
 // callUsers are the subscribers of the call tests; each scenario calls its own.
 var callUsers = []string{"alice", "bob", "carol", "dave", "erin", "frank", "gina", "henry"}
 
-func callNode(t *testing.T, cdr string) *node {
+// callNode is a sori for the call scenarios, anchoring media through an.
+func callNode(t *testing.T, cdr string, an *anchorProc) *node {
 	t.Helper()
 	var users strings.Builder
 	users.WriteString("users:\n")
 	for _, u := range callUsers {
 		fmt.Fprintf(&users, "  - {name: %s, password: %s-secret}\n", u, u)
 	}
-	return startNode(t, nodeConfig{sip: "  timer_c: 10s\n", extra: fmt.Sprintf("cdr:\n  file: %s\n%s", cdr, users.String())})
+	return startNode(t, nodeConfig{sip: "  timer_c: 10s\n",
+		extra: fmt.Sprintf("cdr:\n  file: %s\nmedia:\n  anchors: [%q]\n%s", cdr, an.ng, users.String())})
 }
 
 // sippRegister registers user with Contact 127.0.0.1:port from that port,
@@ -125,11 +127,14 @@ func checkRecords(t *testing.T, recs []calls.Record, code int, disposition, hang
 }
 
 // TestCallsSIPp runs the call scenarios in testdata/sipp with real SIPp
-// processes as caller and callees, all through one sori.
+// processes as caller and callees, all through one sori, media anchored by
+// one sori-anchor: every SDP offer and answer goes through it, and every
+// call, answered or not, is deleted from it in the end.
 func TestCallsSIPp(t *testing.T) {
 	dir := t.TempDir()
 	cdr := filepath.Join(dir, "cdr.jsonl")
-	n := callNode(t, cdr)
+	an := startAnchor(t)
+	n := callNode(t, cdr, an)
 
 	// One callee each: a SIPp UAS registered from its port plays the callee's side.
 	for _, c := range []struct {
@@ -194,6 +199,22 @@ func TestCallsSIPp(t *testing.T) {
 		if code != 200 || !strings.Contains(metrics, want) {
 			t.Errorf("metrics lack %s", want)
 		}
+	}
+	// 213 answered + 5 cancelled + 2 busy calls were offered to the anchor
+	// (404 and 480 were refused before); hold and unhold add re-INVITEs.
+	for deadline := time.Now().Add(5 * time.Second); an.metric(t, "sori_anchor_calls") != "0"; time.Sleep(50 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatalf("sori-anchor still holds %s calls", an.metric(t, "sori_anchor_calls"))
+		}
+	}
+	if n, _ := strconv.Atoi(an.metric(t, `sori_anchor_commands_total{command="delete",result="ok"}`)); n != 220 {
+		t.Errorf("the anchor deleted %d calls, want 220", n)
+	}
+	if n, _ := strconv.Atoi(an.metric(t, `sori_anchor_commands_total{command="offer",result="ok"}`)); n < 220 {
+		t.Errorf("the anchor got %d offers, want at least 220", n)
+	}
+	if got := an.metric(t, "sori_anchor_ports_in_use"); got != "0" {
+		t.Errorf("%s port pairs still in use", got)
 	}
 }
 
