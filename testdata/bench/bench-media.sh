@@ -16,6 +16,7 @@ MAX_CALLS=${MAX_CALLS:-3200}
 MEASURE=${MEASURE:-10s}
 WARMUP=${WARMUP:-2s}
 OUT=${OUT:-$(mktemp -d /tmp/sori-bench-media.XXXXXX)}
+mkdir -p "$OUT"
 ANCHOR_NG=${ANCHOR_NG:-2300}
 RTPE_NG=${RTPE_NG:-2301}
 PIDS=()
