@@ -17,6 +17,10 @@ func TestEmbeddedDefaultIsValid(t *testing.T) {
 	if got := c.Listeners(); len(got) != 2 || got[0].Transport != "udp" || got[1].Transport != "tcp" {
 		t.Fatalf("listeners = %v", got)
 	}
+	// make run starts sori-anchor there.
+	if len(c.Media.Anchors) != 1 || c.Media.Anchors[0] != "127.0.0.1:22222" {
+		t.Fatalf("media.anchors = %v", c.Media.Anchors)
+	}
 }
 
 func TestDefaultsFillMissingKeys(t *testing.T) {
@@ -29,6 +33,9 @@ func TestDefaultsFillMissingKeys(t *testing.T) {
 	}
 	if c.Registrar.MaxExpires != 3600 || c.SIP.NonceTTL.D() != 300*time.Second || c.Registrar.StoreTimeout.D() != 500*time.Millisecond {
 		t.Errorf("defaults not applied: %+v", c)
+	}
+	if len(c.Media.Anchors) != 0 || c.Media.Timeout.D() != 2*time.Second || c.Media.PingInterval.D() != 5*time.Second {
+		t.Errorf("media defaults: %+v (no anchors unless configured: media end to end)", c.Media)
 	}
 	if _, err := Parse("empty.yaml", nil); err != nil {
 		t.Errorf("empty file: %v", err)
@@ -57,6 +64,10 @@ func TestValidationNamesKeyAndLine(t *testing.T) {
 		{"short secret", "sip:\n  auth_secret: abc\n", "t.yaml:2: sip.auth_secret"},
 		{"timer_j too long", "sip:\n  timer_j: 60s\n", "t.yaml:2: sip.timer_j"},
 		{"bad domain", "sip:\n  domain: \"a b\"\n", "t.yaml:2: sip.domain"},
+		{"anchor without port", "media:\n  anchors:\n    - 127.0.0.1:22222\n    - 127.0.0.1\n", "t.yaml:4: media.anchors.1"},
+		{"anchor by name", "media:\n  anchors: [\"anchor.example:22222\"]\n", "t.yaml:2: media.anchors.0"},
+		{"ng timeout too short", "media:\n  timeout: 10ms\n", "t.yaml:2: media.timeout"},
+		{"ping too often", "media:\n  ping_interval: 100ms\n", "t.yaml:2: media.ping_interval"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

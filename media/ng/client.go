@@ -53,6 +53,13 @@ func NewClient(laddr string, retry time.Duration, log *slog.Logger, notify func(
 	return c, nil
 }
 
+// LocalAddr is the client's socket address, where servers send replies
+// and notifications.
+func (c *Client) LocalAddr() netip.AddrPort {
+	a := c.conn.LocalAddr().(*net.UDPAddr).AddrPort()
+	return netip.AddrPortFrom(a.Addr().Unmap(), a.Port())
+}
+
 // Close stops the client.
 func (c *Client) Close() error {
 	err := c.conn.Close()

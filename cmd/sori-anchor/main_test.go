@@ -1,0 +1,44 @@
+package main
+
+import (
+	"io"
+	"net/netip"
+	"strings"
+	"testing"
+	"time"
+)
+
+func TestFlagsAsScriptsGiveThem(t *testing.T) {
+	o, err := parseFlags(strings.Fields("-ng 127.0.0.1:22222 -rtp-ports 30000-39999 -listen 127.0.0.1 -advertise 203.0.113.5 -http 127.0.0.1:9061"), io.Discard)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if o.ng != netip.MustParseAddrPort("127.0.0.1:22222") || o.minPort != 30000 || o.maxPort != 39999 || o.listen != netip.MustParseAddr("127.0.0.1") ||
+		len(o.advertise) != 1 || o.advertise[0] != netip.MustParseAddr("203.0.113.5") || o.http != "127.0.0.1:9061" || o.mediaTimeout != 30*time.Second {
+		t.Fatalf("%+v", o)
+	}
+	o, err = parseFlags(strings.Fields("-listen :: -advertise 203.0.113.5,2001:db8::5 -media-timeout 0"), io.Discard)
+	if err != nil || len(o.advertise) != 2 || o.mediaTimeout != 0 {
+		t.Fatalf("%+v %v", o, err)
+	}
+}
+
+func TestBadFlagsAreNamed(t *testing.T) {
+	for _, tt := range []struct{ args, want string }{
+		{"-ng localhost:22222", "-ng:"},
+		{"-rtp-ports 30000", "-rtp-ports:"},
+		{"-rtp-ports 40000-30000", "-rtp-ports:"},
+		{"-rtp-ports 80-2000", "-rtp-ports:"},
+		{"-listen eth0", "-listen:"},
+		{"-listen 0.0.0.0", "-advertise: required"},
+		{"-advertise 203.0.113.5,198.51.100.1", "-advertise:"},
+		{"-media-timeout -1s", "-media-timeout:"},
+		{"-log-level loud", "-log-level:"},
+		{"extra", "unexpected argument"},
+	} {
+		_, err := parseFlags(strings.Fields(tt.args), io.Discard)
+		if err == nil || !strings.Contains(err.Error(), tt.want) {
+			t.Errorf("%s: %v, want %q", tt.args, err, tt.want)
+		}
+	}
+}

@@ -1,0 +1,245 @@
+package anchoring
+
+import (
+	"context"
+	"io"
+	"log/slog"
+	"net"
+	"net/netip"
+	"strconv"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/emiago/sipgo/sip"
+
+	"github.com/sori-voice/sori/media/ng"
+)
+
+// fakeAnchor is an ng server that records the commands it gets.
+type fakeAnchor struct {
+	srv  *ng.Server
+	mu   sync.Mutex
+	cmds []ng.Dict
+	from netip.AddrPort
+	down bool // answers nothing
+}
+
+func startFake(t *testing.T) *fakeAnchor {
+	t.Helper()
+	conn, err := net.ListenUDP("udp", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	f := &fakeAnchor{}
+	stop := make(chan struct{})
+	t.Cleanup(func() { close(stop) })
+	f.srv = ng.NewServer(conn, ng.HandlerFunc(func(_ context.Context, cmd string, req ng.Dict, from netip.AddrPort) ng.Dict {
+		f.mu.Lock()
+		if f.down {
+			f.mu.Unlock()
+			<-stop // never answers: the client times out
+			return nil
+		}
+		defer f.mu.Unlock()
+		f.cmds = append(f.cmds, req)
+		f.from = from
+		switch cmd {
+		case "ping":
+			return ng.Dict{"result": "pong"}
+		case "offer", "answer":
+			return ng.OK(ng.Dict{"sdp": strings.Replace(req.Str("sdp"), "c=IN IP4 192.0.2.10", "c=IN IP4 203.0.113.5", 1)})
+		}
+		return ng.OK(nil)
+	}), slog.New(slog.NewTextHandler(io.Discard, nil)))
+	ctx, cancel := context.WithCancel(context.Background())
+	go func() { _ = f.srv.Serve(ctx) }()
+	t.Cleanup(cancel)
+	return f
+}
+
+func (f *fakeAnchor) commands() []string {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	var out []string
+	for _, c := range f.cmds {
+		out = append(out, c.Str("command"))
+	}
+	return out
+}
+
+func newPool(t *testing.T, onTimeout func(string), anchors ...*fakeAnchor) *Pool {
+	t.Helper()
+	var addrs []netip.AddrPort
+	for _, a := range anchors {
+		addrs = append(addrs, a.srv.Addr())
+	}
+	p, err := New(Config{Anchors: addrs, Timeout: 300 * time.Millisecond, PingInterval: time.Hour,
+		Log: slog.New(slog.NewTextHandler(io.Discard, nil)), OnTimeout: onTimeout})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = p.Close() })
+	return p
+}
+
+const offerSDP = "v=0\r\no=- 1 1 IN IP4 192.0.2.10\r\ns=-\r\nc=IN IP4 192.0.2.10\r\nt=0 0\r\nm=audio 4000 RTP/AVP 111\r\n"
+
+func invite(t *testing.T, callID, body, contentType string) *sip.Request {
+	t.Helper()
+	raw := "INVITE sip:bob@sori.test SIP/2.0\r\nVia: SIP/2.0/UDP 198.51.100.7:5060;branch=z9hG4bK-1\r\nFrom: <sip:alice@sori.test>;tag=ta\r\n" +
+		"To: <sip:bob@sori.test>\r\nCall-ID: " + callID + "\r\nCSeq: 1 INVITE\r\nMax-Forwards: 70\r\n"
+	if contentType != "" {
+		raw += "Content-Type: " + contentType + "\r\n"
+	}
+	raw += "Content-Length: " + strconv.Itoa(len(body)) + "\r\n\r\n" + body
+	m, err := sip.ParseMessage([]byte(raw))
+	if err != nil {
+		t.Fatal(err)
+	}
+	req := m.(*sip.Request)
+	req.SetSource("198.51.100.7:5060")
+	return req
+}
+
+func TestOfferAnswerDeleteGoToTheCallsAnchor(t *testing.T) {
+	a := startFake(t)
+	p := newPool(t, nil, a)
+	ctx := context.Background()
+	req := invite(t, "c1", offerSDP, "application/sdp")
+	ok, err := p.Offer(ctx, req)
+	if err != nil || !ok {
+		t.Fatalf("offer: %v %v", ok, err)
+	}
+	if !strings.Contains(string(req.Body()), "c=IN IP4 203.0.113.5") || int(*req.ContentLength()) != len(req.Body()) {
+		t.Fatalf("body not rewritten, or Content-Length stale:\n%s", req.Body())
+	}
+	a.mu.Lock()
+	offer := a.cmds[0]
+	a.mu.Unlock()
+	if offer.Str("from-tag") != "ta" || offer.Str("via-branch") != "z9hG4bK-1" || offer.List("received-from")[1] != "198.51.100.7" || !offer.Has("replace", "origin") || offer.Str("ICE") != "remove" {
+		t.Fatalf("offer %v", offer)
+	}
+	res := sip.NewResponseFromRequest(invite(t, "c1", "", ""), 200, "OK", nil)
+	res.To().Params.Add("tag", "tb")
+	res.AppendHeader(sip.NewHeader("Content-Type", "application/sdp"))
+	res.SetBody([]byte(offerSDP))
+	res.SetSource("203.0.113.9:5060")
+	if err := p.Answer(ctx, req, res); err != nil || !strings.Contains(string(res.Body()), "203.0.113.5") {
+		t.Fatalf("answer: %v\n%s", err, res.Body())
+	}
+	if got, ok := p.Anchor("c1"); !ok || got != a.srv.Addr() {
+		t.Fatalf("anchor of c1: %v %v", got, ok)
+	}
+	p.Delete(ctx, "c1")
+	p.Delete(ctx, "c1") // twice: nothing more sent
+	if got := strings.Join(a.commands(), ","); got != "offer,answer,delete" {
+		t.Fatalf("commands %s", got)
+	}
+	if _, ok := p.Anchor("c1"); ok {
+		t.Fatal("the call is still mapped after delete")
+	}
+}
+
+func TestNoSDPIsNotAnchored(t *testing.T) {
+	a := startFake(t)
+	p := newPool(t, nil, a)
+	for _, req := range []*sip.Request{invite(t, "c2", "", ""), invite(t, "c3", "hello", "text/plain")} {
+		if ok, err := p.Offer(context.Background(), req); ok || err != nil {
+			t.Fatalf("%v %v", ok, err)
+		}
+	}
+	if ok, err := p.Offer(context.Background(), invite(t, "c4", offerSDP, "Application/SDP; charset=utf-8")); !ok || err != nil {
+		t.Fatalf("a Content-Type with parameters: %v %v", ok, err)
+	}
+	if len(a.commands()) != 1 {
+		t.Fatalf("commands %v", a.commands())
+	}
+}
+
+func TestADeadAnchorIsSkippedAndTakenOut(t *testing.T) {
+	dead, live := startFake(t), startFake(t)
+	dead.mu.Lock()
+	dead.down = true
+	dead.mu.Unlock()
+	p := newPool(t, nil, dead, live)
+	// Whichever anchor each Call-ID hashes to, every call ends up on the live one.
+	for i := 0; i < 6; i++ {
+		id := "call-" + strconv.Itoa(i)
+		if ok, err := p.Offer(context.Background(), invite(t, id, offerSDP, "application/sdp")); !ok || err != nil {
+			t.Fatalf("%s: %v %v", id, ok, err)
+		}
+		if a, _ := p.Anchor(id); a != live.srv.Addr() {
+			t.Fatalf("%s on %s", id, a)
+		}
+	}
+	if p.anchors[0].isUp() || !p.anchors[1].isUp() {
+		t.Fatal("the dead anchor is still up")
+	}
+	// With no anchor up, a call is refused.
+	p.setUp(p.anchors[1], false)
+	if _, err := p.Offer(context.Background(), invite(t, "none", offerSDP, "application/sdp")); err == nil {
+		t.Fatal("offered with no anchor up")
+	}
+	// A ping brings it back.
+	p.pingAll(context.Background())
+	if !p.anchors[1].isUp() {
+		t.Fatal("ping did not bring the live anchor back")
+	}
+}
+
+func TestCallsSpreadByCallID(t *testing.T) {
+	a, b := startFake(t), startFake(t)
+	p := newPool(t, nil, a, b)
+	seen := map[netip.AddrPort]int{}
+	for i := 0; i < 40; i++ {
+		id := "spread-" + strconv.Itoa(i)
+		if _, err := p.Offer(context.Background(), invite(t, id, offerSDP, "application/sdp")); err != nil {
+			t.Fatal(err)
+		}
+		first, _ := p.Anchor(id)
+		seen[first]++
+		// The same Call-ID always lands on the same anchor.
+		if got := p.candidates(id)[0].addr; got != first {
+			t.Fatalf("%s: hash says %s, call is on %s", id, got, first)
+		}
+	}
+	if seen[a.srv.Addr()] < 8 || seen[b.srv.Addr()] < 8 {
+		t.Fatalf("spread %v", seen)
+	}
+}
+
+func TestMediaTimeoutFromTheCallsAnchorOnly(t *testing.T) {
+	a, other := startFake(t), startFake(t)
+	got := make(chan string, 2)
+	p := newPool(t, func(id string) { got <- id }, a, other)
+	p.candidates("x") // both up
+	p.mu.Lock()
+	p.calls["mt"] = p.anchors[0]
+	p.mu.Unlock()
+	client := p.client.LocalAddr()
+	// Another anchor cannot end the call.
+	if err := other.srv.Send(client, "n1", ng.Dict{"command": "media-timeout", "call-id": "mt"}); err != nil {
+		t.Fatal(err)
+	}
+	if err := a.srv.Send(client, "n2", ng.Dict{"command": "media-timeout", "call-id": "mt"}); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case id := <-got:
+		if id != "mt" {
+			t.Fatalf("timeout for %s", id)
+		}
+	case <-time.After(2 * time.Second):
+		t.Fatal("no timeout reported")
+	}
+	select {
+	case id := <-got:
+		t.Fatalf("reported twice (%s)", id)
+	case <-time.After(200 * time.Millisecond):
+	}
+	if _, ok := p.Anchor("mt"); ok {
+		t.Fatal("the call is still mapped")
+	}
+}
