@@ -11,8 +11,6 @@ import (
 	"errors"
 	"fmt"
 	"strconv"
-
-	"github.com/anacrolix/torrent/bencode"
 )
 
 // Dict is one bencoded dictionary: values are string, int64, []any or Dict
@@ -36,66 +34,25 @@ func Parse(b []byte) (string, Dict, error) {
 	if len(body) == 0 || body[0] != 'd' {
 		return cookie, nil, ErrNotDict
 	}
-	v, err := decode(body)
+	v, rest, err := decodeValue(body, 0)
 	if err != nil {
-		return cookie, nil, fmt.Errorf("ng: bencode: %w", err)
+		return cookie, nil, fmt.Errorf("ng: %w", err)
+	}
+	if len(rest) != 0 {
+		return cookie, nil, fmt.Errorf("ng: %d bytes after the dictionary", len(rest))
 	}
 	return cookie, Dict(v.(map[string]any)), nil
 }
 
-// decode reads one bencoded value. Dictionary keys may come in any order:
-// bencode wants them sorted, but Kamailio's rtpengine module does not sort
-// them, and rtpengine accepts that, so sori-anchor must too. The library
-// checks the order only when decoding into an interface, so dictionaries
-// and lists are taken apart into raw values first.
-func decode(b []byte) (any, error) {
-	switch {
-	case len(b) == 0:
-		return nil, errors.New("empty value")
-	case b[0] == 'd':
-		var raw map[string]bencode.Bytes
-		if err := bencode.Unmarshal(b, &raw); err != nil {
-			return nil, err
-		}
-		out := make(map[string]any, len(raw))
-		for k, r := range raw {
-			v, err := decode(r)
-			if err != nil {
-				return nil, fmt.Errorf("%s: %w", k, err)
-			}
-			out[k] = v
-		}
-		return out, nil
-	case b[0] == 'l':
-		var raw []bencode.Bytes
-		if err := bencode.Unmarshal(b, &raw); err != nil {
-			return nil, err
-		}
-		out := make([]any, len(raw))
-		for i, r := range raw {
-			v, err := decode(r)
-			if err != nil {
-				return nil, err
-			}
-			out[i] = v
-		}
-		return out, nil
-	}
-	var v any
-	err := bencode.Unmarshal(b, &v)
-	return v, err
-}
-
 // Encode builds a datagram.
 func Encode(cookie string, d Dict) ([]byte, error) {
-	body, err := bencode.Marshal(map[string]any(d))
+	out := make([]byte, 0, 256)
+	out = append(append(out, cookie...), ' ')
+	out, err := appendDict(out, d)
 	if err != nil {
-		return nil, fmt.Errorf("ng: bencode: %w", err)
+		return nil, fmt.Errorf("ng: %w", err)
 	}
-	out := make([]byte, 0, len(cookie)+1+len(body))
-	out = append(out, cookie...)
-	out = append(out, ' ')
-	return append(out, body...), nil
+	return out, nil
 }
 
 // Str returns a string value ("" when absent or not a string; integers are

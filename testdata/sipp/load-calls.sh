@@ -10,8 +10,12 @@
 # message passes through sori (it record-routes). Steps and the rate search: see load-lib.sh.
 # A call counts as failed when any of its messages times out or gets an unexpected answer.
 #
+# With MEDIA=1 it also starts bin/sori-anchor and every call's media is anchored (ng offer,
+# answer and delete per call), as the reference's Kamailio + rtpengine runs are.
+#
 # Environment: STEP_S (20) START_RATE (100) MAX_RATE (8000) BUDGET_S (300) NCALLEES (1000)
-#              HOLD_MS (200) STORE (memory; "redis" for the Redis store) OUT (results directory)
+#              HOLD_MS (200) STORE (memory; "redis" for the Redis store) MEDIA (0; 1: anchored)
+#              OUT (results directory)
 set -euo pipefail
 HERE="$(cd "$(dirname "$0")" && pwd)"
 ROOT="$(cd "$HERE/../.." && pwd)"
@@ -24,6 +28,8 @@ BUDGET_S=${BUDGET_S:-300}
 NCALLEES=${NCALLEES:-1000}
 HOLD_MS=${HOLD_MS:-200}
 STORE=${STORE:-memory}
+MEDIA=${MEDIA:-0}
+NG_PORT=${NG_PORT:-5174}
 OUT=${OUT:-$(mktemp -d /tmp/sori-load-calls.XXXXXX)}
 SIP_PORT=${SIP_PORT:-5170}
 HTTP_PORT=${HTTP_PORT:-9170}
@@ -32,12 +38,22 @@ UAC_PORT=${UAC_PORT:-5171}
 UAS_PORT=${UAS_PORT:-5172}
 REG_PORT=${REG_PORT:-5173}
 mkdir -p "$OUT"
-require_free_ports "$SIP_PORT" "$HTTP_PORT" "$REDIS_PORT" "$UAC_PORT" "$UAS_PORT" "$REG_PORT"
+require_free_ports "$SIP_PORT" "$HTTP_PORT" "$REDIS_PORT" "$UAC_PORT" "$UAS_PORT" "$REG_PORT" "$NG_PORT"
 
 store_url=memory
 if [ "$STORE" = redis ]; then
 	start_redis "$REDIS_PORT" "$OUT"
 	store_url="redis://127.0.0.1:$REDIS_PORT/0"
+fi
+media_yaml="media:
+  anchors: []"
+if [ "$MEDIA" = 1 ]; then
+	"$ROOT/bin/sori-anchor" -ng "127.0.0.1:$NG_PORT" -rtp-ports 20000-29999 -listen 127.0.0.1 -http "${ANCHOR_HTTP:-}" ${ANCHOR_FLAGS:-} \
+		-log-level warn >"$OUT/sori-anchor.log" 2>&1 &
+	PIDS+=($!)
+	ANCHOR_PID=$!
+	media_yaml="media:
+  anchors: [\"127.0.0.1:$NG_PORT\"]"
 fi
 users_csv $((2 * NCALLEES)) >"$OUT/users.csv"
 head -$((NCALLEES + 1)) "$OUT/users.csv" >"$OUT/callees.csv"
@@ -58,12 +74,13 @@ http:
   pprof: true
 log:
   level: warn
+$media_yaml
 users:
 YAML
 	users_yaml $((2 * NCALLEES))
 } >"$OUT/sori.yaml"
 start_sori "$OUT/sori.yaml" "$HTTP_PORT" "$OUT/sori.log"
-SRV_PIDS="$SORI_PID ${REDIS_PID:-}"
+SRV_PIDS="$SORI_PID ${REDIS_PID:-} ${ANCHOR_PID:-}"
 
 # The callees: registered with digest auth, Contact = the UAS.
 mkdir -p "$OUT/register"
@@ -96,8 +113,8 @@ step() {
 }
 
 printf 'kind\tcps\tpass\tok\tfailed\tachieved/s\tsetup p50/p99 ms\tbye p50/p99 ms\tcpu%%\n' >"$OUT/summary.tsv"
-log "store=$STORE callees=$NCALLEES hold=${HOLD_MS}ms step=${STEP_S}s results in $OUT"
+log "store=$STORE media=$MEDIA callees=$NCALLEES hold=${HOLD_MS}ms step=${STEP_S}s results in $OUT"
 rate_search step
 column -t -s$'\t' "$OUT/summary.tsv" >&2
 set -- $BEST_LINE
-echo "RESULT store=$STORE max_passed_cps=$BEST confirmed_cps=$CONFIRMED (auth on, hold ${HOLD_MS} ms, ${STEP_S}s steps, 0 failed, >=95% of rate) setup p50/p99=${2:-NA}/${3:-NA} ms bye p50/p99=${4:-NA}/${5:-NA} ms server_cpu=${6:-NA}% (sori+redis, % of one core) results=$OUT"
+echo "RESULT store=$STORE media=$MEDIA max_passed_cps=$BEST confirmed_cps=$CONFIRMED (auth on, hold ${HOLD_MS} ms, ${STEP_S}s steps, 0 failed, >=95% of rate) setup p50/p99=${2:-NA}/${3:-NA} ms bye p50/p99=${4:-NA}/${5:-NA} ms server_cpu=${6:-NA}% (sori+redis+anchor, % of one core) results=$OUT"
