@@ -38,15 +38,20 @@ type dialogs struct {
 	m  map[string]*dialog
 }
 
-func (d *dialogs) add(dl *dialog, ttl time.Duration) {
+// add keeps dl for ttl at most; expired is called if it is still there
+// then (a call whose end sori never saw: lost BYE, no media timeout).
+func (d *dialogs) add(dl *dialog, ttl time.Duration, expired func(callID string)) {
 	d.mu.Lock()
 	if d.m == nil {
 		d.m = map[string]*dialog{}
 	}
 	d.m[dl.callID] = dl
 	d.mu.Unlock()
-	// Forget calls whose end sori never saw (lost BYE, no media timeout).
-	time.AfterFunc(ttl, func() { d.take(dl.callID) })
+	time.AfterFunc(ttl, func() {
+		if d.take(dl.callID) == dl {
+			expired(dl.callID)
+		}
+	})
 }
 
 func (d *dialogs) take(callID string) *dialog {

@@ -185,7 +185,9 @@ func (f *fork) onResponse(b *branch, res *sip.Response) {
 				f.call.Answer(code, res.Reason, b.req.Recipient.String())
 				if f.anchored && f.invite {
 					if dl := f.p.newDialog(f.in, b.req, res); dl != nil {
-						f.p.dialogs.add(dl, f.p.cfg.DialogTimeout)
+						f.p.dialogs.add(dl, f.p.cfg.DialogTimeout, func(callID string) {
+							f.p.cfg.Media.Delete(context.Background(), callID)
+						})
 					}
 				}
 			}
