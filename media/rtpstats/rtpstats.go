@@ -1,0 +1,197 @@
+// Package rtpstats keeps a received RTP stream's statistics as RFC 3550
+// defines them: sequence tracking with wrap and restarts (A.1), expected
+// and lost packets and the fraction lost per report interval (A.3), and
+// interarrival jitter (A.8); plus duplicates and reordered packets, which
+// the RFC's own counters fold into "received".
+package rtpstats
+
+import (
+	"math"
+	"time"
+)
+
+const (
+	seqMod      = 1 << 16
+	maxDropout  = 3000 // RFC 3550 A.1
+	maxMisorder = 100
+	window      = 1024 // sequence numbers behind the highest remembered for duplicates
+)
+
+// Arrival is how one packet was classified.
+type Arrival int
+
+// Arrivals.
+const (
+	InOrder   Arrival = iota // the next or a later sequence number
+	Reordered                // an earlier, missing one
+	Duplicate                // seen already
+	Restart                  // a jump the source is taken to have restarted from
+	Stray                    // a big jump, ignored until the next packet confirms it
+)
+
+// Receiver is the statistics of one stream (one SSRC) as received.
+type Receiver struct {
+	clockRate float64
+
+	started  bool
+	ssrc     uint32
+	baseSeq  uint32
+	maxSeq   uint16
+	cycles   uint32
+	badSeq   uint32
+	received uint32 // distinct packets
+	seen     [window / 64]uint64
+
+	expectedPrior, receivedPrior uint32
+
+	duplicates, reordered uint64
+
+	haveTransit bool
+	transit     float64
+	jitter      float64 // timestamp units
+}
+
+// New returns a Receiver for an RTP clock rate (48000 for Opus).
+func New(clockRate uint32) *Receiver { return &Receiver{clockRate: float64(clockRate)} }
+
+// Update records a packet. A new SSRC starts the statistics over.
+func (r *Receiver) Update(ssrc uint32, seq uint16, ts uint32, arrival time.Time) Arrival {
+	if !r.started || ssrc != r.ssrc {
+		r.reset(ssrc, seq)
+		r.mark(r.ext(seq))
+		r.received = 1
+		r.jitterUpdate(ts, arrival)
+		return InOrder
+	}
+	udelta := seq - r.maxSeq
+	switch {
+	case udelta == 0:
+		r.duplicates++
+		return Duplicate
+	case udelta < maxDropout:
+		if seq < r.maxSeq {
+			r.cycles += seqMod
+		}
+		old := r.maxSeq
+		r.maxSeq = seq
+		r.advance(old, seq)
+		r.mark(r.ext(seq))
+		r.received++
+		r.jitterUpdate(ts, arrival)
+		return InOrder
+	case udelta <= seqMod-maxMisorder:
+		// A very large jump: the source restarted, if the next packet
+		// follows this one (RFC 3550 A.1).
+		if uint32(seq) == r.badSeq {
+			r.reset(ssrc, seq)
+			r.mark(r.ext(seq))
+			r.received = 1
+			r.haveTransit = false
+			r.jitterUpdate(ts, arrival)
+			return Restart
+		}
+		r.badSeq = (uint32(seq) + 1) & (seqMod - 1)
+		return Stray
+	default:
+		// Behind the highest: late, or a duplicate.
+		ext := r.ext(seq)
+		if ext < r.baseSeq {
+			return Stray // from before the stream started
+		}
+		if r.marked(ext) {
+			r.duplicates++
+			return Duplicate
+		}
+		r.mark(ext)
+		r.received++
+		r.reordered++
+		r.jitterUpdate(ts, arrival)
+		return Reordered
+	}
+}
+
+func (r *Receiver) reset(ssrc uint32, seq uint16) {
+	*r = Receiver{clockRate: r.clockRate, started: true, ssrc: ssrc, baseSeq: uint32(seq), maxSeq: seq, badSeq: seqMod + 1,
+		duplicates: r.duplicates, reordered: r.reordered}
+}
+
+// ext extends seq to 32 bits relative to the highest seen.
+func (r *Receiver) ext(seq uint16) uint32 {
+	e := r.cycles + uint32(seq)
+	if seq > r.maxSeq && seq-r.maxSeq > seqMod/2 && r.cycles >= seqMod {
+		e -= seqMod // just before a wrap we have already counted
+	}
+	return e
+}
+
+// The bitmap of sequence numbers seen, indexed by extended seq modulo the
+// window; advance clears the slots the new highest moves past.
+func (r *Receiver) advance(old, seq uint16) {
+	for s := old + 1; s != seq+1; s++ {
+		r.unmark(uint32(s))
+	}
+}
+
+func (r *Receiver) mark(ext uint32)   { r.seen[(ext%window)/64] |= 1 << (ext % 64) }
+func (r *Receiver) unmark(ext uint32) { r.seen[(ext%window)/64] &^= 1 << (ext % 64) }
+func (r *Receiver) marked(ext uint32) bool {
+	if r.ext(r.maxSeq)-ext >= window {
+		return true // too old to tell: treat as seen, never count twice
+	}
+	return r.seen[(ext%window)/64]&(1<<(ext%64)) != 0
+}
+
+// jitterUpdate applies RFC 3550 A.8: J += (|D| - J) / 16, in timestamp units.
+func (r *Receiver) jitterUpdate(ts uint32, arrival time.Time) {
+	at := float64(arrival.UnixNano()) * r.clockRate / 1e9
+	transit := at - float64(ts)
+	if r.haveTransit {
+		d := transit - r.transit
+		// The timestamp may have wrapped between the two packets.
+		if d > math.MaxUint32/2 {
+			d -= math.MaxUint32 + 1
+		} else if d < -math.MaxUint32/2 {
+			d += math.MaxUint32 + 1
+		}
+		r.jitter += (math.Abs(d) - r.jitter) / 16
+	}
+	r.transit, r.haveTransit = transit, true
+}
+
+// Report is what a receiver report block says of the stream (RFC 3550
+// §6.4.1), plus the counters the RFC leaves out.
+type Report struct {
+	SSRC           uint32
+	ExtHighestSeq  uint32
+	Expected       uint32
+	Lost           int32 // cumulative, clamped to 24 bits signed
+	FractionLost   uint8 // since the previous Report, in 1/256
+	Jitter         uint32
+	JitterDuration time.Duration
+	Received       uint32 // distinct packets
+	Duplicates     uint64
+	Reordered      uint64
+}
+
+// Report returns the statistics and starts a new fraction-lost interval.
+func (r *Receiver) Report() Report {
+	if !r.started {
+		return Report{}
+	}
+	ext := r.cycles + uint32(r.maxSeq)
+	expected := ext - r.baseSeq + 1
+	lost := int64(expected) - int64(r.received)
+	lost = max(min(lost, 0x7fffff), -0x800000)
+	expInterval := expected - r.expectedPrior
+	recInterval := r.received - r.receivedPrior
+	r.expectedPrior, r.receivedPrior = expected, r.received
+	var fraction uint8
+	if lostInterval := int64(expInterval) - int64(recInterval); expInterval != 0 && lostInterval > 0 {
+		fraction = uint8(lostInterval << 8 / int64(expInterval))
+	}
+	return Report{
+		SSRC: r.ssrc, ExtHighestSeq: ext, Expected: expected, Lost: int32(lost), FractionLost: fraction,
+		Jitter: uint32(r.jitter), JitterDuration: time.Duration(r.jitter / r.clockRate * float64(time.Second)),
+		Received: r.received, Duplicates: r.duplicates, Reordered: r.reordered,
+	}
+}
