@@ -1,0 +1,383 @@
+// Package jitter is the anchor's jitter buffer for one inbound RTP stream,
+// a plain type driven by the caller's clock: Push a packet when it arrives,
+// Pop what is due at a time, NextDeadline for when to look again.
+//
+// A packet's playout time is fixed when it arrives: the arrival time of the
+// talk spurt's first packet, plus the distance of its RTP timestamp from
+// that packet's, plus the buffer's delay. So output is paced by timestamp:
+// Opus DTX (a timestamp jump with no sequence gap) is a pause, not a loss.
+// The delay changes only when a talk spurt starts (marker bit), so no frame
+// is stretched. The playout is re-anchored there too, which absorbs the
+// sender's clock drift; a stream that never pauses is re-anchored when its
+// packets keep coming too late or too early.
+//
+// Modes: Off relays at once in arrival order; Fixed holds every packet for
+// Target; Adaptive (the default) sets the delay from the measured jitter,
+// within [Min, Max].
+package jitter
+
+import (
+	"math"
+	"time"
+)
+
+// Mode is how the buffer delays packets.
+type Mode int
+
+// Modes.
+const (
+	Adaptive Mode = iota
+	Fixed
+	Off
+)
+
+// Config configures a Buffer.
+type Config struct {
+	Mode      Mode
+	ClockRate uint32        // RTP clock (48000 for Opus)
+	Target    time.Duration // Fixed: the delay. Adaptive: the first delay (default Min)
+	Min, Max  time.Duration // Adaptive bounds (default 0 and 120 ms)
+	Capacity  int           // packets held at most (default 256, rounded up to a power of two)
+}
+
+// Packet is one RTP packet in the buffer. Payload is not copied: the
+// buffer holds it until Pop returns it (or drops it, see Push).
+type Packet struct {
+	SSRC    uint32
+	Seq     uint16
+	TS      uint32
+	Marker  bool
+	Payload []byte
+}
+
+// Result says what Push did with a packet.
+type Result int
+
+// Results. Anything but Queued means the packet was dropped, and its
+// payload is the caller's again.
+const (
+	Queued Result = iota
+	Late          // its playout time had passed, or a later packet was played
+	Duplicate     // already queued or played
+	Overflow      // Off mode: the queue is full
+)
+
+// Stats are the buffer's counters.
+type Stats struct {
+	Queued, Played      uint64
+	Late, Duplicates    uint64
+	Reordered, Overflow uint64 // Overflow: packets given up because the window moved past them
+	Resyncs             uint64 // playout re-anchored within a talk spurt (drift, stalls)
+	SSRCChanges         uint64
+	Delay               time.Duration // the current (nominal) delay
+	MaxDelay            time.Duration // the longest a packet was held
+}
+
+type slot struct {
+	ext     int64 // extended sequence number; -1: empty
+	due     int64 // playout time, unix nanoseconds
+	arrived int64
+	played  bool
+	pkt     Packet
+}
+
+// Buffer is one stream's jitter buffer.
+type Buffer struct {
+	cfg   Config
+	slots []slot
+	mask  int64
+
+	started bool
+	ssrc    uint32
+	head    int64 // extended seq of the next packet to play
+	high    int64 // highest extended seq pushed
+	delay   time.Duration
+
+	// Playout anchor: due(ts) = anchorAt + (extTS - anchorTS)/rate + delay.
+	anchorAt int64
+	anchorTS int64
+	highTS   int64
+
+	// Jitter estimate (RFC 3550 A.8, in nanoseconds) for Adaptive.
+	haveTransit bool
+	transit     float64
+	jitter      float64
+
+	lateRun int // consecutive packets that came too late
+
+	// Drift: the earliest a packet arrived, relative to the anchor, over
+	// the current window of packets. Jitter only ever makes packets later,
+	// so this minimum moves only when the sender's clock and ours drift
+	// apart (or the path changes); the anchor follows it.
+	winMin   int64
+	winCount int
+
+	fifo       []Packet // Off mode
+	fifoHead   int
+	fifoLen    int
+	stats      Stats
+	clockNanos float64 // nanoseconds per timestamp unit
+}
+
+// New returns a Buffer.
+func New(c Config) *Buffer {
+	if c.ClockRate == 0 {
+		c.ClockRate = 48000
+	}
+	if c.Max == 0 {
+		c.Max = 120 * time.Millisecond
+	}
+	if c.Min > c.Max {
+		c.Min = c.Max
+	}
+	n := 256
+	if c.Capacity > 0 {
+		n = 1
+		for n < c.Capacity {
+			n <<= 1
+		}
+	}
+	b := &Buffer{cfg: c, slots: make([]slot, n), mask: int64(n - 1), clockNanos: 1e9 / float64(c.ClockRate)}
+	for i := range b.slots {
+		b.slots[i].ext = -1
+	}
+	if c.Mode == Off {
+		b.fifo = make([]Packet, n)
+	}
+	switch c.Mode {
+	case Fixed:
+		b.delay = c.Target
+	case Adaptive:
+		b.delay = min(max(c.Target, c.Min), c.Max)
+	}
+	b.stats.Delay = b.delay
+	return b
+}
+
+// Stats returns the counters.
+func (b *Buffer) Stats() Stats { return b.stats }
+
+// Len is the number of packets held.
+func (b *Buffer) Len() int {
+	if b.cfg.Mode == Off {
+		return b.fifoLen
+	}
+	n := 0
+	for e := b.head; e <= b.high && e < b.head+int64(len(b.slots)); e++ {
+		if s := &b.slots[e&b.mask]; s.ext == e && !s.played {
+			n++
+		}
+	}
+	return n
+}
+
+// Push adds a packet that arrived at now.
+func (b *Buffer) Push(p Packet, now time.Time) Result {
+	t := now.UnixNano()
+	if b.cfg.Mode == Off {
+		if b.fifoLen == len(b.fifo) {
+			b.stats.Overflow++
+			return Overflow
+		}
+		b.fifo[(b.fifoHead+b.fifoLen)&int(b.mask)] = p
+		b.fifoLen++
+		b.stats.Queued++
+		return Queued
+	}
+	if !b.started || p.SSRC != b.ssrc {
+		if b.started {
+			b.stats.SSRCChanges++
+			b.clear()
+		}
+		b.started, b.ssrc = true, p.SSRC
+		b.head, b.high = int64(p.Seq), int64(p.Seq)
+		b.highTS = int64(p.TS)
+		b.haveTransit = false
+		b.anchor(int64(p.TS), t)
+	}
+	ext := b.extSeq(p.Seq)
+	ets := b.extTS(p.TS)
+	b.updateJitter(ets, t)
+
+	if ext < b.head {
+		if s := &b.slots[ext&b.mask]; s.ext == ext && s.played {
+			b.stats.Duplicates++
+			return Duplicate
+		}
+		b.stats.Late++
+		return Late
+	}
+	if ext >= b.head+int64(len(b.slots)) {
+		// Far ahead of the playout point (a long loss, a stall): what is
+		// held before the window is given up so the stream goes on.
+		newHead := ext - int64(len(b.slots)) + 1
+		for e := b.head; e < newHead && e <= b.high && e < b.head+int64(len(b.slots)); e++ {
+			if s := &b.slots[e&b.mask]; s.ext == e && !s.played {
+				b.stats.Overflow++
+				*s = slot{ext: -1}
+			}
+		}
+		b.head = newHead
+	}
+	s := &b.slots[ext&b.mask]
+	if s.ext == ext {
+		b.stats.Duplicates++
+		return Duplicate
+	}
+
+	// A talk spurt starts: the delay may change, and the playout is
+	// anchored on this packet. Only when nothing of the previous spurt is
+	// still waiting, so the spurts cannot overlap.
+	if p.Marker && ext > b.high && b.Len() == 0 {
+		if b.cfg.Mode == Adaptive {
+			b.delay = b.target()
+			b.stats.Delay = b.delay
+		}
+		b.anchor(ets, t)
+	}
+	b.followDrift(ets, t)
+	due := b.due(ets)
+	if due < t {
+		// Too late to play. Several in a row: the path got longer at once.
+		b.lateRun++
+		if b.lateRun < 3 {
+			b.stats.Late++
+			return Late
+		}
+		b.resync(ets, t)
+		due = b.due(ets)
+	}
+	b.lateRun = 0
+
+	if ext < b.high {
+		b.stats.Reordered++
+	}
+	*s = slot{ext: ext, due: due, arrived: t, pkt: p}
+	b.high = max(b.high, ext)
+	b.highTS = max(b.highTS, ets)
+	b.stats.Queued++
+	return Queued
+}
+
+func (b *Buffer) resync(ets, t int64) {
+	b.anchor(ets, t)
+	b.stats.Resyncs++
+}
+
+func (b *Buffer) anchor(ets, t int64) {
+	b.anchorTS, b.anchorAt = ets, t
+	b.lateRun, b.winCount = 0, 0
+}
+
+// driftWindow packets (1 s of 20 ms frames) make one drift measurement;
+// the anchor moves when the stream drifted more than driftStep.
+const (
+	driftWindow = 50
+	driftStep   = int64(5 * time.Millisecond)
+)
+
+func (b *Buffer) followDrift(ets, t int64) {
+	offset := t - (b.anchorAt + int64(float64(ets-b.anchorTS)*b.clockNanos))
+	if b.winCount == 0 || offset < b.winMin {
+		b.winMin = offset
+	}
+	b.winCount++
+	if b.winCount < driftWindow {
+		return
+	}
+	if b.winMin > driftStep || b.winMin < -driftStep {
+		b.anchorAt += b.winMin
+		b.stats.Resyncs++
+	}
+	b.winCount = 0
+}
+
+func (b *Buffer) due(ets int64) int64 {
+	return b.anchorAt + int64(float64(ets-b.anchorTS)*b.clockNanos) + int64(b.delay)
+}
+
+// Pop returns the next packet due at now, in sequence order; a missing
+// packet is waited for until the one after it is due.
+func (b *Buffer) Pop(now time.Time) (Packet, bool) {
+	if b.cfg.Mode == Off {
+		if b.fifoLen == 0 {
+			return Packet{}, false
+		}
+		p := b.fifo[b.fifoHead]
+		b.fifo[b.fifoHead] = Packet{}
+		b.fifoHead = (b.fifoHead + 1) & int(b.mask)
+		b.fifoLen--
+		b.stats.Played++
+		return p, true
+	}
+	t := now.UnixNano()
+	for e := b.head; e <= b.high && e < b.head+int64(len(b.slots)); e++ {
+		s := &b.slots[e&b.mask]
+		if s.ext != e || s.played {
+			continue
+		}
+		if s.due > t {
+			return Packet{}, false
+		}
+		s.played = true
+		p := s.pkt
+		s.pkt.Payload = nil
+		b.head = e + 1
+		b.stats.Played++
+		if held := time.Duration(t - s.arrived); held > b.stats.MaxDelay {
+			b.stats.MaxDelay = held
+		}
+		return p, true
+	}
+	return Packet{}, false
+}
+
+// NextDeadline is when the next held packet is due (false: none held).
+func (b *Buffer) NextDeadline() (time.Time, bool) {
+	if b.cfg.Mode == Off {
+		return time.Time{}, false // everything is due at once
+	}
+	for e := b.head; e <= b.high && e < b.head+int64(len(b.slots)); e++ {
+		if s := &b.slots[e&b.mask]; s.ext == e && !s.played {
+			return time.Unix(0, s.due), true
+		}
+	}
+	return time.Time{}, false
+}
+
+func (b *Buffer) clear() {
+	for i := range b.slots {
+		b.slots[i] = slot{ext: -1}
+	}
+}
+
+// extSeq extends a sequence number to the one nearest the highest seen.
+func (b *Buffer) extSeq(seq uint16) int64 {
+	d := int64(int16(seq - uint16(b.high)))
+	return b.high + d
+}
+
+// extTS extends a timestamp to the one nearest the highest seen.
+func (b *Buffer) extTS(ts uint32) int64 {
+	d := int64(int32(ts - uint32(b.highTS)))
+	return b.highTS + d
+}
+
+// updateJitter keeps RFC 3550's interarrival jitter, in nanoseconds.
+func (b *Buffer) updateJitter(ets, t int64) {
+	transit := float64(t) - float64(ets)*b.clockNanos
+	if b.haveTransit {
+		b.jitter += (math.Abs(transit-b.transit) - b.jitter) / 16
+	}
+	b.transit, b.haveTransit = transit, true
+}
+
+// target is the adaptive delay: enough for the packets the jitter delays
+// most (four times RFC 3550's mean deviation), within the bounds.
+func (b *Buffer) target() time.Duration {
+	d := time.Duration(4 * b.jitter)
+	return min(max(d, b.cfg.Min), b.cfg.Max)
+}
+
+// Jitter is the interarrival jitter the buffer measures.
+func (b *Buffer) Jitter() time.Duration { return time.Duration(b.jitter) }

@@ -1,0 +1,247 @@
+package jitter
+
+import (
+	"math/rand/v2"
+	"slices"
+	"testing"
+	"time"
+)
+
+var t0 = time.Date(2026, 11, 24, 12, 0, 0, 0, time.UTC)
+
+const frame = 20 * time.Millisecond
+
+// arrival is one scripted packet: sequence, timestamp, marker, and when it
+// arrives relative to t0.
+type arrival struct {
+	seq    uint16
+	ts     uint32
+	marker bool
+	at     time.Duration
+}
+
+// spurt is n 20 ms packets from seq0/ts0, sent every 20 ms from start,
+// each arriving after its send time plus delay(i).
+func spurt(seq0 uint16, ts0 uint32, start time.Duration, n int, delay func(i int) time.Duration) []arrival {
+	out := make([]arrival, n)
+	for i := range out {
+		out[i] = arrival{seq0 + uint16(i), ts0 + uint32(i)*960, i == 0, start + time.Duration(i)*frame + delay(i)}
+	}
+	return out
+}
+
+func none(int) time.Duration { return 0 }
+
+type played struct {
+	seq uint16
+	at  time.Duration
+}
+
+// run pushes the arrivals in time order (stable for equal times) and pops
+// at every millisecond, returning what played when.
+func run(b *Buffer, ssrc uint32, as []arrival) []played {
+	as = slices.Clone(as)
+	slices.SortStableFunc(as, func(x, y arrival) int { return int(x.at - y.at) })
+	var out []played
+	end := as[len(as)-1].at + time.Second
+	i := 0
+	for now := time.Duration(0); now <= end; now += time.Millisecond {
+		for i < len(as) && as[i].at <= now {
+			a := as[i]
+			b.Push(Packet{SSRC: ssrc, Seq: a.seq, TS: a.ts, Marker: a.marker}, t0.Add(a.at))
+			i++
+		}
+		for {
+			p, ok := b.Pop(t0.Add(now))
+			if !ok {
+				break
+			}
+			out = append(out, played{p.Seq, now})
+		}
+	}
+	return out
+}
+
+func seqs(ps []played) []uint16 {
+	out := make([]uint16, len(ps))
+	for i, p := range ps {
+		out[i] = p.seq
+	}
+	return out
+}
+
+func TestOffAddsNoDelayAndKeepsArrivalOrder(t *testing.T) {
+	b := New(Config{Mode: Off})
+	as := spurt(0, 0, 0, 10, none)
+	as[3].at, as[4].at = as[4].at, as[3].at // 4 overtakes 3
+	as[3].at++                              // and arrives first
+	got := run(b, 1, as)
+	if !slices.Equal(seqs(got), []uint16{0, 1, 2, 4, 3, 5, 6, 7, 8, 9}) {
+		t.Fatalf("order %v", seqs(got))
+	}
+	for i, p := range got {
+		var want time.Duration
+		for _, a := range as {
+			if a.seq == p.seq {
+				want = a.at.Truncate(time.Millisecond)
+				if a.at%time.Millisecond != 0 {
+					want += time.Millisecond
+				}
+			}
+		}
+		if p.at != want {
+			t.Fatalf("packet %d played at %v, arrived %v", i, p.at, want)
+		}
+	}
+}
+
+func TestFixedDelayReordersAndPaces(t *testing.T) {
+	rng := rand.New(rand.NewPCG(1, 2))
+	as := spurt(65530, 4294967000, 0, 200, func(i int) time.Duration { // wraps both
+		if i == 0 {
+			return 0
+		}
+		return time.Duration(rng.IntN(50)) * time.Millisecond // up to 49 ms late: reorders
+	})
+	// A duplicate, and one packet 80 ms late (past its playout time).
+	as = append(as, as[50])
+	as[120].at += 80 * time.Millisecond
+	b := New(Config{Mode: Fixed, Target: 60 * time.Millisecond})
+	got := run(b, 1, as)
+	st := b.Stats()
+	if st.Late != 1 || st.Duplicates != 1 || st.Played != 199 || st.Reordered == 0 || st.Delay != 60*time.Millisecond {
+		t.Fatalf("stats %+v", st)
+	}
+	// Every packet plays in order, exactly 60 ms after its send time.
+	for i, p := range got {
+		if i > 0 && p.seq-got[i-1].seq != 1 && !(got[i-1].seq == as[119].seq && p.seq-got[i-1].seq == 2) {
+			t.Fatalf("out of order at %d: %d after %d", i, p.seq, got[i-1].seq)
+		}
+		idx := int(p.seq - 65530)
+		if want := time.Duration(idx)*frame + 60*time.Millisecond; p.at != want {
+			t.Fatalf("seq %d played at %v, want %v", p.seq, p.at, want)
+		}
+	}
+	if st.MaxDelay > 60*time.Millisecond {
+		t.Fatalf("held %v", st.MaxDelay)
+	}
+}
+
+func TestDTXPausesWithoutLoss(t *testing.T) {
+	// 10 packets, then 1 s of silence the sender does not send (DTX): the
+	// timestamp jumps 48000 + 10*960, the sequence number goes on.
+	as := append(spurt(0, 0, 0, 10, none), spurt(10, 10*960+48000, 200*time.Millisecond+time.Second, 10, none)...)
+	as[10].marker = false // DTX need not mark the new spurt
+	b := New(Config{Mode: Fixed, Target: 40 * time.Millisecond})
+	got := run(b, 1, as)
+	if len(got) != 20 || b.Stats().Late != 0 {
+		t.Fatalf("played %d, stats %+v", len(got), b.Stats())
+	}
+	if got[10].at != time.Second+200*time.Millisecond+40*time.Millisecond {
+		t.Fatalf("after DTX the stream resumed at %v", got[10].at)
+	}
+}
+
+func TestAdaptiveConvergesWithinBounds(t *testing.T) {
+	tests := []struct {
+		name     string
+		jitter   time.Duration
+		min, max time.Duration
+		want     func(d time.Duration) bool
+	}{
+		{"no jitter: the minimum", 0, 0, 120 * time.Millisecond, func(d time.Duration) bool { return d == 0 }},
+		{"no jitter, minimum 20 ms", 0, 20 * time.Millisecond, 120 * time.Millisecond, func(d time.Duration) bool { return d == 20*time.Millisecond }},
+		{"mild jitter: some delay", 10 * time.Millisecond, 0, 120 * time.Millisecond, func(d time.Duration) bool { return d > 5*time.Millisecond && d < 60*time.Millisecond }},
+		{"wild jitter: the maximum", 200 * time.Millisecond, 0, 120 * time.Millisecond, func(d time.Duration) bool { return d == 120*time.Millisecond }},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			rng := rand.New(rand.NewPCG(3, 4))
+			var as []arrival
+			// Talk spurts of 1 s with 200 ms pauses: the delay may change at each.
+			for k := 0; k < 10; k++ {
+				as = append(as, spurt(uint16(k*50), uint32(k*60*960), time.Duration(k)*1200*time.Millisecond, 50, func(int) time.Duration {
+					if tt.jitter == 0 {
+						return 0
+					}
+					return time.Duration(rng.Int64N(int64(tt.jitter)))
+				})...)
+			}
+			b := New(Config{Mode: Adaptive, Min: tt.min, Max: tt.max})
+			run(b, 1, as)
+			if d := b.Stats().Delay; !tt.want(d) {
+				t.Fatalf("delay %v (jitter measured %v)", d, b.Jitter())
+			}
+		})
+	}
+}
+
+func TestAdaptiveChangesDelayOnlyAtTalkSpurts(t *testing.T) {
+	rng := rand.New(rand.NewPCG(5, 6))
+	// One long spurt with jitter: no marker after the first packet, so the
+	// delay chosen at its start holds, and no frame is moved.
+	as := spurt(0, 0, 0, 300, func(i int) time.Duration { return time.Duration(rng.Int64N(int64(30 * time.Millisecond))) })
+	as[0].at = 0
+	b := New(Config{Mode: Adaptive, Target: 40 * time.Millisecond})
+	got := run(b, 1, as)
+	if b.Stats().Delay != 40*time.Millisecond || b.Stats().Resyncs != 0 {
+		t.Fatalf("stats %+v", b.Stats())
+	}
+	for i := 1; i < len(got); i++ {
+		if d := got[i].at - got[i-1].at; got[i].seq == got[i-1].seq+1 && d != frame {
+			t.Fatalf("frame %d played %v after the previous one", got[i].seq, d)
+		}
+	}
+}
+
+func TestSSRCChangeStartsOver(t *testing.T) {
+	b := New(Config{Mode: Fixed, Target: 20 * time.Millisecond})
+	run(b, 1, spurt(100, 0, 0, 10, none))
+	got := run(b, 2, spurt(5000, 777, 2*time.Second, 10, none))
+	if len(got) != 10 || got[0].seq != 5000 || b.Stats().SSRCChanges != 1 {
+		t.Fatalf("%v %+v", seqs(got), b.Stats())
+	}
+}
+
+func TestClockDriftIsAbsorbed(t *testing.T) {
+	for _, ppm := range []float64{-5000, 5000} { // a sender clock 0.5 % slow, then fast
+		as := spurt(0, 0, 0, 3000, none) // one minute without a pause
+		for i := range as {
+			as[i].at = time.Duration(float64(as[i].at) * (1 - ppm/1e6))
+		}
+		b := New(Config{Mode: Fixed, Target: 40 * time.Millisecond})
+		got := run(b, 1, as)
+		st := b.Stats()
+		if st.Late > 10 || st.Resyncs == 0 || len(got) < 2990 {
+			t.Fatalf("%v ppm: played %d, stats %+v", ppm, len(got), st)
+		}
+		if st.MaxDelay > 40*time.Millisecond+65*time.Millisecond {
+			t.Fatalf("%v ppm: held up to %v", ppm, st.MaxDelay)
+		}
+	}
+}
+
+func TestLongGapMovesTheWindow(t *testing.T) {
+	b := New(Config{Mode: Fixed, Target: 20 * time.Millisecond, Capacity: 16})
+	as := append(spurt(0, 0, 0, 5, none), spurt(1000, 1000*960, 20*time.Second, 5, none)...)
+	got := run(b, 1, as)
+	if len(got) != 10 {
+		t.Fatalf("played %v, stats %+v", seqs(got), b.Stats())
+	}
+}
+
+func BenchmarkPushPop(b *testing.B) {
+	buf := New(Config{Mode: Adaptive})
+	payload := make([]byte, 80)
+	now := t0
+	var seq uint16
+	var ts uint32
+	b.ReportAllocs()
+	for b.Loop() {
+		buf.Push(Packet{SSRC: 1, Seq: seq, TS: ts, Payload: payload}, now)
+		now = now.Add(frame)
+		_, _ = buf.Pop(now)
+		seq++
+		ts += 960
+	}
+}
