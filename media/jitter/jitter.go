@@ -56,10 +56,10 @@ type Result int
 // Results. Anything but Queued means the packet was dropped, and its
 // payload is the caller's again.
 const (
-	Queued Result = iota
-	Late          // its playout time had passed, or a later packet was played
-	Duplicate     // already queued or played
-	Overflow      // Off mode: the queue is full
+	Queued    Result = iota
+	Late             // its playout time had passed, or a later packet was played
+	Duplicate        // already queued or played
+	Overflow         // Off mode: the queue is full
 )
 
 // Stats are the buffer's counters.
