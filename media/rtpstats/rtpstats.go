@@ -45,6 +45,7 @@ type Receiver struct {
 	expectedPrior, receivedPrior uint32
 
 	duplicates, reordered uint64
+	bursts                uint64 // gaps in the sequence (runs of lost packets)
 
 	haveTransit bool
 	transit     float64
@@ -73,6 +74,9 @@ func (r *Receiver) Update(ssrc uint32, seq uint16, ts uint32, arrival time.Time)
 			r.cycles += seqMod
 		}
 		old := r.maxSeq
+		if udelta > 1 {
+			r.bursts++ // a reordered packet may fill it later; the count is an upper bound
+		}
 		r.maxSeq = seq
 		r.advance(old, seq)
 		r.mark(r.ext(seq))
@@ -112,7 +116,7 @@ func (r *Receiver) Update(ssrc uint32, seq uint16, ts uint32, arrival time.Time)
 
 func (r *Receiver) reset(ssrc uint32, seq uint16) {
 	*r = Receiver{clockRate: r.clockRate, started: true, ssrc: ssrc, baseSeq: uint32(seq), maxSeq: seq, badSeq: seqMod + 1,
-		duplicates: r.duplicates, reordered: r.reordered}
+		duplicates: r.duplicates, reordered: r.reordered, bursts: r.bursts}
 }
 
 // ext extends seq to 32 bits relative to the highest seen.
@@ -171,6 +175,7 @@ type Report struct {
 	Received       uint32 // distinct packets
 	Duplicates     uint64
 	Reordered      uint64
+	Bursts         uint64 // runs of lost packets, for the E-model's burst ratio
 }
 
 // Report returns the statistics and starts a new fraction-lost interval.
@@ -192,6 +197,6 @@ func (r *Receiver) Report() Report {
 	return Report{
 		SSRC: r.ssrc, ExtHighestSeq: ext, Expected: expected, Lost: int32(lost), FractionLost: fraction,
 		Jitter: uint32(r.jitter), JitterDuration: time.Duration(r.jitter / r.clockRate * float64(time.Second)),
-		Received: r.received, Duplicates: r.duplicates, Reordered: r.reordered,
+		Received: r.received, Duplicates: r.duplicates, Reordered: r.reordered, Bursts: r.bursts,
 	}
 }

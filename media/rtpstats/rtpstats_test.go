@@ -125,7 +125,16 @@ func TestDTXIsNotLoss(t *testing.T) {
 	}
 	r := New(48000)
 	feed(r, 1, ps)
-	if got := r.Report(); got.Lost != 0 || got.Expected != 100 || got.Jitter != 0 {
+	if got := r.Report(); got.Lost != 0 || got.Expected != 100 || got.Jitter != 0 || got.Bursts != 0 {
+		t.Fatalf("%+v", got)
+	}
+}
+
+func TestBursts(t *testing.T) {
+	r := New(48000)
+	// Lost: 10 alone, 20-24 together, 40-41 together: 3 bursts, 8 packets.
+	feed(r, 1, without(steady(0, 0, 100), func(i int) bool { return i == 10 || (i >= 20 && i < 25) || i == 40 || i == 41 }))
+	if got := r.Report(); got.Bursts != 3 || got.Lost != 8 {
 		t.Fatalf("%+v", got)
 	}
 }
