@@ -324,3 +324,49 @@ func TestMediaTimeoutNotifiesTheController(t *testing.T) {
 		t.Fatal("the ringing call was ended")
 	}
 }
+
+func TestQueryReportsEachHopsLossAndMOS(t *testing.T) {
+	m, _ := newManager(t, 43800, 0, nil)
+	pa, pb := newUDPPhone(t), newUDPPhone(t)
+	offer := do(t, m, "offer", ng.Dict{"call-id": "q", "from-tag": "a", "sdp": phoneSDP(pa.addr())})
+	answer := do(t, m, "answer", ng.Dict{"call-id": "q", "from-tag": "a", "to-tag": "b", "sdp": phoneSDP(pb.addr())})
+	toA := netip.AddrPortFrom(loopback, uint16(mediaOf(t, answer.Str("sdp")).Port))
+	toB := netip.AddrPortFrom(loopback, uint16(mediaOf(t, offer.Str("sdp")).Port))
+	rtpPacket := func(seq uint16) []byte {
+		b := make([]byte, 92)
+		b[0], b[1] = 0x80, 111
+		b[2], b[3] = byte(seq>>8), byte(seq)
+		ts := uint32(seq) * 960
+		b[4], b[5], b[6], b[7] = byte(ts>>24), byte(ts>>16), byte(ts>>8), byte(ts)
+		b[11] = 0x42
+		return b
+	}
+	for seq := uint16(0); seq < 100; seq++ {
+		if seq%20 != 9 { // A's uplink loses 5 %
+			pa.roundTrip(t, toA, pb, rtpPacket(seq))
+		}
+		pb.roundTrip(t, toB, pa, rtpPacket(seq))
+	}
+	q := do(t, m, "query", ng.Dict{"call-id": "q"})
+	reception := func(tag string) ng.Dict {
+		medias, _ := q.Dict("tags").Dict(tag)["medias"].([]any)
+		streams, _ := ng.Dict(medias[0].(map[string]any))["streams"].([]any)
+		return ng.Dict(streams[0].(map[string]any)).Dict("reception")
+	}
+	a, b := reception("a"), reception("b")
+	if n, _ := a.Int("lost"); n != 5 {
+		t.Fatalf("hop A→anchor: %v", a)
+	}
+	if f, _ := a.Int("fraction lost"); f != 12 {
+		t.Fatalf("hop A→anchor fraction: %v", a)
+	}
+	if n, _ := b.Int("lost"); n != 0 {
+		t.Fatalf("hop B→anchor: %v", b)
+	}
+	if ma, _ := a.Int("MOS"); ma >= 41 || ma < 35 {
+		t.Fatalf("MOS of the lossy hop %d", ma)
+	}
+	if mb, _ := b.Int("MOS"); mb != 44 {
+		t.Fatalf("MOS of the clean hop %d", mb)
+	}
+}

@@ -6,7 +6,9 @@ import (
 	"time"
 
 	"github.com/sori-voice/sori/media/ng"
+	"github.com/sori-voice/sori/media/quality"
 	"github.com/sori-voice/sori/media/relay"
+	"github.com/sori-voice/sori/media/rtpstats"
 )
 
 // query reports a call: per tag, per media section, per stream, with
@@ -58,8 +60,13 @@ func (c *call) stats(now time.Time) ng.Dict {
 			totRTCP = add(totRTCP, rtcp)
 			ep, _ := md.stream.Endpoint()
 			last := md.stream.LastPacket()
+			rtpDict := streamDict(md.stream.Port(), ep, last, rtp)
+			if rep := md.stream.ReceptionSnapshot(); rep.Expected > 0 {
+				rtpDict["SSRC"] = int64(rep.SSRC)
+				rtpDict["reception"] = receptionDict(rep)
+			}
 			streams := []any{
-				streamDict(md.stream.Port(), ep, last, rtp),
+				rtpDict,
 				streamDict(md.stream.Port()+1, netip.AddrPortFrom(ep.Addr(), ep.Port()+1), last, rtcp),
 			}
 			medias = append(medias, ng.Dict{"index": md.index, "type": md.typ, "protocol": md.proto, "streams": streams})
@@ -95,6 +102,17 @@ func streamDict(port int, ep netip.AddrPort, last time.Time, c relay.Counters) n
 		d["last packet"] = last.Unix()
 	}
 	return d
+}
+
+// receptionDict is the hop phone → anchor: RFC 3550 loss and jitter, and
+// the E-model MOS of that hop alone (×10, as rtpengine reports MOS).
+func receptionDict(r rtpstats.Report) ng.Dict {
+	leg := quality.Leg{Expected: uint64(r.Expected), Lost: uint64(max(r.Lost, 0)), Bursts: r.Bursts}
+	return ng.Dict{
+		"expected": int64(r.Expected), "received": int64(r.Received), "lost": int64(r.Lost),
+		"fraction lost": int64(r.FractionLost), "jitter": r.JitterDuration.Milliseconds(),
+		"duplicates": int64(r.Duplicates), "reordered": int64(r.Reordered), "MOS": int64(leg.MOS()*10 + 0.5),
+	}
 }
 
 func counters(c relay.Counters) ng.Dict {

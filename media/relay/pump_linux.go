@@ -108,7 +108,12 @@ func (p *pumpState) forward(n int) {
 	if p.rtcp {
 		c = &s.rtcp
 	}
-	now := time.Now().UnixNano()
+	wall := time.Now()
+	now := wall.UnixNano()
+	if !p.rtcp {
+		s.statsMu.Lock()
+		defer s.statsMu.Unlock()
+	}
 	// RTCP multiplexed on the RTP port (RFC 5761) goes to the RTCP port of
 	// a peer that does not multiplex.
 	demux := !p.rtcp && s.mux.Load()
@@ -129,10 +134,14 @@ func (p *pumpState) forward(n int) {
 			c.errors.Add(1)
 			continue
 		}
-		if demux && isRTCP(p.bufs[i][:size]) {
-			p.demux[nDemux] = i
-			nDemux++
-			continue
+		if !p.rtcp && isRTCP(p.bufs[i][:size]) {
+			if demux {
+				p.demux[nDemux] = i
+				nDemux++
+				continue
+			}
+		} else if !p.rtcp {
+			s.observe(p.bufs[i][:size], wall)
 		}
 		p.outIov[p.nOut].Base = &p.bufs[i][0]
 		p.outIov[p.nOut].SetLen(size)

@@ -20,7 +20,13 @@ func (s *Stream) pump(sock *socket, rtcp bool) {
 		if err != nil {
 			return
 		}
-		s.last.Store(time.Now().UnixNano())
+		now := time.Now()
+		s.last.Store(now.UnixNano())
+		if !rtcp && !isRTCPPacket(buf[:n]) {
+			s.statsMu.Lock()
+			s.observe(buf[:n], now)
+			s.statsMu.Unlock()
+		}
 		c.packets.Add(1)
 		c.bytes.Add(uint64(n))
 		if !s.accept(netip.AddrPortFrom(src.Addr().Unmap(), src.Port()), rtcp) {
@@ -37,3 +43,5 @@ func (s *Stream) pump(sock *socket, rtcp bool) {
 		}
 	}
 }
+
+func isRTCPPacket(b []byte) bool { return len(b) >= 8 && b[1] >= 192 && b[1] <= 223 }

@@ -240,3 +240,27 @@ func TestRTCPMuxMeetsAPhoneWithout(t *testing.T) {
 		t.Fatalf("B's RTCP: ok=%v from %s, want A's (multiplexed) RTP port %s", ok, from, c.portA())
 	}
 }
+
+func TestReceptionStatisticsPerHop(t *testing.T) {
+	c := newCall(t, anchorPorts(t, 42600), Options{}, netip.AddrPort{})
+	sent := 0
+	for seq := uint16(1); seq <= 200; seq++ {
+		if seq%20 == 7 {
+			continue // lost between phone A and the anchor: 5 %
+		}
+		c.pa.send(c.portA(), opus(seq))
+		c.pb.recv(time.Second)
+		sent++
+	}
+	for seq := uint16(1); seq <= 50; seq++ {
+		c.pb.send(c.portB(), opus(seq))
+		c.pa.recv(time.Second)
+	}
+	a, b := c.a.Reception(), c.b.Reception()
+	if a.Expected != 200 || a.Lost != 10 || a.FractionLost != 12 || a.Received != uint32(sent) || a.SSRC != 0x1234 {
+		t.Fatalf("A→anchor %+v", a)
+	}
+	if b.Expected != 50 || b.Lost != 0 || b.FractionLost != 0 {
+		t.Fatalf("B→anchor %+v", b)
+	}
+}

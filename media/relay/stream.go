@@ -6,6 +6,7 @@
 package relay
 
 import (
+	"encoding/binary"
 	"net"
 	"net/netip"
 	"sync"
@@ -14,6 +15,7 @@ import (
 	"time"
 
 	"github.com/sori-voice/sori/media/ports"
+	"github.com/sori-voice/sori/media/rtpstats"
 )
 
 // Options of a Stream.
@@ -47,6 +49,9 @@ type Stream struct {
 	rtp, rtcp counters
 	last      atomic.Int64 // unix nanoseconds of the last packet received
 	mux       atomic.Bool  // the phone multiplexes RTCP on its RTP port (a=rtcp-mux)
+
+	statsMu sync.Mutex
+	stats   *rtpstats.Receiver // RFC 3550 statistics of the RTP the phone sends
 
 	startOnce sync.Once
 	wg        sync.WaitGroup
@@ -84,7 +89,35 @@ func NewStream(p *ports.Pair, o Options) (*Stream, error) {
 	if err != nil {
 		return nil, err
 	}
-	return &Stream{pair: p, opts: o, rtpSock: rtp, rtcpSock: rtcp}, nil
+	return &Stream{pair: p, opts: o, rtpSock: rtp, rtcpSock: rtcp, stats: rtpstats.New(clockRate)}, nil
+}
+
+// clockRate of the RTP statistics: Opus (RFC 7587) and most wideband
+// codecs use 48 kHz. Jitter of an 8 kHz codec reads 6 times too high.
+const clockRate = 48000
+
+// observe feeds one RTP packet from the phone to the statistics; called
+// by the pump with statsMu held, once per batch.
+func (s *Stream) observe(b []byte, now time.Time) {
+	if len(b) < 12 || b[0]>>6 != 2 {
+		return
+	}
+	s.stats.Update(binary.BigEndian.Uint32(b[8:12]), binary.BigEndian.Uint16(b[2:4]), binary.BigEndian.Uint32(b[4:8]), now)
+}
+
+// ReceptionSnapshot is Reception without starting a new interval.
+func (s *Stream) ReceptionSnapshot() rtpstats.Report {
+	s.statsMu.Lock()
+	defer s.statsMu.Unlock()
+	return s.stats.Snapshot()
+}
+
+// Reception is the RFC 3550 statistics of the RTP received from the phone
+// (the hop phone → anchor). It starts a new fraction-lost interval.
+func (s *Stream) Reception() rtpstats.Report {
+	s.statsMu.Lock()
+	defer s.statsMu.Unlock()
+	return s.stats.Report()
 }
 
 // Port is the anchor's RTP port for this stream (RTCP is Port+1).

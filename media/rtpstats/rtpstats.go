@@ -178,6 +178,15 @@ type Report struct {
 	Bursts         uint64 // runs of lost packets, for the E-model's burst ratio
 }
 
+// Snapshot returns the statistics without starting a new interval (its
+// FractionLost covers the interval so far).
+func (r *Receiver) Snapshot() Report {
+	ep, rp := r.expectedPrior, r.receivedPrior
+	rep := r.Report()
+	r.expectedPrior, r.receivedPrior = ep, rp
+	return rep
+}
+
 // Report returns the statistics and starts a new fraction-lost interval.
 func (r *Receiver) Report() Report {
 	if !r.started {
