@@ -2,7 +2,7 @@
 // sori (or Kamailio's rtpengine module) sets up over the ng protocol.
 //
 //	sori-anchor -ng 127.0.0.1:22222 -rtp-ports 30000-39999 -listen 127.0.0.1 \
-//	            -advertise 203.0.113.5 -http 127.0.0.1:9061 [-media-timeout 30s]
+//	            -advertise 203.0.113.5 -http 127.0.0.1:9061 [-media-timeout 30s] [-rtcp-interval 5s]
 package main
 
 import (
@@ -55,6 +55,7 @@ type options struct {
 	advertise    []netip.Addr
 	http         string
 	mediaTimeout time.Duration
+	rtcpInterval time.Duration
 	logLevel     slog.Level
 	pprof        bool
 }
@@ -68,6 +69,7 @@ func parseFlags(args []string, stderr io.Writer) (options, error) {
 	advertise := fs.String("advertise", "", "address written into SDP, or an IPv4 and an IPv6 one, comma separated (default: -listen)")
 	httpAddr := fs.String("http", "127.0.0.1:9061", "/metrics and /healthz address (empty: none)")
 	timeout := fs.Duration("media-timeout", 30*time.Second, "end an answered call whose media stopped this long (0: never)")
+	rtcpInterval := fs.Duration("rtcp-interval", 5*time.Second, "the anchor's own RTCP receiver reports to each phone (0: none)")
 	level := fs.String("log-level", "info", "debug, info, warn or error")
 	pprofOn := fs.Bool("pprof", false, "serve /debug/pprof/ on -http")
 	if err := fs.Parse(args); err != nil {
@@ -118,6 +120,10 @@ func parseFlags(args []string, stderr io.Writer) (options, error) {
 		bad("media-timeout", "must not be negative")
 	}
 	o.mediaTimeout = *timeout
+	if *rtcpInterval < 0 || *rtcpInterval > 0 && *rtcpInterval < 100*time.Millisecond {
+		bad("rtcp-interval", "%s: give 0 or at least 100ms", *rtcpInterval)
+	}
+	o.rtcpInterval = *rtcpInterval
 	if err := o.logLevel.UnmarshalText([]byte(*level)); err != nil {
 		bad("log-level", "%q is not debug, info, warn or error", *level)
 	}
@@ -145,7 +151,7 @@ func run(ctx context.Context, args []string, stderr io.Writer) error {
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	var srv *ng.Server
 	mgr := anchor.New(anchor.Config{
-		Advertise: o.advertise, Ports: alloc, MediaTimeout: o.mediaTimeout, Log: log, Registerer: reg,
+		Advertise: o.advertise, Ports: alloc, MediaTimeout: o.mediaTimeout, RTCPInterval: o.rtcpInterval, Log: log, Registerer: reg,
 		Notify: func(to netip.AddrPort, d ng.Dict) {
 			if err := srv.Send(to, "notify-"+strconv.FormatInt(time.Now().UnixNano(), 36), d); err != nil {
 				log.Warn("notification not sent", "to", to, "error", err)
@@ -174,6 +180,7 @@ func run(ctx context.Context, args []string, stderr io.Writer) error {
 	runCtx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	go mgr.RunTimeouts(runCtx)
+	go mgr.RunReports(runCtx)
 	done := make(chan error, 1)
 	go func() { done <- srv.Serve(runCtx) }()
 	log.Info("sori-anchor started", "ng", o.ng, "rtp_ports", fmt.Sprintf("%d-%d", o.minPort, o.maxPort),

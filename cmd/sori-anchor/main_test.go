@@ -33,6 +33,7 @@ func TestBadFlagsAreNamed(t *testing.T) {
 		{"-listen 0.0.0.0", "-advertise: required"},
 		{"-advertise 203.0.113.5,198.51.100.1", "-advertise:"},
 		{"-media-timeout -1s", "-media-timeout:"},
+		{"-rtcp-interval 1ms", "-rtcp-interval:"},
 		{"-log-level loud", "-log-level:"},
 		{"extra", "unexpected argument"},
 	} {

@@ -31,6 +31,7 @@ type Config struct {
 	Advertise    []netip.Addr
 	Ports        *ports.Allocator
 	MediaTimeout time.Duration // 0: never
+	RTCPInterval time.Duration // the anchor's own RTCP reports to each phone; 0: none
 	Log          *slog.Logger
 	Registerer   prometheus.Registerer // nil: no metrics
 	// Notify sends an unsolicited ng message to the control client that

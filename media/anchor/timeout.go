@@ -5,6 +5,7 @@ import (
 	"time"
 
 	"github.com/sori-voice/sori/media/ng"
+	"github.com/sori-voice/sori/media/relay"
 )
 
 // RunTimeouts ends answered calls whose media stopped for MediaTimeout,
@@ -69,4 +70,44 @@ func (c *call) lastMedia() time.Time {
 		}
 	}
 	return last
+}
+
+// RunReports sends every phone, each RTCPInterval, the anchor's receiver
+// report on the media it receives from it, until ctx ends.
+func (m *Manager) RunReports(ctx context.Context) {
+	if m.cfg.RTCPInterval <= 0 {
+		return
+	}
+	t := time.NewTicker(m.cfg.RTCPInterval)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case now := <-t.C:
+			m.report(now)
+		}
+	}
+}
+
+func (m *Manager) report(now time.Time) {
+	var streams []*relay.Stream
+	m.mu.Lock()
+	for _, c := range m.calls {
+		for _, l := range c.legs {
+			for _, md := range l.medias {
+				streams = append(streams, md.stream)
+			}
+		}
+	}
+	m.mu.Unlock()
+	for _, s := range streams {
+		b, _, ok := s.Report(now, relay.JitterFigures{})
+		if !ok {
+			continue
+		}
+		if err := s.SendRTCP(b); err != nil {
+			m.cfg.Log.Debug("RTCP report not sent", "error", err)
+		}
+	}
 }

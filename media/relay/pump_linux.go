@@ -134,13 +134,15 @@ func (p *pumpState) forward(n int) {
 			c.errors.Add(1)
 			continue
 		}
-		if !p.rtcp && isRTCP(p.bufs[i][:size]) {
+		switch {
+		case p.rtcp || isRTCP(p.bufs[i][:size]):
+			s.observeRTCP(p.bufs[i][:size], wall)
 			if demux {
 				p.demux[nDemux] = i
 				nDemux++
 				continue
 			}
-		} else if !p.rtcp {
+		default:
 			s.observe(p.bufs[i][:size], wall)
 		}
 		p.outIov[p.nOut].Base = &p.bufs[i][0]

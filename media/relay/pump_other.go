@@ -22,7 +22,9 @@ func (s *Stream) pump(sock *socket, rtcp bool) {
 		}
 		now := time.Now()
 		s.last.Store(now.UnixNano())
-		if !rtcp && !isRTCPPacket(buf[:n]) {
+		if rtcp || isRTCPPacket(buf[:n]) {
+			s.observeRTCP(buf[:n], now)
+		} else {
 			s.statsMu.Lock()
 			s.observe(buf[:n], now)
 			s.statsMu.Unlock()

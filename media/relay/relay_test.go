@@ -7,6 +7,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/pion/rtcp"
 	"github.com/pion/rtp"
 
 	"github.com/sori-voice/sori/media/ports"
@@ -262,5 +263,67 @@ func TestReceptionStatisticsPerHop(t *testing.T) {
 	}
 	if b.Expected != 50 || b.Lost != 0 || b.FractionLost != 0 {
 		t.Fatalf("B→anchor %+v", b)
+	}
+}
+
+func TestAnchorReportsAndRoundTrip(t *testing.T) {
+	c := newCall(t, anchorPorts(t, 42800), Options{}, netip.AddrPort{})
+	rtcpA, rtcpB := newPhone(t), newPhone(t)
+	c.a.SetEndpoint(c.pa.addr(), rtcpA.addr())
+	c.b.SetEndpoint(c.pb.addr(), rtcpB.addr())
+	for seq := uint16(0); seq < 200; seq++ {
+		if seq%20 == 3 {
+			continue // 5 % lost on A's uplink
+		}
+		c.pa.send(c.portA(), opus(seq))
+		c.pb.recv(time.Second)
+	}
+	// B sends an SR; the anchor forwards it to A; A answers with an RR
+	// naming it 10 ms later: the anchor learns the round trip to A.
+	sr := &rtcp.SenderReport{SSRC: 0xb0b, NTPTime: 0x0123456789abcdef}
+	raw, _ := sr.Marshal()
+	rtcpB.send(netip.AddrPortFrom(loopback, uint16(c.b.Port()+1)), raw)
+	if _, _, ok := rtcpA.recv(time.Second); !ok {
+		t.Fatal("B's SR not relayed to A")
+	}
+	time.Sleep(30 * time.Millisecond)
+	rr := &rtcp.ReceiverReport{SSRC: 0xa11ce, Reports: []rtcp.ReceptionReport{{SSRC: 0xb0b, FractionLost: 3, LastSenderReport: 0x456789ab, Delay: 655}}} // 10 ms
+	raw, _ = rr.Marshal()
+	rtcpA.send(netip.AddrPortFrom(loopback, uint16(c.a.Port()+1)), raw)
+	if _, _, ok := rtcpB.recv(time.Second); !ok {
+		t.Fatal("A's RR not relayed to B")
+	}
+	down := c.a.Downstream()
+	if !down.Known || down.Report.FractionLost != 3 || down.RTT < 15*time.Millisecond || down.RTT > 200*time.Millisecond {
+		t.Fatalf("downstream %+v", down)
+	}
+
+	b, rep, ok := c.a.Report(time.Now(), JitterFigures{})
+	if !ok || rep.Lost != 10 {
+		t.Fatalf("report %+v %v", rep, ok)
+	}
+	if err := c.a.SendRTCP(b); err != nil {
+		t.Fatal(err)
+	}
+	got, from, ok := rtcpA.recv(time.Second)
+	if !ok || from.Port() != uint16(c.a.Port()+1) {
+		t.Fatalf("anchor's report: ok=%v from %s", ok, from)
+	}
+	pkts, err := rtcp.Unmarshal(got)
+	if err != nil || len(pkts) != 3 {
+		t.Fatalf("%v %v", pkts, err)
+	}
+	rrOut, ok1 := pkts[0].(*rtcp.ReceiverReport)
+	xr, ok2 := pkts[2].(*rtcp.ExtendedReport)
+	if !ok1 || !ok2 || len(rrOut.Reports) != 1 || len(xr.Reports) != 1 {
+		t.Fatalf("compound %v", pkts)
+	}
+	block := rrOut.Reports[0]
+	if block.SSRC != 0x1234 || block.FractionLost != 12 || block.TotalLost != 10 || block.LastSequenceNumber != 199 {
+		t.Fatalf("reception block %+v", block)
+	}
+	voip, ok := xr.Reports[0].(*rtcp.VoIPMetricsReportBlock)
+	if !ok || voip.SSRC != 0x1234 || voip.LossRate != 12 || voip.MOSLQ < 35 || voip.MOSLQ > 42 || voip.RoundTripDelay < 15 {
+		t.Fatalf("VoIP metrics %+v", xr.Reports[0])
 	}
 }

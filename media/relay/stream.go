@@ -53,6 +53,8 @@ type Stream struct {
 	statsMu sync.Mutex
 	stats   *rtpstats.Receiver // RFC 3550 statistics of the RTP the phone sends
 
+	rtcpState rtcpState
+
 	startOnce sync.Once
 	wg        sync.WaitGroup
 }
