@@ -2,8 +2,11 @@ package main
 
 import (
 	"bytes"
+	"context"
 	"fmt"
 	"io"
+	"log/slog"
+	"math/rand/v2"
 	"net"
 	"net/http"
 	"net/netip"
@@ -16,8 +19,10 @@ import (
 	"time"
 
 	"github.com/emiago/sipgo/sip"
+	"github.com/pion/rtcp"
 	"github.com/pion/rtp"
 
+	"github.com/sori-voice/sori/media/ng"
 	"github.com/sori-voice/sori/media/sdp"
 )
 
@@ -308,5 +313,144 @@ func TestMediaTimeoutEndsTheCall(t *testing.T) {
 	r := records(t, cdr, "bob", 1)[0]
 	if r.Disposition != "media-timeout" || r.HangupBy != "media-timeout" || r.Answer == nil {
 		t.Fatalf("call record %+v", r)
+	}
+}
+
+// mediaPair is a phone's RTP socket and its RTCP socket on the port above.
+func mediaPair(t *testing.T) (*mediaSocket, *mediaSocket) {
+	t.Helper()
+	for range 100 {
+		rtpSock := newMediaSocket(t)
+		if rtpSock.port()%2 != 0 {
+			continue
+		}
+		c, err := net.ListenUDP("udp", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1), Port: rtpSock.port() + 1})
+		if err != nil {
+			continue
+		}
+		t.Cleanup(func() { c.Close() })
+		return rtpSock, &mediaSocket{t: t, conn: c}
+	}
+	t.Fatal("no adjacent RTP/RTCP ports")
+	return nil, nil
+}
+
+// A sender that loses 5 % of its packets and jitters the rest: the
+// anchor's receiver reports to it say ~5 % lost, the ng query says the
+// same of that hop, and the clean direction shows none.
+func TestLossIsReportedPerHop(t *testing.T) {
+	an := startAnchor(t, "-rtcp-interval", "300ms")
+	n := startNode(t, nodeConfig{extra: fmt.Sprintf("media:\n  anchors: [%q]\n", an.ng)})
+	bob := newUA(t, n, "udp", "bob")
+	if res := bob.registerAuth("bob", "bob-secret", "loss-reg@test", 1, "Contact: <sip:bob@"+bob.local+">"); res.StatusCode != 200 {
+		t.Fatalf("REGISTER: %d", res.StatusCode)
+	}
+	alice := newUA(t, n, "udp", "alice")
+	ma, ra := mediaPair(t)
+	mb, rb := mediaPair(t)
+	alice.sdp = ma.sdp(1)
+	alice.authenticated("INVITE", "sip:bob@sori.test")
+	inv := bob.readRequest()
+	bob.respondSDP(inv, 200, "OK", mb.sdp(2), "Contact: <sip:bob@"+bob.local+">")
+	res := alice.final()
+	if res.StatusCode != 200 {
+		t.Fatalf("INVITE: %d", res.StatusCode)
+	}
+	alice.sdp = ""
+	alice.send(alice.inDialog("ACK", 2, res))
+	bob.readRequest()
+	toA, toB := mediaTarget(t, res.Body()), mediaTarget(t, inv.Body())
+
+	// 250 packets each way, 20 ms apart. Alice's every 20th is lost, the
+	// rest arrive up to 15 ms late; Bob's all arrive on time.
+	rng := rand.New(rand.NewPCG(7, 8))
+	go func() {
+		for seq := 0; seq < 250; seq++ {
+			p := rtp.Packet{Header: rtp.Header{Version: 2, PayloadType: 111, SequenceNumber: uint16(seq), Timestamp: uint32(seq) * 960, SSRC: 0xb0b}, Payload: make([]byte, 80)}
+			raw, _ := p.Marshal()
+			_, _ = mb.conn.WriteToUDPAddrPort(raw, toB)
+			time.Sleep(20 * time.Millisecond)
+		}
+	}()
+	for seq := 0; seq < 250; seq++ {
+		start := time.Now()
+		if seq%20 != 11 {
+			time.Sleep(time.Duration(rng.Int64N(int64(15 * time.Millisecond))))
+			p := rtp.Packet{Header: rtp.Header{Version: 2, PayloadType: 111, SequenceNumber: uint16(seq), Timestamp: uint32(seq) * 960, SSRC: 0xa11ce}, Payload: make([]byte, 80)}
+			raw, _ := p.Marshal()
+			_, _ = ma.conn.WriteToUDPAddrPort(raw, toA)
+		}
+		time.Sleep(20*time.Millisecond - time.Since(start))
+	}
+	time.Sleep(400 * time.Millisecond) // one more report interval
+
+	// The last report each phone got from the anchor.
+	lastReport := func(s *mediaSocket) (*rtcp.ReceiverReport, *rtcp.VoIPMetricsReportBlock) {
+		t.Helper()
+		var rr *rtcp.ReceiverReport
+		var voip *rtcp.VoIPMetricsReportBlock
+		buf := make([]byte, 1500)
+		for {
+			_ = s.conn.SetReadDeadline(time.Now().Add(100 * time.Millisecond))
+			k, _, err := s.conn.ReadFromUDPAddrPort(buf)
+			if err != nil {
+				return rr, voip
+			}
+			pkts, err := rtcp.Unmarshal(buf[:k])
+			if err != nil {
+				t.Fatalf("RTCP from the anchor does not parse: %v", err)
+			}
+			for _, p := range pkts {
+				switch x := p.(type) {
+				case *rtcp.ReceiverReport:
+					rr = x
+				case *rtcp.ExtendedReport:
+					for _, b := range x.Reports {
+						if v, ok := b.(*rtcp.VoIPMetricsReportBlock); ok {
+							voip = v
+						}
+					}
+				}
+			}
+		}
+	}
+	rrA, voipA := lastReport(ra)
+	rrB, voipB := lastReport(rb)
+	if rrA == nil || voipA == nil || rrB == nil || voipB == nil {
+		t.Fatal("a phone got no receiver report from the anchor")
+	}
+	a, b := rrA.Reports[0], rrB.Reports[0]
+	lossA := float64(a.TotalLost) / float64(a.LastSequenceNumber+1)
+	if a.SSRC != 0xa11ce || lossA < 0.045 || lossA > 0.055 || voipA.LossRate < 11 || voipA.LossRate > 14 || a.Jitter == 0 {
+		t.Fatalf("alice's hop: %+v, VoIP %+v", a, voipA)
+	}
+	if b.SSRC != 0xb0b || b.TotalLost != 0 || b.FractionLost != 0 || voipB.LossRate != 0 || voipB.MOSLQ < voipA.MOSLQ {
+		t.Fatalf("bob's hop: %+v, VoIP %+v", b, voipB)
+	}
+
+	// The ng query says the same of each hop.
+	client, err := ng.NewClient("127.0.0.1:0", 200*time.Millisecond, slog.New(slog.NewTextHandler(io.Discard, nil)), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer client.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+	defer cancel()
+	q, err := client.Do(ctx, netip.MustParseAddrPort(an.ng), ng.Dict{"command": "query", "call-id": res.CallID().Value()})
+	if err != nil || q.Str("result") != "ok" {
+		t.Fatalf("query: %v %v", q, err)
+	}
+	hop := func(tag string) ng.Dict {
+		medias, _ := q.Dict("tags").Dict(tag)["medias"].([]any)
+		streams, _ := ng.Dict(medias[0].(map[string]any))["streams"].([]any)
+		return ng.Dict(streams[0].(map[string]any)).Dict("reception")
+	}
+	fromTag := res.From().Params.GetOr("tag", "")
+	toTag := res.To().Params.GetOr("tag", "")
+	if lost, _ := hop(fromTag).Int("lost"); lost != int64(a.TotalLost) {
+		t.Fatalf("query says alice's hop lost %d, RTCP %d", lost, a.TotalLost)
+	}
+	if lost, _ := hop(toTag).Int("lost"); lost != 0 {
+		t.Fatalf("query says bob's hop lost %d", lost)
 	}
 }
