@@ -314,6 +314,9 @@ func TestMediaTimeoutEndsTheCall(t *testing.T) {
 	if r.Disposition != "media-timeout" || r.HangupBy != "media-timeout" || r.Answer == nil {
 		t.Fatalf("call record %+v", r)
 	}
+	if r.CallerMedia == nil || r.CallerMedia.Sent != 20 || r.CallerMedia.Lost != 0 {
+		t.Fatalf("media quality in the record: %+v", r.CallerMedia)
+	}
 }
 
 // mediaPair is a phone's RTP socket and its RTCP socket on the port above.
@@ -340,7 +343,8 @@ func mediaPair(t *testing.T) (*mediaSocket, *mediaSocket) {
 // same of that hop, and the clean direction shows none.
 func TestLossIsReportedPerHop(t *testing.T) {
 	an := startAnchor(t, "-rtcp-interval", "300ms")
-	n := startNode(t, nodeConfig{extra: fmt.Sprintf("media:\n  anchors: [%q]\n", an.ng)})
+	cdr := filepath.Join(t.TempDir(), "cdr.jsonl")
+	n := startNode(t, nodeConfig{extra: fmt.Sprintf("media:\n  anchors: [%q]\ncdr:\n  file: %s\n", an.ng, cdr)})
 	bob := newUA(t, n, "udp", "bob")
 	if res := bob.registerAuth("bob", "bob-secret", "loss-reg@test", 1, "Contact: <sip:bob@"+bob.local+">"); res.StatusCode != 200 {
 		t.Fatalf("REGISTER: %d", res.StatusCode)
@@ -452,5 +456,20 @@ func TestLossIsReportedPerHop(t *testing.T) {
 	}
 	if lost, _ := hop(toTag).Int("lost"); lost != 0 {
 		t.Fatalf("query says bob's hop lost %d", lost)
+	}
+
+	// And so does the call record.
+	alice.send(alice.inDialog("BYE", 3, res))
+	bob.respond(bob.readRequest(), 200, "OK")
+	alice.final()
+	r := records(t, cdr, "bob", 1)[0]
+	if r.CallerMedia == nil || r.CalleeMedia == nil {
+		t.Fatalf("call record without media quality: %+v", r)
+	}
+	if c := r.CallerMedia; c.Lost != int64(a.TotalLost) || c.LossPct < 4.5 || c.LossPct > 5.5 || c.MOS >= r.CalleeMedia.MOS || r.MOS != c.MOS {
+		t.Fatalf("caller media %+v, call MOS %.1f", c, r.MOS)
+	}
+	if c := r.CalleeMedia; c.Lost != 0 || c.LossPct != 0 || c.Sent < 200 || c.MOS < 4.3 {
+		t.Fatalf("callee media %+v", c)
 	}
 }

@@ -139,7 +139,7 @@ func serve(ctx context.Context, configPath string, logOut io.Writer) error {
 	defer closeSinks()
 	defer tracker.Close()
 	var px *proxy.Proxy
-	media, err := mediaPool(ctx, cfg, log, reg, func(callID string) { px.MediaTimeout(callID) })
+	media, err := mediaPool(ctx, cfg, log, reg, func(callID string, q map[string]calls.MediaQuality) { px.MediaTimeout(callID, q) })
 	if err != nil {
 		return err
 	}
@@ -288,7 +288,7 @@ func bindingsGauge(st store.Bindings) prometheus.Collector {
 // Redis store, the stream.
 // mediaPool connects to the media anchors; nil when none is configured
 // (media then flows end to end).
-func mediaPool(ctx context.Context, cfg *config.Config, log *slog.Logger, reg prometheus.Registerer, onTimeout func(callID string)) (*anchoring.Pool, error) {
+func mediaPool(ctx context.Context, cfg *config.Config, log *slog.Logger, reg prometheus.Registerer, onTimeout func(string, map[string]calls.MediaQuality)) (*anchoring.Pool, error) {
 	if len(cfg.Media.Anchors) == 0 {
 		return nil, nil
 	}

@@ -65,6 +65,13 @@ func (c *call) stats(now time.Time) ng.Dict {
 				rtpDict["SSRC"] = int64(rep.SSRC)
 				rtpDict["reception"] = receptionDict(rep)
 			}
+			if down := md.stream.Downstream(); down.Known {
+				// The phone's own report on what reaches it through the anchor.
+				rtpDict["downstream"] = ng.Dict{
+					"fraction lost": int64(down.Report.FractionLost), "lost": int64(down.Report.TotalLost),
+					"jitter": int64(down.Report.Jitter) * 1000 / 48000, "RTT": down.RTT.Milliseconds(),
+				}
+			}
 			streams := []any{
 				rtpDict,
 				streamDict(md.stream.Port()+1, netip.AddrPortFrom(ep.Addr(), ep.Port()+1), last, rtcp),

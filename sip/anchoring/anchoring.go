@@ -11,6 +11,7 @@ import (
 	"fmt"
 	"hash/fnv"
 	"log/slog"
+	"math"
 	"net/netip"
 	"strings"
 	"sync"
@@ -20,6 +21,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/sori-voice/sori/media/ng"
+	"github.com/sori-voice/sori/sip/calls"
 )
 
 // ErrNoAnchor: no anchor is up, or every one tried failed.
@@ -32,8 +34,9 @@ type Config struct {
 	PingInterval time.Duration
 	Log          *slog.Logger
 	Registerer   prometheus.Registerer // nil: no metrics
-	// OnTimeout is told when an anchor reports that a call's media stopped.
-	OnTimeout func(callID string)
+	// OnTimeout is told when an anchor reports that a call's media
+	// stopped, with each side's media quality by SIP tag.
+	OnTimeout func(callID string, media map[string]calls.MediaQuality)
 }
 
 // Pool is the set of anchors.
@@ -216,19 +219,65 @@ func (p *Pool) Answer(ctx context.Context, req *sip.Request, res *sip.Response) 
 	return nil
 }
 
-// Delete ends the call on its anchor.
-func (p *Pool) Delete(ctx context.Context, callID string) {
+// Delete ends the call on its anchor and returns each side's media
+// quality, by SIP tag (nil when the anchor did not say).
+func (p *Pool) Delete(ctx context.Context, callID string) map[string]calls.MediaQuality {
 	p.mu.Lock()
 	a := p.calls[callID]
 	delete(p.calls, callID)
 	p.mu.Unlock()
 	if a == nil {
-		return
+		return nil
 	}
-	_, err := p.send(ctx, a, ng.Dict{"command": "delete", "call-id": callID})
+	res, err := p.send(ctx, a, ng.Dict{"command": "delete", "call-id": callID})
 	if err != nil {
 		p.cfg.Log.Info("media delete failed", "call_id", callID, "anchor", a.addr, "error", err)
+		return nil
 	}
+	return Quality(res)
+}
+
+// Quality reads each tag's media quality from a delete or query reply (or
+// a media-timeout notification): the RTP stream of its first medium.
+func Quality(d ng.Dict) map[string]calls.MediaQuality {
+	tags := d.Dict("tags")
+	if len(tags) == 0 {
+		return nil
+	}
+	out := map[string]calls.MediaQuality{}
+	for tag := range tags {
+		medias, _ := tags.Dict(tag)["medias"].([]any)
+		if len(medias) == 0 {
+			continue
+		}
+		m, _ := medias[0].(map[string]any)
+		streams, _ := ng.Dict(m)["streams"].([]any)
+		if len(streams) == 0 {
+			continue
+		}
+		st, _ := streams[0].(map[string]any)
+		rec := ng.Dict(st).Dict("reception")
+		if rec == nil {
+			continue
+		}
+		var q calls.MediaQuality
+		q.Sent, _ = rec.Int("expected")
+		q.Lost, _ = rec.Int("lost")
+		q.JitterMS, _ = rec.Int("jitter")
+		mos, _ := rec.Int("MOS")
+		q.MOS = float64(mos) / 10
+		if q.Sent > 0 {
+			q.LossPct = math.Round(10000*float64(max(q.Lost, 0))/float64(q.Sent)) / 100
+		}
+		if down := ng.Dict(st).Dict("downstream"); down != nil {
+			f, _ := down.Int("fraction lost")
+			q.DownLossPct = math.Round(10000*float64(f)/256) / 100
+			q.DownJitterMS, _ = down.Int("jitter")
+			q.RTTMS, _ = down.Int("RTT")
+		}
+		out[tag] = q
+	}
+	return out
 }
 
 // Anchor is where a call's media is anchored (false when it is not).
@@ -306,7 +355,7 @@ func (p *Pool) notified(from netip.AddrPort, d ng.Dict) {
 	}
 	p.cfg.Log.Info("media timeout reported", "call_id", callID, "anchor", from)
 	if p.cfg.OnTimeout != nil {
-		p.cfg.OnTimeout(callID)
+		p.cfg.OnTimeout(callID, Quality(d))
 	}
 }
 

@@ -15,6 +15,7 @@ import (
 	"github.com/emiago/sipgo/sip"
 
 	"github.com/sori-voice/sori/media/ng"
+	"github.com/sori-voice/sori/sip/calls"
 )
 
 // fakeAnchor is an ng server that records the commands it gets.
@@ -69,7 +70,7 @@ func (f *fakeAnchor) commands() []string {
 	return out
 }
 
-func newPool(t *testing.T, onTimeout func(string), anchors ...*fakeAnchor) *Pool {
+func newPool(t *testing.T, onTimeout func(string, map[string]calls.MediaQuality), anchors ...*fakeAnchor) *Pool {
 	t.Helper()
 	var addrs []netip.AddrPort
 	for _, a := range anchors {
@@ -213,7 +214,7 @@ func TestCallsSpreadByCallID(t *testing.T) {
 func TestMediaTimeoutFromTheCallsAnchorOnly(t *testing.T) {
 	a, other := startFake(t), startFake(t)
 	got := make(chan string, 2)
-	p := newPool(t, func(id string) { got <- id }, a, other)
+	p := newPool(t, func(id string, _ map[string]calls.MediaQuality) { got <- id }, a, other)
 	p.candidates("x") // both up
 	p.mu.Lock()
 	p.calls["mt"] = p.anchors[0]
@@ -241,5 +242,27 @@ func TestMediaTimeoutFromTheCallsAnchorOnly(t *testing.T) {
 	}
 	if _, ok := p.Anchor("mt"); ok {
 		t.Fatal("the call is still mapped")
+	}
+}
+
+func TestQualityFromADeleteReply(t *testing.T) {
+	stream := func(expected, lost, jitter, mos int64, down bool) map[string]any {
+		st := map[string]any{"local port": int64(30000), "reception": map[string]any{"expected": expected, "lost": lost, "jitter": jitter, "MOS": mos}}
+		if down {
+			st["downstream"] = map[string]any{"fraction lost": int64(64), "jitter": int64(12), "RTT": int64(80)}
+		}
+		return map[string]any{"medias": []any{map[string]any{"streams": []any{st, map[string]any{"local port": int64(30001)}}}}}
+	}
+	reply := ng.Dict{"result": "ok", "tags": map[string]any{"caller-tag": stream(200, 10, 3, 39, true), "callee-tag": stream(150, 0, 1, 44, false), "silent": map[string]any{}}}
+	q := Quality(reply)
+	c, e := q["caller-tag"], q["callee-tag"]
+	if c.Sent != 200 || c.Lost != 10 || c.LossPct != 5 || c.JitterMS != 3 || c.MOS != 3.9 || c.DownLossPct != 25 || c.RTTMS != 80 || c.DownJitterMS != 12 {
+		t.Fatalf("caller %+v", c)
+	}
+	if e.Sent != 150 || e.LossPct != 0 || e.MOS != 4.4 || e.RTTMS != 0 {
+		t.Fatalf("callee %+v", e)
+	}
+	if _, ok := q["silent"]; ok || len(Quality(ng.Dict{"result": "ok"})) != 0 {
+		t.Fatal("quality for a tag with no media")
 	}
 }

@@ -26,6 +26,23 @@ type Record struct {
 	HangupBy    string     `json:"hangup_by"`   // caller, callee, timeout, or empty
 	Disposition string     `json:"disposition"` // see Disposition
 	Branches    int        `json:"branches"`    // contacts the call was forked to
+	// Media quality, when the media was anchored: each phone's uplink as
+	// the anchor measured it, and its downlink as the phone reported it.
+	CallerMedia *MediaQuality `json:"caller_media,omitempty"`
+	CalleeMedia *MediaQuality `json:"callee_media,omitempty"`
+	MOS         float64       `json:"mos,omitempty"` // the lower of the two sides' MOS
+}
+
+// MediaQuality is one phone's media in a call.
+type MediaQuality struct {
+	Sent         int64   `json:"sent"`                     // packets the phone sent (by sequence numbers)
+	Lost         int64   `json:"lost"`                     // of them, lost before the anchor
+	LossPct      float64 `json:"loss_pct"`                 // Lost / Sent, in %
+	JitterMS     int64   `json:"jitter_ms"`                // RFC 3550 interarrival jitter at the anchor
+	MOS          float64 `json:"mos"`                      // E-model score of the uplink
+	DownLossPct  float64 `json:"down_loss_pct,omitempty"`  // anchor → phone, the phone's last report (fraction lost)
+	DownJitterMS int64   `json:"down_jitter_ms,omitempty"` // its jitter, as the phone reported it
+	RTTMS        int64   `json:"rtt_ms,omitempty"`         // anchor ↔ phone, from its RTCP (LSR/DLSR)
 }
 
 // Dispositions.

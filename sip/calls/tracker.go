@@ -136,6 +136,31 @@ func (t *Tracker) Bye(callID, fromTag string) {
 	t.endLocked(c, Answered, by)
 }
 
+// Media records the media quality of a call, by SIP tag (the caller's is
+// its From tag); called before the call ends.
+func (t *Tracker) Media(callID string, byTag map[string]MediaQuality) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	c, ok := t.calls[callID]
+	if !ok || c.ended || len(byTag) == 0 {
+		return
+	}
+	for tag, q := range byTag {
+		q := q
+		if tag == c.fromTag {
+			c.rec.CallerMedia = &q
+		} else {
+			c.rec.CalleeMedia = &q
+		}
+	}
+	c.rec.MOS = 0
+	for _, q := range []*MediaQuality{c.rec.CallerMedia, c.rec.CalleeMedia} {
+		if q != nil && q.Sent > 0 && (c.rec.MOS == 0 || q.MOS < c.rec.MOS) {
+			c.rec.MOS = q.MOS
+		}
+	}
+}
+
 // End ends an answered call sori itself hangs up (a media timeout).
 func (t *Tracker) End(callID, disposition, hangupBy string) {
 	t.mu.Lock()

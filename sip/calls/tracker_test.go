@@ -184,3 +184,22 @@ func TestDialogTimeoutExpiresForgottenCalls(t *testing.T) {
 	}
 	ringing.Fail(487, "Request Terminated", true, false, 1)
 }
+
+func TestMediaQualityGoesIntoTheRecord(t *testing.T) {
+	tr, sink, _, _ := newTracker(t)
+	call := tr.Begin(Record{CallID: "m1"}, "caller-tag")
+	tr.Media("m1", map[string]MediaQuality{"x": {Sent: 1}}) // ringing: nothing to say yet, but kept
+	call.Answer(200, "OK", "phone")
+	tr.Media("m1", map[string]MediaQuality{
+		"caller-tag": {Sent: 1000, Lost: 50, LossPct: 5, MOS: 3.9},
+		"callee-tag": {Sent: 1000, MOS: 4.4},
+	})
+	tr.Bye("m1", "caller-tag")
+	r := sink.records()[0]
+	if r.CallerMedia == nil || r.CallerMedia.Lost != 50 || r.CalleeMedia == nil || r.CalleeMedia.MOS != 4.4 || r.MOS != 3.9 {
+		t.Fatalf("record %+v", r)
+	}
+	// Unknown calls and empty reports change nothing.
+	tr.Media("nope", map[string]MediaQuality{"a": {}})
+	tr.Media("m1", nil)
+}

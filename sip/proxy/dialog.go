@@ -172,13 +172,14 @@ func (p *Proxy) request(method sip.RequestMethod, dl *dialog, to, from *end, cse
 }
 
 // MediaTimeout ends a call whose media stopped: BYE to both phones, and
-// the call record says why.
-func (p *Proxy) MediaTimeout(callID string) {
+// the call record says why, with the media quality the anchor reported.
+func (p *Proxy) MediaTimeout(callID string, media map[string]calls.MediaQuality) {
 	dl := p.dialogs.take(callID)
 	if dl == nil {
 		return
 	}
 	p.log.Info("media stopped: ending the call", "call_id", callID)
+	p.cfg.Calls.Media(callID, media)
 	p.cfg.Calls.End(callID, calls.MediaTimeout, "media-timeout")
 	go p.transact(p.request(sip.BYE, dl, &dl.callee, &dl.caller, dl.caller.cseq+1))
 	go p.transact(p.request(sip.BYE, dl, &dl.caller, &dl.callee, dl.callee.cseq+1))

@@ -53,8 +53,9 @@ type Media interface {
 	Offer(ctx context.Context, req *sip.Request) (bool, error)
 	// Answer rewrites the SDP answer in res, a response to req.
 	Answer(ctx context.Context, req *sip.Request, res *sip.Response) error
-	// Delete ends the call's media.
-	Delete(ctx context.Context, callID string)
+	// Delete ends the call's media and returns each side's media quality
+	// by SIP tag (nil when unknown).
+	Delete(ctx context.Context, callID string) map[string]calls.MediaQuality
 }
 
 // Config configures a Proxy.
@@ -250,10 +251,14 @@ func (p *Proxy) inDialog(ctx context.Context, w chain.ResponseWriter, req *sip.R
 	p.dialogs.seen(req)
 	if req.Method == sip.BYE {
 		p.dialogs.take(req.CallID().Value())
-		p.cfg.Calls.Bye(req.CallID().Value(), req.From().Params.GetOr("tag", ""))
 		if p.cfg.Media != nil {
-			go p.cfg.Media.Delete(context.Background(), req.CallID().Value())
+			// Ended before the record is written, so it carries the
+			// media quality (one ng round trip, as rtpengine_delete).
+			dctx, cancel := context.WithTimeout(ctx, dialTimeout)
+			p.cfg.Calls.Media(req.CallID().Value(), p.cfg.Media.Delete(dctx, req.CallID().Value()))
+			cancel()
 		}
+		p.cfg.Calls.Bye(req.CallID().Value(), req.From().Params.GetOr("tag", ""))
 	}
 	f := newFork(p, req, w, nil, [][]target{{t}}, false)
 	if (req.IsInvite() || req.Method == sip.UPDATE) && !p.offer(ctx, w, req, f, nil) {
