@@ -68,6 +68,22 @@ func (s RedisStream) Write(ctx context.Context, r Record) error {
 	if r.Answer != nil {
 		values = append(values, "answer", r.Answer.UTC().Format(time.RFC3339Nano))
 	}
+	// Media quality, flattened: caller_loss_pct, caller_mos, ... (the
+	// stream's values are strings).
+	for _, side := range []struct {
+		name string
+		q    *MediaQuality
+	}{{"caller", r.CallerMedia}, {"callee", r.CalleeMedia}} {
+		if q := side.q; q != nil {
+			values = append(values, side.name+"_sent", strconv.FormatInt(q.Sent, 10), side.name+"_lost", strconv.FormatInt(q.Lost, 10),
+				side.name+"_loss_pct", strconv.FormatFloat(q.LossPct, 'f', 2, 64), side.name+"_jitter_ms", strconv.FormatInt(q.JitterMS, 10),
+				side.name+"_mos", strconv.FormatFloat(q.MOS, 'f', 1, 64), side.name+"_down_loss_pct", strconv.FormatFloat(q.DownLossPct, 'f', 2, 64),
+				side.name+"_rtt_ms", strconv.FormatInt(q.RTTMS, 10))
+		}
+	}
+	if r.MOS > 0 {
+		values = append(values, "mos", strconv.FormatFloat(r.MOS, 'f', 1, 64))
+	}
 	args := &redis.XAddArgs{Stream: s.Key, Values: values}
 	if s.MaxLen > 0 {
 		args.MaxLen, args.Approx = s.MaxLen, true

@@ -82,9 +82,12 @@ func TestRedisStreamAddsRecords(t *testing.T) {
 	defer client.Close()
 	ctx := context.Background()
 	s := RedisStream{Client: client, Key: "sori:cdr", MaxLen: 1000}
+	withMedia := sample("c1")
+	withMedia.CallerMedia = &MediaQuality{Sent: 1000, Lost: 50, LossPct: 5, JitterMS: 3, MOS: 3.9, RTTMS: 40}
+	withMedia.MOS = 3.9
 	unanswered := sample("c2")
 	unanswered.Answer, unanswered.Duration, unanswered.Code, unanswered.Disposition = nil, 0, 486, Busy
-	for _, r := range []Record{sample("c1"), unanswered} {
+	for _, r := range []Record{withMedia, unanswered} {
 		if err := s.Write(ctx, r); err != nil {
 			t.Fatal(err)
 		}
@@ -97,7 +100,8 @@ func TestRedisStreamAddsRecords(t *testing.T) {
 		t.Fatalf("%d entries", len(msgs))
 	}
 	a, b := msgs[0].Values, msgs[1].Values
-	if a["call_id"] != "c1" || a["answer"] != "2026-11-24T12:00:02Z" || a["duration"] != "61.500" || a["code"] != "200" || a["caller"] != "alice" {
+	if a["call_id"] != "c1" || a["answer"] != "2026-11-24T12:00:02Z" || a["duration"] != "61.500" || a["code"] != "200" || a["caller"] != "alice" ||
+		a["caller_loss_pct"] != "5.00" || a["caller_mos"] != "3.9" || a["caller_rtt_ms"] != "40" || a["mos"] != "3.9" || a["callee_mos"] != nil {
 		t.Fatalf("first entry %v", a)
 	}
 	if _, ok := b["answer"]; ok || b["disposition"] != Busy || b["code"] != "486" {
