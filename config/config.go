@@ -31,6 +31,7 @@ type Config struct {
 	Users     []User    `yaml:"users"`
 	CDR       CDR       `yaml:"cdr"`
 	Media     Media     `yaml:"media"`
+	Networks  []Network `yaml:"networks"`
 	HTTP      HTTP      `yaml:"http"`
 	Log       Log       `yaml:"log"`
 }
@@ -61,6 +62,16 @@ type Media struct {
 	Anchors      []string `yaml:"anchors"`       // ng control addresses, IP:PORT
 	Timeout      Duration `yaml:"timeout"`       // one ng command, retransmissions included
 	PingInterval Duration `yaml:"ping_interval"` // health check of each anchor
+}
+
+// Network names a carrier's (or any) network, so call quality can be
+// compared network by network: a phone is in it when its media comes from
+// one of the prefixes, or when the P-Access-Network-Info it sends (RFC
+// 7315) names a cell of one of the PLMNs (MCC+MNC, e.g. "45005").
+type Network struct {
+	Name     string   `yaml:"name"`
+	Prefixes []string `yaml:"prefixes"`
+	PLMNs    []string `yaml:"plmns"`
 }
 
 // CDR is where call records go.
@@ -316,6 +327,27 @@ func (v *validator) check(c *Config) {
 	}
 
 	names := map[string]bool{}
+	seenNet := map[string]bool{}
+	for i, n := range c.Networks {
+		p := "networks." + strconv.Itoa(i)
+		if n.Name == "" || seenNet[n.Name] {
+			v.fail(p+".name", "%q: every network needs its own name", n.Name)
+		}
+		seenNet[n.Name] = true
+		if len(n.Prefixes) == 0 && len(n.PLMNs) == 0 {
+			v.fail(p, "give prefixes, plmns or both")
+		}
+		for j, pr := range n.Prefixes {
+			if _, err := netip.ParsePrefix(pr); err != nil {
+				v.fail(p+".prefixes."+strconv.Itoa(j), "%q is not a CIDR prefix", pr)
+			}
+		}
+		for j, pl := range n.PLMNs {
+			if len(pl) < 5 || len(pl) > 6 || strings.Trim(pl, "0123456789") != "" {
+				v.fail(p+".plmns."+strconv.Itoa(j), "%q is not MCC+MNC (5 or 6 digits)", pl)
+			}
+		}
+	}
 	for i, u := range c.Users {
 		p := "users." + strconv.Itoa(i)
 		if u.Name == "" || strings.ContainsAny(u.Name, " \t@:;<>\"") {

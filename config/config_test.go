@@ -68,6 +68,10 @@ func TestValidationNamesKeyAndLine(t *testing.T) {
 		{"anchor by name", "media:\n  anchors: [\"anchor.example:22222\"]\n", "t.yaml:2: media.anchors.0"},
 		{"ng timeout too short", "media:\n  timeout: 10ms\n", "t.yaml:2: media.timeout"},
 		{"ping too often", "media:\n  ping_interval: 100ms\n", "t.yaml:2: media.ping_interval"},
+		{"bad prefix", "networks:\n  - name: carrier-a\n    prefixes: [\"10.0.0.0/8\", \"10.1.2.3\"]\n", "t.yaml:3: networks.0.prefixes.1"},
+		{"bad plmn", "networks:\n  - name: carrier-a\n    plmns: [\"4500\"]\n", "t.yaml:3: networks.0.plmns.0"},
+		{"network twice", "networks:\n  - {name: a, prefixes: [\"10.0.0.0/8\"]}\n  - {name: a, prefixes: [\"11.0.0.0/8\"]}\n", "t.yaml:3: networks.1.name"},
+		{"network without anything", "networks:\n  - {name: a}\n", "t.yaml:2: networks.0"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

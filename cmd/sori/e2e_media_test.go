@@ -344,7 +344,10 @@ func mediaPair(t *testing.T) (*mediaSocket, *mediaSocket) {
 func TestLossIsReportedPerHop(t *testing.T) {
 	an := startAnchor(t, "-rtcp-interval", "300ms")
 	cdr := filepath.Join(t.TempDir(), "cdr.jsonl")
-	n := startNode(t, nodeConfig{extra: fmt.Sprintf("media:\n  anchors: [%q]\ncdr:\n  file: %s\n", an.ng, cdr)})
+	// Alice says she is on an LTE cell of PLMN 450-05; Bob's media comes
+	// from 127.0.0.0/8.
+	n := startNode(t, nodeConfig{extra: fmt.Sprintf("media:\n  anchors: [%q]\ncdr:\n  file: %s\n"+
+		"networks:\n  - {name: carrier-a, plmns: [\"45005\"]}\n  - {name: loopback-isp, prefixes: [\"127.0.0.0/8\"]}\n", an.ng, cdr)})
 	bob := newUA(t, n, "udp", "bob")
 	if res := bob.registerAuth("bob", "bob-secret", "loss-reg@test", 1, "Contact: <sip:bob@"+bob.local+">"); res.StatusCode != 200 {
 		t.Fatalf("REGISTER: %d", res.StatusCode)
@@ -353,8 +356,11 @@ func TestLossIsReportedPerHop(t *testing.T) {
 	ma, ra := mediaPair(t)
 	mb, rb := mediaPair(t)
 	alice.sdp = ma.sdp(1)
-	alice.authenticated("INVITE", "sip:bob@sori.test")
+	alice.authenticated("INVITE", "sip:bob@sori.test", "P-Access-Network-Info: 3GPP-E-UTRAN-FDD; utran-cell-id-3gpp=45005001a2b3c4d5")
 	inv := bob.readRequest()
+	if inv.GetHeader("P-Access-Network-Info") != nil {
+		t.Fatal("alice's cell identity reached bob (RFC 7315 §4.4)")
+	}
 	bob.respondSDP(inv, 200, "OK", mb.sdp(2), "Contact: <sip:bob@"+bob.local+">")
 	res := alice.final()
 	if res.StatusCode != 200 {
@@ -471,5 +477,14 @@ func TestLossIsReportedPerHop(t *testing.T) {
 	}
 	if c := r.CalleeMedia; c.Lost != 0 || c.LossPct != 0 || c.Sent < 200 || c.MOS < 4.3 {
 		t.Fatalf("callee media %+v", c)
+	}
+	if r.CallerMedia.Network != "carrier-a" || r.CalleeMedia.Network != "loopback-isp" {
+		t.Fatalf("networks: caller %q, callee %q", r.CallerMedia.Network, r.CalleeMedia.Network)
+	}
+	_, metrics := httpGet(t, "http://"+n.http+"/metrics")
+	for _, want := range []string{`sori_media_loss_ratio_count{network="carrier-a"} 1`, `sori_media_mos_count{network="loopback-isp"} 1`} {
+		if !strings.Contains(metrics, want) {
+			t.Errorf("metrics lack %s", want)
+		}
 	}
 }

@@ -32,6 +32,7 @@ import (
 	"github.com/sori-voice/sori/sip/digest"
 	"github.com/sori-voice/sori/sip/local"
 	"github.com/sori-voice/sori/sip/methods"
+	"github.com/sori-voice/sori/sip/networks"
 	"github.com/sori-voice/sori/sip/options"
 	"github.com/sori-voice/sori/sip/proxy"
 	"github.com/sori-voice/sori/sip/sanity"
@@ -159,6 +160,7 @@ func serve(ctx context.Context, configPath string, logOut io.Writer) error {
 		defer media.Close()
 		pcfg.Media = media
 	}
+	pcfg.Networks = networkClassifier(cfg)
 	px = proxy.New(pcfg)
 
 	// A request's path through sori: sanity checks, OPTIONS to the server,
@@ -286,6 +288,19 @@ func bindingsGauge(st store.Bindings) prometheus.Collector {
 
 // callTracker opens the call record sinks: the JSON lines file and, with a
 // Redis store, the stream.
+// networkClassifier is the networks: section (validated by config).
+func networkClassifier(cfg *config.Config) *networks.Classifier {
+	var nets []networks.Network
+	for _, n := range cfg.Networks {
+		x := networks.Network{Name: n.Name, PLMNs: n.PLMNs}
+		for _, p := range n.Prefixes {
+			x.Prefixes = append(x.Prefixes, netip.MustParsePrefix(p))
+		}
+		nets = append(nets, x)
+	}
+	return networks.New(nets)
+}
+
 // mediaPool connects to the media anchors; nil when none is configured
 // (media then flows end to end).
 func mediaPool(ctx context.Context, cfg *config.Config, log *slog.Logger, reg prometheus.Registerer, onTimeout func(string, map[string]calls.MediaQuality)) (*anchoring.Pool, error) {

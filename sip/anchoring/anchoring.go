@@ -261,6 +261,9 @@ func Quality(d ng.Dict) map[string]calls.MediaQuality {
 			continue
 		}
 		var q calls.MediaQuality
+		if ep := ng.Dict(st).Dict("endpoint"); ep != nil {
+			q.Address, _ = netip.ParseAddr(ep.Str("address"))
+		}
 		q.Sent, _ = rec.Int("expected")
 		q.Lost, _ = rec.Int("lost")
 		q.JitterMS, _ = rec.Int("jitter")

@@ -5,6 +5,7 @@ package calls
 
 import (
 	"context"
+	"net/netip"
 	"time"
 )
 
@@ -35,14 +36,16 @@ type Record struct {
 
 // MediaQuality is one phone's media in a call.
 type MediaQuality struct {
-	Sent         int64   `json:"sent"`                     // packets the phone sent (by sequence numbers)
-	Lost         int64   `json:"lost"`                     // of them, lost before the anchor
-	LossPct      float64 `json:"loss_pct"`                 // Lost / Sent, in %
-	JitterMS     int64   `json:"jitter_ms"`                // RFC 3550 interarrival jitter at the anchor
-	MOS          float64 `json:"mos"`                      // E-model score of the uplink
-	DownLossPct  float64 `json:"down_loss_pct,omitempty"`  // anchor → phone, the phone's last report (fraction lost)
-	DownJitterMS int64   `json:"down_jitter_ms,omitempty"` // its jitter, as the phone reported it
-	RTTMS        int64   `json:"rtt_ms,omitempty"`         // anchor ↔ phone, from its RTCP (LSR/DLSR)
+	Network      string     `json:"network,omitempty"`        // the configured network the phone is on (networks:)
+	Address      netip.Addr `json:"-"`                        // where its media came from (latched)
+	Sent         int64      `json:"sent"`                     // packets the phone sent (by sequence numbers)
+	Lost         int64      `json:"lost"`                     // of them, lost before the anchor
+	LossPct      float64    `json:"loss_pct"`                 // Lost / Sent, in %
+	JitterMS     int64      `json:"jitter_ms"`                // RFC 3550 interarrival jitter at the anchor
+	MOS          float64    `json:"mos"`                      // E-model score of the uplink
+	DownLossPct  float64    `json:"down_loss_pct,omitempty"`  // anchor → phone, the phone's last report (fraction lost)
+	DownJitterMS int64      `json:"down_jitter_ms,omitempty"` // its jitter, as the phone reported it
+	RTTMS        int64      `json:"rtt_ms,omitempty"`         // anchor ↔ phone, from its RTCP (LSR/DLSR)
 }
 
 // Dispositions.

@@ -191,13 +191,20 @@ func TestMediaQualityGoesIntoTheRecord(t *testing.T) {
 	tr.Media("m1", map[string]MediaQuality{"x": {Sent: 1}}) // ringing: nothing to say yet, but kept
 	call.Answer(200, "OK", "phone")
 	tr.Media("m1", map[string]MediaQuality{
-		"caller-tag": {Sent: 1000, Lost: 50, LossPct: 5, MOS: 3.9},
+		"caller-tag": {Sent: 1000, Lost: 50, LossPct: 5, MOS: 3.9, Network: "carrier-a"},
 		"callee-tag": {Sent: 1000, MOS: 4.4},
 	})
 	tr.Bye("m1", "caller-tag")
 	r := sink.records()[0]
 	if r.CallerMedia == nil || r.CallerMedia.Lost != 50 || r.CalleeMedia == nil || r.CalleeMedia.MOS != 4.4 || r.MOS != 3.9 {
 		t.Fatalf("record %+v", r)
+	}
+	var m dto.Metric
+	if err := tr.loss.WithLabelValues("carrier-a").(prometheus.Histogram).Write(&m); err != nil || m.Histogram.GetSampleCount() != 1 || m.Histogram.GetSampleSum() != 0.05 {
+		t.Fatalf("loss histogram for carrier-a: %v %v", m.Histogram, err)
+	}
+	if err := tr.mos.WithLabelValues("other").(prometheus.Histogram).Write(&m); err != nil || m.Histogram.GetSampleCount() != 1 || m.Histogram.GetSampleSum() != 4.4 {
+		t.Fatalf("MOS histogram for the unnamed network: %v %v", m.Histogram, err)
 	}
 	// Unknown calls and empty reports change nothing.
 	tr.Media("nope", map[string]MediaQuality{"a": {}})

@@ -25,6 +25,7 @@ type end struct {
 	id        sip.Uri // its address-of-record as the dialog names it
 	tag       string
 	cseq      uint32 // highest CSeq it has used in the dialog
+	pani      string // P-Access-Network-Info it sent (RFC 7315)
 }
 
 type dialog struct {
@@ -105,9 +106,9 @@ func (p *Proxy) newDialog(in, out *sip.Request, res *sip.Response) *dialog {
 	}
 	dl := &dialog{callID: in.CallID().Value()}
 	dl.callee = end{target: *contact.Address.Clone(), dest: res.Source(), transport: out.Transport(),
-		id: *res.To().Address.Clone(), tag: res.To().Params.GetOr("tag", "")}
+		id: *res.To().Address.Clone(), tag: res.To().Params.GetOr("tag", ""), pani: pani(res)}
 	dl.caller = end{target: *callerContact.Address.Clone(), dest: in.Source(), transport: in.Transport(),
-		id: *in.From().Address.Clone(), tag: in.From().Params.GetOr("tag", ""), cseq: in.CSeq().SeqNo}
+		id: *in.From().Address.Clone(), tag: in.From().Params.GetOr("tag", ""), cseq: in.CSeq().SeqNo, pani: pani(in)}
 	if first >= 0 {
 		for i := first - 1; i >= 0; i-- {
 			dl.callee.route = append(dl.callee.route, *rrs[i].Clone())
@@ -171,6 +172,35 @@ func (p *Proxy) request(method sip.RequestMethod, dl *dialog, to, from *end, cse
 	return r
 }
 
+func pani(m sip.Message) string {
+	if hs := m.GetHeaders("P-Access-Network-Info"); len(hs) > 0 {
+		return hs[0].Value()
+	}
+	return ""
+}
+
+// classify names each side's network and hands the media quality to the
+// call record.
+func (p *Proxy) recordMedia(dl *dialog, media map[string]calls.MediaQuality) {
+	if len(media) == 0 {
+		return
+	}
+	for tag, q := range media {
+		pani := ""
+		if dl != nil {
+			switch tag {
+			case dl.caller.tag:
+				pani = dl.caller.pani
+			case dl.callee.tag:
+				pani = dl.callee.pani
+			}
+		}
+		q.Network = p.cfg.Networks.Classify(q.Address, pani)
+		media[tag] = q
+	}
+	p.cfg.Calls.Media(dl.callID, media)
+}
+
 // MediaTimeout ends a call whose media stopped: BYE to both phones, and
 // the call record says why, with the media quality the anchor reported.
 func (p *Proxy) MediaTimeout(callID string, media map[string]calls.MediaQuality) {
@@ -179,7 +209,7 @@ func (p *Proxy) MediaTimeout(callID string, media map[string]calls.MediaQuality)
 		return
 	}
 	p.log.Info("media stopped: ending the call", "call_id", callID)
-	p.cfg.Calls.Media(callID, media)
+	p.recordMedia(dl, media)
 	p.cfg.Calls.End(callID, calls.MediaTimeout, "media-timeout")
 	go p.transact(p.request(sip.BYE, dl, &dl.callee, &dl.caller, dl.caller.cseq+1))
 	go p.transact(p.request(sip.BYE, dl, &dl.caller, &dl.callee, dl.callee.cseq+1))

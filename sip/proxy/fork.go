@@ -312,6 +312,8 @@ func (f *fork) maybeFinish() {
 func (f *fork) relay(res *sip.Response) {
 	up := res.Clone()
 	up.RemoveHeader("Via")
+	for up.RemoveHeader("P-Access-Network-Info") { // RFC 7315 §4.4, as for requests
+	}
 	if f.rr && res.StatusCode > 100 && res.StatusCode < 300 {
 		if c := up.Contact(); c != nil {
 			addAlias(c, res.Source(), res.Transport())

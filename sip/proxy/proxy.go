@@ -25,6 +25,7 @@ import (
 	"github.com/sori-voice/sori/sip/calls"
 	"github.com/sori-voice/sori/sip/chain"
 	"github.com/sori-voice/sori/sip/local"
+	"github.com/sori-voice/sori/sip/networks"
 )
 
 // Sender puts requests on the wire through sori's own sockets.
@@ -64,9 +65,10 @@ type Config struct {
 	Users     Users
 	Locations Locations
 	Calls     *calls.Tracker
-	Media     Media         // nil: media flows end to end
-	Advertise string        // host[:port] written in Via and Record-Route; empty: the listener's
-	TimerC    time.Duration // no-answer timeout of an INVITE branch group
+	Media     Media                // nil: media flows end to end
+	Networks  *networks.Classifier // names each side's network in call records
+	Advertise string               // host[:port] written in Via and Record-Route; empty: the listener's
+	TimerC    time.Duration        // no-answer timeout of an INVITE branch group
 	// DialogTimeout is how long an answered call is remembered without a
 	// BYE (for ending it on a media timeout).
 	DialogTimeout time.Duration
@@ -250,13 +252,18 @@ func (p *Proxy) inDialog(ctx context.Context, w chain.ResponseWriter, req *sip.R
 	}
 	p.dialogs.seen(req)
 	if req.Method == sip.BYE {
-		p.dialogs.take(req.CallID().Value())
+		dl := p.dialogs.take(req.CallID().Value())
 		if p.cfg.Media != nil {
 			// Ended before the record is written, so it carries the
 			// media quality (one ng round trip, as rtpengine_delete).
 			dctx, cancel := context.WithTimeout(ctx, dialTimeout)
-			p.cfg.Calls.Media(req.CallID().Value(), p.cfg.Media.Delete(dctx, req.CallID().Value()))
+			media := p.cfg.Media.Delete(dctx, req.CallID().Value())
 			cancel()
+			if dl != nil {
+				p.recordMedia(dl, media)
+			} else {
+				p.cfg.Calls.Media(req.CallID().Value(), media)
+			}
 		}
 		p.cfg.Calls.Bye(req.CallID().Value(), req.From().Params.GetOr("tag", ""))
 	}

@@ -124,6 +124,10 @@ func removeRoutes(req *sip.Request) {
 func (p *Proxy) prepare(in *sip.Request, t target, recordRoute bool, loop string) (*sip.Request, error) {
 	out := in.Clone()
 	out.Laddr = sip.Addr{}
+	// The phone's cell identity is its location: it stays in sori's trust
+	// domain (RFC 7315 §4.4).
+	for out.RemoveHeader("P-Access-Network-Info") {
+	}
 	out.Recipient = *t.uri.Clone()
 	dest, transport := t.dest, t.transport
 	if a, ok := takeAlias(&out.Recipient); ok && dest == "" {
