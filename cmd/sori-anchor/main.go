@@ -3,6 +3,7 @@
 //
 //	sori-anchor -ng 127.0.0.1:22222 -rtp-ports 30000-39999 -listen 127.0.0.1 \
 //	            -advertise 203.0.113.5 -http 127.0.0.1:9061 [-media-timeout 30s] [-rtcp-interval 5s]
+//	            [-jitter-buffer off|fixed|adaptive] [-jb-delay 60ms] [-jb-min 0] [-jb-max 120ms]
 package main
 
 import (
@@ -28,6 +29,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
 	"github.com/sori-voice/sori/media/anchor"
+	"github.com/sori-voice/sori/media/jitter"
 	"github.com/sori-voice/sori/media/ng"
 	"github.com/sori-voice/sori/media/ports"
 )
@@ -56,6 +58,7 @@ type options struct {
 	http         string
 	mediaTimeout time.Duration
 	rtcpInterval time.Duration
+	jitter       jitter.Config
 	logLevel     slog.Level
 	pprof        bool
 }
@@ -70,6 +73,10 @@ func parseFlags(args []string, stderr io.Writer) (options, error) {
 	httpAddr := fs.String("http", "127.0.0.1:9061", "/metrics and /healthz address (empty: none)")
 	timeout := fs.Duration("media-timeout", 30*time.Second, "end an answered call whose media stopped this long (0: never)")
 	rtcpInterval := fs.Duration("rtcp-interval", 5*time.Second, "the anchor's own RTCP receiver reports to each phone (0: none)")
+	jbMode := fs.String("jitter-buffer", "adaptive", "off (relay at once), fixed (-jb-delay) or adaptive (within -jb-min..-jb-max)")
+	jbDelay := fs.Duration("jb-delay", 60*time.Millisecond, "the fixed jitter buffer's delay")
+	jbMin := fs.Duration("jb-min", 0, "the adaptive jitter buffer's smallest delay")
+	jbMax := fs.Duration("jb-max", 120*time.Millisecond, "the adaptive jitter buffer's largest delay")
 	level := fs.String("log-level", "info", "debug, info, warn or error")
 	pprofOn := fs.Bool("pprof", false, "serve /debug/pprof/ on -http")
 	if err := fs.Parse(args); err != nil {
@@ -124,6 +131,22 @@ func parseFlags(args []string, stderr io.Writer) (options, error) {
 		bad("rtcp-interval", "%s: give 0 or at least 100ms", *rtcpInterval)
 	}
 	o.rtcpInterval = *rtcpInterval
+	switch *jbMode {
+	case "off":
+		o.jitter.Mode = jitter.Off
+	case "fixed":
+		o.jitter = jitter.Config{Mode: jitter.Fixed, Target: *jbDelay}
+	case "adaptive":
+		o.jitter = jitter.Config{Mode: jitter.Adaptive, Min: *jbMin, Max: *jbMax}
+	default:
+		bad("jitter-buffer", "%q is not off, fixed or adaptive", *jbMode)
+	}
+	if *jbDelay < 0 || *jbDelay > time.Second {
+		bad("jb-delay", "%s is outside 0..1s", *jbDelay)
+	}
+	if *jbMin < 0 || *jbMax <= 0 || *jbMax > time.Second || *jbMin > *jbMax {
+		bad("jb-max", "-jb-min %s and -jb-max %s: want 0 <= min <= max <= 1s", *jbMin, *jbMax)
+	}
 	if err := o.logLevel.UnmarshalText([]byte(*level)); err != nil {
 		bad("log-level", "%q is not debug, info, warn or error", *level)
 	}
@@ -151,7 +174,7 @@ func run(ctx context.Context, args []string, stderr io.Writer) error {
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	var srv *ng.Server
 	mgr := anchor.New(anchor.Config{
-		Advertise: o.advertise, Ports: alloc, MediaTimeout: o.mediaTimeout, RTCPInterval: o.rtcpInterval, Log: log, Registerer: reg,
+		Advertise: o.advertise, Ports: alloc, MediaTimeout: o.mediaTimeout, RTCPInterval: o.rtcpInterval, Jitter: o.jitter, Log: log, Registerer: reg,
 		Notify: func(to netip.AddrPort, d ng.Dict) {
 			if err := srv.Send(to, "notify-"+strconv.FormatInt(time.Now().UnixNano(), 36), d); err != nil {
 				log.Warn("notification not sent", "to", to, "error", err)
@@ -184,7 +207,8 @@ func run(ctx context.Context, args []string, stderr io.Writer) error {
 	done := make(chan error, 1)
 	go func() { done <- srv.Serve(runCtx) }()
 	log.Info("sori-anchor started", "ng", o.ng, "rtp_ports", fmt.Sprintf("%d-%d", o.minPort, o.maxPort),
-		"listen", o.listen, "advertise", o.advertise, "http", o.http, "media_timeout", o.mediaTimeout)
+		"listen", o.listen, "advertise", o.advertise, "http", o.http, "media_timeout", o.mediaTimeout,
+		"jitter_buffer", o.jitter.Mode, "rtcp_interval", o.rtcpInterval)
 	select {
 	case <-ctx.Done():
 	case err := <-done:

@@ -6,6 +6,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/sori-voice/sori/media/jitter"
 )
 
 func TestFlagsAsScriptsGiveThem(t *testing.T) {
@@ -21,6 +23,12 @@ func TestFlagsAsScriptsGiveThem(t *testing.T) {
 	if err != nil || len(o.advertise) != 2 || o.mediaTimeout != 0 {
 		t.Fatalf("%+v %v", o, err)
 	}
+	if o, _ := parseFlags(nil, io.Discard); o.jitter.Mode != jitter.Adaptive || o.jitter.Max != 120*time.Millisecond {
+		t.Fatalf("default jitter buffer %+v", o.jitter)
+	}
+	if o, _ := parseFlags(strings.Fields("-jitter-buffer off"), io.Discard); o.jitter.Mode != jitter.Off {
+		t.Fatalf("off: %+v", o.jitter)
+	}
 }
 
 func TestBadFlagsAreNamed(t *testing.T) {
@@ -34,6 +42,8 @@ func TestBadFlagsAreNamed(t *testing.T) {
 		{"-advertise 203.0.113.5,198.51.100.1", "-advertise:"},
 		{"-media-timeout -1s", "-media-timeout:"},
 		{"-rtcp-interval 1ms", "-rtcp-interval:"},
+		{"-jitter-buffer smart", "-jitter-buffer:"},
+		{"-jb-min 200ms -jb-max 100ms", "-jb-max:"},
 		{"-log-level loud", "-log-level:"},
 		{"extra", "unexpected argument"},
 	} {

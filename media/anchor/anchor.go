@@ -18,6 +18,7 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/sori-voice/sori/media/jitter"
 	"github.com/sori-voice/sori/media/ng"
 	"github.com/sori-voice/sori/media/ports"
 	"github.com/sori-voice/sori/media/relay"
@@ -32,6 +33,7 @@ type Config struct {
 	Ports        *ports.Allocator
 	MediaTimeout time.Duration // 0: never
 	RTCPInterval time.Duration // the anchor's own RTCP reports to each phone; 0: none
+	Jitter       jitter.Config // the jitter buffer of every inbound stream (Mode Off: none)
 	Log          *slog.Logger
 	Registerer   prometheus.Registerer // nil: no metrics
 	// Notify sends an unsolicited ng message to the control client that
@@ -176,6 +178,7 @@ func (c *call) newLeg(tag string, now time.Time) *leg {
 func (m *Manager) release(c *call) {
 	for _, l := range c.legs {
 		for _, md := range l.medias {
+			md.stream.Stop()
 			m.cfg.Ports.Release(md.stream.Pair())
 		}
 	}

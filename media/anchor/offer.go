@@ -6,6 +6,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/sori-voice/sori/media/jitter"
 	"github.com/sori-voice/sori/media/ng"
 	"github.com/sori-voice/sori/media/ports"
 	"github.com/sori-voice/sori/media/relay"
@@ -80,6 +81,10 @@ func failure(err error) ng.Dict {
 // the other side at peer's ports.
 func (m *Manager) apply(own, peer *leg, sess *sdp.Session, req ng.Dict) ([]byte, error) {
 	opts := relay.Options{StrictSource: req.Has("flags", "strict-source"), Handover: req.Has("flags", "media-handover")}
+	if m.cfg.Jitter.Mode != jitter.Off {
+		jb := m.cfg.Jitter
+		opts.Jitter = &jb
+	}
 	received := receivedFrom(req)
 	useSource := req.Has("flags", "SIP-source-address") && received.IsValid()
 	var family netip.Addr // of the SDP being rewritten

@@ -65,6 +65,12 @@ func (c *call) stats(now time.Time) ng.Dict {
 				rtpDict["SSRC"] = int64(rep.SSRC)
 				rtpDict["reception"] = receptionDict(rep)
 			}
+			if st, ok := md.stream.JitterStats(); ok {
+				rtpDict["jitter buffer"] = ng.Dict{
+					"delay": st.Delay.Milliseconds(), "max delay": st.MaxDelay.Milliseconds(), "played": int64(st.Played),
+					"late": int64(st.Late), "duplicates": int64(st.Duplicates), "reordered": int64(st.Reordered), "resyncs": int64(st.Resyncs),
+				}
+			}
 			if down := md.stream.Downstream(); down.Known {
 				// The phone's own report on what reaches it through the anchor.
 				rtpDict["downstream"] = ng.Dict{

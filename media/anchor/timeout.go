@@ -102,7 +102,7 @@ func (m *Manager) report(now time.Time) {
 	}
 	m.mu.Unlock()
 	for _, s := range streams {
-		b, _, ok := s.Report(now, relay.JitterFigures{})
+		b, _, ok := s.Report(now, s.JitterFigures())
 		if !ok {
 			continue
 		}

@@ -12,8 +12,8 @@
 // packets keep coming too late or too early.
 //
 // Modes: Off relays at once in arrival order; Fixed holds every packet for
-// Target; Adaptive (the default) sets the delay from the measured jitter,
-// within [Min, Max].
+// Target; Adaptive (sori-anchor's default) sets the delay from the measured
+// jitter, within [Min, Max].
 package jitter
 
 import (
@@ -26,10 +26,20 @@ type Mode int
 
 // Modes.
 const (
-	Adaptive Mode = iota
+	Off Mode = iota
 	Fixed
-	Off
+	Adaptive
 )
+
+func (m Mode) String() string {
+	switch m {
+	case Fixed:
+		return "fixed"
+	case Adaptive:
+		return "adaptive"
+	}
+	return "off"
+}
 
 // Config configures a Buffer.
 type Config struct {
@@ -68,13 +78,17 @@ type Stats struct {
 	Late, Duplicates    uint64
 	Reordered, Overflow uint64 // Overflow: packets given up because the window moved past them
 	Resyncs             uint64 // playout re-anchored within a talk spurt (drift, stalls)
+	Grown               uint64 // adaptive delay raised within a talk spurt because packets came too late
 	SSRCChanges         uint64
 	Delay               time.Duration // the current (nominal) delay
 	MaxDelay            time.Duration // the longest a packet was held
 }
 
+// empty marks a free slot: no extended sequence number is this low.
+const empty = math.MinInt64
+
 type slot struct {
-	ext     int64 // extended sequence number; -1: empty
+	ext     int64 // extended sequence number; empty: free
 	due     int64 // playout time, unix nanoseconds
 	arrived int64
 	played  bool
@@ -139,7 +153,7 @@ func New(c Config) *Buffer {
 	}
 	b := &Buffer{cfg: c, slots: make([]slot, n), mask: int64(n - 1), clockNanos: 1e9 / float64(c.ClockRate)}
 	for i := range b.slots {
-		b.slots[i].ext = -1
+		b.slots[i].ext = empty
 	}
 	if c.Mode == Off {
 		b.fifo = make([]Packet, n)
@@ -148,6 +162,9 @@ func New(c Config) *Buffer {
 	case Fixed:
 		b.delay = c.Target
 	case Adaptive:
+		if c.Target == 0 {
+			c.Target = 40 * time.Millisecond // until the jitter is measured
+		}
 		b.delay = min(max(c.Target, c.Min), c.Max)
 	}
 	b.stats.Delay = b.delay
@@ -190,7 +207,9 @@ func (b *Buffer) Push(p Packet, now time.Time) Result {
 			b.clear()
 		}
 		b.started, b.ssrc = true, p.SSRC
-		b.head, b.high = int64(p.Seq), int64(p.Seq)
+		// Packets sent before this one may still come (reordering): the
+		// playout point starts a quarter of the window earlier.
+		b.head, b.high = int64(p.Seq)-int64(len(b.slots)/4), int64(p.Seq)
 		b.highTS = int64(p.TS)
 		b.haveTransit = false
 		b.anchor(int64(p.TS), t)
@@ -214,7 +233,7 @@ func (b *Buffer) Push(p Packet, now time.Time) Result {
 		for e := b.head; e < newHead && e <= b.high && e < b.head+int64(len(b.slots)); e++ {
 			if s := &b.slots[e&b.mask]; s.ext == e && !s.played {
 				b.stats.Overflow++
-				*s = slot{ext: -1}
+				*s = slot{ext: empty}
 			}
 		}
 		b.head = newHead
@@ -237,6 +256,16 @@ func (b *Buffer) Push(p Packet, now time.Time) Result {
 	}
 	b.followDrift(ets, t)
 	due := b.due(ets)
+	if due < t && b.cfg.Mode == Adaptive && b.delay < b.cfg.Max {
+		// An adaptive buffer that underruns grows at once: the stream
+		// pauses for the difference (no frame is stretched). It shrinks
+		// only at talk spurts.
+		grown := min(max(b.target(), b.delay+time.Duration(t-due)+5*time.Millisecond), b.cfg.Max)
+		due += int64(grown - b.delay)
+		b.delay = grown
+		b.stats.Delay = grown
+		b.stats.Grown++
+	}
 	if due < t {
 		// Too late to play. Several in a row: the path got longer at once.
 		b.lateRun++
@@ -277,7 +306,7 @@ const (
 )
 
 func (b *Buffer) followDrift(ets, t int64) {
-	offset := t - (b.anchorAt + int64(float64(ets-b.anchorTS)*b.clockNanos))
+	offset := t - (b.anchorAt + b.span(ets-b.anchorTS))
 	if b.winCount == 0 || offset < b.winMin {
 		b.winMin = offset
 	}
@@ -293,8 +322,11 @@ func (b *Buffer) followDrift(ets, t int64) {
 }
 
 func (b *Buffer) due(ets int64) int64 {
-	return b.anchorAt + int64(float64(ets-b.anchorTS)*b.clockNanos) + int64(b.delay)
+	return b.anchorAt + b.span(ets-b.anchorTS) + int64(b.delay)
 }
+
+// span is a timestamp distance in nanoseconds, exact for 48 kHz.
+func (b *Buffer) span(units int64) int64 { return units * int64(time.Second) / int64(b.cfg.ClockRate) }
 
 // Pop returns the next packet due at now, in sequence order; a missing
 // packet is waited for until the one after it is due.
@@ -347,7 +379,7 @@ func (b *Buffer) NextDeadline() (time.Time, bool) {
 
 func (b *Buffer) clear() {
 	for i := range b.slots {
-		b.slots[i] = slot{ext: -1}
+		b.slots[i] = slot{ext: empty}
 	}
 }
 

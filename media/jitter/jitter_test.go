@@ -245,3 +245,36 @@ func BenchmarkPushPop(b *testing.B) {
 		ts += 960
 	}
 }
+
+func TestFirstPacketsReordered(t *testing.T) {
+	as := spurt(100, 96000, 0, 10, none)
+	as[0].at, as[1].at = as[1].at, as[0].at // 101 arrives first
+	b := New(Config{Mode: Fixed, Target: 40 * time.Millisecond})
+	got := run(b, 1, as)
+	if !slices.Equal(seqs(got), []uint16{100, 101, 102, 103, 104, 105, 106, 107, 108, 109}) || b.Stats().Late != 0 {
+		t.Fatalf("played %v, stats %+v", seqs(got), b.Stats())
+	}
+}
+
+func TestAdaptiveGrowsWhenPacketsComeTooLate(t *testing.T) {
+	rng := rand.New(rand.NewPCG(9, 10))
+	// One spurt, no marker after the first packet, up to 50 ms of jitter,
+	// starting from no delay at all.
+	as := spurt(0, 0, 0, 500, func(i int) time.Duration {
+		if i == 0 {
+			return 0
+		}
+		return time.Duration(rng.Int64N(int64(50 * time.Millisecond)))
+	})
+	b := New(Config{Mode: Adaptive, Target: time.Millisecond, Min: 0, Max: 120 * time.Millisecond})
+	got := run(b, 1, as)
+	st := b.Stats()
+	if st.Grown == 0 || st.Delay < 45*time.Millisecond || st.Late > 5 || len(got) < 495 {
+		t.Fatalf("played %d, stats %+v", len(got), st)
+	}
+	for i := 1; i < len(got); i++ {
+		if got[i].seq <= got[i-1].seq {
+			t.Fatalf("out of order: %d after %d", got[i].seq, got[i-1].seq)
+		}
+	}
+}

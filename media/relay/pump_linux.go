@@ -144,6 +144,12 @@ func (p *pumpState) forward(n int) {
 			}
 		default:
 			s.observe(p.bufs[i][:size], wall)
+			if s.play != nil && isRTP(p.bufs[i][:size]) {
+				if !s.enqueue(p.bufs[i][:size], wall) {
+					c.errors.Add(1) // late or duplicate: the jitter buffer counts which
+				}
+				continue
+			}
 		}
 		p.outIov[p.nOut].Base = &p.bufs[i][0]
 		p.outIov[p.nOut].SetLen(size)

@@ -28,6 +28,12 @@ func (s *Stream) pump(sock *socket, rtcp bool) {
 			s.statsMu.Lock()
 			s.observe(buf[:n], now)
 			s.statsMu.Unlock()
+			if s.play != nil && isRTP(buf[:n]) {
+				if !s.enqueue(buf[:n], now) {
+					c.errors.Add(1)
+				}
+				continue
+			}
 		}
 		c.packets.Add(1)
 		c.bytes.Add(uint64(n))

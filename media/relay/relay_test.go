@@ -10,6 +10,7 @@ import (
 	"github.com/pion/rtcp"
 	"github.com/pion/rtp"
 
+	"github.com/sori-voice/sori/media/jitter"
 	"github.com/sori-voice/sori/media/ports"
 )
 
@@ -325,5 +326,88 @@ func TestAnchorReportsAndRoundTrip(t *testing.T) {
 	voip, ok := xr.Reports[0].(*rtcp.VoIPMetricsReportBlock)
 	if !ok || voip.SSRC != 0x1234 || voip.LossRate != 12 || voip.MOSLQ < 35 || voip.MOSLQ > 42 || voip.RoundTripDelay < 15 {
 		t.Fatalf("VoIP metrics %+v", xr.Reports[0])
+	}
+}
+
+func TestJitterBufferReordersAndPaces(t *testing.T) {
+	alloc := anchorPorts(t, 43000)
+	c := &call{pa: newPhone(t), pb: newPhone(t)}
+	jb := &jitter.Config{Mode: jitter.Fixed, Target: 60 * time.Millisecond}
+	for i, s := range []**Stream{&c.a, &c.b} {
+		p, err := alloc.Allocate()
+		if err != nil {
+			t.Fatal(err)
+		}
+		o := Options{}
+		if i == 0 {
+			o.Jitter = jb // A's uplink goes through the buffer
+		}
+		if *s, err = NewStream(p, o); err != nil {
+			t.Fatal(err)
+		}
+		st := *s
+		t.Cleanup(func() { st.Stop(); alloc.Release(p); st.Wait() })
+	}
+	c.a.SetEndpoint(c.pa.addr(), netip.AddrPort{})
+	c.b.SetEndpoint(c.pb.addr(), netip.AddrPort{})
+	c.a.SetPeer(c.b)
+	c.b.SetPeer(c.a)
+	c.a.Start()
+	c.b.Start()
+
+	// 30 packets 20 ms apart, each pair swapped (the first one too), and
+	// one sent twice.
+	order := []uint16{}
+	for i := uint16(0); i < 30; i += 2 {
+		order = append(order, i+1, i)
+	}
+	start := time.Now()
+	received := make(chan []byte, 64)
+	go func() {
+		for {
+			b, _, ok := c.pb.recv(2 * time.Second)
+			if !ok {
+				close(received)
+				return
+			}
+			received <- b
+		}
+	}()
+	for i, seq := range order {
+		time.Sleep(time.Until(start.Add(time.Duration(i) * 20 * time.Millisecond)))
+		c.pa.send(c.portA(), opus(seq))
+		if i == 9 {
+			c.pa.send(c.portA(), opus(seq))
+		}
+	}
+	var got []uint16
+	var first time.Time
+	for b := range received {
+		if first.IsZero() {
+			first = time.Now()
+		}
+		var p rtp.Packet
+		if err := p.Unmarshal(b); err != nil {
+			t.Fatal(err)
+		}
+		got = append(got, p.SequenceNumber)
+	}
+	for i := range got {
+		if got[i] != uint16(i) {
+			t.Fatalf("played %v, want 0..29 in order", got)
+		}
+	}
+	if len(got) != 30 {
+		t.Fatalf("played %d packets", len(got))
+	}
+	if d := first.Sub(start); d < 60*time.Millisecond {
+		t.Fatalf("the first packet left after %v, before the 60 ms delay", d)
+	}
+	st, ok := c.a.JitterStats()
+	if !ok || st.Duplicates != 1 || st.Reordered != 15 || st.Played != 30 {
+		t.Fatalf("jitter buffer %+v", st)
+	}
+	if f := c.a.JitterFigures(); f.Nominal != 60*time.Millisecond || f.RXConfig != 0x20 {
+		t.Fatalf("figures %+v", f)
 	}
 }

@@ -14,6 +14,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/sori-voice/sori/media/jitter"
 	"github.com/sori-voice/sori/media/ports"
 	"github.com/sori-voice/sori/media/rtpstats"
 )
@@ -26,6 +27,9 @@ type Options struct {
 	// Handover re-learns the phone's address whenever packets come from a
 	// new one (rtpengine's media-handover: a phone moving from Wi-Fi to LTE).
 	Handover bool
+	// Jitter puts the phone's RTP through a jitter buffer before it is
+	// forwarded; nil (or mode Off): relayed as it arrives.
+	Jitter *jitter.Config
 }
 
 // Counters are a stream's totals, as rtpengine reports them.
@@ -54,6 +58,7 @@ type Stream struct {
 	stats   *rtpstats.Receiver // RFC 3550 statistics of the RTP the phone sends
 
 	rtcpState rtcpState
+	play      *playout // nil: no jitter buffer
 
 	startOnce sync.Once
 	wg        sync.WaitGroup
@@ -91,7 +96,16 @@ func NewStream(p *ports.Pair, o Options) (*Stream, error) {
 	if err != nil {
 		return nil, err
 	}
-	return &Stream{pair: p, opts: o, rtpSock: rtp, rtcpSock: rtcp, stats: rtpstats.New(clockRate)}, nil
+	s := &Stream{pair: p, opts: o, rtpSock: rtp, rtcpSock: rtcp, stats: rtpstats.New(clockRate)}
+	if o.Jitter != nil && o.Jitter.Mode != jitter.Off {
+		c := *o.Jitter
+		c.ClockRate = clockRate
+		s.play = &playout{buf: jitter.New(c), wake: make(chan struct{}, 1), stop: make(chan struct{}), mode: c.Mode, max: c.Max}
+		if s.play.max == 0 {
+			s.play.max = 120 * time.Millisecond
+		}
+	}
+	return s, nil
 }
 
 // clockRate of the RTP statistics: Opus (RFC 7587) and most wideband
@@ -215,6 +229,10 @@ func (s *Stream) Start() {
 		s.wg.Add(2)
 		go s.pump(s.rtpSock, false)
 		go s.pump(s.rtcpSock, true)
+		if s.play != nil {
+			s.wg.Add(1)
+			go s.player()
+		}
 	})
 }
 
