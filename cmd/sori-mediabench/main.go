@@ -164,11 +164,13 @@ func run(o options) error {
 		fmt.Printf("RESULT relay=%s max_calls=%d pps_in=%.0f loss=%.3f%% p50_us=%d p99_us=%d cpu=%.1f%% cpu_us_per_packet=%.2f pps_per_cpu_second=%.0f\n",
 			r.name, b.calls, b.pps, 100*b.loss(), b.p50.Microseconds(), b.p99.Microseconds(), b.cpu, b.usPerPacket, 1e6/b.usPerPacket)
 	}
-	if len(o.relays) == 2 {
-		a, b := best[o.relays[0].name], best[o.relays[1].name]
+	// Each relay against the last one given (the reference).
+	ref := o.relays[len(o.relays)-1].name
+	for _, r := range o.relays[:len(o.relays)-1] {
+		a, b := best[r.name], best[ref]
 		if a.calls > 0 && b.calls > 0 {
 			fmt.Printf("RATIO %s/%s: packets per CPU second %.2f, p99 latency %.2f (at their own largest passing steps)\n",
-				o.relays[0].name, o.relays[1].name, b.usPerPacket/a.usPerPacket, float64(a.p99)/float64(b.p99))
+				r.name, ref, b.usPerPacket/a.usPerPacket, float64(a.p99)/float64(b.p99))
 		}
 	}
 	return nil

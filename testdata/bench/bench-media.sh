@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
-# bench-media.sh - sori-anchor and rtpengine (userspace, 2 threads) under the same RTP load,
-# measured one after the other at each step of one run (see cmd/sori-mediabench).
+# bench-media.sh - sori-anchor (jitter buffer off, and adaptive) and rtpengine (userspace, 2
+# threads) under the same RTP load, measured one after the other at each step of one run (see
+# cmd/sori-mediabench).
 #
-# Starts both relays on 127.0.0.1 with their own ng ports and RTP ranges, runs
+# Starts the relays on 127.0.0.1 with their own ng ports and RTP ranges, runs
 # bin/sori-mediabench against them (K concurrent calls, 50 packets/s per direction, K doubling
 # from CALLS while both forward more than 99.9 %), and stops them. rtpengine is skipped when it is
 # not installed (`make bench-media` installs rtpengine-daemon).
@@ -19,18 +20,23 @@ OUT=${OUT:-$(mktemp -d /tmp/sori-bench-media.XXXXXX)}
 mkdir -p "$OUT"
 ANCHOR_NG=${ANCHOR_NG:-2300}
 RTPE_NG=${RTPE_NG:-2301}
+ANCHOR_JB_NG=${ANCHOR_JB_NG:-2302}
 PIDS=()
 cleanup() { for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; wait "$p" 2>/dev/null || true; done; }
 trap cleanup EXIT
 trap 'exit 130' INT TERM
-for p in "$ANCHOR_NG" "$RTPE_NG"; do
+for p in "$ANCHOR_NG" "$RTPE_NG" "$ANCHOR_JB_NG"; do
 	if ss -Hlnu "sport = :$p" | grep -q .; then echo "port $p is in use; set ANCHOR_NG/RTPE_NG" >&2; exit 2; fi
 done
 
 "$ROOT/bin/sori-anchor" -ng "127.0.0.1:$ANCHOR_NG" -rtp-ports 20000-29999 -listen 127.0.0.1 -http "" \
-	-media-timeout 0 -log-level warn >"$OUT/sori-anchor.log" 2>&1 &
+	-media-timeout 0 -rtcp-interval 0 -jitter-buffer off -log-level warn >"$OUT/sori-anchor.log" 2>&1 &
 PIDS+=($!)
 relays=(-relay "sori-anchor=127.0.0.1:$ANCHOR_NG@$!")
+"$ROOT/bin/sori-anchor" -ng "127.0.0.1:$ANCHOR_JB_NG" -rtp-ports 40000-49999 -listen 127.0.0.1 -http "" \
+	-media-timeout 0 -rtcp-interval 5s -jitter-buffer adaptive -log-level warn >"$OUT/sori-anchor-jb.log" 2>&1 &
+PIDS+=($!)
+relays+=(-relay "anchor+jb=127.0.0.1:$ANCHOR_JB_NG@$!")
 if command -v rtpengine >/dev/null 2>&1; then
 	rtpengine --config-file=none --foreground --log-stderr --log-level=3 --interface=127.0.0.1 \
 		--listen-ng="127.0.0.1:$RTPE_NG" --port-min=10000 --port-max=19999 --table=-1 --delete-delay=0 \
