@@ -443,6 +443,7 @@ func (g *generator) blast(calls []call, warmup, measure time.Duration, startMeas
 						p := b.msgs[k].Buffers[0]
 						p[0], p[1] = 0x80, 111
 						binary.BigEndian.PutUint16(p[2:], seq)
+						binary.BigEndian.PutUint32(p[4:], uint32(seq)*960) // 20 ms at 48 kHz
 						binary.BigEndian.PutUint32(p[8:], f.id)
 						p[12] = 0
 						if on {
