@@ -106,6 +106,7 @@ func (m *Manager) apply(own, peer *leg, sess *sdp.Session, req ng.Dict) ([]byte,
 		}
 	}
 	for i, md := range sess.Media {
+		opts.OpusPT = md.OpusPT
 		mo, err := m.ensure(own, i, md, opts)
 		if err != nil {
 			return nil, err

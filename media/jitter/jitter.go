@@ -58,6 +58,11 @@ type Packet struct {
 	TS      uint32
 	Marker  bool
 	Payload []byte
+	// Samples is how much audio the packet carries, in timestamp units
+	// (for Opus, from its TOC byte: media/opus); 0 when unknown. A packet
+	// that follows the previous one in sequence but starts after that one
+	// ended comes after a DTX pause: a talk spurt starts, as with a marker.
+	Samples uint32
 }
 
 // Result says what Push did with a packet.
@@ -79,6 +84,7 @@ type Stats struct {
 	Reordered, Overflow uint64 // Overflow: packets given up because the window moved past them
 	Resyncs             uint64 // playout re-anchored within a talk spurt (drift, stalls)
 	Grown               uint64 // adaptive delay raised within a talk spurt because packets came too late
+	DTX                 uint64 // pauses seen (a packet starting after the previous one ended, no sequence gap)
 	SSRCChanges         uint64
 	Delay               time.Duration // the current (nominal) delay
 	MaxDelay            time.Duration // the longest a packet was held
@@ -117,7 +123,8 @@ type Buffer struct {
 	transit     float64
 	jitter      float64
 
-	lateRun int // consecutive packets that came too late
+	lateRun int   // consecutive packets that came too late
+	highEnd int64 // extended timestamp where the highest packet's audio ends; 0: unknown
 
 	// Drift: the earliest a packet arrived, relative to the anchor, over
 	// the current window of packets. Jitter only ever makes packets later,
@@ -244,10 +251,16 @@ func (b *Buffer) Push(p Packet, now time.Time) Result {
 		return Duplicate
 	}
 
+	// After a DTX pause the sender may not set the marker bit; the Opus
+	// durations tell the pause anyway.
+	dtx := ext == b.high+1 && b.highEnd != 0 && ets > b.highEnd+int64(b.cfg.ClockRate/100) // > 10 ms of nothing
+	if dtx {
+		b.stats.DTX++
+	}
 	// A talk spurt starts: the delay may change, and the playout is
 	// anchored on this packet. Only when nothing of the previous spurt is
 	// still waiting, so the spurts cannot overlap.
-	if p.Marker && ext > b.high && b.Len() == 0 {
+	if (p.Marker || dtx) && ext > b.high && b.Len() == 0 {
 		if b.cfg.Mode == Adaptive {
 			b.delay = b.target()
 			b.stats.Delay = b.delay
@@ -282,6 +295,12 @@ func (b *Buffer) Push(p Packet, now time.Time) Result {
 		b.stats.Reordered++
 	}
 	*s = slot{ext: ext, due: due, arrived: t, pkt: p}
+	if ext > b.high {
+		b.highEnd = 0
+		if p.Samples > 0 {
+			b.highEnd = ets + int64(p.Samples)
+		}
+	}
 	b.high = max(b.high, ext)
 	b.highTS = max(b.highTS, ets)
 	b.stats.Queued++

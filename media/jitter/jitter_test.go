@@ -278,3 +278,39 @@ func TestAdaptiveGrowsWhenPacketsComeTooLate(t *testing.T) {
 		}
 	}
 }
+
+func TestOpusDurationsTellDTXWithoutMarker(t *testing.T) {
+	rng := rand.New(rand.NewPCG(11, 12))
+	// Five spurts of 1 s with 1 s of DTX between them, no marker bits;
+	// jitter up to 40 ms in the first two, none after.
+	var as []arrival
+	for k := 0; k < 5; k++ {
+		sp := spurt(uint16(k*50), uint32(k*100*960), time.Duration(k)*2*time.Second, 50, func(i int) time.Duration {
+			if k < 2 && i > 1 { // the spurt's first packets in order: a reordered start hides the pause
+				return time.Duration(rng.Int64N(int64(40 * time.Millisecond)))
+			}
+			return 0
+		})
+		sp[0].marker = false
+		as = append(as, sp...)
+	}
+	b := New(Config{Mode: Adaptive, Max: 120 * time.Millisecond})
+	// run() does not set Samples: push by hand with 20 ms Opus durations.
+	slices.SortStableFunc(as, func(x, y arrival) int { return int(x.at - y.at) })
+	for _, a := range as {
+		b.Push(Packet{SSRC: 1, Seq: a.seq, TS: a.ts, Samples: 960}, t0.Add(a.at))
+		for {
+			if _, ok := b.Pop(t0.Add(a.at)); !ok {
+				break
+			}
+		}
+	}
+	st := b.Stats()
+	if st.DTX != 4 {
+		t.Fatalf("DTX pauses %d, want 4", st.DTX)
+	}
+	// The delay followed the jitter down once it stopped, at a pause.
+	if st.Delay > 20*time.Millisecond {
+		t.Fatalf("delay %v after three clean spurts", st.Delay)
+	}
+}

@@ -6,6 +6,7 @@ import (
 	"time"
 
 	"github.com/sori-voice/sori/media/jitter"
+	"github.com/sori-voice/sori/media/opus"
 )
 
 // With a jitter buffer, a stream's RTP from its phone is not forwarded as
@@ -26,6 +27,26 @@ type playout struct {
 // packetPool holds the copies of packets waiting in jitter buffers.
 var packetPool = sync.Pool{New: func() any { b := make([]byte, 2048); return &b }}
 
+// rtpPayload is the payload of an RTP packet: after the CSRCs and any
+// header extension, before any padding (RFC 3550 §5.1).
+func rtpPayload(b []byte) ([]byte, bool) {
+	n := 12 + 4*int(b[0]&0x0f)
+	if b[0]&0x10 != 0 { // extension
+		if len(b) < n+4 {
+			return nil, false
+		}
+		n += 4 + 4*int(binary.BigEndian.Uint16(b[n+2:n+4]))
+	}
+	end := len(b)
+	if b[0]&0x20 != 0 && end > 0 { // padding
+		end -= int(b[end-1])
+	}
+	if n > end {
+		return nil, false
+	}
+	return b[n:end], true
+}
+
 // isRTP: version 2 with a full header; anything else on the RTP port
 // (STUN, keepalives) is relayed as it comes.
 func isRTP(b []byte) bool { return len(b) >= 12 && b[0]>>6 == 2 }
@@ -41,6 +62,11 @@ func (s *Stream) enqueue(b []byte, now time.Time) bool {
 	pkt := jitter.Packet{
 		SSRC: binary.BigEndian.Uint32(b[8:12]), Seq: binary.BigEndian.Uint16(b[2:4]), TS: binary.BigEndian.Uint32(b[4:8]),
 		Marker: b[1]&0x80 != 0, Payload: (*p)[:n],
+	}
+	if int(b[1]&0x7f) == s.opts.OpusPT {
+		if payload, ok := rtpPayload(b); ok {
+			pkt.Samples, _ = opus.Samples(payload)
+		}
 	}
 	s.play.mu.Lock()
 	r := s.play.buf.Push(pkt, now)

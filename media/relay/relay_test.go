@@ -97,7 +97,7 @@ func newCall(t testing.TB, alloc *ports.Allocator, o Options, sdpA netip.AddrPor
 func (c *call) portA() netip.AddrPort { return netip.AddrPortFrom(loopback, uint16(c.a.Port())) }
 func (c *call) portB() netip.AddrPort { return netip.AddrPortFrom(loopback, uint16(c.b.Port())) }
 
-func opus(seq uint16) []byte {
+func opusPacket(seq uint16) []byte {
 	p := rtp.Packet{Header: rtp.Header{Version: 2, PayloadType: 111, SequenceNumber: seq, Timestamp: uint32(seq) * 960, SSRC: 0x1234}, Payload: bytes.Repeat([]byte{0xfc, byte(seq)}, 40)}
 	b, _ := p.Marshal()
 	return b
@@ -106,14 +106,14 @@ func opus(seq uint16) []byte {
 func TestRelayBothWaysFromTheAnchorsAddress(t *testing.T) {
 	c := newCall(t, anchorPorts(t, 41200), Options{}, netip.AddrPort{})
 	for seq := uint16(1); seq <= 50; seq++ {
-		c.pa.send(c.portA(), opus(seq))
+		c.pa.send(c.portA(), opusPacket(seq))
 		got, from, ok := c.pb.recv(time.Second)
-		if !ok || !bytes.Equal(got, opus(seq)) || from != c.portB() {
-			t.Fatalf("A→B packet %d: ok=%v from %s (want %s), same=%v", seq, ok, from, c.portB(), bytes.Equal(got, opus(seq)))
+		if !ok || !bytes.Equal(got, opusPacket(seq)) || from != c.portB() {
+			t.Fatalf("A→B packet %d: ok=%v from %s (want %s), same=%v", seq, ok, from, c.portB(), bytes.Equal(got, opusPacket(seq)))
 		}
-		c.pb.send(c.portB(), opus(1000+seq))
+		c.pb.send(c.portB(), opusPacket(1000+seq))
 		got, from, ok = c.pa.recv(time.Second)
-		if !ok || !bytes.Equal(got, opus(1000+seq)) || from != c.portA() {
+		if !ok || !bytes.Equal(got, opusPacket(1000+seq)) || from != c.portA() {
 			t.Fatalf("B→A packet %d: ok=%v from %s (want %s)", seq, ok, from, c.portA())
 		}
 	}
@@ -126,7 +126,7 @@ func TestRelayBothWaysFromTheAnchorsAddress(t *testing.T) {
 	}
 	rtpA, rtcpA := c.a.Stats()
 	rtpB, _ := c.b.Stats()
-	if rtpA.Packets != 50 || rtpA.Bytes != 50*uint64(len(opus(1))) || rtpA.Errors != 0 || rtcpA.Packets != 1 || rtpB.Packets != 50 {
+	if rtpA.Packets != 50 || rtpA.Bytes != 50*uint64(len(opusPacket(1))) || rtpA.Errors != 0 || rtcpA.Packets != 1 || rtpB.Packets != 50 {
 		t.Fatalf("stats A %+v/%+v B %+v", rtpA, rtcpA, rtpB)
 	}
 	if time.Since(c.a.LastPacket()) > 5*time.Second {
@@ -138,16 +138,16 @@ func TestLatchingFindsAPhoneBehindNAT(t *testing.T) {
 	// Phone A's SDP names an address where it does not listen.
 	nowhere := newPhone(t)
 	c := newCall(t, anchorPorts(t, 41400), Options{}, nowhere.addr())
-	c.pb.send(c.portB(), opus(1))
+	c.pb.send(c.portB(), opusPacket(1))
 	if _, _, ok := nowhere.recv(time.Second); !ok {
 		t.Fatal("before A sent anything, its SDP address is all there is")
 	}
-	c.pa.send(c.portA(), opus(2)) // A's first packet: learned
+	c.pa.send(c.portA(), opusPacket(2)) // A's first packet: learned
 	if _, _, ok := c.pb.recv(time.Second); !ok {
 		t.Fatal("A's packet not forwarded")
 	}
-	c.pb.send(c.portB(), opus(3))
-	if got, _, ok := c.pa.recv(time.Second); !ok || !bytes.Equal(got, opus(3)) {
+	c.pb.send(c.portB(), opusPacket(3))
+	if got, _, ok := c.pa.recv(time.Second); !ok || !bytes.Equal(got, opusPacket(3)) {
 		t.Fatal("B's packet did not follow A's real address")
 	}
 	if ep, _ := c.a.Endpoint(); ep != c.pa.addr() {
@@ -155,7 +155,7 @@ func TestLatchingFindsAPhoneBehindNAT(t *testing.T) {
 	}
 	// Without strict-source, a second source is forwarded but not learned.
 	other := newPhone(t)
-	other.send(c.portA(), opus(4))
+	other.send(c.portA(), opusPacket(4))
 	if _, _, ok := c.pb.recv(time.Second); !ok {
 		t.Fatal("packet from a second source dropped without strict-source")
 	}
@@ -167,15 +167,15 @@ func TestLatchingFindsAPhoneBehindNAT(t *testing.T) {
 func TestStrictSourceDropsStrangers(t *testing.T) {
 	c := newCall(t, anchorPorts(t, 41600), Options{StrictSource: true}, netip.AddrPort{})
 	stranger := newPhone(t)
-	stranger.send(c.portA(), opus(1))
+	stranger.send(c.portA(), opusPacket(1))
 	if _, _, ok := c.pb.recv(200 * time.Millisecond); ok {
 		t.Fatal("a packet from outside the SDP address was forwarded")
 	}
-	c.pa.send(c.portA(), opus(2))
-	if got, _, ok := c.pb.recv(time.Second); !ok || !bytes.Equal(got, opus(2)) {
+	c.pa.send(c.portA(), opusPacket(2))
+	if got, _, ok := c.pb.recv(time.Second); !ok || !bytes.Equal(got, opusPacket(2)) {
 		t.Fatal("the phone's own packet was not forwarded")
 	}
-	stranger.send(c.portA(), opus(3))
+	stranger.send(c.portA(), opusPacket(3))
 	if _, _, ok := c.pb.recv(200 * time.Millisecond); ok {
 		t.Fatal("a stranger's packet was forwarded after latching")
 	}
@@ -186,12 +186,12 @@ func TestStrictSourceDropsStrangers(t *testing.T) {
 
 func TestHandoverFollowsTheNewAddress(t *testing.T) {
 	c := newCall(t, anchorPorts(t, 41800), Options{Handover: true}, netip.AddrPort{})
-	c.pa.send(c.portA(), opus(1))
+	c.pa.send(c.portA(), opusPacket(1))
 	c.pb.recv(time.Second)
 	lte := newPhone(t) // the phone moved networks
-	lte.send(c.portA(), opus(2))
+	lte.send(c.portA(), opusPacket(2))
 	c.pb.recv(time.Second)
-	c.pb.send(c.portB(), opus(3))
+	c.pb.send(c.portB(), opusPacket(3))
 	if _, _, ok := lte.recv(time.Second); !ok {
 		t.Fatal("media did not follow the phone to its new address")
 	}
@@ -201,7 +201,7 @@ func TestHandoverFollowsTheNewAddress(t *testing.T) {
 // allocs/op covers the pump, and must stay 0.
 func BenchmarkForward(b *testing.B) {
 	c := newCall(b, anchorPorts(b, 42000), Options{}, netip.AddrPort{})
-	pkt := opus(1)
+	pkt := opusPacket(1)
 	buf := make([]byte, 2048)
 	dst := c.portA()
 	// Warm up: latch, and fill the buffer pool.
@@ -233,8 +233,8 @@ func TestRTCPMuxMeetsAPhoneWithout(t *testing.T) {
 	if got, from, ok := rtcpB.recv(time.Second); !ok || got[1] != 200 || from.Port() != uint16(c.b.Port()+1) {
 		t.Fatalf("A's multiplexed RTCP: ok=%v from %s, want B's RTCP port", ok, from)
 	}
-	c.pa.send(c.portA(), opus(1)) // and RTP still goes to B's RTP port
-	if got, _, ok := c.pb.recv(time.Second); !ok || !bytes.Equal(got, opus(1)) {
+	c.pa.send(c.portA(), opusPacket(1)) // and RTP still goes to B's RTP port
+	if got, _, ok := c.pb.recv(time.Second); !ok || !bytes.Equal(got, opusPacket(1)) {
 		t.Fatal("A's RTP did not reach B's RTP port")
 	}
 	rtcpB.send(netip.AddrPortFrom(loopback, uint16(c.b.Port()+1)), sr) // B's RTCP on its RTCP port
@@ -250,12 +250,12 @@ func TestReceptionStatisticsPerHop(t *testing.T) {
 		if seq%20 == 7 {
 			continue // lost between phone A and the anchor: 5 %
 		}
-		c.pa.send(c.portA(), opus(seq))
+		c.pa.send(c.portA(), opusPacket(seq))
 		c.pb.recv(time.Second)
 		sent++
 	}
 	for seq := uint16(1); seq <= 50; seq++ {
-		c.pb.send(c.portB(), opus(seq))
+		c.pb.send(c.portB(), opusPacket(seq))
 		c.pa.recv(time.Second)
 	}
 	a, b := c.a.Reception(), c.b.Reception()
@@ -276,7 +276,7 @@ func TestAnchorReportsAndRoundTrip(t *testing.T) {
 		if seq%20 == 3 {
 			continue // 5 % lost on A's uplink
 		}
-		c.pa.send(c.portA(), opus(seq))
+		c.pa.send(c.portA(), opusPacket(seq))
 		c.pb.recv(time.Second)
 	}
 	// B sends an SR; the anchor forwards it to A; A answers with an RR
@@ -375,9 +375,9 @@ func TestJitterBufferReordersAndPaces(t *testing.T) {
 	}()
 	for i, seq := range order {
 		time.Sleep(time.Until(start.Add(time.Duration(i) * 20 * time.Millisecond)))
-		c.pa.send(c.portA(), opus(seq))
+		c.pa.send(c.portA(), opusPacket(seq))
 		if i == 9 {
-			c.pa.send(c.portA(), opus(seq))
+			c.pa.send(c.portA(), opusPacket(seq))
 		}
 	}
 	var got []uint16

@@ -30,6 +30,9 @@ type Options struct {
 	// Jitter puts the phone's RTP through a jitter buffer before it is
 	// forwarded; nil (or mode Off): relayed as it arrives.
 	Jitter *jitter.Config
+	// OpusPT is the payload type the SDP maps to Opus (-1: none): the
+	// jitter buffer reads those packets' durations from their TOC byte.
+	OpusPT int
 }
 
 // Counters are a stream's totals, as rtpengine reports them.

@@ -25,6 +25,7 @@ type Media struct {
 	RTCPPort int        // from a=rtcp; 0: RTP port + 1
 	Mux      bool       // a=rtcp-mux
 	ICE      bool       // carries ICE candidates or credentials
+	OpusPT   int        // the payload type a=rtpmap maps to opus/48000; -1: none
 }
 
 // Session is a parsed SDP body.
@@ -62,7 +63,7 @@ func Parse(body []byte) (*Session, error) {
 			if err != nil || port < 0 || port > 65535 {
 				return nil, fmt.Errorf("sdp: line %d: bad m= port %q", i+1, f[1])
 			}
-			s.Media = append(s.Media, Media{Type: f[0], Port: port, Proto: f[2], Formats: f[3:], Addr: sessionAddr})
+			s.Media = append(s.Media, Media{Type: f[0], Port: port, Proto: f[2], Formats: f[3:], Addr: sessionAddr, OpusPT: -1})
 			s.starts = append(s.starts, i)
 			cur = len(s.Media) - 1
 		case strings.HasPrefix(l, "c="):
@@ -78,6 +79,12 @@ func Parse(body []byte) (*Session, error) {
 				if p, err := strconv.Atoi(f[0]); err == nil && p > 0 && p <= 65535 {
 					s.Media[cur].RTCPPort = p
 				}
+			}
+		case cur >= 0 && strings.HasPrefix(l, "a=rtpmap:"):
+			// a=rtpmap:111 opus/48000/2
+			pt, enc, _ := strings.Cut(l[len("a=rtpmap:"):], " ")
+			if n, err := strconv.Atoi(pt); err == nil && strings.HasPrefix(strings.ToLower(strings.TrimSpace(enc)), "opus/48000") {
+				s.Media[cur].OpusPT = n
 			}
 		case cur >= 0 && l == "a=rtcp-mux":
 			s.Media[cur].Mux = true

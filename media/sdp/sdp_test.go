@@ -23,15 +23,15 @@ func TestParseRealWorldOffers(t *testing.T) {
 		file  string
 		media []Media
 	}{
-		{"baresip.sdp", []Media{{Type: "audio", Port: 10000, Proto: "RTP/AVP", Formats: []string{"111", "9", "0", "8", "101"}, Addr: netip.MustParseAddr("192.168.1.20"), Mux: true}}},
-		{"linphone.sdp", []Media{{Type: "audio", Port: 7078, Proto: "RTP/AVP", Formats: []string{"96", "97", "98", "0", "8", "101", "99", "100"}, Addr: netip.MustParseAddr("10.0.0.23"), RTCPPort: 7079}}},
-		{"zoiper.sdp", []Media{{Type: "audio", Port: 8000, Proto: "RTP/AVP", Formats: []string{"106", "9", "98", "101", "0", "8", "3"}, Addr: netip.MustParseAddr("172.16.5.9"), Mux: true}}},
+		{"baresip.sdp", []Media{{Type: "audio", Port: 10000, Proto: "RTP/AVP", Formats: []string{"111", "9", "0", "8", "101"}, Addr: netip.MustParseAddr("192.168.1.20"), Mux: true, OpusPT: 111}}},
+		{"linphone.sdp", []Media{{Type: "audio", Port: 7078, Proto: "RTP/AVP", Formats: []string{"96", "97", "98", "0", "8", "101", "99", "100"}, Addr: netip.MustParseAddr("10.0.0.23"), RTCPPort: 7079, OpusPT: 96}}},
+		{"zoiper.sdp", []Media{{Type: "audio", Port: 8000, Proto: "RTP/AVP", Formats: []string{"106", "9", "98", "101", "0", "8", "3"}, Addr: netip.MustParseAddr("172.16.5.9"), Mux: true, OpusPT: 106}}},
 		{"carrier.sdp", []Media{
-			{Type: "audio", Port: 20346, Proto: "RTP/AVP", Formats: []string{"8", "0", "18", "9", "4", "101"}, Addr: netip.MustParseAddr("198.51.100.40")},
-			{Type: "video", Port: 0, Proto: "RTP/AVP", Formats: []string{"96"}, Addr: netip.MustParseAddr("198.51.100.40")},
+			{Type: "audio", Port: 20346, Proto: "RTP/AVP", Formats: []string{"8", "0", "18", "9", "4", "101"}, Addr: netip.MustParseAddr("198.51.100.40"), OpusPT: -1},
+			{Type: "video", Port: 0, Proto: "RTP/AVP", Formats: []string{"96"}, Addr: netip.MustParseAddr("198.51.100.40"), OpusPT: -1},
 		}},
-		{"ipv6.sdp", []Media{{Type: "audio", Port: 40000, Proto: "RTP/AVP", Formats: []string{"111", "101"}, Addr: netip.MustParseAddr("2001:db8::20"), RTCPPort: 40001}}},
-		{"ice.sdp", []Media{{Type: "audio", Port: 52535, Proto: "RTP/AVPF", Formats: []string{"111", "0", "8"}, Addr: netip.MustParseAddr("203.0.113.77"), RTCPPort: 9, Mux: true, ICE: true}}},
+		{"ipv6.sdp", []Media{{Type: "audio", Port: 40000, Proto: "RTP/AVP", Formats: []string{"111", "101"}, Addr: netip.MustParseAddr("2001:db8::20"), RTCPPort: 40001, OpusPT: 111}}},
+		{"ice.sdp", []Media{{Type: "audio", Port: 52535, Proto: "RTP/AVPF", Formats: []string{"111", "0", "8"}, Addr: netip.MustParseAddr("203.0.113.77"), RTCPPort: 9, Mux: true, ICE: true, OpusPT: 111}}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.file, func(t *testing.T) {
@@ -41,7 +41,7 @@ func TestParseRealWorldOffers(t *testing.T) {
 			}
 			if !slices.EqualFunc(s.Media, tt.media, func(a, b Media) bool {
 				return a.Type == b.Type && a.Port == b.Port && a.Proto == b.Proto && slices.Equal(a.Formats, b.Formats) &&
-					a.Addr == b.Addr && a.RTCPPort == b.RTCPPort && a.Mux == b.Mux && a.ICE == b.ICE
+					a.Addr == b.Addr && a.RTCPPort == b.RTCPPort && a.Mux == b.Mux && a.ICE == b.ICE && a.OpusPT == b.OpusPT
 			}) {
 				t.Fatalf("media\n got %+v\nwant %+v", s.Media, tt.media)
 			}
