@@ -297,13 +297,17 @@ func TestOpusDurationsTellDTXWithoutMarker(t *testing.T) {
 	b := New(Config{Mode: Adaptive, Max: 120 * time.Millisecond})
 	// run() does not set Samples: push by hand with 20 ms Opus durations.
 	slices.SortStableFunc(as, func(x, y arrival) int { return int(x.at - y.at) })
-	for _, a := range as {
-		b.Push(Packet{SSRC: 1, Seq: a.seq, TS: a.ts, Samples: 960}, t0.Add(a.at))
+	drain := func(at time.Duration) {
 		for {
-			if _, ok := b.Pop(t0.Add(a.at)); !ok {
-				break
+			if _, ok := b.Pop(t0.Add(at)); !ok {
+				return
 			}
 		}
+	}
+	for _, a := range as {
+		drain(a.at) // what was due before this packet came
+		b.Push(Packet{SSRC: 1, Seq: a.seq, TS: a.ts, Samples: 960}, t0.Add(a.at))
+		drain(a.at)
 	}
 	st := b.Stats()
 	if st.DTX != 4 {
