@@ -324,7 +324,9 @@ func TestAnchorReportsAndRoundTrip(t *testing.T) {
 		t.Fatalf("reception block %+v", block)
 	}
 	voip, ok := xr.Reports[0].(*rtcp.VoIPMetricsReportBlock)
-	if !ok || voip.SSRC != 0x1234 || voip.LossRate != 12 || voip.MOSLQ < 35 || voip.MOSLQ > 42 || voip.RoundTripDelay < 15 {
+	// Lone losses every 20 packets: all in the gap, no burst.
+	if !ok || voip.SSRC != 0x1234 || voip.LossRate != 12 || voip.MOSLQ < 35 || voip.MOSLQ > 42 || voip.RoundTripDelay < 15 ||
+		voip.BurstDensity != 0 || voip.GapDensity != 12 || voip.GapDuration != 4000 {
 		t.Fatalf("VoIP metrics %+v", xr.Reports[0])
 	}
 }

@@ -143,9 +143,9 @@ func (s *Stream) Report(now time.Time, jb JitterFigures) (b []byte, rep rtpstats
 		JBMaximum:  uint16(min(jb.Maximum.Milliseconds(), 65535)),
 		JBAbsMax:   uint16(min(jb.AbsMax.Milliseconds(), 65535)),
 	}
-	if rep.Bursts > 0 {
-		voip.BurstDensity = rate256(uint64(max(rep.Lost, 0)), uint64(max(rep.Lost, 0))+rep.Bursts) // losses within bursts
-	}
+	voip.BurstDensity, voip.GapDensity = rep.BurstGap.BurstDensity, rep.BurstGap.GapDensity
+	voip.BurstDuration = uint16(min(rep.BurstGap.BurstDuration.Milliseconds(), 65535))
+	voip.GapDuration = uint16(min(rep.BurstGap.GapDuration.Milliseconds(), 65535))
 	pkts := []rtcp.Packet{
 		&rtcp.ReceiverReport{SSRC: self, Reports: []rtcp.ReceptionReport{{
 			SSRC: rep.SSRC, FractionLost: rep.FractionLost, TotalLost: lost, LastSequenceNumber: rep.ExtHighestSeq,

@@ -47,6 +47,13 @@ type Receiver struct {
 	duplicates, reordered uint64
 	bursts                uint64 // gaps in the sequence (runs of lost packets)
 
+	// RFC 3611 §4.7.2 burst/gap state, in sequence order as packets arrive
+	// in order: losses closer than Gmin received packets to each other
+	// form a burst; a lost packet alone is a loss in a gap.
+	bg          burstGap
+	lastTS      uint32
+	unitsPerPkt uint32 // timestamp units between consecutive packets (from the stream)
+
 	haveTransit bool
 	transit     float64
 	jitter      float64 // timestamp units
@@ -61,6 +68,8 @@ func (r *Receiver) Update(ssrc uint32, seq uint16, ts uint32, arrival time.Time)
 		r.reset(ssrc, seq)
 		r.mark(r.ext(seq))
 		r.received = 1
+		r.bg.received()
+		r.lastTS = ts
 		r.jitterUpdate(ts, arrival)
 		return InOrder
 	}
@@ -76,7 +85,12 @@ func (r *Receiver) Update(ssrc uint32, seq uint16, ts uint32, arrival time.Time)
 		old := r.maxSeq
 		if udelta > 1 {
 			r.bursts++ // a reordered packet may fill it later; the count is an upper bound
+			r.bg.lost(int(udelta - 1))
+		} else if d := ts - r.lastTS; d > 0 && d < 48000 {
+			r.unitsPerPkt = d
 		}
+		r.bg.received()
+		r.lastTS = ts
 		r.maxSeq = seq
 		r.advance(old, seq)
 		r.mark(r.ext(seq))
@@ -114,9 +128,89 @@ func (r *Receiver) Update(ssrc uint32, seq uint16, ts uint32, arrival time.Time)
 	}
 }
 
+// burstGap follows RFC 3611's burst and gap periods with Gmin = 16.
+type burstGap struct {
+	run int // received packets since the last loss
+
+	// the current cluster of losses (a burst once it has two)
+	clusterLost, clusterPkts int
+
+	burstLost, burstPkts, bursts uint64
+	gapLost, gapPkts             uint64
+}
+
+const gmin = 16
+
+func (b *burstGap) lost(n int) {
+	if b.clusterLost > 0 && b.run < gmin {
+		// Close to the previous loss: the same cluster, with the packets
+		// received in between.
+		b.clusterPkts += b.run + n
+		b.clusterLost += n
+	} else {
+		b.closeCluster()
+		b.gapPkts += uint64(b.run)
+		b.clusterLost, b.clusterPkts = n, n
+	}
+	b.run = 0
+}
+
+func (b *burstGap) received() {
+	b.run++
+	if b.run == gmin {
+		b.closeCluster()
+	}
+}
+
+// closeCluster files the current cluster: a burst when it lost more than
+// one packet, else a loss within a gap.
+func (b *burstGap) closeCluster() {
+	switch {
+	case b.clusterLost > 1:
+		b.bursts++
+		b.burstLost += uint64(b.clusterLost)
+		b.burstPkts += uint64(b.clusterPkts)
+	case b.clusterLost == 1:
+		b.gapLost++
+		b.gapPkts++
+	}
+	b.clusterLost, b.clusterPkts = 0, 0
+}
+
+// BurstGap is RFC 3611 §4.7.2's burst and gap metrics.
+type BurstGap struct {
+	BurstDensity, GapDensity uint8 // fraction lost in bursts, in gaps (x/256)
+	BurstDuration            time.Duration
+	GapDuration              time.Duration
+}
+
+func (r *Receiver) burstGap() BurstGap {
+	b := r.bg
+	b.closeCluster() // the one in progress counts as it stands
+	gapPkts := b.gapPkts + uint64(b.run)
+	var out BurstGap
+	if b.burstPkts > 0 {
+		out.BurstDensity = uint8(min(b.burstLost*256/b.burstPkts, 255))
+	}
+	if gapPkts > 0 {
+		out.GapDensity = uint8(min(b.gapLost*256/gapPkts, 255))
+	}
+	per := time.Duration(r.unitsPerPkt) * time.Second / time.Duration(r.clockRate)
+	if per == 0 {
+		per = 20 * time.Millisecond
+	}
+	if b.bursts > 0 {
+		out.BurstDuration = time.Duration(b.burstPkts/b.bursts) * per
+	}
+	if gaps := b.bursts + 1; gapPkts > 0 {
+		out.GapDuration = time.Duration(gapPkts/gaps) * per
+	}
+	return out
+}
+
 func (r *Receiver) reset(ssrc uint32, seq uint16) {
 	*r = Receiver{clockRate: r.clockRate, started: true, ssrc: ssrc, baseSeq: uint32(seq), maxSeq: seq, badSeq: seqMod + 1,
-		duplicates: r.duplicates, reordered: r.reordered, bursts: r.bursts}
+		duplicates: r.duplicates, reordered: r.reordered, bursts: r.bursts, bg: r.bg, unitsPerPkt: r.unitsPerPkt}
 }
 
 // ext extends seq to 32 bits relative to the highest seen.
@@ -176,6 +270,7 @@ type Report struct {
 	Duplicates     uint64
 	Reordered      uint64
 	Bursts         uint64 // runs of lost packets, for the E-model's burst ratio
+	BurstGap       BurstGap
 }
 
 // Snapshot returns the statistics without starting a new interval (its
@@ -207,5 +302,6 @@ func (r *Receiver) Report() Report {
 		SSRC: r.ssrc, ExtHighestSeq: ext, Expected: expected, Lost: int32(lost), FractionLost: fraction,
 		Jitter: uint32(r.jitter), JitterDuration: time.Duration(r.jitter / r.clockRate * float64(time.Second)),
 		Received: r.received, Duplicates: r.duplicates, Reordered: r.reordered, Bursts: r.bursts,
+		BurstGap: r.burstGap(),
 	}
 }

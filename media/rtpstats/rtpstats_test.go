@@ -206,3 +206,19 @@ func BenchmarkUpdate(b *testing.B) {
 		i++
 	}
 }
+
+func TestBurstGapMetrics(t *testing.T) {
+	// 1000 packets: one burst (400-409: 6 of 10 lost), two lone losses.
+	lost := map[int]bool{100: true, 700: true, 400: true, 402: true, 404: true, 406: true, 408: true, 409: true}
+	r := New(48000)
+	feed(r, 1, without(steady(0, 0, 1000), func(i int) bool { return lost[i] }))
+	bg := r.Report().BurstGap
+	// The burst runs from 400 to 409: 10 packets, 6 lost.
+	if bg.BurstDensity != 6*256/10 || bg.BurstDuration != 200*time.Millisecond {
+		t.Fatalf("burst %+v", bg)
+	}
+	// The gaps hold the other 990 packets and the 2 lone losses.
+	if want := uint8(2 * 256 / 990); bg.GapDensity != want || bg.GapDuration != 495*20*time.Millisecond {
+		t.Fatalf("gap %+v, want density %d", bg, want)
+	}
+}
