@@ -169,6 +169,36 @@ func stream(t *testing.T, from *mediaSocket, to netip.AddrPort, at *mediaSocket,
 	}
 }
 
+// mediaCall is a call from alice to bob through a sori node, answered
+// and acknowledged: the INVITE as bob got it, the 200 as alice got it.
+type mediaCall struct {
+	alice, bob *ua
+	inv        *sip.Request
+	res        *sip.Response
+}
+
+// callWithMedia registers bob, has alice call him offering ma, bob answer
+// with mb, and alice ACK.
+func callWithMedia(t *testing.T, n *node, ma, mb *mediaSocket, inviteExtra ...string) *mediaCall {
+	t.Helper()
+	c := &mediaCall{alice: newUA(t, n, "udp", "alice"), bob: newUA(t, n, "udp", "bob")}
+	if res := c.bob.registerAuth("bob", "bob-secret", "media-reg-"+c.bob.local+"@test", 1, "Contact: <sip:bob@"+c.bob.local+">"); res.StatusCode != 200 {
+		t.Fatalf("REGISTER: %d", res.StatusCode)
+	}
+	c.alice.sdp = ma.sdp(1001)
+	c.alice.authenticated("INVITE", "sip:bob@sori.test", inviteExtra...)
+	c.inv = c.bob.readRequest()
+	c.bob.respondSDP(c.inv, 200, "OK", mb.sdp(2002), "Contact: <sip:bob@"+c.bob.local+">")
+	c.res = c.alice.final()
+	if c.res.StatusCode != 200 {
+		t.Fatalf("INVITE: %d", c.res.StatusCode)
+	}
+	c.alice.sdp = ""
+	c.alice.send(c.alice.inDialog("ACK", 2, c.res))
+	c.bob.readRequest()
+	return c
+}
+
 // Two phones call through sori with media anchored by sori-anchor: every
 // RTP packet goes both ways through the anchor, unchanged, and the call
 // record shows the call.
@@ -180,32 +210,17 @@ func TestAnchoredCall(t *testing.T) {
 		return ap.Addr() == netip.MustParseAddr("127.0.0.1") && int(ap.Port()) >= an.minPort && int(ap.Port()) <= an.maxPort
 	}
 
-	bob := newUA(t, n, "udp", "bob")
-	if res := bob.registerAuth("bob", "bob-secret", "media-reg@test", 1, "Contact: <sip:bob@"+bob.local+">"); res.StatusCode != 200 {
-		t.Fatalf("REGISTER: %d", res.StatusCode)
-	}
-	alice := newUA(t, n, "udp", "alice")
 	ma, mb := newMediaSocket(t), newMediaSocket(t)
-	alice.sdp = ma.sdp(1001)
-	alice.authenticated("INVITE", "sip:bob@sori.test")
-
-	inv := bob.readRequest()
-	toAnchorFromB := mediaTarget(t, inv.Body())
+	c := callWithMedia(t, n, ma, mb)
+	alice, bob, res := c.alice, c.bob, c.res
+	toAnchorFromB := mediaTarget(t, c.inv.Body())
 	if !inAnchorRange(toAnchorFromB) {
 		t.Fatalf("bob's INVITE sends media to %s, not to the anchor", toAnchorFromB)
-	}
-	bob.respondSDP(inv, 200, "OK", mb.sdp(2002), "Contact: <sip:bob@"+bob.local+">")
-	res := alice.final()
-	if res.StatusCode != 200 {
-		t.Fatalf("INVITE: %d", res.StatusCode)
 	}
 	toAnchorFromA := mediaTarget(t, res.Body())
 	if !inAnchorRange(toAnchorFromA) || toAnchorFromA == toAnchorFromB {
 		t.Fatalf("alice's 200 sends media to %s (bob's side: %s)", toAnchorFromA, toAnchorFromB)
 	}
-	alice.sdp = ""
-	alice.send(alice.inDialog("ACK", 2, res))
-	bob.readRequest()
 
 	stream(t, ma, toAnchorFromA, mb, toAnchorFromB, 0xa11ce, 100)
 	stream(t, mb, toAnchorFromB, ma, toAnchorFromA, 0xb0b, 100)
@@ -279,23 +294,9 @@ func TestMediaTimeoutEndsTheCall(t *testing.T) {
 	an := startAnchor(t, "-media-timeout", "1s")
 	cdr := filepath.Join(t.TempDir(), "cdr.jsonl")
 	n := startNode(t, nodeConfig{extra: fmt.Sprintf("media:\n  anchors: [%q]\ncdr:\n  file: %s\n", an.ng, cdr)})
-	bob := newUA(t, n, "udp", "bob")
-	if res := bob.registerAuth("bob", "bob-secret", "mt-reg@test", 1, "Contact: <sip:bob@"+bob.local+">"); res.StatusCode != 200 {
-		t.Fatalf("REGISTER: %d", res.StatusCode)
-	}
-	alice := newUA(t, n, "udp", "alice")
 	ma, mb := newMediaSocket(t), newMediaSocket(t)
-	alice.sdp = ma.sdp(1)
-	alice.authenticated("INVITE", "sip:bob@sori.test")
-	inv := bob.readRequest()
-	bob.respondSDP(inv, 200, "OK", mb.sdp(2), "Contact: <sip:bob@"+bob.local+">")
-	res := alice.final()
-	if res.StatusCode != 200 {
-		t.Fatalf("INVITE: %d", res.StatusCode)
-	}
-	alice.sdp = ""
-	alice.send(alice.inDialog("ACK", 2, res))
-	bob.readRequest()
+	c := callWithMedia(t, n, ma, mb)
+	alice, bob, inv, res := c.alice, c.bob, c.inv, c.res
 	stream(t, ma, mediaTarget(t, res.Body()), mb, mediaTarget(t, inv.Body()), 1, 20)
 	// The media stops; nobody hangs up.
 	start := time.Now()
@@ -348,27 +349,13 @@ func TestLossIsReportedPerHop(t *testing.T) {
 	// from 127.0.0.0/8.
 	n := startNode(t, nodeConfig{extra: fmt.Sprintf("media:\n  anchors: [%q]\ncdr:\n  file: %s\n"+
 		"networks:\n  - {name: carrier-a, plmns: [\"45005\"]}\n  - {name: loopback-isp, prefixes: [\"127.0.0.0/8\"]}\n", an.ng, cdr)})
-	bob := newUA(t, n, "udp", "bob")
-	if res := bob.registerAuth("bob", "bob-secret", "loss-reg@test", 1, "Contact: <sip:bob@"+bob.local+">"); res.StatusCode != 200 {
-		t.Fatalf("REGISTER: %d", res.StatusCode)
-	}
-	alice := newUA(t, n, "udp", "alice")
 	ma, ra := mediaPair(t)
 	mb, rb := mediaPair(t)
-	alice.sdp = ma.sdp(1)
-	alice.authenticated("INVITE", "sip:bob@sori.test", "P-Access-Network-Info: 3GPP-E-UTRAN-FDD; utran-cell-id-3gpp=45005001a2b3c4d5")
-	inv := bob.readRequest()
+	c := callWithMedia(t, n, ma, mb, "P-Access-Network-Info: 3GPP-E-UTRAN-FDD; utran-cell-id-3gpp=45005001a2b3c4d5")
+	alice, bob, inv, res := c.alice, c.bob, c.inv, c.res
 	if inv.GetHeader("P-Access-Network-Info") != nil {
 		t.Fatal("alice's cell identity reached bob (RFC 7315 §4.4)")
 	}
-	bob.respondSDP(inv, 200, "OK", mb.sdp(2), "Contact: <sip:bob@"+bob.local+">")
-	res := alice.final()
-	if res.StatusCode != 200 {
-		t.Fatalf("INVITE: %d", res.StatusCode)
-	}
-	alice.sdp = ""
-	alice.send(alice.inDialog("ACK", 2, res))
-	bob.readRequest()
 	toA, toB := mediaTarget(t, res.Body()), mediaTarget(t, inv.Body())
 
 	// 250 packets each way, 20 ms apart. Alice's every 20th is lost, the

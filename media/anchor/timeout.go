@@ -11,17 +11,21 @@ import (
 // RunTimeouts ends answered calls whose media stopped for MediaTimeout,
 // telling the control client that created each one, until ctx ends.
 func (m *Manager) RunTimeouts(ctx context.Context) {
-	if m.cfg.MediaTimeout <= 0 {
-		return
+	if m.cfg.MediaTimeout > 0 {
+		every(ctx, min(time.Second, m.cfg.MediaTimeout/4), m.expire)
 	}
-	t := time.NewTicker(min(time.Second, m.cfg.MediaTimeout/4))
+}
+
+// every runs f each period until ctx ends.
+func every(ctx context.Context, period time.Duration, f func(now time.Time)) {
+	t := time.NewTicker(period)
 	defer t.Stop()
 	for {
 		select {
 		case <-ctx.Done():
 			return
 		case now := <-t.C:
-			m.expire(now)
+			f(now)
 		}
 	}
 }
@@ -75,18 +79,8 @@ func (c *call) lastMedia() time.Time {
 // RunReports sends every phone, each RTCPInterval, the anchor's receiver
 // report on the media it receives from it, until ctx ends.
 func (m *Manager) RunReports(ctx context.Context) {
-	if m.cfg.RTCPInterval <= 0 {
-		return
-	}
-	t := time.NewTicker(m.cfg.RTCPInterval)
-	defer t.Stop()
-	for {
-		select {
-		case <-ctx.Done():
-			return
-		case now := <-t.C:
-			m.report(now)
-		}
+	if m.cfg.RTCPInterval > 0 {
+		every(ctx, m.cfg.RTCPInterval, m.report)
 	}
 }
 

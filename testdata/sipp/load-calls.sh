@@ -60,25 +60,7 @@ head -$((NCALLEES + 1)) "$OUT/users.csv" >"$OUT/callees.csv"
 # caller;callee;[authentication ...]: caller user<NCALLEES+i> calls user<i>.
 awk -F';' -v n="$NCALLEES" 'NR==1{print "SEQUENTIAL"; next} NR-2<n {callee[NR-2]=$1; next} {print $1 ";" callee[NR-2-n] ";" $3}' \
 	"$OUT/users.csv" >"$OUT/calls.csv"
-{
-	cat <<YAML
-sip:
-  domain: sori.test
-  listen: ["udp:127.0.0.1:$SIP_PORT"]
-  auth_secret: load-test-secret-0123456789
-registrar:
-  store: "$store_url"
-  store_timeout: 2s
-http:
-  listen: 127.0.0.1:$HTTP_PORT
-  pprof: true
-log:
-  level: warn
-$media_yaml
-users:
-YAML
-	users_yaml $((2 * NCALLEES))
-} >"$OUT/sori.yaml"
+sori_yaml "$store_url" $((2 * NCALLEES)) "$media_yaml" >"$OUT/sori.yaml"
 start_sori "$OUT/sori.yaml" "$HTTP_PORT" "$OUT/sori.log"
 SRV_PIDS="$SORI_PID ${REDIS_PID:-} ${ANCHOR_PID:-}"
 

@@ -47,6 +47,28 @@ start_sori() {
 	exit 3
 }
 
+# sori_yaml STORE_URL NUSERS [EXTRA_YAML]: a sori configuration on SIP_PORT/HTTP_PORT with
+# users user0000.. (see users_yaml), EXTRA_YAML (top-level keys) before them.
+sori_yaml() {
+	cat <<YAML
+sip:
+  domain: sori.test
+  listen: ["udp:127.0.0.1:$SIP_PORT"]
+  auth_secret: load-test-secret-0123456789
+registrar:
+  store: "$1"
+  store_timeout: 2s
+http:
+  listen: 127.0.0.1:$HTTP_PORT
+  pprof: true
+log:
+  level: warn
+${3:-}
+users:
+YAML
+	users_yaml "$2"
+}
+
 # users_yaml N: the "users:" entries user0000.. with password "pw"+user, as the reference
 # bench scripts use.
 users_yaml() { awk -v n="$1" 'BEGIN{for(i=0;i<n;i++){u=sprintf("user%04d",i); print "  - {name: " u ", password: pw" u "}"}}'; }

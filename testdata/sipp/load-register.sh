@@ -33,24 +33,7 @@ if [ "$STORE" = redis ]; then
 	store_url="redis://127.0.0.1:$REDIS_PORT/0"
 fi
 users_csv "$NUSERS" >"$OUT/users.csv"
-{
-	cat <<YAML
-sip:
-  domain: sori.test
-  listen: ["udp:127.0.0.1:$SIP_PORT"]
-  auth_secret: load-test-secret-0123456789
-registrar:
-  store: "$store_url"
-  store_timeout: 2s
-http:
-  listen: 127.0.0.1:$HTTP_PORT
-  pprof: true
-log:
-  level: warn
-users:
-YAML
-	users_yaml "$NUSERS"
-} >"$OUT/sori.yaml"
+sori_yaml "$store_url" "$NUSERS" >"$OUT/sori.yaml"
 start_sori "$OUT/sori.yaml" "$HTTP_PORT" "$OUT/sori.log"
 SRV_PIDS="$SORI_PID ${REDIS_PID:-}"
 
