@@ -381,7 +381,9 @@ func TestLossIsReportedPerHop(t *testing.T) {
 	}
 	time.Sleep(400 * time.Millisecond) // one more report interval
 
-	// The last report each phone got from the anchor.
+	// The last report each phone got from the anchor, and the mean of the
+	// fractions lost all its reports gave (x/256).
+	fractions := map[*mediaSocket][]float64{}
 	lastReport := func(s *mediaSocket) (*rtcp.ReceiverReport, *rtcp.VoIPMetricsReportBlock) {
 		t.Helper()
 		var rr *rtcp.ReceiverReport
@@ -401,6 +403,9 @@ func TestLossIsReportedPerHop(t *testing.T) {
 				switch x := p.(type) {
 				case *rtcp.ReceiverReport:
 					rr = x
+					if len(x.Reports) > 0 {
+						fractions[s] = append(fractions[s], float64(x.Reports[0].FractionLost))
+					}
 				case *rtcp.ExtendedReport:
 					for _, b := range x.Reports {
 						if v, ok := b.(*rtcp.VoIPMetricsReportBlock); ok {
@@ -415,6 +420,19 @@ func TestLossIsReportedPerHop(t *testing.T) {
 	rrB, voipB := lastReport(rb)
 	if rrA == nil || voipA == nil || rrB == nil || voipB == nil {
 		t.Fatal("a phone got no receiver report from the anchor")
+	}
+	mean := func(xs []float64) float64 {
+		sum := 0.0
+		for _, x := range xs {
+			sum += x
+		}
+		return sum / float64(len(xs))
+	}
+	if f := mean(fractions[ra]); len(fractions[ra]) < 10 || f < 0.03*256 || f > 0.07*256 {
+		t.Fatalf("alice got %d reports, mean fraction lost %.1f/256, want ~5 %%", len(fractions[ra]), f)
+	}
+	if f := mean(fractions[rb]); f != 0 {
+		t.Fatalf("bob's reports show %.1f/256 lost", f)
 	}
 	a, b := rrA.Reports[0], rrB.Reports[0]
 	lossA := float64(a.TotalLost) / float64(a.LastSequenceNumber+1)
