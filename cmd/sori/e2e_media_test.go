@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"math"
 	"math/rand/v2"
 	"net"
 	"net/http"
@@ -443,6 +444,15 @@ func TestLossIsReportedPerHop(t *testing.T) {
 		t.Fatalf("bob's hop: %+v, VoIP %+v", b, voipB)
 	}
 
+	// Bob reports, as a phone does, what reached him of alice's stream:
+	// the uplink's losses and 3 more on the hop anchor → bob.
+	bobRR := &rtcp.ReceiverReport{SSRC: 0xb0b, Reports: []rtcp.ReceptionReport{{SSRC: 0xa11ce, TotalLost: a.TotalLost + 3, LastSequenceNumber: a.LastSequenceNumber}}}
+	raw, _ := bobRR.Marshal()
+	if _, err := rb.conn.WriteToUDPAddrPort(raw, netip.AddrPortFrom(toB.Addr(), toB.Port()+1)); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(100 * time.Millisecond)
+
 	// The ng query says the same of each hop.
 	client, err := ng.NewClient("127.0.0.1:0", 200*time.Millisecond, slog.New(slog.NewTextHandler(io.Discard, nil)), nil)
 	if err != nil {
@@ -482,6 +492,9 @@ func TestLossIsReportedPerHop(t *testing.T) {
 	}
 	if c := r.CalleeMedia; c.Lost != 0 || c.LossPct != 0 || c.Sent < 200 || c.MOS < 4.3 {
 		t.Fatalf("callee media %+v", c)
+	}
+	if want := math.Round(10000*3/float64(a.LastSequenceNumber+1)) / 100; r.CalleeMedia.DownLossPct != want {
+		t.Fatalf("bob's downlink (anchor → bob) lost %.2f %%, want %.2f %%", r.CalleeMedia.DownLossPct, want)
 	}
 	if r.CallerMedia.Network != "carrier-a" || r.CalleeMedia.Network != "loopback-isp" {
 		t.Fatalf("networks: caller %q, callee %q", r.CallerMedia.Network, r.CalleeMedia.Network)

@@ -54,7 +54,7 @@ func (c *call) stats(now time.Time) ng.Dict {
 	tags := ng.Dict{}
 	for _, l := range c.legs {
 		var medias []any
-		for _, md := range l.medias {
+		for i, md := range l.medias {
 			rtp, rtcp := md.stream.Stats()
 			totRTP = add(totRTP, rtp)
 			totRTCP = add(totRTCP, rtcp)
@@ -72,11 +72,20 @@ func (c *call) stats(now time.Time) ng.Dict {
 				}
 			}
 			if down := md.stream.Downstream(); down.Known {
-				// The phone's own report on what reaches it through the anchor.
-				rtpDict["downstream"] = ng.Dict{
+				// The phone's own report on what reaches it through the
+				// anchor: end to end from the other phone. Less what the
+				// anchor saw lost on the way in, it is the hop anchor → phone.
+				dd := ng.Dict{
 					"fraction lost": int64(down.Report.FractionLost), "lost": int64(down.Report.TotalLost),
 					"jitter": int64(down.Report.Jitter) * 1000 / 48000, "RTT": down.RTT.Milliseconds(),
 				}
+				if l.peer != nil && i < len(l.peer.medias) {
+					if up := l.peer.medias[i].stream.ReceptionSnapshot(); up.Expected > 0 {
+						dd["hop lost"] = max(int64(down.Report.TotalLost)-int64(max(up.Lost, 0)), 0)
+						dd["hop expected"] = int64(up.Expected)
+					}
+				}
+				rtpDict["downstream"] = dd
 			}
 			streams := []any{
 				rtpDict,

@@ -275,6 +275,11 @@ func Quality(d ng.Dict) map[string]calls.MediaQuality {
 		if down := ng.Dict(st).Dict("downstream"); down != nil {
 			f, _ := down.Int("fraction lost")
 			q.DownLossPct = math.Round(10000*float64(f)/256) / 100
+			if lost, ok := down.Int("hop lost"); ok {
+				if exp, _ := down.Int("hop expected"); exp > 0 {
+					q.DownLossPct = math.Round(10000*float64(lost)/float64(exp)) / 100 // the hop alone, whole call
+				}
+			}
 			q.DownJitterMS, _ = down.Int("jitter")
 			q.RTTMS, _ = down.Int("RTT")
 		}
