@@ -251,27 +251,38 @@ func (p *Proxy) inDialog(ctx context.Context, w chain.ResponseWriter, req *sip.R
 		return
 	}
 	p.dialogs.seen(req)
-	if req.Method == sip.BYE {
-		dl := p.dialogs.take(req.CallID().Value())
-		if p.cfg.Media != nil {
-			// Ended before the record is written, so it carries the
-			// media quality (one ng round trip, as rtpengine_delete).
-			dctx, cancel := context.WithTimeout(ctx, dialTimeout)
-			media := p.cfg.Media.Delete(dctx, req.CallID().Value())
-			cancel()
-			if dl != nil {
-				p.recordMedia(dl, media)
-			} else {
-				p.cfg.Calls.Media(req.CallID().Value(), media)
-			}
-		}
-		p.cfg.Calls.Bye(req.CallID().Value(), req.From().Params.GetOr("tag", ""))
-	}
 	f := newFork(p, req, w, nil, [][]target{{t}}, false)
 	if (req.IsInvite() || req.Method == sip.UPDATE) && !p.offer(ctx, w, req, f, nil) {
 		return
 	}
+	if req.Method != sip.BYE {
+		f.run(ctx)
+		return
+	}
+	// BYE: the media is ended while the BYE is on its way, so a slow
+	// anchor never delays it; the record is written once both are done,
+	// with the media quality the anchor reports.
+	callID := req.CallID().Value()
+	dl := p.dialogs.take(callID)
+	media := make(chan map[string]calls.MediaQuality, 1)
+	if p.cfg.Media != nil {
+		go func() {
+			dctx, cancel := context.WithTimeout(context.Background(), dialTimeout)
+			defer cancel()
+			media <- p.cfg.Media.Delete(dctx, callID)
+		}()
+	} else {
+		media <- nil
+	}
 	f.run(ctx)
+	if m := <-media; m != nil {
+		if dl != nil {
+			p.recordMedia(dl, m)
+		} else {
+			p.cfg.Calls.Media(callID, m)
+		}
+	}
+	p.cfg.Calls.Bye(callID, req.From().Params.GetOr("tag", ""))
 }
 
 // forwardAck relays an ACK for a 2xx along the dialog's route; ACKs for
