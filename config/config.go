@@ -32,6 +32,9 @@ type Config struct {
 	CDR       CDR       `yaml:"cdr"`
 	Media     Media     `yaml:"media"`
 	Networks  []Network `yaml:"networks"`
+	Trunks    []Trunk   `yaml:"trunks"`
+	Routes    []Route   `yaml:"routes"`
+	Numbering Numbering `yaml:"numbering"`
 	HTTP      HTTP      `yaml:"http"`
 	Log       Log       `yaml:"log"`
 }
@@ -94,10 +97,44 @@ type Registrar struct {
 
 // User is a static subscriber. Either Password or both HA1 hashes are given.
 type User struct {
-	Name      string `yaml:"name"`
-	Password  string `yaml:"password"`
-	HA1MD5    string `yaml:"ha1_md5"`
-	HA1SHA256 string `yaml:"ha1_sha256"`
+	Name      string   `yaml:"name"`
+	Password  string   `yaml:"password"`
+	HA1MD5    string   `yaml:"ha1_md5"`
+	HA1SHA256 string   `yaml:"ha1_sha256"`
+	Numbers   []string `yaml:"numbers"` // E.164 numbers the user owns, "+821011112222"
+}
+
+// Trunk is a carrier peering over SIP.
+type Trunk struct {
+	Name       string    `yaml:"name"`
+	Gateways   []Gateway `yaml:"gateways"`
+	InboundACL []string  `yaml:"inbound_acl"` // CIDR prefixes trusted for calls from the carrier
+	MaxCalls   int       `yaml:"max_calls"`   // concurrent calls; 0: no limit
+	Auth       *struct {
+		Username string `yaml:"username"`
+		Password string `yaml:"password"`
+	} `yaml:"auth"`
+	Register bool `yaml:"register"`
+}
+
+// Gateway is one of a trunk's addresses, "udp:IP:PORT" or "tcp:IP:PORT".
+type Gateway struct {
+	Address  string `yaml:"address"`
+	Priority int    `yaml:"priority"` // lower first
+	Weight   int    `yaml:"weight"`   // among equal priorities, higher first
+}
+
+// Route sends E.164 numbers by longest prefix to trunks, tried in order.
+type Route struct {
+	Prefix string   `yaml:"prefix"`
+	Trunks []string `yaml:"trunks"`
+}
+
+// Numbering is how the users dial (see sip/numbers).
+type Numbering struct {
+	CountryCode         string `yaml:"country_code"`
+	NationalPrefix      string `yaml:"national_prefix"`
+	InternationalPrefix string `yaml:"international_prefix"`
 }
 
 // HTTP is the metrics and health endpoint.
@@ -327,6 +364,7 @@ func (v *validator) check(c *Config) {
 	}
 
 	names := map[string]bool{}
+	v.checkTrunks(c)
 	seenNet := map[string]bool{}
 	for i, n := range c.Networks {
 		p := "networks." + strconv.Itoa(i)
@@ -395,6 +433,76 @@ func isHex(s string, n int) bool {
 		}
 	}
 	return true
+}
+
+func isE164(n string) bool {
+	return len(n) >= 8 && len(n) <= 16 && n[0] == '+' && strings.Trim(n[1:], "0123456789") == ""
+}
+
+func (v *validator) checkTrunks(c *Config) {
+	digits := func(s string) bool { return strings.Trim(s, "0123456789") == "" }
+	if !digits(c.Numbering.CountryCode) || !digits(c.Numbering.NationalPrefix) || !digits(c.Numbering.InternationalPrefix) {
+		v.fail("numbering", "country_code, national_prefix and international_prefix are digits")
+	}
+	owner := map[string]string{}
+	for i, u := range c.Users {
+		for j, n := range u.Numbers {
+			p := "users." + strconv.Itoa(i) + ".numbers." + strconv.Itoa(j)
+			if !isE164(n) {
+				v.fail(p, "%q is not an E.164 number (+ and 7-15 digits)", n)
+			} else if o, dup := owner[n]; dup {
+				v.fail(p, "%s is also %s's", n, o)
+			}
+			owner[n] = u.Name
+		}
+	}
+	names := map[string]bool{}
+	for i, t := range c.Trunks {
+		p := "trunks." + strconv.Itoa(i)
+		if t.Name == "" || names[t.Name] {
+			v.fail(p+".name", "%q: every trunk needs its own name", t.Name)
+		}
+		names[t.Name] = true
+		if len(t.Gateways) == 0 {
+			v.fail(p+".gateways", "a trunk needs at least one gateway")
+		}
+		for j, g := range t.Gateways {
+			if _, err := ParseListener(g.Address); err != nil {
+				v.fail(p+".gateways."+strconv.Itoa(j)+".address", "%v", err)
+			}
+			if g.Weight < 0 || g.Priority < 0 {
+				v.fail(p+".gateways."+strconv.Itoa(j), "priority and weight are not negative")
+			}
+		}
+		for j, a := range t.InboundACL {
+			if _, err := netip.ParsePrefix(a); err != nil {
+				v.fail(p+".inbound_acl."+strconv.Itoa(j), "%q is not a CIDR prefix", a)
+			}
+		}
+		if t.MaxCalls < 0 {
+			v.fail(p+".max_calls", "%d is negative (0: no limit)", t.MaxCalls)
+		}
+		if t.Auth != nil && (t.Auth.Username == "" || t.Auth.Password == "") {
+			v.fail(p+".auth", "username and password are both needed")
+		}
+		if t.Register && t.Auth == nil {
+			v.fail(p+".register", "registering to a carrier needs auth")
+		}
+	}
+	for i, r := range c.Routes {
+		p := "routes." + strconv.Itoa(i)
+		if r.Prefix == "" || strings.Trim(strings.TrimPrefix(r.Prefix, "+"), "0123456789") != "" {
+			v.fail(p+".prefix", "%q is not +digits", r.Prefix)
+		}
+		if len(r.Trunks) == 0 {
+			v.fail(p+".trunks", "a route needs a trunk")
+		}
+		for j, t := range r.Trunks {
+			if !names[t] {
+				v.fail(p+".trunks."+strconv.Itoa(j), "no trunk is named %q", t)
+			}
+		}
+	}
 }
 
 // lineOf finds the line of the deepest node on path that exists in the document.

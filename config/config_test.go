@@ -72,6 +72,14 @@ func TestValidationNamesKeyAndLine(t *testing.T) {
 		{"bad plmn", "networks:\n  - name: carrier-a\n    plmns: [\"4500\"]\n", "t.yaml:3: networks.0.plmns.0"},
 		{"network twice", "networks:\n  - {name: a, prefixes: [\"10.0.0.0/8\"]}\n  - {name: a, prefixes: [\"11.0.0.0/8\"]}\n", "t.yaml:3: networks.1.name"},
 		{"network without anything", "networks:\n  - {name: a}\n", "t.yaml:2: networks.0"},
+		{"bad user number", "users:\n  - {name: a, password: x, numbers: [\"01011112222\"]}\n", "t.yaml:2: users.0.numbers.0"},
+		{"number owned twice", "users:\n  - {name: a, password: x, numbers: [\"+821011112222\"]}\n  - {name: b, password: y, numbers: [\"+821011112222\"]}\n", "t.yaml:3: users.1.numbers.0"},
+		{"gateway address", "trunks:\n  - name: carrier-a\n    gateways:\n      - {address: \"127.0.0.1:5070\"}\n", "t.yaml:4: trunks.0.gateways.0.address"},
+		{"trunk without gateway", "trunks:\n  - name: carrier-a\n", "t.yaml:2: trunks.0"},
+		{"acl", "trunks:\n  - name: a\n    gateways: [{address: \"udp:127.0.0.1:5070\"}]\n    inbound_acl: [\"127.0.0.1\"]\n", "t.yaml:4: trunks.0.inbound_acl.0"},
+		{"register without auth", "trunks:\n  - name: a\n    gateways: [{address: \"udp:127.0.0.1:5070\"}]\n    register: true\n", "t.yaml:4: trunks.0.register"},
+		{"route to no trunk", "routes:\n  - {prefix: \"+82\", trunks: [carrier-z]}\n", "t.yaml:2: routes.0.trunks.0"},
+		{"route prefix", "routes:\n  - {prefix: \"82x\", trunks: []}\n", "t.yaml:2: routes.0.prefix"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

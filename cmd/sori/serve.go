@@ -33,10 +33,12 @@ import (
 	"github.com/sori-voice/sori/sip/local"
 	"github.com/sori-voice/sori/sip/methods"
 	"github.com/sori-voice/sori/sip/networks"
+	"github.com/sori-voice/sori/sip/numbers"
 	"github.com/sori-voice/sori/sip/options"
 	"github.com/sori-voice/sori/sip/proxy"
 	"github.com/sori-voice/sori/sip/sanity"
 	"github.com/sori-voice/sori/sip/server"
+	"github.com/sori-voice/sori/sip/trunks"
 )
 
 // Version is written into the Server header.
@@ -161,6 +163,7 @@ func serve(ctx context.Context, configPath string, logOut io.Writer) error {
 		pcfg.Media = media
 	}
 	pcfg.Networks = networkClassifier(cfg)
+	pcfg.Trunks = trunkTable(cfg)
 	px = proxy.New(pcfg)
 
 	// A request's path through sori: sanity checks, OPTIONS to the server,
@@ -288,6 +291,33 @@ func bindingsGauge(st store.Bindings) prometheus.Collector {
 
 // callTracker opens the call record sinks: the JSON lines file and, with a
 // Redis store, the stream.
+// trunkTable is the trunks:, routes:, numbering: sections and the users'
+// numbers (validated by config).
+func trunkTable(cfg *config.Config) *trunks.Table {
+	plan := numbers.Plan{CountryCode: cfg.Numbering.CountryCode, NationalPrefix: cfg.Numbering.NationalPrefix,
+		InternationalPrefix: cfg.Numbering.InternationalPrefix}
+	var ts []trunks.Trunk
+	for _, t := range cfg.Trunks {
+		tr := trunks.Trunk{Name: t.Name}
+		for _, g := range t.Gateways {
+			l, _ := config.ParseListener(g.Address)
+			tr.Gateways = append(tr.Gateways, trunks.Gateway{Addr: l.Addr, Transport: l.Transport, Priority: g.Priority, Weight: g.Weight})
+		}
+		ts = append(ts, tr)
+	}
+	var rs []numbers.Route
+	for _, r := range cfg.Routes {
+		rs = append(rs, numbers.Route{Prefix: r.Prefix, Trunks: r.Trunks})
+	}
+	owners := map[string][]string{}
+	for _, u := range cfg.Users {
+		if len(u.Numbers) > 0 {
+			owners[u.Name] = u.Numbers
+		}
+	}
+	return trunks.New(plan, ts, rs, owners)
+}
+
 // networkClassifier is the networks: section (validated by config).
 func networkClassifier(cfg *config.Config) *networks.Classifier {
 	var nets []networks.Network

@@ -32,8 +32,13 @@ type fork struct {
 	// anchored: the request's SDP offer went through a media anchor, so
 	// SDP answers coming back must too.
 	anchored bool
-	loop     string
-	groups   [][]target
+	// trunk: the groups are carrier gateways, tried one after another only
+	// when one fails in a way another gateway may not (no answer, 408, 5xx);
+	// a callee's own answer (404, 486, other 4xx) ends the search.
+	trunk     bool
+	groupCode int // best real final response of the current group; 0: none
+	loop      string
+	groups    [][]target
 
 	mu        sync.Mutex
 	gi        int       // current group
@@ -88,6 +93,7 @@ func (f *fork) startGroup() {
 	f.branches = make([]*branch, len(targets))
 	f.pending = len(targets)
 	f.timedOut = false
+	f.groupCode = 0
 	for i := range targets {
 		f.branches[i] = &branch{giveUp: make(chan struct{})}
 	}
@@ -255,6 +261,9 @@ func (f *fork) consider(res *sip.Response) {
 	if f.best == nil || rank(code) < rank(f.best.StatusCode) {
 		f.best = res
 	}
+	if f.groupCode == 0 || rank(code) < rank(f.groupCode) {
+		f.groupCode = code
+	}
 }
 
 // maybeFinish moves to the next group, or answers the caller, once every
@@ -263,7 +272,7 @@ func (f *fork) maybeFinish() {
 	if f.sent != 0 || f.pending > 0 {
 		return
 	}
-	if !f.stop && !f.cancelled && f.gi+1 < len(f.groups) {
+	if !f.stop && !f.cancelled && f.gi+1 < len(f.groups) && (!f.trunk || failover(f.groupCode)) {
 		f.gi++
 		go f.startGroup()
 		return
@@ -306,6 +315,9 @@ func (f *fork) maybeFinish() {
 	}
 	f.endMedia()
 }
+
+// failover: a gateway's outcome another gateway may do better than.
+func failover(code int) bool { return code == 0 || code == 408 || code >= 500 && code < 600 }
 
 // relay sends a branch's response to the caller without our Via; a dialog
 // Contact gets the NAT alias of where the response came from.

@@ -26,6 +26,7 @@ import (
 	"github.com/sori-voice/sori/sip/chain"
 	"github.com/sori-voice/sori/sip/local"
 	"github.com/sori-voice/sori/sip/networks"
+	"github.com/sori-voice/sori/sip/trunks"
 )
 
 // Sender puts requests on the wire through sori's own sockets.
@@ -67,6 +68,7 @@ type Config struct {
 	Calls     *calls.Tracker
 	Media     Media                // nil: media flows end to end
 	Networks  *networks.Classifier // names each side's network in call records
+	Trunks    *trunks.Table        // numbers to carriers; nil: no calls to numbers
 	Advertise string               // host[:port] written in Via and Record-Route; empty: the listener's
 	TimerC    time.Duration        // no-answer timeout of an INVITE branch group
 	// DialogTimeout is how long an answered call is remembered without a
@@ -153,7 +155,7 @@ func (p *Proxy) initial(ctx context.Context, w chain.ResponseWriter, req *sip.Re
 			Source:     strings.ToLower(req.Transport()) + ":" + req.Source(),
 		}, req.From().Params.GetOr("tag", ""))
 	}
-	targets, code, reason := p.targets(ctx, req)
+	groups, trunk, code, reason := p.route(ctx, req)
 	if code != 0 {
 		res := sip.NewResponseFromRequest(req, code, reason, nil)
 		if code == 503 {
@@ -165,7 +167,8 @@ func (p *Proxy) initial(ctx context.Context, w chain.ResponseWriter, req *sip.Re
 		}
 		return
 	}
-	f := newFork(p, req, w, call, groupByQ(targets), dialogCreating(req))
+	f := newFork(p, req, w, call, groups, dialogCreating(req))
+	f.trunk = trunk
 	if req.IsInvite() && !p.offer(ctx, w, req, f, call) {
 		return
 	}
@@ -193,28 +196,77 @@ func (p *Proxy) offer(ctx context.Context, w chain.ResponseWriter, req *sip.Requ
 	return true
 }
 
-// targets returns where an out-of-dialog request goes, or the error response.
-func (p *Proxy) targets(ctx context.Context, req *sip.Request) ([]target, int, string) {
+// route returns the groups of targets an out-of-dialog request is tried
+// at (whether they are carrier gateways), or the error response.
+func (p *Proxy) route(ctx context.Context, req *sip.Request) ([][]target, bool, int, string) {
 	if req.Route() != nil {
-		return []target{{uri: req.Recipient}}, 0, "" // a preloaded route decides
+		return [][]target{{{uri: req.Recipient}}}, false, 0, "" // a preloaded route decides
 	}
 	ruri := req.Recipient
-	if !p.ours(ruri) {
-		return []target{{uri: ruri}}, 0, "" // another domain (callerauth allowed it)
+	isTel := strings.EqualFold(ruri.Scheme, "tel")
+	if !isTel && !p.ours(ruri) {
+		return [][]target{{{uri: ruri}}}, false, 0, "" // another domain (callerauth allowed it)
 	}
-	if ruri.User == "" {
-		return nil, 404, "Not Found"
-	}
-	if _, err := p.cfg.Users.Subscriber(ctx, ruri.User); err != nil {
-		if errors.Is(err, store.ErrNotFound) {
-			return nil, 404, "Not Found"
+	user := ruri.User
+	known := false
+	if user != "" && !isTel {
+		switch _, err := p.cfg.Users.Subscriber(ctx, user); {
+		case err == nil:
+			known = true
+		case !errors.Is(err, store.ErrNotFound):
+			p.log.Warn("user lookup failed", "user", user, "error", err)
+			return nil, false, 503, "Service Unavailable"
 		}
-		p.log.Warn("user lookup failed", "user", ruri.User, "error", err)
-		return nil, 503, "Service Unavailable"
 	}
-	bindings, err := p.cfg.Locations.Lookup(ctx, ruri.User+"@"+p.cfg.Self.Domain, time.Now())
+	if !known && p.cfg.Trunks != nil {
+		if n, ok := p.cfg.Trunks.Plan().FromURI(ruri); ok {
+			owner, mine := p.cfg.Trunks.Owner(n)
+			if !mine {
+				return p.outbound(ctx, n)
+			}
+			user, known = owner, true
+		}
+	}
+	if !known {
+		return nil, false, 404, "Not Found"
+	}
+	targets, code, reason := p.userTargets(ctx, user)
+	return groupByQ(targets), false, code, reason
+}
+
+// outbound sends a number to the phone network, gateway by gateway.
+// Only an authenticated user of ours may: anything else would let anyone
+// call out at the operator's cost.
+func (p *Proxy) outbound(ctx context.Context, e164 string) ([][]target, bool, int, string) {
+	caller := callerauth.User(ctx)
+	if caller == "" {
+		return nil, false, 403, "Forbidden: Calls Out Need Authentication"
+	}
+	gws := p.cfg.Trunks.Outbound(e164)
+	if len(gws) == 0 {
+		return nil, false, 404, "No Route To Destination"
+	}
+	pai := ""
+	if n, ok := p.cfg.Trunks.NumberOf(caller); ok {
+		pai = "<sip:" + n + "@" + p.cfg.Self.Domain + ";user=phone>"
+	}
+	groups := make([][]target, 0, len(gws))
+	for _, g := range gws {
+		u := sip.Uri{Scheme: "sip", User: e164, Host: g.Addr.Addr().String(), Port: int(g.Addr.Port()), UriParams: sip.NewParams()}
+		u.UriParams.Add("user", "phone")
+		if g.Transport == "TCP" {
+			u.UriParams.Add("transport", "tcp")
+		}
+		groups = append(groups, []target{{uri: u, dest: g.Addr.String(), transport: g.Transport, pai: pai, trunk: g.Trunk}})
+	}
+	return groups, true, 0, ""
+}
+
+// userTargets are a user's bindings, or the error response.
+func (p *Proxy) userTargets(ctx context.Context, user string) ([]target, int, string) {
+	bindings, err := p.cfg.Locations.Lookup(ctx, user+"@"+p.cfg.Self.Domain, time.Now())
 	if err != nil {
-		p.log.Warn("location lookup failed", "user", ruri.User, "error", err)
+		p.log.Warn("location lookup failed", "user", user, "error", err)
 		return nil, 503, "Service Unavailable"
 	}
 	if len(bindings) == 0 {
@@ -224,7 +276,7 @@ func (p *Proxy) targets(ctx context.Context, req *sip.Request) ([]target, int, s
 	for _, b := range bindings {
 		t, err := bindingTarget(b)
 		if err != nil {
-			p.log.Warn("unusable binding skipped", "aor", ruri.User, "contact", b.Contact, "error", err)
+			p.log.Warn("unusable binding skipped", "aor", user, "contact", b.Contact, "error", err)
 			continue
 		}
 		out = append(out, t)

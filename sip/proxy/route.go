@@ -21,6 +21,8 @@ type target struct {
 	transport string   // "UDP" or "TCP"; empty: from the next hop URI
 	path      []string // Path from the registration, becomes Route (RFC 3327)
 	q         int      // thousandths; -1: none given
+	pai       string   // P-Asserted-Identity to send (to a carrier); empty: none
+	trunk     string   // the carrier trunk this target belongs to
 }
 
 // bindingTarget reaches a registered contact. One the registrar found
@@ -148,6 +150,13 @@ func (p *Proxy) prepare(in *sip.Request, t target, recordRoute bool, loop string
 	}
 	// A new header, not mf.Dec(): sipgo's Clone shares the Max-Forwards
 	// value with the incoming request, and every branch must start from it.
+	if t.pai != "" {
+		// The caller's identity, asserted by sori to the carrier (RFC
+		// 3325); whatever the phone claimed is not passed on.
+		for out.RemoveHeader("P-Asserted-Identity") {
+		}
+		out.AppendHeader(sip.NewHeader("P-Asserted-Identity", t.pai))
+	}
 	if mf := out.MaxForwards(); mf != nil {
 		m := sip.MaxForwardsHeader(mf.Val() - 1)
 		out.ReplaceHeader(&m)
