@@ -17,7 +17,9 @@ import (
 func TestTrunkOutbound(t *testing.T) {
 	dir := t.TempDir()
 	gw1, gw2, gw3, gw4 := freeSIPPort(t), freeSIPPort(t), freeSIPPort(t), freeSIPPort(t)
-	cfg := fmt.Sprintf(`numbering: {country_code: "82", national_prefix: "0", international_prefix: "00"}
+	cdr := filepath.Join(dir, "cdr.jsonl")
+	cfg := fmt.Sprintf(`cdr: {file: %q}
+numbering: {country_code: "82", national_prefix: "0", international_prefix: "00"}
 trunks:
   - name: carrier-a
     gateways:
@@ -33,7 +35,7 @@ routes:
 users:
   - {name: alice, password: alice-secret, numbers: ["+821011112222"]}
   - {name: bob, password: bob-secret, numbers: ["+821055556666"]}
-`, gw2, gw1, gw3, gw4)
+`, cdr, gw2, gw1, gw3, gw4)
 	n := startNode(t, nodeConfig{extra: cfg})
 
 	t.Run("the first gateway is out of service, the next one answers", func(t *testing.T) {
@@ -52,6 +54,12 @@ users:
 		}
 		if !strings.Contains(string(msgs), "P-Asserted-Identity: <sip:+821011112222@sori.test;user=phone>") {
 			t.Fatalf("no P-Asserted-Identity with alice's number:\n%s", tail(string(msgs), 2000))
+		}
+		for _, r := range records(t, cdr, "010-9999-8888", 2) {
+			if r.Number != "+821099998888" || r.Trunk != "carrier-a" || r.Branches != 2 || r.Disposition != "answered" ||
+				!strings.Contains(r.Callee, ":"+strconv.Itoa(gw2)) {
+				t.Fatalf("call record %+v: want the number, the trunk, 2 gateways tried, answered by the second", r)
+			}
 		}
 	})
 
@@ -87,4 +95,71 @@ users:
 			t.Fatalf("an unauthenticated call out got %d %s", res.StatusCode, res.Reason)
 		}
 	})
+}
+
+// Calls from the phone network: a carrier's INVITE from an address in its
+// trunk's ACL is trusted without digest and reaches the user who owns the
+// number; the trunk's call limit answers 503; a number we do not have gets
+// 404; the same INVITE from outside every ACL gets 403.
+func TestTrunkInbound(t *testing.T) {
+	trunkCfg := func(acl string) string {
+		return fmt.Sprintf(`numbering: {country_code: "82", national_prefix: "0"}
+trunks:
+  - name: carrier-a
+    gateways: [{address: "udp:127.0.0.1:9"}]
+    inbound_acl: [%q]
+    max_calls: 1
+users:
+  - {name: alice, password: alice-secret}
+  - {name: bob, password: bob-secret, numbers: ["+821055556666"]}
+`, acl)
+	}
+	n := startNode(t, nodeConfig{extra: trunkCfg("127.0.0.1/32")})
+	bob := newUA(t, n, "udp", "bob")
+	if res := bob.registerAuth("bob", "bob-secret", "trunk-reg@test", 1, "Contact: <sip:bob@"+bob.local+">"); res.StatusCode != 200 {
+		t.Fatalf("REGISTER: %d", res.StatusCode)
+	}
+	carrier := newUA(t, n, "udp", "carrier")
+	number := "sip:+821055556666@" + n.addr() + ";user=phone"
+	invite := func(callID string) string { return carrier.request("INVITE", number, callID, 1) }
+
+	first := invite("in-1@carrier")
+	carrier.send(first)
+	inv := bob.readRequest()
+	if inv.Recipient.User != "bob" || inv.GetHeader("Proxy-Authorization") != nil {
+		t.Fatalf("bob got %s", inv.Recipient.String())
+	}
+	bob.respond(inv, 200, "OK", "Contact: <sip:bob@"+bob.local+">")
+	res := carrier.final()
+	if res.StatusCode != 200 {
+		t.Fatalf("carrier call: %d", res.StatusCode)
+	}
+	carrier.send(carrier.inDialog("ACK", 1, res))
+	bob.readRequest()
+
+	// The trunk holds one call: the next is refused while it lasts.
+	if r := carrier.do(invite("in-2@carrier")); r.StatusCode != 503 {
+		t.Fatalf("second call on a full trunk: %d %s", r.StatusCode, r.Reason)
+	}
+	carrier.send(carrier.inDialog("BYE", 2, res))
+	bob.respond(bob.readRequest(), 200, "OK")
+	carrier.final()
+	carrier.send(invite("in-3@carrier"))
+	if again := bob.readRequest(); again.Method != "INVITE" {
+		t.Fatalf("after the first call ended, bob got %s", again.Method)
+	} else {
+		bob.respond(again, 486, "Busy Here")
+		carrier.final()
+	}
+
+	if r := carrier.do(carrier.request("INVITE", "sip:+821099990000@"+n.addr()+";user=phone", "in-4@carrier", 1)); r.StatusCode != 404 {
+		t.Fatalf("a number we do not have: %d", r.StatusCode)
+	}
+
+	// The same INVITE from outside every ACL.
+	stranger := startNode(t, nodeConfig{extra: trunkCfg("10.0.0.0/8")})
+	s := newUA(t, stranger, "udp", "carrier")
+	if r := s.do(s.request("INVITE", "sip:+821055556666@"+stranger.addr()+";user=phone", "in-5@carrier", 1, "From: <sip:+82212345678@carrier.invalid>;tag=x")); r.StatusCode != 403 {
+		t.Fatalf("a carrier's INVITE from outside the ACL: %d %s", r.StatusCode, r.Reason)
+	}
 }

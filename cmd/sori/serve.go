@@ -176,7 +176,8 @@ func serve(ctx context.Context, configPath string, logOut io.Writer) error {
 		opts,
 		rg,
 		proxy.Hops{Self: self},
-		callerauth.Plugin{Self: self, Auth: authn, RetryAfter: cfg.Registrar.RetryAfter, Log: log.With("component", "callerauth")},
+		callerauth.Plugin{Self: self, Auth: authn, RetryAfter: cfg.Registrar.RetryAfter, Log: log.With("component", "callerauth"),
+			Carrier: pcfg.Trunks.Carrier},
 		px,
 	}
 	handler := chain.Build(methods.NotAllowed{Allow: allow}, plugins...)
@@ -298,7 +299,10 @@ func trunkTable(cfg *config.Config) *trunks.Table {
 		InternationalPrefix: cfg.Numbering.InternationalPrefix}
 	var ts []trunks.Trunk
 	for _, t := range cfg.Trunks {
-		tr := trunks.Trunk{Name: t.Name}
+		tr := trunks.Trunk{Name: t.Name, MaxCalls: t.MaxCalls}
+		for _, a := range t.InboundACL {
+			tr.InboundACL = append(tr.InboundACL, netip.MustParsePrefix(a))
+		}
 		for _, g := range t.Gateways {
 			l, _ := config.ParseListener(g.Address)
 			tr.Gateways = append(tr.Gateways, trunks.Gateway{Addr: l.Addr, Transport: l.Transport, Priority: g.Priority, Weight: g.Weight})

@@ -8,6 +8,7 @@ package callerauth
 import (
 	"context"
 	"log/slog"
+	"net/netip"
 	"strconv"
 
 	"github.com/emiago/sipgo/sip"
@@ -24,12 +25,23 @@ type Plugin struct {
 	Auth       *auth.Authenticator
 	RetryAfter int
 	Log        *slog.Logger
+	// Carrier names the trunk whose inbound ACL holds a source address;
+	// requests from there are trusted without digest. Nil: no trunks.
+	Carrier func(src netip.Addr) (string, bool)
 }
 
 // Methods implements chain.Plugin.
 func (Plugin) Methods() []string { return nil }
 
 type userKey struct{}
+
+type carrierKey struct{}
+
+// Carrier returns the trunk a request came from, if a carrier sent it.
+func Carrier(ctx context.Context) string {
+	c, _ := ctx.Value(carrierKey{}).(string)
+	return c
+}
 
 // User returns the user a request was authenticated as, if any.
 func User(ctx context.Context) string {
@@ -43,6 +55,14 @@ func (p Plugin) Wrap(next chain.Handler) chain.Handler {
 		if !p.applies(req) {
 			next.ServeSIP(ctx, w, req)
 			return
+		}
+		if p.Carrier != nil {
+			if src, err := netip.ParseAddrPort(req.Source()); err == nil {
+				if trunk, ok := p.Carrier(src.Addr()); ok {
+					next.ServeSIP(context.WithValue(ctx, carrierKey{}, trunk), w, req)
+					return
+				}
+			}
 		}
 		from := req.From().Address
 		if !p.Self.IsDomain(from.Host) {

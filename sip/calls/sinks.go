@@ -84,6 +84,12 @@ func (s RedisStream) Write(ctx context.Context, r Record) error {
 	if r.MOS > 0 {
 		values = append(values, "mos", strconv.FormatFloat(r.MOS, 'f', 1, 64))
 	}
+	if r.Number != "" {
+		values = append(values, "number", r.Number)
+	}
+	if r.Trunk != "" {
+		values = append(values, "trunk", r.Trunk)
+	}
 	args := &redis.XAddArgs{Stream: s.Key, Values: values}
 	if s.MaxLen > 0 {
 		args.MaxLen, args.Approx = s.MaxLen, true

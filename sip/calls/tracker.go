@@ -131,6 +131,19 @@ func (c *Call) Fail(code int, reason string, cancelled, timedOut bool, branches 
 	t.write(rec)
 }
 
+// SetRoute records the dialled number (E.164) and the trunk, each when
+// not empty.
+func (c *Call) SetRoute(number, trunk string) {
+	c.t.mu.Lock()
+	defer c.t.mu.Unlock()
+	if number != "" {
+		c.rec.Number = number
+	}
+	if trunk != "" {
+		c.rec.Trunk = trunk
+	}
+}
+
 // SetBranches records how many contacts the call was forked to.
 func (c *Call) SetBranches(n int) {
 	c.t.mu.Lock()

@@ -9,6 +9,7 @@ import (
 
 	"github.com/emiago/sipgo/sip"
 
+	"github.com/sori-voice/sori/sip/callerauth"
 	"github.com/sori-voice/sori/sip/calls"
 	"github.com/sori-voice/sori/sip/chain"
 )
@@ -54,9 +55,11 @@ type fork struct {
 	stop      bool // a 6xx ended the search
 	sent      int  // final status sent to the caller; 0: none yet
 	final     chan struct{}
+	ctx       context.Context // the caller's request context (its authenticated user, carrier)
 }
 
 type branch struct {
+	trunk       string // the carrier trunk of its target, if any
 	req         *sip.Request
 	tx          sip.ClientTransaction
 	provisional bool
@@ -74,6 +77,7 @@ func newFork(p *Proxy, in *sip.Request, w chain.ResponseWriter, call *calls.Call
 // run forwards the request and returns once the caller has its final
 // response; branches still finishing (CANCELs, late 2xx) go on in the background.
 func (f *fork) run(ctx context.Context) {
+	f.ctx = ctx
 	f.startGroup()
 	select {
 	case <-f.final:
@@ -122,7 +126,7 @@ func (f *fork) startGroup() {
 		}
 		f.p.branches.Inc()
 		f.mu.Lock()
-		b.req, b.tx = req, tx
+		b.req, b.tx, b.trunk = req, tx, t.trunk
 		f.mu.Unlock()
 		if f.invite {
 			tx.OnRetransmission(func(res *sip.Response) { f.onRetransmission(res) })
@@ -187,6 +191,17 @@ func (f *fork) onResponse(b *branch, res *sip.Response) {
 			f.relay(res)
 			f.sent = code
 			close(f.final)
+			if f.call != nil && f.p.cfg.Trunks != nil {
+				// A trunk call counts against the trunk's limit until it ends.
+				if trunk := callerauth.Carrier(f.ctx); trunk != "" {
+					f.p.cfg.Trunks.Begin(trunk, f.in.CallID().Value())
+				} else if b.trunk != "" {
+					f.p.cfg.Trunks.Begin(b.trunk, f.in.CallID().Value())
+					f.call.SetRoute("", b.trunk)
+				}
+				callID := f.in.CallID().Value()
+				time.AfterFunc(f.p.cfg.DialogTimeout, func() { f.p.cfg.Trunks.End(callID) })
+			}
 			if f.call != nil {
 				f.call.Answer(code, res.Reason, b.req.Recipient.String())
 				if f.anchored && f.invite {

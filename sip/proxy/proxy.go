@@ -156,6 +156,13 @@ func (p *Proxy) initial(ctx context.Context, w chain.ResponseWriter, req *sip.Re
 		}, req.From().Params.GetOr("tag", ""))
 	}
 	groups, trunk, code, reason := p.route(ctx, req)
+	if call != nil && p.cfg.Trunks != nil {
+		if n, ok := p.cfg.Trunks.Plan().FromURI(req.Recipient); ok {
+			call.SetRoute(n, callerauth.Carrier(ctx))
+		} else {
+			call.SetRoute("", callerauth.Carrier(ctx))
+		}
+	}
 	if code != 0 {
 		res := sip.NewResponseFromRequest(req, code, reason, nil)
 		if code == 503 {
@@ -218,17 +225,28 @@ func (p *Proxy) route(ctx context.Context, req *sip.Request) ([][]target, bool, 
 			return nil, false, 503, "Service Unavailable"
 		}
 	}
+	carrier := callerauth.Carrier(ctx)
 	if !known && p.cfg.Trunks != nil {
 		if n, ok := p.cfg.Trunks.Plan().FromURI(ruri); ok {
 			owner, mine := p.cfg.Trunks.Owner(n)
-			if !mine {
+			switch {
+			case !mine && carrier != "":
+				return nil, false, 404, "Not Found" // a carrier calling a number that is not ours
+			case !mine:
 				return p.outbound(ctx, n)
+			case carrier == "" && callerauth.User(ctx) == "":
+				// Numbers are reached from the phone network through a
+				// carrier, or by our own users; not by anyone else.
+				return nil, false, 403, "Forbidden: Not A Trusted Carrier"
 			}
 			user, known = owner, true
 		}
 	}
 	if !known {
 		return nil, false, 404, "Not Found"
+	}
+	if carrier != "" && p.cfg.Trunks.Full(carrier) {
+		return nil, false, 503, "Service Unavailable: Trunk Call Limit"
 	}
 	targets, code, reason := p.userTargets(ctx, user)
 	return groupByQ(targets), false, code, reason
@@ -242,9 +260,12 @@ func (p *Proxy) outbound(ctx context.Context, e164 string) ([][]target, bool, in
 	if caller == "" {
 		return nil, false, 403, "Forbidden: Calls Out Need Authentication"
 	}
-	gws := p.cfg.Trunks.Outbound(e164)
-	if len(gws) == 0 {
+	gws, routed := p.cfg.Trunks.Outbound(e164)
+	if !routed {
 		return nil, false, 404, "No Route To Destination"
+	}
+	if len(gws) == 0 {
+		return nil, false, 503, "Service Unavailable: Trunk Call Limit"
 	}
 	pai := ""
 	if n, ok := p.cfg.Trunks.NumberOf(caller); ok {
@@ -335,6 +356,9 @@ func (p *Proxy) inDialog(ctx context.Context, w chain.ResponseWriter, req *sip.R
 		}
 	}
 	p.cfg.Calls.Bye(callID, req.From().Params.GetOr("tag", ""))
+	if p.cfg.Trunks != nil {
+		p.cfg.Trunks.End(callID)
+	}
 }
 
 // forwardAck relays an ACK for a 2xx along the dialog's route; ACKs for

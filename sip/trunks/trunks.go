@@ -6,6 +6,7 @@ import (
 	"net/netip"
 	"slices"
 	"strings"
+	"sync"
 
 	"github.com/sori-voice/sori/sip/numbers"
 )
@@ -21,8 +22,10 @@ type Gateway struct {
 
 // Trunk is a carrier.
 type Trunk struct {
-	Name     string
-	Gateways []Gateway
+	Name       string
+	Gateways   []Gateway
+	InboundACL []netip.Prefix // sources trusted for calls from the carrier
+	MaxCalls   int            // concurrent answered calls; 0: no limit
 }
 
 // Table routes numbers.
@@ -32,11 +35,16 @@ type Table struct {
 	trunks map[string]Trunk
 	owners map[string]string // E.164 -> user
 	users  map[string]string // user -> first number
+
+	mu    sync.Mutex
+	calls map[string]int    // trunk -> answered calls in progress
+	byID  map[string]string // Call-ID -> trunk, while counted
 }
 
 // New builds a Table. Gateways are ordered by priority, then weight.
 func New(plan numbers.Plan, trunks []Trunk, routes []numbers.Route, userNumbers map[string][]string) *Table {
-	t := &Table{plan: plan, routes: numbers.NewTable(routes), trunks: map[string]Trunk{}, owners: map[string]string{}, users: map[string]string{}}
+	t := &Table{plan: plan, routes: numbers.NewTable(routes), trunks: map[string]Trunk{}, owners: map[string]string{}, users: map[string]string{},
+		calls: map[string]int{}, byID: map[string]string{}}
 	for _, tr := range trunks {
 		gws := slices.Clone(tr.Gateways)
 		slices.SortStableFunc(gws, func(a, b Gateway) int {
@@ -49,7 +57,7 @@ func New(plan numbers.Plan, trunks []Trunk, routes []numbers.Route, userNumbers 
 			gws[i].Trunk = tr.Name
 			gws[i].Transport = strings.ToUpper(gws[i].Transport)
 		}
-		t.trunks[tr.Name] = Trunk{Name: tr.Name, Gateways: gws}
+		t.trunks[tr.Name] = Trunk{Name: tr.Name, Gateways: gws, InboundACL: tr.InboundACL, MaxCalls: tr.MaxCalls}
 	}
 	for user, ns := range userNumbers {
 		for i, n := range ns {
@@ -78,15 +86,67 @@ func (t *Table) NumberOf(user string) (string, bool) {
 }
 
 // Outbound lists the gateways to try for a number, trunk by trunk in the
-// route's order; none when no route matches.
-func (t *Table) Outbound(e164 string) []Gateway {
+// route's order, leaving out trunks at their call limit; routed is false
+// when no route matches at all.
+func (t *Table) Outbound(e164 string) (gws []Gateway, routed bool) {
 	names, ok := t.routes.Lookup(e164)
 	if !ok {
-		return nil
+		return nil, false
 	}
-	var out []Gateway
 	for _, n := range names {
-		out = append(out, t.trunks[n].Gateways...)
+		if t.Full(n) {
+			continue
+		}
+		gws = append(gws, t.trunks[n].Gateways...)
 	}
-	return out
+	return gws, true
+}
+
+// Carrier is the trunk whose inbound ACL holds src.
+func (t *Table) Carrier(src netip.Addr) (string, bool) {
+	src = src.Unmap()
+	for _, tr := range t.trunks {
+		for _, p := range tr.InboundACL {
+			if p.Contains(src) {
+				return tr.Name, true
+			}
+		}
+	}
+	return "", false
+}
+
+// Full reports whether a trunk has as many calls as it may.
+func (t *Table) Full(trunk string) bool {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	max := t.trunks[trunk].MaxCalls
+	return max > 0 && t.calls[trunk] >= max
+}
+
+// Begin counts an answered call on a trunk (once per Call-ID).
+func (t *Table) Begin(trunk, callID string) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if _, ok := t.byID[callID]; ok || trunk == "" {
+		return
+	}
+	t.byID[callID] = trunk
+	t.calls[trunk]++
+}
+
+// End stops counting a call.
+func (t *Table) End(callID string) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if trunk, ok := t.byID[callID]; ok {
+		delete(t.byID, callID)
+		t.calls[trunk]--
+	}
+}
+
+// Calls is the number of answered calls on a trunk.
+func (t *Table) Calls(trunk string) int {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	return t.calls[trunk]
 }

@@ -19,7 +19,8 @@ func TestOutboundOrder(t *testing.T) {
 		[]numbers.Route{{Prefix: "+82", Trunks: []string{"a", "b"}}, {Prefix: "+1", Trunks: []string{"b"}}},
 		map[string][]string{"alice": {"+821011112222", "+821033334444"}})
 	var got []string
-	for _, g := range tb.Outbound("+821099998888") {
+	gws, _ := tb.Outbound("+821099998888")
+	for _, g := range gws {
 		got = append(got, g.Trunk+"@"+g.Addr.String())
 	}
 	want := []string{"a@127.0.0.1:5071", "a@127.0.0.1:5070", "a@127.0.0.1:5072", "b@127.0.0.1:5080"}
@@ -31,7 +32,7 @@ func TestOutboundOrder(t *testing.T) {
 			t.Fatalf("order %v, want %v", got, want)
 		}
 	}
-	if g := tb.Outbound("+442079460958"); g != nil {
+	if g, routed := tb.Outbound("+442079460958"); g != nil || routed {
 		t.Fatalf("no route, yet %v", g)
 	}
 	if u, ok := tb.Owner("+821033334444"); !ok || u != "alice" {
@@ -40,7 +41,34 @@ func TestOutboundOrder(t *testing.T) {
 	if n, ok := tb.NumberOf("alice"); !ok || n != "+821011112222" {
 		t.Fatal("first number")
 	}
-	if g := tb.Outbound("+14155550100"); len(g) != 1 || g[0].Transport != "UDP" {
+	if g, _ := tb.Outbound("+14155550100"); len(g) != 1 || g[0].Transport != "UDP" {
 		t.Fatalf("%v", g)
+	}
+}
+
+func TestCarriersAndCallLimits(t *testing.T) {
+	tb := New(numbers.Plan{}, []Trunk{
+		{Name: "a", MaxCalls: 1, InboundACL: []netip.Prefix{netip.MustParsePrefix("198.51.100.0/24")},
+			Gateways: []Gateway{{Addr: netip.MustParseAddrPort("198.51.100.1:5060")}}},
+		{Name: "b", Gateways: []Gateway{{Addr: netip.MustParseAddrPort("203.0.113.1:5060")}}},
+	}, []numbers.Route{{Prefix: "+82", Trunks: []string{"a", "b"}}}, nil)
+	if tr, ok := tb.Carrier(netip.MustParseAddr("::ffff:198.51.100.77")); !ok || tr != "a" {
+		t.Fatal("a source in the ACL is not trunk a's")
+	}
+	if _, ok := tb.Carrier(netip.MustParseAddr("203.0.113.1")); ok {
+		t.Fatal("a gateway address is not trusted without an ACL")
+	}
+	tb.Begin("a", "c1")
+	tb.Begin("a", "c1") // counted once
+	if !tb.Full("a") || tb.Calls("a") != 1 {
+		t.Fatal("trunk a should be full")
+	}
+	if g, _ := tb.Outbound("+8221234567"); len(g) != 1 || g[0].Trunk != "b" {
+		t.Fatalf("a full trunk was not skipped: %v", g)
+	}
+	tb.End("c1")
+	tb.End("c1")
+	if tb.Full("a") || tb.Calls("a") != 0 {
+		t.Fatal("the call did not end")
 	}
 }
