@@ -57,6 +57,9 @@ type SIP struct {
 	// DialogTimeout ends the record of an answered call that never saw a BYE
 	// (a phone that lost its network), as Kamailio's dialog module does.
 	DialogTimeout Duration `yaml:"dialog_timeout"`
+	// TrunkPing is how often each carrier gateway gets an OPTIONS; one
+	// that does not answer is skipped until it does.
+	TrunkPing Duration `yaml:"trunk_ping"`
 }
 
 // Media is how sori anchors calls' media through sori-anchor (or
@@ -184,6 +187,7 @@ func Default() Config {
 			TimerJ:         Duration(5 * time.Second),
 			TimerC:         Duration(60 * time.Second),
 			DialogTimeout:  Duration(12 * time.Hour),
+			TrunkPing:      Duration(30 * time.Second),
 		},
 		CDR:   CDR{RedisStream: "sori:cdr", StreamMaxLen: 1000000},
 		Media: Media{Timeout: Duration(2 * time.Second), PingInterval: Duration(5 * time.Second)},
@@ -364,6 +368,9 @@ func (v *validator) check(c *Config) {
 	}
 
 	names := map[string]bool{}
+	if d := c.SIP.TrunkPing.D(); d < 500*time.Millisecond || d > time.Hour {
+		v.fail("sip.trunk_ping", "%s is outside 500ms..1h", d)
+	}
 	v.checkTrunks(c)
 	seenNet := map[string]bool{}
 	for i, n := range c.Networks {

@@ -4,11 +4,15 @@ import (
 	"fmt"
 	"net"
 	"os"
+	"os/exec"
 	"path/filepath"
+	"regexp"
 	"strconv"
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/emiago/sipgo/sip"
 )
 
 // Calls to phone numbers leave through carrier gateways (SIPp processes
@@ -161,5 +165,104 @@ users:
 	s := newUA(t, stranger, "udp", "carrier")
 	if r := s.do(s.request("INVITE", "sip:+821055556666@"+stranger.addr()+";user=phone", "in-5@carrier", 1, "From: <sip:+82212345678@carrier.invalid>;tag=x")); r.StatusCode != 403 {
 		t.Fatalf("a carrier's INVITE from outside the ACL: %d %s", r.StatusCode, r.Reason)
+	}
+}
+
+// fakeGateway answers OPTIONS with 200 and each INVITE with the next of
+// codes (the last one repeats), with the extra header lines.
+func fakeGateway(t *testing.T, port int, codes []int, extra string) *net.UDPConn {
+	t.Helper()
+	c, err := net.ListenUDP("udp", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1), Port: port})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { c.Close() })
+	go func() {
+		buf := make([]byte, 65535)
+		invites := 0
+		for {
+			k, from, err := c.ReadFromUDPAddrPort(buf)
+			if err != nil {
+				return
+			}
+			msg, err := sip.ParseMessage(buf[:k])
+			req, ok := msg.(*sip.Request)
+			if err != nil || !ok || req.IsAck() {
+				continue
+			}
+			req.SetSource(from.String())
+			code, reason := 200, "OK"
+			if req.IsInvite() {
+				code = codes[min(invites, len(codes)-1)]
+				invites++
+				reason = "Gateway Says"
+			}
+			res := sip.NewResponseFromRequest(req, code, reason, nil)
+			if code >= 300 && extra != "" {
+				k, v, _ := strings.Cut(extra, ":")
+				res.AppendHeader(sip.NewHeader(k, strings.TrimSpace(v)))
+			}
+			res.SetBody(nil)
+			_, _ = c.WriteToUDPAddrPort([]byte(res.String()), from)
+		}
+	}()
+	return c
+}
+
+// Gateways are pinged with OPTIONS: one that does not answer is skipped
+// (state in metrics and `sori trunk status`); one that answers a call
+// 503 with Retry-After is taken out for that long.
+func TestTrunkGatewayHealth(t *testing.T) {
+	dir := t.TempDir()
+	dead, alive := freeSIPPort(t), freeSIPPort(t)
+	cdr := filepath.Join(dir, "cdr.jsonl")
+	n := startNode(t, nodeConfig{sip: "  trunk_ping: 500ms\n", extra: fmt.Sprintf(`cdr: {file: %q}
+trunks:
+  - name: carrier-a
+    gateways:
+      - {address: "udp:127.0.0.1:%d", priority: 1}
+      - {address: "udp:127.0.0.1:%d", priority: 2}
+routes:
+  - {prefix: "+82", trunks: [carrier-a]}
+users:
+  - {name: alice, password: alice-secret, numbers: ["+821011112222"]}
+`, cdr, dead, alive)})
+	fakeGateway(t, alive, []int{486, 486, 503}, "Retry-After: 60")
+
+	deadGW := fmt.Sprintf("UDP:127.0.0.1:%d", dead)
+	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(100 * time.Millisecond) {
+		_, body := httpGet(t, "http://"+n.http+"/metrics")
+		if strings.Contains(body, `sori_trunk_gateway_up{gateway="`+deadGW+`",trunk="carrier-a"} 0`) &&
+			strings.Contains(body, fmt.Sprintf(`sori_trunk_gateway_up{gateway="UDP:127.0.0.1:%d",trunk="carrier-a"} 1`, alive)) {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("gateway state not in metrics:\n%s", body)
+		}
+	}
+	out, err := exec.Command(binary(t), "-config", n.cfgPath, "trunk", "status").CombinedOutput()
+	if err != nil || !strings.Contains(string(out), deadGW) || !regexp.MustCompile(deadGW+`\s+1\s+0\s+down`).Match(out) {
+		t.Fatalf("sori trunk status: %v\n%s", err, out)
+	}
+
+	// The dead gateway is skipped: the call goes straight to the live one.
+	rejected(t, n, dir, "+821099998888", 486)
+	for _, r := range records(t, cdr, "+821099998888", 2) {
+		if r.Branches != 1 || r.Code != 486 || r.Trunk != "" && r.Trunk != "carrier-a" {
+			t.Fatalf("record %+v: want only the live gateway tried", r)
+		}
+	}
+	// Now it is out of service for 60 s: its 503 reaches the caller as 500
+	// (RFC 3261 §16.7), and takes it out; with nothing left, the next call
+	// gets sori's own 503.
+	alice := newUA(t, n, "udp", "alice")
+	for _, tt := range []struct {
+		number string
+		code   int
+	}{{"+821077776666", 500}, {"+821055554444", 503}} {
+		alice.authenticated("INVITE", "sip:"+tt.number+"@sori.test")
+		if res := alice.final(); res.StatusCode != tt.code {
+			t.Fatalf("call to %s: %d %s, want %d", tt.number, res.StatusCode, res.Reason, tt.code)
+		}
 	}
 }

@@ -4,6 +4,7 @@
 //	sori user add NAME [--password P]        add or update a subscriber (password from stdin otherwise)
 //	sori user del NAME                       remove a subscriber
 //	sori user list                           list subscribers
+//	sori trunk status                        the carrier gateways of the running sori
 package main
 
 import (
@@ -58,6 +59,8 @@ func run(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.
 		return userCommand(ctx, *configPath, rest[1:], stdin, stdout, stderr)
 	case "serve":
 		return serve(ctx, *configPath, stderr)
+	case "trunk":
+		return trunkCommand(ctx, *configPath, rest[1:], stdout, stderr)
 	}
-	return usageError{fmt.Errorf("unknown command %q (commands: serve, user)", rest[0])}
+	return usageError{fmt.Errorf("unknown command %q (commands: serve, user, trunk)", rest[0])}
 }

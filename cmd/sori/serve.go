@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"crypto/rand"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -197,10 +198,14 @@ func serve(ctx context.Context, configPath string, logOut io.Writer) error {
 	if err := srv.Start(); err != nil {
 		return err
 	}
+	if len(cfg.Trunks) > 0 {
+		go pcfg.Trunks.Monitor(ctx, cfg.SIP.TrunkPing.D(), px.PingGateway)
+		reg.MustRegister(trunkCollector{pcfg.Trunks})
+	}
 
 	var httpSrv *http.Server
 	if cfg.HTTP.Listen != "" {
-		httpSrv, err = startHTTP(cfg.HTTP, reg, st, log)
+		httpSrv, err = startHTTP(cfg.HTTP, reg, st, pcfg.Trunks, log)
 		if err != nil {
 			_ = srv.Shutdown(context.Background())
 			return err
@@ -232,7 +237,7 @@ func storeName(s string) string {
 	return scheme + "://" + rest
 }
 
-func startHTTP(c config.HTTP, reg *prometheus.Registry, st store.Store, log *slog.Logger) (*http.Server, error) {
+func startHTTP(c config.HTTP, reg *prometheus.Registry, st store.Store, tt *trunks.Table, log *slog.Logger) (*http.Server, error) {
 	addr := c.Listen
 	mux := http.NewServeMux()
 	if c.PProf {
@@ -250,6 +255,10 @@ func startHTTP(c config.HTTP, reg *prometheus.Registry, st store.Store, log *slo
 			return
 		}
 		_, _ = io.WriteString(w, "ok\n")
+	})
+	mux.HandleFunc("GET /trunks", func(w http.ResponseWriter, _ *http.Request) {
+		w.Header().Set("Content-Type", "application/json")
+		_ = json.NewEncoder(w).Encode(tt.Status(time.Now()))
 	})
 	hs := &http.Server{Addr: addr, Handler: mux, ReadHeaderTimeout: 5 * time.Second}
 	ln, err := net.Listen("tcp", addr)
@@ -292,6 +301,31 @@ func bindingsGauge(st store.Bindings) prometheus.Collector {
 
 // callTracker opens the call record sinks: the JSON lines file and, with a
 // Redis store, the stream.
+// trunkCollector exports the gateways' state and the trunks' calls.
+type trunkCollector struct{ t *trunks.Table }
+
+var (
+	gatewayUpDesc  = prometheus.NewDesc("sori_trunk_gateway_up", "1 while the carrier gateway answers OPTIONS and is not in a Retry-After.", []string{"trunk", "gateway"}, nil)
+	trunkCallsDesc = prometheus.NewDesc("sori_trunk_calls", "Answered calls in progress on the trunk.", []string{"trunk"}, nil)
+)
+
+func (trunkCollector) Describe(ch chan<- *prometheus.Desc) { ch <- gatewayUpDesc; ch <- trunkCallsDesc }
+
+func (c trunkCollector) Collect(ch chan<- prometheus.Metric) {
+	seen := map[string]bool{}
+	for _, s := range c.t.Status(time.Now()) {
+		up := 0.0
+		if s.Up {
+			up = 1
+		}
+		ch <- prometheus.MustNewConstMetric(gatewayUpDesc, prometheus.GaugeValue, up, s.Trunk, s.Gateway)
+		if !seen[s.Trunk] {
+			seen[s.Trunk] = true
+			ch <- prometheus.MustNewConstMetric(trunkCallsDesc, prometheus.GaugeValue, float64(s.Calls), s.Trunk)
+		}
+	}
+}
+
 // trunkTable is the trunks:, routes:, numbering: sections and the users'
 // numbers (validated by config).
 func trunkTable(cfg *config.Config) *trunks.Table {

@@ -12,6 +12,7 @@ import (
 	"github.com/sori-voice/sori/sip/callerauth"
 	"github.com/sori-voice/sori/sip/calls"
 	"github.com/sori-voice/sori/sip/chain"
+	"github.com/sori-voice/sori/sip/trunks"
 )
 
 // cancelWait is how long a cancelled branch may take to answer its CANCEL
@@ -59,7 +60,8 @@ type fork struct {
 }
 
 type branch struct {
-	trunk       string // the carrier trunk of its target, if any
+	trunk       string          // the carrier trunk of its target, if any
+	gateway     *trunks.Gateway // and the gateway
 	req         *sip.Request
 	tx          sip.ClientTransaction
 	provisional bool
@@ -126,7 +128,7 @@ func (f *fork) startGroup() {
 		}
 		f.p.branches.Inc()
 		f.mu.Lock()
-		b.req, b.tx, b.trunk = req, tx, t.trunk
+		b.req, b.tx, b.trunk, b.gateway = req, tx, t.trunk, t.gateway
 		f.mu.Unlock()
 		if f.invite {
 			tx.OnRetransmission(func(res *sip.Response) { f.onRetransmission(res) })
@@ -224,6 +226,14 @@ func (f *fork) onResponse(b *branch, res *sip.Response) {
 	}
 	if b.done {
 		return // answer to our CANCEL after timer C: the outcome is already set
+	}
+	if code == 503 && b.gateway != nil {
+		// A gateway out of service for a while: no new calls to it until then.
+		if h := res.GetHeader("Retry-After"); h != nil {
+			if d, ok := trunks.RetryAfter(h.Value()); ok {
+				f.p.cfg.Trunks.Unavailable(*b.gateway, d, time.Now())
+			}
+		}
 	}
 	f.consider(res)
 	if code >= 600 {

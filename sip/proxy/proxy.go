@@ -265,7 +265,7 @@ func (p *Proxy) outbound(ctx context.Context, e164 string) ([][]target, bool, in
 		return nil, false, 404, "No Route To Destination"
 	}
 	if len(gws) == 0 {
-		return nil, false, 503, "Service Unavailable: Trunk Call Limit"
+		return nil, false, 503, "Service Unavailable: No Gateway Available" // all down, or trunks at their limit
 	}
 	pai := ""
 	if n, ok := p.cfg.Trunks.NumberOf(caller); ok {
@@ -278,9 +278,58 @@ func (p *Proxy) outbound(ctx context.Context, e164 string) ([][]target, bool, in
 		if g.Transport == "TCP" {
 			u.UriParams.Add("transport", "tcp")
 		}
-		groups = append(groups, []target{{uri: u, dest: g.Addr.String(), transport: g.Transport, pai: pai, trunk: g.Trunk}})
+		gw := g
+		groups = append(groups, []target{{uri: u, dest: g.Addr.String(), transport: g.Transport, pai: pai, trunk: g.Trunk, gateway: &gw}})
 	}
 	return groups, true, 0, ""
+}
+
+// PingGateway sends a carrier gateway an OPTIONS and waits for any final
+// response: a gateway that answers at all is up (as Kamailio's dispatcher
+// with its default reply codes).
+func (p *Proxy) PingGateway(ctx context.Context, g trunks.Gateway) error {
+	u := sip.Uri{Scheme: "sip", Host: g.Addr.Addr().String(), Port: int(g.Addr.Port())}
+	req := sip.NewRequest(sip.OPTIONS, u)
+	host, port, err := p.sentBy(g.Transport)
+	if err != nil {
+		return err
+	}
+	via := &sip.ViaHeader{ProtocolName: "SIP", ProtocolVersion: "2.0", Transport: g.Transport, Host: host, Port: port, Params: sip.NewParams()}
+	via.Params.Add("branch", branchPrefix+"."+randomToken())
+	via.Params.Add("rport", "")
+	req.AppendHeader(via)
+	from := &sip.FromHeader{Address: sip.Uri{Scheme: "sip", User: "sori", Host: p.cfg.Self.Domain}, Params: sip.NewParams()}
+	from.Params.Add("tag", randomToken())
+	req.AppendHeader(from)
+	req.AppendHeader(&sip.ToHeader{Address: u, Params: sip.NewParams()})
+	callID := sip.CallIDHeader("ping-" + randomToken())
+	req.AppendHeader(&callID)
+	req.AppendHeader(&sip.CSeqHeader{SeqNo: 1, MethodName: sip.OPTIONS})
+	mf := sip.MaxForwardsHeader(70)
+	req.AppendHeader(&mf)
+	req.SetBody(nil)
+	req.SetTransport(g.Transport)
+	req.SetDestination(g.Addr.String())
+	tx, err := p.sender.Request(ctx, req)
+	if err != nil {
+		return err
+	}
+	defer tx.Terminate()
+	for {
+		select {
+		case res := <-tx.Responses():
+			if res.StatusCode >= 200 {
+				return nil
+			}
+		case <-tx.Done():
+			if err := tx.Err(); err != nil {
+				return err
+			}
+			return errors.New("no answer")
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+	}
 }
 
 // userTargets are a user's bindings, or the error response.

@@ -12,17 +12,19 @@ import (
 	"github.com/emiago/sipgo/sip"
 
 	"github.com/sori-voice/sori/registrar/store"
+	"github.com/sori-voice/sori/sip/trunks"
 )
 
 // target is one place a request is forwarded to.
 type target struct {
-	uri       sip.Uri  // new Request-URI
-	dest      string   // ip:port to send to; empty: the next hop's host and port
-	transport string   // "UDP" or "TCP"; empty: from the next hop URI
-	path      []string // Path from the registration, becomes Route (RFC 3327)
-	q         int      // thousandths; -1: none given
-	pai       string   // P-Asserted-Identity to send (to a carrier); empty: none
-	trunk     string   // the carrier trunk this target belongs to
+	uri       sip.Uri         // new Request-URI
+	dest      string          // ip:port to send to; empty: the next hop's host and port
+	transport string          // "UDP" or "TCP"; empty: from the next hop URI
+	path      []string        // Path from the registration, becomes Route (RFC 3327)
+	q         int             // thousandths; -1: none given
+	pai       string          // P-Asserted-Identity to send (to a carrier); empty: none
+	trunk     string          // the carrier trunk this target belongs to
+	gateway   *trunks.Gateway // the carrier gateway it is
 }
 
 // bindingTarget reaches a registered contact. One the registrar found

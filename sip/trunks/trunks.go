@@ -7,6 +7,7 @@ import (
 	"slices"
 	"strings"
 	"sync"
+	"time"
 
 	"github.com/sori-voice/sori/sip/numbers"
 )
@@ -39,12 +40,14 @@ type Table struct {
 	mu    sync.Mutex
 	calls map[string]int    // trunk -> answered calls in progress
 	byID  map[string]string // Call-ID -> trunk, while counted
+
+	h health
 }
 
 // New builds a Table. Gateways are ordered by priority, then weight.
 func New(plan numbers.Plan, trunks []Trunk, routes []numbers.Route, userNumbers map[string][]string) *Table {
 	t := &Table{plan: plan, routes: numbers.NewTable(routes), trunks: map[string]Trunk{}, owners: map[string]string{}, users: map[string]string{},
-		calls: map[string]int{}, byID: map[string]string{}}
+		calls: map[string]int{}, byID: map[string]string{}, h: health{down: map[string]time.Time{}, state: map[string]bool{}}}
 	for _, tr := range trunks {
 		gws := slices.Clone(tr.Gateways)
 		slices.SortStableFunc(gws, func(a, b Gateway) int {
@@ -93,11 +96,16 @@ func (t *Table) Outbound(e164 string) (gws []Gateway, routed bool) {
 	if !ok {
 		return nil, false
 	}
+	now := time.Now()
 	for _, n := range names {
 		if t.Full(n) {
 			continue
 		}
-		gws = append(gws, t.trunks[n].Gateways...)
+		for _, g := range t.trunks[n].Gateways {
+			if !t.Down(g, now) {
+				gws = append(gws, g)
+			}
+		}
 	}
 	return gws, true
 }

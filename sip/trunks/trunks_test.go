@@ -3,6 +3,7 @@ package trunks
 import (
 	"net/netip"
 	"testing"
+	"time"
 
 	"github.com/sori-voice/sori/sip/numbers"
 )
@@ -70,5 +71,37 @@ func TestCarriersAndCallLimits(t *testing.T) {
 	tb.End("c1")
 	if tb.Full("a") || tb.Calls("a") != 0 {
 		t.Fatal("the call did not end")
+	}
+}
+
+func TestGatewayHealth(t *testing.T) {
+	g1 := Gateway{Addr: netip.MustParseAddrPort("198.51.100.1:5060"), Transport: "udp", Priority: 1}
+	g2 := Gateway{Addr: netip.MustParseAddrPort("198.51.100.2:5060"), Transport: "udp", Priority: 2}
+	tb := New(numbers.Plan{}, []Trunk{{Name: "a", Gateways: []Gateway{g1, g2}}}, []numbers.Route{{Prefix: "+", Trunks: []string{"a"}}}, nil)
+	gws, _ := tb.Outbound("+8221234567")
+	first, second := gws[0], gws[1]
+	now := time.Now()
+	tb.Pinged(first, false)
+	if g, _ := tb.Outbound("+8221234567"); len(g) != 1 || g[0] != second {
+		t.Fatalf("a gateway that misses its ping is still used: %v", g)
+	}
+	tb.Pinged(first, true)
+	if g, _ := tb.Outbound("+8221234567"); len(g) != 2 {
+		t.Fatal("a gateway that answers again is not back")
+	}
+	tb.Unavailable(second, 30*time.Second, now)
+	tb.Pinged(second, true) // pings do not end a Retry-After
+	if !tb.Down(second, now.Add(10*time.Second)) || tb.Down(second, now.Add(31*time.Second)) {
+		t.Fatal("Retry-After not honoured")
+	}
+	st := tb.Status(now)
+	if len(st) != 2 || !st[0].Up || st[1].Up || st[0].Gateway != "UDP:198.51.100.1:5060" {
+		t.Fatalf("status %+v", st)
+	}
+	if d, ok := RetryAfter("120 (maintenance);duration=3600"); !ok || d != 2*time.Minute {
+		t.Fatalf("Retry-After %v %v", d, ok)
+	}
+	if _, ok := RetryAfter("soon"); ok {
+		t.Fatal("bad Retry-After accepted")
 	}
 }
