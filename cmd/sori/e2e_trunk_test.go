@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/emiago/sipgo/sip"
+	client "github.com/icholy/digest"
 )
 
 // Calls to phone numbers leave through carrier gateways (SIPp processes
@@ -160,6 +161,20 @@ users:
 		t.Fatalf("a number we do not have: %d", r.StatusCode)
 	}
 
+	// The same with SIPp on both ends: a carrier's calls reach a SIPp UAS
+	// registered as bob.
+	if r := newUA(t, n, "udp", "bob").registerAuth("bob", "bob-secret", "trunk-unreg@test", 1, "Contact: *", "Expires: 0"); r.StatusCode != 200 {
+		t.Fatalf("un-REGISTER: %d", r.StatusCode)
+	}
+	dir := t.TempDir()
+	port := freeSIPPort(t)
+	sippRegister(t, n, dir, "bob", port)
+	wait := sippUAS(t, dir, "call-uas.xml", port, 2)
+	runSipp(t, dir, 60*time.Second, n.addr(), "-sf", filepath.Join(sippDir(t), "plain-uac.xml"), "-s", "+821055556666",
+		"-key", "domain", "carrier.invalid", "-i", "127.0.0.1", "-p", strconv.Itoa(freeSIPPort(t)), "-m", "2", "-l", "1", "-r", "5",
+		"-d", "100", "-nostdin", "-trace_err", "-timeout", "30s")
+	wait()
+
 	// The same INVITE from outside every ACL.
 	stranger := startNode(t, nodeConfig{extra: trunkCfg("10.0.0.0/8")})
 	s := newUA(t, stranger, "udp", "carrier")
@@ -263,6 +278,74 @@ users:
 		alice.authenticated("INVITE", "sip:"+tt.number+"@sori.test")
 		if res := alice.final(); res.StatusCode != tt.code {
 			t.Fatalf("call to %s: %d %s, want %d", tt.number, res.StatusCode, res.Reason, tt.code)
+		}
+	}
+}
+
+// A trunk with register: true: sori registers to the carrier, answers its
+// digest challenge, and refreshes the registration before it expires.
+func TestTrunkRegistersToCarrier(t *testing.T) {
+	port := freeSIPPort(t)
+	carrier, err := net.ListenUDP("udp", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1), Port: port})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer carrier.Close()
+	const challenge = `Digest realm="carrier.example", nonce="n0nce-42", algorithm=MD5, qop="auth"`
+	ch, _ := client.ParseChallenge(challenge)
+	accepted := make(chan string, 10)
+	go func() {
+		buf := make([]byte, 65535)
+		for {
+			k, from, err := carrier.ReadFromUDPAddrPort(buf)
+			if err != nil {
+				return
+			}
+			msg, err := sip.ParseMessage(buf[:k])
+			req, ok := msg.(*sip.Request)
+			if err != nil || !ok {
+				continue
+			}
+			req.SetSource(from.String())
+			var res *sip.Response
+			switch h := req.GetHeader("Authorization"); {
+			case req.Method == sip.OPTIONS:
+				res = sip.NewResponseFromRequest(req, 200, "OK", nil)
+			case req.Method != sip.REGISTER:
+				continue
+			case h == nil:
+				res = sip.NewResponseFromRequest(req, 401, "Unauthorized", nil)
+				res.AppendHeader(sip.NewHeader("WWW-Authenticate", challenge))
+			default:
+				cr, err := client.ParseCredentials(h.Value())
+				want, err2 := client.Digest(ch, client.Options{Method: "REGISTER", URI: cr.URI, Username: "acct", Password: "secret", Cnonce: cr.Cnonce, Count: cr.Nc})
+				if err != nil || err2 != nil || cr.Username != "acct" || cr.Response != want.Response {
+					res = sip.NewResponseFromRequest(req, 403, "Forbidden", nil)
+					break
+				}
+				res = sip.NewResponseFromRequest(req, 200, "OK", nil)
+				c := req.Contact()
+				res.AppendHeader(sip.NewHeader("Contact", "<"+c.Address.String()+">;expires=2"))
+				accepted <- req.Contact().Address.String()
+			}
+			res.SetBody(nil)
+			_, _ = carrier.WriteToUDPAddrPort([]byte(res.String()), from)
+		}
+	}()
+	startNode(t, nodeConfig{extra: fmt.Sprintf(`trunks:
+  - name: carrier-a
+    gateways: [{address: "udp:127.0.0.1:%d"}]
+    auth: {username: acct, password: secret}
+    register: true
+`, port)})
+	for i := 0; i < 2; i++ { // the registration, then its refresh before the 2 s run out
+		select {
+		case contact := <-accepted:
+			if !strings.HasPrefix(contact, "sip:acct@127.0.0.1:") {
+				t.Fatalf("Contact %s", contact)
+			}
+		case <-time.After(5 * time.Second):
+			t.Fatalf("registration %d did not reach the carrier", i+1)
 		}
 	}
 }

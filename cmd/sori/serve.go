@@ -202,6 +202,19 @@ func serve(ctx context.Context, configPath string, logOut io.Writer) error {
 		go pcfg.Trunks.Monitor(ctx, cfg.SIP.TrunkPing.D(), px.PingGateway)
 		reg.MustRegister(trunkCollector{pcfg.Trunks})
 	}
+	for _, t := range cfg.Trunks {
+		if !t.Register {
+			continue
+		}
+		l, _ := config.ParseListener(t.Gateways[0].Address)
+		r := proxy.Registration{Trunk: t.Name, Gateway: trunks.Gateway{Trunk: t.Name, Addr: l.Addr, Transport: strings.ToUpper(l.Transport)},
+			Username: t.Auth.Username, Password: t.Auth.Password, Expires: 3600}
+		go px.RegisterTrunk(ctx, r, func(granted time.Duration, err error) {
+			if err == nil {
+				log.Info("registered to carrier", "trunk", r.Trunk, "gateway", r.Gateway.Addr, "for", granted)
+			}
+		})
+	}
 
 	var httpSrv *http.Server
 	if cfg.HTTP.Listen != "" {

@@ -310,26 +310,8 @@ func (p *Proxy) PingGateway(ctx context.Context, g trunks.Gateway) error {
 	req.SetBody(nil)
 	req.SetTransport(g.Transport)
 	req.SetDestination(g.Addr.String())
-	tx, err := p.sender.Request(ctx, req)
-	if err != nil {
-		return err
-	}
-	defer tx.Terminate()
-	for {
-		select {
-		case res := <-tx.Responses():
-			if res.StatusCode >= 200 {
-				return nil
-			}
-		case <-tx.Done():
-			if err := tx.Err(); err != nil {
-				return err
-			}
-			return errors.New("no answer")
-		case <-ctx.Done():
-			return ctx.Err()
-		}
-	}
+	_, err = p.final(ctx, req)
+	return err
 }
 
 // userTargets are a user's bindings, or the error response.
