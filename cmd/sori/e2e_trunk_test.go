@@ -175,11 +175,41 @@ users:
 		"-d", "100", "-nostdin", "-trace_err", "-timeout", "30s")
 	wait()
 
-	// The same INVITE from outside every ACL.
+	// The trunk's limit with SIPp: one carrier call held for 3 s, a second
+	// one meanwhile gets 503.
+	held := sippUAS(t, dir, "call-uas.xml", port, 1)
+	longCall := make(chan struct{})
+	go func() {
+		defer close(longCall)
+		cmd := exec.Command("timeout", "30", "sipp", n.addr(), "-sf", filepath.Join(sippDir(t), "plain-uac.xml"), "-s", "+821055556666",
+			"-key", "domain", "carrier.invalid", "-i", "127.0.0.1", "-p", strconv.Itoa(freeSIPPort(t)), "-m", "1", "-d", "3000", "-nostdin", "-timeout", "20s")
+		cmd.Dir = dir
+		_ = cmd.Run()
+	}()
+	time.Sleep(time.Second)
+	sippRefused(t, n, dir, "+821055556666", 503)
+	<-longCall
+	held()
+
+	// A carrier's INVITE from outside every ACL, with SIPp.
 	stranger := startNode(t, nodeConfig{extra: trunkCfg("10.0.0.0/8")})
-	s := newUA(t, stranger, "udp", "carrier")
-	if r := s.do(s.request("INVITE", "sip:+821055556666@"+stranger.addr()+";user=phone", "in-5@carrier", 1, "From: <sip:+82212345678@carrier.invalid>;tag=x")); r.StatusCode != 403 {
-		t.Fatalf("a carrier's INVITE from outside the ACL: %d %s", r.StatusCode, r.Reason)
+	sippRefused(t, stranger, dir, "+821055556666", 403)
+}
+
+// sippRefused has SIPp, as a carrier, call number at n and checks the call
+// was refused with code.
+func sippRefused(t *testing.T, n *node, dir, number string, code int) {
+	t.Helper()
+	file := fmt.Sprintf("refused-%d.msg", code)
+	runSipp(t, dir, 30*time.Second, n.addr(), "-sf", filepath.Join(sippDir(t), "plain-uac-reject.xml"), "-s", number,
+		"-key", "domain", "carrier.invalid", "-i", "127.0.0.1", "-p", strconv.Itoa(freeSIPPort(t)), "-m", "1",
+		"-nostdin", "-trace_err", "-timeout", "20s", "-trace_msg", "-message_file", file)
+	msgs, err := os.ReadFile(filepath.Join(dir, file))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(string(msgs), "SIP/2.0 "+strconv.Itoa(code)+" ") {
+		t.Fatalf("want %d:\n%s", code, tail(string(msgs), 2000))
 	}
 }
 
