@@ -235,14 +235,20 @@ func TestUserCommandsWithRedis(t *testing.T) {
 		out, err := cmd.CombinedOutput()
 		return string(out), err
 	}
-	if out, err := sori("", "user", "add", "carol", "--password", "carol-pw"); err != nil {
+	if out, err := sori("", "user", "add", "carol", "--password", "carol-pw", "--number", "+821077778888"); err != nil {
 		t.Fatalf("user add: %v\n%s", err, out)
 	}
 	if out, err := sori("dave-pw\n", "user", "add", "dave"); err != nil {
 		t.Fatalf("user add from stdin: %v\n%s", err, out)
 	}
+	if out, err := sori("", "user", "add", "erin", "--password", "x", "--number", "+821077778888"); err == nil || !strings.Contains(out, "carol's number") {
+		t.Fatalf("a number given twice: %v\n%s", err, out)
+	}
+	if out, err := sori("", "user", "add", "erin", "--password", "x", "--number", "01077778888"); err == nil {
+		t.Fatalf("a number not in E.164 was taken:\n%s", out)
+	}
 	out, err := sori("", "user", "list")
-	if err != nil || !strings.Contains(out, "carol") || !strings.Contains(out, "dave") || !strings.Contains(out, "alice") {
+	if err != nil || !strings.Contains(out, "carol") || !strings.Contains(out, "+821077778888") || !strings.Contains(out, "dave") || !strings.Contains(out, "alice") {
 		t.Fatalf("user list: %v\n%s", err, out)
 	}
 	// Only HA1 hashes are stored, never the password.
@@ -263,6 +269,19 @@ func TestUserCommandsWithRedis(t *testing.T) {
 		if res := c.registerAuth(u[0], u[1], "cli-"+u[0], 1, "Contact: <sip:"+u[0]+"@10.0.0.1>"); res.StatusCode != 200 {
 			t.Fatalf("%s registers: %d", u[0], res.StatusCode)
 		}
+	}
+	// A number in the store reaches its user: alice (authenticated) sends
+	// carol's number a MESSAGE, and carol's phone (behind NAT: reached at
+	// the socket it registered from) gets it.
+	alice := newUA(t, n, "udp", "alice")
+	alice.authenticated("MESSAGE", "sip:+821077778888@sori.test")
+	if req := c.readRequest(); req.Method != "MESSAGE" || req.Recipient.User != "carol" {
+		t.Fatalf("carol's phone got %s %s", req.Method, req.Recipient.String())
+	} else {
+		c.respond(req, 200, "OK")
+	}
+	if res := alice.final(); res.StatusCode != 200 {
+		t.Fatalf("MESSAGE to carol's number: %d", res.StatusCode)
 	}
 	if out, err := sori("", "user", "del", "carol"); err != nil {
 		t.Fatalf("user del: %v\n%s", err, out)

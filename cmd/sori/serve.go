@@ -73,11 +73,14 @@ func openStore(cfg *config.Config) (store.Store, error) {
 func staticUsers(cfg *config.Config) map[string]store.Subscriber {
 	m := make(map[string]store.Subscriber, len(cfg.Users))
 	for _, u := range cfg.Users {
+		var sub store.Subscriber
 		if u.Password != "" {
-			m[u.Name] = auth.NewSubscriber(u.Name, cfg.SIP.Domain, u.Password)
+			sub = auth.NewSubscriber(u.Name, cfg.SIP.Domain, u.Password)
 		} else {
-			m[u.Name] = store.Subscriber{Name: u.Name, Realm: cfg.SIP.Domain, HA1MD5: strings.ToLower(u.HA1MD5), HA1SHA256: strings.ToLower(u.HA1SHA256)}
+			sub = store.Subscriber{Name: u.Name, Realm: cfg.SIP.Domain, HA1MD5: strings.ToLower(u.HA1MD5), HA1SHA256: strings.ToLower(u.HA1SHA256)}
 		}
+		sub.Numbers = u.Numbers
+		m[u.Name] = sub
 	}
 	return m
 }
@@ -360,13 +363,7 @@ func trunkTable(cfg *config.Config) *trunks.Table {
 	for _, r := range cfg.Routes {
 		rs = append(rs, numbers.Route{Prefix: r.Prefix, Trunks: r.Trunks})
 	}
-	owners := map[string][]string{}
-	for _, u := range cfg.Users {
-		if len(u.Numbers) > 0 {
-			owners[u.Name] = u.Numbers
-		}
-	}
-	return trunks.New(plan, ts, rs, owners)
+	return trunks.New(plan, ts, rs)
 }
 
 // networkClassifier is the networks: section (validated by config).

@@ -19,13 +19,15 @@ import (
 // userCommand manages subscribers in the configured store.
 func userCommand(ctx context.Context, configPath string, args []string, stdin io.Reader, stdout, stderr io.Writer) error {
 	if len(args) == 0 {
-		return usageError{errors.New("usage: sori user add|del|list [NAME] [--password P] [-config FILE]")}
+		return usageError{errors.New("usage: sori user add|del|list [NAME] [--password P] [--number +E164]... [-config FILE]")}
 	}
 	verb := args[0]
 	fs := flag.NewFlagSet("sori user "+verb, flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	fs.StringVar(&configPath, "config", configPath, "configuration file")
 	password := fs.String("password", "", "password (add; read from standard input when not given)")
+	var numbers numberList
+	fs.Var(&numbers, "number", "an E.164 number the user owns, e.g. +821011112222 (add; repeat for more)")
 	// Flags may come before or after NAME.
 	var names []string
 	rest := args[1:]
@@ -83,7 +85,14 @@ func userCommand(ctx context.Context, configPath string, args []string, stdin io
 		if pw == "" {
 			return errors.New("empty password: give --password or write it to standard input")
 		}
-		if err := st.PutSubscriber(ctx, auth.NewSubscriber(name, cfg.SIP.Domain, pw)); err != nil {
+		sub := auth.NewSubscriber(name, cfg.SIP.Domain, pw)
+		sub.Numbers = numbers
+		for _, n := range numbers {
+			if owner, err := st.SubscriberByNumber(ctx, n); err == nil && owner.Name != name {
+				return fmt.Errorf("%s is already %s's number", n, owner.Name)
+			}
+		}
+		if err := st.PutSubscriber(ctx, sub); err != nil {
 			return err
 		}
 		fmt.Fprintf(stdout, "user %s saved (realm %s)\n", name, cfg.SIP.Domain)
@@ -105,16 +114,30 @@ func userCommand(ctx context.Context, configPath string, args []string, stdin io
 			return err
 		}
 		tw := tabwriter.NewWriter(stdout, 0, 4, 2, ' ', 0)
-		fmt.Fprintln(tw, "NAME\tSOURCE\tREALM")
+		fmt.Fprintln(tw, "NAME\tSOURCE\tREALM\tNUMBERS")
 		for _, u := range cfg.Users {
-			fmt.Fprintf(tw, "%s\tconfig\t%s\n", u.Name, cfg.SIP.Domain)
+			fmt.Fprintf(tw, "%s\tconfig\t%s\t%s\n", u.Name, cfg.SIP.Domain, strings.Join(u.Numbers, ","))
 		}
 		for _, s := range subs {
-			fmt.Fprintf(tw, "%s\tstore\t%s\n", s.Name, s.Realm)
+			fmt.Fprintf(tw, "%s\tstore\t%s\t%s\n", s.Name, s.Realm, strings.Join(s.Numbers, ","))
 		}
 		return tw.Flush()
 	default:
 		return usageError{fmt.Errorf("unknown user command %q (add, del, list)", verb)}
 	}
+	return nil
+}
+
+// numberList is a repeatable --number flag of E.164 numbers.
+type numberList []string
+
+func (l *numberList) String() string { return strings.Join(*l, ",") }
+
+func (l *numberList) Set(v string) error {
+	n := strings.TrimSpace(v)
+	if len(n) < 8 || len(n) > 16 || n[0] != '+' || strings.Trim(n[1:], "0123456789") != "" {
+		return fmt.Errorf("%q is not an E.164 number (+ and 7-15 digits)", v)
+	}
+	*l = append(*l, n)
 	return nil
 }

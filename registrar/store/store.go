@@ -67,10 +67,11 @@ type Bindings interface {
 // Subscriber is a user allowed to authenticate. Only digest HA1 hashes are
 // kept, never the password.
 type Subscriber struct {
-	Name      string `json:"name"`
-	Realm     string `json:"realm"`
-	HA1MD5    string `json:"ha1_md5"`
-	HA1SHA256 string `json:"ha1_sha256"`
+	Name      string   `json:"name"`
+	Realm     string   `json:"realm"`
+	HA1MD5    string   `json:"ha1_md5"`
+	HA1SHA256 string   `json:"ha1_sha256"`
+	Numbers   []string `json:"numbers,omitempty"` // E.164 numbers the user owns
 }
 
 // Subscribers keeps users.
@@ -79,6 +80,8 @@ type Subscribers interface {
 	PutSubscriber(ctx context.Context, s Subscriber) error
 	DeleteSubscriber(ctx context.Context, name string) error // ErrNotFound when absent
 	ListSubscribers(ctx context.Context) ([]Subscriber, error)
+	// SubscriberByNumber finds who owns an E.164 number; ErrNotFound when nobody.
+	SubscriberByNumber(ctx context.Context, number string) (Subscriber, error)
 }
 
 // Store is a complete backend.

@@ -8,6 +8,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 
 	"github.com/emiago/sipgo/sip"
 	"github.com/prometheus/client_golang/prometheus"
@@ -161,4 +162,23 @@ func (d Directory) Subscriber(ctx context.Context, name string) (store.Subscribe
 		return store.Subscriber{}, store.ErrNotFound
 	}
 	return d.Store.Subscriber(ctx, name)
+}
+
+// numberLookup is a store that finds subscribers by number.
+type numberLookup interface {
+	SubscriberByNumber(ctx context.Context, number string) (store.Subscriber, error)
+}
+
+// SubscriberByNumber finds who owns an E.164 number: a configured user,
+// else one in the store.
+func (d Directory) SubscriberByNumber(ctx context.Context, number string) (store.Subscriber, error) {
+	for _, u := range d.Static {
+		if slices.Contains(u.Numbers, number) {
+			return u, nil
+		}
+	}
+	if s, ok := d.Store.(numberLookup); ok {
+		return s.SubscriberByNumber(ctx, number)
+	}
+	return store.Subscriber{}, store.ErrNotFound
 }

@@ -39,9 +39,10 @@ type Sender interface {
 	Local(transport string) (netip.AddrPort, bool)
 }
 
-// Users tells whether a user exists.
+// Users tells whether a user exists, and who owns a number.
 type Users interface {
 	Subscriber(ctx context.Context, name string) (store.Subscriber, error)
+	SubscriberByNumber(ctx context.Context, number string) (store.Subscriber, error)
 }
 
 // Locations finds a user's current bindings.
@@ -228,7 +229,12 @@ func (p *Proxy) route(ctx context.Context, req *sip.Request) ([][]target, bool, 
 	carrier := callerauth.Carrier(ctx)
 	if !known && p.cfg.Trunks != nil {
 		if n, ok := p.cfg.Trunks.Plan().FromURI(ruri); ok {
-			owner, mine := p.cfg.Trunks.Owner(n)
+			sub, err := p.cfg.Users.SubscriberByNumber(ctx, n)
+			if err != nil && !errors.Is(err, store.ErrNotFound) {
+				p.log.Warn("number lookup failed", "number", n, "error", err)
+				return nil, false, 503, "Service Unavailable"
+			}
+			owner, mine := sub.Name, err == nil
 			switch {
 			case !mine && carrier != "":
 				return nil, false, 404, "Not Found" // a carrier calling a number that is not ours
@@ -268,8 +274,8 @@ func (p *Proxy) outbound(ctx context.Context, e164 string) ([][]target, bool, in
 		return nil, false, 503, "Service Unavailable: No Gateway Available" // all down, or trunks at their limit
 	}
 	pai := ""
-	if n, ok := p.cfg.Trunks.NumberOf(caller); ok {
-		pai = "<sip:" + n + "@" + p.cfg.Self.Domain + ";user=phone>"
+	if sub, err := p.cfg.Users.Subscriber(ctx, caller); err == nil && len(sub.Numbers) > 0 {
+		pai = "<sip:" + sub.Numbers[0] + "@" + p.cfg.Self.Domain + ";user=phone>"
 	}
 	groups := make([][]target, 0, len(gws))
 	for _, g := range gws {

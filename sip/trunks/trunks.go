@@ -34,8 +34,6 @@ type Table struct {
 	plan   numbers.Plan
 	routes *numbers.Table
 	trunks map[string]Trunk
-	owners map[string]string // E.164 -> user
-	users  map[string]string // user -> first number
 
 	mu    sync.Mutex
 	calls map[string]int    // trunk -> answered calls in progress
@@ -45,8 +43,8 @@ type Table struct {
 }
 
 // New builds a Table. Gateways are ordered by priority, then weight.
-func New(plan numbers.Plan, trunks []Trunk, routes []numbers.Route, userNumbers map[string][]string) *Table {
-	t := &Table{plan: plan, routes: numbers.NewTable(routes), trunks: map[string]Trunk{}, owners: map[string]string{}, users: map[string]string{},
+func New(plan numbers.Plan, trunks []Trunk, routes []numbers.Route) *Table {
+	t := &Table{plan: plan, routes: numbers.NewTable(routes), trunks: map[string]Trunk{},
 		calls: map[string]int{}, byID: map[string]string{}, h: health{down: map[string]time.Time{}, state: map[string]bool{}}}
 	for _, tr := range trunks {
 		gws := slices.Clone(tr.Gateways)
@@ -62,31 +60,11 @@ func New(plan numbers.Plan, trunks []Trunk, routes []numbers.Route, userNumbers 
 		}
 		t.trunks[tr.Name] = Trunk{Name: tr.Name, Gateways: gws, InboundACL: tr.InboundACL, MaxCalls: tr.MaxCalls}
 	}
-	for user, ns := range userNumbers {
-		for i, n := range ns {
-			t.owners[n] = user
-			if i == 0 {
-				t.users[user] = n
-			}
-		}
-	}
 	return t
 }
 
 // Plan is the numbering plan.
 func (t *Table) Plan() numbers.Plan { return t.plan }
-
-// Owner is the user who owns a number.
-func (t *Table) Owner(e164 string) (string, bool) {
-	u, ok := t.owners[e164]
-	return u, ok
-}
-
-// NumberOf is a user's (first) number, for P-Asserted-Identity.
-func (t *Table) NumberOf(user string) (string, bool) {
-	n, ok := t.users[user]
-	return n, ok
-}
 
 // Outbound lists the gateways to try for a number, trunk by trunk in the
 // route's order, leaving out trunks at their call limit; routed is false

@@ -17,8 +17,7 @@ func TestOutboundOrder(t *testing.T) {
 			{Name: "a", Gateways: []Gateway{gw("127.0.0.1:5072", 2, 1), gw("127.0.0.1:5070", 1, 1), gw("127.0.0.1:5071", 1, 5)}},
 			{Name: "b", Gateways: []Gateway{gw("127.0.0.1:5080", 1, 1)}},
 		},
-		[]numbers.Route{{Prefix: "+82", Trunks: []string{"a", "b"}}, {Prefix: "+1", Trunks: []string{"b"}}},
-		map[string][]string{"alice": {"+821011112222", "+821033334444"}})
+		[]numbers.Route{{Prefix: "+82", Trunks: []string{"a", "b"}}, {Prefix: "+1", Trunks: []string{"b"}}})
 	var got []string
 	gws, _ := tb.Outbound("+821099998888")
 	for _, g := range gws {
@@ -36,12 +35,6 @@ func TestOutboundOrder(t *testing.T) {
 	if g, routed := tb.Outbound("+442079460958"); g != nil || routed {
 		t.Fatalf("no route, yet %v", g)
 	}
-	if u, ok := tb.Owner("+821033334444"); !ok || u != "alice" {
-		t.Fatal("owner")
-	}
-	if n, ok := tb.NumberOf("alice"); !ok || n != "+821011112222" {
-		t.Fatal("first number")
-	}
 	if g, _ := tb.Outbound("+14155550100"); len(g) != 1 || g[0].Transport != "UDP" {
 		t.Fatalf("%v", g)
 	}
@@ -52,7 +45,7 @@ func TestCarriersAndCallLimits(t *testing.T) {
 		{Name: "a", MaxCalls: 1, InboundACL: []netip.Prefix{netip.MustParsePrefix("198.51.100.0/24")},
 			Gateways: []Gateway{{Addr: netip.MustParseAddrPort("198.51.100.1:5060")}}},
 		{Name: "b", Gateways: []Gateway{{Addr: netip.MustParseAddrPort("203.0.113.1:5060")}}},
-	}, []numbers.Route{{Prefix: "+82", Trunks: []string{"a", "b"}}}, nil)
+	}, []numbers.Route{{Prefix: "+82", Trunks: []string{"a", "b"}}})
 	if tr, ok := tb.Carrier(netip.MustParseAddr("::ffff:198.51.100.77")); !ok || tr != "a" {
 		t.Fatal("a source in the ACL is not trunk a's")
 	}
@@ -77,7 +70,7 @@ func TestCarriersAndCallLimits(t *testing.T) {
 func TestGatewayHealth(t *testing.T) {
 	g1 := Gateway{Addr: netip.MustParseAddrPort("198.51.100.1:5060"), Transport: "udp", Priority: 1}
 	g2 := Gateway{Addr: netip.MustParseAddrPort("198.51.100.2:5060"), Transport: "udp", Priority: 2}
-	tb := New(numbers.Plan{}, []Trunk{{Name: "a", Gateways: []Gateway{g1, g2}}}, []numbers.Route{{Prefix: "+", Trunks: []string{"a"}}}, nil)
+	tb := New(numbers.Plan{}, []Trunk{{Name: "a", Gateways: []Gateway{g1, g2}}}, []numbers.Route{{Prefix: "+", Trunks: []string{"a"}}})
 	gws, _ := tb.Outbound("+8221234567")
 	first, second := gws[0], gws[1]
 	now := time.Now()

@@ -23,6 +23,7 @@ type Store struct {
 
 	usersMu sync.RWMutex
 	users   map[string]store.Subscriber
+	numbers map[string]string // E.164 -> user
 
 	stop chan struct{}
 	done chan struct{}
@@ -37,9 +38,9 @@ type shard struct {
 func New(sweep time.Duration) *Store {
 	s := &Store{
 		seed:  maphash.MakeSeed(),
-		users: map[string]store.Subscriber{},
-		stop:  make(chan struct{}),
-		done:  make(chan struct{}),
+		users: map[string]store.Subscriber{}, numbers: map[string]string{},
+		stop: make(chan struct{}),
+		done: make(chan struct{}),
 	}
 	for i := range s.shards {
 		s.shards[i].aors = map[string][]store.Binding{}
@@ -151,16 +152,37 @@ func (s *Store) Subscriber(_ context.Context, name string) (store.Subscriber, er
 func (s *Store) PutSubscriber(_ context.Context, u store.Subscriber) error {
 	s.usersMu.Lock()
 	defer s.usersMu.Unlock()
+	for _, n := range s.users[u.Name].Numbers {
+		delete(s.numbers, n)
+	}
+	for _, n := range u.Numbers {
+		s.numbers[n] = u.Name
+	}
 	s.users[u.Name] = u
 	return nil
+}
+
+// SubscriberByNumber implements store.Subscribers.
+func (s *Store) SubscriberByNumber(_ context.Context, number string) (store.Subscriber, error) {
+	s.usersMu.RLock()
+	defer s.usersMu.RUnlock()
+	name, ok := s.numbers[number]
+	if !ok {
+		return store.Subscriber{}, store.ErrNotFound
+	}
+	return s.users[name], nil
 }
 
 // DeleteSubscriber implements store.Subscribers.
 func (s *Store) DeleteSubscriber(_ context.Context, name string) error {
 	s.usersMu.Lock()
 	defer s.usersMu.Unlock()
-	if _, ok := s.users[name]; !ok {
+	u, ok := s.users[name]
+	if !ok {
 		return store.ErrNotFound
+	}
+	for _, n := range u.Numbers {
+		delete(s.numbers, n)
 	}
 	delete(s.users, name)
 	return nil

@@ -5,8 +5,9 @@
 //
 //	PREFIX loc:{AOR}        sorted set: binding id -> expiry (unix ms); expires with its last binding
 //	PREFIX loc:{AOR}:ID     hash: cid, cseq, b (the binding as JSON); expires with the binding
-//	PREFIX sub:{NAME}       hash: realm, ha1_md5, ha1_sha256
+//	PREFIX sub:{NAME}       hash: realm, ha1_md5, ha1_sha256, numbers (comma separated)
 //	PREFIX subs             set of subscriber names
+//	PREFIX num:{NUMBER}     the name of the subscriber who owns an E.164 number
 //
 // Every binding key carries its own TTL, so expired bindings disappear even
 // when no sori node is running. All keys of one AOR share the {AOR} hash tag,
@@ -62,8 +63,9 @@ func (s *Store) Client() redis.UniversalClient { return s.rdb }
 // IndexKey returns the key of an AOR's binding index (documented layout).
 func (s *Store) IndexKey(aor string) string { return s.prefix + "loc:{" + aor + "}" }
 
-func (s *Store) subKey(name string) string { return s.prefix + "sub:{" + name + "}" }
-func (s *Store) subsKey() string           { return s.prefix + "subs" }
+func (s *Store) subKey(name string) string   { return s.prefix + "sub:{" + name + "}" }
+func (s *Store) subsKey() string             { return s.prefix + "subs" }
+func (s *Store) numKey(number string) string { return s.prefix + "num:{" + number + "}" }
 
 // wire is a binding as stored in the "b" field; ID lives in the key, expiry in "exp".
 type wire struct {
@@ -204,7 +206,7 @@ func (s *Store) Count(ctx context.Context, now time.Time) (int, error) {
 
 // Subscriber implements store.Subscribers.
 func (s *Store) Subscriber(ctx context.Context, name string) (store.Subscriber, error) {
-	v, err := s.rdb.HMGet(ctx, s.subKey(name), "realm", "ha1_md5", "ha1_sha256").Result()
+	v, err := s.rdb.HMGet(ctx, s.subKey(name), "realm", "ha1_md5", "ha1_sha256", "numbers").Result()
 	if err != nil {
 		return store.Subscriber{}, fmt.Errorf("redis store: subscriber %s: %w", name, err)
 	}
@@ -212,13 +214,42 @@ func (s *Store) Subscriber(ctx context.Context, name string) (store.Subscriber, 
 		return store.Subscriber{}, store.ErrNotFound
 	}
 	str := func(x any) string { s, _ := x.(string); return s }
-	return store.Subscriber{Name: name, Realm: str(v[0]), HA1MD5: str(v[1]), HA1SHA256: str(v[2])}, nil
+	u := store.Subscriber{Name: name, Realm: str(v[0]), HA1MD5: str(v[1]), HA1SHA256: str(v[2])}
+	if ns := str(v[3]); ns != "" {
+		u.Numbers = strings.Split(ns, ",")
+	}
+	return u, nil
 }
 
-// PutSubscriber implements store.Subscribers.
+// SubscriberByNumber implements store.Subscribers.
+func (s *Store) SubscriberByNumber(ctx context.Context, number string) (store.Subscriber, error) {
+	name, err := s.rdb.Get(ctx, s.numKey(number)).Result()
+	if errors.Is(err, redis.Nil) {
+		return store.Subscriber{}, store.ErrNotFound
+	}
+	if err != nil {
+		return store.Subscriber{}, fmt.Errorf("redis store: number %s: %w", number, err)
+	}
+	return s.Subscriber(ctx, name)
+}
+
+// PutSubscriber implements store.Subscribers. A user's numbers move with
+// it: the ones it no longer has stop pointing at it.
 func (s *Store) PutSubscriber(ctx context.Context, u store.Subscriber) error {
-	_, err := s.rdb.Pipelined(ctx, func(p redis.Pipeliner) error {
-		p.HSet(ctx, s.subKey(u.Name), "realm", u.Realm, "ha1_md5", u.HA1MD5, "ha1_sha256", u.HA1SHA256)
+	old, err := s.Subscriber(ctx, u.Name)
+	if err != nil && !errors.Is(err, store.ErrNotFound) {
+		return err
+	}
+	_, err = s.rdb.Pipelined(ctx, func(p redis.Pipeliner) error {
+		for _, n := range old.Numbers {
+			if !slices.Contains(u.Numbers, n) {
+				p.Del(ctx, s.numKey(n))
+			}
+		}
+		for _, n := range u.Numbers {
+			p.Set(ctx, s.numKey(n), u.Name, 0)
+		}
+		p.HSet(ctx, s.subKey(u.Name), "realm", u.Realm, "ha1_md5", u.HA1MD5, "ha1_sha256", u.HA1SHA256, "numbers", strings.Join(u.Numbers, ","))
 		p.SAdd(ctx, s.subsKey(), u.Name)
 		return nil
 	})
@@ -230,17 +261,20 @@ func (s *Store) PutSubscriber(ctx context.Context, u store.Subscriber) error {
 
 // DeleteSubscriber implements store.Subscribers.
 func (s *Store) DeleteSubscriber(ctx context.Context, name string) error {
-	var del *redis.IntCmd
-	_, err := s.rdb.Pipelined(ctx, func(p redis.Pipeliner) error {
-		del = p.Del(ctx, s.subKey(name))
+	old, err := s.Subscriber(ctx, name)
+	if err != nil {
+		return err
+	}
+	_, err = s.rdb.Pipelined(ctx, func(p redis.Pipeliner) error {
+		for _, n := range old.Numbers {
+			p.Del(ctx, s.numKey(n))
+		}
+		p.Del(ctx, s.subKey(name))
 		p.SRem(ctx, s.subsKey(), name)
 		return nil
 	})
 	if err != nil {
 		return fmt.Errorf("redis store: delete subscriber %s: %w", name, err)
-	}
-	if del.Val() == 0 {
-		return store.ErrNotFound
 	}
 	return nil
 }

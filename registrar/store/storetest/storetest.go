@@ -7,6 +7,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"reflect"
 	"slices"
 	"sync"
 	"testing"
@@ -285,15 +286,26 @@ func subscribers(t *testing.T, a, b store.Store) {
 	if _, err := a.Subscriber(ctx, "alice"); !errors.Is(err, store.ErrNotFound) {
 		t.Fatalf("missing subscriber: %v", err)
 	}
-	alice := store.Subscriber{Name: "alice", Realm: "sori.test", HA1MD5: "0123456789abcdef0123456789abcdef", HA1SHA256: "ab"}
+	alice := store.Subscriber{Name: "alice", Realm: "sori.test", HA1MD5: "0123456789abcdef0123456789abcdef", HA1SHA256: "ab", Numbers: []string{"+821011112222", "+821033334444"}}
 	for _, s := range []store.Subscriber{alice, {Name: "bob", Realm: "sori.test", HA1MD5: "x", HA1SHA256: "y"}} {
 		if err := a.PutSubscriber(ctx, s); err != nil {
 			t.Fatal(err)
 		}
 	}
 	got, err := b.Subscriber(ctx, "alice")
-	if err != nil || got != alice {
+	if err != nil || !reflect.DeepEqual(got, alice) {
 		t.Fatalf("subscriber = %+v, %v", got, err)
+	}
+	if got, err := b.SubscriberByNumber(ctx, "+821033334444"); err != nil || got.Name != "alice" {
+		t.Fatalf("by number: %+v, %v", got, err)
+	}
+	// A number moves with its user: the one alice gives up is nobody's.
+	alice.Numbers = []string{"+821011112222"}
+	if err := a.PutSubscriber(ctx, alice); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := b.SubscriberByNumber(ctx, "+821033334444"); !errors.Is(err, store.ErrNotFound) {
+		t.Fatalf("a number given up: %v", err)
 	}
 	list, err := b.ListSubscribers(ctx)
 	if err != nil || len(list) != 2 || list[0].Name != "alice" || list[1].Name != "bob" {
@@ -307,6 +319,9 @@ func subscribers(t *testing.T, a, b store.Store) {
 	}
 	if _, err := a.Subscriber(ctx, "alice"); !errors.Is(err, store.ErrNotFound) {
 		t.Fatalf("deleted subscriber: %v", err)
+	}
+	if _, err := b.SubscriberByNumber(ctx, "+821011112222"); !errors.Is(err, store.ErrNotFound) {
+		t.Fatalf("a deleted user's number: %v", err)
 	}
 }
 
