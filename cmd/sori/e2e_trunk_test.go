@@ -61,8 +61,8 @@ users:
 			t.Fatalf("no P-Asserted-Identity with alice's number:\n%s", tail(string(msgs), 2000))
 		}
 		for _, r := range records(t, cdr, "010-9999-8888", 2) {
-			if r.Number != "+821099998888" || r.Trunk != "carrier-a" || r.Branches != 2 || r.Disposition != "answered" ||
-				!strings.Contains(r.Callee, ":"+strconv.Itoa(gw2)) {
+			if r.Number != "+821099998888" || r.CallerNumber != "+821011112222" || r.Trunk != "carrier-a" || r.Branches != 2 ||
+				r.Disposition != "answered" || !strings.Contains(r.Callee, ":"+strconv.Itoa(gw2)) || r.Gateway != "UDP:127.0.0.1:"+strconv.Itoa(gw2) {
 				t.Fatalf("call record %+v: want the number, the trunk, 2 gateways tried, answered by the second", r)
 			}
 		}
@@ -128,11 +128,16 @@ users:
 	number := "sip:+821055556666@" + n.addr() + ";user=phone"
 	invite := func(callID string) string { return carrier.request("INVITE", number, callID, 1) }
 
-	first := invite("in-1@carrier")
+	// The caller asked for privacy: the carrier's asserted identity does
+	// not reach bob's phone.
+	first := carrier.request("INVITE", number, "in-1@carrier", 1, "P-Asserted-Identity: <tel:+82212345678>", "Privacy: id")
 	carrier.send(first)
 	inv := bob.readRequest()
 	if inv.Recipient.User != "bob" || inv.GetHeader("Proxy-Authorization") != nil {
 		t.Fatalf("bob got %s", inv.Recipient.String())
+	}
+	if inv.GetHeader("P-Asserted-Identity") != nil {
+		t.Fatal("a private identity reached the phone")
 	}
 	bob.respond(inv, 200, "OK", "Contact: <sip:bob@"+bob.local+">")
 	res := carrier.final()

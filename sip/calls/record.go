@@ -11,24 +11,26 @@ import (
 
 // Record is one call (documented field by field in README.md, "Call records").
 type Record struct {
-	CallID      string     `json:"call_id"`
-	From        string     `json:"from"`             // caller's From URI
-	To          string     `json:"to"`               // callee's To URI
-	RequestURI  string     `json:"request_uri"`      // as received
-	Caller      string     `json:"caller"`           // authenticated user, empty when not authenticated
-	Source      string     `json:"source"`           // caller's transport:ip:port
-	Callee      string     `json:"callee"`           // contact that answered, empty when none did
-	Start       time.Time  `json:"start"`            // INVITE received
-	Answer      *time.Time `json:"answer"`           // 2xx forwarded; null when unanswered
-	End         time.Time  `json:"end"`              // BYE or final response
-	Duration    float64    `json:"duration"`         // seconds from answer to end; 0 when unanswered
-	Code        int        `json:"code"`             // final response to the INVITE
-	Reason      string     `json:"reason"`           // its reason phrase
-	HangupBy    string     `json:"hangup_by"`        // caller, callee, timeout, or empty
-	Disposition string     `json:"disposition"`      // see Disposition
-	Branches    int        `json:"branches"`         // contacts (or carrier gateways) the call was tried at
-	Number      string     `json:"number,omitempty"` // the dialled number, E.164, when a number was called
-	Trunk       string     `json:"trunk,omitempty"`  // the carrier trunk: the one it came from, or the one that answered
+	CallID       string     `json:"call_id"`
+	From         string     `json:"from"`                    // caller's From URI
+	To           string     `json:"to"`                      // callee's To URI
+	RequestURI   string     `json:"request_uri"`             // as received
+	Caller       string     `json:"caller"`                  // authenticated user, empty when not authenticated
+	Source       string     `json:"source"`                  // caller's transport:ip:port
+	Callee       string     `json:"callee"`                  // contact that answered, empty when none did
+	Start        time.Time  `json:"start"`                   // INVITE received
+	Answer       *time.Time `json:"answer"`                  // 2xx forwarded; null when unanswered
+	End          time.Time  `json:"end"`                     // BYE or final response
+	Duration     float64    `json:"duration"`                // seconds from answer to end; 0 when unanswered
+	Code         int        `json:"code"`                    // final response to the INVITE
+	Reason       string     `json:"reason"`                  // its reason phrase
+	HangupBy     string     `json:"hangup_by"`               // caller, callee, timeout, or empty
+	Disposition  string     `json:"disposition"`             // see Disposition
+	Branches     int        `json:"branches"`                // contacts (or carrier gateways) the call was tried at
+	Number       string     `json:"number,omitempty"`        // the dialled number, E.164, when a number was called
+	CallerNumber string     `json:"caller_number,omitempty"` // the caller's number, E.164: its own (out), the carrier's From (in)
+	Trunk        string     `json:"trunk,omitempty"`         // the carrier trunk: the one it came from, or the last one tried
+	Gateway      string     `json:"gateway,omitempty"`       // the carrier gateway last tried (the one that answered, if any)
 	// Media quality, when the media was anchored: each phone's uplink as
 	// the anchor measured it, and its downlink as the phone reported it.
 	CallerMedia *MediaQuality `json:"caller_media,omitempty"`

@@ -87,8 +87,10 @@ func (s RedisStream) Write(ctx context.Context, r Record) error {
 	if r.Number != "" {
 		values = append(values, "number", r.Number)
 	}
-	if r.Trunk != "" {
-		values = append(values, "trunk", r.Trunk)
+	for _, f := range [][2]string{{"trunk", r.Trunk}, {"gateway", r.Gateway}, {"caller_number", r.CallerNumber}} {
+		if f[1] != "" {
+			values = append(values, f[0], f[1])
+		}
 	}
 	args := &redis.XAddArgs{Stream: s.Key, Values: values}
 	if s.MaxLen > 0 {

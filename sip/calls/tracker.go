@@ -131,16 +131,18 @@ func (c *Call) Fail(code int, reason string, cancelled, timedOut bool, branches 
 	t.write(rec)
 }
 
-// SetRoute records the dialled number (E.164) and the trunk, each when
-// not empty.
-func (c *Call) SetRoute(number, trunk string) {
+// SetRoute records the dialled and the calling numbers (E.164) and the
+// carrier trunk and gateway, each when not empty.
+func (c *Call) SetRoute(number, callerNumber, trunk, gateway string) {
 	c.t.mu.Lock()
 	defer c.t.mu.Unlock()
-	if number != "" {
-		c.rec.Number = number
-	}
-	if trunk != "" {
-		c.rec.Trunk = trunk
+	for _, f := range []struct {
+		v   string
+		dst *string
+	}{{number, &c.rec.Number}, {callerNumber, &c.rec.CallerNumber}, {trunk, &c.rec.Trunk}, {gateway, &c.rec.Gateway}} {
+		if f.v != "" {
+			*f.dst = f.v
+		}
 	}
 }
 

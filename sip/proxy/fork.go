@@ -127,6 +127,9 @@ func (f *fork) startGroup() {
 			continue
 		}
 		f.p.branches.Inc()
+		if t.gateway != nil && f.call != nil {
+			f.call.SetRoute("", "", t.trunk, t.gateway.Transport+":"+t.gateway.Addr.String())
+		}
 		f.mu.Lock()
 		b.req, b.tx, b.trunk, b.gateway = req, tx, t.trunk, t.gateway
 		f.mu.Unlock()
@@ -199,7 +202,6 @@ func (f *fork) onResponse(b *branch, res *sip.Response) {
 					f.p.cfg.Trunks.Begin(trunk, f.in.CallID().Value())
 				} else if b.trunk != "" {
 					f.p.cfg.Trunks.Begin(b.trunk, f.in.CallID().Value())
-					f.call.SetRoute("", b.trunk)
 				}
 				callID := f.in.CallID().Value()
 				time.AfterFunc(f.p.cfg.DialogTimeout, func() { f.p.cfg.Trunks.End(callID) })

@@ -158,11 +158,16 @@ func (p *Proxy) initial(ctx context.Context, w chain.ResponseWriter, req *sip.Re
 	}
 	groups, trunk, code, reason := p.route(ctx, req)
 	if call != nil && p.cfg.Trunks != nil {
-		if n, ok := p.cfg.Trunks.Plan().FromURI(req.Recipient); ok {
-			call.SetRoute(n, callerauth.Carrier(ctx))
-		} else {
-			call.SetRoute("", callerauth.Carrier(ctx))
+		plan := p.cfg.Trunks.Plan()
+		number, _ := plan.FromURI(req.Recipient)
+		carrier := callerauth.Carrier(ctx)
+		callerNumber := ""
+		if carrier != "" {
+			callerNumber, _ = plan.FromURI(req.From().Address)
+		} else if sub, err := p.cfg.Users.Subscriber(ctx, callerauth.User(ctx)); err == nil && len(sub.Numbers) > 0 {
+			callerNumber = sub.Numbers[0]
 		}
+		call.SetRoute(number, callerNumber, carrier, "")
 	}
 	if code != 0 {
 		res := sip.NewResponseFromRequest(req, code, reason, nil)

@@ -152,12 +152,19 @@ func (p *Proxy) prepare(in *sip.Request, t target, recordRoute bool, loop string
 	}
 	// A new header, not mf.Dec(): sipgo's Clone shares the Max-Forwards
 	// value with the incoming request, and every branch must start from it.
-	if t.pai != "" {
+	switch {
+	case t.pai != "":
 		// The caller's identity, asserted by sori to the carrier (RFC
-		// 3325); whatever the phone claimed is not passed on.
+		// 3325); whatever the phone claimed is not passed on. A Privacy
+		// the caller asked for goes along: the carrier withholds it.
 		for out.RemoveHeader("P-Asserted-Identity") {
 		}
 		out.AppendHeader(sip.NewHeader("P-Asserted-Identity", t.pai))
+	case t.gateway == nil && privacyID(out):
+		// A phone is outside the trust domain: an identity the caller
+		// asked to keep private is not shown to it (RFC 3325 §7).
+		for out.RemoveHeader("P-Asserted-Identity") {
+		}
 	}
 	if mf := out.MaxForwards(); mf != nil {
 		m := sip.MaxForwardsHeader(mf.Val() - 1)
@@ -239,6 +246,19 @@ func (p *Proxy) prepare(in *sip.Request, t target, recordRoute bool, loop string
 		}
 	}
 	return out, nil
+}
+
+// privacyID reports whether the request asks for its identity to be kept
+// private (Privacy: id, RFC 3325 §7).
+func privacyID(req *sip.Request) bool {
+	for _, h := range req.GetHeaders("Privacy") {
+		for _, v := range strings.FieldsFunc(h.Value(), func(r rune) bool { return r == ';' || r == ',' || r == ' ' }) {
+			if strings.EqualFold(v, "id") {
+				return true
+			}
+		}
+	}
+	return false
 }
 
 // prepend puts hs on top of req's headers in their order. sipgo's
