@@ -463,6 +463,11 @@ func (v *validator) checkTrunks(c *Config) {
 			owner[n] = u.Name
 		}
 	}
+	if len(c.Trunks) > 0 && len(c.Media.Anchors) == 0 {
+		// The phone network's media always goes through an anchor: the
+		// carrier sees one address, and each hop's quality is measured.
+		v.fail("trunks", "trunk calls are always anchored: set media.anchors")
+	}
 	names := map[string]bool{}
 	for i, t := range c.Trunks {
 		p := "trunks." + strconv.Itoa(i)

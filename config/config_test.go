@@ -75,6 +75,7 @@ func TestValidationNamesKeyAndLine(t *testing.T) {
 		{"bad user number", "users:\n  - {name: a, password: x, numbers: [\"01011112222\"]}\n", "t.yaml:2: users.0.numbers.0"},
 		{"number owned twice", "users:\n  - {name: a, password: x, numbers: [\"+821011112222\"]}\n  - {name: b, password: y, numbers: [\"+821011112222\"]}\n", "t.yaml:3: users.1.numbers.0"},
 		{"gateway address", "trunks:\n  - name: carrier-a\n    gateways:\n      - {address: \"127.0.0.1:5070\"}\n", "t.yaml:4: trunks.0.gateways.0.address"},
+		{"trunks without an anchor", "trunks:\n  - name: a\n    gateways: [{address: \"udp:127.0.0.1:5070\"}]\n", "t.yaml:1: trunks: trunk calls are always anchored"},
 		{"trunk without gateway", "trunks:\n  - name: carrier-a\n", "t.yaml:2: trunks.0"},
 		{"acl", "trunks:\n  - name: a\n    gateways: [{address: \"udp:127.0.0.1:5070\"}]\n    inbound_acl: [\"127.0.0.1\"]\n", "t.yaml:4: trunks.0.inbound_acl.0"},
 		{"register without auth", "trunks:\n  - name: a\n    gateways: [{address: \"udp:127.0.0.1:5070\"}]\n    register: true\n", "t.yaml:4: trunks.0.register"},

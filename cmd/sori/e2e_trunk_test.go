@@ -23,7 +23,9 @@ func TestTrunkOutbound(t *testing.T) {
 	dir := t.TempDir()
 	gw1, gw2, gw3, gw4 := freeSIPPort(t), freeSIPPort(t), freeSIPPort(t), freeSIPPort(t)
 	cdr := filepath.Join(dir, "cdr.jsonl")
+	an := startAnchor(t)
 	cfg := fmt.Sprintf(`cdr: {file: %q}
+media: {anchors: [%q]}
 numbering: {country_code: "82", national_prefix: "0", international_prefix: "00"}
 trunks:
   - name: carrier-a
@@ -40,7 +42,7 @@ routes:
 users:
   - {name: alice, password: alice-secret, numbers: ["+821011112222"]}
   - {name: bob, password: bob-secret, numbers: ["+821055556666"]}
-`, cdr, gw2, gw1, gw3, gw4)
+`, cdr, an.ng, gw2, gw1, gw3, gw4)
 	n := startNode(t, nodeConfig{extra: cfg})
 
 	t.Run("the first gateway is out of service, the next one answers", func(t *testing.T) {
@@ -59,6 +61,14 @@ users:
 		}
 		if !strings.Contains(string(msgs), "P-Asserted-Identity: <sip:+821011112222@sori.test;user=phone>") {
 			t.Fatalf("no P-Asserted-Identity with alice's number:\n%s", tail(string(msgs), 2000))
+		}
+		// The carrier is offered the anchor's media address, never the phone's.
+		m := regexp.MustCompile(`m=audio (\d+) `).FindStringSubmatch(string(msgs))
+		if len(m) < 2 {
+			t.Fatal("the carrier got no SDP")
+		}
+		if port, _ := strconv.Atoi(m[1]); port < an.minPort || port > an.maxPort {
+			t.Fatalf("the carrier's SDP is not the anchor's: %v", m)
 		}
 		for _, r := range records(t, cdr, "010-9999-8888", 2) {
 			if r.Number != "+821099998888" || r.CallerNumber != "+821011112222" || r.Trunk != "carrier-a" || r.Branches != 2 ||
@@ -107,8 +117,10 @@ users:
 // number; the trunk's call limit answers 503; a number we do not have gets
 // 404; the same INVITE from outside every ACL gets 403.
 func TestTrunkInbound(t *testing.T) {
+	an := startAnchor(t)
 	trunkCfg := func(acl string) string {
-		return fmt.Sprintf(`numbering: {country_code: "82", national_prefix: "0"}
+		return fmt.Sprintf(`media: {anchors: [%q]}
+numbering: {country_code: "82", national_prefix: "0"}
 trunks:
   - name: carrier-a
     gateways: [{address: "udp:127.0.0.1:9"}]
@@ -117,7 +129,7 @@ trunks:
 users:
   - {name: alice, password: alice-secret}
   - {name: bob, password: bob-secret, numbers: ["+821055556666"]}
-`, acl)
+`, an.ng, acl)
 	}
 	n := startNode(t, nodeConfig{extra: trunkCfg("127.0.0.1/32")})
 	bob := newUA(t, n, "udp", "bob")
@@ -266,7 +278,9 @@ func TestTrunkGatewayHealth(t *testing.T) {
 	dir := t.TempDir()
 	dead, alive := freeSIPPort(t), freeSIPPort(t)
 	cdr := filepath.Join(dir, "cdr.jsonl")
+	an := startAnchor(t)
 	n := startNode(t, nodeConfig{sip: "  trunk_ping: 500ms\n", extra: fmt.Sprintf(`cdr: {file: %q}
+media: {anchors: [%q]}
 trunks:
   - name: carrier-a
     gateways:
@@ -276,7 +290,7 @@ routes:
   - {prefix: "+82", trunks: [carrier-a]}
 users:
   - {name: alice, password: alice-secret, numbers: ["+821011112222"]}
-`, cdr, dead, alive)})
+`, cdr, an.ng, dead, alive)})
 	fakeGateway(t, alive, []int{486, 486, 503}, "Retry-After: 60")
 
 	deadGW := fmt.Sprintf("UDP:127.0.0.1:%d", dead)
@@ -367,12 +381,14 @@ func TestTrunkRegistersToCarrier(t *testing.T) {
 			_, _ = carrier.WriteToUDPAddrPort([]byte(res.String()), from)
 		}
 	}()
-	startNode(t, nodeConfig{extra: fmt.Sprintf(`trunks:
+	an := startAnchor(t)
+	startNode(t, nodeConfig{extra: fmt.Sprintf(`media: {anchors: [%q]}
+trunks:
   - name: carrier-a
     gateways: [{address: "udp:127.0.0.1:%d"}]
     auth: {username: acct, password: secret}
     register: true
-`, port)})
+`, an.ng, port)})
 	for i := 0; i < 2; i++ { // the registration, then its refresh before the 2 s run out
 		select {
 		case contact := <-accepted:
