@@ -122,13 +122,12 @@ func (p *Proxy) newDialog(in, out *sip.Request, res *sip.Response) *dialog {
 
 // request builds a request sori originates in the dialog towards to, from
 // the other end's identity.
-func (p *Proxy) request(method sip.RequestMethod, dl *dialog, to, from *end, cseq uint32) *sip.Request {
+func (p *Proxy) request(method sip.RequestMethod, dl *dialog, to, from *end, cseq uint32) (*sip.Request, error) {
 	target := *to.target.Clone()
 	dest, transport := to.dest, strings.ToUpper(to.transport)
 	if a, ok := takeAlias(&target); ok {
 		dest, transport = a.addr, a.transport
 	}
-	r := sip.NewRequest(method, target)
 	if len(to.route) > 0 {
 		next := to.route[0]
 		port := next.Port
@@ -147,29 +146,8 @@ func (p *Proxy) request(method sip.RequestMethod, dl *dialog, to, from *end, cse
 	if transport == "" {
 		transport = "UDP"
 	}
-	host, port, _ := p.sentBy(transport)
-	via := &sip.ViaHeader{ProtocolName: "SIP", ProtocolVersion: "2.0", Transport: transport, Host: host, Port: port, Params: sip.NewParams()}
-	via.Params.Add("branch", branchPrefix+"."+randomToken())
-	via.Params.Add("rport", "")
-	r.AppendHeader(via)
-	for _, u := range to.route {
-		r.AppendHeader(&sip.RouteHeader{Address: *u.Clone()})
-	}
-	fromH := &sip.FromHeader{Address: *from.id.Clone(), Params: sip.NewParams()}
-	fromH.Params.Add("tag", from.tag)
-	toH := &sip.ToHeader{Address: *to.id.Clone(), Params: sip.NewParams()}
-	toH.Params.Add("tag", to.tag)
-	r.AppendHeader(fromH)
-	r.AppendHeader(toH)
-	callID := sip.CallIDHeader(dl.callID)
-	r.AppendHeader(&callID)
-	r.AppendHeader(&sip.CSeqHeader{SeqNo: cseq, MethodName: method})
-	mf := sip.MaxForwardsHeader(70)
-	r.AppendHeader(&mf)
-	r.SetBody(nil)
-	r.SetTransport(transport)
-	r.SetDestination(dest)
-	return r
+	return p.originate(originated{method: method, ruri: target, transport: transport, dest: dest, route: to.route,
+		from: from.id, fromTag: from.tag, to: to.id, toTag: to.tag, callID: dl.callID, cseq: cseq})
 }
 
 func pani(m sip.Message) string {
@@ -211,6 +189,12 @@ func (p *Proxy) MediaTimeout(callID string, media map[string]calls.MediaQuality)
 	p.log.Info("media stopped: ending the call", "call_id", callID)
 	p.recordMedia(dl, media)
 	p.cfg.Calls.End(callID, calls.MediaTimeout, "media-timeout")
-	go p.transact(p.request(sip.BYE, dl, &dl.callee, &dl.caller, dl.caller.cseq+1))
-	go p.transact(p.request(sip.BYE, dl, &dl.caller, &dl.callee, dl.callee.cseq+1))
+	for _, side := range [][2]*end{{&dl.callee, &dl.caller}, {&dl.caller, &dl.callee}} {
+		bye, err := p.request(sip.BYE, dl, side[0], side[1], side[1].cseq+1)
+		if err != nil {
+			p.log.Warn("BYE not sent", "call_id", callID, "error", err)
+			continue
+		}
+		go p.transact(bye)
+	}
 }

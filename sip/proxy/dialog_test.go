@@ -30,6 +30,16 @@ func answered(t *testing.T, rr ...string) (*sip.Request, *sip.Request, *sip.Resp
 	return in, out, res
 }
 
+// mustRequest is p.request that must succeed.
+func mustRequest(t *testing.T, p *Proxy, method sip.RequestMethod, dl *dialog, to, from *end, cseq uint32) *sip.Request {
+	t.Helper()
+	r, err := p.request(method, dl, to, from, cseq)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return r
+}
+
 func TestDialogRoutesEachSideThroughItsOwnProxies(t *testing.T) {
 	p := newTestProxy(t, "")
 	in, out, res := answered(t, "sip:callee-edge.example;lr", "sip:127.0.0.1:5060;lr", "sip:caller-edge.example;lr")
@@ -37,14 +47,14 @@ func TestDialogRoutesEachSideThroughItsOwnProxies(t *testing.T) {
 	if dl == nil {
 		t.Fatal("no dialog")
 	}
-	toCallee := p.request(sip.BYE, dl, &dl.callee, &dl.caller, dl.caller.cseq+1)
+	toCallee := mustRequest(t, p, sip.BYE, dl, &dl.callee, &dl.caller, dl.caller.cseq+1)
 	if toCallee.Recipient.String() != "sip:bob@198.51.100.7:5062" || !slices.Equal(values(toCallee.GetHeaders("Route")), []string{"<sip:callee-edge.example;lr>"}) ||
 		toCallee.Destination() != "callee-edge.example:5060" || toCallee.CSeq().SeqNo != 8 ||
 		toCallee.From().Params.GetOr("tag", "") != "1" || toCallee.To().Params.GetOr("tag", "") != "bob-tag" || toCallee.CallID().Value() != "test-call" {
 		t.Fatalf("BYE to the callee:\n%s", toCallee.String())
 	}
 	dl.callee.cseq = 3 // the callee sent re-INVITEs
-	toCaller := p.request(sip.BYE, dl, &dl.caller, &dl.callee, dl.callee.cseq+1)
+	toCaller := mustRequest(t, p, sip.BYE, dl, &dl.caller, &dl.callee, dl.callee.cseq+1)
 	if toCaller.Recipient.String() != "sip:alice@192.168.1.20:5060" || !slices.Equal(values(toCaller.GetHeaders("Route")), []string{"<sip:caller-edge.example;lr>"}) ||
 		toCaller.CSeq().SeqNo != 4 || toCaller.From().Params.GetOr("tag", "") != "bob-tag" || toCaller.To().Params.GetOr("tag", "") != "1" {
 		t.Fatalf("BYE to the caller:\n%s", toCaller.String())
@@ -58,12 +68,12 @@ func TestDialogWithoutOtherProxiesGoesWhereMessagesCameFrom(t *testing.T) {
 	p := newTestProxy(t, "")
 	in, out, res := answered(t, "sip:127.0.0.1:5060;lr")
 	dl := p.newDialog(in, out, res)
-	toCaller := p.request(sip.BYE, dl, &dl.caller, &dl.callee, 1)
+	toCaller := mustRequest(t, p, sip.BYE, dl, &dl.caller, &dl.callee, 1)
 	// The caller's private Contact is reached where its INVITE came from.
 	if toCaller.Destination() != "203.0.113.5:40000" || toCaller.GetHeader("Route") != nil {
 		t.Fatalf("to %s:\n%s", toCaller.Destination(), toCaller.String())
 	}
-	toCallee := p.request(sip.ACK, dl, &dl.callee, &dl.caller, 7)
+	toCallee := mustRequest(t, p, sip.ACK, dl, &dl.callee, &dl.caller, 7)
 	if toCallee.Destination() != "198.51.100.7:5062" || toCallee.CSeq().MethodName != sip.ACK {
 		t.Fatalf("to %s:\n%s", toCallee.Destination(), toCallee.String())
 	}

@@ -501,8 +501,14 @@ func (p *Proxy) ackAndBye(in, out *sip.Request, res *sip.Response) {
 		return
 	}
 	seq := out.CSeq().SeqNo
-	if err := p.sender.Write(p.request(sip.ACK, dl, &dl.callee, &dl.caller, seq)); err != nil {
+	ack, err := p.request(sip.ACK, dl, &dl.callee, &dl.caller, seq)
+	if err == nil {
+		err = p.sender.Write(ack)
+	}
+	if err != nil {
 		p.log.Debug("ACK for late 2xx not sent", "call_id", dl.callID, "error", err)
 	}
-	p.transact(p.request(sip.BYE, dl, &dl.callee, &dl.caller, seq+1))
+	if bye, err := p.request(sip.BYE, dl, &dl.callee, &dl.caller, seq+1); err == nil {
+		p.transact(bye)
+	}
 }

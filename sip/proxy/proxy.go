@@ -300,27 +300,12 @@ func (p *Proxy) outbound(ctx context.Context, e164 string) ([][]target, bool, in
 // with its default reply codes).
 func (p *Proxy) PingGateway(ctx context.Context, g trunks.Gateway) error {
 	u := sip.Uri{Scheme: "sip", Host: g.Addr.Addr().String(), Port: int(g.Addr.Port())}
-	req := sip.NewRequest(sip.OPTIONS, u)
-	host, port, err := p.sentBy(g.Transport)
+	req, err := p.originate(originated{method: sip.OPTIONS, ruri: u, transport: g.Transport, dest: g.Addr.String(),
+		from: sip.Uri{Scheme: "sip", User: "sori", Host: p.cfg.Self.Domain}, fromTag: randomToken(), to: u,
+		callID: "ping-" + randomToken(), cseq: 1})
 	if err != nil {
 		return err
 	}
-	via := &sip.ViaHeader{ProtocolName: "SIP", ProtocolVersion: "2.0", Transport: g.Transport, Host: host, Port: port, Params: sip.NewParams()}
-	via.Params.Add("branch", branchPrefix+"."+randomToken())
-	via.Params.Add("rport", "")
-	req.AppendHeader(via)
-	from := &sip.FromHeader{Address: sip.Uri{Scheme: "sip", User: "sori", Host: p.cfg.Self.Domain}, Params: sip.NewParams()}
-	from.Params.Add("tag", randomToken())
-	req.AppendHeader(from)
-	req.AppendHeader(&sip.ToHeader{Address: u, Params: sip.NewParams()})
-	callID := sip.CallIDHeader("ping-" + randomToken())
-	req.AppendHeader(&callID)
-	req.AppendHeader(&sip.CSeqHeader{SeqNo: 1, MethodName: sip.OPTIONS})
-	mf := sip.MaxForwardsHeader(70)
-	req.AppendHeader(&mf)
-	req.SetBody(nil)
-	req.SetTransport(g.Transport)
-	req.SetDestination(g.Addr.String())
 	_, err = p.final(ctx, req)
 	return err
 }

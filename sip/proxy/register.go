@@ -104,30 +104,18 @@ func (p *Proxy) registerRequest(reg Registration, callID string, cseq uint32, au
 		return nil, err
 	}
 	ruri := sip.Uri{Scheme: "sip", Host: g.Addr.Addr().String(), Port: int(g.Addr.Port())}
-	req := sip.NewRequest(sip.REGISTER, ruri)
-	via := &sip.ViaHeader{ProtocolName: "SIP", ProtocolVersion: "2.0", Transport: g.Transport, Host: host, Port: port, Params: sip.NewParams()}
-	via.Params.Add("branch", branchPrefix+"."+randomToken())
-	via.Params.Add("rport", "")
-	req.AppendHeader(via)
 	aor := sip.Uri{Scheme: "sip", User: reg.Username, Host: ruri.Host, Port: ruri.Port}
-	from := &sip.FromHeader{Address: aor, Params: sip.NewParams()}
-	from.Params.Add("tag", callID)
-	req.AppendHeader(from)
-	req.AppendHeader(&sip.ToHeader{Address: aor, Params: sip.NewParams()})
-	id := sip.CallIDHeader(callID)
-	req.AppendHeader(&id)
-	req.AppendHeader(&sip.CSeqHeader{SeqNo: cseq, MethodName: sip.REGISTER})
+	req, err := p.originate(originated{method: sip.REGISTER, ruri: ruri, transport: g.Transport, dest: g.Addr.String(),
+		from: aor, fromTag: callID, to: aor, callID: callID, cseq: cseq})
+	if err != nil {
+		return nil, err
+	}
 	req.AppendHeader(&sip.ContactHeader{Address: sip.Uri{Scheme: "sip", User: reg.Username, Host: host, Port: port}})
 	req.AppendHeader(sip.NewHeader("Expires", strconv.Itoa(reg.Expires)))
-	mf := sip.MaxForwardsHeader(70)
-	req.AppendHeader(&mf)
 	if auth != "" {
 		name, value, _ := strings.Cut(auth, ": ")
 		req.AppendHeader(sip.NewHeader(name, value))
 	}
-	req.SetBody(nil)
-	req.SetTransport(g.Transport)
-	req.SetDestination(g.Addr.String())
 	return req, nil
 }
 
