@@ -31,6 +31,7 @@ type end struct {
 type dialog struct {
 	callID         string
 	caller, callee end
+	expiry         *time.Timer // stopped when the dialog is taken
 }
 
 // dialogs are the answered, anchored calls, by Call-ID.
@@ -47,12 +48,12 @@ func (d *dialogs) add(dl *dialog, ttl time.Duration, expired func(callID string)
 		d.m = map[string]*dialog{}
 	}
 	d.m[dl.callID] = dl
-	d.mu.Unlock()
-	time.AfterFunc(ttl, func() {
+	dl.expiry = time.AfterFunc(ttl, func() {
 		if d.take(dl.callID) == dl {
 			expired(dl.callID)
 		}
 	})
+	d.mu.Unlock()
 }
 
 func (d *dialogs) take(callID string) *dialog {
@@ -60,6 +61,9 @@ func (d *dialogs) take(callID string) *dialog {
 	defer d.mu.Unlock()
 	dl := d.m[callID]
 	delete(d.m, callID)
+	if dl != nil && dl.expiry != nil {
+		dl.expiry.Stop() // a call that ended holds no timer for hours
+	}
 	return dl
 }
 

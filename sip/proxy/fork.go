@@ -197,14 +197,15 @@ func (f *fork) onResponse(b *branch, res *sip.Response) {
 			f.sent = code
 			close(f.final)
 			if f.call != nil && f.p.cfg.Trunks != nil {
-				// A trunk call counts against the trunk's limit until it ends.
-				if trunk := callerauth.Carrier(f.ctx); trunk != "" {
-					f.p.cfg.Trunks.Begin(trunk, f.in.CallID().Value())
-				} else if b.trunk != "" {
-					f.p.cfg.Trunks.Begin(b.trunk, f.in.CallID().Value())
+				// A trunk call counts against the trunk's limit until its
+				// BYE, or sip.dialog_timeout when the BYE never comes.
+				trunk := callerauth.Carrier(f.ctx)
+				if trunk == "" {
+					trunk = b.trunk
 				}
-				callID := f.in.CallID().Value()
-				time.AfterFunc(f.p.cfg.DialogTimeout, func() { f.p.cfg.Trunks.End(callID) })
+				if trunk != "" {
+					f.p.cfg.Trunks.Begin(trunk, f.in.CallID().Value(), f.p.cfg.DialogTimeout)
+				}
 			}
 			if f.call != nil {
 				f.call.Answer(code, res.Reason, b.req.Recipient.String())

@@ -36,8 +36,8 @@ type Table struct {
 	trunks map[string]Trunk
 
 	mu    sync.Mutex
-	calls map[string]int    // trunk -> answered calls in progress
-	byID  map[string]string // Call-ID -> trunk, while counted
+	calls map[string]int     // trunk -> answered calls in progress
+	byID  map[string]counted // Call-ID -> its trunk, while counted
 
 	h health
 }
@@ -45,7 +45,7 @@ type Table struct {
 // New builds a Table. Gateways are ordered by priority, then weight.
 func New(plan numbers.Plan, trunks []Trunk, routes []numbers.Route) *Table {
 	t := &Table{plan: plan, routes: numbers.NewTable(routes), trunks: map[string]Trunk{},
-		calls: map[string]int{}, byID: map[string]string{}, h: health{down: map[string]time.Time{}, state: map[string]bool{}}}
+		calls: map[string]int{}, byID: map[string]counted{}, h: health{down: map[string]time.Time{}, state: map[string]bool{}}}
 	for _, tr := range trunks {
 		gws := slices.Clone(tr.Gateways)
 		slices.SortStableFunc(gws, func(a, b Gateway) int {
@@ -109,14 +109,20 @@ func (t *Table) Full(trunk string) bool {
 	return max > 0 && t.calls[trunk] >= max
 }
 
-// Begin counts an answered call on a trunk (once per Call-ID).
-func (t *Table) Begin(trunk, callID string) {
+type counted struct {
+	trunk  string
+	expiry *time.Timer
+}
+
+// Begin counts an answered call on a trunk (once per Call-ID) until End,
+// or for ttl at most (a call whose BYE never came).
+func (t *Table) Begin(trunk, callID string, ttl time.Duration) {
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	if _, ok := t.byID[callID]; ok || trunk == "" {
 		return
 	}
-	t.byID[callID] = trunk
+	t.byID[callID] = counted{trunk: trunk, expiry: time.AfterFunc(ttl, func() { t.End(callID) })}
 	t.calls[trunk]++
 }
 
@@ -124,9 +130,10 @@ func (t *Table) Begin(trunk, callID string) {
 func (t *Table) End(callID string) {
 	t.mu.Lock()
 	defer t.mu.Unlock()
-	if trunk, ok := t.byID[callID]; ok {
+	if c, ok := t.byID[callID]; ok {
 		delete(t.byID, callID)
-		t.calls[trunk]--
+		c.expiry.Stop()
+		t.calls[c.trunk]--
 	}
 }
 

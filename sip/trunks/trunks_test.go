@@ -52,8 +52,8 @@ func TestCarriersAndCallLimits(t *testing.T) {
 	if _, ok := tb.Carrier(netip.MustParseAddr("203.0.113.1")); ok {
 		t.Fatal("a gateway address is not trusted without an ACL")
 	}
-	tb.Begin("a", "c1")
-	tb.Begin("a", "c1") // counted once
+	tb.Begin("a", "c1", time.Hour)
+	tb.Begin("a", "c1", time.Hour) // counted once
 	if !tb.Full("a") || tb.Calls("a") != 1 {
 		t.Fatal("trunk a should be full")
 	}
@@ -64,6 +64,12 @@ func TestCarriersAndCallLimits(t *testing.T) {
 	tb.End("c1")
 	if tb.Full("a") || tb.Calls("a") != 0 {
 		t.Fatal("the call did not end")
+	}
+	// A call whose BYE never comes stops counting after its time.
+	tb.Begin("a", "lost", 50*time.Millisecond)
+	time.Sleep(200 * time.Millisecond)
+	if tb.Calls("a") != 0 {
+		t.Fatal("a lost call still counts")
 	}
 }
 
