@@ -330,3 +330,28 @@ func portOf(t *testing.T, hostport string) int {
 	}
 	return port
 }
+
+// Timer C: a callee that rings and never answers is cancelled, and the
+// caller gets 480 No Answer.
+func TestTimerC(t *testing.T) {
+	n := startNode(t, nodeConfig{sip: "  timer_c: 1s\n"})
+	bob := newUA(t, n, "udp", "bob")
+	if res := bob.registerAuth("bob", "bob-secret", "tc-reg@test", 1, "Contact: <sip:bob@"+bob.local+">"); res.StatusCode != 200 {
+		t.Fatalf("REGISTER: %d", res.StatusCode)
+	}
+	alice := newUA(t, n, "udp", "alice")
+	start := time.Now()
+	alice.authenticated("INVITE", "sip:bob@sori.test")
+	inv := bob.readRequest()
+	bob.respond(inv, 180, "Ringing", "Contact: <sip:bob@"+bob.local+">")
+	cancel := bob.readRequest()
+	if cancel.Method != sip.CANCEL {
+		t.Fatalf("bob got %s, want CANCEL", cancel.Method)
+	}
+	bob.respond(cancel, 200, "OK")
+	bob.respond(inv, 487, "Request Terminated")
+	res := alice.final()
+	if res.StatusCode != 480 || time.Since(start) < time.Second {
+		t.Fatalf("alice got %d %s after %v", res.StatusCode, res.Reason, time.Since(start))
+	}
+}

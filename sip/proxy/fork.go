@@ -57,6 +57,7 @@ type fork struct {
 	sent      int  // final status sent to the caller; 0: none yet
 	final     chan struct{}
 	ctx       context.Context // the caller's request context (its authenticated user, carrier)
+	timerC    *time.Timer     // stopped at the final response, so a call does not keep its fork for timer C
 }
 
 type branch struct {
@@ -139,7 +140,13 @@ func (f *fork) startGroup() {
 		go f.watch(b)
 	}
 	if f.invite {
-		time.AfterFunc(f.p.cfg.TimerC, func() { f.onTimerC(gi) })
+		t := time.AfterFunc(f.p.cfg.TimerC, func() { f.onTimerC(gi) })
+		f.mu.Lock()
+		if f.timerC != nil {
+			f.timerC.Stop() // the previous group's
+		}
+		f.timerC = t
+		f.mu.Unlock()
 	}
 }
 
@@ -195,7 +202,7 @@ func (f *fork) onResponse(b *branch, res *sip.Response) {
 		case f.sent == 0:
 			f.relay(res)
 			f.sent = code
-			close(f.final)
+			f.done()
 			if f.call != nil && f.p.cfg.Trunks != nil {
 				// A trunk call counts against the trunk's limit until its
 				// BYE, or sip.dialog_timeout when the BYE never comes.
@@ -336,12 +343,20 @@ func (f *fork) maybeFinish() {
 		res = sip.NewResponseFromRequest(f.in, code, reason, nil)
 	}
 	f.sent = res.StatusCode
-	close(f.final)
+	f.done()
 	_ = f.w.Respond(res)
 	if f.call != nil {
 		f.call.Fail(res.StatusCode, res.Reason, false, f.timedOut, f.started)
 	}
 	f.endMedia()
+}
+
+// done closes final once the caller has its final response; f.mu held.
+func (f *fork) done() {
+	close(f.final)
+	if f.timerC != nil {
+		f.timerC.Stop()
+	}
 }
 
 // failover: a gateway's outcome another gateway may do better than.
@@ -419,7 +434,7 @@ func (f *fork) callerCancelled() {
 	}
 	f.cancelled = true
 	f.sent = 487
-	close(f.final)
+	f.done()
 	f.cancelPending()
 	if f.call != nil {
 		f.call.Fail(487, "Request Terminated", true, false, f.started)
