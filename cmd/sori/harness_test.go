@@ -66,16 +66,30 @@ func buildBinary(t *testing.T, dir, name string) string {
 
 func binary(t *testing.T) string { return buildBinary(t, ".", "sori") }
 
-// freeSIPPort returns a port free for both UDP and TCP on 127.0.0.1.
+// freeSIPPort returns a port free for both UDP and TCP on 127.0.0.1. Ports
+// come from 20000-31999, below the kernel's ephemeral range (32768+), and
+// none is handed out twice in one test run: a port from ":0" can be given
+// by the kernel to another socket between our check and the process that
+// binds it, which made parallel tests collide.
 func freeSIPPort(t *testing.T) int {
 	t.Helper()
-	for range 50 {
-		l, err := net.Listen("tcp", "127.0.0.1:0")
-		if err != nil {
-			t.Fatal(err)
+	portMu.Lock()
+	defer portMu.Unlock()
+	if nextPort == 0 {
+		nextPort = portLo + os.Getpid()*37%(portHi-portLo)
+	}
+	for range portHi - portLo {
+		port := nextPort
+		nextPort++
+		if nextPort >= portHi {
+			nextPort = portLo
 		}
-		port := l.Addr().(*net.TCPAddr).Port
-		u, err := net.ListenPacket("udp", l.Addr().String())
+		addr := "127.0.0.1:" + strconv.Itoa(port)
+		l, err := net.Listen("tcp", addr)
+		if err != nil {
+			continue
+		}
+		u, err := net.ListenPacket("udp", addr)
 		l.Close()
 		if err == nil {
 			u.Close()
@@ -85,6 +99,13 @@ func freeSIPPort(t *testing.T) int {
 	t.Fatal("no free port")
 	return 0
 }
+
+const portLo, portHi = 20000, 32000
+
+var (
+	portMu   sync.Mutex
+	nextPort int
+)
 
 // node is one running sori process.
 type node struct {
