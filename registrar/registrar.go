@@ -75,11 +75,13 @@ func (r *Registrar) Wrap(next chain.Handler) chain.Handler {
 	})
 }
 
-// handle returns the response and the result label for metrics.
+// handle returns the response and the result label for metrics. The
+// request's syntax is checked first (400), then its credentials (401),
+// then what it asks for (403, 404, 423): a malformed REGISTER learns it is
+// malformed, and nobody learns which domains and users exist here before
+// authenticating (RFC 3261 §10.3 checks the domain first; Kamailio's
+// configurations challenge first, as here).
 func (r *Registrar) handle(ctx context.Context, req *sip.Request) (*sip.Response, string) {
-	if !r.self.IsDomain(req.Recipient.Host) {
-		return reply(req, 403, "Domain Not Served"), "not_our_domain"
-	}
 	to := req.To()
 	if scheme := strings.ToLower(to.Address.Scheme); scheme != "sip" && scheme != "sips" {
 		return reply(req, 400, "To Is Not A SIP URI"), "bad_request"
@@ -87,8 +89,10 @@ func (r *Registrar) handle(ctx context.Context, req *sip.Request) (*sip.Response
 	if to.Address.User == "" {
 		return reply(req, 400, "No User In To"), "bad_request"
 	}
-	if !r.self.IsDomain(to.Address.Host) {
-		return reply(req, 403, "Domain Not Served"), "not_our_domain"
+	now := r.now()
+	update, errRes, result := r.parse(req, now)
+	if errRes != nil && errRes.StatusCode == 400 {
+		return errRes, result
 	}
 
 	out, err := r.auth.Check(ctx, req, auth.WWW)
@@ -99,19 +103,21 @@ func (r *Registrar) handle(ctx context.Context, req *sip.Request) (*sip.Response
 	switch {
 	case !out.Present:
 		return r.auth.Challenge(req, auth.WWW, false), "challenged"
+	case out.Result == digest.BadURI:
+		return reply(req, 400, "Digest URI Does Not Match Request-URI"), "bad_request"
 	case out.Result == digest.Stale || out.Result == digest.Replay:
 		return r.auth.Challenge(req, auth.WWW, true), "challenged"
 	case out.Result != digest.OK:
 		r.log.Info("register: authentication failed", "user", to.Address.User, "reason", out.Result.String(), "source", req.Source())
 		return r.auth.Challenge(req, auth.WWW, false), "auth_failed"
 	}
+	if !r.self.IsDomain(req.Recipient.Host) || !r.self.IsDomain(to.Address.Host) {
+		return reply(req, 403, "Domain Not Served"), "not_our_domain"
+	}
 	if out.User != to.Address.User {
 		r.log.Info("register: user does not own the address-of-record", "user", out.User, "aor", to.Address.User, "source", req.Source())
 		return reply(req, 403, "Forbidden: Not Your Address-Of-Record"), "forbidden"
 	}
-
-	now := r.now()
-	update, errRes, result := r.parse(req, now)
 	if errRes != nil {
 		return errRes, result
 	}

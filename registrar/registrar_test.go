@@ -89,10 +89,10 @@ func (h *harness) send(raw string) *sip.Response {
 
 // request is one REGISTER to build.
 type request struct {
-	user, toUser, ruri string
-	callID             string
-	cseq               int
-	headers            []string // extra header lines (Contact, Expires, ...)
+	user, toUser, toHost, ruri string
+	callID                     string
+	cseq                       int
+	headers                    []string // extra header lines (Contact, Expires, ...)
 }
 
 func (r request) raw(auth string) string {
@@ -110,7 +110,10 @@ func (r request) raw(auth string) string {
 	fmt.Fprintf(&b, "Via: SIP/2.0/UDP 10.0.0.1:5060;branch=z9hG4bK%d%s;rport\n", r.cseq, r.user)
 	b.WriteString("Max-Forwards: 70\n")
 	fmt.Fprintf(&b, "From: <sip:%s@sori.test>;tag=f1\n", r.user)
-	fmt.Fprintf(&b, "To: <sip:%s@sori.test>\n", r.toUser)
+	if r.toHost == "" {
+		r.toHost = "sori.test"
+	}
+	fmt.Fprintf(&b, "To: <sip:%s@%s>\n", r.toUser, r.toHost)
 	fmt.Fprintf(&b, "Call-ID: %s\n", r.callID)
 	fmt.Fprintf(&b, "CSeq: %d REGISTER\n", r.cseq)
 	for _, hd := range r.headers {
@@ -126,21 +129,32 @@ func (r request) raw(auth string) string {
 // answer computes credentials for a challenge with an independent client library.
 func answer(t *testing.T, challenge, user, password string, nc int) string {
 	t.Helper()
+	return answerFor(t, challenge, "sip:sori.test", user, password, nc)
+}
+
+// answerFor computes credentials for a given digest-uri.
+func answerFor(t *testing.T, challenge, uri, user, password string, nc int) string {
+	t.Helper()
 	ch, err := client.ParseChallenge(challenge)
 	if err != nil {
 		t.Fatal(err)
 	}
-	cr, err := client.Digest(ch, client.Options{Method: "REGISTER", URI: "sip:sori.test", Username: user, Password: password, Count: nc})
+	cr, err := client.Digest(ch, client.Options{Method: "REGISTER", URI: uri, Username: user, Password: password, Count: nc})
 	if err != nil {
 		t.Fatal(err)
 	}
 	return cr.String()
 }
 
-// register sends r, answers the 401 with password (first challenge) and returns the final response.
+// register sends r, answers the 401 with password (first challenge) and
+// returns the final response. A REGISTER whose syntax is wrong gets its 400
+// before any challenge: that one is returned.
 func (h *harness) register(r request, password string) *sip.Response {
 	h.t.Helper()
 	res := h.send(r.raw(""))
+	if res.StatusCode == 400 {
+		return res
+	}
 	if res.StatusCode != 401 {
 		h.t.Fatalf("unauthenticated REGISTER got %d, want 401", res.StatusCode)
 	}
@@ -335,10 +349,32 @@ func TestAuthorizationRules(t *testing.T) {
 	if res := h.register(request{user: "mallory", cseq: 1, headers: contact}, "x"); res.StatusCode != 401 {
 		t.Errorf("unknown user: got %d", res.StatusCode)
 	}
-	// Another domain in To or in the Request-URI: 403.
+	// Another domain in the Request-URI: challenged like any other (nobody
+	// learns which domains are served without authenticating), then 403.
 	r := request{user: "alice", cseq: 1, ruri: "sip:other.example", headers: contact}
-	if res := h.send(r.raw("")); res.StatusCode != 403 {
-		t.Errorf("foreign Request-URI: got %d", res.StatusCode)
+	res := h.send(r.raw(""))
+	if res.StatusCode != 401 {
+		t.Errorf("foreign Request-URI, no credentials: got %d", res.StatusCode)
+	} else {
+		r.cseq++
+		if res := h.send(r.raw(answerFor(t, res.GetHeader("WWW-Authenticate").Value(), "sip:other.example", "alice", "alice-secret", 1))); res.StatusCode != 403 {
+			t.Errorf("foreign Request-URI: got %d", res.StatusCode)
+		}
+	}
+	// Another domain in To: 403 once authenticated.
+	if res := h.register(request{user: "alice", cseq: 1, headers: []string{"Contact: <sip:x@10.0.0.1>", "Expires: 600"}, toHost: "other.example"}, "alice-secret"); res.StatusCode != 403 {
+		t.Errorf("foreign To: got %d", res.StatusCode)
+	}
+	// Credentials computed for another resource: 400 (RFC 7616 §3.4.6),
+	// however right the password.
+	r = request{user: "alice", cseq: 1, headers: contact}
+	res = h.send(r.raw(""))
+	r.cseq++
+	if res := h.send(r.raw(answerFor(t, res.GetHeader("WWW-Authenticate").Value(), "sip:evil.example.org", "alice", "alice-secret", 1))); res.StatusCode != 400 {
+		t.Errorf("digest uri of another resource: got %d %s, want 400", res.StatusCode, res.Reason)
+	}
+	if bs, _ := h.store.Lookup(context.Background(), "alice@sori.test", h.now); len(bs) != 0 {
+		t.Errorf("refused REGISTERs stored %v", bs)
 	}
 	// Our IP address works as the domain, as phones configured with an IP send it.
 	r = request{user: "alice", cseq: 1, ruri: "sip:127.0.0.1:5060", headers: contact}

@@ -185,12 +185,12 @@ func TestProxyEdgeCases(t *testing.T) {
 		}
 	})
 
-	t.Run("another domain relaying through sori: 403", func(t *testing.T) {
+	t.Run("another domain relaying through sori: 404 (RFC 3261 §21.4.5)", func(t *testing.T) {
 		c := dialSIP(t, "udp", n.addr())
 		for i, ruri := range []string{"sip:dave@elsewhere.invalid", "sip:dave@127.0.0.1:9"} {
 			res := c.do(fmt.Sprintf("MESSAGE %s SIP/2.0\nVia: SIP/2.0/UDP %s;branch=z9hG4bK-relay-%d;rport\nMax-Forwards: 70\n"+
 				"From: <sip:carol@carrier.invalid>;tag=r\nTo: <%s>\nCall-ID: relay-%d@test\nCSeq: 1 MESSAGE\nContent-Length: 0\n\n", ruri, c.local, i, ruri, i))
-			if res.StatusCode != 403 {
+			if res.StatusCode != 404 {
 				t.Fatalf("%s: got %d %s", ruri, res.StatusCode, res.Reason)
 			}
 		}

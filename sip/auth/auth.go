@@ -9,6 +9,7 @@ import (
 	"errors"
 	"fmt"
 	"slices"
+	"strings"
 
 	"github.com/emiago/sipgo/sip"
 	"github.com/prometheus/client_golang/prometheus"
@@ -99,6 +100,13 @@ func (a *Authenticator) Check(ctx context.Context, req *sip.Request, kind Kind) 
 	if !ok {
 		return Outcome{}, nil
 	}
+	if !SameURI(c.URI, req.Recipient) {
+		// Credentials computed for another resource are refused before
+		// they are checked, so they cannot be replayed here (RFC 7616
+		// §3.4.6, RFC 2617 §3.2.2.5: 400).
+		a.failures.WithLabelValues(digest.BadURI.String()).Inc()
+		return Outcome{Present: true, Result: digest.BadURI}, nil
+	}
 	res, err := a.digest.Verify(string(req.Method), c, func(alg digest.Algorithm) (string, bool, error) {
 		u, err := a.users.Subscriber(ctx, c.Username)
 		if errors.Is(err, store.ErrNotFound) {
@@ -123,6 +131,29 @@ func (a *Authenticator) Check(ctx context.Context, req *sip.Request, kind Kind) 
 		return Outcome{Present: true, Result: res}, nil
 	}
 	return Outcome{User: c.Username, Result: res, Present: true}, nil
+}
+
+// SameURI reports whether a digest-uri names the Request-URI: the same
+// scheme, user, host and port (a missing port is the scheme's default),
+// parameters aside, as phones differ in which ones they copy. A digest-uri
+// that is not a SIP URI must equal the Request-URI as written.
+func SameURI(digestURI string, ruri sip.Uri) bool {
+	var u sip.Uri
+	if err := sip.ParseUri(digestURI, &u); err != nil {
+		return digestURI == ruri.String()
+	}
+	return strings.EqualFold(u.Scheme, ruri.Scheme) && u.User == ruri.User &&
+		strings.EqualFold(u.Host, ruri.Host) && port(u) == port(ruri)
+}
+
+func port(u sip.Uri) int {
+	switch {
+	case u.Port != 0:
+		return u.Port
+	case strings.EqualFold(u.Scheme, "sips"):
+		return 5061
+	}
+	return 5060
 }
 
 // Challenge builds the 401/407 response for req; stale asks the client to

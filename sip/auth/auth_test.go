@@ -31,11 +31,20 @@ func newAuth(t *testing.T, users Lookup) *Authenticator {
 
 func credentials(t *testing.T, challenge, method, user, password string) string {
 	t.Helper()
+	uri := "sip:bob@sori.test"
+	if method == "REGISTER" {
+		uri = "sip:sori.test"
+	}
+	return credentialsFor(t, challenge, method, uri, user, password)
+}
+
+func credentialsFor(t *testing.T, challenge, method, uri, user, password string) string {
+	t.Helper()
 	ch, err := client.ParseChallenge(challenge)
 	if err != nil {
 		t.Fatal(err)
 	}
-	cr, err := client.Digest(ch, client.Options{Method: method, URI: "sip:bob@sori.test", Username: user, Password: password})
+	cr, err := client.Digest(ch, client.Options{Method: method, URI: uri, Username: user, Password: password})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -119,5 +128,41 @@ func TestNewSubscriberKeepsNoPassword(t *testing.T) {
 	}
 	if s.HA1MD5 == NewSubscriber("alice", "other.realm", "secret-pw").HA1MD5 {
 		t.Fatal("HA1 does not depend on the realm")
+	}
+}
+
+// Credentials computed for another resource than the Request-URI are
+// refused as BadURI, whatever their response, before any lookup.
+func TestCheckDigestURIMustBeTheRequestURI(t *testing.T) {
+	lookups := 0
+	a := newAuth(t, lookupFunc(func(context.Context, string) (store.Subscriber, error) {
+		lookups++
+		return NewSubscriber("alice", "sori.test", "pw"), nil
+	}))
+	for _, c := range []struct {
+		ruri, uri string
+		want      digest.Result
+	}{
+		{"sip:sori.test", "sip:sori.test", digest.OK},
+		{"sip:sori.test", "sip:evil.example.org", digest.BadURI},
+		{"sip:sori.test;transport=tcp", "sip:sori.test", digest.OK},
+		{"sip:sori.test", "sip:SORI.test:5060", digest.OK},
+		{"sip:sori.test", "sip:sori.test:5070", digest.BadURI},
+		{"sip:sori.test", "sips:sori.test", digest.BadURI},
+		{"sip:bob@sori.test", "sip:carol@sori.test", digest.BadURI},
+		{"sip:bob@sori.test", "sip:bob@sori.test;user=phone", digest.OK},
+		{"sip:sori.test", "not a uri", digest.BadURI},
+	} {
+		req := chaintest.Request(t, chaintest.Raw("REGISTER", c.ruri))
+		ch := a.Challenge(req, WWW, false).GetHeader("WWW-Authenticate").Value()
+		req = chaintest.Request(t, chaintest.Raw("REGISTER", c.ruri, "Authorization: "+credentialsFor(t, ch, "REGISTER", c.uri, "alice", "pw")))
+		before := lookups
+		out, err := a.Check(context.Background(), req, WWW)
+		if err != nil || !out.Present || out.Result != c.want {
+			t.Errorf("R-URI %s, digest uri %s: %+v %v, want %v", c.ruri, c.uri, out, err, c.want)
+		}
+		if c.want == digest.BadURI && lookups != before {
+			t.Errorf("digest uri %s: the user was looked up", c.uri)
+		}
 	}
 }

@@ -2,7 +2,7 @@
 // (RFC 3261 §22.3): a request starting a dialog or sent outside one, from
 // a user of our domain, must carry Proxy-Authorization for that user (407
 // otherwise, 403 when the credentials are another user's); a request from
-// elsewhere may only reach our own domain (no open relay: 403).
+// elsewhere may only reach our own domain (no open relay: 404, RFC 3261 §21.4.5).
 package callerauth
 
 import (
@@ -67,8 +67,10 @@ func (p Plugin) Wrap(next chain.Handler) chain.Handler {
 		from := req.From().Address
 		if !p.Self.IsDomain(from.Host) {
 			if !p.Self.IsLocalURI(req.Recipient) {
-				p.Log.Info("relay refused", "method", req.Method, "from", from.String(), "ruri", req.Recipient.String(), "source", req.Source())
-				_ = chain.Reply(w, req, 403, "Relaying Forbidden")
+				// Not an open relay. RFC 3261 §21.4.5: 404 is also the answer
+				// when the Request-URI's domain is not one the server handles.
+				p.Log.Debug("relay refused", "method", req.Method, "from", from.String(), "ruri", req.Recipient.String(), "source", req.Source())
+				_ = chain.Reply(w, req, 404, "Not Found: Domain Not Served")
 				return
 			}
 			next.ServeSIP(ctx, w, req) // another domain calling one of our users
@@ -83,6 +85,9 @@ func (p Plugin) Wrap(next chain.Handler) chain.Handler {
 		switch {
 		case !out.Present:
 			_ = w.Respond(p.Auth.Challenge(req, auth.Proxy, false))
+			return
+		case out.Result == digest.BadURI:
+			_ = chain.Reply(w, req, 400, "Digest URI Does Not Match Request-URI")
 			return
 		case out.Result == digest.Stale || out.Result == digest.Replay:
 			_ = w.Respond(p.Auth.Challenge(req, auth.Proxy, true))

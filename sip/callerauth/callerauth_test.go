@@ -115,8 +115,8 @@ func TestWhatIsNotChallenged(t *testing.T) {
 		code int // 0: passed on
 	}{
 		{"another domain calls our user", chaintest.Raw("INVITE", "sip:bob@sori.test", "From: <sip:carol@carrier.example>;tag=9"), 0},
-		{"another domain relays through us", chaintest.Raw("INVITE", "sip:dave@elsewhere.example", "From: <sip:carol@carrier.example>;tag=9"), 403},
-		{"another domain to a phone on our host", chaintest.Raw("MESSAGE", "sip:bob@127.0.0.1:5099", "From: <sip:carol@carrier.example>;tag=9"), 403},
+		{"another domain relays through us", chaintest.Raw("INVITE", "sip:dave@elsewhere.example", "From: <sip:carol@carrier.example>;tag=9"), 404},
+		{"another domain to a phone on our host", chaintest.Raw("MESSAGE", "sip:bob@127.0.0.1:5099", "From: <sip:carol@carrier.example>;tag=9"), 404},
 		{"in-dialog BYE", chaintest.Raw("BYE", "sip:bob@198.51.100.7", "To: <sip:bob@sori.test>;tag=b1"), 0},
 		{"ACK", chaintest.Raw("ACK", "sip:bob@sori.test"), 0},
 		{"CANCEL", chaintest.Raw("CANCEL", "sip:bob@sori.test"), 0},

@@ -68,10 +68,11 @@ const (
 	BadNonce         // nonce not issued by us (or tampered with)
 	BadParams        // missing or unsupported qop, algorithm or parameters
 	Mismatch         // wrong response: bad password or unknown user
+	BadURI           // digest-uri is not the Request-URI (RFC 7616 §3.4.6): 400, not a challenge
 )
 
 func (r Result) String() string {
-	return [...]string{"ok", "stale", "replay", "bad_nonce", "bad_params", "mismatch"}[r]
+	return [...]string{"ok", "stale", "replay", "bad_nonce", "bad_params", "mismatch", "bad_uri"}[r]
 }
 
 // Authenticator issues challenges and verifies credentials for one realm.

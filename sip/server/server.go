@@ -1,7 +1,9 @@
-// Package server binds sori's sockets to sipgo's transport and transaction
-// layers and hands every request to the handler chain. It owns what is the
-// same for every request: the Server header, latency metrics, and draining on
-// shutdown (new requests get 503, in-flight ones finish).
+// Package server joins sori's transport (sip/transport) and transaction
+// layer (sip/transaction) and hands every request to the handler chain. It
+// owns what is the same for every request: the Server header, latency
+// metrics, the stateless path for REGISTER over UDP, and draining on
+// shutdown (new requests get 503, in-flight ones finish). It is also the
+// Sender the proxy originates and forwards requests with.
 package server
 
 import (
@@ -9,20 +11,19 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"net"
 	"net/netip"
 	"strconv"
-	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
 
-	"github.com/emiago/sipgo"
 	"github.com/emiago/sipgo/sip"
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/sori-voice/sori/config"
 	"github.com/sori-voice/sori/sip/chain"
+	"github.com/sori-voice/sori/sip/transaction"
+	"github.com/sori-voice/sori/sip/transport"
 )
 
 // Options configure a Server.
@@ -35,7 +36,9 @@ type Options struct {
 	// its request and response that long, which at 20 000 transactions/s is
 	// gigabytes of live heap. Kamailio keeps them 5 s (tm wt_timer); a REGISTER
 	// retransmitted later is re-applied, which is idempotent.
-	TimerJ     time.Duration
+	TimerJ time.Duration
+	// Gate screens sources before their messages are parsed; nil: none.
+	Gate       transport.Gate
 	Log        *slog.Logger
 	Registerer prometheus.Registerer // nil: no metrics
 }
@@ -44,9 +47,8 @@ type Options struct {
 type Server struct {
 	opts     Options
 	handler  chain.Handler
-	ua       *sipgo.UserAgent
-	srv      *sipgo.Server
-	client   *sipgo.Client
+	tp       *transport.Transport
+	tx       *transaction.Layer
 	log      *slog.Logger
 	latency  *prometheus.HistogramVec
 	inflight atomic.Int64 // requests inside the chain; Shutdown waits for zero
@@ -58,13 +60,6 @@ type Server struct {
 	dones sync.Pool
 
 	retrans retransCache
-
-	mu      sync.Mutex
-	udp     map[string]*net.UDPConn   // local address -> socket, for stateless replies
-	local   map[string]netip.AddrPort // transport -> first bound address
-	closers []func() error
-	serving sync.WaitGroup
-	addrs   []string
 }
 
 // New prepares a server; Start opens the sockets.
@@ -72,33 +67,13 @@ func New(h chain.Handler, o Options) (*Server, error) {
 	if o.Log == nil {
 		o.Log = slog.Default()
 	}
-	sip.SetDefaultLogger(o.Log.With("component", "sipgo"))
+	sip.SetDefaultLogger(o.Log.With("component", "sip"))
 	if o.TimerJ > 0 {
 		// sipgo keeps Timer J in a package variable, so it is process-wide.
 		sip.Timer_J = o.TimerJ
 	}
-	s := &Server{}
-	// A proxy forwards INVITEs with large SDP and many headers; sipgo refuses
-	// UDP messages over 1300 bytes by default (RFC 3261 §18.1.1 would switch
-	// to TCP, which phones behind NAT cannot accept). Like Kamailio, send
-	// them over UDP and let IP fragment them.
-	sip.UDPMTUSize = 65535
-	ua, err := sipgo.NewUA(sipgo.WithUserAgent(o.Product),
-		sipgo.WithUserAgentTransportLayerOptions(sip.WithTransportLayerReadFilter(s.readFilter)),
-		sipgo.WithUserAgentTransactionLayerOptions(sip.WithTransactionLayerUnhandledResponseHandler(func(r *sip.Response) {
-			// A response matching no client transaction (a stray, or one for a
-			// branch already given up) is dropped (RFC 6026 §7.2).
-			o.Log.Debug("stray response dropped", "response", r.StartLine(), "source", r.Source())
-		})))
-	if err != nil {
-		return nil, fmt.Errorf("sip server: %w", err)
-	}
-	srv, err := sipgo.NewServer(ua, sipgo.WithServerLogger(o.Log.With("component", "sipgo")))
-	if err != nil {
-		return nil, fmt.Errorf("sip server: %w", err)
-	}
-	*s = Server{
-		opts: o, handler: h, ua: ua, srv: srv, log: o.Log, udp: map[string]*net.UDPConn{}, local: map[string]netip.AddrPort{},
+	s := &Server{
+		opts: o, handler: h, log: o.Log,
 		server: sip.NewHeader("Server", o.Product),
 		latency: prometheus.NewHistogramVec(prometheus.HistogramOpts{
 			Name:    "sori_sip_request_duration_seconds",
@@ -109,11 +84,11 @@ func New(h chain.Handler, o Options) (*Server, error) {
 	if o.Registerer != nil {
 		o.Registerer.MustRegister(s.latency)
 	}
-	srv.OnNoRoute(s.dispatch) // every method goes through the chain
-	s.client, err = sipgo.NewClient(ua, sipgo.WithClientLogger(o.Log.With("component", "sipgo")))
-	if err != nil {
-		return nil, fmt.Errorf("sip server: %w", err)
-	}
+	s.tx = transaction.New((*transactionUser)(s), o.Log.With("component", "transaction"))
+	s.tp = transport.New(transport.Options{
+		Listeners: o.Listeners, Handler: (*received)(s), Gate: o.Gate, Server: o.Product, RetryAfter: o.RetryAfter,
+		Log: o.Log.With("component", "transport"), Registerer: o.Registerer,
+	})
 	timerJ := o.TimerJ
 	if timerJ <= 0 {
 		timerJ = sip.Timer_J
@@ -140,12 +115,11 @@ type job struct {
 	// a request inside a sipgo transaction: the dispatching goroutine waits on done
 	ctx  context.Context
 	req  *sip.Request
-	tx   sip.ServerTransaction
+	tx   *sip.ServerTx
 	done chan struct{}
 	// a REGISTER over UDP answered without a transaction (stateless.go)
 	stateless bool
-	conn      *net.UDPConn
-	src       netip.AddrPort
+	peer      transport.Conn
 }
 
 func (s *Server) worker() {
@@ -158,7 +132,7 @@ func (s *Server) worker() {
 				s.runStateless(j)
 				continue
 			}
-			s.serveReq(j.ctx, j.req, &serverHeader{next: &txWriter{tx: j.tx, req: j.req}, header: s.server})
+			s.serveTx(j.ctx, j.req, j.tx)
 			j.done <- struct{}{}
 		}
 	}
@@ -166,87 +140,46 @@ func (s *Server) worker() {
 
 // Start opens every listener; an address already in use fails here, before
 // anything is served.
-func (s *Server) Start() error {
-	for _, l := range s.opts.Listeners {
-		if err := s.listen(l); err != nil {
-			_ = s.closeListeners()
-			return err
-		}
-	}
-	return nil
-}
+func (s *Server) Start() error { return s.tp.Start() }
 
 // Addrs returns the bound addresses as "transport:ip:port" (useful with port 0).
-func (s *Server) Addrs() []string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return append([]string(nil), s.addrs...)
-}
+func (s *Server) Addrs() []string { return s.tp.Addrs() }
 
-func (s *Server) listen(l config.Listener) error {
-	addr := l.Addr.String()
-	switch l.Transport {
-	case "udp":
-		conn, err := net.ListenUDP("udp", net.UDPAddrFromAddrPort(l.Addr))
-		if err != nil {
-			return fmt.Errorf("sip listen %s: %w", l, err)
-		}
-		_ = conn.SetReadBuffer(8 << 20) // absorb bursts; the kernel caps it at rmem_max
-		_ = conn.SetWriteBuffer(8 << 20)
-		s.track(conn.Close, "udp:"+conn.LocalAddr().String())
-		s.mu.Lock()
-		s.udp[conn.LocalAddr().String()] = conn
-		if _, ok := s.local["udp"]; !ok {
-			s.local["udp"] = unmap(conn.LocalAddr().(*net.UDPAddr).AddrPort())
-		}
-		s.mu.Unlock()
-		s.serve(func() error { return s.srv.ServeUDP(conn) }, l)
-	case "tcp":
-		ln, err := net.ListenTCP("tcp", net.TCPAddrFromAddrPort(l.Addr))
-		if err != nil {
-			return fmt.Errorf("sip listen %s: %w", l, err)
-		}
-		s.track(ln.Close, "tcp:"+ln.Addr().String())
-		s.mu.Lock()
-		if _, ok := s.local["tcp"]; !ok {
-			s.local["tcp"] = unmap(ln.Addr().(*net.TCPAddr).AddrPort())
-		}
-		s.mu.Unlock()
-		s.serve(func() error { return s.srv.ServeTCP(ln) }, l)
-	default:
-		return fmt.Errorf("sip listen %s: unsupported transport %q", addr, l.Transport)
+// received is the Server as the transport's Handler: a REGISTER over UDP
+// takes the stateless path, everything else the transaction layer.
+type received Server
+
+func (r *received) Request(req *sip.Request, c transport.Conn) {
+	s := (*Server)(r)
+	if req.Method == sip.REGISTER && c.Transport() == "UDP" {
+		s.stateless(req, c)
+		return
 	}
-	return nil
+	s.tx.Request(req, c)
 }
 
-func (s *Server) track(closer func() error, addr string) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	s.closers = append(s.closers, closer)
-	s.addrs = append(s.addrs, addr)
+func (r *received) Response(res *sip.Response, c transport.Conn) { r.tx.Response(res, c) }
+
+// transactionUser is the Server as the transaction layer's User.
+type transactionUser Server
+
+// Stray: a response matching no client transaction (a stray, or one for a
+// branch already given up) is dropped (RFC 6026 §7.2).
+func (u *transactionUser) Stray(res *sip.Response) {
+	u.log.Debug("stray response dropped", "response", res.StartLine(), "source", res.Source())
 }
 
-func (s *Server) serve(fn func() error, l config.Listener) {
-	s.serving.Add(1)
-	go func() {
-		defer s.serving.Done()
-		if err := fn(); err != nil && !errors.Is(err, net.ErrClosed) && !s.draining.Load() {
-			s.log.Error("sip listener stopped", "listener", l.String(), "error", err)
-		}
-	}()
-}
-
-// dispatch runs one request through the chain inside its transaction, on
-// an idle worker if there is one. It returns when the chain is done, as sipgo
-// expects.
-func (s *Server) dispatch(req *sip.Request, tx sip.ServerTransaction) {
+// Request runs one request through the chain inside its transaction (nil
+// for the ACK of a 2xx), on an idle worker if there is one.
+func (u *transactionUser) Request(req *sip.Request, tx *sip.ServerTx) {
+	s := (*Server)(u)
 	s.inflight.Add(1)
 	defer s.inflight.Add(-1)
 	ctx := context.Background()
 	if req.IsInvite() && tx != nil {
 		// A CANCEL matching this INVITE ends its context: the proxy cancels
-		// its branches. sipgo has already answered 200 to the CANCEL and
-		// will answer 487 to the INVITE.
+		// its branches. The transaction layer has already answered 200 to
+		// the CANCEL and the INVITE's state machine answers 487.
 		var cancel context.CancelCauseFunc
 		ctx, cancel = context.WithCancelCause(ctx)
 		defer cancel(nil)
@@ -257,9 +190,20 @@ func (s *Server) dispatch(req *sip.Request, tx sip.ServerTransaction) {
 	case s.jobs <- job{ctx: ctx, req: req, tx: tx, done: done}:
 		<-done
 	default:
-		s.serveReq(ctx, req, &serverHeader{next: &txWriter{tx: tx, req: req}, header: s.server})
+		s.serveTx(ctx, req, tx)
 	}
 	s.dones.Put(done)
+}
+
+// serveTx runs the chain for a request in its transaction. A request the
+// chain leaves without a final answer is dropped on purpose (a scanner, a
+// banned source): its transaction ends without a response.
+func (s *Server) serveTx(ctx context.Context, req *sip.Request, tx *sip.ServerTx) {
+	w := &txWriter{tx: tx}
+	s.serveReq(ctx, req, &serverHeader{next: w, header: s.server})
+	if tx != nil && !w.final.Load() {
+		tx.Terminate()
+	}
 }
 
 // serveReq runs the chain, or answers 503 while draining.
@@ -296,26 +240,11 @@ func (s *Server) Shutdown(ctx context.Context) error {
 	if err == nil {
 		close(s.stop) // nothing is in flight: the workers can go
 	}
-	if cerr := s.closeListeners(); cerr != nil && err == nil {
+	s.tx.Close()
+	if cerr := s.tp.Close(); cerr != nil && err == nil {
 		err = cerr
 	}
-	s.serving.Wait()
-	_ = s.ua.Close()
 	return err
-}
-
-func (s *Server) closeListeners() error {
-	s.mu.Lock()
-	closers := s.closers
-	s.closers = nil
-	s.mu.Unlock()
-	var errs []error
-	for _, c := range closers {
-		if err := c(); err != nil && !errors.Is(err, net.ErrClosed) {
-			errs = append(errs, err)
-		}
-	}
-	return errors.Join(errs...)
 }
 
 // serverHeader adds the Server header to every response.
@@ -331,69 +260,43 @@ func (w *serverHeader) Respond(res *sip.Response) error {
 	return w.next.Respond(res)
 }
 
-// txWriter responds within a sipgo server transaction.
+// txWriter responds within a server transaction; the transaction writes
+// to the connection, or the socket and source address, its request came on.
 type txWriter struct {
-	tx  sip.ServerTransaction
-	req *sip.Request
+	tx    *sip.ServerTx
+	final atomic.Bool // a handler may answer from another goroutine
 }
 
 func (w *txWriter) Respond(res *sip.Response) error {
 	if w.tx == nil {
 		return errors.New("sip server: no transaction to respond in")
 	}
-	if w.req != nil && w.req.Transport() == "UDP" {
-		// Answer to the address the request came from even without rport
-		// (Kamailio's force_rport): the Via port is usually wrong behind NAT,
-		// and a reply must never go to an address the packet did not come from.
-		if src := w.req.Source(); src != "" {
-			res.SetDestination(src)
-		}
+	if res.StatusCode >= 200 {
+		w.final.Store(true)
 	}
 	return w.tx.Respond(res)
 }
 
-// udpConn returns our UDP socket bound to addr.
-func (s *Server) udpConn(addr net.Addr) *net.UDPConn {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.udp[addr.String()]
-}
-
-// noBuild makes sipgo send a request exactly as the proxy built it.
-func noBuild(*sipgo.Client, *sip.Request) error { return nil }
-
-// bindLocal makes a UDP request leave from our listening socket (so replies
-// and NAT bindings use the advertised port); TCP reuses the connection the
-// peer opened, or dials one.
-func (s *Server) bindLocal(req *sip.Request) {
-	if !strings.EqualFold(req.Transport(), "UDP") {
-		return
-	}
-	if ap, ok := s.Local("udp"); ok {
-		req.Laddr = sip.Addr{IP: net.IP(ap.Addr().AsSlice()), Port: int(ap.Port())}
-	}
-}
-
-// Request sends req in a new client transaction.
+// Request sends req in a new client transaction, to its destination
+// (an IP address and port) over its transport.
 func (s *Server) Request(ctx context.Context, req *sip.Request) (sip.ClientTransaction, error) {
-	s.bindLocal(req)
-	return s.client.TransactionRequest(ctx, req, noBuild)
+	c, err := s.tp.Conn(ctx, req.Transport(), req.Destination())
+	if err != nil {
+		return nil, err
+	}
+	return s.tx.Send(ctx, req, c)
 }
 
 // Write sends req without a transaction (an ACK for a 2xx).
 func (s *Server) Write(req *sip.Request) error {
-	s.bindLocal(req)
-	return s.client.WriteRequest(req, noBuild)
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	c, err := s.tp.Conn(ctx, req.Transport(), req.Destination())
+	if err != nil {
+		return err
+	}
+	return c.WriteMsg(req)
 }
 
 // Local returns the address of our first listener for transport ("udp", "tcp").
-func (s *Server) Local(transport string) (netip.AddrPort, bool) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	ap, ok := s.local[strings.ToLower(transport)]
-	return ap, ok
-}
-
-func unmap(ap netip.AddrPort) netip.AddrPort {
-	return netip.AddrPortFrom(ap.Addr().Unmap(), ap.Port())
-}
+func (s *Server) Local(transport string) (netip.AddrPort, bool) { return s.tp.Local(transport) }

@@ -1,65 +1,42 @@
 package server
 
 import (
-	"bytes"
 	"context"
 	"errors"
 	"hash/maphash"
-	"net"
-	"net/netip"
 	"strconv"
 	"sync"
 	"time"
 
 	"github.com/emiago/sipgo/sip"
+
+	"github.com/sori-voice/sori/sip/transport"
 )
 
-// REGISTER over UDP is answered without a sipgo transaction, as Kamailio's
+// REGISTER over UDP is answered without a transaction, as Kamailio's
 // registrar answers it through its stateless reply module. A REGISTER always
 // ends here (sori never forwards one), so nothing needs the transaction
-// afterwards, and a sipgo transaction costs a goroutine, an FSM, timers and
-// about 5 KB kept for Timer J per request: measured, most of sori's CPU at
-// 10 000 REGISTER/s. What a server transaction owes the client is kept:
-// a retransmission gets the same response again, from a cache of final
+// afterwards, and a transaction costs a goroutine, an FSM, timers and about
+// 5 KB kept for Timer J per request: measured, most of sori's CPU at 10 000
+// REGISTER/s. What a server transaction owes the client is kept: a
+// retransmission gets the same response again, from a cache of final
 // responses held for Timer J, and one that arrives while the first copy is
-// still being handled is absorbed.
-//
-// The datagram is taken in sipgo's read filter, before sipgo parses it; TCP
-// and every other method go through sipgo as usual.
+// still being handled is absorbed. TCP REGISTERs go through the
+// transaction layer as usual.
 
-var registerPrefix = []byte("REGISTER ")
-
-// readFilter claims REGISTER datagrams; it runs on the socket's read loop.
-func (s *Server) readFilter(info sip.TransportReadProps, data []byte) ([]byte, error) {
-	if fixed := fix2543(data); fixed != nil {
-		data = fixed
+// stateless runs a UDP REGISTER on an idle worker, or on its own goroutine.
+func (s *Server) stateless(req *sip.Request, peer transport.Conn) {
+	if req.CSeq() == nil || req.CallID() == nil {
+		s.tx.Request(req, peer) // cannot be keyed: the transaction layer answers it
+		return
 	}
-	if info.Transport != "UDP" || !bytes.HasPrefix(data, registerPrefix) {
-		return data, nil
-	}
-	conn := s.udpConn(info.LocalAddr)
-	src, ok := info.RemoteAddr.(*net.UDPAddr)
-	if conn == nil || !ok {
-		return data, nil
-	}
-	msg, err := sip.ParseMessage(data) // copies what it keeps: data is reused by the reader
-	if err != nil {
-		return data, nil // sipgo answers malformed requests (400)
-	}
-	req, ok := msg.(*sip.Request)
-	if !ok || req.Via() == nil || req.CSeq() == nil || req.CallID() == nil {
-		return data, nil
-	}
-	req.SetSource(src.String())
-	req.SetTransport("UDP")
 	s.inflight.Add(1)
-	j := job{stateless: true, req: req, conn: conn, src: src.AddrPort()}
+	j := job{stateless: true, req: req, peer: peer}
 	select {
 	case s.jobs <- j:
 	default:
 		go s.runStateless(j)
 	}
-	return nil, nil // handled: sipgo never sees it
 }
 
 func (s *Server) runStateless(j job) {
@@ -68,22 +45,22 @@ func (s *Server) runStateless(j job) {
 	cached, busy := s.retrans.claim(key)
 	switch {
 	case cached != nil: // a retransmission of an answered request
-		_, _ = j.conn.WriteToUDPAddrPort(cached, replyAddr(j.req, j.src))
+		_ = j.peer.Write(cached)
 		return
 	case busy: // the first copy is still being handled
 		return
 	}
-	w := &udpReply{conn: j.conn, dest: replyAddr(j.req, j.src), key: key, cache: &s.retrans}
+	w := &udpReply{peer: j.peer, key: key, cache: &s.retrans}
 	s.serveReq(context.Background(), j.req, &serverHeader{next: w, header: s.server})
 	if !w.final {
-		s.retrans.release(key) // no final response (should not happen): let a retransmission retry
+		s.retrans.release(key) // no final response (dropped on purpose): let a retransmission retry
 	}
 }
 
-// udpReply sends responses straight to the client and remembers the final one.
+// udpReply sends responses straight to the client (the source address of
+// its REGISTER) and remembers the final one.
 type udpReply struct {
-	conn  *net.UDPConn
-	dest  netip.AddrPort
+	peer  transport.Conn
 	key   string
 	cache *retransCache
 	final bool
@@ -98,15 +75,8 @@ func (w *udpReply) Respond(res *sip.Response) error {
 		w.final = true
 		w.cache.store(w.key, raw)
 	}
-	_, err := w.conn.WriteToUDPAddrPort(raw, w.dest)
-	return err
+	return w.peer.Write(raw)
 }
-
-// replyAddr is where a response over UDP goes: always the address and port
-// the request came from, with or without rport (Kamailio's force_rport).
-// RFC 3261 §18.2.2 would use the Via port without rport, which behind NAT is
-// a port nobody listens on.
-func replyAddr(_ *sip.Request, src netip.AddrPort) netip.AddrPort { return src }
 
 func retransKey(req *sip.Request) string {
 	branch, _ := req.Via().Params.Get("branch")

@@ -1,0 +1,114 @@
+package transport
+
+import (
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/emiago/sipgo/sip"
+
+	"github.com/sori-voice/sori/sip/wire"
+)
+
+// ingest is every received message's way in: keepalives are absorbed, the
+// Gate screens the source, wire checks the bytes, sipgo parses them once,
+// and the handler gets the message. What cannot be accepted is answered
+// here when it is a request that can be answered, and counted.
+func (t *Transport) ingest(data []byte, c Conn) {
+	if keepalive(data) {
+		return
+	}
+	if g := t.opts.Gate; g != nil {
+		switch g.Admit(c.Remote().Addr(), time.Now()) {
+		case Drop:
+			t.bad.gated()
+			return
+		case Reject:
+			t.bad.gated()
+			if reply := wire.Reply(data, 503, "Service Unavailable", t.opts.Server); reply != nil {
+				_ = c.Write(withRetryAfter(reply, t.opts.RetryAfter))
+			}
+			return
+		}
+	}
+	info, fault := wire.Check(data)
+	if fault != nil {
+		t.refuse(data, info, fault.Code, fault.Reason, c)
+		return
+	}
+	if info.Kind == wire.Garbage {
+		t.refuse(data, info, 400, "Not A SIP Message", c)
+		return
+	}
+	msg := data
+	if info.Length > 0 && info.Length < len(data) {
+		msg = data[:info.Length] // a datagram's bytes after the body are not part of it (RFC 3261 §18.3)
+	}
+	m, err := t.parser.ParseSIP(msg)
+	if err != nil {
+		t.refuse(data, info, 400, reasonPhrase(err.Error()), c)
+		return
+	}
+	m.SetTransport(c.Transport())
+	m.SetSource(c.Remote().String())
+	switch m := m.(type) {
+	case *sip.Request:
+		t.opts.Handler.Request(m, c)
+	case *sip.Response:
+		t.opts.Handler.Response(m, c)
+	}
+}
+
+// refuse answers a request that cannot be accepted, when it can be
+// answered at all, and counts and logs it.
+func (t *Transport) refuse(data []byte, info wire.Info, code int, reason string, c Conn) {
+	answered := false
+	if info.Kind == wire.Request {
+		if reply := wire.Reply(data, code, reason, t.opts.Server); reply != nil {
+			answered = c.Write(reply) == nil
+		}
+	}
+	t.bad.refused(c, code, reason, data, answered)
+}
+
+// keepalive reports datagrams that are only line ends (RFC 5626 §3.5.1
+// CRLF keepalives on UDP) or a few bytes of padding some phones send.
+func keepalive(data []byte) bool {
+	if len(data) > 4 {
+		return false
+	}
+	for _, b := range data {
+		if b != '\r' && b != '\n' && b != 0 && b != ' ' {
+			return false
+		}
+	}
+	return true
+}
+
+// reasonPhrase makes a parser error a reason phrase: printable ASCII, one
+// line, short.
+func reasonPhrase(s string) string {
+	var b strings.Builder
+	for _, r := range s {
+		if b.Len() >= 60 {
+			break
+		}
+		if r >= 0x20 && r < 0x7f {
+			b.WriteRune(r)
+		}
+	}
+	if b.Len() == 0 {
+		return "Bad Request"
+	}
+	return b.String()
+}
+
+// withRetryAfter adds Retry-After to a reply built by wire.Reply.
+func withRetryAfter(reply []byte, seconds int) []byte {
+	const cl = "Content-Length: 0\r\n\r\n"
+	s := string(reply)
+	if i := strings.LastIndex(s, cl); i >= 0 && seconds > 0 {
+		s = s[:i] + "Retry-After: " + strconv.Itoa(seconds) + "\r\n" + s[i:]
+	}
+	return []byte(s)
+}

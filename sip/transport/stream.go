@@ -1,0 +1,293 @@
+package transport
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"net/netip"
+	"sync"
+	"time"
+
+	"github.com/emiago/sipgo/sip"
+
+	"github.com/sori-voice/sori/sip/wire"
+)
+
+// maxBuffered bounds what a connection may hold unframed: a message larger
+// than wire allows is refused before this is reached.
+const maxBuffered = 2 * 65536
+
+// lingerMax bounds how long a connection whose peer stopped sending (or
+// sent what cannot be framed) stays open for the answers it is owed.
+const lingerMax = 32 * time.Second
+
+// stream is one TCP connection, accepted or dialled. Its read loop frames
+// messages; every transaction reading from it holds it open until answered,
+// so a peer that closes its sending side, or sends garbage after a request,
+// still gets the responses to what it sent before.
+type stream struct {
+	t      *Transport
+	c      net.Conn
+	remote netip.AddrPort
+	local  netip.AddrPort
+
+	wmu sync.Mutex // one message at a time on the wire
+
+	mu      sync.Mutex
+	pending int  // transactions holding the connection
+	reading bool // the read loop still runs
+	closed  bool
+	done    chan struct{}
+}
+
+func (t *Transport) accept(ln *net.TCPListener) {
+	for {
+		c, err := ln.AcceptTCP()
+		if err != nil {
+			if t.closed.Load() || errors.Is(err, net.ErrClosed) {
+				return
+			}
+			// Out of file descriptors and the like: back off, keep serving.
+			t.log.Warn("tcp accept failed", "error", err)
+			time.Sleep(50 * time.Millisecond)
+			continue
+		}
+		s, err := t.addStream(c)
+		if err != nil {
+			t.log.Info("tcp connection refused", "remote", c.RemoteAddr().String(), "error", err)
+			_ = c.Close()
+			continue
+		}
+		t.wg.Add(1)
+		go s.serve()
+	}
+}
+
+// addStream registers a new connection under its remote address.
+func (t *Transport) addStream(c *net.TCPConn) (*stream, error) {
+	s := &stream{t: t, c: c, reading: true, done: make(chan struct{}),
+		remote: unmap(c.RemoteAddr().(*net.TCPAddr).AddrPort()),
+		local:  unmap(c.LocalAddr().(*net.TCPAddr).AddrPort())}
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if t.closed.Load() {
+		return nil, net.ErrClosed
+	}
+	if t.nstreams >= t.opts.MaxStreams {
+		return nil, fmt.Errorf("%d connections open (the limit)", t.nstreams)
+	}
+	t.nstreams++
+	if old := t.streams[s.remote]; old == nil || old.isClosed() {
+		t.streams[s.remote] = s
+	}
+	return s, nil
+}
+
+// streamTo returns the open connection to ap, or dials one. ap is always
+// an address sori chose to send a request to.
+func (t *Transport) streamTo(ctx context.Context, ap netip.AddrPort) (*stream, error) {
+	t.mu.Lock()
+	s := t.streams[ap]
+	t.mu.Unlock()
+	if s != nil && !s.isClosed() {
+		return s, nil
+	}
+	dial := t.opts.Dial
+	if dial == nil {
+		d := net.Dialer{Timeout: dialTimeout}
+		if l, ok := t.Local("tcp"); ok && !l.Addr().IsUnspecified() && l.Addr().Is4() == ap.Addr().Is4() {
+			d.LocalAddr = &net.TCPAddr{IP: l.Addr().AsSlice()}
+		}
+		dial = d.DialContext
+	}
+	c, err := dial(ctx, "tcp", ap.String())
+	if err != nil {
+		return nil, fmt.Errorf("tcp connect %s: %w", ap, err)
+	}
+	tc, ok := c.(*net.TCPConn)
+	if !ok {
+		_ = c.Close()
+		return nil, fmt.Errorf("tcp connect %s: not a TCP connection", ap)
+	}
+	s, err = t.addStream(tc)
+	if err != nil {
+		_ = c.Close()
+		return nil, err
+	}
+	t.wg.Add(1)
+	go s.serve()
+	return s, nil
+}
+
+// serve reads and frames until the peer stops, the connection idles out, or
+// the stream cannot be framed any more.
+func (s *stream) serve() {
+	defer s.t.wg.Done()
+	defer s.readDone()
+	buf := make([]byte, 0, 8192)
+	rd := make([]byte, 32768)
+	crlf := 0
+	for {
+		timeout := s.t.opts.IdleTimeout
+		if len(buf) > 0 {
+			timeout = s.t.opts.StallTimeout // a message has begun: it must go on arriving
+		}
+		_ = s.c.SetReadDeadline(time.Now().Add(timeout))
+		n, err := s.c.Read(rd)
+		if n > 0 {
+			var ok bool
+			buf, ok = s.consume(append(buf, rd[:n]...), &crlf)
+			if !ok {
+				return
+			}
+		}
+		if err != nil {
+			return
+		}
+	}
+}
+
+// consume hands every complete message in buf to the transport and
+// returns what is left (moved to the front of buf); false when the stream
+// cannot go on (answered if possible).
+func (s *stream) consume(buf []byte, crlf *int) ([]byte, bool) {
+	off := 0
+	for off < len(buf) {
+		// CRLFs between messages are keepalives: a double CRLF is a ping
+		// and gets a CRLF pong (RFC 5626 §4.4.1).
+		for off < len(buf) && (buf[off] == '\r' || buf[off] == '\n') {
+			off++
+			if *crlf++; *crlf == 4 {
+				*crlf = 0
+				if err := s.Write([]byte("\r\n")); err != nil {
+					return nil, false
+				}
+			}
+		}
+		if off == len(buf) {
+			break
+		}
+		*crlf = 0
+		_, n, err := wire.Frame(buf[off:])
+		switch {
+		case errors.Is(err, wire.ErrIncomplete):
+			if len(buf)-off > maxBuffered {
+				s.t.refuse(buf[off:], wire.Info{Kind: wire.Request}, 413, "Message Too Large", s)
+				return nil, false
+			}
+			return buf[:copy(buf, buf[off:])], true
+		case err != nil:
+			var fe *wire.FramingError
+			code, reason := 400, "Bad Message Framing"
+			if errors.As(err, &fe) {
+				code, reason = fe.Code, fe.Reason
+			}
+			s.t.refuse(buf[off:], wire.Info{Kind: wire.Request}, code, reason, s)
+			return nil, false
+		}
+		s.t.ingest(buf[off:off+n], s)
+		off += n
+	}
+	return buf[:copy(buf, buf[off:])], true
+}
+
+// readDone: the peer sent its last byte. The connection closes now, or when
+// the last transaction holding it is answered (at most lingerMax later).
+func (s *stream) readDone() {
+	s.mu.Lock()
+	s.reading = false
+	idle := s.pending == 0
+	s.mu.Unlock()
+	if idle {
+		s.close()
+		return
+	}
+	go func() {
+		select {
+		case <-s.done:
+		case <-time.After(lingerMax):
+			s.close()
+		}
+	}()
+}
+
+// Hold implements Conn.
+func (s *stream) Hold() func() {
+	s.mu.Lock()
+	s.pending++
+	s.mu.Unlock()
+	var once sync.Once
+	return func() {
+		once.Do(func() {
+			s.mu.Lock()
+			s.pending--
+			last := s.pending == 0 && !s.reading
+			s.mu.Unlock()
+			if last {
+				s.close()
+			}
+		})
+	}
+}
+
+func (s *stream) isClosed() bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.closed
+}
+
+func (s *stream) close() {
+	s.mu.Lock()
+	if s.closed {
+		s.mu.Unlock()
+		return
+	}
+	s.closed = true
+	close(s.done)
+	s.mu.Unlock()
+	_ = s.c.Close()
+	t := s.t
+	t.mu.Lock()
+	if t.streams[s.remote] == s {
+		delete(t.streams, s.remote)
+	}
+	t.nstreams--
+	t.mu.Unlock()
+}
+
+func (s *stream) Transport() string      { return "TCP" }
+func (s *stream) Remote() netip.AddrPort { return s.remote }
+func (s *stream) LocalAddr() net.Addr    { return s.c.LocalAddr() }
+func (s *stream) String() string         { return "tcp:" + s.remote.String() }
+
+// Ref, TryClose and Close are sipgo's connection reference counting; a
+// connection's life is the peer's and the idle timer's, and Hold's.
+func (s *stream) Ref(int) int            { return 1 }
+func (s *stream) TryClose() (int, error) { return 1, nil }
+func (s *stream) Close() error           { return nil }
+
+// Write implements Conn.
+func (s *stream) Write(b []byte) error {
+	if s.isClosed() {
+		return fmt.Errorf("tcp %s: %w", s.remote, net.ErrClosed)
+	}
+	s.wmu.Lock()
+	defer s.wmu.Unlock()
+	_ = s.c.SetWriteDeadline(time.Now().Add(writeTimeout))
+	if _, err := s.c.Write(b); err != nil {
+		go s.close() // a peer that does not read is gone
+		return fmt.Errorf("tcp send to %s: %w", s.remote, err)
+	}
+	return nil
+}
+
+// WriteMsg implements sip.Connection.
+func (s *stream) WriteMsg(m sip.Message) error {
+	buf := bufPool.Get().(*bytes.Buffer)
+	defer bufPool.Put(buf)
+	buf.Reset()
+	m.StringWrite(buf)
+	return s.Write(buf.Bytes())
+}
