@@ -53,6 +53,9 @@ func New(rdb redis.UniversalClient, prefix string) *Store {
 	if prefix == "" {
 		prefix = "sori:"
 	}
+	if cc, ok := rdb.(*redis.ClusterClient); ok {
+		cc.AddHook(&followFailover{cc: cc})
+	}
 	return &Store{rdb: rdb, pipe: newPipeliner(rdb), prefix: prefix}
 }
 
@@ -337,6 +340,10 @@ func Open(rawURL string, o Options) (*Store, error) {
 			u.DialTimeout, u.ReadTimeout, u.WriteTimeout, u.PoolTimeout = o.Timeout, o.Timeout, o.Timeout, o.Timeout
 		}
 		u.MaxRetries = 1 // one quick retry on a broken pooled connection, then fail fast
+		// One dial per attempt: go-redis's default of five, 100 ms apart, made
+		// every command to a dead Cluster master take 1.6 s and more to fail
+		// (four attempts), and the command retries dial again anyway.
+		u.DialerRetries = 1
 		u.ContextTimeoutEnabled = true
 		u.PoolSize = 64
 	}
@@ -350,6 +357,7 @@ func Open(rawURL string, o Options) (*Store, error) {
 		tune(u)
 		opt.DialTimeout, opt.ReadTimeout, opt.WriteTimeout, opt.PoolTimeout = u.DialTimeout, u.ReadTimeout, u.WriteTimeout, u.PoolTimeout
 		opt.MaxRetries, opt.ContextTimeoutEnabled, opt.PoolSize = u.MaxRetries, u.ContextTimeoutEnabled, u.PoolSize
+		opt.DialerRetries = u.DialerRetries
 		return New(redis.NewClient(opt), o.Prefix), nil
 	case "redis-sentinel", "redis-cluster":
 		user, pass, hosts, path, err := splitMultiHost(rest)

@@ -11,6 +11,7 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -137,32 +138,7 @@ func StartSentinel(t testing.TB, master *Server) string {
 // their addresses once every slot is served.
 func StartCluster(t testing.TB, n int) []string {
 	t.Helper()
-	var addrs []string
-	for range n {
-		dir := t.TempDir()
-		port := freeClusterPort(t)
-		addrs = append(addrs, startHelper(t, port, filepath.Join(dir, "redis.log"),
-			"--bind", "127.0.0.1", "--port", strconv.Itoa(port),
-			"--cluster-enabled", "yes", "--cluster-config-file", filepath.Join(dir, "nodes.conf"),
-			"--save", "", "--appendonly", "no", "--dir", dir))
-	}
-	args := append([]string{"--cluster", "create"}, addrs...)
-	args = append(args, "--cluster-replicas", "0", "--cluster-yes")
-	if out, err := exec.Command("redis-cli", args...).CombinedOutput(); err != nil {
-		t.Fatalf("redis-cli --cluster create: %v\n%s", err, out)
-	}
-	host, port, _ := net.SplitHostPort(addrs[0])
-	deadline := time.Now().Add(20 * time.Second)
-	for {
-		out, _ := exec.Command("redis-cli", "-h", host, "-p", port, "cluster", "info").Output()
-		if strings.Contains(string(out), "cluster_state:ok") {
-			return addrs
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("cluster not ready:\n%s", out)
-		}
-		time.Sleep(100 * time.Millisecond)
-	}
+	return startCluster(t, n, 0, 0).Addrs()
 }
 
 // freeClusterPort finds a port whose cluster bus port (port+10000) is free too.
@@ -187,15 +163,34 @@ func freeClusterPort(t testing.TB) int {
 // the test ends, and returns its address once it answers PING.
 func startHelper(t testing.TB, port int, logFile string, args ...string) string {
 	t.Helper()
+	return startProc(t, port, logFile, args...).addr
+}
+
+// proc is a redis-server process started by startProc.
+type proc struct {
+	addr string
+	cmd  *exec.Cmd
+	once sync.Once
+}
+
+// startProc runs redis-server with args (logging to logFile), kills it when
+// the test ends, and returns once it answers PING.
+func startProc(t testing.TB, port int, logFile string, args ...string) *proc {
+	t.Helper()
 	cmd := exec.Command("redis-server", append(args, "--logfile", logFile)...)
 	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(func() { _ = cmd.Process.Kill(); _ = cmd.Wait() })
-	addr := net.JoinHostPort("127.0.0.1", strconv.Itoa(port))
-	waitPing(t, addr, logFile)
-	return addr
+	p := &proc{addr: net.JoinHostPort("127.0.0.1", strconv.Itoa(port)), cmd: cmd}
+	t.Cleanup(p.kill)
+	waitPing(t, p.addr, logFile)
+	return p
+}
+
+// kill sends SIGKILL and reaps the process (idempotent).
+func (p *proc) kill() {
+	p.once.Do(func() { _ = p.cmd.Process.Kill(); _ = p.cmd.Wait() })
 }
 
 func waitPing(t testing.TB, addr, logFile string) {
