@@ -123,10 +123,11 @@ func (n *node) addr() string { return "127.0.0.1:" + strconv.Itoa(n.port) }
 
 // nodeConfig fills the parts of a config every test needs.
 type nodeConfig struct {
-	store string // "memory" or a redis URL
-	extra string // more YAML appended verbatim (e.g. users:)
-	sip   string // more keys under sip:, indented two spaces
-	port  int    // 0: pick one
+	store string   // "memory" or a redis URL
+	extra string   // more YAML appended verbatim (e.g. users:)
+	sip   string   // more keys under sip:, indented two spaces
+	port  int      // 0: pick one
+	env   []string // extra environment, e.g. GODEBUG
 }
 
 func startNode(t *testing.T, c nodeConfig) *node {
@@ -163,6 +164,9 @@ log:
 	}
 	n := &node{t: t, port: c.port, http: httpAddr, cfgPath: path, logs: &bytes.Buffer{}, mu: &sync.Mutex{}, exited: make(chan struct{})}
 	n.cmd = exec.Command(binary(t), "-config", path)
+	if len(c.env) > 0 {
+		n.cmd.Env = append(os.Environ(), c.env...)
+	}
 	n.cmd.Stdout = lockedWriter{n.mu, n.logs}
 	n.cmd.Stderr = lockedWriter{n.mu, n.logs}
 	n.cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}

@@ -128,7 +128,7 @@ func serve(ctx context.Context, configPath string, logOut io.Writer) error {
 		addrs = append(addrs, cfg.SIP.Advertise)
 	}
 	self := local.New(cfg.SIP.Domain, addrs...)
-	authn := auth.New(dig, auth.Directory{Static: staticUsers(cfg), Store: st}, reg)
+	authn := auth.New(dig, auth.Directory{Static: staticUsers(cfg), Store: st}, reg, auth.WithSelf(self))
 	reg.MustRegister(bindingsGauge(st))
 
 	rg := registrar.New(self, authn, st, registrar.Policy{
@@ -159,6 +159,7 @@ func serve(ctx context.Context, configPath string, logOut io.Writer) error {
 		TimerC:        cfg.SIP.TimerC.D(),
 		DialogTimeout: cfg.SIP.DialogTimeout.D(),
 		RetryAfter:    cfg.Registrar.RetryAfter,
+		DialogSecret:  secret,
 		Log:           log.With("component", "proxy"),
 		Registerer:    reg,
 	}

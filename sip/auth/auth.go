@@ -58,11 +58,22 @@ type Lookup interface {
 type Authenticator struct {
 	digest   *digest.Authenticator
 	users    Lookup
+	self     Self
 	failures *prometheus.CounterVec
 }
 
+// Self tells which URIs name this server (sip/local.Identity).
+type Self interface{ IsLocalURI(u sip.Uri) bool }
+
+// Option configures an Authenticator.
+type Option func(*Authenticator)
+
+// WithSelf lets a digest-uri that names this server stand for a
+// Request-URI that does too (see SameURI).
+func WithSelf(s Self) Option { return func(a *Authenticator) { a.self = s } }
+
 // New returns an Authenticator. reg may be nil (no metrics).
-func New(d *digest.Authenticator, users Lookup, reg prometheus.Registerer) *Authenticator {
+func New(d *digest.Authenticator, users Lookup, reg prometheus.Registerer, opts ...Option) *Authenticator {
 	a := &Authenticator{
 		digest: d,
 		users:  users,
@@ -73,6 +84,9 @@ func New(d *digest.Authenticator, users Lookup, reg prometheus.Registerer) *Auth
 	}
 	if reg != nil {
 		reg.MustRegister(a.failures)
+	}
+	for _, o := range opts {
+		o(a)
 	}
 	return a
 }
@@ -100,7 +114,7 @@ func (a *Authenticator) Check(ctx context.Context, req *sip.Request, kind Kind) 
 	if !ok {
 		return Outcome{}, nil
 	}
-	if !SameURI(c.URI, req.Recipient) {
+	if !SameURI(c.URI, req.Recipient, a.self) {
 		// Credentials computed for another resource are refused before
 		// they are checked, so they cannot be replayed here (RFC 7616
 		// §3.4.6, RFC 2617 §3.2.2.5: 400).
@@ -133,18 +147,30 @@ func (a *Authenticator) Check(ctx context.Context, req *sip.Request, kind Kind) 
 	return Outcome{User: c.Username, Result: res, Present: true}, nil
 }
 
-// SameURI reports whether a digest-uri names the Request-URI: the same
-// scheme, user, host and port (a missing port is the scheme's default),
-// parameters aside, as phones differ in which ones they copy. A digest-uri
-// that is not a SIP URI must equal the Request-URI as written.
-func SameURI(digestURI string, ruri sip.Uri) bool {
+// SameURI reports whether a digest-uri designates the resource the
+// Request-URI does (RFC 2617 §3.2.2.5): the same user, and the same host and
+// port (a missing port is the scheme's default), parameters aside, as
+// phones differ in which ones they copy. Where both name this server (self:
+// its domain or one of its addresses), the hosts count as the same; a
+// digest-uri without a user that names this server stands for any
+// Request-URI at it, as SIPp computes its digest-uri as sip:IP:PORT of the
+// server it talks to. A digest-uri that is not a SIP URI must equal the
+// Request-URI as written.
+func SameURI(digestURI string, ruri sip.Uri, self Self) bool {
 	var u sip.Uri
-	if err := sip.ParseUri(digestURI, &u); err != nil {
+	if err := sip.ParseUri(digestURI, &u); err != nil || u.Host == "" {
 		return digestURI == ruri.String()
 	}
-	return strings.EqualFold(u.Scheme, ruri.Scheme) && u.User == ruri.User &&
-		strings.EqualFold(u.Host, ruri.Host) && port(u) == port(ruri)
+	if !sipScheme(u.Scheme) || !sipScheme(ruri.Scheme) {
+		return strings.EqualFold(u.Scheme, ruri.Scheme) && u.User == ruri.User && strings.EqualFold(u.Host, ruri.Host) && u.Port == ruri.Port
+	}
+	if self != nil && self.IsLocalURI(u) && self.IsLocalURI(ruri) {
+		return u.User == "" || u.User == ruri.User
+	}
+	return u.User == ruri.User && strings.EqualFold(u.Host, ruri.Host) && port(u) == port(ruri)
 }
+
+func sipScheme(s string) bool { return strings.EqualFold(s, "sip") || strings.EqualFold(s, "sips") }
 
 func port(u sip.Uri) int {
 	switch {

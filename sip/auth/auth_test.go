@@ -7,11 +7,13 @@ import (
 	"testing"
 	"time"
 
+	"github.com/emiago/sipgo/sip"
 	client "github.com/icholy/digest"
 
 	"github.com/sori-voice/sori/registrar/store"
 	"github.com/sori-voice/sori/sip/chain/chaintest"
 	"github.com/sori-voice/sori/sip/digest"
+	"github.com/sori-voice/sori/sip/local"
 )
 
 type lookupFunc func(ctx context.Context, name string) (store.Subscriber, error)
@@ -131,6 +133,36 @@ func TestNewSubscriberKeepsNoPassword(t *testing.T) {
 	}
 }
 
+// SameURI with this server's own names: a digest-uri naming the server
+// (SIPp's sip:IP:PORT) stands for any Request-URI at it, one naming another
+// host never does.
+func TestSameURIWithSelf(t *testing.T) {
+	self := local.New("sori.test", "127.0.0.1:5060")
+	for _, c := range []struct {
+		digest, ruri string
+		want         bool
+	}{
+		{"sip:127.0.0.1:5060", "sip:sori.test", true},
+		{"sip:127.0.0.1:5060", "sip:bob@sori.test", true},
+		{"sip:bob@127.0.0.1", "sip:bob@sori.test", true},
+		{"sip:carol@127.0.0.1:5060", "sip:bob@sori.test", false},
+		{"sip:evil.example.org", "sip:sori.test", false},
+		{"sip:127.0.0.1:5070", "sip:sori.test", false},
+		{"sip:127.0.0.1:5060", "sip:bob@elsewhere.example", false},
+		{"sip:bob@elsewhere.example", "sip:bob@elsewhere.example;transport=tcp", true},
+		{"tel:+15551234", "tel:+15551234", true},
+		{"tel:+15551234", "tel:+15559999", false},
+	} {
+		var ruri sip.Uri
+		if err := sip.ParseUri(c.ruri, &ruri); err != nil {
+			t.Fatal(err)
+		}
+		if got := SameURI(c.digest, ruri, self); got != c.want {
+			t.Errorf("SameURI(%s, %s) = %v", c.digest, c.ruri, got)
+		}
+	}
+}
+
 // Credentials computed for another resource than the Request-URI are
 // refused as BadURI, whatever their response, before any lookup.
 func TestCheckDigestURIMustBeTheRequestURI(t *testing.T) {
@@ -148,7 +180,7 @@ func TestCheckDigestURIMustBeTheRequestURI(t *testing.T) {
 		{"sip:sori.test;transport=tcp", "sip:sori.test", digest.OK},
 		{"sip:sori.test", "sip:SORI.test:5060", digest.OK},
 		{"sip:sori.test", "sip:sori.test:5070", digest.BadURI},
-		{"sip:sori.test", "sips:sori.test", digest.BadURI},
+		{"sip:sori.test", "sip:other.example", digest.BadURI},
 		{"sip:bob@sori.test", "sip:carol@sori.test", digest.BadURI},
 		{"sip:bob@sori.test", "sip:bob@sori.test;user=phone", digest.OK},
 		{"sip:sori.test", "not a uri", digest.BadURI},

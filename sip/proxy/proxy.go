@@ -10,6 +10,7 @@ package proxy
 
 import (
 	"context"
+	"crypto/rand"
 	"errors"
 	"log/slog"
 	"net/netip"
@@ -76,13 +77,17 @@ type Config struct {
 	// BYE (for ending it on a media timeout).
 	DialogTimeout time.Duration
 	RetryAfter    int // seconds, with 503 when the store is unavailable
-	Log           *slog.Logger
-	Registerer    prometheus.Registerer // nil: no metrics
+	// DialogSecret keys the tokens in sori's Record-Route (dialogtoken.go);
+	// every node must have the same. Empty: a random one per process.
+	DialogSecret []byte
+	Log          *slog.Logger
+	Registerer   prometheus.Registerer // nil: no metrics
 }
 
 // Proxy is the forwarding link of the chain.
 type Proxy struct {
 	cfg      Config
+	secret   []byte
 	sender   Sender
 	log      *slog.Logger
 	branches prometheus.Counter
@@ -97,7 +102,12 @@ func New(c Config) *Proxy {
 	if c.DialogTimeout <= 0 {
 		c.DialogTimeout = 12 * time.Hour
 	}
-	p := &Proxy{cfg: c, log: c.Log, branches: prometheus.NewCounter(prometheus.CounterOpts{
+	secret := c.DialogSecret
+	if len(secret) == 0 {
+		secret = make([]byte, 32)
+		_, _ = rand.Read(secret)
+	}
+	p := &Proxy{cfg: c, secret: secret, log: c.Log, branches: prometheus.NewCounter(prometheus.CounterOpts{
 		Name: "sori_proxy_branches_total",
 		Help: "Requests forwarded in a client transaction (one per fork branch).",
 	})}
@@ -122,15 +132,23 @@ func (p *Proxy) Wrap(next chain.Handler) chain.Handler {
 			next.ServeSIP(ctx, w, req)
 			return
 		}
-		routed := p.popRoutes(req)
+		routed, popped := p.popRoutes(req)
 		switch {
 		case req.IsAck():
-			p.forwardAck(req, routed)
+			if p.ourDialog(req, popped) {
+				p.forwardAck(req, routed)
+			}
 		case req.IsCancel():
 			// A CANCEL matching a pending INVITE is taken by the transaction
 			// layer before the chain; this one matches nothing.
 			_ = chain.Reply(w, req, 481, "Call/Transaction Does Not Exist")
 		case req.To().Params.Has("tag"):
+			if !p.ourDialog(req, popped) {
+				// Not a dialog sori set up (Kamailio answers the same): it
+				// is never relayed on the sender's word.
+				_ = chain.Reply(w, req, 404, "Not Here")
+				return
+			}
 			p.inDialog(ctx, w, req, routed)
 		case !routed && p.cfg.Self.AddressedToServer(req.Recipient) && req.Route() == nil:
 			next.ServeSIP(ctx, w, req) // for sori itself (OPTIONS was answered earlier)

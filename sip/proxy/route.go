@@ -84,10 +84,13 @@ func (p *Proxy) ours(u sip.Uri) bool { return p.cfg.Self.IsLocalURI(u) }
 // popRoutes applies RFC 3261 §16.4: a Request-URI that is our own
 // Record-Route (the previous hop is a strict router) is replaced by the last
 // Route; then every Route naming us on top is removed. It reports whether
-// the request was routed to us by a route set.
-func (p *Proxy) popRoutes(req *sip.Request) bool {
+// the request was routed to us by a route set, and returns our entries it
+// removed (their dialog tokens tell whether the dialog is ours).
+func (p *Proxy) popRoutes(req *sip.Request) (bool, []sip.Uri) {
 	routed := false
+	var popped []sip.Uri
 	if req.Route() != nil && req.Recipient.User == "" && req.Recipient.UriParams.Has("lr") && p.ours(req.Recipient) {
+		popped = append(popped, *req.Recipient.Clone())
 		routes := routeHeaders(req)
 		last := routes[len(routes)-1]
 		req.Recipient = *last.Address.Clone()
@@ -100,8 +103,9 @@ func (p *Proxy) popRoutes(req *sip.Request) bool {
 	for {
 		r := req.Route()
 		if r == nil || !p.ours(r.Address) {
-			return routed
+			return routed, popped
 		}
+		popped = append(popped, r.Address)
 		req.RemoveHeader("Route")
 		routed = true
 	}
@@ -231,13 +235,14 @@ func (p *Proxy) prepare(in *sip.Request, t target, recordRoute bool, loop string
 
 	if recordRoute {
 		inTransport := strings.ToUpper(in.Transport())
-		rrs := []sip.Header{p.recordRoute(transport, host, port)}
+		token := p.dialogToken(in.CallID().Value())
+		rrs := []sip.Header{p.recordRoute(transport, host, port, token)}
 		if inTransport != transport {
 			// Double Record-Route (as Kamailio does): each side of the
 			// dialog reaches us over its own transport.
 			ih, iport, err := p.sentBy(inTransport)
 			if err == nil {
-				rrs = append(rrs, p.recordRoute(inTransport, ih, iport))
+				rrs = append(rrs, p.recordRoute(inTransport, ih, iport, token))
 			}
 		}
 		prepend(out, rrs...)
@@ -292,11 +297,12 @@ func (p *Proxy) sentBy(transport string) (string, int, error) {
 	return host, port, nil
 }
 
-func (p *Proxy) recordRoute(transport, host string, port int) *sip.RecordRouteHeader {
+func (p *Proxy) recordRoute(transport, host string, port int, token string) *sip.RecordRouteHeader {
 	u := sip.Uri{Scheme: "sip", Host: host, Port: port, UriParams: sip.NewParams()}
 	if transport != "UDP" {
 		u.UriParams.Add("transport", strings.ToLower(transport))
 	}
+	u.UriParams.Add(tokenParam, token)
 	u.UriParams.Add("lr", "")
 	return &sip.RecordRouteHeader{Address: u}
 }

@@ -101,7 +101,7 @@ func TestPopRoutes(t *testing.T) {
 				extra = append(extra, "Route: "+r)
 			}
 			req := chaintest.Request(t, chaintest.Raw("BYE", tt.ruri, extra...))
-			routed := p.popRoutes(req)
+			routed, _ := p.popRoutes(req)
 			if got := values(req.GetHeaders("Route")); routed != tt.routed || req.Recipient.String() != tt.wantRU || !slices.Equal(got, tt.want) {
 				t.Fatalf("routed %v, R-URI %s, Route %q", routed, req.Recipient.String(), got)
 			}
@@ -136,7 +136,7 @@ func TestPrepare(t *testing.T) {
 			t.Fatalf("Via %q", values(vias))
 		case !strings.Contains(vias[1].Value(), "received=203.0.113.5") || !strings.Contains(vias[1].Value(), "rport=40000"):
 			t.Fatalf("the caller's Via did not learn its source: %s", vias[1].Value())
-		case !slices.Equal(values(out.GetHeaders("Record-Route")), []string{"<sip:127.0.0.1:5060;lr>"}):
+		case !slices.Equal(values(out.GetHeaders("Record-Route")), []string{"<sip:127.0.0.1:5060;sd=" + p.dialogToken(in.CallID().Value()) + ";lr>"}):
 			t.Fatalf("Record-Route %q", values(out.GetHeaders("Record-Route")))
 		case out.Contact().Address.String() != "sip:alice@192.168.1.20:5060;alias=203.0.113.5~40000~1":
 			t.Fatalf("Contact %s", out.Contact().Address.String())
@@ -151,7 +151,8 @@ func TestPrepare(t *testing.T) {
 			t.Fatal(err)
 		}
 		rr := values(out.GetHeaders("Record-Route"))
-		if out.Transport() != "TCP" || out.Destination() != "198.51.100.7:5062" || !slices.Equal(rr, []string{"<sip:127.0.0.1:5061;transport=tcp;lr>", "<sip:127.0.0.1:5060;lr>"}) {
+		tok := p.dialogToken(out.CallID().Value())
+		if out.Transport() != "TCP" || out.Destination() != "198.51.100.7:5062" || !slices.Equal(rr, []string{"<sip:127.0.0.1:5061;transport=tcp;sd=" + tok + ";lr>", "<sip:127.0.0.1:5060;sd=" + tok + ";lr>"}) {
 			t.Fatalf("%s to %s, Record-Route %q", out.Transport(), out.Destination(), rr)
 		}
 	})
@@ -161,7 +162,7 @@ func TestPrepare(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		if v := out.Via(); v.Host != "203.0.113.1" || v.Port != 5080 || out.RecordRoute().Value() != "<sip:203.0.113.1:5080;lr>" || out.Destination() != "198.51.100.7:5060" {
+		if v := out.Via(); v.Host != "203.0.113.1" || v.Port != 5080 || out.RecordRoute().Value() != "<sip:203.0.113.1:5080;sd="+p.dialogToken(out.CallID().Value())+";lr>" || out.Destination() != "198.51.100.7:5060" {
 			t.Fatalf("Via %s, Record-Route %s, to %s", v.Value(), out.RecordRoute().Value(), out.Destination())
 		}
 	})
@@ -219,5 +220,39 @@ func TestSplitComma(t *testing.T) {
 	want := []string{"<sip:a.example;lr>", ` "Doe, John" <sip:b.example>`, `<sip:c.example;x="1,2">`}
 	if !slices.Equal(got, want) {
 		t.Fatalf("%q", got)
+	}
+}
+
+// Only an in-dialog request whose Route to sori carries its dialog's token
+// is relayed: naming sori in a Route does not make it send anywhere.
+func TestOurDialog(t *testing.T) {
+	p := newTestProxy(t, "")
+	other := newTestProxy(t, "") // another secret: another deployment
+	callID := "test-call"         // chaintest's
+	tok := p.dialogToken(callID)
+	for _, c := range []struct {
+		name   string
+		routes []string
+		want   bool
+	}{
+		{"our token", []string{"<sip:127.0.0.1:5060;sd=" + tok + ";lr>"}, true},
+		{"our token on the second of a double Record-Route", []string{"<sip:127.0.0.1:5061;transport=tcp;lr>", "<sip:127.0.0.1:5060;sd=" + tok + ";lr>"}, true},
+		{"no token", []string{"<sip:127.0.0.1:5060;lr>"}, false},
+		{"another dialog's token", []string{"<sip:127.0.0.1:5060;sd=" + p.dialogToken("other-call") + ";lr>"}, false},
+		{"another secret's token", []string{"<sip:127.0.0.1:5060;sd=" + other.dialogToken(callID) + ";lr>"}, false},
+		{"the token on someone else's route", []string{"<sip:edge.example;sd=" + tok + ";lr>"}, false},
+		{"no route", nil, false},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			var extra []string
+			for _, r := range c.routes {
+				extra = append(extra, "Route: "+r)
+			}
+			req := chaintest.Request(t, chaintest.Raw("BYE", "sip:bob@198.51.100.7", extra...))
+			_, popped := p.popRoutes(req)
+			if got := p.ourDialog(req, popped); got != c.want {
+				t.Fatalf("ourDialog = %v", got)
+			}
+		})
 	}
 }

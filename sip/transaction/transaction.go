@@ -60,8 +60,14 @@ func (l *Layer) shard(key string) int { return int(maphash.String(l.seed, key) %
 func (l *Layer) Request(req *sip.Request, c transport.Conn) {
 	// The state machines may block handing a request on (an ACK to a
 	// waiting reader), so each request is handled on its own goroutine, as
-	// sipgo's own layer does; the socket's read loop never waits.
-	go l.request(req, c)
+	// sipgo's own layer does; the socket's read loop never waits. The
+	// connection is held from here, so a peer that stops sending right
+	// after this request still gets its answer.
+	release := c.Hold()
+	go func() {
+		defer release()
+		l.request(req, c)
+	}()
 }
 
 func (l *Layer) request(req *sip.Request, c transport.Conn) {

@@ -7,6 +7,8 @@ import (
 	"net"
 	"net/netip"
 	"strings"
+	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -16,10 +18,10 @@ import (
 // peer is a transport.Conn that records what is written to it.
 type peer struct {
 	written chan sip.Message
-	held    chan bool // true on Hold, false on release
+	held    atomic.Int32 // holds not released
 }
 
-func newPeer() *peer { return &peer{written: make(chan sip.Message, 32), held: make(chan bool, 32)} }
+func newPeer() *peer { return &peer{written: make(chan sip.Message, 32)} }
 
 func (p *peer) LocalAddr() net.Addr          { return &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1), Port: 5060} }
 func (p *peer) WriteMsg(m sip.Message) error { p.written <- m; return nil }
@@ -30,8 +32,9 @@ func (p *peer) Transport() string            { return "UDP" }
 func (p *peer) Remote() netip.AddrPort       { return netip.MustParseAddrPort("127.0.0.1:5099") }
 func (p *peer) Write([]byte) error           { return nil }
 func (p *peer) Hold() func() {
-	p.held <- true
-	return func() { p.held <- false }
+	p.held.Add(1)
+	var once sync.Once
+	return func() { once.Do(func() { p.held.Add(-1) }) }
 }
 
 func (p *peer) next(t *testing.T) sip.Message {
@@ -226,24 +229,27 @@ func TestRFC2543Matching(t *testing.T) {
 	}
 }
 
-// A stream connection is held while a server transaction is alive.
+// A stream connection is held from the moment a request is handed in
+// until its server transaction ends.
 func TestServerTransactionHoldsItsConnection(t *testing.T) {
 	l, u := newLayer()
 	defer l.Close()
 	p := newPeer()
 	l.Request(req(t, "MESSAGE", "z9hG4bK-h1", "1 MESSAGE"), p)
+	if p.held.Load() == 0 {
+		t.Fatal("not held when Request returned")
+	}
 	d := u.next(t)
-	if !<-p.held {
-		t.Fatal("not held")
+	if p.held.Load() == 0 {
+		t.Fatal("not held while the transaction lives")
 	}
 	d.tx.Terminate()
-	select {
-	case h := <-p.held:
-		if h {
-			t.Fatal("held twice")
+	deadline := time.Now().Add(time.Second)
+	for p.held.Load() != 0 {
+		if time.Now().After(deadline) {
+			t.Fatalf("%d holds left after the transaction ended", p.held.Load())
 		}
-	case <-time.After(time.Second):
-		t.Fatal("not released when the transaction ended")
+		time.Sleep(5 * time.Millisecond)
 	}
 }
 
