@@ -22,14 +22,17 @@ run: build
 	trap 'kill $$anchor 2>/dev/null; wait $$anchor 2>/dev/null' EXIT; \
 	./$(BIN)/sori -config config/sori.yaml
 
-# Installs redis-server, sipp (package sip-tester) and kamailio (the ng interop
-# test) with apt-get, only when absent. Kamailio's own service is not wanted:
-# it would take port 5060.
+# Installs redis-server, sipp (package sip-tester), kamailio (the ng interop
+# test), baresip and linphonec (package linphone-cli; the softphone test) with
+# apt-get, only when absent. Kamailio's own service is not wanted: it would
+# take port 5060.
 deps:
 	@missing=""; \
 	command -v redis-server >/dev/null 2>&1 || missing="$$missing redis-server"; \
 	command -v sipp >/dev/null 2>&1 || missing="$$missing sip-tester"; \
 	PATH="$$PATH:/usr/sbin" command -v kamailio >/dev/null 2>&1 || missing="$$missing kamailio"; \
+	command -v baresip >/dev/null 2>&1 || missing="$$missing baresip"; \
+	command -v linphonec >/dev/null 2>&1 || missing="$$missing linphone-cli"; \
 	if [ -n "$$missing" ]; then \
 		echo "installing:$$missing"; \
 		if [ "$$(id -u)" != 0 ]; then echo "need root to apt-get install$$missing" >&2; exit 1; fi; \

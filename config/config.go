@@ -182,7 +182,7 @@ func Default() Config {
 		SIP: SIP{
 			Domain:         "sori.test",
 			Listen:         []string{"udp:127.0.0.1:5060", "tcp:127.0.0.1:5060"},
-			AuthAlgorithms: []string{"MD5", "SHA-256"},
+			AuthAlgorithms: []string{"MD5"},
 			NonceTTL:       Duration(300 * time.Second),
 			TimerJ:         Duration(5 * time.Second),
 			TimerC:         Duration(60 * time.Second),

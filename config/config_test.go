@@ -17,6 +17,10 @@ func TestEmbeddedDefaultIsValid(t *testing.T) {
 	if got := c.Listeners(); len(got) != 2 || got[0].Transport != "udp" || got[1].Transport != "tcp" {
 		t.Fatalf("listeners = %v", got)
 	}
+	// Only MD5: baresip 1.0 abandons a 401 that carries any other challenge.
+	if len(c.SIP.AuthAlgorithms) != 1 || c.SIP.AuthAlgorithms[0] != "MD5" {
+		t.Fatalf("sip.auth_algorithms = %v, want [MD5]", c.SIP.AuthAlgorithms)
+	}
 	// make run starts sori-anchor there.
 	if len(c.Media.Anchors) != 1 || c.Media.Anchors[0] != "127.0.0.1:22222" {
 		t.Fatalf("media.anchors = %v", c.Media.Anchors)
@@ -36,6 +40,16 @@ func TestDefaultsFillMissingKeys(t *testing.T) {
 	}
 	if len(c.Media.Anchors) != 0 || c.Media.Timeout.D() != 2*time.Second || c.Media.PingInterval.D() != 5*time.Second {
 		t.Errorf("media defaults: %+v (no anchors unless configured: media end to end)", c.Media)
+	}
+	if len(c.SIP.AuthAlgorithms) != 1 || c.SIP.AuthAlgorithms[0] != "MD5" {
+		t.Errorf("sip.auth_algorithms default = %v, want [MD5]", c.SIP.AuthAlgorithms)
+	}
+	sha, err := Parse("t.yaml", []byte("sip:\n  auth_algorithms: [SHA-256, MD5]\n"))
+	if err != nil {
+		t.Fatalf("SHA-256 on request: %v", err)
+	}
+	if got := sha.SIP.AuthAlgorithms; len(got) != 2 || got[0] != "SHA-256" || got[1] != "MD5" {
+		t.Errorf("SHA-256 on request: sip.auth_algorithms = %v, want [SHA-256 MD5] in that order", got)
 	}
 	if _, err := Parse("empty.yaml", nil); err != nil {
 		t.Errorf("empty file: %v", err)
