@@ -158,12 +158,12 @@ log:
 	if !strings.Contains(c.extra, "users:") {
 		cfg += "users:\n  - {name: alice, password: alice-secret}\n  - {name: bob, password: bob-secret}\n"
 	}
-	return runNode(t, cfg, c.port, httpAddr)
+	return runNode(t, cfg, c.port, httpAddr, c.env...)
 }
 
 // runNode starts sori on the configuration cfg, which listens for SIP on
-// port and serves /healthz on httpAddr.
-func runNode(t *testing.T, cfg string, port int, httpAddr string) *node {
+// port and serves /healthz on httpAddr; env is added to its environment.
+func runNode(t *testing.T, cfg string, port int, httpAddr string, env ...string) *node {
 	t.Helper()
 	path := filepath.Join(t.TempDir(), "sori.yaml")
 	if err := os.WriteFile(path, []byte(cfg), 0o600); err != nil {
@@ -171,8 +171,8 @@ func runNode(t *testing.T, cfg string, port int, httpAddr string) *node {
 	}
 	n := &node{t: t, port: port, http: httpAddr, cfgPath: path, logs: &bytes.Buffer{}, mu: &sync.Mutex{}, exited: make(chan struct{})}
 	n.cmd = exec.Command(binary(t), "-config", path)
-	if len(c.env) > 0 {
-		n.cmd.Env = append(os.Environ(), c.env...)
+	if len(env) > 0 {
+		n.cmd.Env = append(os.Environ(), env...)
 	}
 	n.cmd.Stdout = lockedWriter{n.mu, n.logs}
 	n.cmd.Stderr = lockedWriter{n.mu, n.logs}

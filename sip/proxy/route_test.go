@@ -228,7 +228,7 @@ func TestSplitComma(t *testing.T) {
 func TestOurDialog(t *testing.T) {
 	p := newTestProxy(t, "")
 	other := newTestProxy(t, "") // another secret: another deployment
-	callID := "test-call"         // chaintest's
+	callID := "test-call"        // chaintest's
 	tok := p.dialogToken(callID)
 	for _, c := range []struct {
 		name   string
