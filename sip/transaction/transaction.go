@@ -103,20 +103,39 @@ func (l *Layer) request(req *sip.Request, c transport.Conn) {
 		l.user.Request(req, nil)
 		return
 	}
-	tx := sip.NewServerTx(key, req, c, l.log)
+	// The connection is held until the transaction sends its final
+	// answer (not until it ends: an INVITE's waits for an ACK that a peer
+	// which stopped sending will never send).
+	held := &answering{Conn: c, release: c.Hold()}
+	tx := sip.NewServerTx(key, req, held, l.log)
 	if err := tx.Init(); err != nil {
 		s.mu.Unlock()
+		held.release()
 		l.log.Debug("server transaction not started", "error", err)
 		return
 	}
 	s.m[key] = tx
 	s.mu.Unlock()
-	release := c.Hold()
 	tx.OnTerminate(func(key string, _ error) {
 		drop(&l.server[l.shard(key)], key, tx)
-		release()
+		held.release()
 	})
 	l.user.Request(req, tx)
+}
+
+// answering is a server transaction's connection: it lets go of its hold
+// on the connection once a final response is written.
+type answering struct {
+	transport.Conn
+	release func() // idempotent (transport.Conn.Hold)
+}
+
+func (a *answering) WriteMsg(m sip.Message) error {
+	err := a.Conn.WriteMsg(m)
+	if res, ok := m.(*sip.Response); ok && res.StatusCode >= 200 {
+		a.release()
+	}
+	return err
 }
 
 func (l *Layer) serverTx(key string) *sip.ServerTx {
