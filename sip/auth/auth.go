@@ -8,6 +8,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net/netip"
 	"slices"
 
 	"github.com/emiago/sipgo/sip"
@@ -53,11 +54,21 @@ type Lookup interface {
 	Subscriber(ctx context.Context, name string) (store.Subscriber, error)
 }
 
+// FailureReporter is told of each failed digest: a wrong password or an
+// unknown user (digest.Mismatch), from src. Not of a request without
+// credentials, nor of a stale nonce.
+type FailureReporter interface {
+	AuthFailed(src netip.Addr, user string)
+}
+
 // Authenticator checks requests against a directory of subscribers.
 type Authenticator struct {
 	digest   *digest.Authenticator
 	users    Lookup
 	failures *prometheus.CounterVec
+	// Failures, when set, learns of every mismatch (sip/abuse bans
+	// password guessers).
+	Failures FailureReporter
 }
 
 // New returns an Authenticator. reg may be nil (no metrics).
@@ -120,6 +131,11 @@ func (a *Authenticator) Check(ctx context.Context, req *sip.Request, kind Kind) 
 	}
 	if res != digest.OK {
 		a.failures.WithLabelValues(res.String()).Inc()
+		if res == digest.Mismatch && a.Failures != nil {
+			if src, err := netip.ParseAddrPort(req.Source()); err == nil {
+				a.Failures.AuthFailed(src.Addr(), c.Username)
+			}
+		}
 		return Outcome{Present: true, Result: res}, nil
 	}
 	return Outcome{User: c.Username, Result: res, Present: true}, nil
