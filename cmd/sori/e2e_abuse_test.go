@@ -298,7 +298,7 @@ func TestPasswordGuessingFloodIsBanned(t *testing.T) {
 		t.Errorf("ban %+v: want security.auth_failures.ban_time (15m) or the rate limit's, with the node", ban)
 	}
 	dropped := metricValue(t, n, `sori_abuse_dropped_total{reason="banned"}`)
-	t.Logf("sori dropped %.0f REGISTERs from the banned source: %.0f/s over the %v SIPp ran", dropped, dropped/floodFor.Seconds(), floodFor.Round(time.Millisecond))
+	t.Logf("sori dropped %.0f REGISTERs from the banned source (SIPp sent for 2 s, then waited for answers)", dropped)
 	if dropped < 5000 {
 		t.Errorf("only %v of the flood's requests were dropped as banned", dropped)
 	}
@@ -308,6 +308,55 @@ func TestPasswordGuessingFloodIsBanned(t *testing.T) {
 	noAnswer(t, n, banned, banned.options("banned-probe", ""), "banned-probe", `sori_abuse_dropped_total{reason="banned"}`)
 	if res, err := legit.registration("alice", "alice-secret", "legit-after"); err != nil || res.StatusCode != 200 {
 		t.Fatalf("alice after the flood: %v %v", res, err)
+	}
+}
+
+// A flood of 5000 OPTIONS/s that authenticates nothing is over the rate
+// limit (1000/s, burst 2000) and banned within a second; a trusted
+// network's equal flood is not limited at all.
+func TestRequestFloodIsRateLimited(t *testing.T) {
+	n := startNode(t, nodeConfig{extra: "security:\n  trusted: [\"127.0.0.10/32\"]\n"})
+	flood := func(localIP string, d time.Duration) (sent int, banned time.Duration) {
+		u := dialUDPFrom(t, localIP, n.addr())
+		start := time.Now()
+		banned = -1
+		tick := time.NewTicker(time.Millisecond)
+		defer tick.Stop()
+		var polled time.Time
+		for time.Since(start) < d {
+			<-tick.C
+			for want := int(time.Since(start).Seconds() * 5000); sent < want; sent++ {
+				if _, err := u.conn.Write(crlf(u.options("flood-"+strconv.Itoa(sent), ""))); err != nil {
+					t.Fatal(err)
+				}
+			}
+			if banned < 0 && time.Since(polled) > 10*time.Millisecond {
+				polled = time.Now()
+				if code, body := httpGetQuiet("http://" + n.http + "/bans"); code == 200 && strings.Contains(body, `"`+localIP+`"`) {
+					banned = time.Since(start)
+				}
+			}
+		}
+		return sent, banned
+	}
+	sent, banned := flood("127.0.0.9", 1500*time.Millisecond)
+	t.Logf("5000 OPTIONS/s from 127.0.0.9: %d sent, banned after %v", sent, banned.Round(time.Millisecond))
+	if banned < 0 || banned > time.Second {
+		t.Fatalf("the flooding source was banned after %v, want within 1 s", banned)
+	}
+	b, _ := findBan(listBans(t, n), "127.0.0.9")
+	if b.Reason != "rate limit" || b.Until.Sub(b.Since) != time.Minute {
+		t.Fatalf("ban %+v", b)
+	}
+	if v := metricValue(t, n, `sori_abuse_bans_total{reason="rate_limit"}`); v != 1 {
+		t.Fatalf("sori_abuse_bans_total{reason=\"rate_limit\"} = %v", v)
+	}
+	if _, banned := flood("127.0.0.10", 1500*time.Millisecond); banned >= 0 {
+		t.Fatal("a trusted source was banned")
+	}
+	u := dialUDPFrom(t, "127.0.0.10", n.addr())
+	if res := u.transact(u.options("trusted-after", ""), "trusted-after", 1, 3*time.Second); res == nil || res.StatusCode != 200 {
+		t.Fatalf("the trusted source after its flood: %v", res)
 	}
 }
 

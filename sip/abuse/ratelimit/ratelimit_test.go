@@ -127,3 +127,28 @@ func BenchmarkAllowParallel(b *testing.B) {
 		}
 	})
 }
+
+// With sori's defaults (1000/s, burst 2000): a 5000/s flood is over the
+// limit within a second; a NAT address sending 900/s steadily never is.
+func TestDefaultsAgainstAFloodAndANAT(t *testing.T) {
+	t0 := time.Unix(1_700_000_000, 0)
+	l := New(Config{Rate: 1000, Burst: 2000})
+	flood, nat := netip.MustParseAddr("203.0.113.1"), netip.MustParseAddr("203.0.113.2")
+	var limitedAt time.Duration = -1
+	for i := range 5000 {
+		at := time.Duration(i) * 200 * time.Microsecond
+		if !l.Allow(flood, t0.Add(at)) {
+			limitedAt = at
+			break
+		}
+	}
+	if limitedAt < 0 || limitedAt > time.Second {
+		t.Fatalf("a 5000/s flood was limited at %v, want within 1 s", limitedAt)
+	}
+	t.Logf("a 5000/s flood is over the default limit after %v", limitedAt)
+	for i := range 9000 { // 10 s at 900/s
+		if !l.Allow(nat, t0.Add(time.Duration(i)*time.Second/900)) {
+			t.Fatalf("900/s from one address was limited at request %d", i)
+		}
+	}
+}
