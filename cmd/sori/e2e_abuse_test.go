@@ -463,14 +463,15 @@ func TestBanCommand(t *testing.T) {
 	}
 }
 
-// tollGateway is a carrier gateway: OPTIONS 200; an INVITE rings (180)
-// until it is cancelled (200, then 487) when ring is set, else gets 486.
+// tollGateway is a carrier gateway: OPTIONS 200; the n-th INVITE, by
+// act(n), rings (180) until it is cancelled (200, then 487), is answered
+// (200), or is busy (486). Other requests (BYE) get 200.
 type tollGateway struct {
 	conn    *net.UDPConn
 	invites chan *sip.Request
 }
 
-func startTollGateway(t *testing.T, port int, ring func(n int) bool) *tollGateway {
+func startTollGateway(t *testing.T, port int, act func(n int) string) *tollGateway {
 	t.Helper()
 	c, err := net.ListenUDP("udp", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1), Port: port})
 	if err != nil {
@@ -498,7 +499,15 @@ func startTollGateway(t *testing.T, port int, ring func(n int) bool) *tollGatewa
 			case req.IsInvite():
 				invites++
 				g.invites <- req
-				if ring(invites) {
+				switch act(invites) {
+				case "answer":
+					res := sip.NewResponseFromRequest(req, 200, "OK", nil)
+					res.To().Params.Add("tag", "gw")
+					res.AppendHeader(sip.NewHeader("Contact", fmt.Sprintf("<sip:gw@127.0.0.1:%d>", port)))
+					res.SetBody(nil)
+					send(res, from)
+					continue
+				case "ring":
 					res := sip.NewResponseFromRequest(req, 180, "Ringing", nil)
 					res.To().Params.Add("tag", "gw")
 					res.SetBody(nil)
@@ -575,11 +584,11 @@ func cancelOf(invite string) string {
 	return b.String() + "Content-Length: 0\n\n"
 }
 
-// Toll-fraud caps: alice may have one trunk call at a time and three an
-// hour. A second call while the first rings gets 403 naming the limit; the
-// first one's CANCEL, or a failure, frees the place; the fourth call of the
-// hour gets 403 naming the hourly limit. Bob (the default limits) is not
-// affected.
+// Toll-fraud caps: alice may have one trunk call at a time and four an
+// hour. A second call while the first rings, or while one is answered,
+// gets 403 naming the limit; CANCEL, a failure and BYE each free the place;
+// the fifth call of the hour gets 403 naming the hourly limit. Bob (the
+// default limits) is not affected.
 func TestTollFraudCaps(t *testing.T) {
 	gwPort := freeSIPPort(t)
 	an := startAnchor(t)
@@ -590,10 +599,18 @@ trunks:
 routes:
   - {prefix: "+82", trunks: [carrier-a]}
 users:
-  - {name: alice, password: alice-secret, numbers: ["+821011112222"], toll: {max_calls: 1, calls_per_hour: 3}}
+  - {name: alice, password: alice-secret, numbers: ["+821011112222"], toll: {max_calls: 1, calls_per_hour: 4}}
   - {name: bob, password: bob-secret, numbers: ["+821055556666"]}
 `, an.ng, gwPort)})
-	gw := startTollGateway(t, gwPort, func(n int) bool { return n != 2 }) // the 2nd INVITE at the gateway gets 486
+	gw := startTollGateway(t, gwPort, func(n int) string {
+		switch n {
+		case 2:
+			return "busy"
+		case 3:
+			return "answer"
+		}
+		return "ring"
+	})
 
 	alice := newUA(t, n, "udp", "alice")
 	reached := func(what string) {
@@ -645,9 +662,21 @@ users:
 	if res := alice.final(); res.StatusCode != 486 {
 		t.Fatalf("call 2: %d %s", res.StatusCode, res.Reason)
 	}
-	third := ringing("call 3 after a failed one") // hour: 3
-	cancel(alice, third)
-	refused("the 4th call of the hour", "Forbidden: Hourly Trunk Call Limit (3)")
+	alice.call("sip:+821099990003@sori.test") // hour: 3; answered
+	reached("call 3 after a failed one")
+	ok := alice.final()
+	if ok.StatusCode != 200 {
+		t.Fatalf("call 3: %d %s", ok.StatusCode, ok.Reason)
+	}
+	alice.send(alice.inDialog("ACK", 2, ok))
+	refused("a second call while one is answered", "Forbidden: Trunk Call Limit (1 At Once)")
+	alice.send(alice.inDialog("BYE", 3, ok))
+	if res := alice.final(); res.StatusCode != 200 || res.CSeq().MethodName != sip.BYE {
+		t.Fatalf("BYE: %d %s", res.StatusCode, res.Reason)
+	}
+	fourth := ringing("call 4 after a BYE") // hour: 4
+	cancel(alice, fourth)
+	refused("the 5th call of the hour", "Forbidden: Hourly Trunk Call Limit (4)")
 
 	bob := newUA(t, n, "udp", "bob")
 	bobs := bob.call("sip:+821099990003@sori.test")
@@ -658,7 +687,7 @@ users:
 		}
 	}
 	cancel(bob, bobs)
-	for _, want := range []string{`sori_toll_limited_total{limit="concurrent"} 1`, `sori_toll_limited_total{limit="hourly"} 1`} {
+	for _, want := range []string{`sori_toll_limited_total{limit="concurrent"} 2`, `sori_toll_limited_total{limit="hourly"} 1`} {
 		if _, body := httpGet(t, "http://"+n.http+"/metrics"); !strings.Contains(body, want) {
 			t.Errorf("metrics lack %s:\n%s", want, grep(body, "sori_toll"))
 		}
