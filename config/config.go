@@ -12,11 +12,14 @@ import (
 	"net"
 	"net/netip"
 	"os"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
 
 	"gopkg.in/yaml.v3"
+
+	"github.com/sori-voice/sori/sip/abuse/scanner"
 )
 
 // Embedded is the default configuration, used when no file is given.
@@ -35,6 +38,7 @@ type Config struct {
 	Trunks    []Trunk   `yaml:"trunks"`
 	Routes    []Route   `yaml:"routes"`
 	Numbering Numbering `yaml:"numbering"`
+	Security  Security  `yaml:"security"`
 	HTTP      HTTP      `yaml:"http"`
 	Log       Log       `yaml:"log"`
 }
@@ -100,11 +104,56 @@ type Registrar struct {
 
 // User is a static subscriber. Either Password or both HA1 hashes are given.
 type User struct {
-	Name      string   `yaml:"name"`
-	Password  string   `yaml:"password"`
-	HA1MD5    string   `yaml:"ha1_md5"`
-	HA1SHA256 string   `yaml:"ha1_sha256"`
-	Numbers   []string `yaml:"numbers"` // E.164 numbers the user owns, "+821011112222"
+	Name      string    `yaml:"name"`
+	Password  string    `yaml:"password"`
+	HA1MD5    string    `yaml:"ha1_md5"`
+	HA1SHA256 string    `yaml:"ha1_sha256"`
+	Numbers   []string  `yaml:"numbers"` // E.164 numbers the user owns, "+821011112222"
+	Toll      *UserToll `yaml:"toll"`    // overrides security.toll for this user
+}
+
+// UserToll overrides some of security.toll for one user (nil: the default).
+type UserToll struct {
+	MaxCalls     *int `yaml:"max_calls"`
+	CallsPerHour *int `yaml:"calls_per_hour"`
+}
+
+// Security is the abuse protection (sip/abuse).
+type Security struct {
+	// Trusted sources are never limited, banned or checked (with the
+	// trunks' inbound ACLs).
+	Trusted []string `yaml:"trusted"`
+	// Action for a banned source or one over its rate limit: drop (no
+	// answer) or reject (503 with Retry-After).
+	Action       string       `yaml:"action"`
+	RateLimit    RateLimit    `yaml:"rate_limit"`
+	AuthFailures AuthFailures `yaml:"auth_failures"`
+	// Scanners are User-Agent substrings (case-insensitive) whose requests
+	// are dropped unanswered.
+	Scanners []string `yaml:"scanners"`
+	Toll     Toll     `yaml:"toll"`
+}
+
+// RateLimit is the token bucket each source address gets.
+type RateLimit struct {
+	Rate       float64  `yaml:"rate"`  // requests per second, sustained; 0: no limit
+	Burst      float64  `yaml:"burst"` // requests at once
+	BanTime    Duration `yaml:"ban_time"`
+	MaxSources int      `yaml:"max_sources"` // buckets held at most
+}
+
+// AuthFailures bans password guessers.
+type AuthFailures struct {
+	PerSource int      `yaml:"per_source"` // failed digests from one address; 0: off
+	PerUser   int      `yaml:"per_user"`   // failed digests for one user, from anywhere; 0: off
+	Window    Duration `yaml:"window"`
+	BanTime   Duration `yaml:"ban_time"`
+}
+
+// Toll caps each user's trunk calls (0: no limit).
+type Toll struct {
+	MaxCalls     int `yaml:"max_calls"`      // at once
+	CallsPerHour int `yaml:"calls_per_hour"` // per clock hour
 }
 
 // Trunk is a carrier peering over SIP.
@@ -199,6 +248,16 @@ func Default() Config {
 			MaxContacts:    16,
 			StoreTimeout:   Duration(500 * time.Millisecond),
 			RetryAfter:     5,
+		},
+		Security: Security{
+			Action: "drop",
+			// One address may hide thousands of phones (carrier-grade NAT):
+			// 1000/s sustained is a few thousand phones re-registering at
+			// once; a flood of 5000/s empties the burst in 0.5 s.
+			RateLimit:    RateLimit{Rate: 1000, Burst: 2000, BanTime: Duration(time.Minute), MaxSources: 200_000},
+			AuthFailures: AuthFailures{PerSource: 20, PerUser: 50, Window: Duration(time.Minute), BanTime: Duration(15 * time.Minute)},
+			Scanners:     slices.Clone(scanner.Default),
+			Toll:         Toll{MaxCalls: 10, CallsPerHour: 100},
 		},
 		HTTP: HTTP{Listen: "127.0.0.1:9060"},
 		Log:  Log{Level: "info", Format: "text"},
@@ -413,6 +472,7 @@ func (v *validator) check(c *Config) {
 		}
 	}
 
+	v.checkSecurity(c)
 	if c.HTTP.Listen != "" {
 		if _, err := netip.ParseAddrPort(c.HTTP.Listen); err != nil {
 			v.fail("http.listen", "%q is not IP:PORT (empty disables the endpoint)", c.HTTP.Listen)
@@ -513,6 +573,67 @@ func (v *validator) checkTrunks(c *Config) {
 			if !names[t] {
 				v.fail(p+".trunks."+strconv.Itoa(j), "no trunk is named %q", t)
 			}
+		}
+	}
+}
+
+func (v *validator) checkSecurity(c *Config) {
+	s := c.Security
+	for i, p := range s.Trusted {
+		if _, err := netip.ParsePrefix(p); err != nil {
+			v.fail("security.trusted."+strconv.Itoa(i), "%q is not a CIDR prefix", p)
+		}
+	}
+	if s.Action != "drop" && s.Action != "reject" {
+		v.fail("security.action", "%q is not drop or reject", s.Action)
+	}
+	r := s.RateLimit
+	switch {
+	case r.Rate < 0:
+		v.fail("security.rate_limit.rate", "%v is negative (0: no limit)", r.Rate)
+	case r.Rate > 0 && r.Burst < 1:
+		v.fail("security.rate_limit.burst", "%v: a source must be allowed at least 1 request at once", r.Burst)
+	}
+	if r.Rate > 0 && r.BanTime.D() < time.Second {
+		v.fail("security.rate_limit.ban_time", "%v is shorter than 1s", r.BanTime.D())
+	}
+	if r.MaxSources < 1000 {
+		v.fail("security.rate_limit.max_sources", "%d is below 1000", r.MaxSources)
+	}
+	a := s.AuthFailures
+	if a.PerSource < 0 {
+		v.fail("security.auth_failures.per_source", "%d is negative (0: off)", a.PerSource)
+	}
+	if a.PerUser < 0 {
+		v.fail("security.auth_failures.per_user", "%d is negative (0: off)", a.PerUser)
+	}
+	if a.Window.D() < time.Second {
+		v.fail("security.auth_failures.window", "%v is shorter than 1s", a.Window.D())
+	}
+	if a.BanTime.D() < time.Second {
+		v.fail("security.auth_failures.ban_time", "%v is shorter than 1s", a.BanTime.D())
+	}
+	for i, p := range s.Scanners {
+		if strings.TrimSpace(p) == "" {
+			v.fail("security.scanners."+strconv.Itoa(i), "an empty pattern would match nothing")
+		}
+	}
+	if s.Toll.MaxCalls < 0 {
+		v.fail("security.toll.max_calls", "%d is negative (0: no limit)", s.Toll.MaxCalls)
+	}
+	if s.Toll.CallsPerHour < 0 {
+		v.fail("security.toll.calls_per_hour", "%d is negative (0: no limit)", s.Toll.CallsPerHour)
+	}
+	for i, u := range c.Users {
+		if u.Toll == nil {
+			continue
+		}
+		p := "users." + strconv.Itoa(i) + ".toll"
+		if u.Toll.MaxCalls != nil && *u.Toll.MaxCalls < 0 {
+			v.fail(p+".max_calls", "%d is negative (0: no limit)", *u.Toll.MaxCalls)
+		}
+		if u.Toll.CallsPerHour != nil && *u.Toll.CallsPerHour < 0 {
+			v.fail(p+".calls_per_hour", "%d is negative (0: no limit)", *u.Toll.CallsPerHour)
 		}
 	}
 }

@@ -95,6 +95,17 @@ func TestValidationNamesKeyAndLine(t *testing.T) {
 		{"register without auth", "trunks:\n  - name: a\n    gateways: [{address: \"udp:127.0.0.1:5070\"}]\n    register: true\n", "t.yaml:4: trunks.0.register"},
 		{"route to no trunk", "routes:\n  - {prefix: \"+82\", trunks: [carrier-z]}\n", "t.yaml:2: routes.0.trunks.0"},
 		{"route prefix", "routes:\n  - {prefix: \"82x\", trunks: []}\n", "t.yaml:2: routes.0.prefix"},
+		{"trusted not a prefix", "security:\n  trusted:\n    - 10.0.0.0/8\n    - 10.1.2.3\n", "t.yaml:4: security.trusted.1"},
+		{"unknown action", "security:\n  action: tarpit\n", "t.yaml:2: security.action"},
+		{"negative rate", "security:\n  rate_limit:\n    rate: -1\n", "t.yaml:3: security.rate_limit.rate"},
+		{"no burst", "security:\n  rate_limit: {rate: 10, burst: 0}\n", "t.yaml:2: security.rate_limit.burst"},
+		{"short rate ban", "security:\n  rate_limit:\n    ban_time: 10ms\n", "t.yaml:3: security.rate_limit.ban_time"},
+		{"few sources", "security:\n  rate_limit:\n    max_sources: 10\n", "t.yaml:3: security.rate_limit.max_sources"},
+		{"negative per_source", "security:\n  auth_failures:\n    per_source: -3\n", "t.yaml:3: security.auth_failures.per_source"},
+		{"short window", "security:\n  auth_failures:\n    window: 0s\n", "t.yaml:3: security.auth_failures.window"},
+		{"empty scanner pattern", "security:\n  scanners: [sipvicious, \"\"]\n", "t.yaml:2: security.scanners.1"},
+		{"negative toll", "security:\n  toll:\n    calls_per_hour: -1\n", "t.yaml:3: security.toll.calls_per_hour"},
+		{"negative user toll", "users:\n  - name: a\n    password: x\n    toll: {max_calls: -2}\n", "t.yaml:4: users.0.toll.max_calls"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -106,6 +117,28 @@ func TestValidationNamesKeyAndLine(t *testing.T) {
 				t.Fatalf("error %q does not contain %q", err, tt.want)
 			}
 		})
+	}
+}
+
+func TestSecurityDefaultsAndOverrides(t *testing.T) {
+	c, err := Parse("t.yaml", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	s := c.Security
+	if s.Action != "drop" || s.RateLimit.Rate != 1000 || s.RateLimit.Burst != 2000 || s.AuthFailures.PerSource != 20 ||
+		s.Toll.MaxCalls != 10 || len(s.Scanners) < 9 || len(s.Trusted) != 0 {
+		t.Fatalf("security defaults: %+v", s)
+	}
+	c, err = Parse("t.yaml", []byte("security:\n  scanners: []\n  trusted: [\"127.0.0.1/32\"]\nusers:\n  - {name: a, password: x, toll: {max_calls: 0}}\n"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(c.Security.Scanners) != 0 || len(c.Security.Trusted) != 1 {
+		t.Fatalf("scanners %v, trusted %v", c.Security.Scanners, c.Security.Trusted)
+	}
+	if tl := c.Users[0].Toll; tl == nil || tl.MaxCalls == nil || *tl.MaxCalls != 0 || tl.CallsPerHour != nil {
+		t.Fatalf("user toll %+v", tl)
 	}
 }
 

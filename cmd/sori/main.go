@@ -5,6 +5,7 @@
 //	sori user del NAME                       remove a subscriber
 //	sori user list                           list subscribers
 //	sori trunk status                        the carrier gateways of the running sori
+//	sori ban list|add IP [-for 1h] [-reason T]|remove IP   the ban list (Redis, or the running sori)
 package main
 
 import (
@@ -61,6 +62,8 @@ func run(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.
 		return serve(ctx, *configPath, stderr)
 	case "trunk":
 		return trunkCommand(ctx, *configPath, rest[1:], stdout, stderr)
+	case "ban":
+		return banCommand(ctx, *configPath, rest[1:], stdout, stderr)
 	}
-	return usageError{fmt.Errorf("unknown command %q (commands: serve, user, trunk)", rest[0])}
+	return usageError{fmt.Errorf("unknown command %q (commands: serve, user, trunk, ban)", rest[0])}
 }

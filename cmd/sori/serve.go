@@ -25,6 +25,7 @@ import (
 	"github.com/sori-voice/sori/registrar/store"
 	"github.com/sori-voice/sori/registrar/store/memory"
 	"github.com/sori-voice/sori/registrar/store/redisstore"
+	"github.com/sori-voice/sori/sip/abuse/bans"
 	"github.com/sori-voice/sori/sip/anchoring"
 	"github.com/sori-voice/sori/sip/auth"
 	"github.com/sori-voice/sori/sip/callerauth"
@@ -129,6 +130,8 @@ func serve(ctx context.Context, configPath string, logOut io.Writer) error {
 	}
 	self := local.New(cfg.SIP.Domain, addrs...)
 	authn := auth.New(dig, auth.Directory{Static: staticUsers(cfg), Store: st}, reg, auth.WithSelf(self))
+	guard, banList := abuseGuard(ctx, cfg, st, log, reg)
+	authn.Failures = guard // failed digests ban password guessers
 	reg.MustRegister(bindingsGauge(st))
 
 	rg := registrar.New(self, authn, st, registrar.Policy{
@@ -169,14 +172,17 @@ func serve(ctx context.Context, configPath string, logOut io.Writer) error {
 	}
 	pcfg.Networks = networkClassifier(cfg)
 	pcfg.Trunks = trunkTable(cfg)
+	pcfg.Tolls = tollGuard(cfg, st, reg)
 	px = proxy.New(pcfg)
 
-	// A request's path through sori: sanity checks, OPTIONS to the server,
-	// REGISTER, hop limits and loops, caller authentication, forwarding.
+	// A request's path through sori: abuse checks (bans, rate limits,
+	// scanners), sanity checks, OPTIONS to the server, REGISTER, hop limits
+	// and loops, caller authentication, forwarding.
 	opts := options.Plugin{Self: self, Supported: strings.Join(supported, ", ")}
 	allow := chain.Allow(opts, rg, px)
 	opts.Allow = allow
 	plugins := []chain.Plugin{
+		guard,
 		sanity.Plugin{Supported: supported, Self: self},
 		opts,
 		rg,
@@ -222,7 +228,7 @@ func serve(ctx context.Context, configPath string, logOut io.Writer) error {
 
 	var httpSrv *http.Server
 	if cfg.HTTP.Listen != "" {
-		httpSrv, err = startHTTP(cfg.HTTP, reg, st, pcfg.Trunks, log)
+		httpSrv, err = startHTTP(cfg.HTTP, reg, st, pcfg.Trunks, banList, log)
 		if err != nil {
 			_ = srv.Shutdown(context.Background())
 			return err
@@ -254,7 +260,7 @@ func storeName(s string) string {
 	return scheme + "://" + rest
 }
 
-func startHTTP(c config.HTTP, reg *prometheus.Registry, st store.Store, tt *trunks.Table, log *slog.Logger) (*http.Server, error) {
+func startHTTP(c config.HTTP, reg *prometheus.Registry, st store.Store, tt *trunks.Table, bl *bans.List, log *slog.Logger) (*http.Server, error) {
 	addr := c.Listen
 	mux := http.NewServeMux()
 	if c.PProf {
@@ -277,6 +283,7 @@ func startHTTP(c config.HTTP, reg *prometheus.Registry, st store.Store, tt *trun
 		w.Header().Set("Content-Type", "application/json")
 		_ = json.NewEncoder(w).Encode(tt.Status(time.Now()))
 	})
+	banRoutes(mux, bl)
 	hs := &http.Server{Addr: addr, Handler: mux, ReadHeaderTimeout: 5 * time.Second}
 	ln, err := net.Listen("tcp", addr)
 	if err != nil {

@@ -8,6 +8,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net/netip"
 	"slices"
 	"strings"
 
@@ -54,12 +55,22 @@ type Lookup interface {
 	Subscriber(ctx context.Context, name string) (store.Subscriber, error)
 }
 
+// FailureReporter is told of each failed digest: a wrong password or an
+// unknown user (digest.Mismatch), from src. Not of a request without
+// credentials, nor of a stale nonce.
+type FailureReporter interface {
+	AuthFailed(src netip.Addr, user string)
+}
+
 // Authenticator checks requests against a directory of subscribers.
 type Authenticator struct {
 	digest   *digest.Authenticator
 	users    Lookup
 	self     Self
 	failures *prometheus.CounterVec
+	// Failures, when set, learns of every mismatch (sip/abuse bans
+	// password guessers).
+	Failures FailureReporter
 }
 
 // Self tells which URIs name this server (sip/local.Identity).
@@ -142,6 +153,11 @@ func (a *Authenticator) Check(ctx context.Context, req *sip.Request, kind Kind) 
 	}
 	if res != digest.OK {
 		a.failures.WithLabelValues(res.String()).Inc()
+		if res == digest.Mismatch && a.Failures != nil {
+			if src, err := netip.ParseAddrPort(req.Source()); err == nil {
+				a.Failures.AuthFailed(src.Addr(), c.Username)
+			}
+		}
 		return Outcome{Present: true, Result: res}, nil
 	}
 	return Outcome{User: c.Username, Result: res, Present: true}, nil

@@ -3,6 +3,7 @@ package auth
 import (
 	"context"
 	"errors"
+	"net/netip"
 	"strings"
 	"testing"
 	"time"
@@ -196,5 +197,58 @@ func TestCheckDigestURIMustBeTheRequestURI(t *testing.T) {
 		if c.want == digest.BadURI && lookups != before {
 			t.Errorf("digest uri %s: the user was looked up", c.uri)
 		}
+	}
+}
+
+type failures []string
+
+func (f *failures) AuthFailed(src netip.Addr, user string) { *f = append(*f, src.String()+" "+user) }
+
+// Only a wrong password or an unknown user is reported, with the source:
+// not a request without credentials, a stale nonce or a replay.
+func TestFailuresAreReportedWithTheSource(t *testing.T) {
+	d, err := digest.New("sori.test", []string{"MD5"}, []byte("auth-test-secret-0123"), time.Minute)
+	if err != nil {
+		t.Fatal(err)
+	}
+	now := time.Now()
+	d.SetClock(func() time.Time { return now })
+	a := New(d, Directory{Static: map[string]store.Subscriber{"alice": NewSubscriber("alice", "sori.test", "pw")}}, nil)
+	var got failures
+	a.Failures = &got
+	challenge := a.Challenge(chaintest.Request(t, chaintest.Raw("REGISTER", "sip:sori.test")), WWW, false).GetHeader("WWW-Authenticate").Value()
+	check := func(user, password string) digest.Result {
+		req := chaintest.Request(t, chaintest.Raw("REGISTER", "sip:sori.test", "Authorization: "+credentials(t, challenge, "REGISTER", user, password)))
+		req.SetSource("192.0.2.5:5062")
+		out, err := a.Check(context.Background(), req, WWW)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return out.Result
+	}
+	tests := []struct {
+		name           string
+		user, password string
+		after          time.Duration
+		want           digest.Result
+		reported       int
+	}{
+		{"right password", "alice", "pw", 0, digest.OK, 0},
+		{"wrong password", "alice", "guess", 0, digest.Mismatch, 1},
+		{"unknown user", "mallory", "x", 0, digest.Mismatch, 2},
+		{"stale nonce", "alice", "pw", 2 * time.Minute, digest.Stale, 2},
+	}
+	for _, tt := range tests {
+		now = now.Add(tt.after)
+		if r := check(tt.user, tt.password); r != tt.want || len(got) != tt.reported {
+			t.Fatalf("%s: %v with %d reports (%v), want %v with %d", tt.name, r, len(got), got, tt.want, tt.reported)
+		}
+	}
+	if got[0] != "192.0.2.5 alice" || got[1] != "192.0.2.5 mallory" {
+		t.Fatalf("reports %v", got)
+	}
+	// Without credentials nothing is reported.
+	if _, err := a.Check(context.Background(), chaintest.Request(t, chaintest.Raw("REGISTER", "sip:sori.test")), WWW); err != nil || len(got) != 2 {
+		t.Fatalf("a request without credentials was reported: %v", got)
 	}
 }

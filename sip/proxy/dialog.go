@@ -193,6 +193,7 @@ func (p *Proxy) MediaTimeout(callID string, media map[string]calls.MediaQuality)
 	p.log.Info("media stopped: ending the call", "call_id", callID)
 	p.recordMedia(dl, media)
 	p.cfg.Calls.End(callID, calls.MediaTimeout, "media-timeout")
+	p.callEnded(callID)
 	for _, side := range [][2]*end{{&dl.callee, &dl.caller}, {&dl.caller, &dl.callee}} {
 		bye, err := p.request(sip.BYE, dl, side[0], side[1], side[1].cseq+1)
 		if err != nil {

@@ -347,6 +347,7 @@ func (f *fork) maybeFinish() {
 	_ = f.w.Respond(res)
 	if f.call != nil {
 		f.call.Fail(res.StatusCode, res.Reason, false, f.timedOut, f.started)
+		f.p.callEnded(f.in.CallID().Value())
 	}
 	f.endMedia()
 }
@@ -438,6 +439,7 @@ func (f *fork) callerCancelled() {
 	f.cancelPending()
 	if f.call != nil {
 		f.call.Fail(487, "Request Terminated", true, false, f.started)
+		f.p.callEnded(f.in.CallID().Value())
 	}
 	f.endMedia()
 }

@@ -22,6 +22,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/sori-voice/sori/registrar/store"
+	"github.com/sori-voice/sori/sip/abuse/tollfraud"
 	"github.com/sori-voice/sori/sip/callerauth"
 	"github.com/sori-voice/sori/sip/calls"
 	"github.com/sori-voice/sori/sip/chain"
@@ -62,6 +63,15 @@ type Media interface {
 	Delete(ctx context.Context, callID string) map[string]calls.MediaQuality
 }
 
+// Tolls caps each user's calls to carrier trunks (sip/abuse/tollfraud).
+type Tolls interface {
+	// Begin counts a call out; a *tollfraud.LimitError refuses it (403),
+	// another error means the count could not be kept (503).
+	Begin(ctx context.Context, user, callID string) error
+	// End stops counting it (a call not Begun is ignored).
+	End(callID string)
+}
+
 // Config configures a Proxy.
 type Config struct {
 	Self      *local.Identity
@@ -71,6 +81,7 @@ type Config struct {
 	Media     Media                // nil: media flows end to end
 	Networks  *networks.Classifier // names each side's network in call records
 	Trunks    *trunks.Table        // numbers to carriers; nil: no calls to numbers
+	Tolls     Tolls                // per-user caps on trunk calls; nil: none
 	Advertise string               // host[:port] written in Via and Record-Route; empty: the listener's
 	TimerC    time.Duration        // no-answer timeout of an INVITE branch group
 	// DialogTimeout is how long an answered call is remembered without a
@@ -220,6 +231,7 @@ func (p *Proxy) offer(ctx context.Context, w chain.ResponseWriter, req *sip.Requ
 		_ = w.Respond(res)
 		if call != nil {
 			call.Fail(503, res.Reason, false, false, 0)
+			p.callEnded(req.CallID().Value())
 		}
 		return false
 	}
@@ -262,7 +274,7 @@ func (p *Proxy) route(ctx context.Context, req *sip.Request) ([][]target, bool, 
 			case !mine && carrier != "":
 				return nil, false, 404, "Not Found" // a carrier calling a number that is not ours
 			case !mine:
-				return p.outbound(ctx, n)
+				return p.outbound(ctx, req, n)
 			case carrier == "" && callerauth.User(ctx) == "":
 				// Numbers are reached from the phone network through a
 				// carrier, or by our own users; not by anyone else.
@@ -284,7 +296,7 @@ func (p *Proxy) route(ctx context.Context, req *sip.Request) ([][]target, bool, 
 // outbound sends a number to the phone network, gateway by gateway.
 // Only an authenticated user of ours may: anything else would let anyone
 // call out at the operator's cost.
-func (p *Proxy) outbound(ctx context.Context, e164 string) ([][]target, bool, int, string) {
+func (p *Proxy) outbound(ctx context.Context, req *sip.Request, e164 string) ([][]target, bool, int, string) {
 	caller := callerauth.User(ctx)
 	if caller == "" {
 		return nil, false, 403, "Forbidden: Calls Out Need Authentication"
@@ -295,6 +307,18 @@ func (p *Proxy) outbound(ctx context.Context, e164 string) ([][]target, bool, in
 	}
 	if len(gws) == 0 {
 		return nil, false, 503, "Service Unavailable: No Gateway Available" // all down, or trunks at their limit
+	}
+	if p.cfg.Tolls != nil && req.IsInvite() {
+		// Counted until the call ends, whichever way (callEnded).
+		if err := p.cfg.Tolls.Begin(ctx, caller, req.CallID().Value()); err != nil {
+			var limit *tollfraud.LimitError
+			if errors.As(err, &limit) {
+				p.log.Warn("trunk call refused: user over a toll limit", "user", caller, "number", e164, "limit", limit.Limit, "max", limit.Max)
+				return nil, false, 403, "Forbidden: " + limit.Reason()
+			}
+			p.log.Warn("trunk call refused: toll count unavailable", "user", caller, "error", err)
+			return nil, false, 503, "Service Unavailable"
+		}
 	}
 	pai := ""
 	if sub, err := p.cfg.Users.Subscriber(ctx, caller); err == nil && len(sub.Numbers) > 0 {
@@ -401,8 +425,19 @@ func (p *Proxy) inDialog(ctx context.Context, w chain.ResponseWriter, req *sip.R
 		}
 	}
 	p.cfg.Calls.Bye(callID, req.From().Params.GetOr("tag", ""))
+	p.callEnded(callID)
+}
+
+// callEnded releases what a call held: its trunk's call slot and its
+// caller's toll count. Every way an initial INVITE ends comes here: a
+// failure or CANCEL before the answer, BYE, a media timeout; calls that
+// never end are let go at sip.dialog_timeout by each counter itself.
+func (p *Proxy) callEnded(callID string) {
 	if p.cfg.Trunks != nil {
 		p.cfg.Trunks.End(callID)
+	}
+	if p.cfg.Tolls != nil {
+		p.cfg.Tolls.End(callID)
 	}
 }
 

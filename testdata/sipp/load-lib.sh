@@ -63,6 +63,8 @@ http:
   pprof: true
 log:
   level: warn
+security:
+  trusted: ["127.0.0.1/32"]   # the load generator: one source sending far over any per-source limit
 ${3:-}
 users:
 YAML

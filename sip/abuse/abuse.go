@@ -1,0 +1,175 @@
+// Package abuse is the first link of sori's chain: it keeps scanners,
+// floods and password guessers away from everything behind it. A request
+// from a banned source is dropped (or answered 503, per configuration), so
+// is one from a source over its rate limit (which bans it), and one from a
+// known scanner's User-Agent is dropped without an answer. Failed digests
+// reported by sip/auth ban their source after a threshold.
+//
+// Banned and Allow are plain methods so that a transport can call them on
+// a packet's source before it parses the packet.
+package abuse
+
+import (
+	"context"
+	"log/slog"
+	"net/netip"
+	"strconv"
+	"time"
+
+	"github.com/emiago/sipgo/sip"
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/sori-voice/sori/sip/abuse/authfail"
+	"github.com/sori-voice/sori/sip/abuse/bans"
+	"github.com/sori-voice/sori/sip/abuse/ratelimit"
+	"github.com/sori-voice/sori/sip/abuse/scanner"
+	"github.com/sori-voice/sori/sip/chain"
+)
+
+// Config of a Guard. Nil parts are off.
+type Config struct {
+	// Exempt are sources no check applies to: trusted networks and the
+	// carriers' inbound ACLs.
+	Exempt      []netip.Prefix
+	Reject      bool // answer 503 with Retry-After instead of dropping
+	RetryAfter  int  // seconds, with Reject
+	Bans        *bans.List
+	Limiter     *ratelimit.Limiter
+	RateBanTime time.Duration
+	Scanners    *scanner.Matcher
+	AuthFails   *authfail.Counter
+	AuthBanTime time.Duration
+	Log         *slog.Logger
+	Registerer  prometheus.Registerer // nil: no metrics
+}
+
+// Guard is the abuse checks.
+type Guard struct {
+	c       Config
+	dropped *prometheus.CounterVec
+	banned  *prometheus.CounterVec
+	// the dropped counters by reason, looked up once
+	dropBanned, dropRate, dropScanner prometheus.Counter
+}
+
+// New returns a Guard.
+func New(c Config) *Guard {
+	g := &Guard{c: c,
+		dropped: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "sori_abuse_dropped_total",
+			Help: "Requests dropped (or answered 503 with security.action reject) before the chain: banned source, over its rate limit, scanner User-Agent.",
+		}, []string{"reason"}),
+		banned: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "sori_abuse_bans_total",
+			Help: "Sources this node banned, by reason: rate_limit, auth_failures.",
+		}, []string{"reason"}),
+	}
+	g.dropBanned = g.dropped.WithLabelValues("banned")
+	g.dropRate = g.dropped.WithLabelValues("rate_limit")
+	g.dropScanner = g.dropped.WithLabelValues("scanner")
+	g.banned.WithLabelValues("rate_limit")
+	g.banned.WithLabelValues("auth_failures")
+	if c.Registerer != nil {
+		c.Registerer.MustRegister(g.dropped, g.banned)
+		if c.Bans != nil {
+			c.Registerer.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+				Name: "sori_abuse_bans",
+				Help: "Banned sources in this node's copy of the ban list.",
+			}, func() float64 { return float64(c.Bans.Len()) }))
+		}
+	}
+	return g
+}
+
+// Exempt reports whether no check applies to src.
+func (g *Guard) Exempt(src netip.Addr) bool {
+	src = src.Unmap()
+	for _, p := range g.c.Exempt {
+		if p.Contains(src) {
+			return true
+		}
+	}
+	return false
+}
+
+// Banned reports whether src is banned (never when exempt).
+func (g *Guard) Banned(src netip.Addr) bool {
+	return g.c.Bans != nil && g.c.Bans.Banned(src) && !g.Exempt(src)
+}
+
+// Allow takes a request from src's rate limit at now; false when src is
+// over it, and src is then banned for the rate limit's ban time. Exempt
+// sources are always allowed.
+func (g *Guard) Allow(src netip.Addr, now time.Time) bool {
+	if g.c.Limiter == nil || g.c.Limiter.Allow(src, now) || g.Exempt(src) {
+		return true
+	}
+	if g.c.Bans != nil && g.c.Bans.Post(bans.Ban{Address: src, Reason: "rate limit", Since: now, Until: now.Add(g.c.RateBanTime)}) {
+		g.banned.WithLabelValues("rate_limit").Inc()
+		g.c.Log.Warn("source banned: over the rate limit", "source", src, "for", g.c.RateBanTime)
+	}
+	return false
+}
+
+// AuthFailed is told of every failed digest (sip/auth's FailureReporter):
+// past a threshold the source is banned.
+func (g *Guard) AuthFailed(src netip.Addr, user string) {
+	if g.c.AuthFails == nil || g.c.Bans == nil || g.Exempt(src) {
+		return
+	}
+	now := time.Now()
+	ban, reason := g.c.AuthFails.Failed(src, user, now)
+	if !ban {
+		return
+	}
+	if g.c.Bans.Post(bans.Ban{Address: src, Reason: reason, Since: now, Until: now.Add(g.c.AuthBanTime)}) {
+		g.banned.WithLabelValues("auth_failures").Inc()
+		g.c.Log.Warn("source banned: failed authentications", "source", src, "user", user, "reason", reason, "for", g.c.AuthBanTime)
+	}
+}
+
+// Scanner reports whether ua is a known scanner's User-Agent.
+func (g *Guard) Scanner(ua string) bool { return g.c.Scanners != nil && g.c.Scanners.Match(ua) }
+
+// Methods implements chain.Plugin.
+func (*Guard) Methods() []string { return nil }
+
+// Wrap implements chain.Plugin.
+func (g *Guard) Wrap(next chain.Handler) chain.Handler {
+	return chain.HandlerFunc(func(ctx context.Context, w chain.ResponseWriter, req *sip.Request) {
+		ap, err := netip.ParseAddrPort(req.Source())
+		if err != nil {
+			next.ServeSIP(ctx, w, req)
+			return
+		}
+		src := ap.Addr()
+		if g.Exempt(src) {
+			next.ServeSIP(ctx, w, req)
+			return
+		}
+		switch {
+		case g.c.Bans != nil && g.c.Bans.Banned(src):
+			g.refuse(w, req, g.dropBanned)
+		case !g.Allow(src, time.Now()):
+			g.refuse(w, req, g.dropRate)
+		case g.c.Scanners != nil && g.scannerUA(req):
+			g.dropScanner.Inc() // never an answer: a scanner learns nothing
+		default:
+			next.ServeSIP(ctx, w, req)
+		}
+	})
+}
+
+func (g *Guard) scannerUA(req *sip.Request) bool {
+	h := chain.Header(req, "User-Agent")
+	return h != nil && g.c.Scanners.Match(h.Value())
+}
+
+// refuse drops req (a handler that returns without answering), or answers
+// 503 with Retry-After; ACK is never answered.
+func (g *Guard) refuse(w chain.ResponseWriter, req *sip.Request, counter prometheus.Counter) {
+	counter.Inc()
+	if g.c.Reject && !req.IsAck() {
+		_ = chain.Reply(w, req, 503, "Service Unavailable", sip.NewHeader("Retry-After", strconv.Itoa(g.c.RetryAfter)))
+	}
+}

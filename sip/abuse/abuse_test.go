@@ -1,0 +1,128 @@
+package abuse
+
+import (
+	"log/slog"
+	"net/netip"
+	"testing"
+	"time"
+
+	"github.com/emiago/sipgo/sip"
+
+	"github.com/sori-voice/sori/sip/abuse/authfail"
+	"github.com/sori-voice/sori/sip/abuse/bans"
+	"github.com/sori-voice/sori/sip/abuse/ratelimit"
+	"github.com/sori-voice/sori/sip/abuse/scanner"
+	"github.com/sori-voice/sori/sip/chain/chaintest"
+)
+
+func guard(reject bool) *Guard {
+	return New(Config{
+		Exempt:      []netip.Prefix{netip.MustParsePrefix("10.0.0.0/8")},
+		Reject:      reject,
+		RetryAfter:  7,
+		Bans:        bans.New("test", nil, slog.Default()),
+		Limiter:     ratelimit.New(ratelimit.Config{Rate: 1, Burst: 3}),
+		RateBanTime: time.Minute,
+		Scanners:    scanner.New(scanner.Default),
+		AuthFails:   authfail.New(authfail.Config{PerSource: 2, Window: time.Minute}),
+		AuthBanTime: time.Hour,
+		Log:         slog.Default(),
+	})
+}
+
+func request(t testing.TB, src string, extra ...string) *sip.Request {
+	req := chaintest.Request(t, chaintest.Raw("OPTIONS", "sip:sori.test", extra...))
+	req.SetSource(src)
+	return req
+}
+
+func TestChainLink(t *testing.T) {
+	type try struct {
+		src      string
+		ua       string
+		wantPass bool
+		wantCode int // 0: no answer
+	}
+	tests := []struct {
+		name   string
+		reject bool
+		prep   func(g *Guard)
+		tries  []try
+	}{
+		{"a normal request passes", false, nil, []try{{"192.0.2.1:5060", "Linphone/5.2", true, 0}}},
+		{"a scanner is dropped without an answer", false, nil, []try{{"192.0.2.1:5060", "friendly-scanner", false, 0}}},
+		{"a banned source is dropped", false, func(g *Guard) {
+			g.c.Bans.Post(bans.Ban{Address: netip.MustParseAddr("192.0.2.1"), Until: time.Now().Add(time.Hour)})
+		}, []try{{"192.0.2.1:5060", "", false, 0}, {"192.0.2.2:5060", "", true, 0}}},
+		{"a banned source gets 503 with reject", true, func(g *Guard) {
+			g.c.Bans.Post(bans.Ban{Address: netip.MustParseAddr("192.0.2.1"), Until: time.Now().Add(time.Hour)})
+		}, []try{{"192.0.2.1:5060", "", false, 503}}},
+		{"over the rate limit: dropped, then banned", false, nil, []try{
+			{"192.0.2.1:5060", "", true, 0}, {"192.0.2.1:5061", "", true, 0}, {"192.0.2.1:5062", "", true, 0},
+			{"192.0.2.1:5063", "", false, 0}, {"192.0.2.2:5060", "", true, 0},
+		}},
+		{"exempt sources: never limited, banned nor checked for scanners", false, func(g *Guard) {
+			g.c.Bans.Post(bans.Ban{Address: netip.MustParseAddr("10.1.1.1"), Until: time.Now().Add(time.Hour)})
+		}, []try{
+			{"10.1.1.1:5060", "friendly-scanner", true, 0}, {"10.1.1.1:5060", "", true, 0}, {"10.1.1.1:5060", "", true, 0},
+			{"10.1.1.1:5060", "", true, 0}, {"10.1.1.1:5060", "", true, 0},
+		}},
+		{"failed digests ban the source", false, func(g *Guard) {
+			g.AuthFailed(netip.MustParseAddr("192.0.2.1"), "alice")
+			g.AuthFailed(netip.MustParseAddr("192.0.2.1"), "alice")
+			g.AuthFailed(netip.MustParseAddr("10.0.0.1"), "alice") // exempt
+			g.AuthFailed(netip.MustParseAddr("10.0.0.1"), "alice")
+		}, []try{{"192.0.2.1:5060", "", false, 0}, {"10.0.0.1:5060", "", true, 0}}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			g := guard(tt.reject)
+			if tt.prep != nil {
+				tt.prep(g)
+			}
+			for i, tr := range tt.tries {
+				var extra []string
+				if tr.ua != "" {
+					extra = append(extra, "User-Agent: "+tr.ua)
+				}
+				res, passed := chaintest.Serve(t, g, request(t, tr.src, extra...))
+				code := 0
+				if res != nil {
+					code = res.StatusCode
+				}
+				if passed != tr.wantPass || code != tr.wantCode {
+					t.Fatalf("try %d from %s: passed %v, answer %d; want %v, %d", i, tr.src, passed, code, tr.wantPass, tr.wantCode)
+				}
+				if code == 503 && (res.GetHeader("Retry-After") == nil || res.GetHeader("Retry-After").Value() != "7") {
+					t.Fatalf("503 without Retry-After: 7:\n%s", res)
+				}
+			}
+		})
+	}
+	g := guard(false)
+	for range 4 {
+		g.Allow(netip.MustParseAddr("192.0.2.9"), time.Now())
+	}
+	if !g.Banned(netip.MustParseAddr("192.0.2.9")) {
+		t.Fatal("a source over the rate limit is not in the ban list")
+	}
+	if bs := g.c.Bans.List(time.Now()); len(bs) != 1 || bs[0].Reason != "rate limit" || bs[0].Until.Sub(bs[0].Since) != time.Minute {
+		t.Fatalf("ban list %+v", bs)
+	}
+}
+
+// BenchmarkChainLink is the cost of the link for a normal request: source
+// parse, ban check, rate limit, User-Agent check.
+func BenchmarkChainLink(b *testing.B) {
+	g := New(Config{
+		Bans: bans.New("test", nil, slog.Default()), Limiter: ratelimit.New(ratelimit.Config{Rate: 1e9, Burst: 1e9}),
+		Scanners: scanner.New(scanner.Default), Log: slog.Default(),
+	})
+	req := request(b, "192.0.2.1:5060", "User-Agent: Linphone/5.2.0 (belle-sip/5.2.0)")
+	h := g.Wrap(nopHandler{})
+	b.ReportAllocs()
+	b.ResetTimer()
+	for i := 0; i < b.N; i++ {
+		h.ServeSIP(b.Context(), nil, req)
+	}
+}
