@@ -25,6 +25,7 @@ import (
 	"github.com/sori-voice/sori/registrar/store"
 	"github.com/sori-voice/sori/registrar/store/memory"
 	"github.com/sori-voice/sori/registrar/store/redisstore"
+	"github.com/sori-voice/sori/sip/abuse"
 	"github.com/sori-voice/sori/sip/abuse/bans"
 	"github.com/sori-voice/sori/sip/anchoring"
 	"github.com/sori-voice/sori/sip/auth"
@@ -40,6 +41,7 @@ import (
 	"github.com/sori-voice/sori/sip/proxy"
 	"github.com/sori-voice/sori/sip/sanity"
 	"github.com/sori-voice/sori/sip/server"
+	"github.com/sori-voice/sori/sip/transport"
 	"github.com/sori-voice/sori/sip/trunks"
 )
 
@@ -194,6 +196,7 @@ func serve(ctx context.Context, configPath string, logOut io.Writer) error {
 	handler := chain.Build(methods.NotAllowed{Allow: allow}, plugins...)
 
 	srv, err := server.New(handler, server.Options{
+		Gate:       screen{guard},
 		Listeners:  cfg.Listeners(),
 		Product:    "Sori/" + Version,
 		RetryAfter: cfg.Registrar.RetryAfter,
@@ -246,6 +249,20 @@ func serve(ctx context.Context, configPath string, logOut io.Writer) error {
 	}
 	log.Info("sori stopped")
 	return err
+}
+
+// screen is the abuse guard as the transport's gate: a source is screened
+// before its packets are parsed.
+type screen struct{ g *abuse.Guard }
+
+func (s screen) Admit(src netip.Addr, now time.Time) transport.Verdict {
+	switch s.g.Admit(src, now) {
+	case abuse.Drop:
+		return transport.Drop
+	case abuse.Reject:
+		return transport.Reject
+	}
+	return transport.Pass
 }
 
 // storeName hides credentials in a store URL for logs.

@@ -1,19 +1,15 @@
-// Package abuse is the first link of sori's chain: it keeps scanners,
-// floods and password guessers away from everything behind it. A request
-// from a banned source is dropped (or answered 503, per configuration), so
-// is one from a source over its rate limit (which bans it), and one from a
-// known scanner's User-Agent is dropped without an answer. Failed digests
-// reported by sip/auth ban their source after a threshold.
-//
-// Banned and Allow are plain methods so that a transport can call them on
-// a packet's source before it parses the packet.
+// Package abuse keeps scanners, floods and password guessers away from
+// sori. Admit screens a packet's source before the transport parses it: a
+// banned source is dropped (or answered 503, per configuration), so is one
+// over its rate limit (which bans it). The chain link (the first of the
+// chain) drops a known scanner's User-Agent without an answer. Failed
+// digests reported by sip/auth ban their source after a threshold.
 package abuse
 
 import (
 	"context"
 	"log/slog"
 	"net/netip"
-	"strconv"
 	"time"
 
 	"github.com/emiago/sipgo/sip"
@@ -128,48 +124,59 @@ func (g *Guard) AuthFailed(src netip.Addr, user string) {
 	}
 }
 
+// Verdict is what Admit decides about a source.
+type Verdict uint8
+
+// Admit's verdicts.
+const (
+	Pass   Verdict = iota
+	Drop           // no answer
+	Reject         // 503 with Retry-After (security.action: reject)
+)
+
+// Admit screens a packet from src at now, before it is parsed: exempt
+// sources pass, a banned source or one over its rate limit does not.
+func (g *Guard) Admit(src netip.Addr, now time.Time) Verdict {
+	var counter prometheus.Counter
+	switch {
+	case g.Exempt(src):
+		return Pass
+	case g.c.Bans != nil && g.c.Bans.Banned(src):
+		counter = g.dropBanned
+	case !g.Allow(src, now):
+		counter = g.dropRate
+	default:
+		return Pass
+	}
+	counter.Inc()
+	if g.c.Reject {
+		return Reject
+	}
+	return Drop
+}
+
 // Scanner reports whether ua is a known scanner's User-Agent.
 func (g *Guard) Scanner(ua string) bool { return g.c.Scanners != nil && g.c.Scanners.Match(ua) }
 
 // Methods implements chain.Plugin.
 func (*Guard) Methods() []string { return nil }
 
-// Wrap implements chain.Plugin.
+// Wrap implements chain.Plugin: a request from a known scanner's
+// User-Agent is dropped without an answer (a scanner learns nothing).
+// Sources were screened by Admit already.
 func (g *Guard) Wrap(next chain.Handler) chain.Handler {
 	return chain.HandlerFunc(func(ctx context.Context, w chain.ResponseWriter, req *sip.Request) {
-		ap, err := netip.ParseAddrPort(req.Source())
-		if err != nil {
-			next.ServeSIP(ctx, w, req)
-			return
+		if g.c.Scanners != nil && g.scannerUA(req) {
+			if ap, err := netip.ParseAddrPort(req.Source()); err != nil || !g.Exempt(ap.Addr()) {
+				g.dropScanner.Inc()
+				return
+			}
 		}
-		src := ap.Addr()
-		if g.Exempt(src) {
-			next.ServeSIP(ctx, w, req)
-			return
-		}
-		switch {
-		case g.c.Bans != nil && g.c.Bans.Banned(src):
-			g.refuse(w, req, g.dropBanned)
-		case !g.Allow(src, time.Now()):
-			g.refuse(w, req, g.dropRate)
-		case g.c.Scanners != nil && g.scannerUA(req):
-			g.dropScanner.Inc() // never an answer: a scanner learns nothing
-		default:
-			next.ServeSIP(ctx, w, req)
-		}
+		next.ServeSIP(ctx, w, req)
 	})
 }
 
 func (g *Guard) scannerUA(req *sip.Request) bool {
 	h := chain.Header(req, "User-Agent")
 	return h != nil && g.c.Scanners.Match(h.Value())
-}
-
-// refuse drops req (a handler that returns without answering), or answers
-// 503 with Retry-After; ACK is never answered.
-func (g *Guard) refuse(w chain.ResponseWriter, req *sip.Request, counter prometheus.Counter) {
-	counter.Inc()
-	if g.c.Reject && !req.IsAck() {
-		_ = chain.Reply(w, req, 503, "Service Unavailable", sip.NewHeader("Retry-After", strconv.Itoa(g.c.RetryAfter)))
-	}
 }

@@ -33,16 +33,13 @@ func newBadInput(log *slog.Logger, reg prometheus.Registerer) *badInput {
 	b := &badInput{log: log, tokens: logBurst, last: time.Now(),
 		counter: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "sori_sip_bad_messages_total",
-			Help: "Received messages refused before the handler chain, by transport and answer (the status code sent, none, or gated for a source the gate screened out).",
+			Help: "Received messages refused before the handler chain because they are malformed, by transport and answer (the status code sent, or none).",
 		}, []string{"transport", "answer"})}
 	if reg != nil {
 		reg.MustRegister(b.counter)
 	}
 	return b
 }
-
-// gated counts a message the Gate kept out (not logged: a flood would flood the log).
-func (b *badInput) gated() { b.counter.WithLabelValues("any", "gated").Inc() }
 
 func (b *badInput) refused(c Conn, code int, reason string, data []byte, answered bool) {
 	answer := "none"

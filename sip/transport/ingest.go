@@ -21,10 +21,8 @@ func (t *Transport) ingest(data []byte, c Conn) {
 	if g := t.opts.Gate; g != nil {
 		switch g.Admit(c.Remote().Addr(), time.Now()) {
 		case Drop:
-			t.bad.gated()
-			return
+			return // the gate counts what it keeps out
 		case Reject:
-			t.bad.gated()
 			if reply := wire.Reply(data, 503, "Service Unavailable", t.opts.Server); reply != nil {
 				_ = c.Write(withRetryAfter(reply, t.opts.RetryAfter))
 			}
