@@ -105,6 +105,8 @@ func (r *Registrar) handle(ctx context.Context, req *sip.Request) (*sip.Response
 		return r.auth.Challenge(req, auth.WWW, false), "challenged"
 	case out.Result == digest.BadURI:
 		return reply(req, 400, "Digest URI Does Not Match Request-URI"), "bad_request"
+	case out.Result == digest.Malformed:
+		return reply(req, 400, "Malformed Credentials"), "bad_request"
 	case out.Result == digest.Stale || out.Result == digest.Replay:
 		return r.auth.Challenge(req, auth.WWW, true), "challenged"
 	case out.Result != digest.OK:
@@ -190,6 +192,10 @@ func (r *Registrar) parse(req *sip.Request, now time.Time) (store.Update, *sip.R
 	}
 	for _, h := range contacts {
 		c := h.(*sip.ContactHeader)
+		if r.self.IsLocalURI(c.Address) {
+			// A call forked to it would come straight back: a loop.
+			return u, reply(req, 403, "Forbidden: Contact Is This Server"), "forbidden"
+		}
 		expires := headerExpires
 		if v, ok := c.Params.Get("expires"); ok {
 			n, err := strconv.ParseUint(strings.TrimSpace(v), 10, 32)

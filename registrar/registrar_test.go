@@ -478,3 +478,83 @@ func TestOtherMethodsPassThrough(t *testing.T) {
 		t.Fatalf("OPTIONS answered by the registrar: %v", res)
 	}
 }
+
+// What a REGISTER with broken, foreign or abusive credentials or contacts
+// gets: 400 for what is malformed, a new challenge for what is merely not
+// acceptable, 403 for what is forbidden; never 200, and nothing stored.
+func TestCredentialAndContactVariants(t *testing.T) {
+	contact := []string{"Contact: <sip:alice@10.0.0.1>", "Expires: 600"}
+	tests := []struct {
+		name    string
+		headers []string
+		auth    func(ch string) string // the Authorization value, from the challenge
+		want    int
+	}{
+		{"unterminated quotes", contact, func(ch string) string {
+			return `Digest username="alice, realm="sori.test", nonce="x, uri=sip:sori.test, response="`
+		}, 400},
+		{"no response", contact, func(ch string) string {
+			return strings.Replace(answer(t, ch, "alice", "alice-secret", 1), "response=", "xresponse=", 1)
+		}, 400},
+		{"qop without cnonce and nc", contact, func(ch string) string {
+			c := answer(t, ch, "alice", "alice-secret", 1)
+			return stripParams(c, "cnonce", "nc")
+		}, 400},
+		{"an algorithm not offered", contact, func(ch string) string {
+			return strings.Replace(answer(t, ch, "alice", "alice-secret", 1), "algorithm=MD5", "algorithm=SHA-999", 1)
+		}, 401},
+		{"Basic", contact, func(string) string { return "Basic YWxpY2U6YWxpY2Utc2VjcmV0" }, 401},
+		{"another realm", contact, func(ch string) string {
+			return strings.Replace(answer(t, ch, "alice", "alice-secret", 1), `realm="sori.test"`, `realm="evil.example.org"`, 1)
+		}, 401},
+		{"a forged nonce", contact, func(ch string) string {
+			return answer(t, strings.Replace(ch, `nonce="`, `nonce="AAAA`, 1), "alice", "alice-secret", 1)
+		}, 401},
+		{"a huge unknown username", contact, func(ch string) string {
+			return answer(t, ch, strings.Repeat("u", 8000), "alice-secret", 1)
+		}, 401},
+		{"a contact pointing at sori itself", []string{"Contact: <sip:alice@127.0.0.1:5060>", "Expires: 600"}, func(ch string) string {
+			return answer(t, ch, "alice", "alice-secret", 1)
+		}, 403},
+		{"a contact naming sori's domain", []string{"Contact: <sip:alice@sori.test>", "Expires: 600"}, func(ch string) string {
+			return answer(t, ch, "alice", "alice-secret", 1)
+		}, 403},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			h := newHarness(t, "MD5")
+			r := request{user: "alice", cseq: 1, headers: tt.headers}
+			res := h.send(r.raw(""))
+			if res.StatusCode != 401 {
+				t.Fatalf("unauthenticated: %d", res.StatusCode)
+			}
+			r.cseq++
+			res = h.send(r.raw(tt.auth(res.GetHeader("WWW-Authenticate").Value())))
+			if res.StatusCode != tt.want {
+				t.Fatalf("got %d %s, want %d", res.StatusCode, res.Reason, tt.want)
+			}
+			if bs, _ := h.store.Lookup(context.Background(), "alice@sori.test", h.now); len(bs) != 0 {
+				t.Fatalf("stored %v", bs)
+			}
+		})
+	}
+}
+
+// stripParams removes name=value parameters from a credentials value.
+func stripParams(cred string, names ...string) string {
+	head, rest, _ := strings.Cut(cred, " ")
+	var keep []string
+	for _, p := range strings.Split(rest, ",") {
+		k, _, _ := strings.Cut(strings.TrimSpace(p), "=")
+		drop := false
+		for _, n := range names {
+			if strings.EqualFold(k, n) {
+				drop = true
+			}
+		}
+		if !drop {
+			keep = append(keep, strings.TrimSpace(p))
+		}
+	}
+	return head + " " + strings.Join(keep, ", ")
+}

@@ -123,6 +123,15 @@ func (a *Authenticator) Check(ctx context.Context, req *sip.Request, kind Kind) 
 	}
 	c, ok := a.digest.Select(values)
 	if !ok {
+		for _, v := range values {
+			if isDigest(v) {
+				if _, err := digest.ParseCredentials(v); err != nil {
+					// Digest credentials that do not parse: 400, as Kamailio answers.
+					a.failures.WithLabelValues(digest.Malformed.String()).Inc()
+					return Outcome{Present: true, Result: digest.Malformed}, nil
+				}
+			}
+		}
 		return Outcome{}, nil
 	}
 	if !SameURI(c.URI, req.Recipient, a.self) {
@@ -161,6 +170,11 @@ func (a *Authenticator) Check(ctx context.Context, req *sip.Request, kind Kind) 
 		return Outcome{Present: true, Result: res}, nil
 	}
 	return Outcome{User: c.Username, Result: res, Present: true}, nil
+}
+
+func isDigest(v string) bool {
+	v = strings.TrimSpace(v)
+	return len(v) > 6 && strings.EqualFold(v[:6], "digest") && (v[6] == ' ' || v[6] == '\t')
 }
 
 // SameURI reports whether a digest-uri designates the resource the

@@ -89,6 +89,9 @@ func (p Plugin) Wrap(next chain.Handler) chain.Handler {
 		case out.Result == digest.BadURI:
 			_ = chain.Reply(w, req, 400, "Digest URI Does Not Match Request-URI")
 			return
+		case out.Result == digest.Malformed:
+			_ = chain.Reply(w, req, 400, "Malformed Credentials")
+			return
 		case out.Result == digest.Stale || out.Result == digest.Replay:
 			_ = w.Respond(p.Auth.Challenge(req, auth.Proxy, true))
 			return

@@ -41,6 +41,9 @@ func ParseCredentials(s string) (Credentials, error) {
 			return c, errors.New("digest: parameter without value")
 		}
 		key := strings.TrimSpace(s[:eq])
+		if !isToken(key) {
+			return c, errors.New("digest: parameter name is not a token")
+		}
 		s = strings.TrimLeft(s[eq+1:], " \t")
 		var val string
 		if strings.HasPrefix(s, `"`) {
@@ -109,4 +112,21 @@ func unescape(s string) string {
 		b.WriteByte(s[i])
 	}
 	return b.String()
+}
+
+// isToken reports whether s is an RFC 3261 token (what a parameter name is).
+func isToken(s string) bool {
+	if s == "" {
+		return false
+	}
+	for i := 0; i < len(s); i++ {
+		c := s[i]
+		switch {
+		case c >= 'a' && c <= 'z', c >= 'A' && c <= 'Z', c >= '0' && c <= '9':
+		case strings.IndexByte("-.!%*_+`'~", c) >= 0:
+		default:
+			return false
+		}
+	}
+	return true
 }

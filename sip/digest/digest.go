@@ -66,13 +66,14 @@ const (
 	Stale            // correct response, but the nonce expired
 	Replay           // correct response, but the nonce-count was already used
 	BadNonce         // nonce not issued by us (or tampered with)
-	BadParams        // missing or unsupported qop, algorithm or parameters
+	BadParams        // an algorithm or qop we did not offer: challenged again
 	Mismatch         // wrong response: bad password or unknown user
 	BadURI           // digest-uri is not the Request-URI (RFC 7616 §3.4.6): 400, not a challenge
+	Malformed        // unparsable, or a parameter missing or invalid: 400, not a challenge
 )
 
 func (r Result) String() string {
-	return [...]string{"ok", "stale", "replay", "bad_nonce", "bad_params", "mismatch", "bad_uri"}[r]
+	return [...]string{"ok", "stale", "replay", "bad_nonce", "bad_params", "mismatch", "bad_uri", "malformed"}[r]
 }
 
 // Authenticator issues challenges and verifies credentials for one realm.
@@ -158,19 +159,19 @@ type HA1Func func(alg Algorithm) (ha1 string, ok bool, err error)
 // Verify checks credentials for a request with the given method. lookup is
 // called only once the nonce and parameters are known to be ours.
 func (a *Authenticator) Verify(method string, c Credentials, lookup HA1Func) (Result, error) {
+	if c.Username == "" || c.URI == "" || c.Response == "" || c.Nonce == "" {
+		return Malformed, nil
+	}
 	alg, ok := ParseAlgorithm(c.Algorithm)
 	if !ok || !a.offers(alg) {
-		return BadParams, nil
-	}
-	if c.Username == "" || c.URI == "" || c.Response == "" || c.Cnonce == "" || c.NC == "" {
 		return BadParams, nil
 	}
 	if !strings.EqualFold(c.QOP, "auth") {
 		return BadParams, nil
 	}
 	nc, ok := parseNC(c.NC)
-	if !ok {
-		return BadParams, nil
+	if !ok || c.Cnonce == "" {
+		return Malformed, nil // qop=auth requires both (RFC 7616 §3.4)
 	}
 	n, ok := a.nonces.check(c.Nonce)
 	if !ok {

@@ -124,9 +124,13 @@ func TestVerifyRejects(t *testing.T) {
 		{"auth-int", func(c Credentials) Credentials { c.QOP = "auth-int"; return c }, BadParams},
 		{"algorithm not offered", func(c Credentials) Credentials { c.Algorithm = "SHA-256"; return c }, BadParams},
 		{"unknown algorithm", func(c Credentials) Credentials { c.Algorithm = "SHA-512"; return c }, BadParams},
-		{"nc zero", func(c Credentials) Credentials { c.NC = "00000000"; return c }, BadParams},
-		{"nc not hex", func(c Credentials) Credentials { c.NC = "0000000g"; return c }, BadParams},
-		{"no cnonce", func(c Credentials) Credentials { c.Cnonce = ""; return c }, BadParams},
+		{"nc zero", func(c Credentials) Credentials { c.NC = "00000000"; return c }, Malformed},
+		{"nc not hex", func(c Credentials) Credentials { c.NC = "0000000g"; return c }, Malformed},
+		{"no nc", func(c Credentials) Credentials { c.NC = ""; return c }, Malformed},
+		{"no cnonce", func(c Credentials) Credentials { c.Cnonce = ""; return c }, Malformed},
+		{"no response", func(c Credentials) Credentials { c.Response = ""; return c }, Malformed},
+		{"no username", func(c Credentials) Credentials { c.Username = ""; return c }, Malformed},
+		{"no uri", func(c Credentials) Credentials { c.URI = ""; return c }, Malformed},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -191,7 +195,9 @@ func TestParseCredentials(t *testing.T) {
 	if c != want {
 		t.Fatalf("got %+v\nwant %+v", c, want)
 	}
-	for _, bad := range []string{"Basic abc", `Digest username="open`, "Digest =x", ""} {
+	for _, bad := range []string{"Basic abc", `Digest username="open`, "Digest =x", "",
+		// unbalanced quotes that happen to pair up further on
+		`Digest username="alice, realm="sori.test", nonce="x, uri=sip:sori.test, response="`} {
 		if _, err := ParseCredentials(bad); err == nil {
 			t.Errorf("%q parsed", bad)
 		}
