@@ -98,49 +98,66 @@ func TestCheckInfo(t *testing.T) {
 	}
 }
 
-// TestCheckValid: forms RFC 3261 allows (and a few it does not that phones
+// validForms are forms RFC 3261 allows (and a few it does not that phones
 // send), each in a message Check must pass.
+var validForms = []struct {
+	name string
+	data []byte
+}{
+	{"sips URI with password, params and escapes", msg("OPTIONS sips:al%20ice:pa$$@sori.test:5061;transport=tls;lr SIP/2.0")},
+	{"URI without user", msg("OPTIONS sip:sori.test SIP/2.0")},
+	{"URI params with a bracketed maddr", msg("OPTIONS sip:192.0.2.1:5060;maddr=[2001:db8::1] SIP/2.0")},
+	{"lower-case version", msg("OPTIONS sip:sori.test sip/2.0")},
+	{"tel URI with params", msg("INVITE tel:+1-201-555-0123;ext=1234;phone-context=sori.test SIP/2.0")},
+	{"Via with LWS, IPv6 received, maddr, ttl, empty rport, quoted value", msg("OPTIONS sip:sori.test SIP/2.0",
+		`Via: SIP / 2.0 / UDP 192.0.2.9 : 5062 ; received = [2001:db8::9] ; maddr=224.2.0.1;ttl=16;rport;x="q s"`)},
+	{"Via with rport value", msg("OPTIONS sip:sori.test SIP/2.0", "Via: SIP/2.0/TCP host.example.com;rport=5070;branch=z9hG4bK2")},
+	{"several Contacts, q and expires", msg("REGISTER sip:sori.test SIP/2.0",
+		`Contact: <sip:a@192.0.2.1>;q=1.000;expires=3600, "A" <sip:a@192.0.2.2>;q=0.5, sip:a@192.0.2.3;q=0`)},
+	{"Contact: *", msg("REGISTER sip:sori.test SIP/2.0", "Contact:  * ", "Expires: 0")},
+	{"URI headers inside <>", msg("REFER sip:sori.test SIP/2.0", "Refer-To: <sip:b@h?Replaces=abc%40h%3Bto-tag%3D1>",
+		"Contact: <sip:a@h?Subject=hi&Priority=>")},
+	{"Route and Record-Route lists", msg("BYE sip:sori.test SIP/2.0",
+		"Route: <sip:p1.sori.test;lr>, <sip:p2.sori.test;lr>", "Record-Route: <sip:[2001:db8::1]:5060;lr;transport=tcp>")},
+	{"quoted-pair in a display name", msg("OPTIONS sip:sori.test SIP/2.0", `Contact: "a \"b\" \\ c" <sip:a@h>`)},
+	{"UTF-8 display name, unquoted (liberal)", msg("OPTIONS sip:sori.test SIP/2.0", "Contact: Jörg Müller <sip:j@h>")},
+	{"absolute URIs in Contact", msg("OPTIONS sip:sori.test SIP/2.0", "Contact: <mailto:a@example.com>, <http://[2001:db8::1]/x#y>")},
+	{"Content-Type with a quoted parameter", msg("MESSAGE sip:sori.test SIP/2.0", `Content-Type: text/plain ; charset="utf-8"`)},
+	{"empty unknown header, UTF-8 unknown header", msg("OPTIONS sip:sori.test SIP/2.0", "Subject:", "X-Name: 소리")},
+	{"folds with HTAB and spaces", msg("OPTIONS sip:sori.test SIP/2.0", "X-Long: a,\r\n\tb,\r\n  c")},
+	{"Authorization with quoted commas and semicolons", msg("REGISTER sip:sori.test SIP/2.0",
+		`Authorization: Digest username="alice", realm="sori.test", nonce="a,b;c", uri="sip:sori.test", response="00", algorithm=MD5`)},
+	{"Max-Forwards 0 with leading zeros", msg("OPTIONS sip:sori.test SIP/2.0", "Max-Forwards: 000")},
+	{"no Max-Forwards (RFC 2543)", msg("OPTIONS sip:sori.test SIP/2.0", "-Max-Forwards")},
+	{"Content-Length with LWS, folded", msg("OPTIONS sip:sori.test SIP/2.0", "Content-Length :\r\n 0 ")},
+	{"response code 699, any reason", []byte("SIP/2.0 699 Whatever (it is) \"so\"\r\nVia: SIP/2.0/UDP h\r\nFrom: <sip:a@b>;tag=1\r\n" +
+		"To: <sip:c@d>\r\nCall-ID: x\r\nCSeq: 1 BYE\r\n\r\n")},
+	{"IPv4-mapped IPv6 host with port", msg("OPTIONS sip:a@[::ffff:192.0.2.1]:5060 SIP/2.0")},
+	{"hostname with trailing dot and underscore", msg("OPTIONS sip:a@sip_1.sori.test. SIP/2.0")},
+	{"word characters in Call-ID", msg("OPTIONS sip:sori.test SIP/2.0", `Call-ID: a!%*_+`+"`"+`'~()<>:\"/[]?{}@h`)},
+	{"CSeq number 0", msg("OPTIONS sip:sori.test SIP/2.0", "CSeq: 0 OPTIONS")},
+	{"huge Expires means 2**32-1", msg("OPTIONS sip:sori.test SIP/2.0", "Expires: 99999999999999999999999999")},
+	{"From in addr-spec form with header params", msg("OPTIONS sip:sori.test SIP/2.0", "From: sip:a@sori.test;tag=1;x=\"y\"")},
+	// RFC 3261's own examples (§20, §19.1.3).
+	{"RFC 3261 Contact example", msg("REGISTER sip:sori.test SIP/2.0",
+		`Contact: "Mr. Watson" <sip:watson@worcester.bell-telephone.com>;q=0.7; expires=3600, "Mr. Watson" <mailto:watson@bell-telephone.com> ;q=0.1`)},
+	{"RFC 3261 From/To examples", msg("OPTIONS sip:sori.test SIP/2.0", `From: "A. G. Bell" <sip:agb@bell-telephone.com> ;tag=a48s`,
+		"To: The Operator <sip:operator@cs.columbia.edu>;tag=287447")},
+	{"RFC 3261 Content-Type example", msg("MESSAGE sip:sori.test SIP/2.0",
+		`Content-Type: multipart/signed; protocol="application/pkcs7-signature"; micalg=sha1; boundary=boundary42`)},
+	{"RFC 3261 URI with user=phone", msg("INVITE sip:+1-212-555-1212:1234@gateway.com;user=phone SIP/2.0")},
+	{"RFC 3261 URI with maddr and ttl", msg("INVITE sip:alice@atlanta.com;maddr=239.255.255.1;ttl=15 SIP/2.0")},
+	{"RFC 3261 user part with a semicolon", msg("INVITE sip:alice;day=tuesday@atlanta.com SIP/2.0")},
+	{"RFC 3261 Via examples", msg("OPTIONS sip:sori.test SIP/2.0",
+		"Via: SIP/2.0/UDP erlang.bell-telephone.com:5060;branch=z9hG4bK87asdks7, SIP/2.0/UDP 192.0.2.1:5060 ;received=192.0.2.207;branch=z9hG4bK77asjd")},
+	{"GRUU and instance in Contact", msg("REGISTER sip:sori.test SIP/2.0",
+		`Contact: <sip:callee@192.0.2.1;gr=urn:uuid:f81d4fae-7dec-11d0-a765-00a0c91e6bf6>;+sip.instance="<urn:uuid:f81d4fae-7dec-11d0-a765-00a0c91e6bf6>";reg-id=1;+sip.ice`)},
+	{"WebSocket Via and Record-Route", msg("INVITE sip:bob@sori.test SIP/2.0", "Via: SIP/2.0/WSS df7jal23ls0d.invalid;branch=z9hG4bKasudf;rport",
+		"Record-Route: <sip:192.0.2.5;transport=ws;r2=on;lr=on;ftag=abc;nat=yes>")},
+}
+
 func TestCheckValid(t *testing.T) {
-	tests := []struct {
-		name string
-		data []byte
-	}{
-		{"sips URI with password, params and escapes", msg("OPTIONS sips:al%20ice:pa$$@sori.test:5061;transport=tls;lr SIP/2.0")},
-		{"URI without user", msg("OPTIONS sip:sori.test SIP/2.0")},
-		{"URI params with a bracketed maddr", msg("OPTIONS sip:192.0.2.1:5060;maddr=[2001:db8::1] SIP/2.0")},
-		{"lower-case version", msg("OPTIONS sip:sori.test sip/2.0")},
-		{"tel URI with params", msg("INVITE tel:+1-201-555-0123;ext=1234;phone-context=sori.test SIP/2.0")},
-		{"Via with LWS, IPv6 received, maddr, ttl, empty rport, quoted value", msg("OPTIONS sip:sori.test SIP/2.0",
-			`Via: SIP / 2.0 / UDP 192.0.2.9 : 5062 ; received = [2001:db8::9] ; maddr=224.2.0.1;ttl=16;rport;x="q s"`)},
-		{"Via with rport value", msg("OPTIONS sip:sori.test SIP/2.0", "Via: SIP/2.0/TCP host.example.com;rport=5070;branch=z9hG4bK2")},
-		{"several Contacts, q and expires", msg("REGISTER sip:sori.test SIP/2.0",
-			`Contact: <sip:a@192.0.2.1>;q=1.000;expires=3600, "A" <sip:a@192.0.2.2>;q=0.5, sip:a@192.0.2.3;q=0`)},
-		{"Contact: *", msg("REGISTER sip:sori.test SIP/2.0", "Contact:  * ", "Expires: 0")},
-		{"URI headers inside <>", msg("REFER sip:sori.test SIP/2.0", "Refer-To: <sip:b@h?Replaces=abc%40h%3Bto-tag%3D1>",
-			"Contact: <sip:a@h?Subject=hi&Priority=>")},
-		{"Route and Record-Route lists", msg("BYE sip:sori.test SIP/2.0",
-			"Route: <sip:p1.sori.test;lr>, <sip:p2.sori.test;lr>", "Record-Route: <sip:[2001:db8::1]:5060;lr;transport=tcp>")},
-		{"quoted-pair in a display name", msg("OPTIONS sip:sori.test SIP/2.0", `Contact: "a \"b\" \\ c" <sip:a@h>`)},
-		{"UTF-8 display name, unquoted (liberal)", msg("OPTIONS sip:sori.test SIP/2.0", "Contact: Jörg Müller <sip:j@h>")},
-		{"absolute URIs in Contact", msg("OPTIONS sip:sori.test SIP/2.0", "Contact: <mailto:a@example.com>, <http://[2001:db8::1]/x#y>")},
-		{"Content-Type with a quoted parameter", msg("MESSAGE sip:sori.test SIP/2.0", `Content-Type: text/plain ; charset="utf-8"`)},
-		{"empty unknown header, UTF-8 unknown header", msg("OPTIONS sip:sori.test SIP/2.0", "Subject:", "X-Name: 소리")},
-		{"folds with HTAB and spaces", msg("OPTIONS sip:sori.test SIP/2.0", "X-Long: a,\r\n\tb,\r\n  c")},
-		{"Authorization with quoted commas and semicolons", msg("REGISTER sip:sori.test SIP/2.0",
-			`Authorization: Digest username="alice", realm="sori.test", nonce="a,b;c", uri="sip:sori.test", response="00", algorithm=MD5`)},
-		{"Max-Forwards 0 with leading zeros", msg("OPTIONS sip:sori.test SIP/2.0", "Max-Forwards: 000")},
-		{"no Max-Forwards (RFC 2543)", msg("OPTIONS sip:sori.test SIP/2.0", "-Max-Forwards")},
-		{"Content-Length with LWS, folded", msg("OPTIONS sip:sori.test SIP/2.0", "Content-Length :\r\n 0 ")},
-		{"response code 699, any reason", []byte("SIP/2.0 699 Whatever (it is) \"so\"\r\nVia: SIP/2.0/UDP h\r\nFrom: <sip:a@b>;tag=1\r\n" +
-			"To: <sip:c@d>\r\nCall-ID: x\r\nCSeq: 1 BYE\r\n\r\n")},
-		{"IPv4-mapped IPv6 host with port", msg("OPTIONS sip:a@[::ffff:192.0.2.1]:5060 SIP/2.0")},
-		{"hostname with trailing dot and underscore", msg("OPTIONS sip:a@sip_1.sori.test. SIP/2.0")},
-		{"word characters in Call-ID", msg("OPTIONS sip:sori.test SIP/2.0", `Call-ID: a!%*_+`+"`"+`'~()<>:\"/[]?{}@h`)},
-		{"CSeq number 0", msg("OPTIONS sip:sori.test SIP/2.0", "CSeq: 0 OPTIONS")},
-		{"huge Expires means 2**32-1", msg("OPTIONS sip:sori.test SIP/2.0", "Expires: 99999999999999999999999999")},
-		{"From in addr-spec form with header params", msg("OPTIONS sip:sori.test SIP/2.0", "From: sip:a@sori.test;tag=1;x=\"y\"")},
-	}
-	for _, tt := range tests {
+	for _, tt := range validForms {
 		t.Run(tt.name, func(t *testing.T) {
 			if info, f := Check(tt.data); f != nil || info.Kind == Garbage {
 				t.Fatalf("Check = %v (%v):\n%s", f, info.Kind, tt.data)

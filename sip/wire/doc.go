@@ -22,12 +22,12 @@
 // valid message, and its work is linear in the message. Measured with
 // BenchmarkCheck and BenchmarkSipgoParse on this package's INVITE (1.1 KB
 // with a Linphone SDP offer) and REGISTER (830 bytes, with a digest
-// Authorization), on a shared 2-core Xeon (go test -bench . -benchmem):
-// Check takes 0.95-1.05 µs and 0 allocs for the INVITE, 1.0-1.15 µs and 0
-// allocs for the REGISTER; sipgo's ParseMessage on the same messages takes
-// 3.1-5.0 µs with 46 and 50 allocations. A valid message thus costs about a
-// third more than sipgo alone, and a bad one is refused before sipgo
-// allocates anything. No library validates SIP at this level: the grammar
+// Authorization), on a shared 2-core Xeon (go test -bench . -benchmem
+// -count 5): Check takes 0.97-1.1 µs and 0 allocs for the INVITE, 0.99-1.09
+// µs and 0 allocs for the REGISTER; sipgo's ParseMessage on the same
+// messages takes 3.2-3.5 µs with 46 and 50 allocations. A valid message
+// thus costs about a third more than sipgo alone, and a bad one is refused
+// before sipgo allocates anything. No library validates SIP at this level: the grammar
 // is RFC 3261 §25.1's, checked header by header (Via, From, To, Contact,
 // Route, Record-Route, Call-ID, CSeq, Max-Forwards, Content-Length,
 // Content-Type, Expires), with control characters refused everywhere else

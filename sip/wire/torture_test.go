@@ -201,6 +201,7 @@ var wantCheck = map[string]result{
 	"extra/no-blank-line":          req(400, "Missing Blank Line After Headers"),
 	"extra/scheme-chars":           req(416, "Unsupported URI Scheme"),
 	"extra/scheme-chars-contact":   ok,
+	"extra/contact-list-bare":      ok,
 	"extra/tel-ruri":               ok,
 	"extra/limits":                 ok,
 	"extra/ipv6-loopback":          ok,
