@@ -170,24 +170,27 @@ func (s *stream) consume(buf []byte, crlf *int) ([]byte, bool) {
 			break
 		}
 		*crlf = 0
-		_, n, err := wire.Frame(buf[off:])
+		skip, n, err := wire.Frame(buf[off:])
 		switch {
 		case errors.Is(err, wire.ErrIncomplete):
 			if len(buf)-off > maxBuffered {
-				s.t.refuse(buf[off:], wire.Info{Kind: wire.Request}, 413, "Message Too Large", s)
+				s.t.refuse(buf[off:], wire.Info{Kind: wire.Request}, 513, "Message Too Large", s)
 				return nil, false
 			}
 			return buf[:copy(buf, buf[off:])], true
 		case err != nil:
 			var fe *wire.FramingError
-			code, reason := 400, "Bad Message Framing"
+			code, reason, head := 400, "Bad Message Framing", buf[off:]
 			if errors.As(err, &fe) {
 				code, reason = fe.Code, fe.Reason
+				if fe.End > skip && fe.End <= len(head) {
+					head = head[skip:fe.End]
+				}
 			}
-			s.t.refuse(buf[off:], wire.Info{Kind: wire.Request}, code, reason, s)
+			s.t.refuse(head, wire.Info{Kind: wire.Request}, code, reason, s)
 			return nil, false
 		}
-		s.t.ingest(buf[off:off+n], s)
+		s.t.ingest(buf[off+skip:off+n], s)
 		off += n
 	}
 	return buf[:copy(buf, buf[off:])], true

@@ -80,16 +80,21 @@ func param(d []byte, i, e int, bareIPv6 bool) (name, val Span, next int, p textP
 		}
 		return name, Span{v, k + 1}, k + 1, textOK
 	}
-	bits := cToken
-	if bareIPv6 {
-		bits |= cIPv6
+	// Liberal past the grammar's token / host: any visible character but
+	// the separators, as phones put ':' and the like in unquoted values
+	// and nothing here interprets them.
+	w := v
+	for w < e && d[w] > ' ' && d[w] < 0x7f && !sep(d[w]) {
+		w++
 	}
-	w := run(d, v, e, bits)
 	if w == v {
 		return name, Span{v, v}, v, textBadValue
 	}
 	return name, Span{v, w}, w, textOK
 }
+
+// sep reports the characters that end an unquoted parameter value.
+func sep(c byte) bool { return c == ';' || c == ',' || c == '"' || c == '<' || c == '>' || c == '=' }
 
 // paramFault names a parameter problem found in where.
 func paramFault(p textProblem, where string) *Fault {

@@ -100,17 +100,16 @@ func expires(d []byte, i, e int) *Fault {
 	return nil
 }
 
-// callID checks Call-ID = word [ "@" word ] (RFC 3261 §25.1).
+// callID checks the Call-ID: one run of visible characters, no LWS inside.
+// RFC 3261 §25.1 says word [ "@" word ], but UAs put base64 ('=') and other
+// characters in it, and a Call-ID is only ever compared as a string, so
+// anything visible is accepted, as Kamailio does.
 func (c *checker) callID(i, e int) *Fault {
 	d := c.d
 	i = skipLWS(d, i, e)
-	j := run(d, i, e, cWord)
-	if j < e && d[j] == '@' {
-		k := run(d, j+1, e, cWord)
-		if k == j+1 {
-			return bad("Bad Call-ID")
-		}
-		j = k
+	j := i
+	for j < e && d[j] > ' ' && d[j] != 0x7f {
+		j++
 	}
 	if j == i || skipLWS(d, j, e) != e {
 		return bad("Bad Call-ID")
