@@ -21,9 +21,24 @@ type tortureCase struct {
 	expectN                                             int
 }
 
+// loadTorture reads the RFC cases and sori's own (extra/), whose files are
+// named relative to testdata/torture too.
 func loadTorture(t *testing.T) []tortureCase {
 	t.Helper()
-	f, err := os.Open(filepath.Join(repoRoot(t), "testdata", "torture", "manifest.tsv"))
+	out := loadManifest(t, "manifest.tsv")
+	if len(out) < 70 {
+		t.Fatalf("manifest has %d cases", len(out))
+	}
+	extra := loadManifest(t, filepath.Join("extra", "manifest.tsv"))
+	if len(extra) < 50 {
+		t.Fatalf("extra manifest has %d cases", len(extra))
+	}
+	return append(out, extra...)
+}
+
+func loadManifest(t *testing.T, name string) []tortureCase {
+	t.Helper()
+	f, err := os.Open(filepath.Join(repoRoot(t), "testdata", "torture", name))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -46,9 +61,6 @@ func loadTorture(t *testing.T) []tortureCase {
 		}
 		n, _ := strconv.Atoi(c[10])
 		out = append(out, tortureCase{name: c[0], file: c[1], transport: c[2], kind: c[3], validity: c[4], rule: c[5], prefer: c[6], expectN: max(n, 1)})
-	}
-	if len(out) < 70 {
-		t.Fatalf("manifest has %d cases", len(out))
 	}
 	return out
 }

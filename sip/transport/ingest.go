@@ -42,6 +42,9 @@ func (t *Transport) ingest(data []byte, c Conn) {
 	if info.Length > 0 && info.Length < len(data) {
 		msg = data[:info.Length] // a datagram's bytes after the body are not part of it (RFC 3261 §18.3)
 	}
+	if info.Body > 0 && info.Body <= len(msg) {
+		msg = withCRLF(msg, info.Body)
+	}
 	m, err := t.parser.ParseSIP(msg)
 	if err != nil {
 		t.refuse(data, info, 400, reasonPhrase(err.Error()), c)

@@ -139,7 +139,7 @@ func New(o Options) *Transport {
 	return &Transport{
 		opts:    o,
 		log:     o.Log,
-		parser:  sip.NewParser(),
+		parser:  newParser(),
 		bad:     newBadInput(o.Log, o.Registerer),
 		local:   map[string]netip.AddrPort{},
 		streams: map[netip.AddrPort]*stream{},

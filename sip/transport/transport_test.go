@@ -384,3 +384,53 @@ func TestGate(t *testing.T) {
 		u.Close()
 	}
 }
+
+// What sipgo's parser refuses though RFC 3261 allows it reaches the
+// handler: bare LF line ends, an addr-spec after ", " in a Contact list, a
+// Contact URI scheme with '.' in it.
+func TestParsesWhatSipgoRefuses(t *testing.T) {
+	base := strings.Replace(request("lenient", "192.0.2.1"), "SIP/2.0/TCP", "SIP/2.0/UDP", 1)
+	for _, c := range []struct {
+		name, msg string
+		check     func(*sip.Request) error
+	}{
+		{"bare LF", strings.ReplaceAll(base, "\r\n", "\n"), nil},
+		{"Contact list with an addr-spec after a space", strings.Replace(base, "Content-Length", "Contact: <sip:a@192.0.2.1>, sip:b@192.0.2.2;q=0.5\r\nContent-Length", 1),
+			func(r *sip.Request) error {
+				if n := len(r.GetHeaders("Contact")); n != 2 {
+					return fmt.Errorf("%d Contacts", n)
+				}
+				return nil
+			}},
+		{"Contact scheme with a dot", strings.Replace(base, "Content-Length", "Contact: <soap.beep://192.0.2.10:3002>\r\nContent-Length", 1),
+			func(r *sip.Request) error {
+				if h := r.GetHeader("Contact"); h == nil || h.Value() != "<soap.beep://192.0.2.10:3002>" {
+					return fmt.Errorf("Contact %v", h)
+				}
+				return nil
+			}},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			f := start(t, nil)
+			u, err := net.Dial("udp", f.udp)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer u.Close()
+			_, _ = u.Write([]byte(c.msg))
+			select {
+			case <-f.h.got:
+			case <-time.After(2 * time.Second):
+				t.Fatal("not handed up")
+			}
+			f.h.mu.Lock()
+			req := f.h.requests[0]
+			f.h.mu.Unlock()
+			if c.check != nil {
+				if err := c.check(req); err != nil {
+					t.Fatal(err)
+				}
+			}
+		})
+	}
+}
