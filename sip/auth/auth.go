@@ -10,6 +10,7 @@ import (
 	"fmt"
 	"net/netip"
 	"slices"
+	"strconv"
 	"strings"
 
 	"github.com/emiago/sipgo/sip"
@@ -187,9 +188,11 @@ func isDigest(v string) bool {
 // server it talks to. A digest-uri that is not a SIP URI must equal the
 // Request-URI as written.
 func SameURI(digestURI string, ruri sip.Uri, self Self) bool {
-	var u sip.Uri
-	if err := sip.ParseUri(digestURI, &u); err != nil || u.Host == "" {
-		return digestURI == ruri.String()
+	u, ok := plainSIPURI(digestURI)
+	if !ok {
+		if err := sip.ParseUri(digestURI, &u); err != nil || u.Host == "" {
+			return digestURI == ruri.String()
+		}
 	}
 	if !sipScheme(u.Scheme) || !sipScheme(ruri.Scheme) {
 		return strings.EqualFold(u.Scheme, ruri.Scheme) && u.User == ruri.User && strings.EqualFold(u.Host, ruri.Host) && u.Port == ruri.Port
@@ -198,6 +201,35 @@ func SameURI(digestURI string, ruri sip.Uri, self Self) bool {
 		return u.User == "" || u.User == ruri.User
 	}
 	return u.User == ruri.User && strings.EqualFold(u.Host, ruri.Host) && port(u) == port(ruri)
+}
+
+// plainSIPURI reads the usual digest-uri, sip:[user@]host[:port][;params],
+// without allocating (it is on every authenticated request); anything less
+// plain (escapes, IPv6, headers) is left to sipgo's parser.
+func plainSIPURI(s string) (sip.Uri, bool) {
+	var u sip.Uri
+	scheme, rest, ok := strings.Cut(s, ":")
+	if !ok || !sipScheme(scheme) || strings.ContainsAny(rest, "%[]?<> \t\"") {
+		return u, false
+	}
+	if i := strings.IndexByte(rest, ';'); i >= 0 {
+		rest = rest[:i]
+	}
+	if at := strings.IndexByte(rest, '@'); at >= 0 {
+		u.User, rest = rest[:at], rest[at+1:]
+		if strings.ContainsAny(u.User, ":@") { // a password, or two @: not plain
+			return u, false
+		}
+	}
+	u.Scheme, u.Host = scheme, rest
+	if h, p, ok := strings.Cut(rest, ":"); ok {
+		n, err := strconv.Atoi(p)
+		if err != nil || n <= 0 || n > 65535 {
+			return u, false
+		}
+		u.Host, u.Port = h, n
+	}
+	return u, u.Host != ""
 }
 
 func sipScheme(s string) bool { return strings.EqualFold(s, "sip") || strings.EqualFold(s, "sips") }

@@ -252,3 +252,33 @@ func TestFailuresAreReportedWithTheSource(t *testing.T) {
 		t.Fatalf("a request without credentials was reported: %v", got)
 	}
 }
+
+func TestPlainSIPURI(t *testing.T) {
+	for _, c := range []struct {
+		in         string
+		ok         bool
+		user, host string
+		port       int
+	}{
+		{"sip:sori.test", true, "", "sori.test", 0},
+		{"sip:alice@sori.test:5060;transport=tcp", true, "alice", "sori.test", 5060},
+		{"sips:127.0.0.1:5061", true, "", "127.0.0.1", 5061},
+		{"sip:[::1]:5060", false, "", "", 0},
+		{"sip:a%40b@sori.test", false, "", "", 0},
+		{"sip:alice:pw@sori.test", false, "", "", 0},
+		{"sip:sori.test:port", false, "", "", 0},
+		{"tel:+1555", false, "", "", 0},
+		{"sip:", false, "", "", 0},
+	} {
+		u, ok := plainSIPURI(c.in)
+		if ok != c.ok || ok && (u.User != c.user || u.Host != c.host || u.Port != c.port) {
+			t.Errorf("%s: %+v %v", c.in, u, ok)
+		}
+		if ok { // agrees with sipgo's parser
+			var want sip.Uri
+			if err := sip.ParseUri(c.in, &want); err != nil || want.User != u.User || want.Host != u.Host || want.Port != u.Port {
+				t.Errorf("%s: sipgo reads %+v (%v)", c.in, want, err)
+			}
+		}
+	}
+}
