@@ -425,7 +425,7 @@ func (f *fork) onTimerC(gi int) {
 	f.maybeFinish()
 }
 
-// callerCancelled: the caller's CANCEL matched; sipgo answered it and sent
+// callerCancelled: the caller's CANCEL matched; the transaction layer answered it and sent
 // 487, so only the branches are left to cancel.
 func (f *fork) callerCancelled() {
 	f.mu.Lock()

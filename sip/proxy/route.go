@@ -39,7 +39,7 @@ func bindingTarget(b store.Binding) (target, error) {
 	t := target{uri: u, path: b.Path, q: b.Q}
 	if b.NAT && len(b.Path) == 0 {
 		// Where the REGISTER came from: the NAT's mapping, or the
-		// phone's own TCP connection (sipgo reuses it while it is open).
+		// phone's own TCP connection (the transport reuses it while it is open).
 		t.dest, t.transport = b.Source, strings.ToUpper(b.Transport)
 		if t.transport == "" {
 			t.transport = "UDP"

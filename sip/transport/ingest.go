@@ -23,8 +23,8 @@ func (t *Transport) ingest(data []byte, c Conn) {
 		case Drop:
 			return // the gate counts what it keeps out
 		case Reject:
-			if reply := wire.Reply(data, 503, "Service Unavailable", t.opts.Server); reply != nil {
-				_ = c.Write(withRetryAfter(reply, t.opts.RetryAfter))
+			if reply := wire.Reply(data, 503, "Service Unavailable", t.opts.Server, "Retry-After: "+strconv.Itoa(t.opts.RetryAfter)); reply != nil {
+				_ = c.Write(reply)
 			}
 			return
 		}
@@ -102,14 +102,4 @@ func reasonPhrase(s string) string {
 		return "Bad Request"
 	}
 	return b.String()
-}
-
-// withRetryAfter adds Retry-After to a reply built by wire.Reply.
-func withRetryAfter(reply []byte, seconds int) []byte {
-	const cl = "Content-Length: 0\r\n\r\n"
-	s := string(reply)
-	if i := strings.LastIndex(s, cl); i >= 0 && seconds > 0 {
-		s = s[:i] + "Retry-After: " + strconv.Itoa(seconds) + "\r\n" + s[i:]
-	}
-	return []byte(s)
 }

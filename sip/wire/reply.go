@@ -19,8 +19,10 @@ import (
 // same tag, as a stateless UAS must give, §8.2.7). A To that does not parse
 // is copied without a tag: there is no telling where one would go.
 //
-// reason and server are sanitised: control characters and non-ASCII octets
-// are dropped, so no CR or LF can reach the output. An empty reason is
+// extra are more header lines ("Retry-After: 5"), written after Server.
+//
+// reason, server and extra are sanitised: control characters and non-ASCII
+// octets are dropped, so no CR or LF can reach the output. An empty reason is
 // replaced by the standard phrase for code.
 //
 // Reply returns nil when no answer is possible: code outside 100-699, data
@@ -28,7 +30,7 @@ import (
 // request without From, To, Call-ID or CSeq is answered with what there is
 // (RFC 4475 insuf prefers a 400 to silence). For a stream, pass the bytes up
 // to FramingError.End, or the message Frame delimited.
-func Reply(data []byte, code int, reason, server string) []byte {
+func Reply(data []byte, code int, reason, server string, extra ...string) []byte {
 	if code < 100 || code > 699 {
 		return nil
 	}
@@ -72,6 +74,9 @@ func Reply(data []byte, code int, reason, server string) []byte {
 	}
 
 	size := 256 + len(reason) + len(server)
+	for _, x := range extra {
+		size += 2 + len(x)
+	}
 	for _, v := range vias {
 		size += 8 + v.End - v.Start
 	}
@@ -114,6 +119,11 @@ func Reply(data []byte, code int, reason, server string) []byte {
 	}
 	if server != "" {
 		if r := appendClean(append(out, "Server: "...), server); len(r) > len(out)+len("Server: ") {
+			out = append(r, "\r\n"...)
+		}
+	}
+	for _, x := range extra {
+		if r := appendClean(out, x); len(r) > len(out) {
 			out = append(r, "\r\n"...)
 		}
 	}

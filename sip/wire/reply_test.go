@@ -299,3 +299,11 @@ func requestValues(in []byte, name string) []string {
 	}
 	return out
 }
+
+func TestReplyExtraHeaders(t *testing.T) {
+	req := []byte("OPTIONS sip:a@b SIP/2.0\r\nVia: SIP/2.0/UDP h;branch=z9hG4bK1\r\nFrom: <sip:x@y>;tag=1\r\nTo: <sip:a@b>\r\nCall-ID: c\r\nCSeq: 1 OPTIONS\r\n\r\n")
+	out := string(Reply(req, 503, "Service Unavailable", "", "Retry-After: 5", "X-Evil: a\r\nInjected: b"))
+	if !strings.Contains(out, "\r\nRetry-After: 5\r\nX-Evil: aInjected: b\r\nContent-Length: 0\r\n\r\n") {
+		t.Fatalf("extra headers: %q", out)
+	}
+}
