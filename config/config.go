@@ -382,8 +382,8 @@ func (v *validator) check(c *Config) {
 	if t := c.SIP.TimerC.D(); t < time.Second || t > 30*time.Minute {
 		v.fail("sip.timer_c", "%v is outside 1s..30m", t)
 	}
-	if t := c.SIP.DialogTimeout.D(); t < time.Minute {
-		v.fail("sip.dialog_timeout", "%v is shorter than 1m", t)
+	if t := c.SIP.DialogTimeout.D(); t < time.Second {
+		v.fail("sip.dialog_timeout", "%v is shorter than 1s", t)
 	}
 	for i, a := range c.Media.Anchors {
 		if _, err := netip.ParseAddrPort(a); err != nil {

@@ -51,9 +51,9 @@ func benchRegister(b *testing.B, bindings store.Bindings) {
 		users[u] = auth.NewSubscriber(u, "sori.test", "pw"+u)
 	}
 	r := New(local.New("sori.test", "127.0.0.1:5060"), auth.New(dig, auth.Directory{Static: users}, nil), bindings,
-		Policy{MinExpires: 60, MaxExpires: 3600, DefaultExpires: 3600, RetryAfter: 5},
+		Policy{MinExpires: 60, MaxExpires: 3600, DefaultExpires: 3600},
 		slog.New(slog.NewTextHandler(io.Discard, nil)), nil)
-	h := r.Wrap(chain.HandlerFunc(func(context.Context, chain.ResponseWriter, *sip.Request) {}))
+	h := chain.Build(chain.HandlerFunc(func(context.Context, chain.ResponseWriter, *chain.Request) chain.Result { return chain.Done }), r)
 
 	ch := dig.Challenges(false)[0]
 	nonce := ch[strings.Index(ch, `nonce="`)+7:]
@@ -95,7 +95,7 @@ func benchRegister(b *testing.B, bindings store.Bindings) {
 		req := msg.(*sip.Request)
 		req.SetSource("127.0.0.1:5083")
 		req.SetTransport("UDP")
-		h.ServeSIP(context.Background(), w, req)
+		_ = chain.Answer(w, req, h.ServeSIP(context.Background(), w, &chain.Request{Request: req}), 5)
 		if w.code != 200 {
 			b.Fatalf("request %d: %d", i, w.code)
 		}

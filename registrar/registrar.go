@@ -28,7 +28,6 @@ type Policy struct {
 	MaxExpires     int
 	DefaultExpires int
 	MaxContacts    int // 0: no limit
-	RetryAfter     int // seconds, sent with 503 when the store is unavailable
 }
 
 // Registrar is the REGISTER link of the request chain.
@@ -60,19 +59,20 @@ func New(self *local.Identity, a *auth.Authenticator, s store.Bindings, p Policy
 // Methods implements chain.Plugin.
 func (r *Registrar) Methods() []string { return []string{"REGISTER"} }
 
-// Wrap implements chain.Plugin.
-func (r *Registrar) Wrap(next chain.Handler) chain.Handler {
-	return chain.HandlerFunc(func(ctx context.Context, w chain.ResponseWriter, req *sip.Request) {
-		if req.Method != sip.REGISTER {
-			next.ServeSIP(ctx, w, req)
-			return
-		}
-		res, result := r.handle(ctx, req)
-		r.results.WithLabelValues(result).Inc()
-		if err := w.Respond(res); err != nil {
-			r.log.Warn("register: send response", "call_id", callID(req), "error", err)
-		}
-	})
+// Handles implements chain.Plugin: every REGISTER (sori never forwards one).
+func (r *Registrar) Handles(req *chain.Request) bool { return req.Method == sip.REGISTER }
+
+// Serve implements chain.Plugin.
+func (r *Registrar) Serve(ctx context.Context, w chain.ResponseWriter, req *chain.Request, _ chain.Handler) chain.Result {
+	res, fail, result := r.handle(ctx, req.Request)
+	r.results.WithLabelValues(result).Inc()
+	if res == nil {
+		return fail
+	}
+	if err := w.Respond(res); err != nil {
+		r.log.Warn("register: send response", "call_id", callID(req.Request), "error", err)
+	}
+	return chain.Done
 }
 
 // handle returns the response and the result label for metrics. The
@@ -81,47 +81,48 @@ func (r *Registrar) Wrap(next chain.Handler) chain.Handler {
 // malformed, and nobody learns which domains and users exist here before
 // authenticating (RFC 3261 §10.3 checks the domain first; Kamailio's
 // configurations challenge first, as here).
-func (r *Registrar) handle(ctx context.Context, req *sip.Request) (*sip.Response, string) {
+// A refusal comes back as a chain.Result, which the server writes.
+func (r *Registrar) handle(ctx context.Context, req *sip.Request) (*sip.Response, chain.Result, string) {
 	to := req.To()
 	if scheme := strings.ToLower(to.Address.Scheme); scheme != "sip" && scheme != "sips" {
-		return reply(req, 400, "To Is Not A SIP URI"), "bad_request"
+		return nil, chain.Refuse(400, "To Is Not A SIP URI"), "bad_request"
 	}
 	if to.Address.User == "" {
-		return reply(req, 400, "No User In To"), "bad_request"
+		return nil, chain.Refuse(400, "No User In To"), "bad_request"
 	}
 	now := r.now()
-	update, errRes, result := r.parse(req, now)
-	if errRes != nil && errRes.StatusCode == 400 {
-		return errRes, result
+	update, fail, result := r.parse(req, now)
+	if fail.Code == 400 {
+		return nil, fail, result
 	}
 
 	out, err := r.auth.Check(ctx, req, auth.WWW)
 	if err != nil {
 		r.log.Warn("register: subscriber lookup failed", "call_id", callID(req), "error", err)
-		return r.unavailable(req), "store_error"
+		return nil, chain.Unavailable(""), "store_error"
 	}
 	switch {
 	case !out.Present:
-		return r.auth.Challenge(req, auth.WWW, false), "challenged"
+		return r.auth.Challenge(req, auth.WWW, false), chain.Done, "challenged"
 	case out.Result == digest.BadURI:
-		return reply(req, 400, "Digest URI Does Not Match Request-URI"), "bad_request"
+		return nil, chain.Refuse(400, "Digest URI Does Not Match Request-URI"), "bad_request"
 	case out.Result == digest.Malformed:
-		return reply(req, 400, "Malformed Credentials"), "bad_request"
+		return nil, chain.Refuse(400, "Malformed Credentials"), "bad_request"
 	case out.Result == digest.Stale || out.Result == digest.Replay:
-		return r.auth.Challenge(req, auth.WWW, true), "challenged"
+		return r.auth.Challenge(req, auth.WWW, true), chain.Done, "challenged"
 	case out.Result != digest.OK:
 		r.log.Info("register: authentication failed", "user", to.Address.User, "reason", out.Result.String(), "source", req.Source())
-		return r.auth.Challenge(req, auth.WWW, false), "auth_failed"
+		return r.auth.Challenge(req, auth.WWW, false), chain.Done, "auth_failed"
 	}
 	if !r.self.IsDomain(req.Recipient.Host) || !r.self.IsDomain(to.Address.Host) {
-		return reply(req, 403, "Domain Not Served"), "not_our_domain"
+		return nil, chain.Refuse(403, "Domain Not Served"), "not_our_domain"
 	}
 	if out.User != to.Address.User {
 		r.log.Info("register: user does not own the address-of-record", "user", out.User, "aor", to.Address.User, "source", req.Source())
-		return reply(req, 403, "Forbidden: Not Your Address-Of-Record"), "forbidden"
+		return nil, chain.Refuse(403, "Forbidden: Not Your Address-Of-Record"), "forbidden"
 	}
-	if errRes != nil {
-		return errRes, result
+	if fail.Code != 0 {
+		return nil, fail, result
 	}
 	update.AOR = to.Address.User + "@" + r.self.Domain
 
@@ -137,22 +138,22 @@ func (r *Registrar) handle(ctx context.Context, req *sip.Request) (*sip.Response
 	}
 	switch {
 	case errors.Is(err, store.ErrOutOfOrder):
-		return reply(req, 400, "Invalid CSeq Number"), "out_of_order"
+		return nil, chain.Refuse(400, "Invalid CSeq Number"), "out_of_order"
 	case errors.Is(err, store.ErrTooManyContacts):
-		return reply(req, 503, "Too Many Registered Contacts"), "too_many_contacts"
+		return nil, chain.Refuse(503, "Too Many Registered Contacts"), "too_many_contacts"
 	case err != nil:
 		r.log.Warn("register: binding store failed", "aor", update.AOR, "error", err)
-		return r.unavailable(req), "store_error"
+		return nil, chain.Unavailable(""), "store_error"
 	}
 	r.log.Debug("register", "aor", update.AOR, "contacts", len(update.Contacts), "bindings", len(bindings), "source", req.Source())
 	if query {
-		return r.ok(req, bindings, now), "query"
+		return r.ok(req, bindings, now), chain.Done, "query"
 	}
-	return r.ok(req, bindings, now), "ok"
+	return r.ok(req, bindings, now), chain.Done, "ok"
 }
 
 // parse turns the Contact and Expires headers into a store update.
-func (r *Registrar) parse(req *sip.Request, now time.Time) (store.Update, *sip.Response, string) {
+func (r *Registrar) parse(req *sip.Request, now time.Time) (store.Update, chain.Result, string) {
 	u := store.Update{
 		CallID:      callID(req),
 		CSeq:        req.CSeq().SeqNo,
@@ -163,7 +164,7 @@ func (r *Registrar) parse(req *sip.Request, now time.Time) (store.Update, *sip.R
 	if h := chain.Header(req, "Expires"); h != nil {
 		v, err := strconv.ParseUint(strings.TrimSpace(h.Value()), 10, 32)
 		if err != nil {
-			return u, reply(req, 400, "Invalid Expires"), "bad_request"
+			return u, chain.Refuse(400, "Invalid Expires"), "bad_request"
 		}
 		headerExpires = int(min(v, 1<<31-1))
 	}
@@ -171,15 +172,15 @@ func (r *Registrar) parse(req *sip.Request, now time.Time) (store.Update, *sip.R
 	for _, h := range contacts {
 		c, ok := h.(*sip.ContactHeader)
 		if !ok {
-			return u, reply(req, 400, "Invalid Contact"), "bad_request"
+			return u, chain.Refuse(400, "Invalid Contact"), "bad_request"
 		}
 		if c.Address.Wildcard {
 			// RFC 3261 §10.3 step 6: "*" only alone and only with Expires: 0.
 			if len(contacts) != 1 || headerExpires != 0 {
-				return u, reply(req, 400, "Invalid Wildcard Contact"), "bad_request"
+				return u, chain.Refuse(400, "Invalid Wildcard Contact"), "bad_request"
 			}
 			u.RemoveAll = true
-			return u, nil, ""
+			return u, chain.Done, ""
 		}
 	}
 	var path []string
@@ -194,13 +195,13 @@ func (r *Registrar) parse(req *sip.Request, now time.Time) (store.Update, *sip.R
 		c := h.(*sip.ContactHeader)
 		if r.self.IsLocalURI(c.Address) {
 			// A call forked to it would come straight back: a loop.
-			return u, reply(req, 403, "Forbidden: Contact Is This Server"), "forbidden"
+			return u, chain.Refuse(403, "Forbidden: Contact Is This Server"), "forbidden"
 		}
 		expires := headerExpires
 		if v, ok := c.Params.Get("expires"); ok {
 			n, err := strconv.ParseUint(strings.TrimSpace(v), 10, 32)
 			if err != nil {
-				return u, reply(req, 400, "Invalid Contact Expires"), "bad_request"
+				return u, chain.Refuse(400, "Invalid Contact Expires"), "bad_request"
 			}
 			expires = int(min(n, 1<<31-1))
 		}
@@ -208,14 +209,12 @@ func (r *Registrar) parse(req *sip.Request, now time.Time) (store.Update, *sip.R
 			expires = r.policy.DefaultExpires
 		}
 		if expires > 0 && expires < r.policy.MinExpires {
-			res := reply(req, 423, "Interval Too Brief")
-			res.AppendHeader(sip.NewHeader("Min-Expires", strconv.Itoa(r.policy.MinExpires)))
-			return u, res, "interval_too_brief"
+			return u, chain.Refuse(423, "Interval Too Brief", sip.NewHeader("Min-Expires", strconv.Itoa(r.policy.MinExpires))), "interval_too_brief"
 		}
 		expires = min(expires, r.policy.MaxExpires)
 		q, ok := parseQ(c.Params)
 		if !ok {
-			return u, reply(req, 400, "Invalid Contact q-value"), "bad_request"
+			return u, chain.Refuse(400, "Invalid Contact q-value"), "bad_request"
 		}
 		instance, _ := c.Params.Get("+sip.instance")
 		regID, _ := strconv.Atoi(c.Params.GetOr("reg-id", "0"))
@@ -235,7 +234,7 @@ func (r *Registrar) parse(req *sip.Request, now time.Time) (store.Update, *sip.R
 			Updated:   now,
 		})
 	}
-	return u, nil, ""
+	return u, chain.Done, ""
 }
 
 // ok builds the 200 OK listing every binding with its remaining time.
@@ -265,11 +264,6 @@ func (r *Registrar) ok(req *sip.Request, bindings []store.Binding, now time.Time
 	return res
 }
 
-func (r *Registrar) unavailable(req *sip.Request) *sip.Response {
-	res := reply(req, 503, "Service Unavailable")
-	res.AppendHeader(sip.NewHeader("Retry-After", strconv.Itoa(r.policy.RetryAfter)))
-	return res
-}
 
 func remaining(exp, now time.Time) int {
 	return max(1, int((exp.Sub(now)+time.Second/2)/time.Second))

@@ -21,7 +21,10 @@ import (
 	"github.com/sori-voice/sori/sip/local"
 )
 
-var policy = Policy{MinExpires: 60, MaxExpires: 3600, DefaultExpires: 1800, MaxContacts: 3, RetryAfter: 7}
+var policy = Policy{MinExpires: 60, MaxExpires: 3600, DefaultExpires: 1800, MaxContacts: 3}
+
+// retryAfter is what the server adds to a 503 in these tests.
+const retryAfter = 7
 
 type harness struct {
 	t       *testing.T
@@ -58,7 +61,7 @@ func newHarnessWithStore(t *testing.T, bindings store.Bindings, algs ...string) 
 	self := local.New("sori.test", "127.0.0.1:5060")
 	h.reg = New(self, auth.New(dig, users, nil), bindings, policy, slog.New(slog.NewTextHandler(io.Discard, nil)), nil)
 	h.reg.now = func() time.Time { return h.now }
-	h.handler = h.reg.Wrap(chain.HandlerFunc(func(context.Context, chain.ResponseWriter, *sip.Request) { h.passed++ }))
+	h.handler = chain.Build(chain.HandlerFunc(func(context.Context, chain.ResponseWriter, *chain.Request) chain.Result { h.passed++; return chain.Done }), h.reg)
 	return h
 }
 
@@ -77,7 +80,9 @@ func (h *harness) send(raw string) *sip.Response {
 	req.SetSource("203.0.113.5:40000")
 	req.SetTransport("UDP")
 	w := &capture{}
-	h.handler.ServeSIP(context.Background(), w, req)
+	if err := chain.Answer(w, req, h.handler.ServeSIP(context.Background(), w, &chain.Request{Request: req}), retryAfter); err != nil {
+		h.t.Fatal(err)
+	}
 	if len(w.res) > 1 {
 		h.t.Fatalf("%d responses to one request", len(w.res))
 	}

@@ -172,16 +172,13 @@ func run(ctx context.Context, args []string, stderr io.Writer) error {
 	}
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
-	var srv *ng.Server
+	// The ng server first (it sends the anchor's notifications), then the
+	// anchor with it; Serve hands the anchor the commands.
+	srv := ng.NewServer(conn, log)
 	mgr := anchor.New(anchor.Config{
 		Advertise: o.advertise, Ports: alloc, MediaTimeout: o.mediaTimeout, RTCPInterval: o.rtcpInterval, Jitter: o.jitter, Log: log, Registerer: reg,
-		Notify: func(to netip.AddrPort, d ng.Dict) {
-			if err := srv.Send(to, "notify-"+strconv.FormatInt(time.Now().UnixNano(), 36), d); err != nil {
-				log.Warn("notification not sent", "to", to, "error", err)
-			}
-		},
+		Notify: srv,
 	})
-	srv = ng.NewServer(conn, mgr, log)
 
 	var httpSrv *http.Server
 	if o.http != "" {
@@ -205,7 +202,7 @@ func run(ctx context.Context, args []string, stderr io.Writer) error {
 	go mgr.RunTimeouts(runCtx)
 	go mgr.RunReports(runCtx)
 	done := make(chan error, 1)
-	go func() { done <- srv.Serve(runCtx) }()
+	go func() { done <- srv.Serve(runCtx, mgr) }()
 	log.Info("sori-anchor started", "ng", o.ng, "rtp_ports", fmt.Sprintf("%d-%d", o.minPort, o.maxPort),
 		"listen", o.listen, "advertise", o.advertise, "http", o.http, "media_timeout", o.mediaTimeout,
 		"jitter_buffer", o.jitter.Mode, "rtcp_interval", o.rtcpInterval)

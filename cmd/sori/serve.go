@@ -30,6 +30,7 @@ import (
 	"github.com/sori-voice/sori/sip/anchoring"
 	"github.com/sori-voice/sori/sip/auth"
 	"github.com/sori-voice/sori/sip/callerauth"
+	"github.com/sori-voice/sori/sip/call"
 	"github.com/sori-voice/sori/sip/calls"
 	"github.com/sori-voice/sori/sip/chain"
 	"github.com/sori-voice/sori/sip/digest"
@@ -41,8 +42,10 @@ import (
 	"github.com/sori-voice/sori/sip/proxy"
 	"github.com/sori-voice/sori/sip/sanity"
 	"github.com/sori-voice/sori/sip/server"
+	"github.com/sori-voice/sori/sip/timers"
 	"github.com/sori-voice/sori/sip/transport"
 	"github.com/sori-voice/sori/sip/trunks"
+	"github.com/sori-voice/sori/sip/uac"
 )
 
 // Version is written into the Server header.
@@ -141,63 +144,15 @@ func serve(ctx context.Context, configPath string, logOut io.Writer) error {
 		MaxExpires:     cfg.Registrar.MaxExpires,
 		DefaultExpires: cfg.Registrar.DefaultExpires,
 		MaxContacts:    cfg.Registrar.MaxContacts,
-		RetryAfter:     cfg.Registrar.RetryAfter,
 	}, log.With("component", "registrar"), reg)
 
-	tracker, closeSinks, err := callTracker(cfg, st, log, reg)
-	if err != nil {
-		return err
-	}
-	defer closeSinks()
-	defer tracker.Close()
-	var px *proxy.Proxy
-	media, err := mediaPool(ctx, cfg, log, reg, func(callID string, q map[string]calls.MediaQuality) { px.MediaTimeout(callID, q) })
-	if err != nil {
-		return err
-	}
-	pcfg := proxy.Config{
-		Self:          self,
-		Users:         auth.Directory{Static: staticUsers(cfg), Store: st},
-		Locations:     st,
-		Calls:         tracker,
-		Advertise:     cfg.SIP.Advertise,
-		TimerC:        cfg.SIP.TimerC.D(),
-		DialogTimeout: cfg.SIP.DialogTimeout.D(),
-		RetryAfter:    cfg.Registrar.RetryAfter,
-		DialogSecret:  secret,
-		Log:           log.With("component", "proxy"),
-		Registerer:    reg,
-	}
-	if media != nil {
-		defer media.Close()
-		pcfg.Media = media
-	}
-	pcfg.Networks = networkClassifier(cfg)
-	pcfg.Trunks = trunkTable(cfg)
-	pcfg.Tolls = tollGuard(cfg, st, reg)
-	px = proxy.New(pcfg)
-
-	// A request's path through sori: abuse checks (bans, rate limits,
-	// scanners), sanity checks, OPTIONS to the server, REGISTER, hop limits
-	// and loops, caller authentication, forwarding.
-	opts := options.Plugin{Self: self, Supported: strings.Join(supported, ", ")}
-	allow := chain.Allow(opts, rg, px)
-	opts.Allow = allow
-	plugins := []chain.Plugin{
-		guard,
-		sanity.Plugin{Supported: supported, Self: self},
-		opts,
-		rg,
-		proxy.Hops{Self: self},
-		callerauth.Plugin{Self: self, Auth: authn, RetryAfter: cfg.Registrar.RetryAfter, Log: log.With("component", "callerauth"),
-			Carrier: pcfg.Trunks.Carrier},
-		px,
-	}
-	handler := chain.Build(methods.NotAllowed{Allow: allow}, plugins...)
-
-	srv, err := server.New(handler, server.Options{
+	// Built in dependency order: each part gets what it calls, and nothing
+	// runs before all of it exists. The server comes first without its
+	// chain (it is what everything sends with); Start gives it the chain.
+	srv, err := server.New(server.Options{
 		Gate:       screen{guard},
-		Listeners:  cfg.Listeners(),
+		Listeners:  listeners(cfg),
+		Advertise:  cfg.SIP.Advertise,
 		Product:    "Sori/" + Version,
 		RetryAfter: cfg.Registrar.RetryAfter,
 		TimerJ:     cfg.SIP.TimerJ.D(),
@@ -207,22 +162,84 @@ func serve(ctx context.Context, configPath string, logOut io.Writer) error {
 	if err != nil {
 		return err
 	}
-	px.Attach(srv)
-	if err := srv.Start(); err != nil {
+	ua, err := uac.New(srv, cfg.SIP.Domain, log.With("component", "uac"))
+	if err != nil {
 		return err
 	}
+	records, closeSinks, err := callRecorder(cfg, st, log, reg)
+	if err != nil {
+		return err
+	}
+	defer closeSinks()
+	media, err := mediaPool(cfg, log, reg)
+	if err != nil {
+		return err
+	}
+	tt := trunkTable(cfg)
+	var timerSet timers.Set
+	reg.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+		Name: "sori_timers_pending",
+		Help: "Timers armed for calls and forks (call expiry, timer C, cancelled-branch waits) not yet fired or stopped.",
+	}, func() float64 { return float64(timerSet.Pending()) }))
+	ccfg := call.Config{Records: records, Slots: tt, Networks: networkClassifier(cfg), Hangup: ua,
+		DialogTimeout: cfg.SIP.DialogTimeout.D(), Timers: &timerSet, Log: log.With("component", "calls"), Registerer: reg}
+	if tolls := tollGuard(cfg, st, reg); tolls != nil {
+		ccfg.Tolls = tolls
+	}
+	pcfg := proxy.Config{
+		Self:         self,
+		Users:        auth.Directory{Static: staticUsers(cfg), Store: st},
+		Locations:    st,
+		Trunks:       tt,
+		Sender:       srv,
+		UAC:          ua,
+		TimerC:       cfg.SIP.TimerC.D(),
+		DialogSecret: secret,
+		Timers:       &timerSet,
+		Log:          log.With("component", "proxy"),
+		Registerer:   reg,
+	}
+	if media != nil {
+		defer media.Close()
+		ccfg.Media, pcfg.Media = media, media
+	}
+	table := call.New(ccfg)
+	pcfg.Calls = table
+	px := proxy.New(pcfg)
+
+	// A request's path through sori: abuse checks (bans, rate limits,
+	// scanners), sanity checks, OPTIONS to the server, REGISTER, hop limits
+	// and loops, caller authentication, forwarding.
+	opts := options.Plugin{Self: self, Supported: strings.Join(supported, ", ")}
+	allow := chain.Allow(opts, rg, px)
+	opts.Allow = allow
+	handler := chain.Build(methods.NotAllowed{Allow: allow},
+		guard,
+		sanity.Plugin{Supported: supported, Self: self},
+		opts,
+		rg,
+		proxy.Hops{Self: self},
+		callerauth.Plugin{Self: self, Auth: authn, Log: log.With("component", "callerauth"), Carrier: tt.Carrier},
+		px,
+	)
+	if err := srv.Start(handler); err != nil {
+		return err
+	}
+	if media != nil {
+		go media.Run(ctx, table) // pings, and media timeouts to the calls
+	}
 	if len(cfg.Trunks) > 0 {
-		go pcfg.Trunks.Monitor(ctx, cfg.SIP.TrunkPing.D(), px.PingGateway)
-		reg.MustRegister(trunkCollector{pcfg.Trunks})
+		go tt.Monitor(ctx, cfg.SIP.TrunkPing.D(), ua)
+		reg.MustRegister(trunkCollector{tt})
 	}
 	for _, t := range cfg.Trunks {
 		if !t.Register {
 			continue
 		}
 		l, _ := config.ParseListener(t.Gateways[0].Address)
-		r := proxy.Registration{Trunk: t.Name, Gateway: trunks.Gateway{Trunk: t.Name, Addr: l.Addr, Transport: strings.ToUpper(l.Transport)},
+		r := uac.Registration{Trunk: t.Name, Gateway: trunks.Gateway{Trunk: t.Name, Addr: l.Addr, Transport: strings.ToUpper(l.Transport)},
 			Username: t.Auth.Username, Password: t.Auth.Password, Expires: 3600}
-		go px.RegisterTrunk(ctx, r, func(granted time.Duration, err error) {
+		go ua.Register(ctx, r, func(granted time.Duration, err error) {
 			if err == nil {
 				log.Info("registered to carrier", "trunk", r.Trunk, "gateway", r.Gateway.Addr, "for", granted)
 			}
@@ -231,7 +248,7 @@ func serve(ctx context.Context, configPath string, logOut io.Writer) error {
 
 	var httpSrv *http.Server
 	if cfg.HTTP.Listen != "" {
-		httpSrv, err = startHTTP(cfg.HTTP, reg, st, pcfg.Trunks, banList, log)
+		httpSrv, err = startHTTP(cfg.HTTP, reg, st, tt, banList, log)
 		if err != nil {
 			_ = srv.Shutdown(context.Background())
 			return err
@@ -244,6 +261,9 @@ func serve(ctx context.Context, configPath string, logOut io.Writer) error {
 	sctx, scancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer scancel()
 	err = srv.Shutdown(sctx)
+	if werr := table.Wait(sctx); werr != nil { // the last records reach their sinks before they close
+		log.Warn("call endings still running at shutdown", "error", werr)
+	}
 	if httpSrv != nil {
 		_ = httpSrv.Shutdown(sctx)
 	}
@@ -340,8 +360,6 @@ func bindingsGauge(st store.Bindings) prometheus.Collector {
 	})
 }
 
-// callTracker opens the call record sinks: the JSON lines file and, with a
-// Redis store, the stream.
 // trunkCollector exports the gateways' state and the trunks' calls.
 type trunkCollector struct{ t *trunks.Table }
 
@@ -406,7 +424,7 @@ func networkClassifier(cfg *config.Config) *networks.Classifier {
 
 // mediaPool connects to the media anchors; nil when none is configured
 // (media then flows end to end).
-func mediaPool(ctx context.Context, cfg *config.Config, log *slog.Logger, reg prometheus.Registerer, onTimeout func(string, map[string]calls.MediaQuality)) (*anchoring.Pool, error) {
+func mediaPool(cfg *config.Config, log *slog.Logger, reg prometheus.Registerer) (*anchoring.Pool, error) {
 	if len(cfg.Media.Anchors) == 0 {
 		return nil, nil
 	}
@@ -416,16 +434,17 @@ func mediaPool(ctx context.Context, cfg *config.Config, log *slog.Logger, reg pr
 	}
 	p, err := anchoring.New(anchoring.Config{
 		Anchors: addrs, Timeout: cfg.Media.Timeout.D(), PingInterval: cfg.Media.PingInterval.D(),
-		Log: log.With("component", "media"), Registerer: reg, OnTimeout: onTimeout,
+		Log: log.With("component", "media"), Registerer: reg,
 	})
 	if err != nil {
 		return nil, err
 	}
-	go p.Run(ctx)
 	return p, nil
 }
 
-func callTracker(cfg *config.Config, st store.Store, log *slog.Logger, reg *prometheus.Registry) (*calls.Tracker, func(), error) {
+// callRecorder opens the call record sinks: the JSON lines file and, with a
+// Redis store, the stream.
+func callRecorder(cfg *config.Config, st store.Store, log *slog.Logger, reg *prometheus.Registry) (*calls.Recorder, func(), error) {
 	var sinks []calls.Sink
 	var closers []func()
 	if cfg.CDR.File != "" {
@@ -447,10 +466,19 @@ func callTracker(cfg *config.Config, st store.Store, log *slog.Logger, reg *prom
 		sinks = append(sinks, a)
 		closers = append([]func(){a.Close}, closers...) // drain the queue before the store closes
 	}
-	t := calls.NewTracker(cfg.SIP.DialogTimeout.D(), log.With("component", "calls"), reg, sinks...)
+	t := calls.NewRecorder(log.With("component", "cdr"), reg, sinks...)
 	return t, func() {
 		for _, c := range closers {
 			c()
 		}
 	}, nil
+}
+
+// listeners is sip.listen as the transport's listeners.
+func listeners(cfg *config.Config) []transport.Listener {
+	var out []transport.Listener
+	for _, l := range cfg.Listeners() {
+		out = append(out, transport.Listener{Transport: l.Transport, Addr: l.Addr})
+	}
+	return out
 }

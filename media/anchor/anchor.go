@@ -36,10 +36,21 @@ type Config struct {
 	Jitter       jitter.Config // the jitter buffer of every inbound stream (Mode Off: none)
 	Log          *slog.Logger
 	Registerer   prometheus.Registerer // nil: no metrics
-	// Notify sends an unsolicited ng message to the control client that
-	// created a call (the media timeout report).
-	Notify func(to netip.AddrPort, d ng.Dict)
+	// Notify sends the control client that created a call unsolicited ng
+	// messages (the media timeout report); nil: none are sent.
+	Notify Notifier
 }
+
+// Notifier sends an unsolicited ng message (ng.Server).
+type Notifier interface {
+	Notify(to netip.AddrPort, d ng.Dict) error
+}
+
+// NotifierFunc adapts a function to Notifier.
+type NotifierFunc func(to netip.AddrPort, d ng.Dict) error
+
+// Notify calls f.
+func (f NotifierFunc) Notify(to netip.AddrPort, d ng.Dict) error { return f(to, d) }
 
 // Manager holds the calls.
 type Manager struct {

@@ -31,7 +31,11 @@ func newManager(t *testing.T, lo int, timeout time.Duration, notify func(netip.A
 	if err != nil {
 		t.Fatal(err)
 	}
-	m := New(Config{Advertise: []netip.Addr{advertise, advertise6}, Ports: alloc, MediaTimeout: timeout, Log: slog.New(slog.NewTextHandler(io.Discard, nil)), Notify: notify})
+	var n Notifier
+	if notify != nil {
+		n = NotifierFunc(func(to netip.AddrPort, d ng.Dict) error { notify(to, d); return nil })
+	}
+	m := New(Config{Notify: n, Advertise: []netip.Addr{advertise, advertise6}, Ports: alloc, MediaTimeout: timeout, Log: slog.New(slog.NewTextHandler(io.Discard, nil))})
 	t.Cleanup(m.Close)
 	return m, alloc
 }

@@ -56,7 +56,9 @@ func (m *Manager) expire(now time.Time) {
 			for k, v := range c.stats(now) {
 				d[k] = v
 			}
-			m.cfg.Notify(c.control, d)
+			if err := m.cfg.Notify.Notify(c.control, d); err != nil {
+				m.cfg.Log.Warn("media timeout not reported", "call_id", c.id, "to", c.control, "error", err)
+			}
 		}
 		m.release(c)
 	}

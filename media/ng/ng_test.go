@@ -108,10 +108,10 @@ func startServer(t *testing.T, h Handler) *Server {
 	if err != nil {
 		t.Fatal(err)
 	}
-	s := NewServer(conn, h, quiet())
+	s := NewServer(conn, quiet())
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan struct{})
-	go func() { _ = s.Serve(ctx); close(done) }()
+	go func() { _ = s.Serve(ctx, h); close(done) }()
 	t.Cleanup(func() { cancel(); <-done })
 	return s
 }

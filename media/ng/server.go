@@ -6,6 +6,7 @@ import (
 	"log/slog"
 	"net"
 	"net/netip"
+	"strconv"
 	"sync"
 	"time"
 )
@@ -27,9 +28,8 @@ func (f HandlerFunc) Handle(ctx context.Context, cmd string, req Dict, from neti
 // (same cookie from the same client) gets the first reply again instead
 // of being run twice, as rtpengine does: an offer must not allocate twice.
 type Server struct {
-	conn    *net.UDPConn
-	handler Handler
-	log     *slog.Logger
+	conn *net.UDPConn
+	log  *slog.Logger
 	ttl     time.Duration
 
 	mu      sync.Mutex
@@ -47,9 +47,10 @@ type cachedReply struct {
 	done bool // false while the first copy is being handled
 }
 
-// NewServer serves h on conn.
-func NewServer(conn *net.UDPConn, h Handler, log *slog.Logger) *Server {
-	return &Server{conn: conn, handler: h, log: log, ttl: 30 * time.Second, replies: map[replyKey]cachedReply{}}
+// NewServer is a server on conn; Serve gives it its handler. It can send
+// (Notify) before it serves, so the handler can be built with it.
+func NewServer(conn *net.UDPConn, log *slog.Logger) *Server {
+	return &Server{conn: conn, log: log, ttl: 30 * time.Second, replies: map[replyKey]cachedReply{}}
 }
 
 // Addr is the address the server listens on.
@@ -65,9 +66,14 @@ func (s *Server) Send(to netip.AddrPort, cookie string, d Dict) error {
 	return err
 }
 
+// Notify sends a notification to a control client with a fresh cookie.
+func (s *Server) Notify(to netip.AddrPort, d Dict) error {
+	return s.Send(to, "notify-"+strconv.FormatInt(time.Now().UnixNano(), 36), d)
+}
+
 // Serve reads requests until ctx ends or the socket is closed. Each
 // request runs in its own goroutine, so a slow one does not hold the rest.
-func (s *Server) Serve(ctx context.Context) error {
+func (s *Server) Serve(ctx context.Context, h Handler) error {
 	go func() {
 		<-ctx.Done()
 		_ = s.conn.Close()
@@ -83,11 +89,11 @@ func (s *Server) Serve(ctx context.Context) error {
 			return err
 		}
 		msg := append([]byte(nil), buf[:n]...)
-		go s.serveOne(ctx, msg, netip.AddrPortFrom(from.Addr().Unmap(), from.Port()))
+		go s.serveOne(ctx, h, msg, netip.AddrPortFrom(from.Addr().Unmap(), from.Port()))
 	}
 }
 
-func (s *Server) serveOne(ctx context.Context, msg []byte, from netip.AddrPort) {
+func (s *Server) serveOne(ctx context.Context, h Handler, msg []byte, from netip.AddrPort) {
 	cookie, req, err := Parse(msg)
 	if err != nil {
 		s.log.Info("ng: bad request", "from", from, "error", err)
@@ -113,7 +119,7 @@ func (s *Server) serveOne(ctx context.Context, msg []byte, from netip.AddrPort) 
 	if cmd == "" {
 		res = Error("No command given")
 	} else {
-		res = s.handler.Handle(ctx, cmd, req, from)
+		res = h.Handle(ctx, cmd, req, from)
 	}
 	b := s.reply(from, cookie, res)
 	s.mu.Lock()

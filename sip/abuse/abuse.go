@@ -161,19 +161,20 @@ func (g *Guard) Scanner(ua string) bool { return g.c.Scanners != nil && g.c.Scan
 // Methods implements chain.Plugin.
 func (*Guard) Methods() []string { return nil }
 
-// Wrap implements chain.Plugin: a request from a known scanner's
+// Handles implements chain.Plugin: with scanner patterns configured,
+// every request. Sources were screened by Admit already.
+func (g *Guard) Handles(*chain.Request) bool { return g.c.Scanners != nil }
+
+// Serve implements chain.Plugin: a request from a known scanner's
 // User-Agent is dropped without an answer (a scanner learns nothing).
-// Sources were screened by Admit already.
-func (g *Guard) Wrap(next chain.Handler) chain.Handler {
-	return chain.HandlerFunc(func(ctx context.Context, w chain.ResponseWriter, req *sip.Request) {
-		if g.c.Scanners != nil && g.scannerUA(req) {
-			if ap, err := netip.ParseAddrPort(req.Source()); err != nil || !g.Exempt(ap.Addr()) {
-				g.dropScanner.Inc()
-				return
-			}
+func (g *Guard) Serve(ctx context.Context, w chain.ResponseWriter, r *chain.Request, next chain.Handler) chain.Result {
+	if g.scannerUA(r.Request) {
+		if ap, err := netip.ParseAddrPort(r.Source()); err != nil || !g.Exempt(ap.Addr()) {
+			g.dropScanner.Inc()
+			return chain.Done
 		}
-		next.ServeSIP(ctx, w, req)
-	})
+	}
+	return next.ServeSIP(ctx, w, r)
 }
 
 func (g *Guard) scannerUA(req *sip.Request) bool {

@@ -10,6 +10,7 @@ import (
 
 	"github.com/sori-voice/sori/sip/abuse/authfail"
 	"github.com/sori-voice/sori/sip/abuse/bans"
+	"github.com/sori-voice/sori/sip/chain"
 	"github.com/sori-voice/sori/sip/abuse/ratelimit"
 	"github.com/sori-voice/sori/sip/abuse/scanner"
 	"github.com/sori-voice/sori/sip/chain/chaintest"
@@ -123,13 +124,13 @@ func BenchmarkChainLink(b *testing.B) {
 		Scanners: scanner.New(scanner.Default), Log: slog.Default(),
 	})
 	req := request(b, "192.0.2.1:5060", "User-Agent: Linphone/5.2.0 (belle-sip/5.2.0)")
-	h := g.Wrap(nopHandler{})
+	h := chain.Build(nopHandler{}, g)
 	b.ReportAllocs()
 	b.ResetTimer()
 	src := netip.MustParseAddr("192.0.2.1")
 	for i := 0; i < b.N; i++ {
 		if g.Admit(src, time.Now()) == Pass {
-			h.ServeSIP(b.Context(), nil, req)
+			h.ServeSIP(b.Context(), nil, &chain.Request{Request: req})
 		}
 	}
 }

@@ -3,11 +3,11 @@ package abuse
 import (
 	"context"
 
-	"github.com/emiago/sipgo/sip"
-
 	"github.com/sori-voice/sori/sip/chain"
 )
 
 type nopHandler struct{}
 
-func (nopHandler) ServeSIP(context.Context, chain.ResponseWriter, *sip.Request) {}
+func (nopHandler) ServeSIP(context.Context, chain.ResponseWriter, *chain.Request) chain.Result {
+	return chain.Done
+}

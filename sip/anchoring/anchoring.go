@@ -1,8 +1,9 @@
 // Package anchoring drives the media anchors (sori-anchor or rtpengine)
-// over the ng protocol for the proxy: an offer for each SDP offer that
-// passes, an answer for each SDP answer, a delete when the call ends.
-// Calls are spread over the anchors by Call-ID hash and stay on their
-// anchor; an anchor that misses a ping gets no new calls until it answers.
+// over the ng protocol: an offer for each SDP offer that passes, an answer
+// for each SDP answer (the proxy), a delete when the call ends (sip/call).
+// A new call goes to an anchor picked by Call-ID hash and stays there: the
+// call object keeps which anchor it is on, the pool keeps no call. An
+// anchor that misses a ping gets no new calls until it answers.
 package anchoring
 
 import (
@@ -34,9 +35,12 @@ type Config struct {
 	PingInterval time.Duration
 	Log          *slog.Logger
 	Registerer   prometheus.Registerer // nil: no metrics
-	// OnTimeout is told when an anchor reports that a call's media
-	// stopped, with each side's media quality by SIP tag.
-	OnTimeout func(callID string, media map[string]calls.MediaQuality)
+}
+
+// Timeouts is told when an anchor reports that a call's media stopped,
+// with each side's media quality by SIP tag (sip/call's Table).
+type Timeouts interface {
+	MediaTimeout(from netip.AddrPort, callID string, media map[string]calls.MediaQuality)
 }
 
 // Pool is the set of anchors.
@@ -45,8 +49,8 @@ type Pool struct {
 	client  *ng.Client
 	anchors []*anchor
 
-	mu    sync.Mutex
-	calls map[string]*anchor // Call-ID -> its anchor, from offer to delete
+	// timeouts queues the anchors' media-timeout notifications for Run.
+	timeouts chan timeout
 
 	up       *prometheus.GaugeVec
 	commands *prometheus.CounterVec
@@ -66,7 +70,7 @@ func (a *anchor) isUp() bool {
 
 // New opens the ng client socket; Run pings the anchors.
 func New(c Config) (*Pool, error) {
-	p := &Pool{cfg: c, calls: map[string]*anchor{},
+	p := &Pool{cfg: c, timeouts: make(chan timeout, 4096),
 		up: prometheus.NewGaugeVec(prometheus.GaugeOpts{
 			Name: "sori_media_anchor_up",
 			Help: "1 when the media anchor answers ng ping.",
@@ -98,18 +102,36 @@ func New(c Config) (*Pool, error) {
 // Close closes the client socket.
 func (p *Pool) Close() error { return p.client.Close() }
 
-// Run pings every anchor each PingInterval until ctx ends.
-func (p *Pool) Run(ctx context.Context) {
+// Run pings every anchor each PingInterval and hands media timeouts to
+// to, until ctx ends.
+func (p *Pool) Run(ctx context.Context, to Timeouts) {
 	t := time.NewTicker(p.cfg.PingInterval)
 	defer t.Stop()
+	pinged := make(chan struct{}, 1)
+	ping := func() {
+		go func() { p.pingAll(ctx); pinged <- struct{}{} }()
+	}
+	ping()
 	for {
-		p.pingAll(ctx)
 		select {
 		case <-ctx.Done():
 			return
+		case m := <-p.timeouts:
+			to.MediaTimeout(m.from, m.callID, m.media)
 		case <-t.C:
+			select {
+			case <-pinged: // the last round is over
+				ping()
+			default:
+			}
 		}
 	}
+}
+
+type timeout struct {
+	from   netip.AddrPort
+	callID string
+	media  map[string]calls.MediaQuality
 }
 
 func (p *Pool) pingAll(ctx context.Context) {
@@ -164,12 +186,13 @@ func (p *Pool) candidates(callID string) []*anchor {
 }
 
 // Offer rewrites req's SDP offer (an INVITE or UPDATE, initial or in
-// dialog) so the other side sends its media to the anchor. A request with
-// no SDP is left alone.
-func (p *Pool) Offer(ctx context.Context, req *sip.Request) (bool, error) {
+// dialog) so the other side sends its media to the anchor, and returns
+// the anchor: on, the call's own when it has one, else one picked for
+// it. A request with no SDP is left alone (false).
+func (p *Pool) Offer(ctx context.Context, req *sip.Request, on netip.AddrPort) (netip.AddrPort, bool, error) {
 	body, ok := sdpBody(req)
 	if !ok {
-		return false, nil
+		return on, false, nil
 	}
 	d := ng.Dict{"command": "offer", "call-id": req.CallID().Value(), "from-tag": req.From().Params.GetOr("tag", ""),
 		"sdp": string(body), "replace": []any{"origin", "session-connection"}, "ICE": "remove"}
@@ -188,17 +211,17 @@ func (p *Pool) Offer(ctx context.Context, req *sip.Request) (bool, error) {
 		}
 		d["received-from"] = []any{fam, src.Addr().Unmap().String()}
 	}
-	res, err := p.do(ctx, req.CallID().Value(), d, true)
+	a, res, err := p.do(ctx, req.CallID().Value(), on, d)
 	if err != nil {
-		return false, err
+		return on, false, err
 	}
 	req.SetBody([]byte(res.Str("sdp")))
-	return true, nil
+	return a, true, nil
 }
 
-// Answer rewrites the SDP answer in res (a 18x or 2xx to req) so the
-// offerer sends its media to the anchor.
-func (p *Pool) Answer(ctx context.Context, req *sip.Request, res *sip.Response) error {
+// Answer rewrites the SDP answer in res (a 18x or 2xx to req) on the
+// anchor that took the offer, so the offerer sends its media there.
+func (p *Pool) Answer(ctx context.Context, on netip.AddrPort, req *sip.Request, res *sip.Response) error {
 	body, ok := sdpBody(res)
 	if !ok {
 		return nil
@@ -211,7 +234,10 @@ func (p *Pool) Answer(ctx context.Context, req *sip.Request, res *sip.Response) 
 			d["received-from"] = []any{"IP6", src.Addr().String()}
 		}
 	}
-	out, err := p.do(ctx, res.CallID().Value(), d, false)
+	if !on.IsValid() {
+		return fmt.Errorf("anchoring: answer for a call with no offer")
+	}
+	out, err := p.send(ctx, p.anchorAt(on), d)
 	if err != nil {
 		return err
 	}
@@ -221,14 +247,8 @@ func (p *Pool) Answer(ctx context.Context, req *sip.Request, res *sip.Response) 
 
 // Delete ends the call on its anchor and returns each side's media
 // quality, by SIP tag (nil when the anchor did not say).
-func (p *Pool) Delete(ctx context.Context, callID string) map[string]calls.MediaQuality {
-	p.mu.Lock()
-	a := p.calls[callID]
-	delete(p.calls, callID)
-	p.mu.Unlock()
-	if a == nil {
-		return nil
-	}
+func (p *Pool) Delete(ctx context.Context, on netip.AddrPort, callID string) map[string]calls.MediaQuality {
+	a := p.anchorAt(on)
 	res, err := p.send(ctx, a, ng.Dict{"command": "delete", "call-id": callID})
 	if err != nil {
 		p.cfg.Log.Info("media delete failed", "call_id", callID, "anchor", a.addr, "error", err)
@@ -288,27 +308,23 @@ func Quality(d ng.Dict) map[string]calls.MediaQuality {
 	return out
 }
 
-// Anchor is where a call's media is anchored (false when it is not).
-func (p *Pool) Anchor(callID string) (netip.AddrPort, bool) {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	if a := p.calls[callID]; a != nil {
-		return a.addr, true
+// anchorAt is the anchor at addr (one no longer configured still gets its
+// commands: a call stays on its anchor).
+func (p *Pool) anchorAt(addr netip.AddrPort) *anchor {
+	for _, a := range p.anchors {
+		if a.addr == addr {
+			return a
+		}
 	}
-	return netip.AddrPort{}, false
+	return &anchor{addr: addr, up: true}
 }
 
-// do sends a command for a call to its anchor; a new call (offer) picks
-// one, trying the next when one does not answer.
-func (p *Pool) do(ctx context.Context, callID string, d ng.Dict, mayPick bool) (ng.Dict, error) {
-	p.mu.Lock()
-	a := p.calls[callID]
-	p.mu.Unlock()
-	if a != nil {
-		return p.send(ctx, a, d)
-	}
-	if !mayPick {
-		return nil, fmt.Errorf("anchoring: %s for a call with no offer", d.Str("command"))
+// do sends a command for a call to its anchor (on); a call with none
+// gets one picked, the next tried when one does not answer.
+func (p *Pool) do(ctx context.Context, callID string, on netip.AddrPort, d ng.Dict) (netip.AddrPort, ng.Dict, error) {
+	if on.IsValid() {
+		res, err := p.send(ctx, p.anchorAt(on), d)
+		return on, res, err
 	}
 	var lastErr error = ErrNoAnchor
 	for _, a := range p.candidates(callID) {
@@ -319,14 +335,11 @@ func (p *Pool) do(ctx context.Context, callID string, d ng.Dict, mayPick bool) (
 			continue
 		}
 		if err != nil {
-			return nil, err
+			return on, nil, err
 		}
-		p.mu.Lock()
-		p.calls[callID] = a
-		p.mu.Unlock()
-		return res, nil
+		return a.addr, res, nil
 	}
-	return nil, lastErr
+	return on, nil, lastErr
 }
 
 func (p *Pool) send(ctx context.Context, a *anchor, d ng.Dict) (ng.Dict, error) {
@@ -352,18 +365,11 @@ func (p *Pool) notified(from netip.AddrPort, d ng.Dict) {
 		return
 	}
 	callID := d.Str("call-id")
-	p.mu.Lock()
-	a := p.calls[callID]
-	if a != nil && a.addr == from {
-		delete(p.calls, callID)
-	}
-	p.mu.Unlock()
-	if a == nil || a.addr != from {
-		return // not a call of ours on that anchor
-	}
 	p.cfg.Log.Info("media timeout reported", "call_id", callID, "anchor", from)
-	if p.cfg.OnTimeout != nil {
-		p.cfg.OnTimeout(callID, Quality(d))
+	select {
+	case p.timeouts <- timeout{from: from, callID: callID, media: Quality(d)}:
+	default:
+		p.cfg.Log.Warn("media timeout dropped: too many at once", "call_id", callID, "anchor", from)
 	}
 }
 

@@ -36,7 +36,8 @@ func startFake(t *testing.T) *fakeAnchor {
 	f := &fakeAnchor{}
 	stop := make(chan struct{})
 	t.Cleanup(func() { close(stop) })
-	f.srv = ng.NewServer(conn, ng.HandlerFunc(func(_ context.Context, cmd string, req ng.Dict, from netip.AddrPort) ng.Dict {
+	f.srv = ng.NewServer(conn, slog.New(slog.NewTextHandler(io.Discard, nil)))
+	h := ng.HandlerFunc(func(_ context.Context, cmd string, req ng.Dict, from netip.AddrPort) ng.Dict {
 		f.mu.Lock()
 		if f.down {
 			f.mu.Unlock()
@@ -53,9 +54,9 @@ func startFake(t *testing.T) *fakeAnchor {
 			return ng.OK(ng.Dict{"sdp": strings.Replace(req.Str("sdp"), "c=IN IP4 192.0.2.10", "c=IN IP4 203.0.113.5", 1)})
 		}
 		return ng.OK(nil)
-	}), slog.New(slog.NewTextHandler(io.Discard, nil)))
+	})
 	ctx, cancel := context.WithCancel(context.Background())
-	go func() { _ = f.srv.Serve(ctx) }()
+	go func() { _ = f.srv.Serve(ctx, h) }()
 	t.Cleanup(cancel)
 	return f
 }
@@ -70,14 +71,21 @@ func (f *fakeAnchor) commands() []string {
 	return out
 }
 
-func newPool(t *testing.T, onTimeout func(string, map[string]calls.MediaQuality), anchors ...*fakeAnchor) *Pool {
+// timeouts collects the media timeouts a pool hands on.
+type timeouts chan string
+
+func (c timeouts) MediaTimeout(_ netip.AddrPort, callID string, _ map[string]calls.MediaQuality) {
+	c <- callID
+}
+
+func newPool(t *testing.T, anchors ...*fakeAnchor) *Pool {
 	t.Helper()
 	var addrs []netip.AddrPort
 	for _, a := range anchors {
 		addrs = append(addrs, a.srv.Addr())
 	}
 	p, err := New(Config{Anchors: addrs, Timeout: 300 * time.Millisecond, PingInterval: time.Hour,
-		Log: slog.New(slog.NewTextHandler(io.Discard, nil)), OnTimeout: onTimeout})
+		Log: slog.New(slog.NewTextHandler(io.Discard, nil))})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -106,12 +114,12 @@ func invite(t *testing.T, callID, body, contentType string) *sip.Request {
 
 func TestOfferAnswerDeleteGoToTheCallsAnchor(t *testing.T) {
 	a := startFake(t)
-	p := newPool(t, nil, a)
+	p := newPool(t, a)
 	ctx := context.Background()
 	req := invite(t, "c1", offerSDP, "application/sdp")
-	ok, err := p.Offer(ctx, req)
-	if err != nil || !ok {
-		t.Fatalf("offer: %v %v", ok, err)
+	on, ok, err := p.Offer(ctx, req, netip.AddrPort{})
+	if err != nil || !ok || on != a.srv.Addr() {
+		t.Fatalf("offer: %v %v on %v", ok, err, on)
 	}
 	if !strings.Contains(string(req.Body()), "c=IN IP4 203.0.113.5") || int(*req.ContentLength()) != len(req.Body()) {
 		t.Fatalf("body not rewritten, or Content-Length stale:\n%s", req.Body())
@@ -127,31 +135,32 @@ func TestOfferAnswerDeleteGoToTheCallsAnchor(t *testing.T) {
 	res.AppendHeader(sip.NewHeader("Content-Type", "application/sdp"))
 	res.SetBody([]byte(offerSDP))
 	res.SetSource("203.0.113.9:5060")
-	if err := p.Answer(ctx, req, res); err != nil || !strings.Contains(string(res.Body()), "203.0.113.5") {
+	if err := p.Answer(ctx, on, req, res); err != nil || !strings.Contains(string(res.Body()), "203.0.113.5") {
 		t.Fatalf("answer: %v\n%s", err, res.Body())
 	}
-	if got, ok := p.Anchor("c1"); !ok || got != a.srv.Addr() {
-		t.Fatalf("anchor of c1: %v %v", got, ok)
+	// A re-offer in the dialog goes to the call's anchor.
+	if again, ok, err := p.Offer(ctx, invite(t, "c1", offerSDP, "application/sdp"), on); err != nil || !ok || again != on {
+		t.Fatalf("re-offer: %v %v on %v", ok, err, again)
 	}
-	p.Delete(ctx, "c1")
-	p.Delete(ctx, "c1") // twice: nothing more sent
-	if got := strings.Join(a.commands(), ","); got != "offer,answer,delete" {
+	p.Delete(ctx, on, "c1") // once: the call object deletes once
+	if got := strings.Join(a.commands(), ","); got != "offer,answer,offer,delete" {
 		t.Fatalf("commands %s", got)
 	}
-	if _, ok := p.Anchor("c1"); ok {
-		t.Fatal("the call is still mapped after delete")
+	// An answer for a call with no anchor is refused, not sent anywhere.
+	if err := p.Answer(ctx, netip.AddrPort{}, req, res); err == nil {
+		t.Fatal("answer without an offer")
 	}
 }
 
 func TestNoSDPIsNotAnchored(t *testing.T) {
 	a := startFake(t)
-	p := newPool(t, nil, a)
+	p := newPool(t, a)
 	for _, req := range []*sip.Request{invite(t, "c2", "", ""), invite(t, "c3", "hello", "text/plain")} {
-		if ok, err := p.Offer(context.Background(), req); ok || err != nil {
+		if _, ok, err := p.Offer(context.Background(), req, netip.AddrPort{}); ok || err != nil {
 			t.Fatalf("%v %v", ok, err)
 		}
 	}
-	if ok, err := p.Offer(context.Background(), invite(t, "c4", offerSDP, "Application/SDP; charset=utf-8")); !ok || err != nil {
+	if _, ok, err := p.Offer(context.Background(), invite(t, "c4", offerSDP, "Application/SDP; charset=utf-8"), netip.AddrPort{}); !ok || err != nil {
 		t.Fatalf("a Content-Type with parameters: %v %v", ok, err)
 	}
 	if len(a.commands()) != 1 {
@@ -164,14 +173,15 @@ func TestADeadAnchorIsSkippedAndTakenOut(t *testing.T) {
 	dead.mu.Lock()
 	dead.down = true
 	dead.mu.Unlock()
-	p := newPool(t, nil, dead, live)
+	p := newPool(t, dead, live)
 	// Whichever anchor each Call-ID hashes to, every call ends up on the live one.
 	for i := 0; i < 6; i++ {
 		id := "call-" + strconv.Itoa(i)
-		if ok, err := p.Offer(context.Background(), invite(t, id, offerSDP, "application/sdp")); !ok || err != nil {
+		a, ok, err := p.Offer(context.Background(), invite(t, id, offerSDP, "application/sdp"), netip.AddrPort{})
+		if !ok || err != nil {
 			t.Fatalf("%s: %v %v", id, ok, err)
 		}
-		if a, _ := p.Anchor(id); a != live.srv.Addr() {
+		if a != live.srv.Addr() {
 			t.Fatalf("%s on %s", id, a)
 		}
 	}
@@ -180,7 +190,7 @@ func TestADeadAnchorIsSkippedAndTakenOut(t *testing.T) {
 	}
 	// With no anchor up, a call is refused.
 	p.setUp(p.anchors[1], false)
-	if _, err := p.Offer(context.Background(), invite(t, "none", offerSDP, "application/sdp")); err == nil {
+	if _, _, err := p.Offer(context.Background(), invite(t, "none", offerSDP, "application/sdp"), netip.AddrPort{}); err == nil {
 		t.Fatal("offered with no anchor up")
 	}
 	// A ping brings it back.
@@ -192,14 +202,14 @@ func TestADeadAnchorIsSkippedAndTakenOut(t *testing.T) {
 
 func TestCallsSpreadByCallID(t *testing.T) {
 	a, b := startFake(t), startFake(t)
-	p := newPool(t, nil, a, b)
+	p := newPool(t, a, b)
 	seen := map[netip.AddrPort]int{}
 	for i := 0; i < 40; i++ {
 		id := "spread-" + strconv.Itoa(i)
-		if _, err := p.Offer(context.Background(), invite(t, id, offerSDP, "application/sdp")); err != nil {
+		first, _, err := p.Offer(context.Background(), invite(t, id, offerSDP, "application/sdp"), netip.AddrPort{})
+		if err != nil {
 			t.Fatal(err)
 		}
-		first, _ := p.Anchor(id)
 		seen[first]++
 		// The same Call-ID always lands on the same anchor.
 		if got := p.candidates(id)[0].addr; got != first {
@@ -211,20 +221,19 @@ func TestCallsSpreadByCallID(t *testing.T) {
 	}
 }
 
-func TestMediaTimeoutFromTheCallsAnchorOnly(t *testing.T) {
-	a, other := startFake(t), startFake(t)
-	got := make(chan string, 2)
-	p := newPool(t, func(id string, _ map[string]calls.MediaQuality) { got <- id }, a, other)
-	p.candidates("x") // both up
-	p.mu.Lock()
-	p.calls["mt"] = p.anchors[0]
-	p.mu.Unlock()
-	client := p.client.LocalAddr()
-	// Another anchor cannot end the call.
-	if err := other.srv.Send(client, "n1", ng.Dict{"command": "media-timeout", "call-id": "mt"}); err != nil {
+// Media timeouts are handed on with the anchor they came from (the call
+// object believes only its own anchor: sip/call's tests).
+func TestMediaTimeoutsAreHandedOnWithTheirAnchor(t *testing.T) {
+	a := startFake(t)
+	p := newPool(t, a)
+	got := make(timeouts, 2)
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	go p.Run(ctx, got)
+	if err := a.srv.Send(p.client.LocalAddr(), "n1", ng.Dict{"command": "media-timeout", "call-id": "mt"}); err != nil {
 		t.Fatal(err)
 	}
-	if err := a.srv.Send(client, "n2", ng.Dict{"command": "media-timeout", "call-id": "mt"}); err != nil {
+	if err := a.srv.Send(p.client.LocalAddr(), "n2", ng.Dict{"command": "not-a-timeout", "call-id": "x"}); err != nil {
 		t.Fatal(err)
 	}
 	select {
@@ -237,11 +246,8 @@ func TestMediaTimeoutFromTheCallsAnchorOnly(t *testing.T) {
 	}
 	select {
 	case id := <-got:
-		t.Fatalf("reported twice (%s)", id)
+		t.Fatalf("another notification handed on (%s)", id)
 	case <-time.After(200 * time.Millisecond):
-	}
-	if _, ok := p.Anchor("mt"); ok {
-		t.Fatal("the call is still mapped")
 	}
 }
 

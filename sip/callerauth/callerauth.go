@@ -9,7 +9,6 @@ import (
 	"context"
 	"log/slog"
 	"net/netip"
-	"strconv"
 
 	"github.com/emiago/sipgo/sip"
 
@@ -21,10 +20,9 @@ import (
 
 // Plugin authenticates callers.
 type Plugin struct {
-	Self       *local.Identity
-	Auth       *auth.Authenticator
-	RetryAfter int
-	Log        *slog.Logger
+	Self *local.Identity
+	Auth *auth.Authenticator
+	Log  *slog.Logger
 	// Carrier names the trunk whose inbound ACL holds a source address;
 	// requests from there are trusted without digest. Nil: no trunks.
 	Carrier func(src netip.Addr) (string, bool)
@@ -33,84 +31,62 @@ type Plugin struct {
 // Methods implements chain.Plugin.
 func (Plugin) Methods() []string { return nil }
 
-type userKey struct{}
+// Handles implements chain.Plugin: see applies.
+func (p Plugin) Handles(r *chain.Request) bool { return p.applies(r.Request) }
 
-type carrierKey struct{}
-
-// Carrier returns the trunk a request came from, if a carrier sent it.
-func Carrier(ctx context.Context) string {
-	c, _ := ctx.Value(carrierKey{}).(string)
-	return c
-}
-
-// User returns the user a request was authenticated as, if any.
-func User(ctx context.Context) string {
-	u, _ := ctx.Value(userKey{}).(string)
-	return u
-}
-
-// Wrap implements chain.Plugin.
-func (p Plugin) Wrap(next chain.Handler) chain.Handler {
-	return chain.HandlerFunc(func(ctx context.Context, w chain.ResponseWriter, req *sip.Request) {
-		if !p.applies(req) {
-			next.ServeSIP(ctx, w, req)
-			return
-		}
-		if p.Carrier != nil {
-			if src, err := netip.ParseAddrPort(req.Source()); err == nil {
-				if trunk, ok := p.Carrier(src.Addr()); ok {
-					next.ServeSIP(context.WithValue(ctx, carrierKey{}, trunk), w, req)
-					return
-				}
+// Serve implements chain.Plugin: the caller is found out and written into
+// r.Caller for the links after this one.
+func (p Plugin) Serve(ctx context.Context, w chain.ResponseWriter, r *chain.Request, next chain.Handler) chain.Result {
+	req := r.Request
+	if p.Carrier != nil {
+		if src, err := netip.ParseAddrPort(req.Source()); err == nil {
+			if trunk, ok := p.Carrier(src.Addr()); ok {
+				r.Caller.Trunk = trunk
+				return next.ServeSIP(ctx, w, r)
 			}
 		}
-		from := req.From().Address
-		if !p.Self.IsDomain(from.Host) {
-			if !p.Self.IsLocalURI(req.Recipient) {
-				// Not an open relay. RFC 3261 §21.4.5: 404 is also the answer
-				// when the Request-URI's domain is not one the server handles.
-				p.Log.Debug("relay refused", "method", req.Method, "from", from.String(), "ruri", req.Recipient.String(), "source", req.Source())
-				_ = chain.Reply(w, req, 404, "Not Found: Domain Not Served")
-				return
-			}
-			next.ServeSIP(ctx, w, req) // another domain calling one of our users
-			return
+	}
+	from := req.From().Address
+	if !p.Self.IsDomain(from.Host) {
+		if !p.Self.IsLocalURI(req.Recipient) {
+			// Not an open relay. RFC 3261 §21.4.5: 404 is also the answer
+			// when the Request-URI's domain is not one the server handles.
+			p.Log.Debug("relay refused", "method", req.Method, "from", from.String(), "ruri", req.Recipient.String(), "source", req.Source())
+			return chain.Refuse(404, "Not Found: Domain Not Served")
 		}
-		out, err := p.Auth.Check(ctx, req, auth.Proxy)
-		if err != nil {
-			p.Log.Warn("caller lookup failed", "error", err)
-			_ = chain.Reply(w, req, 503, "Service Unavailable", sip.NewHeader("Retry-After", strconv.Itoa(p.RetryAfter)))
-			return
-		}
-		switch {
-		case !out.Present:
-			_ = w.Respond(p.Auth.Challenge(req, auth.Proxy, false))
-			return
-		case out.Result == digest.BadURI:
-			_ = chain.Reply(w, req, 400, "Digest URI Does Not Match Request-URI")
-			return
-		case out.Result == digest.Malformed:
-			_ = chain.Reply(w, req, 400, "Malformed Credentials")
-			return
-		case out.Result == digest.Stale || out.Result == digest.Replay:
-			_ = w.Respond(p.Auth.Challenge(req, auth.Proxy, true))
-			return
-		case out.Result != digest.OK:
-			p.Log.Info("caller authentication failed", "from", from.User, "reason", out.Result.String(), "source", req.Source())
-			_ = w.Respond(p.Auth.Challenge(req, auth.Proxy, false))
-			return
-		}
-		if out.User != from.User {
-			p.Log.Info("From does not match the authenticated user", "user", out.User, "from", from.User, "source", req.Source())
-			_ = chain.Reply(w, req, 403, "Forbidden: From Is Not Your Identity")
-			return
-		}
-		// Consumed here: the credentials are for us, not for the next hop.
-		for _, h := range chain.Headers(req, "Proxy-Authorization") {
-			req.RemoveHeader(h.Name())
-		}
-		next.ServeSIP(context.WithValue(ctx, userKey{}, out.User), w, req)
-	})
+		return next.ServeSIP(ctx, w, r) // another domain calling one of our users
+	}
+	out, err := p.Auth.Check(ctx, req, auth.Proxy)
+	if err != nil {
+		p.Log.Warn("caller lookup failed", "error", err)
+		return chain.Unavailable("")
+	}
+	switch {
+	case !out.Present:
+		_ = w.Respond(p.Auth.Challenge(req, auth.Proxy, false))
+		return chain.Done
+	case out.Result == digest.BadURI:
+		return chain.Refuse(400, "Digest URI Does Not Match Request-URI")
+	case out.Result == digest.Malformed:
+		return chain.Refuse(400, "Malformed Credentials")
+	case out.Result == digest.Stale || out.Result == digest.Replay:
+		_ = w.Respond(p.Auth.Challenge(req, auth.Proxy, true))
+		return chain.Done
+	case out.Result != digest.OK:
+		p.Log.Info("caller authentication failed", "from", from.User, "reason", out.Result.String(), "source", req.Source())
+		_ = w.Respond(p.Auth.Challenge(req, auth.Proxy, false))
+		return chain.Done
+	}
+	if out.User != from.User {
+		p.Log.Info("From does not match the authenticated user", "user", out.User, "from", from.User, "source", req.Source())
+		return chain.Refuse(403, "Forbidden: From Is Not Your Identity")
+	}
+	// Consumed here: the credentials are for us, not for the next hop.
+	for _, h := range chain.Headers(req, "Proxy-Authorization") {
+		req.RemoveHeader(h.Name())
+	}
+	r.Caller.User = out.User
+	return next.ServeSIP(ctx, w, r)
 }
 
 // applies: requests outside a dialog that sori would forward. ACK and

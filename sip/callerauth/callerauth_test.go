@@ -1,7 +1,6 @@
 package callerauth
 
 import (
-	"context"
 	"io"
 	"log/slog"
 	"testing"
@@ -39,15 +38,9 @@ func newPlugin(t *testing.T) Plugin {
 // and, when passed on, the user the next link saw and the request it got.
 func serve(t *testing.T, p Plugin, req *sip.Request) (res *sip.Response, user string, passed *sip.Request) {
 	t.Helper()
-	rec := &chaintest.Recorder{}
-	p.Wrap(chain.HandlerFunc(func(ctx context.Context, _ chain.ResponseWriter, r *sip.Request) {
-		user, passed = User(ctx), r
-	})).ServeSIP(context.Background(), rec, req)
-	if len(rec.Responses) > 1 {
-		t.Fatalf("%d responses", len(rec.Responses))
-	}
-	if len(rec.Responses) == 1 {
-		res = rec.Responses[0]
+	res, _, seen := chaintest.ServeAs(t, p, &chain.Request{Request: req})
+	if seen != nil {
+		user, passed = seen.Caller.User, seen.Request
 	}
 	return res, user, passed
 }

@@ -1,6 +1,7 @@
-// Package calls keeps the calls in progress and writes one call record for
-// each when it ends: a failed or cancelled INVITE when its final response is
-// sent, an answered call when either side sends BYE.
+// Package calls is the call record: what one record holds, the sinks it
+// is written to (a JSON lines file, a Redis stream), and the Recorder that
+// writes it and counts it. The call in progress lives in sip/call, which
+// hands its record here once, when the call has ended.
 package calls
 
 import (
@@ -95,4 +96,24 @@ func Disposition(code int, cancelled, timedOut bool) string {
 // Sink stores call records.
 type Sink interface {
 	Write(ctx context.Context, r Record) error
+}
+
+// WithMedia returns r with each side's media quality, by SIP tag (the
+// caller's is callerTag), and the lower MOS of the two.
+func (r Record) WithMedia(callerTag string, byTag map[string]MediaQuality) Record {
+	for tag, q := range byTag {
+		q := q
+		if tag == callerTag {
+			r.CallerMedia = &q
+		} else {
+			r.CalleeMedia = &q
+		}
+	}
+	r.MOS = 0
+	for _, q := range []*MediaQuality{r.CallerMedia, r.CalleeMedia} {
+		if q != nil && q.Sent > 0 && (r.MOS == 0 || q.MOS < r.MOS) {
+			r.MOS = q.MOS
+		}
+	}
+	return r
 }

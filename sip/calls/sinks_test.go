@@ -10,6 +10,7 @@ import (
 	"os"
 	"path/filepath"
 	"sync/atomic"
+	"sync"
 	"testing"
 	"time"
 
@@ -159,4 +160,23 @@ func TestAsyncQueuesDropsWhenFullAndFlushesOnClose(t *testing.T) {
 	if bad.calls.Load() != 1 || dropped.Load() != 1 {
 		t.Fatalf("failed write: %d calls, %d dropped", bad.calls.Load(), dropped.Load())
 	}
+}
+
+// memorySink keeps the records written to it.
+type memorySink struct {
+	mu   sync.Mutex
+	recs []Record
+}
+
+func (m *memorySink) Write(_ context.Context, r Record) error {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	m.recs = append(m.recs, r)
+	return nil
+}
+
+func (m *memorySink) records() []Record {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return append([]Record(nil), m.recs...)
 }

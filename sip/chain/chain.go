@@ -1,13 +1,16 @@
 // Package chain is how a SIP request flows through sori: a list of small
-// handlers, each with one job, each either answering the request or passing
-// it to the next (as CoreDNS plugins do). The transport and transaction layers
-// (sipgo) stay below it; routing logic lives in the handlers.
+// links, each with one job, each either deciding the request or passing it
+// to the next (as CoreDNS plugins do). A link that refuses a request
+// returns the code; one place (Answer, called by sip/server) writes every
+// such answer. The transport and transaction layers stay below the chain;
+// routing logic lives in the links.
 package chain
 
 import (
 	"context"
 	"errors"
 	"slices"
+	"strconv"
 	"strings"
 
 	"github.com/emiago/sipgo/sip"
@@ -22,25 +25,66 @@ type ResponseWriter interface {
 	Respond(res *sip.Response) error
 }
 
+// Caller is who sent a request, as the links before the proxy found out.
+type Caller struct {
+	User  string // the user of our domain it was authenticated as; empty: none
+	Trunk string // the carrier trunk whose inbound ACL holds its source; empty: none
+}
+
+// Request is a request on its way through the chain, with what the links
+// learned about it. It is passed explicitly, never through the context.
+type Request struct {
+	*sip.Request
+	Caller Caller
+}
+
+// Result is what a link decided. Code 0: the request is dealt with (the
+// link answered it through the ResponseWriter, or dropped it on purpose).
+// Otherwise the request is answered Code Reason with Header appended.
+type Result struct {
+	Code   int
+	Reason string
+	Header []sip.Header
+}
+
+// Done is the Result of a request a link answered itself.
+var Done = Result{}
+
+// Refuse is the Result that answers code and reason, with headers.
+func Refuse(code int, reason string, headers ...sip.Header) Result {
+	return Result{Code: code, Reason: reason, Header: headers}
+}
+
+// Unavailable is 503 for when something sori needs (the store, a media
+// anchor) is not there; Answer adds the Retry-After.
+func Unavailable(reason string) Result {
+	if reason == "" {
+		reason = "Service Unavailable"
+	}
+	return Result{Code: 503, Reason: reason}
+}
+
 // Handler serves one request.
 type Handler interface {
-	ServeSIP(ctx context.Context, w ResponseWriter, req *sip.Request)
+	ServeSIP(ctx context.Context, w ResponseWriter, r *Request) Result
 }
 
 // HandlerFunc adapts a function to Handler.
-type HandlerFunc func(ctx context.Context, w ResponseWriter, req *sip.Request)
+type HandlerFunc func(ctx context.Context, w ResponseWriter, r *Request) Result
 
 // ServeSIP calls f.
-func (f HandlerFunc) ServeSIP(ctx context.Context, w ResponseWriter, req *sip.Request) {
-	f(ctx, w, req)
+func (f HandlerFunc) ServeSIP(ctx context.Context, w ResponseWriter, r *Request) Result {
+	return f(ctx, w, r)
 }
 
-// Plugin is one link: it wraps the rest of the chain.
+// Plugin is one link.
 type Plugin interface {
-	// Wrap returns a handler that serves what this plugin handles and
-	// passes everything else to next.
-	Wrap(next Handler) Handler
-	// Methods lists the methods this plugin answers (for Allow).
+	// Handles reports whether the link acts on r; the chain passes every
+	// other request straight to the next link.
+	Handles(r *Request) bool
+	// Serve decides r, or passes it to next.
+	Serve(ctx context.Context, w ResponseWriter, r *Request, next Handler) Result
+	// Methods lists the methods this link answers (for Allow).
 	Methods() []string
 }
 
@@ -49,9 +93,21 @@ type Plugin interface {
 func Build(final Handler, plugins ...Plugin) Handler {
 	h := final
 	for i := len(plugins) - 1; i >= 0; i-- {
-		h = plugins[i].Wrap(h)
+		h = link{p: plugins[i], next: h}
 	}
 	return h
+}
+
+type link struct {
+	p    Plugin
+	next Handler
+}
+
+func (l link) ServeSIP(ctx context.Context, w ResponseWriter, r *Request) Result {
+	if !l.p.Handles(r) {
+		return l.next.ServeSIP(ctx, w, r)
+	}
+	return l.p.Serve(ctx, w, r, l.next)
 }
 
 // Allow returns the Allow header value for a set of plugins.
@@ -67,7 +123,25 @@ func Allow(plugins ...Plugin) string {
 	return strings.Join(ms, ", ")
 }
 
-// Reply answers req with code and reason, adding the given headers.
+// Answer writes what a Result says to req (nothing for Done, nor ever for
+// an ACK). A 503 carries Retry-After: retryAfter seconds unless the link
+// gave its own.
+func Answer(w ResponseWriter, req *sip.Request, r Result, retryAfter int) error {
+	if r.Code == 0 || req.IsAck() {
+		return nil
+	}
+	res := sip.NewResponseFromRequest(req, r.Code, r.Reason, nil)
+	for _, h := range r.Header {
+		res.AppendHeader(h)
+	}
+	if r.Code == 503 && res.GetHeader("Retry-After") == nil {
+		res.AppendHeader(sip.NewHeader("Retry-After", strconv.Itoa(retryAfter)))
+	}
+	return w.Respond(res)
+}
+
+// Reply answers req with code and reason, adding the given headers: for
+// answers that are not refusals (100 Trying, 200 to OPTIONS).
 func Reply(w ResponseWriter, req *sip.Request, code int, reason string, headers ...sip.Header) error {
 	res := sip.NewResponseFromRequest(req, code, reason, nil)
 	for _, h := range headers {

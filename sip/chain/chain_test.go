@@ -2,6 +2,7 @@ package chain_test
 
 import (
 	"context"
+	"slices"
 	"testing"
 
 	"github.com/emiago/sipgo/sip"
@@ -18,20 +19,69 @@ type tag struct {
 }
 
 func (t tag) Methods() []string { return t.methods }
-func (t tag) Wrap(next chain.Handler) chain.Handler {
-	return chain.HandlerFunc(func(ctx context.Context, w chain.ResponseWriter, r *sip.Request) {
-		*t.seen = append(*t.seen, t.name)
-		next.ServeSIP(ctx, w, r)
-	})
+
+// Handles: a tag with methods acts only on those.
+func (t tag) Handles(r *chain.Request) bool {
+	return len(t.methods) == 0 || slices.Contains(t.methods, string(r.Method))
+}
+
+func (t tag) Serve(ctx context.Context, w chain.ResponseWriter, r *chain.Request, next chain.Handler) chain.Result {
+	*t.seen = append(*t.seen, t.name)
+	return next.ServeSIP(ctx, w, r)
 }
 
 func TestBuildRunsPluginsInOrderThenFinal(t *testing.T) {
 	var seen []string
-	final := chain.HandlerFunc(func(context.Context, chain.ResponseWriter, *sip.Request) { seen = append(seen, "final") })
-	h := chain.Build(final, tag{"a", nil, &seen}, tag{"b", nil, &seen})
-	h.ServeSIP(context.Background(), &chaintest.Recorder{}, chaintest.Request(t, chaintest.Raw("OPTIONS", "sip:sori.test")))
-	if len(seen) != 3 || seen[0] != "a" || seen[1] != "b" || seen[2] != "final" {
-		t.Fatalf("order %v", seen)
+	final := chain.HandlerFunc(func(context.Context, chain.ResponseWriter, *chain.Request) chain.Result {
+		seen = append(seen, "final")
+		return chain.Done
+	})
+	h := chain.Build(final, tag{"a", nil, &seen}, tag{"r", []string{"REGISTER"}, &seen}, tag{"b", nil, &seen})
+	h.ServeSIP(context.Background(), &chaintest.Recorder{}, &chain.Request{Request: chaintest.Request(t, chaintest.Raw("OPTIONS", "sip:sori.test"))})
+	if !slices.Equal(seen, []string{"a", "b", "final"}) {
+		t.Fatalf("order %v (a link that does not handle OPTIONS must be passed by)", seen)
+	}
+}
+
+func TestAnswerWritesRefusalsWithRetryAfterOn503(t *testing.T) {
+	req := chaintest.Request(t, chaintest.Raw("INVITE", "sip:bob@sori.test"))
+	for _, tt := range []struct {
+		result     chain.Result
+		code       int
+		retryAfter string
+	}{
+		{chain.Done, 0, ""},
+		{chain.Refuse(404, "Not Found"), 404, ""},
+		{chain.Unavailable(""), 503, "9"},
+		{chain.Refuse(503, "Busy Here", sip.NewHeader("Retry-After", "30")), 503, "30"},
+		{chain.Refuse(420, "Bad Extension", sip.NewHeader("Unsupported", "foo")), 420, ""},
+	} {
+		rec := &chaintest.Recorder{}
+		if err := chain.Answer(rec, req, tt.result, 9); err != nil {
+			t.Fatal(err)
+		}
+		if tt.code == 0 {
+			if len(rec.Responses) != 0 {
+				t.Fatalf("Done answered %v", rec.Responses)
+			}
+			continue
+		}
+		res := rec.Responses[0]
+		ra := ""
+		if h := res.GetHeader("Retry-After"); h != nil {
+			ra = h.Value()
+		}
+		if len(rec.Responses) != 1 || res.StatusCode != tt.code || ra != tt.retryAfter || len(res.GetHeaders("Retry-After")) > 1 {
+			t.Fatalf("%+v: %v", tt.result, res)
+		}
+		if tt.code == 420 && res.GetHeader("Unsupported").Value() != "foo" {
+			t.Fatalf("420 without its header: %v", res)
+		}
+	}
+	rec := &chaintest.Recorder{}
+	_ = chain.Answer(rec, chaintest.Request(t, chaintest.Raw("ACK", "sip:bob@sori.test")), chain.Refuse(404, "Not Found"), 5)
+	if len(rec.Responses) != 0 {
+		t.Fatal("an ACK was answered")
 	}
 }
 

@@ -16,9 +16,9 @@ type NotAllowed struct {
 }
 
 // ServeSIP implements chain.Handler.
-func (n NotAllowed) ServeSIP(_ context.Context, w chain.ResponseWriter, req *sip.Request) {
-	if req.IsAck() {
-		return
+func (n NotAllowed) ServeSIP(_ context.Context, _ chain.ResponseWriter, r *chain.Request) chain.Result {
+	if r.IsAck() {
+		return chain.Done
 	}
-	_ = chain.Reply(w, req, 405, "Method Not Allowed", sip.NewHeader("Allow", n.Allow))
+	return chain.Refuse(405, "Method Not Allowed", sip.NewHeader("Allow", n.Allow))
 }

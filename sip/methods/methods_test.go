@@ -4,14 +4,25 @@ import (
 	"context"
 	"testing"
 
+	"github.com/emiago/sipgo/sip"
+
+	"github.com/sori-voice/sori/sip/chain"
 	"github.com/sori-voice/sori/sip/chain/chaintest"
 )
+
+// serve runs h and writes its result as the server does.
+func serve(t *testing.T, h chain.Handler, rec *chaintest.Recorder, req *sip.Request) {
+	t.Helper()
+	if err := chain.Answer(rec, req, h.ServeSIP(context.Background(), rec, &chain.Request{Request: req}), 5); err != nil {
+		t.Fatal(err)
+	}
+}
 
 func TestNotAllowed(t *testing.T) {
 	h := NotAllowed{Allow: "OPTIONS, REGISTER"}
 	for _, m := range []string{"INVITE", "FOO", "PUBLISH"} {
 		rec := &chaintest.Recorder{}
-		h.ServeSIP(context.Background(), rec, chaintest.Request(t, chaintest.Raw(m, "sip:sori.test")))
+		serve(t, h, rec, chaintest.Request(t, chaintest.Raw(m, "sip:sori.test")))
 		if len(rec.Responses) != 1 || rec.Responses[0].StatusCode != 405 {
 			t.Fatalf("%s: %v", m, rec.Responses)
 		}
@@ -20,7 +31,7 @@ func TestNotAllowed(t *testing.T) {
 		}
 	}
 	rec := &chaintest.Recorder{}
-	h.ServeSIP(context.Background(), rec, chaintest.Request(t, chaintest.Raw("ACK", "sip:bob@sori.test")))
+	serve(t, h, rec, chaintest.Request(t, chaintest.Raw("ACK", "sip:bob@sori.test")))
 	if len(rec.Responses) != 0 {
 		t.Fatalf("ACK answered: %v", rec.Responses)
 	}

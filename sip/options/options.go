@@ -21,19 +21,19 @@ type Plugin struct {
 // Methods implements chain.Plugin.
 func (Plugin) Methods() []string { return []string{"OPTIONS"} }
 
-// Wrap implements chain.Plugin.
-func (p Plugin) Wrap(next chain.Handler) chain.Handler {
-	return chain.HandlerFunc(func(ctx context.Context, w chain.ResponseWriter, req *sip.Request) {
-		if req.Method != sip.OPTIONS || !p.Self.AddressedToServer(req.Recipient) {
-			next.ServeSIP(ctx, w, req)
-			return
-		}
-		_ = chain.Reply(w, req, 200, "OK",
+// Handles implements chain.Plugin: OPTIONS addressed to sori itself.
+func (p Plugin) Handles(r *chain.Request) bool {
+	return r.Method == sip.OPTIONS && p.Self.AddressedToServer(r.Recipient)
+}
+
+// Serve implements chain.Plugin.
+func (p Plugin) Serve(_ context.Context, w chain.ResponseWriter, r *chain.Request, _ chain.Handler) chain.Result {
+	_ = chain.Reply(w, r.Request, 200, "OK",
 			sip.NewHeader("Allow", p.Allow),
 			sip.NewHeader("Accept", "application/sdp"),
 			sip.NewHeader("Accept-Encoding", "identity"),
 			sip.NewHeader("Accept-Language", "en"),
 			sip.NewHeader("Supported", p.Supported),
 		)
-	})
+	return chain.Done
 }

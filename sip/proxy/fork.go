@@ -3,15 +3,17 @@ package proxy
 import (
 	"context"
 	"errors"
+	"net/netip"
 	"strings"
 	"sync"
 	"time"
 
 	"github.com/emiago/sipgo/sip"
 
-	"github.com/sori-voice/sori/sip/callerauth"
-	"github.com/sori-voice/sori/sip/calls"
+	"github.com/sori-voice/sori/sip/alias"
+	"github.com/sori-voice/sori/sip/call"
 	"github.com/sori-voice/sori/sip/chain"
+	"github.com/sori-voice/sori/sip/timers"
 	"github.com/sori-voice/sori/sip/trunks"
 )
 
@@ -28,12 +30,14 @@ type fork struct {
 	p      *Proxy
 	in     *sip.Request
 	w      chain.ResponseWriter
-	call   *calls.Call // nil unless an initial INVITE
+	call   *call.Call  // nil unless an initial INVITE
+	caller chain.Caller // who sent it
 	invite bool
 	rr     bool
 	// anchored: the request's SDP offer went through a media anchor, so
-	// SDP answers coming back must too.
+	// SDP answers coming back must too, on the same anchor.
 	anchored bool
+	anchor   netip.AddrPort
 	// trunk: the groups are carrier gateways, tried one after another only
 	// when one fails in a way another gateway may not (no answer, 408, 5xx);
 	// a callee's own answer (404, 486, other 4xx) ends the search.
@@ -56,8 +60,10 @@ type fork struct {
 	stop      bool // a 6xx ended the search
 	sent      int  // final status sent to the caller; 0: none yet
 	final     chan struct{}
-	ctx       context.Context // the caller's request context (its authenticated user, carrier)
-	timerC    *time.Timer     // stopped at the final response, so a call does not keep its fork for timer C
+	timerC    *timers.Timer // stopped at the final response, so a call does not keep its fork for timer C
+	// refs: the caller's wait plus each branch still watched; the fork is
+	// over (sori_forks_active) when it drops to zero.
+	refs int
 }
 
 type branch struct {
@@ -71,16 +77,19 @@ type branch struct {
 	cancelSent  bool
 	giveUp      chan struct{}
 	giveUpOnce  sync.Once
+	giveUpTimer *timers.Timer // the wait for a cancelled branch to finish
 }
 
-func newFork(p *Proxy, in *sip.Request, w chain.ResponseWriter, call *calls.Call, groups [][]target, rr bool) *fork {
-	return &fork{p: p, in: in, w: w, call: call, invite: in.IsInvite(), rr: rr, loop: loopHash(in), groups: groups, final: make(chan struct{})}
+func newFork(p *Proxy, in *sip.Request, w chain.ResponseWriter, c *call.Call, caller chain.Caller, groups [][]target, rr bool) *fork {
+	return &fork{p: p, in: in, w: w, call: c, caller: caller, invite: in.IsInvite(), rr: rr, loop: loopHash(in), groups: groups, final: make(chan struct{})}
 }
 
 // run forwards the request and returns once the caller has its final
 // response; branches still finishing (CANCELs, late 2xx) go on in the background.
 func (f *fork) run(ctx context.Context) {
-	f.ctx = ctx
+	f.p.forks.Inc()
+	f.refs = 1
+	defer f.release()
 	f.startGroup()
 	select {
 	case <-f.final:
@@ -89,6 +98,17 @@ func (f *fork) run(ctx context.Context) {
 			f.callerCancelled()
 		}
 		<-f.final
+	}
+}
+
+// release drops one reference; the last one ends the fork.
+func (f *fork) release() {
+	f.mu.Lock()
+	f.refs--
+	last := f.refs == 0
+	f.mu.Unlock()
+	if last {
+		f.p.forks.Dec()
 	}
 }
 
@@ -117,7 +137,7 @@ func (f *fork) startGroup() {
 		var tx sip.ClientTransaction
 		if err == nil {
 			ctx, cancel := context.WithTimeout(context.Background(), dialTimeout)
-			tx, err = f.p.sender.Request(ctx, req)
+			tx, err = f.p.cfg.Sender.Request(ctx, req)
 			cancel()
 		}
 		if err != nil {
@@ -133,6 +153,7 @@ func (f *fork) startGroup() {
 		}
 		f.mu.Lock()
 		b.req, b.tx, b.trunk, b.gateway = req, tx, t.trunk, t.gateway
+		f.refs++
 		f.mu.Unlock()
 		if f.invite {
 			tx.OnRetransmission(func(res *sip.Response) { f.onRetransmission(res) })
@@ -140,7 +161,7 @@ func (f *fork) startGroup() {
 		go f.watch(b)
 	}
 	if f.invite {
-		t := time.AfterFunc(f.p.cfg.TimerC, func() { f.onTimerC(gi) })
+		t := f.p.timers.AfterFunc(f.p.cfg.TimerC, func() { f.onTimerC(gi) })
 		f.mu.Lock()
 		if f.timerC != nil {
 			f.timerC.Stop() // the previous group's
@@ -152,6 +173,12 @@ func (f *fork) startGroup() {
 
 // watch passes a branch's responses to the fork until its final one.
 func (f *fork) watch(b *branch) {
+	defer func() {
+		f.mu.Lock()
+		b.giveUpTimer.Stop() // answered in time: no wait left pending
+		f.mu.Unlock()
+		f.release()
+	}()
 	for {
 		select {
 		case res := <-b.tx.Responses():
@@ -203,26 +230,16 @@ func (f *fork) onResponse(b *branch, res *sip.Response) {
 			f.relay(res)
 			f.sent = code
 			f.done()
-			if f.call != nil && f.p.cfg.Trunks != nil {
-				// A trunk call counts against the trunk's limit until its
-				// BYE, or sip.dialog_timeout when the BYE never comes.
-				trunk := callerauth.Carrier(f.ctx)
+			if f.call != nil {
+				// A trunk call takes one of the trunk's call slots until
+				// the call ends, whichever way (sip/call).
+				trunk := f.caller.Trunk
 				if trunk == "" {
 					trunk = b.trunk
 				}
-				if trunk != "" {
-					f.p.cfg.Trunks.Begin(trunk, f.in.CallID().Value(), f.p.cfg.DialogTimeout)
-				}
-			}
-			if f.call != nil {
-				f.call.Answer(code, res.Reason, b.req.Recipient.String())
-				if f.anchored && f.invite {
-					if dl := f.p.newDialog(f.in, b.req, res); dl != nil {
-						f.p.dialogs.add(dl, f.p.cfg.DialogTimeout, func(callID string) {
-							f.p.cfg.Media.Delete(context.Background(), callID)
-						})
-					}
-				}
+				caller, callee, ok := call.Sides(f.in, b.req, res, f.p.ours)
+				f.call.Answered(call.Answer{Code: code, Reason: res.Reason, Contact: b.req.Recipient.String(),
+					Trunk: trunk, Caller: caller, Callee: callee, Dialog: ok})
 			}
 			f.cancelPending()
 		case f.invite && f.sent < 300:
@@ -230,7 +247,13 @@ func (f *fork) onResponse(b *branch, res *sip.Response) {
 		case f.invite:
 			// The caller already has a failure (timer C, CANCEL): this
 			// answer cannot become a call. End it as a UAC would.
-			go f.p.ackAndBye(f.in, b.req, res)
+			if caller, callee, ok := call.Sides(f.in, b.req, res, f.p.ours); ok {
+				go func() {
+					ctx, cancel := context.WithTimeout(context.Background(), cancelWait)
+					defer cancel()
+					f.p.cfg.UAC.EndLate(ctx, f.in.CallID().Value(), caller, callee, b.req.CSeq().SeqNo)
+				}()
+			}
 		}
 		return
 	}
@@ -346,10 +369,8 @@ func (f *fork) maybeFinish() {
 	f.done()
 	_ = f.w.Respond(res)
 	if f.call != nil {
-		f.call.Fail(res.StatusCode, res.Reason, false, f.timedOut, f.started)
-		f.p.callEnded(f.in.CallID().Value())
+		f.call.Failed(res.StatusCode, res.Reason, f.timedOut, f.started)
 	}
-	f.endMedia()
 }
 
 // done closes final once the caller has its final response; f.mu held.
@@ -372,7 +393,7 @@ func (f *fork) relay(res *sip.Response) {
 	}
 	if f.rr && res.StatusCode > 100 && res.StatusCode < 300 {
 		if c := up.Contact(); c != nil {
-			addAlias(c, res.Source(), res.Transport())
+			alias.Add(c, res.Source(), res.Transport())
 		}
 	}
 	_ = f.w.Respond(up)
@@ -386,15 +407,8 @@ func (f *fork) answer(res *sip.Response) {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), dialTimeout)
 	defer cancel()
-	if err := f.p.cfg.Media.Answer(ctx, f.in, res); err != nil {
+	if err := f.p.cfg.Media.Answer(ctx, f.anchor, f.in, res); err != nil {
 		f.p.log.Warn("SDP answer not anchored", "call_id", res.CallID().Value(), "error", err)
-	}
-}
-
-// endMedia ends the media of an initial INVITE that failed.
-func (f *fork) endMedia() {
-	if f.anchored && f.call != nil {
-		go f.p.cfg.Media.Delete(context.Background(), f.in.CallID().Value())
 	}
 }
 
@@ -438,10 +452,8 @@ func (f *fork) callerCancelled() {
 	f.done()
 	f.cancelPending()
 	if f.call != nil {
-		f.call.Fail(487, "Request Terminated", true, false, f.started)
-		f.p.callEnded(f.in.CallID().Value())
+		f.call.Cancelled(f.started)
 	}
-	f.endMedia()
 }
 
 // cancelPending cancels every branch still waiting for a final response.
@@ -463,70 +475,16 @@ func (f *fork) cancelBranch(b *branch) {
 	}
 	// RFC 3261 §9.1: CANCEL only after a provisional response; either way
 	// the branch gets 64*T1 to finish before it is abandoned.
-	time.AfterFunc(cancelWait, func() { b.giveUpOnce.Do(func() { close(b.giveUp) }) })
+	b.giveUpTimer = f.p.timers.AfterFunc(cancelWait, func() { b.giveUpOnce.Do(func() { close(b.giveUp) }) })
 }
 
-// sendCancel sends CANCEL for a branch (RFC 3261 §9.1: same Request-URI,
-// Call-ID, From, To, CSeq number and top Via as the INVITE).
+// sendCancel sends CANCEL for a branch (sip/uac builds it from the INVITE).
 func (f *fork) sendCancel(b *branch) {
 	b.cancelSent = true
-	r := b.req
-	c := sip.NewRequest(sip.CANCEL, *r.Recipient.Clone())
-	c.AppendHeader(r.Via().Clone())
-	for _, h := range r.Headers() {
-		if rt, ok := h.(*sip.RouteHeader); ok {
-			c.AppendHeader(rt.Clone())
-		}
-	}
-	c.AppendHeader(sip.HeaderClone(r.From()))
-	c.AppendHeader(sip.HeaderClone(r.To()))
-	c.AppendHeader(sip.HeaderClone(r.CallID()))
-	c.AppendHeader(&sip.CSeqHeader{SeqNo: r.CSeq().SeqNo, MethodName: sip.CANCEL})
-	mf := sip.MaxForwardsHeader(70)
-	c.AppendHeader(&mf)
-	c.SetBody(nil)
-	c.SetTransport(r.Transport())
-	c.SetDestination(r.Destination())
-	go f.p.transact(c)
-}
-
-// transact sends a request we originate and waits for its final response.
-func (p *Proxy) transact(req *sip.Request) {
-	ctx, cancel := context.WithTimeout(context.Background(), dialTimeout)
-	tx, err := p.sender.Request(ctx, req)
-	cancel()
-	if err != nil {
-		p.log.Debug("request not sent", "method", req.Method, "call_id", req.CallID().Value(), "error", err)
-		return
-	}
-	for {
-		select {
-		case res := <-tx.Responses():
-			if res.StatusCode >= 200 {
-				return
-			}
-		case <-tx.Done():
-			return
-		}
-	}
-}
-
-// ackAndBye ends a dialog a branch answered after the caller got a failure:
-// ACK the 2xx, then BYE, as the UAC the callee thinks it talks to.
-func (p *Proxy) ackAndBye(in, out *sip.Request, res *sip.Response) {
-	dl := p.newDialog(in, out, res)
-	if dl == nil {
-		return
-	}
-	seq := out.CSeq().SeqNo
-	ack, err := p.request(sip.ACK, dl, &dl.callee, &dl.caller, seq)
-	if err == nil {
-		err = p.sender.Write(ack)
-	}
-	if err != nil {
-		p.log.Debug("ACK for late 2xx not sent", "call_id", dl.callID, "error", err)
-	}
-	if bye, err := p.request(sip.BYE, dl, &dl.callee, &dl.caller, seq+1); err == nil {
-		p.transact(bye)
-	}
+	invite := b.req
+	go func() {
+		ctx, cancel := context.WithTimeout(context.Background(), cancelWait)
+		defer cancel()
+		f.p.cfg.UAC.Cancel(ctx, invite)
+	}()
 }

@@ -4,7 +4,9 @@ import (
 	"context"
 	"io"
 	"log/slog"
-	"net/netip"
+	"fmt"
+	"net"
+	"strconv"
 	"testing"
 
 	"github.com/emiago/sipgo/sip"
@@ -20,25 +22,43 @@ func (sender) Request(context.Context, *sip.Request) (sip.ClientTransaction, err
 	panic("not in unit tests")
 }
 func (sender) Write(*sip.Request) error { panic("not in unit tests") }
-func (sender) Local(transport string) (netip.AddrPort, bool) {
+func (s sender) SentBy(transport string) (string, int, error) {
 	switch transport {
-	case "udp":
-		return netip.MustParseAddrPort("127.0.0.1:5060"), true
-	case "tcp":
-		return netip.MustParseAddrPort("127.0.0.1:5061"), true
+	case "UDP", "udp":
+		return "127.0.0.1", 5060, nil
+	case "TCP", "tcp":
+		return "127.0.0.1", 5061, nil
 	}
-	return netip.AddrPort{}, false
+	return "", 0, fmt.Errorf("no %s listener", transport)
 }
 
 func newTestProxy(t *testing.T, advertise string) *Proxy {
 	t.Helper()
-	p := New(Config{
-		Self:      local.New("sori.test", "127.0.0.1:5060", "127.0.0.1:5061"),
-		Advertise: advertise,
-		Log:       slog.New(slog.NewTextHandler(io.Discard, nil)),
+	var s Sender = sender{}
+	if advertise != "" {
+		s = advertised{advertise}
+	}
+	return New(Config{
+		Self:   local.New("sori.test", "127.0.0.1:5060", "127.0.0.1:5061"),
+		Sender: s,
+		Log:    slog.New(slog.NewTextHandler(io.Discard, nil)),
 	})
-	p.Attach(sender{})
-	return p
+}
+
+// advertised is a sender whose sip.advertise is set (sip/server applies it).
+type advertised struct{ hostport string }
+
+func (advertised) Request(context.Context, *sip.Request) (sip.ClientTransaction, error) {
+	panic("not in unit tests")
+}
+func (advertised) Write(*sip.Request) error { panic("not in unit tests") }
+func (a advertised) SentBy(string) (string, int, error) {
+	host, port, err := net.SplitHostPort(a.hostport)
+	if err != nil {
+		return a.hostport, 5060, nil
+	}
+	n, _ := strconv.Atoi(port)
+	return host, n, nil
 }
 
 func uri(t *testing.T, s string) sip.Uri {

@@ -10,6 +10,7 @@ import (
 
 	"github.com/sori-voice/sori/sip/chain"
 	"github.com/sori-voice/sori/sip/local"
+	"github.com/sori-voice/sori/sip/uac"
 )
 
 // Hops is the chain link that stops requests going round in circles
@@ -23,23 +24,21 @@ type Hops struct {
 // Methods implements chain.Plugin.
 func (Hops) Methods() []string { return nil }
 
-// Wrap implements chain.Plugin.
-func (h Hops) Wrap(next chain.Handler) chain.Handler {
-	return chain.HandlerFunc(func(ctx context.Context, w chain.ResponseWriter, req *sip.Request) {
-		if req.IsAck() || req.Method == sip.REGISTER || h.Self.AddressedToServer(req.Recipient) && req.Route() == nil {
-			next.ServeSIP(ctx, w, req) // answered here, not forwarded
-			return
-		}
-		if mf := req.MaxForwards(); mf != nil && mf.Val() == 0 {
-			_ = chain.Reply(w, req, 483, "Too Many Hops")
-			return
-		}
-		if h.looped(req) {
-			_ = chain.Reply(w, req, 482, "Loop Detected")
-			return
-		}
-		next.ServeSIP(ctx, w, req)
-	})
+// Handles implements chain.Plugin: requests sori forwards (not ACK,
+// REGISTER, or one addressed to sori itself, which are answered here).
+func (h Hops) Handles(r *chain.Request) bool {
+	return !r.IsAck() && r.Method != sip.REGISTER && !(h.Self.AddressedToServer(r.Recipient) && r.Route() == nil)
+}
+
+// Serve implements chain.Plugin.
+func (h Hops) Serve(ctx context.Context, w chain.ResponseWriter, r *chain.Request, next chain.Handler) chain.Result {
+	if mf := r.MaxForwards(); mf != nil && mf.Val() == 0 {
+		return chain.Refuse(483, "Too Many Hops")
+	}
+	if h.looped(r.Request) {
+		return chain.Refuse(482, "Loop Detected")
+	}
+	return next.ServeSIP(ctx, w, r)
 }
 
 // looped reports whether one of our Vias carries this request's loop hash:
@@ -67,7 +66,7 @@ func (h Hops) looped(req *sip.Request) bool {
 }
 
 // branchPrefix marks the Via branches sori writes: magic cookie + "sR".
-const branchPrefix = sip.RFC3261BranchMagicCookie + "sR"
+const branchPrefix = uac.BranchPrefix
 
 // loopHash is RFC 3261 §16.6 step 8's hash of what a loop leaves unchanged
 // (the top Via is left out: on a loop it is the previous hop's).

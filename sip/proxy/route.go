@@ -1,7 +1,6 @@
 package proxy
 
 import (
-	"crypto/rand"
 	"encoding/base32"
 	"fmt"
 	"net"
@@ -12,7 +11,9 @@ import (
 	"github.com/emiago/sipgo/sip"
 
 	"github.com/sori-voice/sori/registrar/store"
+	"github.com/sori-voice/sori/sip/alias"
 	"github.com/sori-voice/sori/sip/trunks"
+	"github.com/sori-voice/sori/sip/uac"
 )
 
 // target is one place a request is forwarded to.
@@ -138,8 +139,8 @@ func (p *Proxy) prepare(in *sip.Request, t target, recordRoute bool, loop string
 	}
 	out.Recipient = *t.uri.Clone()
 	dest, transport := t.dest, t.transport
-	if a, ok := takeAlias(&out.Recipient); ok && dest == "" {
-		dest, transport = a.addr, a.transport
+	if a, ok := alias.Take(&out.Recipient); ok && dest == "" {
+		dest, transport = a.Addr, a.Transport
 	}
 	if len(t.path) > 0 {
 		var hs []sip.Header
@@ -229,7 +230,7 @@ func (p *Proxy) prepare(in *sip.Request, t target, recordRoute bool, loop string
 		}
 	}
 	via := &sip.ViaHeader{ProtocolName: "SIP", ProtocolVersion: "2.0", Transport: transport, Host: host, Port: port, Params: sip.NewParams()}
-	via.Params.Add("branch", branchPrefix+loop+"."+randomToken())
+	via.Params.Add("branch", branchPrefix+loop+"."+uac.Token())
 	via.Params.Add("rport", "")
 	out.PrependHeader(via)
 
@@ -247,7 +248,7 @@ func (p *Proxy) prepare(in *sip.Request, t target, recordRoute bool, loop string
 		}
 		prepend(out, rrs...)
 		if c := out.Contact(); c != nil {
-			addAlias(c, in.Source(), in.Transport())
+			alias.Add(c, in.Source(), in.Transport())
 		}
 	}
 	return out, nil
@@ -275,27 +276,7 @@ func prepend(req *sip.Request, hs ...sip.Header) {
 }
 
 // sentBy is the host and port we put in Via and Record-Route for transport.
-func (p *Proxy) sentBy(transport string) (string, int, error) {
-	ap, ok := p.sender.Local(strings.ToLower(transport))
-	if !ok {
-		return "", 0, fmt.Errorf("no %s listener to send from", transport)
-	}
-	host, port := ap.Addr().String(), int(ap.Port())
-	if ap.Addr().Is6() {
-		host = "[" + host + "]"
-	}
-	if a := p.cfg.Advertise; a != "" {
-		if h, pt, err := net.SplitHostPort(a); err == nil {
-			host = h
-			if n, err := strconv.Atoi(pt); err == nil {
-				port = n
-			}
-		} else {
-			host = a
-		}
-	}
-	return host, port, nil
-}
+func (p *Proxy) sentBy(transport string) (string, int, error) { return p.cfg.Sender.SentBy(transport) }
 
 func (p *Proxy) recordRoute(transport, host string, port int, token string) *sip.RecordRouteHeader {
 	u := sip.Uri{Scheme: "sip", Host: host, Port: port, UriParams: sip.NewParams()}
@@ -329,9 +310,3 @@ func splitComma(v string) []string {
 }
 
 var b32 = base32.StdEncoding.WithPadding(base32.NoPadding)
-
-func randomToken() string {
-	var b [10]byte
-	_, _ = rand.Read(b[:])
-	return strings.ToLower(b32.EncodeToString(b[:]))
-}

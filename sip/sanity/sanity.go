@@ -26,19 +26,15 @@ type Plugin struct {
 // Methods implements chain.Plugin: sanity answers no method itself.
 func (Plugin) Methods() []string { return nil }
 
-// Wrap implements chain.Plugin.
-func (p Plugin) Wrap(next chain.Handler) chain.Handler {
-	return chain.HandlerFunc(func(ctx context.Context, w chain.ResponseWriter, req *sip.Request) {
-		if req.IsAck() {
-			next.ServeSIP(ctx, w, req) // never answered
-			return
-		}
-		if code, reason, extra := p.check(req); code != 0 {
-			_ = chain.Reply(w, req, code, reason, extra...)
-			return
-		}
-		next.ServeSIP(ctx, w, req)
-	})
+// Handles implements chain.Plugin: every request but ACK (never answered).
+func (Plugin) Handles(r *chain.Request) bool { return !r.IsAck() }
+
+// Serve implements chain.Plugin.
+func (p Plugin) Serve(ctx context.Context, w chain.ResponseWriter, r *chain.Request, next chain.Handler) chain.Result {
+	if code, reason, extra := p.check(r.Request); code != 0 {
+		return chain.Refuse(code, reason, extra...)
+	}
+	return next.ServeSIP(ctx, w, r)
 }
 
 func (p Plugin) check(req *sip.Request) (int, string, []sip.Header) {

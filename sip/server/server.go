@@ -1,9 +1,13 @@
 // Package server joins sori's transport (sip/transport) and transaction
 // layer (sip/transaction) and hands every request to the handler chain. It
 // owns what is the same for every request: the Server header, latency
-// metrics, the stateless path for REGISTER over UDP, and draining on
-// shutdown (new requests get 503, in-flight ones finish). It is also the
-// Sender the proxy originates and forwards requests with.
+// metrics, writing the answer a link of the chain decided (chain.Answer),
+// the stateless path for REGISTER over UDP, and draining on shutdown (new
+// requests get 503, in-flight ones finish). It is also what the proxy and
+// sori's own requests (sip/uac) are sent with.
+//
+// A Server is built first (New), so that everything that sends can be
+// given it; Start gives it the chain and opens the sockets.
 package server
 
 import (
@@ -11,8 +15,9 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"net/netip"
+	"net"
 	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -20,7 +25,6 @@ import (
 	"github.com/emiago/sipgo/sip"
 	"github.com/prometheus/client_golang/prometheus"
 
-	"github.com/sori-voice/sori/config"
 	"github.com/sori-voice/sori/sip/chain"
 	"github.com/sori-voice/sori/sip/transaction"
 	"github.com/sori-voice/sori/sip/transport"
@@ -28,9 +32,12 @@ import (
 
 // Options configure a Server.
 type Options struct {
-	Listeners  []config.Listener
+	Listeners []transport.Listener
+	// Advertise is the host[:port] written in Via and Record-Route
+	// (SentBy); empty: the listener's own address.
+	Advertise  string
 	Product    string // Server header value, e.g. "Sori/0.1"
-	RetryAfter int    // seconds, in 503 while draining
+	RetryAfter int    // seconds, with every 503 sori answers
 	// TimerJ is how long a finished non-INVITE server transaction absorbs
 	// retransmissions. RFC 3261 says 32 s on UDP; every such transaction holds
 	// its request and response that long, which at 20 000 transactions/s is
@@ -63,7 +70,7 @@ type Server struct {
 }
 
 // New prepares a server; Start opens the sockets.
-func New(h chain.Handler, o Options) (*Server, error) {
+func New(o Options) (*Server, error) {
 	if o.Log == nil {
 		o.Log = slog.Default()
 	}
@@ -73,7 +80,7 @@ func New(h chain.Handler, o Options) (*Server, error) {
 		sip.Timer_J = o.TimerJ
 	}
 	s := &Server{
-		opts: o, handler: h, log: o.Log,
+		opts: o, log: o.Log,
 		server: sip.NewHeader("Server", o.Product),
 		latency: prometheus.NewHistogramVec(prometheus.HistogramOpts{
 			Name:    "sori_sip_request_duration_seconds",
@@ -138,9 +145,15 @@ func (s *Server) worker() {
 	}
 }
 
-// Start opens every listener; an address already in use fails here, before
-// anything is served.
-func (s *Server) Start() error { return s.tp.Start() }
+// Start serves requests with h and opens every listener; an address
+// already in use fails here, before anything is served.
+func (s *Server) Start(h chain.Handler) error {
+	if s.handler != nil {
+		return errors.New("sip server: already started")
+	}
+	s.handler = h
+	return s.tp.Start()
+}
 
 // Addrs returns the bound addresses as "transport:ip:port" (useful with port 0).
 func (s *Server) Addrs() []string { return s.tp.Addrs() }
@@ -209,15 +222,14 @@ func (s *Server) serveTx(ctx context.Context, req *sip.Request, tx *sip.ServerTx
 // serveReq runs the chain, or answers 503 while draining.
 func (s *Server) serveReq(ctx context.Context, req *sip.Request, w chain.ResponseWriter) {
 	if s.draining.Load() {
-		if !req.IsAck() {
-			res := sip.NewResponseFromRequest(req, 503, "Service Unavailable", nil)
-			res.AppendHeader(sip.NewHeader("Retry-After", strconv.Itoa(s.opts.RetryAfter)))
-			_ = w.Respond(res)
-		}
+		_ = chain.Answer(w, req, chain.Unavailable(""), s.opts.RetryAfter)
 		return
 	}
 	start := time.Now()
-	s.handler.ServeSIP(ctx, w, req)
+	result := s.handler.ServeSIP(ctx, w, &chain.Request{Request: req})
+	if err := chain.Answer(w, req, result, s.opts.RetryAfter); err != nil {
+		s.log.Debug("answer not sent", "call_id", req.CallID().Value(), "code", result.Code, "error", err)
+	}
 	if !req.IsAck() {
 		s.latency.WithLabelValues(string(req.Method)).Observe(time.Since(start).Seconds())
 	}
@@ -298,5 +310,26 @@ func (s *Server) Write(req *sip.Request) error {
 	return c.WriteMsg(req)
 }
 
-// Local returns the address of our first listener for transport ("udp", "tcp").
-func (s *Server) Local(transport string) (netip.AddrPort, bool) { return s.tp.Local(transport) }
+// SentBy is the host and port sori writes in Via and Record-Route for
+// transport ("UDP", "TCP"): sip.advertise, else the first listener's.
+func (s *Server) SentBy(transport string) (string, int, error) {
+	ap, ok := s.tp.Local(strings.ToLower(transport))
+	if !ok {
+		return "", 0, fmt.Errorf("no %s listener to send from", transport)
+	}
+	host, port := ap.Addr().String(), int(ap.Port())
+	if ap.Addr().Is6() {
+		host = "[" + host + "]"
+	}
+	if a := s.opts.Advertise; a != "" {
+		if h, pt, err := net.SplitHostPort(a); err == nil {
+			host = h
+			if n, err := strconv.Atoi(pt); err == nil {
+				port = n
+			}
+		} else {
+			host = a
+		}
+	}
+	return host, port, nil
+}

@@ -14,8 +14,8 @@ import (
 
 	"github.com/emiago/sipgo/sip"
 
-	"github.com/sori-voice/sori/config"
 	"github.com/sori-voice/sori/sip/chain"
+	"github.com/sori-voice/sori/sip/transport"
 )
 
 func options(callID string) string {
@@ -44,15 +44,17 @@ func exchange(t *testing.T, c net.Conn, raw string) *sip.Response {
 func TestServeAddsServerHeaderAndDrainsOnShutdown(t *testing.T) {
 	release := make(chan struct{})
 	entered := make(chan struct{}, 1)
-	h := chain.HandlerFunc(func(_ context.Context, w chain.ResponseWriter, req *sip.Request) {
+	h := chain.HandlerFunc(func(_ context.Context, w chain.ResponseWriter, r *chain.Request) chain.Result {
+		req := r.Request
 		if strings.HasPrefix(req.CallID().Value(), "slow") {
 			entered <- struct{}{}
 			<-release
 		}
 		_ = chain.Reply(w, req, 200, "OK")
+		return chain.Done
 	})
-	s, err := New(h, Options{
-		Listeners:  []config.Listener{{Transport: "udp", Addr: netip.MustParseAddrPort("127.0.0.1:0")}},
+	s, err := New(Options{
+		Listeners:  []transport.Listener{{Transport: "udp", Addr: netip.MustParseAddrPort("127.0.0.1:0")}},
 		Product:    "Sori/test",
 		RetryAfter: 9,
 		Log:        slog.New(slog.NewTextHandler(io.Discard, nil)),
@@ -60,7 +62,7 @@ func TestServeAddsServerHeaderAndDrainsOnShutdown(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := s.Start(); err != nil {
+	if err := s.Start(h); err != nil {
 		t.Fatal(err)
 	}
 	addr := strings.TrimPrefix(s.Addrs()[0], "udp:")
@@ -117,14 +119,14 @@ func TestStartFailsOnBusyPort(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer busy.Close()
-	s, err := New(chain.HandlerFunc(func(context.Context, chain.ResponseWriter, *sip.Request) {}), Options{
-		Listeners: []config.Listener{{Transport: "udp", Addr: netip.MustParseAddrPort(busy.LocalAddr().String())}},
+	s, err := New(Options{
+		Listeners: []transport.Listener{{Transport: "udp", Addr: netip.MustParseAddrPort(busy.LocalAddr().String())}},
 		Log:       slog.New(slog.NewTextHandler(io.Discard, nil)),
 	})
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := s.Start(); err == nil || !strings.Contains(err.Error(), "address already in use") {
+	if err := s.Start(chain.HandlerFunc(func(context.Context, chain.ResponseWriter, *chain.Request) chain.Result { return chain.Done })); err == nil || !strings.Contains(err.Error(), "address already in use") {
 		t.Fatalf("start on a busy port: %v", err)
 	}
 }
@@ -139,19 +141,21 @@ func register(port int, branch string) string {
 // must still get the same response, without running the chain again.
 func TestStatelessRegisterAbsorbsRetransmissions(t *testing.T) {
 	var calls atomic.Int64
-	h := chain.HandlerFunc(func(_ context.Context, w chain.ResponseWriter, req *sip.Request) {
+	h := chain.HandlerFunc(func(_ context.Context, w chain.ResponseWriter, r *chain.Request) chain.Result {
+		req := r.Request
 		calls.Add(1)
 		_ = chain.Reply(w, req, 200, "OK")
+		return chain.Done
 	})
-	s, err := New(h, Options{
-		Listeners: []config.Listener{{Transport: "udp", Addr: netip.MustParseAddrPort("127.0.0.1:0")}},
+	s, err := New(Options{
+		Listeners: []transport.Listener{{Transport: "udp", Addr: netip.MustParseAddrPort("127.0.0.1:0")}},
 		Product:   "Sori/test", RetryAfter: 3, TimerJ: time.Second,
 		Log: slog.New(slog.NewTextHandler(io.Discard, nil)),
 	})
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := s.Start(); err != nil {
+	if err := s.Start(h); err != nil {
 		t.Fatal(err)
 	}
 	c, err := net.Dial("udp", strings.TrimPrefix(s.Addrs()[0], "udp:"))

@@ -29,7 +29,6 @@ import (
 	"github.com/emiago/sipgo/sip"
 	"github.com/prometheus/client_golang/prometheus"
 
-	"github.com/sori-voice/sori/config"
 )
 
 // Conn is one peer as sori reaches it: a UDP socket and the peer's
@@ -74,7 +73,7 @@ type Gate interface {
 
 // Options configure a Transport.
 type Options struct {
-	Listeners []config.Listener
+	Listeners []Listener
 	Handler   Handler
 	Gate      Gate
 	// Server is the Server header of the error answers the transport gives itself.
@@ -158,7 +157,7 @@ func (t *Transport) Start() error {
 	return nil
 }
 
-func (t *Transport) listen(l config.Listener) error {
+func (t *Transport) listen(l Listener) error {
 	switch l.Transport {
 	case "udp":
 		c, err := net.ListenUDP("udp", net.UDPAddrFromAddrPort(l.Addr))
@@ -288,3 +287,11 @@ func (t *Transport) Close() error {
 func unmap(ap netip.AddrPort) netip.AddrPort {
 	return netip.AddrPortFrom(ap.Addr().Unmap(), ap.Port())
 }
+
+// Listener is one socket sori listens on.
+type Listener struct {
+	Transport string // "udp" or "tcp"
+	Addr      netip.AddrPort
+}
+
+func (l Listener) String() string { return l.Transport + ":" + l.Addr.String() }

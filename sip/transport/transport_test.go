@@ -18,7 +18,6 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/testutil"
 
-	"github.com/sori-voice/sori/config"
 )
 
 // recorder is a Handler that answers every request after a delay, from
@@ -64,7 +63,7 @@ func start(t *testing.T, mutate func(*Options)) *fixture {
 	t.Helper()
 	f := &fixture{h: &recorder{got: make(chan struct{}, 64)}, reg: prometheus.NewRegistry(), dialled: make(chan string, 8)}
 	o := Options{
-		Listeners: []config.Listener{
+		Listeners: []Listener{
 			{Transport: "udp", Addr: netip.MustParseAddrPort("127.0.0.1:0")},
 			{Transport: "tcp", Addr: netip.MustParseAddrPort("127.0.0.1:0")},
 		},

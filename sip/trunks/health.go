@@ -83,10 +83,15 @@ func (t *Table) Status(now time.Time) []Status {
 	return out
 }
 
-// Monitor pings every gateway each interval with ping (an OPTIONS), until
-// ctx ends. Gateways start up, as Kamailio's dispatcher has them: the
-// first ping is one interval after start.
-func (t *Table) Monitor(ctx context.Context, interval time.Duration, ping func(context.Context, Gateway) error) {
+// Pinger asks a gateway whether it is up (an OPTIONS, sip/uac).
+type Pinger interface {
+	Ping(ctx context.Context, g Gateway) error
+}
+
+// Monitor pings every gateway each interval, until ctx ends. Gateways
+// start up, as Kamailio's dispatcher has them: the first ping is one
+// interval after start.
+func (t *Table) Monitor(ctx context.Context, interval time.Duration, p Pinger) {
 	tick := time.NewTicker(interval)
 	defer tick.Stop()
 	for {
@@ -102,7 +107,7 @@ func (t *Table) Monitor(ctx context.Context, interval time.Duration, ping func(c
 				defer wg.Done()
 				pctx, cancel := context.WithTimeout(ctx, min(interval, 5*time.Second))
 				defer cancel()
-				t.Pinged(g, ping(pctx, g) == nil)
+				t.Pinged(g, p.Ping(pctx, g) == nil)
 			}()
 		}
 		wg.Wait()

@@ -36,8 +36,7 @@ type Table struct {
 	trunks map[string]Trunk
 
 	mu    sync.Mutex
-	calls map[string]int     // trunk -> answered calls in progress
-	byID  map[string]counted // Call-ID -> its trunk, while counted
+	calls map[string]int // trunk -> answered calls in progress
 
 	h health
 }
@@ -45,7 +44,7 @@ type Table struct {
 // New builds a Table. Gateways are ordered by priority, then weight.
 func New(plan numbers.Plan, trunks []Trunk, routes []numbers.Route) *Table {
 	t := &Table{plan: plan, routes: numbers.NewTable(routes), trunks: map[string]Trunk{},
-		calls: map[string]int{}, byID: map[string]counted{}, h: health{down: map[string]time.Time{}, state: map[string]bool{}}}
+		calls: map[string]int{}, h: health{down: map[string]time.Time{}, state: map[string]bool{}}}
 	for _, tr := range trunks {
 		gws := slices.Clone(tr.Gateways)
 		slices.SortStableFunc(gws, func(a, b Gateway) int {
@@ -109,32 +108,21 @@ func (t *Table) Full(trunk string) bool {
 	return max > 0 && t.calls[trunk] >= max
 }
 
-type counted struct {
-	trunk  string
-	expiry *time.Timer
-}
-
-// Begin counts an answered call on a trunk (once per Call-ID) until End,
-// or for ttl at most (a call whose BYE never came).
-func (t *Table) Begin(trunk, callID string, ttl time.Duration) {
+// Acquire takes one of a trunk's call slots (sip/call holds it for an
+// answered call until the call ends, whichever way).
+func (t *Table) Acquire(trunk string) {
 	t.mu.Lock()
-	defer t.mu.Unlock()
-	if _, ok := t.byID[callID]; ok || trunk == "" {
-		return
-	}
-	t.byID[callID] = counted{trunk: trunk, expiry: time.AfterFunc(ttl, func() { t.End(callID) })}
 	t.calls[trunk]++
+	t.mu.Unlock()
 }
 
-// End stops counting a call.
-func (t *Table) End(callID string) {
+// Release gives a slot back.
+func (t *Table) Release(trunk string) {
 	t.mu.Lock()
-	defer t.mu.Unlock()
-	if c, ok := t.byID[callID]; ok {
-		delete(t.byID, callID)
-		c.expiry.Stop()
-		t.calls[c.trunk]--
+	if t.calls[trunk] > 0 {
+		t.calls[trunk]--
 	}
+	t.mu.Unlock()
 }
 
 // Calls is the number of answered calls on a trunk.

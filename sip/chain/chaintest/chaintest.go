@@ -37,20 +37,36 @@ func Request(t testing.TB, raw string) *sip.Request {
 	return req
 }
 
-// Serve runs p in front of a final handler that records whether it was reached.
-// It returns the single response (nil if none) and whether the request passed through.
+// Serve runs p in front of a final handler that records whether it was
+// reached, and writes what p decided as sori's server does (chain.Answer,
+// Retry-After 5). It returns the single response (nil if none) and whether
+// the request passed through.
 func Serve(t testing.TB, p chain.Plugin, req *sip.Request) (res *sip.Response, passed bool) {
 	t.Helper()
+	res, passed, _ = ServeAs(t, p, &chain.Request{Request: req})
+	return res, passed
+}
+
+// ServeAs is Serve for a request whose caller is known; it also returns
+// the request as the final handler saw it (nil when not reached).
+func ServeAs(t testing.TB, p chain.Plugin, req *chain.Request) (res *sip.Response, passed bool, seen *chain.Request) {
+	t.Helper()
 	rec := &Recorder{}
-	final := chain.HandlerFunc(func(context.Context, chain.ResponseWriter, *sip.Request) { passed = true })
-	p.Wrap(final).ServeSIP(context.Background(), rec, req)
+	final := chain.HandlerFunc(func(_ context.Context, _ chain.ResponseWriter, r *chain.Request) chain.Result {
+		passed, seen = true, r
+		return chain.Done
+	})
+	result := chain.Build(final, p).ServeSIP(context.Background(), rec, req)
+	if err := chain.Answer(rec, req.Request, result, 5); err != nil {
+		t.Fatal(err)
+	}
 	if len(rec.Responses) > 1 {
 		t.Fatalf("%d responses to one request", len(rec.Responses))
 	}
 	if len(rec.Responses) == 1 {
 		res = rec.Responses[0]
 	}
-	return res, passed
+	return res, passed, seen
 }
 
 // Raw builds a request: METHOD URI with the usual headers plus extra lines.

@@ -1,4 +1,6 @@
-package proxy
+// Package alias marks a Contact behind NAT with where its messages really
+// came from, as Kamailio's add_contact_alias does, and reads it back.
+package alias
 
 import (
 	"net"
@@ -16,13 +18,14 @@ import (
 // Contact back. Over TCP the alias is the phone's connection, which the
 // transport reuses while it is open.
 
-type alias struct {
-	addr      string // ip:port
-	transport string // UDP or TCP
+// Alias is where a Contact is really reached.
+type Alias struct {
+	Addr      string // ip:port
+	Transport string // UDP or TCP
 }
 
-// addAlias marks c with src when the Contact is not where the message came from.
-func addAlias(c *sip.ContactHeader, src, transport string) {
+// Add marks c with src when the Contact is not where the message came from.
+func Add(c *sip.ContactHeader, src, transport string) {
 	host, port, err := net.SplitHostPort(src)
 	if err != nil || c.Address.Wildcard || c.Address.UriParams.Has("alias") {
 		return
@@ -45,28 +48,28 @@ func addAlias(c *sip.ContactHeader, src, transport string) {
 	c.Address.UriParams.Add("alias", host+"~"+port+"~"+t)
 }
 
-// hasAlias reports whether u carries an alias.
-func hasAlias(u sip.Uri) bool { return u.UriParams.Has("alias") }
+// Has reports whether u carries an alias.
+func Has(u sip.Uri) bool { return u.UriParams.Has("alias") }
 
-// takeAlias removes the alias from u and returns where it points.
-func takeAlias(u *sip.Uri) (alias, bool) {
+// Take removes the alias from u and returns where it points.
+func Take(u *sip.Uri) (Alias, bool) {
 	v, ok := u.UriParams.Get("alias")
 	if !ok {
-		return alias{}, false
+		return Alias{}, false
 	}
 	u.UriParams.Remove("alias")
 	parts := strings.Split(v, "~")
 	if len(parts) != 3 {
-		return alias{}, false
+		return Alias{}, false
 	}
 	ip := net.ParseIP(parts[0])
 	port, err := strconv.Atoi(parts[1])
 	if ip == nil || err != nil || port <= 0 || port > 65535 {
-		return alias{}, false
+		return Alias{}, false
 	}
-	a := alias{addr: net.JoinHostPort(ip.String(), parts[1]), transport: "UDP"}
+	a := Alias{Addr: net.JoinHostPort(ip.String(), parts[1]), Transport: "UDP"}
 	if parts[2] == "2" {
-		a.transport = "TCP"
+		a.Transport = "TCP"
 	}
 	return a, true
 }

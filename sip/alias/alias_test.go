@@ -1,4 +1,4 @@
-package proxy
+package alias
 
 import (
 	"testing"
@@ -20,7 +20,7 @@ func TestAddAlias(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			c := &sip.ContactHeader{Address: uri(t, tt.contact)}
-			addAlias(c, tt.src, tt.transport)
+			Add(c, tt.src, tt.transport)
 			if got := c.Address.String(); got != tt.want {
 				t.Fatalf("got %s, want %s", got, tt.want)
 			}
@@ -31,24 +31,33 @@ func TestAddAlias(t *testing.T) {
 func TestTakeAlias(t *testing.T) {
 	tests := []struct {
 		name, in, rest string
-		want           alias
+		want           Alias
 		ok             bool
 	}{
-		{"UDP", "sip:alice@192.168.1.20:5060;alias=203.0.113.5~40000~1", "sip:alice@192.168.1.20:5060", alias{"203.0.113.5:40000", "UDP"}, true},
-		{"TCP", "sip:alice@192.168.1.20;transport=tcp;alias=203.0.113.5~40000~2", "sip:alice@192.168.1.20;transport=tcp", alias{"203.0.113.5:40000", "TCP"}, true},
-		{"IPv6", "sip:alice@[fd00::1];alias=2001:db8::5~40000~1", "sip:alice@[fd00::1]", alias{"[2001:db8::5]:40000", "UDP"}, true},
-		{"none", "sip:alice@192.168.1.20", "sip:alice@192.168.1.20", alias{}, false},
-		{"not an IP: removed, not followed", "sip:alice@h;alias=evil.example~5060~1", "sip:alice@h", alias{}, false},
-		{"bad port", "sip:alice@h;alias=203.0.113.5~70000~1", "sip:alice@h", alias{}, false},
-		{"too few fields", "sip:alice@h;alias=203.0.113.5~5060", "sip:alice@h", alias{}, false},
+		{"UDP", "sip:alice@192.168.1.20:5060;alias=203.0.113.5~40000~1", "sip:alice@192.168.1.20:5060", Alias{"203.0.113.5:40000", "UDP"}, true},
+		{"TCP", "sip:alice@192.168.1.20;transport=tcp;alias=203.0.113.5~40000~2", "sip:alice@192.168.1.20;transport=tcp", Alias{"203.0.113.5:40000", "TCP"}, true},
+		{"IPv6", "sip:alice@[fd00::1];alias=2001:db8::5~40000~1", "sip:alice@[fd00::1]", Alias{"[2001:db8::5]:40000", "UDP"}, true},
+		{"none", "sip:alice@192.168.1.20", "sip:alice@192.168.1.20", Alias{}, false},
+		{"not an IP: removed, not followed", "sip:alice@h;alias=evil.example~5060~1", "sip:alice@h", Alias{}, false},
+		{"bad port", "sip:alice@h;alias=203.0.113.5~70000~1", "sip:alice@h", Alias{}, false},
+		{"too few fields", "sip:alice@h;alias=203.0.113.5~5060", "sip:alice@h", Alias{}, false},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			u := uri(t, tt.in)
-			got, ok := takeAlias(&u)
+			got, ok := Take(&u)
 			if ok != tt.ok || got != tt.want || u.String() != tt.rest {
 				t.Fatalf("got %+v %v, URI %s; want %+v %v, %s", got, ok, u.String(), tt.want, tt.ok, tt.rest)
 			}
 		})
 	}
+}
+
+func uri(t *testing.T, s string) sip.Uri {
+	t.Helper()
+	var u sip.Uri
+	if err := sip.ParseUri(s, &u); err != nil {
+		t.Fatalf("uri %q: %v", s, err)
+	}
+	return u
 }

@@ -1,0 +1,279 @@
+package call
+
+import (
+	"context"
+	"net/netip"
+	"sync"
+	"time"
+
+	"github.com/sori-voice/sori/sip/calls"
+	"github.com/sori-voice/sori/sip/timers"
+)
+
+// Call is one call in progress. Its methods are the transitions the proxy
+// reports; each is safe to call more than once and from any goroutine, and
+// only the first end counts.
+type Call struct {
+	t       *Table
+	tracked bool // in the table (false: a spiral's later pass, recorded on its own)
+
+	mu    sync.Mutex
+	st    State
+	timer *timers.Timer
+}
+
+// ID is the call's Call-ID.
+func (c *Call) ID() string { return c.st.Record.CallID }
+
+// State returns a copy of the call's state.
+func (c *Call) State() State {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	st := c.st
+	st.Caller.Route = append([]string(nil), st.Caller.Route...)
+	st.Callee.Route = append([]string(nil), st.Callee.Route...)
+	return st
+}
+
+// SetRoute records the dialled and the calling numbers (E.164) and the
+// carrier trunk and gateway, each when not empty.
+func (c *Call) SetRoute(number, callerNumber, trunk, gateway string) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	for _, f := range []struct {
+		v   string
+		dst *string
+	}{{number, &c.st.Record.Number}, {callerNumber, &c.st.Record.CallerNumber}, {trunk, &c.st.Record.Trunk}, {gateway, &c.st.Record.Gateway}} {
+		if f.v != "" {
+			*f.dst = f.v
+		}
+	}
+}
+
+// SetBranches records how many contacts the call was forked to.
+func (c *Call) SetBranches(n int) {
+	c.mu.Lock()
+	c.st.Record.Branches = n
+	c.mu.Unlock()
+}
+
+// CountToll counts the call against user's toll caps until it ends; an
+// error refuses the call (a *tollfraud.LimitError: 403; another: 503).
+func (c *Call) CountToll(ctx context.Context, user string) error {
+	if c.t.cfg.Tolls == nil {
+		return nil
+	}
+	if err := c.t.cfg.Tolls.Begin(ctx, user, c.ID()); err != nil {
+		return err
+	}
+	c.mu.Lock()
+	ended := c.st.Phase == Ended
+	c.st.Toll = true
+	c.mu.Unlock()
+	if ended {
+		c.t.cfg.Tolls.End(c.ID())
+	}
+	return nil
+}
+
+// Anchored records the anchor that took the call's media offer.
+func (c *Call) Anchored(anchor netip.AddrPort) {
+	c.mu.Lock()
+	ended := c.st.Phase == Ended
+	if !ended {
+		c.st.Anchor = anchor.String()
+	}
+	c.mu.Unlock()
+	if ended {
+		c.t.deleteMedia(anchor, c.ID()) // it ended while the offer was out
+	}
+}
+
+// Anchor is the anchor holding the call's media (false: none).
+func (c *Call) Anchor() (netip.AddrPort, bool) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	a, err := netip.ParseAddrPort(c.st.Anchor)
+	return a, err == nil
+}
+
+// Answer is what the proxy knows when a 2xx goes to the caller.
+type Answer struct {
+	Code    int
+	Reason  string
+	Contact string // the contact that answered (its Request-URI)
+	// Trunk is the carrier trunk the call uses (it came from it, or went
+	// out through it): the call takes one of its call slots until it ends.
+	Trunk string
+	// Caller and Callee are the dialog's ends; Dialog is false when they
+	// could not be read (no Contact), so sori cannot end the call itself.
+	Caller, Callee Side
+	Dialog         bool
+}
+
+// Answered marks the call answered; a second 2xx changes nothing.
+func (c *Call) Answered(a Answer) {
+	c.mu.Lock()
+	if c.st.Phase != Ringing {
+		c.mu.Unlock()
+		return
+	}
+	now := c.t.now()
+	c.st.Phase = Answered
+	c.st.Record.Answer = &now
+	c.st.Record.Code, c.st.Record.Reason, c.st.Record.Callee = a.Code, a.Reason, a.Contact
+	if a.Dialog {
+		c.st.Caller, c.st.Callee, c.st.Dialog = a.Caller, a.Callee, true
+	}
+	if a.Trunk != "" && c.tracked && c.t.cfg.Slots != nil {
+		c.st.Trunk = a.Trunk
+		c.t.cfg.Slots.Acquire(a.Trunk)
+	}
+	c.arm(c.t.cfg.DialogTimeout)
+	c.mu.Unlock()
+	c.t.ringing.Dec()
+	c.t.answered.Inc()
+}
+
+// Seen notes the CSeq of a request in the dialog from the side with fromTag.
+func (c *Call) Seen(fromTag string, cseq uint32) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	side := &c.st.Callee
+	if fromTag == c.st.Caller.Tag {
+		side = &c.st.Caller
+	}
+	side.CSeq = max(side.CSeq, cseq)
+}
+
+// Failed ends an unanswered call with its final response; timedOut: timer C.
+func (c *Call) Failed(code int, reason string, timedOut bool, branches int) {
+	c.end(ending{ringing: true, code: code, reason: reason, branches: branches,
+		disposition: calls.Disposition(code, false, timedOut)})
+}
+
+// Cancelled ends an unanswered call its caller cancelled.
+func (c *Call) Cancelled(branches int) {
+	c.end(ending{ringing: true, code: 487, reason: "Request Terminated", branches: branches,
+		disposition: calls.Cancelled, hangupBy: "caller"})
+}
+
+// Bye ends an answered call: fromTag is the BYE's From tag, which tells
+// whether the caller or the callee hung up. Its media is deleted and the
+// record written with the quality the anchor reports.
+func (c *Call) Bye(fromTag string) {
+	c.mu.Lock()
+	by := "callee"
+	if fromTag == c.st.Caller.Tag {
+		by = "caller"
+	}
+	c.mu.Unlock()
+	c.end(ending{disposition: calls.Answered, hangupBy: by, deleteMedia: true})
+}
+
+// MediaTimeout ends an answered call whose media stopped (the anchor has
+// let go of it already and reports each side's quality): BYE to both sides.
+func (c *Call) MediaTimeout(media map[string]calls.MediaQuality) {
+	c.end(ending{disposition: calls.MediaTimeout, hangupBy: "media-timeout", media: media, bye: true})
+}
+
+// expired: no end came before the expiry (a lost BYE, no media timeout).
+func (c *Call) expired() {
+	c.end(ending{disposition: calls.Expired, hangupBy: "timeout", deleteMedia: true, bye: true, code: 408, reason: "Request Timeout", ringing: true})
+}
+
+type ending struct {
+	disposition, hangupBy string
+	// ringing: the ending applies to an unanswered call (with code,
+	// reason, branches); otherwise only to an answered one.
+	ringing     bool
+	code        int
+	reason      string
+	branches    int
+	deleteMedia bool                          // end the media on the anchor (it gives the quality)
+	media       map[string]calls.MediaQuality // quality known already (media timeout)
+	bye         bool                          // sori hangs up: BYE to both sides
+}
+
+// arm (re)starts the call's one timer; c.mu held.
+func (c *Call) arm(d time.Duration) {
+	c.timer.Stop()
+	c.st.Expiry = c.t.now().Add(d)
+	c.timer = c.t.timers.AfterFunc(d, c.expired)
+}
+
+// end does the bookkeeping once.
+func (c *Call) end(e ending) {
+	c.mu.Lock()
+	phase := c.st.Phase
+	switch {
+	case phase == Ended,
+		phase == Ringing && !e.ringing,                                   // a BYE before any 2xx
+		phase == Answered && e.ringing && e.disposition != calls.Expired: // a failure after the 2xx
+		c.mu.Unlock()
+		return
+	}
+	c.st.Phase = Ended
+	c.timer.Stop()
+	c.timer = nil
+	rec := &c.st.Record
+	if phase == Ringing {
+		rec.Code, rec.Reason, rec.Branches = e.code, e.reason, max(e.branches, rec.Branches)
+	}
+	rec.Disposition, rec.HangupBy = e.disposition, e.hangupBy
+	rec.End = c.t.now()
+	if rec.Answer != nil {
+		rec.Duration = rec.End.Sub(*rec.Answer).Seconds()
+	}
+	st := c.st
+	c.mu.Unlock()
+
+	t := c.t
+	if c.tracked {
+		t.remove(c)
+	}
+	if phase == Ringing {
+		t.ringing.Dec()
+	} else {
+		t.answered.Dec()
+	}
+	if st.Trunk != "" {
+		t.cfg.Slots.Release(st.Trunk)
+	}
+	if st.Toll {
+		t.cfg.Tolls.End(st.Record.CallID)
+	}
+	anchor, anchored := netip.AddrPort{}, false
+	if a, err := netip.ParseAddrPort(st.Anchor); err == nil {
+		anchor, anchored = a, true
+	}
+	if phase == Ringing || !e.deleteMedia && !e.bye && e.media == nil {
+		// Unanswered: written now; its media (if any) is let go in the background.
+		if anchored {
+			t.deleteMedia(anchor, st.Record.CallID)
+		}
+		t.cfg.Records.Write(st.Record)
+		return
+	}
+	t.background(func(ctx context.Context) {
+		media := e.media
+		if e.deleteMedia && anchored && t.cfg.Media != nil {
+			media = t.cfg.Media.Delete(ctx, anchor, st.Record.CallID)
+		}
+		if e.bye && st.Dialog && t.cfg.Hangup != nil {
+			// Both at once: one side that does not answer does not hold up the other.
+			var wg sync.WaitGroup
+			for _, s := range [][2]Side{{st.Callee, st.Caller}, {st.Caller, st.Callee}} {
+				wg.Add(1)
+				go func() {
+					defer wg.Done()
+					if err := t.cfg.Hangup.Bye(ctx, st.Record.CallID, s[0], s[1]); err != nil {
+						t.log.Info("BYE not answered", "call_id", st.Record.CallID, "to", s[0].Target, "error", err)
+					}
+				}()
+			}
+			wg.Wait()
+		}
+		t.cfg.Records.Write(st.Record.WithMedia(st.Caller.Tag, t.classify(st, media)))
+	})
+}

@@ -1,0 +1,56 @@
+// Package call holds everything sori keeps about one call, in one Call
+// object with one lifetime: the call record being built, both ends of its
+// dialog, the media anchor it uses, the trunk slot it takes, its caller's
+// toll count, and a single expiry timer. The proxy reports what happens
+// to the call (Answered, Failed, Cancelled, Bye; the anchor a media
+// timeout; the timer a dialog timeout) and the Call does the bookkeeping
+// once: record written once, media deleted once, slot released once,
+// timer stopped, map entry removed.
+//
+// Files: state.go (the plain value a call is, to save and load), call.go
+// (the transitions), table.go (the calls by Call-ID), sides.go (reading
+// both ends of a dialog from an INVITE and its 2xx).
+package call
+
+import (
+	"time"
+
+	"github.com/sori-voice/sori/sip/calls"
+)
+
+// Phase is where a call is.
+type Phase string
+
+// Phases.
+const (
+	Ringing  Phase = "ringing"  // INVITE forwarded, no 2xx yet
+	Answered Phase = "answered" // a 2xx went to the caller
+	Ended    Phase = "ended"    // its record is written
+)
+
+// Side is one end of a dialog: what sori needs to send it a request in
+// the dialog itself (BYE on a media or dialog timeout).
+type Side struct {
+	Target    string   `json:"target"`          // its Contact URI
+	Route     []string `json:"route,omitempty"` // proxies between sori and it, nearest first
+	Dest      string   `json:"dest"`            // ip:port its messages came from (used when Route is empty)
+	Transport string   `json:"transport"`       // UDP or TCP
+	ID        string   `json:"id"`              // its address-of-record as the dialog names it (From/To URI)
+	Tag       string   `json:"tag"`
+	CSeq      uint32   `json:"cseq"`           // highest CSeq it has used in the dialog
+	PANI      string   `json:"pani,omitempty"` // P-Access-Network-Info it sent (RFC 7315)
+}
+
+// State is a call as a plain value: what a Call holds, saved and loaded
+// as it is (JSON), so that a later store can keep it elsewhere.
+type State struct {
+	Record calls.Record `json:"record"` // the record being built
+	Phase  Phase        `json:"phase"`
+	Caller Side         `json:"caller"`
+	Callee Side         `json:"callee"`           // known once answered
+	Dialog bool         `json:"dialog"`           // both ends known: sori can end the call itself
+	Anchor string       `json:"anchor,omitempty"` // ng address of the anchor holding its media; empty: not anchored
+	Trunk  string       `json:"trunk,omitempty"`  // the trunk whose call slot it holds; empty: none
+	Toll   bool         `json:"toll,omitempty"`   // counted by its caller's toll caps
+	Expiry time.Time    `json:"expiry"`           // when it is let go if no end is seen
+}

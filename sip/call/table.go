@@ -1,0 +1,222 @@
+package call
+
+import (
+	"context"
+	"log/slog"
+	"net/netip"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/sori-voice/sori/sip/calls"
+	"github.com/sori-voice/sori/sip/timers"
+)
+
+// Recorder writes a finished call's record (sip/calls).
+type Recorder interface {
+	Write(r calls.Record)
+}
+
+// Media ends a call's media on its anchor and returns each side's media
+// quality by SIP tag (nil when unknown) (sip/anchoring).
+type Media interface {
+	Delete(ctx context.Context, anchor netip.AddrPort, callID string) map[string]calls.MediaQuality
+}
+
+// Slots counts the calls on each carrier trunk (sip/trunks).
+type Slots interface {
+	Acquire(trunk string)
+	Release(trunk string)
+}
+
+// Tolls caps each user's calls to carrier trunks (sip/abuse/tollfraud).
+type Tolls interface {
+	// Begin counts a call out; a *tollfraud.LimitError refuses it (403),
+	// another error means the count could not be kept (503).
+	Begin(ctx context.Context, user, callID string) error
+	// End stops counting it (a call not Begun is ignored).
+	End(callID string)
+}
+
+// Networks names the network a phone is on (sip/networks).
+type Networks interface {
+	Classify(addr netip.Addr, pani string) string
+}
+
+// Hangup sends BYE to one side of a dialog as its other side (sip/uac).
+type Hangup interface {
+	Bye(ctx context.Context, callID string, to, from Side) error
+}
+
+// Config configures a Table. Only Records is required.
+type Config struct {
+	Records  Recorder
+	Media    Media    // nil: media is never anchored
+	Slots    Slots    // nil: no trunks
+	Tolls    Tolls    // nil: no toll caps
+	Networks Networks // nil: networks are not named
+	Hangup   Hangup   // nil: sori never hangs up itself
+	// DialogTimeout is how long a call is kept without an end (a lost
+	// BYE, no media timeout); then sori ends it.
+	DialogTimeout time.Duration
+	// Timers arms the calls' timers (and counts them); nil: a Set of its own.
+	Timers     *timers.Set
+	Log        *slog.Logger
+	Registerer prometheus.Registerer // nil: no metrics
+}
+
+// Table is the calls in progress on this node, by Call-ID.
+type Table struct {
+	cfg    Config
+	log    *slog.Logger
+	now    func() time.Time
+	timers *timers.Set
+
+	mu sync.Mutex
+	m  map[string]*Call
+
+	bg     sync.WaitGroup // endings still deleting media, sending BYEs, writing records
+	ending atomic.Int64   // how many
+
+	ringing, answered prometheus.Gauge
+}
+
+// New returns an empty Table.
+func New(c Config) *Table {
+	if c.DialogTimeout <= 0 {
+		c.DialogTimeout = 12 * time.Hour
+	}
+	if c.Timers == nil {
+		c.Timers = &timers.Set{}
+	}
+	if c.Log == nil {
+		c.Log = slog.Default()
+	}
+	active := prometheus.NewGaugeVec(prometheus.GaugeOpts{
+		Name: "sori_calls_active",
+		Help: "Calls in progress on this node: ringing (INVITE forwarded, no answer yet) or answered.",
+	}, []string{"state"})
+	t := &Table{cfg: c, log: c.Log, now: time.Now, timers: c.Timers, m: map[string]*Call{},
+		ringing: active.WithLabelValues(string(Ringing)), answered: active.WithLabelValues(string(Answered))}
+	if c.Registerer != nil {
+		c.Registerer.MustRegister(active, prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+			Name: "sori_calls_held",
+			Help: "Call objects this node holds (ringing, answered, or ending: deleting media, sending BYE).",
+		}, func() float64 { return float64(t.Held()) }))
+	}
+	return t
+}
+
+// Begin starts a call for an initial INVITE; callerTag is its From tag.
+// A spiral (the same INVITE reaching sori again) is held by its first
+// pass; a later pass gets a Call of its own that writes its own record.
+func (t *Table) Begin(rec calls.Record, callerTag string) *Call {
+	rec.Start = t.now()
+	c := &Call{t: t, st: State{Record: rec, Phase: Ringing, Caller: Side{Tag: callerTag}}}
+	t.mu.Lock()
+	if _, dup := t.m[rec.CallID]; !dup {
+		t.m[rec.CallID] = c
+		c.tracked = true
+	}
+	c.mu.Lock()
+	c.arm(t.cfg.DialogTimeout) // the fork's timer C ends it long before
+	c.mu.Unlock()
+	t.mu.Unlock()
+	t.ringing.Inc()
+	return c
+}
+
+// Find returns the call with callID, or nil.
+func (t *Table) Find(callID string) *Call {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	return t.m[callID]
+}
+
+// MediaTimeout is an anchor's report that a call's media stopped; only the
+// call's own anchor is believed.
+func (t *Table) MediaTimeout(from netip.AddrPort, callID string, media map[string]calls.MediaQuality) {
+	c := t.Find(callID)
+	if c == nil {
+		return
+	}
+	if a, ok := c.Anchor(); !ok || a != from {
+		return // not a call of ours on that anchor
+	}
+	t.log.Info("media stopped: ending the call", "call_id", callID, "anchor", from)
+	c.MediaTimeout(media)
+}
+
+// Len is the number of calls in the table.
+func (t *Table) Len() int {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	return len(t.m)
+}
+
+// Held is Len plus the calls still ending in the background.
+func (t *Table) Held() int { return t.Len() + int(t.ending.Load()) }
+
+// Wait waits until every ending has written its record, or ctx ends.
+func (t *Table) Wait(ctx context.Context) error {
+	done := make(chan struct{})
+	go func() { t.bg.Wait(); close(done) }()
+	select {
+	case <-done:
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}
+
+func (t *Table) remove(c *Call) {
+	t.mu.Lock()
+	if t.m[c.ID()] == c {
+		delete(t.m, c.ID())
+	}
+	t.mu.Unlock()
+}
+
+// endTimeout bounds what an ending does in the background (delete, BYE).
+const endTimeout = 40 * time.Second
+
+func (t *Table) background(f func(ctx context.Context)) {
+	t.bg.Add(1)
+	t.ending.Add(1)
+	go func() {
+		defer t.bg.Done()
+		defer t.ending.Add(-1)
+		ctx, cancel := context.WithTimeout(context.Background(), endTimeout)
+		defer cancel()
+		f(ctx)
+	}()
+}
+
+func (t *Table) deleteMedia(anchor netip.AddrPort, callID string) {
+	if t.cfg.Media == nil {
+		return
+	}
+	t.background(func(ctx context.Context) { t.cfg.Media.Delete(ctx, anchor, callID) })
+}
+
+// classify names each side's network from where its media came from and
+// the P-Access-Network-Info it sent.
+func (t *Table) classify(st State, media map[string]calls.MediaQuality) map[string]calls.MediaQuality {
+	if t.cfg.Networks == nil {
+		return media
+	}
+	for tag, q := range media {
+		pani := ""
+		switch tag {
+		case st.Caller.Tag:
+			pani = st.Caller.PANI
+		case st.Callee.Tag:
+			pani = st.Callee.PANI
+		}
+		q.Network = t.cfg.Networks.Classify(q.Address, pani)
+		media[tag] = q
+	}
+	return media
+}
