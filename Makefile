@@ -49,6 +49,7 @@ vet:
 	$(GO) vet ./...
 
 lint: fmt-check vet
+	$(GO) mod tidy -diff
 	$(GO) run $(STATICCHECK) ./...
 
 # Unit, contract (real redis-server) and end-to-end tests (real sori, redis-server

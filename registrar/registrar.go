@@ -264,13 +264,8 @@ func (r *Registrar) ok(req *sip.Request, bindings []store.Binding, now time.Time
 	return res
 }
 
-
 func remaining(exp, now time.Time) int {
 	return max(1, int((exp.Sub(now)+time.Second/2)/time.Second))
-}
-
-func reply(req *sip.Request, code int, reason string) *sip.Response {
-	return sip.NewResponseFromRequest(req, code, reason, nil)
 }
 
 func callID(req *sip.Request) string {

@@ -61,7 +61,10 @@ func newHarnessWithStore(t *testing.T, bindings store.Bindings, algs ...string) 
 	self := local.New("sori.test", "127.0.0.1:5060")
 	h.reg = New(self, auth.New(dig, users, nil), bindings, policy, slog.New(slog.NewTextHandler(io.Discard, nil)), nil)
 	h.reg.now = func() time.Time { return h.now }
-	h.handler = chain.Build(chain.HandlerFunc(func(context.Context, chain.ResponseWriter, *chain.Request) chain.Result { h.passed++; return chain.Done }), h.reg)
+	h.handler = chain.Build(chain.HandlerFunc(func(context.Context, chain.ResponseWriter, *chain.Request) chain.Result {
+		h.passed++
+		return chain.Done
+	}), h.reg)
 	return h
 }
 

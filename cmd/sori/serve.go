@@ -29,8 +29,8 @@ import (
 	"github.com/sori-voice/sori/sip/abuse/bans"
 	"github.com/sori-voice/sori/sip/anchoring"
 	"github.com/sori-voice/sori/sip/auth"
-	"github.com/sori-voice/sori/sip/callerauth"
 	"github.com/sori-voice/sori/sip/call"
+	"github.com/sori-voice/sori/sip/callerauth"
 	"github.com/sori-voice/sori/sip/calls"
 	"github.com/sori-voice/sori/sip/chain"
 	"github.com/sori-voice/sori/sip/digest"
@@ -134,9 +134,9 @@ func serve(ctx context.Context, configPath string, logOut io.Writer) error {
 		addrs = append(addrs, cfg.SIP.Advertise)
 	}
 	self := local.New(cfg.SIP.Domain, addrs...)
-	authn := auth.New(dig, auth.Directory{Static: staticUsers(cfg), Store: st}, reg, auth.WithSelf(self))
 	guard, banList := abuseGuard(ctx, cfg, st, log, reg)
-	authn.Failures = guard // failed digests ban password guessers
+	// Failed digests are reported to the guard: it bans password guessers.
+	authn := auth.New(dig, auth.Directory{Static: staticUsers(cfg), Store: st}, reg, auth.WithSelf(self), auth.WithFailures(guard))
 	reg.MustRegister(bindingsGauge(st))
 
 	rg := registrar.New(self, authn, st, registrar.Policy{
@@ -210,9 +210,8 @@ func serve(ctx context.Context, configPath string, logOut io.Writer) error {
 	// A request's path through sori: abuse checks (bans, rate limits,
 	// scanners), sanity checks, OPTIONS to the server, REGISTER, hop limits
 	// and loops, caller authentication, forwarding.
-	opts := options.Plugin{Self: self, Supported: strings.Join(supported, ", ")}
-	allow := chain.Allow(opts, rg, px)
-	opts.Allow = allow
+	allow := chain.Allow(options.Plugin{}, rg, px)
+	opts := options.Plugin{Self: self, Allow: allow, Supported: strings.Join(supported, ", ")}
 	handler := chain.Build(methods.NotAllowed{Allow: allow},
 		guard,
 		sanity.Plugin{Supported: supported, Self: self},

@@ -30,7 +30,7 @@ func (f HandlerFunc) Handle(ctx context.Context, cmd string, req Dict, from neti
 type Server struct {
 	conn *net.UDPConn
 	log  *slog.Logger
-	ttl     time.Duration
+	ttl  time.Duration
 
 	mu      sync.Mutex
 	replies map[replyKey]cachedReply

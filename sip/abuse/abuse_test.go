@@ -10,9 +10,9 @@ import (
 
 	"github.com/sori-voice/sori/sip/abuse/authfail"
 	"github.com/sori-voice/sori/sip/abuse/bans"
-	"github.com/sori-voice/sori/sip/chain"
 	"github.com/sori-voice/sori/sip/abuse/ratelimit"
 	"github.com/sori-voice/sori/sip/abuse/scanner"
+	"github.com/sori-voice/sori/sip/chain"
 	"github.com/sori-voice/sori/sip/chain/chaintest"
 )
 

@@ -69,9 +69,9 @@ type Authenticator struct {
 	users    Lookup
 	self     Self
 	failures *prometheus.CounterVec
-	// Failures, when set, learns of every mismatch (sip/abuse bans
+	// reporter, when set, learns of every mismatch (sip/abuse bans
 	// password guessers).
-	Failures FailureReporter
+	reporter FailureReporter
 }
 
 // Self tells which URIs name this server (sip/local.Identity).
@@ -83,6 +83,9 @@ type Option func(*Authenticator)
 // WithSelf lets a digest-uri that names this server stand for a
 // Request-URI that does too (see SameURI).
 func WithSelf(s Self) Option { return func(a *Authenticator) { a.self = s } }
+
+// WithFailures has every digest mismatch reported to r.
+func WithFailures(r FailureReporter) Option { return func(a *Authenticator) { a.reporter = r } }
 
 // New returns an Authenticator. reg may be nil (no metrics).
 func New(d *digest.Authenticator, users Lookup, reg prometheus.Registerer, opts ...Option) *Authenticator {
@@ -163,9 +166,9 @@ func (a *Authenticator) Check(ctx context.Context, req *sip.Request, kind Kind) 
 	}
 	if res != digest.OK {
 		a.failures.WithLabelValues(res.String()).Inc()
-		if res == digest.Mismatch && a.Failures != nil {
+		if res == digest.Mismatch && a.reporter != nil {
 			if src, err := netip.ParseAddrPort(req.Source()); err == nil {
-				a.Failures.AuthFailed(src.Addr(), c.Username)
+				a.reporter.AuthFailed(src.Addr(), c.Username)
 			}
 		}
 		return Outcome{Present: true, Result: res}, nil

@@ -213,9 +213,8 @@ func TestFailuresAreReportedWithTheSource(t *testing.T) {
 	}
 	now := time.Now()
 	d.SetClock(func() time.Time { return now })
-	a := New(d, Directory{Static: map[string]store.Subscriber{"alice": NewSubscriber("alice", "sori.test", "pw")}}, nil)
 	var got failures
-	a.Failures = &got
+	a := New(d, Directory{Static: map[string]store.Subscriber{"alice": NewSubscriber("alice", "sori.test", "pw")}}, nil, WithFailures(&got))
 	challenge := a.Challenge(chaintest.Request(t, chaintest.Raw("REGISTER", "sip:sori.test")), WWW, false).GetHeader("WWW-Authenticate").Value()
 	check := func(user, password string) digest.Result {
 		req := chaintest.Request(t, chaintest.Raw("REGISTER", "sip:sori.test", "Authorization: "+credentials(t, challenge, "REGISTER", user, password)))

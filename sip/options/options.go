@@ -29,11 +29,11 @@ func (p Plugin) Handles(r *chain.Request) bool {
 // Serve implements chain.Plugin.
 func (p Plugin) Serve(_ context.Context, w chain.ResponseWriter, r *chain.Request, _ chain.Handler) chain.Result {
 	_ = chain.Reply(w, r.Request, 200, "OK",
-			sip.NewHeader("Allow", p.Allow),
-			sip.NewHeader("Accept", "application/sdp"),
-			sip.NewHeader("Accept-Encoding", "identity"),
-			sip.NewHeader("Accept-Language", "en"),
-			sip.NewHeader("Supported", p.Supported),
-		)
+		sip.NewHeader("Allow", p.Allow),
+		sip.NewHeader("Accept", "application/sdp"),
+		sip.NewHeader("Accept-Encoding", "identity"),
+		sip.NewHeader("Accept-Language", "en"),
+		sip.NewHeader("Supported", p.Supported),
+	)
 	return chain.Done
 }

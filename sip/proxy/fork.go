@@ -30,7 +30,7 @@ type fork struct {
 	p      *Proxy
 	in     *sip.Request
 	w      chain.ResponseWriter
-	call   *call.Call  // nil unless an initial INVITE
+	call   *call.Call   // nil unless an initial INVITE
 	caller chain.Caller // who sent it
 	invite bool
 	rr     bool

@@ -2,9 +2,9 @@ package proxy
 
 import (
 	"context"
+	"fmt"
 	"io"
 	"log/slog"
-	"fmt"
 	"net"
 	"strconv"
 	"testing"

@@ -28,7 +28,6 @@ import (
 
 	"github.com/emiago/sipgo/sip"
 	"github.com/prometheus/client_golang/prometheus"
-
 )
 
 // Conn is one peer as sori reaches it: a UDP socket and the peer's

@@ -17,7 +17,6 @@ import (
 	"github.com/emiago/sipgo/sip"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/testutil"
-
 )
 
 // recorder is a Handler that answers every request after a delay, from
