@@ -230,6 +230,39 @@ func TestStateSavesAndLoads(t *testing.T) {
 	c.Bye("caller-tag")
 }
 
+// A saved call loaded into another table (a restart) is that call: it
+// holds its slot there, a BYE ends it with one record and gives it back.
+func TestLoadedCallEndsThere(t *testing.T) {
+	tb, _, _ := newTable(t, time.Hour)
+	c := tb.Begin(calls.Record{CallID: "c1", Caller: "alice"}, "caller-tag")
+	c.Anchored(anchorAddr)
+	answer(c)
+	saved, _ := json.Marshal(c.State())
+
+	other, f, ts := newTable(t, time.Hour)
+	var st State
+	if err := json.Unmarshal(saved, &st); err != nil {
+		t.Fatal(err)
+	}
+	loaded := other.Load(context.Background(), st)
+	if loaded == nil || other.Find("c1") != loaded || ts.Pending() != 1 || f.slots["carrier"] != 1 {
+		t.Fatalf("not loaded: %v, %d timers, slots %v", loaded, ts.Pending(), f.slots)
+	}
+	if other.Load(context.Background(), st) != nil {
+		t.Fatal("loaded twice")
+	}
+	if a, ok := loaded.Anchor(); !ok || a != anchorAddr {
+		t.Fatalf("anchor %v %v", a, ok)
+	}
+	loaded.Bye("callee-tag")
+	if err := other.Wait(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	if len(f.records) != 1 || f.records[0].HangupBy != "callee" || len(f.deletes) != 1 || f.slots["carrier"] != 0 || other.Len() != 0 || ts.Pending() != 0 {
+		t.Fatalf("records %+v, deletes %v, slots %v", f.records, f.deletes, f.slots)
+	}
+}
+
 func TestSpiralIsHeldByItsFirstPass(t *testing.T) {
 	tb, f, ts := newTable(t, time.Hour)
 	first := tb.Begin(calls.Record{CallID: "s"}, "a")

@@ -220,3 +220,38 @@ func (t *Table) classify(st State, media map[string]calls.MediaQuality) map[stri
 	}
 	return media
 }
+
+// Load puts a call saved as st back in the table (a restart, another node
+// taking over): its expiry is armed for what is left of it, and the trunk
+// slot and toll count it held are taken again on this node. A call with
+// that Call-ID already held, or one already ended, is not loaded (nil).
+func (t *Table) Load(ctx context.Context, st State) *Call {
+	if st.Phase == Ended {
+		return nil
+	}
+	c := &Call{t: t, tracked: true, st: st}
+	t.mu.Lock()
+	if _, dup := t.m[st.Record.CallID]; dup {
+		t.mu.Unlock()
+		return nil
+	}
+	t.m[st.Record.CallID] = c
+	c.mu.Lock()
+	c.arm(max(st.Expiry.Sub(t.now()), 0))
+	c.mu.Unlock()
+	t.mu.Unlock()
+	if st.Phase == Answered {
+		t.answered.Inc()
+	} else {
+		t.ringing.Inc()
+	}
+	if st.Trunk != "" && t.cfg.Slots != nil {
+		t.cfg.Slots.Acquire(st.Trunk)
+	}
+	if st.Toll && t.cfg.Tolls != nil {
+		if err := t.cfg.Tolls.Begin(ctx, st.Record.Caller, st.Record.CallID); err != nil {
+			t.log.Info("loaded call not counted against its caller's toll caps", "call_id", st.Record.CallID, "error", err)
+		}
+	}
+	return c
+}

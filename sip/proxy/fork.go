@@ -227,9 +227,8 @@ func (f *fork) onResponse(b *branch, res *sip.Response) {
 		f.settleDone(b)
 		switch {
 		case f.sent == 0:
-			f.relay(res)
-			f.sent = code
-			f.done()
+			// The call is answered before the caller hears of it: its
+			// ACK and BYE may come back at once, on other goroutines.
 			if f.call != nil {
 				// A trunk call takes one of the trunk's call slots until
 				// the call ends, whichever way (sip/call).
@@ -241,6 +240,9 @@ func (f *fork) onResponse(b *branch, res *sip.Response) {
 				f.call.Answered(call.Answer{Code: code, Reason: res.Reason, Contact: b.req.Recipient.String(),
 					Trunk: trunk, Caller: caller, Callee: callee, Dialog: ok})
 			}
+			f.relay(res)
+			f.sent = code
+			f.done()
 			f.cancelPending()
 		case f.invite && f.sent < 300:
 			f.relay(res) // every 2xx to an INVITE goes up (§16.7 step 5)
