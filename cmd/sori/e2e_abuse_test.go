@@ -4,7 +4,6 @@ import (
 	"encoding/json"
 	"fmt"
 	"net"
-	"net/netip"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -473,69 +472,50 @@ type tollGateway struct {
 
 func startTollGateway(t *testing.T, port int, act func(n int) string) *tollGateway {
 	t.Helper()
-	c, err := net.ListenUDP("udp", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1), Port: port})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { c.Close() })
-	g := &tollGateway{conn: c, invites: make(chan *sip.Request, 16)}
-	go func() {
-		buf := make([]byte, 65535)
-		ringing := map[string]*sip.Request{} // Call-ID -> INVITE
-		invites := 0
-		send := func(res *sip.Response, to netip.AddrPort) { _, _ = c.WriteToUDPAddrPort([]byte(res.String()), to) }
-		for {
-			k, from, err := c.ReadFromUDPAddrPort(buf)
-			if err != nil {
+	g := &tollGateway{invites: make(chan *sip.Request, 16)}
+	ringing := map[string]*sip.Request{} // Call-ID -> INVITE; the peer serves one request at a time
+	invites := 0
+	g.conn = fakeUDPPeer(t, port, func(req *sip.Request, send func(*sip.Response)) {
+		switch {
+		case req.IsInvite():
+			invites++
+			g.invites <- req
+			switch act(invites) {
+			case "answer":
+				res := sip.NewResponseFromRequest(req, 200, "OK", nil)
+				res.To().Params.Add("tag", "gw")
+				res.AppendHeader(sip.NewHeader("Contact", fmt.Sprintf("<sip:gw@127.0.0.1:%d>", port)))
+				res.SetBody(nil)
+				send(res)
+				return
+			case "ring":
+				res := sip.NewResponseFromRequest(req, 180, "Ringing", nil)
+				res.To().Params.Add("tag", "gw")
+				res.SetBody(nil)
+				send(res)
+				ringing[req.CallID().Value()] = req
 				return
 			}
-			msg, err := sip.ParseMessage(buf[:k])
-			req, ok := msg.(*sip.Request)
-			if err != nil || !ok || req.IsAck() {
-				continue
-			}
-			req.SetSource(from.String())
-			switch {
-			case req.IsInvite():
-				invites++
-				g.invites <- req
-				switch act(invites) {
-				case "answer":
-					res := sip.NewResponseFromRequest(req, 200, "OK", nil)
-					res.To().Params.Add("tag", "gw")
-					res.AppendHeader(sip.NewHeader("Contact", fmt.Sprintf("<sip:gw@127.0.0.1:%d>", port)))
-					res.SetBody(nil)
-					send(res, from)
-					continue
-				case "ring":
-					res := sip.NewResponseFromRequest(req, 180, "Ringing", nil)
-					res.To().Params.Add("tag", "gw")
-					res.SetBody(nil)
-					send(res, from)
-					ringing[req.CallID().Value()] = req
-					continue
-				}
-				res := sip.NewResponseFromRequest(req, 486, "Busy Here", nil)
+			res := sip.NewResponseFromRequest(req, 486, "Busy Here", nil)
+			res.SetBody(nil)
+			send(res)
+		case req.IsCancel():
+			ok := sip.NewResponseFromRequest(req, 200, "OK", nil)
+			ok.SetBody(nil)
+			send(ok)
+			if inv := ringing[req.CallID().Value()]; inv != nil {
+				res := sip.NewResponseFromRequest(inv, 487, "Request Terminated", nil)
+				res.To().Params.Add("tag", "gw")
 				res.SetBody(nil)
-				send(res, from)
-			case req.IsCancel():
-				ok := sip.NewResponseFromRequest(req, 200, "OK", nil)
-				ok.SetBody(nil)
-				send(ok, from)
-				if inv := ringing[req.CallID().Value()]; inv != nil {
-					res := sip.NewResponseFromRequest(inv, 487, "Request Terminated", nil)
-					res.To().Params.Add("tag", "gw")
-					res.SetBody(nil)
-					send(res, from)
-					delete(ringing, req.CallID().Value())
-				}
-			default:
-				res := sip.NewResponseFromRequest(req, 200, "OK", nil)
-				res.SetBody(nil)
-				send(res, from)
+				send(res)
+				delete(ringing, req.CallID().Value())
 			}
+		default:
+			res := sip.NewResponseFromRequest(req, 200, "OK", nil)
+			res.SetBody(nil)
+			send(res)
 		}
-	}()
+	})
 	return g
 }
 

@@ -1,8 +1,6 @@
 package main
 
 import (
-	"bufio"
-	"encoding/json"
 	"fmt"
 	"os"
 	"os/exec"
@@ -88,30 +86,7 @@ func sippUAC(t *testing.T, n *node, dir, scenario, callee string, args ...string
 // until want are there.
 func records(t *testing.T, path, callee string, want int) []calls.Record {
 	t.Helper()
-	deadline := time.Now().Add(10 * time.Second)
-	for {
-		var out []calls.Record
-		if f, err := os.Open(path); err == nil {
-			sc := bufio.NewScanner(f)
-			for sc.Scan() {
-				var r calls.Record
-				if err := json.Unmarshal(sc.Bytes(), &r); err != nil {
-					t.Fatalf("bad call record %q: %v", sc.Text(), err)
-				}
-				if r.To == "sip:"+callee+"@sori.test" {
-					out = append(out, r)
-				}
-			}
-			f.Close()
-		}
-		if len(out) >= want || time.Now().After(deadline) {
-			if len(out) != want {
-				t.Fatalf("%d call records for %s, want %d", len(out), callee, want)
-			}
-			return out
-		}
-		time.Sleep(100 * time.Millisecond)
-	}
+	return waitRecords(t, path, want, callee, func(r calls.Record) bool { return r.To == "sip:"+callee+"@sori.test" })
 }
 
 func checkRecords(t *testing.T, recs []calls.Record, code int, disposition, hangupBy string) {

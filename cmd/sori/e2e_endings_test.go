@@ -1,11 +1,8 @@
 package main
 
 import (
-	"bufio"
-	"encoding/json"
 	"fmt"
 	"net"
-	"os"
 	"path/filepath"
 	"strconv"
 	"strings"
@@ -363,40 +360,22 @@ type answeringGateway struct {
 
 func startAnsweringGateway(t *testing.T, port int) *answeringGateway {
 	t.Helper()
-	c, err := net.ListenUDP("udp", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1), Port: port})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { c.Close() })
 	media := newMediaSocket(t)
 	g := &answeringGateway{byes: make(chan string, 16)}
-	go func() {
-		buf := make([]byte, 65535)
-		for {
-			k, from, err := c.ReadFromUDPAddrPort(buf)
-			if err != nil {
-				return
-			}
-			msg, err := sip.ParseMessage(buf[:k])
-			req, ok := msg.(*sip.Request)
-			if err != nil || !ok || req.IsAck() {
-				continue
-			}
-			req.SetSource(from.String())
-			res := sip.NewResponseFromRequest(req, 200, "OK", nil)
-			res.SetBody(nil)
-			switch req.Method {
-			case sip.INVITE:
-				res.To().Params.Add("tag", "gw")
-				res.AppendHeader(sip.NewHeader("Contact", fmt.Sprintf("<sip:gw@127.0.0.1:%d>", port)))
-				res.AppendHeader(sip.NewHeader("Content-Type", "application/sdp"))
-				res.SetBody([]byte(media.sdp(3003)))
-			case sip.BYE:
-				g.byes <- req.CallID().Value()
-			}
-			_, _ = c.WriteToUDPAddrPort([]byte(res.String()), from)
+	fakeUDPPeer(t, port, func(req *sip.Request, respond func(*sip.Response)) {
+		res := sip.NewResponseFromRequest(req, 200, "OK", nil)
+		res.SetBody(nil)
+		switch req.Method {
+		case sip.INVITE:
+			res.To().Params.Add("tag", "gw")
+			res.AppendHeader(sip.NewHeader("Contact", fmt.Sprintf("<sip:gw@127.0.0.1:%d>", port)))
+			res.AppendHeader(sip.NewHeader("Content-Type", "application/sdp"))
+			res.SetBody([]byte(media.sdp(3003)))
+		case sip.BYE:
+			g.byes <- req.CallID().Value()
 		}
-	}()
+		respond(res)
+	})
 	return g
 }
 
@@ -453,30 +432,7 @@ func (u *ua) listen() func() []string {
 // until want are there, and requires exactly want.
 func callRecords(t *testing.T, path, callID string, want int) []calls.Record {
 	t.Helper()
-	deadline := time.Now().Add(10 * time.Second)
-	for {
-		var out []calls.Record
-		if f, err := os.Open(path); err == nil {
-			sc := bufio.NewScanner(f)
-			for sc.Scan() {
-				var r calls.Record
-				if err := json.Unmarshal(sc.Bytes(), &r); err != nil {
-					t.Fatalf("bad call record %q: %v", sc.Text(), err)
-				}
-				if r.CallID == callID {
-					out = append(out, r)
-				}
-			}
-			f.Close()
-		}
-		if len(out) >= want || time.Now().After(deadline) {
-			if len(out) != want {
-				t.Fatalf("%d call records for %s, want %d", len(out), callID, want)
-			}
-			return out
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
+	return waitRecords(t, path, want, callID, func(r calls.Record) bool { return r.CallID == callID })
 }
 
 func checkCallRecord(t *testing.T, r calls.Record, code int, disposition, hangupBy string) {

@@ -234,41 +234,22 @@ func sippRefused(t *testing.T, n *node, dir, number string, code int) {
 // codes (the last one repeats), with the extra header lines.
 func fakeGateway(t *testing.T, port int, codes []int, extra string) *net.UDPConn {
 	t.Helper()
-	c, err := net.ListenUDP("udp", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1), Port: port})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { c.Close() })
-	go func() {
-		buf := make([]byte, 65535)
-		invites := 0
-		for {
-			k, from, err := c.ReadFromUDPAddrPort(buf)
-			if err != nil {
-				return
-			}
-			msg, err := sip.ParseMessage(buf[:k])
-			req, ok := msg.(*sip.Request)
-			if err != nil || !ok || req.IsAck() {
-				continue
-			}
-			req.SetSource(from.String())
-			code, reason := 200, "OK"
-			if req.IsInvite() {
-				code = codes[min(invites, len(codes)-1)]
-				invites++
-				reason = "Gateway Says"
-			}
-			res := sip.NewResponseFromRequest(req, code, reason, nil)
-			if code >= 300 && extra != "" {
-				k, v, _ := strings.Cut(extra, ":")
-				res.AppendHeader(sip.NewHeader(k, strings.TrimSpace(v)))
-			}
-			res.SetBody(nil)
-			_, _ = c.WriteToUDPAddrPort([]byte(res.String()), from)
+	invites := 0 // the peer serves one request at a time
+	return fakeUDPPeer(t, port, func(req *sip.Request, respond func(*sip.Response)) {
+		code, reason := 200, "OK"
+		if req.IsInvite() {
+			code = codes[min(invites, len(codes)-1)]
+			invites++
+			reason = "Gateway Says"
 		}
-	}()
-	return c
+		res := sip.NewResponseFromRequest(req, code, reason, nil)
+		if code >= 300 && extra != "" {
+			k, v, _ := strings.Cut(extra, ":")
+			res.AppendHeader(sip.NewHeader(k, strings.TrimSpace(v)))
+		}
+		res.SetBody(nil)
+		respond(res)
+	})
 }
 
 // Gateways are pinged with OPTIONS: one that does not answer is skipped

@@ -7,6 +7,7 @@ package main
 import (
 	"bufio"
 	"bytes"
+	"encoding/json"
 	"fmt"
 	"io"
 	"net"
@@ -23,6 +24,8 @@ import (
 
 	"github.com/emiago/sipgo/sip"
 	client "github.com/icholy/digest"
+
+	"github.com/sori-voice/sori/sip/calls"
 )
 
 // raceEnabled is set by race_test.go so the binary under test is built the same way.
@@ -455,4 +458,63 @@ func tail(s string, n int) string {
 		return s[len(s)-n:]
 	}
 	return s
+}
+
+// fakeUDPPeer is a SIP peer on 127.0.0.1:port (a carrier gateway, a
+// phone): every request but ACK that reaches it, its source set, goes to
+// serve, until the test ends. respond answers from the same socket.
+func fakeUDPPeer(t *testing.T, port int, serve func(req *sip.Request, respond func(*sip.Response))) *net.UDPConn {
+	t.Helper()
+	c, err := net.ListenUDP("udp", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1), Port: port})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { c.Close() })
+	go func() {
+		buf := make([]byte, 65535)
+		for {
+			k, from, err := c.ReadFromUDPAddrPort(buf)
+			if err != nil {
+				return
+			}
+			msg, err := sip.ParseMessage(buf[:k])
+			req, ok := msg.(*sip.Request)
+			if err != nil || !ok || req.IsAck() {
+				continue
+			}
+			req.SetSource(from.String())
+			serve(req, func(res *sip.Response) { _, _ = c.WriteToUDPAddrPort([]byte(res.String()), from) })
+		}
+	}()
+	return c
+}
+
+// waitRecords reads the call records match picks from the CDR file at
+// path, waiting until want are there, and requires exactly want.
+func waitRecords(t *testing.T, path string, want int, what string, match func(calls.Record) bool) []calls.Record {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		var out []calls.Record
+		if f, err := os.Open(path); err == nil {
+			sc := bufio.NewScanner(f)
+			for sc.Scan() {
+				var r calls.Record
+				if err := json.Unmarshal(sc.Bytes(), &r); err != nil {
+					t.Fatalf("bad call record %q: %v", sc.Text(), err)
+				}
+				if match(r) {
+					out = append(out, r)
+				}
+			}
+			f.Close()
+		}
+		if len(out) >= want || time.Now().After(deadline) {
+			if len(out) != want {
+				t.Fatalf("%d call records for %s, want %d", len(out), what, want)
+			}
+			return out
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
 }

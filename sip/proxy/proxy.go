@@ -31,17 +31,12 @@ import (
 	"github.com/sori-voice/sori/sip/local"
 	"github.com/sori-voice/sori/sip/timers"
 	"github.com/sori-voice/sori/sip/trunks"
+	"github.com/sori-voice/sori/sip/uac"
 )
 
-// Sender puts requests on the wire through sori's own sockets (sip/server).
-type Sender interface {
-	// Request sends req in a new client transaction.
-	Request(ctx context.Context, req *sip.Request) (sip.ClientTransaction, error)
-	// Write sends req without a transaction (ACK for a 2xx).
-	Write(req *sip.Request) error
-	// SentBy is the host and port written in Via and Record-Route for transport.
-	SentBy(transport string) (string, int, error)
-}
+// Sender puts requests on the wire through sori's own sockets
+// (sip/server): the same as sori's own requests use.
+type Sender = uac.Sender
 
 // Users tells whether a user exists, and who owns a number (the directory:
 // registrar/store behind sip/auth).
