@@ -6,7 +6,7 @@ GO ?= go
 STATICCHECK := honnef.co/go/tools/cmd/staticcheck@v0.8.2
 BIN := bin
 
-.PHONY: all build run test deps fmt-check vet lint unit bench bench-media load-register load-calls clean
+.PHONY: all build run test deps fmt-check vet lint unit bench bench-media load-register load-calls soak clean
 
 all: build
 
@@ -79,6 +79,12 @@ load-register: deps build
 # no failed call; STORE=redis for the Redis store.
 load-calls: deps build
 	./testdata/sipp/load-calls.sh
+
+# SOAK (10m) of steady calls (about 30/s) ending every way a call can end (caller or callee
+# BYE, CANCEL, 486, timer C, media timeout), then goroutines, heap and the call gauges must be
+# back to the baseline; e.g. SOAK=90s make soak. Not part of make test.
+soak: deps build
+	./testdata/sipp/soak.sh
 
 clean:
 	rm -rf $(BIN)

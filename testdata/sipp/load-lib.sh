@@ -47,14 +47,16 @@ start_sori() {
 	exit 3
 }
 
-# sori_yaml STORE_URL NUSERS [EXTRA_YAML]: a sori configuration on SIP_PORT/HTTP_PORT with
-# users user0000.. (see users_yaml), EXTRA_YAML (top-level keys) before them.
+# sori_yaml STORE_URL NUSERS [EXTRA_YAML [SIP_YAML]]: a sori configuration on SIP_PORT/HTTP_PORT
+# with users user0000.. (see users_yaml), EXTRA_YAML (top-level keys) before them, SIP_YAML
+# (more "sip:" keys, indented two spaces) in the sip section.
 sori_yaml() {
 	cat <<YAML
 sip:
   domain: sori.test
   listen: ["udp:127.0.0.1:$SIP_PORT"]
   auth_secret: load-test-secret-0123456789
+${4:-}
 registrar:
   store: "$1"
   store_timeout: 2s
