@@ -5,6 +5,8 @@ package config
 
 import (
 	"bytes"
+	"crypto/tls"
+	"crypto/x509"
 	_ "embed"
 	"errors"
 	"fmt"
@@ -64,6 +66,23 @@ type SIP struct {
 	// TrunkPing is how often each carrier gateway gets an OPTIONS; one
 	// that does not answer is skipped until it does.
 	TrunkPing Duration `yaml:"trunk_ping"`
+	// TLS is the certificate of the tls listeners.
+	TLS TLS `yaml:"tls"`
+}
+
+// TLS is the certificate sori presents on its tls listeners, reloaded on
+// SIGHUP.
+type TLS struct {
+	Cert string `yaml:"cert"` // PEM file: the certificate, then its chain
+	Key  string `yaml:"key"`  // PEM file: its private key
+	// CA, when set, is a PEM file of the authorities client certificates
+	// must chain to; clients without one are refused.
+	CA string `yaml:"ca"`
+	// SelfSigned: when neither Cert nor Key exists, sori creates a
+	// self-signed certificate for sip.domain and the listeners' addresses
+	// there on first start (for trying it out; phones must be told to
+	// trust it).
+	SelfSigned bool `yaml:"self_signed"`
 }
 
 // Media is how sori anchors calls' media through sori-anchor (or
@@ -315,14 +334,48 @@ func ParseListener(s string) (Listener, error) {
 		return Listener{}, fmt.Errorf("%q is not TRANSPORT:HOST:PORT", s)
 	}
 	tr = strings.ToLower(tr)
-	if tr != "udp" && tr != "tcp" {
-		return Listener{}, fmt.Errorf("%q: transport %q is not udp or tcp", s, tr)
+	if tr != "udp" && tr != "tcp" && tr != "tls" {
+		return Listener{}, fmt.Errorf("%q: transport %q is not udp, tcp or tls", s, tr)
 	}
 	ap, err := netip.ParseAddrPort(hostport)
 	if err != nil {
 		return Listener{}, fmt.Errorf("%q: %q is not IP:PORT", s, hostport)
 	}
 	return Listener{Transport: tr, Addr: ap}, nil
+}
+
+// checkTLS: a tls listener needs a certificate that loads (or one sori
+// may create); a CA file must hold at least one certificate.
+func (v *validator) checkTLS(t TLS, needed bool) {
+	if !needed {
+		return
+	}
+	if t.Cert == "" || t.Key == "" {
+		v.fail("sip.tls.cert", "a tls listener needs sip.tls.cert and sip.tls.key")
+		return
+	}
+	_, certErr := os.Stat(t.Cert)
+	_, keyErr := os.Stat(t.Key)
+	switch {
+	case t.SelfSigned && errors.Is(certErr, os.ErrNotExist) && errors.Is(keyErr, os.ErrNotExist):
+		// created at start
+	case certErr != nil:
+		v.fail("sip.tls.cert", "%v", certErr)
+	case keyErr != nil:
+		v.fail("sip.tls.key", "%v", keyErr)
+	default:
+		if _, err := tls.LoadX509KeyPair(t.Cert, t.Key); err != nil {
+			v.fail("sip.tls.cert", "%s and %s: %v", t.Cert, t.Key, err)
+		}
+	}
+	if t.CA != "" {
+		pem, err := os.ReadFile(t.CA)
+		if err != nil {
+			v.fail("sip.tls.ca", "%v", err)
+		} else if !x509.NewCertPool().AppendCertsFromPEM(pem) {
+			v.fail("sip.tls.ca", "%s holds no PEM certificate", t.CA)
+		}
+	}
 }
 
 type validator struct {
@@ -344,11 +397,15 @@ func (v *validator) check(c *Config) {
 	if len(c.SIP.Listen) == 0 {
 		v.fail("sip.listen", "at least one listener is required")
 	}
+	tlsListener := false
 	for i, s := range c.SIP.Listen {
-		if _, err := ParseListener(s); err != nil {
+		l, err := ParseListener(s)
+		if err != nil {
 			v.fail("sip.listen."+strconv.Itoa(i), "%v", err)
 		}
+		tlsListener = tlsListener || l.Transport == "tls"
 	}
+	v.checkTLS(c.SIP.TLS, tlsListener)
 	if a := c.SIP.Advertise; a != "" {
 		host, _, err := net.SplitHostPort(a)
 		if err != nil {
@@ -539,8 +596,10 @@ func (v *validator) checkTrunks(c *Config) {
 			v.fail(p+".gateways", "a trunk needs at least one gateway")
 		}
 		for j, g := range t.Gateways {
-			if _, err := ParseListener(g.Address); err != nil {
+			if l, err := ParseListener(g.Address); err != nil {
 				v.fail(p+".gateways."+strconv.Itoa(j)+".address", "%v", err)
+			} else if l.Transport == "tls" {
+				v.fail(p+".gateways."+strconv.Itoa(j)+".address", "%q: TLS to carriers is not supported yet (udp or tcp)", g.Address)
 			}
 			if g.Weight < 0 || g.Priority < 0 {
 				v.fail(p+".gateways."+strconv.Itoa(j), "priority and weight are not negative")

@@ -151,7 +151,8 @@ func TestParseListener(t *testing.T) {
 		{"udp:127.0.0.1:5060", "udp:127.0.0.1:5060", true},
 		{"TCP:[::1]:5070", "tcp:[::1]:5070", true},
 		{"udp:localhost:5060", "", false},
-		{"tls:127.0.0.1:5061", "", false},
+		{"tls:127.0.0.1:5061", "tls:127.0.0.1:5061", true},
+		{"ws:127.0.0.1:8080", "", false},
 		{"127.0.0.1:5060", "", false},
 	}
 	for _, tt := range tests {

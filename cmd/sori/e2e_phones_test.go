@@ -44,31 +44,52 @@ func TestPhonesCallEachOther(t *testing.T) {
 			t.Fatalf("%s is not installed (make test installs baresip and linphone-cli): %v", tool, err)
 		}
 	}
-	for _, transport := range []string{"udp", "tcp"} {
+	// tls: baresip over TLS (trusting the certificate sori made itself on
+	// first start), linphonec over UDP: the call crosses transports.
+	for _, transport := range []string{"udp", "tcp", "tls"} {
 		t.Run(transport, func(t *testing.T) {
 			t.Parallel()
 			an := startAnchor(t)
 			n := startDefaultNode(t, an)
-			alice := startBaresip(t, n.port, transport, "alice", "alice-secret", aliceTone)
-			bob := startLinphonec(t, n.port, transport, "bob", "bob-secret", bobTone)
+			var alice *baresip
+			var bob *linphonec
+			if transport == "tls" {
+				alice = startBaresip(t, n.tlsPort, "tls", "alice", "alice-secret", aliceTone, n.ca)
+				bob = startLinphonec(t, n.port, "udp", "bob", "bob-secret", bobTone)
+			} else {
+				alice = startBaresip(t, n.port, transport, "alice", "alice-secret", aliceTone, "")
+				bob = startLinphonec(t, n.port, transport, "bob", "bob-secret", bobTone)
+			}
 			alice.waitRegistered()
 			bob.waitRegistered()
 
-			phoneCall(t, an, n, alice, bob)
-			phoneCall(t, an, n, bob, alice)
+			phoneCall(t, an, n.node, alice, bob)
+			phoneCall(t, an, n.node, bob, alice)
 		})
 	}
 }
 
+// defaultNode is sori on the embedded configuration: its tls listener's
+// port and the self-signed certificate it made (the CA a phone trusts).
+type defaultNode struct {
+	*node
+	tlsPort int
+	ca      string
+}
+
 // startDefaultNode runs sori on the embedded config/sori.yaml with only
-// its addresses changed: SIP and HTTP on free ports, the anchor an.
-func startDefaultNode(t *testing.T, an *anchorProc) *node {
+// its addresses changed: SIP and HTTP on free ports, the anchor an, the
+// TLS certificate in a directory of the test's.
+func startDefaultNode(t *testing.T, an *anchorProc) *defaultNode {
 	t.Helper()
-	port := freeSIPPort(t)
+	port, tlsPort := freeSIPPort(t), freeSIPPort(t)
 	httpAddr := fmt.Sprintf("127.0.0.1:%d", freeSIPPort(t))
 	cfg := string(config.Embedded)
+	tlsDir := t.TempDir() // the self-signed pair is created there
 	for _, r := range [][2]string{
-		{`["udp:127.0.0.1:5060", "tcp:127.0.0.1:5060"]`, fmt.Sprintf(`["udp:127.0.0.1:%d", "tcp:127.0.0.1:%d"]`, port, port)},
+		{`["udp:127.0.0.1:5060", "tcp:127.0.0.1:5060", "tls:127.0.0.1:5061"]`, fmt.Sprintf(`["udp:127.0.0.1:%d", "tcp:127.0.0.1:%d", "tls:127.0.0.1:%d"]`, port, port, tlsPort)},
+		{"/var/lib/sori/tls/cert.pem", filepath.Join(tlsDir, "cert.pem")},
+		{"/var/lib/sori/tls/key.pem", filepath.Join(tlsDir, "key.pem")},
 		{`anchors: ["127.0.0.1:22222"]`, fmt.Sprintf("anchors: [%q]", an.ng)},
 		{"listen: 127.0.0.1:9060", "listen: " + httpAddr},
 	} {
@@ -77,7 +98,7 @@ func startDefaultNode(t *testing.T, an *anchorProc) *node {
 		}
 		cfg = strings.Replace(cfg, r[0], r[1], 1)
 	}
-	return runNode(t, cfg, port, httpAddr)
+	return &defaultNode{node: runNode(t, cfg, port, httpAddr), tlsPort: tlsPort, ca: filepath.Join(tlsDir, "cert.pem")}
 }
 
 // softphone is what a call needs of either client.
@@ -494,12 +515,14 @@ type baresip struct {
 	username   string
 	dir        string
 	freq, port int
+	transport  string // what it registers over: UDP, TCP, TLS
 }
 
-func startBaresip(t *testing.T, sori int, transport, user, password string, freq int) *baresip {
+// ca, for transport tls, is the certificate sori is trusted by.
+func startBaresip(t *testing.T, sori int, transport, user, password string, freq int, ca string) *baresip {
 	t.Helper()
 	dir := t.TempDir()
-	b := &baresip{username: user, dir: dir, freq: freq, port: freeRTPPort(t)}
+	b := &baresip{username: user, dir: dir, freq: freq, port: freeRTPPort(t), transport: strings.ToUpper(transport)}
 	sip := freeSIPPort(t)
 	// Every address is loopback: the SIP and RTP sockets (net_interface),
 	// and name lookups, should any happen (dns_server). The ALSA null
@@ -528,6 +551,9 @@ module_app		menu.so
 statmode_default	off
 snd_path		%s
 `, sip, freq, b.port, b.port+1, filepath.Join(dir, "rec"))
+	if ca != "" {
+		cfg += "sip_cafile\t\t" + ca + "\n"
+	}
 	// The README's account line, with the test's port and transport;
 	// answermode=auto answers calls.
 	account := fmt.Sprintf("<sip:%s@sori.test>;auth_pass=%s;outbound=\"sip:127.0.0.1:%d;transport=%s\";regint=600;answermode=auto\n", user, password, sori, transport)
@@ -555,7 +581,7 @@ func (b *baresip) waitRegistered() {
 	// "alice@sori.test: {0/UDP/v4} 200 OK (Sori/0.1) [1 binding]"; libre
 	// reports a refused or abandoned REGISTER as "reg: ...: Register: <error>"
 	// or with the final status.
-	b.expect("registration", 10*time.Second, regexp.MustCompile(`\{\d+/\w+/v4\} 200 OK`),
+	b.expect("registration over "+b.transport, 10*time.Second, regexp.MustCompile(`\{\d+/`+b.transport+`/v4\} 200 OK`),
 		regexp.MustCompile(`Register: |\{\d+/\w+/v4\} [3-6]\d\d `))
 }
 

@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"crypto/rand"
+	"crypto/tls"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -12,8 +13,11 @@ import (
 	"net/http"
 	"net/http/pprof"
 	"net/netip"
+	"os"
+	"os/signal"
 	"strings"
 	"sync"
+	"syscall"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -149,8 +153,13 @@ func serve(ctx context.Context, configPath string, logOut io.Writer) error {
 	// Built in dependency order: each part gets what it calls, and nothing
 	// runs before all of it exists. The server comes first without its
 	// chain (it is what everything sends with); Start gives it the chain.
+	tlsConfig, err := listenerTLS(ctx, cfg, log)
+	if err != nil {
+		return err
+	}
 	srv, err := server.New(server.Options{
 		Gate:       screen{guard},
+		TLS:        tlsConfig,
 		Listeners:  listeners(cfg),
 		Advertise:  cfg.SIP.Advertise,
 		Product:    "Sori/" + Version,
@@ -480,4 +489,52 @@ func listeners(cfg *config.Config) []transport.Listener {
 		out = append(out, transport.Listener{Transport: l.Transport, Addr: l.Addr})
 	}
 	return out
+}
+
+// listenerTLS is the tls listeners' configuration (nil without one); its
+// certificate is read again on SIGHUP, without closing any connection.
+func listenerTLS(ctx context.Context, cfg *config.Config, log *slog.Logger) (*tls.Config, error) {
+	var ips []net.IP
+	for _, l := range cfg.Listeners() {
+		if l.Transport == "tls" {
+			ips = append(ips, l.Addr.Addr().AsSlice())
+		}
+	}
+	if len(ips) == 0 {
+		return nil, nil
+	}
+	names := []string{cfg.SIP.Domain, "localhost"}
+	if a := cfg.SIP.Advertise; a != "" {
+		h := a
+		if host, _, err := net.SplitHostPort(a); err == nil {
+			h = host
+		}
+		if ip := net.ParseIP(strings.Trim(h, "[]")); ip != nil {
+			ips = append(ips, ip)
+		} else {
+			names = append(names, h)
+		}
+	}
+	c, err := newCerts(cfg.SIP.TLS, names, ips)
+	if err != nil {
+		return nil, err
+	}
+	hup := make(chan os.Signal, 1)
+	signal.Notify(hup, syscall.SIGHUP)
+	go func() {
+		defer signal.Stop(hup)
+		for {
+			select {
+			case <-ctx.Done():
+				return
+			case <-hup:
+				if err := c.Reload(); err != nil {
+					log.Error("TLS certificate not reloaded: the old one stays", "error", err)
+					continue
+				}
+				log.Info("TLS certificate reloaded", "cert", cfg.SIP.TLS.Cert)
+			}
+		}
+	}()
+	return c.Config(), nil
 }

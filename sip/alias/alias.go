@@ -12,7 +12,7 @@ import (
 
 // Phones behind NAT put private addresses in Contact. The proxy marks such a
 // Contact with the address the message really came from, as Kamailio's
-// add_contact_alias does: ";alias=IP~PORT~T" (T: 1 UDP, 2 TCP). A request in
+// add_contact_alias does: ";alias=IP~PORT~T" (T: 1 UDP, 2 TCP, 3 TLS). A request in
 // the dialog then carries the alias in its Request-URI; the proxy sends it
 // there and strips the alias (handle_ruri_alias), so the phone gets its own
 // Contact back. Over TCP the alias is the phone's connection, which the
@@ -21,7 +21,7 @@ import (
 // Alias is where a Contact is really reached.
 type Alias struct {
 	Addr      string // ip:port
-	Transport string // UDP or TCP
+	Transport string // UDP, TCP or TLS
 }
 
 // Add marks c with src when the Contact is not where the message came from.
@@ -39,8 +39,11 @@ func Add(c *sip.ContactHeader, src, transport string) {
 		return // reachable as it says
 	}
 	t := "1"
-	if transport == "TCP" {
+	switch transport {
+	case "TCP":
 		t = "2"
+	case "TLS":
+		t = "3"
 	}
 	if c.Address.UriParams == nil {
 		c.Address.UriParams = sip.NewParams()
@@ -68,8 +71,11 @@ func Take(u *sip.Uri) (Alias, bool) {
 		return Alias{}, false
 	}
 	a := Alias{Addr: net.JoinHostPort(ip.String(), parts[1]), Transport: "UDP"}
-	if parts[2] == "2" {
+	switch parts[2] {
+	case "2":
 		a.Transport = "TCP"
+	case "3":
+		a.Transport = "TLS"
 	}
 	return a, true
 }

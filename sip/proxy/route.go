@@ -5,13 +5,13 @@ import (
 	"fmt"
 	"net"
 	"slices"
-	"strconv"
 	"strings"
 
 	"github.com/emiago/sipgo/sip"
 
 	"github.com/sori-voice/sori/registrar/store"
 	"github.com/sori-voice/sori/sip/alias"
+	"github.com/sori-voice/sori/sip/nexthop"
 	"github.com/sori-voice/sori/sip/trunks"
 	"github.com/sori-voice/sori/sip/uac"
 )
@@ -192,24 +192,13 @@ func (p *Proxy) prepare(in *sip.Request, t target, recordRoute bool, loop string
 		}
 	}
 	if transport == "" {
-		transport = "UDP"
-		if v, ok := next.UriParams.Get("transport"); ok && v != "" {
-			transport = strings.ToUpper(v)
-		}
+		transport = nexthop.Transport(next)
 	}
-	if transport != "UDP" && transport != "TCP" {
+	if transport != "UDP" && transport != "TCP" && transport != "TLS" {
 		return nil, fmt.Errorf("transport %s is not served", transport)
 	}
 	if dest == "" {
-		host := next.Host
-		if ip := net.ParseIP(strings.Trim(host, "[]")); ip != nil {
-			host = ip.String()
-		}
-		port := next.Port
-		if port == 0 {
-			port = 5060
-		}
-		dest = net.JoinHostPort(host, strconv.Itoa(port))
+		dest = nexthop.Dest(next, transport)
 	}
 	out.SetTransport(transport)
 	out.SetDestination(dest)

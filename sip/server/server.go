@@ -12,6 +12,7 @@ package server
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -45,7 +46,9 @@ type Options struct {
 	// retransmitted later is re-applied, which is idempotent.
 	TimerJ time.Duration
 	// Gate screens sources before their messages are parsed; nil: none.
-	Gate       transport.Gate
+	Gate transport.Gate
+	// TLS serves the tls listeners; nil: none may be configured.
+	TLS        *tls.Config
 	Log        *slog.Logger
 	Registerer prometheus.Registerer // nil: no metrics
 }
@@ -93,7 +96,7 @@ func New(o Options) (*Server, error) {
 	}
 	s.tx = transaction.New((*transactionUser)(s), o.Log.With("component", "transaction"))
 	s.tp = transport.New(transport.Options{
-		Listeners: o.Listeners, Handler: (*received)(s), Gate: o.Gate, Server: o.Product, RetryAfter: o.RetryAfter,
+		Listeners: o.Listeners, Handler: (*received)(s), Gate: o.Gate, TLS: o.TLS, Server: o.Product, RetryAfter: o.RetryAfter,
 		Log: o.Log.With("component", "transport"), Registerer: o.Registerer,
 	})
 	timerJ := o.TimerJ

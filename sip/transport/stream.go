@@ -3,10 +3,12 @@ package transport
 import (
 	"bytes"
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"net"
 	"net/netip"
+	"strings"
 	"sync"
 	"time"
 
@@ -23,15 +25,24 @@ const maxBuffered = 2 * 65536
 // sent what cannot be framed) stays open for the answers it is owed.
 const lingerMax = 32 * time.Second
 
-// stream is one TCP connection, accepted or dialled. Its read loop frames
+// streamKey names a connection: its transport ("TCP", "TLS") and far end.
+type streamKey struct {
+	transport string
+	remote    netip.AddrPort
+}
+
+// stream is one TCP or TLS connection, accepted or dialled. Its read loop frames
 // messages; every transaction reading from it holds it open until answered,
 // so a peer that closes its sending side, or sends garbage after a request,
 // still gets the responses to what it sent before.
 type stream struct {
-	t      *Transport
-	c      net.Conn
-	remote netip.AddrPort
-	local  netip.AddrPort
+	t         *Transport
+	c         net.Conn // a *net.TCPConn, or a *tls.Conn over one
+	transport string   // "TCP" or "TLS"
+	remote    netip.AddrPort
+	local     netip.AddrPort
+	// handshake, for a TLS connection sori accepted, runs first in serve.
+	handshake func() error
 
 	wmu sync.Mutex // one message at a time on the wire
 
@@ -42,7 +53,10 @@ type stream struct {
 	done    chan struct{}
 }
 
-func (t *Transport) accept(ln *net.TCPListener) {
+// accept serves a TCP or TLS listener (transport "TCP" or "TLS"). A TLS
+// handshake runs on the connection's own goroutine, so a slow or silent
+// client never holds up the accept loop.
+func (t *Transport) accept(ln *net.TCPListener, transport string) {
 	for {
 		c, err := ln.AcceptTCP()
 		if err != nil {
@@ -50,26 +64,38 @@ func (t *Transport) accept(ln *net.TCPListener) {
 				return
 			}
 			// Out of file descriptors and the like: back off, keep serving.
-			t.log.Warn("tcp accept failed", "error", err)
+			t.log.Warn("accept failed", "transport", transport, "error", err)
 			time.Sleep(50 * time.Millisecond)
 			continue
 		}
-		s, err := t.addStream(c)
+		var conn net.Conn = c
+		var handshake func() error
+		if transport == "TLS" {
+			tc := tls.Server(c, t.opts.TLS)
+			conn, handshake = tc, func() error {
+				ctx, cancel := context.WithTimeout(context.Background(), t.opts.StallTimeout)
+				defer cancel()
+				return tc.HandshakeContext(ctx)
+			}
+		}
+		s, err := t.addStream(conn, c, transport)
 		if err != nil {
-			t.log.Info("tcp connection refused", "remote", c.RemoteAddr().String(), "error", err)
+			t.log.Info("connection refused", "transport", transport, "remote", c.RemoteAddr().String(), "error", err)
 			_ = c.Close()
 			continue
 		}
+		s.handshake = handshake
 		t.wg.Add(1)
 		go s.serve()
 	}
 }
 
-// addStream registers a new connection under its remote address.
-func (t *Transport) addStream(c *net.TCPConn) (*stream, error) {
-	s := &stream{t: t, c: c, reading: true, done: make(chan struct{}),
-		remote: unmap(c.RemoteAddr().(*net.TCPAddr).AddrPort()),
-		local:  unmap(c.LocalAddr().(*net.TCPAddr).AddrPort())}
+// addStream registers a new connection (conn, over the TCP connection
+// tcp) under its transport and remote address.
+func (t *Transport) addStream(conn net.Conn, tcp *net.TCPConn, transport string) (*stream, error) {
+	s := &stream{t: t, c: conn, transport: transport, reading: true, done: make(chan struct{}),
+		remote: unmap(tcp.RemoteAddr().(*net.TCPAddr).AddrPort()),
+		local:  unmap(tcp.LocalAddr().(*net.TCPAddr).AddrPort())}
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	if t.closed.Load() {
@@ -79,39 +105,57 @@ func (t *Transport) addStream(c *net.TCPConn) (*stream, error) {
 		return nil, fmt.Errorf("%d connections open (the limit)", t.nstreams)
 	}
 	t.nstreams++
-	if old := t.streams[s.remote]; old == nil || old.isClosed() {
-		t.streams[s.remote] = s
+	t.conns.WithLabelValues(transport).Inc()
+	k := s.key()
+	if old := t.streams[k]; old == nil || old.isClosed() {
+		t.streams[k] = s
 	}
 	return s, nil
 }
 
-// streamTo returns the open connection to ap, or dials one. ap is always
-// an address sori chose to send a request to.
-func (t *Transport) streamTo(ctx context.Context, ap netip.AddrPort) (*stream, error) {
+func (s *stream) key() streamKey { return streamKey{s.transport, s.remote} }
+
+// streamTo returns the open connection to ap over transport ("TCP",
+// "TLS"), or dials one. ap is always an address sori chose to send a
+// request to.
+func (t *Transport) streamTo(ctx context.Context, transport string, ap netip.AddrPort) (*stream, error) {
 	t.mu.Lock()
-	s := t.streams[ap]
+	s := t.streams[streamKey{transport, ap}]
 	t.mu.Unlock()
 	if s != nil && !s.isClosed() {
 		return s, nil
 	}
+	if transport == "TLS" && t.opts.TLSClient == nil {
+		return nil, fmt.Errorf("tls connect %s: no TLS client configuration", ap)
+	}
 	dial := t.opts.Dial
 	if dial == nil {
 		d := net.Dialer{Timeout: dialTimeout}
-		if l, ok := t.Local("tcp"); ok && !l.Addr().IsUnspecified() && l.Addr().Is4() == ap.Addr().Is4() {
+		if l, ok := t.Local(strings.ToLower(transport)); ok && !l.Addr().IsUnspecified() && l.Addr().Is4() == ap.Addr().Is4() {
 			d.LocalAddr = &net.TCPAddr{IP: l.Addr().AsSlice()}
 		}
 		dial = d.DialContext
 	}
 	c, err := dial(ctx, "tcp", ap.String())
 	if err != nil {
-		return nil, fmt.Errorf("tcp connect %s: %w", ap, err)
+		return nil, fmt.Errorf("%s connect %s: %w", strings.ToLower(transport), ap, err)
 	}
 	tc, ok := c.(*net.TCPConn)
 	if !ok {
 		_ = c.Close()
-		return nil, fmt.Errorf("tcp connect %s: not a TCP connection", ap)
+		return nil, fmt.Errorf("%s connect %s: not a TCP connection", strings.ToLower(transport), ap)
 	}
-	s, err = t.addStream(tc)
+	var conn net.Conn = tc
+	if transport == "TLS" {
+		tlsc := tls.Client(tc, t.opts.TLSClient)
+		if err := tlsc.HandshakeContext(ctx); err != nil {
+			t.handshakeFailed.WithLabelValues("out").Inc()
+			_ = c.Close()
+			return nil, fmt.Errorf("tls connect %s: %w", ap, err)
+		}
+		conn = tlsc
+	}
+	s, err = t.addStream(conn, tc, transport)
 	if err != nil {
 		_ = c.Close()
 		return nil, err
@@ -126,6 +170,13 @@ func (t *Transport) streamTo(ctx context.Context, ap netip.AddrPort) (*stream, e
 func (s *stream) serve() {
 	defer s.t.wg.Done()
 	defer s.readDone()
+	if s.handshake != nil {
+		if err := s.handshake(); err != nil {
+			s.t.handshakeFailed.WithLabelValues("in").Inc()
+			s.t.log.Debug("TLS handshake failed", "remote", s.remote, "error", err)
+			return
+		}
+	}
 	buf := make([]byte, 0, 8192)
 	rd := make([]byte, 32768)
 	crlf := 0
@@ -253,17 +304,18 @@ func (s *stream) close() {
 	_ = s.c.Close()
 	t := s.t
 	t.mu.Lock()
-	if t.streams[s.remote] == s {
-		delete(t.streams, s.remote)
+	if t.streams[s.key()] == s {
+		delete(t.streams, s.key())
 	}
 	t.nstreams--
 	t.mu.Unlock()
+	t.conns.WithLabelValues(s.transport).Dec()
 }
 
-func (s *stream) Transport() string      { return "TCP" }
+func (s *stream) Transport() string      { return s.transport }
 func (s *stream) Remote() netip.AddrPort { return s.remote }
 func (s *stream) LocalAddr() net.Addr    { return s.c.LocalAddr() }
-func (s *stream) String() string         { return "tcp:" + s.remote.String() }
+func (s *stream) String() string         { return strings.ToLower(s.transport) + ":" + s.remote.String() }
 
 // Ref, TryClose and Close are sipgo's connection reference counting; a
 // connection's life is the peer's and the idle timer's, and Hold's.
@@ -274,14 +326,14 @@ func (s *stream) Close() error           { return nil }
 // Write implements Conn.
 func (s *stream) Write(b []byte) error {
 	if s.isClosed() {
-		return fmt.Errorf("tcp %s: %w", s.remote, net.ErrClosed)
+		return fmt.Errorf("%s %s: %w", strings.ToLower(s.transport), s.remote, net.ErrClosed)
 	}
 	s.wmu.Lock()
 	defer s.wmu.Unlock()
 	_ = s.c.SetWriteDeadline(time.Now().Add(writeTimeout))
 	if _, err := s.c.Write(b); err != nil {
 		go s.close() // a peer that does not read is gone
-		return fmt.Errorf("tcp send to %s: %w", s.remote, err)
+		return fmt.Errorf("%s send to %s: %w", strings.ToLower(s.transport), s.remote, err)
 	}
 	return nil
 }

@@ -9,13 +9,14 @@
 //     socket or the connection its request came in on, to the address the
 //     request came from (RFC 3261 §18.2.2 with RFC 3581's rport, always).
 //
-// Files: udp.go (datagram sockets), stream.go (TCP connections), ingress.go
+// Files: udp.go (datagram sockets), stream.go (TCP and TLS connections), ingress.go
 // (what happens to each received message), badinput.go (counting and
 // logging what is refused).
 package transport
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -36,7 +37,7 @@ import (
 // response of a transaction goes where its request came from.
 type Conn interface {
 	sip.Connection
-	// Transport is "UDP" or "TCP".
+	// Transport is "UDP", "TCP" or "TLS".
 	Transport() string
 	// Remote is the peer's address (a datagram's source, a connection's far end).
 	Remote() netip.AddrPort
@@ -85,6 +86,11 @@ type Options struct {
 	StallTimeout time.Duration
 	// MaxStreams caps open stream connections (accepted and dialled).
 	MaxStreams int
+	// TLS serves the tls listeners (its GetCertificate may change the
+	// certificate while connections stay up); nil: no tls listener.
+	TLS *tls.Config
+	// TLSClient opens TLS connections to carriers; nil: none are opened.
+	TLSClient *tls.Config
 	// Dial opens the stream connections sori needs to send requests on;
 	// nil: a net.Dialer. Tests hook it to see that nothing is dialled on
 	// a peer's say-so.
@@ -115,9 +121,12 @@ type Transport struct {
 	listeners []net.Listener
 	local     map[string]netip.AddrPort // transport -> first bound address
 	addrs     []string
-	streams   map[netip.AddrPort]*stream // by remote address
+	streams   map[streamKey]*stream // by transport and remote address
 	nstreams  int
 	wg        sync.WaitGroup
+
+	conns           *prometheus.GaugeVec   // open connections by transport
+	handshakeFailed *prometheus.CounterVec // TLS handshakes that failed, in or out
 }
 
 // New prepares a transport; Start opens its sockets.
@@ -134,14 +143,26 @@ func New(o Options) *Transport {
 	if o.MaxStreams <= 0 {
 		o.MaxStreams = DefaultMaxStreams
 	}
-	return &Transport{
+	t := &Transport{
 		opts:    o,
 		log:     o.Log,
 		parser:  newParser(),
 		bad:     newBadInput(o.Log, o.Registerer),
 		local:   map[string]netip.AddrPort{},
-		streams: map[netip.AddrPort]*stream{},
+		streams: map[streamKey]*stream{},
+		conns: prometheus.NewGaugeVec(prometheus.GaugeOpts{
+			Name: "sori_sip_connections",
+			Help: "Open SIP stream connections (accepted and dialled), by transport.",
+		}, []string{"transport"}),
+		handshakeFailed: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "sori_sip_tls_handshake_failures_total",
+			Help: "TLS handshakes that failed: in (a client of sori's) or out (sori to a carrier).",
+		}, []string{"direction"}),
 	}
+	if o.Registerer != nil {
+		o.Registerer.MustRegister(t.conns, t.handshakeFailed)
+	}
+	return t
 }
 
 // Start opens every listener; an address already in use fails here, before
@@ -172,17 +193,20 @@ func (t *Transport) listen(l Listener) error {
 		t.mu.Unlock()
 		t.wg.Add(1)
 		go func() { defer t.wg.Done(); u.serve() }()
-	case "tcp":
+	case "tcp", "tls":
+		if l.Transport == "tls" && t.opts.TLS == nil {
+			return fmt.Errorf("sip listen %s: no TLS certificate configured", l)
+		}
 		ln, err := net.ListenTCP("tcp", net.TCPAddrFromAddrPort(l.Addr))
 		if err != nil {
 			return fmt.Errorf("sip listen %s: %w", l, err)
 		}
 		t.mu.Lock()
 		t.listeners = append(t.listeners, ln)
-		t.bound("tcp", unmap(ln.Addr().(*net.TCPAddr).AddrPort()))
+		t.bound(l.Transport, unmap(ln.Addr().(*net.TCPAddr).AddrPort()))
 		t.mu.Unlock()
 		t.wg.Add(1)
-		go func() { defer t.wg.Done(); t.accept(ln) }()
+		go func() { defer t.wg.Done(); t.accept(ln, strings.ToUpper(l.Transport)) }()
 	default:
 		return fmt.Errorf("sip listen %s: unsupported transport %q", l, l.Transport)
 	}
@@ -232,8 +256,8 @@ func (t *Transport) Conn(ctx context.Context, transport, dest string) (Conn, err
 			return nil, fmt.Errorf("no UDP listener to send to %s from", ap)
 		}
 		return &udpPeer{sock: u, remote: ap}, nil
-	case "TCP":
-		return t.streamTo(ctx, ap)
+	case "TCP", "TLS":
+		return t.streamTo(ctx, strings.ToUpper(transport), ap)
 	}
 	return nil, fmt.Errorf("transport %s is not served", transport)
 }
@@ -289,7 +313,7 @@ func unmap(ap netip.AddrPort) netip.AddrPort {
 
 // Listener is one socket sori listens on.
 type Listener struct {
-	Transport string // "udp" or "tcp"
+	Transport string // "udp", "tcp" or "tls"
 	Addr      netip.AddrPort
 }
 

@@ -13,8 +13,6 @@ import (
 	"encoding/base32"
 	"fmt"
 	"log/slog"
-	"net"
-	"strconv"
 	"strings"
 	"time"
 
@@ -23,6 +21,7 @@ import (
 
 	"github.com/sori-voice/sori/sip/alias"
 	"github.com/sori-voice/sori/sip/call"
+	"github.com/sori-voice/sori/sip/nexthop"
 )
 
 // Sender puts requests on the wire through sori's own sockets (sip/server).
@@ -170,19 +169,8 @@ func (u *UAC) InDialog(method sip.RequestMethod, callID string, to, from call.Si
 		dest, transport = a.Addr, a.Transport
 	}
 	if len(route) > 0 {
-		next := route[0]
-		port := next.Port
-		if port == 0 {
-			port = 5060
-		}
-		host := next.Host
-		if ip := net.ParseIP(strings.Trim(host, "[]")); ip != nil {
-			host = ip.String()
-		}
-		dest, transport = net.JoinHostPort(host, strconv.Itoa(port)), "UDP"
-		if t, ok := next.UriParams.Get("transport"); ok && t != "" {
-			transport = strings.ToUpper(t)
-		}
+		transport = nexthop.Transport(route[0])
+		dest = nexthop.Dest(route[0], transport)
 	}
 	if transport == "" {
 		transport = "UDP"

@@ -1,0 +1,122 @@
+package main
+
+import (
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/tls"
+	"crypto/x509"
+	"crypto/x509/pkix"
+	"encoding/pem"
+	"errors"
+	"fmt"
+	"math/big"
+	"net"
+	"os"
+	"path/filepath"
+	"sync/atomic"
+	"time"
+
+	"github.com/sori-voice/sori/config"
+)
+
+// certs is the certificate (and client CA) of the tls listeners. Reload
+// reads the files again: new connections get the new certificate, open
+// ones keep theirs.
+type certs struct {
+	c   config.TLS
+	cur atomic.Pointer[tls.Config]
+}
+
+// newCerts loads sip.tls, first creating a self-signed pair for names and
+// ips when sip.tls.self_signed asks and neither file exists.
+func newCerts(c config.TLS, names []string, ips []net.IP) (*certs, error) {
+	if c.SelfSigned {
+		_, certErr := os.Stat(c.Cert)
+		_, keyErr := os.Stat(c.Key)
+		if errors.Is(certErr, os.ErrNotExist) && errors.Is(keyErr, os.ErrNotExist) {
+			if err := selfSigned(c.Cert, c.Key, names, ips); err != nil {
+				return nil, fmt.Errorf("sip.tls.cert: creating a self-signed certificate: %w", err)
+			}
+		}
+	}
+	s := &certs{c: c}
+	if err := s.Reload(); err != nil {
+		return nil, err
+	}
+	return s, nil
+}
+
+// Reload reads the certificate, key and CA files again.
+func (s *certs) Reload() error {
+	pair, err := tls.LoadX509KeyPair(s.c.Cert, s.c.Key)
+	if err != nil {
+		return fmt.Errorf("sip.tls.cert: %w", err)
+	}
+	cfg := &tls.Config{MinVersion: tls.VersionTLS12, Certificates: []tls.Certificate{pair}}
+	if s.c.CA != "" {
+		pem, err := os.ReadFile(s.c.CA)
+		if err != nil {
+			return fmt.Errorf("sip.tls.ca: %w", err)
+		}
+		pool := x509.NewCertPool()
+		if !pool.AppendCertsFromPEM(pem) {
+			return fmt.Errorf("sip.tls.ca: %s holds no PEM certificate", s.c.CA)
+		}
+		cfg.ClientCAs, cfg.ClientAuth = pool, tls.RequireAndVerifyClientCert
+	}
+	s.cur.Store(cfg)
+	return nil
+}
+
+// Config is what the listeners serve with: each handshake takes the
+// configuration current at that moment.
+func (s *certs) Config() *tls.Config {
+	return &tls.Config{
+		MinVersion:         tls.VersionTLS12,
+		GetConfigForClient: func(*tls.ClientHelloInfo) (*tls.Config, error) { return s.cur.Load(), nil },
+	}
+}
+
+// selfSigned writes a new ECDSA P-256 key and a certificate for names and
+// ips signed by itself (so a phone can be told to trust it as its own CA).
+func selfSigned(certPath, keyPath string, names []string, ips []net.IP) error {
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		return err
+	}
+	serial, err := rand.Int(rand.Reader, new(big.Int).Lsh(big.NewInt(1), 126))
+	if err != nil {
+		return err
+	}
+	now := time.Now()
+	tmpl := &x509.Certificate{
+		SerialNumber:          serial,
+		Subject:               pkix.Name{CommonName: names[0], Organization: []string{"Sori (self-signed)"}},
+		NotBefore:             now.Add(-time.Hour),
+		NotAfter:              now.Add(825 * 24 * time.Hour),
+		KeyUsage:              x509.KeyUsageDigitalSignature | x509.KeyUsageCertSign,
+		ExtKeyUsage:           []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth, x509.ExtKeyUsageClientAuth},
+		BasicConstraintsValid: true,
+		IsCA:                  true,
+		DNSNames:              names,
+		IPAddresses:           ips,
+	}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
+	if err != nil {
+		return err
+	}
+	keyDER, err := x509.MarshalPKCS8PrivateKey(key)
+	if err != nil {
+		return err
+	}
+	for _, p := range []string{certPath, keyPath} {
+		if err := os.MkdirAll(filepath.Dir(p), 0o700); err != nil {
+			return err
+		}
+	}
+	if err := os.WriteFile(keyPath, pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: keyDER}), 0o600); err != nil {
+		return err
+	}
+	return os.WriteFile(certPath, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}), 0o644)
+}
