@@ -3,6 +3,7 @@ module github.com/sori-voice/sori
 go 1.26.0
 
 require (
+	github.com/coder/websocket v1.8.14
 	github.com/emiago/sipgo v1.7.2
 	github.com/icholy/digest v1.2.0
 	github.com/pion/rtcp v1.2.16

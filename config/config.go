@@ -334,8 +334,10 @@ func ParseListener(s string) (Listener, error) {
 		return Listener{}, fmt.Errorf("%q is not TRANSPORT:HOST:PORT", s)
 	}
 	tr = strings.ToLower(tr)
-	if tr != "udp" && tr != "tcp" && tr != "tls" {
-		return Listener{}, fmt.Errorf("%q: transport %q is not udp, tcp or tls", s, tr)
+	switch tr {
+	case "udp", "tcp", "tls", "ws", "wss":
+	default:
+		return Listener{}, fmt.Errorf("%q: transport %q is not udp, tcp, tls, ws or wss", s, tr)
 	}
 	ap, err := netip.ParseAddrPort(hostport)
 	if err != nil {
@@ -403,7 +405,7 @@ func (v *validator) check(c *Config) {
 		if err != nil {
 			v.fail("sip.listen."+strconv.Itoa(i), "%v", err)
 		}
-		tlsListener = tlsListener || l.Transport == "tls"
+		tlsListener = tlsListener || l.Transport == "tls" || l.Transport == "wss"
 	}
 	v.checkTLS(c.SIP.TLS, tlsListener)
 	if a := c.SIP.Advertise; a != "" {
@@ -598,8 +600,8 @@ func (v *validator) checkTrunks(c *Config) {
 		for j, g := range t.Gateways {
 			if l, err := ParseListener(g.Address); err != nil {
 				v.fail(p+".gateways."+strconv.Itoa(j)+".address", "%v", err)
-			} else if l.Transport == "tls" {
-				v.fail(p+".gateways."+strconv.Itoa(j)+".address", "%q: TLS to carriers is not supported yet (udp or tcp)", g.Address)
+			} else if l.Transport != "udp" && l.Transport != "tcp" {
+				v.fail(p+".gateways."+strconv.Itoa(j)+".address", "%q: a carrier is reached over udp or tcp (TLS to carriers is not supported yet)", g.Address)
 			}
 			if g.Weight < 0 || g.Priority < 0 {
 				v.fail(p+".gateways."+strconv.Itoa(j), "priority and weight are not negative")

@@ -14,7 +14,10 @@ func TestEmbeddedDefaultIsValid(t *testing.T) {
 	if c.SIP.Domain != "sori.test" || c.Registrar.Store != "memory" || len(c.Users) == 0 {
 		t.Fatalf("unexpected embedded config: %+v", c)
 	}
-	if got := c.Listeners(); len(got) != 2 || got[0].Transport != "udp" || got[1].Transport != "tcp" {
+	// UDP and TCP on 5060, TLS on 5061, WebSocket over TLS on 8443: what
+	// make run promises phones and browsers.
+	if got := c.Listeners(); len(got) != 4 || got[0].String() != "udp:127.0.0.1:5060" || got[1].String() != "tcp:127.0.0.1:5060" ||
+		got[2].String() != "tls:127.0.0.1:5061" || got[3].String() != "wss:127.0.0.1:8443" || !c.SIP.TLS.SelfSigned {
 		t.Fatalf("listeners = %v", got)
 	}
 	// Only MD5: baresip 1.0 abandons a 401 that carries any other challenge.
@@ -152,7 +155,8 @@ func TestParseListener(t *testing.T) {
 		{"TCP:[::1]:5070", "tcp:[::1]:5070", true},
 		{"udp:localhost:5060", "", false},
 		{"tls:127.0.0.1:5061", "tls:127.0.0.1:5061", true},
-		{"ws:127.0.0.1:8080", "", false},
+		{"wss:127.0.0.1:8443", "wss:127.0.0.1:8443", true},
+		{"sctp:127.0.0.1:5060", "", false},
 		{"127.0.0.1:5060", "", false},
 	}
 	for _, tt := range tests {

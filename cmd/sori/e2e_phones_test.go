@@ -87,7 +87,8 @@ func startDefaultNode(t *testing.T, an *anchorProc) *defaultNode {
 	cfg := string(config.Embedded)
 	tlsDir := t.TempDir() // the self-signed pair is created there
 	for _, r := range [][2]string{
-		{`["udp:127.0.0.1:5060", "tcp:127.0.0.1:5060", "tls:127.0.0.1:5061"]`, fmt.Sprintf(`["udp:127.0.0.1:%d", "tcp:127.0.0.1:%d", "tls:127.0.0.1:%d"]`, port, port, tlsPort)},
+		{`["udp:127.0.0.1:5060", "tcp:127.0.0.1:5060", "tls:127.0.0.1:5061", "wss:127.0.0.1:8443"]`,
+			fmt.Sprintf(`["udp:127.0.0.1:%d", "tcp:127.0.0.1:%d", "tls:127.0.0.1:%d", "wss:127.0.0.1:%d"]`, port, port, tlsPort, freeSIPPort(t))},
 		{"/var/lib/sori/tls/cert.pem", filepath.Join(tlsDir, "cert.pem")},
 		{"/var/lib/sori/tls/key.pem", filepath.Join(tlsDir, "key.pem")},
 		{`anchors: ["127.0.0.1:22222"]`, fmt.Sprintf("anchors: [%q]", an.ng)},

@@ -496,7 +496,7 @@ func listeners(cfg *config.Config) []transport.Listener {
 func listenerTLS(ctx context.Context, cfg *config.Config, log *slog.Logger) (*tls.Config, error) {
 	var ips []net.IP
 	for _, l := range cfg.Listeners() {
-		if l.Transport == "tls" {
+		if l.Transport == "tls" || l.Transport == "wss" {
 			ips = append(ips, l.Addr.Addr().AsSlice())
 		}
 	}

@@ -12,7 +12,7 @@ import (
 
 // Phones behind NAT put private addresses in Contact. The proxy marks such a
 // Contact with the address the message really came from, as Kamailio's
-// add_contact_alias does: ";alias=IP~PORT~T" (T: 1 UDP, 2 TCP, 3 TLS). A request in
+// add_contact_alias does: ";alias=IP~PORT~T" (T: 1 UDP, 2 TCP, 3 TLS, 5 WS, 6 WSS). A request in
 // the dialog then carries the alias in its Request-URI; the proxy sends it
 // there and strips the alias (handle_ruri_alias), so the phone gets its own
 // Contact back. Over TCP the alias is the phone's connection, which the
@@ -44,6 +44,10 @@ func Add(c *sip.ContactHeader, src, transport string) {
 		t = "2"
 	case "TLS":
 		t = "3"
+	case "WS":
+		t = "5"
+	case "WSS":
+		t = "6"
 	}
 	if c.Address.UriParams == nil {
 		c.Address.UriParams = sip.NewParams()
@@ -76,6 +80,10 @@ func Take(u *sip.Uri) (Alias, bool) {
 		a.Transport = "TCP"
 	case "3":
 		a.Transport = "TLS"
+	case "5":
+		a.Transport = "WS"
+	case "6":
+		a.Transport = "WSS"
 	}
 	return a, true
 }

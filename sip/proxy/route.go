@@ -194,7 +194,9 @@ func (p *Proxy) prepare(in *sip.Request, t target, recordRoute bool, loop string
 	if transport == "" {
 		transport = nexthop.Transport(next)
 	}
-	if transport != "UDP" && transport != "TCP" && transport != "TLS" {
+	switch transport {
+	case "UDP", "TCP", "TLS", "WS", "WSS":
+	default:
 		return nil, fmt.Errorf("transport %s is not served", transport)
 	}
 	if dest == "" {

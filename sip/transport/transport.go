@@ -21,6 +21,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
+	"net/http"
 	"net/netip"
 	"strings"
 	"sync"
@@ -122,8 +123,11 @@ type Transport struct {
 	local     map[string]netip.AddrPort // transport -> first bound address
 	addrs     []string
 	streams   map[streamKey]*stream // by transport and remote address
+	ws        map[streamKey]*wsConn // WebSocket connections, the same way
 	nstreams  int
-	wg        sync.WaitGroup
+	// httpServers serve the ws and wss listeners.
+	httpServers []*http.Server
+	wg          sync.WaitGroup
 
 	conns           *prometheus.GaugeVec   // open connections by transport
 	handshakeFailed *prometheus.CounterVec // TLS handshakes that failed, in or out
@@ -150,6 +154,7 @@ func New(o Options) *Transport {
 		bad:     newBadInput(o.Log, o.Registerer),
 		local:   map[string]netip.AddrPort{},
 		streams: map[streamKey]*stream{},
+		ws:      map[streamKey]*wsConn{},
 		conns: prometheus.NewGaugeVec(prometheus.GaugeOpts{
 			Name: "sori_sip_connections",
 			Help: "Open SIP stream connections (accepted and dialled), by transport.",
@@ -207,6 +212,8 @@ func (t *Transport) listen(l Listener) error {
 		t.mu.Unlock()
 		t.wg.Add(1)
 		go func() { defer t.wg.Done(); t.accept(ln, strings.ToUpper(l.Transport)) }()
+	case "ws", "wss":
+		return t.listenWS(l)
 	default:
 		return fmt.Errorf("sip listen %s: unsupported transport %q", l, l.Transport)
 	}
@@ -258,6 +265,8 @@ func (t *Transport) Conn(ctx context.Context, transport, dest string) (Conn, err
 		return &udpPeer{sock: u, remote: ap}, nil
 	case "TCP", "TLS":
 		return t.streamTo(ctx, strings.ToUpper(transport), ap)
+	case "WS", "WSS":
+		return t.wsTo(strings.ToUpper(transport), ap)
 	}
 	return nil, fmt.Errorf("transport %s is not served", transport)
 }
@@ -299,9 +308,20 @@ func (t *Transport) Close() error {
 	for _, s := range t.streams {
 		streams = append(streams, s)
 	}
+	wss := make([]*wsConn, 0, len(t.ws))
+	for _, w := range t.ws {
+		wss = append(wss, w)
+	}
+	servers := t.httpServers
 	t.mu.Unlock()
 	for _, s := range streams {
 		s.close()
+	}
+	for _, w := range wss {
+		w.close()
+	}
+	for _, hs := range servers {
+		_ = hs.Close()
 	}
 	t.wg.Wait()
 	return errors.Join(errs...)
@@ -313,7 +333,7 @@ func unmap(ap netip.AddrPort) netip.AddrPort {
 
 // Listener is one socket sori listens on.
 type Listener struct {
-	Transport string // "udp", "tcp" or "tls"
+	Transport string // "udp", "tcp", "tls", "ws" or "wss"
 	Addr      netip.AddrPort
 }
 
