@@ -215,6 +215,7 @@ func (s *stream) consume(buf []byte, crlf *int) ([]byte, bool) {
 				if err := s.Write([]byte("\r\n")); err != nil {
 					return nil, false
 				}
+				s.t.keepalives.WithLabelValues(s.transport, "crlf").Inc()
 			}
 		}
 		if off == len(buf) {

@@ -131,6 +131,7 @@ type Transport struct {
 
 	conns           *prometheus.GaugeVec   // open connections by transport
 	handshakeFailed *prometheus.CounterVec // TLS handshakes that failed, in or out
+	keepalives      *prometheus.CounterVec // keepalives answered, by transport and kind
 }
 
 // New prepares a transport; Start opens its sockets.
@@ -164,8 +165,12 @@ func New(o Options) *Transport {
 			Help: "TLS handshakes that failed: in (a client of sori's) or out (sori to a carrier).",
 		}, []string{"direction"}),
 	}
+	t.keepalives = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "sori_sip_keepalives_total",
+		Help: "Keepalives answered: a CRLF pong to a double-CRLF ping (TCP, TLS, WS) or a STUN binding response (UDP).",
+	}, []string{"transport", "kind"})
 	if o.Registerer != nil {
-		o.Registerer.MustRegister(t.conns, t.handshakeFailed)
+		o.Registerer.MustRegister(t.conns, t.handshakeFailed, t.keepalives)
 	}
 	return t
 }

@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/emiago/sipgo/sip"
+	"github.com/pion/stun/v3"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/testutil"
 )
@@ -430,5 +431,55 @@ func TestParsesWhatSipgoRefuses(t *testing.T) {
 				}
 			}
 		})
+	}
+}
+
+// A STUN binding request on the UDP SIP port (RFC 5626 §4.4.2) gets a
+// binding success naming where it came from; other STUN messages, and
+// requests from a source the gate keeps out, get nothing; SIP goes on.
+func TestSTUNKeepalives(t *testing.T) {
+	for _, v := range []Verdict{Pass, Drop} {
+		f := start(t, func(o *Options) { o.Gate = gate(v) })
+		u, err := net.Dial("udp", f.udp)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer u.Close()
+		req := stun.MustBuild(stun.TransactionID, stun.BindingRequest, stun.Fingerprint)
+		indication := stun.MustBuild(stun.TransactionID, stun.NewType(stun.MethodBinding, stun.ClassIndication))
+		_, _ = u.Write(indication.Raw) // not answered
+		_, _ = u.Write(req.Raw)
+		buf := make([]byte, 1500)
+		_ = u.SetReadDeadline(time.Now().Add(time.Second))
+		n, err := u.Read(buf)
+		if v == Drop {
+			if err == nil {
+				t.Fatalf("a source the gate drops got %d bytes", n)
+			}
+			continue
+		}
+		if err != nil {
+			t.Fatal(err)
+		}
+		res := &stun.Message{Raw: buf[:n]}
+		if err := res.Decode(); err != nil || res.Type != stun.BindingSuccess || res.TransactionID != req.TransactionID {
+			t.Fatalf("answer %v %v", res, err)
+		}
+		var mapped stun.XORMappedAddress
+		if err := mapped.GetFrom(res); err != nil || mapped.String() != u.LocalAddr().String() {
+			t.Fatalf("XOR-MAPPED-ADDRESS %v (%v), want %s", mapped, err, u.LocalAddr())
+		}
+		if err := stun.Fingerprint.Check(res); err != nil {
+			t.Fatal(err)
+		}
+		msg := strings.Replace(request("after-stun", "192.0.2.1"), "SIP/2.0/TCP", "SIP/2.0/UDP", 1)
+		_, _ = u.Write([]byte(msg))
+		n, err = u.Read(buf)
+		if err != nil || !strings.HasPrefix(string(buf[:n]), "SIP/2.0 200 OK") {
+			t.Fatalf("SIP after STUN: %q %v", buf[:n], err)
+		}
+		if got := testutil.CollectAndCount(f.tp.bad.counter); got != 0 {
+			t.Fatalf("%d bad-message series after STUN", got)
+		}
 	}
 }

@@ -39,7 +39,11 @@ func (u *udpSocket) serve() {
 		if n == 0 {
 			continue
 		}
-		u.t.ingest(buf[:n], &udpPeer{sock: u, remote: unmap(src)})
+		peer := &udpPeer{sock: u, remote: unmap(src)}
+		if buf[0] < 2 && u.t.admitted(peer) && u.t.stunKeepalive(buf[:n], peer) {
+			continue // a STUN keepalive (its first byte: 0 or 1; SIP starts with a letter)
+		}
+		u.t.ingest(buf[:n], peer)
 	}
 }
 

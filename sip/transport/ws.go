@@ -120,7 +120,9 @@ func (w *wsConn) serve() {
 		// §4.4.1, as on the other connection-oriented transports).
 		if len(bytes.Trim(data, "\r\n")) == 0 {
 			if bytes.Count(data, []byte("\r\n")) >= 2 {
-				_ = w.Write([]byte("\r\n"))
+				if w.Write([]byte("\r\n")) == nil {
+					w.t.keepalives.WithLabelValues(w.transport, "crlf").Inc()
+				}
 			}
 			continue
 		}
