@@ -14,6 +14,7 @@ import (
 	"github.com/sori-voice/sori/sip/call"
 	"github.com/sori-voice/sori/sip/chain"
 	"github.com/sori-voice/sori/sip/timers"
+	"github.com/sori-voice/sori/sip/transport"
 	"github.com/sori-voice/sori/sip/trunks"
 )
 
@@ -137,6 +138,9 @@ func (f *fork) startGroup() {
 		var tx sip.ClientTransaction
 		if err == nil {
 			ctx, cancel := context.WithTimeout(context.Background(), dialTimeout)
+			if t.flow {
+				ctx = transport.ExistingOnly(ctx) // a phone's connection is never dialled again
+			}
 			tx, err = f.p.cfg.Sender.Request(ctx, req)
 			cancel()
 		}

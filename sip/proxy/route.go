@@ -18,14 +18,17 @@ import (
 
 // target is one place a request is forwarded to.
 type target struct {
-	uri       sip.Uri         // new Request-URI
-	dest      string          // ip:port to send to; empty: the next hop's host and port
-	transport string          // "UDP" or "TCP"; empty: from the next hop URI
-	path      []string        // Path from the registration, becomes Route (RFC 3327)
-	q         int             // thousandths; -1: none given
-	pai       string          // P-Asserted-Identity to send (to a carrier); empty: none
-	trunk     string          // the carrier trunk this target belongs to
-	gateway   *trunks.Gateway // the carrier gateway it is
+	uri       sip.Uri  // new Request-URI
+	dest      string   // ip:port to send to; empty: the next hop's host and port
+	transport string   // "UDP" or "TCP"; empty: from the next hop URI
+	path      []string // Path from the registration, becomes Route (RFC 3327)
+	// flow: dest is the connection the phone registered on (TCP, TLS, WS):
+	// it is used while open, never dialled again.
+	flow    bool
+	q       int             // thousandths; -1: none given
+	pai     string          // P-Asserted-Identity to send (to a carrier); empty: none
+	trunk   string          // the carrier trunk this target belongs to
+	gateway *trunks.Gateway // the carrier gateway it is
 }
 
 // bindingTarget reaches a registered contact. One the registrar found
@@ -45,6 +48,7 @@ func bindingTarget(b store.Binding) (target, error) {
 		if t.transport == "" {
 			t.transport = "UDP"
 		}
+		t.flow = t.transport != "UDP"
 	}
 	return t, nil
 }

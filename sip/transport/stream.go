@@ -125,6 +125,9 @@ func (t *Transport) streamTo(ctx context.Context, transport string, ap netip.Add
 	if s != nil && !s.isClosed() {
 		return s, nil
 	}
+	if existingOnly(ctx) {
+		return nil, fmt.Errorf("%s %s: %w", strings.ToLower(transport), ap, ErrFlowClosed)
+	}
 	if transport == "TLS" && t.opts.TLSClient == nil {
 		return nil, fmt.Errorf("tls connect %s: no TLS client configuration", ap)
 	}

@@ -248,6 +248,24 @@ func (t *Transport) Local(transport string) (netip.AddrPort, bool) {
 	return ap, ok
 }
 
+// ErrFlowClosed: a request was to go down a connection its peer opened (a
+// phone's flow), and that connection is closed. Nothing is dialled: the
+// phone listens on no port of its own (RFC 5626 §5.3).
+var ErrFlowClosed = errors.New("the connection the peer registered on is closed")
+
+type existingOnlyKey struct{}
+
+// ExistingOnly marks a request's context: it may only use a connection
+// that is already open (a phone's flow), never a new one.
+func ExistingOnly(ctx context.Context) context.Context {
+	return context.WithValue(ctx, existingOnlyKey{}, true)
+}
+
+func existingOnly(ctx context.Context) bool {
+	v, _ := ctx.Value(existingOnlyKey{}).(bool)
+	return v
+}
+
 // ErrNotAddress is returned for a destination that is not an IP address
 // and port: sori resolves no names on the SIP path.
 var ErrNotAddress = errors.New("destination is not an IP address and port (sori resolves no names)")

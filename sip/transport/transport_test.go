@@ -483,3 +483,38 @@ func TestSTUNKeepalives(t *testing.T) {
 		}
 	}
 }
+
+// A request marked ExistingOnly (to a phone's flow) uses an open
+// connection, and never dials when there is none.
+func TestExistingOnlyNeverDials(t *testing.T) {
+	f := start(t, nil)
+	c, err := net.Dial("tcp", f.tcp)
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, _ = c.Write([]byte(request("flow", "192.0.2.1")))
+	readResponses(t, bufio.NewReader(c), 1)
+	remote := c.LocalAddr().String()
+	ctx := ExistingOnly(context.Background())
+	if conn, err := f.tp.Conn(ctx, "TCP", remote); err != nil || conn.Remote().String() != remote {
+		t.Fatalf("the open connection: %v %v", conn, err)
+	}
+	c.Close()
+	deadline := time.Now().Add(3 * time.Second)
+	for {
+		_, err := f.tp.Conn(ctx, "TCP", remote)
+		if errors.Is(err, ErrFlowClosed) {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("after the close: %v", err)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	for _, tr := range []string{"TCP", "TLS", "WS", "WSS"} {
+		if _, err := f.tp.Conn(ctx, tr, "192.0.2.7:5060"); !errors.Is(err, ErrFlowClosed) {
+			t.Errorf("%s to a flow never opened: %v", tr, err)
+		}
+	}
+	f.noDial(t)
+}

@@ -230,7 +230,7 @@ func (t *Transport) wsTo(transport string, ap netip.AddrPort) (Conn, error) {
 	w := t.ws[streamKey{transport, ap}]
 	t.mu.Unlock()
 	if w == nil || w.isClosed() {
-		return nil, fmt.Errorf("%s %s: no open connection (sori does not open WebSocket connections)", strings.ToLower(transport), ap)
+		return nil, fmt.Errorf("%s %s: %w", strings.ToLower(transport), ap, ErrFlowClosed)
 	}
 	return w, nil
 }
