@@ -119,6 +119,10 @@ type Registrar struct {
 	MaxContacts    int      `yaml:"max_contacts"`
 	StoreTimeout   Duration `yaml:"store_timeout"`
 	RetryAfter     int      `yaml:"retry_after"`
+	// FlowTimer is the Flow-Timer sori asks of a phone registering with
+	// SIP Outbound (RFC 5626 §4.4.1): it keeps its flow alive at least
+	// this often.
+	FlowTimer Duration `yaml:"flow_timer"`
 }
 
 // User is a static subscriber. Either Password or both HA1 hashes are given.
@@ -265,6 +269,7 @@ func Default() Config {
 			MaxExpires:     3600,
 			DefaultExpires: 3600,
 			MaxContacts:    16,
+			FlowTimer:      Duration(120 * time.Second),
 			StoreTimeout:   Duration(500 * time.Millisecond),
 			RetryAfter:     5,
 		},
@@ -477,6 +482,9 @@ func (v *validator) check(c *Config) {
 	}
 	if r.MaxContacts < 0 {
 		v.fail("registrar.max_contacts", "%d is negative (0 means no limit)", r.MaxContacts)
+	}
+	if ft := r.FlowTimer.D(); ft < 10*time.Second || ft > time.Hour {
+		v.fail("registrar.flow_timer", "%v is outside 10s..1h", ft)
 	}
 	if r.StoreTimeout.D() <= 0 {
 		v.fail("registrar.store_timeout", "must be positive")

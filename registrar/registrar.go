@@ -28,6 +28,9 @@ type Policy struct {
 	MaxExpires     int
 	DefaultExpires int
 	MaxContacts    int // 0: no limit
+	// FlowTimer is sent as Flow-Timer to a phone registering with SIP
+	// Outbound; 0: 120 s.
+	FlowTimer time.Duration
 }
 
 // Registrar is the REGISTER link of the request chain.
@@ -260,6 +263,17 @@ func (r *Registrar) ok(req *sip.Request, bindings []store.Binding, now time.Time
 	for _, h := range chain.Headers(req, "Path") { // RFC 3327 §5.3: echo the Path
 		res.AppendHeader(sip.NewHeader("Path", h.Value()))
 	}
+	if outbound(req) {
+		// RFC 5626 §6: the flow is kept (sori is the edge proxy: the phone's
+		// binding is reached over the connection or address it registered
+		// from), and the phone learns how often to keep it alive.
+		ft := r.policy.FlowTimer
+		if ft <= 0 {
+			ft = 120 * time.Second
+		}
+		res.AppendHeader(sip.NewHeader("Require", "outbound"))
+		res.AppendHeader(sip.NewHeader("Flow-Timer", strconv.Itoa(int(ft/time.Second))))
+	}
 	res.AppendHeader(sip.NewHeader("Date", now.UTC().Format(http.TimeFormat)))
 	return res
 }
@@ -273,4 +287,24 @@ func callID(req *sip.Request) string {
 		return h.Value()
 	}
 	return ""
+}
+
+// outbound: a REGISTER using SIP Outbound (RFC 5626 §4.2): Supported:
+// outbound and a Contact with reg-id (and +sip.instance).
+func outbound(req *sip.Request) bool {
+	supported := false
+	for _, h := range req.GetHeaders("Supported") {
+		for _, tag := range strings.Split(h.Value(), ",") {
+			supported = supported || strings.EqualFold(strings.TrimSpace(tag), "outbound")
+		}
+	}
+	if !supported {
+		return false
+	}
+	for _, h := range chain.Headers(req, "Contact") {
+		if c, ok := h.(*sip.ContactHeader); ok && c.Params.Has("reg-id") && c.Params.Has("+sip.instance") {
+			return true
+		}
+	}
+	return false
 }

@@ -566,3 +566,31 @@ func stripParams(cred string, names ...string) string {
 	}
 	return head + " " + strings.Join(keep, ", ")
 }
+
+// A REGISTER using SIP Outbound (Supported: outbound, a Contact with
+// +sip.instance and reg-id) gets Require: outbound and the Flow-Timer
+// (RFC 5626 §6); without Supported: outbound, or without reg-id, neither.
+func TestOutboundRegistration(t *testing.T) {
+	inst := `;+sip.instance="<urn:uuid:00000000-0000-1000-8000-000A95A0E128>"`
+	for _, tt := range []struct {
+		name     string
+		headers  []string
+		outbound bool
+	}{
+		{"outbound", []string{"Supported: path, outbound", "Contact: <sip:alice@192.168.1.20:5060;ob>" + inst + ";reg-id=1"}, true},
+		{"no Supported", []string{"Contact: <sip:alice@192.168.1.20:5060>" + inst + ";reg-id=1"}, false},
+		{"no reg-id", []string{"Supported: outbound", "Contact: <sip:alice@192.168.1.20:5060>" + inst}, false},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			h := newHarness(t)
+			res := h.register(request{user: "alice", callID: "ob-" + tt.name, cseq: 1, headers: tt.headers}, "alice-secret")
+			req, ft := res.GetHeader("Require"), res.GetHeader("Flow-Timer")
+			if res.StatusCode != 200 || (req != nil && req.Value() == "outbound") != tt.outbound || (ft != nil) != tt.outbound {
+				t.Fatalf("%d Require %v Flow-Timer %v", res.StatusCode, req, ft)
+			}
+			if tt.outbound && ft.Value() != "120" {
+				t.Fatalf("Flow-Timer %s, want the default 120", ft.Value())
+			}
+		})
+	}
+}

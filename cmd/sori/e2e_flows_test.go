@@ -66,3 +66,66 @@ func TestClosedConnectionBindingIsDeadAtOnce(t *testing.T) {
 		t.Fatalf("INVITE: %d", res.StatusCode)
 	}
 }
+
+// SIP Outbound (RFC 5626): one device registers two flows (two
+// connections, reg-id 1 and 2). A call goes down one flow only, the
+// newest; when it is closed the next call reaches the other flow at once;
+// with no flow left the caller gets 480 within a second.
+func TestOutboundFlowsOfOneDevice(t *testing.T) {
+	n := startNode(t, nodeConfig{sip: "  timer_c: 30s\n"})
+	const inst = `;+sip.instance="<urn:uuid:00000000-0000-1000-8000-00005e005301>"`
+	flow := func(regID int) *ua {
+		u := newUA(t, n, "tcp", "bob")
+		res := u.registerAuth("bob", "bob-secret", fmt.Sprintf("ob-%d@test", regID), 1, "Supported: outbound",
+			fmt.Sprintf("Contact: <sip:bob@192.168.1.20:5060;transport=tcp;ob>%s;reg-id=%d", inst, regID))
+		if res.StatusCode != 200 || res.GetHeader("Require") == nil || res.GetHeader("Require").Value() != "outbound" || res.GetHeader("Flow-Timer") == nil {
+			t.Fatalf("outbound REGISTER (reg-id %d): %d, Require %v, Flow-Timer %v", regID, res.StatusCode, res.GetHeader("Require"), res.GetHeader("Flow-Timer"))
+		}
+		return u
+	}
+	first := flow(1)
+	time.Sleep(10 * time.Millisecond) // the second flow is the newer one
+	second := flow(2)
+	alice := newUA(t, n, "udp", "alice")
+
+	ring := func(phone, idle *ua) {
+		t.Helper()
+		start := time.Now()
+		invite := alice.call("sip:bob@sori.test")
+		inv := phone.readRequest()
+		if inv.Method != sip.INVITE || time.Since(start) > time.Second {
+			t.Fatalf("got %s after %s", inv.Method, time.Since(start))
+		}
+		phone.respond(inv, 486, "Busy Here")
+		if ack := phone.readRequest(); ack.Method != sip.ACK {
+			t.Fatalf("got %s, want ACK", ack.Method)
+		}
+		res := alice.final()
+		if res.StatusCode != 486 {
+			t.Fatalf("INVITE: %d", res.StatusCode)
+		}
+		alice.send(ackFor(invite, res))
+		if idle != nil {
+			// Not forked to the device's other flow: one device, one INVITE.
+			_ = idle.conn.SetReadDeadline(time.Now().Add(300 * time.Millisecond))
+			if line, err := idle.reader.ReadString('\n'); err == nil {
+				t.Fatalf("the other flow got %q too", line)
+			}
+		}
+	}
+	ring(second, first)
+
+	second.conn.Close()
+	time.Sleep(100 * time.Millisecond)
+	ring(first, nil)
+
+	first.conn.Close()
+	time.Sleep(100 * time.Millisecond)
+	start := time.Now()
+	invite := alice.call("sip:bob@sori.test")
+	res := alice.final()
+	if res.StatusCode != 480 || time.Since(start) > time.Second {
+		t.Fatalf("no flow left: %d after %s, want 480 within 1s", res.StatusCode, time.Since(start))
+	}
+	alice.send(ackFor(invite, res))
+}

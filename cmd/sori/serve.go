@@ -56,7 +56,7 @@ import (
 var Version = "0.1"
 
 // supported lists the option tags sori implements (Supported, and Require checks).
-var supported = []string{"path"}
+var supported = []string{"path", "outbound"}
 
 func newLogger(c config.Log, w io.Writer) *slog.Logger {
 	var level slog.Level
@@ -148,6 +148,7 @@ func serve(ctx context.Context, configPath string, logOut io.Writer) error {
 		MaxExpires:     cfg.Registrar.MaxExpires,
 		DefaultExpires: cfg.Registrar.DefaultExpires,
 		MaxContacts:    cfg.Registrar.MaxContacts,
+		FlowTimer:      cfg.Registrar.FlowTimer.D(),
 	}, log.With("component", "registrar"), reg)
 
 	// Built in dependency order: each part gets what it calls, and nothing

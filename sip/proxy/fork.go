@@ -336,7 +336,7 @@ func (f *fork) maybeFinish() {
 	if f.sent != 0 || f.pending > 0 {
 		return
 	}
-	if !f.stop && !f.cancelled && f.gi+1 < len(f.groups) && (!f.trunk || failover(f.groupCode)) {
+	if !f.stop && !f.cancelled && f.gi+1 < len(f.groups) && (!f.trunk && !f.groups[f.gi+1][0].fallback || failover(f.groupCode)) {
 		f.gi++
 		go f.startGroup()
 		return
@@ -387,8 +387,12 @@ func (f *fork) done() {
 	}
 }
 
-// failover: a gateway's outcome another gateway may do better than.
-func failover(code int) bool { return code == 0 || code == 408 || code >= 500 && code < 600 }
+// failover: an outcome another gateway, or another flow of the same
+// device, may do better than: none (timeout, unreachable), 408, 430 Flow
+// Failed (RFC 5626 §5.3), 5xx.
+func failover(code int) bool {
+	return code == 0 || code == 408 || code == 430 || code >= 500 && code < 600
+}
 
 // relay sends a branch's response to the caller without our Via; a dialog
 // Contact gets the NAT alias of where the response came from.

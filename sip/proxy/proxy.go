@@ -282,7 +282,7 @@ func (p *Proxy) route(ctx context.Context, r *chain.Request, c *call.Call) ([][]
 		return nil, false, chain.Unavailable("Service Unavailable: Trunk Call Limit")
 	}
 	targets, refused := p.userTargets(ctx, user)
-	return groupByQ(targets), false, refused
+	return forkGroups(targets), false, refused
 }
 
 // outbound sends a number to the phone network, gateway by gateway.

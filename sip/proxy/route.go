@@ -6,6 +6,7 @@ import (
 	"net"
 	"slices"
 	"strings"
+	"time"
 
 	"github.com/emiago/sipgo/sip"
 
@@ -24,11 +25,19 @@ type target struct {
 	path      []string // Path from the registration, becomes Route (RFC 3327)
 	// flow: dest is the connection the phone registered on (TCP, TLS, WS):
 	// it is used while open, never dialled again.
-	flow    bool
-	q       int             // thousandths; -1: none given
-	pai     string          // P-Asserted-Identity to send (to a carrier); empty: none
-	trunk   string          // the carrier trunk this target belongs to
-	gateway *trunks.Gateway // the carrier gateway it is
+	flow bool
+	// instance is the device's +sip.instance (RFC 5626), updated when its
+	// binding was last refreshed: one request goes to one flow of a device.
+	instance string
+	updated  time.Time
+	// fallback: another flow of a device whose newer flow was tried first;
+	// its group is tried only when that flow failed (no answer, 430, 480
+	// from a closed connection), never after the device's own answer.
+	fallback bool
+	q        int             // thousandths; -1: none given
+	pai      string          // P-Asserted-Identity to send (to a carrier); empty: none
+	trunk    string          // the carrier trunk this target belongs to
+	gateway  *trunks.Gateway // the carrier gateway it is
 }
 
 // bindingTarget reaches a registered contact. One the registrar found
@@ -40,7 +49,7 @@ func bindingTarget(b store.Binding) (target, error) {
 	if err := sip.ParseUri(b.Contact, &u); err != nil {
 		return target{}, fmt.Errorf("contact %q: %w", b.Contact, err)
 	}
-	t := target{uri: u, path: b.Path, q: b.Q}
+	t := target{uri: u, path: b.Path, q: b.Q, instance: b.Instance, updated: b.Updated}
 	if b.NAT && len(b.Path) == 0 {
 		// Where the REGISTER came from: the NAT's mapping, or the
 		// phone's own TCP connection (the transport reuses it while it is open).
@@ -51,6 +60,37 @@ func bindingTarget(b store.Binding) (target, error) {
 		t.flow = t.transport != "UDP"
 	}
 	return t, nil
+}
+
+// forkGroups orders a user's targets: by q (groupByQ), with one flow per
+// device (RFC 5626 §5.3: a request goes to one flow of an instance, its
+// most recent); a device's other flows follow, newest first, each a group
+// of its own tried only when the flow before it failed.
+func forkGroups(ts []target) [][]target {
+	newest := map[string]int{} // instance -> index of its newest flow
+	for i, t := range ts {
+		if t.instance == "" {
+			continue
+		}
+		if j, ok := newest[t.instance]; !ok || t.updated.After(ts[j].updated) {
+			newest[t.instance] = i
+		}
+	}
+	var first, rest []target
+	for i, t := range ts {
+		if j, ok := newest[t.instance]; t.instance == "" || ok && j == i {
+			first = append(first, t)
+		} else {
+			t.fallback = true
+			rest = append(rest, t)
+		}
+	}
+	groups := groupByQ(first)
+	slices.SortStableFunc(rest, func(a, b target) int { return b.updated.Compare(a.updated) })
+	for _, t := range rest {
+		groups = append(groups, []target{t})
+	}
+	return groups
 }
 
 // groupByQ orders targets for forking (RFC 3261 §16.6): contacts with the

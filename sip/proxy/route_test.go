@@ -1,9 +1,11 @@
 package proxy
 
 import (
+	"reflect"
 	"slices"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/emiago/sipgo/sip"
 
@@ -254,5 +256,35 @@ func TestOurDialog(t *testing.T) {
 				t.Fatalf("ourDialog = %v", got)
 			}
 		})
+	}
+}
+
+// One flow per device: the newest flow of an instance is forked to with
+// the other contacts; its older flows follow alone, newest first, marked
+// as fallbacks.
+func TestForkGroupsOneFlowPerDevice(t *testing.T) {
+	now := time.Date(2026, 12, 2, 12, 0, 0, 0, time.UTC)
+	ts := []target{
+		{uri: uri(t, "sip:a@192.0.2.1;flow=old"), q: -1, instance: "<urn:uuid:1>", updated: now.Add(-2 * time.Minute)},
+		{uri: uri(t, "sip:a@192.0.2.2;flow=new"), q: -1, instance: "<urn:uuid:1>", updated: now},
+		{uri: uri(t, "sip:a@192.0.2.3;flow=mid"), q: -1, instance: "<urn:uuid:1>", updated: now.Add(-time.Minute)},
+		{uri: uri(t, "sip:desk@192.0.2.9"), q: -1},
+		{uri: uri(t, "sip:b@192.0.2.4"), q: 500, instance: "<urn:uuid:2>", updated: now},
+	}
+	var got [][]string
+	for _, g := range forkGroups(ts) {
+		var names []string
+		for _, x := range g {
+			n := x.uri.Host
+			if x.fallback {
+				n += "(fallback)"
+			}
+			names = append(names, n)
+		}
+		got = append(got, names)
+	}
+	want := [][]string{{"192.0.2.2", "192.0.2.9"}, {"192.0.2.4"}, {"192.0.2.3(fallback)"}, {"192.0.2.1(fallback)"}}
+	if !reflect.DeepEqual(got, want) {
+		t.Fatalf("groups %v, want %v", got, want)
 	}
 }
