@@ -413,3 +413,33 @@ func TestJitterBufferReordersAndPaces(t *testing.T) {
 		t.Fatalf("figures %+v", f)
 	}
 }
+
+// Without media-handover, the stream follows the phone only to the address
+// its own new SDP names (a re-offer after it moved networks); a stranger
+// sending from elsewhere does not take it.
+func TestHandoverTiedToTheSignalling(t *testing.T) {
+	c := newCall(t, anchorPorts(t, 42200), Options{}, netip.AddrPort{})
+	c.pa.send(c.portA(), opusPacket(1))
+	c.pb.recv(time.Second)
+	stranger, lte := newPhone(t), newPhone(t)
+	stranger.send(c.portA(), opusPacket(2))
+	c.pb.recv(time.Second)
+	c.pb.send(c.portB(), opusPacket(3))
+	if _, _, ok := c.pa.recv(time.Second); !ok {
+		t.Fatal("a stranger took the stream")
+	}
+	// The phone's re-offer names its new address; its packets from there
+	// re-latch the stream.
+	c.a.SetEndpoint(lte.addr(), netip.AddrPortFrom(lte.addr().Addr(), lte.addr().Port()+1))
+	lte.send(c.portA(), opusPacket(4))
+	c.pb.recv(time.Second)
+	c.pb.send(c.portB(), opusPacket(5))
+	if got, _, ok := lte.recv(time.Second); !ok || !bytes.Equal(got, opusPacket(5)) {
+		t.Fatal("media did not follow the phone to the address its SDP named")
+	}
+	stranger.send(c.portA(), opusPacket(6))
+	c.pb.recv(time.Second)
+	if ep, _ := c.a.Endpoint(); ep != lte.addr() {
+		t.Fatalf("endpoint %s after a stranger's packet, want %s", ep, lte.addr())
+	}
+}

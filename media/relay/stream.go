@@ -207,12 +207,25 @@ func (s *Stream) accept(src netip.AddrPort, rtcp bool) bool {
 		return true
 	case *cur == src:
 		return true
-	case s.opts.Handover:
+	case s.opts.Handover, s.announced(src, rtcp):
+		// media-handover follows any new source; without it, only the
+		// address the phone's own signalling named (a re-offer after a
+		// move from Wi-Fi to LTE): a stranger cannot take the stream.
 		store(learned, src)
 		return true
 	default:
 		return !s.opts.StrictSource
 	}
+}
+
+// announced: src is where the phone's latest SDP says it is (RTP or RTCP),
+// and not where the stream was latched before.
+func (s *Stream) announced(src netip.AddrPort, rtcp bool) bool {
+	e := s.expected.Load()
+	if rtcp {
+		e = s.rtcpDest.Load()
+	}
+	return e != nil && *e == src
 }
 
 // Stats returns the RTP and RTCP counters of packets received from the phone.

@@ -146,6 +146,23 @@ func (c *Call) Seen(fromTag string, cseq uint32) {
 	side.CSeq = max(side.CSeq, cseq)
 }
 
+// Moved is a target refresh from the side with fromTag (a re-INVITE or
+// UPDATE with a Contact, RFC 3261 §12.2.2): sori's own requests to that
+// side (a BYE on a media timeout) go to its new Contact, from where the
+// request came.
+func (c *Call) Moved(fromTag, contact, source, transport string) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if !c.st.Dialog {
+		return
+	}
+	side := &c.st.Callee
+	if fromTag == c.st.Caller.Tag {
+		side = &c.st.Caller
+	}
+	side.Target, side.Dest, side.Transport = contact, source, transport
+}
+
 // Failed ends an unanswered call with its final response; timedOut: timer C.
 func (c *Call) Failed(code int, reason string, timedOut bool, branches int) {
 	c.end(ending{ringing: true, code: code, reason: reason, branches: branches,

@@ -376,6 +376,9 @@ func (p *Proxy) inDialog(ctx context.Context, w chain.ResponseWriter, r *chain.R
 	if c != nil {
 		c.Seen(fromTag, req.CSeq().SeqNo)
 		on, _ = c.Anchor()
+		if ct := req.Contact(); ct != nil && (req.IsInvite() || req.Method == sip.UPDATE) {
+			c.Moved(fromTag, ct.Address.String(), req.Source(), req.Transport()) // a phone that changed networks
+		}
 	}
 	f := newFork(p, req, w, nil, r.Caller, [][]target{{t}}, false)
 	f.anchor = on
