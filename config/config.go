@@ -68,6 +68,15 @@ type SIP struct {
 	TrunkPing Duration `yaml:"trunk_ping"`
 	// TLS is the certificate of the tls listeners.
 	TLS TLS `yaml:"tls"`
+	// NATPing keeps UDP phones behind NAT without SIP Outbound reachable.
+	NATPing NATPing `yaml:"nat_ping"`
+}
+
+// NATPing is the OPTIONS keepalive sori sends UDP phones behind NAT that
+// do not keep their flow alive themselves (as Kamailio's nathelper).
+type NATPing struct {
+	Interval  Duration `yaml:"interval"`   // 0: no pings
+	MaxMisses int      `yaml:"max_misses"` // unanswered in a row: the binding is removed
 }
 
 // TLS is the certificate sori presents on its tls listeners, reloaded on
@@ -260,6 +269,7 @@ func Default() Config {
 			TimerC:         Duration(60 * time.Second),
 			DialogTimeout:  Duration(12 * time.Hour),
 			TrunkPing:      Duration(30 * time.Second),
+			NATPing:        NATPing{Interval: Duration(30 * time.Second), MaxMisses: 3},
 		},
 		CDR:   CDR{RedisStream: "sori:cdr", StreamMaxLen: 1000000},
 		Media: Media{Timeout: Duration(2 * time.Second), PingInterval: Duration(5 * time.Second)},
@@ -413,6 +423,12 @@ func (v *validator) check(c *Config) {
 		tlsListener = tlsListener || l.Transport == "tls" || l.Transport == "wss"
 	}
 	v.checkTLS(c.SIP.TLS, tlsListener)
+	if iv := c.SIP.NATPing.Interval.D(); iv != 0 && (iv < time.Second || iv > time.Hour) {
+		v.fail("sip.nat_ping.interval", "%v: give 0 (no pings) or 1s..1h", iv)
+	}
+	if c.SIP.NATPing.MaxMisses < 1 || c.SIP.NATPing.MaxMisses > 100 {
+		v.fail("sip.nat_ping.max_misses", "%d is outside 1..100", c.SIP.NATPing.MaxMisses)
+	}
 	if a := c.SIP.Advertise; a != "" {
 		host, _, err := net.SplitHostPort(a)
 		if err != nil {

@@ -35,17 +35,30 @@ type Policy struct {
 
 // Registrar is the REGISTER link of the request chain.
 type Registrar struct {
-	self    *local.Identity
-	auth    *auth.Authenticator
-	store   store.Bindings
-	policy  Policy
-	log     *slog.Logger
-	results *prometheus.CounterVec
-	now     func() time.Time
+	self     *local.Identity
+	auth     *auth.Authenticator
+	store    store.Bindings
+	policy   Policy
+	log      *slog.Logger
+	results  *prometheus.CounterVec
+	now      func() time.Time
+	observer Observer // nil: none
 }
 
+// Observer learns an AOR's bindings after each REGISTER that changed them
+// (sip/natping pings the ones behind NAT).
+type Observer interface {
+	Track(aor string, bindings []store.Binding)
+}
+
+// Option configures a Registrar.
+type Option func(*Registrar)
+
+// WithObserver has o told the bindings after every accepted update.
+func WithObserver(o Observer) Option { return func(r *Registrar) { r.observer = o } }
+
 // New builds a Registrar. reg may be nil (no metrics).
-func New(self *local.Identity, a *auth.Authenticator, s store.Bindings, p Policy, log *slog.Logger, reg prometheus.Registerer) *Registrar {
+func New(self *local.Identity, a *auth.Authenticator, s store.Bindings, p Policy, log *slog.Logger, reg prometheus.Registerer, opts ...Option) *Registrar {
 	r := &Registrar{
 		self: self, auth: a, store: s, policy: p, log: log, now: time.Now,
 		results: prometheus.NewCounterVec(prometheus.CounterOpts{
@@ -55,6 +68,9 @@ func New(self *local.Identity, a *auth.Authenticator, s store.Bindings, p Policy
 	}
 	if reg != nil {
 		reg.MustRegister(r.results)
+	}
+	for _, o := range opts {
+		o(r)
 	}
 	return r
 }
@@ -151,6 +167,9 @@ func (r *Registrar) handle(ctx context.Context, req *sip.Request) (*sip.Response
 	r.log.Debug("register", "aor", update.AOR, "contacts", len(update.Contacts), "bindings", len(bindings), "source", req.Source())
 	if query {
 		return r.ok(req, bindings, now), chain.Done, "query"
+	}
+	if r.observer != nil {
+		r.observer.Track(update.AOR, bindings)
 	}
 	return r.ok(req, bindings, now), chain.Done, "ok"
 }

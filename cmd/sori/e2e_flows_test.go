@@ -129,3 +129,45 @@ func TestOutboundFlowsOfOneDevice(t *testing.T) {
 	}
 	alice.send(ackFor(invite, res))
 }
+
+// A UDP phone behind NAT without SIP Outbound gets an OPTIONS keepalive
+// every sip.nat_ping.interval at the address its REGISTER came from; once
+// it stops answering, after max_misses pings its binding is removed, and
+// a call to it gets 480 instead of ringing nowhere.
+func TestNATPingsKeepAndDropBindings(t *testing.T) {
+	n := startNode(t, nodeConfig{sip: "  nat_ping: {interval: 1s, max_misses: 2}\n"})
+	bob := newUA(t, n, "udp", "bob")
+	// A private Contact from a public source: behind NAT.
+	if res := bob.registerAuth("bob", "bob-secret", "natping@test", 1, "Contact: <sip:bob@192.168.1.20:5060>"); res.StatusCode != 200 {
+		t.Fatalf("REGISTER: %d", res.StatusCode)
+	}
+	for i := 0; i < 2; i++ { // answered pings keep it
+		ping := bob.readRequest()
+		if ping.Method != sip.OPTIONS || ping.Recipient.String() != "sip:bob@192.168.1.20:5060" {
+			t.Fatalf("got %s %s, want sori's OPTIONS to the contact", ping.Method, ping.Recipient.String())
+		}
+		bob.respond(ping, 200, "OK")
+	}
+	// The phone is gone: its pings go unanswered.
+	deadline := time.Now().Add(15 * time.Second)
+	for {
+		_, body := httpGet(t, "http://"+n.http+"/metrics")
+		if v, ok := sampleIn(body, "sori_nat_ping_bindings_dropped_total"); ok && v == 1 {
+			if a, _ := sampleIn(body, `sori_nat_pings_total{result="answered"}`); a < 2 {
+				t.Fatalf("answered pings %v", a)
+			}
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("binding not dropped:\n%s", grepLines(body, "nat_ping"))
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+	alice := newUA(t, n, "udp", "alice")
+	invite := alice.call("sip:bob@sori.test")
+	res := alice.final()
+	if res.StatusCode != 480 {
+		t.Fatalf("call after the drop: %d, want 480", res.StatusCode)
+	}
+	alice.send(ackFor(invite, res))
+}

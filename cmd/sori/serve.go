@@ -40,6 +40,7 @@ import (
 	"github.com/sori-voice/sori/sip/digest"
 	"github.com/sori-voice/sori/sip/local"
 	"github.com/sori-voice/sori/sip/methods"
+	"github.com/sori-voice/sori/sip/natping"
 	"github.com/sori-voice/sori/sip/networks"
 	"github.com/sori-voice/sori/sip/numbers"
 	"github.com/sori-voice/sori/sip/options"
@@ -143,14 +144,6 @@ func serve(ctx context.Context, configPath string, logOut io.Writer) error {
 	authn := auth.New(dig, auth.Directory{Static: staticUsers(cfg), Store: st}, reg, auth.WithSelf(self), auth.WithFailures(guard))
 	reg.MustRegister(bindingsGauge(st))
 
-	rg := registrar.New(self, authn, st, registrar.Policy{
-		MinExpires:     cfg.Registrar.MinExpires,
-		MaxExpires:     cfg.Registrar.MaxExpires,
-		DefaultExpires: cfg.Registrar.DefaultExpires,
-		MaxContacts:    cfg.Registrar.MaxContacts,
-		FlowTimer:      cfg.Registrar.FlowTimer.D(),
-	}, log.With("component", "registrar"), reg)
-
 	// Built in dependency order: each part gets what it calls, and nothing
 	// runs before all of it exists. The server comes first without its
 	// chain (it is what everything sends with); Start gives it the chain.
@@ -176,6 +169,21 @@ func serve(ctx context.Context, configPath string, logOut io.Writer) error {
 	if err != nil {
 		return err
 	}
+	var regOpts []registrar.Option
+	var natKeeper *natping.Keeper
+	if iv := cfg.SIP.NATPing.Interval.D(); iv > 0 {
+		natKeeper = natping.New(natping.Config{Interval: iv, MaxMisses: cfg.SIP.NATPing.MaxMisses, Pinger: ua, Store: st,
+			Log: log.With("component", "natping"), Registerer: reg})
+		regOpts = append(regOpts, registrar.WithObserver(natKeeper))
+	}
+	rg := registrar.New(self, authn, st, registrar.Policy{
+		MinExpires:     cfg.Registrar.MinExpires,
+		MaxExpires:     cfg.Registrar.MaxExpires,
+		DefaultExpires: cfg.Registrar.DefaultExpires,
+		MaxContacts:    cfg.Registrar.MaxContacts,
+		FlowTimer:      cfg.Registrar.FlowTimer.D(),
+	}, log.With("component", "registrar"), reg, regOpts...)
+
 	records, closeSinks, err := callRecorder(cfg, st, log, reg)
 	if err != nil {
 		return err
@@ -236,6 +244,9 @@ func serve(ctx context.Context, configPath string, logOut io.Writer) error {
 	}
 	if media != nil {
 		go media.Run(ctx, table) // pings, and media timeouts to the calls
+	}
+	if natKeeper != nil {
+		go natKeeper.Run(ctx)
 	}
 	if len(cfg.Trunks) > 0 {
 		go tt.Monitor(ctx, cfg.SIP.TrunkPing.D(), ua)

@@ -104,6 +104,24 @@ func (u *UAC) registerRequest(reg Registration, callID string, cseq uint32) (*si
 	return req, nil
 }
 
+// PingContact sends a phone's contact an OPTIONS at dest (UDP, the
+// address its REGISTER came from: the NAT's mapping) and returns once any
+// final response came: a phone that answers at all is there (sip/natping).
+func (u *UAC) PingContact(ctx context.Context, contact, dest string) error {
+	var to sip.Uri
+	if err := sip.ParseUri(contact, &to); err != nil {
+		return fmt.Errorf("contact %q: %w", contact, err)
+	}
+	req, err := u.Build(Request{Method: sip.OPTIONS, URI: to, Transport: "UDP", Dest: dest,
+		From: sip.Uri{Scheme: "sip", User: "sori", Host: u.domain}, FromTag: Token(), To: to,
+		CallID: "natping-" + Token(), CSeq: 1})
+	if err != nil {
+		return err
+	}
+	_, err = u.Do(ctx, req)
+	return err
+}
+
 // Ping sends a carrier gateway an OPTIONS and waits for any final
 // response: a gateway that answers at all is up (as Kamailio's dispatcher
 // with its default reply codes). It is the trunks' health check.
