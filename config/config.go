@@ -199,9 +199,23 @@ type Trunk struct {
 		Password string `yaml:"password"`
 	} `yaml:"auth"`
 	Register bool `yaml:"register"`
+	// TLS is how sori connects to the trunk's tls: gateways.
+	TLS *TrunkTLS `yaml:"tls"`
 }
 
-// Gateway is one of a trunk's addresses, "udp:IP:PORT" or "tcp:IP:PORT".
+// TrunkTLS is a carrier's TLS: the CA its gateways' certificates chain to
+// (required: a carrier is always verified), the name to verify (default:
+// the gateway's IP address), and sori's client certificate when the
+// carrier asks for one.
+type TrunkTLS struct {
+	CA         string `yaml:"ca"`
+	ServerName string `yaml:"server_name"`
+	Cert       string `yaml:"cert"`
+	Key        string `yaml:"key"`
+}
+
+// Gateway is one of a trunk's addresses, "udp:IP:PORT", "tcp:IP:PORT" or
+// "tls:IP:PORT" (with the trunk's tls).
 type Gateway struct {
 	Address  string `yaml:"address"`
 	Priority int    `yaml:"priority"` // lower first
@@ -621,11 +635,29 @@ func (v *validator) checkTrunks(c *Config) {
 		if len(t.Gateways) == 0 {
 			v.fail(p+".gateways", "a trunk needs at least one gateway")
 		}
+		if t.TLS != nil {
+			if t.TLS.CA == "" {
+				v.fail(p+".tls.ca", "the carrier's CA is required: a carrier's certificate is always verified")
+			} else if pem, err := os.ReadFile(t.TLS.CA); err != nil {
+				v.fail(p+".tls.ca", "%v", err)
+			} else if !x509.NewCertPool().AppendCertsFromPEM(pem) {
+				v.fail(p+".tls.ca", "%s holds no PEM certificate", t.TLS.CA)
+			}
+			if (t.TLS.Cert == "") != (t.TLS.Key == "") {
+				v.fail(p+".tls.cert", "give both cert and key, or neither")
+			} else if t.TLS.Cert != "" {
+				if _, err := tls.LoadX509KeyPair(t.TLS.Cert, t.TLS.Key); err != nil {
+					v.fail(p+".tls.cert", "%v", err)
+				}
+			}
+		}
 		for j, g := range t.Gateways {
 			if l, err := ParseListener(g.Address); err != nil {
 				v.fail(p+".gateways."+strconv.Itoa(j)+".address", "%v", err)
-			} else if l.Transport != "udp" && l.Transport != "tcp" {
-				v.fail(p+".gateways."+strconv.Itoa(j)+".address", "%q: a carrier is reached over udp or tcp (TLS to carriers is not supported yet)", g.Address)
+			} else if l.Transport == "tls" && t.TLS == nil {
+				v.fail(p+".gateways."+strconv.Itoa(j)+".address", "%q: a tls gateway needs the trunk's tls.ca", g.Address)
+			} else if l.Transport != "udp" && l.Transport != "tcp" && l.Transport != "tls" {
+				v.fail(p+".gateways."+strconv.Itoa(j)+".address", "%q: a carrier is reached over udp, tcp or tls", g.Address)
 			}
 			if g.Weight < 0 || g.Priority < 0 {
 				v.fail(p+".gateways."+strconv.Itoa(j), "priority and weight are not negative")

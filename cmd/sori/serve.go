@@ -151,9 +151,14 @@ func serve(ctx context.Context, configPath string, logOut io.Writer) error {
 	if err != nil {
 		return err
 	}
+	toCarriers, err := carrierTLS(cfg)
+	if err != nil {
+		return err
+	}
 	srv, err := server.New(server.Options{
 		Gate:       screen{guard},
 		TLS:        tlsConfig,
+		TLSClient:  toCarriers,
 		Listeners:  listeners(cfg),
 		Advertise:  cfg.SIP.Advertise,
 		Product:    "Sori/" + Version,

@@ -12,6 +12,7 @@ import (
 	"fmt"
 	"math/big"
 	"net"
+	"net/netip"
 	"os"
 	"path/filepath"
 	"sync/atomic"
@@ -119,4 +120,45 @@ func selfSigned(certPath, keyPath string, names []string, ips []net.IP) error {
 		return err
 	}
 	return os.WriteFile(certPath, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}), 0o644)
+}
+
+// carrierTLS is how sori opens TLS to each trunk's tls gateways: the
+// carrier's CA, the name to verify (server_name, else the gateway's IP),
+// and sori's client certificate when given (validated by config).
+func carrierTLS(cfg *config.Config) (func(netip.AddrPort) *tls.Config, error) {
+	byAddr := map[netip.AddrPort]*tls.Config{}
+	for _, t := range cfg.Trunks {
+		if t.TLS == nil {
+			continue
+		}
+		pem, err := os.ReadFile(t.TLS.CA)
+		if err != nil {
+			return nil, fmt.Errorf("trunks %s tls.ca: %w", t.Name, err)
+		}
+		pool := x509.NewCertPool()
+		pool.AppendCertsFromPEM(pem)
+		var certs []tls.Certificate
+		if t.TLS.Cert != "" {
+			pair, err := tls.LoadX509KeyPair(t.TLS.Cert, t.TLS.Key)
+			if err != nil {
+				return nil, fmt.Errorf("trunks %s tls.cert: %w", t.Name, err)
+			}
+			certs = []tls.Certificate{pair}
+		}
+		for _, g := range t.Gateways {
+			l, err := config.ParseListener(g.Address)
+			if err != nil || l.Transport != "tls" {
+				continue
+			}
+			name := t.TLS.ServerName
+			if name == "" {
+				name = l.Addr.Addr().String()
+			}
+			byAddr[l.Addr] = &tls.Config{MinVersion: tls.VersionTLS12, RootCAs: pool, ServerName: name, Certificates: certs}
+		}
+	}
+	if len(byAddr) == 0 {
+		return nil, nil
+	}
+	return func(dest netip.AddrPort) *tls.Config { return byAddr[dest] }, nil
 }

@@ -320,8 +320,8 @@ func (p *Proxy) outbound(ctx context.Context, r *chain.Request, e164 string, c *
 	for _, g := range gws {
 		u := sip.Uri{Scheme: "sip", User: e164, Host: g.Addr.Addr().String(), Port: int(g.Addr.Port()), UriParams: sip.NewParams()}
 		u.UriParams.Add("user", "phone")
-		if g.Transport == "TCP" {
-			u.UriParams.Add("transport", "tcp")
+		if g.Transport != "UDP" {
+			u.UriParams.Add("transport", strings.ToLower(g.Transport))
 		}
 		gw := g
 		groups = append(groups, []target{{uri: u, dest: g.Addr.String(), transport: g.Transport, pai: pai, trunk: g.Trunk, gateway: &gw}})

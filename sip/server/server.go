@@ -17,6 +17,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
+	"net/netip"
 	"strconv"
 	"strings"
 	"sync"
@@ -48,7 +49,10 @@ type Options struct {
 	// Gate screens sources before their messages are parsed; nil: none.
 	Gate transport.Gate
 	// TLS serves the tls listeners; nil: none may be configured.
-	TLS        *tls.Config
+	TLS *tls.Config
+	// TLSClient is the TLS configuration for connections sori opens to
+	// dest (carriers' gateways); nil: none.
+	TLSClient  func(dest netip.AddrPort) *tls.Config
 	Log        *slog.Logger
 	Registerer prometheus.Registerer // nil: no metrics
 }
@@ -96,7 +100,7 @@ func New(o Options) (*Server, error) {
 	}
 	s.tx = transaction.New((*transactionUser)(s), o.Log.With("component", "transaction"))
 	s.tp = transport.New(transport.Options{
-		Listeners: o.Listeners, Handler: (*received)(s), Gate: o.Gate, TLS: o.TLS, Server: o.Product, RetryAfter: o.RetryAfter,
+		Listeners: o.Listeners, Handler: (*received)(s), Gate: o.Gate, TLS: o.TLS, TLSClient: o.TLSClient, Server: o.Product, RetryAfter: o.RetryAfter,
 		Log: o.Log.With("component", "transport"), Registerer: o.Registerer,
 	})
 	timerJ := o.TimerJ

@@ -128,8 +128,14 @@ func (t *Transport) streamTo(ctx context.Context, transport string, ap netip.Add
 	if existingOnly(ctx) {
 		return nil, fmt.Errorf("%s %s: %w", strings.ToLower(transport), ap, ErrFlowClosed)
 	}
-	if transport == "TLS" && t.opts.TLSClient == nil {
-		return nil, fmt.Errorf("tls connect %s: no TLS client configuration", ap)
+	var tlsConfig *tls.Config
+	if transport == "TLS" {
+		if t.opts.TLSClient != nil {
+			tlsConfig = t.opts.TLSClient(ap)
+		}
+		if tlsConfig == nil {
+			return nil, fmt.Errorf("tls connect %s: no TLS configured for that destination (only carriers' gateways are dialled)", ap)
+		}
 	}
 	dial := t.opts.Dial
 	if dial == nil {
@@ -150,7 +156,7 @@ func (t *Transport) streamTo(ctx context.Context, transport string, ap netip.Add
 	}
 	var conn net.Conn = tc
 	if transport == "TLS" {
-		tlsc := tls.Client(tc, t.opts.TLSClient)
+		tlsc := tls.Client(tc, tlsConfig)
 		if err := tlsc.HandshakeContext(ctx); err != nil {
 			t.handshakeFailed.WithLabelValues("out").Inc()
 			_ = c.Close()
