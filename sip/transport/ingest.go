@@ -63,13 +63,15 @@ func (t *Transport) ingest(data []byte, c Conn) {
 // refuse answers a request that cannot be accepted, when it can be
 // answered at all, and counts and logs it.
 func (t *Transport) refuse(data []byte, info wire.Info, code int, reason string, c Conn) {
-	answered := false
+	var reply []byte
 	if info.Kind == wire.Request {
-		if reply := wire.Reply(data, code, reason, t.opts.Server); reply != nil {
-			answered = c.Write(reply) == nil
-		}
+		reply = wire.Reply(data, code, reason, t.opts.Server)
 	}
-	t.bad.refused(c, code, reason, data, answered)
+	// Counted before the answer leaves: whoever got the answer finds it counted.
+	t.bad.refused(c, code, reason, data, reply != nil)
+	if reply != nil {
+		_ = c.Write(reply)
+	}
 }
 
 // keepalive reports datagrams that are only line ends (RFC 5626 §3.5.1
