@@ -170,6 +170,11 @@ func TestHandoverWiFiToLTE(t *testing.T) {
 		t.Fatal("bob's media did not follow alice to LTE")
 	}
 
+	_, metrics := httpGet(t, "http://"+n.http+"/metrics")
+	if v, ok := sampleIn(metrics, "sori_call_handovers_total"); !ok || v != 1 {
+		t.Fatalf("sori_call_handovers_total %v %v, want 1", v, ok)
+	}
+
 	// A stranger does not take the stream.
 	stranger := socketAt(t, "127.0.0.4")
 	_, _ = stranger.WriteToUDPAddrPort(opus(99, 0x5eed), toBobNow)

@@ -160,6 +160,9 @@ func (c *Call) Moved(fromTag, contact, source, transport string) {
 	if fromTag == c.st.Caller.Tag {
 		side = &c.st.Caller
 	}
+	if side.Dest != source || side.Target != contact {
+		c.t.handovers.Inc() // the phone is somewhere else now
+	}
 	side.Target, side.Dest, side.Transport = contact, source, transport
 }
 

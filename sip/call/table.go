@@ -81,6 +81,7 @@ type Table struct {
 	ending atomic.Int64   // how many
 
 	ringing, answered prometheus.Gauge
+	handovers         prometheus.Counter
 }
 
 // New returns an empty Table.
@@ -99,9 +100,13 @@ func New(c Config) *Table {
 		Help: "Calls in progress on this node: ringing (INVITE forwarded, no answer yet) or answered.",
 	}, []string{"state"})
 	t := &Table{cfg: c, log: c.Log, now: time.Now, timers: c.Timers, m: map[string]*Call{},
-		ringing: active.WithLabelValues(string(Ringing)), answered: active.WithLabelValues(string(Answered))}
+		ringing: active.WithLabelValues(string(Ringing)), answered: active.WithLabelValues(string(Answered)),
+		handovers: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "sori_call_handovers_total",
+			Help: "Answered calls whose phone moved (a re-INVITE or UPDATE from a new address or with a new Contact).",
+		})}
 	if c.Registerer != nil {
-		c.Registerer.MustRegister(active, prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+		c.Registerer.MustRegister(active, t.handovers, prometheus.NewGaugeFunc(prometheus.GaugeOpts{
 			Name: "sori_calls_held",
 			Help: "Call objects this node holds (ringing, answered, or ending: deleting media, sending BYE).",
 		}, func() float64 { return float64(t.Held()) }))
