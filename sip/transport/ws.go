@@ -148,6 +148,9 @@ func (w *wsConn) readDone() {
 	}
 }
 
+// close ends the connection. After the peer stopped (its read failed) or
+// at shutdown there is no closing handshake to wait for: the socket is
+// closed at once.
 func (w *wsConn) close() {
 	w.mu.Lock()
 	if w.closed {
@@ -157,7 +160,7 @@ func (w *wsConn) close() {
 	w.closed = true
 	close(w.done)
 	w.mu.Unlock()
-	_ = w.c.Close(websocket.StatusNormalClosure, "")
+	_ = w.c.CloseNow()
 	t := w.t
 	t.mu.Lock()
 	if t.ws[w.key()] == w {
