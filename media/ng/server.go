@@ -121,22 +121,32 @@ func (s *Server) serveOne(ctx context.Context, h Handler, msg []byte, from netip
 	} else {
 		res = h.Handle(ctx, cmd, req, from)
 	}
-	b := s.reply(from, cookie, res)
+	b := s.encode(cookie, res)
+	// Cached before it is sent: a retransmission that crosses the reply
+	// finds it, instead of being taken for a copy still running.
 	s.mu.Lock()
 	s.replies[key] = cachedReply{b: b, at: time.Now(), done: true}
 	s.mu.Unlock()
+	s.send(from, b)
 }
 
-func (s *Server) reply(to netip.AddrPort, cookie string, res Dict) []byte {
+func (s *Server) reply(to netip.AddrPort, cookie string, res Dict) {
+	s.send(to, s.encode(cookie, res))
+}
+
+func (s *Server) encode(cookie string, res Dict) []byte {
 	b, err := Encode(cookie, res)
 	if err != nil {
 		s.log.Warn("ng: reply not encodable", "error", err)
 		b, _ = Encode(cookie, Error("internal error"))
 	}
+	return b
+}
+
+func (s *Server) send(to netip.AddrPort, b []byte) {
 	if _, err := s.conn.WriteToUDPAddrPort(b, to); err != nil {
 		s.log.Debug("ng: reply not sent", "to", to, "error", err)
 	}
-	return b
 }
 
 func (s *Server) expire(ctx context.Context) {
