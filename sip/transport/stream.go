@@ -21,10 +21,6 @@ import (
 // than wire allows is refused before this is reached.
 const maxBuffered = 2 * 65536
 
-// lingerMax bounds how long a connection whose peer stopped sending (or
-// sent what cannot be framed) stays open for the answers it is owed.
-const lingerMax = 32 * time.Second
-
 // streamKey names a connection: its transport ("TCP", "TLS") and far end.
 type streamKey struct {
 	transport string
@@ -46,11 +42,7 @@ type stream struct {
 
 	wmu sync.Mutex // one message at a time on the wire
 
-	mu      sync.Mutex
-	pending int  // transactions holding the connection
-	reading bool // the read loop still runs
-	closed  bool
-	done    chan struct{}
+	lifetime // when it closes (lifetime.go)
 }
 
 // accept serves a TCP or TLS listener (transport "TCP" or "TLS"). A TLS
@@ -93,9 +85,10 @@ func (t *Transport) accept(ln *net.TCPListener, transport string) {
 // addStream registers a new connection (conn, over the TCP connection
 // tcp) under its transport and remote address.
 func (t *Transport) addStream(conn net.Conn, tcp *net.TCPConn, transport string) (*stream, error) {
-	s := &stream{t: t, c: conn, transport: transport, reading: true, done: make(chan struct{}),
+	s := &stream{t: t, c: conn, transport: transport,
 		remote: unmap(tcp.RemoteAddr().(*net.TCPAddr).AddrPort()),
 		local:  unmap(tcp.LocalAddr().(*net.TCPAddr).AddrPort())}
+	s.lifetime = newLifetime(s.shut)
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	if t.closed.Load() {
@@ -257,60 +250,8 @@ func (s *stream) consume(buf []byte, crlf *int) ([]byte, bool) {
 	return buf[:copy(buf, buf[off:])], true
 }
 
-// readDone: the peer sent its last byte. The connection closes now, or when
-// the last transaction holding it is answered (at most lingerMax later).
-func (s *stream) readDone() {
-	s.mu.Lock()
-	s.reading = false
-	idle := s.pending == 0
-	s.mu.Unlock()
-	if idle {
-		s.close()
-		return
-	}
-	go func() {
-		select {
-		case <-s.done:
-		case <-time.After(lingerMax):
-			s.close()
-		}
-	}()
-}
-
-// Hold implements Conn.
-func (s *stream) Hold() func() {
-	s.mu.Lock()
-	s.pending++
-	s.mu.Unlock()
-	var once sync.Once
-	return func() {
-		once.Do(func() {
-			s.mu.Lock()
-			s.pending--
-			last := s.pending == 0 && !s.reading
-			s.mu.Unlock()
-			if last {
-				s.close()
-			}
-		})
-	}
-}
-
-func (s *stream) isClosed() bool {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.closed
-}
-
-func (s *stream) close() {
-	s.mu.Lock()
-	if s.closed {
-		s.mu.Unlock()
-		return
-	}
-	s.closed = true
-	close(s.done)
-	s.mu.Unlock()
+// shut closes the socket and forgets the connection (once, from lifetime).
+func (s *stream) shut() {
 	_ = s.c.Close()
 	t := s.t
 	t.mu.Lock()

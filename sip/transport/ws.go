@@ -10,8 +10,6 @@ import (
 	"net/http"
 	"net/netip"
 	"strings"
-	"sync"
-	"time"
 
 	"github.com/coder/websocket"
 	"github.com/emiago/sipgo/sip"
@@ -75,7 +73,8 @@ func (t *Transport) upgrade(w http.ResponseWriter, r *http.Request, transport st
 	}
 	c.SetReadLimit(maxBuffered)
 	local, _ := netip.ParseAddrPort(r.Context().Value(http.LocalAddrContextKey).(net.Addr).String())
-	ws := &wsConn{t: t, c: c, transport: transport, remote: unmap(remote), local: unmap(local), reading: true, done: make(chan struct{})}
+	ws := &wsConn{t: t, c: c, transport: transport, remote: unmap(remote), local: unmap(local)}
+	ws.lifetime = newLifetime(ws.shut)
 	t.mu.Lock()
 	if t.closed.Load() || t.nstreams >= t.opts.MaxStreams {
 		t.mu.Unlock()
@@ -97,11 +96,7 @@ type wsConn struct {
 	remote    netip.AddrPort
 	local     netip.AddrPort
 
-	mu      sync.Mutex
-	pending int // transactions holding the connection
-	reading bool
-	closed  bool
-	done    chan struct{}
+	lifetime // when it closes (lifetime.go)
 }
 
 func (w *wsConn) key() streamKey { return streamKey{w.transport, w.remote} }
@@ -130,36 +125,10 @@ func (w *wsConn) serve() {
 	}
 }
 
-// readDone: the peer is gone or silent; the connection closes once the
-// last transaction holding it is answered (lingerMax at most).
-func (w *wsConn) readDone() {
-	w.mu.Lock()
-	w.reading = false
-	idle := w.pending == 0
-	w.mu.Unlock()
-	if idle {
-		w.close()
-		return
-	}
-	select {
-	case <-w.done:
-	case <-time.After(lingerMax):
-		w.close()
-	}
-}
-
-// close ends the connection. After the peer stopped (its read failed) or
-// at shutdown there is no closing handshake to wait for: the socket is
-// closed at once.
-func (w *wsConn) close() {
-	w.mu.Lock()
-	if w.closed {
-		w.mu.Unlock()
-		return
-	}
-	w.closed = true
-	close(w.done)
-	w.mu.Unlock()
+// shut closes the socket and forgets the connection (once, from
+// lifetime). After the peer stopped (its read failed) or at shutdown there
+// is no closing handshake to wait for: the socket is closed at once.
+func (w *wsConn) shut() {
 	_ = w.c.CloseNow()
 	t := w.t
 	t.mu.Lock()
@@ -169,31 +138,6 @@ func (w *wsConn) close() {
 	t.nstreams--
 	t.mu.Unlock()
 	t.conns.WithLabelValues(w.transport).Dec()
-}
-
-func (w *wsConn) isClosed() bool {
-	w.mu.Lock()
-	defer w.mu.Unlock()
-	return w.closed
-}
-
-// Hold implements Conn.
-func (w *wsConn) Hold() func() {
-	w.mu.Lock()
-	w.pending++
-	w.mu.Unlock()
-	var once sync.Once
-	return func() {
-		once.Do(func() {
-			w.mu.Lock()
-			w.pending--
-			last := w.pending == 0 && !w.reading
-			w.mu.Unlock()
-			if last {
-				w.close()
-			}
-		})
-	}
 }
 
 func (w *wsConn) Transport() string      { return w.transport }
