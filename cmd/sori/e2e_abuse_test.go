@@ -531,15 +531,8 @@ func (u *ua) call(ruri string) string {
 		u.t.Fatalf("INVITE %s: want 407 first, got %d %s", ruri, res.StatusCode, res.Reason)
 	}
 	u.send(ackFor(first, res))
-	ch, err := client.ParseChallenge(res.GetHeader("Proxy-Authenticate").Value())
-	if err != nil {
-		u.t.Fatal(err)
-	}
-	cr, err := client.Digest(ch, client.Options{Method: "INVITE", URI: ruri, Username: u.user, Password: u.password})
-	if err != nil {
-		u.t.Fatal(err)
-	}
-	second := u.request("INVITE", ruri, callID, 2, "Proxy-Authorization: "+cr.String())
+	cr := digestFor(u.t, res, "Proxy-Authenticate", "INVITE", ruri, u.user, u.password)
+	second := u.request("INVITE", ruri, callID, 2, "Proxy-Authorization: "+cr)
 	u.send(second)
 	return second
 }

@@ -7,7 +7,6 @@ import (
 	"time"
 
 	"github.com/emiago/sipgo/sip"
-	client "github.com/icholy/digest"
 	"github.com/redis/go-redis/v9"
 
 	"github.com/sori-voice/sori/registrar/store/redisstore/redistest"
@@ -76,19 +75,12 @@ func (u *ua) authenticated(method, ruri string, extra ...string) {
 	if method == "INVITE" {
 		u.send(ackFor(first, res))
 	}
-	ch, err := client.ParseChallenge(res.GetHeader("Proxy-Authenticate").Value())
-	if err != nil {
-		u.t.Fatal(err)
-	}
 	user := u.authAs
 	if user == "" {
 		user = u.user
 	}
-	cr, err := client.Digest(ch, client.Options{Method: method, URI: ruri, Username: user, Password: u.password})
-	if err != nil {
-		u.t.Fatal(err)
-	}
-	u.send(u.request(method, ruri, callID, 2, append(extra, "Proxy-Authorization: "+cr.String())...))
+	cr := digestFor(u.t, res, "Proxy-Authenticate", method, ruri, user, u.password)
+	u.send(u.request(method, ruri, callID, 2, append(extra, "Proxy-Authorization: "+cr)...))
 }
 
 // final reads responses until a final one.

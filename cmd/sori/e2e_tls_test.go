@@ -43,9 +43,9 @@ users:
 	return &tlsNode{node: runNode(t, cfg, port, httpAddr), tlsPort: tlsPort, cert: cert, key: key}
 }
 
-// dialTLS connects to sori's tls listener trusting only the certificate in
-// caFile, and returns the connection and what sori presented.
-func dialTLS(t *testing.T, addr, caFile string) (*sipConn, *x509.Certificate) {
+// trusting is a client TLS configuration for sori.test that trusts only
+// the certificates in caFile.
+func trusting(t *testing.T, caFile string) *tls.Config {
 	t.Helper()
 	pem, err := os.ReadFile(caFile)
 	if err != nil {
@@ -55,7 +55,14 @@ func dialTLS(t *testing.T, addr, caFile string) (*sipConn, *x509.Certificate) {
 	if !pool.AppendCertsFromPEM(pem) {
 		t.Fatalf("%s: no certificate", caFile)
 	}
-	c, err := tls.Dial("tcp", addr, &tls.Config{RootCAs: pool, ServerName: "sori.test", MinVersion: tls.VersionTLS12})
+	return &tls.Config{RootCAs: pool, ServerName: "sori.test", MinVersion: tls.VersionTLS12}
+}
+
+// dialTLS connects to sori's tls listener trusting only the certificate in
+// caFile, and returns the connection and what sori presented.
+func dialTLS(t *testing.T, addr, caFile string) (*sipConn, *x509.Certificate) {
+	t.Helper()
+	c, err := tls.Dial("tcp", addr, trusting(t, caFile))
 	if err != nil {
 		t.Fatalf("TLS to %s: %v", addr, err)
 	}
@@ -176,10 +183,7 @@ func TestTLSHandshakeFailures(t *testing.T) {
 	if err := selfSigned(stranger+".crt", stranger+".key", []string{"sori.test"}, nil); err != nil {
 		t.Fatal(err)
 	}
-	pem, _ := os.ReadFile(stranger + ".crt")
-	pool := x509.NewCertPool()
-	pool.AppendCertsFromPEM(pem)
-	if c, err := tls.Dial("tcp", tlsAddr, &tls.Config{RootCAs: pool, ServerName: "sori.test"}); err == nil {
+	if c, err := tls.Dial("tcp", tlsAddr, trusting(t, stranger+".crt")); err == nil {
 		c.Close()
 		t.Fatal("a client trusting another certificate got through")
 	}

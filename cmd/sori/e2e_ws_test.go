@@ -2,11 +2,8 @@ package main
 
 import (
 	"context"
-	"crypto/tls"
-	"crypto/x509"
 	"fmt"
 	"net/http"
-	"os"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -14,7 +11,6 @@ import (
 
 	"github.com/coder/websocket"
 	"github.com/emiago/sipgo/sip"
-	client "github.com/icholy/digest"
 )
 
 // wsPhone is a SIP client over a WebSocket (RFC 7118), as a browser is:
@@ -27,16 +23,10 @@ type wsPhone struct {
 
 func dialWS(t *testing.T, url, caFile string, subprotocols ...string) (*websocket.Conn, *http.Response, error) {
 	t.Helper()
-	pem, err := os.ReadFile(caFile)
-	if err != nil {
-		t.Fatal(err)
-	}
-	pool := x509.NewCertPool()
-	pool.AppendCertsFromPEM(pem)
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
 	return websocket.Dial(ctx, url, &websocket.DialOptions{Subprotocols: subprotocols,
-		HTTPClient: &http.Client{Transport: &http.Transport{TLSClientConfig: &tls.Config{RootCAs: pool, ServerName: "sori.test"}}}})
+		HTTPClient: &http.Client{Transport: &http.Transport{TLSClientConfig: trusting(t, caFile)}}})
 }
 
 func (p *wsPhone) send(raw string) {
@@ -200,22 +190,4 @@ users:
 	if r := bob.final(); r.StatusCode != 200 {
 		t.Fatalf("MESSAGE from the WebSocket: %d", r.StatusCode)
 	}
-}
-
-// digestFor answers the challenge in res's header hdr.
-func digestFor(t *testing.T, res *sip.Response, hdr, method, uri, user, password string) string {
-	t.Helper()
-	h := res.GetHeader(hdr)
-	if h == nil {
-		t.Fatalf("%d without %s", res.StatusCode, hdr)
-	}
-	ch, err := client.ParseChallenge(h.Value())
-	if err != nil {
-		t.Fatal(err)
-	}
-	cr, err := client.Digest(ch, client.Options{Method: method, URI: uri, Username: user, Password: password})
-	if err != nil {
-		t.Fatal(err)
-	}
-	return cr.String()
 }

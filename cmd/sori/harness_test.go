@@ -400,15 +400,8 @@ func (c *sipConn) registerAuth(user, password, callID string, cseq int, headers 
 	if res.StatusCode != 401 {
 		return res
 	}
-	ch, err := client.ParseChallenge(res.GetHeader("WWW-Authenticate").Value())
-	if err != nil {
-		c.t.Fatal(err)
-	}
-	cr, err := client.Digest(ch, client.Options{Method: "REGISTER", URI: "sip:sori.test", Username: user, Password: password})
-	if err != nil {
-		c.t.Fatal(err)
-	}
-	return c.do(c.register(user, callID, cseq+1, append(headers, "Authorization: "+cr.String())...))
+	cr := digestFor(c.t, res, "WWW-Authenticate", "REGISTER", "sip:sori.test", user, password)
+	return c.do(c.register(user, callID, cseq+1, append(headers, "Authorization: "+cr)...))
 }
 
 func contactValues(res *sip.Response) []string {
@@ -517,4 +510,22 @@ func waitRecords(t *testing.T, path string, want int, what string, match func(ca
 		}
 		time.Sleep(50 * time.Millisecond)
 	}
+}
+
+// digestFor answers the challenge in res's header hdr.
+func digestFor(t *testing.T, res *sip.Response, hdr, method, uri, user, password string) string {
+	t.Helper()
+	h := res.GetHeader(hdr)
+	if h == nil {
+		t.Fatalf("%d without %s", res.StatusCode, hdr)
+	}
+	ch, err := client.ParseChallenge(h.Value())
+	if err != nil {
+		t.Fatal(err)
+	}
+	cr, err := client.Digest(ch, client.Options{Method: method, URI: uri, Username: user, Password: password})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return cr.String()
 }

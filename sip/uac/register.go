@@ -112,14 +112,7 @@ func (u *UAC) PingContact(ctx context.Context, contact, dest string) error {
 	if err := sip.ParseUri(contact, &to); err != nil {
 		return fmt.Errorf("contact %q: %w", contact, err)
 	}
-	req, err := u.Build(Request{Method: sip.OPTIONS, URI: to, Transport: "UDP", Dest: dest,
-		From: sip.Uri{Scheme: "sip", User: "sori", Host: u.domain}, FromTag: Token(), To: to,
-		CallID: "natping-" + Token(), CSeq: 1})
-	if err != nil {
-		return err
-	}
-	_, err = u.Do(ctx, req)
-	return err
+	return u.options(ctx, to, "UDP", dest, "natping-")
 }
 
 // Ping sends a carrier gateway an OPTIONS and waits for any final
@@ -127,9 +120,15 @@ func (u *UAC) PingContact(ctx context.Context, contact, dest string) error {
 // with its default reply codes). It is the trunks' health check.
 func (u *UAC) Ping(ctx context.Context, g trunks.Gateway) error {
 	to := sip.Uri{Scheme: "sip", Host: g.Addr.Addr().String(), Port: int(g.Addr.Port())}
-	req, err := u.Build(Request{Method: sip.OPTIONS, URI: to, Transport: g.Transport, Dest: g.Addr.String(),
+	return u.options(ctx, to, g.Transport, g.Addr.String(), "ping-")
+}
+
+// options sends an OPTIONS from sori to to at dest and waits for any
+// final response.
+func (u *UAC) options(ctx context.Context, to sip.Uri, transport, dest, callIDPrefix string) error {
+	req, err := u.Build(Request{Method: sip.OPTIONS, URI: to, Transport: transport, Dest: dest,
 		From: sip.Uri{Scheme: "sip", User: "sori", Host: u.domain}, FromTag: Token(), To: to,
-		CallID: "ping-" + Token(), CSeq: 1})
+		CallID: callIDPrefix + Token(), CSeq: 1})
 	if err != nil {
 		return err
 	}
