@@ -6,7 +6,7 @@ GO ?= go
 STATICCHECK := honnef.co/go/tools/cmd/staticcheck@v0.8.2
 BIN := bin
 
-.PHONY: all build run test deps fmt-check vet lint unit bench bench-media load-register load-calls soak clean
+.PHONY: all build run test deps fmt-check vet lint unit bench bench-media load-register load-register-transports load-calls soak clean
 
 all: build
 
@@ -23,7 +23,8 @@ run: build
 	./$(BIN)/sori -config config/sori.yaml
 
 # Installs redis-server, sipp (package sip-tester), kamailio (the ng interop
-# test), baresip and linphonec (package linphone-cli; the softphone test) with
+# test), baresip and linphonec (package linphone-cli; the softphone test),
+# stunnel4 (carries SIPp's TCP over TLS: Debian's sipp has no TLS) with
 # apt-get, only when absent. Kamailio's own service is not wanted: it would
 # take port 5060.
 deps:
@@ -33,6 +34,7 @@ deps:
 	PATH="$$PATH:/usr/sbin" command -v kamailio >/dev/null 2>&1 || missing="$$missing kamailio"; \
 	command -v baresip >/dev/null 2>&1 || missing="$$missing baresip"; \
 	command -v linphonec >/dev/null 2>&1 || missing="$$missing linphone-cli"; \
+	command -v stunnel4 >/dev/null 2>&1 || missing="$$missing stunnel4"; \
 	if [ -n "$$missing" ]; then \
 		echo "installing:$$missing"; \
 		if [ "$$(id -u)" != 0 ]; then echo "need root to apt-get install$$missing" >&2; exit 1; fi; \
@@ -74,6 +76,11 @@ bench-media: deps build
 # Highest REGISTER rate (digest auth, Redis store) sustained for 20 s with no failure.
 load-register: deps build
 	./testdata/sipp/load-register.sh
+
+# The same over UDP, TCP and TLS one after the other (one SIPp connection for TCP and TLS; TLS
+# through stunnel, as Debian's sipp has no TLS): the rate and the CPU per registration of each.
+load-register-transports: deps build
+	@for tr in udp tcp tls; do TRANSPORT=$$tr ./testdata/sipp/load-register.sh | grep '^RESULT'; done
 
 # Highest call rate (short calls, every INVITE digest-authenticated) sustained for 20 s with
 # no failed call; STORE=redis for the Redis store.

@@ -47,9 +47,13 @@ type Config struct {
 
 // SIP holds the transport and authentication settings.
 type SIP struct {
-	Domain         string   `yaml:"domain"`
-	Listen         []string `yaml:"listen"`
-	Advertise      string   `yaml:"advertise"`
+	Domain    string   `yaml:"domain"`
+	Listen    []string `yaml:"listen"`
+	Advertise string   `yaml:"advertise"`
+	// Aliases are more host[:port] names this server is known by (as
+	// Kamailio's alias=): a load balancer or TLS terminator in front of it,
+	// a DNS name phones use. Requests and digest-uris naming one are ours.
+	Aliases        []string `yaml:"aliases"`
 	AuthAlgorithms []string `yaml:"auth_algorithms"`
 	AuthSecret     string   `yaml:"auth_secret"`
 	NonceTTL       Duration `yaml:"nonce_ttl"`
@@ -443,13 +447,12 @@ func (v *validator) check(c *Config) {
 	if c.SIP.NATPing.MaxMisses < 1 || c.SIP.NATPing.MaxMisses > 100 {
 		v.fail("sip.nat_ping.max_misses", "%d is outside 1..100", c.SIP.NATPing.MaxMisses)
 	}
-	if a := c.SIP.Advertise; a != "" {
-		host, _, err := net.SplitHostPort(a)
-		if err != nil {
-			host = a
-		}
-		if host == "" || strings.ContainsAny(host, " ;@<>") {
-			v.fail("sip.advertise", "%q is not HOST or HOST:PORT", a)
+	if a := c.SIP.Advertise; a != "" && !hostPort(a) {
+		v.fail("sip.advertise", "%q is not HOST or HOST:PORT", a)
+	}
+	for i, a := range c.SIP.Aliases {
+		if !hostPort(a) {
+			v.fail(fmt.Sprintf("sip.aliases.%d", i), "%q is not HOST or HOST:PORT", a)
 		}
 	}
 	if len(c.SIP.AuthAlgorithms) == 0 {
@@ -789,4 +792,15 @@ func lineOf(root *yaml.Node, path []string) int {
 		}
 	}
 	return line
+}
+
+// hostPort reports whether a is HOST or HOST:PORT (an IPv6 host in brackets).
+func hostPort(a string) bool {
+	host, port, err := net.SplitHostPort(a)
+	if err != nil {
+		host = a
+	} else if n, err := strconv.Atoi(port); err != nil || n < 1 || n > 65535 {
+		return false
+	}
+	return host != "" && !strings.ContainsAny(host, " ;@<>/")
 }

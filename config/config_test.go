@@ -77,6 +77,8 @@ func TestValidationNamesKeyAndLine(t *testing.T) {
 		{"bad duration", "sip:\n  nonce_ttl: soon\n", "line 2"},
 		{"unknown key", "sip:\n  domian: x\n", "line 2: field domian not found"},
 		{"bad http", "http:\n  listen: localhost\n", "t.yaml:2: http.listen"},
+		{"bad alias", "sip:\n  aliases:\n    - sbc.example:5061\n    - \"sbc example\"\n", "t.yaml:4: sip.aliases.1"},
+		{"alias port", "sip:\n  aliases: [\"sbc.example:0\"]\n", "t.yaml:2: sip.aliases.0"},
 		{"bad log level", "log:\n  level: loud\n", "t.yaml:2: log.level"},
 		{"short secret", "sip:\n  auth_secret: abc\n", "t.yaml:2: sip.auth_secret"},
 		{"timer_j too long", "sip:\n  timer_j: 60s\n", "t.yaml:2: sip.timer_j"},

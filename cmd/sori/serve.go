@@ -138,6 +138,7 @@ func serve(ctx context.Context, configPath string, logOut io.Writer) error {
 	if cfg.SIP.Advertise != "" {
 		addrs = append(addrs, cfg.SIP.Advertise)
 	}
+	addrs = append(addrs, cfg.SIP.Aliases...)
 	self := local.New(cfg.SIP.Domain, addrs...)
 	guard, banList := abuseGuard(ctx, cfg, st, log, reg)
 	// Failed digests are reported to the guard: it bans password guessers.

@@ -48,13 +48,14 @@ start_sori() {
 }
 
 # sori_yaml STORE_URL NUSERS [EXTRA_YAML [SIP_YAML]]: a sori configuration on SIP_PORT/HTTP_PORT
+# (LISTEN, when set, replaces the listener list: quoted "transport:ip:port" items, comma separated)
 # with users user0000.. (see users_yaml), EXTRA_YAML (top-level keys) before them, SIP_YAML
 # (more "sip:" keys, indented two spaces) in the sip section.
 sori_yaml() {
 	cat <<YAML
 sip:
   domain: sori.test
-  listen: ["udp:127.0.0.1:$SIP_PORT"]
+  listen: [${LISTEN:-"\"udp:127.0.0.1:$SIP_PORT\""}]
   auth_secret: load-test-secret-0123456789
 ${4:-}
 registrar:
@@ -71,6 +72,33 @@ ${3:-}
 users:
 YAML
 	users_yaml "$2"
+}
+
+# start_stunnel ACCEPT CONNECT CAFILE DIR: a TLS client tunnel (stunnel4) from ACCEPT to sori's tls
+# listener at CONNECT, trusting only CAFILE for sori.test: Debian's sipp has no TLS, so SIPp's TCP
+# connection is carried over TLS by it. Sets STUNNEL_PID.
+start_stunnel() {
+	cat >"$4/stunnel.conf" <<CONF
+foreground = yes
+pid =
+debug = warning
+socket = l:TCP_NODELAY=1
+socket = r:TCP_NODELAY=1
+[sips]
+client = yes
+accept = $1
+connect = $2
+CAfile = $3
+verifyChain = yes
+checkHost = sori.test
+sslVersionMin = TLSv1.2
+CONF
+	stunnel4 "$4/stunnel.conf" >"$4/stunnel.log" 2>&1 &
+	PIDS+=($!)
+	STUNNEL_PID=$!
+	for _ in $(seq 50); do (exec 3<>"/dev/tcp/${1%:*}/${1##*:}") 2>/dev/null && return 0; sleep 0.1; done
+	cat "$4/stunnel.log" >&2
+	exit 3
 }
 
 # users_yaml N: the "users:" entries user0000.. with password "pw"+user, as the reference
