@@ -79,6 +79,9 @@ type SIP struct {
 // NATPing is the OPTIONS keepalive sori sends UDP phones behind NAT that
 // do not keep their flow alive themselves (as Kamailio's nathelper).
 type NATPing struct {
+	// Method is options (answered: a binding whose pings go unanswered is
+	// removed) or crlf (a double CRLF, lighter, unanswered: nothing removed).
+	Method    string   `yaml:"method"`
 	Interval  Duration `yaml:"interval"`   // 0: no pings
 	MaxMisses int      `yaml:"max_misses"` // unanswered in a row: the binding is removed
 }
@@ -287,7 +290,7 @@ func Default() Config {
 			TimerC:         Duration(60 * time.Second),
 			DialogTimeout:  Duration(12 * time.Hour),
 			TrunkPing:      Duration(30 * time.Second),
-			NATPing:        NATPing{Interval: Duration(30 * time.Second), MaxMisses: 3},
+			NATPing:        NATPing{Method: "options", Interval: Duration(30 * time.Second), MaxMisses: 3},
 		},
 		CDR:   CDR{RedisStream: "sori:cdr", StreamMaxLen: 1000000},
 		Media: Media{Timeout: Duration(2 * time.Second), PingInterval: Duration(5 * time.Second)},
@@ -443,6 +446,9 @@ func (v *validator) check(c *Config) {
 	v.checkTLS(c.SIP.TLS, tlsListener)
 	if iv := c.SIP.NATPing.Interval.D(); iv != 0 && (iv < time.Second || iv > time.Hour) {
 		v.fail("sip.nat_ping.interval", "%v: give 0 (no pings) or 1s..1h", iv)
+	}
+	if m := c.SIP.NATPing.Method; m != "options" && m != "crlf" {
+		v.fail("sip.nat_ping.method", "%q: give options or crlf", m)
 	}
 	if c.SIP.NATPing.MaxMisses < 1 || c.SIP.NATPing.MaxMisses > 100 {
 		v.fail("sip.nat_ping.max_misses", "%d is outside 1..100", c.SIP.NATPing.MaxMisses)

@@ -78,6 +78,7 @@ func TestValidationNamesKeyAndLine(t *testing.T) {
 		{"unknown key", "sip:\n  domian: x\n", "line 2: field domian not found"},
 		{"bad http", "http:\n  listen: localhost\n", "t.yaml:2: http.listen"},
 		{"bad alias", "sip:\n  aliases:\n    - sbc.example:5061\n    - \"sbc example\"\n", "t.yaml:4: sip.aliases.1"},
+		{"nat ping method", "sip:\n  nat_ping: {method: stun}\n", "t.yaml:2: sip.nat_ping.method"},
 		{"alias port", "sip:\n  aliases: [\"sbc.example:0\"]\n", "t.yaml:2: sip.aliases.0"},
 		{"bad log level", "log:\n  level: loud\n", "t.yaml:2: log.level"},
 		{"short secret", "sip:\n  auth_secret: abc\n", "t.yaml:2: sip.auth_secret"},

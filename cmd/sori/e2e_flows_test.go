@@ -2,6 +2,7 @@ package main
 
 import (
 	"fmt"
+	"net"
 	"testing"
 	"time"
 
@@ -168,6 +169,44 @@ func TestNATPingsKeepAndDropBindings(t *testing.T) {
 	res := alice.final()
 	if res.StatusCode != 480 {
 		t.Fatalf("call after the drop: %d, want 480", res.StatusCode)
+	}
+	alice.send(ackFor(invite, res))
+}
+
+// sip.nat_ping.method crlf: the phone behind NAT gets a double CRLF from
+// sori's SIP port every interval, never an OPTIONS, and its binding stays
+// although nothing answers.
+func TestNATPingsCRLF(t *testing.T) {
+	n := startNode(t, nodeConfig{sip: "  nat_ping: {method: crlf, interval: 1s, max_misses: 1}\n"})
+	bob := newUA(t, n, "udp", "bob")
+	if res := bob.registerAuth("bob", "bob-secret", "natping-crlf@test", 1, "Contact: <sip:bob@192.168.1.20:5060>"); res.StatusCode != 200 {
+		t.Fatalf("REGISTER: %d", res.StatusCode)
+	}
+	udp := bob.conn.(*net.UDPConn)
+	buf := make([]byte, 2048)
+	for i := 0; i < 3; i++ {
+		_ = udp.SetReadDeadline(time.Now().Add(5 * time.Second))
+		k, from, err := udp.ReadFromUDP(buf)
+		if err != nil || string(buf[:k]) != "\r\n\r\n" || from.String() != n.addr() {
+			t.Fatalf("keepalive %d: %q from %v (%v), want a double CRLF from %s", i, buf[:k], from, err, n.addr())
+		}
+	}
+	if got := nodeMetric(t, n, `sori_nat_pings_total{result="sent"}`); got == "" || got == "0" {
+		t.Fatalf("sori_nat_pings_total{result=\"sent\"} = %q", got)
+	}
+	if got := nodeMetric(t, n, "sori_nat_ping_bindings_dropped_total"); got != "0" {
+		t.Fatalf("%s bindings dropped", got)
+	}
+	alice := newUA(t, n, "udp", "alice")
+	invite := alice.call("sip:bob@sori.test")
+	inv := bob.readRequest()
+	if inv.Method != sip.INVITE {
+		t.Fatalf("bob got %s, want the INVITE", inv.Method)
+	}
+	bob.respond(inv, 486, "Busy Here")
+	res := alice.final()
+	if res.StatusCode != 486 {
+		t.Fatalf("call: %d, want bob's 486", res.StatusCode)
 	}
 	alice.send(ackFor(invite, res))
 }

@@ -103,7 +103,16 @@ func TestTLSPhone(t *testing.T) {
 	}
 
 	alice := newUA(t, n.node, "udp", "alice")
-	alice.authenticated("INVITE", "sip:bob@sori.test")
+	// sips: (RFC 5630): only to contacts reached over TLS. Alice is on UDP
+	// only, bob's binding is his TLS connection.
+	if res := alice.registerAuth("alice", "alice-secret", "alice-udp@test", 1, fmt.Sprintf("Contact: <sip:alice@%s>", alice.local)); res.StatusCode != 200 {
+		t.Fatalf("alice REGISTER over UDP: %d", res.StatusCode)
+	}
+	bob.authenticated("INVITE", "sips:alice@sori.test")
+	if res := bob.final(); res.StatusCode != 480 || !strings.Contains(res.Reason, "Secure") {
+		t.Fatalf("sips: INVITE to a UDP-only user: %d %s, want 480", res.StatusCode, res.Reason)
+	}
+	alice.authenticated("INVITE", "sips:bob@sori.test")
 	inv := bob.readRequest()
 	if inv.Method != sip.INVITE || !strings.EqualFold(inv.Via().Transport, "TLS") {
 		t.Fatalf("bob got %s over %s", inv.Method, inv.Via().Transport)

@@ -313,11 +313,13 @@ func (c *sipConn) readMessage() sip.Message {
 	var data []byte
 	if c.transport == "udp" {
 		buf := make([]byte, 65535)
-		n, err := c.conn.Read(buf)
-		if err != nil {
-			c.t.Fatalf("nothing received over udp: %v", err)
+		for len(bytes.TrimSpace(data)) == 0 { // a CRLF keepalive is not a message
+			n, err := c.conn.Read(buf)
+			if err != nil {
+				c.t.Fatalf("nothing received over udp: %v", err)
+			}
+			data = buf[:n]
 		}
-		data = buf[:n]
 	} else {
 		var head bytes.Buffer
 		length := 0

@@ -178,8 +178,12 @@ func serve(ctx context.Context, configPath string, logOut io.Writer) error {
 	var regOpts []registrar.Option
 	var natKeeper *natping.Keeper
 	if iv := cfg.SIP.NATPing.Interval.D(); iv > 0 {
-		natKeeper = natping.New(natping.Config{Interval: iv, MaxMisses: cfg.SIP.NATPing.MaxMisses, Pinger: ua, Store: st,
-			Log: log.With("component", "natping"), Registerer: reg})
+		nc := natping.Config{Interval: iv, MaxMisses: cfg.SIP.NATPing.MaxMisses, Pinger: ua, Store: st,
+			Log: log.With("component", "natping"), Registerer: reg}
+		if cfg.SIP.NATPing.Method == "crlf" {
+			nc.CRLF = srv
+		}
+		natKeeper = natping.New(nc)
 		regOpts = append(regOpts, registrar.WithObserver(natKeeper))
 	}
 	rg := registrar.New(self, authn, st, registrar.Policy{

@@ -3,7 +3,9 @@
 // does: every interval each such binding gets an OPTIONS at the address
 // its REGISTER came from, which refreshes the NAT's mapping; a binding
 // whose pings go unanswered MaxMisses times in a row is removed, so calls
-// stop going to a phone that is gone.
+// stop going to a phone that is gone. With the CRLF method a double CRLF
+// is sent instead: lighter, some phones reject an OPTIONS, but nothing
+// answers it, so it keeps the mapping and drops nothing.
 //
 // The bindings pinged are the ones this node's registrar accepted (the
 // NAT mapping is towards this node's socket); each is pinged until it
@@ -27,6 +29,11 @@ type Pinger interface {
 	PingContact(ctx context.Context, contact, dest string) error
 }
 
+// CRLF sends a double-CRLF keepalive to dest ("ip:port", UDP) (sip/server).
+type CRLF interface {
+	Keepalive(ctx context.Context, dest string) error
+}
+
 // Remover removes a binding (sip/registrar's store).
 type Remover interface {
 	Update(ctx context.Context, u store.Update) ([]store.Binding, error)
@@ -37,6 +44,7 @@ type Config struct {
 	Interval   time.Duration // between pings of one binding
 	MaxMisses  int           // unanswered pings in a row that drop a binding
 	Pinger     Pinger
+	CRLF       CRLF // non-nil: CRLF keepalives instead of OPTIONS
 	Store      Remover
 	Log        *slog.Logger
 	Registerer prometheus.Registerer // nil: no metrics
@@ -69,7 +77,7 @@ func New(c Config) *Keeper {
 	k := &Keeper{cfg: c, m: map[key]*entry{},
 		pings: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "sori_nat_pings_total",
-			Help: "OPTIONS keepalives sent to UDP phones behind NAT without SIP Outbound, by result (answered, missed).",
+			Help: "Keepalives sent to UDP phones behind NAT without SIP Outbound, by result: answered, missed (OPTIONS), sent, failed (CRLF).",
 		}, []string{"result"}),
 		dropped: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "sori_nat_ping_bindings_dropped_total",
@@ -162,6 +170,22 @@ func (k *Keeper) ping(ctx context.Context, kk key) {
 	b := e.b
 	k.mu.Unlock()
 	pctx, cancel := context.WithTimeout(ctx, min(k.cfg.Interval, 8*time.Second))
+	defer cancel()
+	if k.cfg.CRLF != nil {
+		err := k.cfg.CRLF.Keepalive(pctx, b.Source)
+		k.mu.Lock()
+		if e := k.m[kk]; e != nil {
+			e.busy = false
+		}
+		k.mu.Unlock()
+		if err != nil {
+			k.pings.WithLabelValues("failed").Inc()
+			k.cfg.Log.Debug("NAT keepalive not sent", "aor", kk.aor, "source", b.Source, "error", err)
+			return
+		}
+		k.pings.WithLabelValues("sent").Inc()
+		return
+	}
 	err := k.cfg.Pinger.PingContact(pctx, b.Contact, b.Source)
 	cancel()
 	k.mu.Lock()

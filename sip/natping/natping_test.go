@@ -90,3 +90,36 @@ func waitFor(t *testing.T, cond func() bool) {
 		time.Sleep(5 * time.Millisecond)
 	}
 }
+
+type crlf struct {
+	mu    sync.Mutex
+	dests []string
+}
+
+func (c *crlf) Keepalive(_ context.Context, dest string) error {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.dests = append(c.dests, dest)
+	return nil
+}
+
+// The CRLF method: a keepalive to the REGISTER's source every interval,
+// never an OPTIONS, and, as nothing answers a CRLF, nothing is dropped.
+func TestCRLFKeepsAndNeverDrops(t *testing.T) {
+	f := &fakes{} // would miss every OPTIONS
+	c := &crlf{}
+	k := New(Config{Interval: 10 * time.Millisecond, MaxMisses: 1, Pinger: f, CRLF: c, Store: f, Log: slog.New(slog.NewTextHandler(io.Discard, nil))})
+	k.Track("bob@sori.test", []store.Binding{{ID: "a", Contact: "sip:bob@192.168.1.20", NAT: true, Transport: "udp",
+		Source: "203.0.113.5:40000", Expires: time.Now().Add(time.Hour)}})
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	go k.Run(ctx)
+	waitFor(t, func() bool { c.mu.Lock(); defer c.mu.Unlock(); return len(c.dests) >= 5 })
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if f.pings != 0 || len(f.removed) != 0 || k.Len() != 1 || c.dests[0] != "203.0.113.5:40000" {
+		t.Fatalf("options %d, removed %v, tracked %d, keepalives to %v", f.pings, f.removed, k.Len(), c.dests)
+	}
+}

@@ -282,6 +282,13 @@ func (p *Proxy) route(ctx context.Context, r *chain.Request, c *call.Call) ([][]
 		return nil, false, chain.Unavailable("Service Unavailable: Trunk Call Limit")
 	}
 	targets, refused := p.userTargets(ctx, user)
+	if refused.Code == 0 && strings.EqualFold(ruri.Scheme, "sips") {
+		// A sips: request goes over TLS on every hop (RFC 3261 §26.2.2,
+		// RFC 5630 §3.1.3): only to contacts reached over TLS or WSS.
+		if targets = secureOnly(targets); len(targets) == 0 {
+			return nil, false, chain.Refuse(480, "Temporarily Unavailable: No Secure Contact")
+		}
+	}
 	return forkGroups(targets), false, refused
 }
 

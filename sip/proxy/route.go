@@ -62,6 +62,23 @@ func bindingTarget(b store.Binding) (target, error) {
 	return t, nil
 }
 
+// secureOnly keeps the targets reached over TLS or WSS: the phone's own
+// connection on a secure listener, a sips: contact, or one whose
+// transport parameter names TLS.
+func secureOnly(ts []target) []target {
+	out := ts[:0:0]
+	for _, t := range ts {
+		tr := t.transport
+		if tr == "" && len(t.path) == 0 {
+			tr = nexthop.Transport(t.uri)
+		}
+		if tr == "TLS" || tr == "WSS" {
+			out = append(out, t)
+		}
+	}
+	return out
+}
+
 // forkGroups orders a user's targets: by q (groupByQ), with one flow per
 // device (RFC 5626 §5.3: a request goes to one flow of an instance, its
 // most recent); a device's other flows follow, newest first, each a group

@@ -288,3 +288,30 @@ func TestForkGroupsOneFlowPerDevice(t *testing.T) {
 		t.Fatalf("groups %v, want %v", got, want)
 	}
 }
+
+func TestSecureOnly(t *testing.T) {
+	for _, c := range []struct {
+		name string
+		b    store.Binding
+		want bool
+	}{
+		{"registered over TLS", store.Binding{Contact: "sip:alice@10.0.0.2:5060;transport=tls", Source: "203.0.113.5:40000", NAT: true, Transport: "tls"}, true},
+		{"registered over WSS", store.Binding{Contact: "sip:alice@df7jal23ls0d.invalid;transport=ws", Source: "203.0.113.5:40001", NAT: true, Transport: "wss"}, true},
+		{"registered over UDP", store.Binding{Contact: "sip:alice@10.0.0.2:5060", Source: "203.0.113.5:40002", NAT: true, Transport: "udp"}, false},
+		{"registered over WS", store.Binding{Contact: "sip:alice@x.invalid;transport=ws", Source: "203.0.113.5:40003", NAT: true, Transport: "ws"}, false},
+		{"a sips: contact", store.Binding{Contact: "sips:alice@198.51.100.7", Source: "198.51.100.7:5061", Transport: "tls"}, true},
+		{"a contact with transport=tls", store.Binding{Contact: "sip:alice@198.51.100.7:5061;transport=tls", Source: "198.51.100.7:5061", Transport: "tls"}, true},
+		{"a plain contact, not behind NAT", store.Binding{Contact: "sip:alice@198.51.100.7", Source: "198.51.100.7:5060", Transport: "udp"}, false},
+		{"through an edge proxy", store.Binding{Contact: "sip:alice@10.0.0.2", Path: []string{"<sip:edge.example;lr>"}, Transport: "tls", NAT: true}, false},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			tg, err := bindingTarget(c.b)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if got := len(secureOnly([]target{tg})) == 1; got != c.want {
+				t.Fatalf("secure = %v, want %v", got, c.want)
+			}
+		})
+	}
+}

@@ -317,6 +317,17 @@ func (s *Server) Write(req *sip.Request) error {
 	return c.WriteMsg(req)
 }
 
+// Keepalive sends a double CRLF (RFC 5626 §3.5.1) to dest over UDP from
+// sori's socket: it refreshes a NAT's mapping towards sori, and nothing
+// answers it.
+func (s *Server) Keepalive(ctx context.Context, dest string) error {
+	c, err := s.tp.Conn(ctx, "UDP", dest)
+	if err != nil {
+		return err
+	}
+	return c.Write([]byte("\r\n\r\n"))
+}
+
 // SentBy is the host and port sori writes in Via and Record-Route for
 // transport ("UDP", "TCP"): sip.advertise, else the first listener's.
 func (s *Server) SentBy(transport string) (string, int, error) {
