@@ -42,7 +42,7 @@ type Registrar struct {
 	log      *slog.Logger
 	results  *prometheus.CounterVec
 	now      func() time.Time
-	observer Observer // nil: none
+	observers []Observer
 }
 
 // Observer learns an AOR's bindings after each REGISTER that changed them
@@ -55,7 +55,9 @@ type Observer interface {
 type Option func(*Registrar)
 
 // WithObserver has o told the bindings after every accepted update.
-func WithObserver(o Observer) Option { return func(r *Registrar) { r.observer = o } }
+func WithObserver(o Observer) Option {
+	return func(r *Registrar) { r.observers = append(r.observers, o) }
+}
 
 // New builds a Registrar. reg may be nil (no metrics).
 func New(self *local.Identity, a *auth.Authenticator, s store.Bindings, p Policy, log *slog.Logger, reg prometheus.Registerer, opts ...Option) *Registrar {
@@ -168,8 +170,8 @@ func (r *Registrar) handle(ctx context.Context, req *sip.Request) (*sip.Response
 	if query {
 		return r.ok(req, bindings, now), chain.Done, "query"
 	}
-	if r.observer != nil {
-		r.observer.Track(update.AOR, bindings)
+	for _, o := range r.observers {
+		o.Track(update.AOR, bindings)
 	}
 	return r.ok(req, bindings, now), chain.Done, "ok"
 }

@@ -114,14 +114,29 @@ func TestOutboundFlowsOfOneDevice(t *testing.T) {
 			}
 		}
 	}
+	// sori_sip_flows counts the device's open flows; a closed connection
+	// leaves it at once.
+	flowsOpen := func(want string) {
+		t.Helper()
+		for deadline := time.Now().Add(5 * time.Second); ; time.Sleep(10 * time.Millisecond) {
+			got := nodeMetric(t, n, `sori_sip_flows{transport="tcp"}`)
+			if got == want {
+				return
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("sori_sip_flows{transport=\"tcp\"} = %q, want %s", got, want)
+			}
+		}
+	}
+	flowsOpen("2")
 	ring(second, first)
 
 	second.conn.Close()
-	time.Sleep(100 * time.Millisecond)
+	flowsOpen("1")
 	ring(first, nil)
 
 	first.conn.Close()
-	time.Sleep(100 * time.Millisecond)
+	flowsOpen("0")
 	start := time.Now()
 	invite := alice.call("sip:bob@sori.test")
 	res := alice.final()

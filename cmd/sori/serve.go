@@ -40,6 +40,7 @@ import (
 	"github.com/sori-voice/sori/sip/digest"
 	"github.com/sori-voice/sori/sip/local"
 	"github.com/sori-voice/sori/sip/methods"
+	"github.com/sori-voice/sori/sip/flows"
 	"github.com/sori-voice/sori/sip/natping"
 	"github.com/sori-voice/sori/sip/networks"
 	"github.com/sori-voice/sori/sip/numbers"
@@ -175,7 +176,9 @@ func serve(ctx context.Context, configPath string, logOut io.Writer) error {
 	if err != nil {
 		return err
 	}
-	var regOpts []registrar.Option
+	flowTracker := flows.New(srv)
+	reg.MustRegister(flowTracker)
+	regOpts := []registrar.Option{registrar.WithObserver(flowTracker)}
 	var natKeeper *natping.Keeper
 	if iv := cfg.SIP.NATPing.Interval.D(); iv > 0 {
 		nc := natping.Config{Interval: iv, MaxMisses: cfg.SIP.NATPing.MaxMisses, Pinger: ua, Store: st,

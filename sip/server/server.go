@@ -317,6 +317,10 @@ func (s *Server) Write(req *sip.Request) error {
 	return c.WriteMsg(req)
 }
 
+// Open reports whether the flow from remote over transport is still open
+// (sip/transport).
+func (s *Server) Open(transport, remote string) bool { return s.tp.Open(transport, remote) }
+
 // Keepalive sends a double CRLF (RFC 5626 §3.5.1) to dest over UDP from
 // sori's socket: it refreshes a NAT's mapping towards sori, and nothing
 // answers it.

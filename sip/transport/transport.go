@@ -268,6 +268,32 @@ func existingOnly(ctx context.Context) bool {
 	return v
 }
 
+// Open reports whether a flow a peer opened to sori is still there:
+// the connection from remote ("ip:port") over transport for TCP, TLS, WS
+// and WSS; for UDP, whose flows have no connection, always.
+func (t *Transport) Open(transport, remote string) bool {
+	tr := strings.ToUpper(transport)
+	if tr == "UDP" {
+		return true
+	}
+	ap, err := netip.ParseAddrPort(remote)
+	if err != nil {
+		return false
+	}
+	k := streamKey{tr, unmap(ap)}
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	switch tr {
+	case "TCP", "TLS":
+		s := t.streams[k]
+		return s != nil && !s.isClosed()
+	case "WS", "WSS":
+		w := t.ws[k]
+		return w != nil && !w.isClosed()
+	}
+	return false
+}
+
 // ErrNotAddress is returned for a destination that is not an IP address
 // and port: sori resolves no names on the SIP path.
 var ErrNotAddress = errors.New("destination is not an IP address and port (sori resolves no names)")
