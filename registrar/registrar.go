@@ -35,13 +35,13 @@ type Policy struct {
 
 // Registrar is the REGISTER link of the request chain.
 type Registrar struct {
-	self     *local.Identity
-	auth     *auth.Authenticator
-	store    store.Bindings
-	policy   Policy
-	log      *slog.Logger
-	results  *prometheus.CounterVec
-	now      func() time.Time
+	self      *local.Identity
+	auth      *auth.Authenticator
+	store     store.Bindings
+	policy    Policy
+	log       *slog.Logger
+	results   *prometheus.CounterVec
+	now       func() time.Time
 	observers []Observer
 }
 

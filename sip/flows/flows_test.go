@@ -21,8 +21,8 @@ func TestCount(t *testing.T) {
 		{ID: "a", Instance: "<urn:uuid:1>", RegID: 1, Transport: "tls", Source: "203.0.113.5:40000", Expires: later},
 		{ID: "b", Instance: "<urn:uuid:1>", RegID: 2, Transport: "udp", Source: "203.0.113.5:40001", Expires: later},
 		{ID: "c", Instance: "<urn:uuid:2>", RegID: 1, Transport: "tcp", Source: "203.0.113.5:40002", Expires: later}, // its connection closed
-		{ID: "d", Transport: "tls", Source: "203.0.113.5:40000", Expires: later},                                    // no outbound
-		{ID: "e", Instance: "<urn:uuid:3>", RegID: 1, Transport: "udp", Source: "203.0.113.5:40001", Expires: now},  // expired
+		{ID: "d", Transport: "tls", Source: "203.0.113.5:40000", Expires: later},                                     // no outbound
+		{ID: "e", Instance: "<urn:uuid:3>", RegID: 1, Transport: "udp", Source: "203.0.113.5:40001", Expires: now},   // expired
 	})
 	tr.Track("bob@sori.test", []store.Binding{
 		{ID: "f", Instance: "<urn:uuid:4>", RegID: 1, Transport: "ws", Source: "203.0.113.9:50000", Expires: later},
