@@ -11,6 +11,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/emiago/sipgo/sip"
 	client "github.com/icholy/digest"
 )
 
@@ -282,5 +283,74 @@ func TestBadInputIsLoggedSparingly(t *testing.T) {
 	}
 	if bad == 0 || bad > 20 {
 		t.Errorf("%d log lines for %d bad messages, want a few", bad, 2*rounds)
+	}
+}
+
+// Inside a call, where sori sends is the other side, as sori saw it: a
+// party to the call cannot make sori send elsewhere (a BYE to an internal
+// address), neither with a Request-URI of its choosing nor with a NAT
+// alias it wrote itself. Defect: sori followed an alias the caller put in
+// its own Contact, and any Request-URI inside a dialog it had set up.
+func TestInDialogTargetIsTheOtherSide(t *testing.T) {
+	n := startNode(t, nodeConfig{})
+	w := watch(t, "127.0.0.9")
+	whost, wport, _ := net.SplitHostPort(w.addr)
+	bob := newUA(t, n, "udp", "bob")
+	if res := bob.registerAuth("bob", "bob-secret", "tgt-reg@test", 1, "Contact: <sip:bob@"+bob.local+">"); res.StatusCode != 200 {
+		t.Fatalf("REGISTER: %d", res.StatusCode)
+	}
+	alice := newUA(t, n, "udp", "alice")
+	forged := "sip:alice@" + alice.local + ";alias=" + whost + "~" + wport + "~1"
+	alice.authenticated("INVITE", "sip:bob@sori.test", "Contact: <"+forged+">")
+	inv := bob.readRequest()
+	got := inv.Contact().Address
+	if v, _ := got.UriParams.Get("alias"); strings.HasPrefix(v, whost+"~") || got.Host != "127.0.0.1" {
+		t.Fatalf("bob got Contact %s: the caller's own alias went through", got.String())
+	}
+	bob.respond(inv, 200, "OK", "Contact: <sip:bob@"+bob.local+">")
+	res := alice.final()
+	if res.StatusCode != 200 {
+		t.Fatalf("INVITE: %d", res.StatusCode)
+	}
+	alice.send(alice.inDialog("ACK", 2, res))
+	if ack := bob.readRequest(); ack.Method != sip.ACK {
+		t.Fatalf("bob got %s, want ACK", ack.Method)
+	}
+
+	// bob's BYE, by the book: Route the Record-Route, To alice's From.
+	var routes []string
+	for _, h := range inv.GetHeaders("Record-Route") {
+		routes = append(routes, "Route: "+h.Value())
+	}
+	cseq := 0
+	byeTo := func(ruri string) *sip.Response {
+		cseq++
+		bob.seq++
+		return bob.do(fmt.Sprintf("BYE %s SIP/2.0\nVia: SIP/2.0/UDP %s;branch=z9hG4bK-tgt-%d;rport\nMax-Forwards: 70\n%sFrom: <sip:bob@sori.test>;tag=%s\nTo: %s\nCall-ID: %s\nCSeq: %d BYE\nContent-Length: 0\n\n",
+			ruri, bob.local, bob.seq, joinLines(routes), res.To().Params.GetOr("tag", ""), inv.From().Value(), inv.CallID().Value(), cseq))
+	}
+	sealed := got.String()
+	for _, ruri := range []string{
+		"sip:alice@" + w.addr,                                               // elsewhere
+		strings.Replace(sealed, alice.local, w.addr, 1),                     // elsewhere, sori's alias kept
+		"sip:alice@" + alice.local + ";alias=" + whost + "~" + wport + "~1", // an alias without sori's seal
+	} {
+		if r := byeTo(ruri); r.StatusCode != 403 {
+			t.Errorf("BYE to %s: %d %s, want 403", ruri, r.StatusCode, r.Reason)
+		}
+	}
+	w.quiet(t, 500*time.Millisecond)
+	// To alice's Contact as sori gave it: she gets it.
+	cseq++
+	bob.seq++
+	bob.send(fmt.Sprintf("BYE %s SIP/2.0\nVia: SIP/2.0/UDP %s;branch=z9hG4bK-tgt-%d;rport\nMax-Forwards: 70\n%sFrom: <sip:bob@sori.test>;tag=%s\nTo: %s\nCall-ID: %s\nCSeq: %d BYE\nContent-Length: 0\n\n",
+		sealed, bob.local, bob.seq, joinLines(routes), res.To().Params.GetOr("tag", ""), inv.From().Value(), inv.CallID().Value(), cseq))
+	bye := alice.readRequest()
+	if bye.Method != sip.BYE {
+		t.Fatalf("alice got %s, want the BYE", bye.Method)
+	}
+	alice.respond(bye, 200, "OK")
+	if r := bob.read(); r.StatusCode != 200 {
+		t.Fatalf("BYE: %d", r.StatusCode)
 	}
 }

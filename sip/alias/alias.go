@@ -24,10 +24,20 @@ type Alias struct {
 	Transport string // UDP, TCP or TLS
 }
 
-// Add marks c with src when the Contact is not where the message came from.
+// SealParam carries the proxy's MAC of the alias (sip/proxy): an alias
+// is followed only if sori wrote it, for that dialog.
+const SealParam = "as"
+
+// Add marks c with src when the Contact is not where the message came
+// from. An alias the sender wrote itself is removed first: where sori
+// sends is never the sender's to choose.
 func Add(c *sip.ContactHeader, src, transport string) {
+	if c.Address.Wildcard {
+		return
+	}
+	strip(&c.Address)
 	host, port, err := net.SplitHostPort(src)
-	if err != nil || c.Address.Wildcard || c.Address.UriParams.Has("alias") {
+	if err != nil {
 		return
 	}
 	transport = strings.ToUpper(transport)
@@ -56,15 +66,32 @@ func Add(c *sip.ContactHeader, src, transport string) {
 }
 
 // Has reports whether u carries an alias.
-func Has(u sip.Uri) bool { return u.UriParams.Has("alias") }
+func Has(u sip.Uri) bool { return u.UriParams != nil && u.UriParams.Has("alias") }
+
+// Value is u's alias parameter and its seal, as written.
+func Value(u sip.Uri) (alias, seal string, ok bool) {
+	if u.UriParams == nil {
+		return "", "", false
+	}
+	alias, ok = u.UriParams.Get("alias")
+	seal, _ = u.UriParams.Get(SealParam)
+	return alias, seal, ok
+}
+
+func strip(u *sip.Uri) {
+	if u.UriParams != nil {
+		u.UriParams.Remove("alias")
+		u.UriParams.Remove(SealParam)
+	}
+}
 
 // Take removes the alias from u and returns where it points.
 func Take(u *sip.Uri) (Alias, bool) {
-	v, ok := u.UriParams.Get("alias")
+	v, _, ok := Value(*u)
 	if !ok {
 		return Alias{}, false
 	}
-	u.UriParams.Remove("alias")
+	strip(u)
 	parts := strings.Split(v, "~")
 	if len(parts) != 3 {
 		return Alias{}, false

@@ -14,7 +14,8 @@ func TestAddAlias(t *testing.T) {
 		{"reachable as it says", "sip:alice@203.0.113.5:40000", "203.0.113.5:40000", "UDP", "sip:alice@203.0.113.5:40000"},
 		{"no port means 5060", "sip:alice@203.0.113.5", "203.0.113.5:5060", "UDP", "sip:alice@203.0.113.5"},
 		{"TCP always names the connection", "sip:alice@203.0.113.5:40000;transport=tcp", "203.0.113.5:40000", "TCP", "sip:alice@203.0.113.5:40000;transport=tcp;alias=203.0.113.5~40000~2"},
-		{"already aliased", "sip:alice@10.0.0.1;alias=198.51.100.1~5060~1", "203.0.113.5:40000", "UDP", "sip:alice@10.0.0.1;alias=198.51.100.1~5060~1"},
+		{"the sender's own alias is replaced", "sip:alice@10.0.0.1;alias=198.51.100.1~5060~1;as=forged", "203.0.113.5:40000", "UDP", "sip:alice@10.0.0.1;alias=203.0.113.5~40000~1"},
+		{"the sender's own alias is removed", "sip:alice@203.0.113.5:40000;alias=10.0.0.9~6379~2", "203.0.113.5:40000", "UDP", "sip:alice@203.0.113.5:40000"},
 		{"IPv6 source", "sip:alice@[fd00::1]:5060", "[2001:db8::5]:40000", "UDP", "sip:alice@[fd00::1]:5060;alias=2001:db8::5~40000~1"},
 	}
 	for _, tt := range tests {
@@ -38,6 +39,7 @@ func TestTakeAlias(t *testing.T) {
 		{"TCP", "sip:alice@192.168.1.20;transport=tcp;alias=203.0.113.5~40000~2", "sip:alice@192.168.1.20;transport=tcp", Alias{"203.0.113.5:40000", "TCP"}, true},
 		{"IPv6", "sip:alice@[fd00::1];alias=2001:db8::5~40000~1", "sip:alice@[fd00::1]", Alias{"[2001:db8::5]:40000", "UDP"}, true},
 		{"none", "sip:alice@192.168.1.20", "sip:alice@192.168.1.20", Alias{}, false},
+		{"with its seal", "sip:alice@192.168.1.20;alias=203.0.113.5~40000~3;as=abc", "sip:alice@192.168.1.20", Alias{"203.0.113.5:40000", "TLS"}, true},
 		{"not an IP: removed, not followed", "sip:alice@h;alias=evil.example~5060~1", "sip:alice@h", Alias{}, false},
 		{"bad port", "sip:alice@h;alias=203.0.113.5~70000~1", "sip:alice@h", Alias{}, false},
 		{"too few fields", "sip:alice@h;alias=203.0.113.5~5060", "sip:alice@h", Alias{}, false},

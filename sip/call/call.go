@@ -166,6 +166,23 @@ func (c *Call) Moved(fromTag, contact, source, transport string) {
 	side.Target, side.Dest, side.Transport = contact, source, transport
 }
 
+// Peer is the other side of the dialog from the side with fromTag: where
+// the requests that side sends must go. ok is false before the call is
+// answered, or for a tag that is neither side's.
+func (c *Call) Peer(fromTag string) (Side, bool) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	switch {
+	case !c.st.Dialog || fromTag == "":
+		return Side{}, false
+	case fromTag == c.st.Caller.Tag:
+		return c.st.Callee, true
+	case fromTag == c.st.Callee.Tag:
+		return c.st.Caller, true
+	}
+	return Side{}, false
+}
+
 // Failed ends an unanswered call with its final response; timedOut: timer C.
 func (c *Call) Failed(code int, reason string, timedOut bool, branches int) {
 	c.end(ending{ringing: true, code: code, reason: reason, branches: branches,

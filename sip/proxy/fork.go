@@ -10,7 +10,6 @@ import (
 
 	"github.com/emiago/sipgo/sip"
 
-	"github.com/sori-voice/sori/sip/alias"
 	"github.com/sori-voice/sori/sip/call"
 	"github.com/sori-voice/sori/sip/chain"
 	"github.com/sori-voice/sori/sip/timers"
@@ -32,6 +31,7 @@ type fork struct {
 	in     *sip.Request
 	w      chain.ResponseWriter
 	call   *call.Call   // nil unless an initial INVITE
+	dialog *call.Call   // the call an in-dialog request belongs to; nil: none held
 	caller chain.Caller // who sent it
 	invite bool
 	rr     bool
@@ -401,9 +401,14 @@ func (f *fork) relay(res *sip.Response) {
 	up.RemoveHeader("Via")
 	for up.RemoveHeader("P-Access-Network-Info") { // RFC 7315 §4.4, as for requests
 	}
-	if f.rr && res.StatusCode > 100 && res.StatusCode < 300 {
+	refresh := targetRefresh(f.in)
+	if (f.rr || refresh) && res.StatusCode > 100 && res.StatusCode < 300 {
 		if c := up.Contact(); c != nil {
-			alias.Add(c, res.Source(), res.Transport())
+			if refresh && f.dialog != nil && res.StatusCode >= 200 {
+				// The answering side's own target refresh.
+				f.dialog.Moved(f.in.To().Params.GetOr("tag", ""), c.Address.String(), res.Source(), res.Transport())
+			}
+			f.p.markContact(c, res.Source(), res.Transport(), f.in.CallID().Value())
 		}
 	}
 	_ = f.w.Respond(up)

@@ -378,7 +378,14 @@ func (p *Proxy) inDialog(ctx context.Context, w chain.ResponseWriter, r *chain.R
 		return chain.Refuse(404, "Not Here")
 	}
 	fromTag := req.From().Params.GetOr("tag", "")
-	c := p.cfg.Calls.Find(req.CallID().Value())
+	callID := req.CallID().Value()
+	c := p.cfg.Calls.Find(callID)
+	if !p.aliasSealed(req.Recipient, callID) || !dialogTarget(c, fromTag, req) {
+		// Not where the dialog's other side is (target.go).
+		p.log.Info("in-dialog request refused: not the dialog's target", "method", string(req.Method), "call_id", callID,
+			"request_uri", req.Recipient.String(), "source", req.Source())
+		return chain.Refuse(403, "Forbidden: Not The Dialog's Target")
+	}
 	on := netip.AddrPort{}
 	if c != nil {
 		c.Seen(fromTag, req.CSeq().SeqNo)
@@ -388,7 +395,7 @@ func (p *Proxy) inDialog(ctx context.Context, w chain.ResponseWriter, r *chain.R
 		}
 	}
 	f := newFork(p, req, w, nil, r.Caller, [][]target{{t}}, false)
-	f.anchor = on
+	f.anchor, f.dialog = on, c
 	if req.IsInvite() || req.Method == sip.UPDATE {
 		if refused := p.offer(ctx, req, f, on); refused.Code != 0 {
 			return refused
@@ -410,6 +417,11 @@ func (p *Proxy) forwardAck(req *sip.Request, routed bool) {
 		return // not ours to relay
 	}
 	if mf := req.MaxForwards(); mf != nil && mf.Val() == 0 {
+		return
+	}
+	callID := req.CallID().Value()
+	if !p.aliasSealed(req.Recipient, callID) || !dialogTarget(p.cfg.Calls.Find(callID), req.From().Params.GetOr("tag", ""), req) {
+		p.log.Debug("ACK not relayed: not the dialog's target", "call_id", callID, "request_uri", req.Recipient.String())
 		return
 	}
 	out, err := p.prepare(req, target{uri: req.Recipient}, false, "")

@@ -299,11 +299,24 @@ func (p *Proxy) prepare(in *sip.Request, t target, recordRoute bool, loop string
 			}
 		}
 		prepend(out, rrs...)
-		if c := out.Contact(); c != nil {
-			alias.Add(c, in.Source(), in.Transport())
-		}
+	}
+	if c := out.Contact(); c != nil && (recordRoute || targetRefresh(in)) {
+		p.markContact(c, in.Source(), in.Transport(), in.CallID().Value())
 	}
 	return out, nil
+}
+
+// targetRefresh: a request inside a dialog that may change its sender's
+// Contact (RFC 3261 §12.2, RFC 3311, RFC 6665, RFC 3515).
+func targetRefresh(req *sip.Request) bool {
+	if req.To() == nil || !req.To().Params.Has("tag") {
+		return false
+	}
+	switch req.Method {
+	case sip.INVITE, sip.UPDATE, sip.SUBSCRIBE, sip.NOTIFY, sip.REFER:
+		return true
+	}
+	return false
 }
 
 // privacyID reports whether the request asks for its identity to be kept

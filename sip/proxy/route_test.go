@@ -140,7 +140,7 @@ func TestPrepare(t *testing.T) {
 			t.Fatalf("the caller's Via did not learn its source: %s", vias[1].Value())
 		case !slices.Equal(values(out.GetHeaders("Record-Route")), []string{"<sip:127.0.0.1:5060;sd=" + p.dialogToken(in.CallID().Value()) + ";lr>"}):
 			t.Fatalf("Record-Route %q", values(out.GetHeaders("Record-Route")))
-		case out.Contact().Address.String() != "sip:alice@192.168.1.20:5060;alias=203.0.113.5~40000~1":
+		case out.Contact().Address.String() != "sip:alice@192.168.1.20:5060;alias=203.0.113.5~40000~1;as="+p.aliasSeal(in.CallID().Value(), "203.0.113.5~40000~1"):
 			t.Fatalf("Contact %s", out.Contact().Address.String())
 		case in.MaxForwards().Val() != 70 || len(in.GetHeaders("Via")) != 1:
 			t.Fatal("the incoming request was changed")
