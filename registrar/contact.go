@@ -46,6 +46,12 @@ func bindingID(u sip.Uri, instance string, regID int) string {
 	return hex.EncodeToString(sum[:8])
 }
 
+// pushBindingID identifies a binding by the device's push token.
+func pushBindingID(p pushContact) string {
+	sum := sha256.Sum256([]byte("pn:" + strings.ToLower(p.provider) + ":" + p.prid + ":" + p.param))
+	return hex.EncodeToString(sum[:8])
+}
+
 // parseQ reads the q parameter (RFC 3261 §20.10: 0 to 1, up to three
 // decimals) in thousandths; -1 when absent.
 func parseQ(p sip.HeaderParams) (int, bool) {

@@ -31,6 +31,7 @@ type Policy struct {
 	// FlowTimer is sent as Flow-Timer to a phone registering with SIP
 	// Outbound; 0: 120 s.
 	FlowTimer time.Duration
+	Push      PushPolicy
 }
 
 // Registrar is the REGISTER link of the request chain.
@@ -242,20 +243,39 @@ func (r *Registrar) parse(req *sip.Request, now time.Time) (store.Update, chain.
 		}
 		instance, _ := c.Params.Get("+sip.instance")
 		regID, _ := strconv.Atoi(c.Params.GetOr("reg-id", "0"))
+		id := bindingID(c.Address, instance, regID)
+		pn, hasPush := readPush(c.Address)
+		if hasPush && !pn.query {
+			// RFC 8599 §5.2: a provider sori does not push with, or no
+			// device token to push to (one is needed, but not to unbind).
+			if !r.policy.Push.served(pn.provider) || pn.prid == "" && expires != 0 {
+				return u, chain.Refuse(555, "Push Notification Service Not Supported"), "push_unsupported"
+			}
+			if instance == "" {
+				// The device is its push token: a woken app re-registering
+				// from a new address replaces its binding (as OpenSIPS
+				// matches by pn-provider and pn-prid).
+				id = pushBindingID(pn)
+			}
+		} else {
+			pn = pushContact{}
+		}
 		u.Contacts = append(u.Contacts, store.Binding{
-			ID:        bindingID(c.Address, instance, regID),
-			Contact:   c.Address.String(),
-			Params:    echoParams(c.Params),
-			Q:         q,
-			Expires:   now.Add(time.Duration(expires) * time.Second),
-			Source:    req.Source(),
-			NAT:       behindNAT(req, c.Address),
-			Transport: strings.ToLower(req.Transport()),
-			Path:      path,
-			UserAgent: userAgent,
-			Instance:  instance,
-			RegID:     regID,
-			Updated:   now,
+			PushProvider: strings.ToLower(pn.provider), PushPRID: pn.prid, PushParam: pn.param,
+			PushSelfRefresh: pn.provider != "" && c.Params.Has("+sip.pnsreg"),
+			ID:              id,
+			Contact:         c.Address.String(),
+			Params:          echoParams(c.Params),
+			Q:               q,
+			Expires:         now.Add(time.Duration(expires) * time.Second),
+			Source:          req.Source(),
+			NAT:             behindNAT(req, c.Address),
+			Transport:       strings.ToLower(req.Transport()),
+			Path:            path,
+			UserAgent:       userAgent,
+			Instance:        instance,
+			RegID:           regID,
+			Updated:         now,
 		})
 	}
 	return u, chain.Done, ""
@@ -283,6 +303,21 @@ func (r *Registrar) ok(req *sip.Request, bindings []store.Binding, now time.Time
 	}
 	for _, h := range chain.Headers(req, "Path") { // RFC 3327 §5.3: echo the Path
 		res.AppendHeader(sip.NewHeader("Path", h.Value()))
+	}
+	seen := map[string]bool{}
+	for _, h := range chain.Headers(req, "Contact") {
+		c, ok := h.(*sip.ContactHeader)
+		if !ok {
+			continue
+		}
+		if pn, ok := readPush(c.Address); ok && (pn.query || r.policy.Push.served(pn.provider)) {
+			for _, fc := range r.policy.Push.featureCaps(pn) {
+				if !seen[fc] {
+					seen[fc] = true
+					res.AppendHeader(sip.NewHeader("Feature-Caps", fc))
+				}
+			}
+		}
 	}
 	if outbound(req) {
 		// RFC 5626 §6: the flow is kept (sori is the edge proxy: the phone's

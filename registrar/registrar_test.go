@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -21,7 +22,8 @@ import (
 	"github.com/sori-voice/sori/sip/local"
 )
 
-var policy = Policy{MinExpires: 60, MaxExpires: 3600, DefaultExpires: 1800, MaxContacts: 3}
+var policy = Policy{MinExpires: 60, MaxExpires: 3600, DefaultExpires: 1800, MaxContacts: 3,
+	Push: PushPolicy{Providers: []string{"apns", "fcm"}, RefreshBefore: 130 * time.Second}}
 
 // retryAfter is what the server adds to a 503 in these tests.
 const retryAfter = 7
@@ -592,5 +594,64 @@ func TestOutboundRegistration(t *testing.T) {
 				t.Fatalf("Flow-Timer %s, want the default 120", ft.Value())
 			}
 		})
+	}
+}
+
+// RFC 8599 §5.2: a Contact with push parameters for a provider sori
+// serves is bound with them and the 200 says so in Feature-Caps; a
+// provider it does not serve gets 555; a query lists what it serves.
+func TestPushRegistration(t *testing.T) {
+	const apns = "Contact: <sip:alice@192.168.1.20:5060;pn-provider=apns;pn-prid=00fc13adff78512;pn-param=ABCD1234.com.example.voip>"
+	for _, tt := range []struct {
+		name    string
+		contact string
+		code    int
+		caps    []string
+		push    bool
+	}{
+		{"apns", apns, 200, []string{`*;+sip.pns="apns";+sip.pnsreg="130"`}, true},
+		{"device refreshes itself", apns + ";+sip.pnsreg", 200, []string{`*;+sip.pns="apns";+sip.pnsreg="130"`}, true},
+		{"a provider sori does not serve", "Contact: <sip:alice@192.168.1.20:5060;pn-provider=webpush;pn-prid=abc>", 555, nil, false},
+		{"no device token", "Contact: <sip:alice@192.168.1.20:5060;pn-provider=fcm>;expires=600", 555, nil, false},
+		{"a query", "Contact: <sip:alice@192.168.1.20:5060;pn-provider>", 200, []string{`*;+sip.pns="apns"`, `*;+sip.pns="fcm"`}, false},
+		{"no push", "Contact: <sip:alice@192.168.1.20:5060>", 200, nil, false},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			h := newHarness(t)
+			res := h.register(request{user: "alice", callID: "pn-" + tt.name, cseq: 1, headers: []string{tt.contact}}, "alice-secret")
+			var caps []string
+			for _, fc := range res.GetHeaders("Feature-Caps") {
+				caps = append(caps, fc.Value())
+			}
+			if res.StatusCode != tt.code || !slices.Equal(caps, tt.caps) {
+				t.Fatalf("%d %s, Feature-Caps %q; want %d, %q", res.StatusCode, res.Reason, caps, tt.code, tt.caps)
+			}
+			bs, _ := h.store.Lookup(context.Background(), "alice@sori.test", h.now)
+			if tt.code != 200 {
+				if len(bs) != 0 {
+					t.Fatalf("refused, yet bound: %+v", bs)
+				}
+				return
+			}
+			if len(bs) != 1 || (bs[0].PushProvider != "") != tt.push {
+				t.Fatalf("bindings %+v", bs)
+			}
+			if tt.push && (bs[0].PushPRID != "00fc13adff78512" || bs[0].PushParam != "ABCD1234.com.example.voip" ||
+				bs[0].PushSelfRefresh != strings.Contains(tt.contact, "+sip.pnsreg")) {
+				t.Fatalf("push binding %+v", bs[0])
+			}
+		})
+	}
+}
+
+// A woken app re-registers from wherever it is now with the same push
+// token: its binding is replaced, not added beside the old one.
+func TestPushTokenReplacesOldContact(t *testing.T) {
+	h := newHarness(t)
+	pn := ";pn-provider=fcm;pn-prid=dev-token-1;pn-param=proj-1"
+	h.register(request{user: "alice", callID: "asleep", cseq: 1, headers: []string{"Contact: <sip:alice@192.168.1.20:5060;transport=tcp" + pn + ">"}}, "alice-secret")
+	res := h.register(request{user: "alice", callID: "woken", cseq: 1, headers: []string{"Contact: <sip:alice@10.20.30.40:41234;transport=tcp" + pn + ">"}}, "alice-secret")
+	if got := contacts(res); len(got) != 1 || !strings.HasPrefix(got[0], "<sip:alice@10.20.30.40:41234") {
+		t.Fatalf("contacts %q, want only the woken app's", got)
 	}
 }

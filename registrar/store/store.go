@@ -25,7 +25,15 @@ type Binding struct {
 	UserAgent string    `json:"ua,omitempty"`
 	Instance  string    `json:"instance,omitempty"` // +sip.instance (RFC 5626)
 	RegID     int       `json:"reg_id,omitempty"`
-	Updated   time.Time `json:"updated"`
+	// Push: the device is woken by a push notification (RFC 8599 pn-*
+	// Contact URI parameters); empty PushProvider: no push.
+	PushProvider string `json:"pn_provider,omitempty"`
+	PushPRID     string `json:"pn_prid,omitempty"`
+	PushParam    string `json:"pn_param,omitempty"`
+	// PushSelfRefresh: the device refreshes its binding itself (+sip.pnsreg,
+	// RFC 8599 §4.1.4); otherwise sori pushes it to before it expires.
+	PushSelfRefresh bool      `json:"pnsreg,omitempty"`
+	Updated         time.Time `json:"updated"`
 }
 
 // Update is the change one REGISTER makes to one AOR; it is applied atomically.

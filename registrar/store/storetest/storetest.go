@@ -96,6 +96,7 @@ func roundTrip(t *testing.T, a, b store.Store) {
 		Params: "+sip.instance=\"<urn:uuid:00000000-0000-1000-8000-000A95A0E128>\";reg-id=1", CallID: "call-1@host", CSeq: 7, Source: "203.0.113.9:61000", NAT: true, Transport: "tcp",
 		Path: []string{"<sip:edge1.example;lr>", "<sip:edge2.example;lr>"}, UserAgent: "baresip 3.10",
 		Instance: "<urn:uuid:00000000-0000-1000-8000-000A95A0E128>", RegID: 1, Updated: n,
+		PushProvider: "apns", PushPRID: "00fc13adff78512", PushParam: "ABCD1234.com.example.voip", PushSelfRefresh: true,
 	}
 	got := mustUpdate(t, a, store.Update{AOR: "alice@sori.test", CallID: "call-1@host", CSeq: 7, Now: n, Contacts: []store.Binding{in}})
 	if len(got) != 1 || !equal(got[0], in) {
@@ -114,7 +115,8 @@ func equal(x, y store.Binding) bool {
 	return x.ID == y.ID && x.Contact == y.Contact && x.Params == y.Params && x.Q == y.Q && x.Expires.Equal(y.Expires) &&
 		x.CallID == y.CallID && x.CSeq == y.CSeq && x.Source == y.Source && x.NAT == y.NAT && x.Transport == y.Transport &&
 		slices.Equal(x.Path, y.Path) && x.UserAgent == y.UserAgent && x.Instance == y.Instance &&
-		x.RegID == y.RegID && x.Updated.Equal(y.Updated)
+		x.RegID == y.RegID && x.Updated.Equal(y.Updated) && x.PushProvider == y.PushProvider && x.PushPRID == y.PushPRID &&
+		x.PushParam == y.PushParam && x.PushSelfRefresh == y.PushSelfRefresh
 }
 
 func severalContacts(t *testing.T, a, b store.Store) {
