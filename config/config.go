@@ -41,6 +41,7 @@ type Config struct {
 	Routes    []Route   `yaml:"routes"`
 	Numbering Numbering `yaml:"numbering"`
 	Security  Security  `yaml:"security"`
+	Push      Push      `yaml:"push"`
 	HTTP      HTTP      `yaml:"http"`
 	Log       Log       `yaml:"log"`
 }
@@ -292,6 +293,7 @@ func Default() Config {
 			TrunkPing:      Duration(30 * time.Second),
 			NATPing:        NATPing{Method: "options", Interval: Duration(30 * time.Second), MaxMisses: 3},
 		},
+		Push:  defaultPush(),
 		CDR:   CDR{RedisStream: "sori:cdr", StreamMaxLen: 1000000},
 		Media: Media{Timeout: Duration(2 * time.Second), PingInterval: Duration(5 * time.Second)},
 		Registrar: Registrar{
@@ -579,6 +581,7 @@ func (v *validator) check(c *Config) {
 	}
 
 	v.checkSecurity(c)
+	v.checkPush(c)
 	if c.HTTP.Listen != "" {
 		if _, err := netip.ParseAddrPort(c.HTTP.Listen); err != nil {
 			v.fail("http.listen", "%q is not IP:PORT (empty disables the endpoint)", c.HTTP.Listen)

@@ -189,12 +189,25 @@ func serve(ctx context.Context, configPath string, logOut io.Writer) error {
 		natKeeper = natping.New(nc)
 		regOpts = append(regOpts, registrar.WithObserver(natKeeper))
 	}
+	waker, err := pushWaker(cfg, st, log, reg)
+	if err != nil {
+		return err
+	}
+	var pushPolicy registrar.PushPolicy
+	if waker != nil {
+		regOpts = append(regOpts, registrar.WithObserver(waker))
+		for _, pc := range cfg.Push.Providers {
+			pushPolicy.Providers = append(pushPolicy.Providers, strings.ToLower(pc.Name))
+		}
+		pushPolicy.RefreshBefore = cfg.Push.RefreshBefore.D()
+	}
 	rg := registrar.New(self, authn, st, registrar.Policy{
 		MinExpires:     cfg.Registrar.MinExpires,
 		MaxExpires:     cfg.Registrar.MaxExpires,
 		DefaultExpires: cfg.Registrar.DefaultExpires,
 		MaxContacts:    cfg.Registrar.MaxContacts,
 		FlowTimer:      cfg.Registrar.FlowTimer.D(),
+		Push:           pushPolicy,
 	}, log.With("component", "registrar"), reg, regOpts...)
 
 	records, closeSinks, err := callRecorder(cfg, st, log, reg)
@@ -234,6 +247,9 @@ func serve(ctx context.Context, configPath string, logOut io.Writer) error {
 		defer media.Close()
 		ccfg.Media, pcfg.Media = media, media
 	}
+	if waker != nil {
+		pcfg.Push = waker
+	}
 	table := call.New(ccfg)
 	pcfg.Calls = table
 	px := proxy.New(pcfg)
@@ -260,6 +276,9 @@ func serve(ctx context.Context, configPath string, logOut io.Writer) error {
 	}
 	if natKeeper != nil {
 		go natKeeper.Run(ctx)
+	}
+	if waker != nil {
+		go waker.Run(ctx) // refresh pushes, and woken apps registering on other nodes
 	}
 	if len(cfg.Trunks) > 0 {
 		go tt.Monitor(ctx, cfg.SIP.TrunkPing.D(), ua)

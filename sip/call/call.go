@@ -183,6 +183,25 @@ func (c *Call) Peer(fromTag string) (Side, bool) {
 	return Side{}, false
 }
 
+// Pushed notes a push sent to wake one of the callee's devices.
+func (c *Call) Pushed() {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.st.Record.Push == nil {
+		c.st.Record.Push = &calls.PushRecord{}
+	}
+	c.st.Record.Push.Sent++
+}
+
+// Woken notes that a pushed app registered after d (the first counts).
+func (c *Call) Woken(d time.Duration) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if p := c.st.Record.Push; p != nil && p.WakeMS == 0 {
+		p.WakeMS = max(d.Milliseconds(), 1)
+	}
+}
+
 // Failed ends an unanswered call with its final response; timedOut: timer C.
 func (c *Call) Failed(code int, reason string, timedOut bool, branches int) {
 	c.end(ending{ringing: true, code: code, reason: reason, branches: branches,

@@ -37,6 +37,14 @@ type Record struct {
 	CallerMedia *MediaQuality `json:"caller_media,omitempty"`
 	CalleeMedia *MediaQuality `json:"callee_media,omitempty"`
 	MOS         float64       `json:"mos,omitempty"` // the lower of the two sides' MOS
+	// Push: the callee's app was asleep and pushed (RFC 8599).
+	Push *PushRecord `json:"push,omitempty"`
+}
+
+// PushRecord is the push wake-up of a call's callee.
+type PushRecord struct {
+	Sent   int   `json:"sent"`              // pushes sent (one per sleeping device)
+	WakeMS int64 `json:"wake_ms,omitempty"` // push to the first woken app's REGISTER; 0: none woke
 }
 
 // MediaQuality is one phone's media in a call.

@@ -111,6 +111,9 @@ type Async struct {
 	log     *slog.Logger
 	dropped func()
 	timeout time.Duration
+
+	mu     sync.RWMutex // Write against Close: a call ending during shutdown
+	closed bool
 }
 
 // NewAsync starts the writer; dropped is called for each record lost.
@@ -134,6 +137,12 @@ func (a *Async) run() {
 
 // Write implements Sink: it queues the record.
 func (a *Async) Write(_ context.Context, r Record) error {
+	a.mu.RLock()
+	defer a.mu.RUnlock()
+	if a.closed {
+		a.dropped()
+		return fmt.Errorf("cdr: closed, record for %s dropped", r.CallID)
+	}
 	select {
 	case a.queue <- r:
 		return nil
@@ -145,6 +154,11 @@ func (a *Async) Write(_ context.Context, r Record) error {
 
 // Close writes what is queued, then stops.
 func (a *Async) Close() {
-	close(a.queue)
+	a.mu.Lock()
+	if !a.closed {
+		a.closed = true
+		close(a.queue)
+	}
+	a.mu.Unlock()
 	<-a.done
 }

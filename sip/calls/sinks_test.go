@@ -160,6 +160,12 @@ func TestAsyncQueuesDropsWhenFullAndFlushesOnClose(t *testing.T) {
 	if bad.calls.Load() != 1 || dropped.Load() != 1 {
 		t.Fatalf("failed write: %d calls, %d dropped", bad.calls.Load(), dropped.Load())
 	}
+	// A call that ends during shutdown, after Close: dropped and counted,
+	// not a send on a closed queue.
+	if err := a.Write(context.Background(), sample("late")); err == nil || dropped.Load() != 2 {
+		t.Fatalf("write after close: %v, %d dropped", err, dropped.Load())
+	}
+	a.Close() // twice is harmless
 }
 
 // memorySink keeps the records written to it.

@@ -12,6 +12,8 @@ import (
 
 	"github.com/sori-voice/sori/sip/call"
 	"github.com/sori-voice/sori/sip/chain"
+	"github.com/sori-voice/sori/sip/push"
+	"github.com/sori-voice/sori/sip/pushwake"
 	"github.com/sori-voice/sori/sip/timers"
 	"github.com/sori-voice/sori/sip/transport"
 	"github.com/sori-voice/sori/sip/trunks"
@@ -79,6 +81,10 @@ type branch struct {
 	giveUp      chan struct{}
 	giveUpOnce  sync.Once
 	giveUpTimer *timers.Timer // the wait for a cancelled branch to finish
+	// wait: the branch is held for an app woken by push (no request sent
+	// yet); woken: the woken app's binding got it.
+	wait  *pushwake.Wait
+	woken bool
 }
 
 func newFork(p *Proxy, in *sip.Request, w chain.ResponseWriter, c *call.Call, caller chain.Caller, groups [][]target, rr bool) *fork {
@@ -133,36 +139,11 @@ func (f *fork) startGroup() {
 	f.mu.Unlock()
 
 	for i, t := range targets {
-		b := bs[i]
-		req, err := f.p.prepare(f.in, t, f.rr, f.loop)
-		var tx sip.ClientTransaction
-		if err == nil {
-			ctx, cancel := context.WithTimeout(context.Background(), dialTimeout)
-			if t.flow {
-				ctx = transport.ExistingOnly(ctx) // a phone's connection is never dialled again
-			}
-			tx, err = f.p.cfg.Sender.Request(ctx, req)
-			cancel()
-		}
-		if err != nil {
-			f.p.log.Info("branch not sent", "call_id", f.in.CallID().Value(), "target", t.uri.String(), "dest", t.dest, "error", err)
-			f.mu.Lock()
-			f.settle(b, 480)
-			f.mu.Unlock()
+		if t.push != nil {
+			f.wake(bs[i], t)
 			continue
 		}
-		f.p.branches.Inc()
-		if t.gateway != nil && f.call != nil {
-			f.call.SetRoute("", "", t.trunk, t.gateway.Transport+":"+t.gateway.Addr.String())
-		}
-		f.mu.Lock()
-		b.req, b.tx, b.trunk, b.gateway = req, tx, t.trunk, t.gateway
-		f.refs++
-		f.mu.Unlock()
-		if f.invite {
-			tx.OnRetransmission(func(res *sip.Response) { f.onRetransmission(res) })
-		}
-		go f.watch(b)
+		f.send(bs[i], t)
 	}
 	if f.invite {
 		t := f.p.timers.AfterFunc(f.p.cfg.TimerC, func() { f.onTimerC(gi) })
@@ -173,6 +154,86 @@ func (f *fork) startGroup() {
 		f.timerC = t
 		f.mu.Unlock()
 	}
+}
+
+// send forwards the request to one target as branch b.
+func (f *fork) send(b *branch, t target) {
+	req, err := f.p.prepare(f.in, t, f.rr, f.loop)
+	var tx sip.ClientTransaction
+	if err == nil {
+		ctx, cancel := context.WithTimeout(context.Background(), dialTimeout)
+		if t.flow {
+			ctx = transport.ExistingOnly(ctx) // a phone's connection is never dialled again
+		}
+		tx, err = f.p.cfg.Sender.Request(ctx, req)
+		cancel()
+	}
+	if err != nil {
+		f.p.log.Info("branch not sent", "call_id", f.in.CallID().Value(), "target", t.uri.String(), "dest", t.dest, "error", err)
+		f.mu.Lock()
+		f.settle(b, 480)
+		f.mu.Unlock()
+		return
+	}
+	f.p.branches.Inc()
+	if t.gateway != nil && f.call != nil {
+		f.call.SetRoute("", "", t.trunk, t.gateway.Transport+":"+t.gateway.Addr.String())
+	}
+	f.mu.Lock()
+	b.req, b.tx, b.trunk, b.gateway = req, tx, t.trunk, t.gateway
+	f.refs++
+	if late := b.cancel && b.wait != nil; late {
+		// Cancelled while the woken app's request was on its way.
+		b.cancel = false
+		f.cancelBranch(b)
+	}
+	f.mu.Unlock()
+	if f.invite {
+		tx.OnRetransmission(func(res *sip.Response) { f.onRetransmission(res) })
+	}
+	go f.watch(b)
+}
+
+// wake holds branch b for a sleeping app (RFC 8599): a push goes to its
+// device, and the request goes to the binding the woken app registers,
+// if it does within push.wait; otherwise the branch ends in 480.
+func (f *fork) wake(b *branch, t target) {
+	n := push.Notification{CallID: f.in.CallID().Value(), From: f.in.From().Address.String(),
+		To: f.in.To().Address.String(), Method: string(f.in.Method)}
+	f.mu.Lock()
+	if b.done { // cancelled or answered elsewhere already
+		f.mu.Unlock()
+		return
+	}
+	b.wait = f.p.cfg.Push.Wake(t.aor, *t.push, n)
+	f.refs++
+	f.mu.Unlock()
+	if f.call != nil {
+		f.call.Pushed()
+	}
+	go func() {
+		defer f.release()
+		nb, ok := <-b.wait.C()
+		f.mu.Lock()
+		if !ok || b.done || f.sent != 0 {
+			f.settle(b, 480) // nobody woke (or it is too late: no effect)
+			f.mu.Unlock()
+			return
+		}
+		b.woken = true
+		f.mu.Unlock()
+		if f.call != nil {
+			f.call.Woken(time.Since(b.wait.Sent()))
+		}
+		woken, err := bindingTarget(nb)
+		if err != nil {
+			f.mu.Lock()
+			f.settle(b, 480)
+			f.mu.Unlock()
+			return
+		}
+		f.send(b, woken)
+	}()
 }
 
 // watch passes a branch's responses to the fork until its final one.
@@ -239,6 +300,9 @@ func (f *fork) onResponse(b *branch, res *sip.Response) {
 				trunk := f.caller.Trunk
 				if trunk == "" {
 					trunk = b.trunk
+				}
+				if b.woken {
+					f.p.cfg.Push.Answered()
 				}
 				caller, callee, ok := call.Sides(f.in, b.req, res, f.p.ours)
 				f.call.Answered(call.Answer{Code: code, Reason: res.Reason, Contact: b.req.Recipient.String(),
@@ -481,6 +545,14 @@ func (f *fork) cancelPending() {
 }
 
 func (f *fork) cancelBranch(b *branch) {
+	if b.wait != nil && b.tx == nil {
+		if !b.woken {
+			b.wait.Stop() // its app will not get the request; the branch ends
+		} else {
+			b.cancel = true // its request is on its way: cancelled once out (send)
+		}
+		return
+	}
 	if !f.invite || b.tx == nil || b.cancel {
 		return
 	}

@@ -29,6 +29,8 @@ import (
 	"github.com/sori-voice/sori/sip/calls"
 	"github.com/sori-voice/sori/sip/chain"
 	"github.com/sori-voice/sori/sip/local"
+	"github.com/sori-voice/sori/sip/push"
+	"github.com/sori-voice/sori/sip/pushwake"
 	"github.com/sori-voice/sori/sip/timers"
 	"github.com/sori-voice/sori/sip/trunks"
 	"github.com/sori-voice/sori/sip/uac"
@@ -83,6 +85,7 @@ type Config struct {
 	Trunks    *trunks.Table // numbers to carriers; nil: no calls to numbers
 	Sender    Sender
 	UAC       Originator
+	Push      Pusher        // wakes sleeping apps (RFC 8599); nil: no push
 	TimerC    time.Duration // no-answer timeout of an INVITE branch group
 	// DialogSecret keys the tokens in sori's Record-Route (dialogtoken.go);
 	// every node must have the same. Empty: a random one per process.
@@ -90,6 +93,13 @@ type Config struct {
 	Timers       *timers.Set // arms timer C and cancel waits; nil: a Set of its own
 	Log          *slog.Logger
 	Registerer   prometheus.Registerer // nil: no metrics
+}
+
+// Pusher wakes sleeping apps (sip/pushwake).
+type Pusher interface {
+	Wanted(b store.Binding) bool
+	Wake(aor string, b store.Binding, n push.Notification) *pushwake.Wait
+	Answered()
 }
 
 // Proxy is the forwarding link of the chain.
@@ -282,14 +292,39 @@ func (p *Proxy) route(ctx context.Context, r *chain.Request, c *call.Call) ([][]
 		return nil, false, chain.Unavailable("Service Unavailable: Trunk Call Limit")
 	}
 	targets, refused := p.userTargets(ctx, user)
+	var woken []target
+	if p.cfg.Push != nil && (req.IsInvite() || req.Method == sip.MESSAGE) {
+		// A sleeping app is woken by push and gets the request once it
+		// has registered again; the user's other bindings get it at once.
+		rest := targets[:0]
+		for _, t := range targets {
+			if b := t.push; b != nil && p.cfg.Push.Wanted(*b) {
+				t.aor = user + "@" + p.cfg.Self.Domain
+				woken = append(woken, t)
+			} else {
+				t.push = nil
+				rest = append(rest, t)
+			}
+		}
+		targets = rest
+	}
 	if refused.Code == 0 && strings.EqualFold(ruri.Scheme, "sips") {
 		// A sips: request goes over TLS on every hop (RFC 3261 §26.2.2,
 		// RFC 5630 §3.1.3): only to contacts reached over TLS or WSS.
-		if targets = secureOnly(targets); len(targets) == 0 {
+		if targets = secureOnly(targets); len(targets) == 0 && len(woken) == 0 {
 			return nil, false, chain.Refuse(480, "Temporarily Unavailable: No Secure Contact")
 		}
 	}
-	return forkGroups(targets), false, refused
+	groups := forkGroups(targets)
+	if len(woken) > 0 {
+		// Held alongside the first group (the best q): each wait ends
+		// when its app registers, or after push.wait.
+		if len(groups) == 0 {
+			groups = [][]target{nil}
+		}
+		groups[0] = append(woken, groups[0]...)
+	}
+	return groups, false, refused
 }
 
 // outbound sends a number to the phone network, gateway by gateway.

@@ -38,6 +38,10 @@ type target struct {
 	pai      string          // P-Asserted-Identity to send (to a carrier); empty: none
 	trunk    string          // the carrier trunk this target belongs to
 	gateway  *trunks.Gateway // the carrier gateway it is
+	// push: a binding of a sleeping app, reached by waking it (RFC 8599)
+	// and then at the binding it registers; aor is whose it is.
+	push *store.Binding
+	aor  string
 }
 
 // bindingTarget reaches a registered contact. One the registrar found
@@ -49,7 +53,16 @@ func bindingTarget(b store.Binding) (target, error) {
 	if err := sip.ParseUri(b.Contact, &u); err != nil {
 		return target{}, fmt.Errorf("contact %q: %w", b.Contact, err)
 	}
+	for _, pn := range []string{"pn-provider", "pn-prid", "pn-param", "pn-purr"} {
+		// The device token wakes the phone: it is not for the far end
+		// (RFC 8599 §5.6), and the phone knows it.
+		u.UriParams.Remove(pn)
+	}
 	t := target{uri: u, path: b.Path, q: b.Q, instance: b.Instance, updated: b.Updated}
+	if b.PushProvider != "" {
+		pb := b
+		t.push = &pb
+	}
 	if b.NAT && len(b.Path) == 0 {
 		// Where the REGISTER came from: the NAT's mapping, or the
 		// phone's own TCP connection (the transport reuses it while it is open).
