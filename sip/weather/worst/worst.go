@@ -108,8 +108,11 @@ func (l *List) Add(r calls.Record) {
 	}
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	l.expire()
+	cut := l.expire()
 	for _, c := range cands {
+		if c.End.Before(cut) {
+			continue // already out of the window (a rebuild's old records)
+		}
 		if len(l.calls) < l.size {
 			l.calls = append(l.calls, c)
 			continue
@@ -132,10 +135,12 @@ func (l *List) Write(_ context.Context, r calls.Record) error {
 	return nil
 }
 
-// expire drops calls older than the window; l.mu is held.
-func (l *List) expire() {
+// expire drops calls older than the window and returns its start; l.mu
+// is held.
+func (l *List) expire() time.Time {
 	cut := l.now().Add(-l.window)
 	l.calls = slices.DeleteFunc(l.calls, func(c Call) bool { return c.End.Before(cut) })
+	return cut
 }
 
 // Worst returns the list, worst first.
