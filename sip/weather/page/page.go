@@ -14,7 +14,6 @@ import (
 	"encoding/hex"
 	"encoding/json"
 	"errors"
-	"fmt"
 	"html/template"
 	"io/fs"
 	"log/slog"
@@ -102,6 +101,15 @@ func (h *Handlers) Register(mux *http.ServeMux) {
 	}
 }
 
+// RegisterPublic mounts only what the public may see, the public page,
+// its API and the assets, for a listener of its own (whatever
+// Options.Public says: mounting them is the choice).
+func (h *Handlers) RegisterPublic(mux *http.ServeMux) {
+	mux.Handle("GET "+PathPublicAPI, h.PublicAPI())
+	mux.Handle("GET "+PathPublic, h.PublicPage())
+	mux.Handle("GET "+PathAssets, h.Assets())
+}
+
 // API serves GET /api/quality?from=&to=&by=&metric=.
 func (h *Handlers) API() http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { h.serveQuery(w, r, false) })
@@ -153,13 +161,13 @@ func ParseQuery(v map[string][]string, now time.Time, minCalls int) (weather.Que
 		return ""
 	}
 	var err error
-	if q.From, err = ParseTime(get("from"), now, -24*time.Hour); err != nil {
+	if q.From, err = weather.ParseTime(get("from"), now, -24*time.Hour); err != nil {
 		return q, &weather.ParamError{Param: "from", Msg: err.Error()}
 	}
-	if q.To, err = ParseTime(get("to"), now, 0); err != nil {
+	if q.To, err = weather.ParseTime(get("to"), now, 0); err != nil {
 		return q, &weather.ParamError{Param: "to", Msg: err.Error()}
 	}
-	if q.By, err = ParseBy(get("by")); err != nil {
+	if q.By, err = weather.ParseBy(get("by")); err != nil {
 		return q, &weather.ParamError{Param: "by", Msg: err.Error()}
 	}
 	q.Metric = get("metric")
@@ -167,68 +175,6 @@ func ParseQuery(v map[string][]string, now time.Time, minCalls int) (weather.Que
 		q.Metric = weather.MetricOver1
 	}
 	return q, q.Check()
-}
-
-// ParseBy splits a comma-separated list of dimensions; "" is network,hop.
-func ParseBy(s string) ([]string, error) {
-	if s == "" {
-		return []string{weather.DimNetwork, weather.DimHop}, nil
-	}
-	var by []string
-	for _, d := range strings.Split(s, ",") {
-		d = strings.TrimSpace(d)
-		if d == "" {
-			return nil, errors.New("an empty dimension in the list")
-		}
-		by = append(by, d)
-	}
-	return by, nil
-}
-
-// ParseTime reads an RFC 3339 time, "now", or a time relative to now: a
-// negative Go duration ("-24h", "-90m") or days ("-7d"). "" is now+def.
-func ParseTime(s string, now time.Time, def time.Duration) (time.Time, error) {
-	switch {
-	case s == "":
-		return now.Add(def), nil
-	case s == "now":
-		return now, nil
-	case strings.HasPrefix(s, "-"):
-		d, err := ParseDuration(s[1:])
-		if err != nil {
-			return time.Time{}, fmt.Errorf("%q is not a relative time (-24h, -7d): %v", s, err)
-		}
-		return now.Add(-d), nil
-	}
-	t, err := time.Parse(time.RFC3339, s)
-	if err != nil {
-		return time.Time{}, fmt.Errorf("%q is neither RFC 3339 (2026-12-01T14:00:00Z) nor relative (-24h, -7d)", s)
-	}
-	return t, nil
-}
-
-// ParseDuration is time.ParseDuration with days ("7d", "1d12h").
-func ParseDuration(s string) (time.Duration, error) {
-	var days int64
-	if i := strings.IndexByte(s, 'd'); i > 0 {
-		n, err := strconv.ParseInt(s[:i], 10, 32)
-		if err != nil || n < 0 {
-			return 0, fmt.Errorf("bad days %q", s[:i])
-		}
-		days, s = n, s[i+1:]
-	}
-	var d time.Duration
-	if s != "" {
-		var err error
-		if d, err = time.ParseDuration(s); err != nil {
-			return 0, err
-		}
-	}
-	d += time.Duration(days) * 24 * time.Hour
-	if d < 0 {
-		return 0, errors.New("negative")
-	}
-	return d, nil
 }
 
 func (h *Handlers) serveQuery(w http.ResponseWriter, r *http.Request, public bool) {

@@ -193,6 +193,23 @@ func TestPublicGating(t *testing.T) {
 	}
 }
 
+// TestRegisterPublic: a public listener serves the public page, its API
+// and the assets, nothing of the operator's.
+func TestRegisterPublic(t *testing.T) {
+	mux := http.NewServeMux()
+	New(Options{Agg: memweather.New(memweather.Options{})}).RegisterPublic(mux)
+	for path, want := range map[string]int{
+		"/quality/public": 200, "/api/quality/public": 200, "/quality/assets/quality.js": 200,
+		"/quality": 404, "/api/quality": 404, "/api/quality/worst": 404,
+	} {
+		rec := httptest.NewRecorder()
+		mux.ServeHTTP(rec, httptest.NewRequest("GET", path, nil))
+		if rec.Code != want {
+			t.Errorf("%s: %d, want %d", path, rec.Code, want)
+		}
+	}
+}
+
 func TestWorstAPI(t *testing.T) {
 	srv, _ := server(t, false)
 	_, b := get(t, srv.URL+"/api/quality/worst")
@@ -312,32 +329,6 @@ func TestPreferredLang(t *testing.T) {
 	} {
 		if got := PreferredLang(tt.header); got != tt.want {
 			t.Errorf("%q: %q, want %q", tt.header, got, tt.want)
-		}
-	}
-}
-
-func TestParseTime(t *testing.T) {
-	for _, tt := range []struct {
-		in   string
-		want time.Time
-		ok   bool
-	}{
-		{"", now.Add(-time.Hour), true},
-		{"now", now, true},
-		{"-24h", now.Add(-24 * time.Hour), true},
-		{"-90m", now.Add(-90 * time.Minute), true},
-		{"-7d", now.AddDate(0, 0, -7), true},
-		{"-1d12h", now.Add(-36 * time.Hour), true},
-		{"2026-11-30T00:00:00Z", time.Date(2026, 11, 30, 0, 0, 0, 0, time.UTC), true},
-		{"2026-11-30T09:00:00+09:00", time.Date(2026, 11, 30, 0, 0, 0, 0, time.UTC), true},
-		{"24h", time.Time{}, false},
-		{"--1h", time.Time{}, false},
-		{"-d", time.Time{}, false},
-		{"2026-11-30", time.Time{}, false},
-	} {
-		got, err := ParseTime(tt.in, now, -time.Hour)
-		if (err == nil) != tt.ok || (tt.ok && !got.Equal(tt.want)) {
-			t.Errorf("%q: %v %v, want %v", tt.in, got, err, tt.want)
 		}
 	}
 }
