@@ -344,7 +344,7 @@
 
   function tooltip(row, network, group, metric) {
     var lines = ['<b>' + esc(network) + '</b> · ' + esc(group), esc(row.calls + ' ' + t('calls') + (row.enough ? '' : ' (' + t('few') + ')'))];
-    if (metric !== 'over1' && metric !== 'mos') { // those two have their line below, with the interval
+    if (['over5', 'p50', 'jitter'].indexOf(metric) >= 0) { // the others have their line below
       lines.push(esc(t(metric) + ': ' + metricValue(metric, row.value)));
     }
     lines.push(esc(t('over1') + ': ' + share(row.over1) + ' ' + t('ci')));
