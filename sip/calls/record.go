@@ -59,6 +59,12 @@ type MediaQuality struct {
 	DownLossPct  float64    `json:"down_loss_pct,omitempty"`  // anchor → phone, the phone's last report (fraction lost)
 	DownJitterMS int64      `json:"down_jitter_ms,omitempty"` // its jitter, as the phone reported it
 	RTTMS        int64      `json:"rtt_ms,omitempty"`         // anchor ↔ phone, from its RTCP (LSR/DLSR)
+	// Access is the phone's access type from its P-Access-Network-Info
+	// (weather.AccessType: lte, nr, 3g, 2g, wifi, unknown).
+	Access string `json:"access,omitempty"`
+	// Tags are the user's configured tags (users[].tags: plan=lte-62,
+	// device=android), so quality can be compared by them.
+	Tags map[string]string `json:"tags,omitempty"`
 }
 
 // Dispositions.
