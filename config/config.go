@@ -42,6 +42,7 @@ type Config struct {
 	Numbering Numbering `yaml:"numbering"`
 	Security  Security  `yaml:"security"`
 	Push      Push      `yaml:"push"`
+	Quality   Quality   `yaml:"quality"`
 	HTTP      HTTP      `yaml:"http"`
 	Log       Log       `yaml:"log"`
 }
@@ -150,6 +151,8 @@ type User struct {
 	HA1SHA256 string    `yaml:"ha1_sha256"`
 	Numbers   []string  `yaml:"numbers"` // E.164 numbers the user owns, "+821011112222"
 	Toll      *UserToll `yaml:"toll"`    // overrides security.toll for this user
+	// Tags label the user for the quality map: its plan, its device.
+	Tags map[string]string `yaml:"tags"`
 }
 
 // UserToll overrides some of security.toll for one user (nil: the default).
@@ -293,9 +296,10 @@ func Default() Config {
 			TrunkPing:      Duration(30 * time.Second),
 			NATPing:        NATPing{Method: "options", Interval: Duration(30 * time.Second), MaxMisses: 3},
 		},
-		Push:  defaultPush(),
-		CDR:   CDR{RedisStream: "sori:cdr", StreamMaxLen: 1000000},
-		Media: Media{Timeout: Duration(2 * time.Second), PingInterval: Duration(5 * time.Second)},
+		Push:    defaultPush(),
+		Quality: defaultQuality(),
+		CDR:     CDR{RedisStream: "sori:cdr", StreamMaxLen: 1000000},
+		Media:   Media{Timeout: Duration(2 * time.Second), PingInterval: Duration(5 * time.Second)},
 		Registrar: Registrar{
 			Store:          "memory",
 			MinExpires:     60,
@@ -580,8 +584,16 @@ func (v *validator) check(c *Config) {
 		}
 	}
 
+	for i, u := range c.Users {
+		for k, val := range u.Tags {
+			if k == "" || strings.ContainsAny(k, "=, \t") || val == "" || strings.ContainsAny(val, ", \t") {
+				v.fail("users."+strconv.Itoa(i)+".tags", "%q: %q is not a tag (a key without =, commas or spaces; a value without commas or spaces)", k, val)
+			}
+		}
+	}
 	v.checkSecurity(c)
 	v.checkPush(c)
+	v.checkQuality(c)
 	if c.HTTP.Listen != "" {
 		if _, err := netip.ParseAddrPort(c.HTTP.Listen); err != nil {
 			v.fail("http.listen", "%q is not IP:PORT (empty disables the endpoint)", c.HTTP.Listen)

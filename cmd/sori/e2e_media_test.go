@@ -3,6 +3,7 @@ package main
 import (
 	"bytes"
 	"context"
+	"encoding/json"
 	"fmt"
 	"io"
 	"log/slog"
@@ -11,6 +12,7 @@ import (
 	"net"
 	"net/http"
 	"net/netip"
+	"net/url"
 	"os/exec"
 	"path/filepath"
 	"strings"
@@ -349,7 +351,8 @@ func TestLossIsReportedPerHop(t *testing.T) {
 	// Alice says she is on an LTE cell of PLMN 450-05; Bob's media comes
 	// from 127.0.0.0/8.
 	n := startNode(t, nodeConfig{extra: fmt.Sprintf("media:\n  anchors: [%q]\ncdr:\n  file: %s\n"+
-		"networks:\n  - {name: carrier-a, plmns: [\"45005\"]}\n  - {name: loopback-isp, prefixes: [\"127.0.0.0/8\"]}\n", an.ng, cdr)})
+		"networks:\n  - {name: carrier-a, plmns: [\"45005\"]}\n  - {name: loopback-isp, prefixes: [\"127.0.0.0/8\"]}\n"+
+		"users:\n  - {name: alice, password: alice-secret, tags: {plan: lte-62}}\n  - {name: bob, password: bob-secret, tags: {plan: unlimited}}\n", an.ng, cdr)})
 	ma, ra := mediaPair(t)
 	mb, rb := mediaPair(t)
 	c := callWithMedia(t, n, ma, mb, "P-Access-Network-Info: 3GPP-E-UTRAN-FDD; utran-cell-id-3gpp=45005001a2b3c4d5")
@@ -504,5 +507,47 @@ func TestLossIsReportedPerHop(t *testing.T) {
 		if !strings.Contains(metrics, want) {
 			t.Errorf("metrics lack %s", want)
 		}
+	}
+	if r.CallerMedia.Access != "lte" || r.CallerMedia.Tags["plan"] != "lte-62" || r.CalleeMedia.Tags["plan"] != "unlimited" {
+		t.Fatalf("access %q, tags %v / %v", r.CallerMedia.Access, r.CallerMedia.Tags, r.CalleeMedia.Tags)
+	}
+
+	// The quality map has the call: alice's uplink on carrier-a over LTE,
+	// ~5 % lost, in the hour it was answered; cut by plan too.
+	var qr struct {
+		Rows []struct {
+			Dims    map[string]string `json:"dims"`
+			Calls   int               `json:"calls"`
+			LossPct *float64          `json:"loss_pct"`
+			Enough  bool              `json:"enough"`
+		} `json:"rows"`
+	}
+	code, body := httpGet(t, "http://"+n.http+"/api/quality?from=-2h&by=network,hop,access")
+	if err := json.Unmarshal([]byte(body), &qr); code != 200 || err != nil {
+		t.Fatalf("/api/quality: %d %v\n%s", code, err, body)
+	}
+	found := false
+	for _, row := range qr.Rows {
+		if row.Dims["network"] == "carrier-a" && row.Dims["hop"] == "uplink" && row.Dims["access"] == "lte" {
+			found = row.Calls == 1 && row.LossPct != nil && *row.LossPct > 4.5 && *row.LossPct < 5.5 && !row.Enough
+		}
+	}
+	if !found {
+		t.Fatalf("/api/quality has no carrier-a LTE uplink row with the call's loss:\n%s", body)
+	}
+	if code, body := httpGet(t, "http://"+n.http+"/api/quality?from=-2h&by=tag:plan,hop"); code != 200 || !strings.Contains(body, `"tag:plan":"lte-62"`) {
+		t.Fatalf("/api/quality by plan: %d\n%s", code, body)
+	}
+	if code, body := httpGet(t, "http://"+n.http+"/api/quality?by=city"); code != 400 || !strings.Contains(body, `"param":"by"`) {
+		t.Fatalf("a bad by: %d %s", code, body)
+	}
+	if code, body := httpGet(t, "http://"+n.http+"/quality"); code != 200 || !strings.Contains(body, "<html") {
+		t.Fatalf("/quality: %d", code)
+	}
+	if code, _ := httpGet(t, "http://"+n.http+"/quality/public"); code != 404 {
+		t.Fatalf("/quality/public when quality.public is off: %d", code)
+	}
+	if code, body := httpGet(t, "http://"+n.http+"/api/calls/"+url.PathEscape(r.CallID)); code != 200 || !strings.Contains(body, r.CallID) {
+		t.Fatalf("/api/calls: %d %s", code, body)
 	}
 }

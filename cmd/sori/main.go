@@ -64,6 +64,8 @@ func run(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.
 		return trunkCommand(ctx, *configPath, rest[1:], stdout, stderr)
 	case "ban":
 		return banCommand(ctx, *configPath, rest[1:], stdout, stderr)
+	case "quality":
+		return runQuality(rest[1:], stdout)
 	}
-	return usageError{fmt.Errorf("unknown command %q (commands: serve, user, trunk, ban)", rest[0])}
+	return usageError{fmt.Errorf("unknown command %q (commands: serve, user, trunk, ban, quality)", rest[0])}
 }

@@ -15,6 +15,7 @@ import (
 	"net/netip"
 	"os"
 	"os/signal"
+	"slices"
 	"strings"
 	"sync"
 	"syscall"
@@ -91,7 +92,7 @@ func staticUsers(cfg *config.Config) map[string]store.Subscriber {
 		} else {
 			sub = store.Subscriber{Name: u.Name, Realm: cfg.SIP.Domain, HA1MD5: strings.ToLower(u.HA1MD5), HA1SHA256: strings.ToLower(u.HA1SHA256)}
 		}
-		sub.Numbers = u.Numbers
+		sub.Numbers, sub.Tags = u.Numbers, u.Tags
 		m[u.Name] = sub
 	}
 	return m
@@ -210,7 +211,8 @@ func serve(ctx context.Context, configPath string, logOut io.Writer) error {
 		Push:           pushPolicy,
 	}, log.With("component", "registrar"), reg, regOpts...)
 
-	records, closeSinks, err := callRecorder(cfg, st, log, reg)
+	qmap := newQualityMap(cfg, st, log, reg)
+	records, closeSinks, err := callRecorder(cfg, st, log, reg, qmap)
 	if err != nil {
 		return err
 	}
@@ -226,6 +228,7 @@ func serve(ctx context.Context, configPath string, logOut io.Writer) error {
 		Help: "Timers armed for calls and forks (call expiry, timer C, cancelled-branch waits) not yet fired or stopped.",
 	}, func() float64 { return float64(timerSet.Pending()) }))
 	ccfg := call.Config{Records: records, Slots: tt, Networks: networkClassifier(cfg), Hangup: ua,
+		Tags:          userTags{auth.Directory{Static: staticUsers(cfg), Store: st}},
 		DialogTimeout: cfg.SIP.DialogTimeout.D(), Timers: &timerSet, Log: log.With("component", "calls"), Registerer: reg}
 	if tolls := tollGuard(cfg, st, reg); tolls != nil {
 		ccfg.Tolls = tolls
@@ -300,7 +303,7 @@ func serve(ctx context.Context, configPath string, logOut io.Writer) error {
 
 	var httpSrv *http.Server
 	if cfg.HTTP.Listen != "" {
-		httpSrv, err = startHTTP(cfg.HTTP, reg, st, tt, banList, log)
+		httpSrv, err = startHTTP(cfg.HTTP, reg, st, tt, banList, qmap, log)
 		if err != nil {
 			_ = srv.Shutdown(context.Background())
 			return err
@@ -349,7 +352,7 @@ func storeName(s string) string {
 	return scheme + "://" + rest
 }
 
-func startHTTP(c config.HTTP, reg *prometheus.Registry, st store.Store, tt *trunks.Table, bl *bans.List, log *slog.Logger) (*http.Server, error) {
+func startHTTP(c config.HTTP, reg *prometheus.Registry, st store.Store, tt *trunks.Table, bl *bans.List, qmap *qualityMap, log *slog.Logger) (*http.Server, error) {
 	addr := c.Listen
 	mux := http.NewServeMux()
 	if c.PProf {
@@ -373,6 +376,7 @@ func startHTTP(c config.HTTP, reg *prometheus.Registry, st store.Store, tt *trun
 		_ = json.NewEncoder(w).Encode(tt.Status(time.Now()))
 	})
 	banRoutes(mux, bl)
+	qmap.routes(mux)
 	hs := &http.Server{Addr: addr, Handler: mux, ReadHeaderTimeout: 5 * time.Second}
 	ln, err := net.Listen("tcp", addr)
 	if err != nil {
@@ -496,9 +500,9 @@ func mediaPool(cfg *config.Config, log *slog.Logger, reg prometheus.Registerer) 
 
 // callRecorder opens the call record sinks: the JSON lines file and, with a
 // Redis store, the stream.
-func callRecorder(cfg *config.Config, st store.Store, log *slog.Logger, reg *prometheus.Registry) (*calls.Recorder, func(), error) {
-	var sinks []calls.Sink
-	var closers []func()
+func callRecorder(cfg *config.Config, st store.Store, log *slog.Logger, reg *prometheus.Registry, qmap *qualityMap) (*calls.Recorder, func(), error) {
+	sinks := slices.Clone(qmap.sinks)
+	closers := slices.Clone(qmap.closers)
 	if cfg.CDR.File != "" {
 		f, err := calls.OpenJSONFile(cfg.CDR.File)
 		if err != nil {

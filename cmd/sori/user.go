@@ -7,6 +7,7 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"slices"
 	"strings"
 	"text/tabwriter"
 	"time"
@@ -14,12 +15,13 @@ import (
 	"github.com/sori-voice/sori/config"
 	"github.com/sori-voice/sori/registrar/store"
 	"github.com/sori-voice/sori/sip/auth"
+	"github.com/sori-voice/sori/sip/weather"
 )
 
 // userCommand manages subscribers in the configured store.
 func userCommand(ctx context.Context, configPath string, args []string, stdin io.Reader, stdout, stderr io.Writer) error {
 	if len(args) == 0 {
-		return usageError{errors.New("usage: sori user add|del|list [NAME] [--password P] [--number +E164]... [-config FILE]")}
+		return usageError{errors.New("usage: sori user add|del|list [NAME] [--password P] [--number +E164]... [--tag KEY=VALUE]... [-config FILE]")}
 	}
 	verb := args[0]
 	fs := flag.NewFlagSet("sori user "+verb, flag.ContinueOnError)
@@ -28,6 +30,8 @@ func userCommand(ctx context.Context, configPath string, args []string, stdin io
 	password := fs.String("password", "", "password (add; read from standard input when not given)")
 	var numbers numberList
 	fs.Var(&numbers, "number", "an E.164 number the user owns, e.g. +821011112222 (add; repeat for more)")
+	tags := tagList{}
+	fs.Var(tags, "tag", "a KEY=VALUE label for the quality map, e.g. plan=lte-62 (add; repeat for more)")
 	// Flags may come before or after NAME.
 	var names []string
 	rest := args[1:]
@@ -87,6 +91,9 @@ func userCommand(ctx context.Context, configPath string, args []string, stdin io
 		}
 		sub := auth.NewSubscriber(name, cfg.SIP.Domain, pw)
 		sub.Numbers = numbers
+		if len(tags) > 0 {
+			sub.Tags = tags
+		}
 		for _, n := range numbers {
 			if owner, err := st.SubscriberByNumber(ctx, n); err == nil && owner.Name != name {
 				return fmt.Errorf("%s is already %s's number", n, owner.Name)
@@ -114,17 +121,38 @@ func userCommand(ctx context.Context, configPath string, args []string, stdin io
 			return err
 		}
 		tw := tabwriter.NewWriter(stdout, 0, 4, 2, ' ', 0)
-		fmt.Fprintln(tw, "NAME\tSOURCE\tREALM\tNUMBERS")
+		fmt.Fprintln(tw, "NAME\tSOURCE\tREALM\tNUMBERS\tTAGS")
 		for _, u := range cfg.Users {
-			fmt.Fprintf(tw, "%s\tconfig\t%s\t%s\n", u.Name, cfg.SIP.Domain, strings.Join(u.Numbers, ","))
+			fmt.Fprintf(tw, "%s\tconfig\t%s\t%s\t%s\n", u.Name, cfg.SIP.Domain, strings.Join(u.Numbers, ","), tagList(u.Tags))
 		}
 		for _, s := range subs {
-			fmt.Fprintf(tw, "%s\tstore\t%s\t%s\n", s.Name, s.Realm, strings.Join(s.Numbers, ","))
+			fmt.Fprintf(tw, "%s\tstore\t%s\t%s\t%s\n", s.Name, s.Realm, strings.Join(s.Numbers, ","), tagList(s.Tags))
 		}
 		return tw.Flush()
 	default:
 		return usageError{fmt.Errorf("unknown user command %q (add, del, list)", verb)}
 	}
+	return nil
+}
+
+// tagList is a repeatable --tag KEY=VALUE flag.
+type tagList map[string]string
+
+func (l tagList) String() string {
+	out := make([]string, 0, len(l))
+	for k, v := range l {
+		out = append(out, k+"="+v)
+	}
+	slices.Sort(out)
+	return strings.Join(out, ",")
+}
+
+func (l tagList) Set(v string) error {
+	k, val, ok := strings.Cut(strings.TrimSpace(v), "=")
+	if !ok || !weather.ValidTagKey(k) || val == "" || strings.ContainsAny(val, ", \t") {
+		return fmt.Errorf("%q is not KEY=VALUE (a key without = or commas, a value without commas or spaces)", v)
+	}
+	l[k] = val
 	return nil
 }
 

@@ -80,6 +80,8 @@ type Subscriber struct {
 	HA1MD5    string   `json:"ha1_md5"`
 	HA1SHA256 string   `json:"ha1_sha256"`
 	Numbers   []string `json:"numbers,omitempty"` // E.164 numbers the user owns
+	// Tags label the user for the quality map (plan=lte-62, device=ios).
+	Tags map[string]string `json:"tags,omitempty"`
 }
 
 // Subscribers keeps users.

@@ -330,6 +330,6 @@ func (c *Call) end(e ending) {
 			}
 			wg.Wait()
 		}
-		t.cfg.Records.Write(st.Record.WithMedia(st.Caller.Tag, t.classify(st, media)))
+		t.cfg.Records.Write(st.Record.WithMedia(st.Caller.Tag, t.classify(ctx, st, media)))
 	})
 }

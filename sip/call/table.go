@@ -2,6 +2,7 @@ package call
 
 import (
 	"context"
+	"github.com/emiago/sipgo/sip"
 	"log/slog"
 	"net/netip"
 	"sync"
@@ -12,6 +13,7 @@ import (
 
 	"github.com/sori-voice/sori/sip/calls"
 	"github.com/sori-voice/sori/sip/timers"
+	"github.com/sori-voice/sori/sip/weather"
 )
 
 // Recorder writes a finished call's record (sip/calls).
@@ -45,6 +47,12 @@ type Networks interface {
 	Classify(addr netip.Addr, pani string) string
 }
 
+// Tagger gives a user's tags (plan=lte-62), by name or, for a number
+// called from a carrier, by its E.164 number; nil when it has none.
+type Tagger interface {
+	UserTags(ctx context.Context, name, number string) map[string]string
+}
+
 // Hangup sends BYE to one side of a dialog as its other side (sip/uac).
 type Hangup interface {
 	Bye(ctx context.Context, callID string, to, from Side) error
@@ -58,6 +66,7 @@ type Config struct {
 	Tolls    Tolls    // nil: no toll caps
 	Networks Networks // nil: networks are not named
 	Hangup   Hangup   // nil: sori never hangs up itself
+	Tags     Tagger   // nil: records carry no user tags
 	// DialogTimeout is how long a call is kept without an end (a lost
 	// BYE, no media timeout); then sori ends it.
 	DialogTimeout time.Duration
@@ -207,20 +216,28 @@ func (t *Table) deleteMedia(anchor netip.AddrPort, callID string) {
 }
 
 // classify names each side's network from where its media came from and
-// the P-Access-Network-Info it sent.
-func (t *Table) classify(st State, media map[string]calls.MediaQuality) map[string]calls.MediaQuality {
-	if t.cfg.Networks == nil {
-		return media
-	}
+// the P-Access-Network-Info it sent, its access type (LTE, NR, Wi-Fi...),
+// and the tags of the user on that side (the quality map's cuts).
+func (t *Table) classify(ctx context.Context, st State, media map[string]calls.MediaQuality) map[string]calls.MediaQuality {
 	for tag, q := range media {
-		pani := ""
+		pani, user, number := "", "", ""
 		switch tag {
 		case st.Caller.Tag:
-			pani = st.Caller.PANI
+			pani, user = st.Caller.PANI, st.Record.Caller
 		case st.Callee.Tag:
-			pani = st.Callee.PANI
+			pani, number = st.Callee.PANI, st.Record.Number
+			var to sip.Uri
+			if sip.ParseUri(st.Record.To, &to) == nil {
+				user = to.User
+			}
 		}
-		q.Network = t.cfg.Networks.Classify(q.Address, pani)
+		if t.cfg.Networks != nil {
+			q.Network = t.cfg.Networks.Classify(q.Address, pani)
+		}
+		q.Access = weather.AccessType(pani)
+		if t.cfg.Tags != nil && (user != "" || number != "") {
+			q.Tags = t.cfg.Tags.UserTags(ctx, user, number)
+		}
 		media[tag] = q
 	}
 	return media

@@ -78,7 +78,12 @@ func (s RedisStream) Write(ctx context.Context, r Record) error {
 			values = append(values, side.name+"_sent", strconv.FormatInt(q.Sent, 10), side.name+"_lost", strconv.FormatInt(q.Lost, 10),
 				side.name+"_loss_pct", strconv.FormatFloat(q.LossPct, 'f', 2, 64), side.name+"_jitter_ms", strconv.FormatInt(q.JitterMS, 10),
 				side.name+"_mos", strconv.FormatFloat(q.MOS, 'f', 1, 64), side.name+"_down_loss_pct", strconv.FormatFloat(q.DownLossPct, 'f', 2, 64),
-				side.name+"_rtt_ms", strconv.FormatInt(q.RTTMS, 10))
+				side.name+"_rtt_ms", strconv.FormatInt(q.RTTMS, 10), side.name+"_down_jitter_ms", strconv.FormatInt(q.DownJitterMS, 10))
+			for _, f := range [][2]string{{"_network", q.Network}, {"_access", q.Access}} {
+				if f[1] != "" {
+					values = append(values, side.name+f[0], f[1])
+				}
+			}
 		}
 	}
 	if r.MOS > 0 {

@@ -5,7 +5,7 @@
 //
 //	PREFIX loc:{AOR}        sorted set: binding id -> expiry (unix ms); expires with its last binding
 //	PREFIX loc:{AOR}:ID     hash: cid, cseq, b (the binding as JSON); expires with the binding
-//	PREFIX sub:{NAME}       hash: realm, ha1_md5, ha1_sha256, numbers (comma separated)
+//	PREFIX sub:{NAME}       hash: realm, ha1_md5, ha1_sha256, numbers (comma separated), tags (k=v, comma separated)
 //	PREFIX subs             set of subscriber names
 //	PREFIX num:{NUMBER}     the name of the subscriber who owns an E.164 number
 //
@@ -231,7 +231,7 @@ func (s *Store) Count(ctx context.Context, now time.Time) (int, error) {
 
 // Subscriber implements store.Subscribers.
 func (s *Store) Subscriber(ctx context.Context, name string) (store.Subscriber, error) {
-	v, err := s.rdb.HMGet(ctx, s.subKey(name), "realm", "ha1_md5", "ha1_sha256", "numbers").Result()
+	v, err := s.rdb.HMGet(ctx, s.subKey(name), "realm", "ha1_md5", "ha1_sha256", "numbers", "tags").Result()
 	if err != nil {
 		return store.Subscriber{}, fmt.Errorf("redis store: subscriber %s: %w", name, err)
 	}
@@ -242,6 +242,14 @@ func (s *Store) Subscriber(ctx context.Context, name string) (store.Subscriber, 
 	u := store.Subscriber{Name: name, Realm: str(v[0]), HA1MD5: str(v[1]), HA1SHA256: str(v[2])}
 	if ns := str(v[3]); ns != "" {
 		u.Numbers = strings.Split(ns, ",")
+	}
+	if ts := str(v[4]); ts != "" {
+		u.Tags = map[string]string{}
+		for _, kv := range strings.Split(ts, ",") {
+			if k, val, ok := strings.Cut(kv, "="); ok {
+				u.Tags[k] = val
+			}
+		}
 	}
 	return u, nil
 }
@@ -274,7 +282,13 @@ func (s *Store) PutSubscriber(ctx context.Context, u store.Subscriber) error {
 		for _, n := range u.Numbers {
 			p.Set(ctx, s.numKey(n), u.Name, 0)
 		}
-		p.HSet(ctx, s.subKey(u.Name), "realm", u.Realm, "ha1_md5", u.HA1MD5, "ha1_sha256", u.HA1SHA256, "numbers", strings.Join(u.Numbers, ","))
+		tags := make([]string, 0, len(u.Tags))
+		for k, v := range u.Tags {
+			tags = append(tags, k+"="+v)
+		}
+		slices.Sort(tags)
+		p.HSet(ctx, s.subKey(u.Name), "realm", u.Realm, "ha1_md5", u.HA1MD5, "ha1_sha256", u.HA1SHA256, "numbers", strings.Join(u.Numbers, ","),
+			"tags", strings.Join(tags, ","))
 		p.SAdd(ctx, s.subsKey(), u.Name)
 		return nil
 	})

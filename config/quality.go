@@ -1,0 +1,28 @@
+package config
+
+import "time"
+
+// Quality is the loss weather map (README, "Call quality map").
+type Quality struct {
+	// Retention: hours older than this are dropped (Redis: they expire).
+	Retention Duration `yaml:"retention"`
+	// MinCalls: cells with fewer call sides are greyed on the operator
+	// page and left out of the public one.
+	MinCalls int `yaml:"min_calls"`
+	// Public serves /quality/public and /api/quality/public: aggregates
+	// with at least min_calls call sides, no user or call data.
+	Public bool `yaml:"public"`
+}
+
+func defaultQuality() Quality {
+	return Quality{Retention: Duration(90 * 24 * time.Hour), MinCalls: 30}
+}
+
+func (v *validator) checkQuality(c *Config) {
+	if r := c.Quality.Retention.D(); r < time.Hour || r > 5*366*24*time.Hour {
+		v.fail("quality.retention", "%v: give 1h up to 5 years (e.g. 2160h for 90 days)", r)
+	}
+	if m := c.Quality.MinCalls; m < 1 || m > 100000 {
+		v.fail("quality.min_calls", "%d is outside 1..100000", m)
+	}
+}
