@@ -20,6 +20,7 @@ import (
 	"net/netip"
 	"os"
 	"os/signal"
+	"runtime"
 	"runtime/pprof"
 	"strconv"
 	"strings"
@@ -84,7 +85,7 @@ func parseFlags(args []string, stderr io.Writer) (options, error) {
 	jbMax := fs.Duration("jb-max", 120*time.Millisecond, "the adaptive jitter buffer's largest delay")
 	level := fs.String("log-level", "info", "debug, info, warn or error")
 	pprofOn := fs.Bool("pprof", false, "serve /debug/pprof/ on -http")
-	workers := fs.Int("workers", 0, "goroutines relaying RTP on Linux, each with its own epoll (0: GOMAXPROCS-1, at least 1)")
+	workers := fs.Int("workers", 0, "goroutines relaying RTP on Linux, each with its own epoll (0: one per CPU)")
 	cpuProfile := fs.String("cpuprofile", "", "write a CPU profile of the whole run to this file")
 	if err := fs.Parse(args); err != nil {
 		return options{}, usageError{err}
@@ -186,6 +187,17 @@ func run(ctx context.Context, args []string, stderr io.Writer) error {
 		defer pprof.StopCPUProfile()
 	}
 	relay.SetWorkers(o.workers)
+	if n := o.workers; os.Getenv("GOMAXPROCS") == "" {
+		// The workers sleep in system calls holding their Ps: one more P
+		// stays idle for the rest (ng, reports, GC), so Go's sysmon does
+		// not take the workers' Ps back every 20 µs (relay.DefaultWorkers).
+		if n == 0 {
+			n = relay.DefaultWorkers()
+		}
+		if n > 0 {
+			runtime.GOMAXPROCS(n + 1)
+		}
+	}
 	alloc, err := ports.New(o.listen, o.minPort, o.maxPort)
 	if err != nil {
 		return err

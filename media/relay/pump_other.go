@@ -151,3 +151,6 @@ func (s *Stream) sendPlayed(b []byte) {
 
 // SetWorkers has no effect elsewhere than Linux.
 func SetWorkers(int) {}
+
+// DefaultWorkers is 0: no workers elsewhere than Linux.
+func DefaultWorkers() int { return 0 }
