@@ -188,7 +188,7 @@ type call struct {
 
 // step runs K calls through one relay.
 func step(client *ng.Client, r relay, k int, o options) (result, error) {
-	res := result{calls: k}
+	res := result{calls: k, jbDelay: -1}
 	gen, err := newGenerator(o.sockets)
 	if err != nil {
 		return res, err
