@@ -4,6 +4,7 @@
 //	sori-anchor -ng 127.0.0.1:22222 -rtp-ports 30000-39999 -listen 127.0.0.1 \
 //	            -advertise 203.0.113.5 -http 127.0.0.1:9061 [-media-timeout 30s] [-rtcp-interval 5s]
 //	            [-jitter-buffer off|fixed|adaptive] [-jb-delay 60ms] [-jb-min 0] [-jb-max 120ms]
+//	            [-workers N] [-cpuprofile FILE]
 package main
 
 import (
@@ -15,10 +16,12 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
-	"net/http/pprof"
+	httppprof "net/http/pprof"
 	"net/netip"
 	"os"
 	"os/signal"
+	"runtime"
+	"runtime/pprof"
 	"strconv"
 	"strings"
 	"syscall"
@@ -32,6 +35,7 @@ import (
 	"github.com/sori-voice/sori/media/jitter"
 	"github.com/sori-voice/sori/media/ng"
 	"github.com/sori-voice/sori/media/ports"
+	"github.com/sori-voice/sori/media/relay"
 )
 
 func main() {
@@ -61,6 +65,8 @@ type options struct {
 	jitter       jitter.Config
 	logLevel     slog.Level
 	pprof        bool
+	workers      int
+	cpuProfile   string
 }
 
 func parseFlags(args []string, stderr io.Writer) (options, error) {
@@ -79,6 +85,8 @@ func parseFlags(args []string, stderr io.Writer) (options, error) {
 	jbMax := fs.Duration("jb-max", 120*time.Millisecond, "the adaptive jitter buffer's largest delay")
 	level := fs.String("log-level", "info", "debug, info, warn or error")
 	pprofOn := fs.Bool("pprof", false, "serve /debug/pprof/ on -http")
+	workers := fs.Int("workers", 0, "goroutines relaying RTP on Linux, each with its own epoll (0: one per CPU)")
+	cpuProfile := fs.String("cpuprofile", "", "write a CPU profile of the whole run to this file")
 	if err := fs.Parse(args); err != nil {
 		return options{}, usageError{err}
 	}
@@ -123,6 +131,11 @@ func parseFlags(args []string, stderr io.Writer) (options, error) {
 	}
 	o.http = *httpAddr
 	o.pprof = *pprofOn
+	if *workers < 0 {
+		bad("workers", "must not be negative")
+	}
+	o.workers = *workers
+	o.cpuProfile = *cpuProfile
 	if *timeout < 0 {
 		bad("media-timeout", "must not be negative")
 	}
@@ -162,6 +175,29 @@ func run(ctx context.Context, args []string, stderr io.Writer) error {
 		return err
 	}
 	log := slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: o.logLevel}))
+	if o.cpuProfile != "" {
+		f, err := os.Create(o.cpuProfile)
+		if err != nil {
+			return err
+		}
+		defer f.Close()
+		if err := pprof.StartCPUProfile(f); err != nil {
+			return err
+		}
+		defer pprof.StopCPUProfile()
+	}
+	relay.SetWorkers(o.workers)
+	if n := o.workers; os.Getenv("GOMAXPROCS") == "" {
+		// The workers sleep in system calls holding their Ps: one more P
+		// stays idle for the rest (ng, reports, GC), so Go's sysmon does
+		// not take the workers' Ps back every 20 µs (relay.DefaultWorkers).
+		if n == 0 {
+			n = relay.DefaultWorkers()
+		}
+		if n > 0 {
+			runtime.GOMAXPROCS(n + 1)
+		}
+	}
 	alloc, err := ports.New(o.listen, o.minPort, o.maxPort)
 	if err != nil {
 		return err
@@ -186,8 +222,8 @@ func run(ctx context.Context, args []string, stderr io.Writer) error {
 		mux.Handle("/metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{}))
 		mux.HandleFunc("/healthz", func(w http.ResponseWriter, _ *http.Request) { _, _ = io.WriteString(w, "ok\n") })
 		if o.pprof {
-			mux.HandleFunc("/debug/pprof/", pprof.Index)
-			mux.HandleFunc("/debug/pprof/profile", pprof.Profile)
+			mux.HandleFunc("/debug/pprof/", httppprof.Index)
+			mux.HandleFunc("/debug/pprof/profile", httppprof.Profile)
 		}
 		ln, err := net.Listen("tcp", o.http)
 		if err != nil {

@@ -12,6 +12,9 @@
 // and the relay's CPU from /proc. K doubles from -calls while every relay
 // forwards more than 99.9 %, then the largest K each relay passed is
 // reported with its CPU cost per packet, and the ratios between relays.
+// After each step it asks the relay (ng query, up to 32 calls) for its
+// jitter buffer's delay, printed as jb_ms ("-" when none is reported), so
+// the latency of a relay with a buffer can be read against it.
 package main
 
 import (
@@ -91,6 +94,7 @@ type result struct {
 	cpu           float64 // % of one core
 	usPerPacket   float64
 	setupFailures int
+	jbDelay       time.Duration // the largest jitter-buffer delay a sampled stream reported (-1: none reported)
 }
 
 func (r result) loss() float64 {
@@ -133,7 +137,7 @@ func run(o options) error {
 	}
 	defer client.Close()
 	best := map[string]result{}
-	fmt.Printf("%-12s %6s %10s %9s %9s %9s %8s %8s\n", "relay", "calls", "pps_in", "loss_%", "p50_us", "p99_us", "cpu_%", "us/pkt")
+	fmt.Printf("%-12s %6s %10s %9s %9s %9s %8s %8s %6s\n", "relay", "calls", "pps_in", "loss_%", "p50_us", "p99_us", "cpu_%", "us/pkt", "jb_ms")
 	for k := o.calls; k <= o.maxCalls; k *= 2 {
 		allPass := true
 		for _, r := range o.relays {
@@ -141,8 +145,8 @@ func run(o options) error {
 			if err != nil {
 				return fmt.Errorf("%s at %d calls: %w", r.name, k, err)
 			}
-			fmt.Printf("%-12s %6d %10.0f %9.3f %9d %9d %8.1f %8.2f %s\n", r.name, k, res.pps, 100*res.loss(),
-				res.p50.Microseconds(), res.p99.Microseconds(), res.cpu, res.usPerPacket, map[bool]string{true: "pass", false: "FAIL"}[res.pass()])
+			fmt.Printf("%-12s %6d %10.0f %9.3f %9d %9d %8.1f %8.2f %6s %s\n", r.name, k, res.pps, 100*res.loss(),
+				res.p50.Microseconds(), res.p99.Microseconds(), res.cpu, res.usPerPacket, res.jbString(), map[bool]string{true: "pass", false: "FAIL"}[res.pass()])
 			if res.pass() {
 				best[r.name] = res
 			} else {
@@ -161,8 +165,8 @@ func run(o options) error {
 			fmt.Printf("RESULT relay=%s max_calls=0 (no step passed)\n", r.name)
 			continue
 		}
-		fmt.Printf("RESULT relay=%s max_calls=%d pps_in=%.0f loss=%.3f%% p50_us=%d p99_us=%d cpu=%.1f%% cpu_us_per_packet=%.2f pps_per_cpu_second=%.0f\n",
-			r.name, b.calls, b.pps, 100*b.loss(), b.p50.Microseconds(), b.p99.Microseconds(), b.cpu, b.usPerPacket, 1e6/b.usPerPacket)
+		fmt.Printf("RESULT relay=%s max_calls=%d pps_in=%.0f loss=%.3f%% p50_us=%d p99_us=%d cpu=%.1f%% cpu_us_per_packet=%.2f pps_per_cpu_second=%.0f jb_delay_ms=%s\n",
+			r.name, b.calls, b.pps, 100*b.loss(), b.p50.Microseconds(), b.p99.Microseconds(), b.cpu, b.usPerPacket, 1e6/b.usPerPacket, b.jbString())
 	}
 	// Each relay against the last one given (the reference).
 	ref := o.relays[len(o.relays)-1].name
@@ -184,7 +188,7 @@ type call struct {
 
 // step runs K calls through one relay.
 func step(client *ng.Client, r relay, k int, o options) (result, error) {
-	res := result{calls: k}
+	res := result{calls: k, jbDelay: -1}
 	gen, err := newGenerator(o.sockets)
 	if err != nil {
 		return res, err
@@ -230,12 +234,62 @@ func step(client *ng.Client, r relay, k int, o options) (result, error) {
 	res.sent, res.got = stats.sent, stats.got
 	res.pps = float64(stats.sent) / o.measure.Seconds()
 	res.p50, res.p99 = stats.quantile(0.5), stats.quantile(0.99)
+	res.jbDelay = jitterDelay(client, r, calls)
 	cpuSec := float64(ticks1-ticks0) / 100 // USER_HZ
 	res.cpu = 100 * cpuSec / (o.measure.Seconds() + 0.3)
 	if res.got > 0 {
 		res.usPerPacket = cpuSec * 1e6 / float64(res.got)
 	}
 	return res, nil
+}
+
+func (r result) jbString() string {
+	if r.jbDelay < 0 {
+		return "-"
+	}
+	return strconv.FormatInt(r.jbDelay.Milliseconds(), 10)
+}
+
+// jitterDelay asks the relay (ng query, after the traffic) for the
+// jitter-buffer delay of up to 32 of the calls, spread over them, and
+// returns the largest: what the relay's buffer adds by design, to read its
+// latency against. -1 when no stream reports one (no buffer, or a relay
+// that does not say).
+func jitterDelay(client *ng.Client, r relay, calls []call) time.Duration {
+	best := time.Duration(-1)
+	step := max(len(calls)/32, 1)
+	for i := 0; i < len(calls); i += step {
+		res, err := ngDo(client, r.ng, ng.Dict{"command": "query", "call-id": calls[i].id})
+		if err != nil {
+			continue
+		}
+		tags := res.Dict("tags")
+		for tag := range tags {
+			for _, m := range list(tags.Dict(tag)["medias"]) {
+				for _, st := range list(m.(ng.Dict)["streams"]) {
+					if d, ok := st.(ng.Dict).Dict("jitter buffer").Int("delay"); ok {
+						best = max(best, time.Duration(d)*time.Millisecond)
+					}
+				}
+			}
+		}
+	}
+	return best
+}
+
+// list is a bencoded list of dictionaries, as ng.Dicts.
+func list(v any) []any {
+	l, _ := v.([]any)
+	out := make([]any, 0, len(l))
+	for _, e := range l {
+		switch d := e.(type) {
+		case ng.Dict:
+			out = append(out, d)
+		case map[string]any:
+			out = append(out, ng.Dict(d))
+		}
+	}
+	return out
 }
 
 func ngDo(client *ng.Client, to netip.AddrPort, d ng.Dict) (ng.Dict, error) {

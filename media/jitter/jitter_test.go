@@ -318,3 +318,34 @@ func TestOpusDurationsTellDTXWithoutMarker(t *testing.T) {
 		t.Fatalf("delay %v after three clean spurts", st.Delay)
 	}
 }
+
+// BenchmarkManyStreams is one worker's share of sori-mediabench's load:
+// 1600 adaptive buffers, each op one packet pushed into each at its 20 ms
+// tick and what is due popped, with NextDeadline after each as the relay
+// asks it. The buffers do not fit in the cache as one does.
+func BenchmarkManyStreams(b *testing.B) {
+	const streams = 1600
+	bufs := make([]*Buffer, streams)
+	for i := range bufs {
+		bufs[i] = New(Config{Mode: Adaptive})
+	}
+	payload := make([]byte, 80)
+	now := t0
+	b.ReportAllocs()
+	for i := 0; b.Loop(); i++ {
+		seq, ts := uint16(i), uint32(i)*960
+		for k, buf := range bufs {
+			at := now.Add(time.Duration(k) * 10 * time.Microsecond)
+			buf.Push(Packet{SSRC: uint32(k), Seq: seq, TS: ts, Payload: payload}, at)
+			_, _ = buf.NextDeadline()
+			for {
+				if _, ok := buf.Pop(at); !ok {
+					break
+				}
+			}
+			_, _ = buf.NextDeadline()
+		}
+		now = now.Add(frame)
+	}
+	b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(b.N*streams), "ns/pkt")
+}

@@ -18,7 +18,14 @@ var ErrExhausted = errors.New("ports: range exhausted")
 type Pair struct {
 	RTP, RTCP *net.UDPConn
 	Port      int // the RTP port; RTCP is Port+1
+
+	closer func()
 }
+
+// SetCloser makes Release call f to close the pair's sockets: for a user
+// that took their descriptors over (media/relay on Linux moves them out of
+// Go's poller into its own epoll workers and closes RTP and RTCP itself).
+func (p *Pair) SetCloser(f func()) { p.closer = f }
 
 // Allocator allocates pairs round robin over the range, so a port just
 // released is not handed out again at once (late packets of the old call
@@ -82,7 +89,10 @@ func (a *Allocator) Allocate() (*Pair, error) {
 
 // Release closes the pair and frees its ports.
 func (a *Allocator) Release(p *Pair) {
-	p.RTP.Close()
+	if p.closer != nil {
+		p.closer()
+	}
+	p.RTP.Close() // already closed when a closer took them over: no harm
 	p.RTCP.Close()
 	a.mu.Lock()
 	delete(a.used, p.Port)

@@ -3,6 +3,7 @@ package relay
 import (
 	"encoding/binary"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/sori-voice/sori/media/jitter"
@@ -11,21 +12,32 @@ import (
 
 // With a jitter buffer, a stream's RTP from its phone is not forwarded as
 // it arrives: the pump copies each packet into a pooled buffer and pushes
-// it into the stream's jitter.Buffer, and a player goroutine sends each
-// one out of the peer's socket at its playout time.
+// it into the stream's jitter.Buffer, and each one is sent out of the
+// peer's socket at its playout time: on Linux by the stream's worker,
+// whose one scheduler serves all its streams (worker_linux.go), elsewhere
+// by a player goroutine per stream (pump_other.go).
 
 type playout struct {
 	mu   sync.Mutex
 	buf  *jitter.Buffer
-	wake chan struct{}
-	stop chan struct{}
-	once sync.Once
 	mode jitter.Mode
 	max  time.Duration
+
+	halted atomic.Bool // Stop was called
+	once   sync.Once
+
+	// Linux: when the worker's scheduler looks at the buffer next (unix
+	// nanoseconds, 0: not scheduled); the worker goroutine's own.
+	schedAt int64
+
+	// Elsewhere: the player goroutine's signals.
+	wake chan struct{}
+	stop chan struct{}
 }
 
-// packetPool holds the copies of packets waiting in jitter buffers.
-var packetPool = sync.Pool{New: func() any { b := make([]byte, 2048); return &b }}
+// packetPool holds the copies of packets waiting in jitter buffers: whole
+// arrays, so that putting one back allocates nothing.
+var packetPool = sync.Pool{New: func() any { return new([bufSize]byte) }}
 
 // rtpPayload is the payload of an RTP packet: after the CSRCs and any
 // header extension, before any padding (RFC 3550 §5.1).
@@ -52,16 +64,17 @@ func rtpPayload(b []byte) ([]byte, bool) {
 func isRTP(b []byte) bool { return len(b) >= 12 && b[0]>>6 == 2 }
 
 // enqueue puts one RTP packet from the phone into the jitter buffer; it
-// reports false when the buffer refused it (late, duplicate).
-func (s *Stream) enqueue(b []byte, now time.Time) bool {
+// reports false when the buffer refused it (late, duplicate), and when the
+// buffer's next packet is due (unix nanoseconds; 0: none).
+func (s *Stream) enqueue(b []byte, now time.Time) (due int64, ok bool) {
 	if len(b) < 12 {
-		return false
+		return 0, false
 	}
-	p := packetPool.Get().(*[]byte)
-	n := copy(*p, b)
+	p := packetPool.Get().(*[bufSize]byte)
+	n := copy(p[:], b)
 	pkt := jitter.Packet{
 		SSRC: binary.BigEndian.Uint32(b[8:12]), Seq: binary.BigEndian.Uint16(b[2:4]), TS: binary.BigEndian.Uint32(b[4:8]),
-		Marker: b[1]&0x80 != 0, Payload: (*p)[:n],
+		Marker: b[1]&0x80 != 0, Payload: p[:n],
 	}
 	if int(b[1]&0x7f) == s.opts.OpusPT {
 		if payload, ok := rtpPayload(b); ok {
@@ -70,67 +83,23 @@ func (s *Stream) enqueue(b []byte, now time.Time) bool {
 	}
 	s.play.mu.Lock()
 	r := s.play.buf.Push(pkt, now)
+	if r == jitter.Queued {
+		if d, ok := s.play.buf.NextDeadline(); ok {
+			due = d.UnixNano()
+		}
+	}
 	s.play.mu.Unlock()
 	if r != jitter.Queued {
 		packetPool.Put(p)
-		return false
+		return 0, false
 	}
-	select {
-	case s.play.wake <- struct{}{}:
-	default:
-	}
-	return true
+	return due, true
 }
 
-// player sends what the jitter buffer releases, at its playout time.
-func (s *Stream) player() {
-	defer s.wg.Done()
-	t := time.NewTimer(time.Hour)
-	defer t.Stop()
-	for {
-		now := time.Now()
-		s.play.mu.Lock()
-		for {
-			pkt, ok := s.play.buf.Pop(now)
-			if !ok {
-				break
-			}
-			s.play.mu.Unlock()
-			s.sendPlayed(pkt.Payload)
-			buf := pkt.Payload[:cap(pkt.Payload)]
-			packetPool.Put(&buf)
-			s.play.mu.Lock()
-		}
-		next, ok := s.play.buf.NextDeadline()
-		s.play.mu.Unlock()
-		wait := time.Hour
-		if ok {
-			wait = max(time.Until(next), 0)
-		}
-		t.Reset(wait)
-		select {
-		case <-s.play.stop:
-			return
-		case <-s.play.wake:
-		case <-t.C:
-		}
-	}
-}
-
-func (s *Stream) sendPlayed(b []byte) {
-	sock, dst, ok := s.out(false)
-	if !ok {
-		s.rtp.errors.Add(1)
-		return
-	}
-	if _, err := sock.conn.WriteToUDPAddrPort(b, dst); err != nil {
-		s.rtp.errors.Add(1)
-	}
-}
-
-// Stop ends the stream's player; the pumps end when its sockets close.
+// Stop ends the stream's playout; the pumps end when its sockets close.
 func (s *Stream) Stop() {
 	if s.play != nil {
+		s.play.halted.Store(true)
 		s.play.once.Do(func() { close(s.play.stop) })
 	}
 }

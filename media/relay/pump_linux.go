@@ -2,6 +2,7 @@ package relay
 
 import (
 	"encoding/binary"
+	"net"
 	"net/netip"
 	"sync"
 	"syscall"
@@ -11,15 +12,24 @@ import (
 	"golang.org/x/sys/unix"
 )
 
-// The pump reads with recvmmsg and forwards with sendmmsg: one system
-// call per batch each way. golang.org/x/net's ReadBatch allocates the
-// source address of every packet; here the headers, addresses and buffers
-// are reused, so forwarding allocates nothing (BenchmarkForward).
+// On Linux no goroutine waits on a stream's socket. NewStream takes each
+// socket's descriptor out of Go's poller (a duplicate is kept, the
+// net.UDPConn closed), and Start hands both to one of a few workers
+// (worker_linux.go), each an epoll instance and a goroutine: it sleeps in
+// epoll_pwait2 until some of its sockets are readable or a jitter buffer's
+// packet is due, drains each readable socket with recvmmsg, and forwards
+// each batch with one sendmmsg. The headers, addresses and buffers are the
+// worker's own, reused, so forwarding allocates nothing
+// (BenchmarkRelayLoad, BenchmarkForward).
+//
+// Measured under sori-mediabench's load (800 calls, 80,000 packets/s) with
+// the former design, a goroutine per socket parked in Go's poller: 21 % of
+// the anchor's CPU went to the scheduler (park, netpoll, findRunnable) and
+// 9 % to epoll_wait, for one or two packets per wake-up; the workers do
+// that bookkeeping once per epoll_pwait2 for many sockets.
 
-const (
-	batch   = 16
-	bufSize = 2048 // RTP over Ethernet fits; larger datagrams are truncated and dropped
-)
+// batch is the most datagrams one recvmmsg or sendmmsg moves.
+const batch = 16
 
 // mmsghdr is struct mmsghdr (linux/socket.h) on 64-bit Linux.
 type mmsghdr struct {
@@ -28,11 +38,78 @@ type mmsghdr struct {
 	_   [4]byte
 }
 
-type buffers [batch][bufSize]byte
+// socket is one of a stream's sockets: its own descriptor, no longer in
+// Go's poller.
+type socket struct {
+	conn *net.UDPConn // closed; kept for its local address
+	v6   bool         // an IPv6 socket
+	s    *Stream
+	rtcp bool
+	idx  uint32 // in sockets, for epoll events
+	gen  uint32
 
-var bufPool = sync.Pool{New: func() any { return new(buffers) }}
+	mu sync.RWMutex // read-held around each system call on fd, held to close it
+	fd int          // -1 once closed
+}
 
+func newSocket(c *net.UDPConn) (*socket, error) {
+	rc, err := c.SyscallConn()
+	if err != nil {
+		return nil, err
+	}
+	fd := -1
+	var dupErr error
+	if err := rc.Control(func(f uintptr) { fd, dupErr = unix.FcntlInt(f, unix.F_DUPFD_CLOEXEC, 0) }); err != nil {
+		return nil, err
+	}
+	if dupErr != nil {
+		return nil, dupErr
+	}
+	// The duplicate keeps the socket open and bound; closing the original
+	// takes it out of Go's poller, which would otherwise wake for every
+	// packet to no one.
+	c.Close()
+	return &socket{conn: c, v6: c.LocalAddr().(*net.UDPAddr).AddrPort().Addr().Is6(), fd: fd}, nil
+}
+
+// close closes the descriptor once no system call uses it.
+func (k *socket) close() {
+	k.mu.Lock()
+	if k.fd >= 0 {
+		unix.Close(k.fd)
+		k.fd = -1
+	}
+	k.mu.Unlock()
+}
+
+// writeTo sends one datagram (the anchor's own RTCP, and elsewhere than
+// the workers).
+func (k *socket) writeTo(b []byte, dst netip.AddrPort) error {
+	var sa unix.RawSockaddrInet6
+	n := putSockaddr(&sa, dst, k.v6)
+	if n == 0 {
+		return syscall.EAFNOSUPPORT
+	}
+	if len(b) == 0 {
+		return nil
+	}
+	k.mu.RLock()
+	defer k.mu.RUnlock()
+	if k.fd < 0 {
+		return net.ErrClosed
+	}
+	_, _, errno := unix.RawSyscall6(unix.SYS_SENDTO, uintptr(k.fd), uintptr(unsafe.Pointer(&b[0])), uintptr(len(b)),
+		unix.MSG_DONTWAIT, uintptr(unsafe.Pointer(&sa)), uintptr(n))
+	if errno != 0 {
+		return errno
+	}
+	return nil
+}
+
+// pumpState is a worker's buffers and message headers, used for one
+// socket's batch at a time.
 type pumpState struct {
+	w    *worker
 	s    *Stream
 	rtcp bool
 
@@ -42,20 +119,14 @@ type pumpState struct {
 	out     [batch]mmsghdr
 	outIov  [batch]unix.Iovec
 	outName unix.RawSockaddrInet6
-	bufs    *buffers
+	bufs    [batch][bufSize]byte
 	demux   [batch]int
+	played  [batch]*[bufSize]byte
 	nOut    int
-	sent    int
-	sendErr syscall.Errno
-
-	recvFn, sendFn func(fd uintptr) bool
-	dead           error
 }
 
-func (s *Stream) pump(sock *socket, rtcp bool) {
-	defer s.wg.Done()
-	rc := sock.rc
-	p := &pumpState{s: s, rtcp: rtcp}
+func (p *pumpState) init(w *worker) {
+	p.w = w
 	for i := range p.in {
 		p.in[i].hdr.Name = (*byte)(unsafe.Pointer(&p.inNames[i]))
 		p.in[i].hdr.Iov = &p.inIov[i]
@@ -63,20 +134,13 @@ func (s *Stream) pump(sock *socket, rtcp bool) {
 		p.out[i].hdr.Iov = &p.outIov[i]
 		p.out[i].hdr.Iovlen = 1
 	}
-	p.recvFn = p.recv
-	p.sendFn = p.send
-	for p.dead == nil {
-		if err := rc.Read(p.recvFn); err != nil {
-			return // closed
-		}
-	}
 }
 
-// recv drains the socket, forwarding each batch; false means "wait until
-// readable again".
-func (p *pumpState) recv(fd uintptr) bool {
-	p.bufs = bufPool.Get().(*buffers)
-	defer func() { bufPool.Put(p.bufs); p.bufs = nil }()
+// drain reads the socket until its queue is empty, forwarding each batch.
+// The socket's lock is not held while forwarding, so no two sockets' locks
+// are ever held together.
+func (p *pumpState) drain(k *socket, now time.Time) {
+	p.s, p.rtcp = k.s, k.rtcp
 	for {
 		for i := range p.in {
 			p.inIov[i].Base = &p.bufs[i][0]
@@ -84,35 +148,35 @@ func (p *pumpState) recv(fd uintptr) bool {
 			p.in[i].hdr.Namelen = uint32(unsafe.Sizeof(p.inNames[i]))
 			p.in[i].hdr.Flags = 0
 		}
-		n, _, errno := unix.Syscall6(unix.SYS_RECVMMSG, fd, uintptr(unsafe.Pointer(&p.in[0])), batch, unix.MSG_DONTWAIT, 0, 0)
-		switch {
-		case errno == unix.EAGAIN || errno == unix.EINTR:
-			return false
-		case errno != 0:
-			p.dead = errno
-			return true
+		k.mu.RLock()
+		if k.fd < 0 {
+			k.mu.RUnlock()
+			return
 		}
-		p.forward(int(n))
+		// MSG_DONTWAIT: it never blocks, so a raw system call, without
+		// the scheduler's entersyscall/exitsyscall.
+		n, _, errno := unix.RawSyscall6(unix.SYS_RECVMMSG, uintptr(k.fd), uintptr(unsafe.Pointer(&p.in[0])), batch, unix.MSG_DONTWAIT, 0, 0)
+		k.mu.RUnlock()
+		if errno == unix.EINTR {
+			continue
+		}
+		if errno != 0 {
+			return // EAGAIN: drained
+		}
+		p.forward(int(n), now)
 		if int(n) < batch {
-			// The queue was drained: wait for the next packet rather than
-			// spend a system call learning it is empty (the poller's edge
-			// for a packet that arrived meanwhile is not lost).
-			return false
+			// The queue was drained: the next packet is a new epoll edge,
+			// so no system call is spent learning it is empty.
+			return
 		}
 	}
 }
 
-func (p *pumpState) forward(n int) {
+func (p *pumpState) forward(n int, wall time.Time) {
 	s := p.s
 	c := &s.rtp
 	if p.rtcp {
 		c = &s.rtcp
-	}
-	wall := time.Now()
-	now := wall.UnixNano()
-	if !p.rtcp {
-		s.statsMu.Lock()
-		defer s.statsMu.Unlock()
 	}
 	// RTCP multiplexed on the RTP port (RFC 5761) goes to the RTCP port of
 	// a peer that does not multiplex.
@@ -122,31 +186,38 @@ func (p *pumpState) forward(n int) {
 	}
 	p.nOut = 0
 	nDemux := 0
+	var packets, bytes, errors uint64
+	if !p.rtcp {
+		s.statsMu.Lock()
+	}
 	for i := 0; i < n; i++ {
 		size := int(p.in[i].n)
 		if p.in[i].hdr.Flags&unix.MSG_TRUNC != 0 || size == 0 {
-			c.errors.Add(1)
+			errors++
 			continue
 		}
-		c.packets.Add(1)
-		c.bytes.Add(uint64(size))
+		packets++
+		bytes += uint64(size)
 		if !s.accept(sockaddrAddrPort(&p.inNames[i]), p.rtcp) {
-			c.errors.Add(1)
+			errors++
 			continue
 		}
+		b := p.bufs[i][:size]
 		switch {
-		case p.rtcp || isRTCP(p.bufs[i][:size]):
-			s.observeRTCP(p.bufs[i][:size], wall)
+		case p.rtcp || isRTCP(b):
+			s.observeRTCP(b, wall)
 			if demux {
 				p.demux[nDemux] = i
 				nDemux++
 				continue
 			}
 		default:
-			s.observe(p.bufs[i][:size], wall)
-			if s.play != nil && isRTP(p.bufs[i][:size]) {
-				if !s.enqueue(p.bufs[i][:size], wall) {
-					c.errors.Add(1) // late or duplicate: the jitter buffer counts which
+			s.observe(b, wall)
+			if s.play != nil && isRTP(b) {
+				if due, ok := s.enqueue(b, wall); !ok {
+					errors++ // late or duplicate: the jitter buffer counts which
+				} else if due != 0 {
+					p.w.schedule(s, due)
 				}
 				continue
 			}
@@ -155,7 +226,15 @@ func (p *pumpState) forward(n int) {
 		p.outIov[p.nOut].SetLen(size)
 		p.nOut++
 	}
-	s.last.Store(now)
+	if !p.rtcp {
+		s.statsMu.Unlock()
+	}
+	c.packets.Add(packets)
+	c.bytes.Add(bytes)
+	if errors > 0 {
+		c.errors.Add(errors)
+	}
+	s.last.Store(wall.UnixNano())
 	if p.nOut > 0 {
 		p.flush(c, p.rtcp)
 	}
@@ -174,7 +253,9 @@ func (p *pumpState) forward(n int) {
 // 192-223 sit where RTP has marker+payload type 64-95 (RFC 5761 §4).
 func isRTCP(b []byte) bool { return len(b) >= 8 && b[1] >= 192 && b[1] <= 223 }
 
-// flush sends p.out[:nOut] to the peer's RTP (rtcp false) or RTCP side.
+// flush sends p.outIov[:nOut] to p.s's peer's RTP (rtcp false) or RTCP
+// side. UDP never waits for room: a full socket buffer drops, as a router
+// would.
 func (p *pumpState) flush(c *counters, rtcp bool) {
 	sock, dst, ok := p.s.out(rtcp)
 	if !ok {
@@ -190,30 +271,23 @@ func (p *pumpState) flush(c *counters, rtcp bool) {
 		p.out[i].hdr.Name = (*byte)(unsafe.Pointer(&p.outName))
 		p.out[i].hdr.Namelen = nameLen
 	}
-	rc := sock.rc
-	p.sent = 0
-	for p.sent < p.nOut {
-		p.sendErr = 0
-		if err := rc.Write(p.sendFn); err != nil || p.sendErr != 0 {
-			c.errors.Add(uint64(p.nOut - p.sent)) // the other side's socket is closed or full
+	sock.mu.RLock()
+	defer sock.mu.RUnlock()
+	if sock.fd < 0 {
+		c.errors.Add(uint64(p.nOut)) // the other side's socket is closed
+		return
+	}
+	for sent := 0; sent < p.nOut; {
+		n, _, errno := unix.RawSyscall6(unix.SYS_SENDMMSG, uintptr(sock.fd), uintptr(unsafe.Pointer(&p.out[sent])), uintptr(p.nOut-sent), unix.MSG_DONTWAIT, 0, 0)
+		if errno == unix.EINTR {
+			continue
+		}
+		if errno != 0 || n == 0 {
+			c.errors.Add(uint64(p.nOut - sent)) // full
 			return
 		}
+		sent += int(n)
 	}
-}
-
-// send writes what is left of the batch; UDP never waits for room: a full
-// socket buffer drops, as a router would.
-func (p *pumpState) send(fd uintptr) bool {
-	n, _, errno := unix.Syscall6(unix.SYS_SENDMMSG, fd, uintptr(unsafe.Pointer(&p.out[p.sent])), uintptr(p.nOut-p.sent), unix.MSG_DONTWAIT, 0, 0)
-	if errno != 0 {
-		if errno == unix.EINTR {
-			return false
-		}
-		p.sendErr = errno
-		return true
-	}
-	p.sent += int(n)
-	return true
 }
 
 func sockaddrAddrPort(sa *unix.RawSockaddrInet6) netip.AddrPort {

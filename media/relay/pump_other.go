@@ -3,18 +3,61 @@
 package relay
 
 import (
+	"net"
 	"net/netip"
+	"sync"
 	"time"
 )
 
-// Elsewhere than Linux the pump reads and writes one packet per call.
+// Elsewhere than Linux a goroutine per socket reads and writes one packet
+// per call, and a goroutine per jitter buffer plays it out.
+
+// socket is one of a stream's sockets.
+type socket struct {
+	conn *net.UDPConn
+	v6   bool // an IPv6 socket
+	s    *Stream
+	rtcp bool
+}
+
+func newSocket(c *net.UDPConn) (*socket, error) {
+	return &socket{conn: c, v6: c.LocalAddr().(*net.UDPAddr).AddrPort().Addr().Is6()}, nil
+}
+
+func (k *socket) close() { k.conn.Close() }
+
+func (k *socket) writeTo(b []byte, dst netip.AddrPort) error {
+	_, err := k.conn.WriteToUDPAddrPort(b, dst)
+	return err
+}
+
+type streamSys struct{ startOnce sync.Once }
+
+func (s *Stream) platformInit() {}
+
+// Start begins forwarding (idempotent).
+func (s *Stream) Start() {
+	s.startOnce.Do(func() {
+		s.wg.Add(2)
+		go s.pump(s.rtpSock, false)
+		go s.pump(s.rtcpSock, true)
+		if s.play != nil {
+			s.wg.Add(1)
+			go s.player()
+		}
+	})
+}
+
+// Wait blocks until the stream's sockets are closed and its pumps ended.
+func (s *Stream) Wait() { s.wg.Wait() }
+
 func (s *Stream) pump(sock *socket, rtcp bool) {
 	defer s.wg.Done()
 	c := &s.rtp
 	if rtcp {
 		c = &s.rtcp
 	}
-	buf := make([]byte, 2048)
+	buf := make([]byte, bufSize)
 	for {
 		n, src, err := sock.conn.ReadFromUDPAddrPort(buf)
 		if err != nil {
@@ -22,34 +65,92 @@ func (s *Stream) pump(sock *socket, rtcp bool) {
 		}
 		now := time.Now()
 		s.last.Store(now.UnixNano())
-		if rtcp || isRTCPPacket(buf[:n]) {
-			s.observeRTCP(buf[:n], now)
-		} else {
-			s.statsMu.Lock()
-			s.observe(buf[:n], now)
-			s.statsMu.Unlock()
-			if s.play != nil && isRTP(buf[:n]) {
-				if !s.enqueue(buf[:n], now) {
-					c.errors.Add(1)
-				}
-				continue
-			}
-		}
 		c.packets.Add(1)
 		c.bytes.Add(uint64(n))
 		if !s.accept(netip.AddrPortFrom(src.Addr().Unmap(), src.Port()), rtcp) {
 			c.errors.Add(1)
 			continue
 		}
+		if rtcp || isRTCP(buf[:n]) {
+			s.observeRTCP(buf[:n], now)
+		} else {
+			s.statsMu.Lock()
+			s.observe(buf[:n], now)
+			s.statsMu.Unlock()
+			if s.play != nil && isRTP(buf[:n]) {
+				if _, ok := s.enqueue(buf[:n], now); !ok {
+					c.errors.Add(1)
+				} else {
+					select {
+					case s.play.wake <- struct{}{}:
+					default:
+					}
+				}
+				continue
+			}
+		}
 		out, dst, ok := s.out(rtcp)
 		if !ok {
 			c.errors.Add(1)
 			continue
 		}
-		if _, err := out.conn.WriteToUDPAddrPort(buf[:n], dst); err != nil {
+		if err := out.writeTo(buf[:n], dst); err != nil {
 			c.errors.Add(1)
 		}
 	}
 }
 
-func isRTCPPacket(b []byte) bool { return len(b) >= 8 && b[1] >= 192 && b[1] <= 223 }
+// isRTCP tells RTCP from RTP on a multiplexed port: RTCP packet types
+// 192-223 sit where RTP has marker+payload type 64-95 (RFC 5761 §4).
+func isRTCP(b []byte) bool { return len(b) >= 8 && b[1] >= 192 && b[1] <= 223 }
+
+// player sends what the jitter buffer releases, at its playout time.
+func (s *Stream) player() {
+	defer s.wg.Done()
+	t := time.NewTimer(time.Hour)
+	defer t.Stop()
+	for {
+		now := time.Now()
+		s.play.mu.Lock()
+		for {
+			pkt, ok := s.play.buf.Pop(now)
+			if !ok {
+				break
+			}
+			s.play.mu.Unlock()
+			s.sendPlayed(pkt.Payload)
+			packetPool.Put((*[bufSize]byte)(pkt.Payload[:bufSize]))
+			s.play.mu.Lock()
+		}
+		next, ok := s.play.buf.NextDeadline()
+		s.play.mu.Unlock()
+		wait := time.Hour
+		if ok {
+			wait = max(time.Until(next), 0)
+		}
+		t.Reset(wait)
+		select {
+		case <-s.play.stop:
+			return
+		case <-s.play.wake:
+		case <-t.C:
+		}
+	}
+}
+
+func (s *Stream) sendPlayed(b []byte) {
+	sock, dst, ok := s.out(false)
+	if !ok {
+		s.rtp.errors.Add(1)
+		return
+	}
+	if err := sock.writeTo(b, dst); err != nil {
+		s.rtp.errors.Add(1)
+	}
+}
+
+// SetWorkers has no effect elsewhere than Linux.
+func SetWorkers(int) {}
+
+// DefaultWorkers is 0: no workers elsewhere than Linux.
+func DefaultWorkers() int { return 0 }

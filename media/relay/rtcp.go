@@ -186,6 +186,5 @@ func (s *Stream) SendRTCP(b []byte) error {
 	if s.mux.Load() {
 		sock = s.rtpSock
 	}
-	_, err := sock.conn.WriteToUDPAddrPort(b, dst)
-	return err
+	return sock.writeTo(b, dst)
 }

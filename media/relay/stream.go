@@ -7,11 +7,9 @@ package relay
 
 import (
 	"encoding/binary"
-	"net"
 	"net/netip"
 	"sync"
 	"sync/atomic"
-	"syscall"
 	"time"
 
 	"github.com/sori-voice/sori/media/jitter"
@@ -63,27 +61,15 @@ type Stream struct {
 	rtcpState rtcpState
 	play      *playout // nil: no jitter buffer
 
-	startOnce sync.Once
-	wg        sync.WaitGroup
+	wg sync.WaitGroup
+	streamSys
 }
 
 type counters struct{ packets, bytes, errors atomic.Uint64 }
 
-// socket is one of a stream's sockets with what the pumps need of it,
-// looked up once.
-type socket struct {
-	conn *net.UDPConn
-	rc   syscall.RawConn
-	v6   bool // an IPv6 socket
-}
-
-func newSocket(c *net.UDPConn) (*socket, error) {
-	rc, err := c.SyscallConn()
-	if err != nil {
-		return nil, err
-	}
-	return &socket{conn: c, rc: rc, v6: c.LocalAddr().(*net.UDPAddr).AddrPort().Addr().Is6()}, nil
-}
+// bufSize is the largest datagram relayed: RTP over Ethernet fits;
+// larger datagrams are truncated and dropped.
+const bufSize = 2048
 
 func (c *counters) get() Counters {
 	return Counters{Packets: c.packets.Load(), Bytes: c.bytes.Load(), Errors: c.errors.Load()}
@@ -97,9 +83,11 @@ func NewStream(p *ports.Pair, o Options) (*Stream, error) {
 	}
 	rtcp, err := newSocket(p.RTCP)
 	if err != nil {
+		rtp.close()
 		return nil, err
 	}
 	s := &Stream{pair: p, opts: o, rtpSock: rtp, rtcpSock: rtcp, stats: rtpstats.New(clockRate)}
+	rtp.s, rtcp.s, rtcp.rtcp = s, s, true
 	if o.Jitter != nil && o.Jitter.Mode != jitter.Off {
 		c := *o.Jitter
 		c.ClockRate = clockRate
@@ -108,6 +96,7 @@ func NewStream(p *ports.Pair, o Options) (*Stream, error) {
 			s.play.max = 120 * time.Millisecond
 		}
 	}
+	s.platformInit()
 	return s, nil
 }
 
@@ -238,22 +227,6 @@ func (s *Stream) LastPacket() time.Time {
 	}
 	return time.Time{}
 }
-
-// Start begins forwarding (idempotent).
-func (s *Stream) Start() {
-	s.startOnce.Do(func() {
-		s.wg.Add(2)
-		go s.pump(s.rtpSock, false)
-		go s.pump(s.rtcpSock, true)
-		if s.play != nil {
-			s.wg.Add(1)
-			go s.player()
-		}
-	})
-}
-
-// Wait blocks until the stream's sockets are closed and its pumps ended.
-func (s *Stream) Wait() { s.wg.Wait() }
 
 // out returns the socket and destination a packet received on s leaves by.
 func (s *Stream) out(rtcp bool) (*socket, netip.AddrPort, bool) {

@@ -1,0 +1,125 @@
+package relay
+
+import (
+	"encoding/binary"
+	"net"
+	"net/netip"
+	"syscall"
+	"testing"
+	"time"
+
+	"golang.org/x/net/ipv4"
+
+	"github.com/sori-voice/sori/media/jitter"
+	"github.com/sori-voice/sori/media/ports"
+)
+
+// cpuNow is the process's user+system CPU time.
+func cpuNow() time.Duration {
+	var ru syscall.Rusage
+	_ = syscall.Getrusage(syscall.RUSAGE_SELF, &ru)
+	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
+}
+
+// BenchmarkRelayLoad is the anchor under a load like sori-mediabench's:
+// 200 calls, each op is one 20 ms tick in which phone A of every call sends
+// one packet (one sendmmsg for all) and phone B receives them all. It reports
+// ns/pkt (wall) and cpu-ns/pkt: the CPU of the whole process (anchor and
+// phones) per relayed packet, the figure to compare before and after a
+// change. off: no jitter buffer, unpaced. adaptive: through the adaptive
+// buffer, paced at 20 ms so the buffer holds packets as in a call.
+func BenchmarkRelayLoad(b *testing.B) {
+	for _, mode := range []jitter.Mode{jitter.Off, jitter.Adaptive} {
+		b.Run(mode.String(), func(b *testing.B) { relayLoad(b, mode, 200) })
+	}
+}
+
+func relayLoad(b *testing.B, mode jitter.Mode, calls int) {
+	alloc, err := ports.New(loopback, 44000, 44000+4*calls+100)
+	if err != nil {
+		b.Fatal(err)
+	}
+	o := Options{OpusPT: 111}
+	if mode != jitter.Off {
+		o.Jitter = &jitter.Config{Mode: mode}
+	}
+	tx, rx := newPhone(b), newPhone(b)
+	_ = rx.conn.SetReadBuffer(4 << 20)
+	_ = tx.conn.SetWriteBuffer(4 << 20)
+	msgs := make([]ipv4.Message, calls)
+	for i := 0; i < calls; i++ {
+		var st [2]*Stream
+		for k := range st {
+			p, err := alloc.Allocate()
+			if err != nil {
+				b.Fatal(err)
+			}
+			if st[k], err = NewStream(p, o); err != nil {
+				b.Fatal(err)
+			}
+			s := st[k]
+			b.Cleanup(func() { s.Stop(); alloc.Release(p); s.Wait() })
+		}
+		st[0].SetEndpoint(tx.addr(), netip.AddrPort{})
+		st[1].SetEndpoint(rx.addr(), netip.AddrPort{})
+		st[0].SetPeer(st[1])
+		st[1].SetPeer(st[0])
+		st[0].Start()
+		st[1].Start()
+		pkt := opusPacket(0)
+		binary.BigEndian.PutUint32(pkt[8:], uint32(i))
+		msgs[i] = ipv4.Message{Buffers: [][]byte{pkt}, Addr: net.UDPAddrFromAddrPort(netip.AddrPortFrom(loopback, uint16(st[0].Port())))}
+	}
+	txc := ipv4.NewPacketConn(tx.conn)
+	in := make([]byte, 2048)
+	var seq uint16
+	tick := func() int {
+		seq++
+		for i := range msgs {
+			p := msgs[i].Buffers[0]
+			binary.BigEndian.PutUint16(p[2:], seq)
+			binary.BigEndian.PutUint32(p[4:], uint32(seq)*960)
+		}
+		for off := 0; off < len(msgs); {
+			n, err := txc.WriteBatch(msgs[off:], 0)
+			if err != nil {
+				b.Fatal(err)
+			}
+			off += n
+		}
+		got := 0
+		_ = rx.conn.SetReadDeadline(time.Now().Add(time.Second))
+		for got < len(msgs) {
+			// One read per packet: ReadBatch would allocate each source address.
+			if _, _, err := rx.conn.ReadFromUDPAddrPort(in); err != nil {
+				return got // lost some
+			}
+			got++
+		}
+		return got
+	}
+	paced := mode != jitter.Off
+	start := time.Now()
+	for i := 0; i < 10; i++ { // latch, warm the pools
+		if paced {
+			time.Sleep(time.Until(start.Add(time.Duration(i) * 20 * time.Millisecond)))
+		}
+		tick()
+	}
+	lost := 0
+	b.ReportAllocs()
+	b.ResetTimer()
+	cpu0, wall0 := cpuNow(), time.Now()
+	start = time.Now()
+	for i := 0; i < b.N; i++ {
+		if paced {
+			time.Sleep(time.Until(start.Add(time.Duration(i) * 20 * time.Millisecond)))
+		}
+		lost += len(msgs) - tick()
+	}
+	b.StopTimer()
+	pkts := float64(b.N * len(msgs))
+	b.ReportMetric(float64(cpuNow()-cpu0)/pkts, "cpu-ns/pkt")
+	b.ReportMetric(float64(time.Since(wall0))/pkts, "ns/pkt")
+	b.ReportMetric(float64(lost)/pkts, "lost/pkt")
+}
