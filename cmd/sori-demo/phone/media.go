@@ -273,7 +273,7 @@ func (m *media) onRTP(pkt *rtp.Packet, now time.Time) {
 	}
 	idx := int(pkt.SequenceNumber - m.base) // the other side's packet number
 	if idx >= m.packets {
-		return // from before the first one kept: cannot be, all start at 0
+		return // older than the first one received (reordered): not counted
 	}
 	delay := time.Duration(m.down.Int64N(int64(m.leg.DownJitter) + 1))
 	if m.down.Float64() < m.leg.DownLoss && idx != 0 && idx != m.packets-1 {

@@ -269,8 +269,7 @@ const T1 = 500 * time.Millisecond
 
 // transact sends a request and returns its final response, resending it
 // over UDP (from T1, doubling, up to 4 s apart) until a response comes
-// (any for an INVITE, a final one otherwise). Provisional responses are
-// passed to provisional when it is not nil.
+// (any for an INVITE, a final one otherwise), for 64·T1 at most.
 func (p *Phone) transact(ctx context.Context, raw, branch string, invite bool, to netip.AddrPort) (*sip.Response, error) {
 	ch := make(chan *sip.Response, 8)
 	p.mu.Lock()
