@@ -6,7 +6,7 @@ GO ?= go
 STATICCHECK := honnef.co/go/tools/cmd/staticcheck@v0.8.2
 BIN := bin
 
-.PHONY: all build run test deps fmt-check vet lint unit bench bench-media load-register load-register-transports load-calls soak clean
+.PHONY: all build run demo test deps fmt-check vet lint unit bench bench-media load-register load-register-transports load-calls soak clean
 
 all: build
 
@@ -22,11 +22,21 @@ run: build
 	trap 'kill $$anchor 2>/dev/null; wait $$anchor 2>/dev/null' EXIT; \
 	./$(BIN)/sori -config config/sori.yaml
 
+# The call quality map with traffic of known loss: sori (on testdata/demo/sori.yaml; bindings
+# and the map in memory, STORE=redis: in a redis-server of its own on 127.0.0.1:6390),
+# sori-anchor and bin/sori-demo, whose phones on three carriers (127.0.1.x, 127.0.2.x,
+# 127.0.3.x) call each other for DURATION (3m); then it prints http://127.0.0.1:9060/quality
+# and keeps sori up for it until Ctrl-C (KEEP=0: stops). Ports as make run's: SIP 5060,
+# HTTP 9060, ng 22222, RTP 30000-39999, anchor HTTP 9061 (so not both at once).
+demo: build
+	$(GO) build -o $(BIN)/sori-demo ./cmd/sori-demo
+	BIN=$(BIN) ./testdata/demo/demo.sh
+
 # Installs redis-server, sipp (package sip-tester), kamailio (the ng interop
 # test), baresip and linphonec (package linphone-cli; the softphone test),
-# stunnel4 (carries SIPp's TCP over TLS: Debian's sipp has no TLS) with
-# apt-get, only when absent. Kamailio's own service is not wanted: it would
-# take port 5060.
+# stunnel4 (carries SIPp's TCP over TLS: Debian's sipp has no TLS) and
+# chromium (the quality page's test, headless) with apt-get, only when
+# absent. Kamailio's own service is not wanted: it would take port 5060.
 deps:
 	@missing=""; \
 	command -v redis-server >/dev/null 2>&1 || missing="$$missing redis-server"; \
@@ -35,6 +45,7 @@ deps:
 	command -v baresip >/dev/null 2>&1 || missing="$$missing baresip"; \
 	command -v linphonec >/dev/null 2>&1 || missing="$$missing linphone-cli"; \
 	command -v stunnel4 >/dev/null 2>&1 || missing="$$missing stunnel4"; \
+	command -v chromium >/dev/null 2>&1 || missing="$$missing chromium"; \
 	if [ -n "$$missing" ]; then \
 		echo "installing:$$missing"; \
 		if [ "$$(id -u)" != 0 ]; then echo "need root to apt-get install$$missing" >&2; exit 1; fi; \

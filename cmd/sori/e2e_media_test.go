@@ -503,7 +503,9 @@ func TestLossIsReportedPerHop(t *testing.T) {
 		t.Fatalf("networks: caller %q, callee %q", r.CallerMedia.Network, r.CalleeMedia.Network)
 	}
 	_, metrics := httpGet(t, "http://"+n.http+"/metrics")
-	for _, want := range []string{`sori_media_loss_ratio_count{network="carrier-a"} 1`, `sori_media_mos_count{network="loopback-isp"} 1`} {
+	for _, want := range []string{`sori_media_loss_ratio_count{access="lte",hop="uplink",network="carrier-a"} 1`,
+		`sori_media_mos_count{access="unknown",hop="uplink",network="loopback-isp"} 1`,
+		`sori_media_loss_ratio_count{access="unknown",hop="downlink",network="loopback-isp"} 1`} {
 		if !strings.Contains(metrics, want) {
 			t.Errorf("metrics lack %s", want)
 		}
