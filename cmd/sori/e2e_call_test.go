@@ -66,7 +66,13 @@ func sippUAS(t *testing.T, dir, scenario string, port, calls int, extra ...strin
 		select {
 		case err := <-done:
 			if err != nil {
-				t.Fatalf("UAS %s: %v\n%s", scenario, err, tail(out.String(), 2000))
+				logs, _ := filepath.Glob(filepath.Join(dir, strings.TrimSuffix(scenario, ".xml")+"_*_errors.log"))
+				var errs strings.Builder
+				for _, l := range logs {
+					b, _ := os.ReadFile(l)
+					errs.WriteString(tail(string(b), 3000))
+				}
+				t.Fatalf("UAS %s: %v\n%s\nerrors:\n%s", scenario, err, tail(out.String(), 2000), errs.String())
 			}
 		case <-time.After(30 * time.Second):
 			t.Fatalf("UAS %s did not finish\n%s", scenario, tail(out.String(), 2000))
