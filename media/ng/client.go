@@ -70,6 +70,15 @@ func (c *Client) Close() error {
 // Do sends req to server and waits for the reply, retransmitting every
 // retry interval until ctx ends.
 func (c *Client) Do(ctx context.Context, server netip.AddrPort, req Dict) (Dict, error) {
+	return c.DoWithin(ctx, server, req, 0)
+}
+
+// DoWithin is Do that also gives up after within (0: no limit), as a
+// context.WithTimeout of ctx would, but with one timer for the
+// retransmissions and the limit instead of a context, its timer and a
+// ticker per command (three ng commands per anchored call: 5 % of sori's
+// allocated bytes at 1000 calls/s, pprof allocs).
+func (c *Client) DoWithin(ctx context.Context, server netip.AddrPort, req Dict, within time.Duration) (Dict, error) {
 	cookie := c.prefix + strconv.FormatUint(c.seq.Add(1), 36)
 	b, err := Encode(cookie, req)
 	if err != nil {
@@ -84,8 +93,24 @@ func (c *Client) Do(ctx context.Context, server netip.AddrPort, req Dict) (Dict,
 		delete(c.pending, cookie)
 		c.mu.Unlock()
 	}()
-	t := time.NewTicker(c.retry)
+	var deadline time.Time
+	if within > 0 {
+		deadline = time.Now().Add(within)
+	}
+	if d, ok := ctx.Deadline(); ok && (deadline.IsZero() || d.Before(deadline)) {
+		deadline = d
+	}
+	next := func() time.Duration {
+		if deadline.IsZero() {
+			return c.retry
+		}
+		return min(c.retry, time.Until(deadline))
+	}
+	t := time.NewTimer(next())
 	defer t.Stop()
+	timedOut := func() error {
+		return fmt.Errorf("ng %s to %s: %w", req.Str("command"), server, ErrTimeout)
+	}
 	for {
 		if _, err := c.conn.WriteToUDPAddrPort(b, server); err != nil {
 			return nil, fmt.Errorf("ng %s to %s: %w", req.Str("command"), server, err)
@@ -94,8 +119,12 @@ func (c *Client) Do(ctx context.Context, server netip.AddrPort, req Dict) (Dict,
 		case res := <-ch:
 			return res, nil
 		case <-t.C:
+			if !deadline.IsZero() && !time.Now().Before(deadline) {
+				return nil, timedOut()
+			}
+			t.Reset(next())
 		case <-ctx.Done():
-			return nil, fmt.Errorf("ng %s to %s: %w", req.Str("command"), server, ErrTimeout)
+			return nil, timedOut()
 		}
 	}
 }
@@ -108,7 +137,7 @@ func (c *Client) read() {
 		if err != nil {
 			return
 		}
-		cookie, d, err := Parse(buf[:n])
+		cookie, d, err := Parse(buf[:n]) // a copy: buf is read into again
 		if err != nil {
 			c.log.Debug("ng: unreadable datagram", "from", from, "error", err)
 			continue

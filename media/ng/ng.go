@@ -23,13 +23,21 @@ var (
 	ErrNotDict  = errors.New("ng: body is not a dictionary")
 )
 
-// Parse splits a datagram into its cookie and dictionary.
+// Parse splits a datagram into its cookie and dictionary. What it returns
+// shares no memory with b.
 func Parse(b []byte) (string, Dict, error) {
+	return parseOwned(bytes.Clone(b))
+}
+
+// parseOwned is Parse on a datagram the caller hands over: the strings
+// returned are views of b (see decodeValue), which must not be written
+// again.
+func parseOwned(b []byte) (string, Dict, error) {
 	i := bytes.IndexByte(b, ' ')
 	if i <= 0 {
 		return "", nil, ErrNoCookie
 	}
-	cookie := string(b[:i])
+	cookie := view(b[:i])
 	body := b[i+1:]
 	if len(body) == 0 || body[0] != 'd' {
 		return cookie, nil, ErrNotDict

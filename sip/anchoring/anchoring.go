@@ -17,6 +17,7 @@ import (
 	"strings"
 	"sync"
 	"time"
+	"unsafe"
 
 	"github.com/emiago/sipgo/sip"
 	"github.com/prometheus/client_golang/prometheus"
@@ -195,7 +196,7 @@ func (p *Pool) Offer(ctx context.Context, req *sip.Request, on netip.AddrPort) (
 		return on, false, nil
 	}
 	d := ng.Dict{"command": "offer", "call-id": req.CallID().Value(), "from-tag": req.From().Params.GetOr("tag", ""),
-		"sdp": string(body), "replace": []any{"origin", "session-connection"}, "ICE": "remove"}
+		"sdp": body, "replace": replace, "ICE": "remove"}
 	if tag, ok := req.To().Params.Get("tag"); ok && tag != "" {
 		d["to-tag"] = tag
 	}
@@ -215,7 +216,7 @@ func (p *Pool) Offer(ctx context.Context, req *sip.Request, on netip.AddrPort) (
 	if err != nil {
 		return on, false, err
 	}
-	req.SetBody([]byte(res.Str("sdp")))
+	req.SetBody(sdpOf(res))
 	return a, true, nil
 }
 
@@ -227,7 +228,7 @@ func (p *Pool) Answer(ctx context.Context, on netip.AddrPort, req *sip.Request, 
 		return nil
 	}
 	d := ng.Dict{"command": "answer", "call-id": res.CallID().Value(), "from-tag": res.From().Params.GetOr("tag", ""),
-		"to-tag": res.To().Params.GetOr("tag", ""), "sdp": string(body), "replace": []any{"origin", "session-connection"}, "ICE": "remove"}
+		"to-tag": res.To().Params.GetOr("tag", ""), "sdp": body, "replace": replace, "ICE": "remove"}
 	if src, err := netip.ParseAddrPort(res.Source()); err == nil {
 		d["received-from"] = []any{"IP4", src.Addr().Unmap().String()}
 		if src.Addr().Is6() && !src.Addr().Is4In6() {
@@ -241,7 +242,7 @@ func (p *Pool) Answer(ctx context.Context, on netip.AddrPort, req *sip.Request, 
 	if err != nil {
 		return err
 	}
-	res.SetBody([]byte(out.Str("sdp")))
+	res.SetBody(sdpOf(out))
 	return nil
 }
 
@@ -344,9 +345,7 @@ func (p *Pool) do(ctx context.Context, callID string, on netip.AddrPort, d ng.Di
 
 func (p *Pool) send(ctx context.Context, a *anchor, d ng.Dict) (ng.Dict, error) {
 	cmd := d.Str("command")
-	cctx, cancel := context.WithTimeout(ctx, p.cfg.Timeout)
-	defer cancel()
-	res, err := p.client.Do(cctx, a.addr, d)
+	res, err := p.client.DoWithin(ctx, a.addr, d, p.cfg.Timeout)
 	switch {
 	case err != nil:
 		p.commands.WithLabelValues(cmd, "timeout").Inc()
@@ -371,6 +370,21 @@ func (p *Pool) notified(from netip.AddrPort, d ng.Dict) {
 	default:
 		p.cfg.Log.Warn("media timeout dropped: too many at once", "call_id", callID, "anchor", from)
 	}
+}
+
+// replace is the offer's and answer's "replace" flags (encoded, never
+// written).
+var replace = []any{"origin", "session-connection"}
+
+// sdpOf is the rewritten SDP in an anchor's reply, as a body. It shares the
+// reply's bytes rather than copying them: the reply is the client's own
+// copy of the datagram, read by no one once its SDP is taken.
+func sdpOf(res ng.Dict) []byte {
+	s := res.Str("sdp")
+	if s == "" {
+		return []byte{}
+	}
+	return unsafe.Slice(unsafe.StringData(s), len(s))
 }
 
 // sdpBody returns a message's SDP body, if it has one.

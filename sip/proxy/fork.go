@@ -461,7 +461,7 @@ func failover(code int) bool {
 // relay sends a branch's response to the caller without our Via; a dialog
 // Contact gets the NAT alias of where the response came from.
 func (f *fork) relay(res *sip.Response) {
-	up := res.Clone()
+	up := relayCopy(res)
 	up.RemoveHeader("Via")
 	for up.RemoveHeader("P-Access-Network-Info") { // RFC 7315 §4.4, as for requests
 	}

@@ -196,6 +196,52 @@ func routeHeaders(req *sip.Request) []*sip.RouteHeader {
 	return out
 }
 
+// forwardCopy is in.Clone() for prepare, sharing what prepare and the
+// layers below never write: header values other than Via and Contact
+// (prepare adds received/rport to the top Via and an alias to the
+// Contact), and the body (replaced, never written into, when the anchor
+// rewrites the SDP). The header list is the copy's own, so headers are
+// added and removed on it alone. sipgo's Clone parses nothing again but
+// copies every header and the body: the copies were 6 % of sori's
+// allocated bytes at 1000 anchored calls/s (pprof allocs), with the
+// relayed responses' (relayCopy) 8 %; BenchmarkForwardCopy.
+func forwardCopy(in *sip.Request) *sip.Request {
+	out := sip.NewRequest(in.Method, in.Recipient) // it copies the URI's parameters
+	out.SipVersion = in.SipVersion
+	for _, h := range in.Headers() {
+		out.AppendHeader(ownHeader(h))
+	}
+	out.SetBody(in.Body())
+	out.SetTransport(in.Transport())
+	out.SetSource(in.Source())
+	out.SetDestination(in.Destination())
+	out.Laddr = in.Laddr
+	return out
+}
+
+// relayCopy is res.Clone() for relay, sharing what forwardCopy shares.
+func relayCopy(res *sip.Response) *sip.Response {
+	up := sip.NewResponse(res.StatusCode, res.Reason)
+	up.SipVersion = res.SipVersion
+	for _, h := range res.Headers() {
+		up.AppendHeader(ownHeader(h))
+	}
+	up.SetBody(res.Body())
+	up.SetTransport(res.Transport())
+	up.SetSource(res.Source())
+	up.SetDestination(res.Destination())
+	return up
+}
+
+// ownHeader is h, or a copy of it when the copy's header is written to.
+func ownHeader(h sip.Header) sip.Header {
+	switch h.(type) {
+	case *sip.ViaHeader, *sip.ContactHeader:
+		return sip.HeaderClone(h)
+	}
+	return h
+}
+
 func removeRoutes(req *sip.Request) {
 	for req.RemoveHeader("Route") {
 	}
@@ -205,7 +251,7 @@ func removeRoutes(req *sip.Request) {
 // Route from Path, Max-Forwards decremented, our Via on top, and our
 // Record-Route when the request starts a dialog.
 func (p *Proxy) prepare(in *sip.Request, t target, recordRoute bool, loop string) (*sip.Request, error) {
-	out := in.Clone()
+	out := forwardCopy(in)
 	out.Laddr = sip.Addr{}
 	// The phone's cell identity is its location: it stays in sori's trust
 	// domain (RFC 7315 §4.4).

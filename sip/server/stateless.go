@@ -35,6 +35,11 @@ func (s *Server) stateless(req *sip.Request, peer transport.Conn) {
 	select {
 	case s.jobs <- j:
 	default:
+		if s.spares.Add(1) <= maxSpares {
+			go s.spare(j)
+			return
+		}
+		s.spares.Add(-1)
 		go s.runStateless(j)
 	}
 }
