@@ -8,6 +8,7 @@ import (
 	"sync"
 	"testing"
 	"time"
+	"unsafe"
 
 	"github.com/sori-voice/sori/media/jitter"
 )
@@ -176,5 +177,33 @@ func TestManyCallsShareTheWorkers(t *testing.T) {
 				t.Error(e)
 			}
 		})
+	}
+}
+
+func TestHeldBufsReuseBySize(t *testing.T) {
+	var h heldBufs
+	a := h.get(92)
+	if len(a) != smallBuf || cap(a) != smallBuf {
+		t.Fatalf("small buffer len %d cap %d", len(a), cap(a))
+	}
+	b := h.get(92)
+	if uintptr(unsafe.Pointer(&b[0]))-uintptr(unsafe.Pointer(&a[0])) != smallBuf {
+		t.Fatalf("small buffers not adjacent slots of one slab")
+	}
+	big := h.get(1200)
+	if cap(big) != bufSize {
+		t.Fatalf("big buffer cap %d", cap(big))
+	}
+	h.put(a[:92])
+	h.put(big[:1200])
+	h.put(make([]byte, 10)) // not ours: dropped
+	if c := h.get(10); &c[0] != &a[0] {
+		t.Fatal("the last small buffer put back is not the next one out")
+	}
+	if c := h.get(1500); &c[0] != &big[0] {
+		t.Fatal("the big buffer put back is not reused")
+	}
+	if n := testing.AllocsPerRun(100, func() { h.put(h.get(92)) }); n != 0 {
+		t.Fatalf("%v allocations a get and put", n)
 	}
 }
