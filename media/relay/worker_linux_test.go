@@ -4,7 +4,12 @@ import (
 	"encoding/binary"
 	"net"
 	"net/netip"
+	"os"
+	"os/exec"
+	"runtime"
 	"slices"
+	"strconv"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -205,5 +210,30 @@ func TestHeldBufsReuseBySize(t *testing.T) {
 	}
 	if n := testing.AllocsPerRun(100, func() { h.put(h.get(92)) }); n != 0 {
 		t.Fatalf("%v allocations a get and put", n)
+	}
+}
+
+// TestWorkersWaitRawWithASpareP runs the relay's tests again in a child
+// process with GOMAXPROCS one more than the workers (as sori-anchor runs),
+// where the workers wait in a raw epoll_pwait2 (maxWait).
+func TestWorkersWaitRawWithASpareP(t *testing.T) {
+	if os.Getenv("RELAY_RAW_CHILD") != "" {
+		ws, err := workers()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !ws[0].raw {
+			t.Fatalf("GOMAXPROCS %d, %d workers: not waiting raw", runtime.GOMAXPROCS(0), len(ws))
+		}
+		return
+	}
+	if testing.Short() {
+		t.Skip("runs the relay tests again")
+	}
+	cmd := exec.Command(os.Args[0], "-test.run", "TestWorkersWaitRaw|TestManyCallsShareTheWorkers|TestJitterBufferReordersAndPaces|TestRelayBothWays|TestReleaseClosesTheWorkersSockets", "-test.count=1", "-test.v")
+	cmd.Env = append(os.Environ(), "RELAY_RAW_CHILD=1", "GOMAXPROCS="+strconv.Itoa(DefaultWorkers()+1))
+	out, err := cmd.CombinedOutput()
+	if err != nil || !strings.Contains(string(out), "--- PASS: TestWorkersWaitRawWithASpareP") {
+		t.Fatalf("child: %v\n%s", err, out)
 	}
 }

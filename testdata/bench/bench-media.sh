@@ -9,7 +9,7 @@
 # not installed (`make bench-media` installs rtpengine-daemon).
 #
 # Environment: CALLS (100) MAX_CALLS (3200) MEASURE (10s) WARMUP (2s) OUT (results directory)
-# RTP_PORTS (4000-31999)
+# RTP_PORTS (4000-31999) ANCHOR_BIN (bin/sori-anchor: another build to compare)
 set -euo pipefail
 HERE="$(cd "$(dirname "$0")" && pwd)"
 ROOT="$(cd "$HERE/../.." && pwd)"
@@ -23,6 +23,7 @@ ANCHOR_NG=${ANCHOR_NG:-2300}
 RTPE_NG=${RTPE_NG:-2301}
 ANCHOR_JB_NG=${ANCHOR_JB_NG:-2302}
 RTP_PORTS=${RTP_PORTS:-4000-31999}
+ANCHOR_BIN=${ANCHOR_BIN:-$ROOT/bin/sori-anchor}
 PIDS=()
 cleanup() { for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; wait "$p" 2>/dev/null || true; done; }
 trap cleanup EXIT
@@ -34,11 +35,11 @@ done
 # Each relay binds its media on its own loopback address (127.0.0.2-4) with the same range,
 # RTP_PORTS (4000-31999: 14000 RTP/RTCP pairs, below the kernel's ephemeral range that the
 # generator's phones use), so every step up to 3200 calls (6400 pairs per relay) fits equally.
-"$ROOT/bin/sori-anchor" -ng "127.0.0.1:$ANCHOR_NG" -rtp-ports "$RTP_PORTS" -listen 127.0.0.2 -http "" \
+"$ANCHOR_BIN" -ng "127.0.0.1:$ANCHOR_NG" -rtp-ports "$RTP_PORTS" -listen 127.0.0.2 -http "" \
 	-media-timeout 0 -rtcp-interval 0 -jitter-buffer off -log-level warn >"$OUT/sori-anchor.log" 2>&1 &
 PIDS+=($!)
 relays=(-relay "sori-anchor=127.0.0.1:$ANCHOR_NG@$!")
-"$ROOT/bin/sori-anchor" -ng "127.0.0.1:$ANCHOR_JB_NG" -rtp-ports "$RTP_PORTS" -listen 127.0.0.3 -http "" \
+"$ANCHOR_BIN" -ng "127.0.0.1:$ANCHOR_JB_NG" -rtp-ports "$RTP_PORTS" -listen 127.0.0.3 -http "" \
 	-media-timeout 0 -rtcp-interval 5s -jitter-buffer adaptive -log-level warn >"$OUT/sori-anchor-jb.log" 2>&1 &
 PIDS+=($!)
 relays+=(-relay "anchor+jb=127.0.0.1:$ANCHOR_JB_NG@$!")
