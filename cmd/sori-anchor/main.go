@@ -190,7 +190,9 @@ func run(ctx context.Context, args []string, stderr io.Writer) error {
 	if n := o.workers; os.Getenv("GOMAXPROCS") == "" {
 		// The workers sleep in system calls holding their Ps: one more P
 		// stays idle for the rest (ng, reports, GC), so Go's sysmon does
-		// not take the workers' Ps back every 20 µs (relay.DefaultWorkers).
+		// not take the workers' Ps back every 20 µs, and the workers wait
+		// in raw system calls that sysmon does not watch at all
+		// (relay.DefaultWorkers, relay's maxWait).
 		if n == 0 {
 			n = relay.DefaultWorkers()
 		}

@@ -47,7 +47,11 @@ type Config struct {
 	ClockRate uint32        // RTP clock (48000 for Opus)
 	Target    time.Duration // Fixed: the delay. Adaptive: the first delay (default Min)
 	Min, Max  time.Duration // Adaptive bounds (default 0 and 120 ms)
-	Capacity  int           // packets held at most (default 256, rounded up to a power of two)
+	// Capacity is the most packets held (default 256, rounded up to a
+	// power of two). A Fixed or Adaptive buffer's ring starts smaller
+	// (firstSlots) and doubles, up to Capacity, when a packet comes beyond
+	// it; see firstSlots.
+	Capacity int
 }
 
 // Packet is one RTP packet in the buffer. Payload is not copied: the
@@ -90,6 +94,26 @@ type Stats struct {
 	MaxDelay            time.Duration // the longest a packet was held
 }
 
+// firstSlots is the ring a Fixed or Adaptive buffer starts with: at 50
+// packets/s, 320 ms from the playout point, more than the most delay
+// (Max, 120 ms by default) holds. The ring doubles up to Capacity when a
+// packet arrives beyond it (a longer delay, shorter frames, a burst after
+// a stall), so what is queued and played is as with a ring of Capacity;
+// a packet far beyond even Capacity moves the window instead (Overflow).
+//
+// Why small: a worker of sori-anchor plays 1600 streams at once, and every
+// packet lands in the next slot of its stream's ring, so the whole rings
+// are the working set: 256 slots are 20 KB a stream, 32 MB for 1600,
+// where 16 slots are 1.3 KB and 2 MB, within a core's L2 cache.
+// BenchmarkManyStreams: see jitter_test.go.
+const firstSlots = 16
+
+// startBack is how far before the first packet of a stream the playout
+// point starts (a quarter of the ring, at most 8 packets: 160 ms of 20 ms
+// frames, more than the most delay), so that packets sent before it but
+// arriving after it still play.
+func startBack(slots int) int64 { return int64(min(slots/4, 8)) }
+
 // empty marks a free slot: no extended sequence number is this low.
 const empty = math.MinInt64
 
@@ -106,6 +130,7 @@ type Buffer struct {
 	cfg   Config
 	slots []slot
 	mask  int64
+	most  int // the ring's largest size, a power of two
 
 	started bool
 	ssrc    uint32
@@ -158,12 +183,12 @@ func New(c Config) *Buffer {
 			n <<= 1
 		}
 	}
-	b := &Buffer{cfg: c, slots: make([]slot, n), mask: int64(n - 1), clockNanos: 1e9 / float64(c.ClockRate)}
-	for i := range b.slots {
-		b.slots[i].ext = empty
-	}
+	b := &Buffer{cfg: c, most: n, clockNanos: 1e9 / float64(c.ClockRate)}
 	if c.Mode == Off {
 		b.fifo = make([]Packet, n)
+		b.mask = int64(n - 1)
+	} else {
+		b.setRing(min(n, firstSlots))
 	}
 	switch c.Mode {
 	case Fixed:
@@ -216,7 +241,7 @@ func (b *Buffer) Push(p Packet, now time.Time) Result {
 		b.started, b.ssrc = true, p.SSRC
 		// Packets sent before this one may still come (reordering): the
 		// playout point starts a quarter of the window earlier.
-		b.head, b.high = int64(p.Seq)-int64(len(b.slots)/4), int64(p.Seq)
+		b.head, b.high = int64(p.Seq)-startBack(b.most), int64(p.Seq)
 		b.highTS = int64(p.TS)
 		b.haveTransit = false
 		b.anchor(int64(p.TS), t)
@@ -232,6 +257,9 @@ func (b *Buffer) Push(p Packet, now time.Time) Result {
 		}
 		b.stats.Late++
 		return Late
+	}
+	if need := ext - b.head + 1; need > int64(len(b.slots)) && need <= int64(b.most) {
+		b.grow(int(need))
 	}
 	if ext >= b.head+int64(len(b.slots)) {
 		// Far ahead of the playout point (a long loss, a stall): what is
@@ -394,6 +422,38 @@ func (b *Buffer) NextDeadline() (time.Time, bool) {
 		}
 	}
 	return time.Time{}, false
+}
+
+// setRing makes an empty ring of n slots.
+func (b *Buffer) setRing(n int) {
+	b.slots = make([]slot, n)
+	b.mask = int64(n - 1)
+	for i := range b.slots {
+		b.slots[i].ext = empty
+	}
+}
+
+// grow doubles the ring until it holds need slots from the playout point
+// (need <= b.most). What waits is kept; so are the played packets behind
+// the playout point whose slots the new ring leaves free, which only tell
+// duplicates.
+func (b *Buffer) grow(need int) {
+	n := len(b.slots)
+	for n < need {
+		n <<= 1
+	}
+	old := b.slots
+	b.setRing(n)
+	for i := range old {
+		if o := &old[i]; o.ext != empty && o.ext >= b.head {
+			b.slots[o.ext&b.mask] = *o
+		}
+	}
+	for i := range old {
+		if o := &old[i]; o.ext != empty && o.ext < b.head && b.slots[o.ext&b.mask].ext == empty {
+			b.slots[o.ext&b.mask] = *o
+		}
+	}
 }
 
 func (b *Buffer) clear() {

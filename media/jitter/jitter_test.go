@@ -349,3 +349,63 @@ func BenchmarkManyStreams(b *testing.B) {
 	}
 	b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(b.N*streams), "ns/pkt")
 }
+
+func TestRingStaysSmallAndGrowsForABurst(t *testing.T) {
+	b := New(Config{Mode: Fixed, Target: 60 * time.Millisecond})
+	// 2 s in order: the ring keeps its first size.
+	as := spurt(0, 0, 0, 100, none)
+	// Then 60 packets held up 1 s by the path, all arriving at once: more
+	// than the small ring holds from the playout point, fewer than Capacity.
+	burst := spurt(100, 100*960, 2*time.Second, 60, func(i int) time.Duration { return time.Second - time.Duration(i)*frame })
+	run(b, 1, as[:100])
+	if len(b.slots) != firstSlots {
+		t.Fatalf("ring %d slots after a steady stream, want %d", len(b.slots), firstSlots)
+	}
+	b2 := New(Config{Mode: Fixed, Target: 60 * time.Millisecond})
+	got := run(b2, 1, append(as, burst...))
+	st := b2.Stats()
+	if st.Overflow != 0 || len(b2.slots) <= firstSlots {
+		t.Fatalf("ring %d slots, stats %+v", len(b2.slots), st)
+	}
+	for i := 1; i < len(got); i++ {
+		if got[i].seq <= got[i-1].seq {
+			t.Fatalf("out of order: %d after %d", got[i].seq, got[i-1].seq)
+		}
+	}
+	// The burst came late for its timestamps: a resync plays it in order,
+	// none given up (what is still held plays after the script's end).
+	if len(got)+b2.Len()+int(st.Late) != 160 {
+		t.Fatalf("played %d + held %d + late %d of 160, stats %+v", len(got), b2.Len(), st.Late, st)
+	}
+}
+
+func TestGrowingKeepsWaitingAndPlayedPackets(t *testing.T) {
+	b := New(Config{Mode: Fixed, Target: 20 * time.Millisecond})
+	now := t0
+	for i := 0; i < 10; i++ {
+		b.Push(Packet{SSRC: 1, Seq: uint16(i), TS: uint32(i) * 960}, now.Add(time.Duration(i)*frame))
+	}
+	// 0..8 played, 9 waits.
+	for {
+		if _, ok := b.Pop(now.Add(9*frame + 10*time.Millisecond)); !ok {
+			break
+		}
+	}
+	at := now.Add(9*frame + 15*time.Millisecond)
+	// 30 ahead of the playout point: the ring grows.
+	if r := b.Push(Packet{SSRC: 1, Seq: 39, TS: 39 * 960}, at); r != Queued {
+		t.Fatalf("push 39: %v", r)
+	}
+	if len(b.slots) < 32 {
+		t.Fatalf("ring %d slots", len(b.slots))
+	}
+	if r := b.Push(Packet{SSRC: 1, Seq: 8, TS: 8 * 960}, at); r != Duplicate {
+		t.Fatalf("played 8 again: %v, want Duplicate", r)
+	}
+	if p, ok := b.Pop(now.Add(10 * frame)); !ok || p.Seq != 9 {
+		t.Fatalf("after growing popped %v %v, want 9", p.Seq, ok)
+	}
+	if b.Len() != 1 {
+		t.Fatalf("held %d, want 1 (39)", b.Len())
+	}
+}

@@ -35,10 +35,6 @@ type playout struct {
 	stop chan struct{}
 }
 
-// packetPool holds the copies of packets waiting in jitter buffers: whole
-// arrays, so that putting one back allocates nothing.
-var packetPool = sync.Pool{New: func() any { return new([bufSize]byte) }}
-
 // rtpPayload is the payload of an RTP packet: after the CSRCs and any
 // header extension, before any padding (RFC 3550 §5.1).
 func rtpPayload(b []byte) ([]byte, bool) {
@@ -63,18 +59,18 @@ func rtpPayload(b []byte) ([]byte, bool) {
 // (STUN, keepalives) is relayed as it comes.
 func isRTP(b []byte) bool { return len(b) >= 12 && b[0]>>6 == 2 }
 
-// enqueue puts one RTP packet from the phone into the jitter buffer; it
-// reports false when the buffer refused it (late, duplicate), and when the
-// buffer's next packet is due (unix nanoseconds; 0: none).
-func (s *Stream) enqueue(b []byte, now time.Time) (due int64, ok bool) {
+// enqueue puts one RTP packet from the phone into the jitter buffer, as a
+// copy in store (cap(store) >= len(b)), which the buffer then holds; it
+// reports false when the buffer refused it (late, duplicate: store is the
+// caller's again), and when the buffer's next packet is due (unix
+// nanoseconds; 0: none).
+func (s *Stream) enqueue(b []byte, now time.Time, store []byte) (due int64, ok bool) {
 	if len(b) < 12 {
 		return 0, false
 	}
-	p := packetPool.Get().(*[bufSize]byte)
-	n := copy(p[:], b)
 	pkt := jitter.Packet{
 		SSRC: binary.BigEndian.Uint32(b[8:12]), Seq: binary.BigEndian.Uint16(b[2:4]), TS: binary.BigEndian.Uint32(b[4:8]),
-		Marker: b[1]&0x80 != 0, Payload: p[:n],
+		Marker: b[1]&0x80 != 0, Payload: store[:copy(store[:len(b)], b)],
 	}
 	if int(b[1]&0x7f) == s.opts.OpusPT {
 		if payload, ok := rtpPayload(b); ok {
@@ -90,7 +86,6 @@ func (s *Stream) enqueue(b []byte, now time.Time) (due int64, ok bool) {
 	}
 	s.play.mu.Unlock()
 	if r != jitter.Queued {
-		packetPool.Put(p)
 		return 0, false
 	}
 	return due, true

@@ -121,7 +121,7 @@ type pumpState struct {
 	outName unix.RawSockaddrInet6
 	bufs    [batch][bufSize]byte
 	demux   [batch]int
-	played  [batch]*[bufSize]byte
+	played  [batch][]byte
 	nOut    int
 }
 
@@ -214,7 +214,9 @@ func (p *pumpState) forward(n int, wall time.Time) {
 		default:
 			s.observe(b, wall)
 			if s.play != nil && isRTP(b) {
-				if due, ok := s.enqueue(b, wall); !ok {
+				store := p.w.held.get(len(b))
+				if due, ok := s.enqueue(b, wall, store); !ok {
+					p.w.held.put(store)
 					errors++ // late or duplicate: the jitter buffer counts which
 				} else if due != 0 {
 					p.w.schedule(s, due)

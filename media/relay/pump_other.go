@@ -78,7 +78,9 @@ func (s *Stream) pump(sock *socket, rtcp bool) {
 			s.observe(buf[:n], now)
 			s.statsMu.Unlock()
 			if s.play != nil && isRTP(buf[:n]) {
-				if _, ok := s.enqueue(buf[:n], now); !ok {
+				p := packetPool.Get().(*[bufSize]byte)
+				if _, ok := s.enqueue(buf[:n], now, p[:]); !ok {
+					packetPool.Put(p)
 					c.errors.Add(1)
 				} else {
 					select {
@@ -103,6 +105,10 @@ func (s *Stream) pump(sock *socket, rtcp bool) {
 // isRTCP tells RTCP from RTP on a multiplexed port: RTCP packet types
 // 192-223 sit where RTP has marker+payload type 64-95 (RFC 5761 §4).
 func isRTCP(b []byte) bool { return len(b) >= 8 && b[1] >= 192 && b[1] <= 223 }
+
+// packetPool holds the copies of packets waiting in jitter buffers: whole
+// arrays, so that putting one back allocates nothing.
+var packetPool = sync.Pool{New: func() any { return new([bufSize]byte) }}
 
 // player sends what the jitter buffer releases, at its playout time.
 func (s *Stream) player() {

@@ -43,7 +43,9 @@ func SetWorkers(n int) { pool.n = n }
 // 13 % of the anchor's CPU). So sori-anchor runs with GOMAXPROCS one more
 // than its workers; one worker and GOMAXPROCS 2 cost the same CPU per
 // packet but, one thread sharing 2 cores with other busy processes, gave
-// 1.6× the p99 latency at 1600 calls (24 ms against 15 ms).
+// 1.6× the p99 latency at 1600 calls (24 ms against 15 ms). Even so sysmon
+// kept waking every 20 µs (10 % of the anchor's samples at 800 calls);
+// with a P to spare the workers now wait in a raw system call (maxWait).
 func DefaultWorkers() int { return runtime.NumCPU() }
 
 func workers() ([]*worker, error) {
@@ -52,12 +54,14 @@ func workers() ([]*worker, error) {
 		if n <= 0 {
 			n = DefaultWorkers()
 		}
+		raw := runtime.GOMAXPROCS(0) > n
 		for i := 0; i < n; i++ {
 			w, err := newWorker()
 			if err != nil {
 				pool.err = err
 				return
 			}
+			w.raw = raw
 			pool.workers = append(pool.workers, w)
 			go w.run()
 		}
@@ -67,12 +71,14 @@ func workers() ([]*worker, error) {
 
 type worker struct {
 	epfd    int
+	raw     bool // waits in a raw system call (maxWait)
 	streams atomic.Int64
 
 	// The worker goroutine's own.
 	p      pumpState
 	events [256]unix.EpollEvent
 	heap   playHeap
+	held   heldBufs
 }
 
 func newWorker() (*worker, error) {
@@ -85,18 +91,41 @@ func newWorker() (*worker, error) {
 	return w, nil
 }
 
+// maxWait bounds a worker's epoll_pwait2. The worker waits in a raw
+// system call, without entersyscall, so the Go scheduler sees its P as
+// running, not in a system call: otherwise sysmon keeps polling such Ps
+// every 20 µs to hand them off, and never backs off (perf record -e
+// cpu-clock of sori-anchor at 800 calls, 80,000 packets/s, with Syscall6:
+// sysmon's usleep and its context switches were 10 % of the anchor's
+// samples). The worker's P is held meanwhile, so only when GOMAXPROCS is
+// larger than the number of workers (sori-anchor runs with one P more than
+// its workers), which leaves a P for everything else; otherwise (tests, a
+// process with other work) the wait is an ordinary blocking system call.
+// The bound lets the worker
+// come back to Go code at least every maxWait (for a stop-the-world, also
+// when async preemption is off); sysmon's preemption signal interrupts the
+// wait (EINTR) sooner.
+const maxWait = 10 * time.Millisecond
+
 func (w *worker) run() {
 	for {
-		var ts unix.Timespec
-		tsp := (*unix.Timespec)(nil)
+		wait := int64(maxWait)
 		if len(w.heap) > 0 {
-			ts = unix.NsecToTimespec(max(w.heap[0].due+int64(playCoalesce)-time.Now().UnixNano(), 0))
-			tsp = &ts
+			wait = min(max(w.heap[0].due+int64(playCoalesce)-time.Now().UnixNano(), 0), wait)
 		}
-		// A blocking system call: Syscall6 lets the scheduler run other
-		// goroutines on this P meanwhile.
-		n, _, errno := unix.Syscall6(unix.SYS_EPOLL_PWAIT2, uintptr(w.epfd), uintptr(unsafe.Pointer(&w.events[0])), uintptr(len(w.events)),
-			uintptr(unsafe.Pointer(tsp)), 0, 0)
+		ts := unix.NsecToTimespec(wait)
+		var n uintptr
+		var errno unix.Errno
+		if w.raw {
+			// A raw system call although it blocks: see maxWait.
+			n, _, errno = unix.RawSyscall6(unix.SYS_EPOLL_PWAIT2, uintptr(w.epfd), uintptr(unsafe.Pointer(&w.events[0])), uintptr(len(w.events)),
+				uintptr(unsafe.Pointer(&ts)), 0, 0)
+		} else {
+			// Syscall6 lets the scheduler run other goroutines on this P
+			// meanwhile.
+			n, _, errno = unix.Syscall6(unix.SYS_EPOLL_PWAIT2, uintptr(w.epfd), uintptr(unsafe.Pointer(&w.events[0])), uintptr(len(w.events)),
+				uintptr(unsafe.Pointer(&ts)), 0, 0)
+		}
 		if errno != 0 {
 			n = 0 // EINTR
 		}
@@ -266,7 +295,7 @@ func (p *pumpState) playOut(s *Stream, now time.Time) int64 {
 		if !ok {
 			break
 		}
-		p.played[k] = (*[bufSize]byte)(pkt.Payload[:bufSize])
+		p.played[k] = pkt.Payload
 		p.outIov[k].Base = &pkt.Payload[0]
 		p.outIov[k].SetLen(len(pkt.Payload))
 		k++
@@ -280,11 +309,62 @@ func (p *pumpState) playOut(s *Stream, now time.Time) int64 {
 		p.s, p.nOut = s, k
 		p.flush(&s.rtp, false)
 		for i := range p.played[:k] {
-			packetPool.Put(p.played[i])
+			p.w.held.put(p.played[i])
 			p.played[i] = nil
 		}
 	}
 	return next
+}
+
+// heldBufs are the worker's buffers for the copies of packets its streams'
+// jitter buffers hold: a free list, the worker goroutine's own. An RTP
+// packet of up to smallBuf bytes (audio) gets a slot of a slab of them,
+// contiguous, else a bufSize array. What a closed stream's buffer still
+// held is left to the garbage collector.
+//
+// Why: with a sync.Pool of bufSize arrays (and the collector emptying it
+// now and then), the packets held by 1600 streams (up to 7 each at
+// 120 ms) were 2 KB apart, 22 MB in all, and each was cold by its playout
+// time: copying them into sendmmsg was 9 % of the anchor's samples at 800
+// calls with the adaptive buffer (perf record -e cpu-clock), packetPool
+// and enqueue's copy 5 % more.
+type heldBufs struct {
+	small, big [][]byte
+}
+
+const (
+	smallBuf  = 256
+	slabBytes = 64 << 10
+)
+
+func (h *heldBufs) get(n int) []byte {
+	if n > smallBuf {
+		if k := len(h.big); k > 0 {
+			b := h.big[k-1]
+			h.big = h.big[:k-1]
+			return b
+		}
+		return make([]byte, bufSize)
+	}
+	if len(h.small) == 0 {
+		slab := make([]byte, slabBytes)
+		for off := slabBytes - smallBuf; off >= 0; off -= smallBuf {
+			h.small = append(h.small, slab[off:off+smallBuf:off+smallBuf])
+		}
+	}
+	k := len(h.small)
+	b := h.small[k-1]
+	h.small = h.small[:k-1]
+	return b
+}
+
+func (h *heldBufs) put(b []byte) {
+	switch cap(b) {
+	case smallBuf:
+		h.small = append(h.small, b[:smallBuf])
+	case bufSize:
+		h.big = append(h.big, b[:bufSize])
+	}
 }
 
 // playHeap is a min-heap of playout times.

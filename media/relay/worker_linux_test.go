@@ -4,10 +4,16 @@ import (
 	"encoding/binary"
 	"net"
 	"net/netip"
+	"os"
+	"os/exec"
+	"runtime"
 	"slices"
+	"strconv"
+	"strings"
 	"sync"
 	"testing"
 	"time"
+	"unsafe"
 
 	"github.com/sori-voice/sori/media/jitter"
 )
@@ -176,5 +182,58 @@ func TestManyCallsShareTheWorkers(t *testing.T) {
 				t.Error(e)
 			}
 		})
+	}
+}
+
+func TestHeldBufsReuseBySize(t *testing.T) {
+	var h heldBufs
+	a := h.get(92)
+	if len(a) != smallBuf || cap(a) != smallBuf {
+		t.Fatalf("small buffer len %d cap %d", len(a), cap(a))
+	}
+	b := h.get(92)
+	if uintptr(unsafe.Pointer(&b[0]))-uintptr(unsafe.Pointer(&a[0])) != smallBuf {
+		t.Fatalf("small buffers not adjacent slots of one slab")
+	}
+	big := h.get(1200)
+	if cap(big) != bufSize {
+		t.Fatalf("big buffer cap %d", cap(big))
+	}
+	h.put(a[:92])
+	h.put(big[:1200])
+	h.put(make([]byte, 10)) // not ours: dropped
+	if c := h.get(10); &c[0] != &a[0] {
+		t.Fatal("the last small buffer put back is not the next one out")
+	}
+	if c := h.get(1500); &c[0] != &big[0] {
+		t.Fatal("the big buffer put back is not reused")
+	}
+	if n := testing.AllocsPerRun(100, func() { h.put(h.get(92)) }); n != 0 {
+		t.Fatalf("%v allocations a get and put", n)
+	}
+}
+
+// TestWorkersWaitRawWithASpareP runs the relay's tests again in a child
+// process with GOMAXPROCS one more than the workers (as sori-anchor runs),
+// where the workers wait in a raw epoll_pwait2 (maxWait).
+func TestWorkersWaitRawWithASpareP(t *testing.T) {
+	if os.Getenv("RELAY_RAW_CHILD") != "" {
+		ws, err := workers()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !ws[0].raw {
+			t.Fatalf("GOMAXPROCS %d, %d workers: not waiting raw", runtime.GOMAXPROCS(0), len(ws))
+		}
+		return
+	}
+	if testing.Short() {
+		t.Skip("runs the relay tests again")
+	}
+	cmd := exec.Command(os.Args[0], "-test.run", "TestWorkersWaitRaw|TestManyCallsShareTheWorkers|TestJitterBufferReordersAndPaces|TestRelayBothWays|TestReleaseClosesTheWorkersSockets", "-test.count=1", "-test.v")
+	cmd.Env = append(os.Environ(), "RELAY_RAW_CHILD=1", "GOMAXPROCS="+strconv.Itoa(DefaultWorkers()+1))
+	out, err := cmd.CombinedOutput()
+	if err != nil || !strings.Contains(string(out), "--- PASS: TestWorkersWaitRawWithASpareP") {
+		t.Fatalf("child: %v\n%s", err, out)
 	}
 }

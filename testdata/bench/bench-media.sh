@@ -9,6 +9,7 @@
 # not installed (`make bench-media` installs rtpengine-daemon).
 #
 # Environment: CALLS (100) MAX_CALLS (3200) MEASURE (10s) WARMUP (2s) OUT (results directory)
+# RTP_PORTS (4000-31999) ANCHOR_BIN (bin/sori-anchor: another build to compare)
 set -euo pipefail
 HERE="$(cd "$(dirname "$0")" && pwd)"
 ROOT="$(cd "$HERE/../.." && pwd)"
@@ -21,6 +22,8 @@ mkdir -p "$OUT"
 ANCHOR_NG=${ANCHOR_NG:-2300}
 RTPE_NG=${RTPE_NG:-2301}
 ANCHOR_JB_NG=${ANCHOR_JB_NG:-2302}
+RTP_PORTS=${RTP_PORTS:-4000-31999}
+ANCHOR_BIN=${ANCHOR_BIN:-$ROOT/bin/sori-anchor}
 PIDS=()
 cleanup() { for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; wait "$p" 2>/dev/null || true; done; }
 trap cleanup EXIT
@@ -29,17 +32,20 @@ for p in "$ANCHOR_NG" "$RTPE_NG" "$ANCHOR_JB_NG"; do
 	if ss -Hlnu "sport = :$p" | grep -q .; then echo "port $p is in use; set ANCHOR_NG/RTPE_NG" >&2; exit 2; fi
 done
 
-"$ROOT/bin/sori-anchor" -ng "127.0.0.1:$ANCHOR_NG" -rtp-ports 20000-29999 -listen 127.0.0.1 -http "" \
+# Each relay binds its media on its own loopback address (127.0.0.2-4) with the same range,
+# RTP_PORTS (4000-31999: 14000 RTP/RTCP pairs, below the kernel's ephemeral range that the
+# generator's phones use), so every step up to 3200 calls (6400 pairs per relay) fits equally.
+"$ANCHOR_BIN" -ng "127.0.0.1:$ANCHOR_NG" -rtp-ports "$RTP_PORTS" -listen 127.0.0.2 -http "" \
 	-media-timeout 0 -rtcp-interval 0 -jitter-buffer off -log-level warn >"$OUT/sori-anchor.log" 2>&1 &
 PIDS+=($!)
 relays=(-relay "sori-anchor=127.0.0.1:$ANCHOR_NG@$!")
-"$ROOT/bin/sori-anchor" -ng "127.0.0.1:$ANCHOR_JB_NG" -rtp-ports 40000-49999 -listen 127.0.0.1 -http "" \
+"$ANCHOR_BIN" -ng "127.0.0.1:$ANCHOR_JB_NG" -rtp-ports "$RTP_PORTS" -listen 127.0.0.3 -http "" \
 	-media-timeout 0 -rtcp-interval 5s -jitter-buffer adaptive -log-level warn >"$OUT/sori-anchor-jb.log" 2>&1 &
 PIDS+=($!)
 relays+=(-relay "anchor+jb=127.0.0.1:$ANCHOR_JB_NG@$!")
 if command -v rtpengine >/dev/null 2>&1; then
-	rtpengine --config-file=none --foreground --log-stderr --log-level=3 --interface=127.0.0.1 \
-		--listen-ng="127.0.0.1:$RTPE_NG" --port-min=10000 --port-max=19999 --table=-1 --delete-delay=0 \
+	rtpengine --config-file=none --foreground --log-stderr --log-level=3 --interface=127.0.0.4 \
+		--listen-ng="127.0.0.1:$RTPE_NG" --port-min="${RTP_PORTS%-*}" --port-max="${RTP_PORTS#*-}" --table=-1 --delete-delay=0 \
 		--timeout=600 --num-threads=2 >"$OUT/rtpengine.log" 2>&1 &
 	PIDS+=($!)
 	relays+=(-relay "rtpengine=127.0.0.1:$RTPE_NG@$!")
