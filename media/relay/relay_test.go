@@ -412,7 +412,7 @@ func TestJitterBufferReordersAndPaces(t *testing.T) {
 	if !ok || st.Duplicates != 1 || st.Reordered != 15 || st.Played != 30 {
 		t.Fatalf("jitter buffer %+v", st)
 	}
-	if f := c.a.JitterFigures(); f.Nominal != 60*time.Millisecond || f.RXConfig != 0x20 {
+	if f := c.a.JitterFigures(); f.Nominal != 120*time.Millisecond || f.RXConfig != 0x20 {
 		t.Fatalf("figures %+v", f)
 	}
 }
