@@ -225,3 +225,36 @@ func TestNATPingsCRLF(t *testing.T) {
 	}
 	alice.send(ackFor(invite, res))
 }
+
+// SIGTERM with a call ringing: after a short grace sori ends it, the
+// callee gets CANCEL, the caller 503 with Retry-After (to try another
+// node), and sori exits 0 at once instead of holding the shutdown.
+func TestShutdownEndsARingingCall(t *testing.T) {
+	n := startNode(t, nodeConfig{})
+	bob := newUA(t, n, "udp", "bob")
+	if res := bob.registerAuth("bob", "bob-secret", "shutdown-reg@test", 1, "Contact: <sip:bob@"+bob.local+">"); res.StatusCode != 200 {
+		t.Fatalf("REGISTER: %d", res.StatusCode)
+	}
+	alice := newUA(t, n, "udp", "alice")
+	invite := alice.call("sip:bob@sori.test")
+	inv := bob.readRequest()
+	bob.respond(inv, 180, "Ringing")
+	start := time.Now()
+	stopped := make(chan struct{})
+	go func() { n.stop(); close(stopped) }()
+	var res *sip.Response
+	for res == nil || res.StatusCode < 200 {
+		res = alice.read()
+	}
+	if res.StatusCode != 503 || res.GetHeader("Retry-After") == nil || time.Since(start) > 5*time.Second {
+		t.Fatalf("caller got %d %s (Retry-After %v) after %s, want 503 within the grace", res.StatusCode, res.Reason, res.GetHeader("Retry-After"), time.Since(start))
+	}
+	alice.send(ackFor(invite, res))
+	if cancel := bob.readRequest(); cancel.Method != sip.CANCEL {
+		t.Fatalf("callee got %s, want CANCEL", cancel.Method)
+	}
+	<-stopped
+	if took := time.Since(start); took > 8*time.Second {
+		t.Fatalf("sori took %s to stop", took)
+	}
+}

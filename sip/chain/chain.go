@@ -20,6 +20,11 @@ import (
 // (context.Cause tells it apart from a shutdown or deadline).
 var ErrCanceled = errors.New("request canceled by CANCEL")
 
+// ErrShutdown is the cause of a request context ended because sori is
+// stopping: a request still waiting (a call ringing, a push wait) is
+// answered now instead of holding the shutdown.
+var ErrShutdown = errors.New("request ended: the server is shutting down")
+
 // ResponseWriter sends responses within the request's server transaction.
 type ResponseWriter interface {
 	Respond(res *sip.Response) error

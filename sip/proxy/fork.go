@@ -101,8 +101,11 @@ func (f *fork) run(ctx context.Context) {
 	select {
 	case <-f.final:
 	case <-ctx.Done():
-		if errors.Is(context.Cause(ctx), chain.ErrCanceled) {
+		switch cause := context.Cause(ctx); {
+		case errors.Is(cause, chain.ErrCanceled):
 			f.callerCancelled()
+		case errors.Is(cause, chain.ErrShutdown):
+			f.shutdown()
 		}
 		<-f.final
 	}
@@ -532,6 +535,27 @@ func (f *fork) callerCancelled() {
 	f.cancelPending()
 	if f.call != nil {
 		f.call.Cancelled(f.started)
+	}
+}
+
+// shutdown ends a fork still waiting when sori stops: its branches are
+// cancelled (held push waits end) and the caller gets 503 with
+// Retry-After, so it can try another node at once.
+func (f *fork) shutdown() {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if f.sent != 0 {
+		return
+	}
+	f.stop = true
+	res := sip.NewResponseFromRequest(f.in, 503, "Service Unavailable", nil)
+	res.AppendHeader(sip.NewHeader("Retry-After", "5"))
+	f.sent = 503
+	f.done()
+	_ = f.w.Respond(res)
+	f.cancelPending()
+	if f.call != nil {
+		f.call.Failed(503, "Service Unavailable", false, f.started)
 	}
 }
 

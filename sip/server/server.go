@@ -73,9 +73,17 @@ type Server struct {
 	spares atomic.Int32
 	stop   chan struct{}
 	dones  sync.Pool
+	// base is every request's context; Shutdown ends it (chain.ErrShutdown)
+	// when in-flight requests outlast its grace.
+	base    context.Context
+	endBase context.CancelCauseFunc
 
 	retrans retransCache
 }
+
+// shutdownGrace is how long Shutdown lets in-flight requests finish by
+// themselves before it ends them.
+const shutdownGrace = 2 * time.Second
 
 // New prepares a server; Start opens the sockets.
 func New(o Options) (*Server, error) {
@@ -111,6 +119,7 @@ func New(o Options) (*Server, error) {
 	s.retrans.init(timerJ)
 	s.jobs = make(chan job)
 	s.stop = make(chan struct{})
+	s.base, s.endBase = context.WithCancelCause(context.Background())
 	s.dones.New = func() any { return make(chan struct{}, 1) }
 	for range workers {
 		go s.worker()
@@ -231,7 +240,7 @@ func (u *transactionUser) Request(req *sip.Request, tx *sip.ServerTx) {
 	s := (*Server)(u)
 	s.inflight.Add(1)
 	defer s.inflight.Add(-1)
-	ctx := context.Background()
+	ctx := s.base
 	if req.IsInvite() && tx != nil {
 		// A CANCEL matching this INVITE ends its context: the proxy cancels
 		// its branches. The transaction layer has already answered 200 to
@@ -285,13 +294,21 @@ func (s *Server) Shutdown(ctx context.Context) error {
 	var err error
 	tick := time.NewTicker(10 * time.Millisecond)
 	defer tick.Stop()
+	// Requests finishing by themselves get a grace (a call about to be
+	// answered); those still waiting then (a call ringing, a push wait) are
+	// ended: their branches cancelled, their callers answered.
+	grace := time.NewTimer(shutdownGrace)
+	defer grace.Stop()
 	for s.inflight.Load() > 0 && err == nil {
 		select {
 		case <-tick.C:
+		case <-grace.C:
+			s.endBase(chain.ErrShutdown)
 		case <-ctx.Done():
 			err = fmt.Errorf("sip server: %d in-flight requests still running: %w", s.inflight.Load(), ctx.Err())
 		}
 	}
+	s.endBase(chain.ErrShutdown)
 	if err == nil {
 		close(s.stop) // nothing is in flight: the workers can go
 	}
