@@ -323,12 +323,13 @@ func TestInDialogTargetIsTheOtherSide(t *testing.T) {
 		routes = append(routes, "Route: "+h.Value())
 	}
 	cseq := 0
-	byeTo := func(ruri string) *sip.Response {
+	bye := func(ruri string) string {
 		cseq++
 		bob.seq++
-		return bob.do(fmt.Sprintf("BYE %s SIP/2.0\nVia: SIP/2.0/UDP %s;branch=z9hG4bK-tgt-%d;rport\nMax-Forwards: 70\n%sFrom: <sip:bob@sori.test>;tag=%s\nTo: %s\nCall-ID: %s\nCSeq: %d BYE\nContent-Length: 0\n\n",
-			ruri, bob.local, bob.seq, joinLines(routes), res.To().Params.GetOr("tag", ""), inv.From().Value(), inv.CallID().Value(), cseq))
+		return fmt.Sprintf("BYE %s SIP/2.0\nVia: SIP/2.0/UDP %s;branch=z9hG4bK-tgt-%d;rport\nMax-Forwards: 70\n%sFrom: <sip:bob@sori.test>;tag=%s\nTo: %s\nCall-ID: %s\nCSeq: %d BYE\nContent-Length: 0\n\n",
+			ruri, bob.local, bob.seq, joinLines(routes), res.To().Params.GetOr("tag", ""), inv.From().Value(), inv.CallID().Value(), cseq)
 	}
+	byeTo := func(ruri string) *sip.Response { return bob.do(bye(ruri)) }
 	sealed := got.String()
 	for _, ruri := range []string{
 		"sip:alice@" + w.addr,                                               // elsewhere
@@ -341,15 +342,12 @@ func TestInDialogTargetIsTheOtherSide(t *testing.T) {
 	}
 	w.quiet(t, 500*time.Millisecond)
 	// To alice's Contact as sori gave it: she gets it.
-	cseq++
-	bob.seq++
-	bob.send(fmt.Sprintf("BYE %s SIP/2.0\nVia: SIP/2.0/UDP %s;branch=z9hG4bK-tgt-%d;rport\nMax-Forwards: 70\n%sFrom: <sip:bob@sori.test>;tag=%s\nTo: %s\nCall-ID: %s\nCSeq: %d BYE\nContent-Length: 0\n\n",
-		sealed, bob.local, bob.seq, joinLines(routes), res.To().Params.GetOr("tag", ""), inv.From().Value(), inv.CallID().Value(), cseq))
-	bye := alice.readRequest()
-	if bye.Method != sip.BYE {
-		t.Fatalf("alice got %s, want the BYE", bye.Method)
+	bob.send(bye(sealed))
+	got2 := alice.readRequest()
+	if got2.Method != sip.BYE {
+		t.Fatalf("alice got %s, want the BYE", got2.Method)
 	}
-	alice.respond(bye, 200, "OK")
+	alice.respond(got2, 200, "OK")
 	if r := bob.read(); r.StatusCode != 200 {
 		t.Fatalf("BYE: %d", r.StatusCode)
 	}

@@ -26,10 +26,8 @@ type Tracker struct {
 	now   func() time.Time
 
 	mu sync.Mutex
-	m  map[key]flow
+	m  map[string][]flow // by AOR: a REGISTER replaces only its own
 }
-
-type key struct{ aor, id string }
 
 type flow struct {
 	transport, source string
@@ -38,23 +36,24 @@ type flow struct {
 
 // New returns a Tracker that asks conns whether a flow is open.
 func New(conns Conns) *Tracker {
-	return &Tracker{conns: conns, now: time.Now, m: map[key]flow{}}
+	return &Tracker{conns: conns, now: time.Now, m: map[string][]flow{}}
 }
 
 // Track replaces what is known of aor's flows with its current bindings.
 func (t *Tracker) Track(aor string, bindings []store.Binding) {
-	t.mu.Lock()
-	defer t.mu.Unlock()
-	for k := range t.m {
-		if k.aor == aor {
-			delete(t.m, k)
-		}
-	}
+	var fs []flow
 	for _, b := range bindings {
 		if b.RegID == 0 || b.Instance == "" || b.Source == "" {
 			continue
 		}
-		t.m[key{aor, b.ID}] = flow{transport: strings.ToLower(b.Transport), source: b.Source, expires: b.Expires}
+		fs = append(fs, flow{transport: strings.ToLower(b.Transport), source: b.Source, expires: b.Expires})
+	}
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if len(fs) == 0 {
+		delete(t.m, aor)
+	} else {
+		t.m[aor] = fs
 	}
 }
 
@@ -62,13 +61,20 @@ func (t *Tracker) Track(aor string, bindings []store.Binding) {
 func (t *Tracker) Count() map[string]int {
 	now := t.now()
 	t.mu.Lock()
-	fs := make([]flow, 0, len(t.m))
-	for k, f := range t.m {
-		if !f.expires.After(now) {
-			delete(t.m, k)
+	var fs []flow
+	for aor, list := range t.m {
+		live := list[:0]
+		for _, f := range list {
+			if f.expires.After(now) {
+				live = append(live, f)
+			}
+		}
+		if len(live) == 0 {
+			delete(t.m, aor)
 			continue
 		}
-		fs = append(fs, f)
+		t.m[aor] = live
+		fs = append(fs, live...)
 	}
 	t.mu.Unlock()
 	out := map[string]int{}

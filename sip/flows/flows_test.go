@@ -35,7 +35,7 @@ func TestCount(t *testing.T) {
 	if got := tr.Count(); got["tls"] != 0 || got["udp"] != 0 || got["ws"] != 1 {
 		t.Fatalf("after un-register: %v", got)
 	}
-	if len(tr.m) != 1 {
+	if len(tr.m) != 1 || len(tr.m["bob@sori.test"]) != 1 {
 		t.Fatalf("%d tracked, want bob's only", len(tr.m))
 	}
 }

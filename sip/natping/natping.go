@@ -55,7 +55,8 @@ type Keeper struct {
 	cfg Config
 
 	mu sync.Mutex
-	m  map[key]*entry
+	m  map[string]map[string]*entry // by AOR, then binding ID: a REGISTER touches only its own
+	n  int
 
 	pings   *prometheus.CounterVec
 	dropped prometheus.Counter
@@ -74,7 +75,7 @@ func New(c Config) *Keeper {
 	if c.MaxMisses <= 0 {
 		c.MaxMisses = 3
 	}
-	k := &Keeper{cfg: c, m: map[key]*entry{},
+	k := &Keeper{cfg: c, m: map[string]map[string]*entry{},
 		pings: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "sori_nat_pings_total",
 			Help: "Keepalives sent to UDP phones behind NAT without SIP Outbound, by result: answered, missed (OPTIONS), sent, failed (CRLF).",
@@ -101,22 +102,40 @@ func Wanted(b store.Binding) bool {
 func (k *Keeper) Track(aor string, bindings []store.Binding) {
 	k.mu.Lock()
 	defer k.mu.Unlock()
-	live := map[string]bool{}
+	old := k.m[aor]
+	var cur map[string]*entry // allocated for the first binding kept: most REGISTERs have none
 	for _, b := range bindings {
 		if !Wanted(b) {
 			continue
 		}
-		live[b.ID] = true
-		kk := key{aor, b.ID}
-		if e := k.m[kk]; e != nil && e.b.Source == b.Source {
+		if cur == nil {
+			cur = map[string]*entry{}
+		}
+		if e := old[b.ID]; e != nil && e.b.Source == b.Source {
 			e.b = b // refreshed: same flow, misses stand
+			cur[b.ID] = e
 			continue
 		}
-		k.m[kk] = &entry{b: b}
+		cur[b.ID] = &entry{b: b}
 	}
-	for kk := range k.m {
-		if kk.aor == aor && !live[kk.id] {
-			delete(k.m, kk)
+	k.n += len(cur) - len(old)
+	if len(cur) == 0 {
+		delete(k.m, aor)
+	} else {
+		k.m[aor] = cur
+	}
+}
+
+// get is the entry of kk; nil when it is not pinged (any more).
+func (k *Keeper) get(kk key) *entry { return k.m[kk.aor][kk.id] }
+
+// drop stops pinging kk.
+func (k *Keeper) drop(kk key) {
+	if ids := k.m[kk.aor]; ids[kk.id] != nil {
+		delete(ids, kk.id)
+		k.n--
+		if len(ids) == 0 {
+			delete(k.m, kk.aor)
 		}
 	}
 }
@@ -125,7 +144,7 @@ func (k *Keeper) Track(aor string, bindings []store.Binding) {
 func (k *Keeper) Len() int {
 	k.mu.Lock()
 	defer k.mu.Unlock()
-	return len(k.m)
+	return k.n
 }
 
 // Run pings every tracked binding each interval until ctx ends.
@@ -145,14 +164,21 @@ func (k *Keeper) Run(ctx context.Context) {
 func (k *Keeper) round(ctx context.Context, now time.Time) {
 	k.mu.Lock()
 	var due []key
-	for kk, e := range k.m {
-		switch {
-		case !e.b.Expires.After(now):
-			delete(k.m, kk) // expired: the registrar no longer has it
-		case !e.busy:
-			e.busy = true
-			due = append(due, kk)
+	var expired []key
+	for aor, ids := range k.m {
+		for id, e := range ids {
+			kk := key{aor, id}
+			switch {
+			case !e.b.Expires.After(now):
+				expired = append(expired, kk) // expired: the registrar no longer has it
+			case !e.busy:
+				e.busy = true
+				due = append(due, kk)
+			}
 		}
+	}
+	for _, kk := range expired {
+		k.drop(kk)
 	}
 	k.mu.Unlock()
 	for _, kk := range due {
@@ -162,7 +188,7 @@ func (k *Keeper) round(ctx context.Context, now time.Time) {
 
 func (k *Keeper) ping(ctx context.Context, kk key) {
 	k.mu.Lock()
-	e := k.m[kk]
+	e := k.get(kk)
 	if e == nil {
 		k.mu.Unlock()
 		return
@@ -174,7 +200,7 @@ func (k *Keeper) ping(ctx context.Context, kk key) {
 	if k.cfg.CRLF != nil {
 		err := k.cfg.CRLF.Keepalive(pctx, b.Source)
 		k.mu.Lock()
-		if e := k.m[kk]; e != nil {
+		if e := k.get(kk); e != nil {
 			e.busy = false
 		}
 		k.mu.Unlock()
@@ -189,7 +215,7 @@ func (k *Keeper) ping(ctx context.Context, kk key) {
 	err := k.cfg.Pinger.PingContact(pctx, b.Contact, b.Source)
 	cancel()
 	k.mu.Lock()
-	e = k.m[kk]
+	e = k.get(kk)
 	if e == nil || e.b.Source != b.Source {
 		k.mu.Unlock()
 		return // replaced or gone while the ping was out
@@ -204,7 +230,7 @@ func (k *Keeper) ping(ctx context.Context, kk key) {
 	e.misses++
 	drop := e.misses >= k.cfg.MaxMisses
 	if drop {
-		delete(k.m, kk)
+		k.drop(kk)
 	}
 	k.mu.Unlock()
 	k.pings.WithLabelValues("missed").Inc()

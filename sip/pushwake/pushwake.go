@@ -61,8 +61,8 @@ type Waker struct {
 	now func() time.Time
 
 	mu      sync.Mutex
-	waits   map[string][]*Wait // by AOR
-	refresh map[key]*refresh   // devices kept alive by push
+	waits   map[string][]*Wait             // by AOR
+	refresh map[string]map[string]*refresh // devices kept alive by push, by AOR and binding ID
 
 	sent     *prometheus.CounterVec
 	wake     prometheus.Histogram
@@ -85,7 +85,7 @@ func New(c Config) *Waker {
 	if c.Log == nil {
 		c.Log = slog.Default()
 	}
-	k := &Waker{cfg: c, now: time.Now, waits: map[string][]*Wait{}, refresh: map[key]*refresh{},
+	k := &Waker{cfg: c, now: time.Now, waits: map[string][]*Wait{}, refresh: map[string]map[string]*refresh{},
 		sent: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "sori_push_notifications_total",
 			Help: "Push notifications to sleeping apps by provider, purpose (call, message, refresh) and result (sent, failed, unregistered).",
@@ -191,7 +191,7 @@ func (k *Waker) remove(ctx context.Context, aor string, b store.Binding) {
 		k.cfg.Log.Info("push: binding not removed", "aor", aor, "error", err)
 	}
 	k.mu.Lock()
-	delete(k.refresh, key{aor, b.ID})
+	k.dropRefresh(key{aor, b.ID})
 	k.mu.Unlock()
 }
 
@@ -269,21 +269,35 @@ func (k *Waker) schedule(aor string, bindings []store.Binding) {
 	}
 	k.mu.Lock()
 	defer k.mu.Unlock()
-	live := map[string]bool{}
+	old := k.refresh[aor]
+	var cur map[string]*refresh // allocated for the first binding kept: most REGISTERs have none
 	for _, b := range bindings {
 		if !k.Wanted(b) || b.PushSelfRefresh {
 			continue
 		}
-		live[b.ID] = true
-		kk := key{aor, b.ID}
-		if r := k.refresh[kk]; r != nil && r.b.Updated.Equal(b.Updated) {
+		if cur == nil {
+			cur = map[string]*refresh{}
+		}
+		if r := old[b.ID]; r != nil && r.b.Updated.Equal(b.Updated) {
+			cur[b.ID] = r
 			continue
 		}
-		k.refresh[kk] = &refresh{b: b, due: b.Expires.Add(-k.cfg.RefreshBefore)}
+		cur[b.ID] = &refresh{b: b, due: b.Expires.Add(-k.cfg.RefreshBefore)}
 	}
-	for kk := range k.refresh {
-		if kk.aor == aor && !live[kk.id] {
-			delete(k.refresh, kk)
+	if len(cur) == 0 {
+		delete(k.refresh, aor)
+	} else {
+		k.refresh[aor] = cur
+	}
+}
+
+func (k *Waker) refreshOf(kk key) *refresh { return k.refresh[kk.aor][kk.id] }
+
+func (k *Waker) dropRefresh(kk key) {
+	if ids := k.refresh[kk.aor]; ids != nil {
+		delete(ids, kk.id)
+		if len(ids) == 0 {
+			delete(k.refresh, kk.aor)
 		}
 	}
 }
@@ -319,20 +333,26 @@ func (k *Waker) refreshDue(ctx context.Context) {
 	now := k.now()
 	k.mu.Lock()
 	var due []key
-	for kk, r := range k.refresh {
-		switch {
-		case !r.b.Expires.After(now):
-			delete(k.refresh, kk) // expired: the device did not come back
-		case !r.busy && !r.due.After(now):
-			r.busy = true
-			due = append(due, kk)
+	var expired []key
+	for aor, ids := range k.refresh {
+		for id, r := range ids {
+			switch {
+			case !r.b.Expires.After(now):
+				expired = append(expired, key{aor, id}) // expired: the device did not come back
+			case !r.busy && !r.due.After(now):
+				r.busy = true
+				due = append(due, key{aor, id})
+			}
 		}
+	}
+	for _, kk := range expired {
+		k.dropRefresh(kk)
 	}
 	k.mu.Unlock()
 	for _, kk := range due {
 		go func() {
 			k.mu.Lock()
-			r := k.refresh[kk]
+			r := k.refreshOf(kk)
 			k.mu.Unlock()
 			if r == nil {
 				return
@@ -343,7 +363,7 @@ func (k *Waker) refreshDue(ctx context.Context) {
 			err := k.push(pctx, kk.aor, b, push.Notification{Provider: b.PushProvider, PRID: b.PushPRID, Param: b.PushParam,
 				Method: "REGISTER", To: "sip:" + kk.aor}, "refresh")
 			k.mu.Lock()
-			if r := k.refresh[kk]; r != nil && r.b.Updated.Equal(b.Updated) {
+			if r := k.refreshOf(kk); r != nil && r.b.Updated.Equal(b.Updated) {
 				r.busy = false
 				if err == nil {
 					r.due = r.b.Expires // once per binding: the next REGISTER reschedules it

@@ -150,7 +150,7 @@ func TestRefreshPush(t *testing.T) {
 	}
 	for busy := true; busy; { // the push's outcome recorded
 		k.mu.Lock()
-		busy = k.refresh[key{"bob@sori.test", "dev1"}].busy
+		busy = k.refreshOf(key{"bob@sori.test", "dev1"}).busy
 		k.mu.Unlock()
 	}
 	k.refreshDue(context.Background())

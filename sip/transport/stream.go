@@ -253,14 +253,20 @@ func (s *stream) consume(buf []byte, crlf *int) ([]byte, bool) {
 // shut closes the socket and forgets the connection (once, from lifetime).
 func (s *stream) shut() {
 	_ = s.c.Close()
-	t := s.t
+	forget(s.t, s.t.streams, s.key(), s)
+}
+
+// forget is a closed connection's bookkeeping, for streams and WebSocket
+// connections alike: out of its map (unless a newer one took its place),
+// one fewer open, and the gauge.
+func forget[C comparable](t *Transport, m map[streamKey]C, k streamKey, c C) {
 	t.mu.Lock()
-	if t.streams[s.key()] == s {
-		delete(t.streams, s.key())
+	if m[k] == c {
+		delete(m, k)
 	}
 	t.nstreams--
 	t.mu.Unlock()
-	t.conns.WithLabelValues(s.transport).Dec()
+	t.conns.WithLabelValues(k.transport).Dec()
 }
 
 func (s *stream) Transport() string      { return s.transport }

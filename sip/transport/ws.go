@@ -130,14 +130,7 @@ func (w *wsConn) serve() {
 // is no closing handshake to wait for: the socket is closed at once.
 func (w *wsConn) shut() {
 	_ = w.c.CloseNow()
-	t := w.t
-	t.mu.Lock()
-	if t.ws[w.key()] == w {
-		delete(t.ws, w.key())
-	}
-	t.nstreams--
-	t.mu.Unlock()
-	t.conns.WithLabelValues(w.transport).Dec()
+	forget(w.t, w.t.ws, w.key(), w)
 }
 
 func (w *wsConn) Transport() string      { return w.transport }
