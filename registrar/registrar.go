@@ -20,6 +20,7 @@ import (
 	"github.com/sori-voice/sori/sip/chain"
 	"github.com/sori-voice/sori/sip/digest"
 	"github.com/sori-voice/sori/sip/local"
+	"github.com/sori-voice/sori/sip/reply"
 )
 
 // Policy is the REGISTER policy from the configuration.
@@ -283,7 +284,7 @@ func (r *Registrar) parse(req *sip.Request, now time.Time) (store.Update, chain.
 
 // ok builds the 200 OK listing every binding with its remaining time.
 func (r *Registrar) ok(req *sip.Request, bindings []store.Binding, now time.Time) *sip.Response {
-	res := sip.NewResponseFromRequest(req, 200, "OK", nil)
+	res := reply.New(req, 200, "OK")
 	for _, b := range bindings {
 		var v strings.Builder
 		v.Grow(len(b.Contact) + len(b.Params) + 24)

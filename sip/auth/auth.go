@@ -19,6 +19,7 @@ import (
 	"github.com/sori-voice/sori/registrar/store"
 	"github.com/sori-voice/sori/sip/chain"
 	"github.com/sori-voice/sori/sip/digest"
+	"github.com/sori-voice/sori/sip/reply"
 )
 
 // Kind selects the header pair and status code.
@@ -251,7 +252,7 @@ func port(u sip.Uri) int {
 // retry with the new nonce without asking its user again.
 func (a *Authenticator) Challenge(req *sip.Request, kind Kind, stale bool) *sip.Response {
 	code, reason := kind.code()
-	res := sip.NewResponseFromRequest(req, code, reason, nil)
+	res := reply.New(req, code, reason)
 	for _, v := range a.digest.Challenges(stale) {
 		res.AppendHeader(sip.NewHeader(kind.challengeHeader(), v))
 	}

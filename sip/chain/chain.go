@@ -14,6 +14,8 @@ import (
 	"strings"
 
 	"github.com/emiago/sipgo/sip"
+
+	"github.com/sori-voice/sori/sip/reply"
 )
 
 // ErrCanceled is the cause of a request context ended by a matching CANCEL
@@ -135,7 +137,7 @@ func Answer(w ResponseWriter, req *sip.Request, r Result, retryAfter int) error 
 	if r.Code == 0 || req.IsAck() {
 		return nil
 	}
-	res := sip.NewResponseFromRequest(req, r.Code, r.Reason, nil)
+	res := reply.New(req, r.Code, r.Reason)
 	for _, h := range r.Header {
 		res.AppendHeader(h)
 	}
@@ -148,7 +150,7 @@ func Answer(w ResponseWriter, req *sip.Request, r Result, retryAfter int) error 
 // Reply answers req with code and reason, adding the given headers: for
 // answers that are not refusals (100 Trying, 200 to OPTIONS).
 func Reply(w ResponseWriter, req *sip.Request, code int, reason string, headers ...sip.Header) error {
-	res := sip.NewResponseFromRequest(req, code, reason, nil)
+	res := reply.New(req, code, reason)
 	for _, h := range headers {
 		res.AppendHeader(h)
 	}

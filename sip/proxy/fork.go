@@ -14,6 +14,7 @@ import (
 	"github.com/sori-voice/sori/sip/chain"
 	"github.com/sori-voice/sori/sip/push"
 	"github.com/sori-voice/sori/sip/pushwake"
+	"github.com/sori-voice/sori/sip/reply"
 	"github.com/sori-voice/sori/sip/timers"
 	"github.com/sori-voice/sori/sip/transport"
 	"github.com/sori-voice/sori/sip/trunks"
@@ -436,7 +437,7 @@ func (f *fork) maybeFinish() {
 		case code == 0 || code == 480:
 			code, reason = 480, "Temporarily Unavailable"
 		}
-		res = sip.NewResponseFromRequest(f.in, code, reason, nil)
+		res = reply.New(f.in, code, reason)
 	}
 	f.sent = res.StatusCode
 	f.done()
@@ -548,7 +549,7 @@ func (f *fork) shutdown() {
 		return
 	}
 	f.stop = true
-	res := sip.NewResponseFromRequest(f.in, 503, "Service Unavailable", nil)
+	res := reply.New(f.in, 503, "Service Unavailable")
 	res.AppendHeader(sip.NewHeader("Retry-After", "5"))
 	f.sent = 503
 	f.done()

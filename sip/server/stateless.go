@@ -10,6 +10,7 @@ import (
 
 	"github.com/emiago/sipgo/sip"
 
+	"github.com/sori-voice/sori/sip/reply"
 	"github.com/sori-voice/sori/sip/transport"
 )
 
@@ -75,7 +76,7 @@ func (w *udpReply) Respond(res *sip.Response) error {
 	if w.final {
 		return errors.New("sip server: final response already sent")
 	}
-	raw := []byte(res.String())
+	raw := reply.Bytes(res)
 	if res.StatusCode >= 200 {
 		w.final = true
 		w.cache.store(w.key, raw)
