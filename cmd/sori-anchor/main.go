@@ -66,6 +66,7 @@ type options struct {
 	logLevel     slog.Level
 	pprof        bool
 	workers      int
+	sendRing     bool
 	cpuProfile   string
 }
 
@@ -86,6 +87,7 @@ func parseFlags(args []string, stderr io.Writer) (options, error) {
 	level := fs.String("log-level", "info", "debug, info, warn or error")
 	pprofOn := fs.Bool("pprof", false, "serve /debug/pprof/ on -http")
 	workers := fs.Int("workers", 0, "goroutines relaying RTP on Linux, each with its own epoll (0: one per CPU)")
+	sendRing := fs.Bool("io-uring", true, "send RTP through io_uring on Linux, one system call per wake-up for many sockets (false: a sendmmsg per socket)")
 	cpuProfile := fs.String("cpuprofile", "", "write a CPU profile of the whole run to this file")
 	if err := fs.Parse(args); err != nil {
 		return options{}, usageError{err}
@@ -135,6 +137,7 @@ func parseFlags(args []string, stderr io.Writer) (options, error) {
 		bad("workers", "must not be negative")
 	}
 	o.workers = *workers
+	o.sendRing = *sendRing
 	o.cpuProfile = *cpuProfile
 	if *timeout < 0 {
 		bad("media-timeout", "must not be negative")
@@ -187,6 +190,10 @@ func run(ctx context.Context, args []string, stderr io.Writer) error {
 		defer pprof.StopCPUProfile()
 	}
 	relay.SetWorkers(o.workers)
+	relay.SetSendRing(o.sendRing)
+	if err := relay.CheckSendRing(); err != nil {
+		log.Warn("RTP is sent without io_uring, with a sendmmsg per socket", "error", err)
+	}
 	if n := o.workers; os.Getenv("GOMAXPROCS") == "" {
 		// The workers sleep in system calls holding their Ps: one more P
 		// stays idle for the rest (ng, reports, GC), so Go's sysmon does

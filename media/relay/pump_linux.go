@@ -4,7 +4,9 @@ import (
 	"encoding/binary"
 	"net"
 	"net/netip"
+	"runtime"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"time"
 	"unsafe"
@@ -50,6 +52,13 @@ type socket struct {
 
 	mu sync.RWMutex // read-held around each system call on fd, held to close it
 	fd int          // -1 once closed
+
+	// queued counts sends on fd waiting in a worker's sendRing; closing
+	// stops new ones, and close waits for those queued. A counter, not
+	// mu: one ring batch may hold several sends from one socket, and a
+	// second RLock by the same goroutine deadlocks behind a waiting close.
+	queued  atomic.Int32
+	closing atomic.Bool
 }
 
 func newSocket(c *net.UDPConn) (*socket, error) {
@@ -74,6 +83,10 @@ func newSocket(c *net.UDPConn) (*socket, error) {
 
 // close closes the descriptor once no system call uses it.
 func (k *socket) close() {
+	k.closing.Store(true)
+	for k.queued.Load() > 0 {
+		runtime.Gosched() // a worker's batch is being sent: microseconds
+	}
 	k.mu.Lock()
 	if k.fd >= 0 {
 		unix.Close(k.fd)
@@ -119,14 +132,27 @@ type pumpState struct {
 	out     [batch]mmsghdr
 	outIov  [batch]unix.Iovec
 	outName unix.RawSockaddrInet6
-	bufs    [batch][bufSize]byte
+	bufs    [][bufSize]byte // [used:used+batch] for the next recvmmsg
+	used    int             // bufs holding packets queued in the worker's ring
 	demux   [batch]int
 	played  [batch][]byte
 	nOut    int
+	// sentHeld are jitter buffer copies queued in the ring: back to the
+	// free list after its submit.
+	sentHeld [][]byte
 }
 
+// init sets up p for worker w (nil: a pump of its own, without a ring).
+// With a ring, each recvmmsg reads into buffers of its own until the
+// ring is sent, so one submit carries the packets of many sockets.
 func (p *pumpState) init(w *worker) {
 	p.w = w
+	n := batch
+	if w != nil && w.ring != nil {
+		n = len(w.ring.hdrs) + batch
+	}
+	p.bufs = make([][bufSize]byte, n)
+	p.sentHeld = make([][]byte, 0, n)
 	for i := range p.in {
 		p.in[i].hdr.Name = (*byte)(unsafe.Pointer(&p.inNames[i]))
 		p.in[i].hdr.Iov = &p.inIov[i]
@@ -142,8 +168,12 @@ func (p *pumpState) init(w *worker) {
 func (p *pumpState) drain(k *socket, now time.Time) {
 	p.s, p.rtcp = k.s, k.rtcp
 	for {
+		if p.used+batch > len(p.bufs) {
+			p.submit() // nothing queued refers to bufs any more
+			p.used = 0
+		}
 		for i := range p.in {
-			p.inIov[i].Base = &p.bufs[i][0]
+			p.inIov[i].Base = &p.bufs[p.used+i][0]
 			p.inIov[i].SetLen(bufSize)
 			p.in[i].hdr.Namelen = uint32(unsafe.Sizeof(p.inNames[i]))
 			p.in[i].hdr.Flags = 0
@@ -202,7 +232,7 @@ func (p *pumpState) forward(n int, wall time.Time) {
 			errors++
 			continue
 		}
-		b := p.bufs[i][:size]
+		b := p.bufs[p.used+i][:size]
 		switch {
 		case p.rtcp || isRTCP(b):
 			s.observeRTCP(b, wall)
@@ -224,7 +254,7 @@ func (p *pumpState) forward(n int, wall time.Time) {
 				continue
 			}
 		}
-		p.outIov[p.nOut].Base = &p.bufs[i][0]
+		p.outIov[p.nOut].Base = &p.bufs[p.used+i][0]
 		p.outIov[p.nOut].SetLen(size)
 		p.nOut++
 	}
@@ -243,11 +273,14 @@ func (p *pumpState) forward(n int, wall time.Time) {
 	if nDemux > 0 {
 		p.nOut = 0
 		for _, i := range p.demux[:nDemux] {
-			p.outIov[p.nOut].Base = &p.bufs[i][0]
+			p.outIov[p.nOut].Base = &p.bufs[p.used+i][0]
 			p.outIov[p.nOut].SetLen(int(p.in[i].n))
 			p.nOut++
 		}
 		p.flush(c, true)
+	}
+	if p.w != nil && p.w.ring != nil {
+		p.used += n // queued in the ring until its submit
 	}
 }
 
@@ -262,6 +295,16 @@ func (p *pumpState) flush(c *counters, rtcp bool) {
 	sock, dst, ok := p.s.out(rtcp)
 	if !ok {
 		c.errors.Add(uint64(p.nOut)) // the other side has no address yet
+		return
+	}
+	if p.w != nil && p.w.ring != nil {
+		r := p.w.ring
+		for i := 0; i < p.nOut; i++ {
+			if r.full() {
+				p.submit()
+			}
+			r.add(sock, dst, unsafe.Slice(p.outIov[i].Base, p.outIov[i].Len), c)
+		}
 		return
 	}
 	nameLen := putSockaddr(&p.outName, dst, sock.v6)
@@ -290,6 +333,21 @@ func (p *pumpState) flush(c *counters, rtcp bool) {
 		}
 		sent += int(n)
 	}
+}
+
+// submit sends what the worker's ring holds and returns the jitter
+// buffers' copies it sent to their free list. The caller decides whether
+// bufs may be reused (no forward in progress).
+func (p *pumpState) submit() {
+	if p.w == nil || p.w.ring == nil {
+		return
+	}
+	p.w.ring.submit()
+	for i, b := range p.sentHeld {
+		p.w.held.put(b)
+		p.sentHeld[i] = nil
+	}
+	p.sentHeld = p.sentHeld[:0]
 }
 
 func sockaddrAddrPort(sa *unix.RawSockaddrInet6) netip.AddrPort {

@@ -158,5 +158,11 @@ func (s *Stream) sendPlayed(b []byte) {
 // SetWorkers has no effect elsewhere than Linux.
 func SetWorkers(int) {}
 
+// SetSendRing has no effect elsewhere than Linux.
+func SetSendRing(bool) {}
+
+// CheckSendRing is nil elsewhere than Linux: there is no ring to miss.
+func CheckSendRing() error { return nil }
+
 // DefaultWorkers is 0: no workers elsewhere than Linux.
 func DefaultWorkers() int { return 0 }

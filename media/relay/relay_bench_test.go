@@ -4,6 +4,7 @@ import (
 	"encoding/binary"
 	"net"
 	"net/netip"
+	"os"
 	"syscall"
 	"testing"
 	"time"
@@ -13,6 +14,14 @@ import (
 	"github.com/sori-voice/sori/media/jitter"
 	"github.com/sori-voice/sori/media/ports"
 )
+
+// RELAY_SEND_RING=off measures the workers without io_uring, to compare
+// (the workers are made once per process).
+func init() {
+	if os.Getenv("RELAY_SEND_RING") == "off" {
+		SetSendRing(false)
+	}
+}
 
 // cpuNow is the process's user+system CPU time.
 func cpuNow() time.Duration {

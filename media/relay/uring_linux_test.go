@@ -1,0 +1,92 @@
+package relay
+
+import (
+	"net"
+	"net/netip"
+	"testing"
+	"unsafe"
+
+	"golang.org/x/sys/unix"
+)
+
+// ringFixture is n sockets on loopback that each send one datagram per
+// round to one receiving socket.
+func ringFixture(tb testing.TB, n int) ([]*socket, *net.UDPConn, netip.AddrPort) {
+	rx, err := net.ListenUDP("udp4", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
+	if err != nil {
+		tb.Fatal(err)
+	}
+	_ = rx.SetReadBuffer(8 << 20)
+	tb.Cleanup(func() { rx.Close() })
+	socks := make([]*socket, n)
+	for i := range socks {
+		c, err := net.ListenUDP("udp4", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
+		if err != nil {
+			tb.Fatal(err)
+		}
+		if socks[i], err = newSocket(c); err != nil {
+			tb.Fatal(err)
+		}
+		k := socks[i]
+		tb.Cleanup(k.close)
+	}
+	return socks, rx, rx.LocalAddr().(*net.UDPAddr).AddrPort()
+}
+
+func drainRx(tb testing.TB, rx *net.UDPConn, n int) {
+	buf := make([]byte, 2048)
+	for i := 0; i < n; i++ {
+		if _, _, err := rx.ReadFromUDPAddrPort(buf); err != nil {
+			tb.Fatal(err)
+		}
+	}
+}
+
+// BenchmarkSendFromManySockets: one datagram from each of 256 sockets per
+// op, by sendmmsg per socket (as flush) or through the ring in one call.
+func BenchmarkSendFromManySockets(b *testing.B) {
+	const n = 256
+	pkt := make([]byte, 172)
+	b.Run("sendmmsg", func(b *testing.B) {
+		socks, rx, dst := ringFixture(b, n)
+		var p pumpState
+		p.init(nil)
+		for b.Loop() {
+			for _, k := range socks {
+				nameLen := putSockaddr(&p.outName, dst, false)
+				p.out[0].hdr.Name = (*byte)(unsafe.Pointer(&p.outName))
+				p.out[0].hdr.Namelen = nameLen
+				p.outIov[0].Base = &pkt[0]
+				p.outIov[0].SetLen(len(pkt))
+				k.mu.RLock()
+				_, _, errno := unix.RawSyscall6(unix.SYS_SENDMMSG, uintptr(k.fd), uintptr(unsafe.Pointer(&p.out[0])), 1, unix.MSG_DONTWAIT, 0, 0)
+				k.mu.RUnlock()
+				if errno != 0 {
+					b.Fatal(errno)
+				}
+			}
+			drainRx(b, rx, n)
+		}
+		b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(b.N*n), "ns/pkt")
+	})
+	b.Run("ring", func(b *testing.B) {
+		socks, rx, dst := ringFixture(b, n)
+		r, err := newSendRing(n)
+		if err != nil {
+			b.Fatal(err)
+		}
+		defer r.close()
+		var c counters
+		for b.Loop() {
+			for _, k := range socks {
+				r.add(k, dst, pkt, &c)
+			}
+			r.submit()
+			drainRx(b, rx, n)
+		}
+		if c.errors.Load() != 0 {
+			b.Fatalf("%d errors", c.errors.Load())
+		}
+		b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(b.N*n), "ns/pkt")
+	})
+}
