@@ -73,8 +73,8 @@ func TestPhonesCallEachOther(t *testing.T) {
 // port and the self-signed certificate it made (the CA a phone trusts).
 type defaultNode struct {
 	*node
-	tlsPort int
-	ca      string
+	tlsPort, wssPort int
+	ca               string
 }
 
 // startDefaultNode runs sori on the embedded config/sori.yaml with only
@@ -82,13 +82,13 @@ type defaultNode struct {
 // TLS certificate in a directory of the test's.
 func startDefaultNode(t *testing.T, an *anchorProc) *defaultNode {
 	t.Helper()
-	port, tlsPort := freeSIPPort(t), freeSIPPort(t)
+	port, tlsPort, wssPort := freeSIPPort(t), freeSIPPort(t), freeSIPPort(t)
 	httpAddr := fmt.Sprintf("127.0.0.1:%d", freeSIPPort(t))
 	cfg := string(config.Embedded)
 	tlsDir := t.TempDir() // the self-signed pair is created there
 	for _, r := range [][2]string{
 		{`["udp:127.0.0.1:5060", "tcp:127.0.0.1:5060", "tls:127.0.0.1:5061", "wss:127.0.0.1:8443"]`,
-			fmt.Sprintf(`["udp:127.0.0.1:%d", "tcp:127.0.0.1:%d", "tls:127.0.0.1:%d", "wss:127.0.0.1:%d"]`, port, port, tlsPort, freeSIPPort(t))},
+			fmt.Sprintf(`["udp:127.0.0.1:%d", "tcp:127.0.0.1:%d", "tls:127.0.0.1:%d", "wss:127.0.0.1:%d"]`, port, port, tlsPort, wssPort)},
 		{"/var/lib/sori/tls/cert.pem", filepath.Join(tlsDir, "cert.pem")},
 		{"/var/lib/sori/tls/key.pem", filepath.Join(tlsDir, "key.pem")},
 		{`anchors: ["127.0.0.1:22222"]`, fmt.Sprintf("anchors: [%q]", an.ng)},
@@ -99,7 +99,7 @@ func startDefaultNode(t *testing.T, an *anchorProc) *defaultNode {
 		}
 		cfg = strings.Replace(cfg, r[0], r[1], 1)
 	}
-	return &defaultNode{node: runNode(t, cfg, port, httpAddr), tlsPort: tlsPort, ca: filepath.Join(tlsDir, "cert.pem")}
+	return &defaultNode{node: runNode(t, cfg, port, httpAddr), tlsPort: tlsPort, wssPort: wssPort, ca: filepath.Join(tlsDir, "cert.pem")}
 }
 
 // softphone is what a call needs of either client.
@@ -300,8 +300,8 @@ func writeToneWAV(t *testing.T, path string, freq, seconds int) {
 	}
 }
 
-// readWAV returns the first channel of a 16-bit PCM WAV file at 8 kHz, in
-// [-1, 1]. A data chunk whose size was never filled in (a recorder killed
+// readWAV returns the first channel of a 16-bit PCM WAV file at 8 kHz (or
+// a multiple, such as Opus's 48 kHz, averaged down to 8 kHz), in [-1, 1]. A data chunk whose size was never filled in (a recorder killed
 // before closing) runs to the end of the file.
 func readWAV(path string) ([]float64, error) {
 	b, err := os.ReadFile(path)
@@ -311,7 +311,7 @@ func readWAV(path string) ([]float64, error) {
 	if len(b) < 12 || string(b[:4]) != "RIFF" || string(b[8:12]) != "WAVE" {
 		return nil, errors.New("not a WAV file")
 	}
-	channels := 0
+	channels, step := 0, 1
 	for p := 12; p+8 <= len(b); {
 		id, size := string(b[p:p+4]), int(byteorder.LittleEndian.Uint32(b[p+4:]))
 		body := b[p+8:]
@@ -322,9 +322,10 @@ func readWAV(path string) ([]float64, error) {
 			}
 			format, rate, bits := byteorder.LittleEndian.Uint16(body), byteorder.LittleEndian.Uint32(body[4:]), byteorder.LittleEndian.Uint16(body[14:])
 			channels = int(byteorder.LittleEndian.Uint16(body[2:]))
-			if format != 1 || bits != 16 || rate != 8000 || channels == 0 {
-				return nil, fmt.Errorf("format %d, %d Hz, %d bits, %d channels: want 16-bit PCM at 8000 Hz", format, rate, bits, channels)
+			if format != 1 || bits != 16 || rate == 0 || rate%8000 != 0 || channels == 0 {
+				return nil, fmt.Errorf("format %d, %d Hz, %d bits, %d channels: want 16-bit PCM at a multiple of 8000 Hz", format, rate, bits, channels)
 			}
+			step = int(rate / 8000)
 		case "data":
 			if channels == 0 {
 				return nil, errors.New("data before fmt")
@@ -332,9 +333,14 @@ func readWAV(path string) ([]float64, error) {
 			if size == 0 || size > len(body) {
 				size = len(body)
 			}
-			out := make([]float64, 0, size/2/channels)
-			for i := 0; i+2*channels <= size; i += 2 * channels {
-				out = append(out, float64(int16(byteorder.LittleEndian.Uint16(body[i:])))/32768)
+			frame := 2 * channels
+			out := make([]float64, 0, size/frame/step)
+			for i := 0; i+frame*step <= size; i += frame * step {
+				var sum float64
+				for j := range step {
+					sum += float64(int16(byteorder.LittleEndian.Uint16(body[i+j*frame:]))) / 32768
+				}
+				out = append(out, sum/float64(step))
 			}
 			return out, nil
 		}
@@ -519,8 +525,9 @@ type baresip struct {
 	transport  string // what it registers over: UDP, TCP, TLS
 }
 
-// ca, for transport tls, is the certificate sori is trusted by.
-func startBaresip(t *testing.T, sori int, transport, user, password string, freq int, ca string) *baresip {
+// ca, for transport tls, is the certificate sori is trusted by; modules
+// are codec modules loaded besides g711 (opus).
+func startBaresip(t *testing.T, sori int, transport, user, password string, freq int, ca string, modules ...string) *baresip {
 	t.Helper()
 	dir := t.TempDir()
 	b := &baresip{username: user, dir: dir, freq: freq, port: freeRTPPort(t), transport: strings.ToUpper(transport)}
@@ -554,6 +561,9 @@ snd_path		%s
 `, sip, freq, b.port, b.port+1, filepath.Join(dir, "rec"))
 	if ca != "" {
 		cfg += "sip_cafile\t\t" + ca + "\n"
+	}
+	for _, m := range modules {
+		cfg += "module\t\t\t" + m + ".so\n"
 	}
 	// The README's account line, with the test's port and transport;
 	// answermode=auto answers calls.

@@ -681,8 +681,8 @@ type chromium struct {
 }
 
 // startChromium starts /usr/bin/chromium (make test installs it) with a
-// fresh profile; it is killed when the test ends.
-func startChromium(t *testing.T) *chromium {
+// fresh profile and the extra flags; it is killed when the test ends.
+func startChromium(t *testing.T, extra ...string) *chromium {
 	t.Helper()
 	const bin = "/usr/bin/chromium"
 	if _, err := os.Stat(bin); err != nil {
@@ -694,10 +694,11 @@ func startChromium(t *testing.T) *chromium {
 	if err != nil {
 		t.Fatal(err)
 	}
-	cmd := exec.Command(bin, "--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+	args := append([]string{"--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
 		"--disable-component-update", "--disable-sync", "--no-first-run", "--disable-extensions", "--mute-audio",
-		"--user-data-dir="+profile, "--remote-debugging-address=127.0.0.1", "--remote-debugging-port=0",
-		"--window-size=1280,1000", "--lang=en-US", "about:blank")
+		"--user-data-dir=" + profile, "--remote-debugging-address=127.0.0.1", "--remote-debugging-port=0",
+		"--window-size=1280,1000", "--lang=en-US"}, extra...)
+	cmd := exec.Command(bin, append(args, "about:blank")...)
 	// Its own process group, so that its helpers go with it.
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
 	stderr, err := cmd.StderrPipe()

@@ -1,0 +1,248 @@
+package sdp
+
+import (
+	"errors"
+	"fmt"
+	"net/netip"
+	"strconv"
+	"strings"
+)
+
+// WebRTC legs (RFC 8829): DTLS-SRTP (RFC 5763, 5764) over ICE (RFC 8839),
+// with RTCP multiplexed on the RTP port.
+
+// Fingerprint is an a=fingerprint (RFC 8122 §5).
+type Fingerprint struct {
+	Hash  string // sha-256, sha-1, ...: lower case
+	Value string // colon-separated hex bytes
+}
+
+// WebRTC is what a WebRTC peer's SDP says about one m= section's
+// transport; media-level attributes override session-level ones.
+type WebRTC struct {
+	Fingerprint Fingerprint
+	Setup       string // a=setup: actpass, active, passive, holdconn; "" absent
+	Ufrag, Pwd  string // a=ice-ufrag, a=ice-pwd
+	Lite        bool   // the peer is ICE-lite
+	Mux         bool   // a=rtcp-mux
+	Mid         string // a=mid
+}
+
+// DTLSProto reports whether an m= protocol is DTLS-SRTP (RFC 5764 §8,
+// RFC 8843's UDP/TLS/RTP/SAVPF that browsers send).
+func DTLSProto(proto string) bool {
+	switch strings.ToUpper(proto) {
+	case "UDP/TLS/RTP/SAVP", "UDP/TLS/RTP/SAVPF":
+		return true
+	}
+	return false
+}
+
+// WebRTC reads m= section i's DTLS and ICE attributes.
+func (s *Session) WebRTC(i int) (WebRTC, error) {
+	if i < 0 || i >= len(s.Media) {
+		return WebRTC{}, fmt.Errorf("sdp: no m= section %d", i)
+	}
+	var session, media WebRTC
+	end := len(s.lines)
+	if i+1 < len(s.starts) {
+		end = s.starts[i+1]
+	}
+	first := len(s.lines)
+	if len(s.starts) > 0 {
+		first = s.starts[0]
+	}
+	for j, l := range s.lines[:first] {
+		if err := readWebRTC(&session, l); err != nil {
+			return WebRTC{}, fmt.Errorf("sdp: line %d: %w", j+1, err)
+		}
+	}
+	for j := s.starts[i]; j < end; j++ {
+		if err := readWebRTC(&media, s.lines[j]); err != nil {
+			return WebRTC{}, fmt.Errorf("sdp: line %d: %w", j+1, err)
+		}
+	}
+	if media.Fingerprint == (Fingerprint{}) {
+		media.Fingerprint = session.Fingerprint
+	}
+	if media.Setup == "" {
+		media.Setup = session.Setup
+	}
+	if media.Ufrag == "" && media.Pwd == "" {
+		media.Ufrag, media.Pwd = session.Ufrag, session.Pwd
+	}
+	media.Lite = session.Lite // session-level only (RFC 8839 §5.3)
+	return media, nil
+}
+
+func readWebRTC(w *WebRTC, l string) error {
+	if !strings.HasPrefix(l, "a=") {
+		return nil
+	}
+	name, value, _ := strings.Cut(l[2:], ":")
+	value = strings.TrimSpace(value)
+	switch name {
+	case "fingerprint":
+		h, v, ok := strings.Cut(value, " ")
+		v = strings.TrimSpace(v)
+		if !ok || h == "" || v == "" {
+			return fmt.Errorf("bad a=fingerprint %q", value)
+		}
+		// RFC 8122 §5 allows several; the first with a hash both
+		// sides know is as good as any: WebRTC sends one, sha-256.
+		if w.Fingerprint == (Fingerprint{}) {
+			w.Fingerprint = Fingerprint{Hash: strings.ToLower(h), Value: strings.ToUpper(v)}
+		}
+	case "setup":
+		switch v := strings.ToLower(value); v {
+		case "actpass", "active", "passive", "holdconn":
+			w.Setup = v
+		default:
+			return fmt.Errorf("bad a=setup %q", value)
+		}
+	case "ice-ufrag":
+		w.Ufrag = value
+	case "ice-pwd":
+		w.Pwd = value
+	case "ice-lite":
+		w.Lite = true
+	case "rtcp-mux":
+		w.Mux = true
+	case "mid":
+		w.Mid = value
+	}
+	return nil
+}
+
+// ErrHoldconn: the peer wants no DTLS connection (a=setup:holdconn).
+var ErrHoldconn = errors.New("sdp: a=setup:holdconn, no connection wanted")
+
+// AnswerSetup is the a=setup the anchor answers an offer's with (RFC 5763
+// §5, RFC 4145 §4.1), and whether that makes it the DTLS client. It prefers
+// passive, so that the browser, which has its address from ICE already,
+// sends the first flight.
+func AnswerSetup(offer string) (answer string, client bool, err error) {
+	switch strings.ToLower(offer) {
+	case "actpass", "active", "":
+		// Absent means active (RFC 4145 §4).
+		return "passive", false, nil
+	case "passive":
+		return "active", true, nil
+	case "holdconn":
+		return "", false, ErrHoldconn
+	}
+	return "", false, fmt.Errorf("sdp: unknown a=setup %q", offer)
+}
+
+// Transport is the anchor's side of one m= section toward a WebRTC peer.
+type Transport struct {
+	Ufrag, Pwd  string
+	Fingerprint Fingerprint
+	Setup       string         // actpass in an offer; passive or active in an answer
+	Candidate   netip.AddrPort // the anchor's host candidate: its advertised address and RTP port
+	Mid         string         // written as a=mid when the section has none (the offer's mid)
+}
+
+// hostPriority is RFC 8445 §5.1.2.1's priority of a host candidate of
+// component 1: type preference 126, local preference 65535.
+const hostPriority = 126<<24 | 65535<<8 | (256 - 1)
+
+// Lines are t's attributes for one m= section, without "a=rtcp-mux"
+// and a=mid, which WithTransport adds only when the section lacks them.
+func (t Transport) Lines() []string {
+	return []string{
+		"a=ice-ufrag:" + t.Ufrag,
+		"a=ice-pwd:" + t.Pwd,
+		"a=fingerprint:" + t.Fingerprint.Hash + " " + t.Fingerprint.Value,
+		"a=setup:" + t.Setup,
+		// One host candidate, component 1 only: RTCP is multiplexed.
+		"a=candidate:1 1 udp " + strconv.Itoa(hostPriority) + " " + t.Candidate.Addr().String() + " " + strconv.Itoa(int(t.Candidate.Port())) + " typ host",
+		"a=end-of-candidates",
+	}
+}
+
+// transportLine: an attribute WithTransport and WithoutTransport replace.
+func transportLine(l string) bool {
+	if iceLine(l) {
+		return true
+	}
+	for _, p := range []string{"a=fingerprint:", "a=setup:", "a=tls-id:", "a=crypto:"} {
+		if strings.HasPrefix(l, p) {
+			return true
+		}
+	}
+	return false
+}
+
+// WithTransport makes a body fit for a WebRTC peer: a=ice-lite at
+// session level, and in each m= section t's attributes in place of any
+// ICE, DTLS or SDES (a=crypto) ones, plus a=rtcp-mux (RFC 8829 requires
+// it). Sections beyond t, or disabled (port 0), only lose the old
+// attributes. It does not change the m= protocol (Rewrite's Proto does).
+func WithTransport(body []byte, t []Transport) ([]byte, error) {
+	s, err := Parse(body)
+	if err != nil {
+		return nil, err
+	}
+	var b strings.Builder
+	line := func(l string) {
+		b.WriteString(l)
+		b.WriteString("\r\n")
+	}
+	first := len(s.lines)
+	if len(s.starts) > 0 {
+		first = s.starts[0]
+	}
+	for _, l := range s.lines[:first] {
+		if !transportLine(l) {
+			line(l)
+		}
+	}
+	line("a=ice-lite")
+	for i, start := range s.starts {
+		end := len(s.lines)
+		if i+1 < len(s.starts) {
+			end = s.starts[i+1]
+		}
+		mux, mid := false, false
+		for _, l := range s.lines[start:end] {
+			mux = mux || l == "a=rtcp-mux"
+			mid = mid || strings.HasPrefix(l, "a=mid:")
+			if !transportLine(l) {
+				line(l)
+			}
+		}
+		if i >= len(t) || s.Media[i].Port == 0 {
+			continue
+		}
+		if t[i].Mid != "" && !mid {
+			line("a=mid:" + t[i].Mid)
+		}
+		for _, l := range t[i].Lines() {
+			line(l)
+		}
+		if !mux {
+			line("a=rtcp-mux")
+		}
+	}
+	return []byte(b.String()), nil
+}
+
+// WithoutTransport removes a WebRTC peer's ICE, DTLS and SDES attributes
+// from a body going to a peer that speaks plain RTP (or gets its own
+// a=crypto added after).
+func WithoutTransport(body []byte) ([]byte, error) {
+	s, err := Parse(body)
+	if err != nil {
+		return nil, err
+	}
+	var b strings.Builder
+	for _, l := range s.lines {
+		if transportLine(l) {
+			continue
+		}
+		b.WriteString(l)
+		b.WriteString("\r\n")
+	}
+	return []byte(b.String()), nil
+}

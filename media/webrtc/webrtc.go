@@ -1,0 +1,251 @@
+// Package webrtc is the anchor's end of a WebRTC leg's transport: the
+// datagrams on the leg's port that are not RTP. It tells them apart by
+// their first byte (RFC 7983), answers ICE checks (icelite) and runs the
+// DTLS-SRTP handshake (dtlssrtp) towards the address ICE validated,
+// handing the SRTP keys back when it completes. The relay keeps the
+// socket and the RTP: it calls Classify on each datagram's first byte and
+// passes what is not RTP to Leg.Handle.
+package webrtc
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net/netip"
+	"sync"
+
+	"github.com/sori-voice/sori/media/dtlssrtp"
+	"github.com/sori-voice/sori/media/icelite"
+)
+
+// Kind of a datagram on a WebRTC leg's port.
+type Kind uint8
+
+const (
+	Unknown Kind = iota
+	STUN         // first byte 0-3
+	DTLS         // 20-63
+	TURN         // 64-79: a TURN channel, never ours (the anchor is no TURN server)
+	RTP          // 128-191: RTP or RTCP
+)
+
+// Classify reads RFC 7983 §7's first-byte ranges: the relay's hot path
+// needs only this comparison to keep RTP for itself.
+func Classify(first byte) Kind {
+	switch {
+	case first >= 128 && first <= 191:
+		return RTP
+	case first <= 3:
+		return STUN
+	case first >= 20 && first <= 63:
+		return DTLS
+	case first >= 64 && first <= 79:
+		return TURN
+	}
+	return Unknown
+}
+
+// Config of a Leg.
+type Config struct {
+	// ICE is the anchor's credentials for this leg, as its SDP gives them.
+	ICE icelite.Credentials
+	// Certificate is the anchor's DTLS certificate (one per process).
+	Certificate *dtlssrtp.Certificate
+	// Send writes one datagram from the leg's port to. It must not keep b.
+	Send func(b []byte, to netip.AddrPort) error
+	// Keys is called once, from the DTLS goroutine, with the SRTP keys
+	// or why the handshake failed.
+	Keys func(dtlssrtp.Keys, error)
+	// Selected is called, from Handle, when the peer nominates a path:
+	// media goes there from then on. Nil: not reported.
+	Selected func(netip.AddrPort)
+	Logger   *slog.Logger
+}
+
+// Peer is what the peer's SDP says, once it is known.
+type Peer struct {
+	Ufrag       string // a=ice-ufrag
+	Fingerprint dtlssrtp.Fingerprint
+	Role        dtlssrtp.Role // the anchor's: Server when the anchor's SDP says a=setup:passive
+}
+
+// Leg is the transport of one WebRTC leg.
+type Leg struct {
+	cfg Config
+	ice *icelite.Agent
+	ctx context.Context
+
+	mu        sync.Mutex
+	peer      *Peer              // nil until SetPeer
+	dtls      *dtlssrtp.Endpoint // nil until the handshake can start
+	early     [][]byte           // DTLS datagrams that came before SetPeer
+	closed    bool
+	nominated netip.AddrPort // last reported through Config.Selected
+}
+
+// earlyMax bounds the DTLS datagrams kept until the peer's SDP arrives: a
+// ClientHello, perhaps retransmitted.
+const earlyMax = 4
+
+// New starts a leg's transport: it answers ICE checks at once (a browser
+// checks as soon as it has the anchor's SDP, before its own has reached
+// the anchor), and holds DTLS until SetPeer. ctx bounds the DTLS
+// association's life.
+func New(ctx context.Context, cfg Config) (*Leg, error) {
+	if cfg.Certificate == nil || cfg.Send == nil || cfg.Keys == nil {
+		return nil, errors.New("webrtc: Config needs a Certificate, Send and Keys")
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.Default()
+	}
+	a, err := icelite.New(cfg.ICE)
+	if err != nil {
+		return nil, err
+	}
+	return &Leg{cfg: cfg, ice: a, ctx: ctx}, nil
+}
+
+// SetPeer gives the leg what the peer's SDP says. The handshake starts now
+// as server, or as client once ICE has validated the peer's address.
+// A second call with a different fingerprint or role is refused: a
+// re-INVITE that changes them needs a new leg (RFC 5763 §6.7).
+func (l *Leg) SetPeer(p Peer) error {
+	if _, err := dtlssrtp.FingerprintOf(p.Fingerprint.Hash, nil); err != nil || p.Fingerprint.Value == "" {
+		return fmt.Errorf("webrtc: the peer's fingerprint %q is unusable", p.Fingerprint)
+	}
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.closed {
+		return errors.New("webrtc: leg closed")
+	}
+	if l.peer != nil {
+		if l.peer.Fingerprint != p.Fingerprint || l.peer.Role != p.Role {
+			return errors.New("webrtc: the peer's fingerprint or DTLS role changed; a new association is needed")
+		}
+		if p.Ufrag != l.peer.Ufrag {
+			l.ice.SetRemoteUfrag(p.Ufrag) // an ICE restart keeps the DTLS association
+			l.peer.Ufrag = p.Ufrag
+		}
+		return nil
+	}
+	cp := p
+	l.peer = &cp
+	l.ice.SetRemoteUfrag(p.Ufrag)
+	if _, ok := l.ice.Selected(); p.Role == dtlssrtp.Client && !ok {
+		return nil // started by the first valid check
+	}
+	if err := l.startLocked(); err != nil {
+		l.peer = nil
+		return err
+	}
+	return nil
+}
+
+// startLocked starts the DTLS endpoint; l.mu held.
+func (l *Leg) startLocked() error {
+	e, err := dtlssrtp.Start(l.ctx, dtlssrtp.Config{
+		Role:        l.peer.Role,
+		Certificate: l.cfg.Certificate,
+		Remote:      l.peer.Fingerprint,
+		Send:        l.sendDTLS,
+		Done:        l.cfg.Keys,
+		Logger:      l.cfg.Logger,
+	})
+	if err != nil {
+		return fmt.Errorf("webrtc: %w", err)
+	}
+	l.dtls = e
+	for _, p := range l.early {
+		e.Handle(p)
+	}
+	l.early = nil
+	return nil
+}
+
+// sendDTLS sends towards the path ICE selected.
+func (l *Leg) sendDTLS(b []byte) error {
+	to, ok := l.ice.Selected()
+	if !ok {
+		return errors.New("webrtc: no validated path to the peer yet")
+	}
+	return l.cfg.Send(b, to)
+}
+
+// Handle takes a datagram that Classify did not call RTP, received from
+// from. It does not keep pkt. Errors are the peer's (bad checks, DTLS from
+// an unchecked address) and only worth a debug log.
+func (l *Leg) Handle(pkt []byte, from netip.AddrPort) error {
+	if len(pkt) == 0 {
+		return errors.New("webrtc: empty datagram")
+	}
+	switch Classify(pkt[0]) {
+	case STUN:
+		return l.handleSTUN(pkt, from)
+	case DTLS:
+		if !l.ice.Validated(from) {
+			return fmt.Errorf("webrtc: DTLS from %s, which passed no ICE check", from)
+		}
+		l.mu.Lock()
+		switch {
+		case l.dtls != nil:
+			e := l.dtls
+			l.mu.Unlock()
+			e.Handle(pkt)
+		case len(l.early) < earlyMax && !l.closed:
+			l.early = append(l.early, append([]byte(nil), pkt...))
+			l.mu.Unlock()
+		default:
+			l.mu.Unlock()
+		}
+		return nil
+	}
+	return fmt.Errorf("webrtc: datagram with first byte %d from %s is neither STUN nor DTLS", pkt[0], from)
+}
+
+func (l *Leg) handleSTUN(pkt []byte, from netip.AddrPort) error {
+	res, err := l.ice.Handle(pkt, from)
+	if res.Response != nil {
+		if serr := l.cfg.Send(res.Response, from); serr != nil && err == nil {
+			err = fmt.Errorf("webrtc: STUN response to %s: %w", from, serr)
+		}
+	}
+	if !res.Valid {
+		return err
+	}
+	l.mu.Lock()
+	report := res.Nominated && from != l.nominated
+	if report {
+		l.nominated = from
+	}
+	var startErr error
+	if l.dtls == nil && l.peer != nil && !l.closed && l.peer.Role == dtlssrtp.Client {
+		startErr = l.startLocked()
+	}
+	l.mu.Unlock()
+	if report && l.cfg.Selected != nil {
+		l.cfg.Selected(from)
+	}
+	return errors.Join(err, startErr)
+}
+
+// Selected is where the leg's media goes: the path the peer nominated, or
+// the last that passed a check.
+func (l *Leg) Selected() (netip.AddrPort, bool) { return l.ice.Selected() }
+
+// Validated reports whether addr passed an ICE check: RTP from any other
+// address is not the peer's.
+func (l *Leg) Validated(addr netip.AddrPort) bool { return l.ice.Validated(addr) }
+
+// Close ends the DTLS association.
+func (l *Leg) Close() error {
+	l.mu.Lock()
+	l.closed = true
+	e := l.dtls
+	l.early = nil
+	l.mu.Unlock()
+	if e != nil {
+		return e.Close()
+	}
+	return nil
+}
