@@ -150,9 +150,9 @@ func (r *sendRing) close() {
 func (r *sendRing) full() bool { return r.n == len(r.hdrs) }
 
 // add queues b for dst from sock; b must stay untouched until submit.
-// sock's read lock is taken here and released by submit, so the socket
-// cannot be closed (and its number reused) while the send is queued. A
-// send that cannot be queued counts an error on c.
+// The socket counts the send as queued until submit, so it cannot be
+// closed (and its number reused) meanwhile (socket.queued). A send that
+// cannot be queued counts an error on c.
 func (r *sendRing) add(sock *socket, dst netip.AddrPort, b []byte, c *counters) {
 	i := r.n
 	nameLen := putSockaddr(&r.names[i], dst, sock.v6)
@@ -160,9 +160,9 @@ func (r *sendRing) add(sock *socket, dst netip.AddrPort, b []byte, c *counters) 
 		c.errors.Add(1)
 		return
 	}
-	sock.mu.RLock()
-	if sock.fd < 0 {
-		sock.mu.RUnlock()
+	sock.queued.Add(1)
+	if sock.closing.Load() {
+		sock.queued.Add(-1)
 		c.errors.Add(1)
 		return
 	}
@@ -216,7 +216,7 @@ func (r *sendRing) submit() {
 		}
 	}
 	for i := 0; i < r.n; i++ {
-		r.socks[i].mu.RUnlock()
+		r.socks[i].queued.Add(-1)
 		r.socks[i], r.ctrs[i] = nil, nil
 	}
 	r.n = 0

@@ -4,6 +4,7 @@ import (
 	"net"
 	"net/netip"
 	"testing"
+	"time"
 	"unsafe"
 
 	"golang.org/x/sys/unix"
@@ -89,4 +90,50 @@ func BenchmarkSendFromManySockets(b *testing.B) {
 		}
 		b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(b.N*n), "ns/pkt")
 	})
+}
+
+// The ring sends each datagram from its own socket, several from one
+// socket in a batch too, and counts what it could not send.
+func TestSendRing(t *testing.T) {
+	socks, rx, dst := ringFixture(t, 3)
+	r, err := newSendRing(4)
+	if err != nil {
+		t.Fatalf("io_uring: %v (the workers would fall back to sendmmsg)", err)
+	}
+	defer r.close()
+	var c counters
+	want := map[string]int{}
+	for i, k := range []int{0, 1, 0, 2} {
+		pkt := []byte{byte(i), byte(k)}
+		r.add(socks[k], dst, pkt, &c)
+		want[string(pkt)] = int(socks[k].conn.LocalAddr().(*net.UDPAddr).AddrPort().Port())
+	}
+	if !r.full() {
+		t.Fatal("four sends in a ring of four: not full")
+	}
+	r.submit()
+	// A closed socket queues nothing; a v6 destination on a v4 socket neither.
+	socks[2].close()
+	r.add(socks[2], dst, []byte{9, 9}, &c)
+	r.add(socks[1], netip.MustParseAddrPort("[::1]:9"), []byte{8, 8}, &c)
+	r.submit()
+	if got := c.errors.Load(); got != 2 {
+		t.Errorf("errors %d, want 2", got)
+	}
+	buf := make([]byte, 16)
+	_ = rx.SetReadDeadline(time.Now().Add(2 * time.Second))
+	for range want {
+		n, from, err := rx.ReadFromUDPAddrPort(buf)
+		if err != nil {
+			t.Fatal(err)
+		}
+		port, ok := want[string(buf[:n])]
+		if !ok || int(from.Port()) != port {
+			t.Errorf("datagram %v from %v: want port %d", buf[:n], from, port)
+		}
+		delete(want, string(buf[:n]))
+	}
+	if socks[1].queued.Load() != 0 || socks[0].queued.Load() != 0 {
+		t.Error("sockets still counted as queued after submit")
+	}
 }
