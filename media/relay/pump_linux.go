@@ -120,6 +120,7 @@ type pumpState struct {
 	outIov  [batch]unix.Iovec
 	outName unix.RawSockaddrInet6
 	bufs    [batch][bufSize]byte
+	enc     [batch][bufSize + srtpRoom]byte // what goes to an SRTP leg, encrypted
 	demux   [batch]int
 	played  [batch][]byte
 	nOut    int
@@ -190,6 +191,10 @@ func (p *pumpState) forward(n int, wall time.Time) {
 	if !p.rtcp {
 		s.statsMu.Lock()
 	}
+	lc := s.crypto.Load() // nil: plain RTP, as it arrives
+	if lc != nil {
+		lc.mu.Lock()
+	}
 	for i := 0; i < n; i++ {
 		size := int(p.in[i].n)
 		if p.in[i].hdr.Flags&unix.MSG_TRUNC != 0 || size == 0 {
@@ -203,6 +208,15 @@ func (p *pumpState) forward(n int, wall time.Time) {
 			continue
 		}
 		b := p.bufs[i][:size]
+		if lc != nil {
+			dec, err := lc.decrypt(b, p.rtcp || isRTCP(b))
+			if err != nil || len(dec) == 0 || &dec[0] != &b[0] {
+				errors++ // forged, replayed, not SRTP, or not keyed yet
+				continue
+			}
+			b, size = dec, len(dec)
+			p.in[i].n = uint32(size)
+		}
 		switch {
 		case p.rtcp || isRTCP(b):
 			s.observeRTCP(b, wall)
@@ -227,6 +241,9 @@ func (p *pumpState) forward(n int, wall time.Time) {
 		p.outIov[p.nOut].Base = &p.bufs[i][0]
 		p.outIov[p.nOut].SetLen(size)
 		p.nOut++
+	}
+	if lc != nil {
+		lc.mu.Unlock()
 	}
 	if !p.rtcp {
 		s.statsMu.Unlock()
@@ -269,6 +286,9 @@ func (p *pumpState) flush(c *counters, rtcp bool) {
 		c.errors.Add(uint64(p.nOut))
 		return
 	}
+	if lc := sock.s.crypto.Load(); lc != nil && !p.protect(lc, c, rtcp) {
+		return
+	}
 	for i := 0; i < p.nOut; i++ {
 		p.out[i].hdr.Name = (*byte)(unsafe.Pointer(&p.outName))
 		p.out[i].hdr.Namelen = nameLen
@@ -290,6 +310,27 @@ func (p *pumpState) flush(c *counters, rtcp bool) {
 		}
 		sent += int(n)
 	}
+}
+
+// protect encrypts p.outIov[:nOut] for an SRTP peer into p.enc, dropping
+// (and counting) what cannot be; false when nothing is left to send.
+func (p *pumpState) protect(lc *legCrypto, c *counters, rtcp bool) bool {
+	kept := 0
+	lc.mu.Lock()
+	for i := 0; i < p.nOut; i++ {
+		src := unsafe.Slice(p.outIov[i].Base, p.outIov[i].Len)
+		out, err := lc.encrypt(p.enc[i][:0], src, rtcp || isRTCP(src))
+		if err != nil || len(out) == 0 || &out[0] != &p.enc[i][0] {
+			c.errors.Add(1) // not RTP, or the peer not keyed yet: never sent in clear
+			continue
+		}
+		p.outIov[kept].Base = &p.enc[i][0]
+		p.outIov[kept].SetLen(len(out))
+		kept++
+	}
+	lc.mu.Unlock()
+	p.nOut = kept
+	return kept > 0
 }
 
 func sockaddrAddrPort(sa *unix.RawSockaddrInet6) netip.AddrPort {

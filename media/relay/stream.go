@@ -61,6 +61,9 @@ type Stream struct {
 	rtcpState rtcpState
 	play      *playout // nil: no jitter buffer
 
+	crypto   atomic.Pointer[legCrypto] // nil: plain RTP (srtp.go)
+	cryptoMu sync.Mutex                // SetCrypto
+
 	wg sync.WaitGroup
 	streamSys
 }
