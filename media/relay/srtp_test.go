@@ -283,5 +283,3 @@ func TestSRTPNotKeyedDropsAndKeysLater(t *testing.T) {
 		t.Fatal("plain after SetCrypto(nil)")
 	}
 }
-
-
