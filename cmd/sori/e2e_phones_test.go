@@ -519,8 +519,15 @@ type baresip struct {
 	transport  string // what it registers over: UDP, TCP, TLS
 }
 
+// phoneOption changes how a softphone is set up.
+type phoneOption int
+
+// mandatorySRTP: the phone places and takes calls only with SDES-SRTP
+// (baresip's mediaenc=srtp-mand, Linphone's mandatory SRTP).
+const mandatorySRTP phoneOption = 1
+
 // ca, for transport tls, is the certificate sori is trusted by.
-func startBaresip(t *testing.T, sori int, transport, user, password string, freq int, ca string) *baresip {
+func startBaresip(t *testing.T, sori int, transport, user, password string, freq int, ca string, opts ...phoneOption) *baresip {
 	t.Helper()
 	dir := t.TempDir()
 	b := &baresip{username: user, dir: dir, freq: freq, port: freeRTPPort(t), transport: strings.ToUpper(transport)}
@@ -555,11 +562,18 @@ snd_path		%s
 	if ca != "" {
 		cfg += "sip_cafile\t\t" + ca + "\n"
 	}
+	srtp := slices.Contains(opts, mandatorySRTP)
+	if srtp {
+		cfg += "module\t\t\tsrtp.so\n"
+	}
 	// The README's account line, with the test's port and transport;
 	// answermode=auto answers calls.
 	account := fmt.Sprintf("<sip:%s@sori.test>;auth_pass=%s;outbound=\"sip:127.0.0.1:%d;transport=%s\";regint=600;answermode=auto\n", user, password, sori, transport)
 	if transport != "udp" {
 		account = fmt.Sprintf("<sip:%s@sori.test;transport=%s>;auth_pass=%s;outbound=\"sip:127.0.0.1:%d;transport=%s\";regint=600;answermode=auto\n", user, transport, password, sori, transport)
+	}
+	if srtp {
+		account = strings.Replace(account, ";regint=600", ";regint=600;mediaenc=srtp-mand", 1)
 	}
 	for name, body := range map[string]string{"config": cfg, "accounts": account} {
 		if err := os.WriteFile(filepath.Join(dir, name), []byte(body), 0o600); err != nil {
@@ -659,7 +673,7 @@ type linphonec struct {
 
 const linphonePrompt = "linphonec> "
 
-func startLinphonec(t *testing.T, sori int, transport, user, password string, freq int) *linphonec {
+func startLinphonec(t *testing.T, sori int, transport, user, password string, freq int, opts ...phoneOption) *linphonec {
 	t.Helper()
 	dir := t.TempDir()
 	l := &linphonec{username: user, dir: dir, freq: freq, port: freeRTPPort(t)}
@@ -696,6 +710,9 @@ passwd=%s
 realm=sori.test
 domain=sori.test
 `, udp, tcp, l.port, sori, transport, sori, transport, user, user, password)
+	if slices.Contains(opts, mandatorySRTP) {
+		rc = strings.Replace(rc, "default_proxy=0\n", "default_proxy=0\nmedia_encryption=srtp\nmedia_encryption_mandatory=1\n", 1)
+	}
 	if err := os.WriteFile(filepath.Join(dir, "linphonerc"), []byte(rc), 0o600); err != nil {
 		t.Fatal(err)
 	}
