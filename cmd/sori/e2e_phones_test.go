@@ -180,9 +180,8 @@ func nodeMetric(t *testing.T, n *node, name string) string {
 	return ""
 }
 
-// anchorLegs asks the anchor (ng list and query) for its one call and
-// returns, per leg, the phone's RTP port and the RTP packets it sent.
-func anchorLegs(t *testing.T, an *anchorProc) map[int]int64 {
+// anchorCall asks the anchor (ng list and query) for its one call.
+func anchorCall(t *testing.T, an *anchorProc) ng.Dict {
 	t.Helper()
 	client, err := ng.NewClient("127.0.0.1:0", 200*time.Millisecond, slog.New(slog.NewTextHandler(io.Discard, nil)), nil)
 	if err != nil {
@@ -204,6 +203,14 @@ func anchorLegs(t *testing.T, an *anchorProc) map[int]int64 {
 	if err != nil || q.Str("result") != "ok" {
 		t.Fatalf("ng query %s: %v %v", ids[0], q, err)
 	}
+	return q
+}
+
+// anchorLegs asks the anchor for its one call and returns, per leg, the
+// phone's RTP port and the RTP packets it sent.
+func anchorLegs(t *testing.T, an *anchorProc) map[int]int64 {
+	t.Helper()
+	q := anchorCall(t, an)
 	legs := map[int]int64{}
 	for tag, v := range q.Dict("tags") {
 		leg, _ := v.(map[string]any)

@@ -11,19 +11,23 @@ package main
 import (
 	"bytes"
 	byteorder "encoding/binary"
+	"fmt"
 	"net"
 	"net/netip"
 	"os/exec"
+	"regexp"
 	"strconv"
 	"strings"
 	"sync"
 	"testing"
 	"time"
 
+	"github.com/emiago/sipgo/sip"
 	"github.com/pion/rtcp"
 	"github.com/pion/srtp/v3"
 	"golang.org/x/sys/unix"
 
+	"github.com/sori-voice/sori/media/ng"
 	"github.com/sori-voice/sori/media/sdes"
 	"github.com/sori-voice/sori/media/sdp"
 )
@@ -369,3 +373,103 @@ func parseUDP(b []byte) (wirePacket, bool) {
 }
 
 func htons16(v uint16) uint16 { return v<<8 | v>>8 }
+
+// An SRTP phone calls a carrier whose trunk says encryption: rtp (the
+// default, media.encryption, says srtp): the carrier is offered plain
+// RTP/AVP without a=crypto and gets plain RTP, decrypted by the anchor,
+// while the phone's leg stays SRTP.
+func TestSRTPPhoneCallsAPlainCarrier(t *testing.T) {
+	if _, err := exec.LookPath("baresip"); err != nil {
+		t.Fatalf("baresip is not installed (make test installs it): %v", err)
+	}
+	t.Parallel()
+	an := startAnchor(t)
+	gw := freeSIPPort(t)
+	n := startNode(t, nodeConfig{extra: fmt.Sprintf(`media: {anchors: [%q], encryption: srtp}
+numbering: {country_code: "82", national_prefix: "0", international_prefix: "00"}
+trunks:
+  - name: carrier
+    encryption: rtp
+    gateways: [{address: "udp:127.0.0.1:%d"}]
+routes:
+  - {prefix: "+82", trunks: [carrier]}
+users:
+  - {name: alice, password: alice-secret, numbers: ["+821011112222"]}
+`, an.ng, gw)})
+	carrierRTP, err := net.ListenUDP("udp", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { carrierRTP.Close() })
+	offers := make(chan string, 4)
+	fakeUDPPeer(t, gw, func(req *sip.Request, respond func(*sip.Response)) {
+		if !req.IsInvite() {
+			respond(sip.NewResponseFromRequest(req, 200, "OK", nil)) // OPTIONS pings, BYE
+			return
+		}
+		offers <- string(req.Body())
+		body := fmt.Sprintf("v=0\r\no=- 1 1 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\nm=audio %d RTP/AVP 0\r\na=rtpmap:0 PCMU/8000\r\n",
+			carrierRTP.LocalAddr().(*net.UDPAddr).Port)
+		res := sip.NewResponseFromRequest(req, 200, "OK", []byte(body))
+		if _, ok := res.To().Params.Get("tag"); !ok {
+			res.To().Params.Add("tag", "carrier")
+		}
+		res.AppendHeader(sip.NewHeader("Contact", fmt.Sprintf("<sip:carrier@127.0.0.1:%d>", gw)))
+		res.AppendHeader(sip.NewHeader("Content-Type", "application/sdp"))
+		respond(res)
+	})
+	alice := startBaresip(t, n.port, "udp", "alice", "alice-secret", aliceTone, "", mandatorySRTP)
+	alice.waitRegistered()
+	callee := "sip:+821099998888@sori.test"
+	alice.dial(callee)
+	var offer string
+	select {
+	case offer = <-offers:
+	case <-time.After(10 * time.Second):
+		t.Fatal("the carrier got no INVITE")
+	}
+	m, err := sdp.Parse([]byte(offer))
+	if err != nil || len(m.Media) != 1 || m.Media[0].Proto != "RTP/AVP" || len(m.Media[0].Crypto) != 0 || !an.owns(m.Media[0].Addr.String(), strconv.Itoa(m.Media[0].Port)) {
+		t.Fatalf("the carrier was offered, want plain RTP/AVP from the anchor (%v):\n%s", err, offer)
+	}
+	alice.expect("SRTP on alice's leg", 10*time.Second, regexp.MustCompile(`SRTP is Enabled \(cryptosuite=\w+\)`), nil)
+	alice.waitAnswered(callee)
+
+	// The carrier hears plain RTP: alice's G.711, decrypted by the anchor.
+	buf := make([]byte, 2048)
+	plain := 0
+	for deadline := time.Now().Add(5 * time.Second); plain < 50 && time.Now().Before(deadline); {
+		_ = carrierRTP.SetReadDeadline(deadline)
+		k, from, err := carrierRTP.ReadFromUDPAddrPort(buf)
+		if err != nil {
+			break
+		}
+		if !an.owns(from.Addr().String(), itoa(from.Port())) {
+			t.Fatalf("the carrier's RTP came from %s, not the anchor", from)
+		}
+		if k != 12+160 || buf[0]>>6 != 2 || buf[1]&0x7f != 0 {
+			t.Fatalf("the carrier got %d bytes, PT %d: want plain 20 ms PCMU RTP (no SRTP tag)", k, buf[1]&0x7f)
+		}
+		plain++
+	}
+	if plain < 50 {
+		t.Fatalf("the carrier got %d plain RTP packets", plain)
+	}
+	q := anchorCall(t, an)
+	srtpLegs := 0
+	for tag, v := range q.Dict("tags") {
+		medias, _ := ng.Dict(v.(map[string]any))["medias"].([]any)
+		md := ng.Dict(medias[0].(map[string]any))
+		if md.Dict("SRTP") != nil {
+			srtpLegs++
+			if md.Str("protocol") != "RTP/SAVP" {
+				t.Errorf("leg %s: SRTP on %s", tag, md.Str("protocol"))
+			}
+		}
+	}
+	if srtpLegs != 1 {
+		t.Fatalf("%d SRTP legs, want alice's only: %v", srtpLegs, q.Dict("tags"))
+	}
+	alice.hangUp()
+	alice.waitEnded(callee)
+}
