@@ -2,8 +2,8 @@ package relay
 
 import (
 	"bytes"
-	"encoding/binary"
 	"crypto/rand"
+	"encoding/binary"
 	"net/netip"
 	"testing"
 	"time"
