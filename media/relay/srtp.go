@@ -50,10 +50,11 @@ type Crypto struct {
 
 // legCrypto is a leg's SRTP contexts. pion/srtp's contexts are not safe
 // for concurrent use: mu guards all four; the worker takes it once per
-// batch.
+// batch. It is the stream's srtpMu, shared by the legCrypto SetCrypto
+// replaces and the one replacing it, which may share contexts.
 type legCrypto struct {
 	keys                           Crypto
-	mu                             sync.Mutex
+	mu                             *sync.Mutex
 	inRTP, inRTCP, outRTP, outRTCP *srtp.Context // nil: not keyed (dropped)
 	rtpHdr                         rtp.Header
 	rtcpHdr                        rtcp.Header
@@ -69,21 +70,17 @@ func (s *Stream) SetCrypto(c *Crypto) error {
 		return nil
 	}
 	old := s.crypto.Load()
-	lc := &legCrypto{keys: Crypto{In: c.In, Out: c.Out}}
+	lc := &legCrypto{keys: Crypto{In: c.In, Out: c.Out}, mu: &s.srtpMu}
 	var err error
 	if old != nil && old.keys.In.Equal(c.In) {
-		old.mu.Lock()
 		lc.inRTP, lc.inRTCP = old.inRTP, old.inRTCP
-		old.mu.Unlock()
 	} else if c.In != nil {
 		if lc.inRTP, lc.inRTCP, err = contexts(c.In); err != nil {
 			return err
 		}
 	}
 	if old != nil && old.keys.Out.Equal(c.Out) {
-		old.mu.Lock()
 		lc.outRTP, lc.outRTCP = old.outRTP, old.outRTCP
-		old.mu.Unlock()
 	} else if c.Out != nil {
 		if lc.outRTP, lc.outRTCP, err = contexts(c.Out); err != nil {
 			return err

@@ -63,6 +63,7 @@ type Stream struct {
 
 	crypto   atomic.Pointer[legCrypto] // nil: plain RTP (srtp.go)
 	cryptoMu sync.Mutex                // SetCrypto
+	srtpMu   sync.Mutex                // the SRTP contexts' (legCrypto.mu)
 
 	wg sync.WaitGroup
 	streamSys
