@@ -209,6 +209,9 @@ func (p *pumpState) forward(n int, wall time.Time) {
 		}
 		b := p.bufs[i][:size]
 		if lc != nil {
+			if !p.rtcp && s.takeOther(b, sockaddrAddrPort(&p.inNames[i])) {
+				continue // STUN, DTLS: the leg's keying, not media
+			}
 			dec, err := lc.decrypt(b, p.rtcp || isRTCP(b))
 			if err != nil || len(dec) == 0 || &dec[0] != &b[0] {
 				errors++ // forged, replayed, not SRTP, or not keyed yet

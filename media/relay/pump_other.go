@@ -72,6 +72,9 @@ func (s *Stream) pump(sock *socket, rtcp bool) {
 			continue
 		}
 		if lc := s.crypto.Load(); lc != nil {
+			if !rtcp && s.takeOther(buf[:n], netip.AddrPortFrom(src.Addr().Unmap(), src.Port())) {
+				continue
+			}
 			lc.mu.Lock()
 			dec, err := lc.decrypt(buf[:n], rtcp || isRTCP(buf[:n]))
 			lc.mu.Unlock()

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"errors"
 	"fmt"
+	"net/netip"
 	"sync"
 
 	"github.com/pion/rtcp"
@@ -109,6 +110,44 @@ func contexts(k *Keys) (*srtp.Context, *srtp.Context, error) {
 }
 
 var errNotKeyed = errors.New("relay: SRTP direction not keyed")
+
+// OtherFunc takes a datagram of an SRTP leg's RTP port that is neither
+// RTP nor RTCP.
+type OtherFunc func(b []byte, from netip.AddrPort)
+
+// SetOther hands f the datagrams arriving on an SRTP leg's RTP port that
+// are neither RTP nor RTCP by their first byte (RFC 7983: 0-3 STUN, 20-63
+// DTLS), instead of dropping them: a DTLS-SRTP handshake and ICE
+// connectivity checks share the port with the media. f runs on the
+// relay's goroutine with a buffer that is reused once it returns: it must
+// copy what it keeps and not block. nil: dropped. A plain leg relays such
+// datagrams as before and never calls f.
+func (s *Stream) SetOther(f OtherFunc) {
+	if f == nil {
+		s.other.Store(nil)
+		return
+	}
+	s.other.Store(&f)
+}
+
+// SendOther sends a datagram of the anchor's own (STUN, DTLS) to the
+// phone from the leg's RTP port, unencrypted.
+func (s *Stream) SendOther(b []byte, to netip.AddrPort) error { return s.rtpSock.writeTo(b, to) }
+
+// notMedia: by its first byte, b is not RTP or RTCP (RFC 7983 §7).
+func notMedia(b []byte) bool { return len(b) == 0 || b[0] < 128 || b[0] > 191 }
+
+// takeOther gives a datagram that is not media to the leg's OtherFunc
+// (true), on an SRTP leg only.
+func (s *Stream) takeOther(b []byte, from netip.AddrPort) bool {
+	if !notMedia(b) {
+		return false
+	}
+	if f := s.other.Load(); f != nil {
+		(*f)(b, from)
+	}
+	return true
+}
 
 // decrypt turns the phone's SRTP or SRTCP packet b into RTP or RTCP in
 // place; lc.mu held.

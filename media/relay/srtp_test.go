@@ -315,3 +315,54 @@ func BenchmarkSRTPTransform(b *testing.B) {
 		})
 	}
 }
+
+func TestSRTPLegHandsSTUNAndDTLSToItsKeying(t *testing.T) {
+	pa := newPhone(t)
+	pb := newPhone(t)
+	c := newSRTPCall(t, 46600, Options{}, &Crypto{}, nil, pa.addr(), pb.addr())
+	type got struct {
+		b    []byte
+		from netip.AddrPort
+	}
+	others := make(chan got, 4)
+	c.a.SetOther(func(b []byte, from netip.AddrPort) { others <- got{bytes.Clone(b), from} })
+	stun := append([]byte{0x00, 0x01, 0x00, 0x00, 0x21, 0x12, 0xa4, 0x42}, make([]byte, 12)...)
+	dtls := []byte{0x16, 0xfe, 0xfd, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0}
+	for _, want := range [][]byte{stun, dtls} {
+		pa.send(c.portA, want)
+		select {
+		case g := <-others:
+			if !bytes.Equal(g.b, want) || g.from != pa.addr() {
+				t.Fatalf("handed %x from %s, want %x from %s", g.b, g.from, want, pa.addr())
+			}
+		case <-time.After(time.Second):
+			t.Fatalf("%x not handed over", want[:1])
+		}
+	}
+	if got, _, ok := pb.recv(100 * time.Millisecond); ok {
+		t.Fatalf("keying traffic relayed to the other phone: %x", got)
+	}
+	// The anchor's own answer leaves from the leg's RTP port, as it is.
+	if err := c.a.SendOther(dtls, pa.addr()); err != nil {
+		t.Fatal(err)
+	}
+	if got, from, ok := pa.recv(time.Second); !ok || !bytes.Equal(got, dtls) || from != c.portA {
+		t.Fatalf("SendOther: %x from %s", got, from)
+	}
+	// Once keyed, RTP still goes to the media, not to the handler.
+	k := &Crypto{In: newKeys(t, srtp.ProtectionProfileAes128CmHmacSha1_80), Out: newKeys(t, srtp.ProtectionProfileAes128CmHmacSha1_80)}
+	if err := c.a.SetCrypto(k); err != nil {
+		t.Fatal(err)
+	}
+	sp := newSRTPPhone(t, k)
+	wire, _ := sp.send.EncryptRTP(nil, opusPacket(1), nil)
+	pa.send(c.portA, wire)
+	if got, _, ok := pb.recv(time.Second); !ok || !bytes.Equal(got, opusPacket(1)) {
+		t.Fatal("RTP not relayed once keyed")
+	}
+	select {
+	case g := <-others:
+		t.Fatalf("RTP handed to the keying: %x", g.b)
+	default:
+	}
+}

@@ -64,6 +64,7 @@ type Stream struct {
 	crypto   atomic.Pointer[legCrypto] // nil: plain RTP (srtp.go)
 	cryptoMu sync.Mutex                // SetCrypto
 	srtpMu   sync.Mutex                // the SRTP contexts' (legCrypto.mu)
+	other    atomic.Pointer[OtherFunc] // an SRTP leg's STUN and DTLS (SetOther)
 
 	wg sync.WaitGroup
 	streamSys
