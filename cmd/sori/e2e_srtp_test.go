@@ -1,8 +1,8 @@
 package main
 
 // Real softphones over SDES-SRTP through sori and sori-anchor: baresip
-// (mediaenc=srtp-mand) calls linphonec (SRTP mandatory), each must hear
-// the other's tone, and a capture of loopback shows what crossed it: every
+// (mediaenc=srtp-mand) calls linphonec (SRTP mandatory) and back, each
+// must hear the other's tone, and a capture of loopback shows what crossed it: every
 // RTP and RTCP packet to and from the anchor's ports authenticates with
 // its leg's key (read from the SDP sori relayed, captured too), none
 // carries cleartext audio, and the anchor's own RTCP reports reach each
@@ -49,6 +49,7 @@ func TestPhonesCallOverSRTP(t *testing.T) {
 	alice.waitRegistered()
 	bob.waitRegistered()
 	phoneCall(t, an, n.node, alice, bob)
+	phoneCall(t, an, n.node, bob, alice) // linphonec's offer, baresip's answer
 	packets := capture.stop()
 
 	// The keys: every a=crypto of the SDP on the wire, by the m= port it
@@ -72,8 +73,8 @@ func TestPhonesCallOverSRTP(t *testing.T) {
 		keys[uint16(s.Media[0].Port)] = append(keys[uint16(s.Media[0].Port)], cs...)
 		sdps++
 	}
-	if sdps < 4 {
-		t.Fatalf("captured %d SDP bodies, want the INVITE and 200 OK on both sides of sori", sdps)
+	if sdps < 8 {
+		t.Fatalf("captured %d SDP bodies, want each call's INVITE and 200 OK on both sides of sori", sdps)
 	}
 	phones := map[uint16]string{uint16(alice.rtpPort()): "alice", uint16(bob.rtpPort()): "bob"}
 	for port, who := range phones {
