@@ -109,6 +109,34 @@ type Media struct {
 	Anchors      []string `yaml:"anchors"`       // ng control addresses, IP:PORT
 	Timeout      Duration `yaml:"timeout"`       // one ng command, retransmissions included
 	PingInterval Duration `yaml:"ping_interval"` // health check of each anchor
+	// Encryption is what a call's callee side is offered when neither its
+	// user nor its trunk says: pass (the caller's offer's profile, SRTP
+	// or not), srtp (RTP/SAVP, SDES keys of the anchor's) or rtp (plain
+	// RTP/AVP; the anchor decrypts an SRTP caller's media).
+	Encryption string `yaml:"encryption"`
+}
+
+// EncryptionFor is the media encryption of a callee: its trunk's, else
+// its user's, else media.encryption; "" for pass (sip/anchoring's values).
+func (c *Config) EncryptionFor(user, trunk string) string {
+	e := c.Media.Encryption
+	if trunk != "" {
+		for _, t := range c.Trunks {
+			if t.Name == trunk && t.Encryption != "" {
+				e = t.Encryption
+			}
+		}
+	} else if user != "" {
+		for _, u := range c.Users {
+			if u.Name == user && u.Encryption != "" {
+				e = u.Encryption
+			}
+		}
+	}
+	if e == "pass" {
+		return ""
+	}
+	return e
 }
 
 // Network names a carrier's (or any) network, so call quality can be
@@ -153,6 +181,9 @@ type User struct {
 	Toll      *UserToll `yaml:"toll"`    // overrides security.toll for this user
 	// Tags label the user for the quality map: its plan, its device.
 	Tags map[string]string `yaml:"tags"`
+	// Encryption of the media of calls to the user (media.encryption's
+	// values); empty: media.encryption.
+	Encryption string `yaml:"encryption"`
 }
 
 // UserToll overrides some of security.toll for one user (nil: the default).
@@ -212,6 +243,9 @@ type Trunk struct {
 	Register bool `yaml:"register"`
 	// TLS is how sori connects to the trunk's tls: gateways.
 	TLS *TrunkTLS `yaml:"tls"`
+	// Encryption of the media of calls to the carrier (media.encryption's
+	// values; carriers mostly want rtp); empty: media.encryption.
+	Encryption string `yaml:"encryption"`
 }
 
 // TrunkTLS is a carrier's TLS: the CA its gateways' certificates chain to
@@ -299,7 +333,7 @@ func Default() Config {
 		Push:    defaultPush(),
 		Quality: defaultQuality(),
 		CDR:     CDR{RedisStream: "sori:cdr", StreamMaxLen: 1000000},
-		Media:   Media{Timeout: Duration(2 * time.Second), PingInterval: Duration(5 * time.Second)},
+		Media:   Media{Timeout: Duration(2 * time.Second), PingInterval: Duration(5 * time.Second), Encryption: "pass"},
 		Registrar: Registrar{
 			Store:          "memory",
 			MinExpires:     60,
@@ -563,6 +597,25 @@ func (v *validator) check(c *Config) {
 				v.fail(p+".plmns."+strconv.Itoa(j), "%q is not MCC+MNC (5 or 6 digits)", pl)
 			}
 		}
+	}
+	checkEncryption := func(path, e string, empty bool) {
+		switch e {
+		case "pass", "srtp", "rtp":
+		case "":
+			if empty {
+				return
+			}
+			fallthrough
+		default:
+			v.fail(path, "%q: give pass, srtp or rtp", e)
+		}
+	}
+	checkEncryption("media.encryption", c.Media.Encryption, false)
+	for i, t := range c.Trunks {
+		checkEncryption("trunks."+strconv.Itoa(i)+".encryption", t.Encryption, true)
+	}
+	for i, u := range c.Users {
+		checkEncryption("users."+strconv.Itoa(i)+".encryption", u.Encryption, true)
 	}
 	for i, u := range c.Users {
 		p := "users." + strconv.Itoa(i)

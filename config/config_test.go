@@ -92,6 +92,8 @@ func TestValidationNamesKeyAndLine(t *testing.T) {
 		{"anchor by name", "media:\n  anchors: [\"anchor.example:22222\"]\n", "t.yaml:2: media.anchors.0"},
 		{"ng timeout too short", "media:\n  timeout: 10ms\n", "t.yaml:2: media.timeout"},
 		{"ping too often", "media:\n  ping_interval: 100ms\n", "t.yaml:2: media.ping_interval"},
+		{"bad media encryption", "media:\n  encryption: sdes\n", "t.yaml:2: media.encryption: \"sdes\": give pass, srtp or rtp"},
+		{"bad user encryption", "users:\n  - {name: a, password: x}\n  - {name: b, password: y, encryption: on}\n", "t.yaml:3: users.1.encryption"},
 		{"bad prefix", "networks:\n  - name: carrier-a\n    prefixes: [\"10.0.0.0/8\", \"10.1.2.3\"]\n", "t.yaml:3: networks.0.prefixes.1"},
 		{"bad plmn", "networks:\n  - name: carrier-a\n    plmns: [\"4500\"]\n", "t.yaml:3: networks.0.plmns.0"},
 		{"network twice", "networks:\n  - {name: a, prefixes: [\"10.0.0.0/8\"]}\n  - {name: a, prefixes: [\"11.0.0.0/8\"]}\n", "t.yaml:3: networks.1.name"},
@@ -175,5 +177,26 @@ func TestParseListener(t *testing.T) {
 		if tt.ok && l.String() != tt.want {
 			t.Errorf("%q -> %q, want %q", tt.in, l.String(), tt.want)
 		}
+	}
+}
+
+func TestEncryptionFor(t *testing.T) {
+	cfg, err := Parse("t.yaml", []byte("media:\n  anchors: [\"127.0.0.1:22222\"]\n  encryption: srtp\n"+
+		"users:\n  - {name: a, password: x, encryption: rtp}\n  - {name: b, password: y}\n  - {name: c, password: z, encryption: pass}\n"+
+		"trunks:\n  - name: carrier\n    gateways: [{address: \"udp:192.0.2.1:5060\"}]\n    encryption: rtp\n  - name: secure\n    gateways: [{address: \"udp:192.0.2.2:5060\"}]\n"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, tt := range []struct{ user, trunk, want string }{
+		{"a", "", "rtp"}, {"b", "", "srtp"}, {"c", "", ""}, {"nobody", "", "srtp"},
+		{"", "carrier", "rtp"}, {"", "secure", "srtp"},
+	} {
+		if got := cfg.EncryptionFor(tt.user, tt.trunk); got != tt.want {
+			t.Errorf("EncryptionFor(%q, %q) = %q, want %q", tt.user, tt.trunk, got, tt.want)
+		}
+	}
+	def, _ := Parse("t.yaml", nil)
+	if got := def.EncryptionFor("alice", ""); got != "" {
+		t.Errorf("default: %q, want pass", got)
 	}
 }

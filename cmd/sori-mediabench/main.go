@@ -19,6 +19,12 @@
 // After each step it asks the relay (ng query, up to 32 calls) for its
 // jitter buffer's delay, printed as jb_ms ("-" when none is reported), so
 // the latency of a relay with a buffer can be read against it.
+//
+// With -srtp, leg B of every call speaks SDES-SRTP (AES_CM_128_HMAC_SHA1_80):
+// the offer asks for RTP/SAVP towards it (ng transport-protocol), B answers
+// with a key of its own, and the relay decrypts what B sends and encrypts
+// what it sends B; the generator does the same on B's side, outside the
+// relay's measured CPU.
 package main
 
 import (
@@ -39,9 +45,12 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/pion/rtp"
+	"github.com/pion/srtp/v3"
 	"golang.org/x/net/ipv4"
 
 	"github.com/sori-voice/sori/media/ng"
+	"github.com/sori-voice/sori/media/sdes"
 	"github.com/sori-voice/sori/media/sdp"
 )
 
@@ -88,6 +97,7 @@ type options struct {
 	warmup   time.Duration
 	sockets  int
 	retries  int
+	srtp     bool // leg B speaks SRTP
 }
 
 // result of one step for one relay.
@@ -130,6 +140,7 @@ func main() {
 	flag.DurationVar(&o.warmup, "warmup", 2*time.Second, "traffic before measuring")
 	flag.IntVar(&o.sockets, "sockets", 16, "generator sockets per call leg")
 	flag.IntVar(&o.retries, "retries", 2, "times a step is measured again when the generator fell behind (lost nothing but sent under 95 %)")
+	flag.BoolVar(&o.srtp, "srtp", false, "leg B of every call speaks SDES-SRTP (AES_CM_128_HMAC_SHA1_80)")
 	flag.Parse()
 	if len(o.relays) == 0 {
 		fmt.Fprintln(os.Stderr, "sori-mediabench: at least one -relay is required")
@@ -221,6 +232,42 @@ type call struct {
 	id           string
 	toA, toB     netip.AddrPort // where leg A sends (anchor port for A), where leg B sends
 	sockA, sockB int
+	// With -srtp: B's own key (what B sends) and the relay's key towards
+	// B, each used by one goroutine (B's sender, B's socket reader).
+	bSend, bRecv *srtp.Context
+}
+
+// benchSuite is the suite leg B takes with -srtp.
+const benchSuite = "AES_CM_128_HMAC_SHA1_80"
+
+// keyB picks the relay's benchSuite crypto from the offer to B and makes
+// B's answer crypto (its own key, the same tag).
+func keyB(c *call, offer string) (answer string, err error) {
+	s, err := sdp.Parse([]byte(offer))
+	if err != nil || len(s.Media) == 0 {
+		return "", fmt.Errorf("relay SDP: %v", err)
+	}
+	cs, err := sdes.ParseAll(s.Media[0].Crypto)
+	if err != nil {
+		return "", err
+	}
+	for _, relayKey := range cs {
+		if relayKey.Suite.Name != benchSuite {
+			continue
+		}
+		mine, err := sdes.Generate(relayKey.Tag, relayKey.Suite, sdes.Params{})
+		if err != nil {
+			return "", err
+		}
+		if c.bSend, err = mine.Context(); err != nil {
+			return "", err
+		}
+		if c.bRecv, err = relayKey.Context(); err != nil {
+			return "", err
+		}
+		return mine.String(false), nil
+	}
+	return "", fmt.Errorf("the relay offered B no %s: %v", benchSuite, s.Media[0].Crypto)
 }
 
 // step runs K calls through one relay.
@@ -242,14 +289,26 @@ func step(client *ng.Client, r relay, k int, o options) (result, error) {
 	run := time.Now().UnixNano()
 	for i := 0; i < k; i++ {
 		c := call{id: fmt.Sprintf("bench-%d-%d", run, i), sockA: i % o.sockets, sockB: i % o.sockets}
-		offer, err := ngDo(client, r.ng, ng.Dict{"command": "offer", "call-id": c.id, "from-tag": "a", "sdp": benchSDP(gen.a[c.sockA].addr),
-			"replace": []any{"origin", "session-connection"}, "ICE": "remove"})
+		od := ng.Dict{"command": "offer", "call-id": c.id, "from-tag": "a", "sdp": benchSDP(gen.a[c.sockA].addr),
+			"replace": []any{"origin", "session-connection"}, "ICE": "remove"}
+		if o.srtp {
+			od["transport-protocol"] = "RTP/SAVP"
+		}
+		offer, err := ngDo(client, r.ng, od)
 		if err != nil {
 			res.setupFailures++
 			continue
 		}
+		answerSDP := benchSDP(gen.b[c.sockB].addr)
+		if o.srtp {
+			crypto, err := keyB(&c, offer.Str("sdp"))
+			if err != nil {
+				return res, fmt.Errorf("%s: %w", r.name, err)
+			}
+			answerSDP = strings.Replace(answerSDP, "RTP/AVP", "RTP/SAVP", 1) + "a=crypto:" + crypto + "\r\n"
+		}
 		answer, err := ngDo(client, r.ng, ng.Dict{"command": "answer", "call-id": c.id, "from-tag": "a", "to-tag": "b",
-			"sdp": benchSDP(gen.b[c.sockB].addr), "replace": []any{"origin", "session-connection"}, "ICE": "remove"})
+			"sdp": answerSDP, "replace": []any{"origin", "session-connection"}, "ICE": "remove"})
 		if err != nil {
 			res.setupFailures++
 			continue
@@ -445,9 +504,14 @@ func (g *generator) blast(calls []call, warmup, measure time.Duration, startMeas
 	var mu sync.Mutex
 	done := make(chan struct{})
 	var readers sync.WaitGroup
+	isB := map[*gsock]bool{}
+	for _, s := range g.b {
+		isB[s] = true
+	}
 	for _, s := range append(slices.Clone(g.a), g.b...) {
 		readers.Add(1)
 		go func(s *gsock) {
+			var hdr rtp.Header
 			defer readers.Done()
 			msgs := make([]ipv4.Message, 64)
 			for i := range msgs {
@@ -468,6 +532,17 @@ func (g *generator) blast(calls []call, warmup, measure time.Duration, startMeas
 				now := time.Now().UnixNano()
 				for i := 0; i < n; i++ {
 					b := msgs[i].Buffers[0][:msgs[i].N]
+					if len(b) >= 12 && isB[s] && len(calls) > 0 && calls[0].bRecv != nil {
+						// SRTP from the relay: A's flow 2i is call i's.
+						i := binary.BigEndian.Uint32(b[8:12]) / 2
+						if int(i) >= len(calls) {
+							continue
+						}
+						var err error
+						if b, err = calls[i].bRecv.DecryptRTP(b, b, &hdr); err != nil {
+							continue
+						}
+					}
 					if len(b) < pktSize || b[12] != 1 {
 						continue // sent before measuring
 					}
@@ -490,13 +565,14 @@ func (g *generator) blast(calls []call, warmup, measure time.Duration, startMeas
 	// call leg it carries, in sendmmsg batches; the sockets are split over a
 	// few goroutines.
 	type flow struct {
-		dst *net.UDPAddr
-		id  uint32
+		dst  *net.UDPAddr
+		id   uint32
+		srtp *srtp.Context // nil: plain RTP
 	}
 	flows := map[*gsock][]flow{}
 	for i, c := range calls {
-		flows[g.a[c.sockA]] = append(flows[g.a[c.sockA]], flow{net.UDPAddrFromAddrPort(c.toA), uint32(2 * i)})
-		flows[g.b[c.sockB]] = append(flows[g.b[c.sockB]], flow{net.UDPAddrFromAddrPort(c.toB), uint32(2*i + 1)})
+		flows[g.a[c.sockA]] = append(flows[g.a[c.sockA]], flow{net.UDPAddrFromAddrPort(c.toA), uint32(2 * i), nil})
+		flows[g.b[c.sockB]] = append(flows[g.b[c.sockB]], flow{net.UDPAddrFromAddrPort(c.toB), uint32(2*i + 1), c.bSend})
 	}
 	socks := append(slices.Clone(g.a), g.b...)
 	const senders = 4
@@ -516,13 +592,14 @@ func (g *generator) blast(calls []call, warmup, measure time.Duration, startMeas
 			for i := w; i < len(socks); i += senders {
 				b := batch{s: socks[i], flows: flows[socks[i]]}
 				for _, f := range b.flows {
-					b.msgs = append(b.msgs, ipv4.Message{Buffers: [][]byte{make([]byte, pktSize)}, Addr: f.dst})
+					b.msgs = append(b.msgs, ipv4.Message{Buffers: [][]byte{make([]byte, pktSize, pktSize+16)}, Addr: f.dst})
 				}
 				mine = append(mine, b)
 			}
 			tick := time.NewTicker(20 * time.Millisecond)
 			defer tick.Stop()
 			var seq uint16
+			var hdr rtp.Header
 			for now := range tick.C {
 				if now.After(stop) {
 					return
@@ -531,7 +608,7 @@ func (g *generator) blast(calls []call, warmup, measure time.Duration, startMeas
 				seq++
 				for _, b := range mine {
 					for k, f := range b.flows {
-						p := b.msgs[k].Buffers[0]
+						p := b.msgs[k].Buffers[0][:pktSize]
 						p[0], p[1] = 0x80, 111
 						binary.BigEndian.PutUint16(p[2:], seq)
 						binary.BigEndian.PutUint32(p[4:], uint32(seq)*960) // 20 ms at 48 kHz
@@ -541,6 +618,12 @@ func (g *generator) blast(calls []call, warmup, measure time.Duration, startMeas
 							p[12] = 1
 						}
 						binary.BigEndian.PutUint64(p[13:], uint64(time.Now().UnixNano()))
+						b.msgs[k].Buffers[0] = p
+						if f.srtp != nil {
+							if out, err := f.srtp.EncryptRTP(p, p, &hdr); err == nil {
+								b.msgs[k].Buffers[0] = out
+							}
+						}
 					}
 					for off := 0; off < len(b.msgs); {
 						n, err := b.s.pc.WriteBatch(b.msgs[off:min(off+64, len(b.msgs))], 0)

@@ -180,9 +180,8 @@ func nodeMetric(t *testing.T, n *node, name string) string {
 	return ""
 }
 
-// anchorLegs asks the anchor (ng list and query) for its one call and
-// returns, per leg, the phone's RTP port and the RTP packets it sent.
-func anchorLegs(t *testing.T, an *anchorProc) map[int]int64 {
+// anchorCall asks the anchor (ng list and query) for its one call.
+func anchorCall(t *testing.T, an *anchorProc) ng.Dict {
 	t.Helper()
 	client, err := ng.NewClient("127.0.0.1:0", 200*time.Millisecond, slog.New(slog.NewTextHandler(io.Discard, nil)), nil)
 	if err != nil {
@@ -204,6 +203,14 @@ func anchorLegs(t *testing.T, an *anchorProc) map[int]int64 {
 	if err != nil || q.Str("result") != "ok" {
 		t.Fatalf("ng query %s: %v %v", ids[0], q, err)
 	}
+	return q
+}
+
+// anchorLegs asks the anchor for its one call and returns, per leg, the
+// phone's RTP port and the RTP packets it sent.
+func anchorLegs(t *testing.T, an *anchorProc) map[int]int64 {
+	t.Helper()
+	q := anchorCall(t, an)
 	legs := map[int]int64{}
 	for tag, v := range q.Dict("tags") {
 		leg, _ := v.(map[string]any)
@@ -525,9 +532,20 @@ type baresip struct {
 	transport  string // what it registers over: UDP, TCP, TLS
 }
 
-// ca, for transport tls, is the certificate sori is trusted by; modules
-// are codec modules loaded besides g711 (opus).
-func startBaresip(t *testing.T, sori int, transport, user, password string, freq int, ca string, modules ...string) *baresip {
+// phoneOption changes how a softphone is set up.
+type phoneOption int
+
+const (
+	// mandatorySRTP: the phone places and takes calls only with SDES-SRTP
+	// (baresip's mediaenc=srtp-mand, Linphone's mandatory SRTP).
+	mandatorySRTP phoneOption = iota + 1
+	// withOpus: baresip loads its Opus codec besides G.711 (a WebRTC peer
+	// offers Opus and G.711; Opus passes the anchor untouched).
+	withOpus
+)
+
+// ca, for transport tls, is the certificate sori is trusted by.
+func startBaresip(t *testing.T, sori int, transport, user, password string, freq int, ca string, opts ...phoneOption) *baresip {
 	t.Helper()
 	dir := t.TempDir()
 	b := &baresip{username: user, dir: dir, freq: freq, port: freeRTPPort(t), transport: strings.ToUpper(transport)}
@@ -562,14 +580,21 @@ snd_path		%s
 	if ca != "" {
 		cfg += "sip_cafile\t\t" + ca + "\n"
 	}
-	for _, m := range modules {
-		cfg += "module\t\t\t" + m + ".so\n"
+	if slices.Contains(opts, withOpus) {
+		cfg += "module\t\t\topus.so\n"
+	}
+	srtp := slices.Contains(opts, mandatorySRTP)
+	if srtp {
+		cfg += "module\t\t\tsrtp.so\n"
 	}
 	// The README's account line, with the test's port and transport;
 	// answermode=auto answers calls.
 	account := fmt.Sprintf("<sip:%s@sori.test>;auth_pass=%s;outbound=\"sip:127.0.0.1:%d;transport=%s\";regint=600;answermode=auto\n", user, password, sori, transport)
 	if transport != "udp" {
 		account = fmt.Sprintf("<sip:%s@sori.test;transport=%s>;auth_pass=%s;outbound=\"sip:127.0.0.1:%d;transport=%s\";regint=600;answermode=auto\n", user, transport, password, sori, transport)
+	}
+	if srtp {
+		account = strings.Replace(account, ";regint=600", ";regint=600;mediaenc=srtp-mand", 1)
 	}
 	for name, body := range map[string]string{"config": cfg, "accounts": account} {
 		if err := os.WriteFile(filepath.Join(dir, name), []byte(body), 0o600); err != nil {
@@ -669,7 +694,7 @@ type linphonec struct {
 
 const linphonePrompt = "linphonec> "
 
-func startLinphonec(t *testing.T, sori int, transport, user, password string, freq int) *linphonec {
+func startLinphonec(t *testing.T, sori int, transport, user, password string, freq int, opts ...phoneOption) *linphonec {
 	t.Helper()
 	dir := t.TempDir()
 	l := &linphonec{username: user, dir: dir, freq: freq, port: freeRTPPort(t)}
@@ -706,6 +731,9 @@ passwd=%s
 realm=sori.test
 domain=sori.test
 `, udp, tcp, l.port, sori, transport, sori, transport, user, user, password)
+	if slices.Contains(opts, mandatorySRTP) {
+		rc = strings.Replace(rc, "default_proxy=0\n", "default_proxy=0\nmedia_encryption=srtp\nmedia_encryption_mandatory=1\n", 1)
+	}
 	if err := os.WriteFile(filepath.Join(dir, "linphonerc"), []byte(rc), 0o600); err != nil {
 		t.Fatal(err)
 	}

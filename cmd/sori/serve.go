@@ -241,6 +241,7 @@ func serve(ctx context.Context, configPath string, logOut io.Writer) error {
 		Sender:       srv,
 		UAC:          ua,
 		TimerC:       cfg.SIP.TimerC.D(),
+		Encryption:   cfg.EncryptionFor,
 		DialogSecret: secret,
 		Timers:       &timerSet,
 		Log:          log.With("component", "proxy"),

@@ -83,9 +83,10 @@ type leg struct {
 type media struct {
 	index  int // 1-based, as rtpengine counts
 	typ    string
-	proto  string
+	proto  string // what the leg's phone speaks: RTP/AVP, RTP/SAVP, ...
 	mux    bool
 	stream *relay.Stream
+	sdes   *legSDES // nil: plain RTP (srtp.go)
 }
 
 // New returns a Manager.

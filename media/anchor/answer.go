@@ -37,7 +37,7 @@ func (m *Manager) answer(req ng.Dict) ng.Dict {
 	if l := req.Str("label"); l != "" {
 		b.label = l
 	}
-	out, err := m.apply(b, a, sess, req)
+	out, err := m.apply(b, a, sess, req, true)
 	if err != nil {
 		return failure(err)
 	}

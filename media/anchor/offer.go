@@ -55,7 +55,7 @@ func (m *Manager) offer(req ng.Dict, from netip.AddrPort) ng.Dict {
 	if l := req.Str("label"); l != "" {
 		a.label = l
 	}
-	out, err := m.apply(a, b, sess, req)
+	out, err := m.apply(a, b, sess, req, false)
 	if err != nil {
 		if !existed {
 			delete(m.calls, callID)
@@ -79,7 +79,7 @@ func failure(err error) ng.Dict {
 
 // apply takes own's addresses from its SDP and rewrites that SDP to point
 // the other side at peer's ports.
-func (m *Manager) apply(own, peer *leg, sess *sdp.Session, req ng.Dict) ([]byte, error) {
+func (m *Manager) apply(own, peer *leg, sess *sdp.Session, req ng.Dict, answer bool) ([]byte, error) {
 	opts := relay.Options{StrictSource: req.Has("flags", "strict-source"), Handover: req.Has("flags", "media-handover")}
 	if m.cfg.Jitter.Mode != jitter.Off {
 		jb := m.cfg.Jitter
@@ -98,7 +98,6 @@ func (m *Manager) apply(own, peer *leg, sess *sdp.Session, req ng.Dict) ([]byte,
 		Addr:          m.advertise(family, req.Str("address family")),
 		RemoveICE:     req.Str("ICE") != "force",
 		ReplaceOrigin: req.Has("replace", "origin"),
-		Proto:         req.Str("transport-protocol"),
 	}
 	if a := req.Str("media-address"); a != "" {
 		if ip, err := netip.ParseAddr(a); err == nil {
@@ -117,8 +116,21 @@ func (m *Manager) apply(own, peer *leg, sess *sdp.Session, req ng.Dict) ([]byte,
 		}
 		mo.stream.SetPeer(mp.stream)
 		mp.stream.SetPeer(mo.stream)
-		mo.mux, mo.proto = md.Mux, md.Proto
+		mo.mux = md.Mux
 		mo.stream.SetMux(md.Mux)
+		var mrw sdp.MediaRewrite
+		switch {
+		case md.Port == 0: // disabled: nothing to key
+		case answer:
+			mrw, err = keyAnswer(mo, mp, md, req)
+		default:
+			mo.proto = md.Proto
+			mrw, err = keyOffer(mo, mp, md, req)
+		}
+		if err != nil {
+			return nil, err
+		}
+		rw.Media = append(rw.Media, mrw)
 		if md.Port != 0 {
 			addr := md.Addr
 			// A private address in the SDP of a phone whose signalling came
@@ -191,16 +203,24 @@ func parseSDP(req ng.Dict) (*sdp.Session, ng.Dict) {
 	if ice := req.Str("ICE"); ice == "force" || ice == "force-relay" {
 		return nil, ng.Error("ICE is not supported")
 	}
+	if p := transportProtocol(req); p != "" && !(p == "accept" && req.Str("command") == "answer") && !relayable(p) {
+		return nil, ng.Error("Transport protocol " + p + " is not supported")
+	}
 	for _, md := range sess.Media {
-		proto := md.Proto
-		if p := req.Str("transport-protocol"); p != "" {
-			proto = p
-		}
-		if md.Port != 0 && !strings.HasPrefix(proto, "RTP/AVP") {
-			return nil, ng.Error("Transport protocol " + proto + " is not supported")
+		if md.Port != 0 && !relayable(md.Proto) {
+			return nil, ng.Error("Transport protocol " + md.Proto + " is not supported")
 		}
 	}
 	return sess, nil
+}
+
+// relayable: RTP, with or without SRTP (SDES) and feedback.
+func relayable(proto string) bool {
+	switch strings.ToUpper(proto) {
+	case "RTP/AVP", "RTP/AVPF", "RTP/SAVP", "RTP/SAVPF":
+		return true
+	}
+	return false
 }
 
 // receivedFrom reads "received-from": ["IP4", "192.0.2.1"].

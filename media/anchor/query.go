@@ -91,7 +91,11 @@ func (c *call) stats(now time.Time) ng.Dict {
 				rtpDict,
 				streamDict(md.stream.Port()+1, netip.AddrPortFrom(ep.Addr(), ep.Port()+1), last, rtcp),
 			}
-			medias = append(medias, ng.Dict{"index": md.index, "type": md.typ, "protocol": md.proto, "streams": streams})
+			mdict := ng.Dict{"index": md.index, "type": md.typ, "protocol": md.proto, "streams": streams}
+			if cd := md.cryptoDict(); cd != nil {
+				mdict["SRTP"] = cd
+			}
+			medias = append(medias, mdict)
 		}
 		d := ng.Dict{"tag": l.tag, "created": l.created.Unix(), "medias": medias}
 		if l.label != "" {

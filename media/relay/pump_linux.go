@@ -132,8 +132,10 @@ type pumpState struct {
 	out     [batch]mmsghdr
 	outIov  [batch]unix.Iovec
 	outName unix.RawSockaddrInet6
-	bufs    [][bufSize]byte // [used:used+batch] for the next recvmmsg
-	used    int             // bufs holding packets queued in the worker's ring
+	bufs    [][bufSize]byte            // [used:used+batch] for the next recvmmsg
+	used    int                        // bufs holding packets queued in the worker's ring
+	enc     [][bufSize + srtpRoom]byte // what goes to an SRTP leg, encrypted: [encUsed:]
+	encUsed int                        // enc holding packets queued in the worker's ring
 	demux   [batch]int
 	played  [batch][]byte
 	nOut    int
@@ -152,6 +154,7 @@ func (p *pumpState) init(w *worker) {
 		n = len(w.ring.hdrs) + batch
 	}
 	p.bufs = make([][bufSize]byte, n)
+	p.enc = make([][bufSize + srtpRoom]byte, n)
 	p.sentHeld = make([][]byte, 0, n)
 	for i := range p.in {
 		p.in[i].hdr.Name = (*byte)(unsafe.Pointer(&p.inNames[i]))
@@ -169,8 +172,8 @@ func (p *pumpState) drain(k *socket, now time.Time) {
 	p.s, p.rtcp = k.s, k.rtcp
 	for {
 		if p.used+batch > len(p.bufs) {
-			p.submit() // nothing queued refers to bufs any more
-			p.used = 0
+			p.submit() // nothing queued refers to bufs or enc any more
+			p.used, p.encUsed = 0, 0
 		}
 		for i := range p.in {
 			p.inIov[i].Base = &p.bufs[p.used+i][0]
@@ -220,6 +223,10 @@ func (p *pumpState) forward(n int, wall time.Time) {
 	if !p.rtcp {
 		s.statsMu.Lock()
 	}
+	lc := s.crypto.Load() // nil: plain RTP, as it arrives
+	if lc != nil {
+		lc.mu.Lock()
+	}
 	for i := 0; i < n; i++ {
 		size := int(p.in[i].n)
 		if p.in[i].hdr.Flags&unix.MSG_TRUNC != 0 || size == 0 {
@@ -233,6 +240,18 @@ func (p *pumpState) forward(n int, wall time.Time) {
 			continue
 		}
 		b := p.bufs[p.used+i][:size]
+		if lc != nil {
+			if !p.rtcp && s.takeOther(b, sockaddrAddrPort(&p.inNames[i])) {
+				continue // STUN, DTLS: the leg's keying, not media
+			}
+			dec, err := lc.decrypt(b, p.rtcp || isRTCP(b))
+			if err != nil || len(dec) == 0 || &dec[0] != &b[0] {
+				errors++ // forged, replayed, not SRTP, or not keyed yet
+				continue
+			}
+			b, size = dec, len(dec)
+			p.in[i].n = uint32(size)
+		}
 		switch {
 		case p.rtcp || isRTCP(b):
 			s.observeRTCP(b, wall)
@@ -258,6 +277,9 @@ func (p *pumpState) forward(n int, wall time.Time) {
 		p.outIov[p.nOut].SetLen(size)
 		p.nOut++
 	}
+	if lc != nil {
+		lc.mu.Unlock()
+	}
 	if !p.rtcp {
 		s.statsMu.Unlock()
 	}
@@ -279,7 +301,7 @@ func (p *pumpState) forward(n int, wall time.Time) {
 		}
 		p.flush(c, true)
 	}
-	if p.w != nil && p.w.ring != nil {
+	if p.ring() {
 		p.used += n // queued in the ring until its submit
 	}
 }
@@ -297,7 +319,10 @@ func (p *pumpState) flush(c *counters, rtcp bool) {
 		c.errors.Add(uint64(p.nOut)) // the other side has no address yet
 		return
 	}
-	if p.w != nil && p.w.ring != nil {
+	if lc := sock.s.crypto.Load(); lc != nil && !p.protect(lc, c, rtcp) {
+		return
+	}
+	if p.ring() {
 		r := p.w.ring
 		for i := 0; i < p.nOut; i++ {
 			if r.full() {
@@ -335,6 +360,9 @@ func (p *pumpState) flush(c *counters, rtcp bool) {
 	}
 }
 
+// ring reports whether p sends through its worker's io_uring.
+func (p *pumpState) ring() bool { return p.w != nil && p.w.ring != nil }
+
 // submit sends what the worker's ring holds and returns the jitter
 // buffers' copies it sent to their free list. The caller decides whether
 // bufs may be reused (no forward in progress).
@@ -348,6 +376,38 @@ func (p *pumpState) submit() {
 		p.sentHeld[i] = nil
 	}
 	p.sentHeld = p.sentHeld[:0]
+}
+
+// protect encrypts p.outIov[:nOut] for an SRTP peer into p.enc, dropping
+// (and counting) what cannot be; false when nothing is left to send.
+func (p *pumpState) protect(lc *legCrypto, c *counters, rtcp bool) bool {
+	base := 0
+	if p.ring() {
+		// The encrypted copies wait in enc for the ring's submit.
+		if p.encUsed+p.nOut > len(p.enc) {
+			p.submit()
+			p.encUsed = 0
+		}
+		base = p.encUsed
+		p.encUsed += p.nOut
+	}
+	kept := 0
+	lc.mu.Lock()
+	for i := 0; i < p.nOut; i++ {
+		src := unsafe.Slice(p.outIov[i].Base, p.outIov[i].Len)
+		e := &p.enc[base+i]
+		out, err := lc.encrypt(e[:0], src, rtcp || isRTCP(src))
+		if err != nil || len(out) == 0 || &out[0] != &e[0] {
+			c.errors.Add(1) // not RTP, or the peer not keyed yet: never sent in clear
+			continue
+		}
+		p.outIov[kept].Base = &e[0]
+		p.outIov[kept].SetLen(len(out))
+		kept++
+	}
+	lc.mu.Unlock()
+	p.nOut = kept
+	return kept > 0
 }
 
 func sockaddrAddrPort(sa *unix.RawSockaddrInet6) netip.AddrPort {

@@ -71,6 +71,19 @@ func (s *Stream) pump(sock *socket, rtcp bool) {
 			c.errors.Add(1)
 			continue
 		}
+		if lc := s.crypto.Load(); lc != nil {
+			if !rtcp && s.takeOther(buf[:n], netip.AddrPortFrom(src.Addr().Unmap(), src.Port())) {
+				continue
+			}
+			lc.mu.Lock()
+			dec, err := lc.decrypt(buf[:n], rtcp || isRTCP(buf[:n]))
+			lc.mu.Unlock()
+			if err != nil {
+				c.errors.Add(1)
+				continue
+			}
+			n = len(dec)
+		}
 		if rtcp || isRTCP(buf[:n]) {
 			s.observeRTCP(buf[:n], now)
 		} else {
@@ -96,10 +109,25 @@ func (s *Stream) pump(sock *socket, rtcp bool) {
 			c.errors.Add(1)
 			continue
 		}
-		if err := out.writeTo(buf[:n], dst); err != nil {
+		if err := out.writeProtected(buf[:n], dst, rtcp); err != nil {
 			c.errors.Add(1)
 		}
 	}
+}
+
+// writeProtected sends b to the socket's phone, encrypted when its leg
+// speaks SRTP.
+func (k *socket) writeProtected(b []byte, dst netip.AddrPort, rtcp bool) error {
+	if lc := k.s.crypto.Load(); lc != nil {
+		lc.mu.Lock()
+		out, err := lc.encrypt(make([]byte, 0, len(b)+srtpRoom), b, rtcp || isRTCP(b))
+		lc.mu.Unlock()
+		if err != nil {
+			return err
+		}
+		b = out
+	}
+	return k.writeTo(b, dst)
 }
 
 // isRTCP tells RTCP from RTP on a multiplexed port: RTCP packet types
@@ -150,7 +178,7 @@ func (s *Stream) sendPlayed(b []byte) {
 		s.rtp.errors.Add(1)
 		return
 	}
-	if err := sock.writeTo(b, dst); err != nil {
+	if err := sock.writeProtected(b, dst, false); err != nil {
 		s.rtp.errors.Add(1)
 	}
 }

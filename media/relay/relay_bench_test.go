@@ -9,6 +9,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/pion/srtp/v3"
 	"golang.org/x/net/ipv4"
 
 	"github.com/sori-voice/sori/media/jitter"
@@ -39,11 +40,21 @@ func cpuNow() time.Duration {
 // buffer, paced at 20 ms so the buffer holds packets as in a call.
 func BenchmarkRelayLoad(b *testing.B) {
 	for _, mode := range []jitter.Mode{jitter.Off, jitter.Adaptive} {
-		b.Run(mode.String(), func(b *testing.B) { relayLoad(b, mode, 200) })
+		b.Run(mode.String(), func(b *testing.B) { relayLoad(b, mode, 200, false) })
 	}
 }
 
-func relayLoad(b *testing.B, mode jitter.Mode, calls int) {
+// BenchmarkRelayLoadSRTP is BenchmarkRelayLoad with phone B's leg SRTP
+// (AES_CM_128_HMAC_SHA1_80): the anchor encrypts every packet it relays,
+// as it does towards an SRTP phone from a plain one (decrypting costs the
+// same: AES-CM and HMAC-SHA1 over the same bytes). plain is the same run
+// without it, for the difference.
+func BenchmarkRelayLoadSRTP(b *testing.B) {
+	b.Run("plain", func(b *testing.B) { relayLoad(b, jitter.Off, 200, false) })
+	b.Run("srtp", func(b *testing.B) { relayLoad(b, jitter.Off, 200, true) })
+}
+
+func relayLoad(b *testing.B, mode jitter.Mode, calls int, srtpB bool) {
 	alloc, err := ports.New(loopback, 44000, 44000+4*calls+100)
 	if err != nil {
 		b.Fatal(err)
@@ -68,6 +79,12 @@ func relayLoad(b *testing.B, mode jitter.Mode, calls int) {
 			}
 			s := st[k]
 			b.Cleanup(func() { s.Stop(); alloc.Release(p); s.Wait() })
+		}
+		if srtpB {
+			k := newKeys(b, srtp.ProtectionProfileAes128CmHmacSha1_80)
+			if err := st[1].SetCrypto(&Crypto{In: k, Out: k}); err != nil {
+				b.Fatal(err)
+			}
 		}
 		st[0].SetEndpoint(tx.addr(), netip.AddrPort{})
 		st[1].SetEndpoint(rx.addr(), netip.AddrPort{})

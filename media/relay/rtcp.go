@@ -186,5 +186,9 @@ func (s *Stream) SendRTCP(b []byte) error {
 	if s.mux.Load() {
 		sock = s.rtpSock
 	}
+	b, ok = s.protectOwn(b)
+	if !ok {
+		return errNotKeyed
+	}
 	return sock.writeTo(b, dst)
 }

@@ -61,6 +61,11 @@ type Stream struct {
 	rtcpState rtcpState
 	play      *playout // nil: no jitter buffer
 
+	crypto   atomic.Pointer[legCrypto] // nil: plain RTP (srtp.go)
+	cryptoMu sync.Mutex                // SetCrypto
+	srtpMu   sync.Mutex                // the SRTP contexts' (legCrypto.mu)
+	other    atomic.Pointer[OtherFunc] // an SRTP leg's STUN and DTLS (SetOther)
+
 	wg sync.WaitGroup
 	streamSys
 }

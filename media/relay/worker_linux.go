@@ -170,7 +170,7 @@ func (w *worker) run() {
 			w.play(time.Now())
 		}
 		w.p.submit()
-		w.p.used = 0
+		w.p.used, w.p.encUsed = 0, 0
 	}
 }
 

@@ -26,10 +26,13 @@ type Media struct {
 	Mux      bool       // a=rtcp-mux
 	ICE      bool       // carries ICE candidates or credentials
 	OpusPT   int        // the payload type a=rtpmap maps to opus/48000; -1: none
+	Crypto   []string   // a=crypto values (RFC 4568), without "a=crypto:"
+	DTLS     bool       // carries a=fingerprint (DTLS-SRTP)
 }
 
 // Session is a parsed SDP body.
 type Session struct {
+	dtls   bool // a session-level a=fingerprint
 	lines  []string
 	Media  []Media
 	starts []int // line index of each m=
@@ -88,11 +91,22 @@ func Parse(body []byte) (*Session, error) {
 			}
 		case cur >= 0 && l == "a=rtcp-mux":
 			s.Media[cur].Mux = true
+		case cur >= 0 && strings.HasPrefix(l, "a=crypto:"):
+			s.Media[cur].Crypto = append(s.Media[cur].Crypto, strings.TrimSpace(l[len("a=crypto:"):]))
+		case strings.HasPrefix(l, "a=fingerprint:"):
+			if cur >= 0 {
+				s.Media[cur].DTLS = true
+			} else {
+				s.dtls = true
+			}
 		case iceLine(l):
 			if cur >= 0 {
 				s.Media[cur].ICE = true
 			}
 		}
+	}
+	for i := range s.Media {
+		s.Media[i].DTLS = s.Media[i].DTLS || s.dtls
 	}
 	return s, nil
 }
@@ -132,6 +146,18 @@ type Rewrite struct {
 	RemoveICE     bool
 	ReplaceOrigin bool
 	Proto         string // m= transport protocol; empty: unchanged
+	// Media are per m= section changes, in order (missing: none).
+	Media []MediaRewrite
+}
+
+// MediaRewrite changes one m= section.
+type MediaRewrite struct {
+	Proto string // m= transport protocol; empty: Rewrite.Proto
+	// SetCrypto replaces the section's a=crypto lines with Crypto (values
+	// without "a=crypto:"; none: removed), written where the first one
+	// was, else at the end of the section.
+	SetCrypto bool
+	Crypto    []string
 }
 
 // Rewrite returns the body with media pointing at the anchor, CRLF ends.
@@ -143,11 +169,33 @@ func (s *Session) Rewrite(r Rewrite) []byte {
 	addr := r.Addr.String()
 	var b strings.Builder
 	cur := -1
+	mr := func(i int) MediaRewrite {
+		if i >= 0 && i < len(r.Media) {
+			return r.Media[i]
+		}
+		return MediaRewrite{}
+	}
+	written := false // the current section's new a=crypto lines
+	writeCrypto := func() {
+		if m := mr(cur); m.SetCrypto && !written {
+			for _, c := range m.Crypto {
+				b.WriteString("a=crypto:" + c + "\r\n")
+			}
+		}
+		written = true
+	}
 	for i, l := range s.lines {
 		if cur+1 < len(s.starts) && s.starts[cur+1] == i {
+			if cur >= 0 {
+				writeCrypto()
+			}
 			cur++
+			written = false
 		}
 		switch {
+		case cur >= 0 && strings.HasPrefix(l, "a=crypto:") && mr(cur).SetCrypto:
+			writeCrypto()
+			continue
 		case strings.HasPrefix(l, "o=") && r.ReplaceOrigin:
 			if f := strings.Fields(l[2:]); len(f) == 6 {
 				f[4], f[5] = ipv, addr
@@ -165,6 +213,9 @@ func (s *Session) Rewrite(r Rewrite) []byte {
 			if r.Proto != "" {
 				f[2] = r.Proto
 			}
+			if p := mr(cur).Proto; p != "" {
+				f[2] = p
+			}
 			l = "m=" + strings.Join(f, " ")
 		case strings.HasPrefix(l, "a=rtcp:") && cur >= 0 && cur < len(r.Ports):
 			l = "a=rtcp:" + strconv.Itoa(r.Ports[cur].RTCP)
@@ -176,6 +227,9 @@ func (s *Session) Rewrite(r Rewrite) []byte {
 		}
 		b.WriteString(l)
 		b.WriteString("\r\n")
+	}
+	if cur >= 0 {
+		writeCrypto()
 	}
 	return []byte(b.String())
 }

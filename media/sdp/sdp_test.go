@@ -161,3 +161,51 @@ func TestParseRejects(t *testing.T) {
 		})
 	}
 }
+
+func TestRewriteCrypto(t *testing.T) {
+	body := "v=0\r\no=- 1 1 IN IP4 192.0.2.1\r\ns=-\r\nc=IN IP4 192.0.2.1\r\nt=0 0\r\n" +
+		"m=audio 4000 RTP/SAVP 111\r\na=rtpmap:111 opus/48000/2\r\na=crypto:1 AES_CM_128_HMAC_SHA1_80 inline:AAAA\r\na=crypto:2 AES_CM_128_HMAC_SHA1_32 inline:BBBB\r\na=sendrecv\r\n" +
+		"m=audio 4002 RTP/AVP 111\r\na=rtpmap:111 opus/48000/2\r\n" +
+		"m=video 4004 RTP/SAVP 96\r\na=crypto:1 AES_CM_128_HMAC_SHA1_80 inline:CCCC\r\na=fingerprint:sha-256 AA\r\n"
+	s, err := Parse([]byte(body))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(s.Media[0].Crypto) != 2 || s.Media[0].Crypto[1] != "2 AES_CM_128_HMAC_SHA1_32 inline:BBBB" || len(s.Media[1].Crypto) != 0 || s.Media[0].DTLS || !s.Media[2].DTLS {
+		t.Fatalf("%+v", s.Media)
+	}
+	tests := []struct {
+		name string
+		rw   []MediaRewrite
+		want []string // lines of the result that must be there, in order
+		not  []string
+	}{
+		{"replaced where they were", []MediaRewrite{{SetCrypto: true, Crypto: []string{"5 AES_CM_128_HMAC_SHA1_80 inline:XXXX"}}},
+			[]string{"m=audio 30000 RTP/SAVP 111", "a=rtpmap:111 opus/48000/2", "a=crypto:5 AES_CM_128_HMAC_SHA1_80 inline:XXXX", "a=sendrecv", "m=audio 30002 RTP/AVP"},
+			[]string{"inline:AAAA", "inline:BBBB"}},
+		{"removed, plain", []MediaRewrite{{Proto: "RTP/AVP", SetCrypto: true}},
+			[]string{"m=audio 30000 RTP/AVP 111", "a=sendrecv", "a=crypto:1 AES_CM_128_HMAC_SHA1_80 inline:CCCC"}, []string{"inline:AAAA", "inline:BBBB"}},
+		{"added at the end of a plain section", []MediaRewrite{{}, {Proto: "RTP/SAVP", SetCrypto: true, Crypto: []string{"1 AES_CM_128_HMAC_SHA1_80 inline:YYYY"}}},
+			[]string{"m=audio 30002 RTP/SAVP 111", "a=rtpmap:111 opus/48000/2", "a=crypto:1 AES_CM_128_HMAC_SHA1_80 inline:YYYY", "m=video"}, nil},
+		{"untouched", nil, []string{"a=crypto:1 AES_CM_128_HMAC_SHA1_80 inline:AAAA", "a=crypto:2 AES_CM_128_HMAC_SHA1_32 inline:BBBB"}, nil},
+	}
+	for _, tt := range tests {
+		out := string(s.Rewrite(Rewrite{Addr: netip.MustParseAddr("203.0.113.5"), Ports: []Ports{{30000, 30001}, {30002, 30003}, {30004, 30005}}, Media: tt.rw}))
+		at := 0
+		for _, w := range tt.want {
+			i := strings.Index(out[at:], w)
+			if i < 0 {
+				t.Fatalf("%s: %q missing after offset %d:\n%s", tt.name, w, at, out)
+			}
+			at += i + len(w)
+		}
+		for _, n := range tt.not {
+			if strings.Contains(out, n) {
+				t.Fatalf("%s: %q still there:\n%s", tt.name, n, out)
+			}
+		}
+		if _, err := Parse([]byte(out)); err != nil {
+			t.Fatalf("%s: %v", tt.name, err)
+		}
+	}
+}

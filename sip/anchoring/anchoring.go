@@ -23,6 +23,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/sori-voice/sori/media/ng"
+	"github.com/sori-voice/sori/media/sdp"
 	"github.com/sori-voice/sori/sip/calls"
 )
 
@@ -186,17 +187,50 @@ func (p *Pool) candidates(callID string) []*anchor {
 	return append(live[i:], live[:i]...)
 }
 
+// Encryption values: what the side an offer goes to is offered.
+const (
+	PassEncryption = ""     // the offer's own profile, SRTP or not (rtpengine's default)
+	SRTP           = "srtp" // RTP/SAVP (RTP/SAVPF for an AVPF offer), SDES keys of the anchor's
+	PlainRTP       = "rtp"  // RTP/AVP (RTP/AVPF): the anchor decrypts an SRTP offerer's media
+)
+
+// transportFor is the ng "transport protocol" that gives the other side
+// encryption, from the offer's first m= line ("": pass the offer's).
+func transportFor(body []byte, encryption string) string {
+	if encryption != SRTP && encryption != PlainRTP {
+		return ""
+	}
+	s, err := sdp.Parse(body)
+	if err != nil || len(s.Media) == 0 {
+		return "" // the anchor says what is wrong with it
+	}
+	feedback := strings.HasSuffix(strings.ToUpper(s.Media[0].Proto), "AVPF")
+	switch {
+	case encryption == SRTP && feedback:
+		return "RTP/SAVPF"
+	case encryption == SRTP:
+		return "RTP/SAVP"
+	case feedback:
+		return "RTP/AVPF"
+	}
+	return "RTP/AVP"
+}
+
 // Offer rewrites req's SDP offer (an INVITE or UPDATE, initial or in
 // dialog) so the other side sends its media to the anchor, and returns
 // the anchor: on, the call's own when it has one, else one picked for
-// it. A request with no SDP is left alone (false).
-func (p *Pool) Offer(ctx context.Context, req *sip.Request, on netip.AddrPort) (netip.AddrPort, bool, error) {
+// it. encryption (SRTP, PlainRTP, PassEncryption) is what the other side
+// is offered. A request with no SDP is left alone (false).
+func (p *Pool) Offer(ctx context.Context, req *sip.Request, on netip.AddrPort, encryption string) (netip.AddrPort, bool, error) {
 	body, ok := sdpBody(req)
 	if !ok {
 		return on, false, nil
 	}
 	d := ng.Dict{"command": "offer", "call-id": req.CallID().Value(), "from-tag": req.From().Params.GetOr("tag", ""),
 		"sdp": body, "replace": replace, "ICE": "remove"}
+	if tp := transportFor(body, encryption); tp != "" {
+		d["transport-protocol"] = tp
+	}
 	if tag, ok := req.To().Params.Get("tag"); ok && tag != "" {
 		d["to-tag"] = tag
 	}
@@ -282,6 +316,7 @@ func Quality(d ng.Dict) map[string]calls.MediaQuality {
 			continue
 		}
 		var q calls.MediaQuality
+		q.SRTP = ng.Dict(m).Dict("SRTP").Str("suite")
 		if ep := ng.Dict(st).Dict("endpoint"); ep != nil {
 			q.Address, _ = netip.ParseAddr(ep.Str("address"))
 		}

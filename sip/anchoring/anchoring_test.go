@@ -117,7 +117,7 @@ func TestOfferAnswerDeleteGoToTheCallsAnchor(t *testing.T) {
 	p := newPool(t, a)
 	ctx := context.Background()
 	req := invite(t, "c1", offerSDP, "application/sdp")
-	on, ok, err := p.Offer(ctx, req, netip.AddrPort{})
+	on, ok, err := p.Offer(ctx, req, netip.AddrPort{}, "")
 	if err != nil || !ok || on != a.srv.Addr() {
 		t.Fatalf("offer: %v %v on %v", ok, err, on)
 	}
@@ -139,7 +139,7 @@ func TestOfferAnswerDeleteGoToTheCallsAnchor(t *testing.T) {
 		t.Fatalf("answer: %v\n%s", err, res.Body())
 	}
 	// A re-offer in the dialog goes to the call's anchor.
-	if again, ok, err := p.Offer(ctx, invite(t, "c1", offerSDP, "application/sdp"), on); err != nil || !ok || again != on {
+	if again, ok, err := p.Offer(ctx, invite(t, "c1", offerSDP, "application/sdp"), on, ""); err != nil || !ok || again != on {
 		t.Fatalf("re-offer: %v %v on %v", ok, err, again)
 	}
 	p.Delete(ctx, on, "c1") // once: the call object deletes once
@@ -156,11 +156,11 @@ func TestNoSDPIsNotAnchored(t *testing.T) {
 	a := startFake(t)
 	p := newPool(t, a)
 	for _, req := range []*sip.Request{invite(t, "c2", "", ""), invite(t, "c3", "hello", "text/plain")} {
-		if _, ok, err := p.Offer(context.Background(), req, netip.AddrPort{}); ok || err != nil {
+		if _, ok, err := p.Offer(context.Background(), req, netip.AddrPort{}, ""); ok || err != nil {
 			t.Fatalf("%v %v", ok, err)
 		}
 	}
-	if _, ok, err := p.Offer(context.Background(), invite(t, "c4", offerSDP, "Application/SDP; charset=utf-8"), netip.AddrPort{}); !ok || err != nil {
+	if _, ok, err := p.Offer(context.Background(), invite(t, "c4", offerSDP, "Application/SDP; charset=utf-8"), netip.AddrPort{}, ""); !ok || err != nil {
 		t.Fatalf("a Content-Type with parameters: %v %v", ok, err)
 	}
 	if len(a.commands()) != 1 {
@@ -177,7 +177,7 @@ func TestADeadAnchorIsSkippedAndTakenOut(t *testing.T) {
 	// Whichever anchor each Call-ID hashes to, every call ends up on the live one.
 	for i := 0; i < 6; i++ {
 		id := "call-" + strconv.Itoa(i)
-		a, ok, err := p.Offer(context.Background(), invite(t, id, offerSDP, "application/sdp"), netip.AddrPort{})
+		a, ok, err := p.Offer(context.Background(), invite(t, id, offerSDP, "application/sdp"), netip.AddrPort{}, "")
 		if !ok || err != nil {
 			t.Fatalf("%s: %v %v", id, ok, err)
 		}
@@ -190,7 +190,7 @@ func TestADeadAnchorIsSkippedAndTakenOut(t *testing.T) {
 	}
 	// With no anchor up, a call is refused.
 	p.setUp(p.anchors[1], false)
-	if _, _, err := p.Offer(context.Background(), invite(t, "none", offerSDP, "application/sdp"), netip.AddrPort{}); err == nil {
+	if _, _, err := p.Offer(context.Background(), invite(t, "none", offerSDP, "application/sdp"), netip.AddrPort{}, ""); err == nil {
 		t.Fatal("offered with no anchor up")
 	}
 	// A ping brings it back.
@@ -206,7 +206,7 @@ func TestCallsSpreadByCallID(t *testing.T) {
 	seen := map[netip.AddrPort]int{}
 	for i := 0; i < 40; i++ {
 		id := "spread-" + strconv.Itoa(i)
-		first, _, err := p.Offer(context.Background(), invite(t, id, offerSDP, "application/sdp"), netip.AddrPort{})
+		first, _, err := p.Offer(context.Background(), invite(t, id, offerSDP, "application/sdp"), netip.AddrPort{}, "")
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -257,18 +257,52 @@ func TestQualityFromADeleteReply(t *testing.T) {
 		if down {
 			st["downstream"] = map[string]any{"fraction lost": int64(64), "jitter": int64(12), "RTT": int64(80)}
 		}
-		return map[string]any{"medias": []any{map[string]any{"streams": []any{st, map[string]any{"local port": int64(30001)}}}}}
+		md := map[string]any{"streams": []any{st, map[string]any{"local port": int64(30001)}}}
+		if down {
+			md["SRTP"] = map[string]any{"suite": "AES_CM_128_HMAC_SHA1_80", "tag": "1"}
+		}
+		return map[string]any{"medias": []any{md}}
 	}
 	reply := ng.Dict{"result": "ok", "tags": map[string]any{"caller-tag": stream(200, 10, 3, 39, true), "callee-tag": stream(150, 0, 1, 44, false), "silent": map[string]any{}}}
 	q := Quality(reply)
 	c, e := q["caller-tag"], q["callee-tag"]
-	if c.Sent != 200 || c.Lost != 10 || c.LossPct != 5 || c.JitterMS != 3 || c.MOS != 3.9 || c.DownLossPct != 25 || c.RTTMS != 80 || c.DownJitterMS != 12 {
+	if c.Sent != 200 || c.Lost != 10 || c.LossPct != 5 || c.JitterMS != 3 || c.MOS != 3.9 || c.DownLossPct != 25 || c.RTTMS != 80 || c.DownJitterMS != 12 || c.SRTP != "AES_CM_128_HMAC_SHA1_80" {
 		t.Fatalf("caller %+v", c)
 	}
-	if e.Sent != 150 || e.LossPct != 0 || e.MOS != 4.4 || e.RTTMS != 0 {
+	if e.Sent != 150 || e.LossPct != 0 || e.MOS != 4.4 || e.RTTMS != 0 || e.SRTP != "" {
 		t.Fatalf("callee %+v", e)
 	}
 	if _, ok := q["silent"]; ok || len(Quality(ng.Dict{"result": "ok"})) != 0 {
 		t.Fatal("quality for a tag with no media")
+	}
+}
+
+func TestEncryptionPolicyBecomesTheTransportProtocol(t *testing.T) {
+	savpf := strings.Replace(offerSDP, "RTP/AVP", "RTP/SAVPF", 1)
+	tests := []struct {
+		body, encryption, want string
+	}{
+		{offerSDP, PassEncryption, ""},
+		{savpf, PassEncryption, ""},
+		{offerSDP, SRTP, "RTP/SAVP"},
+		{savpf, SRTP, "RTP/SAVPF"},
+		{savpf, PlainRTP, "RTP/AVPF"},
+		{strings.Replace(offerSDP, "RTP/AVP", "RTP/SAVP", 1), PlainRTP, "RTP/AVP"},
+	}
+	a := startFake(t)
+	p := newPool(t, a)
+	for i, tt := range tests {
+		if !strings.Contains(tt.body, "RTP/") {
+			t.Fatalf("test SDP has no RTP m= line: %s", tt.body)
+		}
+		if _, _, err := p.Offer(context.Background(), invite(t, "enc-"+strconv.Itoa(i), tt.body, "application/sdp"), netip.AddrPort{}, tt.encryption); err != nil {
+			t.Fatal(err)
+		}
+		a.mu.Lock()
+		sent := a.cmds[len(a.cmds)-1]
+		a.mu.Unlock()
+		if got := sent.Str("transport-protocol"); got != tt.want {
+			t.Errorf("%s on %q: transport-protocol %q, want %q", tt.encryption, strings.Fields(tt.body[strings.Index(tt.body, "m="):])[2], got, tt.want)
+		}
 	}
 }

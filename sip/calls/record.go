@@ -59,6 +59,10 @@ type MediaQuality struct {
 	DownLossPct  float64    `json:"down_loss_pct,omitempty"`  // anchor → phone, the phone's last report (fraction lost)
 	DownJitterMS int64      `json:"down_jitter_ms,omitempty"` // its jitter, as the phone reported it
 	RTTMS        int64      `json:"rtt_ms,omitempty"`         // anchor ↔ phone, from its RTCP (LSR/DLSR)
+	// SRTP is the crypto suite of the phone's leg when it spoke SRTP (the
+	// figures above are measured on it all the same: RTP headers are not
+	// encrypted, and the anchor decrypts the phone's SRTCP).
+	SRTP string `json:"srtp,omitempty"`
 	// Access is the phone's access type from its P-Access-Network-Info
 	// (weather.AccessType: lte, nr, 3g, 2g, wifi, unknown).
 	Access string `json:"access,omitempty"`

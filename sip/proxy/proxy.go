@@ -62,7 +62,9 @@ type Calls interface {
 type Media interface {
 	// Offer rewrites the SDP offer in req on anchor on (zero: one is
 	// picked) and returns the anchor; false when req carries no SDP.
-	Offer(ctx context.Context, req *sip.Request, on netip.AddrPort) (netip.AddrPort, bool, error)
+	// encryption is what the side the offer goes to is offered: "srtp",
+	// "rtp", or "" for the offer's own.
+	Offer(ctx context.Context, req *sip.Request, on netip.AddrPort, encryption string) (netip.AddrPort, bool, error)
 	// Answer rewrites the SDP answer in res, a response to req, on anchor on.
 	Answer(ctx context.Context, on netip.AddrPort, req *sip.Request, res *sip.Response) error
 }
@@ -81,12 +83,16 @@ type Config struct {
 	Users     Users
 	Locations Locations
 	Calls     Calls
-	Media     Media         // nil: media flows end to end
-	Trunks    *trunks.Table // numbers to carriers; nil: no calls to numbers
-	Sender    Sender
-	UAC       Originator
-	Push      Pusher        // wakes sleeping apps (RFC 8599); nil: no push
-	TimerC    time.Duration // no-answer timeout of an INVITE branch group
+	Media     Media // nil: media flows end to end
+	// Encryption is the media encryption a call's callee gets, by its user
+	// or its trunk: "srtp", "rtp", or "" for the caller's offer's (nil:
+	// always "").
+	Encryption func(user, trunk string) string
+	Trunks     *trunks.Table // numbers to carriers; nil: no calls to numbers
+	Sender     Sender
+	UAC        Originator
+	Push       Pusher        // wakes sleeping apps (RFC 8599); nil: no push
+	TimerC     time.Duration // no-answer timeout of an INVITE branch group
 	// DialogSecret keys the tokens in sori's Record-Route (dialogtoken.go);
 	// every node must have the same. Empty: a random one per process.
 	DialogSecret []byte
@@ -213,7 +219,7 @@ func (p *Proxy) initial(ctx context.Context, w chain.ResponseWriter, r *chain.Re
 	f := newFork(p, req, w, c, r.Caller, groups, dialogCreating(req))
 	f.trunk = trunk
 	if req.IsInvite() {
-		if refused := p.offer(ctx, req, f, netip.AddrPort{}); refused.Code != 0 {
+		if refused := p.offer(ctx, req, f, netip.AddrPort{}, p.calleeEncryption(groups)); refused.Code != 0 {
 			c.Failed(refused.Code, refused.Reason, false, 0)
 			return refused
 		}
@@ -222,13 +228,24 @@ func (p *Proxy) initial(ctx context.Context, w chain.ResponseWriter, r *chain.Re
 	return chain.Done
 }
 
+// calleeEncryption is the media encryption of the first target a new call
+// tries: its trunk's or its user's. A re-INVITE keeps what each side
+// speaks (the anchor remembers).
+func (p *Proxy) calleeEncryption(groups [][]target) string {
+	if p.cfg.Encryption == nil || len(groups) == 0 || len(groups[0]) == 0 {
+		return ""
+	}
+	t := groups[0][0]
+	return p.cfg.Encryption(t.user, t.trunk)
+}
+
 // offer anchors the media of an INVITE or UPDATE carrying SDP before it is
 // forwarded, on anchor on (zero: a new call's); a 503 when no anchor could.
-func (p *Proxy) offer(ctx context.Context, req *sip.Request, f *fork, on netip.AddrPort) chain.Result {
+func (p *Proxy) offer(ctx context.Context, req *sip.Request, f *fork, on netip.AddrPort, encryption string) chain.Result {
 	if p.cfg.Media == nil || p.fromSelf(req) {
 		return chain.Done
 	}
-	anchor, anchored, err := p.cfg.Media.Offer(ctx, req, on)
+	anchor, anchored, err := p.cfg.Media.Offer(ctx, req, on, encryption)
 	if err != nil {
 		p.log.Warn("media not anchored: call refused", "call_id", req.CallID().Value(), "error", err)
 		return chain.Unavailable("Media Relay Unavailable")
@@ -388,6 +405,7 @@ func (p *Proxy) userTargets(ctx context.Context, user string) ([]target, chain.R
 			p.log.Warn("unusable binding skipped", "aor", user, "contact", b.Contact, "error", err)
 			continue
 		}
+		t.user = user
 		out = append(out, t)
 	}
 	if len(out) == 0 {
@@ -432,7 +450,7 @@ func (p *Proxy) inDialog(ctx context.Context, w chain.ResponseWriter, r *chain.R
 	f := newFork(p, req, w, nil, r.Caller, [][]target{{t}}, false)
 	f.anchor, f.dialog = on, c
 	if req.IsInvite() || req.Method == sip.UPDATE {
-		if refused := p.offer(ctx, req, f, on); refused.Code != 0 {
+		if refused := p.offer(ctx, req, f, on, ""); refused.Code != 0 {
 			return refused
 		}
 	}

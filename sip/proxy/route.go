@@ -37,6 +37,7 @@ type target struct {
 	q        int             // thousandths; -1: none given
 	pai      string          // P-Asserted-Identity to send (to a carrier); empty: none
 	trunk    string          // the carrier trunk this target belongs to
+	user     string          // the user whose binding this is
 	gateway  *trunks.Gateway // the carrier gateway it is
 	// push: a binding of a sleeping app, reached by waking it (RFC 8599)
 	// and then at the binding it registers; aor is whose it is.

@@ -9,7 +9,8 @@
 # not installed (`make bench-media` installs rtpengine-daemon).
 #
 # Environment: CALLS (100) MAX_CALLS (3200) MEASURE (10s) WARMUP (2s) OUT (results directory)
-# RTP_PORTS (4000-31999) ANCHOR_BIN (bin/sori-anchor: another build to compare)
+# RTP_PORTS (4000-31999) ANCHOR_BIN (bin/sori-anchor: another build to compare) SRTP (1: leg B of
+# every call speaks SDES-SRTP, AES_CM_128_HMAC_SHA1_80; the relays decrypt and encrypt it)
 set -euo pipefail
 HERE="$(cd "$(dirname "$0")" && pwd)"
 ROOT="$(cd "$HERE/../.." && pwd)"
@@ -54,4 +55,6 @@ else
 fi
 sleep 1
 echo "$(date -Is) $(nproc) cores, load $(cut -d' ' -f1-3 /proc/loadavg); results in $OUT" | tee "$OUT/info.txt"
-"$ROOT/bin/sori-mediabench" "${relays[@]}" -calls "$CALLS" -max-calls "$MAX_CALLS" -measure "$MEASURE" -warmup "$WARMUP" | tee -a "$OUT/info.txt"
+srtp=()
+if [ "${SRTP:-0}" = 1 ]; then srtp=(-srtp); fi
+"$ROOT/bin/sori-mediabench" "${relays[@]}" "${srtp[@]}" -calls "$CALLS" -max-calls "$MAX_CALLS" -measure "$MEASURE" -warmup "$WARMUP" | tee -a "$OUT/info.txt"

@@ -1,0 +1,196 @@
+package relay
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"net/netip"
+	"sync"
+
+	"github.com/pion/rtcp"
+	"github.com/pion/rtp"
+	"github.com/pion/srtp/v3"
+)
+
+// A leg whose phone speaks SRTP (RFC 3711) has a Crypto: the anchor
+// decrypts what the phone sends before anything else looks at it (the
+// statistics, the jitter buffer, the RTCP reader, the other leg) and
+// encrypts what goes to the phone, the relayed media and the anchor's own
+// RTCP reports alike. A plain leg has none and takes the path it always
+// took. The keys come from SDES (media/anchor, media/sdes) or from a
+// DTLS-SRTP handshake, which may end after the stream started relaying:
+// SetCrypto can be called at any time.
+
+// Keys are one direction's SRTP master key and salt and its profile.
+type Keys struct {
+	Profile   srtp.ProtectionProfile
+	Key, Salt []byte
+	// Options are pion/srtp's context options: unencrypted or
+	// unauthenticated SRTP, unencrypted SRTCP, an MKI.
+	Options []srtp.ContextOption
+	// ID tells keys apart when Options differ: SetCrypto keeps the
+	// contexts (their rollover counters and replay windows) of keys equal
+	// in everything, ID included.
+	ID string
+}
+
+// Equal: the same keys.
+func (k *Keys) Equal(o *Keys) bool {
+	if k == nil || o == nil {
+		return k == o
+	}
+	return k.Profile == o.Profile && bytes.Equal(k.Key, o.Key) && bytes.Equal(k.Salt, o.Salt) && k.ID == o.ID
+}
+
+// Crypto is a leg's SRTP: what the phone sends is SRTP and SRTCP under
+// In, what the anchor sends it is encrypted under Out. A nil side is not
+// keyed yet: its packets are dropped, never sent or taken in clear.
+type Crypto struct {
+	In, Out *Keys
+}
+
+// legCrypto is a leg's SRTP contexts. pion/srtp's contexts are not safe
+// for concurrent use: mu guards all four; the worker takes it once per
+// batch. It is the stream's srtpMu, shared by the legCrypto SetCrypto
+// replaces and the one replacing it, which may share contexts.
+type legCrypto struct {
+	keys                           Crypto
+	mu                             *sync.Mutex
+	inRTP, inRTCP, outRTP, outRTCP *srtp.Context // nil: not keyed (dropped)
+	rtpHdr                         rtp.Header
+	rtcpHdr                        rtcp.Header
+}
+
+// SetCrypto makes the leg SRTP with c's keys, or plain RTP with nil. A
+// direction whose keys did not change keeps its contexts.
+func (s *Stream) SetCrypto(c *Crypto) error {
+	s.cryptoMu.Lock()
+	defer s.cryptoMu.Unlock()
+	if c == nil {
+		s.crypto.Store(nil)
+		return nil
+	}
+	old := s.crypto.Load()
+	lc := &legCrypto{keys: Crypto{In: c.In, Out: c.Out}, mu: &s.srtpMu}
+	var err error
+	if old != nil && old.keys.In.Equal(c.In) {
+		lc.inRTP, lc.inRTCP = old.inRTP, old.inRTCP
+	} else if c.In != nil {
+		if lc.inRTP, lc.inRTCP, err = contexts(c.In); err != nil {
+			return err
+		}
+	}
+	if old != nil && old.keys.Out.Equal(c.Out) {
+		lc.outRTP, lc.outRTCP = old.outRTP, old.outRTCP
+	} else if c.Out != nil {
+		if lc.outRTP, lc.outRTCP, err = contexts(c.Out); err != nil {
+			return err
+		}
+	}
+	s.crypto.Store(lc)
+	return nil
+}
+
+// Encrypted: the leg speaks SRTP.
+func (s *Stream) Encrypted() bool { return s.crypto.Load() != nil }
+
+// contexts are one context for SRTP and one for SRTCP, so that each
+// keeps only its own state.
+func contexts(k *Keys) (*srtp.Context, *srtp.Context, error) {
+	opts := append([]srtp.ContextOption{srtp.SRTPReplayProtection(128), srtp.SRTCPReplayProtection(128)}, k.Options...)
+	a, err := srtp.CreateContext(k.Key, k.Salt, k.Profile, opts...)
+	if err != nil {
+		return nil, nil, fmt.Errorf("relay: SRTP keys: %w", err)
+	}
+	b, err := srtp.CreateContext(k.Key, k.Salt, k.Profile, opts...)
+	if err != nil {
+		return nil, nil, fmt.Errorf("relay: SRTP keys: %w", err)
+	}
+	return a, b, nil
+}
+
+var errNotKeyed = errors.New("relay: SRTP direction not keyed")
+
+// OtherFunc takes a datagram of an SRTP leg's RTP port that is neither
+// RTP nor RTCP.
+type OtherFunc func(b []byte, from netip.AddrPort)
+
+// SetOther hands f the datagrams arriving on an SRTP leg's RTP port that
+// are neither RTP nor RTCP by their first byte (RFC 7983: 0-3 STUN, 20-63
+// DTLS), instead of dropping them: a DTLS-SRTP handshake and ICE
+// connectivity checks share the port with the media. f runs on the
+// relay's goroutine with a buffer that is reused once it returns: it must
+// copy what it keeps and not block. nil: dropped. A plain leg relays such
+// datagrams as before and never calls f.
+func (s *Stream) SetOther(f OtherFunc) {
+	if f == nil {
+		s.other.Store(nil)
+		return
+	}
+	s.other.Store(&f)
+}
+
+// SendOther sends a datagram of the anchor's own (STUN, DTLS) to the
+// phone from the leg's RTP port, unencrypted.
+func (s *Stream) SendOther(b []byte, to netip.AddrPort) error { return s.rtpSock.writeTo(b, to) }
+
+// notMedia: by its first byte, b is not RTP or RTCP (RFC 7983 §7).
+func notMedia(b []byte) bool { return len(b) == 0 || b[0] < 128 || b[0] > 191 }
+
+// takeOther gives a datagram that is not media to the leg's OtherFunc
+// (true), on an SRTP leg only.
+func (s *Stream) takeOther(b []byte, from netip.AddrPort) bool {
+	if !notMedia(b) {
+		return false
+	}
+	if f := s.other.Load(); f != nil {
+		(*f)(b, from)
+	}
+	return true
+}
+
+// decrypt turns the phone's SRTP or SRTCP packet b into RTP or RTCP in
+// place; lc.mu held.
+func (lc *legCrypto) decrypt(b []byte, isRTCP bool) ([]byte, error) {
+	if isRTCP {
+		if lc.inRTCP == nil {
+			return nil, errNotKeyed
+		}
+		return lc.inRTCP.DecryptRTCP(b, b, &lc.rtcpHdr)
+	}
+	if lc.inRTP == nil {
+		return nil, errNotKeyed
+	}
+	return lc.inRTP.DecryptRTP(b, b, &lc.rtpHdr)
+}
+
+// encrypt writes RTP or RTCP packet b, encrypted for the phone, into dst
+// (cap(dst) leaves room for the tag and trailer); lc.mu held.
+func (lc *legCrypto) encrypt(dst, b []byte, isRTCP bool) ([]byte, error) {
+	if isRTCP {
+		if lc.outRTCP == nil {
+			return nil, errNotKeyed
+		}
+		return lc.outRTCP.EncryptRTCP(dst, b, &lc.rtcpHdr)
+	}
+	if lc.outRTP == nil {
+		return nil, errNotKeyed
+	}
+	return lc.outRTP.EncryptRTP(dst, b, &lc.rtpHdr)
+}
+
+// srtpRoom is what SRTP and SRTCP add at most: a 16-byte tag, the SRTCP
+// index and an MKI.
+const srtpRoom = 64
+
+// protectOwn encrypts the anchor's own RTCP for the phone (a copy).
+func (s *Stream) protectOwn(b []byte) ([]byte, bool) {
+	lc := s.crypto.Load()
+	if lc == nil {
+		return b, true
+	}
+	lc.mu.Lock()
+	defer lc.mu.Unlock()
+	out, err := lc.encrypt(make([]byte, 0, len(b)+srtpRoom), b, true)
+	return out, err == nil
+}
