@@ -19,8 +19,9 @@ import (
 // net.UDPConn closed), and Start hands both to one of a few workers
 // (worker_linux.go), each an epoll instance and a goroutine: it sleeps in
 // epoll_pwait2 until some of its sockets are readable or a jitter buffer's
-// packet is due, drains each readable socket with recvmmsg, and forwards
-// each batch with one sendmmsg. The headers, addresses and buffers are the
+// packet is due, drains each readable socket with recvmmsg, and sends what
+// the wake-up forwards and plays out, from all its sockets, in one
+// io_uring submit (uring_linux.go; a sendmmsg per batch without io_uring). The headers, addresses and buffers are the
 // worker's own, reused, so forwarding allocates nothing
 // (BenchmarkRelayLoad, BenchmarkForward).
 //

@@ -15,8 +15,13 @@ import (
 // datagram. The worker's packets due in one wake-up leave from as many
 // sockets as there are streams, one or two each, so sendmmsg (one socket
 // per call) costs a system call per packet; the ring costs one per
-// wake-up. Only what the worker needs is here: no SQPOLL, no registered
-// files, no multishot.
+// wake-up. Measured on 2026-12-02 with sori-mediabench, 1600 calls
+// (160 000 packets/s), two sori-anchors side by side on a shared 2-core
+// machine: 4.39-4.59 µs of CPU per packet with the ring against 5.08-5.28
+// with a sendmmsg per socket, 1.11-1.20× the packets per CPU-second;
+// 1.08-1.13× with the adaptive buffer. No library does this for Go that
+// the module proxy serves, so it is written here, and only what the
+// worker needs: no SQPOLL, no registered files, no multishot receive.
 type sendRing struct {
 	fd      int
 	entries uint32
