@@ -6,7 +6,7 @@ GO ?= go
 STATICCHECK := honnef.co/go/tools/cmd/staticcheck@v0.8.2
 BIN := bin
 
-.PHONY: all build run demo test deps fmt-check vet lint unit bench bench-media load-register load-register-transports load-calls soak clean
+.PHONY: all build run demo test deps fmt-check vet lint unit bench bench-media load-register load-register-transports load-calls mem-figures reference-deps compare soak clean
 
 all: build
 
@@ -97,6 +97,12 @@ load-register-transports: deps build
 # no failed call; STORE=redis for the Redis store.
 load-calls: deps build
 	./testdata/sipp/load-calls.sh
+
+# Bytes per binding (memory store: sori's live heap; Redis store: used_memory) with 100 000
+# registered AORs, and per answered, anchored call in sori and in sori-anchor with 5 000 calls up
+# (no RTP); prints MEMORY lines. A few minutes.
+mem-figures: deps build
+	./testdata/sipp/mem-figures.sh
 
 # SOAK (10m) of steady calls (about 30/s) ending every way a call can end (caller or callee
 # BYE, CANCEL, 486, timer C, media timeout), then goroutines, heap and the call gauges must be
