@@ -6,7 +6,7 @@
 # Everything goes through the real paths: SIPp's register.xml registers NBINDINGS distinct AORs
 # with digest auth (REGISTER -> 401 -> REGISTER -> 200) against a real bin/sori, and
 # load-call-uac.xml / call-uas.xml put NCALLS calls up through sori with every call's media
-# anchored by a real bin/sori-anchor (ng offer and answer), held HOLD_S seconds. No RTP flows: the
+# anchored by real bin/sori-anchor processes (ng offer and answer), held HOLD_S seconds. No RTP flows: the
 # per-call figure is the signalling, the call object and the anchor's per-call state with its 4
 # sockets' Go side, not jitter buffers filled by packets (nor kernel socket buffers).
 #
@@ -21,7 +21,8 @@
 # rate of 100 000 phones re-registering every hour, rather than all 100 000 nonces of a burst.
 #
 # Environment: NBINDINGS (100000) REG_RATE (2000/s) NCALLS (5000) CALL_RATE (200/s)
-#              HOLD_S (300) TXN_S (35) OUT (results directory)
+#              HOLD_S (300) TXN_S (35) ANCHORS (as many as the open-file limit needs)
+#              OUT (results directory)
 set -euo pipefail
 HERE="$(cd "$(dirname "$0")" && pwd)"
 ROOT="$(cd "$HERE/../.." && pwd)"
@@ -42,18 +43,24 @@ UAC_PORT=${UAC_PORT:-5192}
 UAS_PORT=${UAS_PORT:-5193}
 NG_PORT=${NG_PORT:-5194}
 ANCHOR_HTTP_PORT=${ANCHOR_HTTP_PORT:-9194}
-# The anchor binds its calls' sockets on an address of its own with 4 ports per call, below the
+# The anchors bind their calls' sockets on addresses of their own (4 ports per call), below the
 # kernel's ephemeral range.
 MEDIA_IP=${MEDIA_IP:-127.0.0.5}
 RTP_PORTS=${RTP_PORTS:-4000-31999}
 mkdir -p "$OUT"
-require_free_ports "$SIP_PORT" "$HTTP_PORT" "$REDIS_PORT" "$REG_PORT" "$UAC_PORT" "$UAS_PORT" "$NG_PORT" "$ANCHOR_HTTP_PORT"
-# 4 sockets per anchored call, and Go raises the soft limit only up to the hard one.
-need_fds=$((4 * NCALLS + 1024))
-if [ "$(ulimit -Hn)" != unlimited ] && [ "$(ulimit -Hn)" -lt "$need_fds" ]; then
-	ulimit -Hn "$need_fds" 2>/dev/null || { echo "the anchor needs $need_fds open files; ulimit -Hn is $(ulimit -Hn)" >&2; exit 2; }
-fi
+# Every anchored call holds 4 sockets in the anchor, and a process may open no more files than
+# the hard limit (Go raises the soft one to it): with a lower limit than NCALLS calls need, the calls
+# are spread over ANCHORS anchors (sori picks one by Call-ID hash; 20 % margin for the unevenness).
+# Anchor i has ng port NG_PORT+2i, HTTP ANCHOR_HTTP_PORT+i and media address MEDIA_IP's last
+# byte + i.
 ulimit -Sn "$(ulimit -Hn)"
+fd_limit=$(ulimit -Hn)
+[ "$fd_limit" = unlimited ] && fd_limit=1048576
+[ "$fd_limit" -gt 1024 ] || { echo "ulimit -Hn is $fd_limit: too low for the anchors" >&2; exit 2; }
+ANCHORS=${ANCHORS:-$(((4 * NCALLS * 12 / 10 + fd_limit - 1024 - 1) / (fd_limit - 1024)))}
+ANCHOR_NG=() ANCHOR_HTTP=()
+for ((i = 0; i < ANCHORS; i++)); do ANCHOR_NG+=($((NG_PORT + 2 * i))) ANCHOR_HTTP+=($((ANCHOR_HTTP_PORT + i))); done
+require_free_ports "$SIP_PORT" "$HTTP_PORT" "$REDIS_PORT" "$REG_PORT" "$UAC_PORT" "$UAS_PORT" "${ANCHOR_NG[@]}" "${ANCHOR_HTTP[@]}"
 
 # stop PID: stops one process this script started.
 stop() { kill "$1" 2>/dev/null || true; wait "$1" 2>/dev/null || true; }
@@ -65,11 +72,15 @@ metric() {
 		END {printf "%.0f\n", s}' "$1"
 }
 
-# snapshot HTTP_PORT DEST: /metrics of the process on HTTP_PORT after two forced collections.
+# snapshot "HTTP_PORT..." DEST: /metrics of the processes on those ports (DEST.PORT), one after the
+# other, each after two forced collections; DEST has them all (metric sums over them).
 snapshot() {
-	local i
-	for i in 1 2; do curl -sf -m 30 -o /dev/null "http://127.0.0.1:$1/debug/pprof/heap?gc=1"; done
-	curl -sf -m 10 "http://127.0.0.1:$1/metrics" >"$2"
+	local i p
+	for p in $1; do
+		for i in 1 2; do curl -sf -m 30 -o /dev/null "http://127.0.0.1:$p/debug/pprof/heap?gc=1"; done
+		curl -sf -m 10 "http://127.0.0.1:$p/metrics" >"$2.$p"
+	done
+	for p in $1; do cat "$2.$p"; done >"$2"
 }
 
 # per BEFORE AFTER COUNT NAME: (after - before) / count of metric NAME.
@@ -95,11 +106,12 @@ register() {
 	[ "$ok" = "$n" ] || { echo "registered $ok of $n (see $d)" >&2; exit 4; }
 }
 
-# wait_metric HTTP_PORT NAME LABEL WANT TIMEOUT_S: until the metric reaches WANT; exits 4 after TIMEOUT_S.
+# wait_metric "HTTP_PORT..." NAME LABEL WANT TIMEOUT_S: until the metric, summed over the processes
+# on those ports, reaches WANT; exits 4 after TIMEOUT_S.
 wait_metric() {
-	local v=0 i
+	local v=0 i p
 	for i in $(seq "$5"); do
-		curl -sf -m 5 "http://127.0.0.1:$1/metrics" >"$OUT/poll.txt" || true
+		for p in $1; do curl -sf -m 5 "http://127.0.0.1:$p/metrics" || true; done >"$OUT/poll.txt"
 		v=$(metric "$OUT/poll.txt" "$2" "$3")
 		[ "$v" -ge "$4" ] && return 0
 		sleep 1
@@ -154,15 +166,18 @@ echo "MEMORY binding store=redis bindings=$NBINDINGS bytes_per_binding=$(awk -v 
 # Callees user0000.. are registered (Contact = the SIPp UAS); callers user<NCALLS>.. call them,
 # one call per pair.
 mkdir -p "$OUT/calls"
-"$ROOT/bin/sori-anchor" -ng "127.0.0.1:$NG_PORT" -rtp-ports "$RTP_PORTS" -listen "$MEDIA_IP" -http "127.0.0.1:$ANCHOR_HTTP_PORT" \
-	-pprof -media-timeout 0 -log-level warn >"$OUT/calls/sori-anchor.log" 2>&1 &
-PIDS+=($!)
-ANCHOR_PID=$!
+ng_yaml=""
+for ((i = 0; i < ANCHORS; i++)); do
+	"$ROOT/bin/sori-anchor" -ng "127.0.0.1:${ANCHOR_NG[i]}" -rtp-ports "$RTP_PORTS" -listen "${MEDIA_IP%.*}.$((${MEDIA_IP##*.} + i))" \
+		-http "127.0.0.1:${ANCHOR_HTTP[i]}" -pprof -media-timeout 0 -log-level warn >"$OUT/calls/sori-anchor-$i.log" 2>&1 &
+	PIDS+=($!)
+	ng_yaml="$ng_yaml${ng_yaml:+, }\"127.0.0.1:${ANCHOR_NG[i]}\""
+done
 users_csv $((2 * NCALLS)) >"$OUT/calls/users.csv"
 awk -F';' -v n="$NCALLS" 'NR==1{print "SEQUENTIAL"; next} NR-2<n {callee[NR-2]=$1; next} {print $1 ";" callee[NR-2-n] ";" $3}' \
 	"$OUT/calls/users.csv" >"$OUT/calls/calls.csv"
 sori_yaml memory $((2 * NCALLS)) "media:
-  anchors: [\"127.0.0.1:$NG_PORT\"]" "$nonce_yaml" >"$OUT/calls/sori.yaml"
+  anchors: [$ng_yaml]" "$nonce_yaml" >"$OUT/calls/sori.yaml"
 start_sori "$OUT/calls/sori.yaml" "$HTTP_PORT" "$OUT/calls/sori.log"
 register "$OUT/calls/register" "$OUT/calls/users.csv" "$NCALLS" 1000 "127.0.0.1:$UAS_PORT"
 mkdir -p "$OUT/calls/uas"
@@ -174,7 +189,7 @@ kill -0 "${PIDS[-1]}" 2>/dev/null || { echo "the SIPp UAS did not start" >&2; ca
 log "waiting ${TXN_S}s for the callees' REGISTER transactions to end"
 sleep "$TXN_S"
 snapshot "$HTTP_PORT" "$OUT/calls/before.txt"
-snapshot "$ANCHOR_HTTP_PORT" "$OUT/calls/before.anchor.txt"
+snapshot "${ANCHOR_HTTP[*]}" "$OUT/calls/before.anchor.txt"
 log "putting $NCALLS calls up at $CALL_RATE/s (hold ${HOLD_S}s)"
 mkdir -p "$OUT/calls/uac"
 (cd "$OUT/calls/uac" && exec timeout $((HOLD_S + NCALLS / CALL_RATE + 120)) sipp "127.0.0.1:$SIP_PORT" -sf "$HERE/load-call-uac.xml" \
@@ -184,14 +199,14 @@ mkdir -p "$OUT/calls/uac"
 PIDS+=($!)
 UAC_PID=$!
 wait_metric "$HTTP_PORT" sori_calls_active 'state="answered"' "$NCALLS" $((NCALLS / CALL_RATE + 60))
-wait_metric "$ANCHOR_HTTP_PORT" sori_anchor_calls "" "$NCALLS" 10
+wait_metric "${ANCHOR_HTTP[*]}" sori_anchor_calls "" "$NCALLS" 10
 log "$NCALLS calls answered; waiting ${TXN_S}s for their INVITE transactions to end"
 sleep "$TXN_S"
 snapshot "$HTTP_PORT" "$OUT/calls/after.txt"
-snapshot "$ANCHOR_HTTP_PORT" "$OUT/calls/after.anchor.txt"
+snapshot "${ANCHOR_HTTP[*]}" "$OUT/calls/after.anchor.txt"
 up=$(metric "$OUT/calls/after.txt" sori_calls_active 'state="answered"')
 anchored=$(metric "$OUT/calls/after.anchor.txt" sori_anchor_calls)
 { [ "$up" = "$NCALLS" ] && [ "$anchored" = "$NCALLS" ]; } || { echo "at the reading $up calls were up and $anchored anchored, not $NCALLS" >&2; exit 4; }
 stop "$UAC_PID"
 echo "MEMORY call process=sori calls=$NCALLS bytes_per_call=$(heap_figures "$OUT/calls/before.txt" "$OUT/calls/after.txt" "$NCALLS")"
-echo "MEMORY call process=sori-anchor calls=$NCALLS bytes_per_call=$(heap_figures "$OUT/calls/before.anchor.txt" "$OUT/calls/after.anchor.txt" "$NCALLS") (no RTP flowing)"
+echo "MEMORY call process=sori-anchor calls=$NCALLS bytes_per_call=$(heap_figures "$OUT/calls/before.anchor.txt" "$OUT/calls/after.anchor.txt" "$NCALLS") (no RTP flowing; $ANCHORS anchor processes, $(for p in "${ANCHOR_HTTP[@]}"; do grep -h '^sori_anchor_calls ' "$OUT/calls/after.anchor.txt.$p" 2>/dev/null | awk '{printf "%s ", $2}'; done)calls each)"
