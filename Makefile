@@ -119,7 +119,7 @@ reference-deps:
 
 # sori's load-calls (MEDIA=1) and load-register, memory and Redis, each followed by the
 # reference's (Kamailio 5.6 + rtpengine 10.5, testdata/reference) same load, then RATIO lines.
-# BUDGET_S (210) is each search's time budget: BUDGET_S=20 for a short run; MEDIA_BENCH=1 adds
+# BUDGET_S (210) is each search's time budget (BUDGET_S=20: a short run); MEDIA_BENCH=1 adds
 # make bench-media's run at the end.
 compare: deps build reference-deps
 	./testdata/bench/compare.sh

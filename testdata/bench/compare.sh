@@ -9,7 +9,8 @@
 #   the same with bindings in Redis: load-calls.sh (MEDIA=1 STORE=redis), call_rate.sh
 #     redis-rtpe-auth and redis-rtpe;
 #   REGISTER with digest auth: load-register.sh STORE=memory against reg_rate.sh mem-authpv
-#     (pv_www_authenticate: no DB lookup, as sori's configured users), and STORE=redis against
+#     (pv_www_authenticate, no DB lookup: sori too checks against users in its configuration),
+#     and STORE=redis against
 #     redis-authpv (usrloc in Redis through db_redis);
 #   with MEDIA_BENCH=1, last: testdata/bench/bench-media.sh (sori-anchor and rtpengine relaying
 #     RTP), whose own RATIO lines are repeated.
@@ -21,16 +22,23 @@
 # the same cores.
 #
 # Environment (passed to every run): BUDGET_S (210: each rate search's time budget; 20 makes a
-# short run), STEP_S (20), CALL_START_RATE (100), REG_START_RATE (1000), REF_RATE (0: the
-# reference's extra step at a fixed rate is skipped), PCAP_S (0: no capture during the
-# reference's confirmation, which would load only its side), MEDIA_BENCH (0), HOLD_MS, NCALLEES,
-# NUSERS (each script's default), OUT (results directory).
+# short run), STEP_S (20; BUDGET_S - 11 when BUDGET_S is under 31), CALL_START_RATE (100),
+# REG_START_RATE (1000), REF_RATE (0: the reference's extra step at a fixed rate is skipped),
+# PCAP_S (0: no capture during the reference's confirmation, which would load only its side),
+# MEDIA_BENCH (0), HOLD_MS, NCALLEES, NUSERS (each script's default), OUT (results directory).
 set -uo pipefail
 HERE="$(cd "$(dirname "$0")" && pwd)"
 ROOT="$(cd "$HERE/../.." && pwd)"
 SIPP="$ROOT/testdata/sipp"
 REF="$ROOT/testdata/reference"
-export BUDGET_S=${BUDGET_S:-210} STEP_S=${STEP_S:-20} REF_RATE=${REF_RATE:-0} PCAP_S=${PCAP_S:-0}
+export BUDGET_S=${BUDGET_S:-210} REF_RATE=${REF_RATE:-0} PCAP_S=${PCAP_S:-0}
+# A search starts a step only while STEP_S + 11 s fit in what is left of BUDGET_S: a short budget
+# gets shorter steps unless STEP_S is given.
+if [ -z "${STEP_S:-}" ]; then
+	STEP_S=20
+	[ "$BUDGET_S" -lt 31 ] && STEP_S=$((BUDGET_S > 12 ? BUDGET_S - 11 : 1))
+fi
+export STEP_S
 CALL_START_RATE=${CALL_START_RATE:-100}
 REG_START_RATE=${REG_START_RATE:-1000}
 MEDIA_BENCH=${MEDIA_BENCH:-0}
