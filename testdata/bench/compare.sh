@@ -10,8 +10,7 @@
 #     redis-rtpe-auth and redis-rtpe;
 #   REGISTER with digest auth: load-register.sh STORE=memory against reg_rate.sh mem-authpv
 #     (pv_www_authenticate, no DB lookup: sori too checks against users in its configuration),
-#     and STORE=redis against
-#     redis-authpv (usrloc in Redis through db_redis);
+#     and STORE=redis against redis-authpv (usrloc in Redis through db_redis);
 #   with MEDIA_BENCH=1, last: testdata/bench/bench-media.sh (sori-anchor and rtpengine relaying
 #     RTP), whose own RATIO lines are repeated.
 # A ratio is sori's confirmed rate over the reference's (the rate that passed two steps), and the
