@@ -14,7 +14,11 @@
 # (go_memstats_alloc_bytes = live heap, go_memstats_heap_inuse_bytes, process_resident_memory_bytes)
 # right after two forced garbage collections (/debug/pprof/heap?gc=1: the second one also drops
 # what sync.Pools hold), and after TXN_S (35) seconds of quiet, so the transactions of the
-# REGISTERs and INVITEs (UDP timers J, L, M: 32 s) are gone and only the bindings or calls remain.
+# REGISTERs and INVITEs (UDP timers L, M: 32 s) are gone and only the bindings or calls remain.
+# sori answers a UDP REGISTER without a transaction and keeps its final responses (401 and 200)
+# for retransmissions in two generations of sip.timer_j (5 s), which turn over only when more
+# REGISTERs arrive: before a binding figure's second reading, 3 rounds of FLUSH_N refreshes, one
+# timer_j apart, turn the registration burst's responses (and the maps sized for them) out.
 # The live heap is the figure; heap in use (spans) and RSS (the runtime keeps freed pages a while)
 # are printed beside it. sip.nonce_ttl is 5 s: the digest replay guard keeps the nonces of the
 # last ~12.5 s (10 buckets of 1.25 s) at most, about what the default 300 s keeps at a refresh
@@ -22,7 +26,7 @@
 # burst.
 #
 # Environment: NBINDINGS (100000) REG_RATE (2000/s) NCALLS (5000) CALL_RATE (200/s)
-#              HOLD_S (300) TXN_S (35) ANCHORS (as many as the open-file limit needs)
+#              HOLD_S (300) TXN_S (35) FLUSH_N (200) ANCHORS (as many as the open-file limit needs)
 #              OUT (results directory)
 set -euo pipefail
 HERE="$(cd "$(dirname "$0")" && pwd)"
@@ -35,6 +39,8 @@ NCALLS=${NCALLS:-5000}
 CALL_RATE=${CALL_RATE:-200}
 HOLD_S=${HOLD_S:-300}
 TXN_S=${TXN_S:-35}
+TIMER_J_S=5
+FLUSH_N=${FLUSH_N:-200}
 OUT=${OUT:-$(mktemp -d /tmp/sori-mem-figures.XXXXXX)}
 SIP_PORT=${SIP_PORT:-5190}
 HTTP_PORT=${HTTP_PORT:-9190}
@@ -74,11 +80,13 @@ metric() {
 }
 
 # snapshot "HTTP_PORT..." DEST: /metrics of the processes on those ports (DEST.PORT), one after the
-# other, each after two forced collections; DEST has them all (metric sums over them).
+# other, each after two forced collections (the second one's heap profile: DEST.PORT.heap.pb.gz,
+# for go tool pprof -base); DEST has them all (metric sums over them).
 snapshot() {
-	local i p
+	local p
 	for p in $1; do
-		for i in 1 2; do curl -sf -m 30 -o /dev/null "http://127.0.0.1:$p/debug/pprof/heap?gc=1"; done
+		curl -sf -m 30 -o /dev/null "http://127.0.0.1:$p/debug/pprof/heap?gc=1"
+		curl -sf -m 30 -o "$2.$p.heap.pb.gz" "http://127.0.0.1:$p/debug/pprof/heap?gc=1"
 		curl -sf -m 10 "http://127.0.0.1:$p/metrics" >"$2.$p"
 	done
 	for p in $1; do cat "$2.$p"; done >"$2"
@@ -107,6 +115,16 @@ register() {
 	[ "$ok" = "$n" ] || { echo "registered $ok of $n (see $d)" >&2; exit 4; }
 }
 
+# flush_responses DIR CSV: FLUSH_N of CSV's users refresh their bindings in 3 rounds, TIMER_J_S + 1
+# apart, so the response cache's generations holding the burst's responses turn over.
+flush_responses() {
+	local i
+	for i in 1 2 3; do
+		[ "$i" = 1 ] || sleep $((TIMER_J_S + 1))
+		register "$1/flush-$i" "$2" "$FLUSH_N" 500 127.0.0.1:5099
+	done
+}
+
 # wait_metric "HTTP_PORT..." NAME LABEL WANT TIMEOUT_S: until the metric, summed over the processes
 # on those ports, reaches WANT; exits 4 after TIMEOUT_S.
 wait_metric() {
@@ -121,7 +139,8 @@ wait_metric() {
 	exit 4
 }
 
-nonce_yaml="  nonce_ttl: 5s"
+nonce_yaml="  nonce_ttl: 5s
+  timer_j: ${TIMER_J_S}s"
 users_csv "$NBINDINGS" >"$OUT/users.csv"
 log "results in $OUT; load $(cut -d' ' -f1-3 /proc/loadavg)"
 
@@ -136,6 +155,7 @@ log "memory store: registering $NBINDINGS AORs at $REG_RATE/s"
 register "$OUT/mem/register" "$OUT/users.csv" "$NBINDINGS" "$REG_RATE" 127.0.0.1:5099
 log "waiting ${TXN_S}s for the REGISTER transactions to end"
 sleep "$TXN_S"
+flush_responses "$OUT/mem" "$OUT/users.csv"
 wait_metric "$HTTP_PORT" sori_bindings "" "$NBINDINGS" 20
 snapshot "$HTTP_PORT" "$OUT/mem/after.txt"
 stop "$SORI_PID"
@@ -153,6 +173,7 @@ redis-cli -p "$REDIS_PORT" info memory >"$OUT/redis/info-before.txt"
 log "Redis store: registering $NBINDINGS AORs at $REG_RATE/s"
 register "$OUT/redis/register" "$OUT/users.csv" "$NBINDINGS" "$REG_RATE" 127.0.0.1:5099
 sleep "$TXN_S"
+flush_responses "$OUT/redis" "$OUT/users.csv"
 wait_metric "$HTTP_PORT" sori_bindings "" "$NBINDINGS" 20
 snapshot "$HTTP_PORT" "$OUT/redis/after.txt"
 redis-cli -p "$REDIS_PORT" info memory >"$OUT/redis/info-after.txt"
@@ -161,7 +182,7 @@ stop "$SORI_PID"
 stop "$REDIS_PID"
 used() { awk -F: '$1=="used_memory"{print $2+0}' "$1"; }
 echo "MEMORY binding store=redis bindings=$NBINDINGS bytes_per_binding=$(awk -v a="$(used "$OUT/redis/info-before.txt")" \
-	-v b="$(used "$OUT/redis/info-after.txt")" -v n="$NBINDINGS" 'BEGIN{printf "%.0f", (b - a) / n}') (redis used_memory delta, $(cat "$OUT/redis/dbsize.txt") keys; sori's heap $(per "$OUT/redis/before.txt" "$OUT/redis/after.txt" "$NBINDINGS" go_memstats_alloc_bytes) per binding)"
+	-v b="$(used "$OUT/redis/info-after.txt")" -v n="$NBINDINGS" 'BEGIN{printf "%.0f", (b - a) / n}') (redis used_memory delta, $(cat "$OUT/redis/dbsize.txt") keys; sori's live heap grew $(per "$OUT/redis/before.txt" "$OUT/redis/after.txt" "$NBINDINGS" go_memstats_alloc_bytes) per binding: Redis connections, nonces)"
 
 # 3. Answered calls, media anchored: sori's and the anchor's heap before and after NCALLS are up.
 # Callees user0000.. are registered (Contact = the SIPp UAS); callers user<NCALLS>.. call them,
