@@ -78,11 +78,26 @@ sori_register() {
 	CPU_US=$(cpu_us "$(kv "$LOGF" server_cpu)" "$RATE")
 }
 
+# free_block FROM: the first port from FROM on (in steps of 10) with it and the next 3 free over UDP:
+# SIPp binds its media ports (audio and video RTP/RTCP) even when no RTP flows, and gives up on the
+# reference's fixed ones (40000, 42000, 44000: inside the ephemeral range) when they are taken.
+free_block() {
+	local p=$1 i busy
+	while [ "$p" -lt 65000 ]; do
+		busy=0
+		for i in 0 1 2 3; do ss -Hlnu "sport = :$((p + i))" | grep -q . && busy=1; done
+		[ "$busy" = 0 ] && { echo "$p"; return; }
+		p=$((p + 10))
+	done
+	echo "$1"
+}
+
 # ref SCRIPT VARIANT START: the reference's script; sets RATE (its CONFIRMED max) and CPU_US (server
 # CPU of its passing confirmation step at that rate, from the run's summary.tsv).
 ref() {
 	local dir
-	run "ref-${1%.sh}-$2" env START_RATE="$3" "$REF/$1" "$2"
+	run "ref-${1%.sh}-$2" env START_RATE="$3" UAC_MEDIA_PORT="$(free_block 40000)" UAS_MEDIA_PORT="$(free_block 42000)" \
+		REG_MEDIA_PORT="$(free_block 44000)" "$REF/$1" "$2"
 	RATE=$(sed -n 's/^CONFIRMED max (passed twice) = \([0-9]*\).*/\1/p' "$LOGF" | tail -1)
 	[ -n "$RATE" ] || RATE=NA
 	dir=$(sed -n 's/.*run dir: //p' "$LOGF" | head -1)
