@@ -24,7 +24,8 @@
 # short run), STEP_S (20; BUDGET_S - 11 when BUDGET_S is under 31), CALL_START_RATE (100),
 # REG_START_RATE (1000), REF_RATE (0: the reference's extra step at a fixed rate is skipped),
 # PCAP_S (0: no capture during the reference's confirmation, which would load only its side),
-# MEDIA_BENCH (0), HOLD_MS, NCALLEES, NUSERS (each script's default), OUT (results directory).
+# MEDIA_BENCH (0), HOLD_MS, NCALLEES, NUSERS (each script's default), PORT_WAIT_S (300: how long
+# a run waits for its fixed ports), OUT (results directory).
 set -uo pipefail
 HERE="$(cd "$(dirname "$0")" && pwd)"
 ROOT="$(cd "$HERE/../.." && pwd)"
@@ -46,6 +47,20 @@ mkdir -p "$OUT"
 log() { printf '%s %s\n' "$(date +%H:%M:%S)" "$*" >&2; }
 N=0
 
+# wait_ports PORT...: waits up to PORT_WAIT_S (300) for those ports to be free (UDP and TCP): the
+# scripts' ports are fixed, and the machine may be running another load.
+wait_ports() {
+	local p t0 said=0
+	t0=$(date +%s)
+	for p in "$@"; do
+		while ss -Hlnu "sport = :$p" | grep -q . || ss -Hlnt "sport = :$p" | grep -q .; do
+			[ $(($(date +%s) - t0)) -ge "${PORT_WAIT_S:-300}" ] && return 0 # the script will say which
+			[ "$said" = 1 ] || { log "port $p is in use; waiting"; said=1; }
+			sleep 2
+		done
+	done
+}
+
 # run NAME CMD...: one script, its output in OUT/NN-NAME.log; sets LOGF. A failing run is
 # reported and the comparison goes on (its figures are then NA).
 run() {
@@ -53,6 +68,11 @@ run() {
 	shift
 	N=$((N + 1))
 	LOGF=$(printf '%s/%02d-%s.log' "$OUT" "$N" "$name")
+	case "$name" in
+	sori-calls-*) wait_ports 5170 5171 5172 5173 5174 9170 6392 ;;
+	sori-register-*) wait_ports 5160 5161 5162 5163 9160 6391 ;;
+	ref-*) wait_ports 5080 5081 5082 5083 5084 22222 6390 ;;
+	esac
 	log "$name: $*"
 	"$@" >"$LOGF" 2>&1 || log "$name exited $? (see $LOGF)"
 	grep -E '^(RESULT|CONFIRMED)' "$LOGF" | sed 's/^/  /' >&2 || true
