@@ -6,7 +6,7 @@ GO ?= go
 STATICCHECK := honnef.co/go/tools/cmd/staticcheck@v0.8.2
 BIN := bin
 
-.PHONY: all build run demo test deps fmt-check vet lint unit bench bench-media load-register load-register-transports load-calls soak clean
+.PHONY: all build run demo test deps fmt-check vet lint unit bench bench-media load-register load-register-transports load-calls mem-figures reference-deps compare soak clean
 
 all: build
 
@@ -99,6 +99,32 @@ load-register-transports: deps build
 # no failed call; STORE=redis for the Redis store.
 load-calls: deps build
 	./testdata/sipp/load-calls.sh
+
+# Bytes per binding (memory store: sori's live heap; Redis store: used_memory) with 100 000
+# registered AORs, and per answered, anchored call in sori and in sori-anchor with 5 000 calls up
+# (no RTP); prints MEMORY lines. A few minutes.
+mem-figures: deps build
+	./testdata/sipp/mem-figures.sh
+
+# What the reference harness (testdata/reference) needs beyond deps: rtpengine (rtpengine-daemon,
+# its service left off) and Kamailio's db_redis (kamailio-redis-modules), with apt-get when absent.
+reference-deps:
+	@missing=""; \
+	PATH="$$PATH:/usr/sbin" command -v rtpengine >/dev/null 2>&1 || missing="$$missing rtpengine-daemon"; \
+	dpkg-query -W -f='$${Status}' kamailio-redis-modules 2>/dev/null | grep -q 'ok installed' || missing="$$missing kamailio-redis-modules"; \
+	if [ -n "$$missing" ]; then \
+		echo "installing:$$missing"; \
+		if [ "$$(id -u)" != 0 ]; then echo "need root to apt-get install$$missing" >&2; exit 1; fi; \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $$missing >/dev/null; \
+		case "$$missing" in *rtpengine*) systemctl disable --now rtpengine-daemon >/dev/null 2>&1 || true;; esac; \
+	fi
+
+# sori's load-calls (MEDIA=1) and load-register, memory and Redis, each followed by the
+# reference's (Kamailio 5.6 + rtpengine 10.5, testdata/reference) same load, then RATIO lines.
+# BUDGET_S (210) is each search's time budget (BUDGET_S=20: a short run); MEDIA_BENCH=1 adds
+# make bench-media's run at the end.
+compare: deps build reference-deps
+	./testdata/bench/compare.sh
 
 # SOAK (10m) of steady calls (about 30/s) ending every way a call can end (caller or callee
 # BYE, CANCEL, 486, timer C, media timeout), then goroutines, heap and the call gauges must be
