@@ -69,6 +69,9 @@ type SIP struct {
 	// DialogTimeout ends the record of an answered call that never saw a BYE
 	// (a phone that lost its network), as Kamailio's dialog module does.
 	DialogTimeout Duration `yaml:"dialog_timeout"`
+	// KeepDialogs keeps answered calls in the registrar's Redis store, so
+	// a restarted node, or another one, ends them (no effect with memory).
+	KeepDialogs bool `yaml:"keep_dialogs"`
 	// TrunkPing is how often each carrier gateway gets an OPTIONS; one
 	// that does not answer is skipped until it does.
 	TrunkPing Duration `yaml:"trunk_ping"`
@@ -327,6 +330,7 @@ func Default() Config {
 			TimerJ:         Duration(5 * time.Second),
 			TimerC:         Duration(60 * time.Second),
 			DialogTimeout:  Duration(12 * time.Hour),
+			KeepDialogs:    true,
 			TrunkPing:      Duration(30 * time.Second),
 			NATPing:        NATPing{Method: "options", Interval: Duration(30 * time.Second), MaxMisses: 3},
 		},

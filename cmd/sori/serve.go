@@ -35,6 +35,7 @@ import (
 	"github.com/sori-voice/sori/sip/anchoring"
 	"github.com/sori-voice/sori/sip/auth"
 	"github.com/sori-voice/sori/sip/call"
+	"github.com/sori-voice/sori/sip/call/redisdialogs"
 	"github.com/sori-voice/sori/sip/callerauth"
 	"github.com/sori-voice/sori/sip/calls"
 	"github.com/sori-voice/sori/sip/chain"
@@ -122,7 +123,7 @@ func serve(ctx context.Context, configPath string, logOut io.Writer) error {
 		secret = make([]byte, 32)
 		_, _ = rand.Read(secret)
 		if cfg.Registrar.Store != "memory" {
-			log.Warn("sip.auth_secret is empty: nonces from other nodes will be re-challenged; set one shared secret on every node")
+			log.Warn("sip.auth_secret is empty: nonces from other nodes will be re-challenged, and calls kept in Redis cannot be ended after a restart or on another node; set one shared secret on every node")
 		}
 	}
 	dig, err := digest.New(cfg.SIP.Domain, cfg.SIP.AuthAlgorithms, secret, cfg.SIP.NonceTTL.D())
@@ -232,6 +233,11 @@ func serve(ctx context.Context, configPath string, logOut io.Writer) error {
 		DialogTimeout: cfg.SIP.DialogTimeout.D(), Timers: &timerSet, Log: log.With("component", "calls"), Registerer: reg}
 	if tolls := tollGuard(cfg, st, reg); tolls != nil {
 		ccfg.Tolls = tolls
+	}
+	if rs, ok := st.(*redisstore.Store); ok && cfg.SIP.KeepDialogs {
+		// Answered calls survive a restart of this node: an in-dialog
+		// request for one it does not hold loads it (sip/call).
+		ccfg.Store = redisdialogs.New(rs.Client(), "")
 	}
 	pcfg := proxy.Config{
 		Self:         self,

@@ -20,6 +20,10 @@ type Call struct {
 	mu    sync.Mutex
 	st    State
 	timer *timers.Timer
+	// saved: its state went to the store (or came from it), so its end
+	// is claimed there first; saving, dirty: a save is on its way, and
+	// the state changed since it was taken (store.go).
+	saved, saving, dirty bool
 }
 
 // ID is the call's Call-ID.
@@ -29,9 +33,22 @@ func (c *Call) ID() string { return c.st.Record.CallID }
 func (c *Call) State() State {
 	c.mu.Lock()
 	defer c.mu.Unlock()
+	return c.copyState()
+}
+
+// copyState is State with c.mu held.
+func (c *Call) copyState() State {
 	st := c.st
 	st.Caller.Route = append([]string(nil), st.Caller.Route...)
 	st.Callee.Route = append([]string(nil), st.Callee.Route...)
+	if st.Record.Answer != nil {
+		a := *st.Record.Answer
+		st.Record.Answer = &a
+	}
+	if st.Record.Push != nil {
+		p := *st.Record.Push
+		st.Record.Push = &p
+	}
 	return st
 }
 
@@ -130,6 +147,7 @@ func (c *Call) Answered(a Answer) {
 		c.t.cfg.Slots.Acquire(a.Trunk)
 	}
 	c.arm(c.t.cfg.DialogTimeout)
+	c.save() // a restart, or another node, can end it now
 	c.mu.Unlock()
 	c.t.ringing.Dec()
 	c.t.answered.Inc()
@@ -164,6 +182,7 @@ func (c *Call) Moved(fromTag, contact, source, transport string) {
 		c.t.handovers.Inc() // the phone is somewhere else now
 	}
 	side.Target, side.Dest, side.Transport = contact, source, transport
+	c.save() // where in-dialog requests go, on whichever node takes them
 }
 
 // Peer is the other side of the dialog from the side with fromTag: where
@@ -281,7 +300,7 @@ func (c *Call) end(e ending) {
 	if rec.Answer != nil {
 		rec.Duration = rec.End.Sub(*rec.Answer).Seconds()
 	}
-	st := c.st
+	st, saved := c.st, c.saved
 	c.mu.Unlock()
 
 	t := c.t
@@ -303,7 +322,8 @@ func (c *Call) end(e ending) {
 	if a, err := netip.ParseAddrPort(st.Anchor); err == nil {
 		anchor, anchored = a, true
 	}
-	if phase == Ringing || !e.deleteMedia && !e.bye && e.media == nil {
+	quick := phase == Ringing || !e.deleteMedia && !e.bye && e.media == nil
+	if quick && !saved {
 		// Unanswered: written now; its media (if any) is let go in the background.
 		if anchored {
 			t.deleteMedia(anchor, st.Record.CallID)
@@ -312,6 +332,16 @@ func (c *Call) end(e ending) {
 		return
 	}
 	t.background(func(ctx context.Context) {
+		if saved && !t.claim(ctx, st) {
+			return // ended on another node, which deleted its media and wrote its record
+		}
+		if quick {
+			if anchored && t.cfg.Media != nil {
+				t.cfg.Media.Delete(ctx, anchor, st.Record.CallID)
+			}
+			t.cfg.Records.Write(st.Record)
+			return
+		}
 		media := e.media
 		if e.deleteMedia && anchored && t.cfg.Media != nil {
 			media = t.cfg.Media.Delete(ctx, anchor, st.Record.CallID)

@@ -48,6 +48,11 @@ func (f *fakes) Begin(_ context.Context, _, callID string) error {
 	return nil
 }
 func (f *fakes) End(callID string) { f.mu.Lock(); delete(f.tolls, callID); f.mu.Unlock() }
+func (f *fakes) Resume(_, callID string) {
+	f.mu.Lock()
+	f.tolls[callID] = true
+	f.mu.Unlock()
+}
 func (f *fakes) Bye(_ context.Context, callID string, to, _ Side) error {
 	f.mu.Lock()
 	f.byes = append(f.byes, callID+" "+to.Tag)

@@ -40,6 +40,9 @@ type Tolls interface {
 	Begin(ctx context.Context, user, callID string) error
 	// End stops counting it (a call not Begun is ignored).
 	End(callID string)
+	// Resume counts a call begun elsewhere (loaded from the store) until
+	// its End, with no limit checked and no start counted again.
+	Resume(user, callID string)
 }
 
 // Networks names the network a phone is on (sip/networks).
@@ -67,6 +70,9 @@ type Config struct {
 	Networks Networks // nil: networks are not named
 	Hangup   Hangup   // nil: sori never hangs up itself
 	Tags     Tagger   // nil: records carry no user tags
+	// Store keeps answered calls beyond this process (a restart, other
+	// nodes); nil: NoStore, calls live on this node alone.
+	Store Store
 	// DialogTimeout is how long a call is kept without an end (a lost
 	// BYE, no media timeout); then sori ends it.
 	DialogTimeout time.Duration
@@ -89,8 +95,13 @@ type Table struct {
 	bg     sync.WaitGroup // endings still deleting media, sending BYEs, writing records
 	ending atomic.Int64   // how many
 
-	ringing, answered prometheus.Gauge
-	handovers         prometheus.Counter
+	persist bool           // Store keeps calls (not NoStore)
+	saves   sync.WaitGroup // saves on their way to the store
+
+	ringing, answered      prometheus.Gauge
+	handovers              prometheus.Counter
+	loaded, endedElsewhere prometheus.Counter
+	storeErrors            *prometheus.CounterVec
 }
 
 // New returns an empty Table.
@@ -104,6 +115,11 @@ func New(c Config) *Table {
 	if c.Log == nil {
 		c.Log = slog.Default()
 	}
+	_, none := c.Store.(NoStore)
+	persist := c.Store != nil && !none
+	if c.Store == nil {
+		c.Store = NoStore{}
+	}
 	active := prometheus.NewGaugeVec(prometheus.GaugeOpts{
 		Name: "sori_calls_active",
 		Help: "Calls in progress on this node: ringing (INVITE forwarded, no answer yet) or answered.",
@@ -113,8 +129,25 @@ func New(c Config) *Table {
 		handovers: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "sori_call_handovers_total",
 			Help: "Answered calls whose phone moved (a re-INVITE or UPDATE from a new address or with a new Contact).",
-		})}
+		}),
+		persist: persist,
+		loaded: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "sori_calls_loaded_total",
+			Help: "Answered calls this node took from the dialog store for an in-dialog request (after a restart, or from another node).",
+		}),
+		endedElsewhere: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "sori_calls_ended_elsewhere_total",
+			Help: "Calls this node held whose end another node had claimed first in the dialog store (this one wrote no record).",
+		}),
+		storeErrors: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "sori_dialog_store_errors_total",
+			Help: "Dialog store operations that failed, by operation (save, load, delete).",
+		}, []string{"op"}),
+	}
 	if c.Registerer != nil {
+		if persist {
+			c.Registerer.MustRegister(t.loaded, t.endedElsewhere, t.storeErrors)
+		}
 		c.Registerer.MustRegister(active, t.handovers, prometheus.NewGaugeFunc(prometheus.GaugeOpts{
 			Name: "sori_calls_held",
 			Help: "Call objects this node holds (ringing, answered, or ending: deleting media, sending BYE).",
@@ -173,10 +206,11 @@ func (t *Table) Len() int {
 // Held is Len plus the calls still ending in the background.
 func (t *Table) Held() int { return t.Len() + int(t.ending.Load()) }
 
-// Wait waits until every ending has written its record, or ctx ends.
+// Wait waits until every ending has written its record and every save
+// reached the store, or ctx ends.
 func (t *Table) Wait(ctx context.Context) error {
 	done := make(chan struct{})
-	go func() { t.bg.Wait(); close(done) }()
+	go func() { t.bg.Wait(); t.saves.Wait(); close(done) }()
 	select {
 	case <-done:
 		return nil
@@ -247,11 +281,19 @@ func (t *Table) classify(ctx context.Context, st State, media map[string]calls.M
 // taking over): its expiry is armed for what is left of it, and the trunk
 // slot and toll count it held are taken again on this node. A call with
 // that Call-ID already held, or one already ended, is not loaded (nil).
-func (t *Table) Load(ctx context.Context, st State) *Call {
-	if st.Phase == Ended {
+// Its end is claimed in the store first (Store.Delete), so that of the
+// nodes that may hold it only one writes its record.
+func (t *Table) Load(_ context.Context, st State) *Call {
+	if st.Phase == Ended || st.Record.CallID == "" {
 		return nil
 	}
-	c := &Call{t: t, tracked: true, st: st}
+	if t.cfg.Slots == nil {
+		st.Trunk = "" // no trunks on this node: no slot to hold
+	}
+	if t.cfg.Tolls == nil {
+		st.Toll = false
+	}
+	c := &Call{t: t, tracked: true, st: st, saved: true}
 	t.mu.Lock()
 	if _, dup := t.m[st.Record.CallID]; dup {
 		t.mu.Unlock()
@@ -271,9 +313,8 @@ func (t *Table) Load(ctx context.Context, st State) *Call {
 		t.cfg.Slots.Acquire(st.Trunk)
 	}
 	if st.Toll && t.cfg.Tolls != nil {
-		if err := t.cfg.Tolls.Begin(ctx, st.Record.Caller, st.Record.CallID); err != nil {
-			t.log.Info("loaded call not counted against its caller's toll caps", "call_id", st.Record.CallID, "error", err)
-		}
+		// Its start was counted where it began; it is in progress here now.
+		t.cfg.Tolls.Resume(st.Record.Caller, st.Record.CallID)
 	}
 	return c
 }

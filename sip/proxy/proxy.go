@@ -55,7 +55,9 @@ type Locations interface {
 // Calls holds the calls in progress (sip/call).
 type Calls interface {
 	Begin(rec calls.Record, callerTag string) *call.Call
-	Find(callID string) *call.Call
+	// Lookup is the call with callID this node holds, or one it loads
+	// from the dialog store (a restart, another node's call); nil: none.
+	Lookup(ctx context.Context, callID string) *call.Call
 }
 
 // Media anchors calls' media (sip/anchoring over the ng protocol).
@@ -162,7 +164,7 @@ func (p *Proxy) Serve(ctx context.Context, w chain.ResponseWriter, r *chain.Requ
 	switch {
 	case req.IsAck():
 		if p.ourDialog(req, popped) {
-			p.forwardAck(req, routed)
+			p.forwardAck(ctx, req, routed)
 		}
 		return chain.Done
 	case req.IsCancel():
@@ -432,7 +434,7 @@ func (p *Proxy) inDialog(ctx context.Context, w chain.ResponseWriter, r *chain.R
 	}
 	fromTag := req.From().Params.GetOr("tag", "")
 	callID := req.CallID().Value()
-	c := p.cfg.Calls.Find(callID)
+	c := p.cfg.Calls.Lookup(ctx, callID)
 	if !p.aliasSealed(req.Recipient, callID) || !dialogTarget(c, fromTag, req) {
 		// Not where the dialog's other side is (target.go).
 		p.log.Info("in-dialog request refused: not the dialog's target", "method", string(req.Method), "call_id", callID,
@@ -465,7 +467,7 @@ func (p *Proxy) inDialog(ctx context.Context, w chain.ResponseWriter, r *chain.R
 
 // forwardAck relays an ACK for a 2xx along the dialog's route; ACKs for
 // other final responses end in the transaction layer, hop by hop.
-func (p *Proxy) forwardAck(req *sip.Request, routed bool) {
+func (p *Proxy) forwardAck(ctx context.Context, req *sip.Request, routed bool) {
 	if req.Route() == nil && (!routed || p.ours(req.Recipient)) {
 		return // not ours to relay
 	}
@@ -473,7 +475,7 @@ func (p *Proxy) forwardAck(req *sip.Request, routed bool) {
 		return
 	}
 	callID := req.CallID().Value()
-	if !p.aliasSealed(req.Recipient, callID) || !dialogTarget(p.cfg.Calls.Find(callID), req.From().Params.GetOr("tag", ""), req) {
+	if !p.aliasSealed(req.Recipient, callID) || !dialogTarget(p.cfg.Calls.Lookup(ctx, callID), req.From().Params.GetOr("tag", ""), req) {
 		p.log.Debug("ACK not relayed: not the dialog's target", "call_id", callID, "request_uri", req.Recipient.String())
 		return
 	}

@@ -46,6 +46,18 @@ func TestAliasSeal(t *testing.T) {
 	if other.aliasSealed(sealed, "call-1") {
 		t.Fatal("a seal made with another secret was accepted")
 	}
+	// A process started again on sip.auth_secret (a restart, another node
+	// of the deployment) verifies the seals and dialog tokens the first wrote.
+	secret := []byte("e2e-shared-secret-0123456789")
+	first := New(Config{Self: p.cfg.Self, Sender: sender{}, DialogSecret: secret, Log: p.log})
+	first.markContact(c, "203.0.113.5:40000", "UDP", "call-1")
+	restarted := New(Config{Self: p.cfg.Self, Sender: sender{}, DialogSecret: secret, Log: p.log})
+	if !restarted.aliasSealed(c.Address, "call-1") || restarted.aliasSealed(c.Address, "call-2") {
+		t.Fatal("the restarted process does not verify the seal for its dialog alone")
+	}
+	if restarted.dialogToken("call-1") != first.dialogToken("call-1") {
+		t.Fatal("the restarted process has other dialog tokens")
+	}
 }
 
 func aliasOf(u sip.Uri) (string, string, bool) {

@@ -140,6 +140,22 @@ func (g *Guard) Begin(ctx context.Context, user, callID string) error {
 	return nil
 }
 
+// Resume counts a call of user with callID that began on another node or
+// before a restart (it was checked and counted in its hour then): it is in
+// progress here until End, with no limit checked.
+func (g *Guard) Resume(user, callID string) {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	if _, ok := g.byCall[callID]; ok {
+		return
+	}
+	if g.byUser[user] == nil {
+		g.byUser[user] = map[string]bool{}
+	}
+	g.byUser[user][callID] = true
+	g.byCall[callID] = lease{user: user, deadline: g.now().Add(g.ttl)}
+}
+
 // End stops counting a call; calls not Begun are ignored.
 func (g *Guard) End(callID string) {
 	g.mu.Lock()

@@ -121,3 +121,27 @@ func TestRedisHourlyCountIsShared(t *testing.T) {
 		t.Fatalf("a counts %d calls in progress, want 2 (the refused one released)", a.Active("alice"))
 	}
 }
+
+// A call resumed from another node (or before a restart) is in progress
+// here, with no limit checked and its hour not counted again; End frees it.
+func TestResumeCountsWithoutLimitsOrHour(t *testing.T) {
+	ctx := context.Background()
+	hourly := NewMemoryCounter()
+	g := New(Limits{MaxCalls: 1, CallsPerHour: 1}, nil, hourly, time.Hour, nil)
+	if err := g.Begin(ctx, "alice", "here"); err != nil {
+		t.Fatal(err)
+	}
+	g.Resume("alice", "loaded")
+	g.Resume("alice", "loaded") // twice: once
+	if n := g.Active("alice"); n != 2 {
+		t.Fatalf("%d active, want 2 (over MaxCalls: a resumed call is not refused)", n)
+	}
+	if n, _ := hourly.Incr(ctx, "alice", time.Now().UTC().Truncate(time.Hour)); n != 2 {
+		t.Fatalf("hour count %d after this Incr, want 2: Resume counted the hour", n)
+	}
+	g.End("loaded")
+	g.End("here")
+	if n := g.Active("alice"); n != 0 {
+		t.Fatalf("%d active after End", n)
+	}
+}

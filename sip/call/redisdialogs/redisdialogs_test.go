@@ -1,0 +1,191 @@
+package redisdialogs
+
+import (
+	"context"
+	"io"
+	"log/slog"
+	"net/netip"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+
+	"github.com/sori-voice/sori/registrar/store/redisstore"
+	"github.com/sori-voice/sori/registrar/store/redisstore/redistest"
+	"github.com/sori-voice/sori/sip/call"
+	"github.com/sori-voice/sori/sip/calls"
+)
+
+// open is the client a sori node opens for registrar.store = url.
+func open(t *testing.T, url, prefix string) (*Store, redis.UniversalClient) {
+	t.Helper()
+	rs, err := redisstore.Open(url, redisstore.Options{Timeout: time.Second})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = rs.Close() })
+	return New(rs.Client(), prefix), rs.Client()
+}
+
+func answered(callID string, expiry time.Time) call.State {
+	now := time.Now().Round(0)
+	return call.State{Record: calls.Record{CallID: callID, Caller: "alice", Start: now, Answer: &now, Code: 200, Reason: "OK"},
+		Phase: call.Answered, Dialog: true, Anchor: "127.0.0.1:22222", Trunk: "carrier", Expiry: expiry.Round(0),
+		Caller: call.Side{Target: "sip:alice@127.0.0.1:5061", Dest: "127.0.0.1:5061", Transport: "UDP", Tag: "a", CSeq: 2},
+		Callee: call.Side{Target: "sip:bob@127.0.0.1:5062", Dest: "127.0.0.1:5062", Transport: "UDP", Tag: "b",
+			Route: []string{"<sip:edge.example;lr>"}}}
+}
+
+// contract is what sip/call relies on, on one Redis deployment.
+func contract(t *testing.T, url string) {
+	var n atomic.Int64
+	next := func() (*Store, redis.UniversalClient) {
+		s, rdb := open(t, url, "")
+		s.prefix = "t" + string(rune('a'+n.Add(1))) + ":" // each subtest its own keys
+		return s, rdb
+	}
+	ctx := context.Background()
+
+	t.Run("saved state loads as it was, with a TTL", func(t *testing.T) {
+		s, rdb := next()
+		for _, id := range []string{"plain@host", "br{ac}es}@host", "}lead", "pct%7D@host", "a}b"} {
+			st := answered(id, time.Now().Add(time.Hour))
+			if err := s.Save(ctx, st, 90*time.Minute); err != nil {
+				t.Fatalf("%s: %v", id, err)
+			}
+			got, ok, err := s.Load(ctx, id)
+			if err != nil || !ok {
+				t.Fatalf("%s: load %v %v", id, ok, err)
+			}
+			if got.Record.CallID != id || got.Callee.Route[0] != "<sip:edge.example;lr>" || got.Caller.CSeq != 2 || !got.Expiry.Equal(st.Expiry) ||
+				got.Record.Answer == nil || !got.Record.Answer.Equal(*st.Record.Answer) || got.Trunk != "carrier" {
+				t.Fatalf("%s: loaded %+v", id, got)
+			}
+			ttl, err := rdb.PTTL(ctx, s.StateKey(id)).Result()
+			if err != nil || ttl <= 89*time.Minute || ttl > 90*time.Minute {
+				t.Fatalf("%s: TTL %v %v", id, ttl, err)
+			}
+		}
+		// Distinct Call-IDs never share a key, whatever their braces and escapes.
+		if s.StateKey("a}b") == s.StateKey("a%7Db") {
+			t.Fatal("two Call-IDs share a key")
+		}
+		if _, ok, err := s.Load(ctx, "never-saved"); ok || err != nil {
+			t.Fatalf("unknown call: %v %v", ok, err)
+		}
+	})
+
+	t.Run("the first end is the only one, and no save comes after it", func(t *testing.T) {
+		s, rdb := next()
+		id := "end{1}@host"
+		if err := s.Save(ctx, answered(id, time.Now().Add(time.Hour)), time.Hour); err != nil {
+			t.Fatal(err)
+		}
+		var firsts atomic.Int64
+		var wg sync.WaitGroup
+		for range 20 { // twenty nodes end it at once
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				first, err := s.Delete(ctx, id, 2*time.Hour)
+				if err != nil {
+					t.Error(err)
+				}
+				if first {
+					firsts.Add(1)
+				}
+			}()
+		}
+		wg.Wait()
+		if firsts.Load() != 1 {
+			t.Fatalf("%d first ends, want 1", firsts.Load())
+		}
+		if _, ok, _ := s.Load(ctx, id); ok {
+			t.Fatal("the ended call still loads")
+		}
+		if err := s.Save(ctx, answered(id, time.Now().Add(time.Hour)), time.Hour); err != nil {
+			t.Fatal(err)
+		}
+		if _, ok, _ := s.Load(ctx, id); ok {
+			t.Fatal("a save after the end was written")
+		}
+		if ttl, err := rdb.PTTL(ctx, s.EndKey(id)).Result(); err != nil || ttl <= 119*time.Minute || ttl > 2*time.Hour {
+			t.Fatalf("end claim TTL %v %v", ttl, err)
+		}
+		// A call never saved (or expired) still has one first end.
+		if first, err := s.Delete(ctx, "unsaved@host", time.Minute); !first || err != nil {
+			t.Fatalf("unsaved call: %v %v", first, err)
+		}
+	})
+
+	t.Run("bad input is an error", func(t *testing.T) {
+		s, rdb := next()
+		if err := s.Save(ctx, call.State{}, time.Hour); err == nil {
+			t.Fatal("saved a call without Call-ID")
+		}
+		if _, _, err := s.Load(ctx, ""); err == nil {
+			t.Fatal("loaded an empty Call-ID")
+		}
+		if _, err := s.Delete(ctx, "", time.Hour); err == nil {
+			t.Fatal("ended an empty Call-ID")
+		}
+		if err := rdb.Set(ctx, s.StateKey("junk"), "{not json", time.Minute).Err(); err != nil {
+			t.Fatal(err)
+		}
+		if _, ok, err := s.Load(ctx, "junk"); ok || err == nil {
+			t.Fatalf("a corrupt state loaded: %v %v", ok, err)
+		}
+	})
+
+	t.Run("two nodes: the one that loads ends it, the other writes nothing", func(t *testing.T) {
+		s, _ := next()
+		a, ra := newTable(s)
+		b, rb := newTable(s)
+		c := a.Begin(calls.Record{CallID: "nodes{x}@host", Caller: "alice"}, "a")
+		c.Anchored(netip.MustParseAddrPort("127.0.0.1:22222"))
+		c.Answered(call.Answer{Code: 200, Reason: "OK", Contact: "sip:bob@127.0.0.1:5062", Dialog: true,
+			Caller: call.Side{Target: "sip:alice@127.0.0.1:5061", Tag: "a"}, Callee: call.Side{Target: "sip:bob@127.0.0.1:5062", Tag: "b"}})
+		if err := a.Wait(ctx); err != nil {
+			t.Fatal(err)
+		}
+		loaded := b.Lookup(ctx, "nodes{x}@host")
+		if loaded == nil {
+			t.Fatal("b did not load the call a saved")
+		}
+		loaded.Bye("a")
+		if err := b.Wait(ctx); err != nil {
+			t.Fatal(err)
+		}
+		c.Bye("b") // the other side's BYE reached a, later
+		if err := a.Wait(ctx); err != nil {
+			t.Fatal(err)
+		}
+		if ra.n() != 0 || rb.n() != 1 || b.Len() != 0 || a.Len() != 0 {
+			t.Fatalf("records: a %d, b %d; held: a %d, b %d", ra.n(), rb.n(), a.Len(), b.Len())
+		}
+	})
+}
+
+type recorder struct {
+	mu   sync.Mutex
+	recs []calls.Record
+}
+
+func (r *recorder) Write(rec calls.Record) { r.mu.Lock(); r.recs = append(r.recs, rec); r.mu.Unlock() }
+func (r *recorder) n() int                 { r.mu.Lock(); defer r.mu.Unlock(); return len(r.recs) }
+
+func newTable(s call.Store) (*call.Table, *recorder) {
+	r := &recorder{}
+	return call.New(call.Config{Records: r, Store: s, DialogTimeout: time.Hour, Log: slog.New(slog.NewTextHandler(io.Discard, nil))}), r
+}
+
+func TestOnOneServer(t *testing.T) { contract(t, redistest.Start(t).URL()) }
+
+// On a three-master Cluster: both keys of a call are on one slot (the
+// scripts would fail with CROSSSLOT otherwise), Call-IDs with braces too.
+func TestOnCluster(t *testing.T) {
+	addrs := redistest.StartCluster(t, 3)
+	contract(t, "redis-cluster://"+addrs[0]+","+addrs[1]+","+addrs[2])
+}

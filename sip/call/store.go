@@ -1,0 +1,136 @@
+package call
+
+import (
+	"context"
+	"time"
+)
+
+// Store keeps answered calls beyond this process, so that a node that
+// restarts, or another node sharing the store, can take an in-dialog
+// request for a call it does not hold (sip/call/redisdialogs). NoStore
+// keeps nothing: one node, calls live and end in its memory alone.
+type Store interface {
+	// Save writes the call's state, kept for ttl. A call whose end was
+	// claimed already (Delete) is not written again.
+	Save(ctx context.Context, st State, ttl time.Duration) error
+	// Load reads the call saved with callID; ok is false when there is
+	// none (never saved, ended, or expired).
+	Load(ctx context.Context, callID string) (st State, ok bool, err error)
+	// Delete claims the call's end and removes its state: first is true
+	// for the one caller, on any node sharing the store, that ends it
+	// first; only that one writes its record. The claim is kept for ttl.
+	Delete(ctx context.Context, callID string, ttl time.Duration) (first bool, err error)
+}
+
+// NoStore is the Store of one node: nothing is saved, and every end is
+// the first.
+type NoStore struct{}
+
+// Save implements Store.
+func (NoStore) Save(context.Context, State, time.Duration) error { return nil }
+
+// Load implements Store.
+func (NoStore) Load(context.Context, string) (State, bool, error) { return State{}, false, nil }
+
+// Delete implements Store.
+func (NoStore) Delete(context.Context, string, time.Duration) (bool, error) { return true, nil }
+
+// saveTimeout bounds one save in the background.
+const saveTimeout = 5 * time.Second
+
+// endGrace is how long past its expiry a saved call, and the claim of its
+// end, are kept: the node whose timer ends it at the expiry still finds
+// them.
+const endGrace = 5 * time.Minute
+
+// keepFor is how long the store keeps st (or the claim of its end).
+func (t *Table) keepFor(st State) time.Duration {
+	return max(st.Expiry.Sub(t.now()), 0) + endGrace
+}
+
+// save has the call's state written to the store in the background, the
+// latest state last: a change while a save is on its way is saved after
+// it. c.mu held.
+func (c *Call) save() {
+	t := c.t
+	if !t.persist || !c.tracked || c.st.Phase != Answered || !c.st.Dialog {
+		return
+	}
+	c.saved = true
+	if c.saving {
+		c.dirty = true
+		return
+	}
+	c.saving = true
+	t.saves.Add(1)
+	go func() {
+		defer t.saves.Done()
+		for {
+			c.mu.Lock()
+			if c.st.Phase == Ended {
+				c.saving = false // its end removes it (and a late save is refused)
+				c.mu.Unlock()
+				return
+			}
+			st := c.copyState()
+			c.dirty = false
+			c.mu.Unlock()
+			ctx, cancel := context.WithTimeout(context.Background(), saveTimeout)
+			err := t.cfg.Store.Save(ctx, st, t.keepFor(st))
+			cancel()
+			if err != nil {
+				t.storeErrors.WithLabelValues("save").Inc()
+				t.log.Warn("call not saved: a restart loses it", "call_id", st.Record.CallID, "error", err)
+			}
+			c.mu.Lock()
+			if !c.dirty {
+				c.saving = false
+				c.mu.Unlock()
+				return
+			}
+			c.mu.Unlock()
+		}
+	}()
+}
+
+// Lookup returns the call with callID: the one this node holds, else one
+// saved in the store (by a node that restarted since, or another node),
+// which this node then holds. nil when neither has it.
+func (t *Table) Lookup(ctx context.Context, callID string) *Call {
+	if c := t.Find(callID); c != nil || !t.persist {
+		return c
+	}
+	st, ok, err := t.cfg.Store.Load(ctx, callID)
+	if err != nil {
+		t.storeErrors.WithLabelValues("load").Inc()
+		t.log.Warn("saved call not loaded", "call_id", callID, "error", err)
+		return nil
+	}
+	if !ok || st.Record.CallID != callID {
+		return nil
+	}
+	if c := t.Load(ctx, st); c != nil {
+		t.loaded.Inc()
+		t.log.Info("saved call loaded", "call_id", callID, "phase", st.Phase)
+		return c
+	}
+	return t.Find(callID) // loaded meanwhile by another request
+}
+
+// claim claims the end of a saved call in the store: false when another
+// node ended it first (this one then does nothing more for it). A store
+// that cannot be reached does not lose the record: the end is taken here.
+func (t *Table) claim(ctx context.Context, st State) bool {
+	first, err := t.cfg.Store.Delete(ctx, st.Record.CallID, t.keepFor(st))
+	switch {
+	case err != nil:
+		t.storeErrors.WithLabelValues("delete").Inc()
+		t.log.Warn("call end not claimed in the store: ended here", "call_id", st.Record.CallID, "error", err)
+		return true
+	case !first:
+		t.endedElsewhere.Inc()
+		t.log.Info("call ended on another node already", "call_id", st.Record.CallID)
+		return false
+	}
+	return true
+}

@@ -1,0 +1,262 @@
+package call
+
+import (
+	"context"
+	"errors"
+	"io"
+	"log/slog"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/sori-voice/sori/sip/calls"
+	"github.com/sori-voice/sori/sip/timers"
+)
+
+// memStore is a Store with the semantics of the Redis one: a save after
+// the end is refused, and only the first Delete of a call is first.
+type memStore struct {
+	mu     sync.Mutex
+	states map[string]State
+	ttls   map[string]time.Duration
+	ended  map[string]bool
+	saves  int
+	err    error // every operation fails with it when set
+}
+
+func newMemStore() *memStore {
+	return &memStore{states: map[string]State{}, ttls: map[string]time.Duration{}, ended: map[string]bool{}}
+}
+
+func (m *memStore) Save(_ context.Context, st State, ttl time.Duration) error {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if m.err != nil {
+		return m.err
+	}
+	m.saves++
+	if !m.ended[st.Record.CallID] {
+		m.states[st.Record.CallID], m.ttls[st.Record.CallID] = st, ttl
+	}
+	return nil
+}
+
+func (m *memStore) Load(_ context.Context, callID string) (State, bool, error) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if m.err != nil {
+		return State{}, false, m.err
+	}
+	st, ok := m.states[callID]
+	return st, ok, nil
+}
+
+func (m *memStore) Delete(_ context.Context, callID string, _ time.Duration) (bool, error) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if m.err != nil {
+		return false, m.err
+	}
+	delete(m.states, callID)
+	first := !m.ended[callID]
+	m.ended[callID] = true
+	return first, nil
+}
+
+func (m *memStore) state(callID string) (State, bool) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	st, ok := m.states[callID]
+	return st, ok
+}
+
+// node is one sori's table on a shared store.
+func node(t *testing.T, s Store, dialogTimeout time.Duration) (*Table, *fakes, *timers.Set) {
+	t.Helper()
+	f := &fakes{slots: map[string]int{}, tolls: map[string]bool{}, quality: map[string]calls.MediaQuality{}}
+	ts := &timers.Set{}
+	tb := New(Config{Records: f, Media: f, Slots: f, Tolls: f, Networks: f, Hangup: f, DialogTimeout: dialogTimeout, Timers: ts,
+		Store: s, Log: slog.New(slog.NewTextHandler(io.Discard, nil))})
+	return tb, f, ts
+}
+
+func wait(t *testing.T, tbs ...*Table) {
+	t.Helper()
+	for _, tb := range tbs {
+		if err := tb.Wait(context.Background()); err != nil {
+			t.Fatal(err)
+		}
+	}
+}
+
+// An answered call is in the store; another node (or this one after a
+// restart) takes it for an in-dialog request and ends it there. The node
+// that held it before then ends it too (a BYE to each, a media timeout):
+// one record, one media delete, no BYE from the loser, each node's trunk
+// slot and toll count given back.
+func TestSavedCallEndsOnceAcrossNodes(t *testing.T) {
+	s := newMemStore()
+	a, fa, tsa := node(t, s, time.Hour)
+	b, fb, tsb := node(t, s, time.Hour)
+
+	c := a.Begin(calls.Record{CallID: "c1", Caller: "alice"}, "caller-tag")
+	if err := c.CountToll(context.Background(), "alice"); err != nil {
+		t.Fatal(err)
+	}
+	c.Anchored(anchorAddr)
+	if wait(t, a); len(s.states) != 0 {
+		t.Fatal("a ringing call was saved")
+	}
+	answer(c)
+	wait(t, a)
+	saved, ok := s.state("c1")
+	if !ok || saved.Phase != Answered || saved.Callee.Tag != "callee-tag" || saved.Anchor != anchorAddr.String() || !saved.Toll {
+		t.Fatalf("saved %+v (%v)", saved, ok)
+	}
+	if ttl := s.ttls["c1"]; ttl < time.Hour || ttl > time.Hour+endGrace {
+		t.Fatalf("kept for %v, want the dialog timeout left and a grace", ttl)
+	}
+
+	if b.Find("c1") != nil {
+		t.Fatal("b holds it before any request")
+	}
+	got := b.Lookup(context.Background(), "c1")
+	if got == nil || b.Lookup(context.Background(), "c1") != got || b.Len() != 1 || tsb.Pending() != 1 {
+		t.Fatalf("not loaded once: %v, %d held, %d timers", got, b.Len(), tsb.Pending())
+	}
+	if peer, ok := got.Peer("caller-tag"); !ok || peer.Target != "sip:bob@127.0.0.1:5062" {
+		t.Fatalf("loaded call routes the caller to %+v (%v)", peer, ok)
+	}
+	if fb.slots["carrier"] != 1 || !fb.tolls["c1"] {
+		t.Fatalf("b does not hold the trunk slot and toll count: %v %v", fb.slots, fb.tolls)
+	}
+	got.Bye("callee-tag")
+	wait(t, b)
+	if len(fb.records) != 1 || fb.records[0].HangupBy != "callee" || fb.records[0].Disposition != calls.Answered ||
+		len(fb.deletes) != 1 || fb.slots["carrier"] != 0 || len(fb.tolls) != 0 || b.Len() != 0 || tsb.Pending() != 0 {
+		t.Fatalf("b: records %+v, deletes %v, slots %v, tolls %v", fb.records, fb.deletes, fb.slots, fb.tolls)
+	}
+	if _, ok := s.state("c1"); ok {
+		t.Fatal("the ended call is still saved")
+	}
+	if b.Lookup(context.Background(), "c1") != nil {
+		t.Fatal("the ended call was loaded again")
+	}
+
+	// a still holds it, and hears of its end in its own way: it does nothing.
+	a.MediaTimeout(anchorAddr, "c1", nil)
+	wait(t, a)
+	if len(fa.records) != 0 || len(fa.deletes) != 0 || len(fa.byes) != 0 {
+		t.Fatalf("a ended it again: records %+v, deletes %v, byes %v", fa.records, fa.deletes, fa.byes)
+	}
+	if fa.slots["carrier"] != 0 || len(fa.tolls) != 0 || a.Len() != 0 || tsa.Pending() != 0 {
+		t.Fatalf("a kept: slots %v, tolls %v, %d held, %d timers", fa.slots, fa.tolls, a.Len(), tsa.Pending())
+	}
+}
+
+// The store holds the call's latest state: a target refresh is saved
+// after the answer, and what a loading node routes by is the new Contact.
+// A save that comes after the end leaves nothing.
+func TestSaveFollowsTheLatestState(t *testing.T) {
+	s := newMemStore()
+	a, _, _ := node(t, s, time.Hour)
+	c := a.Begin(calls.Record{CallID: "c2", Caller: "alice"}, "caller-tag")
+	answer(c)
+	c.Moved("callee-tag", "sip:bob@10.0.0.10:5062", "198.51.100.8:5060", "UDP")
+	wait(t, a)
+	if st, _ := s.state("c2"); st.Callee.Target != "sip:bob@10.0.0.10:5062" || st.Callee.Dest != "198.51.100.8:5060" {
+		t.Fatalf("saved callee %+v, want the refreshed one", st.Callee)
+	}
+	b, _, _ := node(t, s, time.Hour)
+	if peer, ok := b.Lookup(context.Background(), "c2").Peer("caller-tag"); !ok || peer.Target != "sip:bob@10.0.0.10:5062" {
+		t.Fatalf("loaded peer %+v", peer)
+	}
+
+	// Ended at once after its answer: whatever the save does, nothing stays.
+	c3 := a.Begin(calls.Record{CallID: "c3", Caller: "alice"}, "caller-tag")
+	answer(c3)
+	c3.Bye("caller-tag")
+	wait(t, a)
+	if _, ok := s.state("c3"); ok {
+		t.Fatal("a call ended right after its answer is still saved")
+	}
+	// The store refuses a save after the end (as a late one would be).
+	_ = s.Save(context.Background(), State{Record: calls.Record{CallID: "c3"}, Phase: Answered}, time.Hour)
+	if _, ok := s.state("c3"); ok {
+		t.Fatal("a save after the end was kept")
+	}
+}
+
+// A call that expires on the node that loaded it is ended there: BYE to
+// both sides and the record, once.
+func TestLoadedCallExpires(t *testing.T) {
+	s := newMemStore()
+	// Saved by a node that is gone (it restarted), 200 ms before its expiry.
+	now := time.Now()
+	_ = s.Save(context.Background(), State{Record: calls.Record{CallID: "c4", Caller: "alice", Start: now, Answer: &now, Code: 200},
+		Phase: Answered, Dialog: true, Expiry: now.Add(200 * time.Millisecond),
+		Caller: Side{Target: "sip:alice@127.0.0.1:5061", Tag: "caller-tag"}, Callee: Side{Target: "sip:bob@127.0.0.1:5062", Tag: "callee-tag"}}, time.Hour)
+	b, fb, tsb := node(t, s, time.Hour)
+	if b.Lookup(context.Background(), "c4") == nil {
+		t.Fatal("not loaded")
+	}
+	for deadline := time.Now().Add(5 * time.Second); ; time.Sleep(10 * time.Millisecond) {
+		fb.mu.Lock()
+		n := len(fb.records)
+		fb.mu.Unlock()
+		if n > 0 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("the loaded call did not expire at its saved expiry")
+		}
+	}
+	wait(t, b)
+	if b.Held() != 0 || tsb.Pending() != 0 {
+		t.Fatalf("%d held, %d timers after the expiry", b.Held(), tsb.Pending())
+	}
+	if len(fb.records) != 1 || fb.records[0].Disposition != calls.Expired || len(fb.byes) != 2 {
+		t.Fatalf("records %+v, byes %v", fb.records, fb.byes)
+	}
+}
+
+// Without the store a call is still ended and recorded: a Delete that
+// fails does not lose the record, a Load that fails finds nothing, and a
+// failed save does not stop the call.
+func TestStoreFailures(t *testing.T) {
+	s := newMemStore()
+	a, fa, _ := node(t, s, time.Hour)
+	c := a.Begin(calls.Record{CallID: "c5", Caller: "alice"}, "caller-tag")
+	c.Anchored(anchorAddr)
+	answer(c)
+	wait(t, a)
+	s.err = errors.New("store down")
+	b, _, _ := node(t, s, time.Hour)
+	if b.Lookup(context.Background(), "c5") != nil || b.Len() != 0 {
+		t.Fatal("a failed load gave a call")
+	}
+	c.Moved("callee-tag", "sip:bob@10.0.0.10:5062", "198.51.100.8:5060", "UDP") // its save fails
+	c.Bye("caller-tag")
+	wait(t, a)
+	if len(fa.records) != 1 || len(fa.deletes) != 1 || a.Len() != 0 {
+		t.Fatalf("records %+v, deletes %v", fa.records, fa.deletes)
+	}
+}
+
+// With NoStore (one node) nothing changes: Lookup is Find.
+func TestNoStoreLookupIsFind(t *testing.T) {
+	tb, f, _ := newTable(t, time.Hour)
+	if tb.persist {
+		t.Fatal("a table without a store persists")
+	}
+	c := tb.Begin(calls.Record{CallID: "c6"}, "caller-tag")
+	answer(c)
+	if tb.Lookup(context.Background(), "c6") != c || tb.Lookup(context.Background(), "nope") != nil {
+		t.Fatal("Lookup is not Find")
+	}
+	c.Bye("caller-tag")
+	wait(t, tb)
+	if len(f.records) != 1 {
+		t.Fatalf("records %+v", f.records)
+	}
+}
