@@ -67,10 +67,12 @@ lint: fmt-check vet
 
 # Unit, contract (real redis-server) and end-to-end tests (real sori, redis-server
 # and the SIPp scenarios in testdata/sipp), all under the race detector. The relay's
-# tests run again with its io_uring sends off: the path of kernels without io_uring.
+# tests run again without io_uring (epoll, recvmmsg, sendmmsg: kernels without it) and
+# with io_uring sends but epoll receives (kernels before 6.0).
 unit:
 	$(GO) test -race -count=1 ./...
 	RELAY_SEND_RING=off $(GO) test -race -count=1 ./media/relay/
+	RELAY_RECV_RING=off $(GO) test -race -count=1 ./media/relay/
 
 test: deps lint unit
 

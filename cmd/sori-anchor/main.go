@@ -67,6 +67,7 @@ type options struct {
 	pprof        bool
 	workers      int
 	sendRing     bool
+	recvRing     bool
 	cpuProfile   string
 }
 
@@ -87,7 +88,8 @@ func parseFlags(args []string, stderr io.Writer) (options, error) {
 	level := fs.String("log-level", "info", "debug, info, warn or error")
 	pprofOn := fs.Bool("pprof", false, "serve /debug/pprof/ on -http")
 	workers := fs.Int("workers", 0, "goroutines relaying RTP on Linux, each with its own epoll (0: one per CPU)")
-	sendRing := fs.Bool("io-uring", true, "send RTP through io_uring on Linux, one system call per wake-up for many sockets (false: a sendmmsg per socket)")
+	sendRing := fs.Bool("io-uring", true, "relay RTP through io_uring on Linux: multishot receives and one submit of sends per wake-up for many sockets (false: epoll, recvmmsg and a sendmmsg per socket)")
+	recvRing := fs.Bool("io-uring-recv", true, "with -io-uring, receive through it too (false: epoll and recvmmsg, sends still through io_uring)")
 	cpuProfile := fs.String("cpuprofile", "", "write a CPU profile of the whole run to this file")
 	if err := fs.Parse(args); err != nil {
 		return options{}, usageError{err}
@@ -138,6 +140,7 @@ func parseFlags(args []string, stderr io.Writer) (options, error) {
 	}
 	o.workers = *workers
 	o.sendRing = *sendRing
+	o.recvRing = *recvRing
 	o.cpuProfile = *cpuProfile
 	if *timeout < 0 {
 		bad("media-timeout", "must not be negative")
@@ -193,6 +196,12 @@ func run(ctx context.Context, args []string, stderr io.Writer) error {
 	relay.SetSendRing(o.sendRing)
 	if err := relay.CheckSendRing(); err != nil {
 		log.Warn("RTP is sent without io_uring, with a sendmmsg per socket", "error", err)
+	} else if o.sendRing {
+		relay.SetRecvRing(o.recvRing)
+		if err := relay.CheckRecvRing(); err != nil {
+			log.Warn("RTP is received without io_uring, through epoll and recvmmsg", "error", err)
+			relay.SetRecvRing(false)
+		}
 	}
 	if n := o.workers; os.Getenv("GOMAXPROCS") == "" {
 		// The workers sleep in system calls holding their Ps: one more P

@@ -60,6 +60,10 @@ type socket struct {
 	// second RLock by the same goroutine deadlocks behind a waiting close.
 	queued  atomic.Int32
 	closing atomic.Bool
+
+	// The worker goroutine's own, with a receive ring: a multishot
+	// receive is armed; the socket is being removed (never re-armed).
+	armed, removed bool
 }
 
 func newSocket(c *net.UDPConn) (*socket, error) {
@@ -137,12 +141,21 @@ type pumpState struct {
 	used    int                        // bufs holding packets queued in the worker's ring
 	enc     [][bufSize + srtpRoom]byte // what goes to an SRTP leg, encrypted: [encUsed:]
 	encUsed int                        // enc holding packets queued in the worker's ring
+	rx      [batch]rxPacket // what forward relays
 	demux   [batch]int
 	played  [batch][]byte
 	nOut    int
 	// sentHeld are jitter buffer copies queued in the ring: back to the
 	// free list after its submit.
 	sentHeld [][]byte
+}
+
+// rxPacket is a datagram received: in one of bufs (recvmmsg) or of the
+// worker's recvRing buffers.
+type rxPacket struct {
+	b     []byte
+	src   netip.AddrPort
+	trunc bool
 }
 
 // init sets up p for worker w (nil: a pump of its own, without a ring).
@@ -197,7 +210,17 @@ func (p *pumpState) drain(k *socket, now time.Time) {
 		if errno != 0 {
 			return // EAGAIN: drained
 		}
+		for i := 0; i < int(n); i++ {
+			p.rx[i] = rxPacket{
+				b:     p.bufs[p.used+i][:p.in[i].n],
+				src:   sockaddrAddrPort(&p.inNames[i]),
+				trunc: p.in[i].hdr.Flags&unix.MSG_TRUNC != 0,
+			}
+		}
 		p.forward(int(n), now)
+		if p.ring() {
+			p.used += int(n) // queued in the ring until its submit
+		}
 		if int(n) < batch {
 			// The queue was drained: the next packet is a new epoll edge,
 			// so no system call is spent learning it is empty.
@@ -229,20 +252,20 @@ func (p *pumpState) forward(n int, wall time.Time) {
 		lc.mu.Lock()
 	}
 	for i := 0; i < n; i++ {
-		size := int(p.in[i].n)
-		if p.in[i].hdr.Flags&unix.MSG_TRUNC != 0 || size == 0 {
+		b := p.rx[i].b
+		size := len(b)
+		if p.rx[i].trunc || size == 0 {
 			errors++
 			continue
 		}
 		packets++
 		bytes += uint64(size)
-		if !s.accept(sockaddrAddrPort(&p.inNames[i]), p.rtcp) {
+		if !s.accept(p.rx[i].src, p.rtcp) {
 			errors++
 			continue
 		}
-		b := p.bufs[p.used+i][:size]
 		if lc != nil {
-			if !p.rtcp && s.takeOther(b, sockaddrAddrPort(&p.inNames[i])) {
+			if !p.rtcp && s.takeOther(b, p.rx[i].src) {
 				continue // STUN, DTLS: the leg's keying, not media
 			}
 			dec, err := lc.decrypt(b, p.rtcp || isRTCP(b))
@@ -251,7 +274,7 @@ func (p *pumpState) forward(n int, wall time.Time) {
 				continue
 			}
 			b, size = dec, len(dec)
-			p.in[i].n = uint32(size)
+			p.rx[i].b = b
 		}
 		switch {
 		case p.rtcp || isRTCP(b):
@@ -274,7 +297,7 @@ func (p *pumpState) forward(n int, wall time.Time) {
 				continue
 			}
 		}
-		p.outIov[p.nOut].Base = &p.bufs[p.used+i][0]
+		p.outIov[p.nOut].Base = &b[0]
 		p.outIov[p.nOut].SetLen(size)
 		p.nOut++
 	}
@@ -296,14 +319,14 @@ func (p *pumpState) forward(n int, wall time.Time) {
 	if nDemux > 0 {
 		p.nOut = 0
 		for _, i := range p.demux[:nDemux] {
-			p.outIov[p.nOut].Base = &p.bufs[p.used+i][0]
-			p.outIov[p.nOut].SetLen(int(p.in[i].n))
+			p.outIov[p.nOut].Base = &p.rx[i].b[0]
+			p.outIov[p.nOut].SetLen(len(p.rx[i].b))
 			p.nOut++
 		}
 		p.flush(c, true)
 	}
-	if p.ring() {
-		p.used += n // queued in the ring until its submit
+	for i := range p.rx[:n] {
+		p.rx[i].b = nil
 	}
 }
 

@@ -16,11 +16,15 @@ import (
 	"github.com/sori-voice/sori/media/ports"
 )
 
-// RELAY_SEND_RING=off measures the workers without io_uring, to compare
+// RELAY_SEND_RING=off measures the workers without io_uring, and
+// RELAY_RECV_RING=off with io_uring sends but epoll receives, to compare
 // (the workers are made once per process).
 func init() {
 	if os.Getenv("RELAY_SEND_RING") == "off" {
-		SetSendRing(false)
+		SetSendRing(false) // and receive without it: epoll and recvmmsg
+	}
+	if os.Getenv("RELAY_RECV_RING") == "off" {
+		SetRecvRing(false)
 	}
 }
 

@@ -21,8 +21,23 @@ import (
 // with a sendmmsg per socket, 1.11-1.20× the packets per CPU-second;
 // 1.08-1.13× with the adaptive buffer. No library does this for Go that
 // the module proxy serves, so it is written here, and only what the
-// worker needs: no SQPOLL, no registered files, no multishot receive.
+// worker needs: no SQPOLL, no registered files. Receiving is recvRing's
+// (uring_recv_linux.go).
 type sendRing struct {
+	uring
+
+	// The pending sends: their headers, iovecs and addresses, stable until
+	// submit returns.
+	n     int
+	hdrs  []unix.Msghdr
+	iovs  []unix.Iovec
+	names []unix.RawSockaddrInet6
+	socks []*socket
+	ctrs  []*counters
+}
+
+// uring is an io_uring's descriptor and its mapped queues.
+type uring struct {
 	fd      int
 	entries uint32
 	ring    []byte // SQ and CQ rings (IORING_FEAT_SINGLE_MMAP)
@@ -33,15 +48,6 @@ type sendRing struct {
 	sqes                   []uringSQE
 	cqHead, cqTail, cqMask *uint32
 	cqes                   []uringCQE
-
-	// The pending sends: their headers, iovecs and addresses, stable until
-	// submit returns.
-	n     int
-	hdrs  []unix.Msghdr
-	iovs  []unix.Iovec
-	names []unix.RawSockaddrInet6
-	socks []*socket
-	ctrs  []*counters
 }
 
 // uringParams is struct io_uring_params.
@@ -85,6 +91,7 @@ const (
 	ioringOpSendmsg      = 9
 	ioringEnterGetevents = 1
 	ioringFeatSingleMmap = 1 << 0
+	ioringSetupCQSize    = 1 << 3
 	ioringSetupSubmitAll = 1 << 7
 	ioringSetupCoopTask  = 1 << 8
 	ioringOffSQRing      = 0
@@ -94,17 +101,48 @@ const (
 var errNoRing = errors.New("io_uring unavailable")
 
 func newSendRing(entries uint32) (*sendRing, error) {
+	u, err := setupRing(entries, 0, ioringSetupSubmitAll|ioringSetupCoopTask, ioringSetupSubmitAll)
+	if err != nil {
+		return nil, err
+	}
+	r := &sendRing{uring: *u}
+	n := int(r.entries)
+	r.hdrs = make([]unix.Msghdr, n)
+	r.iovs = make([]unix.Iovec, n)
+	r.names = make([]unix.RawSockaddrInet6, n)
+	r.socks = make([]*socket, n)
+	r.ctrs = make([]*counters, n)
+	for i := range r.hdrs {
+		r.hdrs[i].Iov = &r.iovs[i]
+		r.hdrs[i].Iovlen = 1
+		r.hdrs[i].Name = (*byte)(unsafe.Pointer(&r.names[i]))
+	}
+	return r, nil
+}
+
+// setupRing creates an io_uring of entries SQEs (cqEntries CQEs, 0: twice
+// that) with flags, or with fallback where the kernel refuses flags
+// (EINVAL: a flag it predates), and maps its queues.
+func setupRing(entries, cqEntries, flags, fallback uint32) (*uring, error) {
 	var p uringParams
-	p.flags = ioringSetupSubmitAll | ioringSetupCoopTask
+	p.flags = flags
+	if cqEntries > 0 {
+		p.flags |= ioringSetupCQSize
+		p.cqEntries = cqEntries
+	}
 	fd, _, errno := unix.Syscall(unix.SYS_IO_URING_SETUP, uintptr(entries), uintptr(unsafe.Pointer(&p)), 0)
-	if errno == unix.EINVAL { // a kernel before 5.19 has no COOP_TASKRUN
-		p = uringParams{flags: ioringSetupSubmitAll}
+	if errno == unix.EINVAL && fallback != flags {
+		p = uringParams{flags: fallback}
+		if cqEntries > 0 {
+			p.flags |= ioringSetupCQSize
+			p.cqEntries = cqEntries
+		}
 		fd, _, errno = unix.Syscall(unix.SYS_IO_URING_SETUP, uintptr(entries), uintptr(unsafe.Pointer(&p)), 0)
 	}
 	if errno != 0 {
 		return nil, fmt.Errorf("%w: io_uring_setup: %v", errNoRing, errno)
 	}
-	r := &sendRing{fd: int(fd), entries: p.sqEntries}
+	r := &uring{fd: int(fd), entries: p.sqEntries}
 	if p.features&ioringFeatSingleMmap == 0 {
 		r.close()
 		return nil, fmt.Errorf("%w: kernel without IORING_FEAT_SINGLE_MMAP", errNoRing)
@@ -127,21 +165,10 @@ func newSendRing(entries uint32) (*sendRing, error) {
 	r.sqes = unsafe.Slice((*uringSQE)(unsafe.Pointer(&r.sqeMem[0])), p.sqEntries)
 	r.cqHead, r.cqTail, r.cqMask = at(p.cqOff[0]), at(p.cqOff[1]), at(p.cqOff[2])
 	r.cqes = unsafe.Slice((*uringCQE)(unsafe.Pointer(&r.ring[p.cqOff[5]])), p.cqEntries)
-	n := int(p.sqEntries)
-	r.hdrs = make([]unix.Msghdr, n)
-	r.iovs = make([]unix.Iovec, n)
-	r.names = make([]unix.RawSockaddrInet6, n)
-	r.socks = make([]*socket, n)
-	r.ctrs = make([]*counters, n)
-	for i := range r.hdrs {
-		r.hdrs[i].Iov = &r.iovs[i]
-		r.hdrs[i].Iovlen = 1
-		r.hdrs[i].Name = (*byte)(unsafe.Pointer(&r.names[i]))
-	}
 	return r, nil
 }
 
-func (r *sendRing) close() {
+func (r *uring) close() {
 	if r.sqeMem != nil {
 		_ = unix.Munmap(r.sqeMem)
 	}

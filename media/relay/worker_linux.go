@@ -88,7 +88,9 @@ func workers() ([]*worker, error) {
 			}
 			w.raw = raw
 			pool.workers = append(pool.workers, w)
-			go w.run()
+			ready := make(chan struct{})
+			go w.run(ready)
+			<-ready // the worker knows whether it receives through a ring
 		}
 	})
 	return pool.workers, pool.err
@@ -105,6 +107,8 @@ type worker struct {
 	events [256]unix.EpollEvent
 	heap   playHeap
 	held   heldBufs
+
+	ringWorker // receiving through io_uring (uring_recv_linux.go); rx nil: epoll
 }
 
 func newWorker() (*worker, error) {
@@ -138,7 +142,13 @@ func newWorker() (*worker, error) {
 // wait (EINTR) sooner.
 const maxWait = 10 * time.Millisecond
 
-func (w *worker) run() {
+func (w *worker) run(ready chan<- struct{}) {
+	if ringOn && recvRingOn && w.startRing() == nil {
+		close(ready)
+		w.runRing()
+		return
+	}
+	close(ready)
 	for {
 		wait := int64(maxWait)
 		if len(w.heap) > 0 {
@@ -178,6 +188,10 @@ func (w *worker) run() {
 func (w *worker) add(ks ...*socket) error {
 	for _, k := range ks {
 		sockets.add(k)
+		if w.rx != nil {
+			w.post(ringOp{k: k})
+			continue
+		}
 		ev := unix.EpollEvent{Events: unix.EPOLLIN | unix.EPOLLET, Fd: int32(k.idx), Pad: int32(k.gen)}
 		k.mu.RLock()
 		err := unix.EpollCtl(w.epfd, unix.EPOLL_CTL_ADD, k.fd, &ev)
@@ -193,6 +207,16 @@ func (w *worker) add(ks ...*socket) error {
 // already took for one of them finds it gone, or closed.
 func (w *worker) remove(ks ...*socket) {
 	for _, k := range ks {
+		if w.rx != nil {
+			// The worker cancels the socket's receive; a request in the
+			// ring would keep the socket (and its port) open past close.
+			done := make(chan struct{})
+			w.post(ringOp{k: k, done: done})
+			<-done
+			sockets.remove(k.idx)
+			k.close()
+			continue
+		}
 		k.mu.RLock()
 		if k.fd >= 0 {
 			_ = unix.EpollCtl(w.epfd, unix.EPOLL_CTL_DEL, k.fd, nil)
