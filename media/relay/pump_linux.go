@@ -141,7 +141,7 @@ type pumpState struct {
 	used    int                        // bufs holding packets queued in the worker's ring
 	enc     [][bufSize + srtpRoom]byte // what goes to an SRTP leg, encrypted: [encUsed:]
 	encUsed int                        // enc holding packets queued in the worker's ring
-	rx      [batch]rxPacket // what forward relays
+	rx      [batch]rxPacket            // what forward relays
 	demux   [batch]int
 	played  [batch][]byte
 	nOut    int
