@@ -29,6 +29,7 @@ type mover struct {
 	reinvite []reinviteSent
 	answers  map[string][]int // by the To side's tag: the codes it answers, in turn (none left: 200)
 	noAnchor bool
+	during   func() // called at each re-INVITE (unlocked)
 }
 
 type reinviteSent struct {
@@ -55,6 +56,9 @@ func (m *mover) Reanswer(_ context.Context, on netip.AddrPort, callID, fromTag, 
 }
 
 func (m *mover) Reinvite(_ context.Context, callID string, to, from Side, cseq uint32, sdp []byte) (int, []byte, error) {
+	if m.during != nil {
+		m.during()
+	}
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	m.reinvite = append(m.reinvite, reinviteSent{to, from, cseq, string(sdp)})
@@ -133,6 +137,8 @@ func TestAnAnsweredCallMovesByReinviteToBothPhones(t *testing.T) {
 	tb, f, m, _ := moveTable(t)
 	c := answeredOn(tb, "move", anchorAddr)
 	other := answeredOn(tb, "stays", liveAnchor)
+	var movingSeen []bool // the phones' own re-INVITEs get 491 meanwhile (sip/proxy)
+	m.during = func() { movingSeen = append(movingSeen, c.Moving()) }
 	tb.AnchorDead(anchorAddr)
 	waitMoves(t, tb)
 
@@ -144,6 +150,9 @@ func TestAnAnsweredCallMovesByReinviteToBothPhones(t *testing.T) {
 	}
 	if got := m.steps(); strings.Join(got, "\n") != strings.Join(want, "\n") {
 		t.Fatalf("steps:\n%s\nwant:\n%s", strings.Join(got, "\n"), strings.Join(want, "\n"))
+	}
+	if len(movingSeen) != 2 || !movingSeen[0] || !movingSeen[1] {
+		t.Fatalf("Moving() during the re-INVITEs: %v", movingSeen)
 	}
 	toCallee, toCaller := m.reinvite[0], m.reinvite[1]
 	if toCallee.cseq != 3 || toCallee.from.Tag != "caller-tag" || toCallee.from.Shown != "sip:alice@127.0.0.1:5061;alias=x" || !strings.Contains(toCallee.sdp, "m=audio 30000") {
