@@ -112,6 +112,10 @@ type Media struct {
 	Anchors      []string `yaml:"anchors"`       // ng control addresses, IP:PORT
 	Timeout      Duration `yaml:"timeout"`       // one ng command, retransmissions included
 	PingInterval Duration `yaml:"ping_interval"` // health check of each anchor
+	// FailoverAfter is how long an anchor fails its pings (or a call's
+	// command times out there) before it is dead for good: its answered
+	// calls move to a live anchor by re-INVITE to both phones. 0: never.
+	FailoverAfter Duration `yaml:"failover_after"`
 	// Encryption is what a call's callee side is offered when neither its
 	// user nor its trunk says: pass (the caller's offer's profile, SRTP
 	// or not), srtp (RTP/SAVP, SDES keys of the anchor's) or rtp (plain
@@ -337,7 +341,8 @@ func Default() Config {
 		Push:    defaultPush(),
 		Quality: defaultQuality(),
 		CDR:     CDR{RedisStream: "sori:cdr", StreamMaxLen: 1000000},
-		Media:   Media{Timeout: Duration(2 * time.Second), PingInterval: Duration(5 * time.Second), Encryption: "pass"},
+		Media: Media{Timeout: Duration(2 * time.Second), PingInterval: Duration(5 * time.Second), FailoverAfter: Duration(3 * time.Second),
+			Encryption: "pass"},
 		Registrar: Registrar{
 			Store:          "memory",
 			MinExpires:     60,
@@ -542,6 +547,9 @@ func (v *validator) check(c *Config) {
 	}
 	if d := c.Media.PingInterval.D(); d < time.Second || d > time.Hour {
 		v.fail("media.ping_interval", "%s is outside 1s..1h", d)
+	}
+	if d := c.Media.FailoverAfter.D(); d != 0 && (d < time.Second || d > time.Hour) {
+		v.fail("media.failover_after", "%s: give 0 (never) or 1s..1h", d)
 	}
 	if c.CDR.StreamMaxLen < 0 {
 		v.fail("cdr.stream_maxlen", "%d is negative (0 means no cap)", c.CDR.StreamMaxLen)

@@ -92,6 +92,7 @@ func TestValidationNamesKeyAndLine(t *testing.T) {
 		{"anchor by name", "media:\n  anchors: [\"anchor.example:22222\"]\n", "t.yaml:2: media.anchors.0"},
 		{"ng timeout too short", "media:\n  timeout: 10ms\n", "t.yaml:2: media.timeout"},
 		{"ping too often", "media:\n  ping_interval: 100ms\n", "t.yaml:2: media.ping_interval"},
+		{"failover too soon", "media:\n  failover_after: 200ms\n", "t.yaml:2: media.failover_after"},
 		{"bad media encryption", "media:\n  encryption: sdes\n", "t.yaml:2: media.encryption: \"sdes\": give pass, srtp or rtp"},
 		{"bad user encryption", "users:\n  - {name: a, password: x}\n  - {name: b, password: y, encryption: on}\n", "t.yaml:3: users.1.encryption"},
 		{"bad prefix", "networks:\n  - name: carrier-a\n    prefixes: [\"10.0.0.0/8\", \"10.1.2.3\"]\n", "t.yaml:3: networks.0.prefixes.1"},

@@ -41,17 +41,40 @@ type anchorProc struct {
 	extraFlags []string
 }
 
-// nextRTPRange hands each anchor of this test run its own port range.
+// nextRange hands each anchor of this test run its own port range, one
+// no other process holds (rangeFree).
 var (
 	rangeMu   sync.Mutex
 	nextRange = 43000
 )
 
+// rangeFree reports whether every UDP port of lo..lo+199 on 127.0.0.1 can
+// be bound now: another test process on the machine (another package's
+// tests, another checkout's harness) may hold a range this one hands out.
+func rangeFree(lo int) bool {
+	var held []net.PacketConn
+	defer func() {
+		for _, c := range held {
+			c.Close()
+		}
+	}()
+	for p := lo; p < lo+200; p++ {
+		c, err := net.ListenPacket("udp", fmt.Sprintf("127.0.0.1:%d", p))
+		if err != nil {
+			return false
+		}
+		held = append(held, c)
+	}
+	return true
+}
+
 func startAnchor(t *testing.T, flags ...string) *anchorProc {
 	t.Helper()
 	rangeMu.Lock()
 	lo := nextRange
-	nextRange += 200
+	for nextRange += 200; !rangeFree(lo) && nextRange < 60800; nextRange += 200 {
+		lo = nextRange
+	}
 	rangeMu.Unlock()
 	a := &anchorProc{ng: fmt.Sprintf("127.0.0.1:%d", freeSIPPort(t)), http: fmt.Sprintf("127.0.0.1:%d", freeSIPPort(t)),
 		minPort: lo, maxPort: lo + 199, exited: make(chan struct{}), extraFlags: flags}

@@ -256,6 +256,10 @@ func serve(ctx context.Context, configPath string, logOut io.Writer) error {
 	if media != nil {
 		defer media.Close()
 		ccfg.Media, pcfg.Media = media, media
+		if cfg.Media.FailoverAfter.D() > 0 {
+			// A dead anchor's calls move to a live one (sip/call reanchor.go).
+			ccfg.Reanchor, ccfg.Reinvite = media, ua
+		}
 	}
 	if waker != nil {
 		pcfg.Push = waker
@@ -496,7 +500,7 @@ func mediaPool(cfg *config.Config, log *slog.Logger, reg prometheus.Registerer) 
 		addrs = append(addrs, netip.MustParseAddrPort(a)) // validated by config
 	}
 	p, err := anchoring.New(anchoring.Config{
-		Anchors: addrs, Timeout: cfg.Media.Timeout.D(), PingInterval: cfg.Media.PingInterval.D(),
+		Anchors: addrs, Timeout: cfg.Media.Timeout.D(), PingInterval: cfg.Media.PingInterval.D(), FailoverAfter: cfg.Media.FailoverAfter.D(),
 		Log: log.With("component", "media"), Registerer: reg,
 	})
 	if err != nil {

@@ -3,7 +3,8 @@
 // for each SDP answer (the proxy), a delete when the call ends (sip/call).
 // A new call goes to an anchor picked by Call-ID hash and stays there: the
 // call object keeps which anchor it is on, the pool keeps no call. An
-// anchor that misses a ping gets no new calls until it answers.
+// anchor that misses a ping gets no new calls until it answers; one that
+// keeps failing is dead, and its calls move (failover.go).
 package anchoring
 
 import (
@@ -35,8 +36,12 @@ type Config struct {
 	Anchors      []netip.AddrPort
 	Timeout      time.Duration // one command, retransmissions included
 	PingInterval time.Duration
-	Log          *slog.Logger
-	Registerer   prometheus.Registerer // nil: no metrics
+	// FailoverAfter is how long an anchor fails its pings (or a call's
+	// command times out on it) before it is dead for good and its calls
+	// move to the others (failover.go); 0: never.
+	FailoverAfter time.Duration
+	Log           *slog.Logger
+	Registerer    prometheus.Registerer // nil: no metrics
 }
 
 // Timeouts is told when an anchor reports that a call's media stopped,
@@ -62,6 +67,10 @@ type anchor struct {
 	addr netip.AddrPort
 	mu   sync.Mutex
 	up   bool
+	// downSince: when the failures began (zero while it answers); dead:
+	// failing for FailoverAfter (failover.go).
+	downSince time.Time
+	dead      bool
 }
 
 func (a *anchor) isUp() bool {
@@ -111,7 +120,7 @@ func (p *Pool) Run(ctx context.Context, to Timeouts) {
 	defer t.Stop()
 	pinged := make(chan struct{}, 1)
 	ping := func() {
-		go func() { p.pingAll(ctx); pinged <- struct{}{} }()
+		go func() { p.pingAll(ctx); p.reportDead(to); pinged <- struct{}{} }()
 	}
 	ping()
 	for {
@@ -144,18 +153,27 @@ func (p *Pool) pingAll(ctx context.Context) {
 			defer wg.Done()
 			cctx, cancel := context.WithTimeout(ctx, p.cfg.Timeout)
 			defer cancel()
+			sent := time.Now()
 			res, err := p.client.Do(cctx, a.addr, ng.Dict{"command": "ping"})
-			p.setUp(a, err == nil && res.Str("result") == "pong")
+			if ctx.Err() != nil {
+				return // stopping: not the anchor's failure
+			}
+			p.setUpAt(a, err == nil && res.Str("result") == "pong", sent)
 		}()
 	}
 	wg.Wait()
 }
 
-func (p *Pool) setUp(a *anchor, up bool) {
+func (p *Pool) setUp(a *anchor, up bool) { p.setUpAt(a, up, time.Now()) }
+
+// setUpAt records whether a answered what was sent to it at sent.
+func (p *Pool) setUpAt(a *anchor, up bool, sent time.Time) {
 	a.mu.Lock()
 	changed := a.up != up
 	a.up = up
+	died, back := a.failing(up, sent, p.cfg.FailoverAfter)
 	a.mu.Unlock()
+	p.deathChanged(a, died, back)
 	if changed {
 		if up {
 			p.cfg.Log.Info("media anchor is back", "anchor", a.addr)
@@ -272,7 +290,11 @@ func (p *Pool) Answer(ctx context.Context, on netip.AddrPort, req *sip.Request, 
 	if !on.IsValid() {
 		return fmt.Errorf("anchoring: answer for a call with no offer")
 	}
-	out, err := p.send(ctx, p.anchorAt(on), d)
+	a := p.anchorAt(on)
+	if a.isDead() {
+		return fmt.Errorf("anchoring: answer on %s: %w", on, ErrDead)
+	}
+	out, err := p.send(ctx, a, d)
 	if err != nil {
 		return err
 	}
@@ -380,10 +402,14 @@ func (p *Pool) do(ctx context.Context, callID string, on netip.AddrPort, d ng.Di
 
 func (p *Pool) send(ctx context.Context, a *anchor, d ng.Dict) (ng.Dict, error) {
 	cmd := d.Str("command")
+	sent := time.Now()
 	res, err := p.client.DoWithin(ctx, a.addr, d, p.cfg.Timeout)
 	switch {
 	case err != nil:
 		p.commands.WithLabelValues(cmd, "timeout").Inc()
+		if errors.Is(err, ng.ErrTimeout) && ctx.Err() == nil {
+			p.unanswered(a, sent) // the failover clock starts (failover.go)
+		}
 		return nil, err
 	case res.Str("result") == "error":
 		p.commands.WithLabelValues(cmd, "error").Inc()

@@ -1,6 +1,7 @@
 package call
 
 import (
+	"cmp"
 	"context"
 	"net/netip"
 	"sync"
@@ -24,6 +25,12 @@ type Call struct {
 	// is claimed there first; saving, dirty: a save is on its way, and
 	// the state changed since it was taken (store.go).
 	saved, saving, dirty bool
+	// moving: being moved to another media anchor (reanchor.go); pending:
+	// the new anchor's SDP for the callee of a call moved while it rang,
+	// sent once the caller has ACKed, pendingFrom the anchor it left.
+	moving      bool
+	pending     []byte
+	pendingFrom netip.AddrPort
 }
 
 // ID is the call's Call-ID.
@@ -106,6 +113,45 @@ func (c *Call) Anchored(anchor netip.AddrPort) {
 	}
 }
 
+// Offered notes the encryption the callee's side was offered (sip/anchoring's values).
+func (c *Call) Offered(encryption string) {
+	c.mu.Lock()
+	c.st.Encryption = encryption
+	c.mu.Unlock()
+}
+
+// SDP notes sdp, the SDP the side with tag sent (an offer or an answer,
+// before the anchor rewrote it): a new anchor gets it if the call's dies.
+// Before the answer, any tag but the caller's is the callee's.
+func (c *Call) SDP(tag string, sdp []byte) {
+	if len(sdp) == 0 {
+		return
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if tag == c.st.Caller.Tag {
+		c.st.Caller.SDP = string(sdp)
+	} else {
+		c.st.Callee.SDP = string(sdp)
+	}
+	c.save()
+}
+
+// Shown notes the Contact of the side with tag as the other side got it
+// (sori's NAT alias added): sori's own requests as that side carry it.
+func (c *Call) Shown(tag, contact string) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if !c.st.Dialog {
+		return
+	}
+	side := &c.st.Callee
+	if tag == c.st.Caller.Tag {
+		side = &c.st.Caller
+	}
+	side.Shown = contact
+}
+
 // Anchor is the anchor holding the call's media (false: none).
 func (c *Call) Anchor() (netip.AddrPort, bool) {
 	c.mu.Lock()
@@ -140,6 +186,9 @@ func (c *Call) Answered(a Answer) {
 	c.st.Record.Answer = &now
 	c.st.Record.Code, c.st.Record.Reason, c.st.Record.Callee = a.Code, a.Reason, a.Contact
 	if a.Dialog {
+		// What the proxy noted while it rang (SDPs) stays.
+		a.Caller.SDP = cmp.Or(a.Caller.SDP, c.st.Caller.SDP)
+		a.Callee.SDP = cmp.Or(a.Callee.SDP, c.st.Callee.SDP)
 		c.st.Caller, c.st.Callee, c.st.Dialog = a.Caller, a.Callee, true
 	}
 	if a.Trunk != "" && c.tracked && c.t.cfg.Slots != nil {
@@ -151,17 +200,6 @@ func (c *Call) Answered(a Answer) {
 	c.mu.Unlock()
 	c.t.ringing.Dec()
 	c.t.answered.Inc()
-}
-
-// Seen notes the CSeq of a request in the dialog from the side with fromTag.
-func (c *Call) Seen(fromTag string, cseq uint32) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	side := &c.st.Callee
-	if fromTag == c.st.Caller.Tag {
-		side = &c.st.Caller
-	}
-	side.CSeq = max(side.CSeq, cseq)
 }
 
 // Moved is a target refresh from the side with fromTag (a re-INVITE or

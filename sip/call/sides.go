@@ -34,6 +34,9 @@ func Sides(in, out *sip.Request, res *sip.Response, ours func(sip.Uri) bool) (ca
 		ID: res.To().Address.String(), Tag: res.To().Params.GetOr("tag", ""), PANI: pani(res)}
 	caller = Side{Target: callerContact.Address.String(), Dest: in.Source(), Transport: in.Transport(),
 		ID: in.From().Address.String(), Tag: in.From().Params.GetOr("tag", ""), CSeq: in.CSeq().SeqNo, PANI: pani(in)}
+	if c := out.Contact(); c != nil {
+		caller.Shown = c.Address.String() // with the alias the proxy added
+	}
 	if first >= 0 {
 		for i := first - 1; i >= 0; i-- {
 			callee.Route = append(callee.Route, rrs[i].String())

@@ -9,7 +9,9 @@
 //
 // Files: state.go (the plain value a call is, to save and load), call.go
 // (the transitions), table.go (the calls by Call-ID), sides.go (reading
-// both ends of a dialog from an INVITE and its 2xx).
+// both ends of a dialog from an INVITE and its 2xx), reanchor.go (moving
+// a call off a dead media anchor), cseq.go (the CSeq offsets that follow
+// sori's own requests in a dialog).
 package call
 
 import (
@@ -39,6 +41,17 @@ type Side struct {
 	Tag       string   `json:"tag"`
 	CSeq      uint32   `json:"cseq"`           // highest CSeq it has used in the dialog
 	PANI      string   `json:"pani,omitempty"` // P-Access-Network-Info it sent (RFC 7315)
+	// CSeqOffset is how far the other side's count of this side's CSeq is
+	// ahead of this side's own: the requests sori sent in the dialog as
+	// this side (re-INVITEs on a failover). Its later requests are sent on
+	// with CSeq+CSeqOffset (cseq.go).
+	CSeqOffset uint32 `json:"cseq_offset,omitempty"`
+	// Shown is its Contact as the other side got it (with sori's NAT
+	// alias): the Contact of a request sori sends the other side as it.
+	Shown string `json:"shown,omitempty"`
+	// SDP is the last SDP it sent (before any anchor rewrote it): what a
+	// new anchor is given for it when its anchor dies.
+	SDP string `json:"sdp,omitempty"`
 }
 
 // State is a call as a plain value: what a Call holds, saved and loaded
@@ -52,5 +65,8 @@ type State struct {
 	Anchor string       `json:"anchor,omitempty"` // ng address of the anchor holding its media; empty: not anchored
 	Trunk  string       `json:"trunk,omitempty"`  // the trunk whose call slot it holds; empty: none
 	Toll   bool         `json:"toll,omitempty"`   // counted by its caller's toll caps
-	Expiry time.Time    `json:"expiry"`           // when it is let go if no end is seen
+	// Encryption is what the callee's side was offered (sip/anchoring's
+	// values): a new anchor offers it the same.
+	Encryption string    `json:"encryption,omitempty"`
+	Expiry     time.Time `json:"expiry"` // when it is let go if no end is seen
 }

@@ -4,6 +4,7 @@ import (
 	"context"
 	"github.com/emiago/sipgo/sip"
 	"log/slog"
+	"math/rand/v2"
 	"net/netip"
 	"sync"
 	"sync/atomic"
@@ -69,7 +70,11 @@ type Config struct {
 	Tolls    Tolls    // nil: no toll caps
 	Networks Networks // nil: networks are not named
 	Hangup   Hangup   // nil: sori never hangs up itself
-	Tags     Tagger   // nil: records carry no user tags
+	// Reanchor and Reinvite move calls off a dead media anchor
+	// (reanchor.go); either nil: no failover, the calls stay.
+	Reanchor Reanchorer
+	Reinvite Reinviter
+	Tags     Tagger // nil: records carry no user tags
 	// Store keeps answered calls beyond this process (a restart, other
 	// nodes); nil: NoStore, calls live on this node alone.
 	Store Store
@@ -95,11 +100,16 @@ type Table struct {
 	bg     sync.WaitGroup // endings still deleting media, sending BYEs, writing records
 	ending atomic.Int64   // how many
 
+	// glare is how long a re-INVITE waits after a 491 (glareDelay; tests shorten it).
+	glare func(owner bool) time.Duration
+
 	persist bool           // Store keeps calls (not NoStore)
 	saves   sync.WaitGroup // saves on their way to the store
 
 	ringing, answered      prometheus.Gauge
 	handovers              prometheus.Counter
+	reanchored             prometheus.Counter
+	moveFailures           prometheus.Counter
 	loaded, endedElsewhere prometheus.Counter
 	storeErrors            *prometheus.CounterVec
 }
@@ -125,10 +135,19 @@ func New(c Config) *Table {
 		Help: "Calls in progress on this node: ringing (INVITE forwarded, no answer yet) or answered.",
 	}, []string{"state"})
 	t := &Table{cfg: c, log: c.Log, now: time.Now, timers: c.Timers, m: map[string]*Call{},
+		glare:   func(owner bool) time.Duration { return glareDelay(owner, rand.IntN) },
 		ringing: active.WithLabelValues(string(Ringing)), answered: active.WithLabelValues(string(Answered)),
 		handovers: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "sori_call_handovers_total",
 			Help: "Answered calls whose phone moved (a re-INVITE or UPDATE from a new address or with a new Contact).",
+		}),
+		reanchored: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "sori_calls_reanchored_total",
+			Help: "Calls moved to another media anchor when theirs died (answered: by re-INVITE to both phones; ringing: on their next SDP answer).",
+		}),
+		moveFailures: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "sori_calls_reanchor_failed_total",
+			Help: "Answered calls whose media anchor died and that could not be moved (a phone refused the re-INVITE): sori ended them.",
 		}),
 		persist: persist,
 		loaded: prometheus.NewCounter(prometheus.CounterOpts{
@@ -148,7 +167,7 @@ func New(c Config) *Table {
 		if persist {
 			c.Registerer.MustRegister(t.loaded, t.endedElsewhere, t.storeErrors)
 		}
-		c.Registerer.MustRegister(active, t.handovers, prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+		c.Registerer.MustRegister(active, t.handovers, t.reanchored, t.moveFailures, prometheus.NewGaugeFunc(prometheus.GaugeOpts{
 			Name: "sori_calls_held",
 			Help: "Call objects this node holds (ringing, answered, or ending: deleting media, sending BYE).",
 		}, func() float64 { return float64(t.Held()) }))

@@ -39,6 +39,21 @@ type Record struct {
 	MOS         float64       `json:"mos,omitempty"` // the lower of the two sides' MOS
 	// Push: the callee's app was asleep and pushed (RFC 8599).
 	Push *PushRecord `json:"push,omitempty"`
+	// Reanchored: the call's media anchor died and sori moved the call to
+	// another one, in order (sip/call's failover).
+	Reanchored []Reanchor `json:"reanchored,omitempty"`
+}
+
+// Reanchor is one move of a call's media to another anchor.
+type Reanchor struct {
+	From string    `json:"from"` // ng address of the anchor that died
+	To   string    `json:"to"`   // the one that took the call
+	At   time.Time `json:"at"`   // both phones had the new SDP (or the move failed)
+	// Answered: the call was answered on the dead anchor and both phones
+	// got a re-INVITE; false: it was ringing and its next SDP answer went
+	// to the new anchor (the callee then got the re-INVITE).
+	Answered bool   `json:"answered"`
+	Error    string `json:"error,omitempty"` // why the move failed (the call was then ended)
 }
 
 // PushRecord is the push wake-up of a call's callee.
@@ -83,6 +98,9 @@ const (
 	Failed       = "failed"        // 5xx, transport errors
 	Expired      = "expired"       // answered, no BYE within sip.dialog_timeout
 	MediaTimeout = "media-timeout" // answered, its media stopped for the anchor's media timeout: sori sent BYE to both sides
+	// ReanchorFailed: answered, its anchor died and the move to another
+	// failed (a phone refused the re-INVITE): sori sent BYE to both sides.
+	ReanchorFailed = "reanchor-failed"
 )
 
 // Disposition names the outcome of an unanswered call.

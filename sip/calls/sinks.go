@@ -97,6 +97,12 @@ func (s RedisStream) Write(ctx context.Context, r Record) error {
 			values = append(values, f[0], f[1])
 		}
 	}
+	if len(r.Reanchored) > 0 {
+		// A list: the stream's value is its JSON.
+		if b, err := json.Marshal(r.Reanchored); err == nil {
+			values = append(values, "reanchored", string(b))
+		}
+	}
 	args := &redis.XAddArgs{Stream: s.Key, Values: values}
 	if s.MaxLen > 0 {
 		args.MaxLen, args.Approx = s.MaxLen, true

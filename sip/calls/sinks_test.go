@@ -86,6 +86,7 @@ func TestRedisStreamAddsRecords(t *testing.T) {
 	withMedia := sample("c1")
 	withMedia.CallerMedia = &MediaQuality{Sent: 1000, Lost: 50, LossPct: 5, JitterMS: 3, MOS: 3.9, RTTMS: 40}
 	withMedia.MOS = 3.9
+	withMedia.Reanchored = []Reanchor{{From: "127.0.0.1:22222", To: "127.0.0.1:22223", At: withMedia.Start.Add(5 * time.Second), Answered: true}}
 	unanswered := sample("c2")
 	unanswered.Answer, unanswered.Duration, unanswered.Code, unanswered.Disposition = nil, 0, 486, Busy
 	for _, r := range []Record{withMedia, unanswered} {
@@ -104,6 +105,9 @@ func TestRedisStreamAddsRecords(t *testing.T) {
 	if a["call_id"] != "c1" || a["answer"] != "2026-11-24T12:00:02Z" || a["duration"] != "61.500" || a["code"] != "200" || a["caller"] != "alice" ||
 		a["caller_loss_pct"] != "5.00" || a["caller_mos"] != "3.9" || a["caller_rtt_ms"] != "40" || a["mos"] != "3.9" || a["callee_mos"] != nil {
 		t.Fatalf("first entry %v", a)
+	}
+	if a["reanchored"] != `[{"from":"127.0.0.1:22222","to":"127.0.0.1:22223","at":"2026-11-24T12:00:05Z","answered":true}]` || b["reanchored"] != nil {
+		t.Fatalf("moves in the stream: %v, %v", a["reanchored"], b["reanchored"])
 	}
 	if _, ok := b["answer"]; ok || b["disposition"] != Busy || b["code"] != "486" {
 		t.Fatalf("second entry %v", b)

@@ -42,6 +42,10 @@ type fork struct {
 	// SDP answers coming back must too, on the same anchor.
 	anchored bool
 	anchor   netip.AddrPort
+	// cseq is the CSeq an in-dialog request goes on with (its own plus the
+	// dialog's offset after sori's re-INVITEs, sip/call cseq.go); its
+	// responses go back with its own. 0: unchanged.
+	cseq uint32
 	// trunk: the groups are carrier gateways, tried one after another only
 	// when one fails in a way another gateway may not (no answer, 408, 5xx);
 	// a callee's own answer (404, 486, other 4xx) ends the search.
@@ -165,6 +169,7 @@ func (f *fork) send(b *branch, t target) {
 	req, err := f.p.prepare(f.in, t, f.rr, f.loop)
 	var tx sip.ClientTransaction
 	if err == nil {
+		f.sending(req)
 		ctx, cancel := context.WithTimeout(context.Background(), dialTimeout)
 		if t.flow {
 			ctx = transport.ExistingOnly(ctx) // a phone's connection is never dialled again
@@ -309,6 +314,7 @@ func (f *fork) onResponse(b *branch, res *sip.Response) {
 					f.p.cfg.Push.Answered()
 				}
 				caller, callee, ok := call.Sides(f.in, b.req, res, f.p.ours)
+				callee.Shown = f.p.shownContact(res)
 				f.call.Answered(call.Answer{Code: code, Reason: res.Reason, Contact: b.req.Recipient.String(),
 					Trunk: trunk, Caller: caller, Callee: callee, Dialog: ok})
 			}
@@ -467,6 +473,9 @@ func failover(code int) bool {
 func (f *fork) relay(res *sip.Response) {
 	up := relayCopy(res)
 	up.RemoveHeader("Via")
+	if f.cseq != 0 && f.cseq != f.in.CSeq().SeqNo {
+		setCSeq(up, f.in.CSeq().SeqNo) // the CSeq its sender used
+	}
 	for up.RemoveHeader("P-Access-Network-Info") { // RFC 7315 §4.4, as for requests
 	}
 	refresh := targetRefresh(f.in)
@@ -477,6 +486,9 @@ func (f *fork) relay(res *sip.Response) {
 				f.dialog.Moved(f.in.To().Params.GetOr("tag", ""), c.Address.String(), res.Source(), res.Transport())
 			}
 			f.p.markContact(c, res.Source(), res.Transport(), f.in.CallID().Value())
+			if refresh && f.dialog != nil && res.StatusCode >= 200 {
+				f.dialog.Shown(f.in.To().Params.GetOr("tag", ""), c.Address.String())
+			}
 		}
 	}
 	_ = f.w.Respond(up)
@@ -490,7 +502,11 @@ func (f *fork) answer(res *sip.Response) {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), dialTimeout)
 	defer cancel()
-	if err := f.p.cfg.Media.Answer(ctx, f.anchor, f.in, res); err != nil {
+	body := f.noteAnswer(res) // before the anchor rewrites it
+	if err := f.p.cfg.Media.Answer(ctx, f.currentAnchor(), f.in, res); err != nil {
+		if f.reoffer(ctx, res, body, err) {
+			return
+		}
 		f.p.log.Warn("SDP answer not anchored", "call_id", res.CallID().Value(), "error", err)
 	}
 }

@@ -7,7 +7,8 @@
 //
 // Files: hops.go (483/482), route.go (Route sets, Record-Route, targets),
 // dialogtoken.go (which dialogs are sori's), fork.go (branches, CANCEL,
-// timer C), response.go (which final response wins).
+// timer C), response.go (which final response wins), failover.go (what a
+// media failover needs: SDPs noted, CSeq offsets, a ringing call re-offered).
 package proxy
 
 import (
@@ -247,6 +248,7 @@ func (p *Proxy) offer(ctx context.Context, req *sip.Request, f *fork, on netip.A
 	if p.cfg.Media == nil || p.fromSelf(req) {
 		return chain.Done
 	}
+	f.noteOffer(req, encryption) // before the anchor rewrites it
 	anchor, anchored, err := p.cfg.Media.Offer(ctx, req, on, encryption)
 	if err != nil {
 		p.log.Warn("media not anchored: call refused", "call_id", req.CallID().Value(), "error", err)
@@ -442,15 +444,20 @@ func (p *Proxy) inDialog(ctx context.Context, w chain.ResponseWriter, r *chain.R
 		return chain.Refuse(403, "Forbidden: Not The Dialog's Target")
 	}
 	on := netip.AddrPort{}
+	cseq := req.CSeq().SeqNo
 	if c != nil {
-		c.Seen(fromTag, req.CSeq().SeqNo)
+		if (req.IsInvite() || req.Method == sip.UPDATE) && c.Moving() {
+			// sori's own re-INVITEs are moving the call's media (RFC 3261 §14.2).
+			return chain.Refuse(491, "Request Pending")
+		}
+		cseq = c.Seen(fromTag, req.CSeq().SeqNo)
 		on, _ = c.Anchor()
 		if ct := req.Contact(); ct != nil && (req.IsInvite() || req.Method == sip.UPDATE) {
 			c.Moved(fromTag, ct.Address.String(), req.Source(), req.Transport()) // a phone that changed networks
 		}
 	}
 	f := newFork(p, req, w, nil, r.Caller, [][]target{{t}}, false)
-	f.anchor, f.dialog = on, c
+	f.anchor, f.dialog, f.cseq = on, c, cseq
 	if req.IsInvite() || req.Method == sip.UPDATE {
 		if refused := p.offer(ctx, req, f, on, ""); refused.Code != 0 {
 			return refused
@@ -475,7 +482,8 @@ func (p *Proxy) forwardAck(ctx context.Context, req *sip.Request, routed bool) {
 		return
 	}
 	callID := req.CallID().Value()
-	if !p.aliasSealed(req.Recipient, callID) || !dialogTarget(p.cfg.Calls.Lookup(ctx, callID), req.From().Params.GetOr("tag", ""), req) {
+	c := p.cfg.Calls.Lookup(ctx, callID)
+	if !p.aliasSealed(req.Recipient, callID) || !dialogTarget(c, req.From().Params.GetOr("tag", ""), req) {
 		p.log.Debug("ACK not relayed: not the dialog's target", "call_id", callID, "request_uri", req.Recipient.String())
 		return
 	}
@@ -484,8 +492,17 @@ func (p *Proxy) forwardAck(ctx context.Context, req *sip.Request, routed bool) {
 		p.log.Debug("ACK not relayed", "call_id", req.CallID().Value(), "error", err)
 		return
 	}
+	if c != nil {
+		if n := c.CSeqFor(req.From().Params.GetOr("tag", ""), req.CSeq().SeqNo); n != req.CSeq().SeqNo {
+			setCSeq(out, n) // its INVITE's, as it was sent on
+		}
+	}
 	if err := p.cfg.Sender.Write(out); err != nil {
 		p.log.Debug("ACK not relayed", "call_id", req.CallID().Value(), "error", err)
+		return
+	}
+	if c != nil {
+		c.Acked()
 	}
 }
 

@@ -182,7 +182,8 @@ func (u *UAC) InDialog(method sip.RequestMethod, callID string, to, from call.Si
 // Bye ends the dialog callID toward to, as from: the CSeq follows the
 // highest one from has used. It returns when to has answered.
 func (u *UAC) Bye(ctx context.Context, callID string, to, from call.Side) error {
-	bye, err := u.InDialog(sip.BYE, callID, to, from, from.CSeq+1)
+	// Above what to has seen from from, sori's own re-INVITEs included.
+	bye, err := u.InDialog(sip.BYE, callID, to, from, from.CSeq+from.CSeqOffset+1)
 	if err != nil {
 		return err
 	}
