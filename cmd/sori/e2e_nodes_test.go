@@ -2,9 +2,12 @@ package main
 
 import (
 	"bufio"
+	"context"
 	"encoding/json"
 	"fmt"
 	"net"
+	"os"
+	"os/exec"
 	"path/filepath"
 	"regexp"
 	"strconv"
@@ -51,6 +54,31 @@ func TestNodesShareFlows(t *testing.T) {
 		if v := rdb.Get(t.Context(), "sori:node:"+n.id).Val(); v != "tcp:"+n.sipAddr() {
 			t.Fatalf("heartbeat of node %s: %q", n.id, v)
 		}
+	}
+
+	// A fourth node given node a's id does not start: two nodes with one id
+	// would take each other's calls.
+	twinPort := freeSIPPort(t)
+	twinCfg := filepath.Join(dir, "twin.yaml")
+	twinAddr := fmt.Sprintf("tcp:127.0.0.4:%d", twinPort)
+	if err := os.WriteFile(twinCfg, []byte(fmt.Sprintf(`sip:
+  listen: ["%[1]s"]
+  auth_secret: e2e-shared-secret-0123456789
+  node_id: a
+  nodes: [%[2]s, "%[1]s"]
+registrar:
+  store: %[3]q
+http:
+  listen: ""
+`, twinAddr, strings.Join(addrs, ", "), storeURL)), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	tctx, cancel := context.WithTimeout(t.Context(), 15*time.Second) // one that started would be killed
+	defer cancel()
+	twin := exec.CommandContext(tctx, binary(t), "-config", twinCfg)
+	out, err := twin.CombinedOutput()
+	if err == nil || !strings.Contains(string(out), "node a: node id in use by another node at tcp:"+a.sipAddr()) {
+		t.Fatalf("a second node with id a: %v\n%s", err, out)
 	}
 
 	// bob's phone: TCP to node b; its Contact names an address where
