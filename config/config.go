@@ -79,6 +79,20 @@ type SIP struct {
 	TLS TLS `yaml:"tls"`
 	// NATPing keeps UDP phones behind NAT without SIP Outbound reachable.
 	NATPing NATPing `yaml:"nat_ping"`
+	// NodeID names this node among the nodes of one service (sip/nodes):
+	// bindings record the node holding their flow by it. Every node needs
+	// its own; empty: the host name.
+	NodeID string `yaml:"node_id"`
+	// NodeAddress is where the other nodes reach this one, "tcp:IP:PORT"
+	// (or udp:), one of sip.listen; empty: the first tcp listener.
+	NodeAddress string `yaml:"node_address"`
+	// Nodes lists every node's node_address, this one's too. Set, phones'
+	// flows are reached through the node they registered on, and only
+	// these addresses are trusted as nodes. Empty: a single node.
+	Nodes []string `yaml:"nodes"`
+	// EdgeProxies are the CIDR prefixes of proxies in front of sori whose
+	// Path (RFC 3327) a REGISTER may carry; from anywhere else, 403.
+	EdgeProxies []string `yaml:"edge_proxies"`
 }
 
 // NATPing is the OPTIONS keepalive sori sends UDP phones behind NAT that
@@ -589,6 +603,7 @@ func (v *validator) check(c *Config) {
 		v.fail("sip.trunk_ping", "%s is outside 500ms..1h", d)
 	}
 	v.checkTrunks(c)
+	v.checkNodes(c)
 	seenNet := map[string]bool{}
 	for i, n := range c.Networks {
 		p := "networks." + strconv.Itoa(i)
@@ -889,4 +904,110 @@ func hostPort(a string) bool {
 		return false
 	}
 	return host != "" && !strings.ContainsAny(host, " ;@<>/")
+}
+
+// checkNodes: sip.nodes needs a Redis store and a shared secret; this
+// node's address must be one of its listeners and one of sip.nodes.
+func (v *validator) checkNodes(c *Config) {
+	for i, p := range c.SIP.EdgeProxies {
+		if _, err := netip.ParsePrefix(p); err != nil {
+			v.fail("sip.edge_proxies."+strconv.Itoa(i), "%q is not a CIDR prefix", p)
+		}
+	}
+	s := &c.SIP
+	if len(s.Nodes) == 0 {
+		if s.NodeID != "" {
+			v.fail("sip.node_id", "is only used with sip.nodes (the addresses of every node of the service)")
+		}
+		if s.NodeAddress != "" {
+			v.fail("sip.node_address", "is only used with sip.nodes (the addresses of every node of the service)")
+		}
+		return
+	}
+	if c.Registrar.Store == "memory" {
+		v.fail("sip.nodes", "needs a Redis registrar.store: the nodes share their bindings and heartbeats there")
+	}
+	if s.AuthSecret == "" {
+		v.fail("sip.nodes", "needs sip.auth_secret, the same on every node: it keys the flow tokens the nodes exchange")
+	}
+	if s.NodeID == "" {
+		host, err := os.Hostname()
+		if err != nil || !validNodeID(host) {
+			v.fail("sip.node_id", "the host name %q cannot be a node id: give one (letters, digits, '.', '_', '-')", host)
+		}
+		s.NodeID = host
+	} else if !validNodeID(s.NodeID) {
+		v.fail("sip.node_id", "%q: use 1-64 letters, digits, '.', '_' or '-'", s.NodeID)
+	}
+	seen := map[netip.AddrPort]bool{}
+	var nodes []Listener
+	for i, a := range s.Nodes {
+		l, err := nodeAddress(a)
+		if err != nil {
+			v.fail("sip.nodes."+strconv.Itoa(i), "%v", err)
+			continue
+		}
+		if seen[l.Addr] {
+			v.fail("sip.nodes."+strconv.Itoa(i), "%s is listed twice", l.Addr)
+		}
+		seen[l.Addr] = true
+		nodes = append(nodes, l)
+	}
+	if s.NodeAddress == "" {
+		for _, l := range c.Listeners() {
+			if l.Transport == "tcp" && !l.Addr.Addr().IsUnspecified() {
+				s.NodeAddress = l.String()
+				break
+			}
+		}
+		if s.NodeAddress == "" {
+			v.fail("sip.node_address", "required: no tcp listener on a specific address to take it from")
+			return
+		}
+	}
+	self, err := nodeAddress(s.NodeAddress)
+	if err != nil {
+		v.fail("sip.node_address", "%v", err)
+		return
+	}
+	listened := false
+	for _, l := range c.Listeners() {
+		if l.Transport == self.Transport && l.Addr.Port() == self.Addr.Port() && (l.Addr.Addr() == self.Addr.Addr() || l.Addr.Addr().IsUnspecified()) {
+			listened = true
+		}
+	}
+	if !listened {
+		v.fail("sip.node_address", "%s is not one of sip.listen", self)
+	}
+	if !slices.Contains(nodes, self) {
+		v.fail("sip.node_address", "%s is not in sip.nodes (list every node there, this one too)", self)
+	}
+}
+
+// nodeAddress parses a node's address: udp: or tcp:, on an IP address
+// another node can reach.
+func nodeAddress(s string) (Listener, error) {
+	l, err := ParseListener(s)
+	if err != nil {
+		return l, err
+	}
+	if l.Transport != "tcp" && l.Transport != "udp" {
+		return l, fmt.Errorf("%q: nodes talk over tcp or udp", s)
+	}
+	if l.Addr.Addr().IsUnspecified() || l.Addr.Port() == 0 {
+		return l, fmt.Errorf("%q: give the IP address and port the other nodes reach", s)
+	}
+	return l, nil
+}
+
+func validNodeID(id string) bool {
+	if id == "" || len(id) > 64 {
+		return false
+	}
+	for _, r := range id {
+		if !(r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z' || r >= '0' && r <= '9' || r == '.' || r == '_' || r == '-') {
+			return false
+		}
+	}
+	return true
 }

@@ -45,6 +45,8 @@ type Registrar struct {
 	results   *prometheus.CounterVec
 	now       func() time.Time
 	observers []Observer
+	holder    Holder                // nil: one node
+	pathFrom  func(src string) bool // nil: Path from nobody
 }
 
 // Observer learns an AOR's bindings after each REGISTER that changed them
@@ -213,6 +215,15 @@ func (r *Registrar) parse(req *sip.Request, now time.Time) (store.Update, chain.
 	for _, h := range chain.Headers(req, "Path") {
 		path = append(path, h.Value())
 	}
+	if len(path) > 0 && (r.pathFrom == nil || !r.pathFrom(req.Source())) {
+		// A Path is where every call to the phone will be sent: only
+		// proxies sori trusts may write one (nodes.go).
+		return u, chain.Refuse(403, "Forbidden: Path Not Accepted From This Source"), "forbidden"
+	}
+	node, flow := "", ""
+	if r.holder != nil {
+		node, flow = r.holder.Holder(req.Transport(), req.Source())
+	}
 	userAgent := ""
 	if h := chain.Header(req, "User-Agent"); h != nil {
 		userAgent = h.Value()
@@ -277,6 +288,8 @@ func (r *Registrar) parse(req *sip.Request, now time.Time) (store.Update, chain.
 			Instance:        instance,
 			RegID:           regID,
 			Updated:         now,
+			Node:            node,
+			Flow:            flow,
 		})
 	}
 	return u, chain.Done, ""

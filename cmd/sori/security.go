@@ -59,6 +59,12 @@ func abuseGuard(ctx context.Context, cfg *config.Config, st store.Store, log *sl
 			exempt = append(exempt, netip.MustParsePrefix(p))
 		}
 	}
+	for _, a := range cfg.SIP.Nodes {
+		// Another node relays many phones' requests from one address.
+		if l, err := config.ParseListener(a); err == nil {
+			exempt = append(exempt, netip.PrefixFrom(l.Addr.Addr(), l.Addr.Addr().BitLen()))
+		}
+	}
 	gc := abuse.Config{
 		Exempt: exempt, Reject: s.Action == "reject", RetryAfter: cfg.Registrar.RetryAfter,
 		Bans: list, RateBanTime: s.RateLimit.BanTime.D(), AuthBanTime: s.AuthFailures.BanTime.D(),

@@ -45,6 +45,7 @@ import (
 	"github.com/sori-voice/sori/sip/methods"
 	"github.com/sori-voice/sori/sip/natping"
 	"github.com/sori-voice/sori/sip/networks"
+	"github.com/sori-voice/sori/sip/nodes"
 	"github.com/sori-voice/sori/sip/numbers"
 	"github.com/sori-voice/sori/sip/options"
 	"github.com/sori-voice/sori/sip/proxy"
@@ -180,7 +181,16 @@ func serve(ctx context.Context, configPath string, logOut io.Writer) error {
 	}
 	flowTracker := flows.New(srv)
 	reg.MustRegister(flowTracker)
-	regOpts := []registrar.Option{registrar.WithObserver(flowTracker)}
+	regOpts := []registrar.Option{registrar.WithObserver(flowTracker), registrar.WithPathFrom(edgeProxies(cfg))}
+	// With sip.nodes, bindings name this node as their flow's holder and
+	// bindings other nodes hold are reached through them (sip/nodes).
+	others, err := nodeSet(ctx, cfg, st, srv, secret, log, reg)
+	if err != nil {
+		return err
+	}
+	if others != nil {
+		regOpts = append(regOpts, registrar.WithHolder(others))
+	}
 	var natKeeper *natping.Keeper
 	if iv := cfg.SIP.NATPing.Interval.D(); iv > 0 {
 		nc := natping.Config{Interval: iv, MaxMisses: cfg.SIP.NATPing.MaxMisses, Pinger: ua, Store: st,
@@ -264,6 +274,11 @@ func serve(ctx context.Context, configPath string, logOut io.Writer) error {
 	if waker != nil {
 		pcfg.Push = waker
 	}
+	cauth := callerauth.Plugin{Self: self, Auth: authn, Log: log.With("component", "callerauth"), Carrier: tt.Carrier}
+	if others != nil {
+		pcfg.Nodes = others
+		cauth.Forwarded = others.Forwarded
+	}
 	table := call.New(ccfg)
 	pcfg.Calls = table
 	px := proxy.New(pcfg)
@@ -279,7 +294,7 @@ func serve(ctx context.Context, configPath string, logOut io.Writer) error {
 		opts,
 		rg,
 		proxy.Hops{Self: self},
-		callerauth.Plugin{Self: self, Auth: authn, Log: log.With("component", "callerauth"), Carrier: tt.Carrier},
+		cauth,
 		px,
 	)
 	if err := srv.Start(handler); err != nil {
@@ -293,6 +308,9 @@ func serve(ctx context.Context, configPath string, logOut io.Writer) error {
 	}
 	if waker != nil {
 		go waker.Run(ctx) // refresh pushes, and woken apps registering on other nodes
+	}
+	if others != nil {
+		go others.Run(ctx) // this node's heartbeat, removed at shutdown
 	}
 	if len(cfg.Trunks) > 0 {
 		go tt.Monitor(ctx, cfg.SIP.TrunkPing.D(), ua)
@@ -314,7 +332,7 @@ func serve(ctx context.Context, configPath string, logOut io.Writer) error {
 
 	var httpSrv *http.Server
 	if cfg.HTTP.Listen != "" {
-		httpSrv, err = startHTTP(cfg.HTTP, reg, st, tt, banList, qmap, log)
+		httpSrv, err = startHTTP(cfg.HTTP, reg, st, tt, banList, qmap, others, log)
 		if err != nil {
 			_ = srv.Shutdown(context.Background())
 			return err
@@ -363,7 +381,7 @@ func storeName(s string) string {
 	return scheme + "://" + rest
 }
 
-func startHTTP(c config.HTTP, reg *prometheus.Registry, st store.Store, tt *trunks.Table, bl *bans.List, qmap *qualityMap, log *slog.Logger) (*http.Server, error) {
+func startHTTP(c config.HTTP, reg *prometheus.Registry, st store.Store, tt *trunks.Table, bl *bans.List, qmap *qualityMap, others *nodes.Set, log *slog.Logger) (*http.Server, error) {
 	addr := c.Listen
 	mux := http.NewServeMux()
 	if c.PProf {
@@ -388,6 +406,7 @@ func startHTTP(c config.HTTP, reg *prometheus.Registry, st store.Store, tt *trun
 	})
 	banRoutes(mux, bl)
 	qmap.routes(mux)
+	nodeRoutes(mux, others)
 	hs := &http.Server{Addr: addr, Handler: mux, ReadHeaderTimeout: 5 * time.Second}
 	ln, err := net.Listen("tcp", addr)
 	if err != nil {

@@ -34,6 +34,11 @@ type Binding struct {
 	// RFC 8599 §4.1.4); otherwise sori pushes it to before it expires.
 	PushSelfRefresh bool      `json:"pnsreg,omitempty"`
 	Updated         time.Time `json:"updated"`
+	// Node is the sori node holding the binding's flow, the one it
+	// registered on (sip/nodes); Flow is that node's token for the flow.
+	// Both empty on a single node.
+	Node string `json:"node,omitempty"`
+	Flow string `json:"flow,omitempty"`
 }
 
 // Update is the change one REGISTER makes to one AOR; it is applied atomically.

@@ -26,6 +26,10 @@ type Plugin struct {
 	// Carrier names the trunk whose inbound ACL holds a source address;
 	// requests from there are trusted without digest. Nil: no trunks.
 	Carrier func(src netip.Addr) (string, bool)
+	// Forwarded reports a request another sori node sends down one of
+	// this node's flows (sip/nodes): its caller was authenticated at
+	// that node. Nil: a single node.
+	Forwarded func(req *sip.Request) bool
 }
 
 // Methods implements chain.Plugin.
@@ -38,6 +42,9 @@ func (p Plugin) Handles(r *chain.Request) bool { return p.applies(r.Request) }
 // r.Caller for the links after this one.
 func (p Plugin) Serve(ctx context.Context, w chain.ResponseWriter, r *chain.Request, next chain.Handler) chain.Result {
 	req := r.Request
+	if p.Forwarded != nil && p.Forwarded(req) {
+		return next.ServeSIP(ctx, w, r)
+	}
 	if p.Carrier != nil {
 		if src, err := netip.ParseAddrPort(req.Source()); err == nil {
 			if trunk, ok := p.Carrier(src.Addr()); ok {

@@ -234,8 +234,8 @@ func (f *fork) wake(b *branch, t target) {
 		if f.call != nil {
 			f.call.Woken(time.Since(b.wait.Sent()))
 		}
-		woken, err := bindingTarget(nb)
-		if err != nil {
+		woken, skip, err := f.p.reach(context.Background(), nb)
+		if err != nil || skip {
 			f.mu.Lock()
 			f.settle(b, 480)
 			f.mu.Unlock()
@@ -419,10 +419,15 @@ func (f *fork) maybeFinish() {
 	if f.best != nil && (f.bestCode == 0 || rank(f.best.StatusCode) <= rank(f.bestCode)) {
 		res = f.best.Clone()
 		res.RemoveHeader("Via")
-		if res.StatusCode == 503 {
+		switch res.StatusCode {
+		case 503:
 			// §16.7 step 6: a 503 would tell the caller that this proxy is
 			// overloaded; what failed is downstream.
 			res.StatusCode, res.Reason = 500, "Server Internal Error"
+		case 430:
+			// A flow on another node is gone (RFC 5626 §5.3): for the
+			// caller, the callee is not reachable now.
+			res.StatusCode, res.Reason = 480, "Temporarily Unavailable"
 		}
 		if res.StatusCode == 401 || res.StatusCode == 407 {
 			for _, h := range chain.Headers(res, "WWW-Authenticate") {

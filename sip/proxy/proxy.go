@@ -100,8 +100,11 @@ type Config struct {
 	// every node must have the same. Empty: a random one per process.
 	DialogSecret []byte
 	Timers       *timers.Set // arms timer C and cancel waits; nil: a Set of its own
-	Log          *slog.Logger
-	Registerer   prometheus.Registerer // nil: no metrics
+	// Nodes are the other nodes of the service (sip/nodes): bindings they
+	// hold are reached through them; nil: a single node.
+	Nodes      Nodes
+	Log        *slog.Logger
+	Registerer prometheus.Registerer // nil: no metrics
 }
 
 // Pusher wakes sleeping apps (sip/pushwake).
@@ -162,6 +165,9 @@ func (p *Proxy) Handles(r *chain.Request) bool { return r.Method != sip.REGISTER
 func (p *Proxy) Serve(ctx context.Context, w chain.ResponseWriter, r *chain.Request, next chain.Handler) chain.Result {
 	req := r.Request
 	routed, popped := p.popRoutes(req)
+	if fl, token, ok := p.edgeFlow(popped); ok {
+		return p.edge(ctx, w, r, fl, token) // one of this node's flows, for another node (nodes.go)
+	}
 	switch {
 	case req.IsAck():
 		if p.ourDialog(req, popped) {
@@ -404,9 +410,13 @@ func (p *Proxy) userTargets(ctx context.Context, user string) ([]target, chain.R
 	}
 	out := make([]target, 0, len(bindings))
 	for _, b := range bindings {
-		t, err := bindingTarget(b)
+		t, skip, err := p.reach(ctx, b)
 		if err != nil {
 			p.log.Warn("unusable binding skipped", "aor", user, "contact", b.Contact, "error", err)
+			continue
+		}
+		if skip {
+			p.log.Info("binding skipped: the node holding its flow is down", "aor", user, "contact", b.Contact, "node", b.Node)
 			continue
 		}
 		t.user = user

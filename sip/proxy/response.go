@@ -11,7 +11,7 @@ func rank(code int) int {
 		return 0
 	case code >= 300 && code < 400:
 		return 1
-	case code == 408 || code == 480:
+	case code == 408 || code == 430 || code == 480: // 430 Flow Failed: that flow is gone (RFC 5626)
 		return 3
 	case code >= 400 && code < 500:
 		return 2

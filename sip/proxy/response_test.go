@@ -12,6 +12,7 @@ func TestRankPicksTheResponseRFC3261Prefers(t *testing.T) {
 		{"redirect beats 4xx", 302, 486},
 		{"busy beats a timeout from another contact", 486, 408},
 		{"not found beats temporarily unavailable", 404, 480},
+		{"busy beats a flow gone on another node", 486, 430},
 		{"any 4xx beats 5xx", 480, 503},
 		{"5xx beats nothing", 500, 0},
 	}

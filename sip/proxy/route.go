@@ -43,6 +43,9 @@ type target struct {
 	// and then at the binding it registers; aor is whose it is.
 	push *store.Binding
 	aor  string
+	// edge: the flow token of this node's the target is reached by, for
+	// a request from another node (nodes.go); it goes in our Record-Route.
+	edge string
 }
 
 // bindingTarget reaches a registered contact. One the registrar found
@@ -260,8 +263,12 @@ func (p *Proxy) prepare(in *sip.Request, t target, recordRoute bool, loop string
 	}
 	out.Recipient = *t.uri.Clone()
 	dest, transport := t.dest, t.transport
-	if a, ok := alias.Take(&out.Recipient); ok && dest == "" {
-		dest, transport = a.Addr, a.Transport
+	// A request going on to another node keeps the alias for that node,
+	// which wrote it for the flow it holds (nodes.go).
+	if dest != "" || len(t.path) > 0 || !p.towardNode(in) {
+		if a, ok := alias.Take(&out.Recipient); ok && dest == "" {
+			dest, transport = a.Addr, a.Transport
+		}
 	}
 	if len(t.path) > 0 {
 		var hs []sip.Header
@@ -349,13 +356,13 @@ func (p *Proxy) prepare(in *sip.Request, t target, recordRoute bool, loop string
 	if recordRoute {
 		inTransport := strings.ToUpper(in.Transport())
 		token := p.dialogToken(in.CallID().Value())
-		rrs := []sip.Header{p.recordRoute(transport, host, port, token)}
+		rrs := []sip.Header{p.recordRoute(transport, host, port, token, t.edge)}
 		if inTransport != transport {
 			// Double Record-Route (as Kamailio does): each side of the
 			// dialog reaches us over its own transport.
 			ih, iport, err := p.sentBy(inTransport)
 			if err == nil {
-				rrs = append(rrs, p.recordRoute(inTransport, ih, iport, token))
+				rrs = append(rrs, p.recordRoute(inTransport, ih, iport, token, t.edge))
 			}
 		}
 		prepend(out, rrs...)
@@ -403,8 +410,11 @@ func prepend(req *sip.Request, hs ...sip.Header) {
 // sentBy is the host and port we put in Via and Record-Route for transport.
 func (p *Proxy) sentBy(transport string) (string, int, error) { return p.cfg.Sender.SentBy(transport) }
 
-func (p *Proxy) recordRoute(transport, host string, port int, token string) *sip.RecordRouteHeader {
-	u := sip.Uri{Scheme: "sip", Host: host, Port: port, UriParams: sip.NewParams()}
+// flow, when not empty, is the flow token of a dialog this node only
+// relays down one of its flows (RFC 5626 §5.3: the edge proxy's
+// Record-Route carries it).
+func (p *Proxy) recordRoute(transport, host string, port int, token, flow string) *sip.RecordRouteHeader {
+	u := sip.Uri{Scheme: "sip", User: flow, Host: host, Port: port, UriParams: sip.NewParams()}
 	if transport != "UDP" {
 		u.UriParams.Add("transport", strings.ToLower(transport))
 	}

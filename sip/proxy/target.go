@@ -27,6 +27,9 @@ import (
 // markContact aliases a dialog's Contact with where its message came from
 // and seals the alias for the dialog callID.
 func (p *Proxy) markContact(c *sip.ContactHeader, src, transport, callID string) {
+	if p.fromNode(src) {
+		return // the node it came through marked it, for the flow it holds
+	}
 	alias.Add(c, src, transport)
 	if v, _, ok := alias.Value(c.Address); ok {
 		c.Address.UriParams.Add(alias.SealParam, p.aliasSeal(callID, v))

@@ -28,6 +28,7 @@ func Run(t *testing.T, open Open) {
 		{"round trip keeps every field", roundTrip},
 		{"several contacts per AOR", severalContacts},
 		{"refresh replaces", refresh},
+		{"the node holding a flow moves with its binding", holderMoves},
 		{"call-id and cseq rule", callIDCSeq},
 		{"remove one and remove all", remove},
 		{"expired bindings are not returned", expiry},
@@ -97,6 +98,7 @@ func roundTrip(t *testing.T, a, b store.Store) {
 		Path: []string{"<sip:edge1.example;lr>", "<sip:edge2.example;lr>"}, UserAgent: "baresip 3.10",
 		Instance: "<urn:uuid:00000000-0000-1000-8000-000A95A0E128>", RegID: 1, Updated: n,
 		PushProvider: "apns", PushPRID: "00fc13adff78512", PushParam: "ABCD1234.com.example.voip", PushSelfRefresh: true,
+		Node: "sori-b", Flow: "f1token",
 	}
 	got := mustUpdate(t, a, store.Update{AOR: "alice@sori.test", CallID: "call-1@host", CSeq: 7, Now: n, Contacts: []store.Binding{in}})
 	if len(got) != 1 || !equal(got[0], in) {
@@ -116,7 +118,7 @@ func equal(x, y store.Binding) bool {
 		x.CallID == y.CallID && x.CSeq == y.CSeq && x.Source == y.Source && x.NAT == y.NAT && x.Transport == y.Transport &&
 		slices.Equal(x.Path, y.Path) && x.UserAgent == y.UserAgent && x.Instance == y.Instance &&
 		x.RegID == y.RegID && x.Updated.Equal(y.Updated) && x.PushProvider == y.PushProvider && x.PushPRID == y.PushPRID &&
-		x.PushParam == y.PushParam && x.PushSelfRefresh == y.PushSelfRefresh
+		x.PushParam == y.PushParam && x.PushSelfRefresh == y.PushSelfRefresh && x.Node == y.Node && x.Flow == y.Flow
 }
 
 func severalContacts(t *testing.T, a, b store.Store) {
@@ -137,6 +139,30 @@ func refresh(t *testing.T, a, b store.Store) {
 	got := mustUpdate(t, b, update("alice", "c1", 2, later, fresh))
 	if len(got) != 1 || !got[0].Expires.Equal(later.Add(time.Hour)) || got[0].Source != fresh.Source || got[0].CSeq != 2 {
 		t.Fatalf("after refresh: %+v", got)
+	}
+}
+
+// A phone that registers again on another node (its first node died, or
+// its connection moved) is held by that node from then on; the AOR's other
+// bindings keep theirs.
+func holderMoves(t *testing.T, a, b store.Store) {
+	n := now()
+	desk, mobile := binding("desk", n, time.Hour), binding("mobile", n, time.Hour)
+	desk.Node, desk.Flow = "node-a", "f1desk-on-a"
+	mobile.Node, mobile.Flow = "node-a", "f1mobile-on-a"
+	mustUpdate(t, a, update("bob", "c1", 1, n, desk, mobile))
+	moved := binding("mobile", n.Add(time.Second), time.Hour)
+	moved.Node, moved.Flow, moved.Source = "node-c", "f1mobile-on-c", "198.51.100.7:41000"
+	mustUpdate(t, b, update("bob", "c1", 2, n.Add(time.Second), moved))
+	for _, s := range []store.Store{a, b} {
+		got := map[string]store.Binding{}
+		for _, x := range mustLookup(t, s, "bob", n.Add(time.Second)) {
+			got[x.ID] = x
+		}
+		if d, m := got["desk"], got["mobile"]; len(got) != 2 || d.Node != "node-a" || d.Flow != "f1desk-on-a" ||
+			m.Node != "node-c" || m.Flow != "f1mobile-on-c" || m.Source != moved.Source {
+			t.Fatalf("after the move: %+v", got)
+		}
 	}
 }
 

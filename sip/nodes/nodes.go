@@ -1,0 +1,216 @@
+// Package nodes makes several sori processes one service. Each node holds
+// the flows of the phones that registered on it: their TCP, TLS or
+// WebSocket connection, or the UDP NAT mapping that only its own socket
+// can use. A binding names the node holding its flow and a flow token for
+// it (token.go). A node that finds a binding another node holds sends the
+// request there with a Route carrying the token, as RFC 3327 Path and RFC
+// 5626 §5.3 edge proxies do; the holder recognises its own token and sends
+// the request down the flow. Nodes announce themselves with heartbeats in
+// Redis (liveness.go): a binding on a node whose heartbeat stopped is
+// skipped at once.
+//
+// Trust: requests from other nodes are relayed without authenticating the
+// caller again (the node they entered at did), so only sources on the
+// configured node addresses (sip.nodes) are taken for nodes, and a node
+// address read from Redis is used only if it is one of them.
+package nodes
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"net/netip"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/emiago/sipgo/sip"
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/sori-voice/sori/registrar/store"
+)
+
+// Address is where the other nodes reach a node.
+type Address struct {
+	Transport string // UDP or TCP
+	Addr      netip.AddrPort
+}
+
+// ParseAddress parses "tcp:IP:PORT" (sip.listen's form).
+func ParseAddress(s string) (Address, error) {
+	tr, hostport, ok := strings.Cut(s, ":")
+	if !ok {
+		return Address{}, fmt.Errorf("%q is not TRANSPORT:IP:PORT", s)
+	}
+	tr = strings.ToUpper(tr)
+	switch tr {
+	case "UDP", "TCP":
+	default:
+		return Address{}, fmt.Errorf("%q: transport %q is not udp or tcp", s, strings.ToLower(tr))
+	}
+	ap, err := netip.ParseAddrPort(hostport)
+	if err != nil || ap.Addr().IsUnspecified() || ap.Port() == 0 {
+		return Address{}, fmt.Errorf("%q: %q is not an IP address and port another node can reach", s, hostport)
+	}
+	return Address{Transport: tr, Addr: ap}, nil
+}
+
+func (a Address) String() string { return strings.ToLower(a.Transport) + ":" + a.Addr.String() }
+
+// Route is the loose Route to node a carrying a flow token (RFC 5626 §5.3:
+// "ob" marks it as an outbound flow's).
+func (a Address) Route(token string) sip.Uri {
+	u := sip.Uri{Scheme: "sip", User: token, Host: a.Addr.Addr().String(), Port: int(a.Addr.Port()), UriParams: sip.NewParams()}
+	if a.Transport != "UDP" {
+		u.UriParams.Add("transport", strings.ToLower(a.Transport))
+	}
+	u.UriParams.Add("lr", "")
+	u.UriParams.Add("ob", "")
+	return u
+}
+
+// Conns tells whether a flow a phone opened to this node is still open
+// (sip/transport; a UDP flow always is).
+type Conns interface {
+	Open(transport, remote string) bool
+}
+
+// Config configures a Set.
+type Config struct {
+	ID    string    // this node's sip.node_id
+	Self  Address   // this node's sip.node_address
+	Peers []Address // sip.nodes: every node's address (this one's too)
+	// Secret keys the flow tokens: sip.auth_secret, the same on every node.
+	Secret []byte
+	Beats  Beats // heartbeats (Redis); nil: every node counts as up
+	Conns  Conns // this node's open flows; nil: every flow counts as open
+	Log    *slog.Logger
+	// Registerer takes sori_node_routes_total; nil: no metrics.
+	Registerer prometheus.Registerer
+}
+
+// Set is this node and what it knows of the others.
+type Set struct {
+	cfg     Config
+	tokens  Tokens
+	trusted map[netip.Addr]bool
+	peers   map[netip.AddrPort]bool
+	now     func() time.Time
+	routes  *prometheus.CounterVec
+
+	mu    sync.Mutex
+	cache map[string]peerState // by node id (liveness.go)
+}
+
+// New returns the Set for this node.
+func New(c Config) *Set {
+	if c.Log == nil {
+		c.Log = slog.New(slog.DiscardHandler)
+	}
+	s := &Set{cfg: c, tokens: NewTokens(c.Secret), trusted: map[netip.Addr]bool{}, peers: map[netip.AddrPort]bool{},
+		now: time.Now, cache: map[string]peerState{},
+		routes: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "sori_node_routes_total",
+			Help: "Bindings held by another node, by outcome: forwarded to that node (remote) or skipped because it is down or unknown (down).",
+		}, []string{"result"}),
+	}
+	for _, p := range c.Peers {
+		s.peers[p.Addr] = true
+		if p.Addr != c.Self.Addr {
+			s.trusted[p.Addr.Addr().Unmap()] = true
+		}
+	}
+	if c.Registerer != nil {
+		c.Registerer.MustRegister(s.routes)
+	}
+	return s
+}
+
+// ID is this node's id.
+func (s *Set) ID() string { return s.cfg.ID }
+
+// Holder is what a binding registered on this node from source over
+// transport records: this node, and the token of the flow.
+func (s *Set) Holder(transport, source string) (node, token string) {
+	return s.cfg.ID, s.tokens.Mint(s.cfg.ID, Flow{Transport: strings.ToUpper(transport), Addr: source})
+}
+
+// Decision is how a binding is reached from this node.
+type Decision int
+
+const (
+	// Local: from here, as on a single node (its flow is this node's, or
+	// it needs none).
+	Local Decision = iota
+	// Remote: through the node holding its flow, at the Route returned.
+	Remote
+	// Down: the node holding its flow is down (or unknown): skip it.
+	Down
+)
+
+func (d Decision) String() string {
+	return [...]string{"local", "remote", "down"}[d]
+}
+
+// Route decides how b is reached. Only a flow needs its holder: a UDP
+// binding reached at its Contact (not behind NAT), or one behind an edge
+// proxy in its Path, is reached from any node; a connection is the
+// holder's alone.
+func (s *Set) Route(ctx context.Context, b store.Binding) (sip.Uri, Decision) {
+	flow := b.NAT || !strings.EqualFold(b.Transport, "udp")
+	if b.Node == "" || b.Node == s.cfg.ID || b.Flow == "" || !flow || len(b.Path) > 0 {
+		return sip.Uri{}, Local
+	}
+	a, up := s.address(ctx, b.Node)
+	if !up {
+		s.routes.WithLabelValues("down").Inc()
+		return sip.Uri{}, Down
+	}
+	s.routes.WithLabelValues("remote").Inc()
+	return a.Route(b.Flow), Remote
+}
+
+// Flow is the flow of this node's that u, a Route sori was reached by,
+// names in its token; false when u carries none of this node's tokens.
+func (s *Set) Flow(u sip.Uri) (Flow, bool) {
+	if u.User == "" {
+		return Flow{}, false
+	}
+	return s.tokens.Open(s.cfg.ID, u.User)
+}
+
+// Open reports whether flow f is still there.
+func (s *Set) Open(f Flow) bool { return s.cfg.Conns == nil || s.cfg.Conns.Open(f.Transport, f.Addr) }
+
+// Trusted reports whether src ("ip:port") is another node's address: such
+// a request was authenticated where it entered the service.
+func (s *Set) Trusted(src string) bool {
+	ap, err := netip.ParseAddrPort(src)
+	return err == nil && s.trusted[ap.Addr().Unmap()]
+}
+
+// IsNode reports whether u names another node (a Route or Record-Route
+// of one): a request going there keeps what that node wrote for itself.
+func (s *Set) IsNode(u sip.Uri) bool {
+	ip, err := netip.ParseAddr(strings.Trim(u.Host, "[]"))
+	if err != nil || !s.trusted[ip.Unmap()] {
+		return false
+	}
+	port := u.Port
+	if port == 0 {
+		port = 5060
+	}
+	return s.peers[netip.AddrPortFrom(ip.Unmap(), uint16(port))]
+}
+
+// Forwarded reports whether req is a request another node sends down one
+// of this node's flows: from a node's address, its top Route one of this
+// node's flow tokens. It is not authenticated again.
+func (s *Set) Forwarded(req *sip.Request) bool {
+	r := req.Route()
+	if r == nil || !s.Trusted(req.Source()) {
+		return false
+	}
+	_, ok := s.Flow(r.Address)
+	return ok
+}
