@@ -21,13 +21,18 @@
 # Around each phase it reads INFO commandstats on every master (replicas only apply the
 # masters' writes) and runs MONITOR on each, which shows which commands came from sori and
 # which ran inside its Lua scripts. It prints one OPS line per phase: commands per scenario in
-# all, sent by sori, run by scripts, the commands by name, and the microseconds Redis spent
-# executing them (commandstats usec; networking not included). The idle phase's rate is not
+# all, sent by sori, run by scripts, the commands by name (calls and usec per scenario), and
+# the microseconds Redis spent executing them (commandstats usec, each command once although a
+# script's usec holds its commands'; networking not included). The script's own SCAN and
+# MEMORY USAGE (sampling the kept calls), INFO and MONITOR, and the replicas' REPLCONF are left
+# out. The idle phase's rate is not
 # subtracted; it is printed so that it can be. Then a MEMORY line: used_memory added per new
 # binding, MEMORY USAGE of a subscriber hash and of a kept call.
 #
 # Environment: NREG (2000) NCALLS (1000) REG_RATE (200) CALL_RATE (100) HOLD_MS (200)
-#              IDLE_S (10) OUT (results directory)
+#              IDLE_S (10) MONITOR (1; 0: no MONITOR, which itself slows Redis: then the usec are
+#              cleaner, but which commands ran inside scripts is not known, and the OPS lines
+#              give NA for it) OUT (results directory)
 set -euo pipefail
 HERE="$(cd "$(dirname "$0")" && pwd)"
 ROOT="$(cd "$HERE/../.." && pwd)"
@@ -39,6 +44,7 @@ REG_RATE=${REG_RATE:-200}
 CALL_RATE=${CALL_RATE:-100}
 HOLD_MS=${HOLD_MS:-200}
 IDLE_S=${IDLE_S:-10}
+MONITOR=${MONITOR:-1}
 OUT=${OUT:-$(mktemp -d /tmp/sori-redis-ops.XXXXXX)}
 SIP_PORT=${SIP_PORT:-5180}
 HTTP_PORT=${HTTP_PORT:-9180}
@@ -99,6 +105,7 @@ MON_PIDS=()
 monitor_start() {
 	local p
 	MON_PIDS=()
+	[ "$MONITOR" = 1 ] || return 0
 	for p in "${MASTERS[@]}"; do
 		redis-cli -p "$p" monitor >"$OUT/$1-monitor-$p.log" 2>&1 &
 		MON_PIDS+=($!)
@@ -124,20 +131,32 @@ phase() {
 	t1=$(date +%s.%N)
 	monitor_stop
 	cmdstats "${MASTERS[@]}" >"$OUT/$name-after.txt"
-	# Our own INFO readings and MONITOR connections are not sori's.
-	awk -v n="$count" -v name="$name" -v secs="$(awk -v a="$t0" -v b="$t1" 'BEGIN{print b-a}')" -v mon="$(cat "$OUT/$name"-monitor-*.log | awk '
-			$2 ~ /^\[/ && $3 == "lua]" {lua++; next}
-			$2 ~ /^\[/ {cli++}
-			END {print cli+0, lua+0}')" '
-		FNR == NR {b[$1] = $2; bu[$1] = $3; next}
-		$1 != "info" && $1 != "monitor" {d = $2 - b[$1]; if (d > 0) {c[$1] = d; u += $3 - bu[$1]; tot += d}}
+	# What ran inside scripts, by command, from MONITOR ("[DB lua]" lines); and the totals.
+	[ "$MONITOR" = 1 ] && cat "$OUT/$name"-monitor-*.log | awk '
+		$2 ~ /^\[/ && $3 == "lua]" {k = tolower($4); gsub(/"/, "", k); lua[k]++; n++; next}
+		$2 ~ /^\[/ && tolower($4) ~ /^"(scan|memory)"$/ {next} # the kept-call sampling below
+		$2 ~ /^\[/ {cli++}
+		END {printf "- %d %d\n", cli, n; for (k in lua) print k, lua[k]}' >"$OUT/$name-lua.txt"
+	[ "$MONITOR" = 1 ] || echo "- NA NA" >"$OUT/$name-lua.txt"
+	# Our own INFO readings and MONITOR connections, and the replicas' REPLCONF, are not sori's.
+	# A script's usec holds the time of the commands it ran, which count their own usec too: the
+	# total takes each command's usec less the share of its calls that ran inside scripts.
+	awk -v n="$count" -v name="$name" -v secs="$(awk -v a="$t0" -v b="$t1" 'BEGIN{print b-a}')" '
+		FILENAME ~ /-lua\.txt$/ {if ($1 == "-") {cli = $2; inl = $3} else lua[$1] = $2; next}
+		FILENAME ~ /-before\.txt$/ {b[$1] = $2; bu[$1] = $3; next}
+		$1 != "info" && $1 != "monitor" && $1 != "replconf" && $1 != "scan" && $1 != "memory|usage" {
+			d = $2 - b[$1]; du = $3 - bu[$1]
+			if (d > 0) {c[$1] = d; cu[$1] = du; tot += d; ex += du * (1 - (lua[$1] + 0) / d); if ($1 ~ /^eval/) sc += du}
+		}
 		END {
-			split(mon, m, " ")
 			line = ""
-			for (k in c) line = line sprintf(" %s=%.2f", k, c[k] / n)
-			printf "OPS phase=%s scenarios=%d seconds=%.1f redis_commands_per_scenario=%.2f from_sori=%.2f in_scripts=%.2f redis_exec_us_per_scenario=%.1f by_command:%s\n",
-				name, n, secs, tot / n, m[1] / n, m[2] / n, u / n, line
-		}' "$OUT/$name-before.txt" "$OUT/$name-after.txt"
+			for (k in c) line = line sprintf(" %s=%.2f/%.1fus", k, c[k] / n, cu[k] / n)
+			f = (cli == "NA") ? "NA" : sprintf("%.2f", cli / n)
+			i = (cli == "NA") ? "NA" : sprintf("%.2f", inl / n)
+			e = (cli == "NA") ? "NA" : sprintf("%.1f", ex / n)
+			printf "OPS phase=%s scenarios=%d seconds=%.1f redis_commands_per_scenario=%.2f from_sori=%s in_scripts=%s redis_exec_us_per_scenario=%s (scripts %.1f) by_command(calls/usec per scenario):%s\n",
+				name, n, secs, tot / n, f, i, e, sc / n, line
+		}' "$OUT/$name-lua.txt" "$OUT/$name-before.txt" "$OUT/$name-after.txt"
 }
 
 idle() { sleep "$IDLE_S"; }
@@ -153,7 +172,7 @@ call_all() {
 	sleep $((NCALLS / CALL_RATE / 2 + 1))
 	local p k
 	for p in "${MASTERS[@]}"; do
-		redis-cli -p "$p" --scan --pattern 'sori:dlg:*' --count 1000 | grep -v ':end$' | head -10 | while read -r k; do
+		{ redis-cli -p "$p" --scan --pattern 'sori:dlg:*' | grep -v ':end$' | head -10 || true; } | while read -r k; do
 			redis-cli -p "$p" memory usage "$k"
 		done
 	done >"$OUT/dlg-bytes.txt"
