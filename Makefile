@@ -6,7 +6,7 @@ GO ?= go
 STATICCHECK := honnef.co/go/tools/cmd/staticcheck@v0.8.2
 BIN := bin
 
-.PHONY: all build run demo test deps fmt-check vet lint unit bench bench-media load-register load-register-transports load-calls mem-figures reference-deps compare soak clean
+.PHONY: all build run demo test deps fmt-check vet lint unit bench bench-media load-register load-register-transports load-calls cluster-failover redis-ops mem-figures reference-deps compare soak clean
 
 all: build
 
@@ -88,7 +88,9 @@ bench-media: deps build
 		systemctl disable --now rtpengine-daemon >/dev/null 2>&1 || true; }
 	./testdata/bench/bench-media.sh
 
-# Highest REGISTER rate (digest auth, Redis store) sustained for 20 s with no failure.
+# Highest REGISTER rate (digest auth, Redis store) sustained for 20 s with no failure;
+# STORE=redis-cluster (3 masters + 3 replicas), NODES=2 (two sori sharing the store, the
+# load split between them: the aggregate rate).
 load-register: deps build
 	./testdata/sipp/load-register.sh
 
@@ -101,6 +103,16 @@ load-register-transports: deps build
 # no failed call; STORE=redis for the Redis store.
 load-calls: deps build
 	./testdata/sipp/load-calls.sh
+
+# A Redis Cluster master killed under REGISTER load (RATE, 2000/s): the replica takes over,
+# no binding is lost, the only errors are 503 + Retry-After in the failover window (printed).
+cluster-failover: deps build
+	./testdata/sipp/cluster-failover.sh
+
+# Redis commands per REGISTER (new and refresh) and per anchored call, counted on a Redis
+# Cluster (INFO commandstats and MONITOR); prints OPS and MEMORY lines.
+redis-ops: deps build
+	./testdata/sipp/redis-ops.sh
 
 # Bytes per binding (memory store: sori's live heap; Redis store: used_memory) with 100 000
 # registered AORs, and per answered, anchored call in sori and in sori-anchor with 5 000 calls up

@@ -66,3 +66,42 @@ func TestRegisterFollowsClusterFailover(t *testing.T) {
 		t.Fatalf("query after the failover: %d %v", code, contacts)
 	}
 }
+
+// sori on Redis Sentinel follows a failover: with the master killed, a
+// REGISTER answers 503 with Retry-After until the Sentinel has promoted the
+// replica, then 200, and the bindings written before the kill are there.
+func TestRegisterFollowsSentinelFailover(t *testing.T) {
+	set := redistest.StartSentinelSet(t)
+	n := startNode(t, nodeConfig{store: "redis-sentinel://" + set.Sentinel + "/mymaster/0"})
+	c := dialSIP(t, "tcp", n.addr())
+	contacts := map[string]string{"alice": "sip:alice@192.0.2.7:5060;transport=tcp", "bob": "sip:bob@192.0.2.8:5060;transport=tcp"}
+	register := func(user string, cseq int, headers ...string) (int, string, []string) {
+		res := c.registerAuth(user, user+"-secret", "sentinel-e2e-"+user, cseq, headers...)
+		ra := ""
+		if h := res.GetHeader("Retry-After"); h != nil {
+			ra = h.Value()
+		}
+		return res.StatusCode, ra, contactValues(res)
+	}
+	for _, u := range []string{"alice", "bob"} {
+		if code, _, _ := register(u, 1, "Contact: <"+contacts[u]+">", "Expires: 600"); code != 200 {
+			t.Fatalf("%s's REGISTER before the failover: %d", u, code)
+		}
+	}
+	if got, err := redistest.Command(set.Master.Addr, "WAIT", "1", "2000"); err != nil || got != "1" {
+		t.Fatalf("WAIT on %s: %q %v", set.Master.Addr, got, err)
+	}
+	set.Master.Kill()
+	// The Sentinel waits down-after-milliseconds (1 s) before it even starts the failover.
+	if code, ra, _ := register("alice", 3, "Contact: <"+contacts["alice"]+">", "Expires: 600"); code != 503 || ra != "5" {
+		t.Fatalf("REGISTER with the master dead: %d, Retry-After %q; want 503 with registrar.retry_after", code, ra)
+	}
+	set.WaitFailover(20 * time.Second)
+	if code, _, got := register("alice", 5, "Contact: <"+contacts["alice"]+">", "Expires: 600"); code != 200 || len(got) != 1 || !strings.Contains(got[0], contacts["alice"]) {
+		t.Fatalf("first REGISTER after the failover: %d %v", code, got)
+	}
+	// A query: bob's binding, written before the kill, survived it.
+	if code, _, got := register("bob", 3); code != 200 || len(got) != 1 || !strings.Contains(got[0], contacts["bob"]) {
+		t.Fatalf("bob's query after the failover: %d %v", code, got)
+	}
+}

@@ -14,7 +14,8 @@
 # answer and delete per call), as the reference's Kamailio + rtpengine runs are.
 #
 # Environment: STEP_S (20) START_RATE (100) MAX_RATE (8000) BUDGET_S (300) NCALLEES (1000)
-#              HOLD_MS (200) STORE (memory; "redis" for the Redis store) MEDIA (0; 1: anchored)
+#              HOLD_MS (200) STORE (memory; "redis" for the Redis store, "redis-cluster" for a
+#              Redis Cluster of 3 masters with a replica each) MEDIA (0; 1: anchored)
 #              OUT (results directory)
 set -euo pipefail
 HERE="$(cd "$(dirname "$0")" && pwd)"
@@ -37,14 +38,25 @@ REDIS_PORT=${REDIS_PORT:-6392}
 UAC_PORT=${UAC_PORT:-5171}
 UAS_PORT=${UAS_PORT:-5172}
 REG_PORT=${REG_PORT:-5173}
+CLUSTER_PORT=${CLUSTER_PORT:-6430}
 mkdir -p "$OUT"
 require_free_ports "$SIP_PORT" "$HTTP_PORT" "$REDIS_PORT" "$UAC_PORT" "$UAS_PORT" "$REG_PORT" "$NG_PORT"
 
-store_url=memory
-if [ "$STORE" = redis ]; then
+store_url=memory REDIS_PIDS=""
+case "$STORE" in
+memory) ;;
+redis)
 	start_redis "$REDIS_PORT" "$OUT"
-	store_url="redis://127.0.0.1:$REDIS_PORT/0"
-fi
+	store_url="redis://127.0.0.1:$REDIS_PORT/0" REDIS_PIDS=$REDIS_PID
+	;;
+redis-cluster)
+	# shellcheck disable=SC2046
+	require_free_ports $(cluster_ports "$CLUSTER_PORT")
+	start_cluster "$CLUSTER_PORT" "$OUT"
+	store_url=$CLUSTER_URL REDIS_PIDS=$(for e in $CLUSTER_PIDS; do printf '%s ' "${e#*:}"; done)
+	;;
+*) echo "STORE=$STORE: give memory, redis or redis-cluster" >&2; exit 2 ;;
+esac
 media_yaml="media:
   anchors: []"
 if [ "$MEDIA" = 1 ]; then
@@ -62,7 +74,7 @@ awk -F';' -v n="$NCALLEES" 'NR==1{print "SEQUENTIAL"; next} NR-2<n {callee[NR-2]
 	"$OUT/users.csv" >"$OUT/calls.csv"
 sori_yaml "$store_url" $((2 * NCALLEES)) "$media_yaml" >"$OUT/sori.yaml"
 start_sori "$OUT/sori.yaml" "$HTTP_PORT" "$OUT/sori.log"
-SRV_PIDS="$SORI_PID ${REDIS_PID:-} ${ANCHOR_PID:-}"
+SRV_PIDS="$SORI_PID $REDIS_PIDS ${ANCHOR_PID:-}"
 
 # The callees: registered with digest auth, Contact = the UAS.
 mkdir -p "$OUT/register"

@@ -181,3 +181,83 @@ rate_search() {
 	[ "${line%% *}" = 1 ] && { CONFIRMED=$lower BEST_LINE=$line; }
 	return 0
 }
+
+# cluster_ports BASE: the six ports of start_cluster and their cluster bus ports (+10000), for
+# require_free_ports.
+cluster_ports() { local i; for i in 0 1 2 3 4 5; do echo $(($1 + i)) $(($1 + i + 10000)); done; }
+
+# start_cluster BASE DIR: a throw-away Redis Cluster of 3 masters with a replica each on
+# 127.0.0.1:BASE..BASE+5, as redistest.StartClusterWithReplicas makes it (cluster-node-timeout
+# CLUSTER_NODE_TIMEOUT_MS, 1000), once every node reports cluster_state:ok, knows the 6 nodes and
+# every replica is in sync. Sets CLUSTER_PIDS (port:pid ...), CLUSTER_MASTERS (their ports) and
+# CLUSTER_URL (redis-cluster://MASTER,MASTER,MASTER).
+start_cluster() {
+	local base=$1 dir=$2 i p addrs="" ok
+	CLUSTER_PIDS=""
+	for i in 0 1 2 3 4 5; do
+		p=$((base + i))
+		mkdir -p "$dir/redis-$p"
+		redis-server --bind 127.0.0.1 --port "$p" --cluster-enabled yes --cluster-config-file "$dir/redis-$p/nodes.conf" \
+			--cluster-node-timeout "${CLUSTER_NODE_TIMEOUT_MS:-1000}" --save "" --appendonly no --dir "$dir/redis-$p" \
+			--repl-diskless-sync-delay 0 --cluster-replica-validity-factor 0 --logfile "$dir/redis-$p/redis.log" \
+			--daemonize no >/dev/null 2>&1 &
+		PIDS+=($!)
+		CLUSTER_PIDS="$CLUSTER_PIDS $p:$!"
+		addrs="$addrs 127.0.0.1:$p"
+	done
+	for i in 0 1 2 3 4 5; do
+		for _ in $(seq 50); do redis-cli -p $((base + i)) ping >/dev/null 2>&1 && break; sleep 0.1; done
+	done
+	# shellcheck disable=SC2086
+	redis-cli --cluster create $addrs --cluster-replicas 1 --cluster-yes >"$dir/cluster-create.log" 2>&1 ||
+		{ cat "$dir/cluster-create.log" >&2; exit 3; }
+	for _ in $(seq 300); do
+		ok=1
+		for i in 0 1 2 3 4 5; do
+			p=$((base + i))
+			redis-cli -p "$p" cluster info 2>/dev/null | tr -d '\r' | grep -qx 'cluster_state:ok' || ok=0
+			redis-cli -p "$p" cluster info 2>/dev/null | tr -d '\r' | grep -qx 'cluster_known_nodes:6' || ok=0
+			if redis-cli -p "$p" info replication 2>/dev/null | tr -d '\r' | grep -qx 'role:slave'; then
+				redis-cli -p "$p" info replication | tr -d '\r' | grep -qx 'master_link_status:up' || ok=0
+			fi
+		done
+		[ "$ok" = 1 ] && break
+		sleep 0.1
+	done
+	[ "$ok" = 1 ] || { echo "the Redis Cluster on $base.. did not become ready" >&2; exit 3; }
+	CLUSTER_MASTERS=$(cluster_masters "$base")
+	CLUSTER_URL="redis-cluster://$(for p in $CLUSTER_MASTERS; do printf '127.0.0.1:%s,' "$p"; done | sed 's/,$//')"
+}
+
+# cluster_masters BASE: the ports of the live nodes of start_cluster's cluster that are masters.
+cluster_masters() {
+	local i p
+	for i in 0 1 2 3 4 5; do
+		p=$(($1 + i))
+		redis-cli -p "$p" info replication 2>/dev/null | tr -d '\r' | grep -qx 'role:master' && printf '%s ' "$p"
+	done
+	echo
+}
+
+# cluster_pid PORT: the pid of start_cluster's node on PORT.
+cluster_pid() { local e; for e in $CLUSTER_PIDS; do [ "${e%%:*}" = "$1" ] && echo "${e#*:}"; done; }
+
+# master_of_key BASE KEY: the port of the master serving KEY's slot.
+master_of_key() {
+	local slot p
+	slot=$(redis-cli -p "$(cluster_masters "$1" | awk '{print $1}')" cluster keyslot "$2")
+	for p in $(cluster_masters "$1"); do
+		redis-cli -p "$p" cluster nodes | awk -v s="$slot" '$3 ~ /myself/ { for (i = 9; i <= NF; i++) { split($i, r, "-"); if (r[2] == "") r[2] = r[1]; if (s >= r[1] && s <= r[2]) f = 1 } } END { exit !f }' && { echo "$p"; return 0; }
+	done
+	return 1
+}
+
+# count_bindings PORT...: index keys (sori:loc:{AOR}, one per registered AOR) on those servers.
+count_bindings() { local p n=0; for p in "$@"; do n=$((n + $(redis-cli -p "$p" --scan --pattern 'sori:loc:{*}' | wc -l))); done; echo $n; }
+
+# cmdstats PORT...: "COMMAND CALLS USEC" per command, summed over those servers (INFO commandstats).
+cmdstats() {
+	local p
+	for p in "$@"; do redis-cli -p "$p" info commandstats; done | tr -d '\r' |
+		awk -F'[:=,]' '/^cmdstat_/ {k = substr($1, 9); c[k] += $3; u[k] += $5} END {for (k in c) print k, c[k], u[k]}' | sort
+}

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"strings"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -168,23 +169,30 @@ func TestOpenURLs(t *testing.T) {
 	}
 }
 
-// The same contract through Sentinel: the client asks Sentinel for the master.
+// The same contract through Sentinel, with a replica: the client asks
+// Sentinel for the master.
 func TestContractThroughSentinel(t *testing.T) {
-	master := redistest.Start(t)
-	sentinel := redistest.StartSentinel(t, master)
+	set := redistest.StartSentinelSet(t)
 	var n atomic.Int64
 	storetest.Run(t, func(t *testing.T) (store.Store, store.Store) {
 		prefix := fmt.Sprintf("s%d:", n.Add(1))
-		url := "redis-sentinel://" + sentinel + "/mymaster/0"
+		url := "redis-sentinel://" + set.Sentinel + "/mymaster/0"
 		return open(t, url, prefix), open(t, url, prefix)
 	})
 }
 
-// The same contract on a three-node Redis Cluster: every key of an AOR shares
-// the {AOR} hash tag, so the update script never crosses slots.
+// The same contract on a Redis Cluster of three masters with a replica
+// each: every key of an AOR shares the {AOR} hash tag, so the update script
+// never crosses slots.
 func TestContractOnCluster(t *testing.T) {
-	addrs := redistest.StartCluster(t, 3)
-	url := "redis-cluster://" + addrs[0] + "," + addrs[1] + "," + addrs[2]
+	cl := redistest.StartClusterWithReplicas(t, 3, 1)
+	var seeds []string
+	for _, n := range cl.Nodes {
+		if n.MasterID == "" {
+			seeds = append(seeds, n.Addr)
+		}
+	}
+	url := "redis-cluster://" + strings.Join(seeds, ",")
 	var n atomic.Int64
 	storetest.Run(t, func(t *testing.T) (store.Store, store.Store) {
 		prefix := fmt.Sprintf("c%d:", n.Add(1))

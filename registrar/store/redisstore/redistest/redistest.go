@@ -120,20 +120,6 @@ func freePort(t testing.TB) int {
 	return l.Addr().(*net.TCPAddr).Port
 }
 
-// StartSentinel starts a Sentinel watching master under the name "mymaster"
-// and returns its address. It is stopped when the test ends.
-func StartSentinel(t testing.TB, master *Server) string {
-	t.Helper()
-	dir := t.TempDir()
-	port := freePort(t)
-	conf := filepath.Join(dir, "sentinel.conf")
-	body := fmt.Sprintf("bind 127.0.0.1\nport %d\ndir %s\nsentinel monitor mymaster 127.0.0.1 %d 1\nsentinel down-after-milliseconds mymaster 5000\n", port, dir, master.Port)
-	if err := os.WriteFile(conf, []byte(body), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	return startHelper(t, port, filepath.Join(dir, "sentinel.log"), conf, "--sentinel")
-}
-
 // StartCluster starts a Redis Cluster of n masters (no replicas) and returns
 // their addresses once every slot is served.
 func StartCluster(t testing.TB, n int) []string {
@@ -200,6 +186,97 @@ func waitPing(t testing.TB, addr, logFile string) {
 		if time.Now().After(deadline) {
 			log, _ := os.ReadFile(logFile)
 			t.Fatalf("no PONG from %s; log:\n%s", addr, log)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// SentinelSet is a master, one replica of it and a Sentinel watching them
+// under the name "mymaster", owned by one test.
+type SentinelSet struct {
+	Master, Replica *Node
+	Sentinel        string // the Sentinel's address
+	t               testing.TB
+}
+
+// Node is one redis-server of a SentinelSet.
+type Node struct {
+	Addr string
+	proc *proc
+}
+
+// Kill ends the server with SIGKILL, as a crash would, and waits for the
+// process to exit.
+func (n *Node) Kill() { n.proc.kill() }
+
+// StartSentinelSet starts a master, a replica and a Sentinel (quorum 1,
+// down-after-milliseconds 1000), and returns once the replica is in sync and
+// the Sentinel knows it: a killed master's replica takes over in a few
+// seconds (see WaitFailover).
+func StartSentinelSet(t testing.TB) *SentinelSet {
+	t.Helper()
+	s := &SentinelSet{t: t}
+	start := func(extra ...string) *Node {
+		dir := t.TempDir()
+		port := freePort(t)
+		args := append([]string{"--bind", "127.0.0.1", "--port", strconv.Itoa(port), "--save", "", "--appendonly", "no",
+			"--dir", dir, "--repl-diskless-sync-delay", "0"}, extra...)
+		p := startProc(t, port, filepath.Join(dir, "redis.log"), args...)
+		return &Node{Addr: p.addr, proc: p}
+	}
+	s.Master = start()
+	host, port, _ := net.SplitHostPort(s.Master.Addr)
+	s.Replica = start("--replicaof", host, port)
+	dir := t.TempDir()
+	sport := freePort(t)
+	conf := filepath.Join(dir, "sentinel.conf")
+	body := fmt.Sprintf("bind 127.0.0.1\nport %d\ndir %s\nsentinel monitor mymaster %s %s 1\n"+
+		"sentinel down-after-milliseconds mymaster 1000\nsentinel failover-timeout mymaster 10000\n", sport, dir, host, port)
+	if err := os.WriteFile(conf, []byte(body), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	s.Sentinel = startHelper(t, sport, filepath.Join(dir, "sentinel.log"), conf, "--sentinel")
+	s.poll(20*time.Second, func() (bool, string) {
+		repl, err := Command(s.Replica.Addr, "INFO", "replication")
+		if err != nil || !strings.Contains(repl, "master_link_status:up") {
+			return false, "replica not in sync: " + repl + fmt.Sprint(err)
+		}
+		info, err := Command(s.Sentinel, "INFO", "sentinel")
+		if err != nil || !strings.Contains(info, "status=ok,address="+s.Master.Addr+",slaves=1,") {
+			return false, "sentinel: " + info + fmt.Sprint(err)
+		}
+		return true, ""
+	})
+	return s
+}
+
+// WaitFailover waits until, after the master was killed, the Sentinel names
+// the replica as the master and the replica has taken the role.
+func (s *SentinelSet) WaitFailover(timeout time.Duration) {
+	s.t.Helper()
+	s.poll(timeout, func() (bool, string) {
+		info, err := Command(s.Sentinel, "INFO", "sentinel")
+		if err != nil || !strings.Contains(info, "status=ok,address="+s.Replica.Addr+",") {
+			return false, "sentinel: " + info + fmt.Sprint(err)
+		}
+		repl, err := Command(s.Replica.Addr, "INFO", "replication")
+		if err != nil || !strings.Contains(repl, "role:master") {
+			return false, "replica: " + repl + fmt.Sprint(err)
+		}
+		return true, ""
+	})
+}
+
+func (s *SentinelSet) poll(timeout time.Duration, done func() (bool, string)) {
+	s.t.Helper()
+	deadline := time.Now().Add(timeout)
+	for {
+		ok, why := done()
+		if ok {
+			return
+		}
+		if time.Now().After(deadline) {
+			s.t.Fatalf("sentinel set not ready after %v: %s", timeout, why)
 		}
 		time.Sleep(20 * time.Millisecond)
 	}
