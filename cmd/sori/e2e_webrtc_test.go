@@ -24,6 +24,7 @@ import (
 	"time"
 
 	"github.com/sori-voice/sori/media/ng"
+	"github.com/sori-voice/sori/sip/calls"
 )
 
 func TestBrowserCallsAPhoneAndBack(t *testing.T) {
@@ -33,7 +34,8 @@ func TestBrowserCallsAPhoneAndBack(t *testing.T) {
 	// Chromium checks from every interface's candidate; the anchor
 	// answers only loopback's, so the call stays on 127.0.0.0/8.
 	an := startAnchor(t, "-ice-sources", "127.0.0.0/8")
-	n := startDefaultNode(t, an)
+	cdr := filepath.Join(t.TempDir(), "cdr.jsonl")
+	n := startDefaultNode(t, an, [2]string{`file: ""`, fmt.Sprintf("file: %q", cdr)})
 	bob := startBaresip(t, n.port, "udp", "bob", "bob-secret", aliceTone, "", withOpus)
 	bob.waitRegistered()
 
@@ -60,6 +62,8 @@ func TestBrowserCallsAPhoneAndBack(t *testing.T) {
 		page.waitFor(t, "phone.state === 'ended'")
 		waitNoCalls(t, an, n.node)
 		checkTone(t, "bob (called by the browser)", heard(), browserTone)
+		r := records(t, cdr, "bob", 1)[0]
+		checkWebRTCRecord(t, r, r.CallerMedia, r.CalleeMedia)
 	})
 
 	t.Run("phone calls browser", func(t *testing.T) {
@@ -75,6 +79,8 @@ func TestBrowserCallsAPhoneAndBack(t *testing.T) {
 		page.waitFor(t, "phone.state === 'ended'")
 		waitNoCalls(t, an, n.node)
 		checkTone(t, "bob (calling the browser)", heard(), browserTone)
+		r := records(t, cdr, "alice", 1)[0]
+		checkWebRTCRecord(t, r, r.CalleeMedia, r.CallerMedia)
 	})
 	page.checkNoErrors(t)
 }
@@ -178,6 +184,21 @@ func browserCall(t *testing.T, an *anchorProc, page *cdpPage, phone *baresip, fr
 	if math.IsNaN(pk.Hz) {
 		t.Fatal("peak() is NaN")
 	}
+}
+
+// checkWebRTCRecord requires the call record to measure the browser's
+// leg as it does the phone's: packets sent, loss, a MOS, and the DTLS-SRTP
+// profile as its suite.
+func checkWebRTCRecord(t *testing.T, r calls.Record, browser, phone *calls.MediaQuality) {
+	t.Helper()
+	want := int64(holdCall / (20 * time.Millisecond))
+	if r.Disposition != calls.Answered || browser == nil || phone == nil {
+		t.Fatalf("call record %+v", r)
+	}
+	if browser.SRTP == "" || browser.Sent < want || browser.MOS < 3 || phone.SRTP != "" || phone.Sent < want || phone.MOS < 3 {
+		t.Fatalf("call record's media: browser %+v, phone %+v; want >= %d packets and a MOS each, the browser's SRTP suite", *browser, *phone, want)
+	}
+	t.Logf("call record: browser %+v, phone %+v", *browser, *phone)
 }
 
 // webrtcLeg is one leg in the anchor's query.
