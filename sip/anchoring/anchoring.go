@@ -255,10 +255,14 @@ func (p *Pool) Offer(ctx context.Context, req *sip.Request, on netip.AddrPort, e
 	}
 	d := ng.Dict{"command": "offer", "call-id": req.CallID().Value(), "from-tag": req.From().Params.GetOr("tag", ""),
 		"sdp": body, "replace": replace, "ICE": iceFlag(encryption == WebRTC)}
-	if tp := transportFor(body, encryption); tp != "" {
+	tag, inDialog := req.To().Params.Get("tag")
+	inDialog = inDialog && tag != ""
+	// A re-offer passing the profile keeps what each side speaks (the
+	// anchor remembers), a browser's included.
+	if tp := transportFor(body, encryption); tp != "" && !(inDialog && encryption == PassEncryption) {
 		d["transport-protocol"] = tp
 	}
-	if tag, ok := req.To().Params.Get("tag"); ok && tag != "" {
+	if inDialog {
 		d["to-tag"] = tag
 	}
 	if v := req.Via(); v != nil {

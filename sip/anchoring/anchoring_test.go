@@ -319,6 +319,29 @@ func TestEncryptionPolicyBecomesTheTransportProtocol(t *testing.T) {
 	}
 }
 
+// A re-offer in the dialog that passes the profile sends none: each side
+// keeps what it speaks, a browser's DTLS too.
+func TestReofferKeepsEachSidesProtocol(t *testing.T) {
+	a := startFake(t)
+	p := newPool(t, a)
+	browser := strings.Replace(offerSDP, "RTP/AVP", "UDP/TLS/RTP/SAVPF", 1)
+	for i, tt := range []struct {
+		encryption, want, ice string
+	}{{PassEncryption, "", "remove"}, {WebRTC, "UDP/TLS/RTP/SAVPF", "force"}} {
+		req := invite(t, "re-"+strconv.Itoa(i), browser, "application/sdp")
+		req.To().Params.Add("tag", "tb")
+		if _, _, err := p.Offer(context.Background(), req, a.srv.Addr(), tt.encryption); err != nil {
+			t.Fatal(err)
+		}
+		a.mu.Lock()
+		sent := a.cmds[len(a.cmds)-1]
+		a.mu.Unlock()
+		if sent.Str("transport-protocol") != tt.want || sent.Str("ICE") != tt.ice || sent.Str("to-tag") != "tb" {
+			t.Errorf("re-offer with %q: %v", tt.encryption, sent)
+		}
+	}
+}
+
 // The answer goes to the caller: ICE=force when it called over
 // WebSocket (a browser), remove otherwise.
 func TestAnswerToABrowserForcesICE(t *testing.T) {

@@ -463,7 +463,15 @@ func (p *Proxy) inDialog(ctx context.Context, w chain.ResponseWriter, r *chain.R
 	f := newFork(p, req, w, nil, r.Caller, [][]target{{t}}, false)
 	f.anchor, f.dialog = on, c
 	if req.IsInvite() || req.Method == sip.UPDATE {
-		if refused := p.offer(ctx, req, f, on, ""); refused.Code != 0 {
+		// Each side keeps what it speaks; a browser's is said again, for
+		// an anchor (rtpengine) that needs ICE=force to keep its ICE.
+		enc := anchoring.PassEncryption
+		if c != nil {
+			if peer, ok := c.Peer(fromTag); ok && anchoring.WebSocket(peer.Transport) {
+				enc = anchoring.WebRTC
+			}
+		}
+		if refused := p.offer(ctx, req, f, on, enc); refused.Code != 0 {
 			return refused
 		}
 	}
