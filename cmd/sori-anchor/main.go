@@ -32,6 +32,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
 	"github.com/sori-voice/sori/media/anchor"
+	"github.com/sori-voice/sori/media/dtlssrtp"
 	"github.com/sori-voice/sori/media/jitter"
 	"github.com/sori-voice/sori/media/ng"
 	"github.com/sori-voice/sori/media/ports"
@@ -69,6 +70,7 @@ type options struct {
 	sendRing     bool
 	recvRing     bool
 	cpuProfile   string
+	iceSources   []netip.Prefix
 }
 
 func parseFlags(args []string, stderr io.Writer) (options, error) {
@@ -91,6 +93,7 @@ func parseFlags(args []string, stderr io.Writer) (options, error) {
 	sendRing := fs.Bool("io-uring", true, "relay RTP through io_uring on Linux: multishot receives and one submit of sends per wake-up for many sockets (false: epoll, recvmmsg and a sendmmsg per socket)")
 	recvRing := fs.Bool("io-uring-recv", true, "with -io-uring, receive through it too (false: epoll and recvmmsg, sends still through io_uring)")
 	cpuProfile := fs.String("cpuprofile", "", "write a CPU profile of the whole run to this file")
+	iceSources := fs.String("ice-sources", "", "comma-separated CIDRs a WebRTC peer's ICE checks are answered from; media of a WebRTC leg comes only from an address that passed one (empty: any)")
 	if err := fs.Parse(args); err != nil {
 		return options{}, usageError{err}
 	}
@@ -142,6 +145,16 @@ func parseFlags(args []string, stderr io.Writer) (options, error) {
 	o.sendRing = *sendRing
 	o.recvRing = *recvRing
 	o.cpuProfile = *cpuProfile
+	if *iceSources != "" {
+		for _, c := range strings.Split(*iceSources, ",") {
+			p, err := netip.ParsePrefix(strings.TrimSpace(c))
+			if err != nil {
+				bad("ice-sources", "%q is not a CIDR prefix", c)
+				continue
+			}
+			o.iceSources = append(o.iceSources, p.Masked())
+		}
+	}
 	if *timeout < 0 {
 		bad("media-timeout", "must not be negative")
 	}
@@ -228,10 +241,17 @@ func run(ctx context.Context, args []string, stderr io.Writer) error {
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	// The ng server first (it sends the anchor's notifications), then the
 	// anchor with it; Serve hands the anchor the commands.
+	// One DTLS certificate for the process's WebRTC legs (30 days: a
+	// restart within them makes a new one; browsers check it against
+	// the SDP's fingerprint, not a CA).
+	cert, err := dtlssrtp.NewCertificate()
+	if err != nil {
+		return err
+	}
 	srv := ng.NewServer(conn, log)
 	mgr := anchor.New(anchor.Config{
 		Advertise: o.advertise, Ports: alloc, MediaTimeout: o.mediaTimeout, RTCPInterval: o.rtcpInterval, Jitter: o.jitter, Log: log, Registerer: reg,
-		Notify: srv,
+		Notify: srv, Certificate: cert, ICESources: o.iceSources,
 	})
 
 	var httpSrv *http.Server

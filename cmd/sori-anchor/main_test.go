@@ -29,6 +29,14 @@ func TestFlagsAsScriptsGiveThem(t *testing.T) {
 	if o, _ := parseFlags(strings.Fields("-jitter-buffer off"), io.Discard); o.jitter.Mode != jitter.Off {
 		t.Fatalf("off: %+v", o.jitter)
 	}
+	o, err = parseFlags(strings.Fields("-ice-sources 127.0.0.0/8,192.0.2.7/24,2001:db8::/32"), io.Discard)
+	if err != nil || len(o.iceSources) != 3 || o.iceSources[0] != netip.MustParsePrefix("127.0.0.0/8") ||
+		o.iceSources[1] != netip.MustParsePrefix("192.0.2.0/24") || o.iceSources[2] != netip.MustParsePrefix("2001:db8::/32") {
+		t.Fatalf("-ice-sources: %v %v", o.iceSources, err)
+	}
+	if o, _ := parseFlags(nil, io.Discard); o.iceSources != nil {
+		t.Fatalf("default -ice-sources %v, want any", o.iceSources)
+	}
 }
 
 func TestBadFlagsAreNamed(t *testing.T) {
@@ -45,6 +53,7 @@ func TestBadFlagsAreNamed(t *testing.T) {
 		{"-jitter-buffer smart", "-jitter-buffer:"},
 		{"-jb-min 200ms -jb-max 100ms", "-jb-max:"},
 		{"-log-level loud", "-log-level:"},
+		{"-ice-sources 127.0.0.1", "-ice-sources:"},
 		{"extra", "unexpected argument"},
 	} {
 		_, err := parseFlags(strings.Fields(tt.args), io.Discard)

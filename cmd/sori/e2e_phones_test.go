@@ -79,21 +79,22 @@ type defaultNode struct {
 
 // startDefaultNode runs sori on the embedded config/sori.yaml with only
 // its addresses changed: SIP and HTTP on free ports, the anchor an, the
-// TLS certificate in a directory of the test's.
-func startDefaultNode(t *testing.T, an *anchorProc) *defaultNode {
+// TLS certificate in a directory of the test's; and the extra
+// replacements (text once in the file, its new value).
+func startDefaultNode(t *testing.T, an *anchorProc, extra ...[2]string) *defaultNode {
 	t.Helper()
 	port, tlsPort, wssPort := freeSIPPort(t), freeSIPPort(t), freeSIPPort(t)
 	httpAddr := fmt.Sprintf("127.0.0.1:%d", freeSIPPort(t))
 	cfg := string(config.Embedded)
 	tlsDir := t.TempDir() // the self-signed pair is created there
-	for _, r := range [][2]string{
+	for _, r := range append([][2]string{
 		{`["udp:127.0.0.1:5060", "tcp:127.0.0.1:5060", "tls:127.0.0.1:5061", "wss:127.0.0.1:8443"]`,
 			fmt.Sprintf(`["udp:127.0.0.1:%d", "tcp:127.0.0.1:%d", "tls:127.0.0.1:%d", "wss:127.0.0.1:%d"]`, port, port, tlsPort, wssPort)},
 		{"/var/lib/sori/tls/cert.pem", filepath.Join(tlsDir, "cert.pem")},
 		{"/var/lib/sori/tls/key.pem", filepath.Join(tlsDir, "key.pem")},
 		{`anchors: ["127.0.0.1:22222"]`, fmt.Sprintf("anchors: [%q]", an.ng)},
 		{"listen: 127.0.0.1:9060", "listen: " + httpAddr},
-	} {
+	}, extra...) {
 		if strings.Count(cfg, r[0]) != 1 {
 			t.Fatalf("config/sori.yaml no longer has %s once: update this test", r[0])
 		}

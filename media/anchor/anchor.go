@@ -18,6 +18,7 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/sori-voice/sori/media/dtlssrtp"
 	"github.com/sori-voice/sori/media/jitter"
 	"github.com/sori-voice/sori/media/ng"
 	"github.com/sori-voice/sori/media/ports"
@@ -39,6 +40,13 @@ type Config struct {
 	// Notify sends the control client that created a call unsolicited ng
 	// messages (the media timeout report); nil: none are sent.
 	Notify Notifier
+	// Certificate is the DTLS identity of WebRTC legs (webrtc.go); nil:
+	// one is made when the first WebRTC leg needs it.
+	Certificate *dtlssrtp.Certificate
+	// ICESources are the networks a WebRTC peer's ICE checks are answered
+	// from; a check from elsewhere gets no answer, so that address never
+	// carries the leg's media. Empty: any.
+	ICESources []netip.Prefix
 }
 
 // Notifier sends an unsolicited ng message (ng.Server).
@@ -61,6 +69,13 @@ type Manager struct {
 	commands *prometheus.CounterVec
 	active   prometheus.GaugeFunc
 	timeouts prometheus.Counter
+
+	// ctx bounds the WebRTC legs' DTLS associations; Close ends it.
+	ctx      context.Context
+	cancel   context.CancelFunc
+	certOnce sync.Once
+	cert     *dtlssrtp.Certificate
+	certErr  error
 }
 
 type call struct {
@@ -86,7 +101,8 @@ type media struct {
 	proto  string // what the leg's phone speaks: RTP/AVP, RTP/SAVP, ...
 	mux    bool
 	stream *relay.Stream
-	sdes   *legSDES // nil: plain RTP (srtp.go)
+	sdes   *legSDES   // nil: plain RTP or WebRTC (srtp.go)
+	rtc    *legWebRTC // nil: not a WebRTC leg (webrtc.go)
 }
 
 // New returns a Manager.
@@ -101,6 +117,7 @@ func New(c Config) *Manager {
 			Help: "Calls ended because their media stopped for media_timeout.",
 		}),
 	}
+	m.ctx, m.cancel = context.WithCancel(context.Background())
 	m.active = prometheus.NewGaugeFunc(prometheus.GaugeOpts{
 		Name: "sori_anchor_calls",
 		Help: "Calls the anchor holds.",
@@ -150,6 +167,7 @@ func (m *Manager) Close() {
 	for _, c := range calls {
 		m.release(c)
 	}
+	m.cancel()
 }
 
 // advertise picks the address written into an SDP whose media address is
@@ -190,6 +208,7 @@ func (c *call) newLeg(tag string, now time.Time) *leg {
 func (m *Manager) release(c *call) {
 	for _, l := range c.legs {
 		for _, md := range l.medias {
+			m.stopWebRTC(md)
 			md.stream.Stop()
 			m.cfg.Ports.Release(md.stream.Pair())
 		}

@@ -94,9 +94,12 @@ func (m *Manager) apply(own, peer *leg, sess *sdp.Session, req ng.Dict, answer b
 			break
 		}
 	}
+	// ICE lines of the SDP's own side always go: the anchor is the ICE
+	// peer of a WebRTC leg (WithTransport writes its own) and plain legs
+	// have none.
 	rw := sdp.Rewrite{
 		Addr:          m.advertise(family, req.Str("address family")),
-		RemoveICE:     req.Str("ICE") != "force",
+		RemoveICE:     true,
 		ReplaceOrigin: req.Has("replace", "origin"),
 	}
 	if a := req.Str("media-address"); a != "" {
@@ -104,7 +107,10 @@ func (m *Manager) apply(own, peer *leg, sess *sdp.Session, req ng.Dict, answer b
 			rw.Addr = ip
 		}
 	}
+	var transports []sdp.Transport // toward a WebRTC peer, by section
+	dtlsIn := false
 	for i, md := range sess.Media {
+		dtlsIn = dtlsIn || md.DTLS
 		opts.OpusPT = md.OpusPT
 		mo, err := m.ensure(own, i, md, opts)
 		if err != nil {
@@ -119,19 +125,34 @@ func (m *Manager) apply(own, peer *leg, sess *sdp.Session, req ng.Dict, answer b
 		mo.mux = md.Mux
 		mo.stream.SetMux(md.Mux)
 		var mrw sdp.MediaRewrite
+		var tr *sdp.Transport
 		switch {
 		case md.Port == 0: // disabled: nothing to key
 		case answer:
-			mrw, err = keyAnswer(mo, mp, md, req)
+			mrw, tr, err = m.keyAnswer(mo, mp, md, sess, i, req)
 		default:
 			mo.proto = md.Proto
-			mrw, err = keyOffer(mo, mp, md, req)
+			mrw, tr, err = m.keyOffer(mo, mp, md, sess, i, req)
 		}
 		if err != nil {
 			return nil, err
 		}
 		rw.Media = append(rw.Media, mrw)
-		if md.Port != 0 {
+		for len(transports) <= i {
+			transports = append(transports, sdp.Transport{})
+		}
+		if tr != nil {
+			tr.Candidate = netip.AddrPortFrom(rw.Addr, uint16(mp.stream.Port()))
+			for _, a := range m.cfg.Advertise {
+				if a != rw.Addr {
+					tr.Candidates = append(tr.Candidates, netip.AddrPortFrom(a, uint16(mp.stream.Port())))
+				}
+			}
+			transports[i] = *tr
+		}
+		// A WebRTC leg's media address is the one ICE validates, never
+		// its SDP's (a browser's c= is a candidate it may not use).
+		if md.Port != 0 && mo.rtc == nil {
 			addr := md.Addr
 			// A private address in the SDP of a phone whose signalling came
 			// from a public one is behind NAT: send to the public address
@@ -154,12 +175,21 @@ func (m *Manager) apply(own, peer *leg, sess *sdp.Session, req ng.Dict, answer b
 		mo.stream.Start()
 		mp.stream.Start()
 		p := sdp.Ports{RTP: mp.stream.Port(), RTCP: mp.stream.Port() + 1}
-		if md.Mux {
+		if md.Mux || mp.rtc != nil {
 			p.RTCP = p.RTP
 		}
 		rw.Ports = append(rw.Ports, p)
 	}
-	return sess.Rewrite(rw), nil
+	out := sess.Rewrite(rw)
+	for _, tr := range transports {
+		if tr.Ufrag != "" {
+			return sdp.WithTransport(out, transports)
+		}
+	}
+	if dtlsIn {
+		out = sdp.WithoutDTLS(out)
+	}
+	return out, nil
 }
 
 // ensure returns the leg's media section i, allocating its ports once.
@@ -200,8 +230,8 @@ func parseSDP(req ng.Dict) (*sdp.Session, ng.Dict) {
 	if err != nil {
 		return nil, ng.Error("Failed to parse SDP: " + err.Error())
 	}
-	if ice := req.Str("ICE"); ice == "force" || ice == "force-relay" {
-		return nil, ng.Error("ICE is not supported")
+	if ice := req.Str("ICE"); ice == "force-relay" {
+		return nil, ng.Error("ICE=force-relay is not supported: the anchor is ICE-lite with host candidates")
 	}
 	if p := transportProtocol(req); p != "" && !(p == "accept" && req.Str("command") == "answer") && !relayable(p) {
 		return nil, ng.Error("Transport protocol " + p + " is not supported")
@@ -214,13 +244,13 @@ func parseSDP(req ng.Dict) (*sdp.Session, ng.Dict) {
 	return sess, nil
 }
 
-// relayable: RTP, with or without SRTP (SDES) and feedback.
+// relayable: RTP, with or without SRTP (SDES or DTLS) and feedback.
 func relayable(proto string) bool {
 	switch strings.ToUpper(proto) {
 	case "RTP/AVP", "RTP/AVPF", "RTP/SAVP", "RTP/SAVPF":
 		return true
 	}
-	return false
+	return sdp.DTLSProto(proto)
 }
 
 // receivedFrom reads "received-from": ["IP4", "192.0.2.1"].

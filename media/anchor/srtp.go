@@ -12,7 +12,7 @@ import (
 	"github.com/sori-voice/sori/media/sdp"
 )
 
-// SDES-SRTP. Each leg speaks its own transport protocol: its phone's, as
+// SDES-SRTP (DTLS-SRTP is webrtc.go's). Each leg speaks its own transport protocol: its phone's, as
 // its SDP said, or what the ng "transport protocol" key asks the anchor
 // to offer it (rtpengine's translation: RTP/AVP one side, RTP/SAVP the
 // other). With neither, the offer's protocol goes to the other side: an
@@ -47,7 +47,7 @@ func transportProtocol(req ng.Dict) string {
 	return req.Str("transport-protocol")
 }
 
-var errDTLS = errors.New("DTLS-SRTP is not supported")
+var errDTLS = errors.New("DTLS-SRTP is supported only as UDP/TLS/RTP/SAVP(F)")
 
 func keysOf(c *sdes.Crypto) *relay.Keys {
 	return &relay.Keys{Profile: c.Suite.Profile, Key: c.Key, Salt: c.Salt, Options: c.Options(), ID: c.String(false)}
@@ -70,21 +70,28 @@ func pending(s *relay.Stream) error {
 	return s.SetCrypto(&relay.Crypto{})
 }
 
-// keyOffer: the offerer's section md (leg mo) and what the other side
-// (leg mp) is offered.
-func keyOffer(mo, mp *media, md sdp.Media, req ng.Dict) (sdp.MediaRewrite, error) {
+// keyOffer: the offerer's section md (leg mo, section i of sess) and what
+// the other side (leg mp) is offered. A WebRTC leg on either side is
+// keyed by DTLS (webrtc.go): the returned Transport, when not nil, is what
+// the SDP to mp gets for ICE and DTLS.
+func (m *Manager) keyOffer(mo, mp *media, md sdp.Media, sess *sdp.Session, i int, req ng.Dict) (sdp.MediaRewrite, *sdp.Transport, error) {
 	flags := sdes.ParseFlags(req.List("SDES"), req.List("flags"))
 	var phone []sdes.Crypto
-	if isSRTP(md.Proto) {
+	if sdp.DTLSProto(md.Proto) {
+		if err := m.offeredDTLS(mo, sess, i); err != nil {
+			return sdp.MediaRewrite{}, nil, err
+		}
+	} else if isSRTP(md.Proto) {
+		m.stopWebRTC(mo)
 		var err error
 		if phone, err = sdes.ParseAll(md.Crypto); err != nil {
-			return sdp.MediaRewrite{}, err
+			return sdp.MediaRewrite{}, nil, err
 		}
 		if len(phone) == 0 {
 			if md.DTLS {
-				return sdp.MediaRewrite{}, errDTLS
+				return sdp.MediaRewrite{}, nil, errDTLS
 			}
-			return sdp.MediaRewrite{}, fmt.Errorf("%s offer with no SDES crypto suite the anchor supports", md.Proto)
+			return sdp.MediaRewrite{}, nil, fmt.Errorf("%s offer with no SDES crypto suite the anchor supports", md.Proto)
 		}
 		ls := &legSDES{phone: phone, flags: flags}
 		if mo.sdes != nil {
@@ -92,12 +99,13 @@ func keyOffer(mo, mp *media, md sdp.Media, req ng.Dict) (sdp.MediaRewrite, error
 		}
 		mo.sdes = ls
 		if err := pending(mo.stream); err != nil {
-			return sdp.MediaRewrite{}, err
+			return sdp.MediaRewrite{}, nil, err
 		}
 	} else {
+		m.stopWebRTC(mo)
 		mo.sdes = nil
 		if err := mo.stream.SetCrypto(nil); err != nil {
-			return sdp.MediaRewrite{}, err
+			return sdp.MediaRewrite{}, nil, err
 		}
 	}
 	proto := transportProtocol(req)
@@ -110,9 +118,17 @@ func keyOffer(mo, mp *media, md sdp.Media, req ng.Dict) (sdp.MediaRewrite, error
 	}
 	mp.proto = proto
 	rw := sdp.MediaRewrite{Proto: proto, SetCrypto: true}
+	if sdp.DTLSProto(proto) {
+		tr, err := m.offerDTLS(mp, i, req)
+		return rw, tr, err
+	}
+	m.stopWebRTC(mp)
+	if req.Str("ICE") == "force" {
+		return sdp.MediaRewrite{}, nil, errICEPlain(proto)
+	}
 	if !isSRTP(proto) {
 		mp.sdes = nil
-		return rw, mp.stream.SetCrypto(nil)
+		return rw, nil, mp.stream.SetCrypto(nil)
 	}
 	var offered []sdes.Crypto
 	if mp.sdes != nil && mp.sdes.out != nil {
@@ -120,33 +136,38 @@ func keyOffer(mo, mp *media, md sdp.Media, req ng.Dict) (sdp.MediaRewrite, error
 	} else {
 		var err error
 		if offered, err = flags.Offer(phone); err != nil {
-			return sdp.MediaRewrite{}, err
+			return sdp.MediaRewrite{}, nil, err
 		}
 	}
 	if len(offered) == 0 {
-		return sdp.MediaRewrite{}, fmt.Errorf("no SDES crypto suite left to offer for %s", proto)
+		return sdp.MediaRewrite{}, nil, fmt.Errorf("no SDES crypto suite left to offer for %s", proto)
 	}
 	if mp.sdes == nil {
 		mp.sdes = &legSDES{}
 	}
 	mp.sdes.offered = offered
 	rw.Crypto = formatAll(offered, flags.Pad)
-	return rw, pending(mp.stream)
+	return rw, nil, pending(mp.stream)
 }
 
-// keyAnswer: the answerer's section md (leg mo) and the answer to the
-// offerer (leg mp).
-func keyAnswer(mo, mp *media, md sdp.Media, req ng.Dict) (sdp.MediaRewrite, error) {
+// keyAnswer: the answerer's section md (leg mo, section i of sess) and
+// the answer to the offerer (leg mp); the Transport as for keyOffer.
+func (m *Manager) keyAnswer(mo, mp *media, md sdp.Media, sess *sdp.Session, i int, req ng.Dict) (sdp.MediaRewrite, *sdp.Transport, error) {
 	flags := sdes.ParseFlags(req.List("SDES"), req.List("flags"))
 	chosen := ""
 	switch {
+	case sdp.DTLSProto(md.Proto):
+		if err := m.answeredDTLS(mo, sess, i); err != nil {
+			return sdp.MediaRewrite{}, nil, err
+		}
 	case isSRTP(md.Proto) && mo.sdes != nil && len(mo.sdes.offered) > 0:
+		m.stopWebRTC(mo)
 		cs, err := sdes.ParseAll(md.Crypto)
 		if err != nil {
-			return sdp.MediaRewrite{}, err
+			return sdp.MediaRewrite{}, nil, err
 		}
 		if len(cs) == 0 {
-			return sdp.MediaRewrite{}, fmt.Errorf("%s answer with no SDES crypto suite the anchor supports", md.Proto)
+			return sdp.MediaRewrite{}, nil, fmt.Errorf("%s answer with no SDES crypto suite the anchor supports", md.Proto)
 		}
 		c := cs[0]
 		var ours *sdes.Crypto
@@ -156,23 +177,24 @@ func keyAnswer(mo, mp *media, md sdp.Media, req ng.Dict) (sdp.MediaRewrite, erro
 			}
 		}
 		if ours == nil {
-			return sdp.MediaRewrite{}, fmt.Errorf("answer's a=crypto tag %d %s was not offered", c.Tag, c.Suite.Name)
+			return sdp.MediaRewrite{}, nil, fmt.Errorf("answer's a=crypto tag %d %s was not offered", c.Tag, c.Suite.Name)
 		}
 		mo.sdes.in, mo.sdes.out = &c, ours
 		if err := mo.stream.SetCrypto(&relay.Crypto{In: keysOf(&c), Out: keysOf(ours)}); err != nil {
-			return sdp.MediaRewrite{}, err
+			return sdp.MediaRewrite{}, nil, err
 		}
 		chosen = c.Suite.Name
 	case isSRTP(md.Proto):
 		if md.DTLS {
-			return sdp.MediaRewrite{}, errDTLS
+			return sdp.MediaRewrite{}, nil, errDTLS
 		}
-		return sdp.MediaRewrite{}, fmt.Errorf("%s answer to an offer without SDES", md.Proto)
+		return sdp.MediaRewrite{}, nil, fmt.Errorf("%s answer to an offer without SDES", md.Proto)
 	default:
 		// A plain answer (to a plain offer, or declining SRTP).
+		m.stopWebRTC(mo)
 		mo.sdes = nil
 		if err := mo.stream.SetCrypto(nil); err != nil {
-			return sdp.MediaRewrite{}, err
+			return sdp.MediaRewrite{}, nil, err
 		}
 	}
 	mo.proto = md.Proto
@@ -188,12 +210,20 @@ func keyAnswer(mo, mp *media, md sdp.Media, req ng.Dict) (sdp.MediaRewrite, erro
 		proto = md.Proto
 	}
 	rw := sdp.MediaRewrite{Proto: proto, SetCrypto: true}
+	if sdp.DTLSProto(proto) {
+		tr, err := m.answerDTLS(mp, req)
+		return rw, tr, err
+	}
+	m.stopWebRTC(mp)
+	if req.Str("ICE") == "force" {
+		return sdp.MediaRewrite{}, nil, errICEPlain(proto)
+	}
 	if !isSRTP(proto) || mp.sdes == nil || len(mp.sdes.phone) == 0 {
 		if isSRTP(proto) {
-			return sdp.MediaRewrite{}, fmt.Errorf("the offerer spoke plain RTP: cannot answer it %s", proto)
+			return sdp.MediaRewrite{}, nil, fmt.Errorf("the offerer spoke plain RTP: cannot answer it %s", proto)
 		}
 		mp.sdes = nil
-		return rw, mp.stream.SetCrypto(nil)
+		return rw, nil, mp.stream.SetCrypto(nil)
 	}
 	pickFlags := mp.sdes.flags
 	if len(flags.Pref) > 0 {
@@ -211,19 +241,22 @@ func keyAnswer(mo, mp *media, md sdp.Media, req ng.Dict) (sdp.MediaRewrite, erro
 		}
 		var err error
 		if out, err = answerFlags.Answer(pick); err != nil {
-			return sdp.MediaRewrite{}, err
+			return sdp.MediaRewrite{}, nil, err
 		}
 	}
 	mp.sdes.in, mp.sdes.out = &pick, &out
 	if err := mp.stream.SetCrypto(&relay.Crypto{In: keysOf(&pick), Out: keysOf(&out)}); err != nil {
-		return sdp.MediaRewrite{}, err
+		return sdp.MediaRewrite{}, nil, err
 	}
 	rw.Crypto = []string{out.String(flags.Pad || mp.sdes.flags.Pad)}
-	return rw, nil
+	return rw, nil, nil
 }
 
 // cryptoDict is a leg's SRTP in query replies (nil: plain RTP).
 func (md *media) cryptoDict() ng.Dict {
+	if md.rtc != nil {
+		return md.rtc.cryptoDict()
+	}
 	if md.sdes == nil || md.sdes.out == nil {
 		return nil
 	}

@@ -260,14 +260,24 @@ func (p *pumpState) forward(n int, wall time.Time) {
 		}
 		packets++
 		bytes += uint64(size)
+		if lc != nil {
+			// STUN and DTLS go to the leg's keying before latching: only
+			// media moves the stream, and on a WebRTC leg only media from
+			// an address ICE validated.
+			src := p.rx[i].src
+			if !p.rtcp && s.takeOther(b, src) {
+				continue
+			}
+			if !s.iceAllows(src) {
+				errors++
+				continue
+			}
+		}
 		if !s.accept(p.rx[i].src, p.rtcp) {
 			errors++
 			continue
 		}
 		if lc != nil {
-			if !p.rtcp && s.takeOther(b, p.rx[i].src) {
-				continue // STUN, DTLS: the leg's keying, not media
-			}
 			dec, err := lc.decrypt(b, p.rtcp || isRTCP(b))
 			if err != nil || len(dec) == 0 || &dec[0] != &b[0] {
 				errors++ // forged, replayed, not SRTP, or not keyed yet

@@ -67,14 +67,22 @@ func (s *Stream) pump(sock *socket, rtcp bool) {
 		s.last.Store(now.UnixNano())
 		c.packets.Add(1)
 		c.bytes.Add(uint64(n))
-		if !s.accept(netip.AddrPortFrom(src.Addr().Unmap(), src.Port()), rtcp) {
+		from := netip.AddrPortFrom(src.Addr().Unmap(), src.Port())
+		lc := s.crypto.Load()
+		if lc != nil {
+			if !rtcp && s.takeOther(buf[:n], from) {
+				continue // STUN, DTLS: before latching, as on Linux
+			}
+			if !s.iceAllows(from) {
+				c.errors.Add(1)
+				continue
+			}
+		}
+		if !s.accept(from, rtcp) {
 			c.errors.Add(1)
 			continue
 		}
-		if lc := s.crypto.Load(); lc != nil {
-			if !rtcp && s.takeOther(buf[:n], netip.AddrPortFrom(src.Addr().Unmap(), src.Port())) {
-				continue
-			}
+		if lc != nil {
 			lc.mu.Lock()
 			dec, err := lc.decrypt(buf[:n], rtcp || isRTCP(buf[:n]))
 			lc.mu.Unlock()

@@ -134,6 +134,47 @@ func (s *Stream) SetOther(f OtherFunc) {
 // phone from the leg's RTP port, unencrypted.
 func (s *Stream) SendOther(b []byte, to netip.AddrPort) error { return s.rtpSock.writeTo(b, to) }
 
+// ICE says which source addresses passed a WebRTC leg's connectivity
+// checks (media/webrtc.Leg, media/icelite.Agent).
+type ICE interface {
+	Validated(addr netip.AddrPort) bool
+}
+
+type iceGate struct{ ICE }
+
+// SetICE makes the leg take RTP and RTCP only from addresses ice
+// validated (RFC 8445 §7.3: media from anywhere else is not the peer's);
+// nil: from any, as latching decides. It applies to an SRTP leg only,
+// so a WebRTC leg is one with SetCrypto, SetOther and SetICE; the
+// address media goes to follows Latch.
+func (s *Stream) SetICE(ice ICE) {
+	if ice == nil {
+		s.ice.Store(nil)
+		return
+	}
+	s.ice.Store(&iceGate{ice})
+}
+
+// iceAllows: media from src may be relayed (no ICE, or src validated).
+func (s *Stream) iceAllows(src netip.AddrPort) bool {
+	g := s.ice.Load()
+	return g == nil || g.Validated(src)
+}
+
+// Latch points the leg's RTP and RTCP at a, as a first packet from it
+// would: the path ICE selected. Storing only a change keeps repeated
+// calls (every check) from allocating.
+func (s *Stream) Latch(a netip.AddrPort) {
+	if cur := s.latched.Load(); cur == nil || *cur != a {
+		store(&s.latched, a)
+	}
+	if s.mux.Load() {
+		if cur := s.rtcpSeen.Load(); cur == nil || *cur != a {
+			store(&s.rtcpSeen, a)
+		}
+	}
+}
+
 // notMedia: by its first byte, b is not RTP or RTCP (RFC 7983 §7).
 func notMedia(b []byte) bool { return len(b) == 0 || b[0] < 128 || b[0] > 191 }
 

@@ -366,3 +366,70 @@ func TestSRTPLegHandsSTUNAndDTLSToItsKeying(t *testing.T) {
 	default:
 	}
 }
+
+// validSet is an ICE that validated a fixed set of addresses.
+type validSet map[netip.AddrPort]bool
+
+func (v validSet) Validated(a netip.AddrPort) bool { return v[a] }
+
+// A WebRTC leg relays media only from addresses ICE validated, and sends
+// to the one Latch names, not to whoever sent first.
+func TestWebRTCLegTakesMediaOnlyFromICEValidatedAddresses(t *testing.T) {
+	k := &Crypto{In: newKeys(t, srtp.ProtectionProfileAes128CmHmacSha1_80), Out: newKeys(t, srtp.ProtectionProfileAes128CmHmacSha1_80)}
+	browser := newSRTPPhone(t, k)
+	stranger := newSRTPPhone(t, k) // holds the keys, but passed no check
+	pb := newPhone(t)
+	// A browser's SDP gives no usable address (c=0.0.0.0, port 9).
+	c := newSRTPCall(t, 46800, Options{}, k, nil, netip.AddrPort{}, pb.addr())
+	c.a.SetMux(true)
+	var stun []netip.AddrPort
+	others := make(chan netip.AddrPort, 8)
+	c.a.SetOther(func(_ []byte, from netip.AddrPort) { others <- from })
+	c.a.SetICE(validSet{browser.addr(): true})
+
+	// STUN from the stranger reaches the keying but latches nothing.
+	stranger.phone.send(c.portA, append([]byte{0x00, 0x01, 0x00, 0x00, 0x21, 0x12, 0xa4, 0x42}, make([]byte, 12)...))
+	select {
+	case from := <-others:
+		stun = append(stun, from)
+	case <-time.After(time.Second):
+		t.Fatal("STUN not handed to the keying")
+	}
+	if ep, ok := c.a.Endpoint(); ok {
+		t.Fatalf("a STUN datagram latched the leg to %s", ep)
+	}
+	wire, _ := stranger.send.EncryptRTP(nil, opusPacket(1), nil)
+	stranger.phone.send(c.portA, wire)
+	if got, _, ok := pb.recv(200 * time.Millisecond); ok {
+		t.Fatalf("SRTP from an address no check validated was relayed: %x", got)
+	}
+	if ep, ok := c.a.Endpoint(); ok {
+		t.Fatalf("media from an unvalidated address latched the leg to %s", ep)
+	}
+	// The validated browser's media is relayed...
+	wire, _ = browser.send.EncryptRTP(nil, opusPacket(2), nil)
+	browser.phone.send(c.portA, wire)
+	if got, _, ok := pb.recv(time.Second); !ok || !bytes.Equal(got, opusPacket(2)) {
+		t.Fatalf("the validated browser's RTP: got %x", got)
+	}
+	// ...and what goes back follows Latch (the nominated path), RTCP
+	// too on the multiplexed port.
+	c.a.Latch(browser.addr())
+	pb.send(c.portB, opusPacket(3))
+	got, from, ok := browser.phone.recv(time.Second)
+	if !ok || from != c.portA {
+		t.Fatalf("nothing reached the latched browser from %s (got %x from %s)", c.portA, got, from)
+	}
+	if dec, err := browser.recv.DecryptRTP(nil, got, nil); err != nil || !bytes.Equal(dec, opusPacket(3)) {
+		t.Fatalf("B→browser: %v", err)
+	}
+	if _, _, ok := stranger.phone.recv(100 * time.Millisecond); ok {
+		t.Fatal("the stranger got media")
+	}
+	if rtp, _ := c.a.Stats(); rtp.Errors != 1 {
+		t.Fatalf("leg A counts %d errors, want 1 (the stranger's RTP)", rtp.Errors)
+	}
+	if len(stun) != 1 || stun[0] != stranger.addr() {
+		t.Fatalf("keying got STUN from %v", stun)
+	}
+}

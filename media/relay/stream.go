@@ -65,6 +65,7 @@ type Stream struct {
 	cryptoMu sync.Mutex                // SetCrypto
 	srtpMu   sync.Mutex                // the SRTP contexts' (legCrypto.mu)
 	other    atomic.Pointer[OtherFunc] // an SRTP leg's STUN and DTLS (SetOther)
+	ice      atomic.Pointer[iceGate]   // a WebRTC leg's ICE (SetICE); nil: none
 
 	wg sync.WaitGroup
 	streamSys

@@ -140,7 +140,10 @@ type Transport struct {
 	Fingerprint Fingerprint
 	Setup       string         // actpass in an offer; passive or active in an answer
 	Candidate   netip.AddrPort // the anchor's host candidate: its advertised address and RTP port
-	Mid         string         // written as a=mid when the section has none (the offer's mid)
+	// Candidates are more host candidates, after Candidate (the anchor's
+	// address of the other family), each one preference lower.
+	Candidates []netip.AddrPort
+	Mid        string // written as a=mid when the section has none (the offer's mid)
 }
 
 // hostPriority is RFC 8445 §5.1.2.1's priority of a host candidate of
@@ -150,15 +153,21 @@ const hostPriority = 126<<24 | 65535<<8 | (256 - 1)
 // Lines are t's attributes for one m= section, without "a=rtcp-mux"
 // and a=mid, which WithTransport adds only when the section lacks them.
 func (t Transport) Lines() []string {
-	return []string{
+	lines := []string{
 		"a=ice-ufrag:" + t.Ufrag,
 		"a=ice-pwd:" + t.Pwd,
 		"a=fingerprint:" + t.Fingerprint.Hash + " " + t.Fingerprint.Value,
 		"a=setup:" + t.Setup,
-		// One host candidate, component 1 only: RTCP is multiplexed.
-		"a=candidate:1 1 udp " + strconv.Itoa(hostPriority) + " " + t.Candidate.Addr().String() + " " + strconv.Itoa(int(t.Candidate.Port())) + " typ host",
-		"a=end-of-candidates",
 	}
+	// Host candidates, component 1 only: RTCP is multiplexed.
+	for i, c := range append([]netip.AddrPort{t.Candidate}, t.Candidates...) {
+		if !c.IsValid() {
+			continue
+		}
+		prio := hostPriority - i<<8 // local preference 65535-i
+		lines = append(lines, "a=candidate:"+strconv.Itoa(i+1)+" 1 udp "+strconv.Itoa(prio)+" "+c.Addr().String()+" "+strconv.Itoa(int(c.Port()))+" typ host")
+	}
+	return append(lines, "a=end-of-candidates")
 }
 
 // transportLine: an attribute WithTransport and WithoutTransport replace.
@@ -177,8 +186,9 @@ func transportLine(l string) bool {
 // WithTransport makes a body fit for a WebRTC peer: a=ice-lite at
 // session level, and in each m= section t's attributes in place of any
 // ICE, DTLS or SDES (a=crypto) ones, plus a=rtcp-mux (RFC 8829 requires
-// it). Sections beyond t, or disabled (port 0), only lose the old
-// attributes. It does not change the m= protocol (Rewrite's Proto does).
+// it). Sections beyond t, disabled (port 0) or whose Transport has no
+// Ufrag only lose the old attributes. It does not change the m= protocol
+// (Rewrite's Proto does).
 func WithTransport(body []byte, t []Transport) ([]byte, error) {
 	s, err := Parse(body)
 	if err != nil {
@@ -212,7 +222,7 @@ func WithTransport(body []byte, t []Transport) ([]byte, error) {
 				line(l)
 			}
 		}
-		if i >= len(t) || s.Media[i].Port == 0 {
+		if i >= len(t) || s.Media[i].Port == 0 || t[i].Ufrag == "" {
 			continue
 		}
 		if t[i].Mid != "" && !mid {
@@ -245,4 +255,21 @@ func WithoutTransport(body []byte) ([]byte, error) {
 		b.WriteString("\r\n")
 	}
 	return []byte(b.String()), nil
+}
+
+// WithoutDTLS removes a=fingerprint, a=setup and a=tls-id (RFC 8842),
+// session or media level, from a body going to a leg that does not
+// speak DTLS-SRTP; ICE lines are Rewrite's RemoveICE, a=crypto its
+// MediaRewrite's.
+func WithoutDTLS(body []byte) []byte {
+	text := strings.ReplaceAll(string(body), "\r\n", "\n")
+	var b strings.Builder
+	for _, l := range strings.Split(strings.TrimRight(text, "\n"), "\n") {
+		if strings.HasPrefix(l, "a=fingerprint:") || strings.HasPrefix(l, "a=setup:") || strings.HasPrefix(l, "a=tls-id:") {
+			continue
+		}
+		b.WriteString(l)
+		b.WriteString("\r\n")
+	}
+	return []byte(b.String())
 }

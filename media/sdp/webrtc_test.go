@@ -187,3 +187,27 @@ func TestWithoutTransport(t *testing.T) {
 		t.Error("still reads as ICE")
 	}
 }
+
+func TestWithoutDTLS(t *testing.T) {
+	body := "v=0\r\no=- 1 1 IN IP4 192.0.2.1\r\ns=-\r\na=fingerprint:sha-256 AB:CD\r\nt=0 0\r\nm=audio 4000 RTP/SAVP 0\r\na=setup:actpass\r\na=tls-id:abc\r\na=crypto:1 AES_CM_128_HMAC_SHA1_80 inline:x\r\na=rtpmap:0 PCMU/8000\r\n"
+	out := string(WithoutDTLS([]byte(body)))
+	want := "v=0\r\no=- 1 1 IN IP4 192.0.2.1\r\ns=-\r\nt=0 0\r\nm=audio 4000 RTP/SAVP 0\r\na=crypto:1 AES_CM_128_HMAC_SHA1_80 inline:x\r\na=rtpmap:0 PCMU/8000\r\n"
+	if out != want {
+		t.Errorf("got\n%q\nwant\n%q", out, want)
+	}
+}
+
+func TestTransportCandidates(t *testing.T) {
+	tr := Transport{Ufrag: "u", Pwd: "p", Setup: "actpass", Fingerprint: Fingerprint{Hash: "sha-256", Value: "01"},
+		Candidate: netip.MustParseAddrPort("192.0.2.5:30000"), Candidates: []netip.AddrPort{netip.MustParseAddrPort("[2001:db8::5]:30000")}}
+	var cands []string
+	for _, l := range tr.Lines() {
+		if strings.HasPrefix(l, "a=candidate:") {
+			cands = append(cands, l)
+		}
+	}
+	want := []string{"a=candidate:1 1 udp 2130706431 192.0.2.5 30000 typ host", "a=candidate:2 1 udp 2130706175 2001:db8::5 30000 typ host"}
+	if strings.Join(cands, "|") != strings.Join(want, "|") {
+		t.Errorf("candidates %q, want %q", cands, want)
+	}
+}

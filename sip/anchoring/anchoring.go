@@ -210,17 +210,44 @@ const (
 	PassEncryption = ""     // the offer's own profile, SRTP or not (rtpengine's default)
 	SRTP           = "srtp" // RTP/SAVP (RTP/SAVPF for an AVPF offer), SDES keys of the anchor's
 	PlainRTP       = "rtp"  // RTP/AVP (RTP/AVPF): the anchor decrypts an SRTP offerer's media
+	// WebRTC is UDP/TLS/RTP/SAVPF with ICE (ICE=force): DTLS-SRTP, the
+	// anchor the browser's ICE-lite peer. A side reached over WebSocket
+	// gets it, whatever the configuration says: a browser speaks nothing
+	// else.
+	WebRTC = "webrtc"
 )
+
+// webRTCProto is what browsers offer and answer (RFC 8829 §5.1.2).
+const webRTCProto = "UDP/TLS/RTP/SAVPF"
+
+// WebSocket reports whether a SIP transport name is WebSocket (RFC 7118):
+// its client is taken to be a browser, a WebRTC peer.
+func WebSocket(transport string) bool {
+	return strings.EqualFold(transport, "WS") || strings.EqualFold(transport, "WSS")
+}
 
 // transportFor is the ng "transport protocol" that gives the other side
 // encryption, from the offer's first m= line ("": pass the offer's).
+// A WebRTC offer going to a side that is not WebRTC is never passed on
+// as it is: the anchor ends its DTLS, and the other side gets RTP/AVP, or
+// RTP/SAVP with SDES for "srtp" (without feedback: AVPF is WebRTC's
+// requirement, not the caller's choice).
 func transportFor(body []byte, encryption string) string {
-	if encryption != SRTP && encryption != PlainRTP {
-		return ""
+	if encryption == WebRTC {
+		return webRTCProto
 	}
 	s, err := sdp.Parse(body)
 	if err != nil || len(s.Media) == 0 {
 		return "" // the anchor says what is wrong with it
+	}
+	if sdp.DTLSProto(s.Media[0].Proto) {
+		if encryption == SRTP {
+			return "RTP/SAVP"
+		}
+		return "RTP/AVP"
+	}
+	if encryption != SRTP && encryption != PlainRTP {
+		return ""
 	}
 	feedback := strings.HasSuffix(strings.ToUpper(s.Media[0].Proto), "AVPF")
 	switch {
@@ -237,19 +264,23 @@ func transportFor(body []byte, encryption string) string {
 // Offer rewrites req's SDP offer (an INVITE or UPDATE, initial or in
 // dialog) so the other side sends its media to the anchor, and returns
 // the anchor: on, the call's own when it has one, else one picked for
-// it. encryption (SRTP, PlainRTP, PassEncryption) is what the other side
-// is offered. A request with no SDP is left alone (false).
+// it. encryption (SRTP, PlainRTP, WebRTC, PassEncryption) is what the
+// other side is offered. A request with no SDP is left alone (false).
 func (p *Pool) Offer(ctx context.Context, req *sip.Request, on netip.AddrPort, encryption string) (netip.AddrPort, bool, error) {
 	body, ok := sdpBody(req)
 	if !ok {
 		return on, false, nil
 	}
 	d := ng.Dict{"command": "offer", "call-id": req.CallID().Value(), "from-tag": req.From().Params.GetOr("tag", ""),
-		"sdp": body, "replace": replace, "ICE": "remove"}
-	if tp := transportFor(body, encryption); tp != "" {
+		"sdp": body, "replace": replace, "ICE": iceFlag(encryption == WebRTC)}
+	tag, inDialog := req.To().Params.Get("tag")
+	inDialog = inDialog && tag != ""
+	// A re-offer passing the profile keeps what each side speaks (the
+	// anchor remembers), a browser's included.
+	if tp := transportFor(body, encryption); tp != "" && !(inDialog && encryption == PassEncryption) {
 		d["transport-protocol"] = tp
 	}
-	if tag, ok := req.To().Params.Get("tag"); ok && tag != "" {
+	if inDialog {
 		d["to-tag"] = tag
 	}
 	if v := req.Via(); v != nil {
@@ -279,8 +310,10 @@ func (p *Pool) Answer(ctx context.Context, on netip.AddrPort, req *sip.Request, 
 	if !ok {
 		return nil
 	}
+	// The answer goes to the caller: a browser when it called over
+	// WebSocket.
 	d := ng.Dict{"command": "answer", "call-id": res.CallID().Value(), "from-tag": res.From().Params.GetOr("tag", ""),
-		"to-tag": res.To().Params.GetOr("tag", ""), "sdp": body, "replace": replace, "ICE": "remove"}
+		"to-tag": res.To().Params.GetOr("tag", ""), "sdp": body, "replace": replace, "ICE": iceFlag(WebSocket(req.Transport()))}
 	if src, err := netip.ParseAddrPort(res.Source()); err == nil {
 		d["received-from"] = []any{"IP4", src.Addr().Unmap().String()}
 		if src.Addr().Is6() && !src.Addr().Is4In6() {
@@ -431,6 +464,15 @@ func (p *Pool) notified(from netip.AddrPort, d ng.Dict) {
 	default:
 		p.cfg.Log.Warn("media timeout dropped: too many at once", "call_id", callID, "anchor", from)
 	}
+}
+
+// iceFlag is rtpengine's ICE key for an SDP going to a WebRTC side
+// (force: the anchor's own candidates) or to a SIP phone (remove: none).
+func iceFlag(webrtc bool) string {
+	if webrtc {
+		return "force"
+	}
+	return "remove"
 }
 
 // replace is the offer's and answer's "replace" flags (encoded, never

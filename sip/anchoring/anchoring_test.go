@@ -279,15 +279,27 @@ func TestQualityFromADeleteReply(t *testing.T) {
 
 func TestEncryptionPolicyBecomesTheTransportProtocol(t *testing.T) {
 	savpf := strings.Replace(offerSDP, "RTP/AVP", "RTP/SAVPF", 1)
+	browser := strings.Replace(offerSDP, "RTP/AVP", "UDP/TLS/RTP/SAVPF", 1)
 	tests := []struct {
 		body, encryption, want string
+		ice                    string
 	}{
-		{offerSDP, PassEncryption, ""},
-		{savpf, PassEncryption, ""},
-		{offerSDP, SRTP, "RTP/SAVP"},
-		{savpf, SRTP, "RTP/SAVPF"},
-		{savpf, PlainRTP, "RTP/AVPF"},
-		{strings.Replace(offerSDP, "RTP/AVP", "RTP/SAVP", 1), PlainRTP, "RTP/AVP"},
+		{offerSDP, PassEncryption, "", "remove"},
+		{savpf, PassEncryption, "", "remove"},
+		{offerSDP, SRTP, "RTP/SAVP", "remove"},
+		{savpf, SRTP, "RTP/SAVPF", "remove"},
+		{savpf, PlainRTP, "RTP/AVPF", "remove"},
+		{strings.Replace(offerSDP, "RTP/AVP", "RTP/SAVP", 1), PlainRTP, "RTP/AVP", "remove"},
+		// A browser's offer to a SIP phone: never passed on as DTLS,
+		// and without WebRTC's feedback profile.
+		{browser, PassEncryption, "RTP/AVP", "remove"},
+		{browser, PlainRTP, "RTP/AVP", "remove"},
+		{browser, SRTP, "RTP/SAVP", "remove"},
+		// To a browser: DTLS-SRTP with the anchor's ICE, from a phone or
+		// from another browser.
+		{offerSDP, WebRTC, "UDP/TLS/RTP/SAVPF", "force"},
+		{savpf, WebRTC, "UDP/TLS/RTP/SAVPF", "force"},
+		{browser, WebRTC, "UDP/TLS/RTP/SAVPF", "force"},
 	}
 	a := startFake(t)
 	p := newPool(t, a)
@@ -301,8 +313,67 @@ func TestEncryptionPolicyBecomesTheTransportProtocol(t *testing.T) {
 		a.mu.Lock()
 		sent := a.cmds[len(a.cmds)-1]
 		a.mu.Unlock()
-		if got := sent.Str("transport-protocol"); got != tt.want {
-			t.Errorf("%s on %q: transport-protocol %q, want %q", tt.encryption, strings.Fields(tt.body[strings.Index(tt.body, "m="):])[2], got, tt.want)
+		if got := sent.Str("transport-protocol"); got != tt.want || sent.Str("ICE") != tt.ice {
+			t.Errorf("%s on %q: transport-protocol %q ICE %q, want %q %q", tt.encryption, strings.Fields(tt.body[strings.Index(tt.body, "m="):])[2], got, sent.Str("ICE"), tt.want, tt.ice)
+		}
+	}
+}
+
+// A re-offer in the dialog that passes the profile sends none: each side
+// keeps what it speaks, a browser's DTLS too.
+func TestReofferKeepsEachSidesProtocol(t *testing.T) {
+	a := startFake(t)
+	p := newPool(t, a)
+	browser := strings.Replace(offerSDP, "RTP/AVP", "UDP/TLS/RTP/SAVPF", 1)
+	for i, tt := range []struct {
+		encryption, want, ice string
+	}{{PassEncryption, "", "remove"}, {WebRTC, "UDP/TLS/RTP/SAVPF", "force"}} {
+		req := invite(t, "re-"+strconv.Itoa(i), browser, "application/sdp")
+		req.To().Params.Add("tag", "tb")
+		if _, _, err := p.Offer(context.Background(), req, a.srv.Addr(), tt.encryption); err != nil {
+			t.Fatal(err)
+		}
+		a.mu.Lock()
+		sent := a.cmds[len(a.cmds)-1]
+		a.mu.Unlock()
+		if sent.Str("transport-protocol") != tt.want || sent.Str("ICE") != tt.ice || sent.Str("to-tag") != "tb" {
+			t.Errorf("re-offer with %q: %v", tt.encryption, sent)
+		}
+	}
+}
+
+// The answer goes to the caller: ICE=force when it called over
+// WebSocket (a browser), remove otherwise.
+func TestAnswerToABrowserForcesICE(t *testing.T) {
+	a := startFake(t)
+	p := newPool(t, a)
+	for i, tt := range []struct {
+		transport, ice string
+	}{{"UDP", "remove"}, {"TLS", "remove"}, {"WSS", "force"}, {"WS", "force"}} {
+		id := "ice-" + strconv.Itoa(i)
+		req := invite(t, id, offerSDP, "application/sdp")
+		req.SetTransport(tt.transport)
+		on, _, err := p.Offer(context.Background(), req, netip.AddrPort{}, "")
+		if err != nil {
+			t.Fatal(err)
+		}
+		res := sip.NewResponseFromRequest(req, 200, "OK", nil)
+		res.To().Params.Add("tag", "tb")
+		res.AppendHeader(sip.NewHeader("Content-Type", "application/sdp"))
+		res.SetBody([]byte(offerSDP))
+		if err := p.Answer(context.Background(), on, req, res); err != nil {
+			t.Fatal(err)
+		}
+		a.mu.Lock()
+		sent := a.cmds[len(a.cmds)-1]
+		a.mu.Unlock()
+		if sent.Str("command") != "answer" || sent.Str("ICE") != tt.ice {
+			t.Errorf("answer to a caller over %s: %s ICE %q, want %q", tt.transport, sent.Str("command"), sent.Str("ICE"), tt.ice)
+		}
+	}
+	for tr, want := range map[string]bool{"WS": true, "wss": true, "UDP": false, "TLS": false, "": false} {
+		if WebSocket(tr) != want {
+			t.Errorf("WebSocket(%q) = %v", tr, !want)
 		}
 	}
 }

@@ -23,6 +23,11 @@ func TestCalleeEncryptionIsTheFirstTargets(t *testing.T) {
 		{"neither says", policy, [][]target{{{user: "carol"}}}, ""},
 		{"no policy", nil, [][]target{{{user: "bob"}}}, ""},
 		{"no targets", policy, nil, ""},
+		// A browser (registered over WebSocket) gets WebRTC whatever
+		// its user's policy says; a phone of the same user does not.
+		{"a browser", policy, [][]target{{{user: "bob", transport: "WSS"}}}, "webrtc"},
+		{"a browser over plain ws, no policy", nil, [][]target{{{user: "carol", transport: "WS"}}}, "webrtc"},
+		{"the user's phone over TLS", policy, [][]target{{{user: "bob", transport: "TLS"}, {user: "bob", transport: "WSS"}}}, "srtp"},
 	}
 	for _, tt := range tests {
 		p := &Proxy{cfg: Config{Encryption: tt.policy}}

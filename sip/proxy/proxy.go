@@ -26,6 +26,7 @@ import (
 	"github.com/sori-voice/sori/registrar/store"
 	"github.com/sori-voice/sori/sip/abuse/tollfraud"
 	"github.com/sori-voice/sori/sip/alias"
+	"github.com/sori-voice/sori/sip/anchoring"
 	"github.com/sori-voice/sori/sip/call"
 	"github.com/sori-voice/sori/sip/calls"
 	"github.com/sori-voice/sori/sip/chain"
@@ -66,7 +67,7 @@ type Media interface {
 	// Offer rewrites the SDP offer in req on anchor on (zero: one is
 	// picked) and returns the anchor; false when req carries no SDP.
 	// encryption is what the side the offer goes to is offered: "srtp",
-	// "rtp", or "" for the offer's own.
+	// "rtp", "webrtc", or "" for the offer's own.
 	Offer(ctx context.Context, req *sip.Request, on netip.AddrPort, encryption string) (netip.AddrPort, bool, error)
 	// Answer rewrites the SDP answer in res, a response to req, on anchor on.
 	Answer(ctx context.Context, on netip.AddrPort, req *sip.Request, res *sip.Response) error
@@ -240,11 +241,21 @@ func (p *Proxy) initial(ctx context.Context, w chain.ResponseWriter, r *chain.Re
 // calleeEncryption is the media encryption of the first target a new call
 // tries: its trunk's or its user's. A re-INVITE keeps what each side
 // speaks (the anchor remembers).
+//
+// A target registered over WebSocket is a browser (JsSIP, SIP.js): it
+// gets WebRTC (DTLS-SRTP over ICE), whatever its user's setting, since
+// it speaks nothing else. The other forks of the call get the same offer.
 func (p *Proxy) calleeEncryption(groups [][]target) string {
-	if p.cfg.Encryption == nil || len(groups) == 0 || len(groups[0]) == 0 {
+	if len(groups) == 0 || len(groups[0]) == 0 {
 		return ""
 	}
 	t := groups[0][0]
+	if anchoring.WebSocket(t.transport) {
+		return anchoring.WebRTC
+	}
+	if p.cfg.Encryption == nil {
+		return ""
+	}
 	return p.cfg.Encryption(t.user, t.trunk)
 }
 
@@ -469,7 +480,15 @@ func (p *Proxy) inDialog(ctx context.Context, w chain.ResponseWriter, r *chain.R
 	f := newFork(p, req, w, nil, r.Caller, [][]target{{t}}, false)
 	f.anchor, f.dialog, f.cseq = on, c, cseq
 	if req.IsInvite() || req.Method == sip.UPDATE {
-		if refused := p.offer(ctx, req, f, on, ""); refused.Code != 0 {
+		// Each side keeps what it speaks; a browser's is said again, for
+		// an anchor (rtpengine) that needs ICE=force to keep its ICE.
+		enc := anchoring.PassEncryption
+		if c != nil {
+			if peer, ok := c.Peer(fromTag); ok && anchoring.WebSocket(peer.Transport) {
+				enc = anchoring.WebRTC
+			}
+		}
+		if refused := p.offer(ctx, req, f, on, enc); refused.Code != 0 {
 			return refused
 		}
 	}

@@ -1,0 +1,323 @@
+package anchor
+
+import (
+	"errors"
+	"fmt"
+	"net/netip"
+	"strconv"
+	"sync/atomic"
+
+	"github.com/pion/srtp/v3"
+
+	"github.com/sori-voice/sori/media/dtlssrtp"
+	"github.com/sori-voice/sori/media/icelite"
+	"github.com/sori-voice/sori/media/ng"
+	"github.com/sori-voice/sori/media/relay"
+	"github.com/sori-voice/sori/media/sdp"
+	"github.com/sori-voice/sori/media/webrtc"
+)
+
+// WebRTC legs. A leg whose SDP says UDP/TLS/RTP/SAVP(F), or that the ng
+// "transport-protocol" key makes so, is terminated by the anchor as a
+// browser's peer: an ICE-lite agent with one host candidate per anchor
+// address (RFC 8445 §2.5), the DTLS-SRTP endpoint (RFC 5763, 5764) with the
+// anchor's certificate, RTCP multiplexed on the RTP port (RFC 8829). The
+// other leg speaks its own protocol (RTP/AVP, SDES or WebRTC too); the
+// relay decrypts and re-encrypts between them as for SDES (srtp.go).
+//
+//   - offer from a WebRTC leg: its ufrag, fingerprint and a=setup are kept
+//     for the answer, which carries the anchor's ICE and DTLS attributes
+//     and a=setup:passive to an actpass offer (DTLS=active: active).
+//   - offer to a WebRTC leg: the anchor's attributes with a=setup:actpass
+//     (DTLS=passive or DTLS=active: that); its answer's a=setup gives the
+//     anchor's DTLS role.
+//
+// The leg's media is taken only from addresses that passed an ICE check,
+// and goes to the one the browser nominated (relay.Stream.SetICE, Latch);
+// the SDP's c= and port of a WebRTC leg are ignored.
+
+// legWebRTC is a WebRTC leg's transport; its fields but profile and
+// failure are the Manager's (m.mu).
+type legWebRTC struct {
+	leg   *webrtc.Leg
+	creds icelite.Credentials
+	fp    sdp.Fingerprint // the anchor's certificate's
+	setup string          // the anchor's a=setup in its latest SDP to the leg; "" none yet
+	role  string          // the anchor's DTLS role once the leg's peer is set: server, client
+	peer  sdp.WebRTC      // what the leg's own SDP said (offer or answer)
+
+	profile atomic.Uint32          // the SRTP profile once the handshake ended; 0 before
+	failure atomic.Pointer[string] // why the handshake failed
+}
+
+// certificate is the anchor's DTLS certificate, made on first use when
+// Config has none.
+func (m *Manager) certificate() (*dtlssrtp.Certificate, error) {
+	m.certOnce.Do(func() {
+		if m.cfg.Certificate != nil {
+			m.cert = m.cfg.Certificate
+			return
+		}
+		m.cert, m.certErr = dtlssrtp.NewCertificate()
+	})
+	return m.cert, m.certErr
+}
+
+// iceSource: a from which ICE checks are answered (Config.ICESources).
+func (m *Manager) iceSource(a netip.Addr) bool {
+	if len(m.cfg.ICESources) == 0 {
+		return true
+	}
+	a = a.Unmap()
+	for _, p := range m.cfg.ICESources {
+		if p.Contains(a) {
+			return true
+		}
+	}
+	return false
+}
+
+// startWebRTC makes md a WebRTC leg (once): its ICE credentials and DTLS
+// endpoint, the relay's hooks for STUN and DTLS, and no media until the
+// handshake's keys.
+func (m *Manager) startWebRTC(md *media) error {
+	if md.rtc != nil {
+		return nil
+	}
+	cert, err := m.certificate()
+	if err != nil {
+		return err
+	}
+	creds, err := icelite.NewCredentials()
+	if err != nil {
+		return err
+	}
+	rtc := &legWebRTC{creds: creds, fp: sdp.Fingerprint(cert.Fingerprint())}
+	s := md.stream
+	log := m.cfg.Log.With("port", s.Port())
+	leg, err := webrtc.New(m.ctx, webrtc.Config{
+		ICE: creds, Certificate: cert, Send: s.SendOther, Logger: log,
+		Keys: func(k dtlssrtp.Keys, err error) {
+			if err == nil {
+				p := srtp.ProtectionProfile(k.Profile)
+				err = s.SetCrypto(&relay.Crypto{
+					In:  &relay.Keys{Profile: p, Key: k.RemoteKey, Salt: k.RemoteSalt, ID: "dtls"},
+					Out: &relay.Keys{Profile: p, Key: k.LocalKey, Salt: k.LocalSalt, ID: "dtls"},
+				})
+			}
+			if err != nil {
+				why := err.Error()
+				rtc.failure.Store(&why)
+				log.Warn("WebRTC leg: DTLS-SRTP failed, its media is dropped", "error", err)
+				return
+			}
+			rtc.profile.Store(uint32(k.Profile))
+			log.Debug("WebRTC leg keyed", "profile", k.Profile)
+		},
+	})
+	if err != nil {
+		return err
+	}
+	rtc.leg = leg
+	md.rtc, md.sdes = rtc, nil
+	md.mux = true
+	s.SetMux(true)
+	s.SetICE(leg)
+	s.SetOther(func(b []byte, from netip.AddrPort) {
+		if !m.iceSource(from.Addr()) {
+			return // not a candidate this anchor pairs with: no answer at all
+		}
+		if err := leg.Handle(b, from); err != nil {
+			log.Debug("WebRTC leg: datagram refused", "from", from, "error", err)
+		}
+		if sel, ok := leg.Selected(); ok {
+			s.Latch(sel)
+		}
+	})
+	return pending(s)
+}
+
+// stopWebRTC makes md an ordinary leg again (its SDP stopped saying
+// UDP/TLS), or readies it for release.
+func (m *Manager) stopWebRTC(md *media) {
+	if md.rtc == nil {
+		return
+	}
+	md.stream.SetOther(nil)
+	md.stream.SetICE(nil)
+	if err := md.rtc.leg.Close(); err != nil {
+		m.cfg.Log.Debug("WebRTC leg: DTLS close", "port", md.stream.Port(), "error", err)
+	}
+	md.rtc = nil
+	_ = md.stream.SetCrypto(nil) // the caller keys it again, or it is released
+}
+
+// peerOf reads a WebRTC leg's own SDP section i.
+func peerOf(sess *sdp.Session, i int) (sdp.WebRTC, error) {
+	w, err := sess.WebRTC(i)
+	if err != nil {
+		return w, err
+	}
+	switch {
+	case w.Fingerprint.Value == "":
+		return w, errors.New("UDP/TLS media without a=fingerprint")
+	case w.Ufrag == "" || w.Pwd == "":
+		return w, errors.New("UDP/TLS media without a=ice-ufrag and a=ice-pwd: the anchor takes WebRTC media only over ICE")
+	case w.Setup == "holdconn":
+		return w, sdp.ErrHoldconn
+	}
+	return w, nil
+}
+
+// offeredDTLS: the offerer's leg mo speaks WebRTC (its section i).
+func (m *Manager) offeredDTLS(mo *media, sess *sdp.Session, i int) error {
+	w, err := peerOf(sess, i)
+	if err != nil {
+		return err
+	}
+	if err := m.startWebRTC(mo); err != nil {
+		return err
+	}
+	mo.rtc.peer = w
+	if mo.rtc.role != "" {
+		// A re-offer (hold, ICE restart): the association stays; a new
+		// ufrag restarts ICE now, the answer confirms the rest.
+		return m.setPeer(mo.rtc, mo.rtc.role)
+	}
+	return nil
+}
+
+// offerDTLS: the SDP going to leg mp (its section i) is a WebRTC offer.
+func (m *Manager) offerDTLS(mp *media, i int, req ng.Dict) (*sdp.Transport, error) {
+	if err := dtlsAllowed(req); err != nil {
+		return nil, err
+	}
+	if err := m.startWebRTC(mp); err != nil {
+		return nil, err
+	}
+	rtc := mp.rtc
+	switch d := req.Str("DTLS"); {
+	case rtc.role == "server":
+		rtc.setup = "passive" // a re-offer keeps the association's roles
+	case rtc.role == "client":
+		rtc.setup = "active"
+	case d == "passive" || d == "active":
+		rtc.setup = d
+	default:
+		rtc.setup = "actpass"
+	}
+	return rtc.transport(strconv.Itoa(i)), nil
+}
+
+// answeredDTLS: the answerer's leg mo (section i) answered the anchor's
+// WebRTC offer; its a=setup settles who is the DTLS client.
+func (m *Manager) answeredDTLS(mo *media, sess *sdp.Session, i int) error {
+	if mo.rtc == nil || mo.rtc.setup == "" {
+		return errors.New("UDP/TLS answer to an offer that was not UDP/TLS")
+	}
+	w, err := peerOf(sess, i)
+	if err != nil {
+		return err
+	}
+	role := ""
+	switch ours, theirs := mo.rtc.setup, w.Setup; {
+	case (theirs == "active" || theirs == "" || theirs == "actpass") && ours != "active":
+		// Absent means active (RFC 4145 §4); an answer may not say
+		// actpass, and taking it as active still lets the handshake run.
+		role = "server"
+	case theirs == "passive" && ours != "passive":
+		role = "client"
+	default:
+		return fmt.Errorf("answer's a=setup:%s does not fit the anchor's a=setup:%s", theirs, ours)
+	}
+	mo.rtc.peer = w
+	return m.setPeer(mo.rtc, role)
+}
+
+// answerDTLS: the SDP going to leg mp, which offered WebRTC, is the
+// anchor's answer.
+func (m *Manager) answerDTLS(mp *media, req ng.Dict) (*sdp.Transport, error) {
+	if err := dtlsAllowed(req); err != nil {
+		return nil, err
+	}
+	rtc := mp.rtc
+	if rtc == nil {
+		return nil, errors.New("UDP/TLS answer to an offerer that did not speak UDP/TLS")
+	}
+	setup, client, err := sdp.AnswerSetup(rtc.peer.Setup)
+	if err != nil {
+		return nil, err
+	}
+	if d := req.Str("DTLS"); rtc.peer.Setup == "actpass" && (d == "active" || d == "passive") {
+		setup, client = d, d == "active"
+	}
+	role := "server"
+	if client {
+		role = "client"
+	}
+	if rtc.role != "" {
+		role = rtc.role // a re-offer's answer: the association keeps its roles
+		setup = map[string]string{"server": "passive", "client": "active"}[role]
+	}
+	rtc.setup = setup
+	if err := m.setPeer(rtc, role); err != nil {
+		return nil, err
+	}
+	return rtc.transport(rtc.peer.Mid), nil
+}
+
+// setPeer hands the leg its peer's ufrag and fingerprint and the
+// anchor's role: ICE checks must name the ufrag from now on, and the
+// handshake starts (as server: when the browser's ClientHello comes).
+func (m *Manager) setPeer(rtc *legWebRTC, role string) error {
+	r := dtlssrtp.Server
+	if role == "client" {
+		r = dtlssrtp.Client
+	}
+	if err := rtc.leg.SetPeer(webrtc.Peer{Ufrag: rtc.peer.Ufrag, Fingerprint: dtlssrtp.Fingerprint(rtc.peer.Fingerprint), Role: r}); err != nil {
+		return err
+	}
+	rtc.role = role
+	return nil
+}
+
+// dtlsAllowed refuses what the anchor cannot do toward a WebRTC leg.
+func dtlsAllowed(req ng.Dict) error {
+	switch d := req.Str("DTLS"); d {
+	case "", "passive", "active":
+	case "off", "no", "disable":
+		return errors.New("DTLS=" + d + " toward a UDP/TLS leg: WebRTC media has no other keying")
+	default:
+		return fmt.Errorf("DTLS=%s is not passive, active or off", d)
+	}
+	return nil
+}
+
+func errICEPlain(proto string) error {
+	return fmt.Errorf("ICE=force toward %s: the anchor does ICE only on UDP/TLS/RTP/SAVP(F) legs", proto)
+}
+
+// transport is the anchor's ICE and DTLS for the leg's SDP, but for its
+// candidates (apply knows the address and port).
+func (rtc *legWebRTC) transport(mid string) *sdp.Transport {
+	return &sdp.Transport{Ufrag: rtc.creds.Ufrag, Pwd: rtc.creds.Pwd, Fingerprint: rtc.fp, Setup: rtc.setup, Mid: mid}
+}
+
+// cryptoDict is a WebRTC leg's keying in query replies: rtpengine's
+// "SRTP" with the DTLS profile's suite, and the ICE path.
+func (rtc *legWebRTC) cryptoDict() ng.Dict {
+	d := ng.Dict{"keying": "DTLS"}
+	if rtc.role != "" {
+		d["DTLS role"] = rtc.role
+	}
+	if p := rtc.profile.Load(); p != 0 {
+		d["suite"] = dtlssrtp.Profile(p).Suite()
+	}
+	if f := rtc.failure.Load(); f != nil {
+		d["DTLS failure"] = *f
+	}
+	if sel, ok := rtc.leg.Selected(); ok {
+		d["ICE selected"] = sel.String()
+	}
+	return d
+}
