@@ -208,6 +208,13 @@ func (c *Cluster) WaitFailover(dead *ClusterNode, timeout time.Duration) *Cluste
 
 func (c *Cluster) poll(timeout time.Duration, done func() (bool, string)) {
 	c.t.Helper()
+	poll(c.t, "cluster", timeout, done)
+}
+
+// poll calls done every 20 ms until it reports true, failing t with what
+// done last said after timeout.
+func poll(t testing.TB, what string, timeout time.Duration, done func() (bool, string)) {
+	t.Helper()
 	deadline := time.Now().Add(timeout)
 	for {
 		ok, why := done()
@@ -215,7 +222,7 @@ func (c *Cluster) poll(timeout time.Duration, done func() (bool, string)) {
 			return
 		}
 		if time.Now().After(deadline) {
-			c.t.Fatalf("cluster not ready after %v: %s", timeout, why)
+			t.Fatalf("%s not ready after %v: %s", what, timeout, why)
 		}
 		time.Sleep(20 * time.Millisecond)
 	}

@@ -269,15 +269,5 @@ func (s *SentinelSet) WaitFailover(timeout time.Duration) {
 
 func (s *SentinelSet) poll(timeout time.Duration, done func() (bool, string)) {
 	s.t.Helper()
-	deadline := time.Now().Add(timeout)
-	for {
-		ok, why := done()
-		if ok {
-			return
-		}
-		if time.Now().After(deadline) {
-			s.t.Fatalf("sentinel set not ready after %v: %s", timeout, why)
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
+	poll(s.t, "sentinel set", timeout, done)
 }
