@@ -281,6 +281,7 @@ func serve(ctx context.Context, configPath string, logOut io.Writer) error {
 	}
 	table := call.New(ccfg)
 	pcfg.Calls = table
+	pcfg.Pool = srv.Pool()
 	px := proxy.New(pcfg)
 
 	// A request's path through sori: abuse checks (bans, rate limits,

@@ -200,7 +200,7 @@ func (f *fork) send(b *branch, t target) {
 	if f.invite {
 		tx.OnRetransmission(func(res *sip.Response) { f.onRetransmission(res) })
 	}
-	go f.watch(b)
+	f.p.cfg.Pool.Go(func() { f.watch(b) })
 }
 
 // wake holds branch b for a sleeping app (RFC 8599): a push goes to its

@@ -30,6 +30,7 @@ import (
 	"github.com/sori-voice/sori/sip/call"
 	"github.com/sori-voice/sori/sip/calls"
 	"github.com/sori-voice/sori/sip/chain"
+	"github.com/sori-voice/sori/sip/gopool"
 	"github.com/sori-voice/sori/sip/local"
 	"github.com/sori-voice/sori/sip/push"
 	"github.com/sori-voice/sori/sip/pushwake"
@@ -101,6 +102,10 @@ type Config struct {
 	// every node must have the same. Empty: a random one per process.
 	DialogSecret []byte
 	Timers       *timers.Set // arms timer C and cancel waits; nil: a Set of its own
+	// Pool runs each branch's wait for its responses (the server's, so the
+	// answer is handled on a goroutine whose stack has grown); nil: a pool
+	// of its own.
+	Pool *gopool.Pool
 	// Nodes are the other nodes of the service (sip/nodes): bindings they
 	// hold are reached through them; nil: a single node.
 	Nodes      Nodes
@@ -132,6 +137,9 @@ func New(c Config) *Proxy {
 	}
 	if c.Timers == nil {
 		c.Timers = &timers.Set{}
+	}
+	if c.Pool == nil {
+		c.Pool = gopool.New(0, 1024, 2*time.Second)
 	}
 	secret := c.DialogSecret
 	if len(secret) == 0 {

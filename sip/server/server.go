@@ -20,7 +20,6 @@ import (
 	"net/netip"
 	"strconv"
 	"strings"
-	"sync"
 	"sync/atomic"
 	"time"
 
@@ -28,6 +27,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/sori-voice/sori/sip/chain"
+	"github.com/sori-voice/sori/sip/gopool"
 	"github.com/sori-voice/sori/sip/transaction"
 	"github.com/sori-voice/sori/sip/transport"
 )
@@ -69,10 +69,9 @@ type Server struct {
 	draining atomic.Bool
 	server   sip.Header
 
-	jobs   chan job // unbuffered: a send succeeds only when a worker is idle
-	spares atomic.Int32
-	stop   chan struct{}
-	dones  sync.Pool
+	// pool runs every received message: the transaction layer's, and the
+	// UDP REGISTERs served without one (sip/gopool says why).
+	pool *gopool.Pool
 	// base is every request's context; Shutdown ends it (chain.ErrShutdown)
 	// when in-flight requests outlast its grace.
 	base    context.Context
@@ -107,7 +106,8 @@ func New(o Options) (*Server, error) {
 	if o.Registerer != nil {
 		o.Registerer.MustRegister(s.latency)
 	}
-	s.tx = transaction.New((*transactionUser)(s), o.Log.With("component", "transaction"))
+	s.pool = gopool.New(poolKeep, poolMax, poolIdle)
+	s.tx = transaction.New((*transactionUser)(s), s.pool, o.Log.With("component", "transaction"))
 	s.tp = transport.New(transport.Options{
 		Listeners: o.Listeners, Handler: (*received)(s), Gate: o.Gate, TLS: o.TLS, TLSClient: o.TLSClient, Server: o.Product, RetryAfter: o.RetryAfter,
 		Log: o.Log.With("component", "transport"), Registerer: o.Registerer,
@@ -117,84 +117,31 @@ func New(o Options) (*Server, error) {
 		timerJ = sip.Timer_J
 	}
 	s.retrans.init(timerJ)
-	s.jobs = make(chan job)
-	s.stop = make(chan struct{})
 	s.base, s.endBase = context.WithCancelCause(context.Background())
-	s.dones.New = func() any { return make(chan struct{}, 1) }
-	for range workers {
-		go s.worker()
-	}
 	return s, nil
 }
 
-// workers is the size of the pool of long-lived goroutines requests run on.
-// sipgo starts a fresh goroutine per message; running the chain on one whose
-// stack has already grown avoids copying stacks on every request (measured:
-// about a tenth of the CPU at 8000 REGISTER/s). When every worker is busy
-// (a slow store), the request runs on sipgo's goroutine instead, so a stall
-// never queues requests behind each other.
-const workers = 64
+// Pool is the server's pool of goroutines, for other per-message work
+// (the proxy's branches).
+func (s *Server) Pool() *gopool.Pool { return s.pool }
 
-type job struct {
-	// a request inside a sipgo transaction: the dispatching goroutine waits on done
-	ctx  context.Context
-	req  *sip.Request
-	tx   *sip.ServerTx
-	done chan struct{}
-	// a REGISTER over UDP answered without a transaction (stateless.go)
-	stateless bool
-	peer      transport.Conn
-}
-
-func (s *Server) worker() {
-	for {
-		select {
-		case <-s.stop:
-			return
-		case j := <-s.jobs:
-			s.run(j)
-		}
-	}
-}
-
-func (s *Server) run(j job) {
-	if j.stateless {
-		s.runStateless(j)
-		return
-	}
-	s.serveTx(j.ctx, j.req, j.tx)
-	j.done <- struct{}{}
-}
-
-// A UDP REGISTER that finds every worker busy starts a spare worker (up to
-// maxSpares), which then serves like the others until it has been idle for
-// spareIdle. A goroutine per such REGISTER instead grew a fresh stack for
-// each (runtime.newstack and copystack 5 % of sori's CPU at 16 000
-// REGISTER/s, with about a third of them finding no idle worker: the
-// socket reader hands jobs over faster than the workers it wakes get a
-// core). A pool of 256 instead of 64 did worse (newstack 10 %): its workers
-// ran too seldom to keep their stacks through a GC.
+// The pool keeps poolKeep goroutines and grows to poolMax, those beyond
+// poolKeep ending after poolIdle without work. Measured before the pool
+// (then the server's own workers): 64 long-lived workers against a
+// goroutine per message cut about a tenth of sori's CPU at 8000
+// REGISTER/s; 256 did worse than 64 (newstack 10 %), their stacks
+// shrinking at each GC because each ran too seldom (the pool now takes the
+// most recently idle first, so the busy ones stay few).
 const (
-	maxSpares = 1024
-	spareIdle = 2 * time.Second
+	poolKeep = 64
+	poolMax  = 4096
+	poolIdle = 2 * time.Second
 )
 
-func (s *Server) spare(j job) {
-	defer s.spares.Add(-1)
-	s.run(j)
-	t := time.NewTimer(spareIdle)
-	defer t.Stop()
-	for {
-		select {
-		case <-s.stop:
-			return
-		case j := <-s.jobs:
-			s.run(j)
-			t.Reset(spareIdle)
-		case <-t.C:
-			return
-		}
-	}
+type job struct {
+	// a REGISTER over UDP answered without a transaction (stateless.go)
+	req  *sip.Request
+	peer transport.Conn
 }
 
 // Start serves requests with h and opens every listener; an address
@@ -235,7 +182,7 @@ func (u *transactionUser) Stray(res *sip.Response) {
 }
 
 // Request runs one request through the chain inside its transaction (nil
-// for the ACK of a 2xx), on an idle worker if there is one.
+// for the ACK of a 2xx).
 func (u *transactionUser) Request(req *sip.Request, tx *sip.ServerTx) {
 	s := (*Server)(u)
 	s.inflight.Add(1)
@@ -250,14 +197,7 @@ func (u *transactionUser) Request(req *sip.Request, tx *sip.ServerTx) {
 		defer cancel(nil)
 		tx.OnCancel(func(*sip.Request) { cancel(chain.ErrCanceled) })
 	}
-	done := s.dones.Get().(chan struct{})
-	select {
-	case s.jobs <- job{ctx: ctx, req: req, tx: tx, done: done}:
-		<-done
-	default:
-		s.serveTx(ctx, req, tx)
-	}
-	s.dones.Put(done)
+	s.serveTx(ctx, req, tx) // already on a goroutine of the pool (transaction.Layer)
 }
 
 // serveTx runs the chain for a request in its transaction. A request the
@@ -310,7 +250,7 @@ func (s *Server) Shutdown(ctx context.Context) error {
 	}
 	s.endBase(chain.ErrShutdown)
 	if err == nil {
-		close(s.stop) // nothing is in flight: the workers can go
+		s.pool.Close() // nothing is in flight: its goroutines can go
 	}
 	s.tx.Close()
 	if cerr := s.tp.Close(); cerr != nil && err == nil {

@@ -25,24 +25,15 @@ import (
 // still being handled is absorbed. TCP REGISTERs go through the
 // transaction layer as usual.
 
-// stateless runs a UDP REGISTER on an idle worker, or on its own goroutine.
+// stateless runs a UDP REGISTER on a goroutine of the pool.
 func (s *Server) stateless(req *sip.Request, peer transport.Conn) {
 	if req.CSeq() == nil || req.CallID() == nil {
 		s.tx.Request(req, peer) // cannot be keyed: the transaction layer answers it
 		return
 	}
 	s.inflight.Add(1)
-	j := job{stateless: true, req: req, peer: peer}
-	select {
-	case s.jobs <- j:
-	default:
-		if s.spares.Add(1) <= maxSpares {
-			go s.spare(j)
-			return
-		}
-		s.spares.Add(-1)
-		go s.runStateless(j)
-	}
+	j := job{req: req, peer: peer}
+	s.pool.Go(func() { s.runStateless(j) })
 }
 
 func (s *Server) runStateless(j job) {

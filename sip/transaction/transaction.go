@@ -16,6 +16,7 @@ import (
 
 	"github.com/emiago/sipgo/sip"
 
+	"github.com/sori-voice/sori/sip/gopool"
 	"github.com/sori-voice/sori/sip/transport"
 )
 
@@ -31,6 +32,7 @@ type User interface {
 // Layer holds the live transactions.
 type Layer struct {
 	user   User
+	pool   *gopool.Pool
 	log    *slog.Logger
 	seed   maphash.Seed
 	server [shards]store[*sip.ServerTx]
@@ -44,9 +46,10 @@ type store[T any] struct {
 	m  map[string]T
 }
 
-// New returns a Layer passing requests to user.
-func New(user User, log *slog.Logger) *Layer {
-	l := &Layer{user: user, log: log, seed: maphash.MakeSeed()}
+// New returns a Layer passing requests to user; each received message is
+// handled on a goroutine of pool.
+func New(user User, pool *gopool.Pool, log *slog.Logger) *Layer {
+	l := &Layer{user: user, pool: pool, log: log, seed: maphash.MakeSeed()}
 	for i := range shards {
 		l.server[i].m = map[string]*sip.ServerTx{}
 		l.client[i].m = map[string]*sip.ClientTx{}
@@ -59,15 +62,16 @@ func (l *Layer) shard(key string) int { return int(maphash.String(l.seed, key) %
 // Request takes a received request (transport.Handler).
 func (l *Layer) Request(req *sip.Request, c transport.Conn) {
 	// The state machines may block handing a request on (an ACK to a
-	// waiting reader), so each request is handled on its own goroutine, as
-	// sipgo's own layer does; the socket's read loop never waits. The
+	// waiting reader), so each request is handled on a goroutine of its
+	// own (from the pool), as sipgo's own layer does; the socket's read
+	// loop never waits. The
 	// connection is held from here, so a peer that stops sending right
 	// after this request still gets its answer.
 	release := c.Hold()
-	go func() {
+	l.pool.Go(func() {
 		defer release()
 		l.request(req, c)
-	}()
+	})
 }
 
 func (l *Layer) request(req *sip.Request, c transport.Conn) {
@@ -160,7 +164,7 @@ func (l *Layer) Response(res *sip.Response, _ transport.Conn) {
 		l.user.Stray(res)
 		return
 	}
-	go tx.Receive(res) // it blocks until the transaction user reads the response
+	l.pool.Go(func() { tx.Receive(res) }) // it blocks until the transaction user reads the response
 }
 
 // ErrExists is returned for a request whose branch is already in use.

@@ -13,6 +13,8 @@ import (
 	"time"
 
 	"github.com/emiago/sipgo/sip"
+
+	"github.com/sori-voice/sori/sip/gopool"
 )
 
 // peer is a transport.Conn that records what is written to it.
@@ -114,7 +116,7 @@ func req(t *testing.T, method, branch, cseq string, extra ...string) *sip.Reques
 
 func newLayer() (*Layer, *user) {
 	u := newUser()
-	return New(u, slog.New(slog.NewTextHandler(io.Discard, nil))), u
+	return New(u, gopool.New(4, 16, time.Second), slog.New(slog.NewTextHandler(io.Discard, nil))), u
 }
 
 func TestRetransmissionGetsTheSameAnswer(t *testing.T) {
