@@ -4,7 +4,7 @@
 //	sori-anchor -ng 127.0.0.1:22222 -rtp-ports 30000-39999 -listen 127.0.0.1 \
 //	            -advertise 203.0.113.5 -http 127.0.0.1:9061 [-media-timeout 30s] [-rtcp-interval 5s]
 //	            [-jitter-buffer off|fixed|adaptive] [-jb-delay 60ms] [-jb-min 0] [-jb-max 120ms]
-//	            [-workers N] [-cpuprofile FILE]
+//	            [-workers N] [-cpuprofile FILE] [-redis URL [-redis-id ID] [-redis-every 5s]]
 package main
 
 import (
@@ -71,6 +71,9 @@ type options struct {
 	recvRing     bool
 	cpuProfile   string
 	iceSources   []netip.Prefix
+	redis        string // keeps the calls across a restart; "": not kept
+	redisID      string
+	redisEvery   time.Duration
 }
 
 func parseFlags(args []string, stderr io.Writer) (options, error) {
@@ -94,6 +97,9 @@ func parseFlags(args []string, stderr io.Writer) (options, error) {
 	recvRing := fs.Bool("io-uring-recv", true, "with -io-uring, receive through it too (false: epoll and recvmmsg, sends still through io_uring)")
 	cpuProfile := fs.String("cpuprofile", "", "write a CPU profile of the whole run to this file")
 	iceSources := fs.String("ice-sources", "", "comma-separated CIDRs a WebRTC peer's ICE checks are answered from; media of a WebRTC leg comes only from an address that passed one (empty: any)")
+	redisURL := fs.String("redis", "", "keep every call's state in Redis and restore the calls on start, on the same ports (redis://, redis-sentinel://, redis-cluster://, as sori's store; empty: not kept)")
+	redisID := fs.String("redis-id", "", "this anchor's name in Redis; anchors sharing a Redis each need their own (default: the first -advertise address and the -ng port)")
+	redisEvery := fs.Duration("redis-every", 5*time.Second, "with -redis, how often every call's statistics are written again")
 	if err := fs.Parse(args); err != nil {
 		return options{}, usageError{err}
 	}
@@ -154,6 +160,16 @@ func parseFlags(args []string, stderr io.Writer) (options, error) {
 			}
 			o.iceSources = append(o.iceSources, p.Masked())
 		}
+	}
+	o.redis, o.redisID, o.redisEvery = *redisURL, *redisID, *redisEvery
+	if o.redis != "" && !strings.Contains(o.redis, "://") {
+		bad("redis", "%q is not a URL like redis://127.0.0.1:6379/0", o.redis)
+	}
+	if *redisEvery < 100*time.Millisecond {
+		bad("redis-every", "%s: give at least 100ms", *redisEvery)
+	}
+	if o.redisID == "" && len(o.advertise) > 0 && o.ng.IsValid() {
+		o.redisID = netip.AddrPortFrom(o.advertise[0], o.ng.Port()).String()
 	}
 	if *timeout < 0 {
 		bad("media-timeout", "must not be negative")
@@ -249,10 +265,23 @@ func run(ctx context.Context, args []string, stderr io.Writer) error {
 		return err
 	}
 	srv := ng.NewServer(conn, log)
-	mgr := anchor.New(anchor.Config{
+	acfg := anchor.Config{
 		Advertise: o.advertise, Ports: alloc, MediaTimeout: o.mediaTimeout, RTCPInterval: o.rtcpInterval, Jitter: o.jitter, Log: log, Registerer: reg,
-		Notify: srv, Certificate: cert, ICESources: o.iceSources,
-	})
+		Notify: srv, Certificate: cert, ICESources: o.iceSources, KeepEvery: o.redisEvery,
+	}
+	var kept *keptState
+	if o.redis != "" {
+		if kept, err = openKept(o, log); err != nil {
+			return err
+		}
+		defer kept.close()
+		acfg.Keep = kept.keeper
+	}
+	mgr := anchor.New(acfg)
+	if kept != nil {
+		// Before the first command: the phones' packets find their ports.
+		kept.restore(ctx, mgr, log)
+	}
 
 	var httpSrv *http.Server
 	if o.http != "" {
@@ -273,6 +302,14 @@ func run(ctx context.Context, args []string, stderr io.Writer) error {
 
 	runCtx, cancel := context.WithCancel(ctx)
 	defer cancel()
+	keepCtx, keepCancel := context.WithCancel(context.WithoutCancel(ctx))
+	keepDone := make(chan struct{})
+	if kept != nil {
+		go func() { kept.keeper.Run(keepCtx); close(keepDone) }()
+		go mgr.RunKeep(runCtx)
+	} else {
+		close(keepDone)
+	}
 	go mgr.RunTimeouts(runCtx)
 	go mgr.RunReports(runCtx)
 	done := make(chan error, 1)
@@ -291,6 +328,10 @@ func run(ctx context.Context, args []string, stderr io.Writer) error {
 	cancel()
 	<-done
 	mgr.Close()
+	// The calls stay kept for the next start: the keeper writes what is
+	// queued, and no delete.
+	keepCancel()
+	<-keepDone
 	if httpSrv != nil {
 		sctx, scancel := context.WithTimeout(context.Background(), 5*time.Second)
 		defer scancel()

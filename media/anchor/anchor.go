@@ -47,6 +47,11 @@ type Config struct {
 	// from; a check from elsewhere gets no answer, so that address never
 	// carries the leg's media. Empty: any.
 	ICESources []netip.Prefix
+	// Keep keeps the calls across a restart (keep.go); nil: not kept.
+	Keep Keeper
+	// KeepEvery is how often every call's snapshot is written again (its
+	// statistics, its TTL); 0: 5 s.
+	KeepEvery time.Duration
 }
 
 // Notifier sends an unsolicited ng message (ng.Server).
@@ -76,6 +81,8 @@ type Manager struct {
 	certOnce sync.Once
 	cert     *dtlssrtp.Certificate
 	certErr  error
+
+	scratch []netip.AddrPort // keepChanged's, under mu
 }
 
 type call struct {
@@ -85,6 +92,7 @@ type call struct {
 	answered   time.Time // zero until an answer
 	control    netip.AddrPort
 	legs       []*leg
+	kept       keptMark // the last snapshot kept (keep.go)
 }
 
 type leg struct {
@@ -136,7 +144,7 @@ func New(c Config) *Manager {
 }
 
 // Handle implements ng.Handler.
-func (m *Manager) Handle(_ context.Context, cmd string, req ng.Dict, from netip.AddrPort) ng.Dict {
+func (m *Manager) Handle(ctx context.Context, cmd string, req ng.Dict, from netip.AddrPort) ng.Dict {
 	var res ng.Dict
 	switch cmd {
 	case "ping":
@@ -146,7 +154,7 @@ func (m *Manager) Handle(_ context.Context, cmd string, req ng.Dict, from netip.
 	case "answer":
 		res = m.answer(req)
 	case "delete":
-		res = m.delete(req)
+		res = m.delete(ctx, req)
 	case "query":
 		res = m.query(req)
 	case "list":

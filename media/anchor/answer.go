@@ -46,5 +46,6 @@ func (m *Manager) answer(req ng.Dict) ng.Dict {
 	if c.answered.IsZero() {
 		c.answered = now
 	}
+	m.keep(c, now)
 	return ng.OK(ng.Dict{"sdp": string(out)})
 }

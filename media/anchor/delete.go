@@ -1,13 +1,14 @@
 package anchor
 
 import (
+	"context"
 	"time"
 
 	"github.com/sori-voice/sori/media/ng"
 )
 
 // delete ends a call and reports its final statistics, as query does.
-func (m *Manager) delete(req ng.Dict) ng.Dict {
+func (m *Manager) delete(ctx context.Context, req ng.Dict) ng.Dict {
 	if res := required(req, "call-id"); res != nil {
 		return res
 	}
@@ -19,7 +20,15 @@ func (m *Manager) delete(req ng.Dict) ng.Dict {
 	}
 	delete(m.calls, c.id)
 	res := c.stats(time.Now())
+	forgotten := m.forget(c)
 	m.mu.Unlock()
 	m.release(c)
+	// The reply waits for Redis, so that a call deleted is gone from it
+	// too; a failure leaves the key to its TTL.
+	wctx, cancel := context.WithTimeout(ctx, 2*time.Second)
+	defer cancel()
+	if err := forgotten(wctx); err != nil {
+		m.cfg.Log.Warn("deleted call left in Redis until its TTL", "call_id", c.id, "error", err)
+	}
 	return ng.OK(res)
 }

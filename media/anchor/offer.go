@@ -64,6 +64,7 @@ func (m *Manager) offer(req ng.Dict, from netip.AddrPort) ng.Dict {
 		return failure(err)
 	}
 	c.lastSignal = now
+	m.keep(c, now)
 	return ng.OK(ng.Dict{"sdp": string(out)})
 }
 

@@ -39,6 +39,7 @@ func (m *Manager) expire(now time.Time) {
 		}
 		if now.Sub(c.lastMedia()) >= m.cfg.MediaTimeout {
 			delete(m.calls, id)
+			m.forget(c)
 			dead = append(dead, c)
 		}
 	}

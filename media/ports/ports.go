@@ -98,3 +98,38 @@ func (a *Allocator) Release(p *Pair) {
 	delete(a.used, p.Port)
 	a.mu.Unlock()
 }
+
+// ErrTaken: the pair asked for by Claim is allocated already or cannot be bound.
+var ErrTaken = errors.New("ports: pair not available")
+
+// Claim binds the pair whose RTP port is port, as Allocate would have: an
+// anchor restoring its calls after a restart takes back the ports the
+// phones still send to.
+func (a *Allocator) Claim(port int) (*Pair, error) {
+	if port%2 == 1 || port < a.min || port+1 > a.max {
+		return nil, fmt.Errorf("%w: %d is not an RTP port of %d-%d", ErrTaken, port, a.min, a.max)
+	}
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	if a.used[port] {
+		return nil, fmt.Errorf("%w: %d is in use", ErrTaken, port)
+	}
+	rtp, err := net.ListenUDP("udp", net.UDPAddrFromAddrPort(netip.AddrPortFrom(a.addr, uint16(port))))
+	if err != nil {
+		return nil, fmt.Errorf("%w: %w", ErrTaken, err)
+	}
+	rtcp, err := net.ListenUDP("udp", net.UDPAddrFromAddrPort(netip.AddrPortFrom(a.addr, uint16(port+1))))
+	if err != nil {
+		rtp.Close()
+		return nil, fmt.Errorf("%w: %w", ErrTaken, err)
+	}
+	a.used[port] = true
+	if port >= a.next {
+		// New calls go on after the restored ones, as they would have.
+		a.next = port + 2
+		if a.next+1 > a.max {
+			a.next = a.min
+		}
+	}
+	return &Pair{RTP: rtp, RTCP: rtcp, Port: port}, nil
+}

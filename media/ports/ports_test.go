@@ -65,3 +65,43 @@ func TestBadRanges(t *testing.T) {
 		}
 	}
 }
+
+func TestClaimBindsTheSamePairAgain(t *testing.T) {
+	a, err := New(netip.MustParseAddr("127.0.0.1"), 45600, 45609)
+	if err != nil {
+		t.Fatal(err)
+	}
+	p, err := a.Claim(45604)
+	if err != nil || p.Port != 45604 || a.InUse() != 1 {
+		t.Fatalf("claim: %v %v", p, err)
+	}
+	if _, err := a.Claim(45604); !errors.Is(err, ErrTaken) {
+		t.Fatalf("a second claim: %v", err)
+	}
+	for _, bad := range []int{45605, 45598, 45610} {
+		if _, err := a.Claim(bad); !errors.Is(err, ErrTaken) {
+			t.Fatalf("claim %d: %v", bad, err)
+		}
+	}
+	// New pairs come after the claimed one, and never it.
+	q, err := a.Allocate()
+	if err != nil || q.Port != 45606 {
+		t.Fatalf("allocate after claim: %v %v", q, err)
+	}
+	a.Release(p)
+	a.Release(q)
+	// A port another socket holds cannot be claimed, and nothing is left bound.
+	held, err := net.ListenUDP("udp", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1), Port: 45601})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer held.Close()
+	if _, err := a.Claim(45600); !errors.Is(err, ErrTaken) || a.InUse() != 0 {
+		t.Fatalf("claim of a held pair: %v, %d in use", err, a.InUse())
+	}
+	if c, err := net.ListenUDP("udp", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1), Port: 45600}); err != nil {
+		t.Fatalf("the failed claim left its RTP port bound: %v", err)
+	} else {
+		c.Close()
+	}
+}

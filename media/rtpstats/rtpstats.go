@@ -305,3 +305,53 @@ func (r *Receiver) Report() Report {
 		BurstGap: r.burstGap(),
 	}
 }
+
+// State is everything a Receiver has counted, for an anchor that keeps its
+// calls across a restart: Restore continues the statistics where they were.
+type State struct {
+	Started       bool      `json:"started,omitempty"`
+	SSRC          uint32    `json:"ssrc,omitempty"`
+	BaseSeq       uint32    `json:"base_seq,omitempty"`
+	MaxSeq        uint16    `json:"max_seq,omitempty"`
+	Cycles        uint32    `json:"cycles,omitempty"`
+	BadSeq        uint32    `json:"bad_seq,omitempty"`
+	Received      uint32    `json:"received,omitempty"`
+	Seen          []uint64  `json:"seen,omitempty"`
+	ExpectedPrior uint32    `json:"expected_prior,omitempty"`
+	ReceivedPrior uint32    `json:"received_prior,omitempty"`
+	Duplicates    uint64    `json:"duplicates,omitempty"`
+	Reordered     uint64    `json:"reordered,omitempty"`
+	Bursts        uint64    `json:"bursts,omitempty"`
+	BurstGap      [8]uint64 `json:"burst_gap"` // run, cluster lost and packets, burst lost, packets and count, gap lost and packets
+	LastTS        uint32    `json:"last_ts,omitempty"`
+	UnitsPerPkt   uint32    `json:"units_per_pkt,omitempty"`
+	HaveTransit   bool      `json:"have_transit,omitempty"`
+	Transit       float64   `json:"transit,omitempty"`
+	Jitter        float64   `json:"jitter,omitempty"`
+}
+
+// State returns what r has counted.
+func (r *Receiver) State() State {
+	b := r.bg
+	return State{
+		Started: r.started, SSRC: r.ssrc, BaseSeq: r.baseSeq, MaxSeq: r.maxSeq, Cycles: r.cycles, BadSeq: r.badSeq,
+		Received: r.received, Seen: append([]uint64(nil), r.seen[:]...),
+		ExpectedPrior: r.expectedPrior, ReceivedPrior: r.receivedPrior,
+		Duplicates: r.duplicates, Reordered: r.reordered, Bursts: r.bursts,
+		BurstGap: [8]uint64{uint64(b.run), uint64(b.clusterLost), uint64(b.clusterPkts), b.burstLost, b.burstPkts, b.bursts, b.gapLost, b.gapPkts},
+		LastTS:   r.lastTS, UnitsPerPkt: r.unitsPerPkt, HaveTransit: r.haveTransit, Transit: r.transit, Jitter: r.jitter,
+	}
+}
+
+// Restore puts back what State returned, keeping r's clock rate.
+func (r *Receiver) Restore(s State) {
+	*r = Receiver{clockRate: r.clockRate,
+		started: s.Started, ssrc: s.SSRC, baseSeq: s.BaseSeq, maxSeq: s.MaxSeq, cycles: s.Cycles, badSeq: s.BadSeq,
+		received: s.Received, expectedPrior: s.ExpectedPrior, receivedPrior: s.ReceivedPrior,
+		duplicates: s.Duplicates, reordered: s.Reordered, bursts: s.Bursts,
+		bg: burstGap{run: int(s.BurstGap[0]), clusterLost: int(s.BurstGap[1]), clusterPkts: int(s.BurstGap[2]),
+			burstLost: s.BurstGap[3], burstPkts: s.BurstGap[4], bursts: s.BurstGap[5], gapLost: s.BurstGap[6], gapPkts: s.BurstGap[7]},
+		lastTS: s.LastTS, unitsPerPkt: s.UnitsPerPkt, haveTransit: s.HaveTransit, transit: s.Transit, jitter: s.Jitter,
+	}
+	copy(r.seen[:], s.Seen)
+}

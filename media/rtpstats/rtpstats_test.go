@@ -222,3 +222,29 @@ func TestBurstGapMetrics(t *testing.T) {
 		t.Fatalf("gap %+v, want density %d", bg, want)
 	}
 }
+
+func TestRestoredReceiverCountsOnAsTheOriginal(t *testing.T) {
+	orig := New(48000)
+	at := time.Unix(1700000000, 0)
+	feed := func(r *Receiver, from, to uint16) {
+		for seq := from; seq != to; seq++ {
+			if seq%7 == 3 {
+				continue // lost
+			}
+			r.Update(0x1234, seq, uint32(seq)*960, at.Add(time.Duration(seq)*20*time.Millisecond+time.Duration(seq%3)*time.Millisecond))
+		}
+	}
+	feed(orig, 65000, 200) // across a wrap
+	orig.Report()          // an interval already reported
+	feed(orig, 200, 250)
+	restored := New(48000)
+	restored.Restore(orig.State())
+	if got, want := restored.Snapshot(), orig.Snapshot(); got != want {
+		t.Fatalf("restored %+v\nwant %+v", got, want)
+	}
+	feed(orig, 250, 400)
+	feed(restored, 250, 400)
+	if got, want := restored.Report(), orig.Report(); got != want || got.Lost == 0 || got.Jitter == 0 {
+		t.Fatalf("after more packets: restored %+v\nwant %+v", got, want)
+	}
+}

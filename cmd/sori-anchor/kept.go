@@ -1,0 +1,72 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"time"
+
+	"github.com/sori-voice/sori/media/anchor"
+	"github.com/sori-voice/sori/media/anchorstate"
+	"github.com/sori-voice/sori/registrar/store/redisstore"
+)
+
+// keptState is -redis: the anchor's calls in Redis.
+type keptState struct {
+	rs     *redisstore.Store
+	store  *anchorstate.Store
+	keeper *anchorstate.Keeper
+}
+
+// redisTimeout bounds each Redis command: a slow Redis delays a delete's
+// reply by this much at most, never the media.
+const redisTimeout = time.Second
+
+func openKept(o options, log *slog.Logger) (*keptState, error) {
+	// The URL forms and client settings of sori's own store.
+	rs, err := redisstore.Open(o.redis, redisstore.Options{Timeout: redisTimeout})
+	if err != nil {
+		return nil, fmt.Errorf("-redis: %w", err)
+	}
+	// A key outlives the media timeout by two writes: a call whose anchor
+	// is gone for longer would have timed out anyway.
+	ttl := time.Hour
+	if o.mediaTimeout > 0 {
+		ttl = o.mediaTimeout + 2*o.redisEvery
+	}
+	st, err := anchorstate.NewStore(rs.Client(), anchorstate.Options{ID: o.redisID, TTL: ttl})
+	if err != nil {
+		_ = rs.Close()
+		return nil, fmt.Errorf("-redis: %w", err)
+	}
+	return &keptState{rs: rs, store: st, keeper: anchorstate.NewKeeper(st, log, redisTimeout)}, nil
+}
+
+// restore loads the kept calls into mgr; the ones that cannot be bound
+// again are dropped from Redis. Redis being away is logged, not fatal: the
+// anchor serves new calls and keeps them from now on.
+func (k *keptState) restore(ctx context.Context, mgr *anchor.Manager, log *slog.Logger) {
+	start := time.Now()
+	lctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	calls, bad, err := k.store.Load(lctx)
+	if err != nil {
+		log.Error("kept calls not restored", "error", err)
+		return
+	}
+	for id, err := range bad {
+		log.Warn("kept call unreadable, dropped", "call_id", id, "error", err)
+	}
+	n, dropped := mgr.Restore(calls)
+	var ids []string
+	for id, err := range dropped {
+		log.Warn("kept call not restored, dropped", "call_id", id, "error", err)
+		ids = append(ids, id)
+	}
+	if err := k.store.Write(lctx, nil, ids); err != nil {
+		log.Warn("dropped calls left in Redis until their TTL", "calls", len(ids), "error", err)
+	}
+	log.Info("kept calls restored", "calls", n, "dropped", len(dropped)+len(bad), "took", time.Since(start))
+}
+
+func (k *keptState) close() { _ = k.rs.Close() }

@@ -1,0 +1,394 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"encoding/binary"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/netip"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+
+	"github.com/sori-voice/sori/media/anchorstate"
+	"github.com/sori-voice/sori/media/ng"
+	"github.com/sori-voice/sori/media/sdp"
+	"github.com/sori-voice/sori/registrar/store/redisstore/redistest"
+)
+
+// anchorProcess is a sori-anchor run by a test.
+type anchorProcess struct {
+	cmd  *exec.Cmd
+	logs *syncBuffer
+	done chan struct{}
+}
+
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
+}
+
+func startAnchorProcess(t *testing.T, bin string, logs *syncBuffer, args ...string) *anchorProcess {
+	t.Helper()
+	p := &anchorProcess{cmd: exec.Command(bin, args...), logs: logs, done: make(chan struct{})}
+	p.cmd.Stdout, p.cmd.Stderr = logs, logs
+	p.cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
+	if err := p.cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	go func() { _ = p.cmd.Wait(); close(p.done) }()
+	t.Cleanup(func() {
+		_ = p.cmd.Process.Signal(syscall.SIGTERM)
+		select {
+		case <-p.done:
+		case <-time.After(10 * time.Second):
+			_ = p.cmd.Process.Kill()
+			t.Error("sori-anchor did not stop within 10 s of SIGTERM")
+		}
+	})
+	return p
+}
+
+// freeRange is a range of n UDP ports on 127.0.0.1 that none of the
+// machine's other tests holds now.
+func freeRange(t *testing.T, from, n int) int {
+	t.Helper()
+	for lo := from; lo+n < 60000; lo += n {
+		var held []net.PacketConn
+		ok := true
+		for p := lo; p < lo+n && ok; p++ {
+			c, err := net.ListenPacket("udp", fmt.Sprintf("127.0.0.1:%d", p))
+			if err != nil {
+				ok = false
+				break
+			}
+			held = append(held, c)
+		}
+		for _, c := range held {
+			c.Close()
+		}
+		if ok {
+			return lo
+		}
+	}
+	t.Fatal("no free port range")
+	return 0
+}
+
+func freeUDP(t *testing.T) netip.AddrPort {
+	t.Helper()
+	c, err := net.ListenUDP("udp", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	return c.LocalAddr().(*net.UDPAddr).AddrPort()
+}
+
+// phone is one side of a test call: it sends RTP to the anchor every
+// 20 ms and notes what comes back.
+type phone struct {
+	conn   *net.UDPConn
+	to     netip.AddrPort // the anchor's port it sends to
+	ssrc   uint32
+	seq    atomic.Uint32 // the next sequence number it sends
+	got    atomic.Int64  // packets received
+	from   atomic.Pointer[netip.AddrPort]
+	mu     sync.Mutex
+	after  uint32    // first packet sent with seq >= after...
+	firstT time.Time // ...received at
+	first  chan struct{}
+}
+
+func newPhone(t *testing.T, ssrc uint32) *phone {
+	t.Helper()
+	c, err := net.ListenUDP("udp", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { c.Close() })
+	return &phone{conn: c, ssrc: ssrc, after: 1 << 31}
+}
+
+func (p *phone) addr() netip.AddrPort { return p.conn.LocalAddr().(*net.UDPAddr).AddrPort() }
+
+func (p *phone) sdp() string {
+	return fmt.Sprintf("v=0\r\no=- 1 1 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\nm=audio %d RTP/AVP 111\r\na=rtpmap:111 opus/48000/2\r\n", p.addr().Port())
+}
+
+// watch marks the first packet received with a sequence number of at
+// least seq (sent after that moment by its peer).
+func (p *phone) watch(seq uint32) {
+	p.mu.Lock()
+	p.after, p.firstT, p.first = seq, time.Time{}, make(chan struct{})
+	p.mu.Unlock()
+}
+
+func (p *phone) receive() {
+	buf := make([]byte, 1500)
+	for {
+		n, from, err := p.conn.ReadFromUDPAddrPort(buf)
+		if err != nil {
+			return
+		}
+		if n < 12 {
+			continue
+		}
+		now := time.Now()
+		p.got.Add(1)
+		p.from.Store(&from)
+		seq := uint32(binary.BigEndian.Uint16(buf[2:4]))
+		p.mu.Lock()
+		if p.first != nil && p.firstT.IsZero() && seq >= p.after {
+			p.firstT = now
+			close(p.first)
+		}
+		p.mu.Unlock()
+	}
+}
+
+func (p *phone) send() error {
+	seq := p.seq.Add(1) - 1
+	b := make([]byte, 92)
+	b[0], b[1] = 0x80, 111
+	binary.BigEndian.PutUint16(b[2:], uint16(seq))
+	binary.BigEndian.PutUint32(b[4:], seq*960)
+	binary.BigEndian.PutUint32(b[8:], p.ssrc)
+	_, err := p.conn.WriteToUDPAddrPort(b, p.to)
+	return err
+}
+
+func ngDo(t *testing.T, c *ng.Client, server netip.AddrPort, req ng.Dict) ng.Dict {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	res, err := c.Do(ctx, server, req)
+	if err != nil {
+		t.Fatalf("ng %s: %v", req.Str("command"), err)
+	}
+	if res.Str("result") != "ok" && res.Str("result") != "pong" {
+		t.Fatalf("ng %s: %v", req.Str("command"), res)
+	}
+	return res
+}
+
+func anchorPort(t *testing.T, body string) netip.AddrPort {
+	t.Helper()
+	s, err := sdp.Parse([]byte(body))
+	if err != nil || len(s.Media) != 1 {
+		t.Fatalf("SDP %v:\n%s", err, body)
+	}
+	return netip.AddrPortFrom(s.Media[0].Addr, uint16(s.Media[0].Port))
+}
+
+// waitUntil polls cond (a state another process changes) until it holds.
+func waitUntil(t *testing.T, what string, within time.Duration, cond func() bool) {
+	t.Helper()
+	for deadline := time.Now().Add(within); !cond(); time.Sleep(20 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatalf("%s: not within %s", what, within)
+		}
+	}
+}
+
+func rtpPackets(q ng.Dict) int64 {
+	n, _ := q.Dict("totals").Dict("RTP").Int("packets")
+	return n
+}
+
+// TestCallsSurviveAnAnchorKill is issue 18's anchor restart: 20 answered
+// calls with RTP both ways, the anchor SIGKILLed and started again with
+// the same flags; every call's media goes on through the same ports, its
+// counters go on from where Redis had them, and a deleted call leaves
+// nothing in Redis.
+func TestCallsSurviveAnAnchorKill(t *testing.T) {
+	const calls = 20
+	srv := redistest.Start(t)
+	rdb := redis.NewClient(&redis.Options{Addr: srv.Addr})
+	t.Cleanup(func() { _ = rdb.Close() })
+	bin := filepath.Join(t.TempDir(), "sori-anchor")
+	if out, err := exec.Command("go", "build", "-o", bin, ".").CombinedOutput(); err != nil {
+		t.Fatalf("go build: %v\n%s", err, out)
+	}
+	ngAddr := freeUDP(t)
+	lo := freeRange(t, 46000, 200)
+	args := []string{"-ng", ngAddr.String(), "-rtp-ports", fmt.Sprintf("%d-%d", lo, lo+199), "-listen", "127.0.0.1", "-http", "",
+		"-jitter-buffer", "off", "-media-timeout", "30s", "-redis", srv.URL(), "-redis-every", "1s"}
+	logs := &syncBuffer{}
+	anchor := startAnchorProcess(t, bin, logs, args...)
+	defer func() {
+		if t.Failed() {
+			t.Logf("sori-anchor log:\n%s", logs.String())
+		}
+	}()
+	client, err := ng.NewClient("127.0.0.1:0", 50*time.Millisecond, slog.New(slog.NewTextHandler(io.Discard, nil)), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer client.Close()
+	ngDo(t, client, ngAddr, ng.Dict{"command": "ping"})
+	store, err := anchorstate.NewStore(rdb, anchorstate.Options{ID: ngAddr.String(), TTL: time.Minute})
+	if err != nil {
+		t.Fatal(err)
+	}
+
+	// 20 calls, each answered, with RTP both ways every 20 ms; and one
+	// more whose port the test takes while the anchor is down.
+	type testCall struct {
+		id   string
+		a, b *phone
+	}
+	var cs []testCall
+	for i := range calls + 1 {
+		c := testCall{id: fmt.Sprintf("restart-%d@127.0.0.1", i), a: newPhone(t, uint32(0xa000+i)), b: newPhone(t, uint32(0xb000+i))}
+		offer := ngDo(t, client, ngAddr, ng.Dict{"command": "offer", "call-id": c.id, "from-tag": "a", "sdp": c.a.sdp()})
+		answer := ngDo(t, client, ngAddr, ng.Dict{"command": "answer", "call-id": c.id, "from-tag": "a", "to-tag": "b", "sdp": c.b.sdp()})
+		c.b.to, c.a.to = anchorPort(t, offer.Str("sdp")), anchorPort(t, answer.Str("sdp"))
+		cs = append(cs, c)
+	}
+	blocked := cs[calls]
+	cs = cs[:calls]
+	stop := make(chan struct{})
+	var senders sync.WaitGroup
+	for _, c := range cs {
+		go c.a.receive()
+		go c.b.receive()
+	}
+	senders.Add(1)
+	go func() {
+		defer senders.Done()
+		tick := time.NewTicker(20 * time.Millisecond)
+		defer tick.Stop()
+		for {
+			select {
+			case <-stop:
+				return
+			case <-tick.C:
+				for _, c := range cs {
+					_ = c.a.send()
+					_ = c.b.send()
+				}
+			}
+		}
+	}()
+	defer func() {
+		select {
+		case <-stop:
+		default:
+			close(stop)
+		}
+		senders.Wait()
+	}()
+
+	// Media flows, and Redis has every call with its latched addresses
+	// and counters written by a periodic save.
+	kept := map[string]anchorstate.Call{}
+	waitUntil(t, "every call kept with its media", 10*time.Second, func() bool {
+		got, _, err := store.Load(context.Background())
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, k := range got {
+			if len(k.Legs) == 2 && k.Legs[0].Medias[0].Stream.Latched.IsValid() && k.Legs[1].Medias[0].Stream.Latched.IsValid() &&
+				k.Legs[0].Medias[0].Stream.RTP.Packets > 0 && k.Legs[1].Medias[0].Stream.RTP.Packets > 0 {
+				kept[k.ID] = k
+			}
+		}
+		return len(kept) == calls
+	})
+	srcA, srcB := map[string]netip.AddrPort{}, map[string]netip.AddrPort{}
+	for _, c := range cs {
+		srcA[c.id], srcB[c.id] = *c.a.from.Load(), *c.b.from.Load()
+		if srcA[c.id] != c.a.to || srcB[c.id] != c.b.to {
+			t.Fatalf("%s: phones hear the anchor from %s and %s, want %s and %s", c.id, srcA[c.id], srcB[c.id], c.a.to, c.b.to)
+		}
+	}
+	savedPackets := map[string]uint64{}
+	for id, k := range kept {
+		savedPackets[id] = k.Legs[0].Medias[0].Stream.RTP.Packets + k.Legs[1].Medias[0].Stream.RTP.Packets
+	}
+
+	// SIGKILL: nothing is written on the way out.
+	for _, c := range cs {
+		c.a.watch(c.b.seq.Load() + 1) // a packet its peer sends from now on
+		c.b.watch(c.a.seq.Load() + 1)
+	}
+	killed := time.Now()
+	if err := anchor.cmd.Process.Kill(); err != nil {
+		t.Fatal(err)
+	}
+	<-anchor.done
+	hold, err := net.ListenUDP("udp", net.UDPAddrFromAddrPort(blocked.b.to))
+	if err != nil {
+		t.Fatalf("take the blocked call's port: %v", err)
+	}
+	defer hold.Close()
+	startAnchorProcess(t, bin, logs, args...)
+	ngDo(t, client, ngAddr, ng.Dict{"command": "ping"})
+
+	var gap time.Duration
+	for _, c := range cs {
+		for _, p := range []*phone{c.a, c.b} {
+			select {
+			case <-p.first:
+			case <-time.After(10 * time.Second):
+				t.Fatalf("%s: no RTP relayed after the restart (%d packets before)", c.id, p.got.Load())
+			}
+			p.mu.Lock()
+			gap = max(gap, p.firstT.Sub(killed))
+			p.mu.Unlock()
+		}
+		if a, b := *c.a.from.Load(), *c.b.from.Load(); a != srcA[c.id] || b != srcB[c.id] {
+			t.Fatalf("%s: after the restart the phones hear %s and %s, want the same ports %s and %s", c.id, a, b, srcA[c.id], srcB[c.id])
+		}
+		q := ngDo(t, client, ngAddr, ng.Dict{"command": "query", "call-id": c.id})
+		if n := rtpPackets(q); n <= int64(savedPackets[c.id]) || savedPackets[c.id] == 0 {
+			t.Fatalf("%s: %d RTP packets counted after the restart, %d kept before it: the counters did not go on", c.id, n, savedPackets[c.id])
+		}
+	}
+	t.Logf("%d calls: the gap from SIGKILL to the first packet relayed by the restarted anchor was %s (max over calls and directions)", calls, gap.Round(time.Millisecond))
+
+	// The call whose port was taken is dropped, from the anchor and Redis.
+	if res, err := client.Do(context.Background(), ngAddr, ng.Dict{"command": "query", "call-id": blocked.id}); err != nil || res.Str("result") != "error" {
+		t.Fatalf("the blocked call after the restart: %v %v", res, err)
+	}
+	if n := rdb.Exists(context.Background(), store.Key(blocked.id)).Val(); n != 0 || !strings.Contains(logs.String(), "kept call not restored, dropped") {
+		t.Fatalf("the blocked call: %d keys left in Redis, or no log of it", n)
+	}
+
+	close(stop)
+	senders.Wait()
+	for _, c := range cs {
+		del := ngDo(t, client, ngAddr, ng.Dict{"command": "delete", "call-id": c.id, "from-tag": "a"})
+		if rtpPackets(del) <= int64(savedPackets[c.id]) {
+			t.Fatalf("%s: delete reports %v", c.id, del.Dict("totals"))
+		}
+	}
+	// A delete's reply comes once Redis has it: nothing of the calls is left.
+	keys, err := rdb.Keys(context.Background(), "sori:anchor:*").Result()
+	if err != nil || len(keys) != 0 {
+		t.Fatalf("keys left in Redis after every delete: %v %v", keys, err)
+	}
+}

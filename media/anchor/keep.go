@@ -1,0 +1,298 @@
+package anchor
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net/netip"
+	"time"
+
+	"github.com/sori-voice/sori/media/anchorstate"
+	"github.com/sori-voice/sori/media/jitter"
+	"github.com/sori-voice/sori/media/relay"
+	"github.com/sori-voice/sori/media/sdes"
+)
+
+// Keeping calls across a restart (sori-anchor -redis): the Manager hands
+// its Keeper a snapshot of a call after each offer and answer, when a
+// stream latches a new address, and every KeepEvery, never from the
+// packet path; a delete or a media timeout removes it. At start Restore
+// binds the kept calls' ports again. Calls with a WebRTC leg are not kept:
+// their DTLS association cannot be taken over by a new process.
+
+// Keeper keeps calls (media/anchorstate's Keeper).
+type Keeper interface {
+	Save(anchorstate.Call)
+	// Delete removes a call; wait returns once that is written.
+	Delete(callID string) (wait func(context.Context) error)
+}
+
+// keptMark is what the last snapshot of a call had.
+type keptMark struct {
+	at      time.Time
+	latched []netip.AddrPort // RTP and RTCP, per stream in order
+}
+
+// keep saves c's snapshot (m.mu held).
+func (m *Manager) keep(c *call, now time.Time) {
+	if m.cfg.Keep == nil {
+		return
+	}
+	snap, ok := c.snapshot()
+	if !ok {
+		if !c.kept.at.IsZero() {
+			m.cfg.Keep.Delete(c.id) // became WebRTC: not kept any more
+		}
+		c.kept = keptMark{}
+		return
+	}
+	c.kept = keptMark{at: now, latched: c.latched(c.kept.latched[:0])}
+	m.cfg.Keep.Save(snap)
+}
+
+// forget removes c from the Keeper (m.mu held); wait for the write.
+func (m *Manager) forget(c *call) func(context.Context) error {
+	if m.cfg.Keep == nil {
+		return func(context.Context) error { return nil }
+	}
+	return m.cfg.Keep.Delete(c.id)
+}
+
+// latched appends the addresses every stream of c latched.
+func (c *call) latched(dst []netip.AddrPort) []netip.AddrPort {
+	for _, l := range c.legs {
+		for _, md := range l.medias {
+			rtp, rtcp := md.stream.Latched()
+			dst = append(dst, rtp, rtcp)
+		}
+	}
+	return dst
+}
+
+// RunKeep saves, each second, the calls whose streams latched a new
+// address, and every KeepEvery all of them (their statistics, and their
+// keys' TTL), until ctx ends.
+func (m *Manager) RunKeep(ctx context.Context) {
+	if m.cfg.Keep == nil {
+		return
+	}
+	period := m.cfg.KeepEvery
+	if period <= 0 {
+		period = 5 * time.Second
+	}
+	t := time.NewTicker(min(time.Second, period))
+	defer t.Stop()
+	var all time.Time // the last write of every call
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case now := <-t.C:
+			if now.Sub(all) >= period {
+				m.keepAll(now)
+				all = now
+			} else {
+				m.keepChanged(now)
+			}
+		}
+	}
+}
+
+// keepChanged saves the calls whose streams latched a new address.
+func (m *Manager) keepChanged(now time.Time) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	for _, c := range m.calls {
+		m.scratch = c.latched(m.scratch[:0])
+		if !equal(m.scratch, c.kept.latched) {
+			m.keep(c, now)
+		}
+	}
+}
+
+// keepAll saves every call.
+func (m *Manager) keepAll(now time.Time) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	for _, c := range m.calls {
+		m.keep(c, now)
+	}
+}
+
+func equal(a, b []netip.AddrPort) bool {
+	if len(a) != len(b) {
+		return false
+	}
+	for i := range a {
+		if a[i] != b[i] {
+			return false
+		}
+	}
+	return true
+}
+
+// snapshot is c as kept; false for a call with a WebRTC leg.
+func (c *call) snapshot() (anchorstate.Call, bool) {
+	s := anchorstate.Call{ID: c.id, Created: c.created, LastSignal: c.lastSignal, Answered: c.answered, Control: c.control}
+	for _, l := range c.legs {
+		kl := anchorstate.Leg{Tag: l.tag, Label: l.label, Created: l.created, Peer: -1}
+		for i, o := range c.legs {
+			if o == l.peer {
+				kl.Peer = i
+			}
+		}
+		for _, md := range l.medias {
+			if md.rtc != nil {
+				return anchorstate.Call{}, false
+			}
+			o := md.stream.Options()
+			km := anchorstate.Media{Index: md.index, Type: md.typ, Proto: md.proto, Mux: md.mux, Port: md.stream.Port(),
+				StrictSource: o.StrictSource, Handover: o.Handover, OpusPT: o.OpusPT, Stream: md.stream.State()}
+			if sd := md.sdes; sd != nil {
+				ks := &anchorstate.SDES{Phone: formatAll(sd.phone, false), Offered: formatAll(sd.offered, false), Flags: sd.flags}
+				if sd.in != nil {
+					ks.In = sd.in.String(false)
+				}
+				if sd.out != nil {
+					ks.Out = sd.out.String(false)
+				}
+				km.SDES = ks
+			}
+			kl.Medias = append(kl.Medias, km)
+		}
+		s.Legs = append(s.Legs, kl)
+	}
+	return s, true
+}
+
+var errKept = errors.New("call held already")
+
+// Restore binds the kept calls' ports again and relays their media from
+// where it was: the latched addresses, the counters, the SRTP keys. A call
+// that cannot be restored whole (a port taken, a bad key) is left out and
+// named in dropped, with why; what it had bound is released.
+func (m *Manager) Restore(kept []anchorstate.Call) (restored int, dropped map[string]error) {
+	dropped = map[string]error{}
+	now := time.Now()
+	for _, k := range kept {
+		m.mu.Lock()
+		_, held := m.calls[k.ID]
+		m.mu.Unlock()
+		if held {
+			dropped[k.ID] = errKept
+			continue
+		}
+		c, err := m.rebuild(k)
+		if err != nil {
+			dropped[k.ID] = err
+			continue
+		}
+		for _, l := range c.legs {
+			for _, md := range l.medias {
+				md.stream.Start()
+			}
+		}
+		m.mu.Lock()
+		m.calls[c.id] = c
+		c.kept = keptMark{at: now, latched: c.latched(nil)}
+		m.mu.Unlock()
+		restored++
+	}
+	return restored, dropped
+}
+
+// rebuild makes a call from its snapshot, its streams bound and linked
+// but not started.
+func (m *Manager) rebuild(k anchorstate.Call) (*call, error) {
+	c := &call{id: k.ID, created: k.Created, lastSignal: k.LastSignal, answered: k.Answered, control: k.Control}
+	fail := func(err error) (*call, error) {
+		m.release(c)
+		return nil, fmt.Errorf("restore %s: %w", k.ID, err)
+	}
+	for _, kl := range k.Legs {
+		l := &leg{tag: kl.Tag, label: kl.Label, created: kl.Created}
+		c.legs = append(c.legs, l)
+		for _, km := range kl.Medias {
+			pair, err := m.cfg.Ports.Claim(km.Port)
+			if err != nil {
+				return fail(err)
+			}
+			o := relay.Options{StrictSource: km.StrictSource, Handover: km.Handover, OpusPT: km.OpusPT}
+			if m.cfg.Jitter.Mode != jitter.Off {
+				jb := m.cfg.Jitter
+				o.Jitter = &jb
+			}
+			s, err := relay.NewStream(pair, o)
+			if err != nil {
+				m.cfg.Ports.Release(pair)
+				return fail(err)
+			}
+			md := &media{index: km.Index, typ: km.Type, proto: km.Proto, mux: km.Mux, stream: s}
+			l.medias = append(l.medias, md)
+			s.Restore(km.Stream)
+			if km.SDES != nil {
+				if md.sdes, err = restoreSDES(km.SDES); err != nil {
+					return fail(err)
+				}
+				crypto := &relay.Crypto{} // an SRTP leg not keyed yet: nothing in clear
+				if md.sdes.in != nil && md.sdes.out != nil {
+					crypto = &relay.Crypto{In: keysOf(md.sdes.in), Out: keysOf(md.sdes.out)}
+				}
+				if err := s.SetCrypto(crypto); err != nil {
+					return fail(err)
+				}
+			}
+		}
+	}
+	for i, kl := range k.Legs {
+		if kl.Peer < 0 || kl.Peer >= len(c.legs) {
+			continue
+		}
+		a, b := c.legs[i], c.legs[kl.Peer]
+		a.peer = b
+		for j, md := range a.medias {
+			if j < len(b.medias) {
+				md.stream.SetPeer(b.medias[j].stream)
+			}
+		}
+	}
+	return c, nil
+}
+
+func restoreSDES(k *anchorstate.SDES) (*legSDES, error) {
+	ls := &legSDES{flags: k.Flags}
+	var err error
+	if ls.phone, err = parseEach(k.Phone); err != nil {
+		return nil, err
+	}
+	if ls.offered, err = parseEach(k.Offered); err != nil {
+		return nil, err
+	}
+	for _, p := range []struct {
+		v   string
+		dst **sdes.Crypto
+	}{{k.In, &ls.in}, {k.Out, &ls.out}} {
+		if p.v == "" {
+			continue
+		}
+		cr, err := sdes.Parse(p.v)
+		if err != nil {
+			return nil, fmt.Errorf("SDES key: %w", err)
+		}
+		*p.dst = &cr
+	}
+	return ls, nil
+}
+
+// parseEach reads kept a=crypto values, none skipped.
+func parseEach(vs []string) ([]sdes.Crypto, error) {
+	var out []sdes.Crypto
+	for _, v := range vs {
+		cr, err := sdes.Parse(v)
+		if err != nil {
+			return nil, fmt.Errorf("SDES crypto: %w", err)
+		}
+		out = append(out, cr)
+	}
+	return out, nil
+}
