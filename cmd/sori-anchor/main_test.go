@@ -37,6 +37,15 @@ func TestFlagsAsScriptsGiveThem(t *testing.T) {
 	if o, _ := parseFlags(nil, io.Discard); o.iceSources != nil {
 		t.Fatalf("default -ice-sources %v, want any", o.iceSources)
 	}
+	// Each anchor has its own name in Redis: by default its advertised
+	// address and ng port, the same across its restarts.
+	o, err = parseFlags(strings.Fields("-ng 127.0.0.1:2223 -advertise 203.0.113.5 -redis redis-cluster://10.0.0.1:7000,10.0.0.2:7000"), io.Discard)
+	if err != nil || o.redis != "redis-cluster://10.0.0.1:7000,10.0.0.2:7000" || o.redisID != "203.0.113.5:2223" || o.redisEvery != 5*time.Second {
+		t.Fatalf("-redis: %+v %v", o, err)
+	}
+	if o, _ := parseFlags(strings.Fields("-redis redis://127.0.0.1:6379/0 -redis-id a1 -redis-every 2s"), io.Discard); o.redisID != "a1" || o.redisEvery != 2*time.Second {
+		t.Fatalf("-redis-id: %+v", o)
+	}
 }
 
 func TestBadFlagsAreNamed(t *testing.T) {
@@ -54,6 +63,8 @@ func TestBadFlagsAreNamed(t *testing.T) {
 		{"-jb-min 200ms -jb-max 100ms", "-jb-max:"},
 		{"-log-level loud", "-log-level:"},
 		{"-ice-sources 127.0.0.1", "-ice-sources:"},
+		{"-redis 127.0.0.1:6379", "-redis:"},
+		{"-redis-every 10ms", "-redis-every:"},
 		{"extra", "unexpected argument"},
 	} {
 		_, err := parseFlags(strings.Fields(tt.args), io.Discard)

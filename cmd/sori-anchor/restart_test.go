@@ -233,7 +233,7 @@ func TestCallsSurviveAnAnchorKill(t *testing.T) {
 		t.Fatalf("go build: %v\n%s", err, out)
 	}
 	ngAddr := freeUDP(t)
-	lo := freeRange(t, 46000, 200)
+	lo := freeRange(t, 50000, 200)
 	args := []string{"-ng", ngAddr.String(), "-rtp-ports", fmt.Sprintf("%d-%d", lo, lo+199), "-listen", "127.0.0.1", "-http", "",
 		"-jitter-buffer", "off", "-media-timeout", "30s", "-redis", srv.URL(), "-redis-every", "1s"}
 	logs := &syncBuffer{}

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"net/netip"
+	"slices"
 	"time"
 
 	"github.com/sori-voice/sori/media/anchorstate"
@@ -104,7 +105,7 @@ func (m *Manager) keepChanged(now time.Time) {
 	defer m.mu.Unlock()
 	for _, c := range m.calls {
 		m.scratch = c.latched(m.scratch[:0])
-		if !equal(m.scratch, c.kept.latched) {
+		if !slices.Equal(m.scratch, c.kept.latched) {
 			m.keep(c, now)
 		}
 	}
@@ -117,18 +118,6 @@ func (m *Manager) keepAll(now time.Time) {
 	for _, c := range m.calls {
 		m.keep(c, now)
 	}
-}
-
-func equal(a, b []netip.AddrPort) bool {
-	if len(a) != len(b) {
-		return false
-	}
-	for i := range a {
-		if a[i] != b[i] {
-			return false
-		}
-	}
-	return true
 }
 
 // snapshot is c as kept; false for a call with a WebRTC leg.
@@ -229,7 +218,6 @@ func (m *Manager) rebuild(k anchorstate.Call) (*call, error) {
 			}
 			md := &media{index: km.Index, typ: km.Type, proto: km.Proto, mux: km.Mux, stream: s}
 			l.medias = append(l.medias, md)
-			s.Restore(km.Stream)
 			if km.SDES != nil {
 				if md.sdes, err = restoreSDES(km.SDES); err != nil {
 					return fail(err)
@@ -242,6 +230,7 @@ func (m *Manager) rebuild(k anchorstate.Call) (*call, error) {
 					return fail(err)
 				}
 			}
+			s.Restore(km.Stream) // after its keys: their rollover counters
 		}
 	}
 	for i, kl := range k.Legs {

@@ -5,6 +5,8 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/pion/srtp/v3"
+
 	"github.com/sori-voice/sori/media/rtpstats"
 )
 
@@ -21,6 +23,10 @@ type State struct {
 	RTCP      Counters       `json:"rtcp"`
 	Last      time.Time      `json:"last,omitzero"` // the phone's last packet
 	Reception rtpstats.State `json:"reception"`
+	// SRTP rollover counters by SSRC, of the phone's RTP (In) and of the
+	// RTP relayed to it (Out); a ROC of 0 is left out.
+	InROC  map[uint32]uint32 `json:"in_roc,omitempty"`
+	OutROC map[uint32]uint32 `json:"out_roc,omitempty"`
 }
 
 // State returns the stream's addresses and counters now.
@@ -31,11 +37,37 @@ func (s *Stream) State() State {
 	s.statsMu.Lock()
 	st.Reception = s.stats.State()
 	s.statsMu.Unlock()
+	if lc := s.crypto.Load(); lc != nil {
+		var peerSSRC uint32
+		peer := s.peer.Load()
+		if peer != nil {
+			peerSSRC = peer.ReceptionSnapshot().SSRC // before srtpMu: never two streams' locks at once
+		}
+		s.srtpMu.Lock()
+		st.InROC = roc(st.InROC, lc.inRTP, st.Reception.SSRC, st.Reception.Started)
+		st.OutROC = roc(st.OutROC, lc.outRTP, peerSSRC, peer != nil)
+		s.srtpMu.Unlock()
+	}
 	return st
 }
 
-// Restore puts back what State returned, before Start: packets from the
-// latched addresses are taken at once, and the counters go on from there.
+// roc adds ctx's rollover counter of ssrc to m when it is not 0.
+func roc(m map[uint32]uint32, ctx *srtp.Context, ssrc uint32, known bool) map[uint32]uint32 {
+	if ctx == nil || !known {
+		return m
+	}
+	if r, ok := ctx.ROC(ssrc); ok && r != 0 {
+		if m == nil {
+			m = map[uint32]uint32{}
+		}
+		m[ssrc] = r
+	}
+	return m
+}
+
+// Restore puts back what State returned, after SetCrypto and before
+// Start: packets from the latched addresses are taken at once, and the
+// counters and SRTP rollover counters go on from there.
 func (s *Stream) Restore(st State) {
 	for _, a := range []struct {
 		p *atomic.Pointer[netip.AddrPort]
@@ -54,6 +86,20 @@ func (s *Stream) Restore(st State) {
 	s.statsMu.Lock()
 	s.stats.Restore(st.Reception)
 	s.statsMu.Unlock()
+	if lc := s.crypto.Load(); lc != nil {
+		s.srtpMu.Lock()
+		for ssrc, r := range st.InROC {
+			if lc.inRTP != nil {
+				lc.inRTP.SetROC(ssrc, r)
+			}
+		}
+		for ssrc, r := range st.OutROC {
+			if lc.outRTP != nil {
+				lc.outRTP.SetROC(ssrc, r)
+			}
+		}
+		s.srtpMu.Unlock()
+	}
 }
 
 func load(p *atomic.Pointer[netip.AddrPort]) netip.AddrPort {
