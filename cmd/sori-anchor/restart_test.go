@@ -316,6 +316,11 @@ func TestCallsSurviveAnAnchorKill(t *testing.T) {
 				kept[k.ID] = k
 			}
 		}
+		for _, c := range cs {
+			if c.a.from.Load() == nil || c.b.from.Load() == nil {
+				return false
+			}
+		}
 		return len(kept) == calls
 	})
 	srcA, srcB := map[string]netip.AddrPort{}, map[string]netip.AddrPort{}
