@@ -303,6 +303,7 @@ func run(ctx context.Context, args []string, stderr io.Writer) error {
 	runCtx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	keepCtx, keepCancel := context.WithCancel(context.WithoutCancel(ctx))
+	defer keepCancel()
 	keepDone := make(chan struct{})
 	if kept != nil {
 		go func() { kept.keeper.Run(keepCtx); close(keepDone) }()
