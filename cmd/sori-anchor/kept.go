@@ -2,12 +2,14 @@ package main
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"log/slog"
 	"time"
 
 	"github.com/sori-voice/sori/media/anchor"
 	"github.com/sori-voice/sori/media/anchorstate"
+	"github.com/sori-voice/sori/media/ports"
 	"github.com/sori-voice/sori/registrar/store/redisstore"
 )
 
@@ -21,6 +23,9 @@ type keptState struct {
 // redisTimeout bounds each Redis command: a slow Redis delays a delete's
 // reply by this much at most, never the media.
 const redisTimeout = time.Second
+
+// portRetry is how long a kept call's port that is taken is tried again.
+const portRetry = time.Second
 
 func openKept(o options, log *slog.Logger) (*keptState, error) {
 	// The URL forms and client settings of sori's own store.
@@ -58,6 +63,35 @@ func (k *keptState) restore(ctx context.Context, mgr *anchor.Manager, log *slog.
 		log.Warn("kept call unreadable, dropped", "call_id", id, "error", err)
 	}
 	n, dropped := mgr.Restore(calls)
+	// The sockets of a killed anchor's io_uring are released by the kernel
+	// some milliseconds after the process is gone: a port still taken is
+	// tried again for a while before its call is dropped. The calls
+	// restored already relay meanwhile; no command is taken yet, so no new
+	// call can take the port.
+	for deadline := time.Now().Add(portRetry); len(dropped) > 0 && time.Now().Before(deadline); {
+		var again []anchorstate.Call
+		for _, c := range calls {
+			if err, ok := dropped[c.ID]; ok && errors.Is(err, ports.ErrTaken) {
+				again = append(again, c)
+			}
+		}
+		if len(again) == 0 {
+			break
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-time.After(20 * time.Millisecond):
+		}
+		more, still := mgr.Restore(again)
+		n += more
+		for _, c := range again {
+			delete(dropped, c.ID)
+			if err, ok := still[c.ID]; ok {
+				dropped[c.ID] = err
+			}
+		}
+	}
 	var ids []string
 	for id, err := range dropped {
 		log.Warn("kept call not restored, dropped", "call_id", id, "error", err)

@@ -345,10 +345,12 @@ func TestCallsSurviveAnAnchorKill(t *testing.T) {
 		t.Fatal(err)
 	}
 	<-anchor.done
-	hold, err := net.ListenUDP("udp", net.UDPAddrFromAddrPort(blocked.b.to))
-	if err != nil {
-		t.Fatalf("take the blocked call's port: %v", err)
-	}
+	var hold *net.UDPConn
+	waitUntil(t, "the killed anchor's port free", 10*time.Second, func() bool {
+		hold, err = net.ListenUDP("udp", net.UDPAddrFromAddrPort(blocked.b.to))
+		return err == nil
+	})
+	t.Logf("port free %s after the kill", time.Since(killed))
 	defer hold.Close()
 	startAnchorProcess(t, bin, logs, args...)
 	ngDo(t, client, ngAddr, ng.Dict{"command": "ping"})
