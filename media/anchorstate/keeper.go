@@ -75,9 +75,7 @@ func (k *Keeper) Run(ctx context.Context) {
 		case <-ctx.Done():
 			// A last write on the way out: a SIGTERM'd anchor's calls stay
 			// kept for the next start, as they are now.
-			fctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), k.timeout)
-			k.flush(fctx)
-			cancel()
+			k.flush(ctx)
 			return
 		}
 	}
@@ -97,7 +95,9 @@ func (k *Keeper) flush(ctx context.Context) {
 			save = append(save, *c)
 		}
 	}
-	wctx, cancel := context.WithTimeout(ctx, k.timeout)
+	// Bounded by the timeout, not by ctx: a write under way when the
+	// anchor stops is finished, not lost.
+	wctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), k.timeout)
 	b.err = k.store.Write(wctx, save, drop)
 	cancel()
 	if b.err != nil {
