@@ -208,3 +208,46 @@ func TestKeptCallWhosePortIsTakenIsDropped(t *testing.T) {
 		t.Fatalf("a second restore of a held call: %v", dropped)
 	}
 }
+
+// An SRTP call restored goes on with the keys both legs negotiated.
+func TestKeptSRTPCallKeepsItsKeys(t *testing.T) {
+	k := &memKeeper{calls: map[string]anchorstate.Call{}}
+	manager := func() *Manager {
+		alloc, err := ports.New(srtpAnchor, 47700, 47799)
+		if err != nil {
+			t.Fatal(err)
+		}
+		m := New(Config{Advertise: []netip.Addr{srtpAnchor}, Ports: alloc, Log: slog.New(slog.NewTextHandler(io.Discard, nil)), Keep: k})
+		t.Cleanup(m.Close)
+		return m
+	}
+	m1 := manager()
+	a, b := &end{p: newUDPPhone(t)}, &end{p: newUDPPhone(t)}
+	aKey := gen(t, 1, "AES_CM_128_HMAC_SHA1_80")
+	offer := do(t, m1, "offer", ng.Dict{"call-id": "srtp-kept", "from-tag": "ta", "sdp": savpSDP(a.p.addr(), "RTP/SAVP", aKey)})
+	offeredB := cryptosOf(t, offer.Str("sdp"))
+	b.to = netip.AddrPortFrom(srtpAnchor, uint16(mediaOf(t, offer.Str("sdp")).Port))
+	bKey := gen(t, offeredB[0].Tag, offeredB[0].Suite.Name)
+	b.send, b.recv = ctx(t, bKey), ctx(t, offeredB[0])
+	answer := do(t, m1, "answer", ng.Dict{"call-id": "srtp-kept", "from-tag": "ta", "to-tag": "tb", "sdp": savpSDP(b.p.addr(), "RTP/SAVP", bKey)})
+	answeredA := cryptosOf(t, answer.Str("sdp"))
+	a.to = netip.AddrPortFrom(srtpAnchor, uint16(mediaOf(t, answer.Str("sdp")).Port))
+	a.send, a.recv = ctx(t, aKey), ctx(t, answeredA[0])
+	relays(t, "A→B", a, b, 5)
+	relays(t, "B→A", b, a, 5)
+	m1.keepAll(time.Now())
+	kept := k.all()
+	m1.Close()
+
+	m2 := manager()
+	if n, dropped := m2.Restore(kept); n != 1 || len(dropped) != 0 {
+		t.Fatalf("restored %d, dropped %v", n, dropped)
+	}
+	relaysFrom(t, "A→B after the restore", a, b, 6, 10)
+	relaysFrom(t, "B→A after the restore", b, a, 6, 10)
+	q := do(t, m2, "query", ng.Dict{"call-id": "srtp-kept"})
+	md := ng.Dict(q.Dict("tags").Dict("tb")["medias"].([]any)[0].(map[string]any))
+	if md.Dict("SRTP").Str("suite") != offeredB[0].Suite.Name || md.Str("protocol") != "RTP/SAVP" {
+		t.Fatalf("B's leg after the restore: %v", md)
+	}
+}

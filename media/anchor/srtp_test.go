@@ -108,8 +108,14 @@ func (e *end) packet(t *testing.T, seq uint16) (plain, wire []byte) {
 // on an SRTP leg.
 func relays(t *testing.T, name string, from, to *end, n int) {
 	t.Helper()
+	relaysFrom(t, name, from, to, 1, n)
+}
+
+// relaysFrom is relays of the sequence numbers first..last.
+func relaysFrom(t *testing.T, name string, from, to *end, first, last int) {
+	t.Helper()
 	buf := make([]byte, 1500)
-	for seq := uint16(1); seq <= uint16(n); seq++ {
+	for seq := uint16(first); seq <= uint16(last); seq++ {
 		plain, wire := from.packet(t, seq)
 		if _, err := from.p.conn.WriteToUDPAddrPort(wire, from.to); err != nil {
 			t.Fatal(err)
