@@ -10,13 +10,28 @@ import (
 
 	"github.com/redis/go-redis/v9"
 
+	"github.com/sori-voice/sori/registrar/store/redisstore"
 	"github.com/sori-voice/sori/registrar/store/redisstore/redistest"
 )
 
-func TestStoreAndKeeperOnRedis(t *testing.T) {
-	srv := redistest.Start(t)
-	rdb := redis.NewClient(&redis.Options{Addr: srv.Addr})
-	t.Cleanup(func() { _ = rdb.Close() })
+func TestOnOneServer(t *testing.T) { contract(t, redistest.Start(t).URL()) }
+
+// On a three-master Cluster: a call's key and the index are on different
+// slots, written and read in pipelines that go-redis splits by slot.
+func TestOnCluster(t *testing.T) {
+	addrs := redistest.StartCluster(t, 3)
+	contract(t, "redis-cluster://"+addrs[0]+","+addrs[1]+","+addrs[2])
+}
+
+// contract is what sori-anchor relies on, on one Redis deployment, with
+// the client sori-anchor opens for -redis URL.
+func contract(t *testing.T, url string) {
+	rs, err := redisstore.Open(url, redisstore.Options{Timeout: time.Second})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = rs.Close() })
+	rdb := rs.Client()
 	ctx := context.Background()
 	s, err := NewStore(rdb, Options{ID: "anchor-1", TTL: 40 * time.Second})
 	if err != nil {
