@@ -101,22 +101,36 @@ func (m *Manager) RunKeep(ctx context.Context) {
 
 // keepChanged saves the calls whose streams latched a new address.
 func (m *Manager) keepChanged(now time.Time) {
-	m.mu.Lock()
-	defer m.mu.Unlock()
-	for _, c := range m.calls {
+	m.eachHeld(func(c *call) {
 		m.scratch = c.latched(m.scratch[:0])
 		if !slices.Equal(m.scratch, c.kept.latched) {
 			m.keep(c, now)
 		}
-	}
+	})
 }
 
 // keepAll saves every call.
 func (m *Manager) keepAll(now time.Time) {
+	m.eachHeld(func(c *call) { m.keep(c, now) })
+}
+
+// eachHeld runs f on every call with m.mu held for that call only, so
+// that ng commands wait for one snapshot at most, never for all; a call
+// deleted meanwhile is skipped (a save after its delete would bring it
+// back into Redis).
+func (m *Manager) eachHeld(f func(c *call)) {
 	m.mu.Lock()
-	defer m.mu.Unlock()
+	calls := make([]*call, 0, len(m.calls))
 	for _, c := range m.calls {
-		m.keep(c, now)
+		calls = append(calls, c)
+	}
+	m.mu.Unlock()
+	for _, c := range calls {
+		m.mu.Lock()
+		if m.calls[c.id] == c {
+			f(c)
+		}
+		m.mu.Unlock()
 	}
 }
 
