@@ -223,7 +223,13 @@ func rtpPackets(q ng.Dict) int64 {
 // the same flags; every call's media goes on through the same ports, its
 // counters go on from where Redis had them, and a deleted call leaves
 // nothing in Redis.
-func TestCallsSurviveAnAnchorKill(t *testing.T) {
+func TestCallsSurviveAnAnchorKill(t *testing.T) { restartUnderCalls(t, syscall.SIGKILL, "SIGKILL") }
+
+// TestCallsSurviveAnAnchorStop is the same with SIGTERM: the anchor lets
+// go of its ports but keeps its calls in Redis for the next start.
+func TestCallsSurviveAnAnchorStop(t *testing.T) { restartUnderCalls(t, syscall.SIGTERM, "SIGTERM") }
+
+func restartUnderCalls(t *testing.T, sig syscall.Signal, name string) {
 	const calls = 20
 	srv := redistest.Start(t)
 	rdb := redis.NewClient(&redis.Options{Addr: srv.Addr})
@@ -335,13 +341,14 @@ func TestCallsSurviveAnAnchorKill(t *testing.T) {
 		savedPackets[id] = k.Legs[0].Medias[0].Stream.RTP.Packets + k.Legs[1].Medias[0].Stream.RTP.Packets
 	}
 
-	// SIGKILL: nothing is written on the way out.
+	// SIGKILL: nothing is written on the way out; SIGTERM: the last
+	// snapshots are.
 	for _, c := range cs {
 		c.a.watch(c.b.seq.Load() + 1) // a packet its peer sends from now on
 		c.b.watch(c.a.seq.Load() + 1)
 	}
 	killed := time.Now()
-	if err := anchor.cmd.Process.Kill(); err != nil {
+	if err := anchor.cmd.Process.Signal(sig); err != nil {
 		t.Fatal(err)
 	}
 	<-anchor.done
@@ -350,7 +357,7 @@ func TestCallsSurviveAnAnchorKill(t *testing.T) {
 		hold, err = net.ListenUDP("udp", net.UDPAddrFromAddrPort(blocked.b.to))
 		return err == nil
 	})
-	t.Logf("port free %s after the kill", time.Since(killed))
+	t.Logf("the stopped anchor's ports free %s after the %s", time.Since(killed), name)
 	defer hold.Close()
 	startAnchorProcess(t, bin, logs, args...)
 	ngDo(t, client, ngAddr, ng.Dict{"command": "ping"})
@@ -375,7 +382,7 @@ func TestCallsSurviveAnAnchorKill(t *testing.T) {
 			t.Fatalf("%s: %d RTP packets counted after the restart, %d kept before it: the counters did not go on", c.id, n, savedPackets[c.id])
 		}
 	}
-	t.Logf("%d calls: the gap from SIGKILL to the first packet relayed by the restarted anchor was %s (max over calls and directions)", calls, gap.Round(time.Millisecond))
+	t.Logf("%d calls: the gap from %s to the first packet relayed by the restarted anchor was %s (max over calls and directions)", calls, name, gap.Round(time.Millisecond))
 
 	// The call whose port was taken is dropped, from the anchor and Redis.
 	if res, err := client.Do(context.Background(), ngAddr, ng.Dict{"command": "query", "call-id": blocked.id}); err != nil || res.Str("result") != "error" {
