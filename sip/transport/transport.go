@@ -164,7 +164,7 @@ func New(o Options) *Transport {
 		}, []string{"transport"}),
 		handshakeFailed: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "sori_sip_tls_handshake_failures_total",
-			Help: "TLS handshakes that failed: in (a client of sori's) or out (sori to a carrier).",
+			Help: "TLS handshakes that failed: in (a client of sori's) or out (sori to a carrier or another node).",
 		}, []string{"direction"}),
 	}
 	t.keepalives = prometheus.NewCounterVec(prometheus.CounterOpts{
