@@ -84,8 +84,17 @@ type SIP struct {
 	// its own; empty: the host name.
 	NodeID string `yaml:"node_id"`
 	// NodeAddress is where the other nodes reach this one, "tcp:IP:PORT"
-	// (or udp:), one of sip.listen; empty: the first tcp listener.
+	// (or udp:; tls: with NodeTransport tls), one of sip.listen; empty:
+	// the first tcp (tls) listener.
 	NodeAddress string `yaml:"node_address"`
+	// NodeTransport is how the nodes reach each other: "" (the transport
+	// of their addresses, tcp or udp, in the clear) or "tls": every node
+	// address is a tls listener, and a node dials the others over TLS
+	// with sip.tls's certificate, verifying theirs against NodeCA.
+	NodeTransport string `yaml:"node_transport"`
+	// NodeCA is the PEM file of the authorities the nodes' certificates
+	// chain to (NodeTransport tls).
+	NodeCA string `yaml:"node_ca"`
 	// Nodes lists every node's node_address, this one's too. Set, phones'
 	// flows are reached through the node they registered on, and only
 	// these addresses are trusted as nodes. Empty: a single node.
@@ -915,6 +924,23 @@ func (v *validator) checkNodes(c *Config) {
 		}
 	}
 	s := &c.SIP
+	tlsNodes := s.NodeTransport == "tls"
+	switch {
+	case s.NodeTransport != "" && !tlsNodes:
+		v.fail("sip.node_transport", "%q: give tls, or leave it out (the nodes' addresses say tcp or udp)", s.NodeTransport)
+	case tlsNodes && len(s.Nodes) == 0:
+		v.fail("sip.node_transport", "is only used with sip.nodes (the addresses of every node of the service)")
+	case tlsNodes && s.NodeCA == "":
+		v.fail("sip.node_ca", "required with sip.node_transport tls: the nodes' certificates are always verified")
+	case tlsNodes:
+		if pem, err := os.ReadFile(s.NodeCA); err != nil {
+			v.fail("sip.node_ca", "%v", err)
+		} else if !x509.NewCertPool().AppendCertsFromPEM(pem) {
+			v.fail("sip.node_ca", "%s holds no PEM certificate", s.NodeCA)
+		}
+	case s.NodeCA != "":
+		v.fail("sip.node_ca", "is only used with sip.node_transport tls")
+	}
 	if len(s.Nodes) == 0 {
 		if s.NodeID != "" {
 			v.fail("sip.node_id", "is only used with sip.nodes (the addresses of every node of the service)")
@@ -942,7 +968,7 @@ func (v *validator) checkNodes(c *Config) {
 	seen := map[netip.AddrPort]bool{}
 	var nodes []Listener
 	for i, a := range s.Nodes {
-		l, err := nodeAddress(a)
+		l, err := nodeAddress(a, tlsNodes)
 		if err != nil {
 			v.fail("sip.nodes."+strconv.Itoa(i), "%v", err)
 			continue
@@ -954,18 +980,22 @@ func (v *validator) checkNodes(c *Config) {
 		nodes = append(nodes, l)
 	}
 	if s.NodeAddress == "" {
+		want := "tcp"
+		if tlsNodes {
+			want = "tls"
+		}
 		for _, l := range c.Listeners() {
-			if l.Transport == "tcp" && !l.Addr.Addr().IsUnspecified() {
+			if l.Transport == want && !l.Addr.Addr().IsUnspecified() {
 				s.NodeAddress = l.String()
 				break
 			}
 		}
 		if s.NodeAddress == "" {
-			v.fail("sip.node_address", "required: no tcp listener on a specific address to take it from")
+			v.fail("sip.node_address", "required: no %s listener on a specific address to take it from", want)
 			return
 		}
 	}
-	self, err := nodeAddress(s.NodeAddress)
+	self, err := nodeAddress(s.NodeAddress, tlsNodes)
 	if err != nil {
 		v.fail("sip.node_address", "%v", err)
 		return
@@ -984,15 +1014,19 @@ func (v *validator) checkNodes(c *Config) {
 	}
 }
 
-// nodeAddress parses a node's address: udp: or tcp:, on an IP address
-// another node can reach.
-func nodeAddress(s string) (Listener, error) {
+// nodeAddress parses a node's address: udp: or tcp:, or tls: only (with
+// sip.node_transport tls, so that no node is reached in the clear), on an
+// IP address another node can reach.
+func nodeAddress(s string, tlsNodes bool) (Listener, error) {
 	l, err := ParseListener(s)
 	if err != nil {
 		return l, err
 	}
-	if l.Transport != "tcp" && l.Transport != "udp" {
-		return l, fmt.Errorf("%q: nodes talk over tcp or udp", s)
+	switch {
+	case tlsNodes && l.Transport != "tls":
+		return l, fmt.Errorf("%q: with sip.node_transport tls, nodes talk over tls", s)
+	case !tlsNodes && l.Transport != "tcp" && l.Transport != "udp":
+		return l, fmt.Errorf("%q: nodes talk over tcp or udp (or tls: see sip.node_transport)", s)
 	}
 	if l.Addr.Addr().IsUnspecified() || l.Addr.Port() == 0 {
 		return l, fmt.Errorf("%q: give the IP address and port the other nodes reach", s)

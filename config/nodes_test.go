@@ -1,8 +1,18 @@
 package config
 
 import (
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/x509"
+	"crypto/x509/pkix"
+	"encoding/pem"
+	"math/big"
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 )
 
 func TestNodes(t *testing.T) {
@@ -34,7 +44,11 @@ registrar:
   nodes: ["tcp:10.0.0.1:5070"]`, "n.yaml:4: sip.node_address: tcp:10.0.0.1:5070 is not one of sip.listen"},
 		{"not in the list", `  node_address: tcp:10.0.0.1:5060
   nodes: ["tcp:10.0.0.2:5060"]`, "sip.node_address: tcp:10.0.0.1:5060 is not in sip.nodes"},
-		{"a bad entry", `  nodes: ["tcp:10.0.0.1:5060", "tls:10.0.0.2:5061"]`, "n.yaml:4: sip.nodes.1: \"tls:10.0.0.2:5061\": nodes talk over tcp or udp"},
+		{"a bad entry", `  nodes: ["tcp:10.0.0.1:5060", "tls:10.0.0.2:5061"]`, "n.yaml:4: sip.nodes.1: \"tls:10.0.0.2:5061\": nodes talk over tcp or udp (or tls: see sip.node_transport)"},
+		{"node_ca without tls", `  node_ca: /etc/ca.pem
+  nodes: ["tcp:10.0.0.1:5060"]`, "n.yaml:4: sip.node_ca: is only used with sip.node_transport tls"},
+		{"node_transport tcp", `  node_transport: tcp
+  nodes: ["tcp:10.0.0.1:5060"]`, "n.yaml:4: sip.node_transport: \"tcp\": give tls, or leave it out"},
 		{"listed twice", `  nodes: ["tcp:10.0.0.1:5060", "tcp:10.0.0.1:5060"]`, "sip.nodes.1: 10.0.0.1:5060 is listed twice"},
 		{"a bad id", `  node_id: "a b"
   nodes: ["tcp:10.0.0.1:5060"]`, "n.yaml:4: sip.node_id: \"a b\""},
@@ -58,5 +72,114 @@ registrar:
 				t.Fatalf("error %v, want %q", err, tt.want)
 			}
 		})
+	}
+}
+
+// sip.node_transport tls: every node address is a tls listener, the
+// default node_address is the first one, and the nodes' CA is required.
+func TestNodesOverTLS(t *testing.T) {
+	dir := t.TempDir()
+	cert, key, ca := filepath.Join(dir, "cert.pem"), filepath.Join(dir, "key.pem"), filepath.Join(dir, "ca.pem")
+	writeTestCert(t, cert, key)
+	if err := os.WriteFile(ca, mustRead(t, cert), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	empty := filepath.Join(dir, "empty.pem")
+	if err := os.WriteFile(empty, []byte("no certificate here\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	base := `sip:
+  listen: ["udp:10.0.0.1:5060", "tcp:10.0.0.1:5060", "tls:10.0.0.1:5061"]
+  auth_secret: shared-secret-0123456789
+  tls: {cert: ` + cert + `, key: ` + key + `}
+%s
+registrar:
+  store: redis-cluster://10.0.0.9:7000
+`
+	parse := func(sip string) (*Config, error) {
+		return Parse("n.yaml", []byte(strings.Replace(base, "%s", sip, 1)))
+	}
+	c, err := parse(`  node_id: sori-a
+  node_transport: tls
+  node_ca: ` + ca + `
+  nodes: ["tls:10.0.0.1:5061", "tls:10.0.0.2:5061"]`)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.SIP.NodeAddress != "tls:10.0.0.1:5061" || c.SIP.NodeTransport != "tls" || c.SIP.NodeCA != ca {
+		t.Fatalf("node at %q over %q with CA %q: want the first tls listener", c.SIP.NodeAddress, c.SIP.NodeTransport, c.SIP.NodeCA)
+	}
+	for _, tt := range []struct{ name, sip, want string }{
+		{"a tcp node", `  node_transport: tls
+  node_ca: ` + ca + `
+  nodes: ["tls:10.0.0.1:5061", "tcp:10.0.0.2:5060"]`, "n.yaml:7: sip.nodes.1: \"tcp:10.0.0.2:5060\": with sip.node_transport tls, nodes talk over tls"},
+		{"a tcp node_address", `  node_transport: tls
+  node_ca: ` + ca + `
+  node_address: tcp:10.0.0.1:5060
+  nodes: ["tls:10.0.0.1:5061"]`, "n.yaml:7: sip.node_address: \"tcp:10.0.0.1:5060\": with sip.node_transport tls, nodes talk over tls"},
+		{"no CA", `  node_transport: tls
+  nodes: ["tls:10.0.0.1:5061"]`, "sip.node_ca: required with sip.node_transport tls"},
+		{"a CA file without certificates", `  node_transport: tls
+  node_ca: ` + empty + `
+  nodes: ["tls:10.0.0.1:5061"]`, "n.yaml:6: sip.node_ca: " + empty + " holds no PEM certificate"},
+		{"a missing CA file", `  node_transport: tls
+  node_ca: ` + filepath.Join(dir, "none.pem") + `
+  nodes: ["tls:10.0.0.1:5061"]`, "n.yaml:6: sip.node_ca: open " + filepath.Join(dir, "none.pem")},
+		{"tls without nodes", `  node_transport: tls
+  node_ca: ` + ca, "n.yaml:5: sip.node_transport: is only used with sip.nodes"},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			_, err := parse(tt.sip)
+			if err == nil || !strings.Contains(err.Error(), tt.want) {
+				t.Fatalf("error %v, want it to contain %q", err, tt.want)
+			}
+		})
+	}
+	// No tls listener on a specific address: node_address must be given.
+	if _, err := Parse("n.yaml", []byte(`sip:
+  listen: ["tcp:10.0.0.1:5060"]
+  auth_secret: shared-secret-0123456789
+  node_transport: tls
+  node_ca: `+ca+`
+  nodes: ["tls:10.0.0.1:5061"]
+registrar:
+  store: redis://10.0.0.9:6379/0
+`)); err == nil || !strings.Contains(err.Error(), "sip.node_address: required: no tls listener on a specific address") {
+		t.Fatalf("no tls listener: %v", err)
+	}
+}
+
+func mustRead(t *testing.T, path string) []byte {
+	t.Helper()
+	b, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return b
+}
+
+// writeTestCert writes a self-signed ECDSA certificate and its key.
+func writeTestCert(t *testing.T, certPath, keyPath string) {
+	t.Helper()
+	k, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tmpl := &x509.Certificate{SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: "node"},
+		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(time.Hour), IsCA: true, BasicConstraintsValid: true,
+		KeyUsage: x509.KeyUsageDigitalSignature | x509.KeyUsageCertSign}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &k.PublicKey, k)
+	if err != nil {
+		t.Fatal(err)
+	}
+	kder, err := x509.MarshalPKCS8PrivateKey(k)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(certPath, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(keyPath, pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: kder}), 0o600); err != nil {
+		t.Fatal(err)
 	}
 }

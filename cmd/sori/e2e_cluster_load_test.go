@@ -58,8 +58,8 @@ func TestSIPpRegisterLoadThroughClusterFailover(t *testing.T) {
 	defer st.Close()
 	cc := st.Client().(*redis.ClusterClient)
 	for _, s := range seeds {
-		if got, err := redistest.Command(s, "WAIT", "1", "2000"); err != nil || got != "1" {
-			t.Fatalf("WAIT on %s: %q %v", s, got, err)
+		for _, r := range cl.Replicas(cl.Node(s)) {
+			redistest.WaitReplicated(t, s, r.Addr, 5*time.Second)
 		}
 	}
 	if got, err := st.Count(t.Context(), time.Now()); err != nil || got != users {
@@ -127,8 +127,8 @@ func TestSIPpRegisterLoadThroughClusterFailover(t *testing.T) {
 			witness = s
 		}
 	}
-	if got, err := redistest.Command(dead.Addr, "WAIT", "1", "2000"); err != nil || got != "1" {
-		t.Fatalf("WAIT on %s: %q %v", dead.Addr, got, err)
+	for _, r := range cl.Replicas(dead) {
+		redistest.WaitReplicated(t, dead.Addr, r.Addr, 5*time.Second)
 	}
 	states := watchClusterState(t, witness)
 	killed := time.Now()

@@ -152,7 +152,7 @@ func serve(ctx context.Context, configPath string, logOut io.Writer) error {
 	// Built in dependency order: each part gets what it calls, and nothing
 	// runs before all of it exists. The server comes first without its
 	// chain (it is what everything sends with); Start gives it the chain.
-	tlsConfig, err := listenerTLS(ctx, cfg, log)
+	tlsConfig, own, err := listenerTLS(ctx, cfg, log)
 	if err != nil {
 		return err
 	}
@@ -160,10 +160,14 @@ func serve(ctx context.Context, configPath string, logOut io.Writer) error {
 	if err != nil {
 		return err
 	}
+	toNodes, err := nodeTLS(cfg, own)
+	if err != nil {
+		return err
+	}
 	srv, err := server.New(server.Options{
 		Gate:       screen{guard},
 		TLS:        tlsConfig,
-		TLSClient:  toCarriers,
+		TLSClient:  eitherTLS(toCarriers, toNodes),
 		Listeners:  listeners(cfg),
 		Advertise:  cfg.SIP.Advertise,
 		Product:    "Sori/" + Version,
@@ -570,9 +574,10 @@ func listeners(cfg *config.Config) []transport.Listener {
 	return out
 }
 
-// listenerTLS is the tls listeners' configuration (nil without one); its
-// certificate is read again on SIGHUP, without closing any connection.
-func listenerTLS(ctx context.Context, cfg *config.Config, log *slog.Logger) (*tls.Config, error) {
+// listenerTLS is the tls listeners' configuration and certificate (nil
+// without one); the certificate is read again on SIGHUP, without closing
+// any connection.
+func listenerTLS(ctx context.Context, cfg *config.Config, log *slog.Logger) (*tls.Config, *certs, error) {
 	var ips []net.IP
 	for _, l := range cfg.Listeners() {
 		if l.Transport == "tls" || l.Transport == "wss" {
@@ -580,7 +585,7 @@ func listenerTLS(ctx context.Context, cfg *config.Config, log *slog.Logger) (*tl
 		}
 	}
 	if len(ips) == 0 {
-		return nil, nil
+		return nil, nil, nil
 	}
 	names := []string{cfg.SIP.Domain, "localhost"}
 	if a := cfg.SIP.Advertise; a != "" {
@@ -594,9 +599,13 @@ func listenerTLS(ctx context.Context, cfg *config.Config, log *slog.Logger) (*tl
 			names = append(names, h)
 		}
 	}
-	c, err := newCerts(cfg.SIP.TLS, names, ips)
+	nodeCA := ""
+	if cfg.SIP.NodeTransport == "tls" {
+		nodeCA = cfg.SIP.NodeCA
+	}
+	c, err := newCerts(cfg.SIP.TLS, nodeCA, names, ips)
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	hup := make(chan os.Signal, 1)
 	signal.Notify(hup, syscall.SIGHUP)
@@ -615,5 +624,5 @@ func listenerTLS(ctx context.Context, cfg *config.Config, log *slog.Logger) (*tl
 			}
 		}
 	}()
-	return c.Config(), nil
+	return c.Config(), c, nil
 }

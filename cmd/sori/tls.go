@@ -25,13 +25,16 @@ import (
 // reads the files again: new connections get the new certificate, open
 // ones keep theirs.
 type certs struct {
-	c   config.TLS
-	cur atomic.Pointer[tls.Config]
+	c config.TLS
+	// nodeCA (sip.node_ca) verifies the certificate another node presents
+	// when it connects; "" without sip.node_transport tls.
+	nodeCA string
+	cur    atomic.Pointer[tls.Config]
 }
 
 // newCerts loads sip.tls, first creating a self-signed pair for names and
 // ips when sip.tls.self_signed asks and neither file exists.
-func newCerts(c config.TLS, names []string, ips []net.IP) (*certs, error) {
+func newCerts(c config.TLS, nodeCA string, names []string, ips []net.IP) (*certs, error) {
 	if c.SelfSigned {
 		_, certErr := os.Stat(c.Cert)
 		_, keyErr := os.Stat(c.Key)
@@ -41,7 +44,7 @@ func newCerts(c config.TLS, names []string, ips []net.IP) (*certs, error) {
 			}
 		}
 	}
-	s := &certs{c: c}
+	s := &certs{c: c, nodeCA: nodeCA}
 	if err := s.Reload(); err != nil {
 		return nil, err
 	}
@@ -55,19 +58,87 @@ func (s *certs) Reload() error {
 		return fmt.Errorf("sip.tls.cert: %w", err)
 	}
 	cfg := &tls.Config{MinVersion: tls.VersionTLS12, Certificates: []tls.Certificate{pair}}
-	if s.c.CA != "" {
-		pem, err := os.ReadFile(s.c.CA)
+	switch {
+	case s.c.CA != "":
+		pool, err := loadPool("sip.tls.ca", s.c.CA)
 		if err != nil {
-			return fmt.Errorf("sip.tls.ca: %w", err)
-		}
-		pool := x509.NewCertPool()
-		if !pool.AppendCertsFromPEM(pem) {
-			return fmt.Errorf("sip.tls.ca: %s holds no PEM certificate", s.c.CA)
+			return err
 		}
 		cfg.ClientCAs, cfg.ClientAuth = pool, tls.RequireAndVerifyClientCert
+	case s.nodeCA != "":
+		// Phones have no certificate; a node has one, and a node's that
+		// does not chain to the nodes' CA is refused.
+		pool, err := loadPool("sip.node_ca", s.nodeCA)
+		if err != nil {
+			return err
+		}
+		cfg.ClientCAs, cfg.ClientAuth = pool, tls.VerifyClientCertIfGiven
 	}
 	s.cur.Store(cfg)
 	return nil
+}
+
+func loadPool(key, path string) (*x509.CertPool, error) {
+	pem, err := os.ReadFile(path)
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", key, err)
+	}
+	pool := x509.NewCertPool()
+	if !pool.AppendCertsFromPEM(pem) {
+		return nil, fmt.Errorf("%s: %s holds no PEM certificate", key, path)
+	}
+	return pool, nil
+}
+
+// clientCert is this node's certificate, as it is now (reloaded on
+// SIGHUP), for the connections it opens to other nodes.
+func (s *certs) clientCert(*tls.CertificateRequestInfo) (*tls.Certificate, error) {
+	return &s.cur.Load().Certificates[0], nil
+}
+
+// nodeTLS is how this node opens TLS to the other nodes (sip.node_transport
+// tls): it presents its own certificate (sip.tls) and verifies theirs
+// against sip.node_ca, for the node's IP address. nil when the nodes talk
+// in the clear.
+func nodeTLS(cfg *config.Config, own *certs) (func(netip.AddrPort) *tls.Config, error) {
+	if cfg.SIP.NodeTransport != "tls" || own == nil {
+		return nil, nil
+	}
+	pool, err := loadPool("sip.node_ca", cfg.SIP.NodeCA)
+	if err != nil {
+		return nil, err
+	}
+	byAddr := map[netip.AddrPort]*tls.Config{}
+	for _, a := range cfg.SIP.Nodes {
+		l, err := config.ParseListener(a)
+		if err != nil || l.Transport != "tls" { // validated by config
+			continue
+		}
+		byAddr[l.Addr] = &tls.Config{MinVersion: tls.VersionTLS12, RootCAs: pool, ServerName: l.Addr.Addr().String(),
+			GetClientCertificate: own.clientCert}
+	}
+	return func(dest netip.AddrPort) *tls.Config { return byAddr[dest] }, nil
+}
+
+// eitherTLS asks each of fs in turn how to open TLS to dest.
+func eitherTLS(fs ...func(netip.AddrPort) *tls.Config) func(netip.AddrPort) *tls.Config {
+	var set []func(netip.AddrPort) *tls.Config
+	for _, f := range fs {
+		if f != nil {
+			set = append(set, f)
+		}
+	}
+	if len(set) == 0 {
+		return nil
+	}
+	return func(dest netip.AddrPort) *tls.Config {
+		for _, f := range set {
+			if c := f(dest); c != nil {
+				return c
+			}
+		}
+		return nil
+	}
 }
 
 // Config is what the listeners serve with: each handshake takes the

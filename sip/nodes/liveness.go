@@ -139,7 +139,8 @@ func (s *Set) read(ctx context.Context, id string, fresh bool) (Address, bool) {
 		switch {
 		case err != nil:
 			s.cfg.Log.Warn("node heartbeat holds no address: its bindings are skipped", "node", id, "address", v)
-		case !s.peers[a.Addr] || a.Addr == s.cfg.Self.Addr:
+		case s.peers[a.Addr] != a.Transport || a.Addr == s.cfg.Self.Addr:
+			// The transport too: a heartbeat cannot turn tls into tcp.
 			s.cfg.Log.Warn("node heartbeat names an address not in sip.nodes: its bindings are skipped", "node", id, "address", v)
 		default:
 			next.addr, next.up = a, true

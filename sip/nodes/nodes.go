@@ -32,11 +32,11 @@ import (
 
 // Address is where the other nodes reach a node.
 type Address struct {
-	Transport string // UDP or TCP
+	Transport string // UDP, TCP or TLS (sip.node_transport tls)
 	Addr      netip.AddrPort
 }
 
-// ParseAddress parses "tcp:IP:PORT" (sip.listen's form).
+// ParseAddress parses "tcp:IP:PORT" (sip.listen's form; udp: and tls: too).
 func ParseAddress(s string) (Address, error) {
 	tr, hostport, ok := strings.Cut(s, ":")
 	if !ok {
@@ -44,9 +44,9 @@ func ParseAddress(s string) (Address, error) {
 	}
 	tr = strings.ToUpper(tr)
 	switch tr {
-	case "UDP", "TCP":
+	case "UDP", "TCP", "TLS":
 	default:
-		return Address{}, fmt.Errorf("%q: transport %q is not udp or tcp", s, strings.ToLower(tr))
+		return Address{}, fmt.Errorf("%q: transport %q is not udp, tcp or tls", s, strings.ToLower(tr))
 	}
 	ap, err := netip.ParseAddrPort(hostport)
 	if err != nil || ap.Addr().IsUnspecified() || ap.Port() == 0 {
@@ -94,7 +94,7 @@ type Set struct {
 	cfg     Config
 	tokens  Tokens
 	trusted map[netip.Addr]bool
-	peers   map[netip.AddrPort]bool
+	peers   map[netip.AddrPort]string // the configured transport of each node address
 	now     func() time.Time
 	routes  *prometheus.CounterVec
 
@@ -107,7 +107,7 @@ func New(c Config) *Set {
 	if c.Log == nil {
 		c.Log = slog.New(slog.DiscardHandler)
 	}
-	s := &Set{cfg: c, tokens: NewTokens(c.Secret), trusted: map[netip.Addr]bool{}, peers: map[netip.AddrPort]bool{},
+	s := &Set{cfg: c, tokens: NewTokens(c.Secret), trusted: map[netip.Addr]bool{}, peers: map[netip.AddrPort]string{},
 		now: time.Now, cache: map[string]peerState{},
 		routes: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "sori_node_routes_total",
@@ -115,7 +115,7 @@ func New(c Config) *Set {
 		}, []string{"result"}),
 	}
 	for _, p := range c.Peers {
-		s.peers[p.Addr] = true
+		s.peers[p.Addr] = p.Transport
 		if p.Addr != c.Self.Addr {
 			s.trusted[p.Addr.Addr().Unmap()] = true
 		}
@@ -199,8 +199,11 @@ func (s *Set) IsNode(u sip.Uri) bool {
 	port := u.Port
 	if port == 0 {
 		port = 5060
+		if strings.EqualFold(u.UriParams.GetOr("transport", ""), "tls") || u.Scheme == "sips" {
+			port = 5061
+		}
 	}
-	return s.peers[netip.AddrPortFrom(ip.Unmap(), uint16(port))]
+	return s.peers[netip.AddrPortFrom(ip.Unmap(), uint16(port))] != ""
 }
 
 // Forwarded reports whether req is a request another node sends down one

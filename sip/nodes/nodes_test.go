@@ -165,6 +165,34 @@ func TestRouteDecision(t *testing.T) {
 	}
 }
 
+// Nodes over TLS (sip.node_transport tls): the Route to a node says
+// transport=tls, and a heartbeat naming a node's address with another
+// transport (a downgrade to tcp written into Redis) is not believed.
+func TestRouteOverTLS(t *testing.T) {
+	bs := newBeats()
+	ctx := context.Background()
+	a := New(Config{ID: "a", Self: addr(t, "tls:10.0.0.1:5061"), Secret: secret, Beats: bs,
+		Peers: []Address{addr(t, "tls:10.0.0.1:5061"), addr(t, "tls:10.0.0.2:5061"), addr(t, "tls:10.0.0.3:5061")}})
+	a.now = bs.clock
+	for id, ad := range map[string]string{"b": "tls:10.0.0.2:5061", "c": "tcp:10.0.0.3:5061"} {
+		if _, err := bs.Beat(ctx, id, ad, BeatTTL); err != nil {
+			t.Fatal(err)
+		}
+	}
+	_, tokB := New(Config{ID: "b", Secret: secret}).Holder("tcp", "198.51.100.7:40112")
+	b := store.Binding{Contact: "sip:bob@192.168.1.20:5060;transport=tcp", NAT: true, Transport: "tcp", Source: "198.51.100.7:40112", Node: "b", Flow: tokB}
+	if u, d := a.Route(ctx, b); d != Remote || u.String() != "sip:"+tokB+"@10.0.0.2:5061;transport=tls;lr;ob" {
+		t.Fatalf("to node b: %v %s", d, u.String())
+	}
+	b.Node = "c"
+	if _, d := a.Route(ctx, b); d != Down {
+		t.Fatalf("node c's heartbeat says tcp, sip.nodes tls: %v, want down", d)
+	}
+	if !a.IsNode(sip.Uri{Host: "10.0.0.2", UriParams: sip.HeaderParams{{K: "transport", V: "tls"}}}) {
+		t.Fatal("a tls URI without a port names the node on 5061")
+	}
+}
+
 // A node whose heartbeat expires is down for the others within BeatTTL
 // and the cache; one that beats again is up again.
 func TestLiveness(t *testing.T) {
@@ -294,7 +322,7 @@ func TestTrust(t *testing.T) {
 func TestParseAddress(t *testing.T) {
 	for s, ok := range map[string]bool{
 		"tcp:10.0.0.2:5060": true, "udp:[2001:db8::2]:5060": true, "TCP:10.0.0.2:5060": true,
-		"tls:10.0.0.2:5061": false, "tcp:0.0.0.0:5060": false, "tcp:10.0.0.2": false, "10.0.0.2:5060": false, "tcp:node-b:5060": false,
+		"tls:10.0.0.2:5061": true, "ws:10.0.0.2:80": false, "tcp:0.0.0.0:5060": false, "tcp:10.0.0.2": false, "10.0.0.2:5060": false, "tcp:node-b:5060": false,
 	} {
 		if _, err := ParseAddress(s); (err == nil) != ok {
 			t.Errorf("%s: %v", s, err)

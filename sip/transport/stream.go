@@ -127,7 +127,7 @@ func (t *Transport) streamTo(ctx context.Context, transport string, ap netip.Add
 			tlsConfig = t.opts.TLSClient(ap)
 		}
 		if tlsConfig == nil {
-			return nil, fmt.Errorf("tls connect %s: no TLS configured for that destination (only carriers' gateways are dialled)", ap)
+			return nil, fmt.Errorf("tls connect %s: no TLS configured for that destination (only carriers' gateways and other nodes are dialled)", ap)
 		}
 	}
 	dial := t.opts.Dial

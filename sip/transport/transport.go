@@ -91,8 +91,8 @@ type Options struct {
 	// certificate while connections stay up); nil: no tls listener.
 	TLS *tls.Config
 	// TLSClient is how sori opens a TLS connection to dest (a carrier's
-	// gateway: its CA, sori's client certificate); nil, or nil for dest:
-	// none is opened.
+	// gateway or another node: its CA, sori's client certificate); nil, or
+	// nil for dest: none is opened.
 	TLSClient func(dest netip.AddrPort) *tls.Config
 	// Dial opens the stream connections sori needs to send requests on;
 	// nil: a net.Dialer. Tests hook it to see that nothing is dialled on
@@ -164,7 +164,7 @@ func New(o Options) *Transport {
 		}, []string{"transport"}),
 		handshakeFailed: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "sori_sip_tls_handshake_failures_total",
-			Help: "TLS handshakes that failed: in (a client of sori's) or out (sori to a carrier).",
+			Help: "TLS handshakes that failed: in (a client of sori's) or out (sori to a carrier or another node).",
 		}, []string{"direction"}),
 	}
 	t.keepalives = prometheus.NewCounterVec(prometheus.CounterOpts{

@@ -110,8 +110,8 @@ func victim(t *testing.T, cl *redistest.Cluster, s *Store, r *registrations) (*r
 	if v == nil {
 		t.Fatalf("no master with a live replica holds bindings: %v", byMaster)
 	}
-	if n, err := redistest.Command(v.Addr, "WAIT", "1", "2000"); err != nil || n != "1" {
-		t.Fatalf("WAIT on %s: %q %v", v.Addr, n, err)
+	for _, r := range cl.Replicas(v) {
+		redistest.WaitReplicated(t, v.Addr, r.Addr, 5*time.Second)
 	}
 	return v, byMaster[v.Addr]
 }

@@ -196,12 +196,14 @@ func waitPing(t testing.TB, addr, logFile string) {
 type SentinelSet struct {
 	Master, Replica *Node
 	Sentinel        string // the Sentinel's address
+	SentinelLog     string // its log file
 	t               testing.TB
 }
 
 // Node is one redis-server of a SentinelSet.
 type Node struct {
 	Addr string
+	Log  string // its log file
 	proc *proc
 }
 
@@ -222,7 +224,7 @@ func StartSentinelSet(t testing.TB) *SentinelSet {
 		args := append([]string{"--bind", "127.0.0.1", "--port", strconv.Itoa(port), "--save", "", "--appendonly", "no",
 			"--dir", dir, "--repl-diskless-sync-delay", "0"}, extra...)
 		p := startProc(t, port, filepath.Join(dir, "redis.log"), args...)
-		return &Node{Addr: p.addr, proc: p}
+		return &Node{Addr: p.addr, Log: filepath.Join(dir, "redis.log"), proc: p}
 	}
 	s.Master = start()
 	host, port, _ := net.SplitHostPort(s.Master.Addr)
@@ -235,7 +237,16 @@ func StartSentinelSet(t testing.TB) *SentinelSet {
 	if err := os.WriteFile(conf, []byte(body), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	s.Sentinel = startHelper(t, sport, filepath.Join(dir, "sentinel.log"), conf, "--sentinel")
+	s.SentinelLog = filepath.Join(dir, "sentinel.log")
+	s.Sentinel = startHelper(t, sport, s.SentinelLog, conf, "--sentinel")
+	t.Cleanup(func() {
+		if t.Failed() { // what the servers and the Sentinel did, for the failure
+			for _, f := range []string{s.Master.Log, s.Replica.Log, s.SentinelLog} {
+				b, _ := os.ReadFile(f)
+				t.Logf("%s:\n%s", f, b)
+			}
+		}
+	})
 	s.poll(20*time.Second, func() (bool, string) {
 		repl, err := Command(s.Replica.Addr, "INFO", "replication")
 		if err != nil || !strings.Contains(repl, "master_link_status:up") {
@@ -247,7 +258,55 @@ func StartSentinelSet(t testing.TB) *SentinelSet {
 		}
 		return true, ""
 	})
+	// A replica whose link is up may not be receiving writes yet: after a
+	// diskless sync the master holds the command stream back until the
+	// replica's first REPLCONF ACK (its once-a-second cron). A master
+	// killed before then takes every write to the grave; a PUBLISH (which
+	// replicates, and leaves no key) shows the stream flowing.
+	if _, err := Command(s.Master.Addr, "PUBLISH", "redistest:probe", "1"); err != nil {
+		t.Fatalf("PUBLISH on the master: %v", err)
+	}
+	WaitReplicated(t, s.Master.Addr, s.Replica.Addr, 10*time.Second)
 	return s
+}
+
+// WaitReplicated waits until the replica at replica has applied everything
+// the master at master had written when it was called: its
+// slave_repl_offset reaches the master's master_repl_offset. (WAIT cannot
+// tell this from a connection of its own: it counts replicas that have
+// acknowledged that connection's writes, and with none it answers at
+// once with every replica.)
+func WaitReplicated(t testing.TB, master, replica string, timeout time.Duration) {
+	t.Helper()
+	repl, err := Command(master, "INFO", "replication")
+	if err != nil {
+		t.Fatalf("INFO replication on %s: %v", master, err)
+	}
+	want, err := infoInt(repl, "master_repl_offset")
+	if err != nil {
+		t.Fatalf("%s: %v", master, err)
+	}
+	poll(t, "replica "+replica, timeout, func() (bool, string) {
+		r, err := Command(replica, "INFO", "replication")
+		if err != nil {
+			return false, err.Error()
+		}
+		got, err := infoInt(r, "slave_repl_offset")
+		if err != nil || !strings.Contains(r, "master_link_status:up") {
+			return false, fmt.Sprintf("%v:\n%s", err, r)
+		}
+		return got >= want, fmt.Sprintf("at offset %d of the master's %d", got, want)
+	})
+}
+
+// infoInt is the integer field name of an INFO reply.
+func infoInt(info, name string) (int64, error) {
+	for _, l := range strings.Split(info, "\n") {
+		if v, ok := strings.CutPrefix(strings.TrimSpace(l), name+":"); ok {
+			return strconv.ParseInt(v, 10, 64)
+		}
+	}
+	return 0, fmt.Errorf("no %s in INFO", name)
 }
 
 // WaitFailover waits until, after the master was killed, the Sentinel names
