@@ -4,7 +4,7 @@
 //	sori-anchor -ng 127.0.0.1:22222 -rtp-ports 30000-39999 -listen 127.0.0.1 \
 //	            -advertise 203.0.113.5 -http 127.0.0.1:9061 [-media-timeout 30s] [-rtcp-interval 5s]
 //	            [-jitter-buffer off|fixed|adaptive] [-jb-delay 60ms] [-jb-min 0] [-jb-max 120ms]
-//	            [-workers N] [-cpuprofile FILE]
+//	            [-workers N] [-cpuprofile FILE] [-ice-sources CIDR,...] [-consent-timeout 30s]
 package main
 
 import (
@@ -71,6 +71,7 @@ type options struct {
 	recvRing     bool
 	cpuProfile   string
 	iceSources   []netip.Prefix
+	consent      time.Duration
 }
 
 func parseFlags(args []string, stderr io.Writer) (options, error) {
@@ -94,6 +95,7 @@ func parseFlags(args []string, stderr io.Writer) (options, error) {
 	recvRing := fs.Bool("io-uring-recv", true, "with -io-uring, receive through it too (false: epoll and recvmmsg, sends still through io_uring)")
 	cpuProfile := fs.String("cpuprofile", "", "write a CPU profile of the whole run to this file")
 	iceSources := fs.String("ice-sources", "", "comma-separated CIDRs a WebRTC peer's ICE checks are answered from; media of a WebRTC leg comes only from an address that passed one (empty: any)")
+	consent := fs.Duration("consent-timeout", 30*time.Second, "stop sending a WebRTC leg media this long after its last ICE check (RFC 7675 consent)")
 	if err := fs.Parse(args); err != nil {
 		return options{}, usageError{err}
 	}
@@ -159,6 +161,10 @@ func parseFlags(args []string, stderr io.Writer) (options, error) {
 		bad("media-timeout", "must not be negative")
 	}
 	o.mediaTimeout = *timeout
+	if *consent < 100*time.Millisecond {
+		bad("consent-timeout", "%s: give at least 100ms", *consent)
+	}
+	o.consent = *consent
 	if *rtcpInterval < 0 || *rtcpInterval > 0 && *rtcpInterval < 100*time.Millisecond {
 		bad("rtcp-interval", "%s: give 0 or at least 100ms", *rtcpInterval)
 	}
@@ -251,7 +257,7 @@ func run(ctx context.Context, args []string, stderr io.Writer) error {
 	srv := ng.NewServer(conn, log)
 	mgr := anchor.New(anchor.Config{
 		Advertise: o.advertise, Ports: alloc, MediaTimeout: o.mediaTimeout, RTCPInterval: o.rtcpInterval, Jitter: o.jitter, Log: log, Registerer: reg,
-		Notify: srv, Certificate: cert, ICESources: o.iceSources,
+		Notify: srv, Certificate: cert, ICESources: o.iceSources, ConsentTimeout: o.consent,
 	})
 
 	var httpSrv *http.Server
@@ -275,6 +281,7 @@ func run(ctx context.Context, args []string, stderr io.Writer) error {
 	defer cancel()
 	go mgr.RunTimeouts(runCtx)
 	go mgr.RunReports(runCtx)
+	go mgr.RunConsent(runCtx)
 	done := make(chan error, 1)
 	go func() { done <- srv.Serve(runCtx, mgr) }()
 	log.Info("sori-anchor started", "ng", o.ng, "rtp_ports", fmt.Sprintf("%d-%d", o.minPort, o.maxPort),

@@ -34,8 +34,11 @@ func TestFlagsAsScriptsGiveThem(t *testing.T) {
 		o.iceSources[1] != netip.MustParsePrefix("192.0.2.0/24") || o.iceSources[2] != netip.MustParsePrefix("2001:db8::/32") {
 		t.Fatalf("-ice-sources: %v %v", o.iceSources, err)
 	}
-	if o, _ := parseFlags(nil, io.Discard); o.iceSources != nil {
-		t.Fatalf("default -ice-sources %v, want any", o.iceSources)
+	if o, _ := parseFlags(nil, io.Discard); o.iceSources != nil || o.consent != 30*time.Second {
+		t.Fatalf("default -ice-sources %v (want any), -consent-timeout %s (want RFC 7675's 30s)", o.iceSources, o.consent)
+	}
+	if o, err := parseFlags(strings.Fields("-consent-timeout 2s"), io.Discard); err != nil || o.consent != 2*time.Second {
+		t.Fatalf("-consent-timeout 2s: %s %v", o.consent, err)
 	}
 }
 
@@ -54,6 +57,7 @@ func TestBadFlagsAreNamed(t *testing.T) {
 		{"-jb-min 200ms -jb-max 100ms", "-jb-max:"},
 		{"-log-level loud", "-log-level:"},
 		{"-ice-sources 127.0.0.1", "-ice-sources:"},
+		{"-consent-timeout 0", "-consent-timeout:"},
 		{"extra", "unexpected argument"},
 	} {
 		_, err := parseFlags(strings.Fields(tt.args), io.Discard)

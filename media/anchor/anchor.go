@@ -47,6 +47,10 @@ type Config struct {
 	// from; a check from elsewhere gets no answer, so that address never
 	// carries the leg's media. Empty: any.
 	ICESources []netip.Prefix
+	// ConsentTimeout ends a WebRTC peer's consent to receive media this
+	// long after its last ICE check on the media path (RFC 7675 §5.1);
+	// 0: 30 s.
+	ConsentTimeout time.Duration
 }
 
 // Notifier sends an unsolicited ng message (ng.Server).
