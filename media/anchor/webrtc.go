@@ -62,6 +62,7 @@ type legWebRTC struct {
 	log       *slog.Logger
 	consentMu sync.Mutex // applyConsent runs on the relay's goroutine and the consent ticker's
 	lostAt    time.Time  // when consent was found expired; zero: the leg has it (or no path yet)
+	stopped   bool       // stopWebRTC ran: the stream is no longer this leg's to gate
 }
 
 // certificate is the anchor's DTLS certificate, made on first use when
@@ -161,7 +162,7 @@ func (rtc *legWebRTC) applyConsent(s *relay.Stream, now time.Time) {
 	}
 	rtc.consentMu.Lock()
 	defer rtc.consentMu.Unlock()
-	if lost := !rtc.lostAt.IsZero(); lost != c.Fresh {
+	if lost := !rtc.lostAt.IsZero(); rtc.stopped || lost != c.Fresh {
 		return
 	}
 	if c.Fresh {
@@ -221,7 +222,10 @@ func (m *Manager) stopWebRTC(md *media) {
 	}
 	md.stream.SetOther(nil)
 	md.stream.SetICE(nil)
+	md.rtc.consentMu.Lock()
+	md.rtc.stopped = true      // the ticker may still hold md.rtc
 	md.stream.SetConsent(true) // consent is ICE's: a plain leg needs none
+	md.rtc.consentMu.Unlock()
 	if err := md.rtc.leg.Close(); err != nil {
 		m.cfg.Log.Debug("WebRTC leg: DTLS close", "port", md.stream.Port(), "error", err)
 	}

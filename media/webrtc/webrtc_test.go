@@ -280,7 +280,7 @@ func TestLegConsentFollowsTheNominatedPathsChecks(t *testing.T) {
 	if c.Path != b.addr || !c.Fresh {
 		t.Fatalf("consent after a check: %+v", c)
 	}
-	if !leg.Consent(c.Last.Add(3*time.Second - time.Nanosecond)).Fresh || leg.Consent(c.Last.Add(3*time.Second)).Fresh {
+	if !leg.Consent(c.Last.Add(3*time.Second-time.Nanosecond)).Fresh || leg.Consent(c.Last.Add(3*time.Second)).Fresh {
 		t.Fatalf("consent must last Config.ConsentTimeout after the check at %v", c.Last)
 	}
 	b.check(netip.MustParseAddrPort("127.0.0.30:50003"), false) // another candidate
