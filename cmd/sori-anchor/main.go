@@ -4,7 +4,8 @@
 //	sori-anchor -ng 127.0.0.1:22222 -rtp-ports 30000-39999 -listen 127.0.0.1 \
 //	            -advertise 203.0.113.5 -http 127.0.0.1:9061 [-media-timeout 30s] [-rtcp-interval 5s]
 //	            [-jitter-buffer off|fixed|adaptive] [-jb-delay 60ms] [-jb-min 0] [-jb-max 120ms]
-//	            [-workers N] [-cpuprofile FILE] [-redis URL [-redis-id ID] [-redis-every 5s]]
+//	            [-workers N] [-cpuprofile FILE] [-ice-sources CIDR,...] [-consent-timeout 30s]
+//	            [-redis URL [-redis-id ID] [-redis-every 5s]]
 package main
 
 import (
@@ -74,6 +75,7 @@ type options struct {
 	redis        string // keeps the calls across a restart; "": not kept
 	redisID      string
 	redisEvery   time.Duration
+	consent      time.Duration
 }
 
 func parseFlags(args []string, stderr io.Writer) (options, error) {
@@ -100,6 +102,7 @@ func parseFlags(args []string, stderr io.Writer) (options, error) {
 	redisURL := fs.String("redis", "", "keep every call's state in Redis and restore the calls on start, on the same ports (redis://, redis-sentinel://, redis-cluster://, as sori's store; empty: not kept)")
 	redisID := fs.String("redis-id", "", "this anchor's name in Redis; anchors sharing a Redis each need their own (default: the first -advertise address and the -ng port)")
 	redisEvery := fs.Duration("redis-every", 5*time.Second, "with -redis, how often every call's statistics are written again")
+	consent := fs.Duration("consent-timeout", 30*time.Second, "stop sending a WebRTC leg media this long after its last ICE check (RFC 7675 consent)")
 	if err := fs.Parse(args); err != nil {
 		return options{}, usageError{err}
 	}
@@ -175,6 +178,10 @@ func parseFlags(args []string, stderr io.Writer) (options, error) {
 		bad("media-timeout", "must not be negative")
 	}
 	o.mediaTimeout = *timeout
+	if *consent < 100*time.Millisecond {
+		bad("consent-timeout", "%s: give at least 100ms", *consent)
+	}
+	o.consent = *consent
 	if *rtcpInterval < 0 || *rtcpInterval > 0 && *rtcpInterval < 100*time.Millisecond {
 		bad("rtcp-interval", "%s: give 0 or at least 100ms", *rtcpInterval)
 	}
@@ -267,7 +274,7 @@ func run(ctx context.Context, args []string, stderr io.Writer) error {
 	srv := ng.NewServer(conn, log)
 	acfg := anchor.Config{
 		Advertise: o.advertise, Ports: alloc, MediaTimeout: o.mediaTimeout, RTCPInterval: o.rtcpInterval, Jitter: o.jitter, Log: log, Registerer: reg,
-		Notify: srv, Certificate: cert, ICESources: o.iceSources, KeepEvery: o.redisEvery,
+		Notify: srv, Certificate: cert, ICESources: o.iceSources, KeepEvery: o.redisEvery, ConsentTimeout: o.consent,
 	}
 	var kept *keptState
 	if o.redis != "" {
@@ -313,6 +320,7 @@ func run(ctx context.Context, args []string, stderr io.Writer) error {
 	}
 	go mgr.RunTimeouts(runCtx)
 	go mgr.RunReports(runCtx)
+	go mgr.RunConsent(runCtx)
 	done := make(chan error, 1)
 	go func() { done <- srv.Serve(runCtx, mgr) }()
 	log.Info("sori-anchor started", "ng", o.ng, "rtp_ports", fmt.Sprintf("%d-%d", o.minPort, o.maxPort),

@@ -34,8 +34,11 @@ func TestFlagsAsScriptsGiveThem(t *testing.T) {
 		o.iceSources[1] != netip.MustParsePrefix("192.0.2.0/24") || o.iceSources[2] != netip.MustParsePrefix("2001:db8::/32") {
 		t.Fatalf("-ice-sources: %v %v", o.iceSources, err)
 	}
-	if o, _ := parseFlags(nil, io.Discard); o.iceSources != nil {
-		t.Fatalf("default -ice-sources %v, want any", o.iceSources)
+	if o, _ := parseFlags(nil, io.Discard); o.iceSources != nil || o.consent != 30*time.Second {
+		t.Fatalf("default -ice-sources %v (want any), -consent-timeout %s (want RFC 7675's 30s)", o.iceSources, o.consent)
+	}
+	if o, err := parseFlags(strings.Fields("-consent-timeout 2s"), io.Discard); err != nil || o.consent != 2*time.Second {
+		t.Fatalf("-consent-timeout 2s: %s %v", o.consent, err)
 	}
 	// Each anchor has its own name in Redis: by default its advertised
 	// address and ng port, the same across its restarts.
@@ -65,6 +68,7 @@ func TestBadFlagsAreNamed(t *testing.T) {
 		{"-ice-sources 127.0.0.1", "-ice-sources:"},
 		{"-redis 127.0.0.1:6379", "-redis:"},
 		{"-redis-every 10ms", "-redis-every:"},
+		{"-consent-timeout 0", "-consent-timeout:"},
 		{"extra", "unexpected argument"},
 	} {
 		_, err := parseFlags(strings.Fields(tt.args), io.Discard)

@@ -39,15 +39,8 @@ func TestBrowserCallsAPhoneAndBack(t *testing.T) {
 	bob := startBaresip(t, n.port, "udp", "bob", "bob-secret", aliceTone, "", withOpus)
 	bob.waitRegistered()
 
-	wav := filepath.Join(t.TempDir(), "tone.wav")
-	writeToneWAV(t, wav, browserTone, 60)
-	// The browser trusts sori's self-signed WSS certificate by its key.
-	b := startChromium(t, append(chromiumWebRTCFlags(wav), "--ignore-certificate-errors-spki-list="+spkiHash(t, n.ca))...)
-	page := b.open(t, servePages(t)+"/call.html?"+url.Values{
-		"ws": {fmt.Sprintf("wss://127.0.0.1:%d", n.wssPort)}, "user": {"alice"}, "password": {"alice-secret"}, "domain": {"sori.test"},
-	}.Encode())
-	page.waitFor(t, "window.phone && (phone.registered || phone.errors.length > 0)")
-	browserPhone(t, page).mustBe(t, "registered", func(p browserState) bool { return p.Registered })
+	b := startPhoneBrowser(t, n)
+	page := openPhonePage(t, b, servePages(t), n, "alice", "alice-secret")
 
 	t.Run("browser calls phone", func(t *testing.T) {
 		heard := bob.record()
@@ -85,6 +78,118 @@ func TestBrowserCallsAPhoneAndBack(t *testing.T) {
 	page.checkNoErrors(t)
 }
 
+// Two browsers call each other: two tabs of headless Chromium, each a
+// JsSIP phone registered over WSS (alice and bob). Both legs are WebRTC
+// legs of the anchor, each with its own ICE-lite agent and DTLS-SRTP
+// association, the anchor decrypting from one and encrypting for the
+// other. The call is answered, each page's getStats shows RTP arriving
+// and growing and each plays the other's tone, the anchor's query shows
+// both legs keyed, on loopback, with consent and a call's worth of RTP;
+// after the hang-up the anchor holds no call.
+func TestBrowserCallsABrowser(t *testing.T) {
+	an := startAnchor(t, "-ice-sources", "127.0.0.0/8")
+	n := startDefaultNode(t, an)
+	b := startPhoneBrowser(t, n)
+	pages := servePages(t)
+	alice := openPhonePage(t, b, pages, n, "alice", "alice-secret")
+	bob := openPhonePage(t, b, pages, n, "bob", "bob-secret")
+
+	alice.eval(t, `call("sip:bob@sori.test"), true`, nil)
+	bob.waitFor(t, "phone.direction === 'incoming' && (phone.state === 'answered' || phone.state === 'failed' || phone.state === 'ended')")
+	browserPhone(t, bob).mustBe(t, "answered (bob)", func(p browserState) bool { return p.State == "answered" })
+	alice.waitFor(t, "phone.state === 'answered' || phone.state === 'failed' || phone.state === 'ended'")
+	browserPhone(t, alice).mustBe(t, "answered (alice)", func(p browserState) bool { return p.State == "answered" })
+
+	// The anchor: two WebRTC legs, each keyed by its own handshake, each
+	// having received (and decrypted: reception reads the RTP headers) a
+	// call's worth of RTP.
+	want := int64(holdCall / (20 * time.Millisecond))
+	var legs map[string]webrtcLeg
+	for deadline := time.Now().Add(holdCall + 10*time.Second); ; time.Sleep(100 * time.Millisecond) {
+		legs = anchorWebRTCLegs(t, an)
+		done := len(legs) == 2
+		for _, l := range legs {
+			done = done && l.expected >= want
+		}
+		if done {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("the anchor's legs %+v: want two that each received %d RTP packets", legs, want)
+		}
+	}
+	paths := map[string]bool{}
+	for tag, l := range legs {
+		if l.protocol != "UDP/TLS/RTP/SAVPF" || l.keying != "DTLS" || l.suite == "" || !strings.HasPrefix(l.selected, "127.0.0.1:") ||
+			l.consent != "fresh" || l.mos < 30 {
+			t.Fatalf("leg %s %+v: want UDP/TLS/RTP/SAVPF keyed by DTLS, ICE on loopback with fresh consent, a MOS of 3.0 or more", tag, l)
+		}
+		paths[l.selected] = true
+	}
+	if len(paths) != 2 {
+		t.Fatalf("both legs' ICE paths are %v: want one per browser", paths)
+	}
+	t.Logf("anchor legs: %+v", legs)
+
+	// Each page: its WebRTC stack counts RTP coming in, and more of it a
+	// moment later; what it plays is the other's tone.
+	first := map[string]browserState{"alice": browserPhone(t, alice), "bob": browserPhone(t, bob)}
+	for name, p := range map[string]*cdpPage{"alice": alice, "bob": bob} {
+		for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(100 * time.Millisecond) {
+			st := browserPhone(t, p)
+			if st.Received > first[name].Received && st.BytesIn > first[name].BytesIn && st.Received >= int(want) && st.Sent >= int(want) {
+				t.Logf("%s: received %d RTP packets, %d bytes (was %d, %d), sent %d", name, st.Received, st.BytesIn, first[name].Received, first[name].BytesIn, st.Sent)
+				break
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("%s: received %d packets, %d bytes (was %d, %d), sent %d: want >= %d each way and growing",
+					name, st.Received, st.BytesIn, first[name].Received, first[name].BytesIn, st.Sent, want)
+			}
+		}
+		cond := fmt.Sprintf("Math.abs(peak().hz - %d) < 15 && peak().db > -70", browserTone)
+		for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(100 * time.Millisecond) {
+			var ok bool
+			p.eval(t, cond, &ok)
+			if ok {
+				break
+			}
+			if time.Now().After(deadline) {
+				var pk struct{ Hz, Db float64 }
+				p.eval(t, "peak()", &pk)
+				t.Fatalf("%s plays mostly %.0f Hz at %.0f dB, want the other browser's %d Hz", name, pk.Hz, pk.Db, browserTone)
+			}
+		}
+	}
+
+	alice.eval(t, "hangUp(), true", nil)
+	alice.waitFor(t, "phone.state === 'ended'")
+	bob.waitFor(t, "phone.state === 'ended'")
+	waitNoCalls(t, an, n.node)
+	alice.checkNoErrors(t)
+	bob.checkNoErrors(t)
+}
+
+// startPhoneBrowser starts headless Chromium with a microphone playing
+// browserTone, trusting n's self-signed WSS certificate by its key.
+func startPhoneBrowser(t *testing.T, n *defaultNode) *chromium {
+	t.Helper()
+	wav := filepath.Join(t.TempDir(), "tone.wav")
+	writeToneWAV(t, wav, browserTone, 60)
+	return startChromium(t, append(chromiumWebRTCFlags(wav), "--ignore-certificate-errors-spki-list="+spkiHash(t, n.ca))...)
+}
+
+// openPhonePage opens call.html (served at pages) in a new tab of b and
+// waits for its JsSIP to register as user over n's WSS.
+func openPhonePage(t *testing.T, b *chromium, pages string, n *defaultNode, user, password string) *cdpPage {
+	t.Helper()
+	page := b.open(t, pages+"/call.html?"+url.Values{
+		"ws": {fmt.Sprintf("wss://127.0.0.1:%d", n.wssPort)}, "user": {user}, "password": {password}, "domain": {"sori.test"},
+	}.Encode())
+	page.waitFor(t, "window.phone && (phone.registered || phone.errors.length > 0)")
+	browserPhone(t, page).mustBe(t, user+" registered", func(p browserState) bool { return p.Registered })
+	return page
+}
+
 // browserState is call.html's window.phone.
 type browserState struct {
 	Registered bool     `json:"registered"`
@@ -94,6 +199,7 @@ type browserState struct {
 	Errors     []string `json:"errors"`
 	Sent       int      `json:"sent"`
 	Received   int      `json:"received"`
+	BytesIn    int64    `json:"bytesReceived"`
 	Energy     float64  `json:"energy"`
 	Log        []string `json:"log"`
 }
@@ -211,9 +317,9 @@ func checkWebRTCRecord(t *testing.T, r calls.Record, browser, phone *calls.Media
 
 // webrtcLeg is one leg in the anchor's query.
 type webrtcLeg struct {
-	protocol, keying, suite, selected string
-	port                              int
-	packets, expected, mos            int64
+	protocol, keying, suite, selected, consent string
+	port                                       int
+	packets, expected, mos                     int64
 }
 
 // anchorWebRTCLegs asks the anchor for its one call's legs, by tag.
@@ -237,7 +343,7 @@ func anchorWebRTCLegs(t *testing.T, an *anchorProc) map[string]webrtcLeg {
 		expected, _ := st.Dict("reception").Int("expected")
 		mos, _ := st.Dict("reception").Int("MOS")
 		out[tag] = webrtcLeg{protocol: md.Str("protocol"), keying: md.Dict("SRTP").Str("keying"), suite: md.Dict("SRTP").Str("suite"),
-			selected: md.Dict("SRTP").Str("ICE selected"), port: int(port), packets: packets, expected: expected, mos: mos}
+			selected: md.Dict("SRTP").Str("ICE selected"), consent: md.Dict("SRTP").Str("ICE consent"), port: int(port), packets: packets, expected: expected, mos: mos}
 	}
 	return out
 }

@@ -52,6 +52,10 @@ type Config struct {
 	// KeepEvery is how often every call's snapshot is written again (its
 	// statistics, its TTL); 0: 5 s.
 	KeepEvery time.Duration
+	// ConsentTimeout ends a WebRTC peer's consent to receive media this
+	// long after its last ICE check on the media path (RFC 7675 §5.1);
+	// 0: 30 s.
+	ConsentTimeout time.Duration
 }
 
 // Notifier sends an unsolicited ng message (ng.Server).

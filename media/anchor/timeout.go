@@ -31,24 +31,36 @@ func every(ctx context.Context, period time.Duration, f func(now time.Time)) {
 }
 
 func (m *Manager) expire(now time.Time) {
-	var dead []*call
+	type ended struct {
+		c      *call
+		reason string
+	}
+	var dead []ended
 	m.mu.Lock()
 	for id, c := range m.calls {
 		if c.answered.IsZero() {
 			continue // ringing: no media expected yet
 		}
-		if now.Sub(c.lastMedia()) >= m.cfg.MediaTimeout {
-			delete(m.calls, id)
-			m.forget(c)
-			dead = append(dead, c)
+		reason := ""
+		switch {
+		case now.Sub(c.lastMedia()) >= m.cfg.MediaTimeout:
+			reason = "no media"
+		case c.consentGone(now, m.cfg.MediaTimeout):
+			reason = "ICE consent expired"
+		default:
+			continue
 		}
+		delete(m.calls, id)
+		m.forget(c)
+		dead = append(dead, ended{c, reason})
 	}
 	m.mu.Unlock()
-	for _, c := range dead {
+	for _, e := range dead {
+		c := e.c
 		m.timeouts.Inc()
-		m.cfg.Log.Info("media timeout", "call_id", c.id, "after", m.cfg.MediaTimeout)
+		m.cfg.Log.Info("media timeout", "call_id", c.id, "after", m.cfg.MediaTimeout, "reason", e.reason)
 		if m.cfg.Notify != nil && c.control.IsValid() {
-			d := ng.Dict{"command": "media-timeout", "call-id": c.id}
+			d := ng.Dict{"command": "media-timeout", "call-id": c.id, "reason": e.reason}
 			var tags []any
 			for _, l := range c.legs {
 				tags = append(tags, l.tag)
@@ -63,6 +75,27 @@ func (m *Manager) expire(now time.Time) {
 		}
 		m.release(c)
 	}
+}
+
+// consentGone: a WebRTC leg of c lost its ICE consent and has sent
+// nothing for timeout: the browser is gone, though the other phone still
+// talks (which keeps lastMedia fresh).
+func (c *call) consentGone(now time.Time, timeout time.Duration) bool {
+	for _, l := range c.legs {
+		for _, md := range l.medias {
+			if md.rtc == nil || md.rtc.consentLost().IsZero() {
+				continue
+			}
+			last := c.answered
+			if t := md.stream.LastPacket(); t.After(last) {
+				last = t
+			}
+			if now.Sub(last) >= timeout {
+				return true
+			}
+		}
+	}
+	return false
 }
 
 // lastMedia is when the call last showed life: its latest packet, or its

@@ -1,11 +1,15 @@
 package anchor
 
 import (
+	"context"
 	"errors"
 	"fmt"
+	"log/slog"
 	"net/netip"
 	"strconv"
+	"sync"
 	"sync/atomic"
+	"time"
 
 	"github.com/pion/srtp/v3"
 
@@ -35,6 +39,12 @@ import (
 // The leg's media is taken only from addresses that passed an ICE check,
 // and goes to the one the browser nominated (relay.Stream.SetICE, Latch);
 // the SDP's c= and port of a WebRTC leg are ignored.
+//
+// Consent (RFC 7675): the browser's checks on the nominated path are its
+// consent to receive. ConsentTimeout after the last one, nothing more is
+// sent to the leg (relay.Stream.SetConsent) until a check comes again; a
+// leg without consent that has sent nothing for MediaTimeout either is
+// dead, and its call ends as a media timeout (timeout.go).
 
 // legWebRTC is a WebRTC leg's transport; its fields but profile and
 // failure are the Manager's (m.mu).
@@ -48,6 +58,11 @@ type legWebRTC struct {
 
 	profile atomic.Uint32          // the SRTP profile once the handshake ended; 0 before
 	failure atomic.Pointer[string] // why the handshake failed
+
+	log       *slog.Logger
+	consentMu sync.Mutex // applyConsent runs on the relay's goroutine and the consent ticker's
+	lostAt    time.Time  // when consent was found expired; zero: the leg has it (or no path yet)
+	stopped   bool       // stopWebRTC ran: the stream is no longer this leg's to gate
 }
 
 // certificate is the anchor's DTLS certificate, made on first use when
@@ -92,11 +107,11 @@ func (m *Manager) startWebRTC(md *media) error {
 	if err != nil {
 		return err
 	}
-	rtc := &legWebRTC{creds: creds, fp: sdp.Fingerprint(cert.Fingerprint())}
 	s := md.stream
 	log := m.cfg.Log.With("port", s.Port())
+	rtc := &legWebRTC{creds: creds, fp: sdp.Fingerprint(cert.Fingerprint()), log: log}
 	leg, err := webrtc.New(m.ctx, webrtc.Config{
-		ICE: creds, Certificate: cert, Send: s.SendOther, Logger: log,
+		ICE: creds, Certificate: cert, Send: s.SendOther, Logger: log, ConsentTimeout: m.cfg.ConsentTimeout,
 		Keys: func(k dtlssrtp.Keys, err error) {
 			if err == nil {
 				p := srtp.ProtectionProfile(k.Profile)
@@ -133,8 +148,70 @@ func (m *Manager) startWebRTC(md *media) error {
 		if sel, ok := leg.Selected(); ok {
 			s.Latch(sel)
 		}
+		rtc.applyConsent(s, time.Now()) // a check gives consent back at once
 	})
 	return pending(s)
+}
+
+// applyConsent stops or resumes what s sends the browser as its consent
+// says at now.
+func (rtc *legWebRTC) applyConsent(s *relay.Stream, now time.Time) {
+	c := rtc.leg.Consent(now)
+	if !c.Path.IsValid() {
+		return // no path yet: nothing is sent anyway
+	}
+	rtc.consentMu.Lock()
+	defer rtc.consentMu.Unlock()
+	if lost := !rtc.lostAt.IsZero(); rtc.stopped || lost != c.Fresh {
+		return
+	}
+	if c.Fresh {
+		rtc.lostAt = time.Time{}
+		rtc.log.Info("WebRTC leg: ICE consent given again, media resumes", "path", c.Path)
+	} else {
+		rtc.lostAt = now
+		rtc.log.Info("WebRTC leg: ICE consent expired, no more media sent to it", "path", c.Path, "last_check", c.Last)
+	}
+	s.SetConsent(c.Fresh)
+}
+
+// consentLost is when the leg lost its consent; zero: it has it.
+func (rtc *legWebRTC) consentLost() time.Time {
+	rtc.consentMu.Lock()
+	defer rtc.consentMu.Unlock()
+	return rtc.lostAt
+}
+
+// RunConsent expires the WebRTC legs' consent (RFC 7675) until ctx ends:
+// a check renews it as it arrives, but its absence shows only in time.
+func (m *Manager) RunConsent(ctx context.Context) {
+	timeout := m.cfg.ConsentTimeout
+	if timeout <= 0 {
+		timeout = icelite.ConsentTimeout
+	}
+	every(ctx, min(time.Second, timeout/4), m.consent)
+}
+
+func (m *Manager) consent(now time.Time) {
+	type target struct {
+		rtc *legWebRTC
+		s   *relay.Stream
+	}
+	var legs []target
+	m.mu.Lock()
+	for _, c := range m.calls {
+		for _, l := range c.legs {
+			for _, md := range l.medias {
+				if md.rtc != nil {
+					legs = append(legs, target{md.rtc, md.stream})
+				}
+			}
+		}
+	}
+	m.mu.Unlock()
+	for _, t := range legs {
+		t.rtc.applyConsent(t.s, now)
+	}
 }
 
 // stopWebRTC makes md an ordinary leg again (its SDP stopped saying
@@ -145,6 +222,10 @@ func (m *Manager) stopWebRTC(md *media) {
 	}
 	md.stream.SetOther(nil)
 	md.stream.SetICE(nil)
+	md.rtc.consentMu.Lock()
+	md.rtc.stopped = true      // the ticker may still hold md.rtc
+	md.stream.SetConsent(true) // consent is ICE's: a plain leg needs none
+	md.rtc.consentMu.Unlock()
 	if err := md.rtc.leg.Close(); err != nil {
 		m.cfg.Log.Debug("WebRTC leg: DTLS close", "port", md.stream.Port(), "error", err)
 	}
@@ -318,6 +399,14 @@ func (rtc *legWebRTC) cryptoDict() ng.Dict {
 	}
 	if sel, ok := rtc.leg.Selected(); ok {
 		d["ICE selected"] = sel.String()
+		d["ICE consent"] = "fresh"
+		if lost := rtc.consentLost(); !lost.IsZero() {
+			d["ICE consent"] = "expired"
+			d["ICE consent lost"] = lost.Unix()
+		}
+		if last := rtc.leg.Consent(time.Now()).Last; !last.IsZero() {
+			d["ICE last check"] = last.Unix()
+		}
 	}
 	return d
 }

@@ -3,8 +3,10 @@
 // leg, never sends checks of its own and is always the controlled agent.
 // It answers STUN Binding requests authenticated with the short-term
 // credentials of its SDP (RFC 8445 §7.3, RFC 8489), and remembers which
-// addresses passed a check and which one the peer nominated. It holds no
-// socket: the caller hands it each STUN datagram and sends the response.
+// addresses passed a check, which one the peer nominated and when the
+// peer last checked that path: its consent to receive (RFC 7675). It holds
+// no socket and no clock: the caller hands it each STUN datagram with its
+// arrival time and sends the response.
 package icelite
 
 import (
@@ -15,6 +17,7 @@ import (
 	"net/netip"
 	"strings"
 	"sync"
+	"time"
 
 	"github.com/pion/stun/v3"
 )
@@ -81,6 +84,7 @@ type Agent struct {
 	remoteUfrag string           // empty: not known yet, any is accepted
 	valid       []netip.AddrPort // passed a check, oldest first
 	nominated   netip.AddrPort
+	consentAt   time.Time // the last valid check on the selected path
 }
 
 // New returns an agent answering checks made with local's credentials.
@@ -125,9 +129,14 @@ var (
 	ErrRoleConflict = errors.New("icelite: peer claims the controlled role")
 )
 
-// Handle answers one STUN datagram received from from. It does not keep
-// pkt.
+// Handle answers one STUN datagram received from from now. It does not
+// keep pkt.
 func (a *Agent) Handle(pkt []byte, from netip.AddrPort) (Result, error) {
+	return a.HandleAt(pkt, from, time.Now())
+}
+
+// HandleAt is Handle for a datagram that arrived at now.
+func (a *Agent) HandleAt(pkt []byte, from netip.AddrPort, now time.Time) (Result, error) {
 	if !stun.IsMessage(pkt) {
 		return Result{}, ErrNotSTUN
 	}
@@ -170,6 +179,11 @@ func (a *Agent) Handle(pkt []byte, from netip.AddrPort) (Result, error) {
 	a.remember(from)
 	if nominated {
 		a.nominated = from
+	}
+	if sel, _ := a.selectedLocked(); sel == from {
+		// Only the media path's own checks renew consent: a check on
+		// another candidate says nothing about the address media goes to.
+		a.consentAt = now
 	}
 	a.mu.Unlock()
 	resp, err := stun.Build(stun.NewTransactionIDSetter(m.TransactionID), stun.BindingSuccess,
@@ -229,6 +243,11 @@ func (a *Agent) Validated(addr netip.AddrPort) bool {
 func (a *Agent) Selected() (netip.AddrPort, bool) {
 	a.mu.Lock()
 	defer a.mu.Unlock()
+	return a.selectedLocked()
+}
+
+// selectedLocked is Selected; a.mu held.
+func (a *Agent) selectedLocked() (netip.AddrPort, bool) {
 	if a.nominated.IsValid() {
 		return a.nominated, true
 	}
@@ -236,4 +255,33 @@ func (a *Agent) Selected() (netip.AddrPort, bool) {
 		return a.valid[n-1], true
 	}
 	return netip.AddrPort{}, false
+}
+
+// ConsentTimeout is how long consent lasts after the last valid check on
+// the media path (RFC 7675 §5.1: 30 s).
+const ConsentTimeout = 30 * time.Second
+
+// Consent is the peer's consent to receive media on the selected path.
+type Consent struct {
+	Path  netip.AddrPort // the selected path; invalid: no check passed yet
+	Last  time.Time      // the last valid check on Path
+	Fresh bool           // Last is less than the timeout before now
+}
+
+// Consent reports, at now, whether the peer still consents to receive on
+// the selected path: a valid check on it came less than timeout ago (0:
+// ConsentTimeout). A lite agent sends no checks of its own (RFC 8445
+// §2.5), so the peer's checks, a browser's every 5 s or so (RFC 7675
+// §5.1), are the only sign that it still wants the media.
+func (a *Agent) Consent(now time.Time, timeout time.Duration) Consent {
+	if timeout <= 0 {
+		timeout = ConsentTimeout
+	}
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	path, ok := a.selectedLocked()
+	if !ok {
+		return Consent{}
+	}
+	return Consent{Path: path, Last: a.consentAt, Fresh: now.Sub(a.consentAt) < timeout}
 }

@@ -179,7 +179,7 @@ func rate256(n, of uint64) uint8 {
 // port the phone sends its RTCP to.
 func (s *Stream) SendRTCP(b []byte) error {
 	dst, ok := s.rtcpEndpoint()
-	if !ok {
+	if !ok || s.refused.Load() {
 		return nil
 	}
 	sock := s.rtcpSock

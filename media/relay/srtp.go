@@ -175,6 +175,14 @@ func (s *Stream) Latch(a netip.AddrPort) {
 	}
 }
 
+// SetConsent says whether the phone consents to receive media (a WebRTC
+// leg's ICE consent, RFC 7675): without it nothing relayed and none of the
+// anchor's RTCP is sent to it, and each packet that would have been is
+// counted as an error of the stream it came in on, as when the leg has no
+// address. STUN and DTLS (SendOther) still go: answering the peer's
+// checks is how consent comes back. A new Stream has consent.
+func (s *Stream) SetConsent(granted bool) { s.refused.Store(!granted) }
+
 // notMedia: by its first byte, b is not RTP or RTCP (RFC 7983 §7).
 func notMedia(b []byte) bool { return len(b) == 0 || b[0] < 128 || b[0] > 191 }
 

@@ -66,6 +66,7 @@ type Stream struct {
 	srtpMu   sync.Mutex                // the SRTP contexts' (legCrypto.mu)
 	other    atomic.Pointer[OtherFunc] // an SRTP leg's STUN and DTLS (SetOther)
 	ice      atomic.Pointer[iceGate]   // a WebRTC leg's ICE (SetICE); nil: none
+	refused  atomic.Bool               // the peer withdrew its consent to receive (SetConsent)
 
 	wg sync.WaitGroup
 	streamSys
@@ -242,13 +243,14 @@ func (s *Stream) out(rtcp bool) (*socket, netip.AddrPort, bool) {
 	}
 	if rtcp {
 		dst, ok := p.rtcpEndpoint()
+		ok = ok && !p.refused.Load()
 		if p.mux.Load() {
 			return p.rtpSock, dst, ok // a multiplexing phone hears RTCP from the RTP port too
 		}
 		return p.rtcpSock, dst, ok
 	}
 	dst, ok := p.Endpoint()
-	return p.rtpSock, dst, ok
+	return p.rtpSock, dst, ok && !p.refused.Load()
 }
 
 // store keeps a copy of a: only a change allocates, never a packet that

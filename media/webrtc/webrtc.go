@@ -14,6 +14,7 @@ import (
 	"log/slog"
 	"net/netip"
 	"sync"
+	"time"
 
 	"github.com/sori-voice/sori/media/dtlssrtp"
 	"github.com/sori-voice/sori/media/icelite"
@@ -60,7 +61,10 @@ type Config struct {
 	// Selected is called, from Handle, when the peer nominates a path:
 	// media goes there from then on. Nil: not reported.
 	Selected func(netip.AddrPort)
-	Logger   *slog.Logger
+	// ConsentTimeout is how long the peer's consent to receive lasts
+	// after its last check on the media path (RFC 7675 §5.1); 0: 30 s.
+	ConsentTimeout time.Duration
+	Logger         *slog.Logger
 }
 
 // Peer is what the peer's SDP says, once it is known.
@@ -232,6 +236,13 @@ func (l *Leg) handleSTUN(pkt []byte, from netip.AddrPort) error {
 // Selected is where the leg's media goes: the path the peer nominated, or
 // the last that passed a check.
 func (l *Leg) Selected() (netip.AddrPort, bool) { return l.ice.Selected() }
+
+// Consent is, at now, whether the peer still consents to receive media
+// on the selected path (RFC 7675): the caller stops sending it media when
+// not Fresh, and starts again once a check renews it.
+func (l *Leg) Consent(now time.Time) icelite.Consent {
+	return l.ice.Consent(now, l.cfg.ConsentTimeout)
+}
 
 // Validated reports whether addr passed an ICE check: RTP from any other
 // address is not the peer's.

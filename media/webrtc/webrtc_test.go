@@ -262,3 +262,29 @@ func mustCert(t *testing.T) *dtlssrtp.Certificate {
 	}
 	return c
 }
+
+func TestLegConsentFollowsTheNominatedPathsChecks(t *testing.T) {
+	b := &browser{t: t, addr: netip.MustParseAddrPort("127.0.0.30:50002"), cert: mustCert(t)}
+	leg, err := New(t.Context(), Config{ICE: anchorICE, Certificate: mustCert(t), Send: b.anchorSend, Keys: func(dtlssrtp.Keys, error) {},
+		ConsentTimeout: 3 * time.Second})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = leg.Close() })
+	b.leg = leg
+	if c := leg.Consent(time.Now()); c.Path.IsValid() || c.Fresh {
+		t.Fatalf("consent before any check: %+v", c)
+	}
+	b.check(b.addr, true)
+	c := leg.Consent(time.Now())
+	if c.Path != b.addr || !c.Fresh {
+		t.Fatalf("consent after a check: %+v", c)
+	}
+	if !leg.Consent(c.Last.Add(3*time.Second-time.Nanosecond)).Fresh || leg.Consent(c.Last.Add(3*time.Second)).Fresh {
+		t.Fatalf("consent must last Config.ConsentTimeout after the check at %v", c.Last)
+	}
+	b.check(netip.MustParseAddrPort("127.0.0.30:50003"), false) // another candidate
+	if got := leg.Consent(time.Now()).Last; !got.Equal(c.Last) {
+		t.Fatalf("a check on another candidate renewed the nominated path's consent (%v, was %v)", got, c.Last)
+	}
+}
