@@ -106,7 +106,7 @@ func (p *udpPhone) roundTrip(t *testing.T, to netip.AddrPort, peer *udpPhone, pa
 }
 
 func TestOfferAnswerRelayQueryDelete(t *testing.T) {
-	m, alloc := newManager(t, 42200, 0, nil)
+	m, alloc := newManager(t, 52200, 0, nil)
 	if res := do(t, m, "ping", ng.Dict{}); res.Str("result") != "pong" {
 		t.Fatalf("%v", res)
 	}
@@ -117,7 +117,7 @@ func TestOfferAnswerRelayQueryDelete(t *testing.T) {
 		t.Fatalf("offer: %v", res)
 	}
 	toB := mediaOf(t, res.Str("sdp"))
-	if toB.Addr != advertise || toB.Port < 42200 || toB.Port%2 != 0 || !strings.Contains(res.Str("sdp"), "o=- 1 1 IN IP4 203.0.113.5\r\n") || !strings.Contains(res.Str("sdp"), "a=fmtp:111 useinbandfec=1\r\n") {
+	if toB.Addr != advertise || toB.Port < 52200 || toB.Port%2 != 0 || !strings.Contains(res.Str("sdp"), "o=- 1 1 IN IP4 203.0.113.5\r\n") || !strings.Contains(res.Str("sdp"), "a=fmtp:111 useinbandfec=1\r\n") {
 		t.Fatalf("offer SDP for B:\n%s", res.Str("sdp"))
 	}
 	if again := do(t, m, "offer", offer); again.Str("sdp") != res.Str("sdp") {
@@ -197,7 +197,7 @@ func TestOfferAnswerRelayQueryDelete(t *testing.T) {
 }
 
 func TestAdvertisedAddressFollowsTheSDPFamily(t *testing.T) {
-	m, _ := newManager(t, 43400, 0, nil)
+	m, _ := newManager(t, 53400, 0, nil)
 	v6 := strings.ReplaceAll(strings.ReplaceAll(phoneSDP(netip.MustParseAddrPort("127.0.0.1:4000")), "IN IP4 127.0.0.1", "IN IP6 2001:db8::20"), "c=IN IP4", "c=IN IP6")
 	tests := []struct {
 		body, family string
@@ -221,7 +221,7 @@ func TestAdvertisedAddressFollowsTheSDPFamily(t *testing.T) {
 }
 
 func TestPrivateSDPAddressBehindNATUsesTheSignallingSource(t *testing.T) {
-	m, _ := newManager(t, 43600, 0, nil)
+	m, _ := newManager(t, 53600, 0, nil)
 	private := phoneSDP(netip.MustParseAddrPort("192.168.1.20:4000"))
 	endpoint := func(callID string) string {
 		q := do(t, m, "query", ng.Dict{"call-id": callID})
@@ -242,7 +242,7 @@ func TestPrivateSDPAddressBehindNATUsesTheSignallingSource(t *testing.T) {
 }
 
 func TestBadRequestsGetErrorReasons(t *testing.T) {
-	m, alloc := newManager(t, 42400, 0, nil)
+	m, alloc := newManager(t, 52400, 0, nil)
 	good := phoneSDP(netip.MustParseAddrPort("127.0.0.1:4000"))
 	tests := []struct {
 		cmd    string
@@ -275,7 +275,7 @@ func TestBadRequestsGetErrorReasons(t *testing.T) {
 }
 
 func TestPortsRunOut(t *testing.T) {
-	alloc, err := ports.New(loopback, 42600, 42603) // two pairs: one call
+	alloc, err := ports.New(loopback, 52600, 52603) // two pairs: one call
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -297,7 +297,7 @@ func TestMediaTimeoutNotifiesTheController(t *testing.T) {
 	var mu sync.Mutex
 	var got []ng.Dict
 	var to netip.AddrPort
-	m, alloc := newManager(t, 42800, 300*time.Millisecond, func(addr netip.AddrPort, d ng.Dict) {
+	m, alloc := newManager(t, 52800, 300*time.Millisecond, func(addr netip.AddrPort, d ng.Dict) {
 		mu.Lock()
 		defer mu.Unlock()
 		got, to = append(got, d), addr
@@ -334,7 +334,7 @@ func TestMediaTimeoutNotifiesTheController(t *testing.T) {
 }
 
 func TestQueryReportsEachHopsLossAndMOS(t *testing.T) {
-	m, _ := newManager(t, 43800, 0, nil)
+	m, _ := newManager(t, 53800, 0, nil)
 	pa, pb := newUDPPhone(t), newUDPPhone(t)
 	offer := do(t, m, "offer", ng.Dict{"call-id": "q", "from-tag": "a", "sdp": phoneSDP(pa.addr())})
 	answer := do(t, m, "answer", ng.Dict{"call-id": "q", "from-tag": "a", "to-tag": "b", "sdp": phoneSDP(pb.addr())})
