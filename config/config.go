@@ -148,25 +148,40 @@ type Media struct {
 
 // EncryptionFor is the media encryption of a callee: its trunk's, else
 // its user's, else media.encryption; "" for pass (sip/anchoring's values).
-func (c *Config) EncryptionFor(user, trunk string) string {
-	e := c.Media.Encryption
-	if trunk != "" {
-		for _, t := range c.Trunks {
-			if t.Name == trunk && t.Encryption != "" {
-				e = t.Encryption
-			}
-		}
-	} else if user != "" {
-		for _, u := range c.Users {
-			if u.Name == user && u.Encryption != "" {
-				e = u.Encryption
-			}
+func (c *Config) EncryptionFor(user, trunk string) string { return c.Encryptions()(user, trunk) }
+
+// Encryptions is EncryptionFor indexed once: every anchored INVITE asks,
+// and a scan of users was 2.8 % of sori's CPU at 800 calls/s with 20 000
+// users (profile of make load-calls MEDIA=1, 2026-12-03).
+func (c *Config) Encryptions() func(user, trunk string) string {
+	byTrunk, byUser := map[string]string{}, map[string]string{}
+	for _, t := range c.Trunks {
+		if t.Encryption != "" {
+			byTrunk[t.Name] = t.Encryption
 		}
 	}
-	if e == "pass" {
-		return ""
+	for _, u := range c.Users {
+		if u.Encryption != "" {
+			byUser[u.Name] = u.Encryption
+		}
 	}
-	return e
+	def := c.Media.Encryption
+	return func(user, trunk string) string {
+		e := def
+		if trunk != "" {
+			if v, found := byTrunk[trunk]; found {
+				e = v
+			}
+		} else if user != "" {
+			if v, found := byUser[user]; found {
+				e = v
+			}
+		}
+		if e == "pass" {
+			return ""
+		}
+		return e
+	}
 }
 
 // Network names a carrier's (or any) network, so call quality can be

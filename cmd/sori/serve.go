@@ -261,7 +261,7 @@ func serve(ctx context.Context, configPath string, logOut io.Writer) error {
 		Sender:       srv,
 		UAC:          ua,
 		TimerC:       cfg.SIP.TimerC.D(),
-		Encryption:   cfg.EncryptionFor,
+		Encryption:   cfg.Encryptions(),
 		DialogSecret: secret,
 		Timers:       &timerSet,
 		Log:          log.With("component", "proxy"),
