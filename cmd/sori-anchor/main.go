@@ -256,6 +256,7 @@ func run(ctx context.Context, args []string, stderr io.Writer) error {
 	if err != nil {
 		return err
 	}
+	defer alloc.Close() // the parked pairs; after the calls' (deferred later)
 	conn, err := net.ListenUDP("udp", net.UDPAddrFromAddrPort(o.ng))
 	if err != nil {
 		return fmt.Errorf("-ng %s: %w", o.ng, err)

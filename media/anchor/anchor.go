@@ -142,7 +142,10 @@ func New(c Config) *Manager {
 		c.Registerer.MustRegister(m.commands, m.active, m.timeouts, prometheus.NewGaugeFunc(prometheus.GaugeOpts{
 			Name: "sori_anchor_ports_in_use",
 			Help: "RTP/RTCP port pairs allocated.",
-		}, func() float64 { return float64(c.Ports.InUse()) }))
+		}, func() float64 { return float64(c.Ports.InUse()) }), prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+			Name: "sori_anchor_ports_parked",
+			Help: "Released RTP/RTCP port pairs kept bound for reuse after their quarantine.",
+		}, func() float64 { return float64(c.Ports.Parked()) }))
 	}
 	return m
 }

@@ -65,6 +65,7 @@ func keepingManager(t *testing.T, lo int, k Keeper) (*Manager, *ports.Allocator)
 		t.Fatal(err)
 	}
 	m := New(Config{Advertise: []netip.Addr{loopback}, Ports: alloc, Log: slog.New(slog.NewTextHandler(io.Discard, nil)), Keep: k, KeepEvery: time.Hour})
+	t.Cleanup(alloc.Close) // after m.Close: cleanups run last first
 	t.Cleanup(m.Close)
 	return m, alloc
 }
@@ -125,6 +126,7 @@ func TestKeptCallRestoresOnItsPortsWithItsCounters(t *testing.T) {
 	if alloc1.InUse() != 0 {
 		t.Fatal("ports held after Close")
 	}
+	alloc1.Close() // the old process's parked pairs go with it
 	m2, alloc2 := keepingManager(t, 45200, k)
 	n, dropped := m2.Restore(kept)
 	if n != 1 || len(dropped) != 0 || alloc2.InUse() != 2 {
@@ -173,13 +175,14 @@ func TestKeptCallRestoresOnItsPortsWithItsCounters(t *testing.T) {
 
 func TestKeptCallWhosePortIsTakenIsDropped(t *testing.T) {
 	k := &memKeeper{calls: map[string]anchorstate.Call{}}
-	m1, _ := keepingManager(t, 45400, k)
+	m1, alloc1 := keepingManager(t, 45400, k)
 	for _, id := range []string{"one", "two"} {
 		do(t, m1, "offer", ng.Dict{"call-id": id, "from-tag": "a", "sdp": phoneSDP(netip.MustParseAddrPort("127.0.0.1:4000"))})
 		do(t, m1, "answer", ng.Dict{"call-id": id, "from-tag": "a", "to-tag": "b", "sdp": phoneSDP(netip.MustParseAddrPort("127.0.0.1:4002"))})
 	}
 	kept := k.all()
 	m1.Close()
+	alloc1.Close()
 	var two anchorstate.Call
 	for _, c := range kept {
 		if c.ID == "two" {
@@ -212,16 +215,17 @@ func TestKeptCallWhosePortIsTakenIsDropped(t *testing.T) {
 // An SRTP call restored goes on with the keys both legs negotiated.
 func TestKeptSRTPCallKeepsItsKeys(t *testing.T) {
 	k := &memKeeper{calls: map[string]anchorstate.Call{}}
-	manager := func() *Manager {
+	manager := func() (*Manager, *ports.Allocator) {
 		alloc, err := ports.New(srtpAnchor, 47700, 47799)
 		if err != nil {
 			t.Fatal(err)
 		}
 		m := New(Config{Advertise: []netip.Addr{srtpAnchor}, Ports: alloc, Log: slog.New(slog.NewTextHandler(io.Discard, nil)), Keep: k})
+		t.Cleanup(alloc.Close)
 		t.Cleanup(m.Close)
-		return m
+		return m, alloc
 	}
-	m1 := manager()
+	m1, alloc1 := manager()
 	a, b := &end{p: newUDPPhone(t)}, &end{p: newUDPPhone(t)}
 	aKey := gen(t, 1, "AES_CM_128_HMAC_SHA1_80")
 	offer := do(t, m1, "offer", ng.Dict{"call-id": "srtp-kept", "from-tag": "ta", "sdp": savpSDP(a.p.addr(), "RTP/SAVP", aKey)})
@@ -238,8 +242,9 @@ func TestKeptSRTPCallKeepsItsKeys(t *testing.T) {
 	m1.keepAll(time.Now())
 	kept := k.all()
 	m1.Close()
+	alloc1.Close()
 
-	m2 := manager()
+	m2, _ := manager()
 	if n, dropped := m2.Restore(kept); n != 1 || len(dropped) != 0 {
 		t.Fatalf("restored %d, dropped %v", n, dropped)
 	}

@@ -32,8 +32,8 @@ func TestAllocatesEvenOddPairsRoundRobin(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		if p.Port%2 != 0 || p.RTP.LocalAddr().(*net.UDPAddr).Port != p.Port || p.RTCP.LocalAddr().(*net.UDPAddr).Port != p.Port+1 {
-			t.Fatalf("pair %d: %v %v", p.Port, p.RTP.LocalAddr(), p.RTCP.LocalAddr())
+		if rtp, rtcp := boundPorts(t, p); p.Port%2 != 0 || rtp != p.Port || rtcp != p.Port+1 {
+			t.Fatalf("pair %d: bound on %d and %d", p.Port, rtp, rtcp)
 		}
 		got = append(got, p)
 	}

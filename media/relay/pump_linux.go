@@ -12,6 +12,8 @@ import (
 	"unsafe"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/sori-voice/sori/media/ports"
 )
 
 // On Linux no goroutine waits on a stream's socket. NewStream takes each
@@ -41,11 +43,10 @@ type mmsghdr struct {
 	_   [4]byte
 }
 
-// socket is one of a stream's sockets: its own descriptor, no longer in
+// socket is one of a stream's sockets: its pair's descriptor, never in
 // Go's poller.
 type socket struct {
-	conn *net.UDPConn // closed; kept for its local address
-	v6   bool         // an IPv6 socket
+	v6   bool // an IPv6 socket
 	s    *Stream
 	rtcp bool
 	idx  uint32 // in sockets, for epoll events
@@ -66,37 +67,24 @@ type socket struct {
 	armed, removed bool
 }
 
-func newSocket(c *net.UDPConn) (*socket, error) {
-	rc, err := c.SyscallConn()
-	if err != nil {
-		return nil, err
+func newSocket(p *ports.Pair, rtcp bool) (*socket, error) {
+	rfd, cfd := p.FDs()
+	fd := rfd
+	if rtcp {
+		fd = cfd
 	}
-	fd := -1
-	var dupErr error
-	if err := rc.Control(func(f uintptr) { fd, dupErr = unix.FcntlInt(f, unix.F_DUPFD_CLOEXEC, 0) }); err != nil {
-		return nil, err
-	}
-	if dupErr != nil {
-		return nil, dupErr
-	}
-	// The duplicate keeps the socket open and bound; closing the original
-	// takes it out of Go's poller, which would otherwise wake for every
-	// packet to no one.
-	c.Close()
-	return &socket{conn: c, v6: c.LocalAddr().(*net.UDPAddr).AddrPort().Addr().Is6(), fd: fd}, nil
+	return &socket{v6: p.Addr().Is6(), fd: fd}, nil
 }
 
-// close closes the descriptor once no system call uses it.
+// close lets the descriptor go once no system call uses it: it is the
+// pair's, which ports.Allocator parks or closes after the stream's closer.
 func (k *socket) close() {
 	k.closing.Store(true)
 	for k.queued.Load() > 0 {
 		runtime.Gosched() // a worker's batch is being sent: microseconds
 	}
 	k.mu.Lock()
-	if k.fd >= 0 {
-		unix.Close(k.fd)
-		k.fd = -1
-	}
+	k.fd = -1
 	k.mu.Unlock()
 }
 

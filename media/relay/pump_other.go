@@ -3,6 +3,7 @@
 package relay
 
 import (
+	"github.com/sori-voice/sori/media/ports"
 	"net"
 	"net/netip"
 	"sync"
@@ -20,7 +21,11 @@ type socket struct {
 	rtcp bool
 }
 
-func newSocket(c *net.UDPConn) (*socket, error) {
+func newSocket(p *ports.Pair, rtcp bool) (*socket, error) {
+	c, rc := p.Conns()
+	if rtcp {
+		c = rc
+	}
 	return &socket{conn: c, v6: c.LocalAddr().(*net.UDPAddr).AddrPort().Addr().Is6()}, nil
 }
 

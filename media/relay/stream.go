@@ -84,11 +84,11 @@ func (c *counters) get() Counters {
 
 // NewStream wraps an allocated pair.
 func NewStream(p *ports.Pair, o Options) (*Stream, error) {
-	rtp, err := newSocket(p.RTP)
+	rtp, err := newSocket(p, false)
 	if err != nil {
 		return nil, err
 	}
-	rtcp, err := newSocket(p.RTCP)
+	rtcp, err := newSocket(p, true)
 	if err != nil {
 		rtp.close()
 		return nil, err

@@ -25,11 +25,7 @@ func ringFixture(tb testing.TB, n int) ([]*socket, *net.UDPConn, netip.AddrPort)
 		if err != nil {
 			tb.Fatal(err)
 		}
-		if socks[i], err = newSocket(c); err != nil {
-			tb.Fatal(err)
-		}
-		k := socks[i]
-		tb.Cleanup(k.close)
+		socks[i] = socketOf(tb, c)
 	}
 	return socks, rx, rx.LocalAddr().(*net.UDPAddr).AddrPort()
 }
@@ -106,7 +102,7 @@ func TestSendRing(t *testing.T) {
 	for i, k := range []int{0, 1, 0, 2} {
 		pkt := []byte{byte(i), byte(k)}
 		r.add(socks[k], dst, pkt, &c)
-		want[string(pkt)] = int(socks[k].conn.LocalAddr().(*net.UDPAddr).AddrPort().Port())
+		want[string(pkt)] = localPort(t, socks[k])
 	}
 	if !r.full() {
 		t.Fatal("four sends in a ring of four: not full")
@@ -136,4 +132,30 @@ func TestSendRing(t *testing.T) {
 	if socks[1].queued.Load() != 0 || socks[0].queued.Load() != 0 {
 		t.Error("sockets still counted as queued after submit")
 	}
+}
+
+// socketOf makes a relay socket of c's descriptor (a duplicate; c is
+// closed), as a pair's would be; it is closed at the test's end.
+func socketOf(tb testing.TB, c *net.UDPConn) *socket {
+	tb.Helper()
+	rc, err := c.SyscallConn()
+	if err != nil {
+		tb.Fatal(err)
+	}
+	fd := -1
+	if err := rc.Control(func(f uintptr) { fd, err = unix.FcntlInt(f, unix.F_DUPFD_CLOEXEC, 0) }); err != nil || fd < 0 {
+		tb.Fatal(err)
+	}
+	c.Close()
+	k := &socket{fd: fd}
+	tb.Cleanup(func() { k.close(); unix.Close(fd) })
+	return k
+}
+
+func localPort(tb testing.TB, k *socket) int {
+	sa, err := unix.Getsockname(k.fd)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	return sa.(*unix.SockaddrInet4).Port
 }

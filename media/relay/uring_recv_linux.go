@@ -3,7 +3,7 @@ package relay
 import (
 	"errors"
 	"fmt"
-	"net"
+	"net/netip"
 	"runtime"
 	"sync"
 	"sync/atomic"
@@ -163,18 +163,23 @@ func (r *recvRing) close() {
 // sends it a datagram: a kernel with provided buffers but no multishot
 // recvmsg (5.19) refuses the request only when it runs.
 func (r *recvRing) selfTest() error {
-	c, err := net.ListenUDP("udp4", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
+	fd, err := unix.Socket(unix.AF_INET, unix.SOCK_DGRAM|unix.SOCK_NONBLOCK|unix.SOCK_CLOEXEC, unix.IPPROTO_UDP)
 	if err != nil {
 		return fmt.Errorf("self-test socket: %w", err)
 	}
-	k, err := newSocket(c)
+	defer unix.Close(fd) // after k.close: deferred first, run last
+	if err := unix.Bind(fd, &unix.SockaddrInet4{Addr: [4]byte{127, 0, 0, 1}}); err != nil {
+		return fmt.Errorf("self-test socket: %w", err)
+	}
+	sa, err := unix.Getsockname(fd)
 	if err != nil {
 		return fmt.Errorf("self-test socket: %w", err)
 	}
+	k := &socket{fd: fd}
 	defer k.close()
 	k.idx, k.gen = 0, 0 // user data 0: every registry socket has a generation
 	r.arm(k)
-	if err := k.writeTo([]byte{0x80}, c.LocalAddr().(*net.UDPAddr).AddrPort()); err != nil {
+	if err := k.writeTo([]byte{0x80}, netip.AddrPortFrom(netip.AddrFrom4([4]byte{127, 0, 0, 1}), uint16(sa.(*unix.SockaddrInet4).Port))); err != nil {
 		return fmt.Errorf("self-test send: %w", err)
 	}
 	defer r.skipAll()
@@ -349,10 +354,10 @@ type ringWorker struct {
 	stopOn map[*socket]chan struct{}
 }
 
-// post queues op for the worker goroutine and wakes it.
-func (w *worker) post(op ringOp) {
+// post queues ops for the worker goroutine and wakes it once.
+func (w *worker) post(ops ...ringOp) {
 	w.opsMu.Lock()
-	w.ops = append(w.ops, op)
+	w.ops = append(w.ops, ops...)
 	w.opsMu.Unlock()
 	one := [8]byte{1}
 	_, _, _ = unix.RawSyscall(unix.SYS_WRITE, uintptr(w.rx.efd), uintptr(unsafe.Pointer(&one[0])), 8)

@@ -69,14 +69,10 @@ func TestRecvRingRunsOutOfBuffersAndRearms(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		k, err := newSocket(c)
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer k.close()
+		dst := c.LocalAddr().(*net.UDPAddr).AddrPort()
+		k := socketOf(t, c)
 		k.idx, k.gen = 7, 9
 		ud := sockUserData(k)
-		dst := c.LocalAddr().(*net.UDPAddr).AddrPort()
 		tx := newPhone(t)
 		const total = 10
 		for i := 0; i < total; i++ {
@@ -162,6 +158,7 @@ func TestRecvRingReleasesPortsOnClose(t *testing.T) {
 		alloc.Release(c.b.Pair())
 		c.a.Wait()
 		c.b.Wait()
+		alloc.Close() // parked pairs closed: nothing else may hold them
 		for _, port := range ports {
 			l, err := net.ListenUDP("udp", net.UDPAddrFromAddrPort(netip.AddrPortFrom(loopback, uint16(port))))
 			if err != nil {

@@ -186,12 +186,17 @@ func (w *worker) run(ready chan<- struct{}) {
 
 // add registers a stream's sockets.
 func (w *worker) add(ks ...*socket) error {
+	if w.rx != nil {
+		ops := make([]ringOp, len(ks))
+		for i, k := range ks {
+			sockets.add(k)
+			ops[i] = ringOp{k: k}
+		}
+		w.post(ops...)
+		return nil
+	}
 	for _, k := range ks {
 		sockets.add(k)
-		if w.rx != nil {
-			w.post(ringOp{k: k})
-			continue
-		}
 		ev := unix.EpollEvent{Events: unix.EPOLLIN | unix.EPOLLET, Fd: int32(k.idx), Pad: int32(k.gen)}
 		k.mu.RLock()
 		err := unix.EpollCtl(w.epfd, unix.EPOLL_CTL_ADD, k.fd, &ev)
@@ -206,17 +211,23 @@ func (w *worker) add(ks ...*socket) error {
 // remove unregisters and closes a stream's sockets. An event the worker
 // already took for one of them finds it gone, or closed.
 func (w *worker) remove(ks ...*socket) {
-	for _, k := range ks {
-		if w.rx != nil {
-			// The worker cancels the socket's receive; a request in the
-			// ring would keep the socket (and its port) open past close.
-			done := make(chan struct{})
-			w.post(ringOp{k: k, done: done})
-			<-done
+	if w.rx != nil {
+		// The worker cancels the sockets' receives (all in one wake-up);
+		// a request left in the ring would keep a socket's port bound
+		// and its reads going to a stream no longer there.
+		ops := make([]ringOp, len(ks))
+		for i, k := range ks {
+			ops[i] = ringOp{k: k, done: make(chan struct{})}
+		}
+		w.post(ops...)
+		for i, k := range ks {
+			<-ops[i].done
 			sockets.remove(k.idx)
 			k.close()
-			continue
 		}
+		return
+	}
+	for _, k := range ks {
 		k.mu.RLock()
 		if k.fd >= 0 {
 			_ = unix.EpollCtl(w.epfd, unix.EPOLL_CTL_DEL, k.fd, nil)

@@ -93,6 +93,12 @@ func TestReleaseClosesTheWorkersSockets(t *testing.T) {
 	case <-time.After(2 * time.Second):
 		t.Fatal("Wait did not return after Release")
 	}
+	// Parked: still bound by the allocator, and by nothing else once it
+	// lets them go (a receive left in a ring would hold them).
+	if alloc.Parked() != 1 {
+		t.Fatalf("%d pairs parked, want the released one", alloc.Parked())
+	}
+	alloc.Close()
 	for _, port := range []int{p.Port, p.Port + 1} {
 		c, err := net.ListenUDP("udp", net.UDPAddrFromAddrPort(netip.AddrPortFrom(loopback, uint16(port))))
 		if err != nil {
