@@ -15,7 +15,9 @@
 #     RTP), whose own RATIO lines are repeated.
 # A ratio is sori's confirmed rate over the reference's (the rate that passed two steps), and the
 # reference's server CPU per call or registration over sori's at those rates (above 1: sori
-# spends less). The criteria differ: sori's scripts allow no failed call or registration, the
+# spends less). Each RATIO line also gives the reference's highest rate that passed its search
+# once (reference_max) and sori's rate over it: when the reference's confirmation fails at every
+# rate its CONFIRMED max is 0, and the ratio against it NA. The criteria differ: sori's scripts allow no failed call or registration, the
 # reference's 0.1 %; both want 95 % of the rate achieved. Server CPU is the servers' processes
 # only (sori + Redis + sori-anchor; Kamailio and its children + Redis + rtpengine); SIPp shares
 # the same cores.
@@ -120,6 +122,8 @@ ref() {
 		REG_MEDIA_PORT="$(free_block 44000)" "$REF/$1" "$2"
 	RATE=$(sed -n 's/^CONFIRMED max (passed twice) = \([0-9]*\).*/\1/p' "$LOGF" | tail -1)
 	[ -n "$RATE" ] || RATE=NA
+	REF_MAX=$(sed -n 's/^RESULT .*max_sustained_[a-z_]*=\([0-9]*\).*/\1/p' "$LOGF" | tail -1)
+	[ -n "$REF_MAX" ] || REF_MAX=NA
 	dir=$(sed -n 's/.*run dir: //p' "$LOGF" | head -1)
 	# summary.tsv: kind, rate, ..., srv_cpu% (column 13), ..., pass (last column)
 	CPU_US=$(cpu_us "$(awk -F'\t' -v r="$RATE" '$1=="confirm" && $2==r && $NF==1 {c=$13} END{print (c=="" ? "NA" : c)}' \
@@ -134,7 +138,7 @@ ratio() { awk -v a="$1" -v b="$2" 'BEGIN{if (a == "NA" || b == "NA" || b + 0 == 
 RATIOS=()
 # pair WHAT SORI_RATE SORI_CPU REF_NAME: one RATIO line against the last ref run's RATE and CPU_US.
 pair() {
-	RATIOS+=("RATIO $1 sori=$2/s reference($4)=$RATE/s rate_ratio=$(ratio "$2" "$RATE") cpu_us_per_op sori=$3 reference=$CPU_US reference/sori=$(ratio "$CPU_US" "$3")")
+	RATIOS+=("RATIO $1 sori=$2/s reference($4)=$RATE/s rate_ratio=$(ratio "$2" "$RATE") reference_max=$REF_MAX/s max_ratio=$(ratio "$2" "$REF_MAX") cpu_us_per_op sori=$3 reference=$CPU_US reference/sori=$(ratio "$CPU_US" "$3")")
 }
 
 {
