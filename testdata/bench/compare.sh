@@ -27,7 +27,8 @@
 # REG_START_RATE (1000), REF_RATE (0: the reference's extra step at a fixed rate is skipped),
 # PCAP_S (0: no capture during the reference's confirmation, which would load only its side),
 # MEDIA_BENCH (0), HOLD_MS, NCALLEES, NUSERS (each script's default), PORT_WAIT_S (300: how long
-# a run waits for its fixed ports), OUT (results directory).
+# a run waits for its fixed ports), OUT (results directory), PARTS ("calls register": which
+# comparisons run; STORES ("memory redis") the same for the stores).
 set -uo pipefail
 HERE="$(cd "$(dirname "$0")" && pwd)"
 ROOT="$(cd "$HERE/../.." && pwd)"
@@ -148,7 +149,10 @@ pair() {
 } | tee "$OUT/info.txt" >&2
 log "results in $OUT"
 
-for store in memory redis; do
+PARTS=${PARTS:-calls register} STORES=${STORES:-memory redis}
+case " $PARTS " in *" calls "*) call_stores=$STORES ;; *) call_stores= ;; esac
+case " $PARTS " in *" register "*) reg_stores=$STORES ;; *) reg_stores= ;; esac
+for store in $call_stores; do
 	sori_calls "$store"
 	s_rate=$RATE s_cpu=$CPU_US
 	pre=mem
@@ -159,7 +163,7 @@ for store in memory redis; do
 		pair "$what" "$s_rate" "$s_cpu" "$v"
 	done
 done
-for store in memory redis; do
+for store in $reg_stores; do
 	sori_register "$store"
 	s_rate=$RATE s_cpu=$CPU_US
 	v=mem-authpv
