@@ -31,6 +31,7 @@ func newManager(t *testing.T, lo int, timeout time.Duration, notify func(netip.A
 	if err != nil {
 		t.Fatal(err)
 	}
+	t.Cleanup(alloc.Close) // the parked pairs, after everything else
 	var n Notifier
 	if notify != nil {
 		n = NotifierFunc(func(to netip.AddrPort, d ng.Dict) error { notify(to, d); return nil })
@@ -279,6 +280,7 @@ func TestPortsRunOut(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	t.Cleanup(alloc.Close) // the parked pairs, after everything else
 	m := New(Config{Advertise: []netip.Addr{advertise}, Ports: alloc, Log: slog.New(slog.NewTextHandler(io.Discard, nil))})
 	defer m.Close()
 	sdpA := phoneSDP(netip.MustParseAddrPort("127.0.0.1:4000"))

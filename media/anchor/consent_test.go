@@ -156,6 +156,7 @@ func TestConsentFreshness(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	t.Cleanup(alloc.Close) // the parked pairs, after everything else
 	notified := make(chan ng.Dict, 4)
 	m := New(Config{Advertise: []netip.Addr{loopback}, Ports: alloc, ICESources: []netip.Prefix{netip.MustParsePrefix("127.0.0.0/8")},
 		ConsentTimeout: consent, MediaTimeout: mediaTimeout,

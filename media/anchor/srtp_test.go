@@ -27,6 +27,7 @@ func newSRTPManager(t *testing.T, lo int) *Manager {
 	if err != nil {
 		t.Fatal(err)
 	}
+	t.Cleanup(alloc.Close) // the parked pairs, after everything else
 	m := New(Config{Advertise: []netip.Addr{srtpAnchor}, Ports: alloc, Log: slog.New(slog.NewTextHandler(io.Discard, nil))})
 	t.Cleanup(m.Close)
 	return m

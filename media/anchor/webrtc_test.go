@@ -244,6 +244,7 @@ func TestPionPeerThroughTheAnchorToAPlainPhone(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	t.Cleanup(alloc.Close) // the parked pairs, after everything else
 	m := New(Config{Advertise: []netip.Addr{loopback}, Ports: alloc, ICESources: []netip.Prefix{netip.MustParsePrefix("127.0.0.0/8")},
 		Log: slog.New(slog.NewTextHandler(io.Discard, nil))})
 	t.Cleanup(m.Close)
@@ -392,6 +393,7 @@ func TestICEChecksOnTheAnchorsPort(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	t.Cleanup(alloc.Close) // the parked pairs, after everything else
 	m := New(Config{Advertise: []netip.Addr{loopback}, Ports: alloc, ICESources: []netip.Prefix{netip.MustParsePrefix("127.0.0.1/32")},
 		Log: slog.New(slog.NewTextHandler(io.Discard, nil))})
 	t.Cleanup(m.Close)

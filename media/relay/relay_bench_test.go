@@ -63,6 +63,7 @@ func relayLoad(b *testing.B, mode jitter.Mode, calls int, srtpB bool) {
 	if err != nil {
 		b.Fatal(err)
 	}
+	b.Cleanup(alloc.Close) // the parked pairs, after everything else
 	o := Options{OpusPT: 111}
 	if mode != jitter.Off {
 		o.Jitter = &jitter.Config{Mode: mode}

@@ -24,6 +24,7 @@ func srtpPorts(t testing.TB, lo int) *ports.Allocator {
 	if err != nil {
 		t.Fatal(err)
 	}
+	t.Cleanup(a.Close) // the parked pairs, after everything else
 	return a
 }
 
