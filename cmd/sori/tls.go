@@ -27,14 +27,18 @@ import (
 type certs struct {
 	c config.TLS
 	// nodeCA (sip.node_ca) verifies the certificate another node presents
-	// when it connects; "" without sip.node_transport tls.
+	// when it connects; "" without sip.node_transport tls. nodeIP is this
+	// node's address (sip.node_address), which its own certificate must
+	// name for the others to take it for this node.
 	nodeCA string
+	nodeIP netip.Addr
 	cur    atomic.Pointer[tls.Config]
+	nodes  atomic.Pointer[x509.CertPool] // sip.node_ca as last read
 }
 
 // newCerts loads sip.tls, first creating a self-signed pair for names and
 // ips when sip.tls.self_signed asks and neither file exists.
-func newCerts(c config.TLS, nodeCA string, names []string, ips []net.IP) (*certs, error) {
+func newCerts(c config.TLS, nodeCA string, nodeIP netip.Addr, names []string, ips []net.IP) (*certs, error) {
 	if c.SelfSigned {
 		_, certErr := os.Stat(c.Cert)
 		_, keyErr := os.Stat(c.Key)
@@ -44,38 +48,123 @@ func newCerts(c config.TLS, nodeCA string, names []string, ips []net.IP) (*certs
 			}
 		}
 	}
-	s := &certs{c: c, nodeCA: nodeCA}
+	s := &certs{c: c, nodeCA: nodeCA, nodeIP: nodeIP}
 	if err := s.Reload(); err != nil {
 		return nil, err
 	}
 	return s, nil
 }
 
-// Reload reads the certificate, key and CA files again.
+// Reload reads the certificate, key and CA files again. With sip.node_ca,
+// the certificate must be one the other nodes take for this node (see
+// nodeCertUsable): otherwise the old one stays.
 func (s *certs) Reload() error {
 	pair, err := tls.LoadX509KeyPair(s.c.Cert, s.c.Key)
 	if err != nil {
 		return fmt.Errorf("sip.tls.cert: %w", err)
 	}
 	cfg := &tls.Config{MinVersion: tls.VersionTLS12, Certificates: []tls.Certificate{pair}}
+	var nodePool *x509.CertPool
+	if s.nodeCA != "" {
+		if nodePool, err = loadPool("sip.node_ca", s.nodeCA); err != nil {
+			return err
+		}
+		if err := nodeCertUsable(pair, nodePool, s.nodeIP); err != nil {
+			return fmt.Errorf("sip.tls.cert: %s cannot be this node's certificate (sip.node_transport tls): %w", s.c.Cert, err)
+		}
+	}
 	switch {
 	case s.c.CA != "":
 		pool, err := loadPool("sip.tls.ca", s.c.CA)
 		if err != nil {
 			return err
 		}
+		if nodePool != nil {
+			// The other nodes connect with certificates of sip.node_ca's.
+			if err := appendPool(pool, "sip.node_ca", s.nodeCA); err != nil {
+				return err
+			}
+		}
 		cfg.ClientCAs, cfg.ClientAuth = pool, tls.RequireAndVerifyClientCert
-	case s.nodeCA != "":
-		// Phones have no certificate; a node has one, and a node's that
-		// does not chain to the nodes' CA is refused.
-		pool, err := loadPool("sip.node_ca", s.nodeCA)
+	case nodePool != nil:
+		// Phones have no certificate and are not asked for one in a way
+		// that fails them; a node has one, and one that does not chain to
+		// the nodes' CA is refused at the handshake.
+		cfg.ClientCAs, cfg.ClientAuth = nodePool, tls.VerifyClientCertIfGiven
+	}
+	s.cur.Store(cfg)
+	if nodePool != nil {
+		s.nodes.Store(nodePool)
+	}
+	return nil
+}
+
+// nodeCertUsable reports why pair is no certificate for the node at ip
+// among nodes trusting pool: it must chain to pool for both client and
+// server use (it is presented both ways) and name ip as an IP SAN.
+func nodeCertUsable(pair tls.Certificate, pool *x509.CertPool, ip netip.Addr) error {
+	leaf, err := x509.ParseCertificate(pair.Certificate[0])
+	if err != nil {
+		return err
+	}
+	inter := x509.NewCertPool()
+	for _, der := range pair.Certificate[1:] {
+		c, err := x509.ParseCertificate(der)
 		if err != nil {
 			return err
 		}
-		cfg.ClientCAs, cfg.ClientAuth = pool, tls.VerifyClientCertIfGiven
+		inter.AddCert(c)
 	}
-	s.cur.Store(cfg)
+	for _, u := range []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth, x509.ExtKeyUsageClientAuth} {
+		if _, err := leaf.Verify(x509.VerifyOptions{Roots: pool, Intermediates: inter, KeyUsages: []x509.ExtKeyUsage{u}}); err != nil {
+			return fmt.Errorf("not verified against sip.node_ca: %w", err)
+		}
+	}
+	if ip.IsValid() {
+		if err := leaf.VerifyHostname(ip.String()); err != nil {
+			return fmt.Errorf("it does not name the node address %s (sip.node_address) as an IP SAN: %w", ip, err)
+		}
+	}
 	return nil
+}
+
+// nodeVouch is the transport's Vouch with sip.node_transport tls: a TLS
+// connection (accepted or dialled) is another node's when its peer
+// certificate vouches for one of sip.nodes (nodeVouches), against
+// sip.node_ca as last read.
+func (s *certs) nodeVouch(cfg *config.Config) func(tls.ConnectionState, netip.AddrPort) bool {
+	if cfg.SIP.NodeTransport != "tls" || s == nil {
+		return nil
+	}
+	ips := map[netip.Addr]bool{}
+	for _, a := range cfg.SIP.Nodes {
+		if l, err := config.ParseListener(a); err == nil { // validated by config
+			ips[l.Addr.Addr().Unmap()] = true
+		}
+	}
+	return func(cs tls.ConnectionState, remote netip.AddrPort) bool {
+		return nodeVouches(s.nodes.Load(), ips, cs.PeerCertificates, remote.Addr())
+	}
+}
+
+// nodeVouches is the trust decision: peer (the leaf, then its chain) is
+// the certificate of the node at ip when ip is a node's address, the
+// certificate chains to pool for client use, and it names ip as an IP SAN.
+// No certificate, another CA's, or another node's is no node's.
+func nodeVouches(pool *x509.CertPool, nodes map[netip.Addr]bool, peer []*x509.Certificate, ip netip.Addr) bool {
+	ip = ip.Unmap()
+	if pool == nil || len(peer) == 0 || !nodes[ip] {
+		return false
+	}
+	inter := x509.NewCertPool()
+	for _, c := range peer[1:] {
+		inter.AddCert(c)
+	}
+	if _, err := peer[0].Verify(x509.VerifyOptions{Roots: pool, Intermediates: inter,
+		KeyUsages: []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth}}); err != nil {
+		return false
+	}
+	return peer[0].VerifyHostname(ip.String()) == nil
 }
 
 func loadPool(key, path string) (*x509.CertPool, error) {
@@ -88,6 +177,18 @@ func loadPool(key, path string) (*x509.CertPool, error) {
 		return nil, fmt.Errorf("%s: %s holds no PEM certificate", key, path)
 	}
 	return pool, nil
+}
+
+// appendPool adds the certificates of the PEM file path (config key) to pool.
+func appendPool(pool *x509.CertPool, key, path string) error {
+	pem, err := os.ReadFile(path)
+	if err != nil {
+		return fmt.Errorf("%s: %w", key, err)
+	}
+	if !pool.AppendCertsFromPEM(pem) {
+		return fmt.Errorf("%s: %s holds no PEM certificate", key, path)
+	}
+	return nil
 }
 
 // clientCert is this node's certificate, as it is now (reloaded on
