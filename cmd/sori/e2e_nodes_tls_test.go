@@ -1,6 +1,7 @@
 package main
 
 import (
+	"bufio"
 	"crypto/ecdsa"
 	"crypto/elliptic"
 	"crypto/rand"
@@ -26,9 +27,14 @@ import (
 // with its own certificate from a CA the test makes. bob registers over
 // TCP on node b; alice, on node a over UDP, calls him: node a has no tcp
 // listener at all, so the INVITE, ACK and BYE can only reach node b over
-// the TLS connection node a opened, verifying b's certificate (and b
-// verifying a's). A client whose certificate another CA signed is
-// refused at the handshake.
+// the TLS connection node a opened, verifying b's certificate, and b
+// relays them unauthenticated only because a's client certificate names
+// node a (mutual TLS). A client on node a's address that sends node b
+// what node a would (bob's flow token in its Route) is not taken for node
+// a without that certificate: no certificate, or the nodes' CA's for
+// another address, gets 407 (out of a dialog) and 403 Not From A Node (in
+// one), and bob gets nothing. A client whose certificate another CA
+// signed is refused at the handshake.
 func TestNodesOverTLS(t *testing.T) {
 	rs := redistest.Start(t)
 	dir := t.TempDir()
@@ -79,13 +85,33 @@ users:
 		t.Fatalf("bob's REGISTER on node b: %d", res.StatusCode)
 	}
 	alice := &ua{sipConn: dialFrom(t, "udp", "127.0.0.10", a.sipAddr()), user: "alice", password: "alice-secret"}
+	var token string // bob's flow token on node b, from b's Record-Route
 	callAndHangUp(t, alice, bob, contact, func(inv *sip.Request) {
 		vias := inv.GetHeaders("Via")
 		aVia := fmt.Sprintf("SIP/2.0/TLS 127.0.0.1:%d", tlsPorts[0])
 		if len(vias) != 3 || !strings.HasPrefix(vias[1].Value(), aVia) {
 			t.Fatalf("the INVITE did not come from node a over TLS: Via %v, want the second %s", values(vias), aVia)
 		}
+		for _, h := range inv.GetHeaders("Record-Route") {
+			var u sip.Uri
+			if err := sip.ParseUri(strings.Trim(h.Value(), "<>"), &u); err == nil && u.Host == "127.0.0.2" && u.User != "" {
+				token = u.User
+			}
+		}
 	})
+	if token == "" {
+		t.Fatal("no Record-Route of node b's with a flow token")
+	}
+	// And a MESSAGE, which node b relays without a dialog.
+	alice.authenticated("MESSAGE", "sip:bob@sori.test", "Content-Type: text/plain")
+	if msg := bob.readRequest(); msg.Method != sip.MESSAGE || msg.From().Address.User != "alice" || msg.Recipient.String() != contact {
+		t.Fatalf("bob got %s %s from %s, want alice's MESSAGE", msg.Method, msg.Recipient.String(), msg.From().Address.String())
+	} else {
+		bob.respond(msg, 200, "OK")
+	}
+	if res := alice.final(); res.StatusCode != 200 {
+		t.Fatalf("alice's MESSAGE through node b: %d %s", res.StatusCode, res.Reason)
+	}
 	// The connection between them is TLS, dialled by a and accepted by b,
 	// with no failed handshake; a has no tcp listener to be reached on.
 	for _, n := range []*sipNode{a, b} {
@@ -100,6 +126,13 @@ users:
 				t.Fatalf("node %s: %v failed TLS handshakes (%s)", n.id, v, dir)
 			}
 		}
+	}
+
+	impostors(t, ca, fmt.Sprintf("127.0.0.2:%d", tlsPorts[1]), token, contact, bob)
+	// None of them failed a handshake: not giving a certificate (as a
+	// phone does not) is no failure.
+	if v := metricValue(t, b.node, `sori_sip_tls_handshake_failures_total{direction="in"}`); v != 0 {
+		t.Fatalf("node b: %v failed TLS handshakes in", v)
 	}
 
 	// Node c trusts another CA: it cannot verify node b's certificate, so
@@ -143,6 +176,93 @@ users:
 		t.Fatalf("a client certificate from another CA: %v, want it refused", err)
 	}
 	waitMetric(t, b.node, `sori_sip_tls_handshake_failures_total{direction="in"}`, 1)
+}
+
+// impostors connects to node b (at bAddr) from node a's address,
+// 127.0.0.1, as node a would, and sends what node a would: MESSAGEs for
+// bob down his flow, by the flow token in their Route, one out of a
+// dialog (which a node does not authenticate again) and one inside one
+// (which reaches the flow token's check). Without a client certificate,
+// or with one of the nodes' CA's naming another node's address, it is a
+// stranger: 407 and 403 Not From A Node, and bob (callee, registered at
+// contact) gets neither; with node a's certificate both reach bob.
+func impostors(t *testing.T, ca *testCA, bAddr, token, contact string, callee *ua) {
+	t.Helper()
+	other, otherKey := ca.issue(t, "other-node", "127.0.0.3")
+	aCert, aKey := ca.issue(t, "node-a-again", "127.0.0.1")
+	dial := func(certFile, keyFile string) *sipConn {
+		t.Helper()
+		cert := &tls.Certificate{} // none
+		if certFile != "" {
+			pair, err := tls.LoadX509KeyPair(certFile, keyFile)
+			if err != nil {
+				t.Fatal(err)
+			}
+			cert = &pair
+		}
+		conn, err := tls.DialWithDialer(&net.Dialer{Timeout: 5 * time.Second, LocalAddr: &net.TCPAddr{IP: net.ParseIP("127.0.0.1")}}, "tcp", bAddr,
+			&tls.Config{RootCAs: ca.pool, ServerName: "127.0.0.2", MinVersion: tls.VersionTLS12,
+				GetClientCertificate: func(*tls.CertificateRequestInfo) (*tls.Certificate, error) { return cert, nil }})
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { conn.Close() })
+		return &sipConn{t: t, transport: "tls", conn: conn, reader: bufio.NewReader(conn), local: conn.LocalAddr().String()}
+	}
+	n := 0
+	message := func(c *sipConn, inDialog bool) (raw, callID string) {
+		n++
+		toTag := ""
+		if inDialog {
+			toTag = ";tag=bob-dialog"
+		}
+		callID = fmt.Sprintf("impostor-%d", n)
+		return fmt.Sprintf(`MESSAGE %[1]s SIP/2.0
+Via: SIP/2.0/TLS %[2]s;branch=z9hG4bK-impostor-%[3]d;rport
+Route: <sip:%[4]s@%[5]s;transport=tls;lr;ob>
+Max-Forwards: 69
+From: <sip:alice@sori.test>;tag=impostor-%[3]d
+To: <sip:bob@sori.test>%[6]s
+Call-ID: %[7]s
+CSeq: 1 MESSAGE
+Content-Type: text/plain
+Content-Length: 2
+
+hi`, contact, c.local, n, token, bAddr, toTag, callID), callID
+	}
+	for _, who := range []struct{ name, cert, key string }{
+		{"no client certificate", "", ""},
+		{"the nodes' CA's certificate for 127.0.0.3", other, otherKey},
+	} {
+		c := dial(who.cert, who.key)
+		raw, _ := message(c, false)
+		if res := c.do(raw); res.StatusCode != 407 {
+			t.Fatalf("from node a's address, %s, out of a dialog: %d %s, want 407 (authenticated as any phone)", who.name, res.StatusCode, res.Reason)
+		}
+		raw, _ = message(c, true)
+		if res := c.do(raw); res.StatusCode != 403 || res.Reason != "Forbidden: Not From A Node" {
+			t.Fatalf("from node a's address, %s, in a dialog: %d %s, want 403 Not From A Node", who.name, res.StatusCode, res.Reason)
+		}
+	}
+	// Node a's certificate: both reach bob, and they are the first
+	// requests he gets since the refused ones (which never reached him).
+	c := dial(aCert, aKey)
+	for _, inDialog := range []bool{false, true} {
+		raw, callID := message(c, inDialog)
+		c.send(raw)
+		msg := callee.readRequest()
+		if msg.Method != sip.MESSAGE || msg.CallID().Value() != callID {
+			t.Fatalf("with node a's certificate (in a dialog: %v): bob got %s %s, want the MESSAGE %s", inDialog, msg.Method, msg.CallID().Value(), callID)
+		}
+		callee.respond(msg, 200, "OK")
+		res := c.read()
+		for res.StatusCode < 200 {
+			res = c.read()
+		}
+		if res.StatusCode != 200 {
+			t.Fatalf("with node a's certificate (in a dialog: %v): %d %s", inDialog, res.StatusCode, res.Reason)
+		}
+	}
 }
 
 // testCA is a certificate authority made for one test.
