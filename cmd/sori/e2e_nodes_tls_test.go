@@ -24,7 +24,10 @@ import (
 )
 
 // Two nodes with sip.node_transport tls, on 127.0.0.1 and 127.0.0.2, each
-// with its own certificate from a CA the test makes. bob registers over
+// with its own certificate from a CA the test makes (node a's is its
+// sip.tls; node b has its own sip.node_cert, and a sip.tls certificate
+// of another CA's for its phones, which a phone connecting over TLS
+// without a certificate gets, and registers). bob registers over
 // TCP on node b; alice, on node a over UDP, calls him: node a has no tcp
 // listener at all, so the INVITE, ACK and BYE can only reach node b over
 // the TLS connection node a opened, verifying b's certificate, and b
@@ -39,6 +42,7 @@ func TestNodesOverTLS(t *testing.T) {
 	rs := redistest.Start(t)
 	dir := t.TempDir()
 	ca := newTestCA(t, dir, "nodes-ca")
+	phones := newTestCA(t, dir, "phones-ca") // node b's sip.tls, for its phones
 	ips := []string{"127.0.0.1", "127.0.0.2", "127.0.0.3"}
 	udp := []int{freeSIPPort(t), freeSIPPort(t), freeSIPPort(t)}
 	tlsPorts := []int{freeSIPPort(t), freeSIPPort(t), freeSIPPort(t)}
@@ -47,9 +51,16 @@ func TestNodesOverTLS(t *testing.T) {
 		addrs = append(addrs, fmt.Sprintf("%q", fmt.Sprintf("tls:%s:%d", ip, tlsPorts[i])))
 	}
 	ab := strings.Join(addrs[:2], ", ")
-	// start runs node id on ips[i], trusting the nodes' certificates to caFile.
-	start := func(i int, id, listen, nodes, caFile string, issuer *testCA) *sipNode {
+	// start runs node id on ips[i], trusting the nodes' certificates to
+	// caFile; with phones, its sip.tls certificate is that CA's and its
+	// node certificate (sip.node_cert) issuer's, else issuer's serves both.
+	start := func(i int, id, listen, nodes, caFile string, issuer, phones *testCA) *sipNode {
 		cert, key := issuer.issue(t, id, ips[i])
+		pair := ""
+		if phones != nil {
+			pair = fmt.Sprintf("\n  node_cert: %q\n  node_key: %q", cert, key)
+			cert, key = phones.issue(t, id+"-for-phones", ips[i])
+		}
 		httpAddr := fmt.Sprintf("127.0.0.1:%d", freeSIPPort(t))
 		cfg := fmt.Sprintf(`sip:
   domain: sori.test
@@ -58,7 +69,7 @@ func TestNodesOverTLS(t *testing.T) {
   tls: {cert: %[2]q, key: %[3]q}
   node_id: %[4]s
   node_transport: tls
-  node_ca: %[5]q
+  node_ca: %[5]q%[9]s
   nodes: [%[6]s]
 registrar:
   store: %[7]q
@@ -70,11 +81,11 @@ log:
 users:
   - {name: alice, password: alice-secret}
   - {name: bob, password: bob-secret}
-`, listen, cert, key, id, caFile, nodes, rs.URL(), httpAddr)
+`, listen, cert, key, id, caFile, nodes, rs.URL(), httpAddr, pair)
 		return &sipNode{node: runNode(t, cfg, udp[i], httpAddr), id: id, ip: ips[i]}
 	}
-	a := start(0, "a", fmt.Sprintf(`"udp:127.0.0.1:%d", "tls:127.0.0.1:%d"`, udp[0], tlsPorts[0]), ab, ca.certFile, ca)
-	b := start(1, "b", fmt.Sprintf(`"udp:127.0.0.2:%[1]d", "tcp:127.0.0.2:%[1]d", "tls:127.0.0.2:%[2]d"`, udp[1], tlsPorts[1]), ab, ca.certFile, ca)
+	a := start(0, "a", fmt.Sprintf(`"udp:127.0.0.1:%d", "tls:127.0.0.1:%d"`, udp[0], tlsPorts[0]), ab, ca.certFile, ca, nil)
+	b := start(1, "b", fmt.Sprintf(`"udp:127.0.0.2:%[1]d", "tcp:127.0.0.2:%[1]d", "tls:127.0.0.2:%[2]d"`, udp[1], tlsPorts[1]), ab, ca.certFile, ca, phones)
 	if v, err := redistest.Command(rs.Addr, "GET", "sori:node:b"); err != nil || v != fmt.Sprintf("tls:127.0.0.2:%d", tlsPorts[1]) {
 		t.Fatalf("node b's heartbeat: %q %v", v, err)
 	}
@@ -128,6 +139,19 @@ users:
 		}
 	}
 
+	// A phone connecting to node b over TLS is not asked for a
+	// certificate in a way that fails it, and gets b's sip.tls
+	// certificate (the phones' CA's), not its node certificate.
+	phone, err := tls.DialWithDialer(&net.Dialer{Timeout: 5 * time.Second, LocalAddr: &net.TCPAddr{IP: net.ParseIP("127.0.0.13")}}, "tcp",
+		fmt.Sprintf("127.0.0.2:%d", tlsPorts[1]), &tls.Config{RootCAs: phones.pool, ServerName: "127.0.0.2", MinVersion: tls.VersionTLS12})
+	if err != nil {
+		t.Fatalf("a phone without a certificate, trusting the phones' CA: %v", err)
+	}
+	phoneUA := &ua{sipConn: &sipConn{t: t, transport: "tls", conn: phone, reader: bufio.NewReader(phone), local: phone.LocalAddr().String()}, user: "bob", password: "bob-secret"}
+	if res := phoneUA.registerAuth("bob", "bob-secret", "bob-tls-phone", 1, "Contact: <sip:bob@192.168.1.21:5061;transport=tls>", "Expires: 600"); res.StatusCode != 200 {
+		t.Fatalf("bob's REGISTER over TLS on node b: %d %s", res.StatusCode, res.Reason)
+	}
+	phone.Close()
 	impostors(t, ca, fmt.Sprintf("127.0.0.2:%d", tlsPorts[1]), token, contact, bob)
 	// None of them failed a handshake: not giving a certificate (as a
 	// phone does not) is no failure.
@@ -138,7 +162,7 @@ users:
 	// Node c trusts another CA: it cannot verify node b's certificate, so
 	// nothing it has for bob leaves it (b is never reached in the clear).
 	stranger := newTestCA(t, dir, "stranger-ca")
-	c := start(2, "c", fmt.Sprintf(`"udp:127.0.0.3:%d", "tls:127.0.0.3:%d"`, udp[2], tlsPorts[2]), strings.Join(addrs, ", "), stranger.certFile, stranger)
+	c := start(2, "c", fmt.Sprintf(`"udp:127.0.0.3:%d", "tls:127.0.0.3:%d"`, udp[2], tlsPorts[2]), strings.Join(addrs, ", "), stranger.certFile, stranger, nil)
 	carol := &ua{sipConn: dialFrom(t, "udp", "127.0.0.12", c.sipAddr()), user: "alice", password: "alice-secret"}
 	carol.authenticated("MESSAGE", "sip:bob@sori.test", "Content-Type: text/plain")
 	res := carol.final()

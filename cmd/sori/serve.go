@@ -168,7 +168,7 @@ func serve(ctx context.Context, configPath string, logOut io.Writer) error {
 		Gate:       screen{guard},
 		TLS:        tlsConfig,
 		TLSClient:  eitherTLS(toCarriers, toNodes),
-		Vouch:      own.nodeVouch(cfg),
+		Vouch:      own.nodeVouch(),
 		Listeners:  listeners(cfg),
 		Advertise:  cfg.SIP.Advertise,
 		Product:    "Sori/" + Version,
@@ -600,14 +600,7 @@ func listenerTLS(ctx context.Context, cfg *config.Config, log *slog.Logger) (*tl
 			names = append(names, h)
 		}
 	}
-	nodeCA, nodeIP := "", netip.Addr{}
-	if cfg.SIP.NodeTransport == "tls" {
-		nodeCA = cfg.SIP.NodeCA
-		if l, err := config.ParseListener(cfg.SIP.NodeAddress); err == nil { // validated by config
-			nodeIP = l.Addr.Addr().Unmap()
-		}
-	}
-	c, err := newCerts(cfg.SIP.TLS, nodeCA, nodeIP, names, ips)
+	c, err := newCerts(cfg.SIP.TLS, newNodeCerts(cfg), names, ips)
 	if err != nil {
 		return nil, nil, err
 	}

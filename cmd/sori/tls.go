@@ -25,20 +25,50 @@ import (
 // reads the files again: new connections get the new certificate, open
 // ones keep theirs.
 type certs struct {
-	c config.TLS
-	// nodeCA (sip.node_ca) verifies the certificate another node presents
-	// when it connects; "" without sip.node_transport tls. nodeIP is this
-	// node's address (sip.node_address), which its own certificate must
-	// name for the others to take it for this node.
-	nodeCA string
-	nodeIP netip.Addr
-	cur    atomic.Pointer[tls.Config]
-	nodes  atomic.Pointer[x509.CertPool] // sip.node_ca as last read
+	c    config.TLS
+	node nodeCerts // zero without sip.node_transport tls
+	cur  atomic.Pointer[tls.Config]
+	// nodeCur is what connections from the nodes' addresses are served
+	// with when sip.node_cert is set; nil: cur.
+	nodeCur atomic.Pointer[tls.Config]
+	nodes   atomic.Pointer[x509.CertPool] // sip.node_ca as last read
+}
+
+// nodeCerts is how this node is one of the nodes over TLS (sip.node_transport tls).
+type nodeCerts struct {
+	// CA (sip.node_ca) verifies the certificate another node presents.
+	CA string
+	// Cert and Key (sip.node_cert, sip.node_key) are this node's
+	// certificate among the nodes; "": sip.tls's.
+	Cert, Key string
+	// IP is sip.node_address's, which this node's certificate must name
+	// for the others to take it for this node.
+	IP netip.Addr
+	// Peers are the IP addresses of sip.nodes.
+	Peers map[netip.Addr]bool
+}
+
+// newNodeCerts is cfg's nodeCerts; zero without sip.node_transport tls.
+func newNodeCerts(cfg *config.Config) nodeCerts {
+	s := &cfg.SIP
+	if s.NodeTransport != "tls" {
+		return nodeCerts{}
+	}
+	n := nodeCerts{CA: s.NodeCA, Cert: s.NodeCert, Key: s.NodeKey, Peers: map[netip.Addr]bool{}}
+	if l, err := config.ParseListener(s.NodeAddress); err == nil { // validated by config
+		n.IP = l.Addr.Addr().Unmap()
+	}
+	for _, a := range s.Nodes {
+		if l, err := config.ParseListener(a); err == nil {
+			n.Peers[l.Addr.Addr().Unmap()] = true
+		}
+	}
+	return n
 }
 
 // newCerts loads sip.tls, first creating a self-signed pair for names and
 // ips when sip.tls.self_signed asks and neither file exists.
-func newCerts(c config.TLS, nodeCA string, nodeIP netip.Addr, names []string, ips []net.IP) (*certs, error) {
+func newCerts(c config.TLS, node nodeCerts, names []string, ips []net.IP) (*certs, error) {
 	if c.SelfSigned {
 		_, certErr := os.Stat(c.Cert)
 		_, keyErr := os.Stat(c.Key)
@@ -48,16 +78,17 @@ func newCerts(c config.TLS, nodeCA string, nodeIP netip.Addr, names []string, ip
 			}
 		}
 	}
-	s := &certs{c: c, nodeCA: nodeCA, nodeIP: nodeIP}
+	s := &certs{c: c, node: node}
 	if err := s.Reload(); err != nil {
 		return nil, err
 	}
 	return s, nil
 }
 
-// Reload reads the certificate, key and CA files again. With sip.node_ca,
-// the certificate must be one the other nodes take for this node (see
-// nodeCertUsable): otherwise the old one stays.
+// Reload reads the certificates, keys and CA files again. With
+// sip.node_ca, this node's certificate (sip.node_cert, else sip.tls's)
+// must be one the other nodes take for this node (see nodeCertUsable):
+// otherwise the old ones stay.
 func (s *certs) Reload() error {
 	pair, err := tls.LoadX509KeyPair(s.c.Cert, s.c.Key)
 	if err != nil {
@@ -65,12 +96,21 @@ func (s *certs) Reload() error {
 	}
 	cfg := &tls.Config{MinVersion: tls.VersionTLS12, Certificates: []tls.Certificate{pair}}
 	var nodePool *x509.CertPool
-	if s.nodeCA != "" {
-		if nodePool, err = loadPool("sip.node_ca", s.nodeCA); err != nil {
+	var nodeCfg *tls.Config
+	if s.node.CA != "" {
+		if nodePool, err = loadPool("sip.node_ca", s.node.CA); err != nil {
 			return err
 		}
-		if err := nodeCertUsable(pair, nodePool, s.nodeIP); err != nil {
-			return fmt.Errorf("sip.tls.cert: %s cannot be this node's certificate (sip.node_transport tls): %w", s.c.Cert, err)
+		own, key, file := pair, "sip.tls.cert", s.c.Cert
+		if s.node.Cert != "" {
+			if own, err = tls.LoadX509KeyPair(s.node.Cert, s.node.Key); err != nil {
+				return fmt.Errorf("sip.node_cert: %w", err)
+			}
+			key, file = "sip.node_cert", s.node.Cert
+			nodeCfg = &tls.Config{MinVersion: tls.VersionTLS12, Certificates: []tls.Certificate{own}}
+		}
+		if err := nodeCertUsable(own, nodePool, s.node.IP); err != nil {
+			return fmt.Errorf("%s: %s cannot be this node's certificate (sip.node_transport tls): %w", key, file, err)
 		}
 	}
 	switch {
@@ -81,7 +121,7 @@ func (s *certs) Reload() error {
 		}
 		if nodePool != nil {
 			// The other nodes connect with certificates of sip.node_ca's.
-			if err := appendPool(pool, "sip.node_ca", s.nodeCA); err != nil {
+			if err := appendPool(pool, "sip.node_ca", s.node.CA); err != nil {
 				return err
 			}
 		}
@@ -92,7 +132,11 @@ func (s *certs) Reload() error {
 		// the nodes' CA is refused at the handshake.
 		cfg.ClientCAs, cfg.ClientAuth = nodePool, tls.VerifyClientCertIfGiven
 	}
+	if nodeCfg != nil {
+		nodeCfg.ClientCAs, nodeCfg.ClientAuth = cfg.ClientCAs, cfg.ClientAuth
+	}
 	s.cur.Store(cfg)
+	s.nodeCur.Store(nodeCfg)
 	if nodePool != nil {
 		s.nodes.Store(nodePool)
 	}
@@ -132,18 +176,12 @@ func nodeCertUsable(pair tls.Certificate, pool *x509.CertPool, ip netip.Addr) er
 // connection (accepted or dialled) is another node's when its peer
 // certificate vouches for one of sip.nodes (nodeVouches), against
 // sip.node_ca as last read.
-func (s *certs) nodeVouch(cfg *config.Config) func(tls.ConnectionState, netip.AddrPort) bool {
-	if cfg.SIP.NodeTransport != "tls" || s == nil {
+func (s *certs) nodeVouch() func(tls.ConnectionState, netip.AddrPort) bool {
+	if s == nil || s.node.CA == "" {
 		return nil
 	}
-	ips := map[netip.Addr]bool{}
-	for _, a := range cfg.SIP.Nodes {
-		if l, err := config.ParseListener(a); err == nil { // validated by config
-			ips[l.Addr.Addr().Unmap()] = true
-		}
-	}
 	return func(cs tls.ConnectionState, remote netip.AddrPort) bool {
-		return nodeVouches(s.nodes.Load(), ips, cs.PeerCertificates, remote.Addr())
+		return nodeVouches(s.nodes.Load(), s.node.Peers, cs.PeerCertificates, remote.Addr())
 	}
 }
 
@@ -191,9 +229,13 @@ func appendPool(pool *x509.CertPool, key, path string) error {
 	return nil
 }
 
-// clientCert is this node's certificate, as it is now (reloaded on
-// SIGHUP), for the connections it opens to other nodes.
+// clientCert is this node's certificate (sip.node_cert, else sip.tls's),
+// as it is now (reloaded on SIGHUP), for the connections it opens to
+// other nodes.
 func (s *certs) clientCert(*tls.CertificateRequestInfo) (*tls.Certificate, error) {
+	if nc := s.nodeCur.Load(); nc != nil {
+		return &nc.Certificates[0], nil
+	}
 	return &s.cur.Load().Certificates[0], nil
 }
 
@@ -243,12 +285,24 @@ func eitherTLS(fs ...func(netip.AddrPort) *tls.Config) func(netip.AddrPort) *tls
 }
 
 // Config is what the listeners serve with: each handshake takes the
-// configuration current at that moment.
+// configuration current at that moment (forClient).
 func (s *certs) Config() *tls.Config {
 	return &tls.Config{
 		MinVersion:         tls.VersionTLS12,
-		GetConfigForClient: func(*tls.ClientHelloInfo) (*tls.Config, error) { return s.cur.Load(), nil },
+		GetConfigForClient: func(h *tls.ClientHelloInfo) (*tls.Config, error) { return s.forClient(h), nil },
 	}
+}
+
+// forClient is the configuration a handshake gets: with sip.node_cert,
+// a client on one of the nodes' addresses gets the node's certificate;
+// everyone else (phones, browsers) sip.tls's.
+func (s *certs) forClient(h *tls.ClientHelloInfo) *tls.Config {
+	if nc := s.nodeCur.Load(); nc != nil && h != nil && h.Conn != nil {
+		if ap, err := netip.ParseAddrPort(h.Conn.RemoteAddr().String()); err == nil && s.node.Peers[ap.Addr().Unmap()] {
+			return nc
+		}
+	}
+	return s.cur.Load()
 }
 
 // selfSigned writes a new ECDSA P-256 key and a certificate for names and

@@ -126,7 +126,7 @@ func TestNodeCertChecked(t *testing.T) {
 		{"for another address", good, goodKey, "10.0.0.3", "sip.node_address"},
 		{"from another CA", other, otherKey, "10.0.0.2", "not verified against sip.node_ca"},
 	} {
-		_, err := newCerts(config.TLS{Cert: c.cert, Key: c.key}, ca.certFile, netip.MustParseAddr(c.ip), []string{"sori.test"}, nil)
+		_, err := newCerts(config.TLS{Cert: c.cert, Key: c.key}, nodeCerts{CA: ca.certFile, IP: netip.MustParseAddr(c.ip)}, []string{"sori.test"}, nil)
 		switch {
 		case c.err == "" && err != nil:
 			t.Errorf("%s: %v", c.name, err)
@@ -136,7 +136,7 @@ func TestNodeCertChecked(t *testing.T) {
 	}
 	// Without a tls.ca, phones are not required to give a certificate;
 	// with one, a certificate of sip.node_ca's is taken too.
-	s, err := newCerts(config.TLS{Cert: good, Key: goodKey}, ca.certFile, netip.MustParseAddr("10.0.0.2"), []string{"sori.test"}, nil)
+	s, err := newCerts(config.TLS{Cert: good, Key: goodKey}, nodeCerts{CA: ca.certFile, IP: netip.MustParseAddr("10.0.0.2")}, []string{"sori.test"}, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -144,7 +144,7 @@ func TestNodeCertChecked(t *testing.T) {
 		t.Fatalf("ClientAuth %v, want VerifyClientCertIfGiven", got)
 	}
 	phones := newTestCA(t, dir, "phones-ca")
-	s, err = newCerts(config.TLS{Cert: good, Key: goodKey, CA: phones.certFile}, ca.certFile, netip.MustParseAddr("10.0.0.2"), []string{"sori.test"}, nil)
+	s, err = newCerts(config.TLS{Cert: good, Key: goodKey, CA: phones.certFile}, nodeCerts{CA: ca.certFile, IP: netip.MustParseAddr("10.0.0.2")}, []string{"sori.test"}, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -152,5 +152,67 @@ func TestNodeCertChecked(t *testing.T) {
 	nodeCert, _ := sign(t, certSpec{ips: []string{"10.0.0.3"}}, ca.cert, ca.key)
 	if _, err := nodeCert.Verify(x509.VerifyOptions{Roots: cfg.ClientCAs, KeyUsages: []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth}}); err != nil || cfg.ClientAuth != tls.RequireAndVerifyClientCert {
 		t.Fatalf("with sip.tls.ca: a node's certificate %v, ClientAuth %v", err, cfg.ClientAuth)
+	}
+}
+
+// fromAddr is a connection from addr, as a ClientHelloInfo shows it.
+type fromAddr struct {
+	net.Conn
+	addr net.Addr
+}
+
+func (c fromAddr) RemoteAddr() net.Addr { return c.addr }
+
+// With sip.node_cert, the node's own pair is checked instead of sip.tls's
+// (which may be any CA's, for the phones), presented to the nodes it
+// dials, and served to clients on the nodes' addresses only.
+func TestNodeCertPair(t *testing.T) {
+	dir := t.TempDir()
+	ca := newTestCA(t, dir, "nodes-ca")
+	phones := newTestCA(t, dir, "phones-ca")
+	forPhones, forPhonesKey := phones.issue(t, "sori", "10.0.0.2")
+	nodeB, nodeBKey := ca.issue(t, "b", "10.0.0.2")
+	wrong, wrongKey := ca.issue(t, "b-elsewhere", "10.0.0.7")
+	node := nodeCerts{CA: ca.certFile, Cert: nodeB, Key: nodeBKey, IP: netip.MustParseAddr("10.0.0.2"),
+		Peers: map[netip.Addr]bool{netip.MustParseAddr("10.0.0.1"): true, netip.MustParseAddr("10.0.0.2"): true}}
+	phoneTLS := config.TLS{Cert: forPhones, Key: forPhonesKey}
+	s, err := newCerts(phoneTLS, node, []string{"sori.test"}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	leaf := func(c *tls.Certificate) string {
+		x, err := x509.ParseCertificate(c.Certificate[0])
+		if err != nil {
+			t.Fatal(err)
+		}
+		return x.Subject.CommonName
+	}
+	for _, c := range []struct{ from, want string }{
+		{"10.0.0.1:40000", "b"},          // node a
+		{"[::ffff:10.0.0.1]:40000", "b"}, // node a, IPv4-mapped
+		{"192.0.2.10:40000", "sori"},     // a phone
+		{"10.0.0.9:40000", "sori"},       // no node's address
+	} {
+		h := &tls.ClientHelloInfo{Conn: fromAddr{addr: net.TCPAddrFromAddrPort(netip.MustParseAddrPort(c.from))}}
+		cfg := s.forClient(h)
+		if got := leaf(&cfg.Certificates[0]); got != c.want {
+			t.Errorf("a client from %s is served %q, want %q", c.from, got, c.want)
+		}
+		if cfg.ClientAuth != tls.VerifyClientCertIfGiven {
+			t.Errorf("a client from %s: ClientAuth %v", c.from, cfg.ClientAuth)
+		}
+	}
+	if c, _ := s.clientCert(nil); leaf(c) != "b" {
+		t.Fatalf("presented to the nodes: %q", leaf(c))
+	}
+	// A node pair that does not name the node's address is refused, by
+	// its key; sip.tls alone (the phones' CA's) would be too.
+	node.Cert, node.Key = wrong, wrongKey
+	if _, err := newCerts(phoneTLS, node, []string{"sori.test"}, nil); err == nil || !strings.HasPrefix(err.Error(), "sip.node_cert: ") {
+		t.Fatalf("a node pair for another address: %v", err)
+	}
+	node.Cert, node.Key = "", ""
+	if _, err := newCerts(phoneTLS, node, []string{"sori.test"}, nil); err == nil || !strings.HasPrefix(err.Error(), "sip.tls.cert: ") {
+		t.Fatalf("no node pair, sip.tls from the phones' CA: %v", err)
 	}
 }
