@@ -95,6 +95,12 @@ type SIP struct {
 	// NodeCA is the PEM file of the authorities the nodes' certificates
 	// chain to (NodeTransport tls).
 	NodeCA string `yaml:"node_ca"`
+	// NodeCert and NodeKey (NodeTransport tls, both or neither) are this
+	// node's certificate among the nodes: presented when it dials
+	// another node, and served to connections from the nodes' addresses,
+	// while phones keep getting sip.tls's. Empty: sip.tls's serves both.
+	NodeCert string `yaml:"node_cert"`
+	NodeKey  string `yaml:"node_key"`
 	// Nodes lists every node's node_address, this one's too. Set, phones'
 	// flows are reached through the node they registered on, and only
 	// these addresses are trusted as nodes. Empty: a single node.
@@ -955,6 +961,22 @@ func (v *validator) checkNodes(c *Config) {
 		}
 	case s.NodeCA != "":
 		v.fail("sip.node_ca", "is only used with sip.node_transport tls")
+	}
+	switch {
+	case (s.NodeCert != "" || s.NodeKey != "") && !tlsNodes:
+		key := "sip.node_cert"
+		if s.NodeCert == "" {
+			key = "sip.node_key"
+		}
+		v.fail(key, "is only used with sip.node_transport tls")
+	case s.NodeCert != "" && s.NodeKey == "":
+		v.fail("sip.node_key", "required with sip.node_cert")
+	case s.NodeKey != "" && s.NodeCert == "":
+		v.fail("sip.node_cert", "required with sip.node_key")
+	case s.NodeCert != "":
+		if _, err := tls.LoadX509KeyPair(s.NodeCert, s.NodeKey); err != nil {
+			v.fail("sip.node_cert", "%v", err)
+		}
 	}
 	if len(s.Nodes) == 0 {
 		if s.NodeID != "" {

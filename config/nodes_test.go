@@ -109,6 +109,14 @@ registrar:
 	if c.SIP.NodeAddress != "tls:10.0.0.1:5061" || c.SIP.NodeTransport != "tls" || c.SIP.NodeCA != ca {
 		t.Fatalf("node at %q over %q with CA %q: want the first tls listener", c.SIP.NodeAddress, c.SIP.NodeTransport, c.SIP.NodeCA)
 	}
+	c, err = parse(`  node_transport: tls
+  node_ca: ` + ca + `
+  node_cert: ` + cert + `
+  node_key: ` + key + `
+  nodes: ["tls:10.0.0.1:5061", "tls:10.0.0.2:5061"]`)
+	if err != nil || c.SIP.NodeCert != cert || c.SIP.NodeKey != key {
+		t.Fatalf("a node pair: %v", err)
+	}
 	for _, tt := range []struct{ name, sip, want string }{
 		{"a tcp node", `  node_transport: tls
   node_ca: ` + ca + `
@@ -127,6 +135,22 @@ registrar:
   nodes: ["tls:10.0.0.1:5061"]`, "n.yaml:6: sip.node_ca: open " + filepath.Join(dir, "none.pem")},
 		{"tls without nodes", `  node_transport: tls
   node_ca: ` + ca, "n.yaml:5: sip.node_transport: is only used with sip.nodes"},
+		{"a node_cert without node_key", `  node_transport: tls
+  node_ca: ` + ca + `
+  node_cert: ` + cert + `
+  nodes: ["tls:10.0.0.1:5061"]`, "sip.node_key: required with sip.node_cert"},
+		{"a node_key without node_cert", `  node_transport: tls
+  node_ca: ` + ca + `
+  node_key: ` + key + `
+  nodes: ["tls:10.0.0.1:5061"]`, "sip.node_cert: required with sip.node_key"},
+		{"a node_cert that is no certificate", `  node_transport: tls
+  node_ca: ` + ca + `
+  node_cert: ` + empty + `
+  node_key: ` + key + `
+  nodes: ["tls:10.0.0.1:5061"]`, "n.yaml:7: sip.node_cert: tls: failed to find any PEM data in certificate input"},
+		{"a node_cert in the clear", `  node_cert: ` + cert + `
+  node_key: ` + key + `
+  nodes: ["tcp:10.0.0.1:5060"]`, "n.yaml:5: sip.node_cert: is only used with sip.node_transport tls"},
 	} {
 		t.Run(tt.name, func(t *testing.T) {
 			_, err := parse(tt.sip)

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"bufio"
 	"crypto/ecdsa"
 	"crypto/elliptic"
 	"crypto/rand"
@@ -23,16 +24,25 @@ import (
 )
 
 // Two nodes with sip.node_transport tls, on 127.0.0.1 and 127.0.0.2, each
-// with its own certificate from a CA the test makes. bob registers over
+// with its own certificate from a CA the test makes (node a's is its
+// sip.tls; node b has its own sip.node_cert, and a sip.tls certificate
+// of another CA's for its phones, which a phone connecting over TLS
+// without a certificate gets, and registers). bob registers over
 // TCP on node b; alice, on node a over UDP, calls him: node a has no tcp
 // listener at all, so the INVITE, ACK and BYE can only reach node b over
-// the TLS connection node a opened, verifying b's certificate (and b
-// verifying a's). A client whose certificate another CA signed is
-// refused at the handshake.
+// the TLS connection node a opened, verifying b's certificate, and b
+// relays them unauthenticated only because a's client certificate names
+// node a (mutual TLS). A client on node a's address that sends node b
+// what node a would (bob's flow token in its Route) is not taken for node
+// a without that certificate: no certificate, or the nodes' CA's for
+// another address, gets 407 (out of a dialog) and 403 Not From A Node (in
+// one), and bob gets nothing. A client whose certificate another CA
+// signed is refused at the handshake.
 func TestNodesOverTLS(t *testing.T) {
 	rs := redistest.Start(t)
 	dir := t.TempDir()
 	ca := newTestCA(t, dir, "nodes-ca")
+	phones := newTestCA(t, dir, "phones-ca") // node b's sip.tls, for its phones
 	ips := []string{"127.0.0.1", "127.0.0.2", "127.0.0.3"}
 	udp := []int{freeSIPPort(t), freeSIPPort(t), freeSIPPort(t)}
 	tlsPorts := []int{freeSIPPort(t), freeSIPPort(t), freeSIPPort(t)}
@@ -41,9 +51,16 @@ func TestNodesOverTLS(t *testing.T) {
 		addrs = append(addrs, fmt.Sprintf("%q", fmt.Sprintf("tls:%s:%d", ip, tlsPorts[i])))
 	}
 	ab := strings.Join(addrs[:2], ", ")
-	// start runs node id on ips[i], trusting the nodes' certificates to caFile.
-	start := func(i int, id, listen, nodes, caFile string, issuer *testCA) *sipNode {
+	// start runs node id on ips[i], trusting the nodes' certificates to
+	// caFile; with phones, its sip.tls certificate is that CA's and its
+	// node certificate (sip.node_cert) issuer's, else issuer's serves both.
+	start := func(i int, id, listen, nodes, caFile string, issuer, phones *testCA) *sipNode {
 		cert, key := issuer.issue(t, id, ips[i])
+		pair := ""
+		if phones != nil {
+			pair = fmt.Sprintf("\n  node_cert: %q\n  node_key: %q", cert, key)
+			cert, key = phones.issue(t, id+"-for-phones", ips[i])
+		}
 		httpAddr := fmt.Sprintf("127.0.0.1:%d", freeSIPPort(t))
 		cfg := fmt.Sprintf(`sip:
   domain: sori.test
@@ -52,7 +69,7 @@ func TestNodesOverTLS(t *testing.T) {
   tls: {cert: %[2]q, key: %[3]q}
   node_id: %[4]s
   node_transport: tls
-  node_ca: %[5]q
+  node_ca: %[5]q%[9]s
   nodes: [%[6]s]
 registrar:
   store: %[7]q
@@ -64,11 +81,11 @@ log:
 users:
   - {name: alice, password: alice-secret}
   - {name: bob, password: bob-secret}
-`, listen, cert, key, id, caFile, nodes, rs.URL(), httpAddr)
+`, listen, cert, key, id, caFile, nodes, rs.URL(), httpAddr, pair)
 		return &sipNode{node: runNode(t, cfg, udp[i], httpAddr), id: id, ip: ips[i]}
 	}
-	a := start(0, "a", fmt.Sprintf(`"udp:127.0.0.1:%d", "tls:127.0.0.1:%d"`, udp[0], tlsPorts[0]), ab, ca.certFile, ca)
-	b := start(1, "b", fmt.Sprintf(`"udp:127.0.0.2:%[1]d", "tcp:127.0.0.2:%[1]d", "tls:127.0.0.2:%[2]d"`, udp[1], tlsPorts[1]), ab, ca.certFile, ca)
+	a := start(0, "a", fmt.Sprintf(`"udp:127.0.0.1:%d", "tls:127.0.0.1:%d"`, udp[0], tlsPorts[0]), ab, ca.certFile, ca, nil)
+	b := start(1, "b", fmt.Sprintf(`"udp:127.0.0.2:%[1]d", "tcp:127.0.0.2:%[1]d", "tls:127.0.0.2:%[2]d"`, udp[1], tlsPorts[1]), ab, ca.certFile, ca, phones)
 	if v, err := redistest.Command(rs.Addr, "GET", "sori:node:b"); err != nil || v != fmt.Sprintf("tls:127.0.0.2:%d", tlsPorts[1]) {
 		t.Fatalf("node b's heartbeat: %q %v", v, err)
 	}
@@ -79,13 +96,33 @@ users:
 		t.Fatalf("bob's REGISTER on node b: %d", res.StatusCode)
 	}
 	alice := &ua{sipConn: dialFrom(t, "udp", "127.0.0.10", a.sipAddr()), user: "alice", password: "alice-secret"}
+	var token string // bob's flow token on node b, from b's Record-Route
 	callAndHangUp(t, alice, bob, contact, func(inv *sip.Request) {
 		vias := inv.GetHeaders("Via")
 		aVia := fmt.Sprintf("SIP/2.0/TLS 127.0.0.1:%d", tlsPorts[0])
 		if len(vias) != 3 || !strings.HasPrefix(vias[1].Value(), aVia) {
 			t.Fatalf("the INVITE did not come from node a over TLS: Via %v, want the second %s", values(vias), aVia)
 		}
+		for _, h := range inv.GetHeaders("Record-Route") {
+			var u sip.Uri
+			if err := sip.ParseUri(strings.Trim(h.Value(), "<>"), &u); err == nil && u.Host == "127.0.0.2" && u.User != "" {
+				token = u.User
+			}
+		}
 	})
+	if token == "" {
+		t.Fatal("no Record-Route of node b's with a flow token")
+	}
+	// And a MESSAGE, which node b relays without a dialog.
+	alice.authenticated("MESSAGE", "sip:bob@sori.test", "Content-Type: text/plain")
+	if msg := bob.readRequest(); msg.Method != sip.MESSAGE || msg.From().Address.User != "alice" || msg.Recipient.String() != contact {
+		t.Fatalf("bob got %s %s from %s, want alice's MESSAGE", msg.Method, msg.Recipient.String(), msg.From().Address.String())
+	} else {
+		bob.respond(msg, 200, "OK")
+	}
+	if res := alice.final(); res.StatusCode != 200 {
+		t.Fatalf("alice's MESSAGE through node b: %d %s", res.StatusCode, res.Reason)
+	}
 	// The connection between them is TLS, dialled by a and accepted by b,
 	// with no failed handshake; a has no tcp listener to be reached on.
 	for _, n := range []*sipNode{a, b} {
@@ -102,10 +139,30 @@ users:
 		}
 	}
 
+	// A phone connecting to node b over TLS is not asked for a
+	// certificate in a way that fails it, and gets b's sip.tls
+	// certificate (the phones' CA's), not its node certificate.
+	phone, err := tls.DialWithDialer(&net.Dialer{Timeout: 5 * time.Second, LocalAddr: &net.TCPAddr{IP: net.ParseIP("127.0.0.13")}}, "tcp",
+		fmt.Sprintf("127.0.0.2:%d", tlsPorts[1]), &tls.Config{RootCAs: phones.pool, ServerName: "127.0.0.2", MinVersion: tls.VersionTLS12})
+	if err != nil {
+		t.Fatalf("a phone without a certificate, trusting the phones' CA: %v", err)
+	}
+	phoneUA := &ua{sipConn: &sipConn{t: t, transport: "tls", conn: phone, reader: bufio.NewReader(phone), local: phone.LocalAddr().String()}, user: "bob", password: "bob-secret"}
+	if res := phoneUA.registerAuth("bob", "bob-secret", "bob-tls-phone", 1, "Contact: <sip:bob@192.168.1.21:5061;transport=tls>", "Expires: 600"); res.StatusCode != 200 {
+		t.Fatalf("bob's REGISTER over TLS on node b: %d %s", res.StatusCode, res.Reason)
+	}
+	phone.Close()
+	impostors(t, ca, fmt.Sprintf("127.0.0.2:%d", tlsPorts[1]), token, contact, bob)
+	// None of them failed a handshake: not giving a certificate (as a
+	// phone does not) is no failure.
+	if v := metricValue(t, b.node, `sori_sip_tls_handshake_failures_total{direction="in"}`); v != 0 {
+		t.Fatalf("node b: %v failed TLS handshakes in", v)
+	}
+
 	// Node c trusts another CA: it cannot verify node b's certificate, so
 	// nothing it has for bob leaves it (b is never reached in the clear).
 	stranger := newTestCA(t, dir, "stranger-ca")
-	c := start(2, "c", fmt.Sprintf(`"udp:127.0.0.3:%d", "tls:127.0.0.3:%d"`, udp[2], tlsPorts[2]), strings.Join(addrs, ", "), stranger.certFile, stranger)
+	c := start(2, "c", fmt.Sprintf(`"udp:127.0.0.3:%d", "tls:127.0.0.3:%d"`, udp[2], tlsPorts[2]), strings.Join(addrs, ", "), stranger.certFile, stranger, nil)
 	carol := &ua{sipConn: dialFrom(t, "udp", "127.0.0.12", c.sipAddr()), user: "alice", password: "alice-secret"}
 	carol.authenticated("MESSAGE", "sip:bob@sori.test", "Content-Type: text/plain")
 	res := carol.final()
@@ -143,6 +200,93 @@ users:
 		t.Fatalf("a client certificate from another CA: %v, want it refused", err)
 	}
 	waitMetric(t, b.node, `sori_sip_tls_handshake_failures_total{direction="in"}`, 1)
+}
+
+// impostors connects to node b (at bAddr) from node a's address,
+// 127.0.0.1, as node a would, and sends what node a would: MESSAGEs for
+// bob down his flow, by the flow token in their Route, one out of a
+// dialog (which a node does not authenticate again) and one inside one
+// (which reaches the flow token's check). Without a client certificate,
+// or with one of the nodes' CA's naming another node's address, it is a
+// stranger: 407 and 403 Not From A Node, and bob (callee, registered at
+// contact) gets neither; with node a's certificate both reach bob.
+func impostors(t *testing.T, ca *testCA, bAddr, token, contact string, callee *ua) {
+	t.Helper()
+	other, otherKey := ca.issue(t, "other-node", "127.0.0.3")
+	aCert, aKey := ca.issue(t, "node-a-again", "127.0.0.1")
+	dial := func(certFile, keyFile string) *sipConn {
+		t.Helper()
+		cert := &tls.Certificate{} // none
+		if certFile != "" {
+			pair, err := tls.LoadX509KeyPair(certFile, keyFile)
+			if err != nil {
+				t.Fatal(err)
+			}
+			cert = &pair
+		}
+		conn, err := tls.DialWithDialer(&net.Dialer{Timeout: 5 * time.Second, LocalAddr: &net.TCPAddr{IP: net.ParseIP("127.0.0.1")}}, "tcp", bAddr,
+			&tls.Config{RootCAs: ca.pool, ServerName: "127.0.0.2", MinVersion: tls.VersionTLS12,
+				GetClientCertificate: func(*tls.CertificateRequestInfo) (*tls.Certificate, error) { return cert, nil }})
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { conn.Close() })
+		return &sipConn{t: t, transport: "tls", conn: conn, reader: bufio.NewReader(conn), local: conn.LocalAddr().String()}
+	}
+	n := 0
+	message := func(c *sipConn, inDialog bool) (raw, callID string) {
+		n++
+		toTag := ""
+		if inDialog {
+			toTag = ";tag=bob-dialog"
+		}
+		callID = fmt.Sprintf("impostor-%d", n)
+		return fmt.Sprintf(`MESSAGE %[1]s SIP/2.0
+Via: SIP/2.0/TLS %[2]s;branch=z9hG4bK-impostor-%[3]d;rport
+Route: <sip:%[4]s@%[5]s;transport=tls;lr;ob>
+Max-Forwards: 69
+From: <sip:alice@sori.test>;tag=impostor-%[3]d
+To: <sip:bob@sori.test>%[6]s
+Call-ID: %[7]s
+CSeq: 1 MESSAGE
+Content-Type: text/plain
+Content-Length: 2
+
+hi`, contact, c.local, n, token, bAddr, toTag, callID), callID
+	}
+	for _, who := range []struct{ name, cert, key string }{
+		{"no client certificate", "", ""},
+		{"the nodes' CA's certificate for 127.0.0.3", other, otherKey},
+	} {
+		c := dial(who.cert, who.key)
+		raw, _ := message(c, false)
+		if res := c.do(raw); res.StatusCode != 407 {
+			t.Fatalf("from node a's address, %s, out of a dialog: %d %s, want 407 (authenticated as any phone)", who.name, res.StatusCode, res.Reason)
+		}
+		raw, _ = message(c, true)
+		if res := c.do(raw); res.StatusCode != 403 || res.Reason != "Forbidden: Not From A Node" {
+			t.Fatalf("from node a's address, %s, in a dialog: %d %s, want 403 Not From A Node", who.name, res.StatusCode, res.Reason)
+		}
+	}
+	// Node a's certificate: both reach bob, and they are the first
+	// requests he gets since the refused ones (which never reached him).
+	c := dial(aCert, aKey)
+	for _, inDialog := range []bool{false, true} {
+		raw, callID := message(c, inDialog)
+		c.send(raw)
+		msg := callee.readRequest()
+		if msg.Method != sip.MESSAGE || msg.CallID().Value() != callID {
+			t.Fatalf("with node a's certificate (in a dialog: %v): bob got %s %s, want the MESSAGE %s", inDialog, msg.Method, msg.CallID().Value(), callID)
+		}
+		callee.respond(msg, 200, "OK")
+		res := c.read()
+		for res.StatusCode < 200 {
+			res = c.read()
+		}
+		if res.StatusCode != 200 {
+			t.Fatalf("with node a's certificate (in a dialog: %v): %d %s", inDialog, res.StatusCode, res.Reason)
+		}
+	}
 }
 
 // testCA is a certificate authority made for one test.

@@ -21,8 +21,10 @@ import (
 // nodeSet is this node among sip.nodes (validated by config), nil for a
 // single node. It claims its id in Redis: another live node with the same
 // id stops this one from starting; a Redis not reachable yet does not
-// (the heartbeat is written once it is).
-func nodeSet(ctx context.Context, cfg *config.Config, st store.Store, conns nodes.Conns, secret []byte, log *slog.Logger, reg prometheus.Registerer) (*nodes.Set, error) {
+// (the heartbeat is written once it is). With sip.node_transport tls, a
+// node's address is trusted only on a TLS connection whose certificate
+// names that node (vouched: the transport's Vouched).
+func nodeSet(ctx context.Context, cfg *config.Config, st store.Store, conns nodes.Conns, vouched func(transport, src string) bool, secret []byte, log *slog.Logger, reg prometheus.Registerer) (*nodes.Set, error) {
 	if len(cfg.SIP.Nodes) == 0 {
 		return nil, nil
 	}
@@ -40,6 +42,9 @@ func nodeSet(ctx context.Context, cfg *config.Config, st store.Store, conns node
 	}
 	c := nodes.Config{ID: cfg.SIP.NodeID, Self: self, Peers: peers, Secret: secret, Conns: conns,
 		Log: log.With("component", "nodes"), Registerer: reg}
+	if cfg.SIP.NodeTransport == "tls" {
+		c.Vouched = vouched
+	}
 	if rs, ok := st.(*redisstore.Store); ok {
 		c.Beats = redisnodes.New(rs.Client(), "")
 	}

@@ -168,6 +168,7 @@ func serve(ctx context.Context, configPath string, logOut io.Writer) error {
 		Gate:       screen{guard},
 		TLS:        tlsConfig,
 		TLSClient:  eitherTLS(toCarriers, toNodes),
+		Vouch:      own.nodeVouch(),
 		Listeners:  listeners(cfg),
 		Advertise:  cfg.SIP.Advertise,
 		Product:    "Sori/" + Version,
@@ -188,7 +189,7 @@ func serve(ctx context.Context, configPath string, logOut io.Writer) error {
 	regOpts := []registrar.Option{registrar.WithObserver(flowTracker), registrar.WithPathFrom(edgeProxies(cfg))}
 	// With sip.nodes, bindings name this node as their flow's holder and
 	// bindings other nodes hold are reached through them (sip/nodes).
-	others, err := nodeSet(ctx, cfg, st, srv, secret, log, reg)
+	others, err := nodeSet(ctx, cfg, st, srv, srv.Vouched, secret, log, reg)
 	if err != nil {
 		return err
 	}
@@ -599,11 +600,7 @@ func listenerTLS(ctx context.Context, cfg *config.Config, log *slog.Logger) (*tl
 			names = append(names, h)
 		}
 	}
-	nodeCA := ""
-	if cfg.SIP.NodeTransport == "tls" {
-		nodeCA = cfg.SIP.NodeCA
-	}
-	c, err := newCerts(cfg.SIP.TLS, nodeCA, names, ips)
+	c, err := newCerts(cfg.SIP.TLS, newNodeCerts(cfg), names, ips)
 	if err != nil {
 		return nil, nil, err
 	}

@@ -25,16 +25,50 @@ import (
 // reads the files again: new connections get the new certificate, open
 // ones keep theirs.
 type certs struct {
-	c config.TLS
-	// nodeCA (sip.node_ca) verifies the certificate another node presents
-	// when it connects; "" without sip.node_transport tls.
-	nodeCA string
-	cur    atomic.Pointer[tls.Config]
+	c    config.TLS
+	node nodeCerts // zero without sip.node_transport tls
+	cur  atomic.Pointer[tls.Config]
+	// nodeCur is what connections from the nodes' addresses are served
+	// with when sip.node_cert is set; nil: cur.
+	nodeCur atomic.Pointer[tls.Config]
+	nodes   atomic.Pointer[x509.CertPool] // sip.node_ca as last read
+}
+
+// nodeCerts is how this node is one of the nodes over TLS (sip.node_transport tls).
+type nodeCerts struct {
+	// CA (sip.node_ca) verifies the certificate another node presents.
+	CA string
+	// Cert and Key (sip.node_cert, sip.node_key) are this node's
+	// certificate among the nodes; "": sip.tls's.
+	Cert, Key string
+	// IP is sip.node_address's, which this node's certificate must name
+	// for the others to take it for this node.
+	IP netip.Addr
+	// Peers are the IP addresses of sip.nodes.
+	Peers map[netip.Addr]bool
+}
+
+// newNodeCerts is cfg's nodeCerts; zero without sip.node_transport tls.
+func newNodeCerts(cfg *config.Config) nodeCerts {
+	s := &cfg.SIP
+	if s.NodeTransport != "tls" {
+		return nodeCerts{}
+	}
+	n := nodeCerts{CA: s.NodeCA, Cert: s.NodeCert, Key: s.NodeKey, Peers: map[netip.Addr]bool{}}
+	if l, err := config.ParseListener(s.NodeAddress); err == nil { // validated by config
+		n.IP = l.Addr.Addr().Unmap()
+	}
+	for _, a := range s.Nodes {
+		if l, err := config.ParseListener(a); err == nil {
+			n.Peers[l.Addr.Addr().Unmap()] = true
+		}
+	}
+	return n
 }
 
 // newCerts loads sip.tls, first creating a self-signed pair for names and
 // ips when sip.tls.self_signed asks and neither file exists.
-func newCerts(c config.TLS, nodeCA string, names []string, ips []net.IP) (*certs, error) {
+func newCerts(c config.TLS, node nodeCerts, names []string, ips []net.IP) (*certs, error) {
 	if c.SelfSigned {
 		_, certErr := os.Stat(c.Cert)
 		_, keyErr := os.Stat(c.Key)
@@ -44,38 +78,131 @@ func newCerts(c config.TLS, nodeCA string, names []string, ips []net.IP) (*certs
 			}
 		}
 	}
-	s := &certs{c: c, nodeCA: nodeCA}
+	s := &certs{c: c, node: node}
 	if err := s.Reload(); err != nil {
 		return nil, err
 	}
 	return s, nil
 }
 
-// Reload reads the certificate, key and CA files again.
+// Reload reads the certificates, keys and CA files again. With
+// sip.node_ca, this node's certificate (sip.node_cert, else sip.tls's)
+// must be one the other nodes take for this node (see nodeCertUsable):
+// otherwise the old ones stay.
 func (s *certs) Reload() error {
 	pair, err := tls.LoadX509KeyPair(s.c.Cert, s.c.Key)
 	if err != nil {
 		return fmt.Errorf("sip.tls.cert: %w", err)
 	}
 	cfg := &tls.Config{MinVersion: tls.VersionTLS12, Certificates: []tls.Certificate{pair}}
+	var nodePool *x509.CertPool
+	var nodeCfg *tls.Config
+	if s.node.CA != "" {
+		if nodePool, err = loadPool("sip.node_ca", s.node.CA); err != nil {
+			return err
+		}
+		own, key, file := pair, "sip.tls.cert", s.c.Cert
+		if s.node.Cert != "" {
+			if own, err = tls.LoadX509KeyPair(s.node.Cert, s.node.Key); err != nil {
+				return fmt.Errorf("sip.node_cert: %w", err)
+			}
+			key, file = "sip.node_cert", s.node.Cert
+			nodeCfg = &tls.Config{MinVersion: tls.VersionTLS12, Certificates: []tls.Certificate{own}}
+		}
+		if err := nodeCertUsable(own, nodePool, s.node.IP); err != nil {
+			return fmt.Errorf("%s: %s cannot be this node's certificate (sip.node_transport tls): %w", key, file, err)
+		}
+	}
 	switch {
 	case s.c.CA != "":
 		pool, err := loadPool("sip.tls.ca", s.c.CA)
 		if err != nil {
 			return err
 		}
+		if nodePool != nil {
+			// The other nodes connect with certificates of sip.node_ca's.
+			if err := appendPool(pool, "sip.node_ca", s.node.CA); err != nil {
+				return err
+			}
+		}
 		cfg.ClientCAs, cfg.ClientAuth = pool, tls.RequireAndVerifyClientCert
-	case s.nodeCA != "":
-		// Phones have no certificate; a node has one, and a node's that
-		// does not chain to the nodes' CA is refused.
-		pool, err := loadPool("sip.node_ca", s.nodeCA)
+	case nodePool != nil:
+		// Phones have no certificate and are not asked for one in a way
+		// that fails them; a node has one, and one that does not chain to
+		// the nodes' CA is refused at the handshake.
+		cfg.ClientCAs, cfg.ClientAuth = nodePool, tls.VerifyClientCertIfGiven
+	}
+	if nodeCfg != nil {
+		nodeCfg.ClientCAs, nodeCfg.ClientAuth = cfg.ClientCAs, cfg.ClientAuth
+	}
+	s.cur.Store(cfg)
+	s.nodeCur.Store(nodeCfg)
+	if nodePool != nil {
+		s.nodes.Store(nodePool)
+	}
+	return nil
+}
+
+// nodeCertUsable reports why pair is no certificate for the node at ip
+// among nodes trusting pool: it must chain to pool for both client and
+// server use (it is presented both ways) and name ip as an IP SAN.
+func nodeCertUsable(pair tls.Certificate, pool *x509.CertPool, ip netip.Addr) error {
+	leaf, err := x509.ParseCertificate(pair.Certificate[0])
+	if err != nil {
+		return err
+	}
+	inter := x509.NewCertPool()
+	for _, der := range pair.Certificate[1:] {
+		c, err := x509.ParseCertificate(der)
 		if err != nil {
 			return err
 		}
-		cfg.ClientCAs, cfg.ClientAuth = pool, tls.VerifyClientCertIfGiven
+		inter.AddCert(c)
 	}
-	s.cur.Store(cfg)
+	for _, u := range []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth, x509.ExtKeyUsageClientAuth} {
+		if _, err := leaf.Verify(x509.VerifyOptions{Roots: pool, Intermediates: inter, KeyUsages: []x509.ExtKeyUsage{u}}); err != nil {
+			return fmt.Errorf("not verified against sip.node_ca: %w", err)
+		}
+	}
+	if ip.IsValid() {
+		if err := leaf.VerifyHostname(ip.String()); err != nil {
+			return fmt.Errorf("it does not name the node address %s (sip.node_address) as an IP SAN: %w", ip, err)
+		}
+	}
 	return nil
+}
+
+// nodeVouch is the transport's Vouch with sip.node_transport tls: a TLS
+// connection (accepted or dialled) is another node's when its peer
+// certificate vouches for one of sip.nodes (nodeVouches), against
+// sip.node_ca as last read.
+func (s *certs) nodeVouch() func(tls.ConnectionState, netip.AddrPort) bool {
+	if s == nil || s.node.CA == "" {
+		return nil
+	}
+	return func(cs tls.ConnectionState, remote netip.AddrPort) bool {
+		return nodeVouches(s.nodes.Load(), s.node.Peers, cs.PeerCertificates, remote.Addr())
+	}
+}
+
+// nodeVouches is the trust decision: peer (the leaf, then its chain) is
+// the certificate of the node at ip when ip is a node's address, the
+// certificate chains to pool for client use, and it names ip as an IP SAN.
+// No certificate, another CA's, or another node's is no node's.
+func nodeVouches(pool *x509.CertPool, nodes map[netip.Addr]bool, peer []*x509.Certificate, ip netip.Addr) bool {
+	ip = ip.Unmap()
+	if pool == nil || len(peer) == 0 || !nodes[ip] {
+		return false
+	}
+	inter := x509.NewCertPool()
+	for _, c := range peer[1:] {
+		inter.AddCert(c)
+	}
+	if _, err := peer[0].Verify(x509.VerifyOptions{Roots: pool, Intermediates: inter,
+		KeyUsages: []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth}}); err != nil {
+		return false
+	}
+	return peer[0].VerifyHostname(ip.String()) == nil
 }
 
 func loadPool(key, path string) (*x509.CertPool, error) {
@@ -90,9 +217,25 @@ func loadPool(key, path string) (*x509.CertPool, error) {
 	return pool, nil
 }
 
-// clientCert is this node's certificate, as it is now (reloaded on
-// SIGHUP), for the connections it opens to other nodes.
+// appendPool adds the certificates of the PEM file path (config key) to pool.
+func appendPool(pool *x509.CertPool, key, path string) error {
+	pem, err := os.ReadFile(path)
+	if err != nil {
+		return fmt.Errorf("%s: %w", key, err)
+	}
+	if !pool.AppendCertsFromPEM(pem) {
+		return fmt.Errorf("%s: %s holds no PEM certificate", key, path)
+	}
+	return nil
+}
+
+// clientCert is this node's certificate (sip.node_cert, else sip.tls's),
+// as it is now (reloaded on SIGHUP), for the connections it opens to
+// other nodes.
 func (s *certs) clientCert(*tls.CertificateRequestInfo) (*tls.Certificate, error) {
+	if nc := s.nodeCur.Load(); nc != nil {
+		return &nc.Certificates[0], nil
+	}
 	return &s.cur.Load().Certificates[0], nil
 }
 
@@ -142,12 +285,24 @@ func eitherTLS(fs ...func(netip.AddrPort) *tls.Config) func(netip.AddrPort) *tls
 }
 
 // Config is what the listeners serve with: each handshake takes the
-// configuration current at that moment.
+// configuration current at that moment (forClient).
 func (s *certs) Config() *tls.Config {
 	return &tls.Config{
 		MinVersion:         tls.VersionTLS12,
-		GetConfigForClient: func(*tls.ClientHelloInfo) (*tls.Config, error) { return s.cur.Load(), nil },
+		GetConfigForClient: func(h *tls.ClientHelloInfo) (*tls.Config, error) { return s.forClient(h), nil },
 	}
+}
+
+// forClient is the configuration a handshake gets: with sip.node_cert,
+// a client on one of the nodes' addresses gets the node's certificate;
+// everyone else (phones, browsers) sip.tls's.
+func (s *certs) forClient(h *tls.ClientHelloInfo) *tls.Config {
+	if nc := s.nodeCur.Load(); nc != nil && h != nil && h.Conn != nil {
+		if ap, err := netip.ParseAddrPort(h.Conn.RemoteAddr().String()); err == nil && s.node.Peers[ap.Addr().Unmap()] {
+			return nc
+		}
+	}
+	return s.cur.Load()
 }
 
 // selfSigned writes a new ECDSA P-256 key and a certificate for names and

@@ -12,7 +12,9 @@
 // Trust: requests from other nodes are relayed without authenticating the
 // caller again (the node they entered at did), so only sources on the
 // configured node addresses (sip.nodes) are taken for nodes, and a node
-// address read from Redis is used only if it is one of them.
+// address read from Redis is used only if it is one of them. With TLS
+// between the nodes (Config.Vouched), a source is a node only on a TLS
+// connection whose certificate names that node.
 package nodes
 
 import (
@@ -84,7 +86,13 @@ type Config struct {
 	Secret []byte
 	Beats  Beats // heartbeats (Redis); nil: every node counts as up
 	Conns  Conns // this node's open flows; nil: every flow counts as open
-	Log    *slog.Logger
+	// Vouched, with TLS between the nodes (sip.node_transport tls),
+	// reports whether the message from src ("ip:port") over transport came
+	// on a TLS connection whose certificate chains to sip.node_ca and
+	// names src's IP; only then is a node's address trusted. Nil: the
+	// address alone is (the nodes talk in the clear).
+	Vouched func(transport, src string) bool
+	Log     *slog.Logger
 	// Registerer takes sori_node_routes_total; nil: no metrics.
 	Registerer prometheus.Registerer
 }
@@ -182,11 +190,17 @@ func (s *Set) Flow(u sip.Uri) (Flow, bool) {
 // Open reports whether flow f is still there.
 func (s *Set) Open(f Flow) bool { return s.cfg.Conns == nil || s.cfg.Conns.Open(f.Transport, f.Addr) }
 
-// Trusted reports whether src ("ip:port") is another node's address: such
-// a request was authenticated where it entered the service.
-func (s *Set) Trusted(src string) bool {
+// Trusted reports whether a message from src ("ip:port") over transport
+// came from another node: from a node's address and, with TLS between
+// the nodes, on a connection whose certificate names that node (see
+// Config.Vouched). Such a request was authenticated where it entered the
+// service.
+func (s *Set) Trusted(transport, src string) bool {
 	ap, err := netip.ParseAddrPort(src)
-	return err == nil && s.trusted[ap.Addr().Unmap()]
+	if err != nil || !s.trusted[ap.Addr().Unmap()] {
+		return false
+	}
+	return s.cfg.Vouched == nil || s.cfg.Vouched(transport, src)
 }
 
 // IsNode reports whether u names another node (a Route or Record-Route
@@ -207,11 +221,11 @@ func (s *Set) IsNode(u sip.Uri) bool {
 }
 
 // Forwarded reports whether req is a request another node sends down one
-// of this node's flows: from a node's address, its top Route one of this
+// of this node's flows: from a node (Trusted), its top Route one of this
 // node's flow tokens. It is not authenticated again.
 func (s *Set) Forwarded(req *sip.Request) bool {
 	r := req.Route()
-	if r == nil || !s.Trusted(req.Source()) {
+	if r == nil || !s.Trusted(req.Transport(), req.Source()) {
 		return false
 	}
 	_, ok := s.Flow(r.Address)

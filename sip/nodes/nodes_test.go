@@ -319,6 +319,50 @@ func TestTrust(t *testing.T) {
 	}
 }
 
+// With TLS between the nodes, a node's address is trusted only on a
+// connection Config.Vouched vouches for (its certificate names the node):
+// the same request from the same address on a connection without one is
+// not a node's.
+func TestTrustOverTLS(t *testing.T) {
+	vouched := map[string]bool{"TLS 10.0.0.2:41000": true}
+	var asked []string
+	a := New(Config{ID: "a", Self: addr(t, "tls:10.0.0.1:5061"), Secret: secret,
+		Peers: []Address{addr(t, "tls:10.0.0.1:5061"), addr(t, "tls:10.0.0.2:5061")},
+		Vouched: func(transport, src string) bool {
+			asked = append(asked, transport+" "+src)
+			return vouched[transport+" "+src]
+		}})
+	tokA := NewTokens(secret).Mint("a", Flow{"TCP", "198.51.100.7:40112"})
+	for _, c := range []struct {
+		name, transport, src string
+		trust                bool
+		asked                bool // Vouched was asked
+	}{
+		{"node b, its certificate vouched for", "TLS", "10.0.0.2:41000", true, true},
+		{"node b's address, another connection without one", "TLS", "10.0.0.2:41001", false, true},
+		{"node b's address over TCP", "TCP", "10.0.0.2:41000", false, true},
+		{"node b's address over UDP", "UDP", "10.0.0.2:41000", false, true},
+		{"a phone's address is never asked about", "TLS", "198.51.100.7:40112", false, false},
+		{"our own address", "TLS", "10.0.0.1:5061", false, false},
+		{"not an address", "TLS", "node-b:5061", false, false},
+	} {
+		asked = nil
+		if got := a.Trusted(c.transport, c.src); got != c.trust {
+			t.Errorf("%s: Trusted %v, want %v", c.name, got, c.trust)
+		}
+		if (len(asked) > 0) != c.asked {
+			t.Errorf("%s: Vouched asked %v", c.name, asked)
+		}
+		r := sip.NewRequest(sip.INVITE, sip.Uri{Scheme: "sip", User: "bob", Host: "192.168.1.20"})
+		r.AppendHeader(&sip.RouteHeader{Address: sip.Uri{Scheme: "sip", User: tokA, Host: "10.0.0.1", Port: 5061, UriParams: sip.HeaderParams{{K: "lr", V: ""}}}})
+		r.SetSource(c.src)
+		r.SetTransport(c.transport)
+		if got := a.Forwarded(r); got != c.trust {
+			t.Errorf("%s: Forwarded %v, want %v", c.name, got, c.trust)
+		}
+	}
+}
+
 func TestParseAddress(t *testing.T) {
 	for s, ok := range map[string]bool{
 		"tcp:10.0.0.2:5060": true, "udp:[2001:db8::2]:5060": true, "TCP:10.0.0.2:5060": true,

@@ -22,8 +22,9 @@ type Nodes interface {
 	Flow(u sip.Uri) (nodes.Flow, bool)
 	// Open reports whether a flow of this node's is still open.
 	Open(f nodes.Flow) bool
-	// Trusted reports whether src ("ip:port") is another node's address.
-	Trusted(src string) bool
+	// Trusted reports whether a message from src ("ip:port") over
+	// transport came from another node.
+	Trusted(transport, src string) bool
 	// IsNode reports whether u names another node.
 	IsNode(u sip.Uri) bool
 }
@@ -48,10 +49,11 @@ func (p *Proxy) reach(ctx context.Context, b store.Binding) (t target, skip bool
 	return t, false, nil
 }
 
-// fromNode reports whether a message from src came from another node:
-// what it wrote for its own side (the NAT alias in a Contact) stays.
-func (p *Proxy) fromNode(src string) bool {
-	return p.cfg.Nodes != nil && p.cfg.Nodes.Trusted(src)
+// fromNode reports whether a message from src over transport came from
+// another node: what it wrote for its own side (the NAT alias in a
+// Contact) stays.
+func (p *Proxy) fromNode(transport, src string) bool {
+	return p.cfg.Nodes != nil && p.cfg.Nodes.Trusted(transport, src)
 }
 
 // towardNode reports whether req goes on along a Route to another node:
@@ -92,7 +94,7 @@ func (p *Proxy) edge(ctx context.Context, w chain.ResponseWriter, r *chain.Reque
 			return chain.Refuse(403, "Forbidden: Not The Dialog's Target")
 		}
 		t = target{uri: req.Recipient}
-	case p.fromNode(req.Source()):
+	case p.fromNode(req.Transport(), req.Source()):
 		if !req.IsAck() && !p.cfg.Nodes.Open(fl) { // an ACK gets no answer: edgeAck drops it
 			// The phone's connection closed: the calling node tries its
 			// other flows (RFC 5626 §5.3).

@@ -27,7 +27,7 @@ import (
 // markContact aliases a dialog's Contact with where its message came from
 // and seals the alias for the dialog callID.
 func (p *Proxy) markContact(c *sip.ContactHeader, src, transport, callID string) {
-	if p.fromNode(src) {
+	if p.fromNode(transport, src) {
 		return // the node it came through marked it, for the flow it holds
 	}
 	alias.Add(c, src, transport)

@@ -52,7 +52,10 @@ type Options struct {
 	TLS *tls.Config
 	// TLSClient is the TLS configuration for connections sori opens to
 	// dest (carriers' gateways); nil: none.
-	TLSClient  func(dest netip.AddrPort) *tls.Config
+	TLSClient func(dest netip.AddrPort) *tls.Config
+	// Vouch tells whether a TLS connection's peer certificate vouches for
+	// the peer at remote (transport.Options.Vouch); nil: none does.
+	Vouch      func(cs tls.ConnectionState, remote netip.AddrPort) bool
 	Log        *slog.Logger
 	Registerer prometheus.Registerer // nil: no metrics
 }
@@ -109,7 +112,7 @@ func New(o Options) (*Server, error) {
 	s.pool = gopool.New(poolKeep, poolMax, poolIdle)
 	s.tx = transaction.New((*transactionUser)(s), s.pool, o.Log.With("component", "transaction"))
 	s.tp = transport.New(transport.Options{
-		Listeners: o.Listeners, Handler: (*received)(s), Gate: o.Gate, TLS: o.TLS, TLSClient: o.TLSClient, Server: o.Product, RetryAfter: o.RetryAfter,
+		Listeners: o.Listeners, Handler: (*received)(s), Gate: o.Gate, TLS: o.TLS, TLSClient: o.TLSClient, Vouch: o.Vouch, Server: o.Product, RetryAfter: o.RetryAfter,
 		Log: o.Log.With("component", "transport"), Registerer: o.Registerer,
 	})
 	timerJ := o.TimerJ
@@ -313,6 +316,11 @@ func (s *Server) Write(req *sip.Request) error {
 // Open reports whether the flow from remote over transport is still open
 // (sip/transport).
 func (s *Server) Open(transport, remote string) bool { return s.tp.Open(transport, remote) }
+
+// Vouched reports whether the TLS connection a message from remote came
+// in on has a peer certificate Options.Vouch vouched for (and every other
+// open one from there): transport.Transport.Vouched.
+func (s *Server) Vouched(transport, remote string) bool { return s.tp.Vouched(transport, remote) }
 
 // Keepalive sends a double CRLF (RFC 5626 §3.5.1) to dest over UDP from
 // sori's socket: it refreshes a NAT's mapping towards sori, and nothing

@@ -39,6 +39,9 @@ type stream struct {
 	local     netip.AddrPort
 	// handshake, for a TLS connection sori accepted, runs first in serve.
 	handshake func() error
+	// vouched: Options.Vouch vouched for the peer's certificate; gone:
+	// closed, and counted so (both under t.mu; vouch.go).
+	vouched, gone bool
 
 	wmu sync.Mutex // one message at a time on the wire
 
@@ -61,14 +64,10 @@ func (t *Transport) accept(ln *net.TCPListener, transport string) {
 			continue
 		}
 		var conn net.Conn = c
-		var handshake func() error
+		var tc *tls.Conn
 		if transport == "TLS" {
-			tc := tls.Server(c, t.opts.TLS)
-			conn, handshake = tc, func() error {
-				ctx, cancel := context.WithTimeout(context.Background(), t.opts.StallTimeout)
-				defer cancel()
-				return tc.HandshakeContext(ctx)
-			}
+			tc = tls.Server(c, t.opts.TLS)
+			conn = tc
 		}
 		s, err := t.addStream(conn, c, transport)
 		if err != nil {
@@ -76,7 +75,17 @@ func (t *Transport) accept(ln *net.TCPListener, transport string) {
 			_ = c.Close()
 			continue
 		}
-		s.handshake = handshake
+		if tc != nil {
+			s.handshake = func() error {
+				ctx, cancel := context.WithTimeout(context.Background(), t.opts.StallTimeout)
+				defer cancel()
+				if err := tc.HandshakeContext(ctx); err != nil {
+					return err
+				}
+				t.vouchHandshake(s, tc.ConnectionState())
+				return nil
+			}
+		}
 		t.wg.Add(1)
 		go s.serve()
 	}
@@ -99,6 +108,7 @@ func (t *Transport) addStream(conn net.Conn, tcp *net.TCPConn, transport string)
 	}
 	t.nstreams++
 	t.conns.WithLabelValues(transport).Inc()
+	t.vouchOpened(s)
 	k := s.key()
 	if old := t.streams[k]; old == nil || old.isClosed() {
 		t.streams[k] = s
@@ -161,6 +171,9 @@ func (t *Transport) streamTo(ctx context.Context, transport string, ap netip.Add
 	if err != nil {
 		_ = c.Close()
 		return nil, err
+	}
+	if tlsc, ok := conn.(*tls.Conn); ok {
+		t.vouchHandshake(s, tlsc.ConnectionState()) // before anything is read from it
 	}
 	t.wg.Add(1)
 	go s.serve()
@@ -253,6 +266,9 @@ func (s *stream) consume(buf []byte, crlf *int) ([]byte, bool) {
 // shut closes the socket and forgets the connection (once, from lifetime).
 func (s *stream) shut() {
 	_ = s.c.Close()
+	s.t.mu.Lock()
+	s.t.vouchClosed(s)
+	s.t.mu.Unlock()
 	forget(s.t, s.t.streams, s.key(), s)
 }
 

@@ -94,6 +94,11 @@ type Options struct {
 	// gateway or another node: its CA, sori's client certificate); nil, or
 	// nil for dest: none is opened.
 	TLSClient func(dest netip.AddrPort) *tls.Config
+	// Vouch tells whether a TLS connection's peer certificate (a client's
+	// of a tls listener, or the server's of a connection sori dialled)
+	// vouches for the peer at remote; asked once per connection, after
+	// its handshake (vouch.go). Nil: Vouched is always false.
+	Vouch func(cs tls.ConnectionState, remote netip.AddrPort) bool
 	// Dial opens the stream connections sori needs to send requests on;
 	// nil: a net.Dialer. Tests hook it to see that nothing is dialled on
 	// a peer's say-so.
@@ -124,8 +129,9 @@ type Transport struct {
 	listeners []net.Listener
 	local     map[string]netip.AddrPort // transport -> first bound address
 	addrs     []string
-	streams   map[streamKey]*stream // by transport and remote address
-	ws        map[streamKey]*wsConn // WebSocket connections, the same way
+	streams   map[streamKey]*stream    // by transport and remote address
+	ws        map[streamKey]*wsConn    // WebSocket connections, the same way
+	vouches   map[streamKey]vouchCount // open TLS connections by far end (vouch.go)
 	nstreams  int
 	// httpServers serve the ws and wss listeners.
 	httpServers []*http.Server
@@ -158,6 +164,7 @@ func New(o Options) *Transport {
 		local:   map[string]netip.AddrPort{},
 		streams: map[streamKey]*stream{},
 		ws:      map[streamKey]*wsConn{},
+		vouches: map[streamKey]vouchCount{},
 		conns: prometheus.NewGaugeVec(prometheus.GaugeOpts{
 			Name: "sori_sip_connections",
 			Help: "Open SIP stream connections (accepted and dialled), by transport.",
