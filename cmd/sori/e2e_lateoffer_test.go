@@ -8,6 +8,7 @@ import (
 	"net/netip"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -228,4 +229,64 @@ func TestDelayedOfferNoAnchor(t *testing.T) {
 		t.Fatalf("bob got %s, want BYE", bye.Method)
 	}
 	bob.respond(bye, 200, "OK")
+}
+
+// A delayed-offer call is moved off a dead anchor as any other: sori
+// offers the survivor alice's SDP (her answer in the ACK) and re-INVITEs
+// bob, then alice, and RTP flows again both ways through the survivor.
+func TestDelayedOfferFailover(t *testing.T) {
+	anA := startAnchor(t, "-media-timeout", "0")
+	anB := startAnchor(t, "-media-timeout", "0")
+	n := startNode(t, nodeConfig{extra: fmt.Sprintf("media:\n  anchors: [%q, %q]\n  timeout: 300ms\n  ping_interval: 1s\n  failover_after: 1s\n", anA.ng, anB.ng)})
+	ma, mb := newMediaSocket(t), newMediaSocket(t)
+	alice, bob, _, _, res := lateCall(t, n, mb)
+	if res.StatusCode != 200 {
+		t.Fatalf("INVITE: %d", res.StatusCode)
+	}
+	alice.send(withSDP(alice.inDialog("ACK", 2, res), ma.sdp(1001)))
+	if ack := bob.readRequest(); ack.Method != sip.ACK {
+		t.Fatalf("bob got %s, want the ACK", ack.Method)
+	}
+	dead, survivor := anA, anB
+	if to := mediaTarget(t, res.Body()); anB.owns(to.Addr().String(), fmt.Sprint(to.Port())) {
+		dead, survivor = anB, anA
+	}
+	if err := dead.cmd.Process.Signal(syscall.SIGKILL); err != nil {
+		t.Fatal(err)
+	}
+	<-dead.exited
+
+	reinv := bob.readRequest()
+	if reinv.Method != sip.INVITE || reinv.From().Params.GetOr("tag", "") != res.From().Params.GetOr("tag", "") {
+		t.Fatalf("bob got, want sori's re-INVITE as alice:\n%s", reinv)
+	}
+	toAnchorB := mediaTarget(t, reinv.Body())
+	if !survivor.owns(toAnchorB.Addr().String(), fmt.Sprint(toAnchorB.Port())) {
+		t.Fatalf("bob is sent to %s, not the surviving anchor", toAnchorB)
+	}
+	bob.respondSDP(reinv, 200, "OK", mb.sdp(2002), "Contact: <sip:bob@"+bob.local+">")
+	if ack := bob.readRequest(); ack.Method != sip.ACK {
+		t.Fatalf("bob got %s, want sori's ACK", ack.Method)
+	}
+	reinvA := alice.readRequest()
+	if reinvA.Method != sip.INVITE || reinvA.From().Params.GetOr("tag", "") != res.To().Params.GetOr("tag", "") {
+		t.Fatalf("alice got, want sori's re-INVITE as bob:\n%s", reinvA)
+	}
+	toAnchorA := mediaTarget(t, reinvA.Body())
+	if !survivor.owns(toAnchorA.Addr().String(), fmt.Sprint(toAnchorA.Port())) {
+		t.Fatalf("alice is sent to %s, not the surviving anchor", toAnchorA)
+	}
+	alice.respondSDP(reinvA, 200, "OK", ma.sdp(1001), "Contact: <sip:alice@"+alice.local+">")
+	if ack := alice.readRequest(); ack.Method != sip.ACK {
+		t.Fatalf("alice got %s, want sori's ACK", ack.Method)
+	}
+	stream(t, ma, toAnchorA, mb, toAnchorB, 0xa1, 20)
+	stream(t, mb, toAnchorB, ma, toAnchorA, 0xb1, 20)
+
+	alice.send(alice.inDialog("BYE", 3, res))
+	bob.respond(bob.readRequest(), 200, "OK")
+	if r := alice.final(); r.StatusCode != 200 {
+		t.Fatalf("BYE: %d", r.StatusCode)
+	}
+	waitAnchorEmpty(t, survivor)
 }
