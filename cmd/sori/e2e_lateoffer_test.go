@@ -290,3 +290,56 @@ func TestDelayedOfferFailover(t *testing.T) {
 	}
 	waitAnchorEmpty(t, survivor)
 }
+
+// Bob's two phones ring in parallel and both answer with an offer: alice
+// gets the first 200 (one ng offer); the second phone's 200 is ended by
+// sori (ACK and BYE) and never reaches her, since the anchor holds one
+// offerer for her leg.
+func TestDelayedOfferForks(t *testing.T) {
+	an := startAnchor(t)
+	n := startNode(t, nodeConfig{extra: fmt.Sprintf("media:\n  anchors: [%q]\n  ping_interval: 1s\n", an.ng)})
+	alice, bob1, bob2 := newUA(t, n, "udp", "alice"), newUA(t, n, "udp", "bob"), newUA(t, n, "udp", "bob")
+	for i, b := range []*ua{bob1, bob2} {
+		if r := b.registerAuth("bob", "bob-secret", fmt.Sprintf("fork-reg-%d@test", i), 1, "Contact: <sip:bob@"+b.local+">"); r.StatusCode != 200 {
+			t.Fatalf("REGISTER: %d", r.StatusCode)
+		}
+	}
+	ma, mb1, mb2 := newMediaSocket(t), newMediaSocket(t), newMediaSocket(t)
+	alice.authenticated("INVITE", "sip:bob@sori.test")
+	inv1, inv2 := bob1.readRequest(), bob2.readRequest()
+	bob1.send(answer200(inv1, "bob-1", "<sip:bob@"+bob1.local+">", mb1.sdp(2001)))
+	res := alice.final()
+	if res.StatusCode != 200 || res.To().Params.GetOr("tag", "") != "bob-1" {
+		t.Fatalf("INVITE: %d from %s", res.StatusCode, res.To().Value())
+	}
+	bob2.send(answer200(inv2, "bob-2", "<sip:bob@"+bob2.local+">", mb2.sdp(2002)))
+	if ack := bob2.readRequest(); ack.Method != sip.ACK {
+		t.Fatalf("bob's second phone got %s, want sori's ACK", ack.Method)
+	}
+	bye := bob2.readRequest()
+	if bye.Method != sip.BYE {
+		t.Fatalf("bob's second phone got %s, want sori's BYE", bye.Method)
+	}
+	bob2.respond(bye, 200, "OK")
+
+	alice.send(withSDP(alice.inDialog("ACK", 2, res), ma.sdp(1001)))
+	ack := bob1.readRequest()
+	if ack.Method != sip.ACK {
+		t.Fatalf("bob got %s, want the ACK", ack.Method)
+	}
+	toA, toB := mediaTarget(t, res.Body()), mediaTarget(t, ack.Body())
+	stream(t, ma, toA, mb1, toB, 0xa11ce, 20)
+	stream(t, mb1, toB, ma, toA, 0xb0b, 20)
+
+	alice.send(alice.inDialog("BYE", 3, res))
+	bob1.respond(bob1.readRequest(), 200, "OK")
+	// Had the second 200 reached alice, it would come before this.
+	if r := alice.final(); r.StatusCode != 200 || r.CSeq().MethodName != sip.BYE {
+		t.Fatalf("alice got %d for %s, want 200 for her BYE", r.StatusCode, r.CSeq().MethodName)
+	}
+	waitAnchorEmpty(t, an)
+	_, metrics := httpGet(t, "http://"+n.http+"/metrics")
+	if want := `sori_media_commands_total{command="offer",outcome="ok"} 1`; !strings.Contains(metrics, want) {
+		t.Errorf("sori metrics lack %s", want)
+	}
+}
