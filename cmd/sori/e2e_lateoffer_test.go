@@ -343,3 +343,56 @@ func TestDelayedOfferForks(t *testing.T) {
 		t.Errorf("sori metrics lack %s", want)
 	}
 }
+
+// Alice cancels while bob rings; bob's 200 with its offer crosses the
+// CANCEL. Nothing reaches the anchor (no ng offer at all): sori ends
+// bob's 200 with ACK and BYE, and alice gets 487.
+func TestDelayedOfferCancelled(t *testing.T) {
+	an := startAnchor(t)
+	n := startNode(t, nodeConfig{extra: fmt.Sprintf("media:\n  anchors: [%q]\n  ping_interval: 1s\n", an.ng)})
+	alice, bob := newUA(t, n, "udp", "alice"), newUA(t, n, "udp", "bob")
+	if r := bob.registerAuth("bob", "bob-secret", "cancel-reg@test", 1, "Contact: <sip:bob@"+bob.local+">"); r.StatusCode != 200 {
+		t.Fatalf("REGISTER: %d", r.StatusCode)
+	}
+	invite := alice.call("sip:bob@sori.test")
+	inv := bob.readRequest()
+	bob.respond(inv, 180, "Ringing", "Contact: <sip:bob@"+bob.local+">")
+	for res := alice.read(); res.StatusCode != 180; res = alice.read() {
+		if res.StatusCode >= 200 {
+			t.Fatalf("INVITE: %d while bob rings", res.StatusCode)
+		}
+	}
+	alice.send(cancelOf(invite))
+	cancel := bob.readRequest()
+	if cancel.Method != sip.CANCEL {
+		t.Fatalf("bob got %s, want CANCEL", cancel.Method)
+	}
+	bob.respond(cancel, 200, "OK")
+	bob.send(answer200(inv, "bob-late", "<sip:bob@"+bob.local+">", newMediaSocket(t).sdp(2002)))
+	for _, want := range []sip.RequestMethod{sip.ACK, sip.BYE} {
+		req := bob.readRequest()
+		if req.Method != want {
+			t.Fatalf("bob got %s, want sori's %s", req.Method, want)
+		}
+		if want == sip.BYE {
+			bob.respond(req, 200, "OK")
+		}
+	}
+	var final *sip.Response
+	for final == nil {
+		if res := alice.read(); res.StatusCode >= 200 && res.CSeq().MethodName == sip.INVITE {
+			final = res
+		}
+	}
+	if final.StatusCode != 487 {
+		t.Fatalf("alice got %d, want 487", final.StatusCode)
+	}
+	alice.send(ackFor(invite, final))
+	_, metrics := httpGet(t, "http://"+n.http+"/metrics")
+	if strings.Contains(metrics, `sori_media_commands_total{command="offer"`) {
+		t.Errorf("sori sent an ng offer for a cancelled call")
+	}
+	if got := an.metric(t, "sori_anchor_calls"); got != "0" {
+		t.Errorf("anchor holds %q calls", got)
+	}
+}

@@ -70,14 +70,7 @@ func (f *fork) lateOffer(res *sip.Response) error {
 	}
 	tag := res.To().Params.GetOr("tag", "")
 	webrtc := anchoring.WebSocket(res.Transport())
-	body := f.noteAnswer(res) // the callee's offer, before the anchor rewrites it
-	if f.call != nil {
-		enc := anchoring.EncryptionOf(body)
-		if webrtc {
-			enc = anchoring.WebRTC
-		}
-		f.call.Offered(enc) // what a failover offers the callee again
-	}
+	body := sdpBody(res) // the offer as it came: SetBody does not write these bytes
 	sdp, err := c.OfferIn2xx(tag, f.in.From().Params.GetOr("tag", ""), f.in.CSeq().SeqNo, webrtc, func() (netip.AddrPort, []byte, error) {
 		ctx, cancel := context.WithTimeout(context.Background(), dialTimeout)
 		defer cancel()
@@ -100,6 +93,16 @@ func (f *fork) lateOffer(res *sip.Response) error {
 		return err
 	}
 	res.SetBody(sdp)
+	// Noted for a failover once it is the call's offer (not another
+	// fork's): the offerer's SDP, and what a new anchor offers it again.
+	c.SDP(tag, body)
+	if f.call != nil {
+		enc := anchoring.EncryptionOf(body)
+		if webrtc {
+			enc = anchoring.WebRTC
+		}
+		f.call.Offered(enc)
+	}
 	if a, ok := c.Anchor(); ok {
 		f.mu.Lock()
 		f.anchor, f.anchored = a, true
