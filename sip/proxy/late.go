@@ -26,8 +26,9 @@ import (
 const lateRetryAfter = "5"
 
 // senderEncryption is what a new call's caller is offered when its callee
-// makes the offer: WebRTC for a caller over WebSocket, else its own
-// user's or trunk's media.encryption ("": the callee's offer's profile).
+// makes the offer: WebRTC for a caller over WebSocket, else the
+// media.encryption of its own user or trunk, or the global one ("": the
+// callee's offer's profile).
 func (p *Proxy) senderEncryption(r *chain.Request) string {
 	if anchoring.WebSocket(r.Request.Transport()) {
 		return anchoring.WebRTC
