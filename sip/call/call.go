@@ -31,6 +31,10 @@ type Call struct {
 	moving      bool
 	pending     []byte
 	pendingFrom netip.AddrPort
+	// late: the SDP offer of a 2xx whose INVITE had none, until the ACK
+	// brings its answer; lateMu orders its anchor commands (late.go).
+	lateMu sync.Mutex
+	late   *lateOffer
 }
 
 // ID is the call's Call-ID.
@@ -288,6 +292,13 @@ func (c *Call) Bye(fromTag string) {
 // let go of it already and reports each side's quality): BYE to both sides.
 func (c *Call) MediaTimeout(media map[string]calls.MediaQuality) {
 	c.end(ending{disposition: calls.MediaTimeout, hangupBy: "media-timeout", media: media, bye: true})
+}
+
+// NoSDPAnswer ends an answered call whose caller's ACK brought no answer
+// to the SDP offer in the 2xx (RFC 3264 §4, RFC 3261 §13.2.2.4: the
+// session cannot be set up): its media is deleted, BYE to both sides.
+func (c *Call) NoSDPAnswer() {
+	c.end(ending{disposition: calls.NoSDPAnswer, hangupBy: "no-sdp-answer", deleteMedia: true, bye: true})
 }
 
 // expired: no end came before the expiry (a lost BYE, no media timeout).

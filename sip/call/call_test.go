@@ -108,6 +108,8 @@ func TestEveryEndingLeavesNothing(t *testing.T) {
 			tb.MediaTimeout(anchorAddr, c.ID(), map[string]calls.MediaQuality{"caller-tag": {Sent: 10, MOS: 3}})
 		}, calls.MediaTimeout, "media-timeout", 0, 2, true},
 		{"dialog timeout", func(_ *Table, c *Call) { answer(c) }, calls.Expired, "timeout", 1, 2, true},
+		{"ACK without the answer to the 2xx's offer", func(_ *Table, c *Call) { answer(c); c.NoSDPAnswer(); c.NoSDPAnswer() },
+			calls.NoSDPAnswer, "no-sdp-answer", 1, 2, true},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

@@ -101,6 +101,9 @@ const (
 	// ReanchorFailed: answered, its anchor died and the move to another
 	// failed (a phone refused the re-INVITE): sori sent BYE to both sides.
 	ReanchorFailed = "reanchor-failed"
+	// NoSDPAnswer: answered by a 2xx carrying the SDP offer of an INVITE
+	// without one, whose ACK brought no answer: sori sent BYE to both sides.
+	NoSDPAnswer = "no-sdp-answer"
 )
 
 // Disposition names the outcome of an unanswered call.

@@ -42,6 +42,10 @@ type fork struct {
 	// SDP answers coming back must too, on the same anchor.
 	anchored bool
 	anchor   netip.AddrPort
+	// late: an INVITE without SDP, whose 2xx brings the offer (late.go);
+	// lateEnc is what its sender is offered.
+	late    bool
+	lateEnc string
 	// cseq is the CSeq an in-dialog request goes on with (its own plus the
 	// dialog's offset after sori's re-INVITEs, sip/call cseq.go); its
 	// responses go back with its own. 0: unchanged.
@@ -256,7 +260,10 @@ func (f *fork) watch(b *branch) {
 	for {
 		select {
 		case res := <-b.tx.Responses():
-			f.answer(res)
+			if err := f.answer(res); err != nil {
+				f.endLateOffer(b, res, err)
+				return
+			}
 			f.onResponse(b, res)
 			if res.StatusCode >= 200 {
 				return
@@ -500,24 +507,32 @@ func (f *fork) relay(res *sip.Response) {
 }
 
 // answer anchors an SDP answer (a 18x or 2xx) before it is relayed; on
-// failure the answer goes up as it is and media flows end to end.
-func (f *fork) answer(res *sip.Response) {
+// failure the answer goes up as it is and media flows end to end. For an
+// INVITE without SDP it anchors the 2xx's offer instead (late.go); an
+// error: that 2xx must not go up.
+func (f *fork) answer(res *sip.Response) error {
+	if f.late {
+		return f.lateOffer(res)
+	}
 	if !f.anchored || res.StatusCode <= 100 || res.StatusCode >= 300 {
-		return
+		return nil
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), dialTimeout)
 	defer cancel()
 	body := f.noteAnswer(res) // before the anchor rewrites it
 	if err := f.p.cfg.Media.Answer(ctx, f.currentAnchor(), f.in, res); err != nil {
 		if f.reoffer(ctx, res, body, err) {
-			return
+			return nil
 		}
 		f.p.log.Warn("SDP answer not anchored", "call_id", res.CallID().Value(), "error", err)
 	}
+	return nil
 }
 
 func (f *fork) onRetransmission(res *sip.Response) {
-	f.answer(res)
+	if f.answer(res) != nil {
+		return // a 2xx sori ended (late.go)
+	}
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	if f.sent >= 200 && f.sent < 300 {

@@ -72,6 +72,14 @@ type Media interface {
 	Offer(ctx context.Context, req *sip.Request, on netip.AddrPort, encryption string) (netip.AddrPort, bool, error)
 	// Answer rewrites the SDP answer in res, a response to req, on anchor on.
 	Answer(ctx context.Context, on netip.AddrPort, req *sip.Request, res *sip.Response) error
+	// OfferInReply rewrites the SDP offer in res, a 2xx to req (an INVITE
+	// without SDP), on anchor on (zero: one is picked) and returns the
+	// anchor; false when res carries no SDP. encryption is what req's
+	// sender is offered.
+	OfferInReply(ctx context.Context, on netip.AddrPort, req *sip.Request, res *sip.Response, encryption string) (netip.AddrPort, bool, error)
+	// AnswerInAck rewrites the SDP answer in ack to such an offer, on
+	// anchor on; webrtc: the offerer is a browser. False: no SDP.
+	AnswerInAck(ctx context.Context, on netip.AddrPort, ack *sip.Request, webrtc bool) (bool, error)
 }
 
 // Originator sends the requests the proxy needs sent on its own behalf (sip/uac).
@@ -241,6 +249,9 @@ func (p *Proxy) initial(ctx context.Context, w chain.ResponseWriter, r *chain.Re
 			c.Failed(refused.Code, refused.Reason, false, 0)
 			return refused
 		}
+		if f.late {
+			f.lateEnc = p.senderEncryption(r)
+		}
 	}
 	f.run(ctx)
 	return chain.Done
@@ -280,6 +291,7 @@ func (p *Proxy) offer(ctx context.Context, req *sip.Request, f *fork, on netip.A
 		return chain.Unavailable("Media Relay Unavailable")
 	}
 	f.anchor, f.anchored = anchor, anchored
+	f.late = !anchored && req.IsInvite() // no SDP: the offer comes in the 2xx (late.go)
 	if anchored && f.call != nil {
 		f.call.Anchored(anchor)
 	}
@@ -499,6 +511,9 @@ func (p *Proxy) inDialog(ctx context.Context, w chain.ResponseWriter, r *chain.R
 		if refused := p.offer(ctx, req, f, on, enc); refused.Code != 0 {
 			return refused
 		}
+		if f.late {
+			f.lateEnc = reSenderEncryption(c, req)
+		}
 	}
 	if req.Method == sip.BYE && c != nil {
 		// The call ends now: its media is deleted while the BYE is on its
@@ -529,13 +544,25 @@ func (p *Proxy) forwardAck(ctx context.Context, req *sip.Request, routed bool) {
 		p.log.Debug("ACK not relayed", "call_id", req.CallID().Value(), "error", err)
 		return
 	}
+	noAnswer := false
 	if c != nil {
 		if n := c.CSeqFor(req.From().Params.GetOr("tag", ""), req.CSeq().SeqNo); n != req.CSeq().SeqNo {
 			setCSeq(out, n) // its INVITE's, as it was sent on
 		}
+		noAnswer = p.cfg.Media != nil && !p.lateAck(c, out, req.CSeq().SeqNo)
 	}
 	if err := p.cfg.Sender.Write(out); err != nil {
 		p.log.Debug("ACK not relayed", "call_id", req.CallID().Value(), "error", err)
+		if !noAnswer {
+			return
+		}
+	}
+	if noAnswer {
+		// The 2xx's offer has no answer: the session cannot be set up
+		// (RFC 3264 §4). The ACK went on (the callee stops sending its
+		// 2xx); sori ends the call, BYE both ways, media deleted.
+		p.log.Info("ACK without the SDP answer to the 2xx's offer: call ended", "call_id", callID)
+		c.NoSDPAnswer()
 		return
 	}
 	if c != nil {

@@ -1,0 +1,114 @@
+package call
+
+import (
+	"errors"
+	"net/netip"
+)
+
+// A delayed offer (RFC 3261 §13.2.1): an INVITE, initial or re-INVITE,
+// without SDP gets the offer in its 2xx and the answer in the ACK. The
+// Call keeps that offer between the two: the side that made it, the
+// INVITE it answers (its sender's CSeq), the anchor's SDP the INVITE's
+// sender got (a retransmitted 2xx gets it again, no new ng offer), and
+// once the ACK has come, the anchor's SDP the offerer got for it.
+type lateOffer struct {
+	tag    string // the offerer's (the 2xx's To tag)
+	sender string // the INVITE's sender's (its From tag)
+	cseq   uint32 // the INVITE's, as its sender numbered it
+	anchor netip.AddrPort
+	sdp    []byte // the anchor's rewrite of the offer (nil: it failed)
+	err    error  // why the anchor did not take it
+	webrtc bool   // the offerer is a browser: the answer it gets has ICE
+	ack    []byte // the anchor's rewrite of the answer, once the ACK came
+	acked  bool
+}
+
+// ErrOtherFork: a 2xx with an SDP offer from another branch than the one
+// whose offer the call took (a fork): the anchor holds one offerer.
+var ErrOtherFork = errors.New("call: a 2xx offer from another fork")
+
+// OfferIn2xx has the SDP offer of the 2xx from the side tag, to the
+// INVITE whose sender (its From tag) numbered it cseq, taken by do (the ng offer) once:
+// a retransmission of that 2xx gets the same SDP (or error) without
+// calling do again. The anchor do returns is the call's from then on.
+// An offer from another tag for the same INVITE gets ErrOtherFork.
+func (c *Call) OfferIn2xx(tag, sender string, cseq uint32, webrtc bool, do func() (netip.AddrPort, []byte, error)) ([]byte, error) {
+	c.lateMu.Lock()
+	defer c.lateMu.Unlock()
+	c.mu.Lock()
+	lo := c.late
+	c.mu.Unlock()
+	if lo.is(sender, cseq) {
+		if lo.tag != tag {
+			return nil, ErrOtherFork
+		}
+		return lo.sdp, lo.err
+	}
+	a, sdp, err := do()
+	lo = &lateOffer{tag: tag, sender: sender, cseq: cseq, anchor: a, sdp: sdp, err: err, webrtc: webrtc}
+	c.mu.Lock()
+	c.late = lo
+	c.mu.Unlock()
+	if err == nil && a.IsValid() {
+		c.Anchored(a)
+	}
+	return sdp, err
+}
+
+// is: lo is the offer in the 2xx to the INVITE cseq of sender.
+func (lo *lateOffer) is(sender string, cseq uint32) bool {
+	return lo != nil && lo.sender == sender && lo.cseq == cseq
+}
+
+// LateAck is what an ACK (From tag sender) of the sender's INVITE cseq needs: pending is
+// false when that INVITE's 2xx carried no offer the anchor took (the ACK
+// goes on as it is). Otherwise the ACK's SDP answer goes to anchor on,
+// webrtc telling whether the offerer is a browser.
+func (c *Call) LateAck(sender string, cseq uint32) (on netip.AddrPort, webrtc, pending bool) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	lo := c.late
+	if !lo.is(sender, cseq) || lo.sdp == nil {
+		return netip.AddrPort{}, false, false
+	}
+	return lo.anchor, lo.webrtc, true
+}
+
+// AnswerInAck has the SDP answer of the ACK of the sender's INVITE cseq
+// taken by do (the ng answer) once; a retransmitted ACK gets the same
+// SDP. acked false: no delayed offer waits for this ACK.
+func (c *Call) AnswerInAck(sender string, cseq uint32, do func() ([]byte, error)) (sdp []byte, acked bool, err error) {
+	c.lateMu.Lock()
+	defer c.lateMu.Unlock()
+	c.mu.Lock()
+	lo := c.late
+	c.mu.Unlock()
+	if !lo.is(sender, cseq) || lo.sdp == nil {
+		return nil, false, nil
+	}
+	if lo.acked {
+		return lo.ack, true, nil
+	}
+	sdp, err = do()
+	if err != nil {
+		return nil, true, err
+	}
+	c.mu.Lock()
+	lo.ack, lo.acked = sdp, true
+	c.mu.Unlock()
+	return sdp, true, nil
+}
+
+// LastSDP is the last SDP the side with tag sent (nil: none noted).
+func (c *Call) LastSDP(tag string) []byte {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	s := c.st.Callee.SDP
+	if tag == c.st.Caller.Tag {
+		s = c.st.Caller.SDP
+	}
+	if s == "" {
+		return nil
+	}
+	return []byte(s)
+}
