@@ -3,7 +3,7 @@ package redisweather
 import (
 	"context"
 	"fmt"
-	"strings"
+	"slices"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -11,6 +11,7 @@ import (
 	"github.com/redis/go-redis/v9"
 
 	"github.com/sori-voice/sori/registrar/store/redisstore/redistest"
+	"github.com/sori-voice/sori/sip/calls"
 	"github.com/sori-voice/sori/sip/weather"
 	"github.com/sori-voice/sori/sip/weather/memweather"
 	"github.com/sori-voice/sori/sip/weather/weathertest"
@@ -25,15 +26,69 @@ func client(t *testing.T, addr string) *redis.Client {
 	return c
 }
 
+// flushing is a Buffer over a Store that flushes after every few adds, so
+// queries see cells partly in Redis, partly held.
+type flushing struct {
+	*weather.Buffer
+	every int64
+	n     atomic.Int64
+}
+
+func (f *flushing) Add(ctx context.Context, r calls.Record) error {
+	if err := f.Buffer.Add(ctx, r); err != nil {
+		return err
+	}
+	if f.n.Add(1)%f.every == 0 {
+		return f.Flush(ctx)
+	}
+	return nil
+}
+
+// backends are the ways a node uses a Store: direct (every record
+// written), buffered and flushed every 3 records, buffered and never
+// flushed before a query (it reads Redis and the cells held).
+func backends(rdb redis.UniversalClient) map[string]weathertest.Open {
+	var n atomic.Int64
+	open := func(now func() time.Time, retention time.Duration) *Store {
+		return New(rdb, Options{Prefix: fmt.Sprintf("t%d:", n.Add(1)), Now: now, Retention: retention})
+	}
+	return map[string]weathertest.Open{
+		"direct": func(t *testing.T, now func() time.Time, retention time.Duration) weather.Aggregator {
+			return open(now, retention)
+		},
+		"flushed": func(t *testing.T, now func() time.Time, retention time.Duration) weather.Aggregator {
+			b := weather.NewBuffer(weather.BufferOptions{Store: open(now, retention), Now: now, Retention: retention})
+			return &flushing{Buffer: b, every: 3}
+		},
+		"held": func(t *testing.T, now func() time.Time, retention time.Duration) weather.Aggregator {
+			return weather.NewBuffer(weather.BufferOptions{Store: open(now, retention), Now: now, Retention: retention})
+		},
+	}
+}
+
 // TestContract runs the contract against a real redis-server; each case
 // gets its own key prefix, an empty data set.
 func TestContract(t *testing.T) {
 	srv := redistest.Start(t)
 	rdb := client(t, srv.Addr)
-	var n atomic.Int64
-	weathertest.Run(t, func(t *testing.T, now func() time.Time, retention time.Duration) weather.Aggregator {
-		return New(rdb, Options{Prefix: fmt.Sprintf("t%d:", n.Add(1)), Now: now, Retention: retention})
-	})
+	for name, open := range backends(rdb) {
+		t.Run(name, func(t *testing.T) { weathertest.Run(t, open) })
+	}
+}
+
+// TestClusterContract: the same on a real 3-master Redis Cluster.
+func TestClusterContract(t *testing.T) {
+	cc := cluster(t)
+	for name, open := range backends(cc) {
+		t.Run(name, func(t *testing.T) { weathertest.Run(t, open) })
+	}
+}
+
+func cluster(t *testing.T) *redis.ClusterClient {
+	addrs := redistest.StartCluster(t, 3)
+	cc := redis.NewClusterClient(&redis.ClusterOptions{Addrs: addrs})
+	t.Cleanup(func() { cc.Close() })
+	return cc
 }
 
 // TestSameAsMemory: Redis and memory answer every grouping and metric
@@ -46,29 +101,66 @@ func TestSameAsMemory(t *testing.T) {
 	weathertest.Same(t, memweather.New(memweather.Options{Now: now}), New(client(t, srv.Addr), Options{Now: now}), recs, base, base.Add(6*time.Hour))
 }
 
-// TestCluster: on Redis Cluster each record is one transaction in its
-// hour's slot, and a query reads hours spread over the masters.
+// TestCluster: on Redis Cluster a buffered node's flushed cells answer as
+// memory does; one hour's cells spread over the masters, each with its
+// shard's index in its slot.
 func TestCluster(t *testing.T) {
-	addrs := redistest.StartCluster(t, 3)
-	cc := redis.NewClusterClient(&redis.ClusterOptions{Addrs: addrs})
-	t.Cleanup(func() { cc.Close() })
+	cc := cluster(t)
 	base := weathertest.Base()
 	now := func() time.Time { return base.Add(6 * time.Hour) }
 	recs := weathertest.Records(8, 300, base)
 	s := New(cc, Options{Now: now})
-	weathertest.Same(t, memweather.New(memweather.Options{Now: now}), s, recs, base, base.Add(6*time.Hour))
-	// Each hour's keys share one slot (the {HOUR} tag).
-	for h := base; h.Before(base.Add(6 * time.Hour)); h = h.Add(time.Hour) {
-		ids, err := cc.SMembers(ctx, s.IndexKey(h)).Result()
-		if err != nil || len(ids) == 0 {
-			t.Fatalf("%v: %v %v", h, ids, err)
+	b := weather.NewBuffer(weather.BufferOptions{Store: s, Now: now})
+	for _, r := range recs {
+		if err := b.Add(ctx, r); err != nil {
+			t.Fatal(err)
 		}
-		want := cc.ClusterKeySlot(ctx, s.IndexKey(h)).Val()
-		for _, id := range ids {
-			if slot := cc.ClusterKeySlot(ctx, s.CellKey(h, id)).Val(); slot != want {
-				t.Fatalf("%s in slot %d, its index in %d", s.CellKey(h, id), slot, want)
+	}
+	if err := b.Flush(ctx); err != nil || b.Held() != 0 {
+		t.Fatalf("flush: %v, %d held", err, b.Held())
+	}
+	m := memweather.New(memweather.Options{Now: now})
+	for _, r := range recs {
+		if err := m.Add(ctx, r); err != nil {
+			t.Fatal(err)
+		}
+	}
+	weathertest.Same(t, m, s, nil, base, base.Add(6*time.Hour))
+	masters := map[string]bool{}
+	for h := base; h.Before(base.Add(6 * time.Hour)); h = h.Add(time.Hour) {
+		cells := 0
+		for shard := range Shards {
+			ids, err := cc.SMembers(ctx, s.IndexKey(h, shard)).Result()
+			if err != nil {
+				t.Fatal(err)
+			}
+			cells += len(ids)
+			want := cc.ClusterKeySlot(ctx, s.IndexKey(h, shard)).Val()
+			for _, id := range ids {
+				if Shard(id) != shard {
+					t.Fatalf("%s in shard %d's index", id, shard)
+				}
+				if slot := cc.ClusterKeySlot(ctx, s.CellKey(h, id)).Val(); slot != want {
+					t.Fatalf("%s in slot %d, its index in %d", s.CellKey(h, id), slot, want)
+				}
+			}
+			if len(ids) > 0 {
+				if err := cc.ForEachMaster(ctx, func(ctx context.Context, m *redis.Client) error {
+					if n, _ := m.Exists(ctx, s.IndexKey(h, shard)).Result(); n == 1 {
+						masters[m.Options().Addr] = true
+					}
+					return nil
+				}); err != nil {
+					t.Fatal(err)
+				}
 			}
 		}
+		if cells == 0 {
+			t.Fatalf("%v: no cells", h)
+		}
+	}
+	if len(masters) != 3 {
+		t.Fatalf("the cells are on %d masters, want all 3", len(masters))
 	}
 	if err := s.Clear(ctx); err != nil {
 		t.Fatal(err)
@@ -90,16 +182,26 @@ func TestKeyLayout(t *testing.T) {
 		t.Fatal(err)
 	}
 	tag := hour.Format("2006010215")
-	idx := "sori:wx:{" + tag + "}:cells"
-	ids, err := rdb.SMembers(ctx, idx).Result()
-	if err != nil {
-		t.Fatal(err)
+	total, plan := "carrier%20a%2Fb/lte/uplink/", "carrier%20a%2Fb/lte/uplink/plan=lte-62"
+	// FNV-1a of the ids, modulo 16.
+	if Shard(total) != 9 || Shard(plan) != 15 {
+		t.Fatalf("shards %d %d", Shard(total), Shard(plan))
 	}
-	want := map[string]bool{"carrier%20a%2Fb/lte/uplink/": true, "carrier%20a%2Fb/lte/uplink/plan=lte-62": true}
-	if len(ids) != 2 || !want[ids[0]] || !want[ids[1]] {
-		t.Fatalf("cells %v", ids)
+	want := []string{
+		"sori:wx:{" + tag + ":9}:cells", "sori:wx:{" + tag + ":9}:c:" + total,
+		"sori:wx:{" + tag + ":15}:cells", "sori:wx:{" + tag + ":15}:c:" + plan,
 	}
-	h, err := rdb.HGetAll(ctx, "sori:wx:{"+tag+"}:c:carrier%20a%2Fb/lte/uplink/").Result()
+	keys := rdb.Keys(ctx, "*").Val()
+	slices.Sort(keys)
+	if w := slices.Sorted(slices.Values(want)); !slices.Equal(keys, w) {
+		t.Fatalf("keys %v, want %v", keys, w)
+	}
+	for i, id := range []string{total, plan} {
+		if ids := rdb.SMembers(ctx, want[2*i]).Val(); !slices.Equal(ids, []string{id}) {
+			t.Fatalf("%s: %v", want[2*i], ids)
+		}
+	}
+	h, err := rdb.HGetAll(ctx, want[1]).Result()
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -109,7 +211,7 @@ func TestKeyLayout(t *testing.T) {
 		t.Fatalf("fields %v, want %v", h, wantFields)
 	}
 	wantExp := hour.Add(time.Hour + 72*time.Hour)
-	for _, k := range []string{idx, "sori:wx:{" + tag + "}:c:carrier%20a%2Fb/lte/uplink/plan=lte-62"} {
+	for _, k := range want {
 		ms, err := rdb.PExpireTime(ctx, k).Result()
 		if err != nil {
 			t.Fatal(err)
@@ -118,18 +220,77 @@ func TestKeyLayout(t *testing.T) {
 			t.Fatalf("%s expires at %v, want %v", k, got, wantExp)
 		}
 	}
-	for _, k := range rdb.Keys(ctx, "*").Val() {
-		if !strings.HasPrefix(k, "sori:wx:{"+tag+"}:") {
-			t.Fatalf("unexpected key %s", k)
-		}
-	}
 	// A record older than the retention writes nothing.
 	if err := s.Add(ctx, weathertest.Record("k2", hour.Add(-80*time.Hour), side, nil)); err != nil {
 		t.Fatal(err)
 	}
-	if n := len(rdb.Keys(ctx, "*").Val()); n != 3 {
+	if n := len(rdb.Keys(ctx, "*").Val()); n != 4 {
 		t.Fatalf("%d keys after an old record", n)
 	}
+}
+
+// TestLegacyKeys: the hours written before the shards (one {HOUR} tag) are
+// read with the new ones and cleared with them.
+func TestLegacyKeys(t *testing.T) {
+	srv := redistest.Start(t)
+	rdb := client(t, srv.Addr)
+	hour := time.Now().UTC().Truncate(time.Hour).Add(-2 * time.Hour)
+	s := New(rdb, Options{})
+	side := weathertest.Side("carrier-a", "lte", 1000, 20, 12, 4.1, nil)
+	tag := hour.Format("2006010215")
+	id := "carrier-a/lte/uplink/"
+	rdb.SAdd(ctx, "sori:wx:{"+tag+"}:cells", id)
+	rdb.HSet(ctx, "sori:wx:{"+tag+"}:c:"+id, "calls", 2, "exp", 500, "lost", 5)
+	if err := s.Add(ctx, weathertest.Record("new", hour, side, nil)); err != nil {
+		t.Fatal(err)
+	}
+	rows, err := s.Query(ctx, weather.Query{From: hour, To: hour.Add(time.Hour)})
+	if err != nil || len(rows) != 1 || rows[0].Calls != 3 || rows[0].Expected != 1500 || rows[0].Lost != 25 {
+		t.Fatalf("rows %+v, %v", rows, err)
+	}
+	if err := s.Clear(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if keys := rdb.Keys(ctx, "*").Val(); len(keys) != 0 {
+		t.Fatalf("left after clear: %v", keys)
+	}
+}
+
+// TestAddCellsFailure: a write to a dead server returns every counter as
+// unwritten, and a Buffer keeps them for the server's return.
+func TestAddCellsFailure(t *testing.T) {
+	srv := redistest.Start(t)
+	rdb := redis.NewClient(&redis.Options{Addr: srv.Addr, MaxRetries: -1, DialTimeout: 200 * time.Millisecond})
+	t.Cleanup(func() { rdb.Close() })
+	base := weathertest.Base()
+	now := func() time.Time { return base.Add(6 * time.Hour) }
+	s := New(rdb, Options{Now: now})
+	b := weather.NewBuffer(weather.BufferOptions{Store: s, Now: now})
+	recs := weathertest.Records(9, 200, base)
+	for _, r := range recs {
+		if err := b.Add(ctx, r); err != nil {
+			t.Fatal(err)
+		}
+	}
+	held := b.Held()
+	srv.Stop()
+	if err := b.Flush(ctx); err == nil {
+		t.Fatal("a flush to a dead server succeeded")
+	}
+	if b.Held() != held {
+		t.Fatalf("%d cells held after the failure, %d before", b.Held(), held)
+	}
+	srv.Restart()
+	if err := b.Flush(ctx); err != nil || b.Held() != 0 {
+		t.Fatalf("flush after the restart: %v, %d held", err, b.Held())
+	}
+	m := memweather.New(memweather.Options{Now: now})
+	for _, r := range recs {
+		if err := m.Add(ctx, r); err != nil {
+			t.Fatal(err)
+		}
+	}
+	weathertest.Same(t, m, s, nil, base, base.Add(6*time.Hour))
 }
 
 // TestRedisDown: a dead server is an error, not an empty answer.
