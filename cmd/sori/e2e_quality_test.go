@@ -347,7 +347,7 @@ func checkRowAgainstHand(t *testing.T, what string, row apiRow, h *qualityCounts
 
 func qualityNode(t *testing.T, an *anchorProc, store, cdr string, users []qualityUser, minCalls int) *node {
 	t.Helper()
-	return startNode(t, nodeConfig{store: store, extra: fmt.Sprintf("media:\n  anchors: [%q]\ncdr:\n  file: %s\nquality:\n  min_calls: %d\n  public: true\n", an.ng, cdr, minCalls) +
+	return startNode(t, nodeConfig{store: store, extra: fmt.Sprintf("media:\n  anchors: [%q]\ncdr:\n  file: %s\nquality:\n  min_calls: %d\n  public: true\n  flush_every: 200ms\n", an.ng, cdr, minCalls) +
 		qualityNetworks + qualityUsersYAML(users)})
 }
 
@@ -643,16 +643,22 @@ func TestQualityMapTwoNodesShareRedis(t *testing.T) {
 	recs := append(waitRecords(t, cdr1, per, "node 1", answered), waitRecords(t, cdr2, per, "node 2", answered)...)
 	hand := handCells(recs, false)
 
-	// The records go to Redis from a queue: wait until both nodes' calls are in.
+	// Each node adds its cells to Redis at its flush (every 200 ms here):
+	// wait until both nodes' calls are in.
 	var rows1, rows2 []apiRow
 	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(100 * time.Millisecond) {
 		rows1 = qualityAPI(t, "http://"+n1.http, "/api/quality?from=-2h&by=network,hop,access")
 		rows2 = qualityAPI(t, "http://"+n2.http, "/api/quality?from=-2h&by=network,hop,access")
-		calls := int64(0)
+		// Each node counts its own calls at once, the other's after its
+		// flush: both answers must be complete.
+		calls1, calls2 := int64(0), int64(0)
 		for _, r := range rows1 {
-			calls += r.Calls
+			calls1 += r.Calls
 		}
-		if calls >= int64(4*2*per) || time.Now().After(deadline) {
+		for _, r := range rows2 {
+			calls2 += r.Calls
+		}
+		if min(calls1, calls2) >= int64(4*2*per) || time.Now().After(deadline) {
 			break
 		}
 	}

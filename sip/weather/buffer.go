@@ -158,18 +158,21 @@ func (b *Buffer) Flush(ctx context.Context) error {
 	return err
 }
 
-// Run flushes at every tick until ctx ends, then once more, within
-// finalTimeout, and returns: a clean stop loses no record added before
-// ctx ended.
-func (b *Buffer) Run(ctx context.Context, ticks <-chan time.Time, finalTimeout time.Duration) {
+// Run flushes at every tick until ctx ends, then once more and returns:
+// a clean stop loses no record added before ctx ended. Each flush has
+// timeout to finish.
+func (b *Buffer) Run(ctx context.Context, ticks <-chan time.Time, timeout time.Duration) {
+	flush := func() {
+		fctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), timeout)
+		_ = b.Flush(fctx)
+		cancel()
+	}
 	for {
 		select {
 		case <-ticks:
-			_ = b.Flush(ctx)
+			flush()
 		case <-ctx.Done():
-			fctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), finalTimeout)
-			_ = b.Flush(fctx)
-			cancel()
+			flush()
 			return
 		}
 	}
