@@ -4,6 +4,8 @@ import (
 	"context"
 	"fmt"
 	"slices"
+	"strconv"
+	"strings"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -335,5 +337,92 @@ func TestCounterFields(t *testing.T) {
 	cell := weather.Cell{Network: "x/y z", Access: "nr", Hop: weather.Downlink, Tag: "plan=a/b%c"}
 	if got, err := parseID(time.Time{}, CellID(cell)); err != nil || got != cell {
 		t.Fatalf("id round trip %+v %v", got, err)
+	}
+}
+
+// commands is the commands the server ran since the last reset (INFO
+// commandstats), by name, and the µs it spent executing them; INFO and
+// CONFIG themselves left out.
+func commands(t *testing.T, rdb *redis.Client) (total int64, by map[string]int64, usec int64) {
+	t.Helper()
+	info, err := rdb.Info(ctx, "commandstats").Result()
+	if err != nil {
+		t.Fatal(err)
+	}
+	by = map[string]int64{}
+	for line := range strings.Lines(info) {
+		name, rest, ok := strings.Cut(strings.TrimSpace(line), ":calls=")
+		if !ok {
+			continue
+		}
+		name = strings.TrimPrefix(name, "cmdstat_")
+		if name == "info" || strings.HasPrefix(name, "config") {
+			continue
+		}
+		calls, rest, _ := strings.Cut(rest, ",usec=")
+		us, _, _ := strings.Cut(rest, ",")
+		n, err := strconv.ParseInt(calls, 10, 64)
+		if err != nil {
+			t.Fatal(err)
+		}
+		u, err := strconv.ParseInt(us, 10, 64)
+		if err != nil {
+			t.Fatal(err)
+		}
+		by[name] += n
+		total += n
+		usec += u
+	}
+	return total, by, usec
+}
+
+// TestCommandsPerCall measures the Redis commands per call: written
+// record by record (what every call cost before the Buffer) and flushed
+// after every 10, 100, 1000 and 10000 calls of one hour (a node's calls in one
+// flush_every). go test -run CommandsPerCall -v ./sip/weather/redisweather/
+func TestCommandsPerCall(t *testing.T) {
+	srv := redistest.Start(t)
+	rdb := client(t, srv.Addr)
+	base := weathertest.Base()
+	now := func() time.Time { return base.Add(2 * time.Hour) }
+	const n = 10000
+	recs := weathertest.Records(11, n, base)
+	for i := range recs {
+		at := base.Add(time.Duration(i%3600) * time.Second) // one hour
+		recs[i].Answer = &at
+	}
+	measure := func(name string, perFlush int) float64 {
+		t.Helper()
+		if err := rdb.FlushAll(ctx).Err(); err != nil {
+			t.Fatal(err)
+		}
+		if err := rdb.ConfigResetStat(ctx).Err(); err != nil {
+			t.Fatal(err)
+		}
+		s := New(rdb, Options{Now: now})
+		b := weather.NewBuffer(weather.BufferOptions{Store: s, Now: now})
+		for i, r := range recs {
+			var err error
+			if perFlush == 0 {
+				err = s.Add(ctx, r)
+			} else if err = b.Add(ctx, r); err == nil && (i+1)%perFlush == 0 {
+				err = b.Flush(ctx)
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+		}
+		total, by, usec := commands(t, rdb)
+		per := float64(total) / n
+		t.Logf("%s: %d commands for %d calls, %.2f per call, %.1f µs executing per call %v", name, total, n, per, float64(usec)/n, by)
+		return per
+	}
+	direct := measure("every record written (Store.Add)", 0)
+	f10 := measure("flushed every 10 calls", 10)
+	f100 := measure("flushed every 100 calls", 100)
+	f1000 := measure("flushed every 1000 calls", 1000)
+	f10000 := measure("flushed every 10000 calls", 10000)
+	if direct < 20 || !(f10 < direct && f100 < f10 && f1000 < f100 && f10000 < f1000) || f1000 > 10 || f10000 > 1 {
+		t.Fatalf("per call: direct %.2f, flushed every 10/100/1000/10000 calls %.2f %.2f %.2f %.2f", direct, f10, f100, f1000, f10000)
 	}
 }
