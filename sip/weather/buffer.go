@@ -35,7 +35,7 @@ type BufferOptions struct {
 	// Retention: records of older hours are ignored and cells of hours
 	// that become older are not written. 0 is DefaultRetention.
 	Retention time.Duration
-	// MaxCells bounds the cells held (about 600 bytes each). A record that
+	// MaxCells bounds the cells held (about 700 bytes each). A record that
 	// would add a cell past it is dropped whole; the cells held still take
 	// records. 0 is DefaultMaxCells.
 	MaxCells int
