@@ -29,6 +29,10 @@ const DefaultFlushEvery = 5 * time.Second
 // DefaultMaxCells bounds the cells a Buffer holds unless configured.
 const DefaultMaxCells = 100_000
 
+// DefaultBatch is the cells a Buffer gives its store at once unless
+// configured: a flush in steady state is one batch.
+const DefaultBatch = 2000
+
 // BufferOptions configure a Buffer.
 type BufferOptions struct {
 	Store CellStore
@@ -39,7 +43,10 @@ type BufferOptions struct {
 	// would add a cell past it is dropped whole; the cells held still take
 	// records. 0 is DefaultMaxCells.
 	MaxCells int
-	Now      func() time.Time // default time.Now
+	// Batch bounds the cells of one AddCells: a flush of more (after a
+	// long outage) is several, in turn. 0 is DefaultBatch.
+	Batch int
+	Now   func() time.Time // default time.Now
 	// Dropped is called with each record dropped at MaxCells.
 	Dropped func(r calls.Record)
 	// Flushed is called after each flush with its error (nil when it
@@ -68,6 +75,9 @@ func NewBuffer(o BufferOptions) *Buffer {
 	}
 	if o.MaxCells <= 0 {
 		o.MaxCells = DefaultMaxCells
+	}
+	if o.Batch <= 0 {
+		o.Batch = DefaultBatch
 	}
 	if o.Now == nil {
 		o.Now = time.Now
@@ -124,10 +134,10 @@ func (b *Buffer) Held() int {
 	return len(b.pending)
 }
 
-// Flush adds the cells held to the store in one AddCells and forgets
-// them; what the store did not take is merged back (with what came in
-// meanwhile) for the next flush. Cells of hours past the retention are
-// dropped.
+// Flush adds the cells held to the store, in one AddCells per Batch
+// cells, and forgets them; what the store did not take, and the batches
+// after a failed one, are merged back (with what came in meanwhile) for
+// the next flush. Cells of hours past the retention are dropped.
 func (b *Buffer) Flush(ctx context.Context) error {
 	b.flushMu.Lock()
 	defer b.flushMu.Unlock()
@@ -145,7 +155,14 @@ func (b *Buffer) Flush(ctx context.Context) error {
 			}
 		}
 		var unwritten []Observation
-		unwritten, err = b.o.Store.AddCells(ctx, obs)
+		for start := 0; start < len(obs); start += b.o.Batch {
+			end := min(start+b.o.Batch, len(obs))
+			unwritten, err = b.o.Store.AddCells(ctx, obs[start:end])
+			if err != nil {
+				unwritten = append(unwritten, obs[end:]...)
+				break
+			}
+		}
 		if len(unwritten) > 0 {
 			b.mu.Lock()
 			b.merge(unwritten) // accepted records: past MaxCells too

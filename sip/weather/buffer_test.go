@@ -3,7 +3,9 @@ package weather_test
 import (
 	"context"
 	"errors"
+	"fmt"
 	"reflect"
+	"slices"
 	"sync"
 	"testing"
 	"time"
@@ -19,8 +21,10 @@ import (
 type fakeStore struct {
 	mu       sync.Mutex
 	cells    map[weather.Cell]weather.Counters
-	writes   int // AddCells calls
+	writes   int   // AddCells calls
+	sizes    []int // their observations
 	down     bool
+	downAt   int // AddCells fails from this call on (0: never)
 	failCell func(weather.Cell) bool
 }
 
@@ -32,7 +36,8 @@ func (f *fakeStore) AddCells(_ context.Context, obs []weather.Observation) ([]we
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	f.writes++
-	if f.down {
+	f.sizes = append(f.sizes, len(obs))
+	if f.down || (f.downAt > 0 && f.writes >= f.downAt) {
 		return obs, errDown
 	}
 	var unwritten []weather.Observation
@@ -251,6 +256,25 @@ func TestBuffer(t *testing.T) {
 				e.t.Fatalf("%d sides stored, want 3", sides)
 			}
 		}},
+		{"a long backlog goes in batches; after a failed one the rest waits", 0, func(e *env) {
+			for i := range 45 { // 46 cells: the total and a plan of each
+				e.add(weathertest.Record("a", e.base, side(fmt.Sprint("p", i)), nil))
+			}
+			e.store.set(func(f *fakeStore) { f.downAt = 2 })
+			if err := e.buf.Flush(context.Background()); err == nil {
+				e.t.Fatal("a failed batch was not reported")
+			}
+			if _, cells := e.store.total(); cells != 20 || e.buf.Held() != 26 || !slices.Equal(e.store.sizes, []int{20, 20}) {
+				e.t.Fatalf("%d cells stored by batches %v, %d held; want 20 by [20 20], 26", cells, e.store.sizes, e.buf.Held())
+			}
+			e.store.set(func(f *fakeStore) { f.downAt, f.sizes = 0, nil })
+			if err := e.buf.Flush(context.Background()); err != nil {
+				e.t.Fatal(err)
+			}
+			if sides, cells := e.store.total(); sides != 45 || cells != 46 || !slices.Equal(e.store.sizes, []int{20, 6}) {
+				e.t.Fatalf("%d sides in %d cells by batches %v", sides, cells, e.store.sizes)
+			}
+		}},
 		{"cells that age past the retention while held are not written", 0, func(e *env) {
 			e.add(weathertest.Record("old", e.base, side("a"), nil))
 			e.clock.Set(e.base.Add(30 * time.Hour)) // retention 24 h
@@ -298,7 +322,7 @@ func TestBuffer(t *testing.T) {
 		t.Run(tt.name, func(t *testing.T) {
 			base := weathertest.Base()
 			e := &env{t: t, base: base, clock: weathertest.NewClock(base.Add(6 * time.Hour)), store: newFakeStore()}
-			e.buf = weather.NewBuffer(weather.BufferOptions{Store: e.store, Now: e.clock.Now, Retention: 24 * time.Hour, MaxCells: tt.maxCells,
+			e.buf = weather.NewBuffer(weather.BufferOptions{Store: e.store, Now: e.clock.Now, Retention: 24 * time.Hour, MaxCells: tt.maxCells, Batch: 20,
 				Dropped: func(r calls.Record) { e.drops = append(e.drops, r.CallID) },
 				Flushed: func(err error, _ int) { e.flush = append(e.flush, err) },
 			})
