@@ -239,14 +239,23 @@ type written struct {
 	index  *redis.IntCmd // the SADD of its id
 }
 
+// noRetry is an increment the client must not send again by itself: after
+// a connection broke while reading a pipeline's replies, go-redis would
+// resend the whole pipeline, with the increments that ran, and report
+// success. AddCells returns the failure instead, the next flush adds the
+// counters again (they may count twice then, but the failure is seen).
+type noRetry struct{ *redis.IntCmd }
+
+func (noRetry) NoRetry() bool { return true }
+
 // AddCells implements weather.CellStore: the observations' counters added
 // to their cells, in one pipeline (HINCRBY per nonzero counter and
 // EXPIREAT per cell, SADD and EXPIREAT per hour and shard). Observations
 // of one cell should be merged first; hours past the retention are
 // skipped. On an error, unwritten holds the counters whose increment did
-// not succeed and the cells whose index entry did not, to be added again:
-// an increment whose reply was lost with its connection may then count
-// twice.
+// not succeed and the cells whose index entry did not, to be added again.
+// A broken connection fails every command sent on it, those that ran too
+// (on a Cluster, only that master's): they count twice when added again.
 func (s *Store) AddCells(ctx context.Context, obs []weather.Observation) (unwritten []weather.Observation, err error) {
 	oldest := weather.OldestRetained(s.now(), s.retention)
 	type group struct {
@@ -281,7 +290,9 @@ func (s *Store) AddCells(ctx context.Context, obs []weather.Observation) (unwrit
 				ids = append(ids, id)
 				key := s.cellKey(g.hour, g.shard, id)
 				for j := 0; j < len(w.fields); j += 2 {
-					w.incrs = append(w.incrs, p.HIncrBy(ctx, key, w.fields[j].(string), w.fields[j+1].(int64)))
+					c := redis.NewIntCmd(ctx, "hincrby", key, w.fields[j], w.fields[j+1])
+					_ = p.Process(ctx, noRetry{c})
+					w.incrs = append(w.incrs, c)
 				}
 				p.ExpireAt(ctx, key, exp)
 			}

@@ -3,6 +3,7 @@ package redisweather
 import (
 	"context"
 	"fmt"
+	"net"
 	"slices"
 	"strconv"
 	"strings"
@@ -424,5 +425,128 @@ func TestCommandsPerCall(t *testing.T) {
 	f10000 := measure("flushed every 10000 calls", 10000)
 	if direct < 20 || !(f10 < direct && f100 < f10 && f1000 < f100 && f10000 < f1000) || f1000 > 10 || f10000 > 1 {
 		t.Fatalf("per call: direct %.2f, flushed every 10/100/1000/10000 calls %.2f %.2f %.2f %.2f", direct, f10, f100, f1000, f10000)
+	}
+}
+
+// cutProxy forwards TCP to addr; once armed, it passes the server's
+// replies to the first pipeline of HINCRBYs only up to budget bytes, then
+// closes the connection.
+type cutProxy struct {
+	ln     net.Listener
+	addr   string
+	armed  atomic.Bool
+	budget int
+}
+
+func startCutProxy(t *testing.T, addr string, budget int) *cutProxy {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	p := &cutProxy{ln: ln, addr: addr, budget: budget}
+	t.Cleanup(func() { ln.Close() })
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			go p.serve(c)
+		}
+	}()
+	return p
+}
+
+func (p *cutProxy) serve(c net.Conn) {
+	s, err := net.Dial("tcp", p.addr)
+	if err != nil {
+		c.Close()
+		return
+	}
+	var cutting atomic.Bool
+	go func() {
+		buf := make([]byte, 64<<10)
+		for {
+			n, err := c.Read(buf)
+			if n > 0 {
+				if p.armed.Load() && strings.Contains(strings.ToLower(string(buf[:n])), "hincrby") {
+					p.armed.Store(false)
+					cutting.Store(true) // before the server can answer
+				}
+				if _, werr := s.Write(buf[:n]); werr != nil {
+					return
+				}
+			}
+			if err != nil {
+				s.Close()
+				return
+			}
+		}
+	}()
+	buf := make([]byte, 64<<10)
+	left := p.budget
+	for {
+		n, err := s.Read(buf)
+		if n > 0 && cutting.Load() {
+			_, _ = c.Write(buf[:min(n, left)])
+			left -= min(n, left)
+			if left == 0 {
+				c.Close()
+				s.Close()
+				return
+			}
+			continue
+		}
+		if n > 0 {
+			if _, werr := c.Write(buf[:n]); werr != nil {
+				s.Close()
+				return
+			}
+		}
+		if err != nil {
+			c.Close()
+			return
+		}
+	}
+}
+
+// TestNoResendAfterBrokenReplies: when the connection breaks after the
+// first reply of a write, the client does not send the increments again
+// by itself; AddCells reports the failure and returns the counters
+// (go-redis marks every command of the connection failed), and the next
+// flush adds them: at least once, the increments that ran before the break
+// count twice (the README says so).
+func TestNoResendAfterBrokenReplies(t *testing.T) {
+	srv := redistest.Start(t)
+	proxy := startCutProxy(t, srv.Addr, len(":1\r\n")) // the reply to HINCRBY calls 1
+	rdb := redis.NewClient(&redis.Options{Addr: proxy.ln.Addr().String(), MaxRetries: 1, Protocol: 2, DisableIdentity: true})
+	t.Cleanup(func() { rdb.Close() })
+	hour := time.Now().UTC().Truncate(time.Hour)
+	s := New(rdb, Options{})
+	obs := weather.Observe(weathertest.Record("x", hour, weathertest.Side("carrier-a", "lte", 1000, 20, 12, 4.1, nil), nil))
+	if len(obs) != 1 {
+		t.Fatalf("%d observations", len(obs))
+	}
+	if err := rdb.Ping(ctx).Err(); err != nil {
+		t.Fatal(err)
+	}
+	proxy.armed.Store(true)
+	unwritten, err := s.AddCells(ctx, obs)
+	if err == nil {
+		t.Fatal("a write whose connection broke succeeded")
+	}
+	if len(unwritten) != 1 || unwritten[0].Counters != obs[0].Counters {
+		t.Fatalf("unwritten %+v", unwritten)
+	}
+	direct := client(t, srv.Addr)
+	key := s.CellKey(hour, CellID(obs[0].Cell))
+	if got := direct.HGet(ctx, key, "calls").Val(); got != "1" {
+		t.Fatalf("calls = %q after the broken write, want 1 (not sent again by the client)", got)
+	}
+	if _, err := s.AddCells(ctx, unwritten); err != nil {
+		t.Fatal(err)
+	}
+	if got := direct.HGet(ctx, key, "calls").Val(); got != "2" {
+		t.Fatalf("calls = %q after the retry, want 2", got)
 	}
 }
