@@ -82,6 +82,8 @@ func TestValidationNamesKeyAndLine(t *testing.T) {
 		{"push key file", "push:\n  providers:\n    - {name: apns, type: apns, team_id: T, key_id: K, topic: x, key_file: /nonexistent.p8}\n", "t.yaml:3: push.providers.0.key_file"},
 		{"webhook without url", "push:\n  providers: [{name: gw, type: webhook}]\n", "t.yaml:2: push.providers.0.url"},
 		{"push wait", "push:\n  wait: 10m\n", "t.yaml:2: push.wait"},
+		{"quality flush too rare", "quality:\n  flush_every: 1h\n", "t.yaml:2: quality.flush_every"},
+		{"quality flush too often", "quality:\n  retention: 24h\n  flush_every: 1ms\n", "t.yaml:3: quality.flush_every"},
 		{"nat ping method", "sip:\n  nat_ping: {method: stun}\n", "t.yaml:2: sip.nat_ping.method"},
 		{"alias port", "sip:\n  aliases: [\"sbc.example:0\"]\n", "t.yaml:2: sip.aliases.0"},
 		{"bad log level", "log:\n  level: loud\n", "t.yaml:2: log.level"},

@@ -12,10 +12,13 @@ type Quality struct {
 	// Public serves /quality/public and /api/quality/public: aggregates
 	// with at least min_calls call sides, no user or call data.
 	Public bool `yaml:"public"`
+	// FlushEvery: with the Redis store, each node counts its calls in
+	// memory and adds its cells to Redis this often (and when it stops).
+	FlushEvery Duration `yaml:"flush_every"`
 }
 
 func defaultQuality() Quality {
-	return Quality{Retention: Duration(90 * 24 * time.Hour), MinCalls: 30}
+	return Quality{Retention: Duration(90 * 24 * time.Hour), MinCalls: 30, FlushEvery: Duration(5 * time.Second)}
 }
 
 func (v *validator) checkQuality(c *Config) {
@@ -24,5 +27,8 @@ func (v *validator) checkQuality(c *Config) {
 	}
 	if m := c.Quality.MinCalls; m < 1 || m > 100000 {
 		v.fail("quality.min_calls", "%d is outside 1..100000", m)
+	}
+	if f := c.Quality.FlushEvery.D(); f < 100*time.Millisecond || f > 10*time.Minute {
+		v.fail("quality.flush_every", "%v: give 100ms up to 10m", f)
 	}
 }

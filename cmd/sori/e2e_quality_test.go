@@ -347,7 +347,13 @@ func checkRowAgainstHand(t *testing.T, what string, row apiRow, h *qualityCounts
 
 func qualityNode(t *testing.T, an *anchorProc, store, cdr string, users []qualityUser, minCalls int) *node {
 	t.Helper()
-	return startNode(t, nodeConfig{store: store, extra: fmt.Sprintf("media:\n  anchors: [%q]\ncdr:\n  file: %s\nquality:\n  min_calls: %d\n  public: true\n", an.ng, cdr, minCalls) +
+	return qualityNodeFlushing(t, an, store, cdr, users, minCalls, "200ms")
+}
+
+// qualityNodeFlushing is qualityNode with its quality.flush_every.
+func qualityNodeFlushing(t *testing.T, an *anchorProc, store, cdr string, users []qualityUser, minCalls int, flushEvery string) *node {
+	t.Helper()
+	return startNode(t, nodeConfig{store: store, extra: fmt.Sprintf("media:\n  anchors: [%q]\ncdr:\n  file: %s\nquality:\n  min_calls: %d\n  public: true\n  flush_every: %s\n", an.ng, cdr, minCalls, flushEvery) +
 		qualityNetworks + qualityUsersYAML(users)})
 }
 
@@ -609,7 +615,8 @@ func checkQualityPage(t *testing.T, base string, callIDs, names []string) {
 }
 
 // Two sori nodes on one Redis add to the same hours: calls through either
-// are in both nodes' answers.
+// are in both nodes' answers. Node 1 flushes every 200 ms, node 2 only when
+// it stops: node 1 has node 2's calls once node 2 got SIGTERM.
 func TestQualityMapTwoNodesShareRedis(t *testing.T) {
 	t.Parallel()
 	rs := redistest.Start(t)
@@ -629,7 +636,7 @@ func TestQualityMapTwoNodesShareRedis(t *testing.T) {
 	}
 	cdr1, cdr2 := filepath.Join(t.TempDir(), "cdr1.jsonl"), filepath.Join(t.TempDir(), "cdr2.jsonl")
 	n1 := qualityNode(t, an, rs.URL(), cdr1, users, 10)
-	n2 := qualityNode(t, an, rs.URL(), cdr2, users, 10)
+	n2 := qualityNodeFlushing(t, an, rs.URL(), cdr2, users, 10, "10m")
 	var wg sync.WaitGroup
 	wg.Add(2)
 	go func() { defer wg.Done(); runQualityCalls(t, n1, pairs, c1, d1, perWorker, packets, 500) }()
@@ -643,19 +650,27 @@ func TestQualityMapTwoNodesShareRedis(t *testing.T) {
 	recs := append(waitRecords(t, cdr1, per, "node 1", answered), waitRecords(t, cdr2, per, "node 2", answered)...)
 	hand := handCells(recs, false)
 
-	// The records go to Redis from a queue: wait until both nodes' calls are in.
+	// Each node counts its own calls at once, the other's once they are in
+	// Redis: node 2 has node 1's after node 1's next flush, node 1 only its
+	// own while node 2 runs.
+	sum := func(rows []apiRow) (n int64) {
+		for _, r := range rows {
+			n += r.Calls
+		}
+		return n
+	}
 	var rows1, rows2 []apiRow
 	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(100 * time.Millisecond) {
-		rows1 = qualityAPI(t, "http://"+n1.http, "/api/quality?from=-2h&by=network,hop,access")
 		rows2 = qualityAPI(t, "http://"+n2.http, "/api/quality?from=-2h&by=network,hop,access")
-		calls := int64(0)
-		for _, r := range rows1 {
-			calls += r.Calls
-		}
-		if calls >= int64(4*2*per) || time.Now().After(deadline) {
+		if sum(rows2) >= int64(4*2*per) || time.Now().After(deadline) {
 			break
 		}
 	}
+	if got := sum(qualityAPI(t, "http://"+n1.http, "/api/quality?from=-2h&by=network,hop,access")); got != int64(4*per) {
+		t.Fatalf("node 1 has %d call sides before node 2 stopped, want its own %d", got, 4*per)
+	}
+	n2.stop() // SIGTERM: its last flush
+	rows1 = qualityAPI(t, "http://"+n1.http, "/api/quality?from=-2h&by=network,hop,access")
 	if len(rows1) != 4 {
 		t.Fatalf("node 1 has %d rows, want 4 (2 networks × 2 hops): %+v", len(rows1), rows1)
 	}

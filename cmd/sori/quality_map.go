@@ -39,16 +39,25 @@ func newQualityMap(cfg *config.Config, st store.Store, log *slog.Logger, reg pro
 	q := &qualityMap{recent: newRecentRecords(10000)}
 	var agg weather.Aggregator
 	if rs, ok := st.(*redisstore.Store); ok {
-		agg = redisweather.New(rs.Client(), redisweather.Options{Retention: cfg.Quality.Retention.D()})
-		dropped := prometheus.NewCounter(prometheus.CounterOpts{
-			Name: "sori_quality_dropped_total",
-			Help: "Call records the quality aggregates in Redis did not take.",
+		b := newQualityBuffer(redisweather.New(rs.Client(), redisweather.Options{Retention: cfg.Quality.Retention.D()}),
+			cfg.Quality.Retention.D(), log.With("component", "quality"), reg)
+		agg = b
+		// Add only merges in memory: on the call's path, no queue.
+		q.sinks = append(q.sinks, weather.Sink(b))
+		ctx, cancel := context.WithCancel(context.Background())
+		ticker := time.NewTicker(cfg.Quality.FlushEvery.D())
+		done := make(chan struct{})
+		go func() {
+			defer close(done)
+			b.Run(ctx, ticker.C, 5*time.Second)
+		}()
+		// After the last record (the Recorder's sinks close after the calls
+		// end), before the store: the last flush.
+		q.closers = append(q.closers, func() {
+			ticker.Stop()
+			cancel()
+			<-done
 		})
-		reg.MustRegister(dropped)
-		// Behind a queue: the Recorder writes on the call's path.
-		a := calls.NewAsync(weather.Sink(agg), 4096, 2*time.Second, log.With("component", "quality"), dropped.Inc)
-		q.sinks = append(q.sinks, a)
-		q.closers = append(q.closers, a.Close)
 	} else {
 		agg = memweather.New(memweather.Options{Retention: cfg.Quality.Retention.D()})
 		q.sinks = append(q.sinks, weather.Sink(agg))
@@ -67,6 +76,58 @@ func newQualityMap(cfg *config.Config, st store.Store, log *slog.Logger, reg pro
 	q.pages = page.New(page.Options{Agg: agg, Worst: w, MinCalls: cfg.Quality.MinCalls, Public: cfg.Quality.Public,
 		TagKeys: tagKeys, Log: log.With("component", "quality")})
 	return q
+}
+
+// newQualityBuffer is the node's cells in memory, flushed to Redis, with
+// its metrics and logs: a failing flush is logged when Redis starts and
+// stops failing (not at every attempt), and records dropped when the cells
+// held reach weather.DefaultMaxCells are counted, the first of a run logged.
+func newQualityBuffer(store weather.CellStore, retention time.Duration, log *slog.Logger, reg prometheus.Registerer) *weather.Buffer {
+	dropped := prometheus.NewCounter(prometheus.CounterOpts{
+		Name: "sori_quality_dropped_total",
+		Help: "Call records the quality map did not count: the cells held for Redis were at their cap.",
+	})
+	failures := prometheus.NewCounter(prometheus.CounterOpts{
+		Name: "sori_quality_flush_failures_total",
+		Help: "Flushes of the quality map's cells to Redis that failed (their cells are kept for the next).",
+	})
+	held := prometheus.NewGauge(prometheus.GaugeOpts{
+		Name: "sori_quality_held_cells",
+		Help: "Quality map cells counted on this node and not yet in Redis.",
+	})
+	reg.MustRegister(dropped, failures, held)
+	var mu sync.Mutex
+	failing, dropping := false, false
+	return weather.NewBuffer(weather.BufferOptions{
+		Store: store, Retention: retention,
+		Dropped: func(r calls.Record) {
+			dropped.Inc()
+			mu.Lock()
+			first := !dropping
+			dropping = true
+			mu.Unlock()
+			if first {
+				log.Error("quality map: cells held for Redis at their cap; records with new cells are dropped until a flush succeeds",
+					"cap", weather.DefaultMaxCells, "call_id", r.CallID)
+			}
+		},
+		Flushed: func(err error, n int) {
+			held.Set(float64(n))
+			mu.Lock()
+			defer mu.Unlock()
+			switch {
+			case err != nil:
+				failures.Inc()
+				if !failing {
+					log.Warn("quality map: flush to Redis failed; its cells are kept for the next", "error", err, "held_cells", n)
+				}
+				failing = true
+			case failing:
+				log.Info("quality map: flush to Redis succeeded again", "held_cells", n)
+				failing, dropping = false, false
+			}
+		},
+	})
 }
 
 // routes serves the map, its API and this node's recent records.

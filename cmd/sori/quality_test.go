@@ -7,14 +7,18 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"log/slog"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
 	"github.com/redis/go-redis/v9"
 
+	"github.com/sori-voice/sori/config"
+	"github.com/sori-voice/sori/registrar/store/redisstore"
 	"github.com/sori-voice/sori/registrar/store/redisstore/redistest"
 	"github.com/sori-voice/sori/sip/calls"
 	"github.com/sori-voice/sori/sip/weather/redisweather"
@@ -168,5 +172,41 @@ func TestQualityUsage(t *testing.T) {
 	}
 	if err := runQuality([]string{"--records", bad}, &bytes.Buffer{}); err == nil || !strings.Contains(err.Error(), "line 2") {
 		t.Fatalf("a broken file: %v", err)
+	}
+}
+
+// TestQualityMapFlushesOnStop: with the Redis store a node's records reach
+// Redis at its flush, and a stop (the closers run on SIGTERM, after the
+// last record) flushes what is held: sori quality --redis then answers as
+// the record file.
+func TestQualityMapFlushesOnStop(t *testing.T) {
+	srv := redistest.Start(t)
+	st, err := redisstore.Open(srv.URL(), redisstore.Options{Timeout: 5 * time.Second})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { st.Close() })
+	cfg := config.Default()
+	cfg.Quality.FlushEvery = config.Duration(10 * time.Minute) // no tick in the test
+	q := newQualityMap(&cfg, st, slog.New(slog.DiscardHandler), prometheus.NewRegistry())
+	recs := qualityRecords()
+	for _, r := range recs {
+		for _, s := range q.sinks {
+			if err := s.Write(context.Background(), r); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	path := writeRecords(t, recs)
+	args := []string{"--by", "network,hop,access"}
+	fromFile := runQ(t, append([]string{"--records", path}, args...)...)
+	if got := runQ(t, append([]string{"--redis", srv.URL()}, args...)...); got == fromFile || !strings.HasPrefix(got, "no calls") {
+		t.Fatalf("in Redis before the flush:\n%s", got)
+	}
+	for _, c := range q.closers {
+		c()
+	}
+	if got := runQ(t, append([]string{"--redis", srv.URL()}, args...)...); got != fromFile {
+		t.Fatalf("after the stop: redis\n%s\nfile\n%s", got, fromFile)
 	}
 }

@@ -3,6 +3,9 @@ package redisweather
 import (
 	"context"
 	"fmt"
+	"net"
+	"slices"
+	"strconv"
 	"strings"
 	"sync/atomic"
 	"testing"
@@ -11,6 +14,7 @@ import (
 	"github.com/redis/go-redis/v9"
 
 	"github.com/sori-voice/sori/registrar/store/redisstore/redistest"
+	"github.com/sori-voice/sori/sip/calls"
 	"github.com/sori-voice/sori/sip/weather"
 	"github.com/sori-voice/sori/sip/weather/memweather"
 	"github.com/sori-voice/sori/sip/weather/weathertest"
@@ -25,15 +29,69 @@ func client(t *testing.T, addr string) *redis.Client {
 	return c
 }
 
+// flushing is a Buffer over a Store that flushes after every few adds, so
+// queries see cells partly in Redis, partly held.
+type flushing struct {
+	*weather.Buffer
+	every int64
+	n     atomic.Int64
+}
+
+func (f *flushing) Add(ctx context.Context, r calls.Record) error {
+	if err := f.Buffer.Add(ctx, r); err != nil {
+		return err
+	}
+	if f.n.Add(1)%f.every == 0 {
+		return f.Flush(ctx)
+	}
+	return nil
+}
+
+// backends are the ways a node uses a Store: direct (every record
+// written), buffered and flushed every 3 records, buffered and never
+// flushed before a query (it reads Redis and the cells held).
+func backends(rdb redis.UniversalClient) map[string]weathertest.Open {
+	var n atomic.Int64
+	open := func(now func() time.Time, retention time.Duration) *Store {
+		return New(rdb, Options{Prefix: fmt.Sprintf("t%d:", n.Add(1)), Now: now, Retention: retention})
+	}
+	return map[string]weathertest.Open{
+		"direct": func(t *testing.T, now func() time.Time, retention time.Duration) weather.Aggregator {
+			return open(now, retention)
+		},
+		"flushed": func(t *testing.T, now func() time.Time, retention time.Duration) weather.Aggregator {
+			b := weather.NewBuffer(weather.BufferOptions{Store: open(now, retention), Now: now, Retention: retention})
+			return &flushing{Buffer: b, every: 3}
+		},
+		"held": func(t *testing.T, now func() time.Time, retention time.Duration) weather.Aggregator {
+			return weather.NewBuffer(weather.BufferOptions{Store: open(now, retention), Now: now, Retention: retention})
+		},
+	}
+}
+
 // TestContract runs the contract against a real redis-server; each case
 // gets its own key prefix, an empty data set.
 func TestContract(t *testing.T) {
 	srv := redistest.Start(t)
 	rdb := client(t, srv.Addr)
-	var n atomic.Int64
-	weathertest.Run(t, func(t *testing.T, now func() time.Time, retention time.Duration) weather.Aggregator {
-		return New(rdb, Options{Prefix: fmt.Sprintf("t%d:", n.Add(1)), Now: now, Retention: retention})
-	})
+	for name, open := range backends(rdb) {
+		t.Run(name, func(t *testing.T) { weathertest.Run(t, open) })
+	}
+}
+
+// TestClusterContract: the same on a real 3-master Redis Cluster.
+func TestClusterContract(t *testing.T) {
+	cc := cluster(t)
+	for name, open := range backends(cc) {
+		t.Run(name, func(t *testing.T) { weathertest.Run(t, open) })
+	}
+}
+
+func cluster(t *testing.T) *redis.ClusterClient {
+	addrs := redistest.StartCluster(t, 3)
+	cc := redis.NewClusterClient(&redis.ClusterOptions{Addrs: addrs})
+	t.Cleanup(func() { cc.Close() })
+	return cc
 }
 
 // TestSameAsMemory: Redis and memory answer every grouping and metric
@@ -46,29 +104,66 @@ func TestSameAsMemory(t *testing.T) {
 	weathertest.Same(t, memweather.New(memweather.Options{Now: now}), New(client(t, srv.Addr), Options{Now: now}), recs, base, base.Add(6*time.Hour))
 }
 
-// TestCluster: on Redis Cluster each record is one transaction in its
-// hour's slot, and a query reads hours spread over the masters.
+// TestCluster: on Redis Cluster a buffered node's flushed cells answer as
+// memory does; one hour's cells spread over the masters, each with its
+// shard's index in its slot.
 func TestCluster(t *testing.T) {
-	addrs := redistest.StartCluster(t, 3)
-	cc := redis.NewClusterClient(&redis.ClusterOptions{Addrs: addrs})
-	t.Cleanup(func() { cc.Close() })
+	cc := cluster(t)
 	base := weathertest.Base()
 	now := func() time.Time { return base.Add(6 * time.Hour) }
 	recs := weathertest.Records(8, 300, base)
 	s := New(cc, Options{Now: now})
-	weathertest.Same(t, memweather.New(memweather.Options{Now: now}), s, recs, base, base.Add(6*time.Hour))
-	// Each hour's keys share one slot (the {HOUR} tag).
-	for h := base; h.Before(base.Add(6 * time.Hour)); h = h.Add(time.Hour) {
-		ids, err := cc.SMembers(ctx, s.IndexKey(h)).Result()
-		if err != nil || len(ids) == 0 {
-			t.Fatalf("%v: %v %v", h, ids, err)
+	b := weather.NewBuffer(weather.BufferOptions{Store: s, Now: now})
+	for _, r := range recs {
+		if err := b.Add(ctx, r); err != nil {
+			t.Fatal(err)
 		}
-		want := cc.ClusterKeySlot(ctx, s.IndexKey(h)).Val()
-		for _, id := range ids {
-			if slot := cc.ClusterKeySlot(ctx, s.CellKey(h, id)).Val(); slot != want {
-				t.Fatalf("%s in slot %d, its index in %d", s.CellKey(h, id), slot, want)
+	}
+	if err := b.Flush(ctx); err != nil || b.Held() != 0 {
+		t.Fatalf("flush: %v, %d held", err, b.Held())
+	}
+	m := memweather.New(memweather.Options{Now: now})
+	for _, r := range recs {
+		if err := m.Add(ctx, r); err != nil {
+			t.Fatal(err)
+		}
+	}
+	weathertest.Same(t, m, s, nil, base, base.Add(6*time.Hour))
+	masters := map[string]bool{}
+	for h := base; h.Before(base.Add(6 * time.Hour)); h = h.Add(time.Hour) {
+		cells := 0
+		for shard := range Shards {
+			ids, err := cc.SMembers(ctx, s.IndexKey(h, shard)).Result()
+			if err != nil {
+				t.Fatal(err)
+			}
+			cells += len(ids)
+			want := cc.ClusterKeySlot(ctx, s.IndexKey(h, shard)).Val()
+			for _, id := range ids {
+				if Shard(id) != shard {
+					t.Fatalf("%s in shard %d's index", id, shard)
+				}
+				if slot := cc.ClusterKeySlot(ctx, s.CellKey(h, id)).Val(); slot != want {
+					t.Fatalf("%s in slot %d, its index in %d", s.CellKey(h, id), slot, want)
+				}
+			}
+			if len(ids) > 0 {
+				if err := cc.ForEachMaster(ctx, func(ctx context.Context, m *redis.Client) error {
+					if n, _ := m.Exists(ctx, s.IndexKey(h, shard)).Result(); n == 1 {
+						masters[m.Options().Addr] = true
+					}
+					return nil
+				}); err != nil {
+					t.Fatal(err)
+				}
 			}
 		}
+		if cells == 0 {
+			t.Fatalf("%v: no cells", h)
+		}
+	}
+	if len(masters) != 3 {
+		t.Fatalf("the cells are on %d masters, want all 3", len(masters))
 	}
 	if err := s.Clear(ctx); err != nil {
 		t.Fatal(err)
@@ -90,16 +185,26 @@ func TestKeyLayout(t *testing.T) {
 		t.Fatal(err)
 	}
 	tag := hour.Format("2006010215")
-	idx := "sori:wx:{" + tag + "}:cells"
-	ids, err := rdb.SMembers(ctx, idx).Result()
-	if err != nil {
-		t.Fatal(err)
+	total, plan := "carrier%20a%2Fb/lte/uplink/", "carrier%20a%2Fb/lte/uplink/plan=lte-62"
+	// FNV-1a of the ids, modulo 16.
+	if Shard(total) != 9 || Shard(plan) != 15 {
+		t.Fatalf("shards %d %d", Shard(total), Shard(plan))
 	}
-	want := map[string]bool{"carrier%20a%2Fb/lte/uplink/": true, "carrier%20a%2Fb/lte/uplink/plan=lte-62": true}
-	if len(ids) != 2 || !want[ids[0]] || !want[ids[1]] {
-		t.Fatalf("cells %v", ids)
+	want := []string{
+		"sori:wx:{" + tag + ":9}:cells", "sori:wx:{" + tag + ":9}:c:" + total,
+		"sori:wx:{" + tag + ":15}:cells", "sori:wx:{" + tag + ":15}:c:" + plan,
 	}
-	h, err := rdb.HGetAll(ctx, "sori:wx:{"+tag+"}:c:carrier%20a%2Fb/lte/uplink/").Result()
+	keys := rdb.Keys(ctx, "*").Val()
+	slices.Sort(keys)
+	if w := slices.Sorted(slices.Values(want)); !slices.Equal(keys, w) {
+		t.Fatalf("keys %v, want %v", keys, w)
+	}
+	for i, id := range []string{total, plan} {
+		if ids := rdb.SMembers(ctx, want[2*i]).Val(); !slices.Equal(ids, []string{id}) {
+			t.Fatalf("%s: %v", want[2*i], ids)
+		}
+	}
+	h, err := rdb.HGetAll(ctx, want[1]).Result()
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -109,7 +214,7 @@ func TestKeyLayout(t *testing.T) {
 		t.Fatalf("fields %v, want %v", h, wantFields)
 	}
 	wantExp := hour.Add(time.Hour + 72*time.Hour)
-	for _, k := range []string{idx, "sori:wx:{" + tag + "}:c:carrier%20a%2Fb/lte/uplink/plan=lte-62"} {
+	for _, k := range want {
 		ms, err := rdb.PExpireTime(ctx, k).Result()
 		if err != nil {
 			t.Fatal(err)
@@ -118,18 +223,77 @@ func TestKeyLayout(t *testing.T) {
 			t.Fatalf("%s expires at %v, want %v", k, got, wantExp)
 		}
 	}
-	for _, k := range rdb.Keys(ctx, "*").Val() {
-		if !strings.HasPrefix(k, "sori:wx:{"+tag+"}:") {
-			t.Fatalf("unexpected key %s", k)
-		}
-	}
 	// A record older than the retention writes nothing.
 	if err := s.Add(ctx, weathertest.Record("k2", hour.Add(-80*time.Hour), side, nil)); err != nil {
 		t.Fatal(err)
 	}
-	if n := len(rdb.Keys(ctx, "*").Val()); n != 3 {
+	if n := len(rdb.Keys(ctx, "*").Val()); n != 4 {
 		t.Fatalf("%d keys after an old record", n)
 	}
+}
+
+// TestLegacyKeys: the hours written before the shards (one {HOUR} tag) are
+// read with the new ones and cleared with them.
+func TestLegacyKeys(t *testing.T) {
+	srv := redistest.Start(t)
+	rdb := client(t, srv.Addr)
+	hour := time.Now().UTC().Truncate(time.Hour).Add(-2 * time.Hour)
+	s := New(rdb, Options{})
+	side := weathertest.Side("carrier-a", "lte", 1000, 20, 12, 4.1, nil)
+	tag := hour.Format("2006010215")
+	id := "carrier-a/lte/uplink/"
+	rdb.SAdd(ctx, "sori:wx:{"+tag+"}:cells", id)
+	rdb.HSet(ctx, "sori:wx:{"+tag+"}:c:"+id, "calls", 2, "exp", 500, "lost", 5)
+	if err := s.Add(ctx, weathertest.Record("new", hour, side, nil)); err != nil {
+		t.Fatal(err)
+	}
+	rows, err := s.Query(ctx, weather.Query{From: hour, To: hour.Add(time.Hour)})
+	if err != nil || len(rows) != 1 || rows[0].Calls != 3 || rows[0].Expected != 1500 || rows[0].Lost != 25 {
+		t.Fatalf("rows %+v, %v", rows, err)
+	}
+	if err := s.Clear(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if keys := rdb.Keys(ctx, "*").Val(); len(keys) != 0 {
+		t.Fatalf("left after clear: %v", keys)
+	}
+}
+
+// TestAddCellsFailure: a write to a dead server returns every counter as
+// unwritten, and a Buffer keeps them for the server's return.
+func TestAddCellsFailure(t *testing.T) {
+	srv := redistest.Start(t)
+	rdb := redis.NewClient(&redis.Options{Addr: srv.Addr, MaxRetries: -1, DialTimeout: 200 * time.Millisecond})
+	t.Cleanup(func() { rdb.Close() })
+	base := weathertest.Base()
+	now := func() time.Time { return base.Add(6 * time.Hour) }
+	s := New(rdb, Options{Now: now})
+	b := weather.NewBuffer(weather.BufferOptions{Store: s, Now: now})
+	recs := weathertest.Records(9, 200, base)
+	for _, r := range recs {
+		if err := b.Add(ctx, r); err != nil {
+			t.Fatal(err)
+		}
+	}
+	held := b.Held()
+	srv.Stop()
+	if err := b.Flush(ctx); err == nil {
+		t.Fatal("a flush to a dead server succeeded")
+	}
+	if b.Held() != held {
+		t.Fatalf("%d cells held after the failure, %d before", b.Held(), held)
+	}
+	srv.Restart()
+	if err := b.Flush(ctx); err != nil || b.Held() != 0 {
+		t.Fatalf("flush after the restart: %v, %d held", err, b.Held())
+	}
+	m := memweather.New(memweather.Options{Now: now})
+	for _, r := range recs {
+		if err := m.Add(ctx, r); err != nil {
+			t.Fatal(err)
+		}
+	}
+	weathertest.Same(t, m, s, nil, base, base.Add(6*time.Hour))
 }
 
 // TestRedisDown: a dead server is an error, not an empty answer.
@@ -174,5 +338,215 @@ func TestCounterFields(t *testing.T) {
 	cell := weather.Cell{Network: "x/y z", Access: "nr", Hop: weather.Downlink, Tag: "plan=a/b%c"}
 	if got, err := parseID(time.Time{}, CellID(cell)); err != nil || got != cell {
 		t.Fatalf("id round trip %+v %v", got, err)
+	}
+}
+
+// commands is the commands the server ran since the last reset (INFO
+// commandstats), by name, and the µs it spent executing them; INFO and
+// CONFIG themselves left out.
+func commands(t *testing.T, rdb *redis.Client) (total int64, by map[string]int64, usec int64) {
+	t.Helper()
+	info, err := rdb.Info(ctx, "commandstats").Result()
+	if err != nil {
+		t.Fatal(err)
+	}
+	by = map[string]int64{}
+	for line := range strings.Lines(info) {
+		name, rest, ok := strings.Cut(strings.TrimSpace(line), ":calls=")
+		if !ok {
+			continue
+		}
+		name = strings.TrimPrefix(name, "cmdstat_")
+		if name == "info" || strings.HasPrefix(name, "config") {
+			continue
+		}
+		calls, rest, _ := strings.Cut(rest, ",usec=")
+		us, _, _ := strings.Cut(rest, ",")
+		n, err := strconv.ParseInt(calls, 10, 64)
+		if err != nil {
+			t.Fatal(err)
+		}
+		u, err := strconv.ParseInt(us, 10, 64)
+		if err != nil {
+			t.Fatal(err)
+		}
+		by[name] += n
+		total += n
+		usec += u
+	}
+	return total, by, usec
+}
+
+// TestCommandsPerCall measures the Redis commands per call: written
+// record by record (what every call cost before the Buffer) and flushed
+// after every 10, 100, 1000 and 10000 calls of one hour (a node's calls in one
+// flush_every). go test -run CommandsPerCall -v ./sip/weather/redisweather/
+func TestCommandsPerCall(t *testing.T) {
+	srv := redistest.Start(t)
+	rdb := client(t, srv.Addr)
+	base := weathertest.Base()
+	now := func() time.Time { return base.Add(2 * time.Hour) }
+	const n = 10000
+	recs := weathertest.Records(11, n, base)
+	for i := range recs {
+		at := base.Add(time.Duration(i%3600) * time.Second) // one hour
+		recs[i].Answer = &at
+	}
+	measure := func(name string, perFlush int) float64 {
+		t.Helper()
+		if err := rdb.FlushAll(ctx).Err(); err != nil {
+			t.Fatal(err)
+		}
+		if err := rdb.ConfigResetStat(ctx).Err(); err != nil {
+			t.Fatal(err)
+		}
+		s := New(rdb, Options{Now: now})
+		b := weather.NewBuffer(weather.BufferOptions{Store: s, Now: now})
+		for i, r := range recs {
+			var err error
+			if perFlush == 0 {
+				err = s.Add(ctx, r)
+			} else if err = b.Add(ctx, r); err == nil && (i+1)%perFlush == 0 {
+				err = b.Flush(ctx)
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+		}
+		total, by, usec := commands(t, rdb)
+		per := float64(total) / n
+		t.Logf("%s: %d commands for %d calls, %.2f per call, %.1f µs executing per call %v", name, total, n, per, float64(usec)/n, by)
+		return per
+	}
+	direct := measure("every record written (Store.Add)", 0)
+	f10 := measure("flushed every 10 calls", 10)
+	f100 := measure("flushed every 100 calls", 100)
+	f1000 := measure("flushed every 1000 calls", 1000)
+	f10000 := measure("flushed every 10000 calls", 10000)
+	if direct < 20 || !(f10 < direct && f100 < f10 && f1000 < f100 && f10000 < f1000) || f1000 > 10 || f10000 > 1 {
+		t.Fatalf("per call: direct %.2f, flushed every 10/100/1000/10000 calls %.2f %.2f %.2f %.2f", direct, f10, f100, f1000, f10000)
+	}
+}
+
+// cutProxy forwards TCP to addr; once armed, it passes the server's
+// replies to the first pipeline of HINCRBYs only up to budget bytes, then
+// closes the connection.
+type cutProxy struct {
+	ln     net.Listener
+	addr   string
+	armed  atomic.Bool
+	budget int
+}
+
+func startCutProxy(t *testing.T, addr string, budget int) *cutProxy {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	p := &cutProxy{ln: ln, addr: addr, budget: budget}
+	t.Cleanup(func() { ln.Close() })
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			go p.serve(c)
+		}
+	}()
+	return p
+}
+
+func (p *cutProxy) serve(c net.Conn) {
+	s, err := net.Dial("tcp", p.addr)
+	if err != nil {
+		c.Close()
+		return
+	}
+	var cutting atomic.Bool
+	go func() {
+		buf := make([]byte, 64<<10)
+		for {
+			n, err := c.Read(buf)
+			if n > 0 {
+				if p.armed.Load() && strings.Contains(strings.ToLower(string(buf[:n])), "hincrby") {
+					p.armed.Store(false)
+					cutting.Store(true) // before the server can answer
+				}
+				if _, werr := s.Write(buf[:n]); werr != nil {
+					return
+				}
+			}
+			if err != nil {
+				s.Close()
+				return
+			}
+		}
+	}()
+	buf := make([]byte, 64<<10)
+	left := p.budget
+	for {
+		n, err := s.Read(buf)
+		if n > 0 && cutting.Load() {
+			_, _ = c.Write(buf[:min(n, left)])
+			left -= min(n, left)
+			if left == 0 {
+				c.Close()
+				s.Close()
+				return
+			}
+			continue
+		}
+		if n > 0 {
+			if _, werr := c.Write(buf[:n]); werr != nil {
+				s.Close()
+				return
+			}
+		}
+		if err != nil {
+			c.Close()
+			return
+		}
+	}
+}
+
+// TestNoResendAfterBrokenReplies: when the connection breaks after the
+// first reply of a write, the client does not send the increments again
+// by itself; AddCells reports the failure and returns the counters
+// (go-redis marks every command of the connection failed), and the next
+// flush adds them: at least once, the increments that ran before the break
+// count twice (the README says so).
+func TestNoResendAfterBrokenReplies(t *testing.T) {
+	srv := redistest.Start(t)
+	proxy := startCutProxy(t, srv.Addr, len(":1\r\n")) // the reply to HINCRBY calls 1
+	rdb := redis.NewClient(&redis.Options{Addr: proxy.ln.Addr().String(), MaxRetries: 1, Protocol: 2, DisableIdentity: true})
+	t.Cleanup(func() { rdb.Close() })
+	hour := time.Now().UTC().Truncate(time.Hour)
+	s := New(rdb, Options{})
+	obs := weather.Observe(weathertest.Record("x", hour, weathertest.Side("carrier-a", "lte", 1000, 20, 12, 4.1, nil), nil))
+	if len(obs) != 1 {
+		t.Fatalf("%d observations", len(obs))
+	}
+	if err := rdb.Ping(ctx).Err(); err != nil {
+		t.Fatal(err)
+	}
+	proxy.armed.Store(true)
+	unwritten, err := s.AddCells(ctx, obs)
+	if err == nil {
+		t.Fatal("a write whose connection broke succeeded")
+	}
+	if len(unwritten) != 1 || unwritten[0].Counters != obs[0].Counters {
+		t.Fatalf("unwritten %+v", unwritten)
+	}
+	direct := client(t, srv.Addr)
+	key := s.CellKey(hour, CellID(obs[0].Cell))
+	if got := direct.HGet(ctx, key, "calls").Val(); got != "1" {
+		t.Fatalf("calls = %q after the broken write, want 1 (not sent again by the client)", got)
+	}
+	if _, err := s.AddCells(ctx, unwritten); err != nil {
+		t.Fatal(err)
+	}
+	if got := direct.HGet(ctx, key, "calls").Val(); got != "2" {
+		t.Fatalf("calls = %q after the retry, want 2", got)
 	}
 }
