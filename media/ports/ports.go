@@ -155,7 +155,6 @@ func (a *Allocator) take(p *Pair) *Pair {
 		p.socks.close()
 		return nil
 	}
-	p.closer = nil
 	a.used[p.Port] = true
 	return p
 }

@@ -584,15 +584,22 @@ func (f *fork) shutdown() {
 	if f.sent != 0 {
 		return
 	}
+	f.unavailable("Service Unavailable", "5")
+}
+
+// unavailable answers the caller 503 reason with Retry-After (seconds),
+// cancels the branches still pending and records the call as failed;
+// with f.mu held and nothing sent yet.
+func (f *fork) unavailable(reason, retryAfter string) {
 	f.stop = true
-	res := reply.New(f.in, 503, "Service Unavailable")
-	res.AppendHeader(sip.NewHeader("Retry-After", "5"))
+	res := reply.New(f.in, 503, reason)
+	res.AppendHeader(sip.NewHeader("Retry-After", retryAfter))
 	f.sent = 503
 	f.done()
 	_ = f.w.Respond(res)
 	f.cancelPending()
 	if f.call != nil {
-		f.call.Failed(503, "Service Unavailable", false, f.started)
+		f.call.Failed(503, reason, false, f.started)
 	}
 }
 

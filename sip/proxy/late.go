@@ -10,7 +10,6 @@ import (
 	"github.com/sori-voice/sori/sip/anchoring"
 	"github.com/sori-voice/sori/sip/call"
 	"github.com/sori-voice/sori/sip/chain"
-	"github.com/sori-voice/sori/sip/reply"
 )
 
 // Delayed offer (RFC 3261 §13.2.1): an INVITE, initial or re-INVITE,
@@ -131,16 +130,7 @@ func (f *fork) endLateOffer(b *branch, res *sip.Response, cause error) {
 		f.maybeFinish()
 		return
 	}
-	f.stop = true
-	up := reply.New(f.in, 503, "Media Relay Unavailable")
-	up.AppendHeader(sip.NewHeader("Retry-After", lateRetryAfter))
-	f.sent = 503
-	f.done()
-	_ = f.w.Respond(up)
-	f.cancelPending()
-	if f.call != nil {
-		f.call.Failed(503, "Media Relay Unavailable", false, f.started)
-	}
+	f.unavailable("Media Relay Unavailable", lateRetryAfter)
 }
 
 // lateAck anchors the SDP answer of an ACK (out, as it goes on; cseq as
