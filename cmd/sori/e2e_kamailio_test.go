@@ -60,9 +60,11 @@ func TestKamailioRtpengineModuleDrivesSoriAnchor(t *testing.T) {
 
 	dir := t.TempDir()
 	const calls = 3
-	wait := sippUAS(t, dir, "call-uas.xml", uasPort, calls, "-trace_msg", "-mp", strconv.Itoa(uasPort+2000))
+	// SIPp's RTP echo binds its -mp port and the one two above (video).
+	uasMedia, uacMedia := freePortRun(t, 3), freePortRun(t, 3)
+	wait := sippUAS(t, dir, "call-uas.xml", uasPort, calls, "-trace_msg", "-mp", strconv.Itoa(uasMedia))
 	runSipp(t, dir, 60*time.Second, fmt.Sprintf("127.0.0.1:%d", kamPort), "-sf", filepath.Join(sippDir(t), "plain-uac.xml"),
-		"-s", "bob", "-key", "domain", "sori.test", "-i", "127.0.0.1", "-p", strconv.Itoa(uacPort), "-mp", strconv.Itoa(uacPort+2000),
+		"-s", "bob", "-key", "domain", "sori.test", "-i", "127.0.0.1", "-p", strconv.Itoa(uacPort), "-mp", strconv.Itoa(uacMedia),
 		"-m", strconv.Itoa(calls), "-r", "10", "-d", "200", "-nostdin", "-trace_err", "-trace_msg", "-timeout", "50s")
 	wait()
 

@@ -83,24 +83,30 @@ type defaultNode struct {
 // replacements (text once in the file, its new value).
 func startDefaultNode(t *testing.T, an *anchorProc, extra ...[2]string) *defaultNode {
 	t.Helper()
-	port, tlsPort, wssPort := freeSIPPort(t), freeSIPPort(t), freeSIPPort(t)
-	httpAddr := fmt.Sprintf("127.0.0.1:%d", freeSIPPort(t))
-	cfg := string(config.Embedded)
-	tlsDir := t.TempDir() // the self-signed pair is created there
-	for _, r := range append([][2]string{
-		{`["udp:127.0.0.1:5060", "tcp:127.0.0.1:5060", "tls:127.0.0.1:5061", "wss:127.0.0.1:8443"]`,
-			fmt.Sprintf(`["udp:127.0.0.1:%d", "tcp:127.0.0.1:%d", "tls:127.0.0.1:%d", "wss:127.0.0.1:%d"]`, port, port, tlsPort, wssPort)},
-		{"/var/lib/sori/tls/cert.pem", filepath.Join(tlsDir, "cert.pem")},
-		{"/var/lib/sori/tls/key.pem", filepath.Join(tlsDir, "key.pem")},
-		{`anchors: ["127.0.0.1:22222"]`, fmt.Sprintf("anchors: [%q]", an.ng)},
-		{"listen: 127.0.0.1:9060", "listen: " + httpAddr},
-	}, extra...) {
-		if strings.Count(cfg, r[0]) != 1 {
-			t.Fatalf("config/sori.yaml no longer has %s once: update this test", r[0])
+	return withFreshPorts(t, func() (*defaultNode, error) {
+		port, tlsPort, wssPort := freeSIPPort(t), freeSIPPort(t), freeSIPPort(t)
+		httpAddr := fmt.Sprintf("127.0.0.1:%d", freeSIPPort(t))
+		cfg := string(config.Embedded)
+		tlsDir := t.TempDir() // the self-signed pair is created there
+		for _, r := range append([][2]string{
+			{`["udp:127.0.0.1:5060", "tcp:127.0.0.1:5060", "tls:127.0.0.1:5061", "wss:127.0.0.1:8443"]`,
+				fmt.Sprintf(`["udp:127.0.0.1:%d", "tcp:127.0.0.1:%d", "tls:127.0.0.1:%d", "wss:127.0.0.1:%d"]`, port, port, tlsPort, wssPort)},
+			{"/var/lib/sori/tls/cert.pem", filepath.Join(tlsDir, "cert.pem")},
+			{"/var/lib/sori/tls/key.pem", filepath.Join(tlsDir, "key.pem")},
+			{`anchors: ["127.0.0.1:22222"]`, fmt.Sprintf("anchors: [%q]", an.ng)},
+			{"listen: 127.0.0.1:9060", "listen: " + httpAddr},
+		}, extra...) {
+			if strings.Count(cfg, r[0]) != 1 {
+				t.Fatalf("config/sori.yaml no longer has %s once: update this test", r[0])
+			}
+			cfg = strings.Replace(cfg, r[0], r[1], 1)
 		}
-		cfg = strings.Replace(cfg, r[0], r[1], 1)
-	}
-	return &defaultNode{node: runNode(t, cfg, port, httpAddr), tlsPort: tlsPort, wssPort: wssPort, ca: filepath.Join(tlsDir, "cert.pem")}
+		n, err := launchNode(t, cfg, port, httpAddr)
+		if err != nil {
+			return nil, err
+		}
+		return &defaultNode{node: n, tlsPort: tlsPort, wssPort: wssPort, ca: filepath.Join(tlsDir, "cert.pem")}, nil
+	})
 }
 
 // softphone is what a call needs of either client.
@@ -361,11 +367,30 @@ func readWAV(path string) ([]float64, error) {
 func freeRTPPort(t *testing.T) int {
 	t.Helper()
 	for range 100 {
+		// An odd port is skipped alone, so the next try starts even.
 		if p := freeSIPPort(t); p%2 == 0 && freeSIPPort(t) == p+1 {
 			return p
 		}
 	}
 	t.Fatal("no free RTP/RTCP port pair")
+	return 0
+}
+
+// freePortRun is the first of n consecutive ports freeSIPPort hands out
+// one after the other, for a client that binds a run of ports from one.
+func freePortRun(t *testing.T, n int) int {
+	t.Helper()
+outer:
+	for range 100 {
+		first := freeSIPPort(t)
+		for i := 1; i < n; i++ {
+			if freeSIPPort(t) != first+i {
+				continue outer
+			}
+		}
+		return first
+	}
+	t.Fatalf("no run of %d free ports", n)
 	return 0
 }
 

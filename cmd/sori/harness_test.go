@@ -8,6 +8,7 @@ import (
 	"bufio"
 	"bytes"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"net"
@@ -135,14 +136,16 @@ type nodeConfig struct {
 
 func startNode(t *testing.T, c nodeConfig) *node {
 	t.Helper()
-	if c.port == 0 {
-		c.port = freeSIPPort(t)
-	}
 	if c.store == "" {
 		c.store = "memory"
 	}
-	httpAddr := fmt.Sprintf("127.0.0.1:%d", freeSIPPort(t))
-	cfg := fmt.Sprintf(`sip:
+	return withFreshPorts(t, func() (*node, error) {
+		port := c.port
+		if port == 0 {
+			port = freeSIPPort(t)
+		}
+		httpAddr := fmt.Sprintf("127.0.0.1:%d", freeSIPPort(t))
+		cfg := fmt.Sprintf(`sip:
   domain: sori.test
   listen: ["udp:127.0.0.1:%d", "tcp:127.0.0.1:%d"]
   auth_secret: e2e-shared-secret-0123456789
@@ -157,16 +160,49 @@ http:
   listen: %s
 log:
   level: info
-%s`, c.port, c.port, c.sip, c.store, httpAddr, c.extra)
-	if !strings.Contains(c.extra, "users:") {
-		cfg += "users:\n  - {name: alice, password: alice-secret}\n  - {name: bob, password: bob-secret}\n"
+%s`, port, port, c.sip, c.store, httpAddr, c.extra)
+		if !strings.Contains(c.extra, "users:") {
+			cfg += "users:\n  - {name: alice, password: alice-secret}\n  - {name: bob, password: bob-secret}\n"
+		}
+		return launchNode(t, cfg, port, httpAddr, c.env...)
+	})
+}
+
+// errPortTaken is sori failing to bind a port freeSIPPort found free: a
+// process elsewhere on the machine (another package's tests run at the
+// same time) took it in between.
+var errPortTaken = errors.New("a port picked for sori was taken before it bound it")
+
+// withFreshPorts runs start, which picks its ports and launches sori,
+// again with new ports while sori finds one of them taken (three tries).
+func withFreshPorts[T any](t *testing.T, start func() (T, error)) T {
+	t.Helper()
+	for try := 1; ; try++ {
+		v, err := start()
+		if err == nil {
+			return v
+		}
+		if !errors.Is(err, errPortTaken) || try == 3 {
+			t.Fatal(err)
+		}
+		t.Logf("try %d: %v; again on other ports", try, err)
 	}
-	return runNode(t, cfg, c.port, httpAddr, c.env...)
 }
 
 // runNode starts sori on the configuration cfg, which listens for SIP on
 // port and serves /healthz on httpAddr; env is added to its environment.
 func runNode(t *testing.T, cfg string, port int, httpAddr string, env ...string) *node {
+	t.Helper()
+	n, err := launchNode(t, cfg, port, httpAddr, env...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return n
+}
+
+// launchNode is runNode returning errPortTaken when sori could not bind
+// one of its ports, for the caller to pick others (withFreshPorts).
+func launchNode(t *testing.T, cfg string, port int, httpAddr string, env ...string) (*node, error) {
 	t.Helper()
 	path := filepath.Join(t.TempDir(), "sori.yaml")
 	if err := os.WriteFile(path, []byte(cfg), 0o600); err != nil {
@@ -198,6 +234,9 @@ func runNode(t *testing.T, cfg string, port int, httpAddr string, env ...string)
 		}
 		select {
 		case <-n.exited:
+			if strings.Contains(n.log(), "address already in use") {
+				return nil, fmt.Errorf("%w:\n%s", errPortTaken, n.log())
+			}
 			t.Fatalf("sori exited at start:\n%s", n.log())
 		default:
 		}
@@ -206,7 +245,7 @@ func runNode(t *testing.T, cfg string, port int, httpAddr string, env ...string)
 		}
 		time.Sleep(20 * time.Millisecond)
 	}
-	return n
+	return n, nil
 }
 
 type lockedWriter struct {
