@@ -12,8 +12,9 @@ import (
 // takes a node's cells in batches.
 type CellStore interface {
 	// AddCells adds each observation's counters to its cell. On an error
-	// it returns exactly what it did not write, to be added again (nil:
-	// it wrote everything).
+	// it returns what it did not write or cannot tell it wrote, to be
+	// added again, with more merged in or not (nil: it wrote everything);
+	// a store that can tell takes off, then, what had been written.
 	AddCells(ctx context.Context, obs []Observation) (unwritten []Observation, err error)
 	// Cells returns the stored cells of q's hours that q wants (q has
 	// passed Check).

@@ -100,6 +100,28 @@ func (c *Counters) Add(o *Counters) {
 	c.MOSSumSq += o.MOSSumSq
 }
 
+// Sub takes o from c (o is a part of c: what Add added).
+func (c *Counters) Sub(o *Counters) {
+	var neg Counters
+	neg.Add(o)
+	neg.negate()
+	c.Add(&neg)
+}
+
+func (c *Counters) negate() {
+	for _, p := range []*int64{&c.Calls, &c.Expected, &c.Lost, &c.Over1, &c.Over5, &c.JitterMS, &c.MOSCalls, &c.MOSSum, &c.MOSSumSq} {
+		*p = -*p
+	}
+	for _, s := range [][]int64{c.Loss[:], c.Jitter[:], c.MOS[:]} {
+		for i := range s {
+			s[i] = -s[i]
+		}
+	}
+}
+
+// IsZero reports whether every counter is zero.
+func (c *Counters) IsZero() bool { return *c == Counters{} }
+
 // Observation is one record's contribution to one cell.
 type Observation struct {
 	Cell     Cell

@@ -6,6 +6,7 @@
 //
 //	PREFIX wx:{HOUR:S}:cells     set: the ids of the hour's cells in shard S
 //	PREFIX wx:{HOUR:S}:c:ID      hash: the cell's counters (fields below)
+//	PREFIX wx:{HOUR:S}:w         hash: each writer's last write applied
 //
 // A cell's ID is NETWORK/ACCESS/HOP/TAG, each part path-escaped (TAG is
 // "key=value", empty for the total); its shard is the FNV-1a hash of the ID
@@ -22,9 +23,10 @@
 // whose names it knows: no KEYS or SCAN. Keys expire (EXPIREAT) when the
 // hour's end is the retention ago, so Redis drops old hours by itself.
 //
-// Writes are increments (AddCells), one pipeline for any number of cells:
-// a node counts its calls in memory (weather.Buffer) and adds its cells
-// every few seconds. The cells of one write are in several slots, so a
+// Writes are increments (AddCells), one script per slot and one pipeline
+// for any number of cells: a node counts its calls in memory
+// (weather.Buffer) and adds its cells every few seconds, each exactly
+// once (addScript). The cells of one write are in several slots, so a
 // query may see a write half applied for a moment.
 //
 // Before the shards, an hour's keys were PREFIX wx:{HOUR}:cells and
@@ -34,11 +36,15 @@ package redisweather
 
 import (
 	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
 	"fmt"
 	"hash/fnv"
 	"net/url"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/redis/go-redis/v9"
@@ -60,11 +66,21 @@ type Store struct {
 	prefix    string
 	retention time.Duration
 	now       func() time.Time
+
+	// writer names this Store's writes in every slot's writers hash, and
+	// seq numbers them (addScript): a resent write is applied once.
+	writer string
+
+	mu     sync.Mutex // one AddCells at a time
+	seq    uint64
+	doubts []doubt                            // writes whose reply was lost
+	credit map[weather.Cell]*weather.Counters // applied in doubt, to take off
 }
 
 // New returns a Store on rdb (single server, Sentinel or Cluster).
 func New(rdb redis.UniversalClient, o Options) *Store {
-	s := &Store{rdb: rdb, prefix: o.Prefix, retention: o.Retention, now: o.Now}
+	s := &Store{rdb: rdb, prefix: o.Prefix, retention: o.Retention, now: o.Now,
+		writer: newWriter(), credit: map[weather.Cell]*weather.Counters{}}
 	if s.prefix == "" {
 		s.prefix = "sori:"
 	}
@@ -75,6 +91,13 @@ func New(rdb redis.UniversalClient, o Options) *Store {
 		s.now = time.Now
 	}
 	return s
+}
+
+// newWriter is a random writer name: each process's Store its own.
+func newWriter() string {
+	var b [8]byte
+	_, _ = rand.Read(b[:])
+	return hex.EncodeToString(b[:])
 }
 
 func hourTag(h time.Time) string { return h.UTC().Format("2006010215") }
@@ -222,108 +245,206 @@ func counters(h map[string]string) (weather.Counters, error) {
 // expiry is when an hour's keys go: its end plus the retention.
 func (s *Store) expiry(h time.Time) time.Time { return h.Add(time.Hour + s.retention) }
 
-// Add implements weather.Aggregator: the record's cells written at once
-// (AddCells), for a caller with no weather.Buffer (a rebuild).
+// Add implements weather.Aggregator: the record's cells written at once,
+// for a caller with no weather.Buffer (a rebuild). It adds nothing again
+// after an error.
 func (s *Store) Add(ctx context.Context, r calls.Record) error {
-	if _, err := s.AddCells(ctx, weather.Observe(r)); err != nil {
+	if _, err := s.addCells(ctx, weather.Observe(r), false); err != nil {
 		return fmt.Errorf("weather: add %s: %w", r.CallID, err)
 	}
 	return nil
 }
 
-// written is one cell's commands in a write.
-type written struct {
-	obs    *weather.Observation
-	fields []any
-	incrs  []*redis.IntCmd
-	index  *redis.IntCmd // the SADD of its id
+// addScript applies one write to one slot's keys, once: a write carries
+// its writer's next sequence number, and one whose number the slot has
+// seen from that writer already (a resend) changes nothing. Redis runs a
+// script whole, so a write is applied entirely or not at all.
+//
+// KEYS: the writers hash (writer -> last sequence applied), the index
+// set, then the cells' hashes. ARGV: writer, sequence, EXPIREAT, then for
+// each cell its id, its number of fields and the fields' names and
+// increments. Returns 1 when applied, 0 for a resend.
+var addScript = redis.NewScript(`
+local last = tonumber(redis.call('HGET', KEYS[1], ARGV[1]) or '0')
+if tonumber(ARGV[2]) <= last then return 0 end
+redis.call('HSET', KEYS[1], ARGV[1], ARGV[2])
+redis.call('EXPIREAT', KEYS[1], ARGV[3])
+local a, ids = 4, {}
+for k = 3, #KEYS do
+	ids[#ids + 1] = ARGV[a]
+	local n = tonumber(ARGV[a + 1])
+	a = a + 2
+	for _ = 1, n do
+		redis.call('HINCRBY', KEYS[k], ARGV[a], ARGV[a + 1])
+		a = a + 2
+	end
+	redis.call('EXPIREAT', KEYS[k], ARGV[3])
+end
+redis.call('SADD', KEYS[2], unpack(ids))
+redis.call('EXPIREAT', KEYS[2], ARGV[3])
+return 1`)
+
+// writeCells bounds the cells of one script run: Redis serves nothing
+// else while it runs (256 cells is about 3 000 increments).
+const writeCells = 256
+
+// doubt is a write whose reply was lost (a broken connection, a timeout):
+// it may have been applied. The next AddCells asks the slot's writers
+// hash which.
+type doubt struct {
+	writers string // its slot's writers hash
+	seq     uint64
+	obs     []weather.Observation
 }
 
-// noRetry is an increment the client must not send again by itself: after
-// a connection broke while reading a pipeline's replies, go-redis would
-// resend the whole pipeline, with the increments that ran, and report
-// success. AddCells returns the failure instead, the next flush adds the
-// counters again (they may count twice then, but the failure is seen).
-type noRetry struct{ *redis.IntCmd }
-
-func (noRetry) NoRetry() bool { return true }
+// WritersKey is the key of the hash of the last write each writer applied
+// to an hour's shard.
+func (s *Store) WritersKey(h time.Time, shard int) string { return s.tag(h, shard) + ":w" }
 
 // AddCells implements weather.CellStore: the observations' counters added
-// to their cells, in one pipeline (HINCRBY per nonzero counter and
-// EXPIREAT per cell, SADD and EXPIREAT per hour and shard). Observations
-// of one cell should be merged first; hours past the retention are
-// skipped. On an error, unwritten holds the counters whose increment did
-// not succeed and the cells whose index entry did not, to be added again.
-// A broken connection fails every command sent on it, those that ran too
-// (on a Cluster, only that master's): they count twice when added again.
+// to their cells, exactly once. One script per hour and shard (per
+// writeCells cells) adds a cell's counters, indexes it and sets the
+// expiries; the scripts of all slots go in one pipeline. Observations of
+// one cell should be merged first; hours past the retention are skipped.
+//
+// On an error, unwritten holds every cell whose write failed or whose
+// reply was lost, for the caller to add again (with more counters merged
+// in, or not). A lost reply leaves the write in doubt: the next AddCells
+// first reads whether it was applied and, if it was, takes its counters
+// from what is added again. So a count is neither lost nor doubled by a
+// connection broken at any point, nor by the client sending a pipeline
+// again by itself.
 func (s *Store) AddCells(ctx context.Context, obs []weather.Observation) (unwritten []weather.Observation, err error) {
+	return s.addCells(ctx, obs, true)
+}
+
+// addCells is AddCells; again is whether the caller adds the unwritten
+// again (only then are doubts kept).
+func (s *Store) addCells(ctx context.Context, obs []weather.Observation, again bool) (unwritten []weather.Observation, err error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if err := s.resolve(ctx); err != nil {
+		return obs, err
+	}
 	oldest := weather.OldestRetained(s.now(), s.retention)
 	type group struct {
 		hour  time.Time
 		shard int
 	}
-	groups := map[group][]*written{}
+	groups := map[group][]weather.Observation{}
 	var order []group
-	for i := range obs {
-		o := &obs[i]
+	for _, o := range obs {
 		if o.Cell.Hour.Before(oldest) {
 			continue
 		}
-		f := fields(&o.Counters) // none: only the id is indexed (a retry)
-		id := CellID(o.Cell)
-		g := group{o.Cell.Hour.UTC(), Shard(id)}
+		if c := s.credit[o.Cell]; c != nil {
+			o.Counters.Sub(c) // applied already, in a write in doubt
+			delete(s.credit, o.Cell)
+			if o.Counters.IsZero() {
+				continue
+			}
+		}
+		g := group{o.Cell.Hour.UTC(), Shard(CellID(o.Cell))}
 		if groups[g] == nil {
 			order = append(order, g)
 		}
-		groups[g] = append(groups[g], &written{obs: o, fields: f})
+		groups[g] = append(groups[g], o)
 	}
+	s.pruneCredit(oldest)
+	type write struct {
+		doubt
+		cmd *redis.Cmd
+	}
+	var writes []write
 	if len(order) == 0 {
 		return nil, nil
 	}
 	_, err = s.rdb.Pipelined(ctx, func(p redis.Pipeliner) error {
 		for _, g := range order {
-			exp := s.expiry(g.hour)
-			ws := groups[g]
-			ids := make([]any, 0, len(ws))
-			for _, w := range ws {
-				id := CellID(w.obs.Cell)
-				ids = append(ids, id)
-				key := s.cellKey(g.hour, g.shard, id)
-				for j := 0; j < len(w.fields); j += 2 {
-					c := redis.NewIntCmd(ctx, "hincrby", key, w.fields[j], w.fields[j+1])
-					_ = p.Process(ctx, noRetry{c})
-					w.incrs = append(w.incrs, c)
+			exp := strconv.FormatInt(s.expiry(g.hour).Unix(), 10)
+			all := groups[g]
+			for start := 0; start < len(all); start += writeCells {
+				part := all[start:min(start+writeCells, len(all))]
+				s.seq++
+				w := write{doubt: doubt{writers: s.WritersKey(g.hour, g.shard), seq: s.seq, obs: part}}
+				keys := []string{w.writers, s.IndexKey(g.hour, g.shard)}
+				args := []any{s.writer, w.seq, exp}
+				for i := range part {
+					id := CellID(part[i].Cell)
+					keys = append(keys, s.cellKey(g.hour, g.shard, id))
+					f := fields(&part[i].Counters) // none: only indexed
+					args = append(args, id, len(f)/2)
+					args = append(args, f...)
 				}
-				p.ExpireAt(ctx, key, exp)
+				w.cmd = addScript.Eval(ctx, p, keys, args...)
+				writes = append(writes, w)
 			}
-			idx := p.SAdd(ctx, s.IndexKey(g.hour, g.shard), ids...)
-			for _, w := range ws {
-				w.index = idx
-			}
-			p.ExpireAt(ctx, s.IndexKey(g.hour, g.shard), exp)
 		}
 		return nil
 	})
 	if err == nil {
 		return nil, nil
 	}
-	// What failed goes back: the counters whose HINCRBY failed and, when
-	// its index entry failed, the cell (with no counters if they all went).
-	for _, g := range order {
-		for _, w := range groups[g] {
-			failed := map[string]string{}
-			for j, c := range w.incrs {
-				if c.Err() != nil {
-					failed[w.fields[2*j].(string)] = strconv.FormatInt(w.fields[2*j+1].(int64), 10)
-				}
-			}
-			if len(failed) > 0 || w.index.Err() != nil {
-				c, _ := counters(failed) // the values were formatted above
-				unwritten = append(unwritten, weather.Observation{Cell: w.obs.Cell, Counters: c})
-			}
+	for _, w := range writes {
+		if w.cmd.Err() == nil {
+			continue
+		}
+		unwritten = append(unwritten, w.obs...)
+		// A reply from Redis is an answer: the script failed at its
+		// first write (out of memory, a read-only replica) and changed
+		// nothing. Anything else may have lost an applied write's reply.
+		var reply redis.Error
+		if again && !errors.As(w.cmd.Err(), &reply) {
+			s.doubts = append(s.doubts, w.doubt)
 		}
 	}
 	return unwritten, err
+}
+
+// resolve reads, for each write in doubt, whether its slot applied it,
+// and credits the counters of those applied: they are taken from the same
+// cells when these are added again. s.mu held.
+func (s *Store) resolve(ctx context.Context) error {
+	if len(s.doubts) == 0 {
+		return nil
+	}
+	cmds := make([]*redis.StringCmd, len(s.doubts))
+	if _, err := s.rdb.Pipelined(ctx, func(p redis.Pipeliner) error {
+		for i, d := range s.doubts {
+			cmds[i] = p.HGet(ctx, d.writers, s.writer)
+		}
+		return nil
+	}); err != nil && !errors.Is(err, redis.Nil) {
+		return fmt.Errorf("weather: read the writes in doubt: %w", err)
+	}
+	for i, d := range s.doubts {
+		last, err := cmds[i].Uint64()
+		if err != nil && !errors.Is(err, redis.Nil) {
+			return fmt.Errorf("weather: read the writes in doubt: %w", err)
+		}
+		if last < d.seq {
+			continue // not applied: added again in full
+		}
+		for _, o := range d.obs {
+			c := s.credit[o.Cell]
+			if c == nil {
+				c = new(weather.Counters)
+				s.credit[o.Cell] = c
+			}
+			c.Add(&o.Counters)
+		}
+	}
+	s.doubts = nil
+	return nil
+}
+
+// pruneCredit forgets the credit of hours no longer written. s.mu held.
+func (s *Store) pruneCredit(oldest time.Time) {
+	for cell := range s.credit {
+		if cell.Hour.Before(oldest) {
+			delete(s.credit, cell)
+		}
+	}
 }
 
 // batch bounds the commands of one pipeline round.
@@ -455,7 +576,7 @@ func (s *Store) Clear(ctx context.Context) error {
 		if len(ids) == 0 {
 			return nil
 		}
-		keys := []string{s.IndexKey(x.hour, x.shard)}
+		keys := []string{s.IndexKey(x.hour, x.shard), s.WritersKey(x.hour, x.shard)}
 		for _, id := range ids {
 			keys = append(keys, s.cellKey(x.hour, x.shard, id))
 		}

@@ -193,6 +193,7 @@ func TestKeyLayout(t *testing.T) {
 	want := []string{
 		"sori:wx:{" + tag + ":9}:cells", "sori:wx:{" + tag + ":9}:c:" + total,
 		"sori:wx:{" + tag + ":15}:cells", "sori:wx:{" + tag + ":15}:c:" + plan,
+		"sori:wx:{" + tag + ":9}:w", "sori:wx:{" + tag + ":15}:w",
 	}
 	keys := rdb.Keys(ctx, "*").Val()
 	slices.Sort(keys)
@@ -202,6 +203,12 @@ func TestKeyLayout(t *testing.T) {
 	for i, id := range []string{total, plan} {
 		if ids := rdb.SMembers(ctx, want[2*i]).Val(); !slices.Equal(ids, []string{id}) {
 			t.Fatalf("%s: %v", want[2*i], ids)
+		}
+	}
+	// Each shard's writers hash has this Store's last write.
+	for _, k := range want[4:] {
+		if w := rdb.HGetAll(ctx, k).Val(); len(w) != 1 {
+			t.Fatalf("%s: %v, want one writer", k, w)
 		}
 	}
 	h, err := rdb.HGetAll(ctx, want[1]).Result()
@@ -227,7 +234,7 @@ func TestKeyLayout(t *testing.T) {
 	if err := s.Add(ctx, weathertest.Record("k2", hour.Add(-80*time.Hour), side, nil)); err != nil {
 		t.Fatal(err)
 	}
-	if n := len(rdb.Keys(ctx, "*").Val()); n != 4 {
+	if n := len(rdb.Keys(ctx, "*").Val()); n != len(want) {
 		t.Fatalf("%d keys after an old record", n)
 	}
 }
@@ -429,8 +436,8 @@ func TestCommandsPerCall(t *testing.T) {
 }
 
 // cutProxy forwards TCP to addr; once armed, it passes the server's
-// replies to the first pipeline of HINCRBYs only up to budget bytes, then
-// closes the connection.
+// replies to the first pipeline of writes (HINCRBY in their script) only
+// up to budget bytes, then closes the connection.
 type cutProxy struct {
 	ln     net.Listener
 	addr   string
@@ -510,43 +517,81 @@ func (p *cutProxy) serve(c net.Conn) {
 	}
 }
 
-// TestNoResendAfterBrokenReplies: when the connection breaks after the
-// first reply of a write, the client does not send the increments again
-// by itself; AddCells reports the failure and returns the counters
-// (go-redis marks every command of the connection failed), and the next
-// flush adds them: at least once, the increments that ran before the break
-// count twice (the README says so).
-func TestNoResendAfterBrokenReplies(t *testing.T) {
+// TestExactlyOnceAfterBrokenReplies: the connection breaks after Redis
+// ran a write and before its reply reached sori. Whether the client sends
+// the pipeline again by itself (MaxRetries 1) or AddCells returns the
+// cells as unwritten and the Buffer adds them again later, with more
+// counters merged in, every counter is in Redis exactly once.
+func TestExactlyOnceAfterBrokenReplies(t *testing.T) {
+	for _, tt := range []struct {
+		name    string
+		retries int
+	}{{"client resends", 1}, {"AddCells fails", -1}} {
+		t.Run(tt.name, func(t *testing.T) {
+			srv := redistest.Start(t)
+			proxy := startCutProxy(t, srv.Addr, 0) // not a byte of the reply
+			rdb := redis.NewClient(&redis.Options{Addr: proxy.ln.Addr().String(), MaxRetries: tt.retries, Protocol: 2, DisableIdentity: true})
+			t.Cleanup(func() { rdb.Close() })
+			hour := time.Now().UTC().Truncate(time.Hour)
+			s := New(rdb, Options{})
+			b := weather.NewBuffer(weather.BufferOptions{Store: s})
+			rec := weathertest.Record("x", hour, weathertest.Side("carrier-a", "lte", 1000, 20, 12, 4.1, nil), nil)
+			if err := b.Add(ctx, rec); err != nil {
+				t.Fatal(err)
+			}
+			if err := rdb.Ping(ctx).Err(); err != nil {
+				t.Fatal(err)
+			}
+			direct := client(t, srv.Addr)
+			key := s.CellKey(hour, CellID(weather.Observe(rec)[0].Cell))
+			proxy.armed.Store(true)
+			err := b.Flush(ctx)
+			if got := direct.HGet(ctx, key, "calls").Val(); got != "1" {
+				t.Fatalf("calls = %q after the cut write, want 1 (Redis ran it)", got)
+			}
+			switch {
+			case tt.retries > 0 && (err != nil || b.Held() != 0):
+				t.Fatalf("the client's resend: %v, %d cells held", err, b.Held())
+			case tt.retries < 0 && (err == nil || b.Held() != 1):
+				t.Fatalf("a write whose reply was lost: %v, %d cells held", err, b.Held())
+			}
+			// A second call of the same cell, then the next flush.
+			if err := b.Add(ctx, rec); err != nil {
+				t.Fatal(err)
+			}
+			if err := b.Flush(ctx); err != nil || b.Held() != 0 {
+				t.Fatalf("the next flush: %v, %d held", err, b.Held())
+			}
+			if got := direct.HGet(ctx, key, "calls").Val(); got != "2" {
+				t.Fatalf("calls = %q after two calls, want 2", got)
+			}
+			if got := direct.HGet(ctx, key, "exp").Val(); got != "2000" {
+				t.Fatalf("exp = %q after two calls of 1000 packets, want 2000", got)
+			}
+		})
+	}
+}
+
+// TestWriteInDoubtNotApplied: a write that never reached Redis (the
+// connection broke before it was sent) is added again in full.
+func TestWriteInDoubtNotApplied(t *testing.T) {
 	srv := redistest.Start(t)
-	proxy := startCutProxy(t, srv.Addr, len(":1\r\n")) // the reply to HINCRBY calls 1
-	rdb := redis.NewClient(&redis.Options{Addr: proxy.ln.Addr().String(), MaxRetries: 1, Protocol: 2, DisableIdentity: true})
+	rdb := redis.NewClient(&redis.Options{Addr: srv.Addr, MaxRetries: -1, DialTimeout: 200 * time.Millisecond})
 	t.Cleanup(func() { rdb.Close() })
 	hour := time.Now().UTC().Truncate(time.Hour)
 	s := New(rdb, Options{})
 	obs := weather.Observe(weathertest.Record("x", hour, weathertest.Side("carrier-a", "lte", 1000, 20, 12, 4.1, nil), nil))
-	if len(obs) != 1 {
-		t.Fatalf("%d observations", len(obs))
-	}
-	if err := rdb.Ping(ctx).Err(); err != nil {
-		t.Fatal(err)
-	}
-	proxy.armed.Store(true)
-	unwritten, err := s.AddCells(ctx, obs)
-	if err == nil {
-		t.Fatal("a write whose connection broke succeeded")
-	}
-	if len(unwritten) != 1 || unwritten[0].Counters != obs[0].Counters {
-		t.Fatalf("unwritten %+v", unwritten)
-	}
-	direct := client(t, srv.Addr)
-	key := s.CellKey(hour, CellID(obs[0].Cell))
-	if got := direct.HGet(ctx, key, "calls").Val(); got != "1" {
-		t.Fatalf("calls = %q after the broken write, want 1 (not sent again by the client)", got)
+	cctx, cancel := context.WithCancel(ctx)
+	cancel() // fails like a lost reply, sent or not
+	unwritten, err := s.AddCells(cctx, obs)
+	if err == nil || len(unwritten) != len(obs) {
+		t.Fatalf("a write on a cancelled context: %v, %d unwritten", err, len(unwritten))
 	}
 	if _, err := s.AddCells(ctx, unwritten); err != nil {
 		t.Fatal(err)
 	}
-	if got := direct.HGet(ctx, key, "calls").Val(); got != "2" {
-		t.Fatalf("calls = %q after the retry, want 2", got)
+	direct := client(t, srv.Addr)
+	if got := direct.HGet(ctx, s.CellKey(hour, CellID(obs[0].Cell)), "calls").Val(); got != "1" {
+		t.Fatalf("calls = %q, want 1", got)
 	}
 }
