@@ -32,10 +32,11 @@ func newUA(t *testing.T, n *node, transport, user string) *ua {
 // line replaces the default header of the same name.
 func (u *ua) request(method, ruri, callID string, cseq int, extra ...string) string {
 	u.seq++
+	tok := sipToken(callID)
 	lines := []string{
-		fmt.Sprintf("Via: SIP/2.0/%s %s;branch=z9hG4bK-%s-%d-%d;rport", strings.ToUpper(u.transport), u.local, callID, cseq, u.seq),
+		fmt.Sprintf("Via: SIP/2.0/%s %s;branch=z9hG4bK-%s-%d-%d;rport", strings.ToUpper(u.transport), u.local, tok, cseq, u.seq),
 		"Max-Forwards: 70",
-		fmt.Sprintf("From: <sip:%s@sori.test>;tag=%s-tag", u.user, callID),
+		fmt.Sprintf("From: <sip:%s@sori.test>;tag=%s-tag", u.user, tok),
 		fmt.Sprintf("To: <%s>", ruri),
 		"Call-ID: " + callID,
 		fmt.Sprintf("CSeq: %d %s", cseq, method),
@@ -59,6 +60,11 @@ func (u *ua) request(method, ruri, callID string, cseq int, extra ...string) str
 	body := strings.ReplaceAll(strings.ReplaceAll(u.sdp, "\r\n", "\n"), "\n", "\r\n")
 	return method + " " + ruri + " SIP/2.0\n" + joinLines(lines) + fmt.Sprintf("Content-Type: application/sdp\nContent-Length: %d\n\n", len(body)) + u.sdp
 }
+
+// sipToken is s as a SIP token (RFC 3261 §25.1), for a tag or branch
+// made from a Call-ID: '@' is not a token character, and a strict
+// parser (JsSIP) drops the whole message for it.
+func sipToken(s string) string { return strings.ReplaceAll(s, "@", ".") }
 
 // authenticated sends method to ruri, answers the 407 (ACKing it for an
 // INVITE) and sends the request again with credentials; the caller reads

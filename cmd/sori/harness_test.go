@@ -422,7 +422,7 @@ func (c *sipConn) respondSDP(req *sip.Request, code int, reason, sdp string, ext
 func (c *sipConn) register(user, callID string, cseq int, headers ...string) string {
 	c.seq++
 	return fmt.Sprintf("REGISTER sip:sori.test SIP/2.0\nVia: SIP/2.0/%s %s;branch=z9hG4bK-%s-%d-%d;rport\nMax-Forwards: 70\nFrom: <sip:%s@sori.test>;tag=t%d\nTo: <sip:%s@sori.test>\nCall-ID: %s\nCSeq: %d REGISTER\n%sContent-Length: 0\n\n",
-		strings.ToUpper(c.transport), c.local, callID, cseq, c.seq, user, cseq, user, callID, cseq, joinLines(headers))
+		strings.ToUpper(c.transport), c.local, sipToken(callID), cseq, c.seq, user, cseq, user, callID, cseq, joinLines(headers))
 }
 
 func joinLines(hs []string) string {
