@@ -7,6 +7,10 @@
 // the offerer's leg and its peer each get a relay.Stream per m= section.
 // An offer's SDP tells where the offerer receives and is rewritten to
 // point the other side at the peer's ports; the answer does the reverse.
+//
+// A forked offer (branch.go) gets a peer leg per "via-branch", each made
+// for what that branch speaks; the answer names its branch, and a delete
+// with a via-branch drops one branch's leg.
 package anchor
 
 import (
@@ -105,6 +109,10 @@ type leg struct {
 	created time.Time
 	peer    *leg
 	medias  []*media
+	// branch: the via-branch of the offer this leg was made for, and
+	// offerer the leg that offered (branch.go); "" and nil: none named.
+	branch  string
+	offerer *leg
 }
 
 type media struct {
@@ -220,15 +228,18 @@ func (c *call) newLeg(tag string, now time.Time) *leg {
 }
 
 // release stops the call's streams and frees their ports.
-func (m *Manager) release(c *call) {
-	for _, l := range c.legs {
+func (m *Manager) release(c *call) { m.releaseLegs(c.legs) }
+
+// releaseLegs stops the legs' streams and frees their ports.
+func (m *Manager) releaseLegs(legs []*leg) {
+	for _, l := range legs {
 		for _, md := range l.medias {
 			m.stopWebRTC(md)
 			md.stream.Stop()
 			m.cfg.Ports.Release(md.stream.Pair())
 		}
 	}
-	for _, l := range c.legs {
+	for _, l := range legs {
 		for _, md := range l.medias {
 			md.stream.Wait()
 		}

@@ -26,13 +26,16 @@ func (m *Manager) answer(req ng.Dict) ng.Dict {
 		return ng.Error("Unknown from-tag")
 	}
 	toTag := req.Str("to-tag")
-	b := c.legByTag(toTag)
+	b := c.branchLeg(a, req.Str("via-branch")) // the leg made for its branch's offer (branch.go)
+	if b == nil {
+		b = c.legByTag(toTag)
+	}
 	if b == nil {
 		// The first answer names the offer's peer; a later one from
-		// another fork takes its place, keeping the ports.
+		// another fork offered the same takes its place, keeping the ports.
 		b = a.peer
-		b.tag = toTag
 	}
+	b.tag = toTag
 	a.peer, b.peer = b, a
 	if l := req.Str("label"); l != "" {
 		b.label = l

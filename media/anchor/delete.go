@@ -7,7 +7,10 @@ import (
 	"github.com/sori-voice/sori/media/ng"
 )
 
-// delete ends a call and reports its final statistics, as query does.
+// delete ends a call and reports its final statistics, as query does. With
+// a via-branch and no to-tag it drops that branch's leg only (branch.go),
+// and reports the call as it goes on; a via-branch it does not know is
+// refused rather than taken for the whole call, which may be answered.
 func (m *Manager) delete(ctx context.Context, req ng.Dict) ng.Dict {
 	if res := required(req, "call-id"); res != nil {
 		return res
@@ -18,8 +21,24 @@ func (m *Manager) delete(ctx context.Context, req ng.Dict) ng.Dict {
 		m.mu.Unlock()
 		return ng.Error("Call-ID not found or tags didn't match")
 	}
+	now := time.Now()
+	if v := req.Str("via-branch"); v != "" && req.Str("to-tag") == "" {
+		l, last := c.dropBranch(v, req.Str("from-tag"))
+		switch {
+		case l != nil:
+			c.lastSignal = now
+			m.keep(c, now)
+			res := c.stats(now)
+			m.mu.Unlock()
+			m.releaseLegs([]*leg{l})
+			return ng.OK(res)
+		case !last:
+			m.mu.Unlock()
+			return ng.Error("Call-ID not found or tags didn't match")
+		}
+	}
 	delete(m.calls, c.id)
-	res := c.stats(time.Now())
+	res := c.stats(now)
 	forgotten := m.forget(c)
 	m.mu.Unlock()
 	m.release(c)

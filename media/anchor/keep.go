@@ -138,10 +138,13 @@ func (m *Manager) eachHeld(f func(c *call)) {
 func (c *call) snapshot() (anchorstate.Call, bool) {
 	s := anchorstate.Call{ID: c.id, Created: c.created, LastSignal: c.lastSignal, Answered: c.answered, Control: c.control}
 	for _, l := range c.legs {
-		kl := anchorstate.Leg{Tag: l.tag, Label: l.label, Created: l.created, Peer: -1}
+		kl := anchorstate.Leg{Tag: l.tag, Label: l.label, Created: l.created, Peer: -1, Branch: l.branch}
 		for i, o := range c.legs {
 			if o == l.peer {
 				kl.Peer = i
+			}
+			if o == l.offerer {
+				kl.Offerer = i + 1
 			}
 		}
 		for _, md := range l.medias {
@@ -213,7 +216,7 @@ func (m *Manager) rebuild(k anchorstate.Call) (*call, error) {
 		return nil, fmt.Errorf("restore %s: %w", k.ID, err)
 	}
 	for _, kl := range k.Legs {
-		l := &leg{tag: kl.Tag, label: kl.Label, created: kl.Created}
+		l := &leg{tag: kl.Tag, label: kl.Label, created: kl.Created, branch: kl.Branch}
 		c.legs = append(c.legs, l)
 		for _, km := range kl.Medias {
 			pair, err := m.cfg.Ports.Claim(km.Port)
@@ -248,6 +251,9 @@ func (m *Manager) rebuild(k anchorstate.Call) (*call, error) {
 		}
 	}
 	for i, kl := range k.Legs {
+		if kl.Offerer > 0 && kl.Offerer <= len(c.legs) {
+			c.legs[i].offerer = c.legs[kl.Offerer-1]
+		}
 		if kl.Peer < 0 || kl.Peer >= len(c.legs) {
 			continue
 		}

@@ -15,7 +15,8 @@ import (
 
 // offer: the SDP of the from-tag's side, to be sent to the other side.
 // A repeated offer (retransmission, re-INVITE, either direction) finds the
-// same legs and keeps their ports.
+// same legs and keeps their ports; one on another via-branch is a fork's
+// and gets a peer leg of its own (branch.go).
 func (m *Manager) offer(req ng.Dict, from netip.AddrPort) ng.Dict {
 	callID, fromTag := req.Str("call-id"), req.Str("from-tag")
 	if res := required(req, "call-id", "from-tag", "sdp"); res != nil {
@@ -46,10 +47,8 @@ func (m *Manager) offer(req ng.Dict, from netip.AddrPort) ng.Dict {
 		if b == nil {
 			b = c.newLeg(toTag, now)
 		}
-	} else if a.peer != nil {
-		b = a.peer
 	} else {
-		b = c.newLeg("", now)
+		b = c.offerPeer(a, req.Str("via-branch"), now) // branch.go
 	}
 	a.peer, b.peer = b, a
 	if l := req.Str("label"); l != "" {

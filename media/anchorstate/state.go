@@ -42,6 +42,10 @@ type Leg struct {
 	Created time.Time `json:"created"`
 	Peer    int       `json:"peer"` // index in Call.Legs; -1: none
 	Medias  []Media   `json:"medias"`
+	// Branch is the via-branch of the forked offer the leg was made for,
+	// Offerer the index+1 in Call.Legs of the leg that offered (0: none).
+	Branch  string `json:"branch,omitempty"`
+	Offerer int    `json:"offerer,omitempty"`
 }
 
 // Media is one m= section of a leg: the anchor's stream for it.

@@ -226,6 +226,18 @@ func WebSocket(transport string) bool {
 	return strings.EqualFold(transport, "WS") || strings.EqualFold(transport, "WSS")
 }
 
+// ForContact is the encryption a callee's contact reached over transport
+// is offered, its user's or trunk's being configured: WebRTC over
+// WebSocket, whatever the configuration says, else configured. Each
+// contact a call forks to gets an offer of its own (Offer on the branch's
+// request), so a browser and a phone of one user can both answer.
+func ForContact(transport, configured string) string {
+	if WebSocket(transport) {
+		return WebRTC
+	}
+	return configured
+}
+
 // transportFor is the ng "transport protocol" that gives the other side
 // encryption, from the offer's first m= line ("": pass the offer's).
 // A WebRTC offer going to a side that is not WebRTC is never passed on
@@ -266,6 +278,11 @@ func transportFor(body []byte, encryption string) string {
 // the anchor: on, the call's own when it has one, else one picked for
 // it. encryption (SRTP, PlainRTP, WebRTC, PassEncryption) is what the
 // other side is offered. A request with no SDP is left alone (false).
+//
+// The offer names req's top Via branch ("via-branch"): for a request as
+// it came, its sender's; for a fork's branch as sori sends it, sori's own,
+// which gives that branch its own leg on the anchor (media/anchor
+// branch.go; rtpengine's via-branch). Its answer names the same (Answer).
 func (p *Pool) Offer(ctx context.Context, req *sip.Request, on netip.AddrPort, encryption string) (netip.AddrPort, bool, error) {
 	body, ok := sdpBody(req)
 	if !ok {
@@ -305,7 +322,8 @@ func (p *Pool) Offer(ctx context.Context, req *sip.Request, on netip.AddrPort, e
 
 // Answer rewrites the SDP answer in res (a 18x or 2xx to req) on the
 // anchor that took the offer, so the offerer sends its media there.
-func (p *Pool) Answer(ctx context.Context, on netip.AddrPort, req *sip.Request, res *sip.Response) error {
+// branch is the via-branch the offer answered named ("": none).
+func (p *Pool) Answer(ctx context.Context, on netip.AddrPort, req *sip.Request, res *sip.Response, branch string) error {
 	body, ok := sdpBody(res)
 	if !ok {
 		return nil
@@ -314,6 +332,9 @@ func (p *Pool) Answer(ctx context.Context, on netip.AddrPort, req *sip.Request, 
 	// WebSocket.
 	d := ng.Dict{"command": "answer", "call-id": res.CallID().Value(), "from-tag": res.From().Params.GetOr("tag", ""),
 		"to-tag": res.To().Params.GetOr("tag", ""), "sdp": body, "replace": replace, "ICE": iceFlag(WebSocket(req.Transport()))}
+	if branch != "" {
+		d["via-branch"] = branch
+	}
 	if src, err := netip.ParseAddrPort(res.Source()); err == nil {
 		d["received-from"] = []any{"IP4", src.Addr().Unmap().String()}
 		if src.Addr().Is6() && !src.Addr().Is4In6() {
@@ -333,6 +354,14 @@ func (p *Pool) Answer(ctx context.Context, on netip.AddrPort, req *sip.Request, 
 	}
 	res.SetBody(sdpOf(out))
 	return nil
+}
+
+// DeleteBranch drops, on anchor on, the leg that the offer from fromTag on
+// via-branch branch made: a fork's branch that lost, its ports released
+// now rather than with the call.
+func (p *Pool) DeleteBranch(ctx context.Context, on netip.AddrPort, callID, fromTag, branch string) error {
+	_, err := p.send(ctx, p.anchorAt(on), ng.Dict{"command": "delete", "call-id": callID, "from-tag": fromTag, "via-branch": branch})
+	return err
 }
 
 // Delete ends the call on its anchor and returns each side's media

@@ -135,7 +135,7 @@ func TestOfferAnswerDeleteGoToTheCallsAnchor(t *testing.T) {
 	res.AppendHeader(sip.NewHeader("Content-Type", "application/sdp"))
 	res.SetBody([]byte(offerSDP))
 	res.SetSource("203.0.113.9:5060")
-	if err := p.Answer(ctx, on, req, res); err != nil || !strings.Contains(string(res.Body()), "203.0.113.5") {
+	if err := p.Answer(ctx, on, req, res, ""); err != nil || !strings.Contains(string(res.Body()), "203.0.113.5") {
 		t.Fatalf("answer: %v\n%s", err, res.Body())
 	}
 	// A re-offer in the dialog goes to the call's anchor.
@@ -147,7 +147,7 @@ func TestOfferAnswerDeleteGoToTheCallsAnchor(t *testing.T) {
 		t.Fatalf("commands %s", got)
 	}
 	// An answer for a call with no anchor is refused, not sent anywhere.
-	if err := p.Answer(ctx, netip.AddrPort{}, req, res); err == nil {
+	if err := p.Answer(ctx, netip.AddrPort{}, req, res, ""); err == nil {
 		t.Fatal("answer without an offer")
 	}
 }
@@ -361,7 +361,7 @@ func TestAnswerToABrowserForcesICE(t *testing.T) {
 		res.To().Params.Add("tag", "tb")
 		res.AppendHeader(sip.NewHeader("Content-Type", "application/sdp"))
 		res.SetBody([]byte(offerSDP))
-		if err := p.Answer(context.Background(), on, req, res); err != nil {
+		if err := p.Answer(context.Background(), on, req, res, ""); err != nil {
 			t.Fatal(err)
 		}
 		a.mu.Lock()
@@ -375,5 +375,70 @@ func TestAnswerToABrowserForcesICE(t *testing.T) {
 		if WebSocket(tr) != want {
 			t.Errorf("WebSocket(%q) = %v", tr, !want)
 		}
+	}
+}
+
+// A forked call: each contact's encryption is its own (WebRTC for a
+// browser over WebSocket, the configured one for a phone), each branch's
+// offer names its own Via branch, its answer the same, and a branch that
+// lost is deleted by its via-branch alone.
+func TestForkedBranchesGetTheirOwnOffers(t *testing.T) {
+	for _, tt := range []struct{ transport, configured, want string }{
+		{"WSS", PlainRTP, WebRTC}, {"ws", SRTP, WebRTC}, {"WS", PassEncryption, WebRTC},
+		{"UDP", PlainRTP, PlainRTP}, {"TLS", SRTP, SRTP}, {"TCP", PassEncryption, PassEncryption},
+	} {
+		if got := ForContact(tt.transport, tt.configured); got != tt.want {
+			t.Errorf("ForContact(%q, %q) = %q, want %q", tt.transport, tt.configured, got, tt.want)
+		}
+	}
+	a := startFake(t)
+	p := newPool(t, a)
+	ctx := context.Background()
+	var on netip.AddrPort
+	branches := map[string]string{"z9hG4bK-sori-wss": "WSS", "z9hG4bK-sori-udp": "UDP"}
+	for branch, transport := range branches {
+		// The branch's request as sori sends it: its own Via on top.
+		req := invite(t, "fork", offerSDP, "application/sdp")
+		params := sip.NewParams()
+		params.Add("branch", branch)
+		req.PrependHeader(&sip.ViaHeader{ProtocolName: "SIP", ProtocolVersion: "2.0", Transport: transport, Host: "127.0.0.1", Port: 5060, Params: params})
+		got, _, err := p.Offer(ctx, req, on, ForContact(transport, PlainRTP))
+		if err != nil {
+			t.Fatal(err)
+		}
+		on = got
+	}
+	want := map[string][2]string{"z9hG4bK-sori-wss": {"UDP/TLS/RTP/SAVPF", "force"}, "z9hG4bK-sori-udp": {"RTP/AVP", "remove"}}
+	a.mu.Lock()
+	cmds := append([]ng.Dict(nil), a.cmds...)
+	a.mu.Unlock()
+	if len(cmds) != 2 {
+		t.Fatalf("%d commands for two branches", len(cmds))
+	}
+	for _, c := range cmds {
+		w, ok := want[c.Str("via-branch")]
+		if !ok || c.Str("transport-protocol") != w[0] || c.Str("ICE") != w[1] || c.Str("from-tag") != "ta" {
+			t.Errorf("branch offer %v, want %v", c, w)
+		}
+	}
+
+	res := sip.NewResponseFromRequest(invite(t, "fork", "", ""), 200, "OK", nil)
+	res.To().Params.Add("tag", "tb")
+	res.AppendHeader(sip.NewHeader("Content-Type", "application/sdp"))
+	res.SetBody([]byte(offerSDP))
+	if err := p.Answer(ctx, on, invite(t, "fork", offerSDP, "application/sdp"), res, "z9hG4bK-sori-udp"); err != nil {
+		t.Fatal(err)
+	}
+	if err := p.DeleteBranch(ctx, on, "fork", "ta", "z9hG4bK-sori-wss"); err != nil {
+		t.Fatal(err)
+	}
+	a.mu.Lock()
+	answer, del := a.cmds[2], a.cmds[3]
+	a.mu.Unlock()
+	if answer.Str("command") != "answer" || answer.Str("via-branch") != "z9hG4bK-sori-udp" || answer.Str("to-tag") != "tb" {
+		t.Errorf("answer %v", answer)
+	}
+	if del.Str("command") != "delete" || del.Str("via-branch") != "z9hG4bK-sori-wss" || del.Str("from-tag") != "ta" || del.Str("call-id") != "fork" || del.Str("to-tag") != "" {
+		t.Errorf("branch delete %v", del)
 	}
 }

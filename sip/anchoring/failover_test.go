@@ -182,7 +182,7 @@ func TestACallsCommandTimingOutStartsTheFailure(t *testing.T) {
 		t.Fatalf("failing since the command %v ago, not dead (dead %v)", time.Since(sent), got)
 	}
 	start := time.Now()
-	err := p.Answer(context.Background(), a.srv.Addr(), req, responseWithSDP(t, "cmd-timeout"))
+	err := p.Answer(context.Background(), a.srv.Addr(), req, responseWithSDP(t, "cmd-timeout"), "")
 	if !errors.Is(err, ErrDead) || !Gone(err) || time.Since(start) > 50*time.Millisecond {
 		t.Fatalf("answer on a dead anchor: %v after %v", err, time.Since(start))
 	}

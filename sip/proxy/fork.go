@@ -42,6 +42,16 @@ type fork struct {
 	// SDP answers coming back must too, on the same anchor.
 	anchored bool
 	anchor   netip.AddrPort
+	// offerSDP is a new call's SDP offer as it came, offerEnc what the
+	// call's offer gave the callee, offerBranch the via-branch that offer
+	// named (the caller's): a branch whose target wants another encryption
+	// gets an offer of its own from offerSDP (branchOffer).
+	offerSDP    []byte
+	offerEnc    string
+	offerBranch string
+	// mediaBranches are the via-branches of the anchor's legs made for
+	// the branches so far, offerBranch's included once one uses it; f.mu.
+	mediaBranches []string
 	// late: an INVITE without SDP, whose 2xx brings the offer (late.go);
 	// lateEnc is what its sender is offered.
 	late    bool
@@ -94,6 +104,11 @@ type branch struct {
 	// yet); woken: the woken app's binding got it.
 	wait  *pushwake.Wait
 	woken bool
+	// media is the via-branch of the offer its target got (its answers
+	// name it): the call's (fork.offerBranch) or its own (branchOffer);
+	// enc that offer's encryption.
+	media string
+	enc   string
 }
 
 func newFork(p *Proxy, in *sip.Request, w chain.ResponseWriter, c *call.Call, caller chain.Caller, groups [][]target, rr bool) *fork {
@@ -173,6 +188,9 @@ func (f *fork) send(b *branch, t target) {
 	req, err := f.p.prepare(f.in, t, f.rr, f.loop)
 	var tx sip.ClientTransaction
 	if err == nil {
+		err = f.branchOffer(b, req, t)
+	}
+	if err == nil {
 		f.sending(req)
 		ctx, cancel := context.WithTimeout(context.Background(), dialTimeout)
 		if t.flow {
@@ -202,7 +220,7 @@ func (f *fork) send(b *branch, t target) {
 	}
 	f.mu.Unlock()
 	if f.invite {
-		tx.OnRetransmission(func(res *sip.Response) { f.onRetransmission(res) })
+		tx.OnRetransmission(func(res *sip.Response) { f.onRetransmission(b, res) })
 	}
 	f.p.cfg.Pool.Go(func() { f.watch(b) })
 }
@@ -260,7 +278,7 @@ func (f *fork) watch(b *branch) {
 	for {
 		select {
 		case res := <-b.tx.Responses():
-			if err := f.answer(res); err != nil {
+			if err := f.answer(b, res); err != nil {
 				f.endLateOffer(b, res, err)
 				return
 			}
@@ -329,6 +347,7 @@ func (f *fork) onResponse(b *branch, res *sip.Response) {
 			f.sent = code
 			f.done()
 			f.cancelPending()
+			f.dropLostBranches(b)
 		case f.invite && f.sent < 300:
 			f.relay(res) // every 2xx to an INVITE goes up (§16.7 step 5)
 		case f.invite:
@@ -510,17 +529,26 @@ func (f *fork) relay(res *sip.Response) {
 // failure the answer goes up as it is and media flows end to end. For an
 // INVITE without SDP it anchors the 2xx's offer instead (late.go); an
 // error: that 2xx must not go up.
-func (f *fork) answer(res *sip.Response) error {
+func (f *fork) answer(b *branch, res *sip.Response) error {
 	if f.late {
 		return f.lateOffer(res)
 	}
 	if !f.anchored || res.StatusCode <= 100 || res.StatusCode >= 300 {
 		return nil
 	}
+	f.mu.Lock()
+	stale := res.StatusCode < 200 && f.sent != 0
+	f.mu.Unlock()
+	if stale {
+		// A 18x of a branch that lost goes nowhere: its answer would take
+		// the anchor's leg of the branch that won (or was deleted with
+		// its branch, dropLostBranches).
+		return nil
+	}
 	ctx, cancel := context.WithTimeout(context.Background(), dialTimeout)
 	defer cancel()
 	body := f.noteAnswer(res) // before the anchor rewrites it
-	if err := f.p.cfg.Media.Answer(ctx, f.currentAnchor(), f.in, res); err != nil {
+	if err := f.p.cfg.Media.Answer(ctx, f.currentAnchor(), f.in, res, b.media); err != nil {
 		if f.reoffer(ctx, res, body, err) {
 			return nil
 		}
@@ -529,8 +557,8 @@ func (f *fork) answer(res *sip.Response) error {
 	return nil
 }
 
-func (f *fork) onRetransmission(res *sip.Response) {
-	if f.answer(res) != nil {
+func (f *fork) onRetransmission(b *branch, res *sip.Response) {
+	if f.answer(b, res) != nil {
 		return // a 2xx sori ended (late.go)
 	}
 	f.mu.Lock()

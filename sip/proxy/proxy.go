@@ -70,8 +70,12 @@ type Media interface {
 	// encryption is what the side the offer goes to is offered: "srtp",
 	// "rtp", "webrtc", or "" for the offer's own.
 	Offer(ctx context.Context, req *sip.Request, on netip.AddrPort, encryption string) (netip.AddrPort, bool, error)
-	// Answer rewrites the SDP answer in res, a response to req, on anchor on.
-	Answer(ctx context.Context, on netip.AddrPort, req *sip.Request, res *sip.Response) error
+	// Answer rewrites the SDP answer in res, a response to req, on anchor
+	// on; branch is the via-branch its offer named ("": none).
+	Answer(ctx context.Context, on netip.AddrPort, req *sip.Request, res *sip.Response, branch string) error
+	// DeleteBranch drops the anchor's leg for the offer fromTag made on
+	// via-branch branch: a fork's branch that lost (fork.go).
+	DeleteBranch(ctx context.Context, on netip.AddrPort, callID, fromTag, branch string) error
 	// OfferInReply rewrites the SDP offer in res, a 2xx to req (an INVITE
 	// without SDP), on anchor on (zero: one is picked) and returns the
 	// anchor; false when res carries no SDP. encryption is what req's
@@ -258,24 +262,27 @@ func (p *Proxy) initial(ctx context.Context, w chain.ResponseWriter, r *chain.Re
 }
 
 // calleeEncryption is the media encryption of the first target a new call
-// tries: its trunk's or its user's. A re-INVITE keeps what each side
-// speaks (the anchor remembers).
-//
-// A target registered over WebSocket is a browser (JsSIP, SIP.js): it
-// gets WebRTC (DTLS-SRTP over ICE), whatever its user's setting, since
-// it speaks nothing else. The other forks of the call get the same offer.
+// tries (targetEncryption): the call's offer is made for it before the
+// fork. A re-INVITE keeps what each side speaks (the anchor remembers).
 func (p *Proxy) calleeEncryption(groups [][]target) string {
 	if len(groups) == 0 || len(groups[0]) == 0 {
 		return ""
 	}
-	t := groups[0][0]
-	if anchoring.WebSocket(t.transport) {
-		return anchoring.WebRTC
+	return p.targetEncryption(groups[0][0])
+}
+
+// targetEncryption is the media encryption a target is offered: its
+// trunk's or its user's. A target registered over WebSocket is a browser
+// (JsSIP, SIP.js): it gets WebRTC (DTLS-SRTP over ICE), whatever its
+// user's setting, since it speaks nothing else. A fork's branch whose
+// target wants other than the call's offer gets an offer of its own
+// (fork.go branchOffer).
+func (p *Proxy) targetEncryption(t target) string {
+	configured := ""
+	if p.cfg.Encryption != nil {
+		configured = p.cfg.Encryption(t.user, t.trunk)
 	}
-	if p.cfg.Encryption == nil {
-		return ""
-	}
-	return p.cfg.Encryption(t.user, t.trunk)
+	return anchoring.ForContact(t.transport, configured)
 }
 
 // offer anchors the media of an INVITE or UPDATE carrying SDP before it is
@@ -285,6 +292,10 @@ func (p *Proxy) offer(ctx context.Context, req *sip.Request, f *fork, on netip.A
 		return chain.Done
 	}
 	f.noteOffer(req, encryption) // before the anchor rewrites it
+	if f.call != nil {
+		// What the fork's branches offered otherwise start from (fork.go).
+		f.offerSDP, f.offerEnc, f.offerBranch = sdpBody(req), encryption, viaBranch(req)
+	}
 	anchor, anchored, err := p.cfg.Media.Offer(ctx, req, on, encryption)
 	if err != nil {
 		p.log.Warn("media not anchored: call refused", "call_id", req.CallID().Value(), "error", err)
