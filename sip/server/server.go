@@ -55,10 +55,10 @@ type Options struct {
 	TLSClient func(dest netip.AddrPort) *tls.Config
 	// Vouch tells whether a TLS connection's peer certificate vouches for
 	// the peer at remote (transport.Options.Vouch); nil: none does.
-	Vouch      func(cs tls.ConnectionState, remote netip.AddrPort) bool
+	Vouch func(cs tls.ConnectionState, remote netip.AddrPort) bool
 	// Signer signs and checks the nodes' messages in the clear
 	// (transport.Options.Signer); nil: none.
-	Signer transport.Signer
+	Signer     transport.Signer
 	Log        *slog.Logger
 	Registerer prometheus.Registerer // nil: no metrics
 }
