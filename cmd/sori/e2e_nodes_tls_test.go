@@ -15,6 +15,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -355,5 +356,141 @@ func writePEM(t *testing.T, path, kind string, der []byte) {
 	t.Helper()
 	if err := os.WriteFile(path, pem.EncodeToMemory(&pem.Block{Type: kind, Bytes: der}), 0o600); err != nil {
 		t.Fatal(err)
+	}
+}
+
+// sip.node_ca and this node's certificate are read again on SIGHUP for
+// the connections it dials, not only for those it accepts. Node a trusts
+// an old CA and has a certificate of its; node b has a certificate of
+// the old CA's, node c one of a new CA's, and both trust either CA (so
+// what decides is node a's verifying them). Before the rotation node a
+// cannot reach node c. Then the new CA and a new certificate of its for
+// node a are written over node a's files, and node a gets SIGHUP: it
+// reaches node c (which takes its new certificate for node a's: carol
+// gets alice's MESSAGE without a challenge), and no longer node b.
+func TestNodesReloadNodeCA(t *testing.T) {
+	rs := redistest.Start(t)
+	dir := t.TempDir()
+	oldCA, newCA := newTestCA(t, dir, "old-ca"), newTestCA(t, dir, "new-ca")
+	phones := newTestCA(t, dir, "phones-ca")
+	both := filepath.Join(dir, "both-cas.pem")
+	writeFile := func(path string, from ...string) {
+		t.Helper()
+		var b []byte
+		for _, f := range from {
+			data, err := os.ReadFile(f)
+			if err != nil {
+				t.Fatal(err)
+			}
+			b = append(b, data...)
+		}
+		if err := os.WriteFile(path, b, 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+	writeFile(both, oldCA.certFile, newCA.certFile)
+	// Node a's files, rewritten in place by the rotation.
+	aCA, aCert, aKey := filepath.Join(dir, "a-node-ca.pem"), filepath.Join(dir, "a-node.crt"), filepath.Join(dir, "a-node.key")
+	writeFile(aCA, oldCA.certFile)
+	c, k := oldCA.issue(t, "a", "127.0.0.1")
+	writeFile(aCert, c)
+	writeFile(aKey, k)
+
+	ips := []string{"127.0.0.1", "127.0.0.2", "127.0.0.3"}
+	udp := []int{freeSIPPort(t), freeSIPPort(t), freeSIPPort(t)}
+	tlsPorts := []int{freeSIPPort(t), freeSIPPort(t), freeSIPPort(t)}
+	var addrs []string
+	for i, ip := range ips {
+		addrs = append(addrs, fmt.Sprintf("%q", fmt.Sprintf("tls:%s:%d", ip, tlsPorts[i])))
+	}
+	start := func(i int, id, cert, key, caFile, extra string) *sipNode {
+		httpAddr := fmt.Sprintf("127.0.0.1:%d", freeSIPPort(t))
+		cfg := fmt.Sprintf(`sip:
+  domain: sori.test
+  listen: ["udp:%[1]s:%[2]d", "tcp:%[1]s:%[2]d", "tls:%[1]s:%[3]d"]
+  auth_secret: e2e-shared-secret-0123456789
+  tls: {cert: %[4]q, key: %[5]q}
+  node_id: %[6]s
+  node_transport: tls
+  node_ca: %[7]q%[8]s
+  nodes: [%[9]s]
+registrar:
+  store: %[10]q
+  store_timeout: 300ms
+http:
+  listen: %[11]s
+log:
+  level: debug
+users:
+  - {name: alice, password: alice-secret}
+  - {name: bob, password: bob-secret}
+  - {name: carol, password: carol-secret}
+`, ips[i], udp[i], tlsPorts[i], cert, key, id, caFile, extra, strings.Join(addrs, ", "), rs.URL(), httpAddr)
+		return &sipNode{node: runNode(t, cfg, udp[i], httpAddr), id: id, ip: ips[i]}
+	}
+	forPhones, forPhonesKey := phones.issue(t, "a-for-phones", "127.0.0.1")
+	a := start(0, "a", forPhones, forPhonesKey, aCA, fmt.Sprintf("\n  node_cert: %q\n  node_key: %q", aCert, aKey))
+	bCert, bKey := oldCA.issue(t, "b", "127.0.0.2")
+	b := start(1, "b", bCert, bKey, both, "")
+	cCert, cKey := newCA.issue(t, "c", "127.0.0.3")
+	cn := start(2, "c", cCert, cKey, both, "")
+
+	register := func(n *sipNode, user, from, contact string) *ua {
+		t.Helper()
+		u := &ua{sipConn: dialFrom(t, "tcp", from, n.sipAddr()), user: user, password: user + "-secret"}
+		if res := u.registerAuth(user, user+"-secret", user+"-reload", 1, "Contact: <"+contact+">", "Expires: 600"); res.StatusCode != 200 {
+			t.Fatalf("%s's REGISTER on node %s: %d", user, n.id, res.StatusCode)
+		}
+		return u
+	}
+	const bobContact, carolContact = "sip:bob@192.168.1.20:5060;transport=tcp", "sip:carol@192.168.1.30:5060;transport=tcp"
+	register(b, "bob", "127.0.0.11", bobContact) // its connection stays open
+	carol := register(cn, "carol", "127.0.0.12", carolContact)
+	alice := &ua{sipConn: dialFrom(t, "udp", "127.0.0.10", a.sipAddr()), user: "alice", password: "alice-secret"}
+	failedOut := `sori_sip_tls_handshake_failures_total{direction="out"}`
+	unreachable := func(to string, failures float64) {
+		t.Helper()
+		alice.authenticated("MESSAGE", "sip:"+to+"@sori.test", "Content-Type: text/plain")
+		if res := alice.final(); res.StatusCode < 300 {
+			t.Fatalf("a MESSAGE to %s: %d %s, want it failed (node a cannot verify that node)", to, res.StatusCode, res.Reason)
+		}
+		waitMetric(t, a.node, failedOut, failures)
+	}
+	reached := func(to string, callee *ua, contact string) {
+		t.Helper()
+		alice.authenticated("MESSAGE", "sip:"+to+"@sori.test", "Content-Type: text/plain")
+		msg := callee.readRequest()
+		if msg.Method != sip.MESSAGE || msg.From().Address.User != "alice" || msg.Recipient.String() != contact {
+			t.Fatalf("%s got %s %s from %s, want alice's MESSAGE", to, msg.Method, msg.Recipient.String(), msg.From().Address.String())
+		}
+		callee.respond(msg, 200, "OK")
+		if res := alice.final(); res.StatusCode != 200 {
+			t.Fatalf("alice's MESSAGE to %s: %d %s", to, res.StatusCode, res.Reason)
+		}
+	}
+
+	// Before: node c's certificate is the new CA's, which node a does not
+	// trust yet.
+	unreachable("carol", 1)
+
+	// The rotation, then SIGHUP.
+	writeFile(aCA, newCA.certFile)
+	c, k = newCA.issue(t, "a-rotated", "127.0.0.1")
+	writeFile(aCert, c)
+	writeFile(aKey, k)
+	if err := a.cmd.Process.Signal(syscall.SIGHUP); err != nil {
+		t.Fatal(err)
+	}
+	for deadline := time.Now().Add(5 * time.Second); !strings.Contains(a.log(), "TLS certificate reloaded"); time.Sleep(20 * time.Millisecond) {
+		if strings.Contains(a.log(), "TLS certificate not reloaded") || time.Now().After(deadline) {
+			t.Fatalf("node a did not reload its certificates on SIGHUP:\n%s", tail(a.log(), 2000))
+		}
+	}
+
+	// After: node c (new CA) is reached, node b (old CA) is not.
+	reached("carol", carol, carolContact)
+	unreachable("bob", 2)
+	if v := metricValue(t, a.node, `sori_sip_connections{transport="TLS"}`); v != 1 {
+		t.Fatalf("node a: %v TLS connections, want the one to node c", v)
 	}
 }

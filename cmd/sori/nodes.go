@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"log/slog"
 	"net/http"
 	"net/netip"
@@ -23,8 +24,10 @@ import (
 // id stops this one from starting; a Redis not reachable yet does not
 // (the heartbeat is written once it is). With sip.node_transport tls, a
 // node's address is trusted only on a TLS connection whose certificate
-// names that node (vouched: the transport's Vouched).
-func nodeSet(ctx context.Context, cfg *config.Config, st store.Store, conns nodes.Conns, vouched func(transport, src string) bool, secret []byte, log *slog.Logger, reg prometheus.Registerer) (*nodes.Set, error) {
+// names that node (vouched: the transport's Vouched); otherwise a
+// message from a node's address must carry its signature (signer's, the
+// transport's).
+func nodeSet(ctx context.Context, cfg *config.Config, st store.Store, conns nodes.Conns, vouched func(transport, src string) bool, signer *nodes.Signer, secret []byte, log *slog.Logger, reg prometheus.Registerer) (*nodes.Set, error) {
 	if len(cfg.SIP.Nodes) == 0 {
 		return nil, nil
 	}
@@ -44,6 +47,8 @@ func nodeSet(ctx context.Context, cfg *config.Config, st store.Store, conns node
 		Log: log.With("component", "nodes"), Registerer: reg}
 	if cfg.SIP.NodeTransport == "tls" {
 		c.Vouched = vouched
+	} else {
+		c.Signer = signer
 	}
 	if rs, ok := st.(*redisstore.Store); ok {
 		c.Beats = redisnodes.New(rs.Client(), "")
@@ -59,6 +64,29 @@ func nodeSet(ctx context.Context, cfg *config.Config, st store.Store, conns node
 	}
 	log.Info("node of a service", "node", cfg.SIP.NodeID, "address", self.String(), "nodes", len(peers))
 	return s, nil
+}
+
+// nodeSigner signs this node's messages to the other nodes and checks
+// theirs when the nodes talk in the clear (sip/nodes sign.go): nil for a
+// single node, and with sip.node_transport tls (the certificates vouch).
+// The key is sip.auth_secret's, which every node shares.
+func nodeSigner(cfg *config.Config, secret []byte) (*nodes.Signer, error) {
+	if len(cfg.SIP.Nodes) == 0 || cfg.SIP.NodeTransport == "tls" {
+		return nil, nil
+	}
+	self, err := nodes.ParseAddress(cfg.SIP.NodeAddress)
+	if err != nil {
+		return nil, fmt.Errorf("sip.node_address: %w", err)
+	}
+	var peers []nodes.Address
+	for _, a := range cfg.SIP.Nodes {
+		p, err := nodes.ParseAddress(a)
+		if err != nil {
+			return nil, fmt.Errorf("sip.nodes: %w", err)
+		}
+		peers = append(peers, p)
+	}
+	return nodes.NewSigner(secret, self, peers), nil
 }
 
 // edgeProxies is sip.edge_proxies as the registrar's Path check.

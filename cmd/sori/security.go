@@ -45,7 +45,9 @@ func sharedBans(st store.Store) bans.Shared {
 }
 
 // abuseGuard is the security: section as the first link of the chain.
-// Trusted networks and the trunks' inbound ACLs are exempt.
+// Trusted networks and the trunks' inbound ACLs are exempt. The other
+// nodes (sip.nodes) are not, by their addresses: only what is vouched for
+// as a node's passes unscreened (abuse.Guard.Admit; sip/nodes).
 func abuseGuard(ctx context.Context, cfg *config.Config, st store.Store, log *slog.Logger, reg prometheus.Registerer) (*abuse.Guard, *bans.List) {
 	s := cfg.Security
 	list := bans.New(nodeName(cfg), sharedBans(st), log.With("component", "bans"))
@@ -57,12 +59,6 @@ func abuseGuard(ctx context.Context, cfg *config.Config, st store.Store, log *sl
 	for _, t := range cfg.Trunks {
 		for _, p := range t.InboundACL {
 			exempt = append(exempt, netip.MustParsePrefix(p))
-		}
-	}
-	for _, a := range cfg.SIP.Nodes {
-		// Another node relays many phones' requests from one address.
-		if l, err := config.ParseListener(a); err == nil {
-			exempt = append(exempt, netip.PrefixFrom(l.Addr.Addr(), l.Addr.Addr().BitLen()))
 		}
 	}
 	gc := abuse.Config{

@@ -164,7 +164,11 @@ func serve(ctx context.Context, configPath string, logOut io.Writer) error {
 	if err != nil {
 		return err
 	}
-	srv, err := server.New(server.Options{
+	signer, err := nodeSigner(cfg, secret)
+	if err != nil {
+		return err
+	}
+	so := server.Options{
 		Gate:       screen{guard},
 		TLS:        tlsConfig,
 		TLSClient:  eitherTLS(toCarriers, toNodes),
@@ -176,7 +180,11 @@ func serve(ctx context.Context, configPath string, logOut io.Writer) error {
 		TimerJ:     cfg.SIP.TimerJ.D(),
 		Log:        log,
 		Registerer: reg,
-	})
+	}
+	if signer != nil { // no typed nil in the interface
+		so.Signer = signer
+	}
+	srv, err := server.New(so)
 	if err != nil {
 		return err
 	}
@@ -189,7 +197,7 @@ func serve(ctx context.Context, configPath string, logOut io.Writer) error {
 	regOpts := []registrar.Option{registrar.WithObserver(flowTracker), registrar.WithPathFrom(edgeProxies(cfg))}
 	// With sip.nodes, bindings name this node as their flow's holder and
 	// bindings other nodes hold are reached through them (sip/nodes).
-	others, err := nodeSet(ctx, cfg, st, srv, srv.Vouched, secret, log, reg)
+	others, err := nodeSet(ctx, cfg, st, srv, srv.Vouched, signer, secret, log, reg)
 	if err != nil {
 		return err
 	}
@@ -365,8 +373,8 @@ func serve(ctx context.Context, configPath string, logOut io.Writer) error {
 // before its packets are parsed.
 type screen struct{ g *abuse.Guard }
 
-func (s screen) Admit(src netip.Addr, now time.Time) transport.Verdict {
-	switch s.g.Admit(src, now) {
+func (s screen) Admit(src netip.Addr, vouched bool, now time.Time) transport.Verdict {
+	switch s.g.Admit(src, vouched, now) {
 	case abuse.Drop:
 		return transport.Drop
 	case abuse.Reject:

@@ -240,27 +240,36 @@ func (s *certs) clientCert(*tls.CertificateRequestInfo) (*tls.Certificate, error
 }
 
 // nodeTLS is how this node opens TLS to the other nodes (sip.node_transport
-// tls): it presents its own certificate (sip.tls) and verifies theirs
-// against sip.node_ca, for the node's IP address. nil when the nodes talk
-// in the clear.
+// tls): it presents its own certificate (sip.node_cert, else sip.tls's)
+// and verifies theirs against sip.node_ca, for the node's IP address.
+// Both are as last read (certs.Reload, on SIGHUP): each connection dialled
+// gets the configuration of that moment, so after a rotation a node whose
+// certificate is under the new CA is reached and one under the old is
+// not; open connections keep what they were made with. nil when the
+// nodes talk in the clear.
 func nodeTLS(cfg *config.Config, own *certs) (func(netip.AddrPort) *tls.Config, error) {
 	if cfg.SIP.NodeTransport != "tls" || own == nil {
 		return nil, nil
 	}
-	pool, err := loadPool("sip.node_ca", cfg.SIP.NodeCA)
-	if err != nil {
-		return nil, err
+	if own.nodes.Load() == nil {
+		return nil, errors.New("sip.node_ca: not loaded (sip.node_transport tls)")
 	}
-	byAddr := map[netip.AddrPort]*tls.Config{}
+	names := map[netip.AddrPort]string{}
 	for _, a := range cfg.SIP.Nodes {
 		l, err := config.ParseListener(a)
 		if err != nil || l.Transport != "tls" { // validated by config
 			continue
 		}
-		byAddr[l.Addr] = &tls.Config{MinVersion: tls.VersionTLS12, RootCAs: pool, ServerName: l.Addr.Addr().String(),
-			GetClientCertificate: own.clientCert}
+		names[l.Addr] = l.Addr.Addr().String()
 	}
-	return func(dest netip.AddrPort) *tls.Config { return byAddr[dest] }, nil
+	return func(dest netip.AddrPort) *tls.Config {
+		name, ok := names[dest]
+		if !ok {
+			return nil
+		}
+		return &tls.Config{MinVersion: tls.VersionTLS12, RootCAs: own.nodes.Load(), ServerName: name,
+			GetClientCertificate: own.clientCert}
+	}, nil
 }
 
 // eitherTLS asks each of fs in turn how to open TLS to dest.

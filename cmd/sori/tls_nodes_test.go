@@ -10,6 +10,7 @@ import (
 	"math/big"
 	"net"
 	"net/netip"
+	"os"
 	"strings"
 	"testing"
 	"time"
@@ -215,4 +216,80 @@ func TestNodeCertPair(t *testing.T) {
 	if _, err := newCerts(phoneTLS, node, []string{"sori.test"}, nil); err == nil || !strings.HasPrefix(err.Error(), "sip.tls.cert: ") {
 		t.Fatalf("no node pair, sip.tls from the phones' CA: %v", err)
 	}
+}
+
+// How this node dials the other nodes follows certs.Reload (SIGHUP): the
+// CA their certificates are verified against and the certificate it
+// presents are the ones last read, for each connection dialled.
+func TestNodeTLSReloaded(t *testing.T) {
+	dir := t.TempDir()
+	oldCA, newCA := newTestCA(t, dir, "old-ca"), newTestCA(t, dir, "new-ca")
+	caFile, certFile, keyFile := dir+"/node-ca.pem", dir+"/node.crt", dir+"/node.key"
+	copyFile := func(dst, src string) {
+		t.Helper()
+		b, err := os.ReadFile(src)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(dst, b, 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+	install := func(ca *testCA, name string) {
+		c, k := ca.issue(t, name, "10.0.0.1")
+		copyFile(caFile, ca.certFile)
+		copyFile(certFile, c)
+		copyFile(keyFile, k)
+	}
+	install(oldCA, "a")
+	cfg := &config.Config{}
+	cfg.SIP.NodeTransport, cfg.SIP.NodeCA = "tls", caFile
+	cfg.SIP.Nodes = []string{"tls:10.0.0.1:5061", "tls:10.0.0.2:5061"}
+	own, err := newCerts(config.TLS{Cert: certFile, Key: keyFile}, nodeCerts{CA: caFile, IP: netip.MustParseAddr("10.0.0.1")}, []string{"sori.test"}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	dial, err := nodeTLS(cfg, own)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b := netip.MustParseAddrPort("10.0.0.2:5061")
+	if dial(netip.MustParseAddrPort("10.0.0.9:5061")) != nil {
+		t.Fatal("a TLS configuration for an address that is no node's")
+	}
+	oldB, _ := sign(t, certSpec{ips: []string{"10.0.0.2"}}, oldCA.cert, oldCA.key)
+	newB, _ := sign(t, certSpec{ips: []string{"10.0.0.2"}}, newCA.cert, newCA.key)
+	check := func(when string, wantCA *testCA) {
+		t.Helper()
+		c := dial(b)
+		if c == nil || c.ServerName != "10.0.0.2" {
+			t.Fatalf("%s: %+v", when, c)
+		}
+		for _, peer := range []struct {
+			cert *x509.Certificate
+			ca   *testCA
+		}{{oldB, oldCA}, {newB, newCA}} {
+			_, err := peer.cert.Verify(x509.VerifyOptions{Roots: c.RootCAs, DNSName: c.ServerName})
+			if (err == nil) != (peer.ca == wantCA) {
+				t.Errorf("%s: node b's certificate of the %s: %v", when, peer.ca.name, err)
+			}
+		}
+		cert, err := c.GetClientCertificate(nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		leaf, err := x509.ParseCertificate(cert.Certificate[0])
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := leaf.Verify(x509.VerifyOptions{Roots: wantCA.pool, KeyUsages: []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth}}); err != nil {
+			t.Errorf("%s: the certificate presented is not the %s's: %v", when, wantCA.name, err)
+		}
+	}
+	check("at start", oldCA)
+	install(newCA, "a-rotated")
+	if err := own.Reload(); err != nil {
+		t.Fatal(err)
+	}
+	check("after the reload", newCA)
 }

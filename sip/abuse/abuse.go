@@ -136,10 +136,19 @@ const (
 
 // Admit screens a packet from src at now, before it is parsed: exempt
 // sources pass, a banned source or one over its rate limit does not.
-func (g *Guard) Admit(src netip.Addr, now time.Time) Verdict {
+//
+// vouched: the packet is vouched for as another node's (its TLS
+// connection's node certificate, or its node signature; sip/nodes). It
+// passes, and takes nothing from its address's rate limit: a node relays
+// many phones' requests from one address, and each was screened where it
+// entered the service. A node's address alone earns nothing: a packet
+// from there that is not vouched for is anyone's (a spoofed datagram,
+// another process on that host) and is screened as a phone's, and a ban
+// of that address keeps out only what is not vouched for.
+func (g *Guard) Admit(src netip.Addr, vouched bool, now time.Time) Verdict {
 	var counter prometheus.Counter
 	switch {
-	case g.Exempt(src):
+	case vouched, g.Exempt(src):
 		return Pass
 	case g.c.Bans != nil && g.c.Bans.Banned(src):
 		counter = g.dropBanned

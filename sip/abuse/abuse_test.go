@@ -3,6 +3,7 @@ package abuse
 import (
 	"log/slog"
 	"net/netip"
+	"slices"
 	"testing"
 	"time"
 
@@ -89,7 +90,7 @@ func TestAdmitAndChainLink(t *testing.T) {
 				// As in sori: the transport asks Admit, then the chain runs.
 				var res *sip.Response
 				passed, code := false, 0
-				switch g.Admit(netip.MustParseAddrPort(tr.src).Addr(), time.Now()) {
+				switch g.Admit(netip.MustParseAddrPort(tr.src).Addr(), false, time.Now()) {
 				case Pass:
 					res, passed = chaintest.Serve(t, g, request(t, tr.src, extra...))
 					if res != nil {
@@ -129,8 +130,45 @@ func BenchmarkChainLink(b *testing.B) {
 	b.ResetTimer()
 	src := netip.MustParseAddr("192.0.2.1")
 	for i := 0; i < b.N; i++ {
-		if g.Admit(src, time.Now()) == Pass {
+		if g.Admit(src, false, time.Now()) == Pass {
 			h.ServeSIP(b.Context(), nil, &chain.Request{Request: req})
 		}
+	}
+}
+
+// Another node's packets pass when they are vouched for (its certificate,
+// its signature), not for the address they come from: from that address
+// without it, a flood is limited and banned as a phone's is, and what is
+// vouched for still passes, banned address or not, taking nothing from
+// the address's rate limit.
+func TestVouchedNode(t *testing.T) {
+	node := netip.MustParseAddr("192.0.2.50") // a node's address, in no exempt network
+	now := time.Now()
+	g := guard(true)
+	for i := range 10 {
+		if v := g.Admit(node, true, now); v != Pass {
+			t.Fatalf("vouched packet %d: %v", i, v)
+		}
+	}
+	if g.Banned(node) {
+		t.Fatal("vouched packets banned the node's address")
+	}
+	// The burst (3) is all there for what is not vouched for: the vouched
+	// packets took none of it.
+	var verdicts []Verdict
+	for range 5 {
+		verdicts = append(verdicts, g.Admit(node, false, now))
+	}
+	if want := []Verdict{Pass, Pass, Pass, Reject, Reject}; !slices.Equal(verdicts, want) {
+		t.Fatalf("not vouched for, from the node's address: %v, want %v", verdicts, want)
+	}
+	if !g.Banned(node) {
+		t.Fatal("a flood from the node's address, not vouched for, is not banned")
+	}
+	if v := g.Admit(node, true, now); v != Pass {
+		t.Fatalf("vouched packet from the banned address: %v", v)
+	}
+	if v := g.Admit(node, false, now.Add(30*time.Second)); v != Reject {
+		t.Fatalf("not vouched for, from the banned address: %v", v)
 	}
 }

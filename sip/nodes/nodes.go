@@ -10,11 +10,14 @@
 // skipped at once.
 //
 // Trust: requests from other nodes are relayed without authenticating the
-// caller again (the node they entered at did), so only sources on the
-// configured node addresses (sip.nodes) are taken for nodes, and a node
-// address read from Redis is used only if it is one of them. With TLS
-// between the nodes (Config.Vouched), a source is a node only on a TLS
-// connection whose certificate names that node.
+// caller again (the node they entered at did), and are exempt from the
+// rate limits (cmd/sori), so a node's address alone is never enough: a
+// message is another node's only when it comes from one of the configured
+// node addresses (sip.nodes) and is vouched for. With TLS between the
+// nodes (Config.Vouched), it came on a TLS connection whose certificate
+// names that node; in the clear, it carries that node's signature
+// (sign.go). A node address read from Redis is used only if it is one of
+// sip.nodes.
 package nodes
 
 import (
@@ -90,9 +93,13 @@ type Config struct {
 	// reports whether the message from src ("ip:port") over transport came
 	// on a TLS connection whose certificate chains to sip.node_ca and
 	// names src's IP; only then is a node's address trusted. Nil: the
-	// address alone is (the nodes talk in the clear).
+	// nodes talk in the clear, and a message from a node's address must
+	// carry that node's signature instead (Signer).
 	Vouched func(transport, src string) bool
-	Log     *slog.Logger
+	// Signer checks the nodes' signatures when they talk in the clear (no
+	// Vouched); nil: one keyed from Secret.
+	Signer *Signer
+	Log    *slog.Logger
 	// Registerer takes sori_node_routes_total; nil: no metrics.
 	Registerer prometheus.Registerer
 }
@@ -101,6 +108,7 @@ type Config struct {
 type Set struct {
 	cfg     Config
 	tokens  Tokens
+	signer  *Signer // nil with Vouched
 	trusted map[netip.Addr]bool
 	peers   map[netip.AddrPort]string // the configured transport of each node address
 	now     func() time.Time
@@ -121,6 +129,11 @@ func New(c Config) *Set {
 			Name: "sori_node_routes_total",
 			Help: "Bindings held by another node, by outcome: forwarded to that node (remote) or skipped because it is down or unknown (down).",
 		}, []string{"result"}),
+	}
+	if c.Vouched == nil {
+		if s.signer = c.Signer; s.signer == nil {
+			s.signer = NewSigner(c.Secret, c.Self, c.Peers)
+		}
 	}
 	for _, p := range c.Peers {
 		s.peers[p.Addr] = p.Transport
@@ -190,17 +203,20 @@ func (s *Set) Flow(u sip.Uri) (Flow, bool) {
 // Open reports whether flow f is still there.
 func (s *Set) Open(f Flow) bool { return s.cfg.Conns == nil || s.cfg.Conns.Open(f.Transport, f.Addr) }
 
-// Trusted reports whether a message from src ("ip:port") over transport
-// came from another node: from a node's address and, with TLS between
-// the nodes, on a connection whose certificate names that node (see
-// Config.Vouched). Such a request was authenticated where it entered the
-// service.
-func (s *Set) Trusted(transport, src string) bool {
-	ap, err := netip.ParseAddrPort(src)
+// Trusted reports whether m came from another node: from a node's
+// address and vouched for, with TLS between the nodes on a connection
+// whose certificate names that node (see Config.Vouched), else by that
+// node's signature (Signer). Such a request was authenticated where it
+// entered the service; a node's address alone is a phone's like any other.
+func (s *Set) Trusted(m sip.Message) bool {
+	ap, err := netip.ParseAddrPort(m.Source())
 	if err != nil || !s.trusted[ap.Addr().Unmap()] {
 		return false
 	}
-	return s.cfg.Vouched == nil || s.cfg.Vouched(transport, src)
+	if s.cfg.Vouched != nil {
+		return s.cfg.Vouched(m.Transport(), m.Source())
+	}
+	return s.signer.Verify(m)
 }
 
 // IsNode reports whether u names another node (a Route or Record-Route
@@ -225,7 +241,7 @@ func (s *Set) IsNode(u sip.Uri) bool {
 // node's flow tokens. It is not authenticated again.
 func (s *Set) Forwarded(req *sip.Request) bool {
 	r := req.Route()
-	if r == nil || !s.Trusted(req.Transport(), req.Source()) {
+	if r == nil || !s.Trusted(req) {
 		return false
 	}
 	_, ok := s.Flow(r.Address)

@@ -270,7 +270,9 @@ func TestRunBeatsAndLeaves(t *testing.T) {
 func TestTrust(t *testing.T) {
 	tokA := NewTokens(secret).Mint("a", Flow{"TCP", "198.51.100.7:40112"})
 	a := threeNodes(t, nil, conns{"TCP 198.51.100.7:40112": true})
-	req := func(src, route string) *sip.Request {
+	// b signs what it sends, as node b's transport does (sign.go).
+	b := NewSigner(secret, addr(t, "tcp:10.0.0.2:5060"), []Address{addr(t, "tcp:10.0.0.1:5060"), addr(t, "tcp:10.0.0.2:5060")})
+	unsigned := func(src, route string) *sip.Request {
 		r := sip.NewRequest(sip.INVITE, sip.Uri{Scheme: "sip", User: "bob", Host: "192.168.1.20"})
 		if route != "" {
 			var u sip.Uri
@@ -279,7 +281,14 @@ func TestTrust(t *testing.T) {
 			}
 			r.AppendHeader(&sip.RouteHeader{Address: u})
 		}
+		r.AppendHeader(sip.NewHeader("Call-ID", "call-1"))
 		r.SetSource(src)
+		r.SetTransport("TCP")
+		return r
+	}
+	req := func(src, route string) *sip.Request {
+		r := unsigned(src, route)
+		r.AppendHeader(sip.NewHeader(Header, b.Sign(r)))
 		return r
 	}
 	for _, c := range []struct {
@@ -293,6 +302,8 @@ func TestTrust(t *testing.T) {
 		{"a phone with our token", req("198.51.100.7:40112", "sip:"+tokA+"@10.0.0.1:5060;transport=tcp;lr;ob"), false},
 		{"our own address is not another node", req("10.0.0.1:5060", "sip:"+tokA+"@10.0.0.1:5060;lr"), false},
 		{"a token of node b's", req("10.0.0.2:41000", "sip:"+NewTokens(secret).Mint("b", Flow{"TCP", "198.51.100.7:40112"})+"@10.0.0.1:5060;lr"), false},
+		// A node's address alone is nothing: anyone can send from it.
+		{"node b's address, not signed", unsigned("10.0.0.2:41000", "sip:"+tokA+"@10.0.0.1:5060;transport=tcp;lr;ob"), false},
 	} {
 		if got := a.Forwarded(c.req); got != c.trust {
 			t.Errorf("%s: Forwarded %v, want %v", c.name, got, c.trust)
@@ -347,16 +358,16 @@ func TestTrustOverTLS(t *testing.T) {
 		{"not an address", "TLS", "node-b:5061", false, false},
 	} {
 		asked = nil
-		if got := a.Trusted(c.transport, c.src); got != c.trust {
+		r := sip.NewRequest(sip.INVITE, sip.Uri{Scheme: "sip", User: "bob", Host: "192.168.1.20"})
+		r.AppendHeader(&sip.RouteHeader{Address: sip.Uri{Scheme: "sip", User: tokA, Host: "10.0.0.1", Port: 5061, UriParams: sip.HeaderParams{{K: "lr", V: ""}}}})
+		r.SetSource(c.src)
+		r.SetTransport(c.transport)
+		if got := a.Trusted(r); got != c.trust {
 			t.Errorf("%s: Trusted %v, want %v", c.name, got, c.trust)
 		}
 		if (len(asked) > 0) != c.asked {
 			t.Errorf("%s: Vouched asked %v", c.name, asked)
 		}
-		r := sip.NewRequest(sip.INVITE, sip.Uri{Scheme: "sip", User: "bob", Host: "192.168.1.20"})
-		r.AppendHeader(&sip.RouteHeader{Address: sip.Uri{Scheme: "sip", User: tokA, Host: "10.0.0.1", Port: 5061, UriParams: sip.HeaderParams{{K: "lr", V: ""}}}})
-		r.SetSource(c.src)
-		r.SetTransport(c.transport)
 		if got := a.Forwarded(r); got != c.trust {
 			t.Errorf("%s: Forwarded %v, want %v", c.name, got, c.trust)
 		}

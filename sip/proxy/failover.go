@@ -104,7 +104,7 @@ func (p *Proxy) shownContact(res *sip.Response) string {
 		return ""
 	}
 	shown := c.Clone()
-	p.markContact(shown, res.Source(), res.Transport(), res.CallID().Value())
+	p.markContact(shown, res, res.CallID().Value())
 	return shown.Address.String()
 }
 

@@ -516,7 +516,7 @@ func (f *fork) relay(res *sip.Response) {
 				// The answering side's own target refresh.
 				f.dialog.Moved(f.in.To().Params.GetOr("tag", ""), c.Address.String(), res.Source(), res.Transport())
 			}
-			f.p.markContact(c, res.Source(), res.Transport(), f.in.CallID().Value())
+			f.p.markContact(c, res, f.in.CallID().Value())
 			if refresh && f.dialog != nil && res.StatusCode >= 200 {
 				f.dialog.Shown(f.in.To().Params.GetOr("tag", ""), c.Address.String())
 			}

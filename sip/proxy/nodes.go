@@ -22,9 +22,9 @@ type Nodes interface {
 	Flow(u sip.Uri) (nodes.Flow, bool)
 	// Open reports whether a flow of this node's is still open.
 	Open(f nodes.Flow) bool
-	// Trusted reports whether a message from src ("ip:port") over
-	// transport came from another node.
-	Trusted(transport, src string) bool
+	// Trusted reports whether m came from another node: from a node's
+	// address, vouched for (its TLS certificate or its signature).
+	Trusted(m sip.Message) bool
 	// IsNode reports whether u names another node.
 	IsNode(u sip.Uri) bool
 }
@@ -49,11 +49,10 @@ func (p *Proxy) reach(ctx context.Context, b store.Binding) (t target, skip bool
 	return t, false, nil
 }
 
-// fromNode reports whether a message from src over transport came from
-// another node: what it wrote for its own side (the NAT alias in a
-// Contact) stays.
-func (p *Proxy) fromNode(transport, src string) bool {
-	return p.cfg.Nodes != nil && p.cfg.Nodes.Trusted(transport, src)
+// fromNode reports whether m came from another node: what it wrote for
+// its own side (the NAT alias in a Contact) stays.
+func (p *Proxy) fromNode(m sip.Message) bool {
+	return p.cfg.Nodes != nil && p.cfg.Nodes.Trusted(m)
 }
 
 // towardNode reports whether req goes on along a Route to another node:
@@ -94,7 +93,7 @@ func (p *Proxy) edge(ctx context.Context, w chain.ResponseWriter, r *chain.Reque
 			return chain.Refuse(403, "Forbidden: Not The Dialog's Target")
 		}
 		t = target{uri: req.Recipient}
-	case p.fromNode(req.Transport(), req.Source()):
+	case p.fromNode(req):
 		if !req.IsAck() && !p.cfg.Nodes.Open(fl) { // an ACK gets no answer: edgeAck drops it
 			// The phone's connection closed: the calling node tries its
 			// other flows (RFC 5626 §5.3).

@@ -29,7 +29,7 @@ func (f fakeNodes) Route(context.Context, store.Binding) (sip.Uri, nodes.Decisio
 }
 func (f fakeNodes) Flow(u sip.Uri) (nodes.Flow, bool) { fl, ok := f.flows[u.User]; return fl, ok }
 func (f fakeNodes) Open(nodes.Flow) bool              { return f.open }
-func (f fakeNodes) Trusted(_, src string) bool        { return strings.HasPrefix(src, "10.0.0.2:") }
+func (f fakeNodes) Trusted(m sip.Message) bool        { return strings.HasPrefix(m.Source(), "10.0.0.2:") }
 func (f fakeNodes) IsNode(u sip.Uri) bool {
 	return u.Host == "10.0.0.2" && (u.Port == 5060 || u.Port == 0)
 }

@@ -368,7 +368,7 @@ func (p *Proxy) prepare(in *sip.Request, t target, recordRoute bool, loop string
 		prepend(out, rrs...)
 	}
 	if c := out.Contact(); c != nil && (recordRoute || targetRefresh(in)) {
-		p.markContact(c, in.Source(), in.Transport(), in.CallID().Value())
+		p.markContact(c, in, in.CallID().Value())
 	}
 	return out, nil
 }

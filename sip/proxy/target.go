@@ -24,13 +24,13 @@ import (
 //     other side's Contact as sori last saw it (target refreshes
 //     included), and a Route the first hop sori recorded for that side.
 
-// markContact aliases a dialog's Contact with where its message came from
-// and seals the alias for the dialog callID.
-func (p *Proxy) markContact(c *sip.ContactHeader, src, transport, callID string) {
-	if p.fromNode(transport, src) {
+// markContact aliases a dialog's Contact with where its message m came
+// from and seals the alias for the dialog callID.
+func (p *Proxy) markContact(c *sip.ContactHeader, m sip.Message, callID string) {
+	if p.fromNode(m) {
 		return // the node it came through marked it, for the flow it holds
 	}
-	alias.Add(c, src, transport)
+	alias.Add(c, m.Source(), m.Transport())
 	if v, _, ok := alias.Value(c.Address); ok {
 		c.Address.UriParams.Add(alias.SealParam, p.aliasSeal(callID, v))
 	}

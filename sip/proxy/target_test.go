@@ -13,12 +13,20 @@ import (
 	"github.com/sori-voice/sori/sip/chain/chaintest"
 )
 
+// fromPhone is a message from a phone at 203.0.113.5:40000 over UDP.
+func fromPhone() *sip.Response {
+	r := sip.NewResponse(200, "OK")
+	r.SetSource("203.0.113.5:40000")
+	r.SetTransport("UDP")
+	return r
+}
+
 // A Contact sori aliases carries a seal for its dialog; a Request-URI's
 // alias is followed only with a valid one.
 func TestAliasSeal(t *testing.T) {
 	p := newTestProxy(t, "")
 	c := &sip.ContactHeader{Address: uri(t, "sip:alice@192.168.1.20:5060;alias=10.0.0.9~6379~2;as=forged")}
-	p.markContact(c, "203.0.113.5:40000", "UDP", "call-1")
+	p.markContact(c, fromPhone(), "call-1")
 	sealed := c.Address
 	if v, seal, ok := aliasOf(sealed); !ok || v != "203.0.113.5~40000~1" || seal == "" || seal == "forged" {
 		t.Fatalf("marked Contact %s", sealed.String())
@@ -50,7 +58,7 @@ func TestAliasSeal(t *testing.T) {
 	// of the deployment) verifies the seals and dialog tokens the first wrote.
 	secret := []byte("e2e-shared-secret-0123456789")
 	first := New(Config{Self: p.cfg.Self, Sender: sender{}, DialogSecret: secret, Log: p.log})
-	first.markContact(c, "203.0.113.5:40000", "UDP", "call-1")
+	first.markContact(c, fromPhone(), "call-1")
 	restarted := New(Config{Self: p.cfg.Self, Sender: sender{}, DialogSecret: secret, Log: p.log})
 	if !restarted.aliasSealed(c.Address, "call-1") || restarted.aliasSealed(c.Address, "call-2") {
 		t.Fatal("the restarted process does not verify the seal for its dialog alone")

@@ -55,7 +55,10 @@ type Options struct {
 	TLSClient func(dest netip.AddrPort) *tls.Config
 	// Vouch tells whether a TLS connection's peer certificate vouches for
 	// the peer at remote (transport.Options.Vouch); nil: none does.
-	Vouch      func(cs tls.ConnectionState, remote netip.AddrPort) bool
+	Vouch func(cs tls.ConnectionState, remote netip.AddrPort) bool
+	// Signer signs and checks the nodes' messages in the clear
+	// (transport.Options.Signer); nil: none.
+	Signer     transport.Signer
 	Log        *slog.Logger
 	Registerer prometheus.Registerer // nil: no metrics
 }
@@ -112,7 +115,7 @@ func New(o Options) (*Server, error) {
 	s.pool = gopool.New(poolKeep, poolMax, poolIdle)
 	s.tx = transaction.New((*transactionUser)(s), s.pool, o.Log.With("component", "transaction"))
 	s.tp = transport.New(transport.Options{
-		Listeners: o.Listeners, Handler: (*received)(s), Gate: o.Gate, TLS: o.TLS, TLSClient: o.TLSClient, Vouch: o.Vouch, Server: o.Product, RetryAfter: o.RetryAfter,
+		Listeners: o.Listeners, Handler: (*received)(s), Gate: o.Gate, TLS: o.TLS, TLSClient: o.TLSClient, Vouch: o.Vouch, Signer: o.Signer, Server: o.Product, RetryAfter: o.RetryAfter,
 		Log: o.Log.With("component", "transport"), Registerer: o.Registerer,
 	})
 	timerJ := o.TimerJ

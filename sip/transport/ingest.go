@@ -12,30 +12,32 @@ import (
 
 // ingest is every received message's way in: keepalives are absorbed, the
 // Gate screens the source, wire checks the bytes, sipgo parses them once,
-// and the handler gets the message. What cannot be accepted is answered
-// here when it is a request that can be answered, and counted.
+// and the handler gets the message. A message from another node's
+// address in the clear is screened after it is parsed, with its signature
+// checked (sign.go). What cannot be accepted is answered here when it is
+// a request that can be answered, and counted.
 func (t *Transport) ingest(data []byte, c Conn) {
 	if keepalive(data) {
 		return
 	}
-	if g := t.opts.Gate; g != nil {
-		switch g.Admit(c.Remote().Addr(), time.Now()) {
-		case Drop:
-			return // the gate counts what it keeps out
-		case Reject:
-			if reply := wire.Reply(data, 503, "Service Unavailable", t.opts.Server, "Retry-After: "+strconv.Itoa(t.opts.RetryAfter)); reply != nil {
-				_ = c.Write(reply)
-			}
-			return
+	peer := t.signedPeer(c)
+	if !peer && !t.admit(data, c, t.connVouched(c)) {
+		return
+	}
+	// refuse is as for any other source when what a node's address sent
+	// cannot be read, so carries no signature: the Gate first.
+	refuse := func(info wire.Info, code int, reason string) {
+		if !peer || t.admit(data, c, false) {
+			t.refuse(data, info, code, reason, c)
 		}
 	}
 	info, fault := wire.Check(data)
 	if fault != nil {
-		t.refuse(data, info, fault.Code, fault.Reason, c)
+		refuse(info, fault.Code, fault.Reason)
 		return
 	}
 	if info.Kind == wire.Garbage {
-		t.refuse(data, info, 400, "Not A SIP Message", c)
+		refuse(info, 400, "Not A SIP Message")
 		return
 	}
 	msg := data
@@ -47,17 +49,39 @@ func (t *Transport) ingest(data []byte, c Conn) {
 	}
 	m, err := t.parser.ParseSIP(msg)
 	if err != nil {
-		t.refuse(data, info, 400, reasonPhrase(err.Error()), c)
+		refuse(info, 400, reasonPhrase(err.Error()))
 		return
 	}
 	m.SetTransport(c.Transport())
 	m.SetSource(c.Remote().String())
+	if signed := t.unseal(m, peer); peer && !t.admit(data, c, signed || t.connVouched(c)) {
+		return
+	}
 	switch m := m.(type) {
 	case *sip.Request:
 		t.opts.Handler.Request(m, c)
 	case *sip.Response:
 		t.opts.Handler.Response(m, c)
 	}
+}
+
+// admit asks the Gate about the message data from c (vouched: for as
+// another node's); false when it is kept out, answered 503 on Reject.
+func (t *Transport) admit(data []byte, c Conn, vouched bool) bool {
+	g := t.opts.Gate
+	if g == nil {
+		return true
+	}
+	switch g.Admit(c.Remote().Addr(), vouched, time.Now()) {
+	case Drop:
+		return false // the gate counts what it keeps out
+	case Reject:
+		if reply := wire.Reply(data, 503, "Service Unavailable", t.opts.Server, "Retry-After: "+strconv.Itoa(t.opts.RetryAfter)); reply != nil {
+			_ = c.Write(reply)
+		}
+		return false
+	}
+	return true
 }
 
 // refuse answers a request that cannot be accepted, when it can be

@@ -10,6 +10,7 @@ import (
 	"net/netip"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/emiago/sipgo/sip"
@@ -39,9 +40,11 @@ type stream struct {
 	local     netip.AddrPort
 	// handshake, for a TLS connection sori accepted, runs first in serve.
 	handshake func() error
-	// vouched: Options.Vouch vouched for the peer's certificate; gone:
-	// closed, and counted so (both under t.mu; vouch.go).
-	vouched, gone bool
+	// vouched: Options.Vouch vouched for the peer's certificate (set
+	// under t.mu, read without it by each message's ingest); gone:
+	// closed, and counted so (under t.mu; vouch.go).
+	vouched atomic.Bool
+	gone    bool
 
 	wmu sync.Mutex // one message at a time on the wire
 
@@ -317,5 +320,6 @@ func (s *stream) WriteMsg(m sip.Message) error {
 	defer bufPool.Put(buf)
 	buf.Reset()
 	m.StringWrite(buf)
+	s.t.seal(buf, m, s.remote)
 	return s.Write(buf.Bytes())
 }

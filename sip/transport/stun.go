@@ -14,7 +14,7 @@ import (
 
 // admitted asks the gate about c's source (a banned one gets no answer).
 func (t *Transport) admitted(c Conn) bool {
-	return t.opts.Gate == nil || t.opts.Gate.Admit(c.Remote().Addr(), time.Now()) == Pass
+	return t.opts.Gate == nil || t.opts.Gate.Admit(c.Remote().Addr(), false, time.Now()) == Pass
 }
 
 // stunKeepalive answers a STUN binding request from c; false when data is

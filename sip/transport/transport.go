@@ -67,9 +67,11 @@ const (
 )
 
 // Gate screens sources before their messages are parsed (bans, rate
-// limits); nil passes everything.
+// limits); nil passes everything. vouched: the message is vouched for as
+// another node's, by its TLS connection's certificate (Options.Vouch) or
+// by its signature (Options.Signer; such a message is parsed first).
 type Gate interface {
-	Admit(src netip.Addr, now time.Time) Verdict
+	Admit(src netip.Addr, vouched bool, now time.Time) Verdict
 }
 
 // Options configure a Transport.
@@ -99,6 +101,10 @@ type Options struct {
 	// vouches for the peer at remote; asked once per connection, after
 	// its handshake (vouch.go). Nil: Vouched is always false.
 	Vouch func(cs tls.ConnectionState, remote netip.AddrPort) bool
+	// Signer signs the messages written to the other nodes and checks
+	// those read from them when the nodes talk in the clear (sign.go);
+	// nil: none is signed, and no message is vouched for by a signature.
+	Signer Signer
 	// Dial opens the stream connections sori needs to send requests on;
 	// nil: a net.Dialer. Tests hook it to see that nothing is dialled on
 	// a peer's say-so.

@@ -351,7 +351,7 @@ func TestConnRefusesNames(t *testing.T) {
 
 type gate Verdict
 
-func (g gate) Admit(netip.Addr, time.Time) Verdict { return Verdict(g) }
+func (g gate) Admit(netip.Addr, bool, time.Time) Verdict { return Verdict(g) }
 
 func TestGate(t *testing.T) {
 	for _, c := range []struct {

@@ -70,6 +70,7 @@ func (p *udpPeer) WriteMsg(m sip.Message) error {
 	defer bufPool.Put(buf)
 	buf.Reset()
 	m.StringWrite(buf)
+	p.sock.t.seal(buf, m, p.remote)
 	return p.sock.write(buf.Bytes(), p.remote)
 }
 

@@ -42,7 +42,7 @@ func (t *Transport) vouchHandshake(s *stream, cs tls.ConnectionState) {
 	if s.gone {
 		return
 	}
-	s.vouched = true
+	s.vouched.Store(true)
 	c := t.vouches[s.key()]
 	c.vouched++
 	t.vouches[s.key()] = c
@@ -56,7 +56,7 @@ func (t *Transport) vouchClosed(s *stream) {
 	s.gone = true
 	c := t.vouches[s.key()]
 	c.open--
-	if s.vouched {
+	if s.vouched.Load() {
 		c.vouched--
 	}
 	if c.open <= 0 {

@@ -123,3 +123,42 @@ func waitVouched(t *testing.T, tp *Transport, src string, want bool) {
 		}
 	}
 }
+
+// The Gate is told a message is vouched for when its TLS connection's
+// certificate was (a node's, with sip.node_transport tls), and is not for
+// the same address on a connection without one: that one is screened as
+// anyone's (here rejected, 503).
+func TestVouchedToGate(t *testing.T) {
+	pair := testPair(t)
+	g := &vouchGate{}
+	f := start(t, func(o *Options) {
+		o.Listeners = []Listener{{Transport: "tls", Addr: netip.MustParseAddrPort("127.0.0.1:0")}}
+		o.TLS = &tls.Config{Certificates: []tls.Certificate{pair}, ClientAuth: tls.RequestClientCert}
+		o.Vouch = func(cs tls.ConnectionState, _ netip.AddrPort) bool { return len(cs.PeerCertificates) > 0 }
+		o.Gate = g
+	})
+	for _, c := range []struct {
+		withCert bool
+		answer   int
+		asked    string
+	}{{true, 200, "127.0.0.2 vouched"}, {false, 503, "127.0.0.2 not"}} {
+		cfg := &tls.Config{InsecureSkipVerify: true} // the test's own listener
+		if c.withCert {
+			cfg.Certificates = []tls.Certificate{pair}
+		}
+		conn, err := tls.DialWithDialer(&net.Dialer{LocalAddr: &net.TCPAddr{IP: net.ParseIP("127.0.0.2")}}, "tcp", f.tp.Addrs()[0][len("tls:"):], cfg)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := conn.Write([]byte(request("gate-tls", "127.0.0.2:5061"))); err != nil {
+			t.Fatal(err)
+		}
+		if res := readResponses(t, bufio.NewReader(conn), 1)[0]; res.StatusCode != c.answer {
+			t.Errorf("with a certificate %v: %d %s, want %d", c.withCert, res.StatusCode, res.Reason, c.answer)
+		}
+		if got := g.take(); len(got) != 1 || got[0] != c.asked {
+			t.Errorf("with a certificate %v: gate asked %v, want %s", c.withCert, got, c.asked)
+		}
+		conn.Close()
+	}
+}

@@ -161,6 +161,7 @@ func (w *wsConn) WriteMsg(m sip.Message) error {
 	defer bufPool.Put(buf)
 	buf.Reset()
 	m.StringWrite(buf)
+	w.t.seal(buf, m, w.remote)
 	return w.Write(buf.Bytes())
 }
 

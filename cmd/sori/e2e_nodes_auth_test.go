@@ -1,0 +1,165 @@
+package main
+
+import (
+	"fmt"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/emiago/sipgo/sip"
+
+	"github.com/sori-voice/sori/registrar/store/redisstore/redistest"
+)
+
+// Two nodes talking in the clear (TCP), on 127.0.0.1 and 127.0.0.2, with
+// a tight rate limit (10/s, burst 20, security.action reject); the
+// phones' addresses are trusted networks, so only the nodes' addresses
+// are limited. A node's address is no credential: node b takes only what
+// carries node a's signature for node a's.
+//
+//   - From node a's address, another socket (another process on node a's
+//     host, or spoofed datagrams) sends node b what node a would: bob's
+//     flow token in a Route. Out of a dialog it is challenged (407), in
+//     one refused (403 Not From A Node), and bob gets neither.
+//   - The same socket floods node b with OPTIONS: past the burst it gets
+//     the limiter's 503, and node b bans 127.0.0.1.
+//   - alice, on node a, then sends bob on node b as many MESSAGEs as
+//     fast: node a forwards each to node b from 127.0.0.1, banned, and
+//     over any rate limit, and every one reaches bob and is answered 200:
+//     node a's signed messages are neither limited nor banned.
+func TestNodesSignedPastRateLimits(t *testing.T) {
+	rs := redistest.Start(t)
+	ips := []string{"127.0.0.1", "127.0.0.2"}
+	ports := []int{freeSIPPort(t), freeSIPPort(t)}
+	var addrs []string
+	for i, ip := range ips {
+		addrs = append(addrs, fmt.Sprintf("%q", fmt.Sprintf("tcp:%s:%d", ip, ports[i])))
+	}
+	start := func(i int, id string) *sipNode {
+		httpAddr := fmt.Sprintf("127.0.0.1:%d", freeSIPPort(t))
+		cfg := fmt.Sprintf(`sip:
+  domain: sori.test
+  listen: ["udp:%[1]s:%[2]d", "tcp:%[1]s:%[2]d"]
+  auth_secret: e2e-shared-secret-0123456789
+  node_id: %[3]s
+  node_address: tcp:%[1]s:%[2]d
+  nodes: [%[4]s]
+registrar:
+  store: %[5]q
+  store_timeout: 300ms
+  retry_after: 5
+security:
+  action: reject
+  trusted: ["127.0.0.10/32", "127.0.0.11/32"]
+  rate_limit: {rate: 10, burst: 20, ban_time: 1m}
+http:
+  listen: %[6]s
+log:
+  level: debug
+users:
+  - {name: alice, password: alice-secret}
+  - {name: bob, password: bob-secret}
+`, ips[i], ports[i], id, strings.Join(addrs, ", "), rs.URL(), httpAddr)
+		return &sipNode{node: runNode(t, cfg, ports[i], httpAddr), id: id, ip: ips[i]}
+	}
+	a, b := start(0, "a"), start(1, "b")
+
+	const contact = "sip:bob@192.168.1.20:5060;transport=tcp"
+	bob := &ua{sipConn: dialFrom(t, "tcp", "127.0.0.11", b.sipAddr()), user: "bob", password: "bob-secret"}
+	if res := bob.registerAuth("bob", "bob-secret", "bob-signed-nodes", 1, "Contact: <"+contact+">", "Expires: 600"); res.StatusCode != 200 {
+		t.Fatalf("bob's REGISTER on node b: %d", res.StatusCode)
+	}
+	alice := &ua{sipConn: dialFrom(t, "udp", "127.0.0.10", a.sipAddr()), user: "alice", password: "alice-secret"}
+	var route string // node b's Record-Route, bob's flow token in it
+	callAndHangUp(t, alice, bob, contact, func(inv *sip.Request) {
+		if v := inv.GetHeaders("Via"); len(v) != 3 || !strings.Contains(v[1].Value(), a.sipAddr()) {
+			t.Fatalf("the INVITE did not come through node a: Via %v", values(v))
+		}
+		if inv.GetHeader("X-Sori-Node") != nil {
+			t.Fatal("node a's signature reached bob's phone")
+		}
+		for _, h := range inv.GetHeaders("Record-Route") {
+			var u sip.Uri
+			if err := sip.ParseUri(strings.Trim(h.Value(), "<>"), &u); err == nil && u.Host == "127.0.0.2" && strings.HasPrefix(u.User, "f1") {
+				route = h.Value()
+			}
+		}
+	})
+	if route == "" {
+		t.Fatal("no Record-Route of node b's with a flow token")
+	}
+
+	// 1. What node a would send, from node a's address, unsigned.
+	spoof := dialFrom(t, "udp", "127.0.0.1", b.sipAddr())
+	message := func(n int, inDialog bool) (string, string) {
+		toTag := ""
+		if inDialog {
+			toTag = ";tag=bob-dialog"
+		}
+		callID := fmt.Sprintf("spoofed-%d", n)
+		return fmt.Sprintf("MESSAGE %[1]s SIP/2.0\nVia: SIP/2.0/UDP %[2]s;branch=z9hG4bK-spoof-%[3]d;rport\nRoute: %[4]s\nMax-Forwards: 69\n"+
+			"From: <sip:alice@sori.test>;tag=spoof-%[3]d\nTo: <sip:bob@sori.test>%[5]s\nCall-ID: %[6]s\nCSeq: 1 MESSAGE\n"+
+			"X-Sori-Node: t=1;mac=forged\nContent-Type: text/plain\nContent-Length: 2\n\nhi", contact, spoof.local, n, route, toTag, callID), callID
+	}
+	raw, _ := message(1, false)
+	if res := spoof.do(raw); res.StatusCode != 407 {
+		t.Fatalf("from node a's address, unsigned, out of a dialog: %d %s, want 407 (a phone's)", res.StatusCode, res.Reason)
+	}
+	raw, _ = message(2, true)
+	if res := spoof.do(raw); res.StatusCode != 403 || res.Reason != "Forbidden: Not From A Node" {
+		t.Fatalf("from node a's address, unsigned, in a dialog: %d %s, want 403 Not From A Node", res.StatusCode, res.Reason)
+	}
+
+	// 2. A flood from node a's address, unsigned: limited, then banned.
+	flood := dialUDPFrom(t, "127.0.0.1", b.sipAddr())
+	const n = 60
+	codes := map[int]int{}
+	for i := range n {
+		callID := "flood-" + strconv.Itoa(i)
+		res := flood.transact(flood.options(callID, ""), callID, 1, 5*time.Second)
+		if res == nil {
+			t.Fatalf("flood OPTIONS %d: no answer (security.action reject answers 503)", i)
+		}
+		codes[res.StatusCode]++
+	}
+	t.Logf("%d OPTIONS from node a's address, unsigned: answers %v", n, codes)
+	if codes[503] < n/2 || codes[200] == 0 || codes[200] > 25 {
+		t.Fatalf("the unsigned flood from node a's address: answers %v, want the burst's 200s, then 503s", codes)
+	}
+	if ban, ok := findBan(listBans(t, b.node), "127.0.0.1"); !ok || ban.Reason != "rate limit" {
+		t.Fatalf("node b's bans: %+v, want 127.0.0.1 for the rate limit", listBans(t, b.node))
+	}
+	kept := func() float64 {
+		return metricValue(t, b.node, `sori_abuse_dropped_total{reason="rate_limit"}`) + metricValue(t, b.node, `sori_abuse_dropped_total{reason="banned"}`)
+	}
+	before := kept()
+
+	// 3. As many MESSAGEs as fast through node a, from 127.0.0.1 too:
+	// each is bob's, and the first he gets since the spoofed ones.
+	for i := range n {
+		alice.authenticated("MESSAGE", "sip:bob@sori.test", "Content-Type: text/plain")
+		msg := bob.readRequest()
+		if msg.Method != sip.MESSAGE || msg.From().Address.User != "alice" || strings.HasPrefix(msg.CallID().Value(), "spoofed-") {
+			t.Fatalf("MESSAGE %d: bob got %s %s from %s", i, msg.Method, msg.CallID().Value(), msg.From().Address.String())
+		}
+		if msg.GetHeader("X-Sori-Node") != nil {
+			t.Fatalf("MESSAGE %d: node a's signature reached bob's phone", i)
+		}
+		bob.respond(msg, 200, "OK")
+		if res := alice.final(); res.StatusCode != 200 {
+			t.Fatalf("MESSAGE %d through node b, whose bans hold 127.0.0.1: %d %s", i, res.StatusCode, res.Reason)
+		}
+	}
+	if after := kept(); after != before {
+		t.Fatalf("node b kept out %v packets during node a's forwarding", after-before)
+	}
+	// Still banned: the forwarding went past the ban, not around it.
+	if _, ok := findBan(listBans(t, b.node), "127.0.0.1"); !ok {
+		t.Fatal("127.0.0.1 no longer banned at node b")
+	}
+	callID := "flood-after"
+	if res := flood.transact(flood.options(callID, ""), callID, 1, 5*time.Second); res == nil || res.StatusCode != 503 {
+		t.Fatalf("unsigned OPTIONS from node a's address after the forwarding: %v, want 503", res)
+	}
+}
