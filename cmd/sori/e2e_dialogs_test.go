@@ -52,6 +52,96 @@ func dialogKeys(t *testing.T, rdb *redis.Client) (states, ends int) {
 	return states, ends
 }
 
+// dialogIndexes counts the entries of the nodes' indexes of their saved
+// calls (sori:dlgs:{NODE}) in Redis.
+func dialogIndexes(t *testing.T, rdb *redis.Client) int {
+	t.Helper()
+	ctx := context.Background()
+	keys, err := rdb.Keys(ctx, "sori:dlgs:*").Result()
+	if err != nil {
+		t.Fatal(err)
+	}
+	n := 0
+	for _, k := range keys {
+		c, err := rdb.ZCard(ctx, k).Result()
+		if err != nil {
+			t.Fatal(err)
+		}
+		n += int(c)
+	}
+	return n
+}
+
+// answeredCall is one call of restartedCalls.
+type answeredCall struct {
+	inv *sip.Request  // the INVITE as bob got it
+	res *sip.Response // the 200 as alice got it
+}
+
+// restartedCalls is a sori node on Redis restarted in the middle of
+// answered calls, each anchored on sori-anchor.
+type restartedCalls struct {
+	*endingCall
+	an  *anchorProc
+	rdb *redis.Client
+	cs  []answeredCall
+	old *node // the node before the restart
+}
+
+// restartMidCalls has alice place n calls to bob through a node on Redis
+// (sip holds more keys under sip:), each answered and anchored on a
+// sori-anchor whose media never times out, waits until all are saved,
+// and restarts the node (SIGTERM, or SIGKILL when kill). It checks that
+// the restart ended none: each still saved, held by the anchor, no BYE
+// sent, no record written; and that the new process adopted every one.
+func restartMidCalls(t *testing.T, n int, kill bool, sipKeys string) *restartedCalls {
+	t.Helper()
+	rs := redistest.Start(t)
+	rc := &restartedCalls{rdb: redis.NewClient(&redis.Options{Addr: rs.Addr}), an: startAnchor(t, "-media-timeout", "0")}
+	t.Cleanup(func() { _ = rc.rdb.Close() })
+	cdr := filepath.Join(t.TempDir(), "cdr.jsonl")
+	rc.endingCall = &endingCall{cdr: cdr, ma: newMediaSocket(t), mb: newMediaSocket(t)}
+	rc.n = startNode(t, nodeConfig{store: rs.URL(), sip: "  timer_j: 500ms\n  timer_c: 30s\n" + sipKeys,
+		extra: fmt.Sprintf("media:\n  anchors: [%q]\ncdr:\n  file: %s\n", rc.an.ng, cdr)})
+	rc.alice, rc.bob = newUA(t, rc.n, "udp", "alice"), newUA(t, rc.n, "udp", "bob")
+	if res := rc.bob.registerAuth("bob", "bob-secret", "dialogs-reg@test", 1, rc.contact()); res.StatusCode != 200 {
+		t.Fatalf("REGISTER: %d", res.StatusCode)
+	}
+	for range n {
+		inv, res := rc.answer(t)
+		rc.cs = append(rc.cs, answeredCall{inv, res})
+	}
+	if got := rc.an.metric(t, "sori_anchor_calls"); got != fmt.Sprint(n) {
+		t.Fatalf("sori-anchor holds %s calls, want %d", got, n)
+	}
+	// Saved as they were answered (in the background: polled).
+	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(20 * time.Millisecond) {
+		if states, _ := dialogKeys(t, rc.rdb); states == n && dialogIndexes(t, rc.rdb) == n {
+			break
+		} else if time.Now().After(deadline) {
+			t.Fatalf("%d calls saved in Redis (%d indexed), want %d", states, dialogIndexes(t, rc.rdb), n)
+		}
+	}
+
+	rc.old = rc.n
+	rc.n = rc.old.restart(t, kill)
+	if states, ends := dialogKeys(t, rc.rdb); states != n || ends != 0 {
+		t.Fatalf("after the restart Redis has %d saved calls and %d ended, want %d and 0", states, ends, n)
+	}
+	if got := rc.an.metric(t, "sori_anchor_calls"); got != fmt.Sprint(n) {
+		t.Fatalf("the restart ended calls: sori-anchor holds %s, want %d", got, n)
+	}
+	if strings.Contains(rc.old.log(), "BYE") {
+		t.Fatalf("the old node sent or logged a BYE:\n%s", rc.old.log())
+	}
+	waitRecords(t, cdr, 0, "the calls before their end", func(calls.Record) bool { return true })
+	// Adopted as it started: before it answered /healthz.
+	if v, _ := metricSample(t, rc.n, "sori_calls_adopted_total"); v != float64(n) {
+		t.Fatalf("sori_calls_adopted_total %v after the restart, want %d", v, n)
+	}
+	return rc
+}
+
 // A sori node on Redis restarts in the middle of 20 answered calls, each
 // anchored on sori-anchor: the calls stay up (a restart ends none), and
 // afterwards every BYE, from either side, reaches the other phone and is
@@ -66,56 +156,10 @@ func TestDialogsSurviveARestart(t *testing.T) {
 		t.Run(tt.name, func(t *testing.T) {
 			t.Parallel()
 			const n = 20
-			rs := redistest.Start(t)
-			rdb := redis.NewClient(&redis.Options{Addr: rs.Addr})
-			t.Cleanup(func() { _ = rdb.Close() })
-			an := startAnchor(t, "-media-timeout", "0")
-			cdr := filepath.Join(t.TempDir(), "cdr.jsonl")
-			e := &endingCall{cdr: cdr, ma: newMediaSocket(t), mb: newMediaSocket(t)}
-			e.n = startNode(t, nodeConfig{store: rs.URL(), sip: "  timer_j: 500ms\n  timer_c: 30s\n",
-				extra: fmt.Sprintf("media:\n  anchors: [%q]\ncdr:\n  file: %s\n", an.ng, cdr)})
-			e.alice, e.bob = newUA(t, e.n, "udp", "alice"), newUA(t, e.n, "udp", "bob")
-			if res := e.bob.registerAuth("bob", "bob-secret", "dialogs-reg@test", 1, e.contact()); res.StatusCode != 200 {
-				t.Fatalf("REGISTER: %d", res.StatusCode)
-			}
-
-			type answered struct {
-				inv *sip.Request  // the INVITE as bob got it
-				res *sip.Response // the 200 as alice got it
-			}
-			var cs []answered
-			for range n {
-				inv, res := e.answer(t)
-				cs = append(cs, answered{inv, res})
-			}
-			if got := an.metric(t, "sori_anchor_calls"); got != fmt.Sprint(n) {
-				t.Fatalf("sori-anchor holds %s calls, want %d", got, n)
-			}
-			// Saved as they were answered (in the background: polled).
-			for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(20 * time.Millisecond) {
-				if states, _ := dialogKeys(t, rdb); states == n {
-					break
-				} else if time.Now().After(deadline) {
-					t.Fatalf("%d calls saved in Redis, want %d", states, n)
-				}
-			}
-
-			old := e.n
-			e.n = old.restart(t, tt.kill)
-			if states, ends := dialogKeys(t, rdb); states != n || ends != 0 {
-				t.Fatalf("after the restart Redis has %d saved calls and %d ended, want %d and 0", states, ends, n)
-			}
-			if got := an.metric(t, "sori_anchor_calls"); got != fmt.Sprint(n) {
-				t.Fatalf("the restart ended calls: sori-anchor holds %s, want %d", got, n)
-			}
-			if strings.Contains(old.log(), "BYE") {
-				t.Fatalf("the old node sent or logged a BYE:\n%s", old.log())
-			}
-			waitRecords(t, cdr, 0, "the calls before their BYE", func(calls.Record) bool { return true })
-			baseline := quietGoroutines(t, e.n) // the new process holds no call yet
+			e := restartMidCalls(t, n, tt.kill, "")
 
 			// Every BYE now, the caller's and the callee's in turn.
-			for i, c := range cs {
+			for i, c := range e.cs {
 				callID := c.res.CallID().Value()
 				if i%2 == 0 {
 					e.alice.send(e.alice.inDialog("BYE", 3, c.res))
@@ -137,24 +181,82 @@ func TestDialogsSurviveARestart(t *testing.T) {
 				}
 			}
 
-			for i, c := range cs {
+			for i, c := range e.cs {
 				by := "caller"
 				if i%2 == 1 {
 					by = "callee"
 				}
-				checkCallRecord(t, callRecords(t, cdr, c.res.CallID().Value(), 1)[0], 200, calls.Answered, by)
+				checkCallRecord(t, callRecords(t, e.cdr, c.res.CallID().Value(), 1)[0], 200, calls.Answered, by)
 			}
-			waitReleased(t, e.n, baseline, 30*time.Second)
-			if v, _ := metricSample(t, e.n, "sori_calls_loaded_total"); v != n {
-				t.Errorf("sori_calls_loaded_total %v, want %d", v, n)
-			}
-			waitRecords(t, cdr, n, "all calls, still once each", func(calls.Record) bool { return true })
-			if got := an.metric(t, "sori_anchor_calls"); got != "0" {
-				t.Errorf("sori-anchor still holds %s calls", got)
-			}
-			if states, ends := dialogKeys(t, rdb); states != 0 || ends != n {
-				t.Errorf("Redis has %d saved calls and %d ended at the end, want 0 and %d", states, ends, n)
+			e.released(t, n)
+			// The calls were held already (adopted): no request had to load one.
+			if v, _ := metricSample(t, e.n, "sori_calls_loaded_total"); v != 0 {
+				t.Errorf("sori_calls_loaded_total %v, want 0", v)
 			}
 		})
+	}
+}
+
+// released checks that once every call has ended the node holds nothing
+// for them, each of the n calls has one record, the anchor holds no call,
+// and Redis no saved call (an end claimed for each, no index entry).
+func (e *restartedCalls) released(t *testing.T, n int) {
+	t.Helper()
+	// The new process held calls (adopted) from its start: its goroutine
+	// baseline is taken once they are gone.
+	waitReleased(t, e.n, quietGoroutines(t, e.n), 30*time.Second)
+	waitRecords(t, e.cdr, n, "all calls, still once each", func(calls.Record) bool { return true })
+	if got := e.an.metric(t, "sori_anchor_calls"); got != "0" {
+		t.Errorf("sori-anchor still holds %s calls", got)
+	}
+	if states, ends := dialogKeys(t, e.rdb); states != 0 || ends != n {
+		t.Errorf("Redis has %d saved calls and %d ended at the end, want 0 and %d", states, ends, n)
+	}
+	if idx := dialogIndexes(t, e.rdb); idx != 0 {
+		t.Errorf("Redis indexes %d saved calls at the end, want 0", idx)
+	}
+}
+
+// A sori node on Redis is killed in the middle of 20 answered calls, and
+// nobody sends anything for them afterwards: no BYE, no re-INVITE, no
+// media. The new process adopts them at start, and each ends on its own
+// at its dialog timeout, as it would have on the node that answered it:
+// sori hangs up both phones, deletes the media (the anchor ends at 0
+// calls), writes one record per call (expired, by timeout), and leaves no
+// call saved in Redis.
+func TestDialogsEndAfterARestartWithNobodyThere(t *testing.T) {
+	t.Parallel()
+	const n = 20
+	// Long enough for 20 calls and a restart, short enough for a test.
+	e := restartMidCalls(t, n, true, "  dialog_timeout: 6s\n")
+
+	for deadline := time.Now().Add(30 * time.Second); ; time.Sleep(50 * time.Millisecond) {
+		if v, _ := metricSample(t, e.n, `sori_calls_active{state="answered"}`); v < n {
+			break // the first expiries are due: their BYEs are on the way
+		} else if time.Now().After(deadline) {
+			t.Fatalf("no adopted call expired within 30s (%v answered)", v)
+		}
+	}
+	// sori's BYEs, to both phones of every call, as each call expires: a
+	// phone answers each (a retransmission again). Bob's wait in his
+	// socket while alice's are read; sori retransmits them meanwhile.
+	for _, phone := range []*ua{e.alice, e.bob} {
+		seen := map[string]bool{}
+		for len(seen) < n {
+			bye := phone.readRequest()
+			if bye.Method != sip.BYE {
+				t.Fatalf("%s got %s, want sori's BYE", phone.user, bye.Method)
+			}
+			phone.respond(bye, 200, "OK")
+			seen[bye.CallID().Value()] = true
+		}
+	}
+
+	for _, c := range e.cs {
+		checkCallRecord(t, callRecords(t, e.cdr, c.res.CallID().Value(), 1)[0], 200, calls.Expired, "timeout")
+	}
+	e.released(t, n)
+	if strings.Contains(e.n.log(), "call ended on another node") {
+		t.Errorf("an adopted call was ended twice:\n%s", e.n.log())
 	}
 }

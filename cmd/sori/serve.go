@@ -257,10 +257,12 @@ func serve(ctx context.Context, configPath string, logOut io.Writer) error {
 	if tolls := tollGuard(cfg, st, reg); tolls != nil {
 		ccfg.Tolls = tolls
 	}
+	owner := dialogOwner(cfg, log)
 	if rs, ok := st.(*redisstore.Store); ok && cfg.SIP.KeepDialogs {
 		// Answered calls survive a restart of this node: an in-dialog
-		// request for one it does not hold loads it (sip/call).
-		ccfg.Store = redisdialogs.New(rs.Client(), "")
+		// request for one it does not hold loads it, and at start this
+		// node adopts those it saved (sip/call).
+		ccfg.Store = redisdialogs.New(rs.Client(), "", owner)
 	}
 	pcfg := proxy.Config{
 		Self:         self,
@@ -314,6 +316,8 @@ func serve(ctx context.Context, configPath string, logOut io.Writer) error {
 	if err := srv.Start(handler); err != nil {
 		return err
 	}
+	// Once the server runs: an adopted call past its expiry is hung up at once.
+	adoptCalls(ctx, table, owner, cfg.Registrar.StoreTimeout.D()*4, log)
 	if media != nil {
 		go media.Run(ctx, table) // pings, and media timeouts to the calls
 	}

@@ -2,6 +2,7 @@ package call
 
 import (
 	"context"
+	"fmt"
 	"time"
 )
 
@@ -20,6 +21,10 @@ type Store interface {
 	// for the one caller, on any node sharing the store, that ends it
 	// first; only that one writes its record. The claim is kept for ttl.
 	Delete(ctx context.Context, callID string, ttl time.Duration) (first bool, err error)
+	// Owned lists the calls saved last by node (the store's own node is
+	// the one whose Saves it keeps an index of), still saved: what node
+	// adopts when it starts again (Table.Adopt).
+	Owned(ctx context.Context, node string) ([]State, error)
 }
 
 // NoStore is the Store of one node: nothing is saved, and every end is
@@ -34,6 +39,9 @@ func (NoStore) Load(context.Context, string) (State, bool, error) { return State
 
 // Delete implements Store.
 func (NoStore) Delete(context.Context, string, time.Duration) (bool, error) { return true, nil }
+
+// Owned implements Store.
+func (NoStore) Owned(context.Context, string) ([]State, error) { return nil, nil }
 
 // saveTimeout bounds one save in the background.
 const saveTimeout = 5 * time.Second
@@ -97,6 +105,12 @@ func (c *Call) save() {
 // saved in the store (by a node that restarted since, or another node),
 // which this node then holds. nil when neither has it.
 func (t *Table) Lookup(ctx context.Context, callID string) *Call {
+	return t.lookup(ctx, callID, true)
+}
+
+// lookup is Lookup; own: a call loaded is saved again at once, so that it
+// is this node's now (in its index: adopted when this node restarts).
+func (t *Table) lookup(ctx context.Context, callID string, own bool) *Call {
 	if c := t.Find(callID); c != nil || !t.persist {
 		return c
 	}
@@ -112,9 +126,40 @@ func (t *Table) Lookup(ctx context.Context, callID string) *Call {
 	if c := t.Load(ctx, st); c != nil {
 		t.loaded.Inc()
 		t.log.Info("saved call loaded", "call_id", callID, "phase", st.Phase)
+		if own {
+			c.mu.Lock()
+			c.save()
+			c.mu.Unlock()
+		}
 		return c
 	}
 	return t.Find(callID) // loaded meanwhile by another request
+}
+
+// Adopt loads the calls node saved and no node has ended (Store.Owned):
+// what a node does as it starts, so that the calls it held before a
+// restart end even if nobody sends anything for them again. Each is
+// armed for what is left of its dialog timeout (one past it ends at
+// once), and takes its trunk slot and toll count again (Load). It
+// returns how many it adopted; a call held already is left as it is.
+func (t *Table) Adopt(ctx context.Context, node string) (int, error) {
+	if !t.persist {
+		return 0, nil
+	}
+	sts, err := t.cfg.Store.Owned(ctx, node)
+	if err != nil {
+		t.storeErrors.WithLabelValues("owned").Inc()
+		return 0, fmt.Errorf("calls of node %q: %w", node, err)
+	}
+	n := 0
+	for _, st := range sts {
+		if t.Load(ctx, st) != nil {
+			n++
+		}
+	}
+	t.adopted.Add(float64(n))
+	t.log.Info("saved calls adopted", "node", node, "calls", n, "saved", len(sts))
+	return n, nil
 }
 
 // claim claims the end of a saved call in the store: false when another

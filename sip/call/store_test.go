@@ -14,21 +14,27 @@ import (
 )
 
 // memStore is a Store with the semantics of the Redis one: a save after
-// the end is refused, and only the first Delete of a call is first.
+// the end is refused, only the first Delete of a call is first, and a call
+// is owned by the node that saved it last (as(node) saves as that node).
 type memStore struct {
 	mu     sync.Mutex
 	states map[string]State
 	ttls   map[string]time.Duration
+	owners map[string]string
 	ended  map[string]bool
 	saves  int
 	err    error // every operation fails with it when set
 }
 
 func newMemStore() *memStore {
-	return &memStore{states: map[string]State{}, ttls: map[string]time.Duration{}, ended: map[string]bool{}}
+	return &memStore{states: map[string]State{}, ttls: map[string]time.Duration{}, owners: map[string]string{}, ended: map[string]bool{}}
 }
 
-func (m *memStore) Save(_ context.Context, st State, ttl time.Duration) error {
+func (m *memStore) Save(ctx context.Context, st State, ttl time.Duration) error {
+	return m.saveAs(ctx, "", st, ttl)
+}
+
+func (m *memStore) saveAs(_ context.Context, node string, st State, ttl time.Duration) error {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	if m.err != nil {
@@ -36,9 +42,36 @@ func (m *memStore) Save(_ context.Context, st State, ttl time.Duration) error {
 	}
 	m.saves++
 	if !m.ended[st.Record.CallID] {
-		m.states[st.Record.CallID], m.ttls[st.Record.CallID] = st, ttl
+		m.states[st.Record.CallID], m.ttls[st.Record.CallID], m.owners[st.Record.CallID] = st, ttl, node
 	}
 	return nil
+}
+
+func (m *memStore) Owned(_ context.Context, node string) ([]State, error) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if m.err != nil {
+		return nil, m.err
+	}
+	var out []State
+	for id, st := range m.states {
+		if m.owners[id] == node {
+			out = append(out, st)
+		}
+	}
+	return out, nil
+}
+
+// as is the store as node's: what it saves is node's.
+func (m *memStore) as(node string) Store { return nodeStore{m, node} }
+
+type nodeStore struct {
+	*memStore
+	node string
+}
+
+func (n nodeStore) Save(ctx context.Context, st State, ttl time.Duration) error {
+	return n.saveAs(ctx, n.node, st, ttl)
 }
 
 func (m *memStore) Load(_ context.Context, callID string) (State, bool, error) {
@@ -58,6 +91,7 @@ func (m *memStore) Delete(_ context.Context, callID string, _ time.Duration) (bo
 		return false, m.err
 	}
 	delete(m.states, callID)
+	delete(m.owners, callID)
 	first := !m.ended[callID]
 	m.ended[callID] = true
 	return first, nil
@@ -68,6 +102,12 @@ func (m *memStore) state(callID string) (State, bool) {
 	defer m.mu.Unlock()
 	st, ok := m.states[callID]
 	return st, ok
+}
+
+func (m *memStore) owner(callID string) string {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return m.owners[callID]
 }
 
 // node is one sori's table on a shared store.

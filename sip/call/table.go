@@ -111,6 +111,7 @@ type Table struct {
 	reanchored             prometheus.Counter
 	moveFailures           prometheus.Counter
 	loaded, endedElsewhere prometheus.Counter
+	adopted                prometheus.Counter
 	storeErrors            *prometheus.CounterVec
 }
 
@@ -154,18 +155,22 @@ func New(c Config) *Table {
 			Name: "sori_calls_loaded_total",
 			Help: "Answered calls this node took from the dialog store for an in-dialog request (after a restart, or from another node).",
 		}),
+		adopted: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "sori_calls_adopted_total",
+			Help: "Answered calls this node saved before it started again and took back from the dialog store at start.",
+		}),
 		endedElsewhere: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "sori_calls_ended_elsewhere_total",
 			Help: "Calls this node held whose end another node had claimed first in the dialog store (this one wrote no record).",
 		}),
 		storeErrors: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "sori_dialog_store_errors_total",
-			Help: "Dialog store operations that failed, by operation (save, load, delete).",
+			Help: "Dialog store operations that failed, by operation (save, load, delete, owned).",
 		}, []string{"op"}),
 	}
 	if c.Registerer != nil {
 		if persist {
-			c.Registerer.MustRegister(t.loaded, t.endedElsewhere, t.storeErrors)
+			c.Registerer.MustRegister(t.loaded, t.adopted, t.endedElsewhere, t.storeErrors)
 		}
 		c.Registerer.MustRegister(active, t.handovers, t.reanchored, t.moveFailures, prometheus.NewGaugeFunc(prometheus.GaugeOpts{
 			Name: "sori_calls_held",
@@ -202,9 +207,22 @@ func (t *Table) Find(callID string) *Call {
 }
 
 // MediaTimeout is an anchor's report that a call's media stopped; only the
-// call's own anchor is believed.
+// call's own anchor is believed. A call this node does not hold is loaded
+// from the store, if saved (a node that restarted and has not adopted it,
+// or another node's), and ended here: its end is claimed there, so its
+// record is written once whichever node ends it.
 func (t *Table) MediaTimeout(from netip.AddrPort, callID string, media map[string]calls.MediaQuality) {
-	c := t.Find(callID)
+	if c := t.Find(callID); c != nil || !t.persist {
+		t.mediaTimeout(c, from, callID, media)
+		return
+	}
+	// Not in the anchors' loop: the store may be slow or down.
+	t.background(func(ctx context.Context) {
+		t.mediaTimeout(t.lookup(ctx, callID, false), from, callID, media)
+	})
+}
+
+func (t *Table) mediaTimeout(c *Call, from netip.AddrPort, callID string, media map[string]calls.MediaQuality) {
 	if c == nil {
 		return
 	}

@@ -2,9 +2,12 @@ package redisdialogs
 
 import (
 	"context"
+	"encoding/json"
 	"io"
 	"log/slog"
 	"net/netip"
+	"slices"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -18,15 +21,16 @@ import (
 	"github.com/sori-voice/sori/sip/calls"
 )
 
-// open is the client a sori node opens for registrar.store = url.
-func open(t *testing.T, url, prefix string) (*Store, redis.UniversalClient) {
+// open is the client a sori node opens for registrar.store = url, its
+// calls saved as node's.
+func open(t *testing.T, url, prefix, node string) (*Store, redis.UniversalClient) {
 	t.Helper()
 	rs, err := redisstore.Open(url, redisstore.Options{Timeout: time.Second})
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { _ = rs.Close() })
-	return New(rs.Client(), prefix), rs.Client()
+	return New(rs.Client(), prefix, node), rs.Client()
 }
 
 func answered(callID string, expiry time.Time) call.State {
@@ -42,10 +46,12 @@ func answered(callID string, expiry time.Time) call.State {
 func contract(t *testing.T, url string) {
 	var n atomic.Int64
 	next := func() (*Store, redis.UniversalClient) {
-		s, rdb := open(t, url, "")
+		s, rdb := open(t, url, "", "n1")
 		s.prefix = "t" + string(rune('a'+n.Add(1))) + ":" // each subtest its own keys
 		return s, rdb
 	}
+	// as is s as another node's store: the same keys, its own index.
+	as := func(s *Store, node string) *Store { return &Store{rdb: s.rdb, prefix: s.prefix, node: node} }
 	ctx := context.Background()
 
 	t.Run("saved state loads as it was, with a TTL", func(t *testing.T) {
@@ -136,6 +142,166 @@ func contract(t *testing.T, url string) {
 		}
 		if _, ok, err := s.Load(ctx, "junk"); ok || err == nil {
 			t.Fatalf("a corrupt state loaded: %v %v", ok, err)
+		}
+	})
+
+	t.Run("each node's index holds the calls it saved last, and only those still saved", func(t *testing.T) {
+		s, rdb := next()
+		n2 := as(s, "n2")
+		later := time.Now().Add(time.Hour)
+		for _, id := range []string{"a{1}@host", "b@host", "c}@host", "moved@host", "ended@host"} {
+			if err := s.Save(ctx, answered(id, later), time.Hour); err != nil {
+				t.Fatal(err)
+			}
+		}
+		if err := n2.Save(ctx, answered("theirs@host", later), time.Hour); err != nil {
+			t.Fatal(err)
+		}
+		if err := n2.Save(ctx, answered("moved@host", later), time.Hour); err != nil { // n2 took it over
+			t.Fatal(err)
+		}
+		if _, err := s.Delete(ctx, "ended@host", time.Hour); err != nil {
+			t.Fatal(err)
+		}
+		// Stale entries, as a failed ZREM, an expiry or a corrupt state leave them.
+		future := float64(time.Now().Add(time.Hour).UnixMilli())
+		rdb.ZAdd(ctx, s.IndexKey("n1"), redis.Z{Score: future, Member: "gone@host"},
+			redis.Z{Score: future, Member: "junk@host"}, redis.Z{Score: float64(time.Now().Add(-time.Second).UnixMilli()), Member: "past@host"})
+		rdb.Set(ctx, s.StateKey("junk@host"), "{not json", time.Hour)
+		if err := rdb.Set(ctx, s.StateKey("past@host"), `{"record":{"call_id":"past@host"}}`, time.Hour).Err(); err != nil {
+			t.Fatal(err)
+		}
+		// A state saved before there were indexes (no node) is adopted.
+		rdb.ZAdd(ctx, s.IndexKey("n1"), redis.Z{Score: future, Member: "old@host"})
+		old, _ := json.Marshal(answered("old@host", later))
+		rdb.Set(ctx, s.StateKey("old@host"), old, time.Hour)
+
+		for _, tt := range []struct {
+			node  string
+			want  []string
+			index []string // the index left
+		}{
+			{"n1", []string{"a{1}@host", "b@host", "c}@host", "old@host"}, []string{"a{1}@host", "b@host", "c}@host", "old@host"}},
+			{"n2", []string{"moved@host", "theirs@host"}, []string{"moved@host", "theirs@host"}},
+			{"n3", nil, nil},
+		} {
+			owned, err := s.Owned(ctx, tt.node)
+			if err != nil {
+				t.Fatalf("%s: %v", tt.node, err)
+			}
+			var ids []string
+			for _, st := range owned {
+				if st.Phase != call.Answered || !st.Expiry.Equal(later.Round(0)) || st.Callee.Route[0] != "<sip:edge.example;lr>" {
+					t.Fatalf("%s: owned %+v", tt.node, st)
+				}
+				ids = append(ids, st.Record.CallID)
+			}
+			slices.Sort(ids)
+			if !slices.Equal(ids, tt.want) {
+				t.Fatalf("%s owns %q, want %q", tt.node, ids, tt.want)
+			}
+			index, err := rdb.ZRange(ctx, s.IndexKey(tt.node), 0, -1).Result()
+			if slices.Sort(index); err != nil || !slices.Equal(index, tt.index) {
+				t.Fatalf("%s: index %q (%v) after Owned, want %q", tt.node, index, err, tt.index)
+			}
+		}
+		// An entry is scored by when the state expires.
+		score, err := rdb.ZScore(ctx, s.IndexKey("n1"), "b@host").Result()
+		if d := time.Until(time.UnixMilli(int64(score))); err != nil || d <= 59*time.Minute || d > time.Hour {
+			t.Fatalf("b@host scored %v from now (%v), want its TTL", d, err)
+		}
+		// The stale states themselves are left to their TTL: the index only is pruned.
+		if _, ok, _ := s.Load(ctx, "moved@host"); !ok {
+			t.Fatal("pruning n1's index removed n2's call")
+		}
+	})
+
+	t.Run("a missing index entry breaks nothing", func(t *testing.T) {
+		s, rdb := next()
+		id := "unindexed@host"
+		if err := s.Save(ctx, answered(id, time.Now().Add(time.Hour)), time.Hour); err != nil {
+			t.Fatal(err)
+		}
+		if err := rdb.Del(ctx, s.IndexKey("n1")).Err(); err != nil {
+			t.Fatal(err)
+		}
+		if _, ok, err := s.Load(ctx, id); !ok || err != nil {
+			t.Fatalf("load %v %v", ok, err)
+		}
+		if first, err := s.Delete(ctx, id, time.Hour); !first || err != nil {
+			t.Fatalf("end %v %v", first, err)
+		}
+		// A save refused after the end adds no entry.
+		if err := s.Save(ctx, answered(id, time.Now().Add(time.Hour)), time.Hour); err != nil {
+			t.Fatal(err)
+		}
+		if n, err := rdb.ZCard(ctx, s.IndexKey("n1")).Result(); n != 0 || err != nil {
+			t.Fatalf("index has %d entries (%v) after the end", n, err)
+		}
+		// A store without a node keeps no index.
+		anon := as(s, "")
+		if err := anon.Save(ctx, answered("anon@host", time.Now().Add(time.Hour)), time.Hour); err != nil {
+			t.Fatal(err)
+		}
+		if keys, _ := rdb.Keys(ctx, s.prefix+"dlgs:*").Result(); len(keys) != 0 {
+			t.Fatalf("index keys %q without a node", keys)
+		}
+	})
+
+	t.Run("a restarted node adopts its calls and they end; a media timeout ends one another node saved", func(t *testing.T) {
+		s, rdb := next()
+		a, ra := newTable(s)
+		for _, id := range []string{"r{1}@host", "r2@host", "mt@host"} {
+			c := a.Begin(calls.Record{CallID: id, Caller: "alice"}, "a")
+			c.Anchored(netip.MustParseAddrPort("127.0.0.1:22222"))
+			c.Answered(call.Answer{Code: 200, Reason: "OK", Contact: "sip:bob@127.0.0.1:5062", Dialog: true,
+				Caller: call.Side{Target: "sip:alice@127.0.0.1:5061", Tag: "a"}, Callee: call.Side{Target: "sip:bob@127.0.0.1:5062", Tag: "b"}})
+		}
+		if err := a.Wait(ctx); err != nil {
+			t.Fatal(err)
+		}
+		// a is gone (killed); another node hears of one call's media timeout.
+		b, rb := newTable(as(s, "n2"))
+		b.MediaTimeout(netip.MustParseAddrPort("127.0.0.1:22222"), "mt@host", nil)
+		if err := b.Wait(ctx); err != nil {
+			t.Fatal(err)
+		}
+		if rb.n() != 1 || rb.recs[0].Disposition != calls.MediaTimeout || b.Held() != 0 {
+			t.Fatalf("b: %d records %+v, %d held", rb.n(), rb.recs, b.Held())
+		}
+		// a starts again with a short dialog timeout left for its calls.
+		a2, ra2 := newTable(s)
+		for _, id := range []string{"r{1}@host", "r2@host"} {
+			st, _, _ := s.Load(ctx, id)
+			st.Expiry = time.Now().Add(100 * time.Millisecond)
+			if err := s.Save(ctx, st, time.Hour); err != nil {
+				t.Fatal(err)
+			}
+		}
+		if n, err := a2.Adopt(ctx, "n1"); n != 2 || err != nil {
+			t.Fatalf("adopted %d (%v), want 2", n, err)
+		}
+		for deadline := time.Now().Add(5 * time.Second); ra2.n() < 2; time.Sleep(10 * time.Millisecond) {
+			if time.Now().After(deadline) {
+				t.Fatalf("%d adopted calls ended, want 2", ra2.n())
+			}
+		}
+		if err := a2.Wait(ctx); err != nil {
+			t.Fatal(err)
+		}
+		if ra.n() != 0 || ra2.n() != 2 || ra2.recs[0].Disposition != calls.Expired || a2.Held() != 0 {
+			t.Fatalf("records: a %d, a2 %+v; a2 holds %d", ra.n(), ra2.recs, a2.Held())
+		}
+		states, _ := rdb.Keys(ctx, s.prefix+"dlg:*").Result()
+		for _, k := range states {
+			if !strings.HasSuffix(k, ":end") {
+				t.Fatalf("%s still saved", k)
+			}
+		}
+		for _, node := range []string{"n1", "n2"} {
+			if n, err := rdb.ZCard(ctx, s.IndexKey(node)).Result(); n != 0 || err != nil {
+				t.Fatalf("index of %s: %d entries (%v), want 0", node, n, err)
+			}
 		}
 	})
 
