@@ -96,8 +96,15 @@ type restartedCalls struct {
 // sent, no record written; and that the new process adopted every one.
 func restartMidCalls(t *testing.T, n int, kill bool, sipKeys string) *restartedCalls {
 	t.Helper()
+	return restartMidAnchoredCalls(t, n, kill, sipKeys, "0")
+}
+
+// restartMidAnchoredCalls is restartMidCalls with the anchor's
+// -media-timeout.
+func restartMidAnchoredCalls(t *testing.T, n int, kill bool, sipKeys, mediaTimeout string) *restartedCalls {
+	t.Helper()
 	rs := redistest.Start(t)
-	rc := &restartedCalls{rdb: redis.NewClient(&redis.Options{Addr: rs.Addr}), an: startAnchor(t, "-media-timeout", "0")}
+	rc := &restartedCalls{rdb: redis.NewClient(&redis.Options{Addr: rs.Addr}), an: startAnchor(t, "-media-timeout", mediaTimeout)}
 	t.Cleanup(func() { _ = rc.rdb.Close() })
 	cdr := filepath.Join(t.TempDir(), "cdr.jsonl")
 	rc.endingCall = &endingCall{cdr: cdr, ma: newMediaSocket(t), mb: newMediaSocket(t)}
@@ -237,9 +244,21 @@ func TestDialogsEndAfterARestartWithNobodyThere(t *testing.T) {
 			t.Fatalf("no adopted call expired within 30s (%v answered)", v)
 		}
 	}
-	// sori's BYEs, to both phones of every call, as each call expires: a
-	// phone answers each (a retransmission again). Bob's wait in his
-	// socket while alice's are read; sori retransmits them meanwhile.
+	e.byesAnswered(t, n)
+	for _, c := range e.cs {
+		checkCallRecord(t, callRecords(t, e.cdr, c.res.CallID().Value(), 1)[0], 200, calls.Expired, "timeout")
+	}
+	e.released(t, n)
+	if strings.Contains(e.n.log(), "call ended on another node") {
+		t.Errorf("an adopted call was ended twice:\n%s", e.n.log())
+	}
+}
+
+// byesAnswered reads sori's BYEs, to both phones of each of the n calls,
+// and answers each 200 (a retransmission again). Bob's wait in his
+// socket while alice's are read; sori retransmits them meanwhile.
+func (e *restartedCalls) byesAnswered(t *testing.T, n int) {
+	t.Helper()
 	for _, phone := range []*ua{e.alice, e.bob} {
 		seen := map[string]bool{}
 		for len(seen) < n {
@@ -251,12 +270,29 @@ func TestDialogsEndAfterARestartWithNobodyThere(t *testing.T) {
 			seen[bye.CallID().Value()] = true
 		}
 	}
+}
 
+// A node crashes (SIGKILL) in the middle of 20 answered calls whose media
+// never flows, on an anchor that ends silent calls after 10 s. Whether a
+// call's media timeout comes after the new process adopted it (it queried
+// the call, so the anchor reports to its new control port) or came while
+// no process held it (the report lost; the query finds the call gone),
+// every call ends as a media timeout long before its dialog timeout: one
+// record each, BYE to both phones, Redis and the anchor empty.
+func TestDialogsMediaTimeoutAfterARestart(t *testing.T) {
+	t.Parallel()
+	const n = 20
+	e := restartMidAnchoredCalls(t, n, true, "", "10s")
+	for deadline := time.Now().Add(40 * time.Second); ; time.Sleep(50 * time.Millisecond) {
+		if v, _ := metricSample(t, e.n, `sori_calls_active{state="answered"}`); v < n {
+			break // the first ends are due: their BYEs are on the way
+		} else if time.Now().After(deadline) {
+			t.Fatalf("no adopted call ended within 40 s of the restart (%v answered)", v)
+		}
+	}
+	e.byesAnswered(t, n)
 	for _, c := range e.cs {
-		checkCallRecord(t, callRecords(t, e.cdr, c.res.CallID().Value(), 1)[0], 200, calls.Expired, "timeout")
+		checkCallRecord(t, callRecords(t, e.cdr, c.res.CallID().Value(), 1)[0], 200, calls.MediaTimeout, "media-timeout")
 	}
 	e.released(t, n)
-	if strings.Contains(e.n.log(), "call ended on another node") {
-		t.Errorf("an adopted call was ended twice:\n%s", e.n.log())
-	}
 }

@@ -280,7 +280,7 @@ func serve(ctx context.Context, configPath string, logOut io.Writer) error {
 	}
 	if media != nil {
 		defer media.Close()
-		ccfg.Media, pcfg.Media = media, media
+		ccfg.Media, pcfg.Media, ccfg.Reclaim = media, media, media
 		if cfg.Media.FailoverAfter.D() > 0 {
 			// A dead anchor's calls move to a live one (sip/call reanchor.go).
 			ccfg.Reanchor, ccfg.Reinvite = media, ua

@@ -177,8 +177,28 @@ func (m *Manager) Handle(ctx context.Context, cmd string, req ng.Dict, from neti
 	default:
 		res = ng.Error("Unrecognized command")
 	}
+	if res.Str("result") != "error" && (cmd == "offer" || cmd == "answer" || cmd == "query") {
+		m.takeControl(req.Str("call-id"), from)
+	}
 	m.commands.WithLabelValues(cmd, res.Str("result")).Inc()
 	return res
+}
+
+// takeControl makes from the control client told of the call's media
+// timeout: the last one to speak for it, not only the one that created
+// it. A restarted sori node (its control socket on a new port), or
+// another node taking the call over, queries its calls and gets their
+// reports from then on. rtpengine keeps the first; nothing else differs.
+func (m *Manager) takeControl(callID string, from netip.AddrPort) {
+	if !from.IsValid() {
+		return
+	}
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if c := m.calls[callID]; c != nil && c.control != from {
+		c.control = from
+		m.keep(c, time.Now())
+	}
 }
 
 // Close releases every call's ports.

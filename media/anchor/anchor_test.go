@@ -335,6 +335,36 @@ func TestMediaTimeoutNotifiesTheController(t *testing.T) {
 	}
 }
 
+// The controller told of a media timeout is the one that last spoke for
+// the call: a sori node restarted on a new control port queries its
+// calls, and their reports come to it, not to its dead predecessor.
+func TestMediaTimeoutGoesToTheLastController(t *testing.T) {
+	reports := make(chan netip.AddrPort, 4)
+	m, _ := newManager(t, 53000, 300*time.Millisecond, func(addr netip.AddrPort, d ng.Dict) { reports <- addr })
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	a := phoneSDP(netip.MustParseAddrPort("127.0.0.1:4000"))
+	do(t, m, "offer", ng.Dict{"call-id": "moved", "from-tag": "a", "sdp": a})
+	do(t, m, "answer", ng.Dict{"call-id": "moved", "from-tag": "a", "to-tag": "b", "sdp": a})
+	restarted := netip.MustParseAddrPort("127.0.0.1:40123")
+	if r := m.Handle(ctx, "query", ng.Dict{"command": "query", "call-id": "moved"}, restarted); r.Str("result") != "ok" {
+		t.Fatalf("query: %v", r)
+	}
+	// An unknown call's query takes nothing.
+	if r := m.Handle(ctx, "query", ng.Dict{"command": "query", "call-id": "none"}, control); r.Str("result") != "error" {
+		t.Fatalf("query of no call: %v", r)
+	}
+	go m.RunTimeouts(ctx)
+	select {
+	case to := <-reports:
+		if to != restarted {
+			t.Fatalf("the media timeout went to %s, want the last controller %s", to, restarted)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("no media timeout reported")
+	}
+}
+
 func TestQueryReportsEachHopsLossAndMOS(t *testing.T) {
 	m, _ := newManager(t, 53800, 0, nil)
 	pa, pb := newUDPPhone(t), newUDPPhone(t)

@@ -376,6 +376,28 @@ func (p *Pool) Delete(ctx context.Context, on netip.AddrPort, callID string) map
 	return Quality(res)
 }
 
+// Reclaim asks the call's anchor for it (an ng query), which makes this
+// process the control client the anchor reports the call's media timeout
+// to (sori-anchor takes the last one that spoke for a call). held is
+// false when the anchor no longer has the call: it ended there while no
+// node held it, its report sent to a process that is gone.
+func (p *Pool) Reclaim(ctx context.Context, on netip.AddrPort, callID string) (held bool, err error) {
+	res, err := p.client.DoWithin(ctx, on, ng.Dict{"command": "query", "call-id": callID}, p.cfg.Timeout)
+	switch {
+	case err != nil:
+		p.commands.WithLabelValues("query", "timeout").Inc()
+		return false, fmt.Errorf("anchoring: query %s on %s: %w", callID, on, err)
+	case res.Str("result") == "ok":
+		p.commands.WithLabelValues("query", "ok").Inc()
+		return true, nil
+	}
+	p.commands.WithLabelValues("query", "error").Inc()
+	if strings.Contains(strings.ToLower(res.Str("error-reason")), "unknown call") {
+		return false, nil
+	}
+	return false, fmt.Errorf("anchoring: query %s on %s: %s", callID, on, res.Str("error-reason"))
+}
+
 // Quality reads each tag's media quality from a delete or query reply (or
 // a media-timeout notification): the RTP stream of its first medium.
 func Quality(d ng.Dict) map[string]calls.MediaQuality {

@@ -198,3 +198,64 @@ func TestMediaTimeoutOfACallNotHeld(t *testing.T) {
 		})
 	}
 }
+
+// reclaimer answers Reclaim as told, and notes what it was asked.
+type reclaimer struct {
+	held bool
+	err  error
+
+	mu    sync.Mutex
+	asked []string
+}
+
+func (r *reclaimer) Reclaim(_ context.Context, anchor netip.AddrPort, callID string) (bool, error) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.asked = append(r.asked, anchor.String()+" "+callID)
+	return r.held, r.err
+}
+
+// An adopted anchored call is claimed on its anchor: one the anchor
+// still holds stays up (its media timeout reported here from then on);
+// one it no longer holds ends at once as a media timeout, BYE to both
+// sides; an anchor that does not answer leaves the call to its expiry.
+func TestAdoptedCallsReclaimedOnTheirAnchor(t *testing.T) {
+	for _, tt := range []struct {
+		name  string
+		r     *reclaimer
+		ended bool
+	}{
+		{"held by the anchor", &reclaimer{held: true}, false},
+		{"gone from the anchor", &reclaimer{}, true},
+		{"the anchor does not answer", &reclaimer{err: errors.New("timeout")}, false},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			s := newMemStore()
+			_ = s.as("n1").Save(context.Background(), savedCall("c1", time.Now().Add(time.Hour)), time.Hour)
+			tb, f := nodeAs(t, s, "n1")
+			tb.cfg.Reclaim = tt.r
+			if n, err := tb.Adopt(context.Background(), "n1"); err != nil || n != 1 {
+				t.Fatalf("adopted %d (%v)", n, err)
+			}
+			until(t, "the anchor asked", func() bool { tt.r.mu.Lock(); defer tt.r.mu.Unlock(); return len(tt.r.asked) == 1 })
+			if tt.r.asked[0] != anchorAddr.String()+" c1" {
+				t.Fatalf("asked %q", tt.r.asked)
+			}
+			if !tt.ended {
+				wait(t, tb)
+				if tb.Len() != 1 || len(f.recorded()) != 0 {
+					t.Fatalf("holds %d calls, %d records: want the call still up", tb.Len(), len(f.recorded()))
+				}
+				return
+			}
+			until(t, "the call ends", func() bool { return len(f.recorded()) == 1 })
+			wait(t, tb)
+			if r := f.recorded()[0]; r.Disposition != calls.MediaTimeout || r.HangupBy != "media-timeout" {
+				t.Fatalf("record %+v, want a media timeout", r)
+			}
+			if tb.Len() != 0 {
+				t.Fatalf("still holds %d calls", tb.Len())
+			}
+		})
+	}
+}

@@ -152,14 +152,62 @@ func (t *Table) Adopt(ctx context.Context, node string) (int, error) {
 		return 0, fmt.Errorf("calls of node %q: %w", node, err)
 	}
 	n := 0
+	var anchored []*Call
 	for _, st := range sts {
-		if t.Load(ctx, st) != nil {
+		if c := t.Load(ctx, st); c != nil {
 			n++
+			if _, ok := c.Anchor(); ok {
+				anchored = append(anchored, c)
+			}
 		}
 	}
+	t.reclaim(anchored)
 	t.adopted.Add(float64(n))
 	t.log.Info("saved calls adopted", "node", node, "calls", n, "saved", len(sts))
 	return n, nil
+}
+
+// reclaimWorkers bounds the queries in flight when a node adopts its calls.
+const reclaimWorkers = 8
+
+// reclaim asks each adopted call's anchor for it, in the background: the
+// anchor reports its media timeout here from then on, and a call it no
+// longer holds (its media timed out while no process held it, the report
+// lost) ends now as a media timeout. An anchor that does not answer
+// leaves the call to its expiry, or to the failover's re-anchoring.
+func (t *Table) reclaim(cs []*Call) {
+	if t.cfg.Reclaim == nil || len(cs) == 0 {
+		return
+	}
+	work := make(chan *Call)
+	for range min(reclaimWorkers, len(cs)) {
+		t.bg.Add(1)
+		go func() {
+			defer t.bg.Done()
+			for c := range work {
+				a, ok := c.Anchor()
+				if !ok {
+					continue
+				}
+				ctx, cancel := context.WithTimeout(context.Background(), saveTimeout)
+				held, err := t.cfg.Reclaim.Reclaim(ctx, a, c.ID())
+				cancel()
+				switch {
+				case err != nil:
+					t.log.Warn("adopted call not reclaimed on its anchor", "call_id", c.ID(), "anchor", a, "error", err)
+				case !held:
+					t.log.Info("adopted call gone from its anchor: ending it", "call_id", c.ID(), "anchor", a)
+					c.MediaTimeout(nil)
+				}
+			}
+		}()
+	}
+	go func() {
+		for _, c := range cs {
+			work <- c
+		}
+		close(work)
+	}()
 }
 
 // claim claims the end of a saved call in the store: false when another

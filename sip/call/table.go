@@ -28,6 +28,13 @@ type Media interface {
 	Delete(ctx context.Context, anchor netip.AddrPort, callID string) map[string]calls.MediaQuality
 }
 
+// Reclaimer asks an anchor whether it still holds a call, and has it
+// report the call's media timeout to this process from then on
+// (sip/anchoring).
+type Reclaimer interface {
+	Reclaim(ctx context.Context, anchor netip.AddrPort, callID string) (held bool, err error)
+}
+
 // Slots counts the calls on each carrier trunk (sip/trunks).
 type Slots interface {
 	Acquire(trunk string)
@@ -74,7 +81,10 @@ type Config struct {
 	// (reanchor.go); either nil: no failover, the calls stay.
 	Reanchor Reanchorer
 	Reinvite Reinviter
-	Tags     Tagger // nil: records carry no user tags
+	// Reclaim, for the anchored calls a node adopts at start (Adopt):
+	// nil, their anchors go on reporting to the process that made them.
+	Reclaim Reclaimer
+	Tags    Tagger // nil: records carry no user tags
 	// Store keeps answered calls beyond this process (a restart, other
 	// nodes); nil: NoStore, calls live on this node alone.
 	Store Store
