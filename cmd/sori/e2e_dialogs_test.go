@@ -237,21 +237,30 @@ func TestDialogsEndAfterARestartWithNobodyThere(t *testing.T) {
 	// Long enough for 20 calls and a restart, short enough for a test.
 	e := restartMidCalls(t, n, true, "  dialog_timeout: 6s\n")
 
-	for deadline := time.Now().Add(30 * time.Second); ; time.Sleep(50 * time.Millisecond) {
-		if v, _ := metricSample(t, e.n, `sori_calls_active{state="answered"}`); v < n {
-			break // the first expiries are due: their BYEs are on the way
+	e.endOnTheirOwn(t, n, 30*time.Second, calls.Expired, "timeout")
+	if strings.Contains(e.n.log(), "call ended on another node") {
+		t.Errorf("an adopted call was ended twice:\n%s", e.n.log())
+	}
+}
+
+// endOnTheirOwn waits (within) for the first of the n adopted calls to
+// end with nobody sending anything, answers sori's BYEs to both phones,
+// and requires one record each, with disposition and hangupBy, and
+// everything released.
+func (e *restartedCalls) endOnTheirOwn(t *testing.T, n int, within time.Duration, disposition, hangupBy string) {
+	t.Helper()
+	for deadline := time.Now().Add(within); ; time.Sleep(50 * time.Millisecond) {
+		if v, _ := metricSample(t, e.n, `sori_calls_active{state="answered"}`); v < float64(n) {
+			break // the first ends are due: their BYEs are on the way
 		} else if time.Now().After(deadline) {
-			t.Fatalf("no adopted call expired within 30s (%v answered)", v)
+			t.Fatalf("no adopted call ended within %v of the restart (%v answered)", within, v)
 		}
 	}
 	e.byesAnswered(t, n)
 	for _, c := range e.cs {
-		checkCallRecord(t, callRecords(t, e.cdr, c.res.CallID().Value(), 1)[0], 200, calls.Expired, "timeout")
+		checkCallRecord(t, callRecords(t, e.cdr, c.res.CallID().Value(), 1)[0], 200, disposition, hangupBy)
 	}
 	e.released(t, n)
-	if strings.Contains(e.n.log(), "call ended on another node") {
-		t.Errorf("an adopted call was ended twice:\n%s", e.n.log())
-	}
 }
 
 // byesAnswered reads sori's BYEs, to both phones of each of the n calls,
@@ -283,16 +292,5 @@ func TestDialogsMediaTimeoutAfterARestart(t *testing.T) {
 	t.Parallel()
 	const n = 20
 	e := restartMidAnchoredCalls(t, n, true, "", "10s")
-	for deadline := time.Now().Add(40 * time.Second); ; time.Sleep(50 * time.Millisecond) {
-		if v, _ := metricSample(t, e.n, `sori_calls_active{state="answered"}`); v < n {
-			break // the first ends are due: their BYEs are on the way
-		} else if time.Now().After(deadline) {
-			t.Fatalf("no adopted call ended within 40 s of the restart (%v answered)", v)
-		}
-	}
-	e.byesAnswered(t, n)
-	for _, c := range e.cs {
-		checkCallRecord(t, callRecords(t, e.cdr, c.res.CallID().Value(), 1)[0], 200, calls.MediaTimeout, "media-timeout")
-	}
-	e.released(t, n)
+	e.endOnTheirOwn(t, n, 40*time.Second, calls.MediaTimeout, "media-timeout")
 }

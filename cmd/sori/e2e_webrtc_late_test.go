@@ -93,15 +93,7 @@ func TestBrowserAnswersADelayedOffer(t *testing.T) {
 		}
 	}
 	legs := anchorWebRTCLegs(t, an)
-	var browser, phone *webrtcLeg
-	for tag := range legs {
-		l := legs[tag]
-		if l.protocol == "UDP/TLS/RTP/SAVPF" {
-			browser = &l
-		} else {
-			phone = &l
-		}
-	}
+	browser, phone := browserAndPhone(legs)
 	if browser == nil || phone == nil || browser.keying != "DTLS" || browser.suite == "" || !strings.HasPrefix(browser.selected, "127.0.0.1:") {
 		t.Fatalf("the anchor's legs %+v: want the browser's keyed by DTLS over ICE on loopback, and the phone's", legs)
 	}

@@ -241,15 +241,7 @@ func browserCall(t *testing.T, an *anchorProc, page *cdpPage, phone *baresip, fr
 			t.Fatalf("the anchor's legs %+v: want two that each received %d RTP packets", legs, want)
 		}
 	}
-	var browser, sip *webrtcLeg
-	for tag := range legs {
-		l := legs[tag]
-		if l.protocol == "UDP/TLS/RTP/SAVPF" {
-			browser = &l
-		} else {
-			sip = &l
-		}
-	}
+	browser, sip := browserAndPhone(legs)
 	if browser == nil || sip == nil {
 		t.Fatalf("the anchor's legs %+v: want one UDP/TLS/RTP/SAVPF (the browser's) and one the phone's", legs)
 	}
@@ -320,6 +312,20 @@ type webrtcLeg struct {
 	protocol, keying, suite, selected, consent string
 	port                                       int
 	packets, expected, mos                     int64
+}
+
+// browserAndPhone picks the browser's leg (UDP/TLS/RTP/SAVPF) and the
+// other one out of a call's legs; nil for one that is not there.
+func browserAndPhone(legs map[string]webrtcLeg) (browser, phone *webrtcLeg) {
+	for tag := range legs {
+		l := legs[tag]
+		if l.protocol == "UDP/TLS/RTP/SAVPF" {
+			browser = &l
+		} else {
+			phone = &l
+		}
+	}
+	return browser, phone
 }
 
 // anchorWebRTCLegs asks the anchor for its one call's legs, by tag.
