@@ -2,9 +2,11 @@ package relay
 
 import (
 	"bytes"
+	"net/netip"
 	"testing"
 	"time"
 
+	"github.com/pion/rtcp"
 	"github.com/pion/srtp/v3"
 )
 
@@ -75,5 +77,82 @@ func TestRestoredStreamKeepsCountersAndSRTPRollover(t *testing.T) {
 	pa.phone.send(fresh.portA, wire)
 	if got, _, ok := pb.recv(300 * time.Millisecond); ok {
 		t.Fatalf("a stream without the rollover counter relayed %x", got)
+	}
+}
+
+// The SRTCP index of the reports the anchor re-encrypts for an SRTP phone
+// (here from a plain-RTP phone) goes on after a restore: the phone's
+// replay list has seen the indexes used before, and refuses them. The
+// phone's own report (downstream) is kept too.
+func TestRestoredStreamKeepsSRTCPIndexAndDownstream(t *testing.T) {
+	ka := &Crypto{In: newKeys(t, srtp.ProtectionProfileAes128CmHmacSha1_80), Out: newKeys(t, srtp.ProtectionProfileAes128CmHmacSha1_80)}
+	pa := newSRTPPhone(t, ka)
+	// Phone A's view of the anchor's SRTCP, with a replay list as phones keep.
+	recvRTCP, err := srtp.CreateContext(ka.Out.Key, ka.Out.Salt, ka.Out.Profile, srtp.SRTCPReplayProtection(64))
+	if err != nil {
+		t.Fatal(err)
+	}
+	rtcpA, pb, rtcpB := newPhone(t), newPhone(t), newPhone(t)
+	sr, _ := rtcp.Marshal([]rtcp.Packet{&rtcp.SenderReport{SSRC: 0x1234, NTPTime: 0x0102030405060708, RTPTime: 4800, PacketCount: 5}})
+	// call relays one RTP packet from B (so B's SSRC is known), then B's
+	// sender report n times, each of which must reach A and decrypt.
+	call := func(lo int, restore *[2]State, n int) *srtpCall {
+		c := newSRTPCall(t, lo, Options{OpusPT: 111}, ka, nil, pa.addr(), pb.addr())
+		c.a.SetEndpoint(pa.addr(), rtcpA.addr())
+		c.b.SetEndpoint(pb.addr(), rtcpB.addr())
+		if restore != nil {
+			c.a.Restore(restore[0])
+			c.b.Restore(restore[1])
+		}
+		pb.send(c.portB, opusPacket(7))
+		if _, _, ok := pa.phone.recv(time.Second); !ok {
+			t.Fatal("B→A RTP not relayed")
+		}
+		for i := range n {
+			rtcpB.send(netip.AddrPortFrom(c.portB.Addr(), c.portB.Port()+1), sr)
+			got, _, ok := rtcpA.recv(time.Second)
+			if !ok {
+				t.Fatalf("B's report %d not relayed to A", i)
+			}
+			if dec, err := recvRTCP.DecryptRTCP(nil, got, nil); err != nil || !bytes.Equal(dec, sr) {
+				t.Fatalf("B's report %d (restored %v) refused by A: %v", i, restore != nil, err)
+			}
+		}
+		return c
+	}
+	c := call(47600, nil, 3)
+	// A reports what it receives: the anchor keeps it.
+	rr, _ := rtcp.Marshal([]rtcp.Packet{&rtcp.ReceiverReport{SSRC: 0x9999, Reports: []rtcp.ReceptionReport{{SSRC: 0x1234, FractionLost: 64, TotalLost: 9}}}})
+	wire, err := pa.sendRTCP.EncryptRTCP(nil, rr, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	rtcpA.send(c.rtcpA, wire)
+	if _, _, ok := rtcpB.recv(time.Second); !ok {
+		t.Fatal("A's report not relayed to B")
+	}
+	st := [2]State{c.a.State(), c.b.State()}
+	if st[0].OutSRTCP[0x1234] != 3 || st[0].Downstream == nil || st[0].Downstream.TotalLost != 9 {
+		t.Fatalf("A's state: out SRTCP %v, downstream %+v", st[0].OutSRTCP, st[0].Downstream)
+	}
+	n := call(47800, &st, 2)
+	if d := n.a.Downstream(); !d.Known || d.Report.TotalLost != 9 || d.Report.FractionLost != 64 {
+		t.Fatalf("downstream after the restore: %+v", d)
+	}
+	// Without the restore the anchor counts from 1 again, and A refuses it.
+	fresh := newSRTPCall(t, 48000, Options{OpusPT: 111}, ka, nil, pa.addr(), pb.addr())
+	fresh.a.SetEndpoint(pa.addr(), rtcpA.addr())
+	fresh.b.SetEndpoint(pb.addr(), rtcpB.addr())
+	pb.send(fresh.portB, opusPacket(8))
+	if _, _, ok := pa.phone.recv(time.Second); !ok {
+		t.Fatal("B→A RTP not relayed")
+	}
+	rtcpB.send(netip.AddrPortFrom(fresh.portB.Addr(), fresh.portB.Port()+1), sr)
+	got, _, ok := rtcpA.recv(time.Second)
+	if !ok {
+		t.Fatal("B's report not relayed by the fresh stream")
+	}
+	if _, err := recvRTCP.DecryptRTCP(nil, got, nil); err == nil {
+		t.Fatal("A took an SRTCP index it had seen: the test cannot tell")
 	}
 }
