@@ -34,9 +34,9 @@ demo: build
 
 # Installs redis-server, sipp (package sip-tester), kamailio (the ng interop
 # test), baresip and linphonec (package linphone-cli; the softphone test),
-# stunnel4 (carries SIPp's TCP over TLS: Debian's sipp has no TLS) and
-# chromium (the quality page's test, headless) with apt-get, only when
-# absent. Kamailio's own service is not wanted: it would take port 5060.
+# stunnel4 (carries SIPp's TCP over TLS: Debian's sipp has no TLS),
+# chromium (the quality page's test, headless) and rtpengine-daemon (sori
+# driving rtpengine as its anchor) with apt-get, only when absent. Kamailio's own service is not wanted: it would take port 5060.
 deps:
 	@missing=""; \
 	command -v redis-server >/dev/null 2>&1 || missing="$$missing redis-server"; \
@@ -46,11 +46,13 @@ deps:
 	command -v linphonec >/dev/null 2>&1 || missing="$$missing linphone-cli"; \
 	command -v stunnel4 >/dev/null 2>&1 || missing="$$missing stunnel4"; \
 	command -v chromium >/dev/null 2>&1 || missing="$$missing chromium"; \
+	PATH="$$PATH:/usr/sbin" command -v rtpengine >/dev/null 2>&1 || missing="$$missing rtpengine-daemon"; \
 	if [ -n "$$missing" ]; then \
 		echo "installing:$$missing"; \
 		if [ "$$(id -u)" != 0 ]; then echo "need root to apt-get install$$missing" >&2; exit 1; fi; \
 		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $$missing >/dev/null; \
 		case "$$missing" in *kamailio*) systemctl disable --now kamailio >/dev/null 2>&1 || true;; esac; \
+		case "$$missing" in *rtpengine*) systemctl disable --now rtpengine-daemon >/dev/null 2>&1 || true;; esac; \
 	fi
 	$(GO) mod download
 

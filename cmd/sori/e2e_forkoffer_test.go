@@ -27,13 +27,12 @@ import (
 func TestForkOffersEachContactItsOwnSDP(t *testing.T) {
 	for _, phoneFirst := range []bool{true, false} {
 		t.Run(map[bool]string{true: "phone registered first", false: "browser registered first"}[phoneFirst], func(t *testing.T) {
-			forkToBrowserAndPhone(t, phoneFirst)
+			forkToBrowserAndPhone(t, startAnchor(t), phoneFirst)
 		})
 	}
 }
 
-func forkToBrowserAndPhone(t *testing.T, phoneFirst bool) {
-	an := startAnchor(t)
+func forkToBrowserAndPhone(t *testing.T, an *anchorProc, phoneFirst bool) {
 	n := startDefaultNode(t, an)
 	inAnchorRange := func(ap netip.AddrPort) bool {
 		return ap.Addr() == netip.MustParseAddr("127.0.0.1") && int(ap.Port()) >= an.minPort && int(ap.Port()) <= an.maxPort
@@ -97,7 +96,8 @@ func forkToBrowserAndPhone(t *testing.T, phoneFirst bool) {
 		t.Fatalf("the browser's SDP: %v\n%s", err, toBrowser.Body())
 	}
 	w, err := bs.WebRTC(0)
-	if err != nil || bs.Media[0].Proto != "UDP/TLS/RTP/SAVPF" || w.Ufrag == "" || w.Pwd == "" || w.Fingerprint.Value == "" || !w.Lite ||
+	// sori-anchor is ICE-lite; rtpengine (an.http == "") does full ICE.
+	if err != nil || bs.Media[0].Proto != "UDP/TLS/RTP/SAVPF" || w.Ufrag == "" || w.Pwd == "" || w.Fingerprint.Value == "" || w.Lite != (an.http != "") ||
 		!strings.Contains(string(toBrowser.Body()), "a=candidate:") || !inAnchorRange(netip.AddrPortFrom(bs.Media[0].Addr, uint16(bs.Media[0].Port))) {
 		t.Fatalf("the browser's fork is not a WebRTC offer from the anchor (%v):\n%s", err, toBrowser.Body())
 	}
@@ -161,16 +161,17 @@ func forkToBrowserAndPhone(t *testing.T, phoneFirst bool) {
 	// The browser's branch leaves the anchor once the phone's won: the
 	// call keeps alice's and the phone's legs, one port pair each.
 	deleted := `sori_media_commands_total{command="delete",outcome="ok"}`
-	for deadline := time.Now().Add(5 * time.Second); an.metric(t, "sori_anchor_ports_in_use") != "2" || nodeMetric(t, n.node, deleted) != "1"; time.Sleep(50 * time.Millisecond) {
+	for deadline := time.Now().Add(5 * time.Second); an.legCount(t) != 2 || nodeMetric(t, n.node, deleted) != "1"; time.Sleep(50 * time.Millisecond) {
 		if time.Now().After(deadline) {
-			t.Fatalf("during the call the anchor holds %s port pairs (want 2); sori's branch deletes: %q",
-				an.metric(t, "sori_anchor_ports_in_use"), nodeMetric(t, n.node, deleted))
+			t.Fatalf("during the call the anchor holds %d port pairs (want 2); sori's branch deletes: %q; its call: %v",
+				an.legCount(t), nodeMetric(t, n.node, deleted), anchorCall(t, an))
 		}
 	}
 	q := anchorCall(t, an) // exactly one call
-	tags := q.Dict("tags")
+	tags := liveLegs(q.Dict("tags"))
 	bobTag := ok200.To().Params.GetOr("tag", "")
-	if len(tags) != 2 || tags.Dict(bobTag) == nil || tags.Dict(bobTag).Str("in dialogue with") == "" {
+	aliceTag := ok200.From().Params.GetOr("tag", "")
+	if len(tags) != 2 || tags.Dict(bobTag) == nil || peerOf(tags.Dict(bobTag)) != aliceTag {
 		t.Fatalf("the anchor's call has legs %v, want alice's and the phone's (%s)", keys(tags), bobTag)
 	}
 	medias, _ := tags.Dict(bobTag)["medias"].([]any)
@@ -299,10 +300,10 @@ func TestForkAnsweredByTheBrowser(t *testing.T) {
 	}
 
 	deleted := `sori_media_commands_total{command="delete",outcome="ok"}`
-	for deadline := time.Now().Add(5 * time.Second); an.metric(t, "sori_anchor_ports_in_use") != "2" || nodeMetric(t, n.node, deleted) != "1"; time.Sleep(50 * time.Millisecond) {
+	for deadline := time.Now().Add(5 * time.Second); an.legCount(t) != 2 || nodeMetric(t, n.node, deleted) != "1"; time.Sleep(50 * time.Millisecond) {
 		if time.Now().After(deadline) {
-			t.Fatalf("during the call the anchor holds %s port pairs (want 2); sori's branch deletes: %q",
-				an.metric(t, "sori_anchor_ports_in_use"), nodeMetric(t, n.node, deleted))
+			t.Fatalf("during the call the anchor holds %d port pairs (want 2); sori's branch deletes: %q; its call: %v",
+				an.legCount(t), nodeMetric(t, n.node, deleted), anchorCall(t, an))
 		}
 	}
 	legs := anchorWebRTCLegs(t, an) // exactly one call

@@ -68,14 +68,20 @@ func rangeFree(lo int) bool {
 	return true
 }
 
-func startAnchor(t *testing.T, flags ...string) *anchorProc {
-	t.Helper()
+// takeRange hands out the next free range of 200 media ports.
+func takeRange() int {
 	rangeMu.Lock()
+	defer rangeMu.Unlock()
 	lo := nextRange
 	for nextRange += 200; !rangeFree(lo) && nextRange < 60800; nextRange += 200 {
 		lo = nextRange
 	}
-	rangeMu.Unlock()
+	return lo
+}
+
+func startAnchor(t *testing.T, flags ...string) *anchorProc {
+	t.Helper()
+	lo := takeRange()
 	a := &anchorProc{ng: fmt.Sprintf("127.0.0.1:%d", freeSIPPort(t)), http: fmt.Sprintf("127.0.0.1:%d", freeSIPPort(t)),
 		minPort: lo, maxPort: lo + 199, exited: make(chan struct{}), extraFlags: flags}
 	args := append([]string{"-ng", a.ng, "-rtp-ports", fmt.Sprintf("%d-%d", a.minPort, a.maxPort), "-listen", "127.0.0.1",

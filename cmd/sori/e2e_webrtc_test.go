@@ -358,11 +358,11 @@ func anchorWebRTCLegs(t *testing.T, an *anchorProc) map[string]webrtcLeg {
 func waitNoCalls(t *testing.T, an *anchorProc, n *node) {
 	t.Helper()
 	answered := `sori_calls_active{state="answered"}`
-	for deadline := time.Now().Add(5 * time.Second); an.metric(t, "sori_anchor_calls") != "0" || an.metric(t, "sori_anchor_ports_in_use") != "0" ||
+	for deadline := time.Now().Add(5 * time.Second); an.callCount(t) != 0 || an.legCount(t) != 0 ||
 		nodeMetric(t, n, answered) != "0"; time.Sleep(50 * time.Millisecond) {
 		if time.Now().After(deadline) {
-			t.Fatalf("after the hang-up the anchor holds %s calls, %s port pairs; sori counts %s answered calls",
-				an.metric(t, "sori_anchor_calls"), an.metric(t, "sori_anchor_ports_in_use"), nodeMetric(t, n, answered))
+			t.Fatalf("after the hang-up the anchor holds %d calls, %d port pairs; sori counts %s answered calls",
+				an.callCount(t), an.legCount(t), nodeMetric(t, n, answered))
 		}
 	}
 }
