@@ -11,7 +11,8 @@
 // (the transitions), table.go (the calls by Call-ID), sides.go (reading
 // both ends of a dialog from an INVITE and its 2xx), reanchor.go (moving
 // a call off a dead media anchor), cseq.go (the CSeq offsets that follow
-// sori's own requests in a dialog).
+// sori's own requests in a dialog), late.go (delayed offers: the offer in
+// a 2xx, kept and saved with the call until the ACK's answer).
 package call
 
 import (
