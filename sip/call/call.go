@@ -60,6 +60,10 @@ func (c *Call) copyState() State {
 		p := *st.Record.Push
 		st.Record.Push = &p
 	}
+	if st.Late != nil {
+		l := *st.Late
+		st.Late = &l
+	}
 	return st
 }
 

@@ -10,7 +10,10 @@ import (
 // Call keeps that offer between the two: the side that made it, the
 // INVITE it answers (its sender's CSeq), the anchor's SDP the INVITE's
 // sender got (a retransmitted 2xx gets it again, no new ng offer), and
-// once the ACK has come, the anchor's SDP the offerer got for it.
+// once the ACK has come, the anchor's SDP the offerer got for it. An
+// offer the anchor took is saved with the call (State.Late), so that the
+// node that takes the ACK, this one after a restart or another, gives
+// its answer to that anchor.
 type lateOffer struct {
 	tag    string // the offerer's (the 2xx's To tag)
 	sender string // the INVITE's sender's (its From tag)
@@ -46,13 +49,41 @@ func (c *Call) OfferIn2xx(tag, sender string, cseq uint32, webrtc bool, do func(
 	}
 	a, sdp, err := do()
 	lo = &lateOffer{tag: tag, sender: sender, cseq: cseq, anchor: a, sdp: sdp, err: err, webrtc: webrtc}
-	c.mu.Lock()
-	c.late = lo
-	c.mu.Unlock()
 	if err == nil && a.IsValid() {
 		c.Anchored(a)
 	}
+	c.mu.Lock()
+	c.late = lo
+	c.st.Late = lo.state()
+	c.save() // a re-INVITE's (an INVITE's is saved as it is answered)
+	c.mu.Unlock()
 	return sdp, err
+}
+
+// state is lo as it is saved: nil for none, or for an offer the anchor
+// did not take (no ACK waits on it).
+func (lo *lateOffer) state() *LateOffer {
+	if lo == nil || lo.sdp == nil || !lo.anchor.IsValid() {
+		return nil
+	}
+	return &LateOffer{Tag: lo.tag, Sender: lo.sender, CSeq: lo.cseq, Anchor: lo.anchor.String(), SDP: string(lo.sdp),
+		WebRTC: lo.webrtc, Acked: lo.acked, Ack: string(lo.ack)}
+}
+
+// lateFrom is the delayed offer saved as s (nil: none, or unreadable).
+func lateFrom(s *LateOffer) *lateOffer {
+	if s == nil {
+		return nil
+	}
+	a, err := netip.ParseAddrPort(s.Anchor)
+	if err != nil {
+		return nil
+	}
+	lo := &lateOffer{tag: s.Tag, sender: s.Sender, cseq: s.CSeq, anchor: a, sdp: []byte(s.SDP), webrtc: s.WebRTC, acked: s.Acked}
+	if s.Acked {
+		lo.ack = []byte(s.Ack)
+	}
+	return lo
 }
 
 // is: lo is the offer in the 2xx to the INVITE cseq of sender.
@@ -95,6 +126,10 @@ func (c *Call) AnswerInAck(sender string, cseq uint32, do func() ([]byte, error)
 	}
 	c.mu.Lock()
 	lo.ack, lo.acked = sdp, true
+	if c.late == lo {
+		c.st.Late = lo.state()
+		c.save() // a retransmitted ACK on another node gets the same
+	}
 	c.mu.Unlock()
 	return sdp, true, nil
 }

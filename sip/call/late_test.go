@@ -1,6 +1,8 @@
 package call
 
 import (
+	"context"
+	"encoding/json"
 	"errors"
 	"net/netip"
 	"testing"
@@ -120,4 +122,109 @@ func TestLastSDPBySide(t *testing.T) {
 	if string(c.LastSDP("caller-tag")) != "caller" || string(c.LastSDP("callee-tag")) != "callee" {
 		t.Fatalf("caller %q, callee %q", c.LastSDP("caller-tag"), c.LastSDP("callee-tag"))
 	}
+}
+
+// A delayed offer waiting for its ACK is saved with the call: after a
+// restart (Adopt) or on another node (Lookup), the ACK's answer goes to
+// the anchor that took the offer, once; its rewrite is saved too, so a
+// retransmitted ACK on yet another node gets the same without asking the
+// anchor again. A re-INVITE's delayed offer is saved as it is made; one
+// the anchor did not take is not (its ACK goes on as it is).
+func TestDelayedOfferSurvivesARestart(t *testing.T) {
+	const caller, callee = "caller-tag", "callee-tag"
+	s := newMemStore()
+	a, _ := nodeAs(t, s, "node-a")
+	c := a.Begin(calls.Record{CallID: "late"}, caller)
+	if _, err := c.OfferIn2xx(callee, caller, 1, true, func() (netip.AddrPort, []byte, error) {
+		return anchorAddr, []byte("offer-for-caller"), nil
+	}); err != nil {
+		t.Fatal(err)
+	}
+	answer(c)
+	wait(t, a)
+	want := LateOffer{Tag: callee, Sender: caller, CSeq: 1, Anchor: anchorAddr.String(), SDP: "offer-for-caller", WebRTC: true}
+	saved, ok := s.state("late")
+	if !ok || saved.Late == nil || *saved.Late != want {
+		t.Fatalf("saved delayed offer %+v (%v), want %+v", saved.Late, ok, want)
+	}
+	blob, err := json.Marshal(saved)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var back State
+	if err := json.Unmarshal(blob, &back); err != nil {
+		t.Fatal(err)
+	}
+	if back.Late == nil || *back.Late != want {
+		t.Fatalf("delayed offer through JSON %+v, want %+v", back.Late, want)
+	}
+
+	// node-a restarts before the ACK: it adopts the call, offer and all.
+	a2, _ := nodeAs(t, s, "node-a")
+	if n, err := a2.Adopt(context.Background(), "node-a"); n != 1 || err != nil {
+		t.Fatalf("adopted %d (%v)", n, err)
+	}
+	c2 := a2.Find("late")
+	if on, webrtc, pending := c2.LateAck(caller, 1); on != anchorAddr || !webrtc || !pending {
+		t.Fatalf("the ACK after the restart: anchor %v, webrtc %v, pending %v", on, webrtc, pending)
+	}
+	if _, _, pending := c2.LateAck(callee, 1); pending {
+		t.Fatal("an ACK from the offerer is taken for the answer")
+	}
+	answers := 0
+	ack := func() ([]byte, error) { answers++; return []byte("answer-for-callee"), nil }
+	if sdp, acked, err := c2.AnswerInAck(caller, 1, ack); string(sdp) != "answer-for-callee" || !acked || err != nil || answers != 1 {
+		t.Fatalf("the ACK's answer: %q %v %v, %d ng answers", sdp, acked, err, answers)
+	}
+	wait(t, a2)
+	saved, _ = s.state("late")
+	want.Acked, want.Ack = true, "answer-for-callee"
+	if saved.Late == nil || *saved.Late != want {
+		t.Fatalf("saved after the ACK %+v, want %+v", saved.Late, want)
+	}
+
+	// The ACK again, on another node: the same answer, no ng answer.
+	b, _ := nodeAs(t, s, "node-b")
+	cb := b.Lookup(context.Background(), "late")
+	if sdp, acked, err := cb.AnswerInAck(caller, 1, ack); string(sdp) != "answer-for-callee" || !acked || err != nil || answers != 1 {
+		t.Fatalf("the retransmitted ACK on node-b: %q %v %v, %d ng answers", sdp, acked, err, answers)
+	}
+
+	// The callee's re-INVITE without SDP, answered on node-b; its ACK
+	// comes to node-c.
+	if _, err := cb.OfferIn2xx(caller, callee, 7, false, func() (netip.AddrPort, []byte, error) {
+		return anchorAddr, []byte("reoffer-for-callee"), nil
+	}); err != nil {
+		t.Fatal(err)
+	}
+	wait(t, b)
+	tc, _ := nodeAs(t, s, "node-c")
+	cc := tc.Lookup(context.Background(), "late")
+	if _, _, pending := cc.LateAck(caller, 1); pending {
+		t.Fatal("the call's first ACK is still pending after the re-INVITE's offer")
+	}
+	if on, webrtc, pending := cc.LateAck(callee, 7); on != anchorAddr || webrtc || !pending {
+		t.Fatalf("the re-INVITE's ACK on node-c: anchor %v, webrtc %v, pending %v", on, webrtc, pending)
+	}
+	if sdp, acked, err := cc.AnswerInAck(callee, 7, ack); string(sdp) != "answer-for-callee" || !acked || err != nil || answers != 2 {
+		t.Fatalf("the re-INVITE's ACK: %q %v %v, %d ng answers", sdp, acked, err, answers)
+	}
+
+	// A re-INVITE's offer the anchor refused: nothing pending is saved.
+	if _, err := cc.OfferIn2xx(callee, caller, 2, false, func() (netip.AddrPort, []byte, error) {
+		return netip.AddrPort{}, nil, errors.New("no anchor")
+	}); err == nil {
+		t.Fatal("the refused offer has no error")
+	}
+	wait(t, tc)
+	if st, ok := s.state("late"); !ok || st.Late != nil {
+		t.Fatalf("saved after a refused offer: %+v (%v)", st.Late, ok)
+	}
+	cc.Bye(caller)
+	for _, tb := range []*Table{a2, b} {
+		if f := tb.Find("late"); f != nil {
+			f.Bye(caller)
+		}
+	}
+	wait(t, tc, a2, b)
 }

@@ -11,7 +11,8 @@
 // (the transitions), table.go (the calls by Call-ID), sides.go (reading
 // both ends of a dialog from an INVITE and its 2xx), reanchor.go (moving
 // a call off a dead media anchor), cseq.go (the CSeq offsets that follow
-// sori's own requests in a dialog).
+// sori's own requests in a dialog), late.go (delayed offers: the offer in
+// a 2xx, kept and saved with the call until the ACK's answer).
 package call
 
 import (
@@ -69,4 +70,25 @@ type State struct {
 	// values): a new anchor offers it the same.
 	Encryption string    `json:"encryption,omitempty"`
 	Expiry     time.Time `json:"expiry"` // when it is let go if no end is seen
+	// Late is the delayed offer of the call's last INVITE (initial or
+	// re-INVITE) without SDP (late.go): a node that takes its ACK (after
+	// a restart, or another node) gives the ACK's answer to the anchor
+	// that took the offer. nil: none.
+	Late *LateOffer `json:"late,omitempty"`
+}
+
+// LateOffer is a delayed offer as a plain value: the SDP offer of a 2xx
+// to an INVITE without SDP, which the anchor took, and, once the ACK came,
+// the anchor's rewrite of the ACK's answer (a retransmitted ACK gets it
+// again). The anchor names the offer's legs by the call's Call-ID and the
+// two tags: from-tag the offerer's, to-tag the INVITE's sender's.
+type LateOffer struct {
+	Tag    string `json:"tag"`              // the offerer's (the 2xx's To tag)
+	Sender string `json:"sender"`           // the INVITE's sender's (its From tag)
+	CSeq   uint32 `json:"cseq"`             // the INVITE's, as its sender numbered it
+	Anchor string `json:"anchor"`           // ng address of the anchor that took the offer
+	SDP    string `json:"sdp"`              // the anchor's rewrite of the offer, as the sender got it
+	WebRTC bool   `json:"webrtc,omitempty"` // the offerer is a browser: the answer it gets has ICE
+	Acked  bool   `json:"acked,omitempty"`  // the ACK's answer went to the anchor
+	Ack    string `json:"ack,omitempty"`    // the anchor's rewrite of that answer
 }

@@ -326,7 +326,8 @@ func (t *Table) classify(ctx context.Context, st State, media map[string]calls.M
 
 // Load puts a call saved as st back in the table (a restart, another node
 // taking over): its expiry is armed for what is left of it, and the trunk
-// slot and toll count it held are taken again on this node. A call with
+// slot and toll count it held are taken again on this node, and a
+// delayed offer it saved waits for its ACK here (late.go). A call with
 // that Call-ID already held, or one already ended, is not loaded (nil).
 // Its end is claimed in the store first (Store.Delete), so that of the
 // nodes that may hold it only one writes its record.
@@ -340,7 +341,7 @@ func (t *Table) Load(_ context.Context, st State) *Call {
 	if t.cfg.Tolls == nil {
 		st.Toll = false
 	}
-	c := &Call{t: t, tracked: true, st: st, saved: true}
+	c := &Call{t: t, tracked: true, st: st, saved: true, late: lateFrom(st.Late)}
 	t.mu.Lock()
 	if _, dup := t.m[st.Record.CallID]; dup {
 		t.mu.Unlock()
