@@ -482,4 +482,27 @@ func TestDTLSCertificateRenewal(t *testing.T) {
 			t.Fatalf("%s: %v", tt.id, q)
 		}
 	}
+
+	// A section the old leg's re-offer adds, after the renewal, gets the
+	// leg's certificate too: one leg, one fingerprint.
+	two := withFingerprint(t, bcert, "actpass")
+	i := strings.Index(two, "m=audio")
+	second := strings.Replace(strings.Replace(two[i:], "a=mid:0", "a=mid:1", 1), "m=audio 54321", "m=audio 54322", 1)
+	res = do(t, m, "offer", ng.Dict{"call-id": "old", "from-tag": "browser", "to-tag": "phone", "sdp": two + second, "ICE": "remove", "transport-protocol": "RTP/AVP"})
+	if res.Str("result") != "ok" {
+		t.Fatalf("re-offer with a second section: %v", res)
+	}
+	res = do(t, m, "answer", ng.Dict{"call-id": "old", "from-tag": "browser", "to-tag": "phone", "sdp": phoneSDP(phone.addr()) + strings.Join(strings.SplitAfter(phoneSDP(phone.addr()), "\r\n")[5:], ""), "ICE": "force"})
+	if res.Str("result") != "ok" {
+		t.Fatalf("answer with a second section: %v", res)
+	}
+	if s, err := sdp.Parse([]byte(res.Str("sdp"))); err != nil || len(s.Media) != 2 {
+		t.Fatalf("answer to the browser: %v\n%s", err, res.Str("sdp"))
+	} else {
+		for k := range s.Media {
+			if w, _ := s.WebRTC(k); w.Fingerprint != fpOld {
+				t.Fatalf("section %d of the old leg has fingerprint %v, want its leg's %v", k, w.Fingerprint, fpOld)
+			}
+		}
+	}
 }

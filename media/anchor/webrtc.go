@@ -128,11 +128,13 @@ func renewal(c *dtlssrtp.Certificate) time.Time {
 }
 
 // legCertificate is the certificate for a new WebRTC media section of
-// l: the one its other WebRTC sections have, else certificate's.
+// l: the one its other WebRTC sections have while it is valid for a
+// handshake, else certificate's (a section added to a leg older than its
+// certificate's life has a new one: its own association).
 func (m *Manager) legCertificate(l *leg) (*dtlssrtp.Certificate, error) {
 	if l != nil {
 		for _, md := range l.medias {
-			if md.rtc != nil {
+			if md.rtc != nil && m.now().Add(certMargin).Before(md.rtc.cert.NotAfter()) {
 				return md.rtc.cert, nil
 			}
 		}
