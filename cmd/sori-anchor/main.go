@@ -5,6 +5,7 @@
 //	            -advertise 203.0.113.5 -http 127.0.0.1:9061 [-media-timeout 30s] [-rtcp-interval 5s]
 //	            [-jitter-buffer off|fixed|adaptive] [-jb-delay 60ms] [-jb-min 0] [-jb-max 120ms]
 //	            [-workers N] [-cpuprofile FILE] [-ice-sources CIDR,...] [-consent-timeout 30s]
+//	            [-dtls-cert-lifetime 720h]
 //	            [-redis URL [-redis-id ID] [-redis-every 5s]]
 package main
 
@@ -76,6 +77,7 @@ type options struct {
 	redisID      string
 	redisEvery   time.Duration
 	consent      time.Duration
+	certLifetime time.Duration
 }
 
 func parseFlags(args []string, stderr io.Writer) (options, error) {
@@ -103,6 +105,7 @@ func parseFlags(args []string, stderr io.Writer) (options, error) {
 	redisID := fs.String("redis-id", "", "this anchor's name in Redis; anchors sharing a Redis each need their own (default: the first -advertise address and the -ng port)")
 	redisEvery := fs.Duration("redis-every", 5*time.Second, "with -redis, how often every call's statistics are written again")
 	consent := fs.Duration("consent-timeout", 30*time.Second, "stop sending a WebRTC leg media this long after its last ICE check (RFC 7675 consent)")
+	certLifetime := fs.Duration("dtls-cert-lifetime", dtlssrtp.DefaultLifetime, "validity of each DTLS certificate of the WebRTC legs; new legs get a new one once half of it has passed, legs set up keep theirs")
 	if err := fs.Parse(args); err != nil {
 		return options{}, usageError{err}
 	}
@@ -182,6 +185,10 @@ func parseFlags(args []string, stderr io.Writer) (options, error) {
 		bad("consent-timeout", "%s: give at least 100ms", *consent)
 	}
 	o.consent = *consent
+	if *certLifetime < time.Hour || *certLifetime > 365*24*time.Hour {
+		bad("dtls-cert-lifetime", "%s is outside 1h..8760h (365 days)", *certLifetime)
+	}
+	o.certLifetime = *certLifetime
 	if *rtcpInterval < 0 || *rtcpInterval > 0 && *rtcpInterval < 100*time.Millisecond {
 		bad("rtcp-interval", "%s: give 0 or at least 100ms", *rtcpInterval)
 	}
@@ -265,17 +272,18 @@ func run(ctx context.Context, args []string, stderr io.Writer) error {
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	// The ng server first (it sends the anchor's notifications), then the
 	// anchor with it; Serve hands the anchor the commands.
-	// One DTLS certificate for the process's WebRTC legs (30 days: a
-	// restart within them makes a new one; browsers check it against
-	// the SDP's fingerprint, not a CA).
-	cert, err := dtlssrtp.NewCertificate()
+	// The first DTLS certificate of the WebRTC legs, made now so that a
+	// failure stops the start; the anchor renews it for new legs once half
+	// of -dtls-cert-lifetime has passed (browsers check it against the
+	// SDP's fingerprint, not a CA).
+	cert, err := dtlssrtp.NewCertificateAt(time.Now(), o.certLifetime)
 	if err != nil {
 		return err
 	}
 	srv := ng.NewServer(conn, log)
 	acfg := anchor.Config{
 		Advertise: o.advertise, Ports: alloc, MediaTimeout: o.mediaTimeout, RTCPInterval: o.rtcpInterval, Jitter: o.jitter, Log: log, Registerer: reg,
-		Notify: srv, Certificate: cert, ICESources: o.iceSources, KeepEvery: o.redisEvery, ConsentTimeout: o.consent,
+		Notify: srv, Certificate: cert, CertLifetime: o.certLifetime, ICESources: o.iceSources, KeepEvery: o.redisEvery, ConsentTimeout: o.consent,
 	}
 	var kept *keptState
 	if o.redis != "" {
@@ -326,7 +334,8 @@ func run(ctx context.Context, args []string, stderr io.Writer) error {
 	go func() { done <- srv.Serve(runCtx, mgr) }()
 	log.Info("sori-anchor started", "ng", o.ng, "rtp_ports", fmt.Sprintf("%d-%d", o.minPort, o.maxPort),
 		"listen", o.listen, "advertise", o.advertise, "http", o.http, "media_timeout", o.mediaTimeout,
-		"jitter_buffer", o.jitter.Mode, "rtcp_interval", o.rtcpInterval)
+		"jitter_buffer", o.jitter.Mode, "rtcp_interval", o.rtcpInterval,
+		"dtls_fingerprint", cert.Fingerprint().String(), "dtls_cert_lifetime", o.certLifetime)
 	select {
 	case <-ctx.Done():
 	case err := <-done:

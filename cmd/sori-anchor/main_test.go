@@ -37,6 +37,12 @@ func TestFlagsAsScriptsGiveThem(t *testing.T) {
 	if o, _ := parseFlags(nil, io.Discard); o.iceSources != nil || o.consent != 30*time.Second {
 		t.Fatalf("default -ice-sources %v (want any), -consent-timeout %s (want RFC 7675's 30s)", o.iceSources, o.consent)
 	}
+	if o, _ := parseFlags(nil, io.Discard); o.certLifetime != 30*24*time.Hour {
+		t.Fatalf("default -dtls-cert-lifetime %s, want rtpengine's 30 days", o.certLifetime)
+	}
+	if o, err := parseFlags(strings.Fields("-dtls-cert-lifetime 24h"), io.Discard); err != nil || o.certLifetime != 24*time.Hour {
+		t.Fatalf("-dtls-cert-lifetime 24h: %s %v", o.certLifetime, err)
+	}
 	if o, err := parseFlags(strings.Fields("-consent-timeout 2s"), io.Discard); err != nil || o.consent != 2*time.Second {
 		t.Fatalf("-consent-timeout 2s: %s %v", o.consent, err)
 	}
@@ -69,6 +75,8 @@ func TestBadFlagsAreNamed(t *testing.T) {
 		{"-redis 127.0.0.1:6379", "-redis:"},
 		{"-redis-every 10ms", "-redis-every:"},
 		{"-consent-timeout 0", "-consent-timeout:"},
+		{"-dtls-cert-lifetime 30m", "-dtls-cert-lifetime:"},
+		{"-dtls-cert-lifetime 9000h", "-dtls-cert-lifetime:"},
 		{"extra", "unexpected argument"},
 	} {
 		_, err := parseFlags(strings.Fields(tt.args), io.Discard)

@@ -44,9 +44,19 @@ type Config struct {
 	// Notify sends the control client that created a call unsolicited ng
 	// messages (the media timeout report); nil: none are sent.
 	Notify Notifier
-	// Certificate is the DTLS identity of WebRTC legs (webrtc.go); nil:
-	// one is made when the first WebRTC leg needs it.
+	// Certificate is the DTLS identity of WebRTC legs (webrtc.go) until
+	// it is due for renewal (see CertLifetime); nil: one is made when the
+	// first WebRTC leg needs it.
 	Certificate *dtlssrtp.Certificate
+	// CertLifetime is how long each DTLS certificate the anchor makes is
+	// valid. Once half of a certificate's life has passed, new WebRTC legs
+	// get a new one; a leg keeps the certificate its SDP named (and its
+	// fingerprint, on re-offers too) until it ends. 0: 30 days
+	// (dtlssrtp.DefaultLifetime).
+	CertLifetime time.Duration
+	// Clock is the certificates' clock (their renewal and validity); nil:
+	// time.Now.
+	Clock func() time.Time
 	// ICESources are the networks a WebRTC peer's ICE checks are answered
 	// from; a check from elsewhere gets no answer, so that address never
 	// carries the leg's media. Empty: any.
@@ -84,11 +94,10 @@ type Manager struct {
 	timeouts prometheus.Counter
 
 	// ctx bounds the WebRTC legs' DTLS associations; Close ends it.
-	ctx      context.Context
-	cancel   context.CancelFunc
-	certOnce sync.Once
-	cert     *dtlssrtp.Certificate
-	certErr  error
+	ctx    context.Context
+	cancel context.CancelFunc
+	certMu sync.Mutex
+	cert   *dtlssrtp.Certificate // what new WebRTC legs get (certificate)
 
 	scratch []netip.AddrPort // keepChanged's, under mu
 }
@@ -116,6 +125,7 @@ type leg struct {
 }
 
 type media struct {
+	owner  *leg
 	index  int // 1-based, as rtpengine counts
 	typ    string
 	proto  string // what the leg's phone speaks: RTP/AVP, RTP/SAVP, ...

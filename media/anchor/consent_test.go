@@ -35,6 +35,7 @@ type consentBrowser struct {
 	answers   chan [stun.TransactionIDSize]byte // success responses to the checks
 	heard     chan struct{}                     // an arrival of the phone's RTP, decrypted
 	lastHeard atomic.Int64                      // when the latest one came (unix ns)
+	plain     atomic.Int64                      // the phone's RTP arrived in clear: never allowed
 
 	mu     sync.Mutex
 	dtls   *dtlssrtp.Endpoint
@@ -69,6 +70,9 @@ func (b *consentBrowser) read() {
 				e.Handle(p)
 			}
 		case p[0] >= 128 && p[0] <= 191:
+			if bytes.HasSuffix(p, []byte("phone")) {
+				b.plain.Add(1) // SRTP would end in its tag
+			}
 			b.mu.Lock()
 			in := b.in
 			var plain []byte

@@ -233,7 +233,7 @@ func (m *Manager) rebuild(k anchorstate.Call) (*call, error) {
 				m.cfg.Ports.Release(pair)
 				return fail(err)
 			}
-			md := &media{index: km.Index, typ: km.Type, proto: km.Proto, mux: km.Mux, stream: s}
+			md := &media{owner: l, index: km.Index, typ: km.Type, proto: km.Proto, mux: km.Mux, stream: s}
 			l.medias = append(l.medias, md)
 			if km.SDES != nil {
 				if md.sdes, err = restoreSDES(km.SDES); err != nil {

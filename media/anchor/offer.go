@@ -207,7 +207,7 @@ func (m *Manager) ensure(l *leg, i int, md sdp.Media, o relay.Options) (*media, 
 			m.cfg.Ports.Release(pair)
 			return nil, err
 		}
-		l.medias = append(l.medias, &media{index: len(l.medias) + 1, typ: md.Type, proto: md.Proto, stream: s})
+		l.medias = append(l.medias, &media{owner: l, index: len(l.medias) + 1, typ: md.Type, proto: md.Proto, stream: s})
 	}
 	return l.medias[i], nil
 }

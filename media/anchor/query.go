@@ -93,6 +93,9 @@ func (c *call) stats(now time.Time) ng.Dict {
 			}
 			mdict := ng.Dict{"index": md.index, "type": md.typ, "protocol": md.proto, "streams": streams}
 			if cd := md.cryptoDict(); cd != nil {
+				// Relayed packets dropped before the leg had keys (early
+				// media before a browser's DTLS handshake ended).
+				cd["unkeyed drops"] = int64(md.stream.Unkeyed())
 				mdict["SRTP"] = cd
 			}
 			medias = append(medias, mdict)

@@ -51,10 +51,11 @@ import (
 type legWebRTC struct {
 	leg   *webrtc.Leg
 	creds icelite.Credentials
-	fp    sdp.Fingerprint // the anchor's certificate's
-	setup string          // the anchor's a=setup in its latest SDP to the leg; "" none yet
-	role  string          // the anchor's DTLS role once the leg's peer is set: server, client
-	peer  sdp.WebRTC      // what the leg's own SDP said (offer or answer)
+	cert  *dtlssrtp.Certificate // the anchor's for this leg, until it ends
+	fp    sdp.Fingerprint       // cert's
+	setup string                // the anchor's a=setup in its latest SDP to the leg; "" none yet
+	role  string                // the anchor's DTLS role once the leg's peer is set: server, client
+	peer  sdp.WebRTC            // what the leg's own SDP said (offer or answer)
 
 	profile atomic.Uint32          // the SRTP profile once the handshake ended; 0 before
 	failure atomic.Pointer[string] // why the handshake failed
@@ -65,17 +66,80 @@ type legWebRTC struct {
 	stopped   bool       // stopWebRTC ran: the stream is no longer this leg's to gate
 }
 
-// certificate is the anchor's DTLS certificate, made on first use when
-// Config has none.
+// DTLS certificates. The anchor has one certificate for new WebRTC legs,
+// renewed once half of its life (Config.CertLifetime) has passed, as
+// rtpengine renews its own (a 30-day certificate, a new one when 15 days
+// are left): a leg's certificate is then valid for at least half the
+// lifetime after the leg was set up, which covers its handshake (done
+// within dtlssrtp's 30 s timeout) many times over. A leg keeps the
+// certificate it was set up with, and so the fingerprint of its SDP, on
+// every re-offer until it ends; the media sections of one leg share one.
+// An older certificate lives on only in the legs that hold it.
+
+// now is the certificates' clock.
+func (m *Manager) now() time.Time {
+	if m.cfg.Clock != nil {
+		return m.cfg.Clock()
+	}
+	return time.Now()
+}
+
+// certificate is the certificate for a new WebRTC leg: the current one,
+// or a new one when the current is due for renewal.
 func (m *Manager) certificate() (*dtlssrtp.Certificate, error) {
-	m.certOnce.Do(func() {
-		if m.cfg.Certificate != nil {
-			m.cert = m.cfg.Certificate
-			return
+	m.certMu.Lock()
+	defer m.certMu.Unlock()
+	if m.cert == nil && m.cfg.Certificate != nil {
+		m.cert = m.cfg.Certificate
+	}
+	now := m.now()
+	old := m.cert
+	if old != nil && now.Before(renewal(old)) {
+		return old, nil
+	}
+	lifetime := m.cfg.CertLifetime
+	if lifetime <= 0 {
+		lifetime = dtlssrtp.DefaultLifetime
+	}
+	c, err := dtlssrtp.NewCertificateAt(now, lifetime)
+	if err != nil {
+		if old != nil && now.Add(certMargin).Before(old.NotAfter()) {
+			// Still valid for a handshake: the next leg tries again.
+			m.cfg.Log.Warn("DTLS certificate not renewed, the current one is used", "error", err, "not_after", old.NotAfter())
+			return old, nil
 		}
-		m.cert, m.certErr = dtlssrtp.NewCertificate()
-	})
-	return m.cert, m.certErr
+		return nil, fmt.Errorf("anchor: DTLS certificate: %w", err)
+	}
+	m.cert = c
+	if old != nil {
+		m.cfg.Log.Info("DTLS certificate renewed: new WebRTC legs get it, legs set up keep theirs",
+			"fingerprint", c.Fingerprint().String(), "not_after", c.NotAfter(), "previous", old.Fingerprint().String(), "previous_not_after", old.NotAfter())
+	}
+	return c, nil
+}
+
+// certMargin is the least validity left that lets a certificate whose
+// renewal failed still serve a new leg: its handshake's timeout, twice.
+const certMargin = time.Minute
+
+// renewal is when new legs stop getting c: half way through its life.
+func renewal(c *dtlssrtp.Certificate) time.Time {
+	return c.Issued().Add(c.NotAfter().Sub(c.Issued()) / 2)
+}
+
+// legCertificate is the certificate for a new WebRTC media section of
+// l: the one its other WebRTC sections have while it is valid for a
+// handshake, else certificate's (a section added to a leg older than its
+// certificate's life has a new one: its own association).
+func (m *Manager) legCertificate(l *leg) (*dtlssrtp.Certificate, error) {
+	if l != nil {
+		for _, md := range l.medias {
+			if md.rtc != nil && m.now().Add(certMargin).Before(md.rtc.cert.NotAfter()) {
+				return md.rtc.cert, nil
+			}
+		}
+	}
+	return m.certificate()
 }
 
 // iceSource: a from which ICE checks are answered (Config.ICESources).
@@ -99,7 +163,7 @@ func (m *Manager) startWebRTC(md *media) error {
 	if md.rtc != nil {
 		return nil
 	}
-	cert, err := m.certificate()
+	cert, err := m.legCertificate(md.owner)
 	if err != nil {
 		return err
 	}
@@ -109,7 +173,7 @@ func (m *Manager) startWebRTC(md *media) error {
 	}
 	s := md.stream
 	log := m.cfg.Log.With("port", s.Port())
-	rtc := &legWebRTC{creds: creds, fp: sdp.Fingerprint(cert.Fingerprint()), log: log}
+	rtc := &legWebRTC{creds: creds, cert: cert, fp: sdp.Fingerprint(cert.Fingerprint()), log: log}
 	leg, err := webrtc.New(m.ctx, webrtc.Config{
 		ICE: creds, Certificate: cert, Send: s.SendOther, Logger: log, ConsentTimeout: m.cfg.ConsentTimeout,
 		Keys: func(k dtlssrtp.Keys, err error) {
@@ -127,10 +191,18 @@ func (m *Manager) startWebRTC(md *media) error {
 				return
 			}
 			rtc.profile.Store(uint32(k.Profile))
-			log.Debug("WebRTC leg keyed", "profile", k.Profile)
+			log.Debug("WebRTC leg keyed", "profile", k.Profile, "unkeyed_drops", s.Unkeyed())
 		},
 	})
 	if err != nil {
+		return err
+	}
+	// Keys pending before anything else: from now on what is relayed to
+	// the leg is held back (dropped and counted, as rtpengine does) until
+	// the handshake's keys, never sent in clear (relay.Stream.Unkeyed).
+	// A leg that was SDES keeps none of its keys: only DTLS's key it.
+	if err := s.SetCrypto(&relay.Crypto{}); err != nil {
+		_ = leg.Close()
 		return err
 	}
 	rtc.leg = leg
@@ -150,7 +222,7 @@ func (m *Manager) startWebRTC(md *media) error {
 		}
 		rtc.applyConsent(s, time.Now()) // a check gives consent back at once
 	})
-	return pending(s)
+	return nil
 }
 
 // applyConsent stops or resumes what s sends the browser as its consent
@@ -387,7 +459,7 @@ func (rtc *legWebRTC) transport(mid string) *sdp.Transport {
 // cryptoDict is a WebRTC leg's keying in query replies: rtpengine's
 // "SRTP" with the DTLS profile's suite, and the ICE path.
 func (rtc *legWebRTC) cryptoDict() ng.Dict {
-	d := ng.Dict{"keying": "DTLS"}
+	d := ng.Dict{"keying": "DTLS", "DTLS fingerprint": rtc.fp.Hash + " " + rtc.fp.Value, "DTLS certificate expires": rtc.cert.NotAfter().Unix()}
 	if rtc.role != "" {
 		d["DTLS role"] = rtc.role
 	}

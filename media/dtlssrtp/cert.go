@@ -32,16 +32,33 @@ func (f Fingerprint) String() string { return f.Hash + " " + f.Value }
 
 // Certificate is the anchor's DTLS identity: self-signed, as WebRTC
 // endpoints' are (RFC 8827 §6.5); the peer trusts it through the
-// fingerprint in the SDP, not through a CA. One per process is enough:
-// each leg's handshake has fresh keys anyway.
+// fingerprint in the SDP, not through a CA. The anchor shares one among
+// its legs (each leg's handshake has fresh keys anyway) and makes a new
+// one for new legs as it ages (media/anchor: Config.CertLifetime); a leg
+// keeps the one its SDP named until it ends.
 type Certificate struct {
 	tls         tls.Certificate
 	fingerprint Fingerprint
+	issued      time.Time
+	notAfter    time.Time
 }
 
-// NewCertificate makes an ECDSA P-256 certificate valid for 30 days
-// (browsers do the same), so a process running longer needs a new one.
-func NewCertificate() (*Certificate, error) {
+// DefaultLifetime is how long NewCertificate's certificates are valid:
+// 30 days, as rtpengine's (its CERT_EXPIRY_TIME) and a browser's own
+// RTCCertificate by default.
+const DefaultLifetime = 30 * 24 * time.Hour
+
+// NewCertificate makes an ECDSA P-256 certificate valid from now for
+// DefaultLifetime.
+func NewCertificate() (*Certificate, error) { return NewCertificateAt(time.Now(), DefaultLifetime) }
+
+// NewCertificateAt makes an ECDSA P-256 certificate issued at now and
+// valid until now+lifetime (and from an hour before now, for a peer whose
+// clock is behind).
+func NewCertificateAt(now time.Time, lifetime time.Duration) (*Certificate, error) {
+	if lifetime <= 0 {
+		return nil, fmt.Errorf("dtlssrtp: certificate lifetime %s", lifetime)
+	}
 	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 	if err != nil {
 		return nil, fmt.Errorf("dtlssrtp: certificate key: %w", err)
@@ -50,12 +67,14 @@ func NewCertificate() (*Certificate, error) {
 	if err != nil {
 		return nil, fmt.Errorf("dtlssrtp: certificate serial: %w", err)
 	}
-	now := time.Now()
+	// X.509 times have whole seconds: NotAfter rounded down must still
+	// be at least the lifetime after issued, so issued is rounded down too.
+	now = now.Truncate(time.Second)
 	tmpl := &x509.Certificate{
 		SerialNumber: serial,
 		Subject:      pkix.Name{CommonName: "sori-anchor"},
 		NotBefore:    now.Add(-time.Hour),
-		NotAfter:     now.Add(30 * 24 * time.Hour),
+		NotAfter:     now.Add(lifetime),
 		KeyUsage:     x509.KeyUsageDigitalSignature,
 		ExtKeyUsage:  []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth, x509.ExtKeyUsageClientAuth},
 	}
@@ -67,8 +86,16 @@ func NewCertificate() (*Certificate, error) {
 	if err != nil {
 		return nil, err
 	}
-	return &Certificate{tls: tls.Certificate{Certificate: [][]byte{der}, PrivateKey: key}, fingerprint: fp}, nil
+	return &Certificate{tls: tls.Certificate{Certificate: [][]byte{der}, PrivateKey: key}, fingerprint: fp,
+		issued: now, notAfter: tmpl.NotAfter}, nil
 }
+
+// Issued is when the certificate was made (its NotBefore is an hour
+// earlier).
+func (c *Certificate) Issued() time.Time { return c.issued }
+
+// NotAfter is the end of the certificate's validity.
+func (c *Certificate) NotAfter() time.Time { return c.notAfter }
 
 // Fingerprint is the certificate's SHA-256 fingerprint, for a=fingerprint.
 func (c *Certificate) Fingerprint() Fingerprint { return c.fingerprint }

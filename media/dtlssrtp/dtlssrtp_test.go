@@ -3,6 +3,9 @@ package dtlssrtp
 import (
 	"bytes"
 	"context"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/x509"
 	"errors"
 	"sync/atomic"
 	"testing"
@@ -202,5 +205,29 @@ func TestFingerprintOf(t *testing.T) {
 	}
 	if err := verify(Fingerprint{Hash: "sha-256", Value: "AA"}, nil); err == nil {
 		t.Error("no certificate verified")
+	}
+}
+
+func TestCertificateAtCoversItsLifetime(t *testing.T) {
+	t0 := time.Date(2031, 5, 6, 7, 8, 9, 0, time.UTC)
+	c, err := NewCertificateAt(t0.Add(300*time.Millisecond), 2*time.Hour)
+	if err != nil {
+		t.Fatal(err)
+	}
+	x, err := x509.ParseCertificate(c.tls.Certificate[0])
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !c.Issued().Equal(t0) || !x.NotBefore.Equal(t0.Add(-time.Hour)) || !x.NotAfter.Equal(t0.Add(2*time.Hour)) || !c.NotAfter().Equal(x.NotAfter) {
+		t.Fatalf("issued %v, NotBefore %v, NotAfter %v (reported %v)", c.Issued(), x.NotBefore, x.NotAfter, c.NotAfter())
+	}
+	if k, ok := x.PublicKey.(*ecdsa.PublicKey); !ok || k.Curve != elliptic.P256() || x.SignatureAlgorithm != x509.ECDSAWithSHA256 {
+		t.Fatalf("key %T, signature %v: want ECDSA P-256 with SHA-256", x.PublicKey, x.SignatureAlgorithm)
+	}
+	if fp, _ := FingerprintOf("sha-256", x.Raw); fp != c.Fingerprint() {
+		t.Fatalf("fingerprint %v, certificate's %v", c.Fingerprint(), fp)
+	}
+	if _, err := NewCertificateAt(t0, 0); err == nil {
+		t.Fatal("a certificate with no lifetime made")
 	}
 }

@@ -336,6 +336,9 @@ func isRTCP(b []byte) bool { return len(b) >= 8 && b[1] >= 192 && b[1] <= 223 }
 // side. UDP never waits for room: a full socket buffer drops, as a router
 // would.
 func (p *pumpState) flush(c *counters, rtcp bool) {
+	if p.s.heldBack(p.nOut) {
+		return // the other side's keys are not there yet (srtp.go)
+	}
 	sock, dst, ok := p.s.out(rtcp)
 	if !ok {
 		c.errors.Add(uint64(p.nOut)) // the other side has no address yet

@@ -117,6 +117,9 @@ func (s *Stream) pump(sock *socket, rtcp bool) {
 				continue
 			}
 		}
+		if s.heldBack(1) {
+			continue // the other side's keys are not there yet (srtp.go)
+		}
 		out, dst, ok := s.out(rtcp)
 		if !ok {
 			c.errors.Add(1)
@@ -186,6 +189,9 @@ func (s *Stream) player() {
 }
 
 func (s *Stream) sendPlayed(b []byte) {
+	if s.heldBack(1) {
+		return
+	}
 	sock, dst, ok := s.out(false)
 	if !ok {
 		s.rtp.errors.Add(1)

@@ -94,6 +94,41 @@ func (s *Stream) SetCrypto(c *Crypto) error {
 // Encrypted: the leg speaks SRTP.
 func (s *Stream) Encrypted() bool { return s.crypto.Load() != nil }
 
+// Media relayed to a leg that speaks SRTP but has no keys to send with yet
+// (an SDES leg between offer and answer; a WebRTC leg whose DTLS-SRTP
+// handshake has not ended, as when the other side's early media, a 183's,
+// flows before the browser's handshake) is dropped, counted by Unkeyed,
+// and never sent in clear. That is what rtpengine does (its
+// check_session_keys refuses the packet: "SRTP output wanted, but no
+// crypto suite was negotiated") rather than buffering: what a buffer
+// would release once the keys came is audio already late by the
+// handshake's time, which the browser's jitter buffer would have to
+// play late or discard; the media that follows the keys starts at once.
+// Nothing of the session depends on the packets dropped: the SRTP
+// contexts start with the first packet protected.
+
+// awaitingKeys: s speaks SRTP without keys to send with yet. A legCrypto's
+// contexts are set before it is stored and never change.
+func (s *Stream) awaitingKeys() bool {
+	lc := s.crypto.Load()
+	return lc != nil && lc.outRTP == nil
+}
+
+// heldBack reports whether the n packets s is about to relay go to a peer
+// awaiting its keys, and counts them dropped on that peer if so.
+func (s *Stream) heldBack(n int) bool {
+	p := s.peer.Load()
+	if p == nil || !p.awaitingKeys() {
+		return false
+	}
+	p.unkeyed.Add(uint64(n))
+	return true
+}
+
+// Unkeyed is how many relayed packets (RTP and RTCP) for the phone were
+// dropped because its leg had no SRTP keys yet.
+func (s *Stream) Unkeyed() uint64 { return s.unkeyed.Load() }
+
 // contexts are one context for SRTP and one for SRTCP, so that each
 // keeps only its own state.
 func contexts(k *Keys) (*srtp.Context, *srtp.Context, error) {

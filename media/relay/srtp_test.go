@@ -254,6 +254,14 @@ func TestSRTPNotKeyedDropsAndKeysLater(t *testing.T) {
 	if got, _, ok := pb.recv(50 * time.Millisecond); ok {
 		t.Fatalf("an unkeyed leg's packet was relayed: %x", got)
 	}
+	// B's packet was held back from A for want of keys: counted on A,
+	// and not as an error of B's.
+	if n := c.a.Unkeyed(); n != 1 {
+		t.Fatalf("A counts %d packets dropped before its keys, want 1", n)
+	}
+	if rtp, _ := c.b.Stats(); rtp.Packets != 1 || rtp.Errors != 0 {
+		t.Fatalf("B's counters %+v", rtp)
+	}
 	if err := c.a.SetCrypto(ka); err != nil {
 		t.Fatal(err)
 	}
@@ -268,6 +276,9 @@ func TestSRTPNotKeyedDropsAndKeysLater(t *testing.T) {
 	}
 	if dec, err := pa.recv.DecryptRTP(nil, got, nil); err != nil || !bytes.Equal(dec, opusPacket(3)) {
 		t.Fatal(err)
+	}
+	if n := c.a.Unkeyed(); n != 1 {
+		t.Fatalf("A counts %d packets dropped before its keys once keyed, want still 1", n)
 	}
 	// The same keys again (a re-INVITE) keep the contexts: the replay
 	// window still knows packet 2.

@@ -67,6 +67,7 @@ type Stream struct {
 	other    atomic.Pointer[OtherFunc] // an SRTP leg's STUN and DTLS (SetOther)
 	ice      atomic.Pointer[iceGate]   // a WebRTC leg's ICE (SetICE); nil: none
 	refused  atomic.Bool               // the peer withdrew its consent to receive (SetConsent)
+	unkeyed  atomic.Uint64             // packets for the phone dropped before its SRTP keys (Unkeyed)
 
 	wg sync.WaitGroup
 	streamSys

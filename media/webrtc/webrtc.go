@@ -233,6 +233,17 @@ func (l *Leg) handleSTUN(pkt []byte, from netip.AddrPort) error {
 	return errors.Join(err, startErr)
 }
 
+// Early is how many DTLS datagrams wait for SetPeer: a browser that is
+// the DTLS client sends its ClientHello as soon as its ICE check passed,
+// which may be before its SDP answer has reached the anchor. They are
+// handed to the handshake when it starts; one that found the queue full
+// is dropped, and its retransmission is answered.
+func (l *Leg) Early() int {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return len(l.early)
+}
+
 // Selected is where the leg's media goes: the path the peer nominated, or
 // the last that passed a check.
 func (l *Leg) Selected() (netip.AddrPort, bool) { return l.ice.Selected() }
