@@ -106,7 +106,7 @@ func TestAdoptHeldAndFailing(t *testing.T) {
 		t.Fatalf("adopted %d (%v): %d held, slots %v", n, err, tb.Len(), f.slots)
 	}
 
-	s.err = errors.New("store down")
+	s.fail(errors.New("store down"))
 	tb2, _ := nodeAs(t, s, "n1")
 	if n, err := tb2.Adopt(context.Background(), "n1"); n != 0 || !errors.Is(err, s.err) || tb2.Len() != 0 {
 		t.Fatalf("adopted %d (%v), %d held, want the store's error", n, err, tb2.Len())

@@ -62,6 +62,14 @@ func (m *memStore) Owned(_ context.Context, node string) ([]State, error) {
 	return out, nil
 }
 
+// fail makes every operation fail with err from now on (saves started
+// before may still be running: under the lock).
+func (m *memStore) fail(err error) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	m.err = err
+}
+
 // as is the store as node's: what it saves is node's.
 func (m *memStore) as(node string) Store { return nodeStore{m, node} }
 
@@ -270,7 +278,7 @@ func TestStoreFailures(t *testing.T) {
 	c.Anchored(anchorAddr)
 	answer(c)
 	wait(t, a)
-	s.err = errors.New("store down")
+	s.fail(errors.New("store down"))
 	b, _, _ := node(t, s, time.Hour)
 	if b.Lookup(context.Background(), "c5") != nil || b.Len() != 0 {
 		t.Fatal("a failed load gave a call")
