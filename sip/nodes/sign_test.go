@@ -80,7 +80,7 @@ func TestSignature(t *testing.T) {
 		}
 		return []byte(strings.Replace(invite, old, new, 1))
 	}
-	sigLine := invite[strings.Index(invite, Header):strings.Index(invite, "\r\n\r\n")+2]
+	sigLine := invite[strings.Index(invite, Header) : strings.Index(invite, "\r\n\r\n")+2]
 	for _, c := range []struct {
 		name string
 		msg  []byte
