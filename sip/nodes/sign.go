@@ -55,8 +55,9 @@ const Header = "X-Sori-Node"
 const Skew = 30 * time.Second
 
 // MaxNonces bounds the replay cache: at most this many signatures made in
-// the same second are taken (nonceShards × perSlot); past it, more are
-// not vouched for (no node sends another this many messages a second).
+// the same second are taken (perSlot in each of nonceShards, which the
+// nonces spread over evenly); past it, more are not vouched for (no node
+// sends the others this many messages a second).
 const MaxNonces = nonceShards * perSlot
 
 const (
@@ -283,7 +284,11 @@ type nonceSlot struct {
 func (c *nonces) slot(sec int64, nonce []byte) (*nonceShard, *nonceSlot, nonceKey) {
 	var k nonceKey
 	copy(k[:], nonce)
-	sh := &c.shards[k[0]%nonceShards]
+	v := k[0] - 'a' // the first character's 5 bits: random, so the shards fill alike
+	if k[0] < 'a' {
+		v = k[0] - '2' + 26
+	}
+	sh := &c.shards[v%nonceShards]
 	return sh, &sh.slots[uint64(sec)%ringSlots], k
 }
 
