@@ -10,6 +10,7 @@ import (
 	"github.com/emiago/sipgo/sip"
 
 	"github.com/sori-voice/sori/registrar/store/redisstore/redistest"
+	"github.com/sori-voice/sori/sip/nodes"
 )
 
 // Two nodes talking in the clear (TCP), on 127.0.0.1 and 127.0.0.2, with
@@ -161,5 +162,149 @@ users:
 	callID := "flood-after"
 	if res := flood.transact(flood.options(callID, ""), callID, 1, 5*time.Second); res == nil || res.StatusCode != 503 {
 		t.Fatalf("unsigned OPTIONS from node a's address after the forwarding: %v, want 503", res)
+	}
+}
+
+// Two nodes in the clear (TCP), as in TestNodesSignedPastRateLimits. A
+// socket on node a's address (another process on node a's host) sends
+// node b what node a would, with node a's signature made with the
+// service's secret: bob's flow token in a Route, out of a dialog and in
+// one. Each is node a's and reaches bob, once: the same bytes sent again
+// (captured and replayed after their transaction ended, over TCP or UDP)
+// are a phone's, challenged (407) out of the dialog and refused (403 Not
+// From A Node) in it, and bob gets neither. A copy signed afresh (a
+// retransmission, as node a's transport signs each) is node a's again;
+// one whose Request-URI was changed after it was signed is a phone's.
+func TestNodesSignedReplay(t *testing.T) {
+	rs := redistest.Start(t)
+	const secret = "e2e-shared-secret-0123456789"
+	ips := []string{"127.0.0.1", "127.0.0.2"}
+	ports := []int{freeSIPPort(t), freeSIPPort(t)}
+	var addrs, peers []string
+	for i, ip := range ips {
+		peers = append(peers, fmt.Sprintf("tcp:%s:%d", ip, ports[i]))
+		addrs = append(addrs, fmt.Sprintf("%q", peers[i]))
+	}
+	start := func(i int, id string) *sipNode {
+		httpAddr := fmt.Sprintf("127.0.0.1:%d", freeSIPPort(t))
+		cfg := fmt.Sprintf(`sip:
+  domain: sori.test
+  listen: ["udp:%[1]s:%[2]d", "tcp:%[1]s:%[2]d"]
+  auth_secret: %[7]s
+  node_id: %[3]s
+  node_address: tcp:%[1]s:%[2]d
+  nodes: [%[4]s]
+registrar:
+  store: %[5]q
+  store_timeout: 300ms
+  retry_after: 5
+security:
+  action: reject
+  trusted: ["127.0.0.10/32", "127.0.0.11/32"]
+  rate_limit: {rate: 50, burst: 100, ban_time: 1m}
+http:
+  listen: %[6]s
+log:
+  level: debug
+users:
+  - {name: alice, password: alice-secret}
+  - {name: bob, password: bob-secret}
+`, ips[i], ports[i], id, strings.Join(addrs, ", "), rs.URL(), httpAddr, secret)
+		return &sipNode{node: runNode(t, cfg, ports[i], httpAddr), id: id, ip: ips[i]}
+	}
+	a, b := start(0, "a"), start(1, "b")
+
+	const contact = "sip:bob@192.168.1.20:5060;transport=tcp"
+	bob := &ua{sipConn: dialFrom(t, "tcp", "127.0.0.11", b.sipAddr()), user: "bob", password: "bob-secret"}
+	if res := bob.registerAuth("bob", "bob-secret", "bob-signed-replay", 1, "Contact: <"+contact+">", "Expires: 600"); res.StatusCode != 200 {
+		t.Fatalf("bob's REGISTER on node b: %d", res.StatusCode)
+	}
+	alice := &ua{sipConn: dialFrom(t, "udp", "127.0.0.10", a.sipAddr()), user: "alice", password: "alice-secret"}
+	var route string // node b's Record-Route, bob's flow token in it
+	callAndHangUp(t, alice, bob, contact, func(inv *sip.Request) {
+		for _, h := range inv.GetHeaders("Record-Route") {
+			var u sip.Uri
+			if err := sip.ParseUri(strings.Trim(h.Value(), "<>"), &u); err == nil && u.Host == "127.0.0.2" && strings.HasPrefix(u.User, "f1") {
+				route = h.Value()
+			}
+		}
+	})
+	if route == "" {
+		t.Fatal("no Record-Route of node b's with a flow token")
+	}
+
+	var all []nodes.Address
+	for _, p := range peers {
+		ad, err := nodes.ParseAddress(p)
+		if err != nil {
+			t.Fatal(err)
+		}
+		all = append(all, ad)
+	}
+	nodeA := nodes.NewSigner([]byte(secret), all[0], all) // the service's secret: node a's signatures
+	// sign is raw as node a's transport writes it to node b.
+	sign := func(raw string) string {
+		end := strings.Index(raw, "\r\n\r\n")
+		head, rest := raw[:end+2], raw[end+2:]
+		return head + nodes.Header + ": " + nodeA.Sign([]byte(head), []byte(rest)) + "\r\n" + rest
+	}
+	conn := dialFrom(t, "tcp", "127.0.0.1", b.sipAddr())
+	message := func(n int, inDialog bool) string {
+		toTag := ""
+		if inDialog {
+			toTag = ";tag=bob-dialog"
+		}
+		return fmt.Sprintf("MESSAGE %[1]s SIP/2.0\r\nVia: SIP/2.0/TCP %[2]s;branch=z9hG4bK-replay-%[3]d\r\nRoute: %[4]s\r\nMax-Forwards: 69\r\n"+
+			"From: <sip:alice@sori.test>;tag=replay-%[3]d\r\nTo: <sip:bob@sori.test>%[5]s\r\nCall-ID: replay-%[3]d\r\nCSeq: 1 MESSAGE\r\n"+
+			"Content-Type: text/plain\r\nContent-Length: 2\r\n\r\nhi", contact, conn.local, n, route, toTag)
+	}
+	// delivered sends raw, signed, from node a's address: bob gets it.
+	delivered := func(what, raw string, n int) {
+		t.Helper()
+		conn.send(raw)
+		msg := bob.readRequest()
+		if msg.Method != sip.MESSAGE || msg.CallID().Value() != fmt.Sprintf("replay-%d", n) {
+			t.Fatalf("%s: bob got %s %s", what, msg.Method, msg.CallID().Value())
+		}
+		if msg.GetHeader(nodes.Header) != nil {
+			t.Fatalf("%s: node a's signature reached bob's phone", what)
+		}
+		bob.respond(msg, 200, "OK")
+		if res := conn.read(); res.StatusCode != 200 {
+			t.Fatalf("%s: %d %s, want bob's 200", what, res.StatusCode, res.Reason)
+		}
+		time.Sleep(300 * time.Millisecond) // its transaction ends (TCP: timer J is 0)
+	}
+	again := dialFrom(t, "tcp", "127.0.0.1", b.sipAddr()) // another connection
+	for i, c := range []struct {
+		name     string
+		inDialog bool
+		code     int
+		reason   string
+	}{
+		{"out of a dialog", false, 407, ""},
+		{"in a dialog", true, 403, "Forbidden: Not From A Node"},
+	} {
+		raw := sign(message(i, c.inDialog))
+		delivered(c.name, raw, i)
+		for _, replay := range []*sipConn{conn, again} {
+			if res := replay.do(raw); res.StatusCode != c.code || c.reason != "" && res.Reason != c.reason {
+				t.Fatalf("%s, replayed: %d %s, want %d %s (a phone's)", c.name, res.StatusCode, res.Reason, c.code, c.reason)
+			}
+			time.Sleep(300 * time.Millisecond) // while a transaction lives, it absorbs a copy
+		}
+		// The same request signed again, as node a's transport signs a
+		// retransmission: node a's (its transaction over, a new one).
+		delivered(c.name+", signed again", sign(message(i, c.inDialog)), i)
+	}
+	// Signed, then sent to another Request-URI: a phone's.
+	moved := strings.Replace(sign(message(9, false)), "MESSAGE "+contact, "MESSAGE sip:bob@127.0.0.11:5060;transport=tcp", 1)
+	if res := conn.do(moved); res.StatusCode != 407 {
+		t.Fatalf("a signed MESSAGE sent to another Request-URI: %d %s, want 407 (a phone's)", res.StatusCode, res.Reason)
+	}
+	// bob got nothing but what node a's signatures vouched for, once.
+	_ = bob.conn.SetReadDeadline(time.Now().Add(500 * time.Millisecond))
+	if more, err := bob.reader.Peek(1); err == nil || len(more) > 0 {
+		t.Fatalf("bob got more than node a's signed requests, once each (%d bytes)", bob.reader.Buffered())
 	}
 }

@@ -97,7 +97,9 @@ type Config struct {
 	// carry that node's signature instead (Signer).
 	Vouched func(transport, src string) bool
 	// Signer checks the nodes' signatures when they talk in the clear (no
-	// Vouched); nil: one keyed from Secret.
+	// Vouched): the transport's, whose replay cache says which signatures
+	// it took; nil: one keyed from Secret (that no transport verifies
+	// with, so nothing is a node's: tests).
 	Signer *Signer
 	Log    *slog.Logger
 	// Registerer takes sori_node_routes_total; nil: no metrics.
@@ -206,7 +208,8 @@ func (s *Set) Open(f Flow) bool { return s.cfg.Conns == nil || s.cfg.Conns.Open(
 // Trusted reports whether m came from another node: from a node's
 // address and vouched for, with TLS between the nodes on a connection
 // whose certificate names that node (see Config.Vouched), else by that
-// node's signature (Signer). Such a request was authenticated where it
+// node's signature, which the transport checked and took (Signer.Verify,
+// Signer.Vouched: a replayed signature is a phone's). Such a request was authenticated where it
 // entered the service; a node's address alone is a phone's like any other.
 func (s *Set) Trusted(m sip.Message) bool {
 	ap, err := netip.ParseAddrPort(m.Source())
@@ -216,7 +219,7 @@ func (s *Set) Trusted(m sip.Message) bool {
 	if s.cfg.Vouched != nil {
 		return s.cfg.Vouched(m.Transport(), m.Source())
 	}
-	return s.signer.Verify(m)
+	return s.signer.Vouched(m)
 }
 
 // IsNode reports whether u names another node (a Route or Record-Route

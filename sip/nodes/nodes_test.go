@@ -286,9 +286,23 @@ func TestTrust(t *testing.T) {
 		r.SetTransport("TCP")
 		return r
 	}
+	// req is signed as node b's transport writes it, and checked as node
+	// a's transport reads it (taking the signature's nonce).
 	req := func(src, route string) *sip.Request {
-		r := unsigned(src, route)
-		r.AppendHeader(sip.NewHeader(Header, b.Sign(r)))
+		raw := seal(b, unsigned(src, route).String())
+		if !a.signer.Verify(raw) {
+			t.Fatalf("node b's signature does not hold:\n%s", raw)
+		}
+		r := parse(t, string(raw)).(*sip.Request)
+		r.SetSource(src)
+		r.SetTransport("TCP")
+		return r
+	}
+	// notTaken carries node b's signature, which a's transport never took.
+	notTaken := func(src, route string) *sip.Request {
+		r := parse(t, string(seal(b, unsigned(src, route).String()))).(*sip.Request)
+		r.SetSource(src)
+		r.SetTransport("TCP")
 		return r
 	}
 	for _, c := range []struct {
@@ -304,6 +318,8 @@ func TestTrust(t *testing.T) {
 		{"a token of node b's", req("10.0.0.2:41000", "sip:"+NewTokens(secret).Mint("b", Flow{"TCP", "198.51.100.7:40112"})+"@10.0.0.1:5060;lr"), false},
 		// A node's address alone is nothing: anyone can send from it.
 		{"node b's address, not signed", unsigned("10.0.0.2:41000", "sip:"+tokA+"@10.0.0.1:5060;transport=tcp;lr;ob"), false},
+		// A signature counts once the transport took it (and only once).
+		{"node b's signature, not taken by the transport", notTaken("10.0.0.2:41000", "sip:"+tokA+"@10.0.0.1:5060;transport=tcp;lr;ob"), false},
 	} {
 		if got := a.Forwarded(c.req); got != c.trust {
 			t.Errorf("%s: Forwarded %v, want %v", c.name, got, c.trust)

@@ -44,6 +44,7 @@ func (t *Transport) ingest(data []byte, c Conn) {
 	if info.Length > 0 && info.Length < len(data) {
 		msg = data[:info.Length] // a datagram's bytes after the body are not part of it (RFC 3261 §18.3)
 	}
+	raw := msg // as read: what a node signed
 	if info.Body > 0 && info.Body <= len(msg) {
 		msg = withCRLF(msg, info.Body)
 	}
@@ -54,7 +55,7 @@ func (t *Transport) ingest(data []byte, c Conn) {
 	}
 	m.SetTransport(c.Transport())
 	m.SetSource(c.Remote().String())
-	if signed := t.unseal(m, peer); peer && !t.admit(data, c, signed || t.connVouched(c)) {
+	if signed := t.unseal(raw, m, peer); peer && !t.admit(data, c, signed || t.connVouched(c)) {
 		return
 	}
 	switch m := m.(type) {

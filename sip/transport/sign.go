@@ -29,10 +29,14 @@ type Signer interface {
 	Header() string
 	// Peer reports whether ip is another node's address.
 	Peer(ip netip.Addr) bool
-	// Sign is the value of Header for m, about to be sent.
-	Sign(m sip.Message) string
-	// Verify reports whether m carries a valid signature.
-	Verify(m sip.Message) bool
+	// Sign is the value of Header for a message about to be written as
+	// head (the start line and the other header lines), the signature's
+	// line, then rest (the CRLF ending the header section, and the body).
+	Sign(head, rest []byte) string
+	// Verify reports whether msg, a message as read (its bytes before they
+	// were parsed), carries a valid signature not seen before; the
+	// signature is then taken, so the same bytes again are a replay.
+	Verify(msg []byte) bool
 }
 
 // signedPeer reports whether messages from c come from another node's
@@ -41,10 +45,11 @@ func (t *Transport) signedPeer(c Conn) bool {
 	return t.opts.Signer != nil && t.opts.Signer.Peer(c.Remote().Addr().Unmap())
 }
 
-// unseal checks the signature of m, read from c (a signed peer's when
-// peer): true when it holds; otherwise the header is removed, so nothing
-// after this mistakes m for a node's.
-func (t *Transport) unseal(m sip.Message, peer bool) bool {
+// unseal checks the signature of m, parsed from raw as read from c (a
+// signed peer's when peer): true when it holds, over raw, and was not seen
+// before; otherwise the header is removed, so nothing after this mistakes
+// m for a node's (a replay included).
+func (t *Transport) unseal(raw []byte, m sip.Message, peer bool) bool {
 	sg := t.opts.Signer
 	if sg == nil {
 		return false
@@ -53,7 +58,7 @@ func (t *Transport) unseal(m sip.Message, peer bool) bool {
 	if len(hs) == 0 {
 		return false
 	}
-	if peer && sg.Verify(m) {
+	if peer && len(hs) == 1 && sg.Verify(raw) {
 		return true
 	}
 	r, ok := m.(interface{ RemoveHeader(string) bool })
@@ -68,6 +73,9 @@ func (t *Transport) unseal(m sip.Message, peer bool) bool {
 
 // seal makes buf, m as written for dest, carry this node's signature when
 // dest is another node's, and no other signature (one m came in with).
+// It is called on every write, retransmissions too: each gets its own
+// signature (a fresh nonce), so the receiving node takes each as the
+// node's, and a copy of any of them as a replay.
 func (t *Transport) seal(buf *bytes.Buffer, m sip.Message, dest netip.AddrPort) {
 	sg := t.opts.Signer
 	if sg == nil {
@@ -99,7 +107,8 @@ func (t *Transport) seal(buf *bytes.Buffer, m sip.Message, dest netip.AddrPort) 
 		out = append(out, line...)
 	}
 	if peer {
-		out = append(out, sg.Header()+": "+sg.Sign(m)+"\r\n"...)
+		// Last, over every other byte as written (nodes.Signer).
+		out = append(out, sg.Header()+": "+sg.Sign(out, rest)+"\r\n"...)
 	}
 	out = append(out, rest...)
 	buf.Reset()

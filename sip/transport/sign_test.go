@@ -42,15 +42,16 @@ func (g *vouchGate) take() []string {
 	return a
 }
 
-// signRaw is raw signed by s, the signature where a transport writes it.
+// signRaw is raw signed by s as a transport writes it: the signature the
+// header section's last line, over every other byte.
 func signRaw(t *testing.T, s *nodes.Signer, raw string) string {
 	t.Helper()
-	m, err := sip.NewParser().ParseSIP([]byte(raw))
-	if err != nil {
-		t.Fatal(err)
+	end := strings.Index(raw, "\r\n\r\n")
+	if end < 0 {
+		t.Fatalf("no header section: %q", raw)
 	}
-	head, body, _ := strings.Cut(raw, "\r\n\r\n")
-	return head + "\r\n" + nodes.Header + ": " + s.Sign(m) + "\r\n\r\n" + body
+	head, rest := raw[:end+2], raw[end+2:]
+	return head + nodes.Header + ": " + s.Sign([]byte(head), []byte(rest)) + "\r\n" + rest
 }
 
 // A message from another node's address is vouched for by its signature
@@ -114,7 +115,7 @@ func TestNodeSignatures(t *testing.T) {
 		t.Fatal(err)
 	}
 	b2 := nodes.NewSigner(secret, peer, peers) // node b checking what it got
-	if !strings.HasPrefix(answer, "SIP/2.0 200 OK") || !b2.Verify(res) {
+	if !strings.HasPrefix(answer, "SIP/2.0 200 OK") || !b2.Verify([]byte(answer)) || len(res.GetHeaders(nodes.Header)) != 1 {
 		t.Fatalf("the answer to node b is not signed for it:\n%s", answer)
 	}
 
@@ -147,6 +148,78 @@ func TestNodeSignatures(t *testing.T) {
 	}
 	if got := g.take(); len(got) != 2 || got[0] != "127.0.0.2 not" || got[1] != "127.0.0.2 vouched" {
 		t.Fatalf("gate asked %v, want the garbage not vouched for, the signed request vouched", got)
+	}
+
+	// A signed request's bytes sent again from node b's address: over UDP
+	// (after its transaction ended, or as a copy of a retransmission) and
+	// over TCP, its signature is a replay, and it is screened as anyone's.
+	// Its retransmission, which node b's transport signs again, is node
+	// b's. Its Request-URI changed, it is anyone's.
+	once := udp(request("replayed", "127.0.0.2:5060"))
+	replayed := signRaw(t, b, once)
+	_, _ = node.Write([]byte(replayed))
+	if req := handed(); req.CallID().Value() != "replayed@test" || req.GetHeader(nodes.Header) == nil {
+		t.Fatalf("handed up %s, want the signed request, signed", req.CallID().Value())
+	}
+	if got := read(node); !strings.HasPrefix(got, "SIP/2.0 200 OK") {
+		t.Fatalf("a node's signed request: answered %q", got)
+	}
+	_, _ = node.Write([]byte(replayed))
+	if got := read(node); !strings.HasPrefix(got, "SIP/2.0 503 Service Unavailable") {
+		t.Fatalf("a replayed signed request from node b's address: answered %q, want the gate's 503", got)
+	}
+	tcp, err := net.DialTCP("tcp", &net.TCPAddr{IP: net.ParseIP("127.0.0.2")}, net.TCPAddrFromAddrPort(netip.MustParseAddrPort(f.tcp)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { tcp.Close() })
+	_, _ = tcp.Write([]byte(replayed))
+	_ = tcp.SetReadDeadline(time.Now().Add(2 * time.Second))
+	buf := make([]byte, 4096)
+	if n, err := tcp.Read(buf); err != nil || !strings.HasPrefix(string(buf[:n]), "SIP/2.0 503 Service Unavailable") {
+		t.Fatalf("the replay over TCP from node b's address: answered %q (%v), want the gate's 503", buf[:n], err)
+	}
+	_, _ = node.Write([]byte(signRaw(t, b, once))) // a retransmission, signed again
+	if got := read(node); !strings.HasPrefix(got, "SIP/2.0 200 OK") {
+		t.Fatalf("a node's retransmission, signed again: answered %q", got)
+	}
+	_ = handed()
+	moved := signRaw(t, b, udp(request("moved-uri", "127.0.0.2:5060")))
+	_, _ = node.Write([]byte(strings.Replace(moved, "OPTIONS sip:sori.test", "OPTIONS sip:bob@203.0.113.9", 1)))
+	if got := read(node); !strings.HasPrefix(got, "SIP/2.0 503 Service Unavailable") {
+		t.Fatalf("a signed request with another Request-URI: answered %q, want the gate's 503", got)
+	}
+	if got := g.take(); strings.Join(got, ",") != "127.0.0.2 vouched,127.0.0.2 not,127.0.0.2 not,127.0.0.2 vouched,127.0.0.2 not" {
+		t.Fatalf("gate asked %v, want the request vouched, its replays over UDP and TCP not, its retransmission vouched, the moved one not", got)
+	}
+
+	// What the transport writes to node b again (a retransmission) is
+	// signed again: each copy is node b's, once.
+	toB, err := f.tp.Conn(t.Context(), "UDP", node.LocalAddr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	out, err := sip.NewParser().ParseSIP([]byte(udp(request("resent", "127.0.0.1:5060"))))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var sigs []string
+	for range 2 {
+		if err := toB.WriteMsg(out); err != nil {
+			t.Fatal(err)
+		}
+		got := read(node)
+		if !b2.Verify([]byte(got)) {
+			t.Fatalf("a retransmission to node b is not signed for it:\n%s", got)
+		}
+		m, err := sip.NewParser().ParseSIP([]byte(got))
+		if err != nil {
+			t.Fatal(err)
+		}
+		sigs = append(sigs, m.GetHeaders(nodes.Header)[0].Value())
+	}
+	if sigs[0] == sigs[1] {
+		t.Fatalf("the transport signed a retransmission with the same signature: %s", sigs[0])
 	}
 
 	// Node b's signature from a phone's address: the phone is screened
