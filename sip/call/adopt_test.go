@@ -132,7 +132,7 @@ func TestLoadedCallIsTheLoadersToAdopt(t *testing.T) {
 	if got := s.owner("c1"); got != "n2" {
 		t.Fatalf("owned by %q after n2 loaded it, want n2", got)
 	}
-	if mine, _ := s.Owned(context.Background(), "n1"); len(mine) != 0 {
+	if mine, _ := s.as("n1").Take(context.Background(), "n1"); len(mine) != 0 {
 		t.Fatalf("n1 would still adopt %d calls", len(mine))
 	}
 }
