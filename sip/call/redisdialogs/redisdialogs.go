@@ -274,13 +274,11 @@ func (s *Store) Take(ctx context.Context, node string) ([]call.State, error) {
 			owned = append(owned, mine...)
 			continue
 		}
-		moved, err := s.move(ctx, node, mine, blobs, func(p redis.Pipeliner) {
-			zs := make([]redis.Z, len(ids))
-			for i, e := range ids {
-				zs[i] = redis.Z{Score: e.score, Member: e.id}
-			}
-			p.ZAdd(ctx, s.IndexKey(s.node), zs...)
-		})
+		zs := make([]redis.Z, len(ids))
+		for i, e := range ids {
+			zs[i] = redis.Z{Score: e.score, Member: e.id} // expiring when they did
+		}
+		moved, err := s.move(ctx, node, mine, blobs, zs)
 		if err != nil {
 			return nil, err
 		}
@@ -298,10 +296,10 @@ func (s *Store) Take(ctx context.Context, node string) ([]call.State, error) {
 }
 
 // move marks node's calls sts (as read: blobs) this store's node's, once
-// index (this node's index entries for them) is written: the calls still
-// as they were read, the ones returned.
-func (s *Store) move(ctx context.Context, node string, sts []call.State, blobs []string, index func(redis.Pipeliner)) ([]call.State, error) {
-	if _, err := s.rdb.Pipelined(ctx, func(p redis.Pipeliner) error { index(p); return nil }); err != nil {
+// their entries (zs) are in this node's index: the calls still as they
+// were read are moved, and returned.
+func (s *Store) move(ctx context.Context, node string, sts []call.State, blobs []string, zs []redis.Z) ([]call.State, error) {
+	if err := s.rdb.ZAdd(ctx, s.IndexKey(s.node), zs...).Err(); err != nil {
 		return nil, fmt.Errorf("redis dialogs: index the calls taken from node %s on node %s: %w", node, s.node, err)
 	}
 	news := make([]string, len(sts))
