@@ -91,13 +91,20 @@ func adoptCalls(ctx context.Context, table *call.Table, owners []string, timeout
 	}
 }
 
+// goneAdoptTimeout bounds adopting the calls of one node gone for good:
+// a node may leave thousands; it stays under the lease a taker holds on
+// them (sip/call/redisdialogs, 30 s), so that no other taker starts on
+// them meanwhile.
+const goneAdoptTimeout = 20 * time.Second
+
 // adoptGone has this node adopt the calls of the nodes gone for good
 // (nodes.GoneAfter without a heartbeat: crashed, or stopped, and not
 // started again), looking every BeatTTL until ctx ends. Every live node
 // looks; the one whose Take gets a gone node's lease first (in Redis)
 // takes all its calls into its own index, loads them and reclaims them on
 // their anchors (call.Table.Adopt), and the others find them taken. A
-// gone node is looked at again only once it was back in between.
+// gone node is looked at again only once it was back in between; timeout
+// bounds reading which nodes are gone.
 func adoptGone(ctx context.Context, table *call.Table, others *nodes.Set, timeout time.Duration, log *slog.Logger) {
 	t := time.NewTicker(nodes.BeatTTL)
 	defer t.Stop()
@@ -129,7 +136,7 @@ func adoptGone(ctx context.Context, table *call.Table, others *nodes.Set, timeou
 			if taken[id] {
 				continue
 			}
-			actx, cancel := context.WithTimeout(ctx, timeout)
+			actx, cancel := context.WithTimeout(ctx, goneAdoptTimeout)
 			n, err := table.Adopt(actx, id)
 			cancel()
 			switch {

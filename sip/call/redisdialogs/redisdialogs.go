@@ -199,7 +199,8 @@ const takeLease = 30 * time.Second
 // one read (move.lua: a call saved since by another node, or ended, is
 // left alone), then the entry leaves node's index: a taker that stops
 // half-way leaves every call in one index at least, and the next taker
-// finds the ones already moved stale. The entries found stale (expired,
+// finds the ones already moved stale (the same taker takes them again,
+// as its own). The entries found stale (expired,
 // ended, corrupt, or saved since by another node, which adopts them) are
 // pruned.
 func (s *Store) Take(ctx context.Context, node string) ([]call.State, error) {
@@ -264,14 +265,22 @@ func (s *Store) Take(ctx context.Context, node string) ([]call.State, error) {
 				return nil, fmt.Errorf("redis dialogs: load %s of node %s: %w", e.id, node, err)
 			}
 			var sv saved
-			if json.Unmarshal([]byte(blob), &sv) != nil || sv.Record.CallID != e.id || sv.Node != "" && sv.Node != node {
+			if json.Unmarshal([]byte(blob), &sv) != nil || sv.Record.CallID != e.id || sv.Node != "" && sv.Node != node && sv.Node != s.node {
 				stale = append(stale, e.id) // no call to adopt, or another node's now
+				continue
+			}
+			if node == s.node || sv.Node == s.node {
+				// This node's (taken from node by a Take cut short): nothing to move.
+				owned = append(owned, sv.State)
+				if node != s.node {
+					stale = append(stale, e.id)
+					_ = s.rdb.ZAdd(ctx, s.IndexKey(s.node), redis.Z{Score: e.score, Member: e.id}).Err()
+				}
 				continue
 			}
 			mine, blobs, ids = append(mine, sv.State), append(blobs, blob), append(ids, e)
 		}
-		if node == s.node || len(mine) == 0 {
-			owned = append(owned, mine...)
+		if len(mine) == 0 {
 			continue
 		}
 		zs := make([]redis.Z, len(ids))

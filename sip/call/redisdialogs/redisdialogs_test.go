@@ -410,6 +410,44 @@ func contract(t *testing.T, url string) {
 		}
 	})
 
+	t.Run("a take cut short is finished by its taker, the calls it moved included", func(t *testing.T) {
+		s, rdb := next()
+		later := time.Now().Add(time.Hour)
+		for _, id := range []string{"x1@host", "x2@host", "x3@host"} {
+			if err := s.Save(ctx, answered(id, later), time.Hour); err != nil {
+				t.Fatal(err)
+			}
+		}
+		// n2 moved x1 (its state n2's, in n2's index) and stopped before
+		// the entry left n1's index.
+		if err := as(s, "n2").Save(ctx, answered("x1@host", later), time.Hour); err != nil {
+			t.Fatal(err)
+		}
+		if sts, err := as(s, "n3").Take(ctx, "n1"); err != nil || len(sts) != 2 {
+			t.Fatalf("n3 took %d (%v), want the 2 not moved", len(sts), err)
+		}
+		// Had n2 come first, it would have had all three.
+		s2, _ := next()
+		for _, id := range []string{"x1@host", "x2@host", "x3@host"} {
+			if err := s2.Save(ctx, answered(id, later), time.Hour); err != nil {
+				t.Fatal(err)
+			}
+		}
+		if err := as(s2, "n2").Save(ctx, answered("x1@host", later), time.Hour); err != nil {
+			t.Fatal(err)
+		}
+		sts, err := as(s2, "n2").Take(ctx, "n1")
+		if err != nil || len(sts) != 3 {
+			t.Fatalf("n2 took %d (%v), want 3", len(sts), err)
+		}
+		if n, _ := rdb.ZCard(ctx, s2.IndexKey("n1")).Result(); n != 0 {
+			t.Fatalf("n1's index has %d entries left", n)
+		}
+		if n, _ := rdb.ZCard(ctx, s2.IndexKey("n2")).Result(); n != 3 {
+			t.Fatalf("n2's index has %d entries, want 3", n)
+		}
+	})
+
 	t.Run("a lease held refuses the take until it ends; a store without a node takes nothing", func(t *testing.T) {
 		s, rdb := next()
 		if err := s.Save(ctx, answered("leased@host", time.Now().Add(time.Hour)), time.Hour); err != nil {
