@@ -13,7 +13,9 @@ import (
 // its host gone, cut off from Redis) is taken for down once its heartbeat
 // expires: bindings it holds are skipped without trying it, not after
 // timer C. Before that, a node that is gone but not yet expired refuses
-// the connection, which also skips its bindings at once (sip/proxy).
+// the connection, which also skips its bindings at once (sip/proxy). One
+// whose heartbeat has been gone for GoneAfter is gone for good (Gone): a
+// live node adopts the calls it saved (cmd/sori, sip/call).
 
 const (
 	BeatEvery = time.Second
