@@ -71,6 +71,10 @@ type SIP struct {
 	DialogTimeout Duration `yaml:"dialog_timeout"`
 	// KeepDialogs keeps answered calls in the registrar's Redis store, so
 	// a restarted node, or another one, ends them (no effect with memory).
+	// A node saves them under NodeID with Nodes, else under its host name
+	// and first Listen address (one name per process on a host, the same
+	// across its restarts); with Nodes, the calls of a node gone for good
+	// are adopted by another.
 	KeepDialogs bool `yaml:"keep_dialogs"`
 	// TrunkPing is how often each carrier gateway gets an OPTIONS; one
 	// that does not answer is skipped until it does.

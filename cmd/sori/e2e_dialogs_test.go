@@ -63,6 +63,9 @@ func dialogIndexes(t *testing.T, rdb *redis.Client) int {
 	}
 	n := 0
 	for _, k := range keys {
+		if strings.HasSuffix(k, ":taker") {
+			continue // the lease of taking a node's calls, not an index
+		}
 		c, err := rdb.ZCard(ctx, k).Result()
 		if err != nil {
 			t.Fatal(err)

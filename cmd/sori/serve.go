@@ -317,7 +317,11 @@ func serve(ctx context.Context, configPath string, logOut io.Writer) error {
 		return err
 	}
 	// Once the server runs: an adopted call past its expiry is hung up at once.
-	adoptCalls(ctx, table, owner, cfg.Registrar.StoreTimeout.D()*4, log)
+	adoptCalls(ctx, table, []string{owner, legacyOwner(cfg, owner)}, cfg.Registrar.StoreTimeout.D()*4, log)
+	if others != nil && ccfg.Store != nil {
+		// The calls of a node that never comes back end too (one node adopts them).
+		go adoptGone(ctx, table, others, cfg.Registrar.StoreTimeout.D()*4, log.With("component", "calls"))
+	}
 	if media != nil {
 		go media.Run(ctx, table) // pings, and media timeouts to the calls
 	}

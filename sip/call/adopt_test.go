@@ -3,6 +3,7 @@ package call
 import (
 	"context"
 	"errors"
+	"fmt"
 	"net/netip"
 	"sync"
 	"testing"
@@ -119,6 +120,43 @@ func TestAdoptHeldAndFailing(t *testing.T) {
 	}
 }
 
+// A live node adopts the calls of a node gone for good: they are its own
+// from then on (the gone node, come back, adopts none), and each ends
+// there at its expiry, once, with its trunk slot taken and given back.
+func TestAdoptCallsOfAGoneNode(t *testing.T) {
+	s := newMemStore()
+	for _, id := range []string{"c1", "c2"} {
+		_ = s.as("n1").Save(context.Background(), savedCall(id, time.Now().Add(150*time.Millisecond)), time.Hour)
+	}
+	b, fb := nodeAs(t, s, "n2")
+	if n, err := b.Adopt(context.Background(), "n1"); n != 2 || err != nil {
+		t.Fatalf("n2 adopted %d (%v), want 2", n, err)
+	}
+	if s.owner("c1") != "n2" || s.owner("c2") != "n2" {
+		t.Fatalf("owners %q %q after the adoption, want n2", s.owner("c1"), s.owner("c2"))
+	}
+	a, fa := nodeAs(t, s, "n1")
+	if n, err := a.Adopt(context.Background(), "n1"); n != 0 || err != nil || a.Len() != 0 {
+		t.Fatalf("n1 come back adopted %d (%v), want 0", n, err)
+	}
+	until(t, "the adopted calls end", func() bool { return len(fb.recorded()) == 2 })
+	wait(t, b)
+	if r := fb.recorded(); r[0].Disposition != calls.Expired || len(fa.recorded()) != 0 || fb.slots["carrier"] != 0 || b.Held() != 0 {
+		t.Fatalf("records n2 %+v, n1 %d; slots %v; %d held", r, len(fa.recorded()), fb.slots, b.Held())
+	}
+}
+
+// Another node taking the same node's calls is no store error: Adopt
+// returns ErrTaking and holds nothing.
+func TestAdoptWhileAnotherTakes(t *testing.T) {
+	s := newMemStore()
+	s.err = fmt.Errorf("lease held by n3: %w", ErrTaking)
+	b, _ := nodeAs(t, s, "n2")
+	if n, err := b.Adopt(context.Background(), "n1"); n != 0 || !errors.Is(err, ErrTaking) || b.Len() != 0 {
+		t.Fatalf("adopted %d (%v), want ErrTaking", n, err)
+	}
+}
+
 // A call loaded for an in-dialog request is the loading node's from then
 // on: it is the one that adopts it if it starts again.
 func TestLoadedCallIsTheLoadersToAdopt(t *testing.T) {
@@ -132,7 +170,7 @@ func TestLoadedCallIsTheLoadersToAdopt(t *testing.T) {
 	if got := s.owner("c1"); got != "n2" {
 		t.Fatalf("owned by %q after n2 loaded it, want n2", got)
 	}
-	if mine, _ := s.Owned(context.Background(), "n1"); len(mine) != 0 {
+	if mine, _ := s.as("n1").Take(context.Background(), "n1"); len(mine) != 0 {
 		t.Fatalf("n1 would still adopt %d calls", len(mine))
 	}
 }

@@ -2,6 +2,7 @@ package call
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"time"
 )
@@ -21,11 +22,19 @@ type Store interface {
 	// for the one caller, on any node sharing the store, that ends it
 	// first; only that one writes its record. The claim is kept for ttl.
 	Delete(ctx context.Context, callID string, ttl time.Duration) (first bool, err error)
-	// Owned lists the calls saved last by node (the store's own node is
-	// the one whose Saves it keeps an index of), still saved: what node
-	// adopts when it starts again (Table.Adopt).
-	Owned(ctx context.Context, node string) ([]State, error)
+	// Take makes the calls saved last by node, and not ended, the calls
+	// of the store's own node (the one whose Saves it keeps an index of)
+	// and returns them: what node adopts when it starts again, or what a
+	// live node adopts from one gone for good (Table.Adopt). One taker at
+	// a time gets a node's calls, the others ErrTaking; a call taken is
+	// the taker's, never returned again by a Take of node (node come back
+	// included).
+	Take(ctx context.Context, node string) ([]State, error)
 }
+
+// ErrTaking is Take's error while another node takes the same node's
+// calls: that one adopts them.
+var ErrTaking = errors.New("another node is taking these calls")
 
 // NoStore is the Store of one node: nothing is saved, and every end is
 // the first.
@@ -40,8 +49,8 @@ func (NoStore) Load(context.Context, string) (State, bool, error) { return State
 // Delete implements Store.
 func (NoStore) Delete(context.Context, string, time.Duration) (bool, error) { return true, nil }
 
-// Owned implements Store.
-func (NoStore) Owned(context.Context, string) ([]State, error) { return nil, nil }
+// Take implements Store.
+func (NoStore) Take(context.Context, string) ([]State, error) { return nil, nil }
 
 // saveTimeout bounds one save in the background.
 const saveTimeout = 5 * time.Second
@@ -136,9 +145,10 @@ func (t *Table) lookup(ctx context.Context, callID string, own bool) *Call {
 	return t.Find(callID) // loaded meanwhile by another request
 }
 
-// Adopt loads the calls node saved and no node has ended (Store.Owned):
-// what a node does as it starts, so that the calls it held before a
-// restart end even if nobody sends anything for them again. Each is
+// Adopt takes the calls node saved and no node has ended (Store.Take)
+// and loads them: what a node does as it starts, for its own, so that
+// the calls it held before a restart end even if nobody sends anything
+// for them again, and for those of a node gone for good (cmd/sori). Each is
 // armed for what is left of its dialog timeout (one past it ends at
 // once), and takes its trunk slot and toll count again (Load). It
 // returns how many it adopted; a call held already is left as it is.
@@ -146,9 +156,11 @@ func (t *Table) Adopt(ctx context.Context, node string) (int, error) {
 	if !t.persist {
 		return 0, nil
 	}
-	sts, err := t.cfg.Store.Owned(ctx, node)
+	sts, err := t.cfg.Store.Take(ctx, node)
 	if err != nil {
-		t.storeErrors.WithLabelValues("owned").Inc()
+		if !errors.Is(err, ErrTaking) {
+			t.storeErrors.WithLabelValues("take").Inc()
+		}
 		return 0, fmt.Errorf("calls of node %q: %w", node, err)
 	}
 	n := 0

@@ -47,7 +47,12 @@ func (m *memStore) saveAs(_ context.Context, node string, st State, ttl time.Dur
 	return nil
 }
 
-func (m *memStore) Owned(_ context.Context, node string) ([]State, error) {
+func (m *memStore) Take(ctx context.Context, node string) ([]State, error) {
+	return m.takeAs(ctx, "", node)
+}
+
+// takeAs is Take by taker: node's calls become taker's.
+func (m *memStore) takeAs(_ context.Context, taker, node string) ([]State, error) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	if m.err != nil {
@@ -56,6 +61,7 @@ func (m *memStore) Owned(_ context.Context, node string) ([]State, error) {
 	var out []State
 	for id, st := range m.states {
 		if m.owners[id] == node {
+			m.owners[id] = taker
 			out = append(out, st)
 		}
 	}
@@ -80,6 +86,10 @@ type nodeStore struct {
 
 func (n nodeStore) Save(ctx context.Context, st State, ttl time.Duration) error {
 	return n.saveAs(ctx, n.node, st, ttl)
+}
+
+func (n nodeStore) Take(ctx context.Context, node string) ([]State, error) {
+	return n.takeAs(ctx, n.node, node)
 }
 
 func (m *memStore) Load(_ context.Context, callID string) (State, bool, error) {

@@ -175,7 +175,7 @@ func New(c Config) *Table {
 		}),
 		storeErrors: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "sori_dialog_store_errors_total",
-			Help: "Dialog store operations that failed, by operation (save, load, delete, owned).",
+			Help: "Dialog store operations that failed, by operation (save, load, delete, take).",
 		}, []string{"op"}),
 	}
 	if c.Registerer != nil {

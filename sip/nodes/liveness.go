@@ -13,11 +13,24 @@ import (
 // its host gone, cut off from Redis) is taken for down once its heartbeat
 // expires: bindings it holds are skipped without trying it, not after
 // timer C. Before that, a node that is gone but not yet expired refuses
-// the connection, which also skips its bindings at once (sip/proxy).
+// the connection, which also skips its bindings at once (sip/proxy). One
+// whose heartbeat has been gone for GoneAfter is gone for good (Gone): a
+// live node adopts the calls it saved (cmd/sori, sip/call).
 
 const (
 	BeatEvery = time.Second
 	BeatTTL   = 3 * time.Second
+	// GoneAfter is how long a node's heartbeat must have been gone before
+	// the other nodes take it for gone for good and one of them adopts the
+	// calls it saved (cmd/sori). A node restarted (by hand, by systemd, or
+	// after a crash) beats again within a few seconds and adopts its own
+	// calls, which keeps them where its phones' dialogs route; a few
+	// BeatTTLs leave it that time, and ride out the seconds a Redis
+	// failover stops every heartbeat. Nothing urgent waits on it: an
+	// in-dialog request for a call of the gone node is served by whichever
+	// node gets it (the call is loaded from Redis); only the calls nobody
+	// sends anything for wait, for their media or dialog timeout.
+	GoneAfter = 5 * BeatTTL
 	// cacheFor is how long a node's heartbeat, read once, is believed.
 	cacheFor = time.Second
 	// readTimeout bounds reading a heartbeat on a request's path.
@@ -36,6 +49,9 @@ type Beats interface {
 	Address(ctx context.Context, id string) (string, error)
 	// Leave removes id's heartbeat if address holds it.
 	Leave(ctx context.Context, id, address string) error
+	// Gone lists the nodes that have written a heartbeat and whose last one
+	// was written more than after ago (on one clock, Redis's), none since.
+	Gone(ctx context.Context, after time.Duration) ([]string, error)
 }
 
 // ErrIDInUse: another live node has this node's id.
@@ -104,6 +120,20 @@ func (s *Set) Run(ctx context.Context) {
 		case <-t.C:
 		}
 	}
+}
+
+// Gone lists the other nodes whose heartbeat has been gone for GoneAfter
+// at least: stopped, or crashed, and not started again. Without
+// heartbeats (no Redis) there are none.
+func (s *Set) Gone(ctx context.Context) ([]string, error) {
+	if s.cfg.Beats == nil {
+		return nil, nil
+	}
+	ids, err := s.cfg.Beats.Gone(ctx, GoneAfter)
+	if err != nil {
+		return nil, fmt.Errorf("nodes gone: %w", err)
+	}
+	return slices.DeleteFunc(ids, func(id string) bool { return id == s.cfg.ID }), nil
 }
 
 // address is where node id is, and whether it is up: its heartbeat is

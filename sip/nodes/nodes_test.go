@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"net/netip"
+	"slices"
 	"sync"
 	"testing"
 	"time"
@@ -29,7 +30,8 @@ type beats struct {
 	mu     sync.Mutex
 	now    time.Time
 	m      map[string]beat
-	err    error // every call fails with it when set
+	seen   map[string]time.Time // when each node beat last
+	err    error                // every call fails with it when set
 	left   []string
 	beaten chan string // gets the id of each Beat, if set
 }
@@ -39,7 +41,9 @@ type beat struct {
 	exp  time.Time
 }
 
-func newBeats() *beats { return &beats{now: time.Unix(1_800_000_000, 0), m: map[string]beat{}} }
+func newBeats() *beats {
+	return &beats{now: time.Unix(1_800_000_000, 0), m: map[string]beat{}, seen: map[string]time.Time{}}
+}
 
 func (b *beats) live(id string) string {
 	if x, ok := b.m[id]; ok && b.now.Before(x.exp) {
@@ -69,6 +73,7 @@ func (b *beats) Beat(_ context.Context, id, address string, ttl time.Duration) (
 	}
 	prev := b.live(id)
 	b.m[id] = beat{address, b.now.Add(ttl)}
+	b.seen[id] = b.now
 	if b.beaten != nil {
 		select {
 		case b.beaten <- id:
@@ -95,6 +100,22 @@ func (b *beats) Leave(_ context.Context, id, address string) error {
 		delete(b.m, id)
 	}
 	return nil
+}
+
+func (b *beats) Gone(_ context.Context, after time.Duration) ([]string, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if b.err != nil {
+		return nil, b.err
+	}
+	var out []string
+	for id, at := range b.seen {
+		if b.now.Sub(at) > after && b.live(id) == "" {
+			out = append(out, id)
+		}
+	}
+	slices.Sort(out)
+	return out, nil
 }
 
 func (b *beats) advance(d time.Duration) {
@@ -401,5 +422,61 @@ func TestParseAddress(t *testing.T) {
 	}
 	if a := addr(t, "TCP:10.0.0.2:5060"); a.String() != "tcp:10.0.0.2:5060" || a.Addr != netip.MustParseAddrPort("10.0.0.2:5060") {
 		t.Fatalf("%v", a)
+	}
+}
+
+// A node is gone for good once its heartbeat has been gone for GoneAfter:
+// not while it only lapsed (a restart), never this node itself, and not
+// once it beats again.
+func TestGone(t *testing.T) {
+	bs := newBeats()
+	a := threeNodes(t, bs, nil)
+	ctx := context.Background()
+	for id, ad := range map[string]string{"a": "tcp:10.0.0.1:5060", "b": "tcp:10.0.0.2:5060", "c": "tcp:10.0.0.3:5070"} {
+		if _, err := bs.Beat(ctx, id, ad, BeatTTL); err != nil {
+			t.Fatal(err)
+		}
+	}
+	gone := func() []string {
+		t.Helper()
+		ids, err := a.Gone(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return ids
+	}
+	if ids := gone(); len(ids) != 0 {
+		t.Fatalf("gone while all beat: %q", ids)
+	}
+	// b and c stop; a beats on; c is back after a restart of a few seconds.
+	for elapsed := time.Duration(0); elapsed <= GoneAfter; elapsed += BeatEvery {
+		bs.advance(BeatEvery)
+		if _, err := bs.Beat(ctx, "a", "tcp:10.0.0.1:5060", BeatTTL); err != nil {
+			t.Fatal(err)
+		}
+		if elapsed == 4*BeatEvery {
+			if _, err := bs.Beat(ctx, "c", "tcp:10.0.0.3:5070", BeatTTL); err != nil {
+				t.Fatal(err)
+			}
+		}
+		if ids := gone(); elapsed < GoneAfter-BeatEvery && len(ids) != 0 {
+			t.Fatalf("%v after b's last beat, gone: %q (GoneAfter %v)", elapsed+BeatEvery, ids, GoneAfter)
+		}
+	}
+	if ids := gone(); !slices.Equal(ids, []string{"b"}) {
+		t.Fatalf("gone: %q, want b only", ids)
+	}
+	if _, err := bs.Beat(ctx, "b", "tcp:10.0.0.2:5060", BeatTTL); err != nil {
+		t.Fatal(err)
+	}
+	if ids := gone(); len(ids) != 0 {
+		t.Fatalf("gone after b came back: %q", ids)
+	}
+	bs.err = errors.New("redis down")
+	if _, err := a.Gone(ctx); !errors.Is(err, bs.err) {
+		t.Fatalf("Gone with Redis down: %v", err)
+	}
+	if ids, err := New(Config{ID: "a"}).Gone(ctx); ids != nil || err != nil {
+		t.Fatalf("without heartbeats: %q %v", ids, err)
 	}
 }

@@ -3,10 +3,12 @@ package redisdialogs
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"io"
 	"log/slog"
 	"net/netip"
 	"slices"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -185,7 +187,7 @@ func contract(t *testing.T, url string) {
 			{"n2", []string{"moved@host", "theirs@host"}, []string{"moved@host", "theirs@host"}},
 			{"n3", nil, nil},
 		} {
-			owned, err := s.Owned(ctx, tt.node)
+			owned, err := as(s, tt.node).Take(ctx, tt.node)
 			if err != nil {
 				t.Fatalf("%s: %v", tt.node, err)
 			}
@@ -202,7 +204,7 @@ func contract(t *testing.T, url string) {
 			}
 			index, err := rdb.ZRange(ctx, s.IndexKey(tt.node), 0, -1).Result()
 			if slices.Sort(index); err != nil || !slices.Equal(index, tt.index) {
-				t.Fatalf("%s: index %q (%v) after Owned, want %q", tt.node, index, err, tt.index)
+				t.Fatalf("%s: index %q (%v) after Take, want %q", tt.node, index, err, tt.index)
 			}
 		}
 		// An entry is scored by when the state expires.
@@ -297,6 +299,230 @@ func contract(t *testing.T, url string) {
 			if !strings.HasSuffix(k, ":end") {
 				t.Fatalf("%s still saved", k)
 			}
+		}
+		for _, node := range []string{"n1", "n2"} {
+			if n, err := rdb.ZCard(ctx, s.IndexKey(node)).Result(); n != 0 || err != nil {
+				t.Fatalf("index of %s: %d entries (%v), want 0", node, n, err)
+			}
+		}
+	})
+
+	t.Run("of the live nodes taking a gone node's calls at once, one takes each; the node come back takes none", func(t *testing.T) {
+		s, rdb := next()
+		later := time.Now().Add(time.Hour)
+		var ids []string
+		for i := range 300 { // more than one batch
+			id := "gone{" + string(rune('a'+i%26)) + "}" + strconv.Itoa(i) + "@host"
+			ids = append(ids, id)
+			if err := s.Save(ctx, answered(id, later), time.Hour); err != nil {
+				t.Fatal(err)
+			}
+		}
+		// One the gone node saved is another node's since; one ended.
+		if err := as(s, "n7").Save(ctx, answered(ids[0], later), time.Hour); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := as(s, "n7").Delete(ctx, ids[1], time.Hour); err != nil {
+			t.Fatal(err)
+		}
+		want := ids[2:]
+		scoreBefore, _ := rdb.ZScore(ctx, s.IndexKey("n1"), ids[5]).Result()
+		var mu sync.Mutex
+		takenBy := map[string][]string{}
+		busy := 0
+		var wg sync.WaitGroup
+		for _, node := range []string{"n2", "n3", "n4", "n5"} {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				sts, err := as(s, node).Take(ctx, "n1")
+				mu.Lock()
+				defer mu.Unlock()
+				if errors.Is(err, call.ErrTaking) {
+					busy++
+					return
+				}
+				if err != nil {
+					t.Error(node, err)
+				}
+				for _, st := range sts {
+					takenBy[node] = append(takenBy[node], st.Record.CallID)
+				}
+			}()
+		}
+		wg.Wait()
+		var all []string
+		for node, got := range takenBy {
+			all = append(all, got...)
+			if len(got) > 0 {
+				index, _ := rdb.ZRange(ctx, s.IndexKey(node), 0, -1).Result()
+				slices.Sort(index)
+				slices.Sort(got)
+				if !slices.Equal(index, got) {
+					t.Fatalf("%s took %d calls, indexes %d", node, len(got), len(index))
+				}
+				if score, _ := rdb.ZScore(ctx, s.IndexKey(node), ids[5]).Result(); len(got) == len(want) && score != scoreBefore {
+					t.Fatalf("entry scored %v in the taker's index, %v in the gone node's", score, scoreBefore)
+				}
+			}
+		}
+		slices.Sort(all)
+		wantSorted := slices.Clone(want)
+		slices.Sort(wantSorted)
+		if !slices.Equal(all, wantSorted) {
+			t.Fatalf("%d calls taken in all (%d refused, lease held), want each of %d once", len(all), busy, len(want))
+		}
+		for node, got := range takenBy {
+			if len(got) > 0 && len(got) != len(want) {
+				t.Fatalf("%s took %d of %d: one taker takes them all", node, len(got), len(want))
+			}
+		}
+		// Each state is its taker's, with the TTL it had.
+		for node, got := range takenBy {
+			for _, id := range got[:3] {
+				blob, _ := rdb.Get(ctx, s.StateKey(id)).Bytes()
+				var sv saved
+				if err := json.Unmarshal(blob, &sv); err != nil || sv.Node != node {
+					t.Fatalf("%s saved by %q (%v), want %s", id, sv.Node, err, node)
+				}
+				if ttl, _ := rdb.PTTL(ctx, s.StateKey(id)).Result(); ttl <= 59*time.Minute {
+					t.Fatalf("%s TTL %v after the take", id, ttl)
+				}
+			}
+		}
+		if n, _ := rdb.ZCard(ctx, s.IndexKey("n1")).Result(); n != 0 {
+			t.Fatalf("the gone node's index has %d entries after the take", n)
+		}
+		if n, _ := rdb.Exists(ctx, s.LeaseKey("n1")).Result(); n != 0 {
+			t.Fatal("the lease outlived the take")
+		}
+		// The gone node comes back, and the others look again: nothing for anyone.
+		for _, node := range []string{"n1", "n2", "n3"} {
+			if sts, err := as(s, node).Take(ctx, "n1"); len(sts) != 0 || err != nil {
+				t.Fatalf("%s took %d of n1's calls again (%v)", node, len(sts), err)
+			}
+		}
+		if _, ok, _ := s.Load(ctx, ids[0]); !ok {
+			t.Fatal("the call n7 saved since is gone")
+		}
+		if sts, _ := as(s, "n7").Take(ctx, "n7"); len(sts) != 1 || sts[0].Record.CallID != ids[0] {
+			t.Fatalf("n7 owns %d calls, want the one it saved", len(sts))
+		}
+	})
+
+	t.Run("a take cut short is finished by its taker, the calls it moved included", func(t *testing.T) {
+		s, rdb := next()
+		later := time.Now().Add(time.Hour)
+		for _, id := range []string{"x1@host", "x2@host", "x3@host"} {
+			if err := s.Save(ctx, answered(id, later), time.Hour); err != nil {
+				t.Fatal(err)
+			}
+		}
+		// n2 moved x1 (its state n2's, in n2's index) and stopped before
+		// the entry left n1's index.
+		if err := as(s, "n2").Save(ctx, answered("x1@host", later), time.Hour); err != nil {
+			t.Fatal(err)
+		}
+		if sts, err := as(s, "n3").Take(ctx, "n1"); err != nil || len(sts) != 2 {
+			t.Fatalf("n3 took %d (%v), want the 2 not moved", len(sts), err)
+		}
+		// Had n2 come first, it would have had all three.
+		s2, _ := next()
+		for _, id := range []string{"x1@host", "x2@host", "x3@host"} {
+			if err := s2.Save(ctx, answered(id, later), time.Hour); err != nil {
+				t.Fatal(err)
+			}
+		}
+		if err := as(s2, "n2").Save(ctx, answered("x1@host", later), time.Hour); err != nil {
+			t.Fatal(err)
+		}
+		sts, err := as(s2, "n2").Take(ctx, "n1")
+		if err != nil || len(sts) != 3 {
+			t.Fatalf("n2 took %d (%v), want 3", len(sts), err)
+		}
+		if n, _ := rdb.ZCard(ctx, s2.IndexKey("n1")).Result(); n != 0 {
+			t.Fatalf("n1's index has %d entries left", n)
+		}
+		if n, _ := rdb.ZCard(ctx, s2.IndexKey("n2")).Result(); n != 3 {
+			t.Fatalf("n2's index has %d entries, want 3", n)
+		}
+	})
+
+	t.Run("a lease held refuses the take until it ends; a store without a node takes nothing", func(t *testing.T) {
+		s, rdb := next()
+		if err := s.Save(ctx, answered("leased@host", time.Now().Add(time.Hour)), time.Hour); err != nil {
+			t.Fatal(err)
+		}
+		// n2 took the lease and died on it: n1, come back, waits for it.
+		if err := rdb.Set(ctx, s.LeaseKey("n1"), "n2", 200*time.Millisecond).Err(); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := s.Take(ctx, "n1"); !errors.Is(err, call.ErrTaking) || !strings.Contains(err.Error(), "n2") {
+			t.Fatalf("take under n2's lease: %v", err)
+		}
+		for deadline := time.Now().Add(5 * time.Second); ; time.Sleep(50 * time.Millisecond) {
+			sts, err := s.Take(ctx, "n1")
+			if err == nil {
+				if len(sts) != 1 {
+					t.Fatalf("took %d, want 1", len(sts))
+				}
+				break
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("still refused after the lease: %v", err)
+			}
+		}
+		if _, err := as(s, "").Take(ctx, "n1"); err == nil {
+			t.Fatal("a store without a node took calls")
+		}
+	})
+
+	t.Run("a live node adopts the calls of a node gone for good: they end there, once", func(t *testing.T) {
+		s, rdb := next()
+		a, ra := newTable(s)
+		for _, id := range []string{"o{1}@host", "o2@host"} {
+			c := a.Begin(calls.Record{CallID: id, Caller: "alice"}, "a")
+			c.Anchored(netip.MustParseAddrPort("127.0.0.1:22222"))
+			c.Answered(call.Answer{Code: 200, Reason: "OK", Contact: "sip:bob@127.0.0.1:5062", Dialog: true,
+				Caller: call.Side{Target: "sip:alice@127.0.0.1:5061", Tag: "a"}, Callee: call.Side{Target: "sip:bob@127.0.0.1:5062", Tag: "b"}})
+		}
+		if err := a.Wait(ctx); err != nil {
+			t.Fatal(err)
+		}
+		// n1 is gone for good; n2 adopts its calls, one ending soon.
+		st, _, _ := s.Load(ctx, "o2@host")
+		st.Expiry = time.Now().Add(100 * time.Millisecond)
+		if err := s.Save(ctx, st, time.Hour); err != nil {
+			t.Fatal(err)
+		}
+		b, rb := newTable(as(s, "n2"))
+		if n, err := b.Adopt(ctx, "n1"); n != 2 || err != nil {
+			t.Fatalf("n2 adopted %d (%v), want 2", n, err)
+		}
+		// n1 comes back after that: nothing of its is left to adopt.
+		a2, ra2 := newTable(s)
+		if n, err := a2.Adopt(ctx, "n1"); n != 0 || err != nil {
+			t.Fatalf("n1 come back adopted %d (%v), want 0", n, err)
+		}
+		for deadline := time.Now().Add(5 * time.Second); rb.n() < 1; time.Sleep(10 * time.Millisecond) {
+			if time.Now().After(deadline) {
+				t.Fatal("the adopted call did not end at its expiry")
+			}
+		}
+		// n2 restarts: it adopts the other call as its own.
+		if err := b.Wait(ctx); err != nil {
+			t.Fatal(err)
+		}
+		b2, rb2 := newTable(as(s, "n2"))
+		if n, err := b2.Adopt(ctx, "n2"); n != 1 || err != nil {
+			t.Fatalf("n2 restarted adopted %d (%v), want 1", n, err)
+		}
+		b2.Find("o{1}@host").Bye("a")
+		if err := b2.Wait(ctx); err != nil {
+			t.Fatal(err)
+		}
+		if ra.n()+ra2.n() != 0 || rb.n() != 1 || rb2.n() != 1 || rb.recs[0].Disposition != calls.Expired {
+			t.Fatalf("records: n1 %d, n1 again %d, n2 %+v, n2 again %d", ra.n(), ra2.n(), rb.recs, rb2.n())
 		}
 		for _, node := range []string{"n1", "n2"} {
 			if n, err := rdb.ZCard(ctx, s.IndexKey(node)).Result(); n != 0 || err != nil {

@@ -2,6 +2,8 @@ package redisnodes
 
 import (
 	"context"
+	"slices"
+	"strings"
 	"testing"
 	"time"
 
@@ -50,5 +52,65 @@ func TestBeats(t *testing.T) {
 	}
 	if err := b.Leave(ctx, "n2", a); err != nil {
 		t.Fatalf("leave with no heartbeat: %v", err)
+	}
+}
+
+// Gone lists the nodes seen, silent for longer than asked (on Redis's
+// clock) and without a heartbeat; a node silent for forgetAfter is
+// forgotten. On a Cluster too: the heartbeats are on many slots.
+func TestGone(t *testing.T) {
+	t.Run("one server", func(t *testing.T) {
+		srv := redistest.Start(t)
+		rdb := redis.NewClient(&redis.Options{Addr: srv.Addr})
+		defer rdb.Close()
+		gone(t, rdb)
+	})
+	t.Run("cluster", func(t *testing.T) {
+		addrs := redistest.StartCluster(t, 3)
+		rdb := redis.NewClusterClient(&redis.ClusterOptions{Addrs: addrs})
+		defer rdb.Close()
+		gone(t, rdb)
+	})
+}
+
+func gone(t *testing.T, rdb redis.UniversalClient) {
+	b := New(rdb, "")
+	ctx := context.Background()
+	for _, id := range []string{"up", "lapsed", "left", "stale"} {
+		if _, err := b.Beat(ctx, id, "tcp:10.0.0.1:5060", time.Hour); err != nil {
+			t.Fatal(err)
+		}
+	}
+	score, err := rdb.ZScore(ctx, b.SeenKey(), "up").Result()
+	if now := time.Now().UnixMilli(); err != nil || score < float64(now-5000) || score > float64(now+5000) {
+		t.Fatalf("seen at %v (%v), now %v", score, err, now)
+	}
+	rdb.Del(ctx, b.Key("lapsed")) // its heartbeat expired
+	if err := b.Leave(ctx, "left", "tcp:10.0.0.1:5060"); err != nil {
+		t.Fatal(err)
+	}
+	old := float64(time.Now().Add(-forgetAfter - time.Hour).UnixMilli())
+	rdb.ZAdd(ctx, b.SeenKey(), redis.Z{Score: old, Member: "stale"})
+	rdb.Del(ctx, b.Key("stale"))
+	// A node whose score alone is old still beats: it is up.
+	rdb.ZAdd(ctx, b.SeenKey(), redis.Z{Score: float64(time.Now().Add(-time.Hour).UnixMilli()), Member: "up"})
+
+	if ids, err := b.Gone(ctx, time.Minute); err != nil || len(ids) != 0 {
+		t.Fatalf("gone for a minute: %q %v, want none", ids, err)
+	}
+	time.Sleep(20 * time.Millisecond)
+	ids, err := b.Gone(ctx, 10*time.Millisecond)
+	slices.Sort(ids)
+	if err != nil || !slices.Equal(ids, []string{"lapsed", "left"}) {
+		t.Fatalf("gone: %q %v, want lapsed and left", ids, err)
+	}
+	if n, _ := rdb.ZScore(ctx, b.SeenKey(), "stale").Result(); n != 0 {
+		t.Fatal("a node silent for forgetAfter is remembered")
+	}
+	if err := rdb.Set(ctx, b.SeenKey(), "junk", 0).Err(); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := b.Gone(ctx, time.Minute); err == nil || !strings.Contains(err.Error(), "redis nodes") {
+		t.Fatalf("a broken set: %v", err)
 	}
 }
