@@ -123,24 +123,32 @@ func (s *Store) Save(ctx context.Context, st call.State, ttl time.Duration) erro
 	if err != nil {
 		return fmt.Errorf("redis dialogs: encode %s: %w", id, err)
 	}
+	// The index entry goes first: a state saved is then always in its
+	// node's index, even if the node dies between the two writes (they
+	// are on different Cluster slots, so not one script). An entry whose
+	// state never came, or has ended, is stale and pruned (Take).
+	idx := ""
+	if s.node != "" {
+		// Scored by when the state expires: an entry past it is stale
+		// whatever became of the call, and each save prunes those of
+		// this node.
+		now := time.Now()
+		idx = s.IndexKey(s.node)
+		_, err = s.rdb.Pipelined(ctx, func(p redis.Pipeliner) error {
+			p.ZAdd(ctx, idx, redis.Z{Score: float64(now.Add(time.Duration(ms(ttl)) * time.Millisecond).UnixMilli()), Member: id})
+			p.ZRemRangeByScore(ctx, idx, "-inf", strconv.FormatInt(now.UnixMilli(), 10))
+			return nil
+		})
+		if err != nil {
+			return fmt.Errorf("redis dialogs: index %s on node %s: %w", id, s.node, err)
+		}
+	}
 	written, err := saveScript.Run(ctx, s.rdb, []string{s.StateKey(id), s.EndKey(id)}, blob, ms(ttl)).Int()
 	if err != nil {
 		return fmt.Errorf("redis dialogs: save %s: %w", id, err)
 	}
-	if written == 0 || s.node == "" {
-		return nil // ended already: no index entry to add
-	}
-	// Scored by when the state expires: an entry past it is stale whatever
-	// became of the call, and each save prunes those of this node.
-	now := time.Now()
-	idx := s.IndexKey(s.node)
-	_, err = s.rdb.Pipelined(ctx, func(p redis.Pipeliner) error {
-		p.ZAdd(ctx, idx, redis.Z{Score: float64(now.Add(time.Duration(ms(ttl)) * time.Millisecond).UnixMilli()), Member: id})
-		p.ZRemRangeByScore(ctx, idx, "-inf", strconv.FormatInt(now.UnixMilli(), 10))
-		return nil
-	})
-	if err != nil {
-		return fmt.Errorf("redis dialogs: index %s on node %s: %w", id, s.node, err)
+	if written == 0 && idx != "" {
+		_ = s.rdb.ZRem(ctx, idx, id).Err() // ended already: no call to index (one left is pruned later)
 	}
 	return nil
 }
