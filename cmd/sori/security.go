@@ -21,6 +21,7 @@ import (
 	"github.com/sori-voice/sori/sip/abuse/ratelimit"
 	"github.com/sori-voice/sori/sip/abuse/scanner"
 	"github.com/sori-voice/sori/sip/abuse/tollfraud"
+	"github.com/sori-voice/sori/sip/nodes"
 )
 
 // banSweep is how often expired bans are forgotten and, with Redis, the
@@ -65,6 +66,15 @@ func abuseGuard(ctx context.Context, cfg *config.Config, st store.Store, log *sl
 		Exempt: exempt, Reject: s.Action == "reject", RetryAfter: cfg.Registrar.RetryAfter,
 		Bans: list, RateBanTime: s.RateLimit.BanTime.D(), AuthBanTime: s.AuthFailures.BanTime.D(),
 		Log: log.With("component", "abuse"), Registerer: reg,
+	}
+	if len(cfg.SIP.Nodes) > 0 {
+		peers := map[netip.Addr]bool{}
+		for _, a := range cfg.SIP.Nodes {
+			if p, err := nodes.ParseAddress(a); err == nil { // validated by config
+				peers[p.Addr.Addr().Unmap()] = true
+			}
+		}
+		gc.Node = func(ip netip.Addr) bool { return peers[ip.Unmap()] }
 	}
 	if s.RateLimit.Rate > 0 {
 		gc.Limiter = ratelimit.New(ratelimit.Config{Rate: s.RateLimit.Rate, Burst: s.RateLimit.Burst, MaxSources: s.RateLimit.MaxSources})

@@ -29,6 +29,11 @@ type Config struct {
 	Exempt      []netip.Prefix
 	Reject      bool // answer 503 with Retry-After instead of dropping
 	RetryAfter  int  // seconds, with Reject
+	// Node reports whether an address is another node's (sip.nodes). What
+	// comes from there unvouched and is refused is dropped even with
+	// Reject: the 503 would go to the node, on the word of whoever spoofed
+	// its address, and could end one of its live transactions.
+	Node func(netip.Addr) bool
 	Bans        *bans.List
 	Limiter     *ratelimit.Limiter
 	RateBanTime time.Duration
@@ -158,7 +163,7 @@ func (g *Guard) Admit(src netip.Addr, vouched bool, now time.Time) Verdict {
 		return Pass
 	}
 	counter.Inc()
-	if g.c.Reject {
+	if g.c.Reject && (g.c.Node == nil || !g.c.Node(src)) {
 		return Reject
 	}
 	return Drop

@@ -172,3 +172,31 @@ func TestVouchedNode(t *testing.T) {
 		t.Fatalf("not vouched for, from the banned address: %v", v)
 	}
 }
+
+// With security.action reject, what is refused from another node's
+// address unvouched is still dropped: a 503 would go to the node on a
+// spoofer's word. A phone over its limit gets its 503.
+func TestNodeAddressRefusedWithoutAnAnswer(t *testing.T) {
+	node, phone := netip.MustParseAddr("192.0.2.50"), netip.MustParseAddr("192.0.2.60")
+	g := guard(true)
+	g.c.Node = func(ip netip.Addr) bool { return ip == node }
+	now := time.Now()
+	for _, tc := range []struct {
+		src  netip.Addr
+		want []Verdict
+	}{
+		{node, []Verdict{Pass, Pass, Pass, Drop, Drop}},
+		{phone, []Verdict{Pass, Pass, Pass, Reject, Reject}},
+	} {
+		var got []Verdict
+		for range 5 {
+			got = append(got, g.Admit(tc.src, false, now))
+		}
+		if !slices.Equal(got, tc.want) {
+			t.Errorf("from %s: %v, want %v", tc.src, got, tc.want)
+		}
+	}
+	if v := g.Admit(node, true, now); v != Pass {
+		t.Fatalf("vouched packet from the node: %v", v)
+	}
+}
