@@ -225,7 +225,7 @@ func webrtcRestart(t *testing.T, bin, redisURL string, rdb *redis.Client, sig sy
 		t.Fatalf("the browser's leg after the restart: %v", q.Dict("tags").Dict("browser"))
 	}
 	talk("after the restart")
-	res = ngDo(t, client, ngAddr, ng.Dict{"command": "offer", "call-id": id, "from-tag": "browser", "to-tag": "phone", "sdp": offer(), "ICE": "remove"})
+	ngDo(t, client, ngAddr, ng.Dict{"command": "offer", "call-id": id, "from-tag": "browser", "to-tag": "phone", "sdp": offer(), "ICE": "remove"})
 	res = ngDo(t, client, ngAddr, ng.Dict{"command": "answer", "call-id": id, "from-tag": "browser", "to-tag": "phone", "sdp": phoneSDP, "ICE": "force"})
 	if got := sdpLine(res.Str("sdp"), "a=fingerprint:"); got != fingerprint {
 		t.Fatalf("the re-answer's %s, the first answer's %s", got, fingerprint)
