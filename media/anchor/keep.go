@@ -20,7 +20,8 @@ import (
 
 // Keeping calls across a restart (sori-anchor -redis): the Manager hands
 // its Keeper a snapshot of a call after each offer and answer, when a
-// stream latches a new address, and every KeepEvery, never from the
+// stream latches a new address or a WebRTC leg's handshake ends (within
+// a second: RunKeep), and every KeepEvery, never from the
 // packet path; a delete or a media timeout removes it. At start Restore
 // binds the kept calls' ports again.
 //
@@ -53,6 +54,7 @@ type Keeper interface {
 type keptMark struct {
 	at      time.Time
 	latched []netip.AddrPort // RTP and RTCP, per stream in order
+	keyed   int              // WebRTC legs keyed by their handshake
 }
 
 // keep saves c's snapshot (m.mu held).
@@ -60,12 +62,13 @@ func (m *Manager) keep(c *call, now time.Time) {
 	if m.cfg.Keep == nil {
 		return
 	}
+	keyed := c.keyed() // before the snapshot: a leg keyed meanwhile is saved again
 	snap, err := c.snapshot()
 	if err != nil {
 		m.cfg.Log.Warn("call not kept", "call-id", c.id, "error", err) // the last snapshot stays
 		return
 	}
-	c.kept = keptMark{at: now, latched: c.latched(c.kept.latched[:0])}
+	c.kept = keptMark{at: now, latched: c.latched(c.kept.latched[:0]), keyed: keyed}
 	m.cfg.Keep.Save(snap)
 }
 
@@ -88,9 +91,24 @@ func (c *call) latched(dst []netip.AddrPort) []netip.AddrPort {
 	return dst
 }
 
+// keyed counts c's WebRTC legs whose handshake has keyed them: a leg
+// kept before its keys would, restored, wait for a handshake its browser,
+// whose association is up, never starts again.
+func (c *call) keyed() int {
+	n := 0
+	for _, l := range c.legs {
+		for _, md := range l.medias {
+			if md.rtc != nil && md.rtc.profile.Load() != 0 {
+				n++
+			}
+		}
+	}
+	return n
+}
+
 // RunKeep saves, each second, the calls whose streams latched a new
-// address, and every KeepEvery all of them (their statistics, and their
-// keys' TTL), until ctx ends.
+// address or whose WebRTC legs' handshake ended, and every KeepEvery all
+// of them (their statistics, and their keys' TTL), until ctx ends.
 func (m *Manager) RunKeep(ctx context.Context) {
 	if m.cfg.Keep == nil {
 		return
@@ -117,11 +135,12 @@ func (m *Manager) RunKeep(ctx context.Context) {
 	}
 }
 
-// keepChanged saves the calls whose streams latched a new address.
+// keepChanged saves the calls whose streams latched a new address or
+// whose WebRTC legs got their keys.
 func (m *Manager) keepChanged(now time.Time) {
 	m.eachHeld(func(c *call) {
 		m.scratch = c.latched(m.scratch[:0])
-		if !slices.Equal(m.scratch, c.kept.latched) {
+		if !slices.Equal(m.scratch, c.kept.latched) || c.keyed() != c.kept.keyed {
 			m.keep(c, now)
 		}
 	})
@@ -286,7 +305,7 @@ func (m *Manager) Restore(kept []anchorstate.Call) (restored int, dropped map[st
 		}
 		m.mu.Lock()
 		m.calls[c.id] = c
-		c.kept = keptMark{at: now, latched: c.latched(nil)}
+		c.kept = keptMark{at: now, latched: c.latched(nil), keyed: c.keyed()}
 		m.mu.Unlock()
 		restored++
 	}

@@ -208,7 +208,19 @@ func TestKeptWebRTCCallGoesOnWithoutANewHandshake(t *testing.T) {
 	})
 	before := mediaDict(t, do(t, m1, "query", ng.Dict{"call-id": "webrtc-kept"}), "browser").Dict("SRTP")
 
-	m1.keepAll(time.Now())
+	// A call snapshotted before its WebRTC leg had its keys is written
+	// again by the next tick, nothing else having changed.
+	m1.keepChanged(time.Now())
+	saves := k.saves
+	m1.mu.Lock()
+	m1.calls["webrtc-kept"].kept.keyed = 0
+	m1.mu.Unlock()
+	if m1.keepChanged(time.Now()); k.saves != saves+1 {
+		t.Fatalf("%d saves after the leg got its keys, want %d", k.saves, saves+1)
+	}
+	if m1.keepChanged(time.Now()); k.saves != saves+1 {
+		t.Fatal("saved again with nothing new")
+	}
 	kept := k.all()
 	if len(kept) != 1 {
 		t.Fatalf("kept %d calls", len(kept))
