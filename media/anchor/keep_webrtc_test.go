@@ -309,3 +309,68 @@ func TestKeptWebRTCCallGoesOnWithoutANewHandshake(t *testing.T) {
 		t.Fatalf("pion is %s", st)
 	}
 }
+
+// A WebRTC leg kept before its handshake (a phone's call offered to a
+// browser, the anchor restarting while it rings) is restored as a new
+// leg with the credentials and certificate its offer named: the
+// browser's answer, taken by the new anchor, leads to ICE, the handshake
+// and media as without the restart.
+func TestKeptWebRTCLegBeforeItsHandshake(t *testing.T) {
+	k := &memKeeper{calls: map[string]anchorstate.Call{}}
+	manager := func() (*Manager, *ports.Allocator) {
+		alloc, err := ports.New(loopback, 46200, 46299)
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(alloc.Close)
+		m := New(Config{Advertise: []netip.Addr{loopback}, Ports: alloc, Log: slog.New(slog.NewTextHandler(io.Discard, nil)), Keep: k, KeepEvery: time.Hour})
+		t.Cleanup(m.Close)
+		return m, alloc
+	}
+	m1, alloc1 := manager()
+	phone := newUDPPhone(t)
+	fromBrowser := plainPhone(phone)
+	opusOnly := strings.NewReplacer(" RTP/AVP 111 101", " RTP/AVP 111", "a=rtpmap:101 telephone-event/48000\r\n", "").Replace(phoneSDP(phone.addr()))
+	res := do(t, m1, "offer", ng.Dict{"call-id": "ringing", "from-tag": "phone", "sdp": opusOnly, "ICE": "force", "transport-protocol": "UDP/TLS/RTP/SAVPF"})
+	if res.Str("result") != "ok" {
+		t.Fatalf("offer: %v", res)
+	}
+	// pion answers only the sections of a BUNDLE group (browsers take
+	// the anchor's offer without one): the one section bundles alone.
+	toBrowser := strings.Replace(res.Str("sdp"), "t=0 0\r\n", "t=0 0\r\na=group:BUNDLE 0\r\n", 1)
+	kept := k.all()
+	if len(kept) != 1 {
+		t.Fatalf("kept %d calls", len(kept))
+	}
+	m1.Close()
+	alloc1.Close()
+
+	m2, _ := manager()
+	if n, dropped := m2.Restore(kept); n != 1 || len(dropped) != 0 {
+		t.Fatalf("restored %d, dropped %v", n, dropped)
+	}
+	b := newPionBrowser(t)
+	if err := b.pc.SetRemoteDescription(pion.SessionDescription{Type: pion.SDPTypeOffer, SDP: toBrowser}); err != nil {
+		t.Fatalf("pion refused the offer: %v", err)
+	}
+	answer, err := b.pc.CreateAnswer(nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	gathered := pion.GatheringCompletePromise(b.pc)
+	if err := b.pc.SetLocalDescription(answer); err != nil {
+		t.Fatal(err)
+	}
+	<-gathered
+	res = do(t, m2, "answer", ng.Dict{"call-id": "ringing", "from-tag": "phone", "to-tag": "browser", "sdp": b.pc.LocalDescription().SDP, "ICE": "remove"})
+	if res.Str("result") != "ok" {
+		t.Fatalf("answer: %v", res)
+	}
+	toPhoneLeg := netip.AddrPortFrom(loopback, uint16(checkToPhone(t, res.Str("sdp"), "RTP/AVP").Port))
+	select {
+	case <-b.connected:
+	case <-time.After(15 * time.Second):
+		t.Fatalf("pion never connected to the restored leg (ICE %s)", b.pc.ICEConnectionState())
+	}
+	talk(t, "after the restore", b, phone, fromBrowser, toPhoneLeg, 1)
+}
