@@ -25,7 +25,8 @@ import (
 // packet path; a delete or a media timeout removes it. At start Restore
 // binds the kept calls' ports again.
 //
-// A WebRTC leg is kept too (keepWebRTC): once its DTLS-SRTP handshake has
+// A WebRTC leg is kept too (legWebRTC.snapshot, restoreWebRTC): once its
+// DTLS-SRTP handshake has
 // finished, its media needs only the keys both ends derived, not the
 // association, so the snapshot has the exported SRTP keys and profile,
 // the anchor's ICE credentials and the browser's ufrag, the ICE agent's
@@ -42,6 +43,10 @@ import (
 // selected path at once). A handshake caught half way (the browser past
 // its ClientHello) does not complete then, and the leg's media is
 // dropped as for any failed handshake; the window is a few round trips.
+// A Manager with a Keeper that closes (a SIGTERM) leaves its WebRTC legs'
+// associations to the next process: no close_notify, which would end the
+// browser's (webrtc.Leg.Abandon). The certificate's private key is kept
+// beside the SRTP keys, as secret as they are (anchorstate.WebRTC).
 
 // Keeper keeps calls (media/anchorstate's Keeper).
 type Keeper interface {

@@ -52,7 +52,7 @@ func Classify(first byte) Kind {
 type Config struct {
 	// ICE is the anchor's credentials for this leg, as its SDP gives them.
 	ICE icelite.Credentials
-	// Certificate is the anchor's DTLS certificate (one per process).
+	// Certificate is the anchor's DTLS certificate for the leg.
 	Certificate *dtlssrtp.Certificate
 	// Send writes one datagram from the leg's port to. It must not keep b.
 	Send func(b []byte, to netip.AddrPort) error
