@@ -20,30 +20,29 @@ import (
 
 // Keeping calls across a restart (sori-anchor -redis): the Manager hands
 // its Keeper a snapshot of a call after each offer and answer, when a
-// stream latches a new address or a WebRTC leg's handshake ends (within
-// a second: RunKeep), and every KeepEvery, never from the
-// packet path; a delete or a media timeout removes it. At start Restore
-// binds the kept calls' ports again.
+// stream latches a new address or a WebRTC leg's handshake ends (within a
+// second: RunKeep), and every KeepEvery, never from the packet path; a
+// delete or a media timeout removes it. At start Restore binds the kept
+// calls' ports again.
 //
 // A WebRTC leg is kept too (legWebRTC.snapshot, restoreWebRTC): once its
-// DTLS-SRTP handshake has
-// finished, its media needs only the keys both ends derived, not the
-// association, so the snapshot has the exported SRTP keys and profile,
-// the anchor's ICE credentials and the browser's ufrag, the ICE agent's
-// validated and nominated addresses and last consent check, and the
-// leg's certificate with its private key and DTLS role. The restored leg
-// answers the browser's consent checks with the same credentials, relays
-// its SRTP with the same keys (rollover counters kept as for SDES, in
-// relay.State), offers the same fingerprint and a=setup again, and
-// answers a new handshake the browser may start with the same
-// certificate. A leg whose handshake had not finished is restored as a
-// new WebRTC leg with the same credentials, certificate and peer: its
+// DTLS-SRTP handshake has finished, its media needs only the keys both
+// ends derived, not the association, so the snapshot has the exported SRTP
+// keys and profile, the anchor's ICE credentials and the browser's ufrag,
+// the ICE agent's validated and nominated addresses and last consent
+// check, and the leg's certificate with its private key and DTLS role. The
+// restored leg answers the browser's consent checks with the same
+// credentials, relays its SRTP with the same keys (rollover counters kept
+// as for SDES, in relay.State), offers the same fingerprint and a=setup
+// again, and answers a new handshake the browser may start with the same
+// certificate. A leg whose handshake had not finished is restored as a new
+// WebRTC leg with the same credentials, certificate and peer: its
 // handshake starts again (the browser retransmits its ClientHello to an
 // anchor that is the server; as client the anchor sends its own to the
 // selected path at once). A handshake caught half way (the browser past
-// its ClientHello) does not complete then, and the leg's media is
-// dropped as for any failed handshake; the window is a few round trips.
-// A Manager with a Keeper that closes (a SIGTERM) leaves its WebRTC legs'
+// its ClientHello) does not complete then, and the leg's media is dropped
+// as for any failed handshake; the window is a few round trips. A Manager
+// with a Keeper that closes (a SIGTERM) leaves its WebRTC legs'
 // associations to the next process: no close_notify, which would end the
 // browser's (webrtc.Leg.Abandon). The certificate's private key is kept
 // beside the SRTP keys, as secret as they are (anchorstate.WebRTC).
