@@ -211,13 +211,18 @@ func (m *Manager) takeControl(callID string, from netip.AddrPort) {
 	}
 }
 
-// Close releases every call's ports.
+// Close releases every call's ports. With a Keeper the calls stay kept
+// for the next process, and their WebRTC legs' DTLS associations are left
+// to it: the browsers are not told they end (keep.go).
 func (m *Manager) Close() {
 	m.mu.Lock()
 	calls := m.calls
 	m.calls = map[string]*call{}
 	m.mu.Unlock()
 	for _, c := range calls {
+		if m.cfg.Keep != nil {
+			abandonWebRTC(c)
+		}
 		m.release(c)
 	}
 	m.cancel()

@@ -9,17 +9,43 @@ import (
 	"time"
 
 	"github.com/sori-voice/sori/media/anchorstate"
+	"github.com/sori-voice/sori/media/dtlssrtp"
+	"github.com/sori-voice/sori/media/icelite"
 	"github.com/sori-voice/sori/media/jitter"
 	"github.com/sori-voice/sori/media/relay"
 	"github.com/sori-voice/sori/media/sdes"
+	"github.com/sori-voice/sori/media/sdp"
+	"github.com/sori-voice/sori/media/webrtc"
 )
 
 // Keeping calls across a restart (sori-anchor -redis): the Manager hands
 // its Keeper a snapshot of a call after each offer and answer, when a
-// stream latches a new address, and every KeepEvery, never from the
-// packet path; a delete or a media timeout removes it. At start Restore
-// binds the kept calls' ports again. Calls with a WebRTC leg are not kept:
-// their DTLS association cannot be taken over by a new process.
+// stream latches a new address or a WebRTC leg's handshake ends (within a
+// second: RunKeep), and every KeepEvery, never from the packet path; a
+// delete or a media timeout removes it. At start Restore binds the kept
+// calls' ports again.
+//
+// A WebRTC leg is kept too (legWebRTC.snapshot, restoreWebRTC): once its
+// DTLS-SRTP handshake has finished, its media needs only the keys both
+// ends derived, not the association, so the snapshot has the exported SRTP
+// keys and profile, the anchor's ICE credentials and the browser's ufrag,
+// the ICE agent's validated and nominated addresses and last consent
+// check, and the leg's certificate with its private key and DTLS role. The
+// restored leg answers the browser's consent checks with the same
+// credentials, relays its SRTP with the same keys (rollover counters kept
+// as for SDES, in relay.State), offers the same fingerprint and a=setup
+// again, and answers a new handshake the browser may start with the same
+// certificate. A leg whose handshake had not finished is restored as a new
+// WebRTC leg with the same credentials, certificate and peer: its
+// handshake starts again (the browser retransmits its ClientHello to an
+// anchor that is the server; as client the anchor sends its own to the
+// selected path at once). A handshake caught half way (the browser past
+// its ClientHello) does not complete then, and the leg's media is dropped
+// as for any failed handshake; the window is a few round trips. A Manager
+// with a Keeper that closes (a SIGTERM) leaves its WebRTC legs'
+// associations to the next process: no close_notify, which would end the
+// browser's (webrtc.Leg.Abandon). The certificate's private key is kept
+// beside the SRTP keys, as secret as they are (anchorstate.WebRTC).
 
 // Keeper keeps calls (media/anchorstate's Keeper).
 type Keeper interface {
@@ -32,6 +58,7 @@ type Keeper interface {
 type keptMark struct {
 	at      time.Time
 	latched []netip.AddrPort // RTP and RTCP, per stream in order
+	keyed   int              // WebRTC legs keyed by their handshake
 }
 
 // keep saves c's snapshot (m.mu held).
@@ -39,15 +66,13 @@ func (m *Manager) keep(c *call, now time.Time) {
 	if m.cfg.Keep == nil {
 		return
 	}
-	snap, ok := c.snapshot()
-	if !ok {
-		if !c.kept.at.IsZero() {
-			m.cfg.Keep.Delete(c.id) // became WebRTC: not kept any more
-		}
-		c.kept = keptMark{}
+	keyed := c.keyed() // before the snapshot: a leg keyed meanwhile is saved again
+	snap, err := c.snapshot()
+	if err != nil {
+		m.cfg.Log.Warn("call not kept", "call-id", c.id, "error", err) // the last snapshot stays
 		return
 	}
-	c.kept = keptMark{at: now, latched: c.latched(c.kept.latched[:0])}
+	c.kept = keptMark{at: now, latched: c.latched(c.kept.latched[:0]), keyed: keyed}
 	m.cfg.Keep.Save(snap)
 }
 
@@ -70,9 +95,24 @@ func (c *call) latched(dst []netip.AddrPort) []netip.AddrPort {
 	return dst
 }
 
+// keyed counts c's WebRTC legs whose handshake has keyed them: a leg
+// kept before its keys would, restored, wait for a handshake its browser,
+// whose association is up, never starts again.
+func (c *call) keyed() int {
+	n := 0
+	for _, l := range c.legs {
+		for _, md := range l.medias {
+			if md.rtc != nil && md.rtc.profile.Load() != 0 {
+				n++
+			}
+		}
+	}
+	return n
+}
+
 // RunKeep saves, each second, the calls whose streams latched a new
-// address, and every KeepEvery all of them (their statistics, and their
-// keys' TTL), until ctx ends.
+// address or whose WebRTC legs' handshake ended, and every KeepEvery all
+// of them (their statistics, and their keys' TTL), until ctx ends.
 func (m *Manager) RunKeep(ctx context.Context) {
 	if m.cfg.Keep == nil {
 		return
@@ -99,11 +139,12 @@ func (m *Manager) RunKeep(ctx context.Context) {
 	}
 }
 
-// keepChanged saves the calls whose streams latched a new address.
+// keepChanged saves the calls whose streams latched a new address or
+// whose WebRTC legs got their keys.
 func (m *Manager) keepChanged(now time.Time) {
 	m.eachHeld(func(c *call) {
 		m.scratch = c.latched(m.scratch[:0])
-		if !slices.Equal(m.scratch, c.kept.latched) {
+		if !slices.Equal(m.scratch, c.kept.latched) || c.keyed() != c.kept.keyed {
 			m.keep(c, now)
 		}
 	})
@@ -134,8 +175,8 @@ func (m *Manager) eachHeld(f func(c *call)) {
 	}
 }
 
-// snapshot is c as kept; false for a call with a WebRTC leg.
-func (c *call) snapshot() (anchorstate.Call, bool) {
+// snapshot is c as kept.
+func (c *call) snapshot() (anchorstate.Call, error) {
 	s := anchorstate.Call{ID: c.id, Created: c.created, LastSignal: c.lastSignal, Answered: c.answered, Control: c.control}
 	for _, l := range c.legs {
 		kl := anchorstate.Leg{Tag: l.tag, Label: l.label, Created: l.created, Peer: -1, Branch: l.branch}
@@ -148,9 +189,6 @@ func (c *call) snapshot() (anchorstate.Call, bool) {
 			}
 		}
 		for _, md := range l.medias {
-			if md.rtc != nil {
-				return anchorstate.Call{}, false
-			}
 			o := md.stream.Options()
 			km := anchorstate.Media{Index: md.index, Type: md.typ, Proto: md.proto, Mux: md.mux, Port: md.stream.Port(),
 				StrictSource: o.StrictSource, Handover: o.Handover, OpusPT: o.OpusPT, Stream: md.stream.State()}
@@ -164,11 +202,82 @@ func (c *call) snapshot() (anchorstate.Call, bool) {
 				}
 				km.SDES = ks
 			}
+			if md.rtc != nil {
+				kw, err := md.rtc.snapshot()
+				if err != nil {
+					return anchorstate.Call{}, err
+				}
+				km.WebRTC = kw
+			}
 			kl.Medias = append(kl.Medias, km)
 		}
 		s.Legs = append(s.Legs, kl)
 	}
-	return s, true
+	return s, nil
+}
+
+// snapshot is a WebRTC leg as kept (m.mu held).
+func (rtc *legWebRTC) snapshot() (*anchorstate.WebRTC, error) {
+	if rtc.pem == nil {
+		cert, key, err := rtc.cert.PEM()
+		if err != nil {
+			return nil, err
+		}
+		rtc.pem = &[2]string{string(cert), string(key)}
+	}
+	st := rtc.leg.State()
+	p := rtc.peer
+	k := &anchorstate.WebRTC{Ufrag: rtc.creds.Ufrag, Pwd: rtc.creds.Pwd, Cert: rtc.pem[0], Key: rtc.pem[1], Setup: rtc.setup, Role: rtc.role,
+		Peer: anchorstate.WebRTCPeer{Ufrag: p.Ufrag, Pwd: p.Pwd, FingerprintHash: p.Fingerprint.Hash, Fingerprint: p.Fingerprint.Value,
+			Setup: p.Setup, Lite: p.Lite, Mux: p.Mux, Mid: p.Mid},
+		ICE: st.ICE}
+	if ks := st.Keys; ks != nil && rtc.profile.Load() != 0 { // finished, and the stream keyed with them
+		k.SRTP = &anchorstate.DTLSKeys{Profile: uint16(ks.Profile), LocalKey: ks.LocalKey, LocalSalt: ks.LocalSalt, RemoteKey: ks.RemoteKey, RemoteSalt: ks.RemoteSalt}
+	}
+	return k, nil
+}
+
+// restoreWebRTC makes md the WebRTC leg k kept, on its stream (before
+// the stream's Restore: its rollover counters need the keys).
+func (m *Manager) restoreWebRTC(md *media, k *anchorstate.WebRTC) error {
+	cert, err := dtlssrtp.ParseCertificatePEM([]byte(k.Cert), []byte(k.Key))
+	if err != nil {
+		return err
+	}
+	peer := sdp.WebRTC{Ufrag: k.Peer.Ufrag, Pwd: k.Peer.Pwd, Fingerprint: sdp.Fingerprint{Hash: k.Peer.FingerprintHash, Value: k.Peer.Fingerprint},
+		Setup: k.Peer.Setup, Lite: k.Peer.Lite, Mux: k.Peer.Mux, Mid: k.Peer.Mid}
+	st := webrtc.State{ICE: k.ICE}
+	switch k.Role {
+	case "":
+	case "server", "client":
+		r := dtlssrtp.Server
+		if k.Role == "client" {
+			r = dtlssrtp.Client
+		}
+		// The ufrag the agent checks against: the browser's latest.
+		st.Peer = &webrtc.Peer{Ufrag: k.ICE.RemoteUfrag, Fingerprint: dtlssrtp.Fingerprint(peer.Fingerprint), Role: r}
+	default:
+		return fmt.Errorf("WebRTC leg with DTLS role %q", k.Role)
+	}
+	if ks := k.SRTP; ks != nil {
+		p := dtlssrtp.Profile(ks.Profile)
+		if len(ks.LocalKey) != p.KeyLen() || len(ks.RemoteKey) != p.KeyLen() || len(ks.LocalSalt) != p.SaltLen() || len(ks.RemoteSalt) != p.SaltLen() {
+			return fmt.Errorf("WebRTC leg: DTLS-SRTP keys do not fit %s", p)
+		}
+		if st.Peer == nil {
+			return errors.New("WebRTC leg keyed without a DTLS role")
+		}
+		st.Keys = &dtlssrtp.Keys{Profile: p, LocalKey: ks.LocalKey, LocalSalt: ks.LocalSalt, RemoteKey: ks.RemoteKey, RemoteSalt: ks.RemoteSalt}
+	}
+	if err := m.newWebRTC(md, cert, icelite.Credentials{Ufrag: k.Ufrag, Pwd: k.Pwd}, &st); err != nil {
+		return fmt.Errorf("WebRTC leg: %w", err)
+	}
+	md.rtc.peer, md.rtc.setup, md.rtc.role = peer, k.Setup, k.Role
+	md.rtc.pem = &[2]string{k.Cert, k.Key}
+	if st.Keys == nil && st.Peer != nil {
+		md.rtc.log.Info("WebRTC leg restored before its DTLS handshake had finished: the handshake starts again", "role", k.Role)
+	}
+	return nil
 }
 
 var errKept = errors.New("call held already")
@@ -200,7 +309,7 @@ func (m *Manager) Restore(kept []anchorstate.Call) (restored int, dropped map[st
 		}
 		m.mu.Lock()
 		m.calls[c.id] = c
-		c.kept = keptMark{at: now, latched: c.latched(nil)}
+		c.kept = keptMark{at: now, latched: c.latched(nil), keyed: c.keyed()}
 		m.mu.Unlock()
 		restored++
 	}
@@ -235,7 +344,11 @@ func (m *Manager) rebuild(k anchorstate.Call) (*call, error) {
 			}
 			md := &media{owner: l, index: km.Index, typ: km.Type, proto: km.Proto, mux: km.Mux, stream: s}
 			l.medias = append(l.medias, md)
-			if km.SDES != nil {
+			if km.WebRTC != nil {
+				if err := m.restoreWebRTC(md, km.WebRTC); err != nil {
+					return fail(err)
+				}
+			} else if km.SDES != nil {
 				if md.sdes, err = restoreSDES(km.SDES); err != nil {
 					return fail(err)
 				}

@@ -256,18 +256,3 @@ func TestKeptSRTPCallKeepsItsKeys(t *testing.T) {
 		t.Fatalf("B's leg after the restore: %v", md)
 	}
 }
-
-// A call with a WebRTC leg is not kept: its DTLS association would not
-// survive the anchor's restart.
-func TestWebRTCCallIsNotKept(t *testing.T) {
-	k := &memKeeper{calls: map[string]anchorstate.Call{}}
-	m, _ := keepingManager(t, 45800, k)
-	if res := do(t, m, "offer", ng.Dict{"call-id": "browser", "from-tag": "b", "sdp": browserSDP(t), "ICE": "remove", "transport-protocol": "RTP/AVP"}); res.Str("result") != "ok" {
-		t.Fatalf("offer: %v", res)
-	}
-	do(t, m, "offer", ng.Dict{"call-id": "plain", "from-tag": "a", "sdp": phoneSDP(netip.MustParseAddrPort("127.0.0.1:4000"))})
-	m.keepAll(time.Now())
-	if _, ok := k.calls["browser"]; ok || len(k.calls) != 1 {
-		t.Fatalf("kept %v", k.calls)
-	}
-}

@@ -56,6 +56,7 @@ type legWebRTC struct {
 	setup string                // the anchor's a=setup in its latest SDP to the leg; "" none yet
 	role  string                // the anchor's DTLS role once the leg's peer is set: server, client
 	peer  sdp.WebRTC            // what the leg's own SDP said (offer or answer)
+	pem   *[2]string            // cert and its key as PEM, once a snapshot needed them (keep.go)
 
 	profile atomic.Uint32          // the SRTP profile once the handshake ended; 0 before
 	failure atomic.Pointer[string] // why the handshake failed
@@ -171,18 +172,21 @@ func (m *Manager) startWebRTC(md *media) error {
 	if err != nil {
 		return err
 	}
+	return m.newWebRTC(md, cert, creds, nil)
+}
+
+// newWebRTC makes md a WebRTC leg with cert and creds: a new one, or with
+// kept the one a previous process had (keep.go), keyed with its keys when
+// its handshake had finished.
+func (m *Manager) newWebRTC(md *media, cert *dtlssrtp.Certificate, creds icelite.Credentials, kept *webrtc.State) error {
 	s := md.stream
 	log := m.cfg.Log.With("port", s.Port())
 	rtc := &legWebRTC{creds: creds, cert: cert, fp: sdp.Fingerprint(cert.Fingerprint()), log: log}
-	leg, err := webrtc.New(m.ctx, webrtc.Config{
+	cfg := webrtc.Config{
 		ICE: creds, Certificate: cert, Send: s.SendOther, Logger: log, ConsentTimeout: m.cfg.ConsentTimeout,
 		Keys: func(k dtlssrtp.Keys, err error) {
 			if err == nil {
-				p := srtp.ProtectionProfile(k.Profile)
-				err = s.SetCrypto(&relay.Crypto{
-					In:  &relay.Keys{Profile: p, Key: k.RemoteKey, Salt: k.RemoteSalt, ID: "dtls"},
-					Out: &relay.Keys{Profile: p, Key: k.LocalKey, Salt: k.LocalSalt, ID: "dtls"},
-				})
+				err = s.SetCrypto(dtlsCrypto(k))
 			}
 			if err != nil {
 				why := err.Error()
@@ -193,15 +197,28 @@ func (m *Manager) startWebRTC(md *media) error {
 			rtc.profile.Store(uint32(k.Profile))
 			log.Debug("WebRTC leg keyed", "profile", k.Profile, "unkeyed_drops", s.Unkeyed())
 		},
-	})
+	}
+	var leg *webrtc.Leg
+	var err error
+	if kept != nil {
+		leg, err = webrtc.Restore(m.ctx, cfg, *kept)
+	} else {
+		leg, err = webrtc.New(m.ctx, cfg)
+	}
 	if err != nil {
 		return err
 	}
 	// Keys pending before anything else: from now on what is relayed to
 	// the leg is held back (dropped and counted, as rtpengine does) until
 	// the handshake's keys, never sent in clear (relay.Stream.Unkeyed).
-	// A leg that was SDES keeps none of its keys: only DTLS's key it.
-	if err := s.SetCrypto(&relay.Crypto{}); err != nil {
+	// A leg that was SDES keeps none of its keys: only DTLS's key it. A
+	// restored leg whose handshake had finished has its keys at once.
+	crypto := &relay.Crypto{}
+	if kept != nil && kept.Keys != nil {
+		crypto = dtlsCrypto(*kept.Keys)
+		rtc.profile.Store(uint32(kept.Keys.Profile))
+	}
+	if err := s.SetCrypto(crypto); err != nil {
 		_ = leg.Close()
 		return err
 	}
@@ -223,6 +240,15 @@ func (m *Manager) startWebRTC(md *media) error {
 		rtc.applyConsent(s, time.Now()) // a check gives consent back at once
 	})
 	return nil
+}
+
+// dtlsCrypto is a stream's SRTP keyed by DTLS-SRTP's k.
+func dtlsCrypto(k dtlssrtp.Keys) *relay.Crypto {
+	p := srtp.ProtectionProfile(k.Profile)
+	return &relay.Crypto{
+		In:  &relay.Keys{Profile: p, Key: k.RemoteKey, Salt: k.RemoteSalt, ID: "dtls"},
+		Out: &relay.Keys{Profile: p, Key: k.LocalKey, Salt: k.LocalSalt, ID: "dtls"},
+	}
 }
 
 // applyConsent stops or resumes what s sends the browser as its consent
@@ -303,6 +329,19 @@ func (m *Manager) stopWebRTC(md *media) {
 	}
 	md.rtc = nil
 	_ = md.stream.SetCrypto(nil) // the caller keys it again, or it is released
+}
+
+// abandonWebRTC ends c's WebRTC legs without a close_notify to their
+// browsers (webrtc.Leg.Abandon): a process that keeps its calls stops,
+// and the next one restores them.
+func abandonWebRTC(c *call) {
+	for _, l := range c.legs {
+		for _, md := range l.medias {
+			if md.rtc != nil {
+				_ = md.rtc.leg.Abandon()
+			}
+		}
+	}
 }
 
 // peerOf reads a WebRTC leg's own SDP section i.

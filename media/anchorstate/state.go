@@ -2,7 +2,8 @@
 // --redis does, so that an anchor that restarts binds the same ports again
 // and the media goes on: per call its legs and tags, per media section the
 // anchor's port, the phone's addresses (SDP and latched), its SDES keys
-// and the statistics so far.
+// or, for a WebRTC leg, its ICE and DTLS-SRTP state (WebRTC), and the
+// statistics so far.
 //
 // The anchor (media/anchor) hands a Keeper snapshots of a call when its
 // signalling or latching changes and every few seconds, never per packet;
@@ -21,6 +22,7 @@ import (
 	"net/netip"
 	"time"
 
+	"github.com/sori-voice/sori/media/icelite"
 	"github.com/sori-voice/sori/media/relay"
 	"github.com/sori-voice/sori/media/sdes"
 )
@@ -60,6 +62,7 @@ type Media struct {
 	OpusPT       int         `json:"opus_pt"`
 	Stream       relay.State `json:"stream"`
 	SDES         *SDES       `json:"sdes,omitempty"`
+	WebRTC       *WebRTC     `json:"webrtc,omitempty"`
 }
 
 // SDES is an SRTP leg's keying, the a=crypto values as SDP writes them.
@@ -69,6 +72,55 @@ type SDES struct {
 	Flags   sdes.Flags `json:"flags"`
 	In      string     `json:"in,omitempty"`  // negotiated: the phone's key
 	Out     string     `json:"out,omitempty"` // the anchor's
+}
+
+// WebRTC is a WebRTC leg's (UDP/TLS/RTP/SAVP(F)) transport: the anchor's
+// ICE credentials and DTLS certificate for the leg, what the browser's SDP
+// said, the ICE agent's state (the addresses the browser's checks
+// validated, the nominated one) and, once the DTLS-SRTP handshake has
+// finished, the SRTP keys it exported. A restarted anchor answers the
+// browser's checks with the same credentials, sends the media to the same
+// path and relays its SRTP with the same keys, without a new handshake;
+// its re-offers keep the fingerprint and a=setup.
+//
+// Key and SRTP are secrets, as SDES's keys are: with SRTP the leg's media
+// can be decrypted, and with Key the anchor's side of the leg impersonated
+// to the browser for the rest of the certificate's life. Whoever can read
+// the anchor's Redis keys can read its calls' media.
+type WebRTC struct {
+	Ufrag string        `json:"ufrag"` // the anchor's a=ice-ufrag and a=ice-pwd for the leg
+	Pwd   string        `json:"pwd"`
+	Cert  string        `json:"cert"`            // the leg's DTLS certificate, PEM
+	Key   string        `json:"key"`             // its private key, PEM (PKCS #8): secret
+	Setup string        `json:"setup,omitempty"` // the anchor's a=setup in its latest SDP to the leg
+	Role  string        `json:"role,omitempty"`  // the anchor's DTLS role, server or client; "" before the leg's peer was set
+	Peer  WebRTCPeer    `json:"peer,omitzero"`
+	ICE   icelite.State `json:"ice"`
+	SRTP  *DTLSKeys     `json:"srtp,omitempty"` // nil: the handshake had not finished
+}
+
+// WebRTCPeer is what the browser's own SDP (offer or answer) said.
+type WebRTCPeer struct {
+	Ufrag           string `json:"ufrag,omitempty"`
+	Pwd             string `json:"pwd,omitempty"`
+	FingerprintHash string `json:"fingerprint_hash,omitempty"`
+	Fingerprint     string `json:"fingerprint,omitempty"`
+	Setup           string `json:"setup,omitempty"`
+	Lite            bool   `json:"lite,omitempty"`
+	Mux             bool   `json:"mux,omitempty"`
+	Mid             string `json:"mid,omitempty"`
+}
+
+// DTLSKeys are the SRTP master keys and salts a DTLS-SRTP handshake
+// exported (RFC 5764 §4.2) and its protection profile (IANA number):
+// Local protects what the anchor sends, Remote what the browser sends.
+// Secret.
+type DTLSKeys struct {
+	Profile    uint16 `json:"profile"`
+	LocalKey   []byte `json:"local_key"`
+	LocalSalt  []byte `json:"local_salt"`
+	RemoteKey  []byte `json:"remote_key"`
+	RemoteSalt []byte `json:"remote_salt"`
 }
 
 // Encode is the call as stored.

@@ -1,12 +1,14 @@
 package anchorstate
 
 import (
+	"bytes"
 	"net/netip"
 	"reflect"
 	"strings"
 	"testing"
 	"time"
 
+	"github.com/sori-voice/sori/media/icelite"
 	"github.com/sori-voice/sori/media/relay"
 	"github.com/sori-voice/sori/media/rtpstats"
 	"github.com/sori-voice/sori/media/sdes"
@@ -91,5 +93,40 @@ func TestKeysOfOneCallShareItsHashTag(t *testing.T) {
 	}
 	if _, err := NewStore(nil, Options{TTL: time.Minute}); err == nil {
 		t.Fatal("a store with no anchor id")
+	}
+}
+
+// A WebRTC leg keeps its ICE credentials and state, its DTLS certificate,
+// key and role, what the browser's SDP said and the exported SRTP keys.
+func TestEncodingKeepsAWebRTCLeg(t *testing.T) {
+	c := sample("webrtc@host")
+	now := time.Now().Round(0).UTC()
+	c.Legs[1].Medias[0].Proto = "UDP/TLS/RTP/SAVPF"
+	c.Legs[1].Medias[0].WebRTC = &WebRTC{
+		Ufrag: "aB3+/xyz", Pwd: "0123456789abcdefghijklmn", Setup: "passive", Role: "server",
+		Cert: "-----BEGIN CERTIFICATE-----\nMIIB...\n-----END CERTIFICATE-----\n",
+		Key:  "-----BEGIN PRIVATE KEY-----\nMIGH...\n-----END PRIVATE KEY-----\n",
+		Peer: WebRTCPeer{Ufrag: "Gw3R", Pwd: "browserpasswordbrowserpass", FingerprintHash: "sha-256", Fingerprint: "AB:CD:EF", Setup: "actpass", Mux: true, Mid: "0"},
+		ICE: icelite.State{RemoteUfrag: "Gw3R", Valid: []netip.AddrPort{netip.MustParseAddrPort("192.0.2.9:50000"), netip.MustParseAddrPort("[2001:db8::9]:50001")},
+			Nominated: netip.MustParseAddrPort("192.0.2.9:50000"), Consent: now},
+		SRTP: &DTLSKeys{Profile: 7, LocalKey: bytes.Repeat([]byte{1}, 16), LocalSalt: bytes.Repeat([]byte{2}, 12),
+			RemoteKey: bytes.Repeat([]byte{3}, 16), RemoteSalt: bytes.Repeat([]byte{4}, 12)},
+	}
+	b, err := Encode(c)
+	if err != nil {
+		t.Fatal(err)
+	}
+	got, err := Decode(b)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !reflect.DeepEqual(got, c) {
+		t.Fatalf("decoded\n%+v\nwant\n%+v\nfrom %s", got.Legs[1].Medias[0].WebRTC, c.Legs[1].Medias[0].WebRTC, b)
+	}
+	// A leg whose handshake had not finished has no keys, and a leg not
+	// WebRTC no WebRTC at all.
+	c.Legs[1].Medias[0].WebRTC.SRTP = nil
+	if b, _ = Encode(c); strings.Contains(string(b), `"srtp"`) || strings.Count(string(b), `"webrtc"`) != 1 {
+		t.Fatalf("encoded %s", b)
 	}
 }

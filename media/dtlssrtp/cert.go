@@ -13,6 +13,7 @@ import (
 	"crypto/x509"
 	"crypto/x509/pkix"
 	"encoding/hex"
+	"encoding/pem"
 	"errors"
 	"fmt"
 	"hash"
@@ -149,4 +150,36 @@ func verify(want Fingerprint, rawCerts [][]byte) error {
 		return fmt.Errorf("%w: %s, SDP has %s", errFingerprint, got, want)
 	}
 	return nil
+}
+
+// PEM is the certificate and its private key PEM-encoded ("CERTIFICATE",
+// and "PRIVATE KEY" as PKCS #8), for an anchor that keeps its WebRTC legs
+// across a restart (media/anchorstate): the key is the leg's DTLS
+// identity, as secret as the SRTP keys it protects.
+func (c *Certificate) PEM() (cert, key []byte, err error) {
+	der, err := x509.MarshalPKCS8PrivateKey(c.tls.PrivateKey)
+	if err != nil {
+		return nil, nil, fmt.Errorf("dtlssrtp: certificate key: %w", err)
+	}
+	cert = pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: c.tls.Certificate[0]})
+	return cert, pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: der}), nil
+}
+
+// ParseCertificatePEM reads what PEM wrote: the same certificate, so the
+// same fingerprint. Its Issued is an hour after its NotBefore, as
+// NewCertificateAt made it.
+func ParseCertificatePEM(cert, key []byte) (*Certificate, error) {
+	tc, err := tls.X509KeyPair(cert, key)
+	if err != nil {
+		return nil, fmt.Errorf("dtlssrtp: certificate: %w", err)
+	}
+	x, err := x509.ParseCertificate(tc.Certificate[0])
+	if err != nil {
+		return nil, fmt.Errorf("dtlssrtp: certificate: %w", err)
+	}
+	fp, err := FingerprintOf("sha-256", tc.Certificate[0])
+	if err != nil {
+		return nil, err
+	}
+	return &Certificate{tls: tc, fingerprint: fp, issued: x.NotBefore.Add(time.Hour), notAfter: x.NotAfter}, nil
 }

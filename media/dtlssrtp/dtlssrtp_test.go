@@ -7,6 +7,7 @@ import (
 	"crypto/elliptic"
 	"crypto/x509"
 	"errors"
+	"strings"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -229,5 +230,56 @@ func TestCertificateAtCoversItsLifetime(t *testing.T) {
 	}
 	if _, err := NewCertificateAt(t0, 0); err == nil {
 		t.Fatal("a certificate with no lifetime made")
+	}
+}
+
+// A certificate read back from its PEM is the same identity: fingerprint,
+// validity, and a handshake its peer verifies against the old fingerprint.
+func TestCertificatePEMRoundTrip(t *testing.T) {
+	c, err := NewCertificateAt(time.Now(), time.Hour)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cert, key, err := c.PEM()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(string(cert), "BEGIN CERTIFICATE") || !strings.Contains(string(key), "BEGIN PRIVATE KEY") {
+		t.Fatalf("PEM:\n%s%s", cert, key)
+	}
+	k, err := ParseCertificatePEM(cert, key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if k.Fingerprint() != c.Fingerprint() || !k.NotAfter().Equal(c.NotAfter()) || !k.Issued().Equal(c.Issued()) {
+		t.Fatalf("read back %v %v %v, was %v %v %v", k.Fingerprint(), k.Issued(), k.NotAfter(), c.Fingerprint(), c.Issued(), c.NotAfter())
+	}
+	if _, err := ParseCertificatePEM(cert, []byte("not a key")); err == nil {
+		t.Fatal("a certificate without its key read")
+	}
+	other := mustCert(t)
+	s, cl, ready := make(chan outcome, 1), make(chan outcome, 1), make(chan struct{})
+	var se, ce *Endpoint
+	se, err = Start(t.Context(), Config{Role: Server, Certificate: k, Remote: other.Fingerprint(),
+		Send: func(b []byte) error { <-ready; ce.Handle(b); return nil }, Done: func(ks Keys, err error) { s <- outcome{ks, err} }})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ce, err = Start(t.Context(), Config{Role: Client, Certificate: other, Remote: c.Fingerprint(),
+		Send: func(b []byte) error { <-ready; se.Handle(b); return nil }, Done: func(ks Keys, err error) { cl <- outcome{ks, err} }})
+	if err != nil {
+		t.Fatal(err)
+	}
+	close(ready)
+	t.Cleanup(func() { _ = ce.Close(); _ = se.Close() })
+	for _, ch := range []chan outcome{s, cl} {
+		select {
+		case o := <-ch:
+			if o.err != nil {
+				t.Fatal(o.err)
+			}
+		case <-time.After(20 * time.Second):
+			t.Fatal("no handshake")
+		}
 	}
 }

@@ -285,3 +285,38 @@ func (a *Agent) Consent(now time.Time, timeout time.Duration) Consent {
 	}
 	return Consent{Path: path, Last: a.consentAt, Fresh: now.Sub(a.consentAt) < timeout}
 }
+
+// State is what the agent learned from the peer's checks, for an anchor
+// that keeps its WebRTC legs across a restart (media/anchorstate): with
+// the same local credentials, an agent restored from it answers the
+// peer's next checks, takes media from the same addresses and sends it to
+// the same path as before.
+type State struct {
+	RemoteUfrag string           `json:"remote_ufrag,omitempty"`
+	Valid       []netip.AddrPort `json:"valid,omitempty"` // oldest first
+	Nominated   netip.AddrPort   `json:"nominated,omitzero"`
+	Consent     time.Time        `json:"consent,omitzero"` // the last valid check on the selected path
+}
+
+// State is the agent's state now.
+func (a *Agent) State() State {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	return State{RemoteUfrag: a.remoteUfrag, Valid: append([]netip.AddrPort(nil), a.valid...), Nominated: a.nominated, Consent: a.consentAt}
+}
+
+// Restore puts back what State returned (at most maxValid addresses, the
+// newest), before the agent handles a check.
+func (a *Agent) Restore(st State) {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	a.remoteUfrag = st.RemoteUfrag
+	a.valid = a.valid[:0]
+	for _, v := range st.Valid {
+		if v.IsValid() {
+			a.remember(v)
+		}
+	}
+	a.nominated = st.Nominated
+	a.consentAt = st.Consent
+}

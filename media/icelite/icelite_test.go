@@ -3,7 +3,9 @@ package icelite
 import (
 	"errors"
 	"net/netip"
+	"reflect"
 	"testing"
+	"time"
 
 	"github.com/pion/stun/v3"
 )
@@ -201,5 +203,44 @@ func TestCredentials(t *testing.T) {
 		if _, err := New(bad); err == nil {
 			t.Errorf("%+v accepted", bad)
 		}
+	}
+}
+
+// An agent restored from another's State takes the same addresses, sends
+// to the same path, checks the same remote ufrag and keeps its consent.
+func TestRestoredAgentGoesOn(t *testing.T) {
+	a, _ := New(local)
+	a.SetRemoteUfrag("brow")
+	one := netip.MustParseAddrPort("127.0.0.30:1000")
+	two := netip.MustParseAddrPort("127.0.0.31:2000")
+	at := time.Now()
+	for _, c := range []struct {
+		from     netip.AddrPort
+		nominate bool
+	}{{one, true}, {two, false}} {
+		s := []stun.Setter{stun.NewUsername("anch:brow"), controlling()}
+		if c.nominate {
+			s = append(s, stun.RawAttribute{Type: stun.AttrUseCandidate})
+		}
+		if _, err := a.HandleAt(check(t, append(s, stun.NewShortTermIntegrity(local.Pwd), stun.Fingerprint)...), c.from, at); err != nil {
+			t.Fatal(err)
+		}
+	}
+	st := a.State()
+	b, _ := New(local)
+	b.Restore(st)
+	if sel, ok := b.Selected(); !ok || sel != one || !b.Validated(two) || b.Validated(netip.MustParseAddrPort("127.0.0.32:1")) {
+		t.Fatalf("restored: selected %v, state %+v", sel, st)
+	}
+	if c := b.Consent(at.Add(time.Second), 0); !c.Fresh || !c.Last.Equal(at) || c.Path != one {
+		t.Fatalf("restored consent %+v", c)
+	}
+	// The remote ufrag is checked as before.
+	bad := check(t, stun.NewUsername("anch:other"), controlling(), stun.NewShortTermIntegrity(local.Pwd), stun.Fingerprint)
+	if _, err := b.Handle(bad, one); err == nil {
+		t.Fatal("a check naming another remote ufrag passed the restored agent")
+	}
+	if got := b.State(); !reflect.DeepEqual(got, st) {
+		t.Fatalf("state %+v, restored from %+v", got, st)
 	}
 }

@@ -14,6 +14,7 @@ import (
 	"log/slog"
 	"net/netip"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/sori-voice/sori/media/dtlssrtp"
@@ -51,12 +52,13 @@ func Classify(first byte) Kind {
 type Config struct {
 	// ICE is the anchor's credentials for this leg, as its SDP gives them.
 	ICE icelite.Credentials
-	// Certificate is the anchor's DTLS certificate (one per process).
+	// Certificate is the anchor's DTLS certificate for the leg.
 	Certificate *dtlssrtp.Certificate
 	// Send writes one datagram from the leg's port to. It must not keep b.
 	Send func(b []byte, to netip.AddrPort) error
-	// Keys is called once, from the DTLS goroutine, with the SRTP keys
-	// or why the handshake failed.
+	// Keys is called once per handshake (one, but for a restored leg
+	// whose peer starts another: Restore), from the DTLS goroutine, with
+	// the SRTP keys or why the handshake failed.
 	Keys func(dtlssrtp.Keys, error)
 	// Selected is called, from Handle, when the peer nominates a path:
 	// media goes there from then on. Nil: not reported.
@@ -76,9 +78,10 @@ type Peer struct {
 
 // Leg is the transport of one WebRTC leg.
 type Leg struct {
-	cfg Config
-	ice *icelite.Agent
-	ctx context.Context
+	cfg   Config
+	ice   *icelite.Agent
+	ctx   context.Context
+	quiet atomic.Bool // Abandon: nothing more is sent to the peer
 
 	mu        sync.Mutex
 	peer      *Peer              // nil until SetPeer
@@ -86,6 +89,9 @@ type Leg struct {
 	early     [][]byte           // DTLS datagrams that came before SetPeer
 	closed    bool
 	nominated netip.AddrPort // last reported through Config.Selected
+	// keys are the last finished handshake's, or a restored leg's (no
+	// dtls then: Restore); nil: none finished.
+	keys *dtlssrtp.Keys
 }
 
 // earlyMax bounds the DTLS datagrams kept until the peer's SDP arrives: a
@@ -153,8 +159,15 @@ func (l *Leg) startLocked() error {
 		Certificate: l.cfg.Certificate,
 		Remote:      l.peer.Fingerprint,
 		Send:        l.sendDTLS,
-		Done:        l.cfg.Keys,
-		Logger:      l.cfg.Logger,
+		Done: func(k dtlssrtp.Keys, err error) {
+			if err == nil {
+				l.mu.Lock()
+				l.keys = &k
+				l.mu.Unlock()
+			}
+			l.cfg.Keys(k, err)
+		},
+		Logger: l.cfg.Logger,
 	})
 	if err != nil {
 		return fmt.Errorf("webrtc: %w", err)
@@ -169,6 +182,9 @@ func (l *Leg) startLocked() error {
 
 // sendDTLS sends towards the path ICE selected.
 func (l *Leg) sendDTLS(b []byte) error {
+	if l.quiet.Load() {
+		return errAbandoned
+	}
 	to, ok := l.ice.Selected()
 	if !ok {
 		return errors.New("webrtc: no validated path to the peer yet")
@@ -195,6 +211,21 @@ func (l *Leg) Handle(pkt []byte, from netip.AddrPort) error {
 		case l.dtls != nil:
 			e := l.dtls
 			l.mu.Unlock()
+			e.Handle(pkt)
+		case l.keys != nil && !l.closed:
+			// Restored with its keys: the association is the previous
+			// process's. Only a new handshake the peer starts is taken.
+			if l.peer.Role != dtlssrtp.Server || !clientHello(pkt) {
+				l.mu.Unlock()
+				return errors.New("webrtc: DTLS record of the association a previous process had, dropped")
+			}
+			if err := l.startLocked(); err != nil {
+				l.mu.Unlock()
+				return err
+			}
+			e := l.dtls
+			l.mu.Unlock()
+			l.cfg.Logger.Info("WebRTC leg restored: the peer starts a new DTLS handshake, answered with the leg's certificate", "from", from)
 			e.Handle(pkt)
 		case len(l.early) < earlyMax && !l.closed:
 			l.early = append(l.early, append([]byte(nil), pkt...))
@@ -223,7 +254,7 @@ func (l *Leg) handleSTUN(pkt []byte, from netip.AddrPort) error {
 		l.nominated = from
 	}
 	var startErr error
-	if l.dtls == nil && l.peer != nil && !l.closed && l.peer.Role == dtlssrtp.Client {
+	if l.dtls == nil && l.keys == nil && l.peer != nil && !l.closed && l.peer.Role == dtlssrtp.Client {
 		startErr = l.startLocked()
 	}
 	l.mu.Unlock()
@@ -259,15 +290,97 @@ func (l *Leg) Consent(now time.Time) icelite.Consent {
 // address is not the peer's.
 func (l *Leg) Validated(addr netip.AddrPort) bool { return l.ice.Validated(addr) }
 
-// Close ends the DTLS association.
+var errAbandoned = errors.New("webrtc: leg abandoned to the next process")
+
+// Abandon is Close without ending the association on the peer's side: no
+// close_notify is sent, so the peer keeps its keys and its media, for a
+// process that stops while its successor restores the leg (Restore).
+func (l *Leg) Abandon() error {
+	l.quiet.Store(true)
+	err := l.Close()
+	if errors.Is(err, errAbandoned) {
+		err = nil
+	}
+	return err
+}
+
+// Close ends the DTLS association; a second Close does nothing.
 func (l *Leg) Close() error {
 	l.mu.Lock()
 	l.closed = true
 	e := l.dtls
-	l.early = nil
+	l.dtls, l.early = nil, nil
 	l.mu.Unlock()
 	if e != nil {
 		return e.Close()
 	}
 	return nil
+}
+
+// clientHello: pkt is a DTLS handshake record of epoch 0 that carries a
+// ClientHello (RFC 6347 §4.1, §4.2.2): the start of a new handshake.
+func clientHello(pkt []byte) bool {
+	return len(pkt) > 13 && pkt[0] == 22 && pkt[3] == 0 && pkt[4] == 0 && pkt[13] == 1
+}
+
+// State is what a Leg established, for an anchor that keeps its WebRTC
+// legs across a restart (media/anchorstate).
+type State struct {
+	Peer *Peer          // nil: SetPeer not called yet
+	ICE  icelite.State  // the peer's ufrag, the addresses its checks validated, the nominated one
+	Keys *dtlssrtp.Keys // the SRTP keys of the handshake that finished; nil: none did
+}
+
+// State is the leg's state now.
+func (l *Leg) State() State {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	st := State{ICE: l.ice.State()}
+	if l.peer != nil {
+		p := *l.peer
+		st.Peer = &p
+	}
+	if l.keys != nil {
+		k := *l.keys
+		st.Keys = &k
+	}
+	return st
+}
+
+// Restore makes a leg, as New does, that goes on in a new process from
+// st, the State of a leg that had cfg's ICE credentials and Certificate:
+// its agent answers the peer's checks as before and takes media from the
+// same addresses. With st.Keys the handshake is taken as done: none
+// starts, and the caller keys its SRTP with st.Keys itself (cfg.Keys is
+// not called for them); the peer's records of that association are
+// dropped, but a new handshake it starts (a ClientHello, to an anchor that
+// is the DTLS server) is answered with cfg.Certificate, and its keys come
+// through cfg.Keys. Without st.Keys the leg is a new one given st.Peer:
+// its handshake starts again, as a server waiting for the peer's
+// (retransmitted) ClientHello, as a client at once towards the selected
+// path.
+func Restore(ctx context.Context, cfg Config, st State) (*Leg, error) {
+	l, err := New(ctx, cfg)
+	if err != nil {
+		return nil, err
+	}
+	l.ice.Restore(st.ICE)
+	l.nominated = st.ICE.Nominated
+	if st.Peer == nil {
+		return l, nil
+	}
+	if st.Keys == nil {
+		if err := l.SetPeer(*st.Peer); err != nil {
+			_ = l.Close()
+			return nil, err
+		}
+		return l, nil
+	}
+	if _, err := dtlssrtp.FingerprintOf(st.Peer.Fingerprint.Hash, nil); err != nil || st.Peer.Fingerprint.Value == "" {
+		return nil, fmt.Errorf("webrtc: the peer's fingerprint %q is unusable", st.Peer.Fingerprint)
+	}
+	p, k := *st.Peer, *st.Keys
+	l.peer, l.keys = &p, &k
+	l.ice.SetRemoteUfrag(p.Ufrag)
+	return l, nil
 }

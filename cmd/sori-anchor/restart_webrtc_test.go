@@ -1,0 +1,252 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/pion/ice/v4"
+	"github.com/pion/rtp"
+	pion "github.com/pion/webrtc/v4"
+	"github.com/redis/go-redis/v9"
+
+	"github.com/sori-voice/sori/media/anchorstate"
+	"github.com/sori-voice/sori/media/ng"
+	"github.com/sori-voice/sori/registrar/store/redisstore/redistest"
+)
+
+// TestWebRTCCallSurvivesAnAnchorKill: a pion/webrtc peer (a browser's ICE
+// agent and DTLS client) calls a plain RTP phone through a sori-anchor
+// running with -redis; the anchor is SIGKILLed, or stopped with SIGTERM,
+// and started again: the browser's SRTP goes on both ways through the
+// same port with the keys of its one handshake, its DTLS association
+// never changes state, and a re-offer's answer has the same fingerprint.
+func TestWebRTCCallSurvivesAnAnchorKill(t *testing.T) {
+	srv := redistest.Start(t)
+	rdb := redis.NewClient(&redis.Options{Addr: srv.Addr})
+	t.Cleanup(func() { _ = rdb.Close() })
+	bin := filepath.Join(t.TempDir(), "sori-anchor")
+	if out, err := exec.Command("go", "build", "-o", bin, ".").CombinedOutput(); err != nil {
+		t.Fatalf("go build: %v\n%s", err, out)
+	}
+	for _, sig := range []syscall.Signal{syscall.SIGKILL, syscall.SIGTERM} {
+		t.Run(sig.String(), func(t *testing.T) { webrtcRestart(t, bin, srv.URL(), rdb, sig) })
+	}
+}
+
+func webrtcRestart(t *testing.T, bin, redisURL string, rdb *redis.Client, sig syscall.Signal) {
+	ngAddr := freeUDP(t)
+	lo := freeRange(t, 52000, 100)
+	args := []string{"-ng", ngAddr.String(), "-rtp-ports", fmt.Sprintf("%d-%d", lo, lo+99), "-listen", "127.0.0.1", "-http", "",
+		"-jitter-buffer", "off", "-media-timeout", "30s", "-redis", redisURL, "-redis-every", "1s", "-redis-id", "webrtc-" + sig.String()}
+	logs := &syncBuffer{}
+	anchor := startAnchorProcess(t, bin, logs, args...)
+	defer func() {
+		if t.Failed() {
+			t.Logf("sori-anchor log:\n%s", logs.String())
+		}
+	}()
+	client, err := ng.NewClient("127.0.0.1:0", 50*time.Millisecond, slog.New(slog.NewTextHandler(io.Discard, nil)), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer client.Close()
+	ngDo(t, client, ngAddr, ng.Dict{"command": "ping"})
+	store, err := anchorstate.NewStore(rdb, anchorstate.Options{ID: "webrtc-" + sig.String(), TTL: time.Minute})
+	if err != nil {
+		t.Fatal(err)
+	}
+
+	// The browser.
+	var se pion.SettingEngine
+	se.SetNetworkTypes([]pion.NetworkType{pion.NetworkTypeUDP4})
+	se.SetIncludeLoopbackCandidate(true)
+	se.SetICEMulticastDNSMode(ice.MulticastDNSModeDisabled)
+	se.SetIPFilter(func(ip net.IP) bool { return ip.Equal(net.IPv4(127, 0, 0, 1)) })
+	se.SetHandleUndeclaredSSRCWithoutAnswer(true)
+	var me pion.MediaEngine
+	if err := me.RegisterCodec(pion.RTPCodecParameters{RTPCodecCapability: pion.RTPCodecCapability{MimeType: pion.MimeTypeOpus, ClockRate: 48000, Channels: 2}, PayloadType: 111}, pion.RTPCodecTypeAudio); err != nil {
+		t.Fatal(err)
+	}
+	pc, err := pion.NewAPI(pion.WithSettingEngine(se), pion.WithMediaEngine(&me)).NewPeerConnection(pion.Configuration{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = pc.Close() })
+	track, err := pion.NewTrackLocalStaticRTP(pion.RTPCodecCapability{MimeType: pion.MimeTypeOpus, ClockRate: 48000, Channels: 2}, "audio", "browser")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := pc.AddTrack(track); err != nil {
+		t.Fatal(err)
+	}
+	heard := make(chan []byte, 256)
+	pc.OnTrack(func(tr *pion.TrackRemote, _ *pion.RTPReceiver) {
+		for {
+			p, _, err := tr.ReadRTP()
+			if err != nil {
+				return
+			}
+			select {
+			case heard <- p.Payload:
+			default:
+			}
+		}
+	})
+	connected := make(chan struct{})
+	var once sync.Once
+	pc.OnConnectionStateChange(func(s pion.PeerConnectionState) {
+		if s == pion.PeerConnectionStateConnected {
+			once.Do(func() { close(connected) })
+		}
+	})
+	offer := func() string {
+		o, err := pc.CreateOffer(nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		gathered := pion.GatheringCompletePromise(pc)
+		if err := pc.SetLocalDescription(o); err != nil {
+			t.Fatal(err)
+		}
+		<-gathered
+		return pc.LocalDescription().SDP
+	}
+
+	// The phone.
+	ph := newPhone(t, 0x50710002)
+	phone, phoneSDP := ph.conn, ph.sdp()
+	fromBrowser := make(chan []byte, 256)
+	go func() {
+		buf := make([]byte, 1500)
+		for {
+			n, _, err := phone.ReadFromUDPAddrPort(buf)
+			if err != nil {
+				return
+			}
+			var p rtp.Packet
+			if p.Unmarshal(buf[:n]) == nil {
+				select {
+				case fromBrowser <- bytes.Clone(p.Payload):
+				default:
+				}
+			}
+		}
+	}()
+
+	const id = "webrtc-restart@127.0.0.1"
+	res := ngDo(t, client, ngAddr, ng.Dict{"command": "offer", "call-id": id, "from-tag": "browser", "sdp": offer(), "ICE": "remove", "transport-protocol": "RTP/AVP"})
+	toPhoneLeg := anchorPort(t, res.Str("sdp"))
+	res = ngDo(t, client, ngAddr, ng.Dict{"command": "answer", "call-id": id, "from-tag": "browser", "to-tag": "phone", "sdp": phoneSDP, "ICE": "force"})
+	fingerprint := sdpLine(res.Str("sdp"), "a=fingerprint:")
+	if fingerprint == "" {
+		t.Fatalf("no fingerprint in the answer:\n%s", res.Str("sdp"))
+	}
+	if err := pc.SetRemoteDescription(pion.SessionDescription{Type: pion.SDPTypeAnswer, SDP: res.Str("sdp")}); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case <-connected:
+	case <-time.After(15 * time.Second):
+		t.Fatalf("pion never connected (ICE %s)", pc.ICEConnectionState())
+	}
+	var seq uint16 = 1
+	talk := func(phase string) {
+		t.Helper()
+		browserSays, phoneSays := []byte("\xfcbrowser "+phase), []byte("\xfcphone "+phase)
+		var gotBrowser, gotPhone bool
+		tick := time.NewTicker(20 * time.Millisecond)
+		defer tick.Stop()
+		deadline := time.After(10 * time.Second)
+		for ; !gotBrowser || !gotPhone; seq++ {
+			select {
+			case <-tick.C:
+			case p := <-fromBrowser:
+				gotBrowser = gotBrowser || bytes.Equal(p, browserSays)
+				continue
+			case p := <-heard:
+				gotPhone = gotPhone || bytes.Equal(p, phoneSays)
+				continue
+			case <-deadline:
+				t.Fatalf("%s: after 10 s the phone heard the browser %v, the browser heard the phone %v", phase, gotBrowser, gotPhone)
+			}
+			if err := track.WriteRTP(&rtp.Packet{Header: rtp.Header{Version: 2, PayloadType: 111, SequenceNumber: seq, Timestamp: uint32(seq) * 960}, Payload: browserSays}); err != nil {
+				t.Fatal(err)
+			}
+			pkt := rtp.Packet{Header: rtp.Header{Version: 2, PayloadType: 111, SequenceNumber: seq, Timestamp: uint32(seq) * 960, SSRC: 0x50710002}, Payload: phoneSays}
+			plain, _ := pkt.Marshal()
+			if _, err := phone.WriteToUDPAddrPort(plain, toPhoneLeg); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	talk("before")
+	dtlsChanged := make(chan pion.DTLSTransportState, 4)
+	pc.GetSenders()[0].Transport().OnStateChange(func(s pion.DTLSTransportState) {
+		select {
+		case dtlsChanged <- s:
+		default:
+		}
+	})
+	waitUntil(t, "the call kept with its DTLS-SRTP keys", 10*time.Second, func() bool {
+		got, _, err := store.Load(context.Background())
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, c := range got {
+			for _, l := range c.Legs {
+				if w := l.Medias[0].WebRTC; w != nil && w.SRTP != nil && len(w.ICE.Valid) > 0 {
+					return true
+				}
+			}
+		}
+		return false
+	})
+
+	if err := anchor.cmd.Process.Signal(sig); err != nil {
+		t.Fatal(err)
+	}
+	<-anchor.done
+	startAnchorProcess(t, bin, logs, args...)
+	ngDo(t, client, ngAddr, ng.Dict{"command": "ping"})
+	q := ngDo(t, client, ngAddr, ng.Dict{"command": "query", "call-id": id})
+	medias, _ := q.Dict("tags").Dict("browser")["medias"].([]any)
+	if len(medias) != 1 || ng.Dict(medias[0].(map[string]any)).Dict("SRTP").Str("suite") == "" {
+		t.Fatalf("the browser's leg after the restart: %v", q.Dict("tags").Dict("browser"))
+	}
+	talk("after the restart")
+	ngDo(t, client, ngAddr, ng.Dict{"command": "offer", "call-id": id, "from-tag": "browser", "to-tag": "phone", "sdp": offer(), "ICE": "remove"})
+	res = ngDo(t, client, ngAddr, ng.Dict{"command": "answer", "call-id": id, "from-tag": "browser", "to-tag": "phone", "sdp": phoneSDP, "ICE": "force"})
+	if got := sdpLine(res.Str("sdp"), "a=fingerprint:"); got != fingerprint {
+		t.Fatalf("the re-answer's %s, the first answer's %s", got, fingerprint)
+	}
+	if err := pc.SetRemoteDescription(pion.SessionDescription{Type: pion.SDPTypeAnswer, SDP: res.Str("sdp")}); err != nil {
+		t.Fatal(err)
+	}
+	talk("after the re-offer")
+	select {
+	case s := <-dtlsChanged:
+		t.Fatalf("pion's DTLS transport went %s across the %s", s, sig)
+	default:
+	}
+	ngDo(t, client, ngAddr, ng.Dict{"command": "delete", "call-id": id, "from-tag": "browser"})
+}
+
+func sdpLine(body, prefix string) string {
+	for _, l := range strings.Split(body, "\r\n") {
+		if strings.HasPrefix(l, prefix) {
+			return l
+		}
+	}
+	return ""
+}
