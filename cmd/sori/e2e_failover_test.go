@@ -3,7 +3,6 @@ package main
 import (
 	"bytes"
 	"fmt"
-	"net"
 	"net/netip"
 	"path/filepath"
 	"sort"
@@ -15,79 +14,36 @@ import (
 	"time"
 
 	"github.com/emiago/sipgo/sip"
-	"github.com/pion/rtp"
 
+	"github.com/sori-voice/sori/media/rtptest"
 	"github.com/sori-voice/sori/sip/calls"
 )
 
 // rtpLeg is one phone's media in one call: it sends 50 packets/s to
 // wherever the latest SDP it got says, and keeps what it receives.
 type rtpLeg struct {
-	conn *net.UDPConn
-	ssrc uint32
-	sdp  string // its own SDP
-
-	mu       sync.Mutex
-	target   netip.AddrPort
-	seq      uint16
-	arrivals []arrival
-}
-
-type arrival struct {
-	at   time.Time
-	src  netip.AddrPort
-	ssrc uint32
+	*rtptest.Stream
+	sdp string // its own SDP
 }
 
 func newRTPLeg(t *testing.T, ssrc uint32, session int) *rtpLeg {
-	m := newMediaSocket(t)
-	l := &rtpLeg{conn: m.conn, ssrc: ssrc, sdp: m.sdp(session)}
-	go func() {
-		buf := make([]byte, 2048)
-		for {
-			k, src, err := l.conn.ReadFromUDPAddrPort(buf)
-			if err != nil {
-				return // closed at the end of the test
-			}
-			var p rtp.Packet
-			if p.Unmarshal(buf[:k]) != nil || p.PayloadType != 111 {
-				continue // the anchor's RTCP, sent to port+1, may land on another call's socket
-			}
-			l.mu.Lock()
-			l.arrivals = append(l.arrivals, arrival{time.Now(), netip.AddrPortFrom(src.Addr().Unmap(), src.Port()), p.SSRC})
-			l.mu.Unlock()
-		}
-	}()
-	return l
+	s := rtptest.New(t, ssrc)
+	return &rtpLeg{Stream: s, sdp: phoneSDP(session, s.Port())}
 }
 
-func (l *rtpLeg) setTarget(a netip.AddrPort) {
-	l.mu.Lock()
-	l.target = a
-	l.mu.Unlock()
-}
-
-func (l *rtpLeg) send() {
-	l.mu.Lock()
-	to := l.target
-	l.seq++
-	seq := l.seq
-	l.mu.Unlock()
-	if to.IsValid() {
-		_, _ = l.conn.WriteToUDPAddrPort(opus(seq, l.ssrc), to)
-	}
+// sent tells whether a packet came from one of an's ports.
+func (an *anchorProc) sent(a rtptest.Arrival) bool {
+	return an.owns(a.From.Addr().String(), strconv.Itoa(int(a.From.Port())))
 }
 
 // from counts the packets of SSRC ssrc that came from one of an's ports
 // after since, and returns the first one's time.
 func (l *rtpLeg) from(an *anchorProc, ssrc uint32, since time.Time) (int, time.Time) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
 	n, first := 0, time.Time{}
-	for _, a := range l.arrivals {
-		if a.at.After(since) && a.ssrc == ssrc && an.owns(a.src.Addr().String(), strconv.Itoa(int(a.src.Port()))) {
+	for _, a := range l.Arrivals() {
+		if a.At.After(since) && a.SSRC == ssrc && an.sent(a) {
 			if n == 0 {
-				first = a.at
+				first = a.At
 			}
 			n++
 		}
@@ -97,12 +53,10 @@ func (l *rtpLeg) from(an *anchorProc, ssrc uint32, since time.Time) (int, time.T
 
 // lastFrom is when the last packet from one of an's ports came before until.
 func (l *rtpLeg) lastFrom(an *anchorProc, until time.Time) time.Time {
-	l.mu.Lock()
-	defer l.mu.Unlock()
 	var last time.Time
-	for _, a := range l.arrivals {
-		if a.at.Before(until) && an.owns(a.src.Addr().String(), strconv.Itoa(int(a.src.Port()))) {
-			last = a.at
+	for _, a := range l.Arrivals() {
+		if a.At.Before(until) && an.sent(a) {
+			last = a.At
 		}
 	}
 	return last
@@ -110,16 +64,14 @@ func (l *rtpLeg) lastFrom(an *anchorProc, until time.Time) time.Time {
 
 // strangers lists the packets that came from neither anchor, or with
 // another SSRC than want.
-func (l *rtpLeg) strangers(want uint32, anchors ...*anchorProc) []arrival {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	var out []arrival
-	for _, a := range l.arrivals {
+func (l *rtpLeg) strangers(want uint32, anchors ...*anchorProc) []rtptest.Arrival {
+	var out []rtptest.Arrival
+	for _, a := range l.Arrivals() {
 		owned := false
 		for _, an := range anchors {
-			owned = owned || an.owns(a.src.Addr().String(), strconv.Itoa(int(a.src.Port())))
+			owned = owned || an.sent(a)
 		}
-		if !owned || a.ssrc != want {
+		if !owned || a.SSRC != want {
 			out = append(out, a)
 		}
 	}
@@ -202,7 +154,7 @@ func (p *phoneLoop) request(req *sip.Request) {
 		}
 		c.reinvites[p.name], c.reinviteAt[p.name] = req, time.Now()
 		if s, err := sdpTarget(req.Body()); err == nil {
-			p.leg(c).setTarget(s)
+			p.leg(c).SetTarget(s)
 		} else {
 			p.note("re-INVITE SDP in %s: %v", c.id, err)
 		}
@@ -300,8 +252,8 @@ func TestFailoverMovesCallsOffADeadAnchor(t *testing.T) {
 		}
 		c.id = c.res.CallID().Value()
 		toA, toB := mediaTarget(t, c.res.Body()), mediaTarget(t, c.inv.Body())
-		c.ma.setTarget(toA)
-		c.mb.setTarget(toB)
+		c.ma.SetTarget(toA)
+		c.mb.SetTarget(toB)
 		switch {
 		case anA.owns(toA.Addr().String(), strconv.Itoa(int(toA.Port()))) && anA.owns(toB.Addr().String(), strconv.Itoa(int(toB.Port()))):
 			c.on = anA
@@ -334,34 +286,21 @@ func TestFailoverMovesCallsOffADeadAnchor(t *testing.T) {
 		loops[p.name] = p
 		go p.run()
 	}
-	stop := make(chan struct{})
-	talking := make(chan struct{})
-	go func() {
-		defer close(talking)
-		tick := time.NewTicker(20 * time.Millisecond)
-		defer tick.Stop()
-		for {
-			select {
-			case <-stop:
-				return
-			case <-tick.C:
-				for _, c := range cs {
-					c.ma.send()
-					c.mb.send()
-				}
-			}
+	defer rtptest.Pace(func() {
+		for _, c := range cs {
+			_ = c.ma.Send()
+			_ = c.mb.Send()
 		}
-	}()
-	defer func() { close(stop); <-talking }()
+	})()
 
 	// Every call's media flows through its anchor, both ways.
 	start := time.Now()
 	waitFor(t, 15*time.Second, "RTP through each call's anchor", func() string {
 		for i, c := range cs {
-			if k, _ := c.mb.from(c.on, c.ma.ssrc, start); k < 10 {
+			if k, _ := c.mb.from(c.on, c.ma.SSRC, start); k < 10 {
 				return fmt.Sprintf("call %d: bob got %d packets of alice's", i, k)
 			}
-			if k, _ := c.ma.from(c.on, c.mb.ssrc, start); k < 10 {
+			if k, _ := c.ma.from(c.on, c.mb.SSRC, start); k < 10 {
 				return fmt.Sprintf("call %d: alice got %d packets of bob's", i, k)
 			}
 		}
@@ -390,10 +329,10 @@ func TestFailoverMovesCallsOffADeadAnchor(t *testing.T) {
 					return fmt.Sprintf("call %d: %s has re-INVITE %v, ACK %v", i, p.name, inv != nil, ack != nil)
 				}
 			}
-			if k, _ := c.mb.from(survivor, c.ma.ssrc, killed); k < 25 {
+			if k, _ := c.mb.from(survivor, c.ma.SSRC, killed); k < 25 {
 				return fmt.Sprintf("call %d: bob got %d of alice's packets from the survivor", i, k)
 			}
-			if k, _ := c.ma.from(survivor, c.mb.ssrc, killed); k < 25 {
+			if k, _ := c.ma.from(survivor, c.mb.SSRC, killed); k < 25 {
 				return fmt.Sprintf("call %d: alice got %d of bob's packets from the survivor", i, k)
 			}
 		}
@@ -434,8 +373,8 @@ func TestFailoverMovesCallsOffADeadAnchor(t *testing.T) {
 		if bobAck.CSeq().SeqNo != 3 || aliceAck.CSeq().SeqNo != 1 {
 			t.Errorf("call %d: ACKs with CSeq %d and %d", i, bobAck.CSeq().SeqNo, aliceAck.CSeq().SeqNo)
 		}
-		_, toBob := c.mb.from(survivor, c.ma.ssrc, killed)
-		_, toAlice := c.ma.from(survivor, c.mb.ssrc, killed)
+		_, toBob := c.mb.from(survivor, c.ma.SSRC, killed)
+		_, toAlice := c.ma.from(survivor, c.mb.SSRC, killed)
 		gapAB, gapBA := toBob.Sub(c.mb.lastFrom(dead, killed.Add(time.Second))), toAlice.Sub(c.ma.lastFrom(dead, killed.Add(time.Second)))
 		t.Logf("call %2d: gap alice→bob %v, bob→alice %v (re-INVITEs %v and %v after the kill)", i, gapAB.Round(time.Millisecond), gapBA.Round(time.Millisecond),
 			bobAt.Sub(killed).Round(time.Millisecond), aliceAt.Sub(killed).Round(time.Millisecond))
@@ -449,15 +388,15 @@ func TestFailoverMovesCallsOffADeadAnchor(t *testing.T) {
 		t.Errorf("largest gap %v, want under 10 s", worst)
 	}
 	for i, c := range cs {
-		if s := c.ma.strangers(c.mb.ssrc, anA, anB); len(s) > 0 {
+		if s := c.ma.strangers(c.mb.SSRC, anA, anB); len(s) > 0 {
 			t.Errorf("call %d: alice got %d packets not of bob's or not from an anchor (first %+v)", i, len(s), s[0])
 		}
-		if s := c.mb.strangers(c.ma.ssrc, anA, anB); len(s) > 0 {
+		if s := c.mb.strangers(c.ma.SSRC, anA, anB); len(s) > 0 {
 			t.Errorf("call %d: bob got %d packets not of alice's or not from an anchor (first %+v)", i, len(s), s[0])
 		}
 		if c.on == survivor {
 			// Untouched: it kept flowing through the kill.
-			if k, _ := c.mb.from(survivor, c.ma.ssrc, killed); k < 25 {
+			if k, _ := c.mb.from(survivor, c.ma.SSRC, killed); k < 25 {
 				t.Errorf("call %d on the survivor: %d packets since the kill", i, k)
 			}
 		}

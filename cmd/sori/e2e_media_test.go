@@ -146,10 +146,13 @@ func newMediaSocket(t *testing.T) *mediaSocket {
 
 func (m *mediaSocket) port() int { return m.conn.LocalAddr().(*net.UDPAddr).Port }
 
-// offerSDP is a phone's Opus offer for its media socket.
-func (m *mediaSocket) sdp(sessionID int) string {
+// sdp is a phone's Opus offer for its media socket.
+func (m *mediaSocket) sdp(sessionID int) string { return phoneSDP(sessionID, m.port()) }
+
+// phoneSDP is a phone's Opus offer (or answer) with its RTP on port.
+func phoneSDP(sessionID, port int) string {
 	return fmt.Sprintf("v=0\r\no=- %d 1 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\nm=audio %d RTP/AVP 111 101\r\n"+
-		"a=rtpmap:111 opus/48000/2\r\na=fmtp:111 minptime=10;useinbandfec=1\r\na=rtpmap:101 telephone-event/48000\r\na=sendrecv\r\n", sessionID, m.port())
+		"a=rtpmap:111 opus/48000/2\r\na=fmtp:111 minptime=10;useinbandfec=1\r\na=rtpmap:101 telephone-event/48000\r\na=sendrecv\r\n", sessionID, port)
 }
 
 // mediaTarget reads where an SDP body sends media.

@@ -7,6 +7,8 @@ import (
 	"time"
 
 	"github.com/emiago/sipgo/sip"
+
+	"github.com/sori-voice/sori/media/rtptest"
 )
 
 // A phone calls a browser with a delayed offer (an INVITE without SDP,
@@ -53,28 +55,13 @@ func TestBrowserAnswersADelayedOffer(t *testing.T) {
 	browserPhone(t, page).mustBe(t, "answered", func(p browserState) bool { return p.State == "answered" })
 
 	// Bob's media at 50 packets/s until both sides counted a second's worth.
-	leg.setTarget(toAnchor)
-	stop := make(chan struct{})
-	defer close(stop)
-	go func() {
-		tick := time.NewTicker(20 * time.Millisecond)
-		defer tick.Stop()
-		for {
-			select {
-			case <-stop:
-				return
-			case <-tick.C:
-				leg.send()
-			}
-		}
-	}()
+	leg.SetTarget(toAnchor)
+	defer rtptest.Pace(func() { _ = leg.Send() })()
 	const want = 50
 	fromAnchor := func() int {
-		leg.mu.Lock()
-		defer leg.mu.Unlock()
 		k := 0
-		for _, a := range leg.arrivals {
-			if an.owns(a.src.Addr().String(), strconv.Itoa(int(a.src.Port()))) {
+		for _, a := range leg.Arrivals() {
+			if an.sent(a) {
 				k++
 			}
 		}
