@@ -38,16 +38,12 @@ func TestNodesShareFlows(t *testing.T) {
 
 	ids := []string{"a", "b", "c"}
 	ips := []string{"127.0.0.1", "127.0.0.2", "127.0.0.3"}
-	ports := make([]int, 3)
-	var addrs []string
-	for i := range ids {
-		ports[i] = freeSIPPort(t)
-		addrs = append(addrs, fmt.Sprintf("%q", fmt.Sprintf("tcp:%s:%d", ips[i], ports[i])))
-	}
+	ports := []int{freeSIPPort(t), freeSIPPort(t), freeSIPPort(t)}
+	addrs := nodeAddrs("tcp", ips, ports)
 	dir := t.TempDir()
 	nodes := map[string]*sipNode{}
 	for i, id := range ids {
-		nodes[id] = startSIPNode(t, id, ips[i], ports[i], "["+strings.Join(addrs, ", ")+"]", storeURL, filepath.Join(dir, "cdr-"+id+".jsonl"))
+		nodes[id] = nodeSpec{id: id, ip: ips[i], port: ports[i], nodes: addrs, store: storeURL, cdr: filepath.Join(dir, "cdr-"+id+".jsonl")}.start(t)
 	}
 	a, b, c := nodes["a"], nodes["b"], nodes["c"]
 	for _, n := range []*sipNode{a, b, c} {
@@ -176,30 +172,73 @@ type sipNode struct {
 
 func (n *sipNode) sipAddr() string { return n.ip + ":" + strconv.Itoa(n.port) }
 
-func startSIPNode(t *testing.T, id, ip string, port int, nodes, storeURL, cdr string) *sipNode {
+// nodeSpec is one node of a test's service, as its configuration has
+// it; its zero values are what the nodes' tests share: the service's
+// domain sori.test, one auth_secret, the users alice and bob, Redis
+// bindings, debug logs.
+type nodeSpec struct {
+	id, ip string
+	port   int      // its UDP port, where runNode waits for it; TCP's too unless listen says otherwise
+	listen []string // sip.listen; unset, UDP and TCP on ip:port, with that for node_address
+	nodes  []string // sip.nodes: every node's address, as nodeAddrs makes them
+	store  string   // registrar.store
+
+	tlsCert, tlsKey   string // sip.tls
+	nodeCA            string // sip.node_ca, with node_transport tls
+	nodeCert, nodeKey string // sip.node_cert and node_key
+
+	registrar string   // more of the registrar section, indented
+	sections  string   // more top-level sections
+	cdr       string   // the file of its call records, if any
+	users     []string // more users than alice and bob, each's password its name with -secret
+}
+
+// nodeAddrs is each node's address of the given transport, quoted.
+func nodeAddrs(transport string, ips []string, ports []int) []string {
+	var out []string
+	for i, ip := range ips {
+		out = append(out, fmt.Sprintf("%q", fmt.Sprintf("%s:%s:%d", transport, ip, ports[i])))
+	}
+	return out
+}
+
+// config is the node's YAML, with its HTTP server on httpAddr.
+func (s nodeSpec) config(httpAddr string) string {
+	var b strings.Builder
+	listen := strings.Join(s.listen, ", ")
+	if s.listen == nil {
+		listen = fmt.Sprintf(`"udp:%[1]s:%[2]d", "tcp:%[1]s:%[2]d"`, s.ip, s.port)
+	}
+	fmt.Fprintf(&b, "sip:\n  domain: sori.test\n  listen: [%s]\n  auth_secret: e2e-shared-secret-0123456789\n  node_id: %s\n  nodes: [%s]\n",
+		listen, s.id, strings.Join(s.nodes, ", "))
+	if s.listen == nil {
+		fmt.Fprintf(&b, "  node_address: tcp:%s:%d\n", s.ip, s.port)
+	}
+	if s.tlsCert != "" {
+		fmt.Fprintf(&b, "  tls: {cert: %q, key: %q}\n", s.tlsCert, s.tlsKey)
+	}
+	if s.nodeCA != "" {
+		fmt.Fprintf(&b, "  node_transport: tls\n  node_ca: %q\n", s.nodeCA)
+	}
+	if s.nodeCert != "" {
+		fmt.Fprintf(&b, "  node_cert: %q\n  node_key: %q\n", s.nodeCert, s.nodeKey)
+	}
+	fmt.Fprintf(&b, "registrar:\n  store: %q\n  store_timeout: 300ms\n%s", s.store, s.registrar)
+	if s.cdr != "" {
+		fmt.Fprintf(&b, "cdr:\n  file: %s\n", s.cdr)
+	}
+	fmt.Fprintf(&b, "%shttp:\n  listen: %s\nlog:\n  level: debug\nusers:\n", s.sections, httpAddr)
+	for _, u := range append([]string{"alice", "bob"}, s.users...) {
+		fmt.Fprintf(&b, "  - {name: %s, password: %s-secret}\n", u, u)
+	}
+	return b.String()
+}
+
+// start runs the node.
+func (s nodeSpec) start(t *testing.T) *sipNode {
 	t.Helper()
 	httpAddr := fmt.Sprintf("127.0.0.1:%d", freeSIPPort(t))
-	cfg := fmt.Sprintf(`sip:
-  domain: sori.test
-  listen: ["udp:%[1]s:%[2]d", "tcp:%[1]s:%[2]d"]
-  auth_secret: e2e-shared-secret-0123456789
-  node_id: %[3]s
-  node_address: tcp:%[1]s:%[2]d
-  nodes: %[4]s
-registrar:
-  store: %[5]q
-  store_timeout: 300ms
-cdr:
-  file: %[6]s
-http:
-  listen: %[7]s
-log:
-  level: debug
-users:
-  - {name: alice, password: alice-secret}
-  - {name: bob, password: bob-secret}
-`, ip, port, id, nodes, storeURL, cdr, httpAddr)
-	return &sipNode{node: runNode(t, cfg, port, httpAddr), id: id, ip: ip, cdr: cdr}
+	return &sipNode{node: runNode(t, s.config(httpAddr), s.port, httpAddr), id: s.id, ip: s.ip, cdr: s.cdr}
 }
 
 // dialFrom is dialSIP from a given loopback address.
