@@ -560,8 +560,7 @@ func TestFailoverReoffersARingingCall(t *testing.T) {
 		t.Fatalf("bob got %s %d, want sori's ACK", ack.Method, ack.CSeq().SeqNo)
 	}
 	// Each phone's packets reach the other from the survivor's port for it.
-	stream(t, ma, toAnchorA, mb, toAnchorB, 0xa1, 20)
-	stream(t, mb, toAnchorB, ma, toAnchorA, 0xb1, 20)
+	streamBothWays(t, ma, toAnchorA, mb, toAnchorB, 0xa1, 0xb1, 20)
 
 	alice.send(alice.inDialog("BYE", 3, res))
 	bye := bob.readRequest()

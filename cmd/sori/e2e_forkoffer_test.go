@@ -155,8 +155,7 @@ func forkToBrowserAndPhone(t *testing.T, phoneFirst bool) {
 		t.Fatal("the browser got no ACK for its 487")
 	}
 
-	stream(t, ma, toAnchorFromA, mb, toAnchorFromB, 0xa11ce, 50)
-	stream(t, mb, toAnchorFromB, ma, toAnchorFromA, 0xb0b, 50)
+	streamBothWays(t, ma, toAnchorFromA, mb, toAnchorFromB, 0xa11ce, 0xb0b, 50)
 
 	// The browser's branch leaves the anchor once the phone's won: the
 	// call keeps alice's and the phone's legs, one port pair each.

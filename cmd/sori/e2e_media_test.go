@@ -26,6 +26,7 @@ import (
 	"github.com/pion/rtp"
 
 	"github.com/sori-voice/sori/media/ng"
+	"github.com/sori-voice/sori/media/rtptest"
 	"github.com/sori-voice/sori/media/sdp"
 )
 
@@ -168,14 +169,21 @@ func mediaTarget(t *testing.T, body []byte) netip.AddrPort {
 	return netip.AddrPortFrom(s.Media[0].Addr, uint16(s.Media[0].Port))
 }
 
+// streamBothWays streams n packets each way: a's to toA reach b from
+// toB (the anchor's port for b), then b's to toB reach a from toA.
+func streamBothWays(t *testing.T, a *mediaSocket, toA netip.AddrPort, b *mediaSocket, toB netip.AddrPort, ssrcA, ssrcB uint32, n int) {
+	t.Helper()
+	stream(t, a, toA, b, toB, ssrcA, n)
+	stream(t, b, toB, a, toA, ssrcB, n)
+}
+
 // stream sends n Opus packets from one phone to the anchor and checks the
 // other phone gets each one unchanged, from the anchor's address.
 func stream(t *testing.T, from *mediaSocket, to netip.AddrPort, at *mediaSocket, wantSrc netip.AddrPort, ssrc uint32, n int) {
 	t.Helper()
 	buf := make([]byte, 2048)
 	for i := 0; i < n; i++ {
-		p := rtp.Packet{Header: rtp.Header{Version: 2, PayloadType: 111, SequenceNumber: uint16(i), Timestamp: uint32(i) * 960, SSRC: ssrc},
-			Payload: append([]byte{0xfc}, bytes.Repeat([]byte{byte(i)}, 79)...)} // TOC: Opus 20 ms frames
+		p := rtptest.OpusPacket(uint16(i), ssrc)
 		raw, err := p.Marshal()
 		if err != nil {
 			t.Fatal(err)
@@ -251,8 +259,7 @@ func TestAnchoredCall(t *testing.T) {
 		t.Fatalf("alice's 200 sends media to %s (bob's side: %s)", toAnchorFromA, toAnchorFromB)
 	}
 
-	stream(t, ma, toAnchorFromA, mb, toAnchorFromB, 0xa11ce, 100)
-	stream(t, mb, toAnchorFromB, ma, toAnchorFromA, 0xb0b, 100)
+	streamBothWays(t, ma, toAnchorFromA, mb, toAnchorFromB, 0xa11ce, 0xb0b, 100)
 	if got := an.metric(t, "sori_anchor_calls"); got != "1" {
 		t.Fatalf("anchor holds %q calls", got)
 	}

@@ -48,16 +48,21 @@ func Pace(send func()) (stop func()) {
 	}
 }
 
-// Opus is an RTP packet of payload type OpusPT: sequence number seq,
-// timestamp seq frames on, 80 bytes of an Opus TOC (a 20 ms CELT frame)
-// and filler.
-func Opus(seq uint16, ssrc uint32) []byte {
+// OpusPacket is an RTP packet of payload type OpusPT: sequence number
+// seq, timestamp seq frames on, 80 bytes of an Opus TOC (a 20 ms CELT
+// frame) and filler.
+func OpusPacket(seq uint16, ssrc uint32) rtp.Packet {
 	payload := make([]byte, 80)
 	payload[0] = 0xfc
 	for i := 1; i < len(payload); i++ {
 		payload[i] = byte(seq)
 	}
-	p := rtp.Packet{Header: rtp.Header{Version: 2, PayloadType: OpusPT, SequenceNumber: seq, Timestamp: uint32(seq) * samplesPerFrame, SSRC: ssrc}, Payload: payload}
+	return rtp.Packet{Header: rtp.Header{Version: 2, PayloadType: OpusPT, SequenceNumber: seq, Timestamp: uint32(seq) * samplesPerFrame, SSRC: ssrc}, Payload: payload}
+}
+
+// Opus is OpusPacket on the wire.
+func Opus(seq uint16, ssrc uint32) []byte {
+	p := OpusPacket(seq, ssrc)
 	b, _ := p.Marshal()
 	return b
 }
