@@ -78,6 +78,18 @@ func (l *rtpLeg) strangers(want uint32, anchors ...*anchorProc) []rtptest.Arriva
 	return out
 }
 
+// startFailoverNode starts two anchors and a node that moves calls off
+// either within a second of its going silent, its call records in cdr.
+func startFailoverNode(t *testing.T) (anA, anB *anchorProc, n *node, cdr string) {
+	t.Helper()
+	anA = startAnchor(t, "-media-timeout", "0")
+	anB = startAnchor(t, "-media-timeout", "0")
+	cdr = filepath.Join(t.TempDir(), "cdr.jsonl")
+	cfg := anchoredConfig("  timeout: 300ms\n  failover_after: 1s\ncdr:\n  file: "+cdr+"\n", anA.ng, anB.ng)
+	cfg.sip = "  timer_c: 30s\n"
+	return anA, anB, startNode(t, cfg), cdr
+}
+
 // failCall is one call of the test: its dialog as each phone has it and
 // each phone's media.
 type failCall struct {
@@ -217,16 +229,9 @@ func originVersion(body []byte) string {
 // once, noting the move, and the survivor holds no call at the end.
 func TestFailoverMovesCallsOffADeadAnchor(t *testing.T) {
 	const n = 20
-	anA := startAnchor(t, "-media-timeout", "0")
-	anB := startAnchor(t, "-media-timeout", "0")
-	cdr := filepath.Join(t.TempDir(), "cdr.jsonl")
-	node := startNode(t, nodeConfig{sip: "  timer_c: 30s\n",
-		extra: fmt.Sprintf("media:\n  anchors: [%q, %q]\n  timeout: 300ms\n  ping_interval: 1s\n  failover_after: 1s\ncdr:\n  file: %s\n", anA.ng, anB.ng, cdr)})
-	alice, bob := newUA(t, node, "udp", "alice"), newUA(t, node, "udp", "bob")
-	bobContact := "Contact: <sip:bob@" + bob.local + ">"
-	if res := bob.registerAuth("bob", "bob-secret", "failover-reg@test", 1, bobContact); res.StatusCode != 200 {
-		t.Fatalf("REGISTER: %d", res.StatusCode)
-	}
+	anA, anB, node, cdr := startFailoverNode(t)
+	alice, bob := newUA(t, node, "udp", "alice"), registeredBob(t, node, "failover-reg@test")
+	bobContact := "Contact: " + contactOf(bob)
 
 	// The calls, one after another, each with its own media.
 	var cs []*failCall
@@ -500,16 +505,9 @@ func waitFor(t *testing.T, within time.Duration, what string, cond func() string
 // SDP. Media then flows both ways through the survivor, and the BYE that
 // ends the call reaches the callee above sori's re-INVITE's CSeq.
 func TestFailoverReoffersARingingCall(t *testing.T) {
-	anA := startAnchor(t, "-media-timeout", "0")
-	anB := startAnchor(t, "-media-timeout", "0")
-	cdr := filepath.Join(t.TempDir(), "cdr.jsonl")
-	node := startNode(t, nodeConfig{sip: "  timer_c: 30s\n",
-		extra: fmt.Sprintf("media:\n  anchors: [%q, %q]\n  timeout: 300ms\n  ping_interval: 1s\n  failover_after: 1s\ncdr:\n  file: %s\n", anA.ng, anB.ng, cdr)})
-	alice, bob := newUA(t, node, "udp", "alice"), newUA(t, node, "udp", "bob")
-	bobContact := "Contact: <sip:bob@" + bob.local + ">"
-	if res := bob.registerAuth("bob", "bob-secret", "ringing-reg@test", 1, bobContact); res.StatusCode != 200 {
-		t.Fatalf("REGISTER: %d", res.StatusCode)
-	}
+	anA, anB, node, cdr := startFailoverNode(t)
+	alice, bob := newUA(t, node, "udp", "alice"), registeredBob(t, node, "ringing-reg@test")
+	bobContact := "Contact: " + contactOf(bob)
 	ma, mb := newMediaSocket(t), newMediaSocket(t)
 	alice.sdp = ma.sdp(1001)
 	alice.authenticated("INVITE", "sip:bob@sori.test")

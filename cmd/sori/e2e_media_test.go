@@ -242,7 +242,7 @@ func callWithMedia(t *testing.T, n *node, ma, mb *mediaSocket, inviteExtra ...st
 func TestAnchoredCall(t *testing.T) {
 	an := startAnchor(t)
 	cdr := filepath.Join(t.TempDir(), "cdr.jsonl")
-	n := startNode(t, nodeConfig{extra: fmt.Sprintf("media:\n  anchors: [%q]\n  ping_interval: 1s\ncdr:\n  file: %s\n", an.ng, cdr)})
+	n := startNode(t, anchoredConfig("cdr:\n  file: "+cdr+"\n", an.ng))
 	inAnchorRange := func(ap netip.AddrPort) bool {
 		return ap.Addr() == netip.MustParseAddr("127.0.0.1") && int(ap.Port()) >= an.minPort && int(ap.Port()) <= an.maxPort
 	}
@@ -264,19 +264,10 @@ func TestAnchoredCall(t *testing.T) {
 		t.Fatalf("anchor holds %q calls", got)
 	}
 
-	alice.send(alice.inDialog("BYE", 3, res))
-	bye := bob.readRequest()
-	bob.respond(bye, 200, "OK")
-	if r := alice.final(); r.StatusCode != 200 {
-		t.Fatalf("BYE: %d", r.StatusCode)
-	}
+	hangUp(t, alice, bob, 3, res)
 	// The call leaves the anchor's table before its ports are released
 	// (the ng delete answers after both): wait for both.
-	for deadline := time.Now().Add(5 * time.Second); an.metric(t, "sori_anchor_calls") != "0" || an.metric(t, "sori_anchor_ports_in_use") != "0"; time.Sleep(50 * time.Millisecond) {
-		if time.Now().After(deadline) {
-			t.Fatalf("after BYE the anchor holds %s calls and %s port pairs", an.metric(t, "sori_anchor_calls"), an.metric(t, "sori_anchor_ports_in_use"))
-		}
-	}
+	waitAnchorEmpty(t, an)
 	recs := records(t, cdr, "bob", 1)
 	if r := recs[0]; r.Disposition != "answered" || r.HangupBy != "caller" || r.Code != 200 {
 		t.Fatalf("call record %+v", r)
@@ -294,11 +285,8 @@ func TestAnchoredCall(t *testing.T) {
 // media go where it cannot follow.
 func TestNoAnchorRefusesCalls(t *testing.T) {
 	dead := fmt.Sprintf("127.0.0.1:%d", freeSIPPort(t))
-	n := startNode(t, nodeConfig{extra: fmt.Sprintf("media:\n  anchors: [%q]\n  timeout: 300ms\n  ping_interval: 1s\n", dead)})
-	bob := newUA(t, n, "udp", "bob")
-	if res := bob.registerAuth("bob", "bob-secret", "dead-reg@test", 1, "Contact: <sip:bob@"+bob.local+">"); res.StatusCode != 200 {
-		t.Fatalf("REGISTER: %d", res.StatusCode)
-	}
+	n := startNode(t, anchoredConfig("  timeout: 300ms\n", dead))
+	registeredBob(t, n, "dead-reg@test") // the call has where to go, but for media
 	alice := newUA(t, n, "udp", "alice")
 	alice.sdp = newMediaSocket(t).sdp(1)
 	alice.authenticated("INVITE", "sip:bob@sori.test")

@@ -3,14 +3,10 @@ package main
 import (
 	"bufio"
 	"crypto/ecdsa"
-	"crypto/elliptic"
-	"crypto/rand"
 	"crypto/tls"
 	"crypto/x509"
-	"crypto/x509/pkix"
 	"encoding/pem"
 	"fmt"
-	"math/big"
 	"net"
 	"os"
 	"path/filepath"
@@ -275,24 +271,10 @@ type testCA struct {
 
 func newTestCA(t *testing.T, dir, name string) *testCA {
 	t.Helper()
-	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		t.Fatal(err)
-	}
-	tmpl := &x509.Certificate{SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: name},
-		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(24 * time.Hour),
-		IsCA: true, BasicConstraintsValid: true, KeyUsage: x509.KeyUsageCertSign | x509.KeyUsageDigitalSignature}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
-	if err != nil {
-		t.Fatal(err)
-	}
-	cert, err := x509.ParseCertificate(der)
-	if err != nil {
-		t.Fatal(err)
-	}
+	cert, key := sign(t, certSpec{name: name, ca: true}, nil, nil)
 	ca := &testCA{dir: dir, name: name, certFile: filepath.Join(dir, name+".pem"), cert: cert, key: key, pool: x509.NewCertPool()}
 	ca.pool.AddCert(cert)
-	writePEM(t, ca.certFile, "CERTIFICATE", der)
+	writePEM(t, ca.certFile, "CERTIFICATE", cert.Raw)
 	return ca
 }
 
@@ -300,29 +282,13 @@ func newTestCA(t *testing.T, dir, name string) *testCA {
 // CA, and its key; it returns both files.
 func (ca *testCA) issue(t *testing.T, name, ip string) (certFile, keyFile string) {
 	t.Helper()
-	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		t.Fatal(err)
-	}
-	serial, err := rand.Int(rand.Reader, new(big.Int).Lsh(big.NewInt(1), 64))
-	if err != nil {
-		t.Fatal(err)
-	}
-	tmpl := &x509.Certificate{SerialNumber: serial, Subject: pkix.Name{CommonName: name},
-		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(24 * time.Hour),
-		KeyUsage:    x509.KeyUsageDigitalSignature,
-		ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth, x509.ExtKeyUsageClientAuth},
-		IPAddresses: []net.IP{net.ParseIP(ip)}}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, ca.cert, &key.PublicKey, ca.key)
-	if err != nil {
-		t.Fatal(err)
-	}
+	cert, key := sign(t, certSpec{name: name, ips: []string{ip}}, ca.cert, ca.key)
 	kder, err := x509.MarshalPKCS8PrivateKey(key)
 	if err != nil {
 		t.Fatal(err)
 	}
 	certFile, keyFile = filepath.Join(ca.dir, ca.name+"-"+name+".crt"), filepath.Join(ca.dir, ca.name+"-"+name+".key")
-	writePEM(t, certFile, "CERTIFICATE", der)
+	writePEM(t, certFile, "CERTIFICATE", cert.Raw)
 	writePEM(t, keyFile, "PRIVATE KEY", kder)
 	return certFile, keyFile
 }
