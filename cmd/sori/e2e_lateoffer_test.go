@@ -140,7 +140,8 @@ func reinvitedTo(t *testing.T, u *ua, fromTag string, survivor *anchorProc, sdp 
 	return to
 }
 
-func ngQuery(t *testing.T, an *anchorProc, callID string) ng.Dict {
+// anchorDo sends the anchor one ng command and returns its reply.
+func anchorDo(t *testing.T, an *anchorProc, req ng.Dict) ng.Dict {
 	t.Helper()
 	client, err := ng.NewClient("127.0.0.1:0", 200*time.Millisecond, slog.New(slog.NewTextHandler(io.Discard, nil)), nil)
 	if err != nil {
@@ -149,9 +150,19 @@ func ngQuery(t *testing.T, an *anchorProc, callID string) ng.Dict {
 	defer client.Close()
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
 	defer cancel()
-	q, err := client.Do(ctx, netip.MustParseAddrPort(an.ng), ng.Dict{"command": "query", "call-id": callID})
-	if err != nil || q.Str("result") != "ok" {
-		t.Fatalf("query: %v %v", q, err)
+	res, err := client.Do(ctx, netip.MustParseAddrPort(an.ng), req)
+	if err != nil {
+		t.Fatalf("ng %s: %v", req.Str("command"), err)
+	}
+	return res
+}
+
+// ngQuery is the anchor's ng query of a call it holds.
+func ngQuery(t *testing.T, an *anchorProc, callID string) ng.Dict {
+	t.Helper()
+	q := anchorDo(t, an, ng.Dict{"command": "query", "call-id": callID})
+	if q.Str("result") != "ok" {
+		t.Fatalf("ng query %s: %v", callID, q)
 	}
 	return q
 }

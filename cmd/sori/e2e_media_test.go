@@ -2,11 +2,9 @@ package main
 
 import (
 	"bytes"
-	"context"
 	"encoding/json"
 	"fmt"
 	"io"
-	"log/slog"
 	"math"
 	"math/rand/v2"
 	"net"
@@ -477,17 +475,7 @@ func TestLossIsReportedPerHop(t *testing.T) {
 	time.Sleep(100 * time.Millisecond)
 
 	// The ng query says the same of each hop.
-	client, err := ng.NewClient("127.0.0.1:0", 200*time.Millisecond, slog.New(slog.NewTextHandler(io.Discard, nil)), nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer client.Close()
-	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
-	defer cancel()
-	q, err := client.Do(ctx, netip.MustParseAddrPort(an.ng), ng.Dict{"command": "query", "call-id": res.CallID().Value()})
-	if err != nil || q.Str("result") != "ok" {
-		t.Fatalf("query: %v %v", q, err)
-	}
+	q := ngQuery(t, an, res.CallID().Value())
 	hop := func(tag string) ng.Dict {
 		medias, _ := q.Dict("tags").Dict(tag)["medias"].([]any)
 		streams, _ := ng.Dict(medias[0].(map[string]any))["streams"].([]any)
