@@ -540,9 +540,8 @@ func TestFailoverReoffersARingingCall(t *testing.T) {
 	if !survivor.owns(toAnchorA.Addr().String(), strconv.Itoa(int(toAnchorA.Port()))) {
 		t.Fatalf("alice is sent to %s, not the surviving anchor", toAnchorA)
 	}
-	alice.send(alice.inDialog("ACK", 2, res))
-	if ack := bob.readRequest(); ack.Method != sip.ACK || ack.CSeq().SeqNo != 2 {
-		t.Fatalf("bob got %s %d, want alice's ACK", ack.Method, ack.CSeq().SeqNo)
+	if ack := sendACK(t, alice, bob, 2, res); ack.CSeq().SeqNo != 2 {
+		t.Fatalf("bob got an ACK of CSeq %d, want alice's, 2", ack.CSeq().SeqNo)
 	}
 	reinv := bob.readRequest()
 	if reinv.Method != sip.INVITE || reinv.CSeq().SeqNo != 3 || reinv.From().Params.GetOr("tag", "") != res.From().Params.GetOr("tag", "") ||

@@ -102,6 +102,14 @@ func endedBySori(t *testing.T, u *ua) {
 	u.respond(next(t, u, sip.BYE, "sori's BYE"), 200, "OK")
 }
 
+// sendACK has the caller acknowledge the callee's 2xx res with CSeq
+// cseq; it returns the ACK as the callee got it.
+func sendACK(t *testing.T, caller, callee *ua, cseq int, res *sip.Response) *sip.Request {
+	t.Helper()
+	caller.send(caller.inDialog("ACK", cseq, res))
+	return next(t, callee, sip.ACK, "the ACK")
+}
+
 // ackWithAnswer has the caller acknowledge the callee's 200 res (its
 // offer) with CSeq cseq and the answer sdp; it returns the ACK as the
 // callee got it.
