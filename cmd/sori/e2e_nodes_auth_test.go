@@ -10,6 +10,7 @@ import (
 	"github.com/emiago/sipgo/sip"
 
 	"github.com/sori-voice/sori/registrar/store/redisstore/redistest"
+	"github.com/sori-voice/sori/sip/siptest"
 )
 
 // Two nodes talking in the clear (TCP), on 127.0.0.1 and 127.0.0.2, with
@@ -52,7 +53,7 @@ func TestNodesSignedPastRateLimits(t *testing.T) {
 	var route string // node b's Record-Route, bob's flow token in it
 	callAndHangUp(t, alice, bob, contact, func(inv *sip.Request) {
 		if v := inv.GetHeaders("Via"); len(v) != 3 || !strings.Contains(v[1].Value(), a.sipAddr()) {
-			t.Fatalf("the INVITE did not come through node a: Via %v", values(v))
+			t.Fatalf("the INVITE did not come through node a: Via %v", siptest.Values(v))
 		}
 		if inv.GetHeader("X-Sori-Node") != nil {
 			t.Fatal("node a's signature reached bob's phone")

@@ -20,6 +20,7 @@ import (
 
 	"github.com/sori-voice/sori/registrar/store/redisstore/redistest"
 	"github.com/sori-voice/sori/sip/calls"
+	"github.com/sori-voice/sori/sip/siptest"
 )
 
 // Three sori nodes, one service: on 127.0.0.1, 127.0.0.2 and 127.0.0.3,
@@ -90,11 +91,11 @@ http:
 	callID, _ := callAndHangUp(t, alice, mobile, mobileContact, func(inv *sip.Request) {
 		vias := inv.GetHeaders("Via")
 		if len(vias) != 3 || !strings.Contains(vias[0].Value(), b.sipAddr()) || !strings.Contains(vias[1].Value(), a.sipAddr()) {
-			t.Fatalf("the INVITE did not come from node a through node b: Via %v", values(vias))
+			t.Fatalf("the INVITE did not come from node a through node b: Via %v", siptest.Values(vias))
 		}
 		rr := inv.RecordRoute()
 		if rr == nil || !strings.HasPrefix(rr.Address.User, "f1") || rr.Address.Host != "127.0.0.2" {
-			t.Fatalf("node b's Record-Route carries no flow token: %v", values(inv.GetHeaders("Record-Route")))
+			t.Fatalf("node b's Record-Route carries no flow token: %v", siptest.Values(inv.GetHeaders("Record-Route")))
 		}
 		if inv.GetHeader("Proxy-Authorization") != nil {
 			t.Fatal("alice's credentials reached bob")
@@ -362,12 +363,4 @@ func routesCounted(t *testing.T, n *sipNode, result string) int {
 		}
 	}
 	return 0
-}
-
-func values(hs []sip.Header) []string {
-	out := make([]string, len(hs))
-	for i, h := range hs {
-		out[i] = h.Value()
-	}
-	return out
 }

@@ -18,6 +18,7 @@ import (
 	"github.com/emiago/sipgo/sip"
 
 	"github.com/sori-voice/sori/registrar/store/redisstore/redistest"
+	"github.com/sori-voice/sori/sip/siptest"
 )
 
 // Two nodes with sip.node_transport tls, on 127.0.0.1 and 127.0.0.2, each
@@ -73,7 +74,7 @@ func TestNodesOverTLS(t *testing.T) {
 		vias := inv.GetHeaders("Via")
 		aVia := fmt.Sprintf("SIP/2.0/TLS 127.0.0.1:%d", tlsPorts[0])
 		if len(vias) != 3 || !strings.HasPrefix(vias[1].Value(), aVia) {
-			t.Fatalf("the INVITE did not come from node a over TLS: Via %v, want the second %s", values(vias), aVia)
+			t.Fatalf("the INVITE did not come from node a over TLS: Via %v, want the second %s", siptest.Values(vias), aVia)
 		}
 		for _, h := range inv.GetHeaders("Record-Route") {
 			var u sip.Uri
