@@ -56,12 +56,3 @@ func TestTakeAlias(t *testing.T) {
 		})
 	}
 }
-
-func uri(t *testing.T, s string) sip.Uri {
-	t.Helper()
-	var u sip.Uri
-	if err := sip.ParseUri(s, &u); err != nil {
-		t.Fatalf("uri %q: %v", s, err)
-	}
-	return u
-}
