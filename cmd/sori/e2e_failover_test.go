@@ -31,17 +31,12 @@ func newRTPLeg(t *testing.T, ssrc uint32, session int) *rtpLeg {
 	return &rtpLeg{Stream: s, sdp: phoneSDP(session, s.Port())}
 }
 
-// sent tells whether a packet came from one of an's ports.
-func (an *anchorProc) sent(a rtptest.Arrival) bool {
-	return an.owns(a.From.Addr().String(), strconv.Itoa(int(a.From.Port())))
-}
-
 // from counts the packets of SSRC ssrc that came from one of an's ports
 // after since, and returns the first one's time.
 func (l *rtpLeg) from(an *anchorProc, ssrc uint32, since time.Time) (int, time.Time) {
 	n, first := 0, time.Time{}
 	for _, a := range l.Arrivals() {
-		if a.At.After(since) && a.SSRC == ssrc && an.sent(a) {
+		if a.At.After(since) && a.SSRC == ssrc && an.hasPort(a.From) {
 			if n == 0 {
 				first = a.At
 			}
@@ -55,7 +50,7 @@ func (l *rtpLeg) from(an *anchorProc, ssrc uint32, since time.Time) (int, time.T
 func (l *rtpLeg) lastFrom(an *anchorProc, until time.Time) time.Time {
 	var last time.Time
 	for _, a := range l.Arrivals() {
-		if a.At.Before(until) && an.sent(a) {
+		if a.At.Before(until) && an.hasPort(a.From) {
 			last = a.At
 		}
 	}
@@ -69,7 +64,7 @@ func (l *rtpLeg) strangers(want uint32, anchors ...*anchorProc) []rtptest.Arriva
 	for _, a := range l.Arrivals() {
 		owned := false
 		for _, an := range anchors {
-			owned = owned || an.sent(a)
+			owned = owned || an.hasPort(a.From)
 		}
 		if !owned || a.SSRC != want {
 			out = append(out, a)
@@ -260,10 +255,10 @@ func TestFailoverMovesCallsOffADeadAnchor(t *testing.T) {
 		c.ma.SetTarget(toA)
 		c.mb.SetTarget(toB)
 		switch {
-		case anA.owns(toA.Addr().String(), strconv.Itoa(int(toA.Port()))) && anA.owns(toB.Addr().String(), strconv.Itoa(int(toB.Port()))):
+		case anA.hasPort(toA) && anA.hasPort(toB):
 			c.on = anA
 			onA++
-		case anB.owns(toA.Addr().String(), strconv.Itoa(int(toA.Port()))) && anB.owns(toB.Addr().String(), strconv.Itoa(int(toB.Port()))):
+		case anB.hasPort(toA) && anB.hasPort(toB):
 			c.on = anB
 			onB++
 		default:
@@ -364,7 +359,7 @@ func TestFailoverMovesCallsOffADeadAnchor(t *testing.T) {
 			bobInv.Recipient.String() != "sip:bob@"+bob.local || originVersion(bobInv.Body()) != "2" {
 			t.Errorf("call %d: re-INVITE to bob:\n%s", i, bobInv)
 		}
-		if to := mediaTarget(t, bobInv.Body()); !survivor.owns(to.Addr().String(), strconv.Itoa(int(to.Port()))) {
+		if to := mediaTarget(t, bobInv.Body()); !survivor.hasPort(to) {
 			t.Errorf("call %d: bob is sent to %s, not the survivor", i, to)
 		}
 		// To alice as bob: his first request in the dialog, his Contact as she knows it.
@@ -372,7 +367,7 @@ func TestFailoverMovesCallsOffADeadAnchor(t *testing.T) {
 			aliceInv.Contact() == nil || aliceInv.Contact().Address.String() != c.res.Contact().Address.String() || originVersion(aliceInv.Body()) != "2" {
 			t.Errorf("call %d: re-INVITE to alice:\n%s", i, aliceInv)
 		}
-		if to := mediaTarget(t, aliceInv.Body()); !survivor.owns(to.Addr().String(), strconv.Itoa(int(to.Port()))) {
+		if to := mediaTarget(t, aliceInv.Body()); !survivor.hasPort(to) {
 			t.Errorf("call %d: alice is sent to %s, not the survivor", i, to)
 		}
 		if bobAck.CSeq().SeqNo != 3 || aliceAck.CSeq().SeqNo != 1 {
@@ -523,7 +518,7 @@ func TestFailoverReoffersARingingCall(t *testing.T) {
 		}
 	}
 	dead, survivor := anA, anB
-	if to := mediaTarget(t, inv.Body()); anB.owns(to.Addr().String(), strconv.Itoa(int(to.Port()))) {
+	if to := mediaTarget(t, inv.Body()); anB.hasPort(to) {
 		dead, survivor = anB, anA
 	}
 	if err := dead.cmd.Process.Signal(syscall.SIGKILL); err != nil {
@@ -537,7 +532,7 @@ func TestFailoverReoffersARingingCall(t *testing.T) {
 		t.Fatalf("INVITE: %d %s", res.StatusCode, res.Reason)
 	}
 	toAnchorA := mediaTarget(t, res.Body())
-	if !survivor.owns(toAnchorA.Addr().String(), strconv.Itoa(int(toAnchorA.Port()))) {
+	if !survivor.hasPort(toAnchorA) {
 		t.Fatalf("alice is sent to %s, not the surviving anchor", toAnchorA)
 	}
 	if ack := sendACK(t, alice, bob, 2, res); ack.CSeq().SeqNo != 2 {
@@ -549,7 +544,7 @@ func TestFailoverReoffersARingingCall(t *testing.T) {
 		t.Fatalf("bob got, want sori's re-INVITE as alice:\n%s", reinv)
 	}
 	toAnchorB := mediaTarget(t, reinv.Body())
-	if !survivor.owns(toAnchorB.Addr().String(), strconv.Itoa(int(toAnchorB.Port()))) {
+	if !survivor.hasPort(toAnchorB) {
 		t.Fatalf("bob is sent to %s, not the surviving anchor", toAnchorB)
 	}
 	bob.respondSDP(reinv, 200, "OK", mb.sdp(2002), bobContact)

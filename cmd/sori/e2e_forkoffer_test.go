@@ -35,9 +35,6 @@ func TestForkOffersEachContactItsOwnSDP(t *testing.T) {
 func forkToBrowserAndPhone(t *testing.T, phoneFirst bool) {
 	an := startAnchor(t)
 	n := startDefaultNode(t, an)
-	inAnchorRange := func(ap netip.AddrPort) bool {
-		return ap.Addr() == netip.MustParseAddr("127.0.0.1") && int(ap.Port()) >= an.minPort && int(ap.Port()) <= an.maxPort
-	}
 
 	phone := newUA(t, n.node, "udp", "bob")
 	registerPhone := func() {
@@ -98,7 +95,7 @@ func forkToBrowserAndPhone(t *testing.T, phoneFirst bool) {
 	}
 	w, err := bs.WebRTC(0)
 	if err != nil || bs.Media[0].Proto != "UDP/TLS/RTP/SAVPF" || w.Ufrag == "" || w.Pwd == "" || w.Fingerprint.Value == "" || !w.Lite ||
-		!strings.Contains(string(toBrowser.Body()), "a=candidate:") || !inAnchorRange(netip.AddrPortFrom(bs.Media[0].Addr, uint16(bs.Media[0].Port))) {
+		!strings.Contains(string(toBrowser.Body()), "a=candidate:") || !an.hasPort(netip.AddrPortFrom(bs.Media[0].Addr, uint16(bs.Media[0].Port))) {
 		t.Fatalf("the browser's fork is not a WebRTC offer from the anchor (%v):\n%s", err, toBrowser.Body())
 	}
 	// The phone's fork: plain RTP/AVP, nothing of WebRTC.
@@ -112,7 +109,7 @@ func forkToBrowserAndPhone(t *testing.T, phoneFirst bool) {
 		}
 	}
 	toAnchorFromB := mediaTarget(t, toPhone.Body())
-	if !inAnchorRange(toAnchorFromB) || toAnchorFromB.Port() == uint16(bs.Media[0].Port) {
+	if !an.hasPort(toAnchorFromB) || toAnchorFromB.Port() == uint16(bs.Media[0].Port) {
 		t.Fatalf("the phone's fork sends media to %s (the browser's: port %d)", toAnchorFromB, bs.Media[0].Port)
 	}
 
@@ -128,7 +125,7 @@ func forkToBrowserAndPhone(t *testing.T, phoneFirst bool) {
 		t.Fatalf("INVITE: %d %s", ok200.StatusCode, ok200.Reason)
 	}
 	toAnchorFromA := mediaTarget(t, ok200.Body())
-	if !inAnchorRange(toAnchorFromA) || toAnchorFromA == toAnchorFromB {
+	if !an.hasPort(toAnchorFromA) || toAnchorFromA == toAnchorFromB {
 		t.Fatalf("alice's 200 sends media to %s (bob's side: %s)", toAnchorFromA, toAnchorFromB)
 	}
 	alice.sdp = ""
@@ -204,9 +201,6 @@ func TestForkAnsweredByTheBrowser(t *testing.T) {
 	// answers only loopback's, so the call stays on 127.0.0.0/8.
 	an := startAnchor(t, "-ice-sources", "127.0.0.0/8")
 	n := startDefaultNode(t, an)
-	inAnchorRange := func(ap netip.AddrPort) bool {
-		return ap.Addr() == netip.MustParseAddr("127.0.0.1") && int(ap.Port()) >= an.minPort && int(ap.Port()) <= an.maxPort
-	}
 	phone := newUA(t, n.node, "udp", "bob")
 	if res := phone.registerAuth("bob", "bob-secret", "fork-udp-reg@test", 1, "Contact: <sip:bob@"+phone.local+">"); res.StatusCode != 200 {
 		t.Fatalf("the phone's REGISTER: %d", res.StatusCode)
@@ -244,7 +238,7 @@ func TestForkAnsweredByTheBrowser(t *testing.T) {
 		t.Fatalf("INVITE: %d %s", ok200.StatusCode, ok200.Reason)
 	}
 	toAnchorFromA := mediaTarget(t, ok200.Body())
-	if s, _ := sdp.Parse(ok200.Body()); !inAnchorRange(toAnchorFromA) || s.Media[0].Proto != "RTP/AVP" || strings.Contains(string(ok200.Body()), "a=fingerprint:") {
+	if s, _ := sdp.Parse(ok200.Body()); !an.hasPort(toAnchorFromA) || s.Media[0].Proto != "RTP/AVP" || strings.Contains(string(ok200.Body()), "a=fingerprint:") {
 		t.Fatalf("alice's 200 from the browser:\n%s", ok200.Body())
 	}
 	alice.sdp = ""

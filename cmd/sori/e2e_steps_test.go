@@ -6,6 +6,7 @@ import (
 	"io"
 	"log/slog"
 	"net/netip"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -108,12 +109,17 @@ func reinvitedTo(t *testing.T, u *ua, fromTag string, survivor *anchorProc, sdp 
 		t.Fatalf("%s got, want sori's re-INVITE as its peer:\n%s", u.user, reinv)
 	}
 	to := mediaTarget(t, reinv.Body())
-	if !survivor.owns(to.Addr().String(), fmt.Sprint(to.Port())) {
+	if !survivor.hasPort(to) {
 		t.Fatalf("%s is sent to %s, not the surviving anchor", u.user, to)
 	}
 	u.respondSDP(reinv, 200, "OK", sdp, "Contact: "+contactOf(u))
 	next(t, u, sip.ACK, "sori's ACK")
 	return to
+}
+
+// hasPort tells whether ap is one of the anchor's media ports.
+func (a *anchorProc) hasPort(ap netip.AddrPort) bool {
+	return a.owns(ap.Addr().String(), strconv.Itoa(int(ap.Port())))
 }
 
 // anchorDo sends the anchor one ng command and returns its reply.
