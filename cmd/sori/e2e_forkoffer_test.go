@@ -156,13 +156,7 @@ func forkToBrowserAndPhone(t *testing.T, phoneFirst bool) {
 
 	// The browser's branch leaves the anchor once the phone's won: the
 	// call keeps alice's and the phone's legs, one port pair each.
-	deleted := `sori_media_commands_total{command="delete",outcome="ok"}`
-	for deadline := time.Now().Add(5 * time.Second); an.metric(t, "sori_anchor_ports_in_use") != "2" || nodeMetric(t, n.node, deleted) != "1"; time.Sleep(50 * time.Millisecond) {
-		if time.Now().After(deadline) {
-			t.Fatalf("during the call the anchor holds %s port pairs (want 2); sori's branch deletes: %q",
-				an.metric(t, "sori_anchor_ports_in_use"), nodeMetric(t, n.node, deleted))
-		}
-	}
+	waitLoserDeleted(t, an, n.node)
 	q := anchorCall(t, an) // exactly one call
 	tags := q.Dict("tags")
 	bobTag := ok200.To().Params.GetOr("tag", "")
@@ -291,13 +285,7 @@ func TestForkAnsweredByTheBrowser(t *testing.T) {
 		}
 	}
 
-	deleted := `sori_media_commands_total{command="delete",outcome="ok"}`
-	for deadline := time.Now().Add(5 * time.Second); an.metric(t, "sori_anchor_ports_in_use") != "2" || nodeMetric(t, n.node, deleted) != "1"; time.Sleep(50 * time.Millisecond) {
-		if time.Now().After(deadline) {
-			t.Fatalf("during the call the anchor holds %s port pairs (want 2); sori's branch deletes: %q",
-				an.metric(t, "sori_anchor_ports_in_use"), nodeMetric(t, n.node, deleted))
-		}
-	}
+	waitLoserDeleted(t, an, n.node)
 	legs := anchorWebRTCLegs(t, an) // exactly one call
 	browserTag := ok200.To().Params.GetOr("tag", "")
 	if b := legs[browserTag]; len(legs) != 2 || b.protocol != "UDP/TLS/RTP/SAVPF" || b.keying != "DTLS" || b.suite == "" || !strings.HasPrefix(b.selected, "127.0.0.1:") {
@@ -311,4 +299,17 @@ func TestForkAnsweredByTheBrowser(t *testing.T) {
 	page.waitFor(t, "phone.state === 'ended'")
 	waitNoCalls(t, an, n.node)
 	page.checkNoErrors(t)
+}
+
+// waitLoserDeleted waits for sori to have deleted the losing branch's
+// media, and the anchor to hold the call's two legs, one port pair each.
+func waitLoserDeleted(t *testing.T, an *anchorProc, n *node) {
+	t.Helper()
+	deleted := `sori_media_commands_total{command="delete",outcome="ok"}`
+	for deadline := time.Now().Add(5 * time.Second); an.metric(t, "sori_anchor_ports_in_use") != "2" || nodeMetric(t, n, deleted) != "1"; time.Sleep(50 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatalf("during the call the anchor holds %s port pairs (want 2); sori's branch deletes: %q",
+				an.metric(t, "sori_anchor_ports_in_use"), nodeMetric(t, n, deleted))
+		}
+	}
 }

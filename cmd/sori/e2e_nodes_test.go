@@ -58,16 +58,8 @@ func TestNodesShareFlows(t *testing.T) {
 	twinPort := freeSIPPort(t)
 	twinCfg := filepath.Join(dir, "twin.yaml")
 	twinAddr := fmt.Sprintf("tcp:127.0.0.4:%d", twinPort)
-	if err := os.WriteFile(twinCfg, []byte(fmt.Sprintf(`sip:
-  listen: ["%[1]s"]
-  auth_secret: e2e-shared-secret-0123456789
-  node_id: a
-  nodes: [%[2]s, "%[1]s"]
-registrar:
-  store: %[3]q
-http:
-  listen: ""
-`, twinAddr, strings.Join(addrs, ", "), storeURL)), 0o600); err != nil {
+	twinSpec := nodeSpec{id: "a", listen: []string{fmt.Sprintf("%q", twinAddr)}, nodes: append(append([]string(nil), addrs...), fmt.Sprintf("%q", twinAddr)), store: storeURL}
+	if err := os.WriteFile(twinCfg, []byte(twinSpec.config(`""`)), 0o600); err != nil {
 		t.Fatal(err)
 	}
 	tctx, cancel := context.WithTimeout(t.Context(), 15*time.Second) // one that started would be killed
