@@ -45,25 +45,7 @@ func forkToBrowserAndPhone(t *testing.T, phoneFirst bool) {
 	if phoneFirst {
 		registerPhone()
 	}
-	c, _, err := dialWS(t, fmt.Sprintf("wss://127.0.0.1:%d/", n.wssPort), n.ca, "sip")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = c.CloseNow() })
-	browser := &wsPhone{t: t, c: c, host: "k3v9fork.invalid"}
-	register := func(cseq int, auth string) string {
-		return fmt.Sprintf("REGISTER sip:sori.test SIP/2.0\nVia: SIP/2.0/WSS %s;branch=z9hG4bK-fork-ws-%d\nMax-Forwards: 70\nFrom: <sip:bob@sori.test>;tag=fws%d\nTo: <sip:bob@sori.test>\nCall-ID: fork-ws-reg@test\nCSeq: %d REGISTER\nContact: <sip:bob@%s;transport=ws>\nExpires: 600\n%sContent-Length: 0\n\n",
-			browser.host, cseq, cseq, cseq, browser.host, auth)
-	}
-	browser.send(register(1, ""))
-	res := browser.final()
-	if res.StatusCode != 401 {
-		t.Fatalf("the browser's REGISTER: %d", res.StatusCode)
-	}
-	browser.send(register(2, "Authorization: "+digestFor(t, res, "WWW-Authenticate", "REGISTER", "sip:sori.test", "bob", "bob-secret")+"\n"))
-	if res := browser.final(); res.StatusCode != 200 {
-		t.Fatalf("the browser's REGISTER with credentials: %d %s", res.StatusCode, res.Reason)
-	}
+	browser := registeredWSPhone(t, fmt.Sprintf("wss://127.0.0.1:%d/", n.wssPort), n.ca, "k3v9fork.invalid", "fork-ws")
 	if !phoneFirst {
 		registerPhone()
 	}
