@@ -3,7 +3,6 @@ package main
 import (
 	"bytes"
 	"context"
-	"encoding/binary"
 	"fmt"
 	"io"
 	"log/slog"
@@ -13,7 +12,6 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
-	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
@@ -22,6 +20,7 @@ import (
 
 	"github.com/sori-voice/sori/media/anchorstate"
 	"github.com/sori-voice/sori/media/ng"
+	"github.com/sori-voice/sori/media/rtptest"
 	"github.com/sori-voice/sori/media/sdp"
 	"github.com/sori-voice/sori/registrar/store/redisstore/redistest"
 )
@@ -107,77 +106,15 @@ func freeUDP(t *testing.T) netip.AddrPort {
 	return c.LocalAddr().(*net.UDPAddr).AddrPort()
 }
 
-// phone is one side of a test call: it sends RTP to the anchor every
-// 20 ms and notes what comes back.
-type phone struct {
-	conn   *net.UDPConn
-	to     netip.AddrPort // the anchor's port it sends to
-	ssrc   uint32
-	seq    atomic.Uint32 // the next sequence number it sends
-	got    atomic.Int64  // packets received
-	from   atomic.Pointer[netip.AddrPort]
-	mu     sync.Mutex
-	after  uint32    // first packet sent with seq >= after...
-	firstT time.Time // ...received at
-	first  chan struct{}
+// heard is where a phone's latest packet came from; zero before the first.
+func heard(p *rtptest.Stream) netip.AddrPort {
+	a, _ := p.Last()
+	return a.From
 }
 
-func newPhone(t *testing.T, ssrc uint32) *phone {
-	t.Helper()
-	c, err := net.ListenUDP("udp", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { c.Close() })
-	return &phone{conn: c, ssrc: ssrc, after: 1 << 31}
-}
-
-func (p *phone) addr() netip.AddrPort { return p.conn.LocalAddr().(*net.UDPAddr).AddrPort() }
-
-func (p *phone) sdp() string {
-	return fmt.Sprintf("v=0\r\no=- 1 1 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\nm=audio %d RTP/AVP 111\r\na=rtpmap:111 opus/48000/2\r\n", p.addr().Port())
-}
-
-// watch marks the first packet received with a sequence number of at
-// least seq (sent after that moment by its peer).
-func (p *phone) watch(seq uint32) {
-	p.mu.Lock()
-	p.after, p.firstT, p.first = seq, time.Time{}, make(chan struct{})
-	p.mu.Unlock()
-}
-
-func (p *phone) receive() {
-	buf := make([]byte, 1500)
-	for {
-		n, from, err := p.conn.ReadFromUDPAddrPort(buf)
-		if err != nil {
-			return
-		}
-		if n < 12 {
-			continue
-		}
-		now := time.Now()
-		p.got.Add(1)
-		p.from.Store(&from)
-		seq := uint32(binary.BigEndian.Uint16(buf[2:4]))
-		p.mu.Lock()
-		if p.first != nil && p.firstT.IsZero() && seq >= p.after {
-			p.firstT = now
-			close(p.first)
-		}
-		p.mu.Unlock()
-	}
-}
-
-func (p *phone) send() error {
-	seq := p.seq.Add(1) - 1
-	b := make([]byte, 92)
-	b[0], b[1] = 0x80, 111
-	binary.BigEndian.PutUint16(b[2:], uint16(seq))
-	binary.BigEndian.PutUint32(b[4:], seq*960)
-	binary.BigEndian.PutUint32(b[8:], p.ssrc)
-	_, err := p.conn.WriteToUDPAddrPort(b, p.to)
-	return err
+// phoneSDP is a phone's Opus offer or answer for its stream.
+func phoneSDP(p *rtptest.Stream) string {
+	return fmt.Sprintf("v=0\r\no=- 1 1 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\nm=audio %d RTP/AVP 111\r\na=rtpmap:111 opus/48000/2\r\n", p.Port())
 }
 
 func ngDo(t *testing.T, c *ng.Client, server netip.AddrPort, req ng.Dict) ng.Dict {
@@ -264,49 +201,26 @@ func restartUnderCalls(t *testing.T, sig syscall.Signal, name string) {
 	// more whose port the test takes while the anchor is down.
 	type testCall struct {
 		id   string
-		a, b *phone
+		a, b *rtptest.Stream
 	}
 	var cs []testCall
 	for i := range calls + 1 {
-		c := testCall{id: fmt.Sprintf("restart-%d@127.0.0.1", i), a: newPhone(t, uint32(0xa000+i)), b: newPhone(t, uint32(0xb000+i))}
-		offer := ngDo(t, client, ngAddr, ng.Dict{"command": "offer", "call-id": c.id, "from-tag": "a", "sdp": c.a.sdp()})
-		answer := ngDo(t, client, ngAddr, ng.Dict{"command": "answer", "call-id": c.id, "from-tag": "a", "to-tag": "b", "sdp": c.b.sdp()})
-		c.b.to, c.a.to = anchorPort(t, offer.Str("sdp")), anchorPort(t, answer.Str("sdp"))
+		c := testCall{id: fmt.Sprintf("restart-%d@127.0.0.1", i), a: rtptest.New(t, uint32(0xa000+i)), b: rtptest.New(t, uint32(0xb000+i))}
+		offer := ngDo(t, client, ngAddr, ng.Dict{"command": "offer", "call-id": c.id, "from-tag": "a", "sdp": phoneSDP(c.a)})
+		answer := ngDo(t, client, ngAddr, ng.Dict{"command": "answer", "call-id": c.id, "from-tag": "a", "to-tag": "b", "sdp": phoneSDP(c.b)})
+		c.b.SetTarget(anchorPort(t, offer.Str("sdp")))
+		c.a.SetTarget(anchorPort(t, answer.Str("sdp")))
 		cs = append(cs, c)
 	}
 	blocked := cs[calls]
 	cs = cs[:calls]
-	stop := make(chan struct{})
-	var senders sync.WaitGroup
-	for _, c := range cs {
-		go c.a.receive()
-		go c.b.receive()
-	}
-	senders.Add(1)
-	go func() {
-		defer senders.Done()
-		tick := time.NewTicker(20 * time.Millisecond)
-		defer tick.Stop()
-		for {
-			select {
-			case <-stop:
-				return
-			case <-tick.C:
-				for _, c := range cs {
-					_ = c.a.send()
-					_ = c.b.send()
-				}
-			}
+	stop := rtptest.Pace(func() {
+		for _, c := range cs {
+			_ = c.a.Send()
+			_ = c.b.Send()
 		}
-	}()
-	defer func() {
-		select {
-		case <-stop:
-		default:
-			close(stop)
-		}
-		senders.Wait()
-	}()
+	})
+	defer stop()
 
 	// Media flows, and Redis has every call with its latched addresses
 	// and counters written by a periodic save.
@@ -323,7 +237,7 @@ func restartUnderCalls(t *testing.T, sig syscall.Signal, name string) {
 			}
 		}
 		for _, c := range cs {
-			if c.a.from.Load() == nil || c.b.from.Load() == nil {
+			if heard(c.a) == (netip.AddrPort{}) || heard(c.b) == (netip.AddrPort{}) {
 				return false
 			}
 		}
@@ -331,9 +245,9 @@ func restartUnderCalls(t *testing.T, sig syscall.Signal, name string) {
 	})
 	srcA, srcB := map[string]netip.AddrPort{}, map[string]netip.AddrPort{}
 	for _, c := range cs {
-		srcA[c.id], srcB[c.id] = *c.a.from.Load(), *c.b.from.Load()
-		if srcA[c.id] != c.a.to || srcB[c.id] != c.b.to {
-			t.Fatalf("%s: phones hear the anchor from %s and %s, want %s and %s", c.id, srcA[c.id], srcB[c.id], c.a.to, c.b.to)
+		srcA[c.id], srcB[c.id] = heard(c.a), heard(c.b)
+		if srcA[c.id] != c.a.Target() || srcB[c.id] != c.b.Target() {
+			t.Fatalf("%s: phones hear the anchor from %s and %s, want %s and %s", c.id, srcA[c.id], srcB[c.id], c.a.Target(), c.b.Target())
 		}
 	}
 	savedPackets := map[string]uint64{}
@@ -343,9 +257,9 @@ func restartUnderCalls(t *testing.T, sig syscall.Signal, name string) {
 
 	// SIGKILL: nothing is written on the way out; SIGTERM: the last
 	// snapshots are.
+	after := map[*rtptest.Stream]uint16{} // by phone, the first packet its peer sends from now on
 	for _, c := range cs {
-		c.a.watch(c.b.seq.Load() + 1) // a packet its peer sends from now on
-		c.b.watch(c.a.seq.Load() + 1)
+		after[c.a], after[c.b] = c.b.Sent()+1, c.a.Sent()+1
 	}
 	killed := time.Now()
 	if err := anchor.cmd.Process.Signal(sig); err != nil {
@@ -354,7 +268,7 @@ func restartUnderCalls(t *testing.T, sig syscall.Signal, name string) {
 	<-anchor.done
 	var hold *net.UDPConn
 	waitUntil(t, "the killed anchor's port free", 10*time.Second, func() bool {
-		hold, err = net.ListenUDP("udp", net.UDPAddrFromAddrPort(blocked.b.to))
+		hold, err = net.ListenUDP("udp", net.UDPAddrFromAddrPort(blocked.b.Target()))
 		return err == nil
 	})
 	t.Logf("the stopped anchor's ports free %s after the %s", time.Since(killed), name)
@@ -364,17 +278,14 @@ func restartUnderCalls(t *testing.T, sig syscall.Signal, name string) {
 
 	var gap time.Duration
 	for _, c := range cs {
-		for _, p := range []*phone{c.a, c.b} {
-			select {
-			case <-p.first:
-			case <-time.After(10 * time.Second):
-				t.Fatalf("%s: no RTP relayed after the restart (%d packets before)", c.id, p.got.Load())
+		for _, p := range []*rtptest.Stream{c.a, c.b} {
+			first, ok := p.Await(10*time.Second, func(x rtptest.Arrival) bool { return x.Seq >= after[p] })
+			if !ok {
+				t.Fatalf("%s: no RTP relayed after the restart (%d packets before)", c.id, len(p.Arrivals()))
 			}
-			p.mu.Lock()
-			gap = max(gap, p.firstT.Sub(killed))
-			p.mu.Unlock()
+			gap = max(gap, first.At.Sub(killed))
 		}
-		if a, b := *c.a.from.Load(), *c.b.from.Load(); a != srcA[c.id] || b != srcB[c.id] {
+		if a, b := heard(c.a), heard(c.b); a != srcA[c.id] || b != srcB[c.id] {
 			t.Fatalf("%s: after the restart the phones hear %s and %s, want the same ports %s and %s", c.id, a, b, srcA[c.id], srcB[c.id])
 		}
 		q := ngDo(t, client, ngAddr, ng.Dict{"command": "query", "call-id": c.id})
@@ -392,8 +303,7 @@ func restartUnderCalls(t *testing.T, sig syscall.Signal, name string) {
 		t.Fatalf("the blocked call: %d keys left in Redis, or no log of it", n)
 	}
 
-	close(stop)
-	senders.Wait()
+	stop()
 	for _, c := range cs {
 		del := ngDo(t, client, ngAddr, ng.Dict{"command": "delete", "call-id": c.id, "from-tag": "a"})
 		if rtpPackets(del) <= int64(savedPackets[c.id]) {

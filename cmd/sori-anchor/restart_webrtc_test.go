@@ -124,8 +124,13 @@ func webrtcRestart(t *testing.T, bin, redisURL string, rdb *redis.Client, sig sy
 	}
 
 	// The phone.
-	ph := newPhone(t, 0x50710002)
-	phone, phoneSDP := ph.conn, ph.sdp()
+	phone, err := net.ListenUDP("udp", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { phone.Close() })
+	phoneSDP := fmt.Sprintf("v=0\r\no=- 1 1 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\nm=audio %d RTP/AVP 111\r\na=rtpmap:111 opus/48000/2\r\n",
+		phone.LocalAddr().(*net.UDPAddr).Port)
 	fromBrowser := make(chan []byte, 256)
 	go func() {
 		buf := make([]byte, 1500)

@@ -17,13 +17,7 @@ import (
 // the cluster fails over, and 200 with her binding as soon as it is ok again.
 func TestRegisterFollowsClusterFailover(t *testing.T) {
 	cl := redistest.StartClusterWithReplicas(t, 3, 1)
-	var seeds []string
-	for _, n := range cl.Nodes {
-		if n.MasterID == "" {
-			seeds = append(seeds, n.Addr)
-		}
-	}
-	url := "redis-cluster://" + strings.Join(seeds, ",")
+	url := cl.URL()
 	n := startNode(t, nodeConfig{store: url})
 	c := dialSIP(t, "tcp", n.addr())
 	const contact = "sip:alice@192.0.2.7:5060;transport=tcp"

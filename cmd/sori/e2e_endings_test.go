@@ -67,17 +67,20 @@ func (e *endingCall) answer(t *testing.T) (*sip.Request, *sip.Response) {
 	return inv, res
 }
 
-// ring has alice call bob and bob ring: the INVITE alice sent (for her
-// CANCEL and ACK) and the one bob got.
-func (e *endingCall) ring(t *testing.T) (string, *sip.Request) {
+// invite has alice call bob: the INVITE alice sent (for her CANCEL and
+// ACK) and the one bob got.
+func (e *endingCall) invite(t *testing.T) (string, *sip.Request) {
 	t.Helper()
 	e.alice.sdp = e.ma.sdp(1001)
 	invite := e.alice.call("sip:bob@sori.test")
 	e.alice.sdp = ""
-	inv := e.bob.readRequest()
-	if inv.Method != sip.INVITE {
-		t.Fatalf("bob got %s, want the INVITE", inv.Method)
-	}
+	return invite, next(t, e.bob, sip.INVITE, "the INVITE")
+}
+
+// ring is invite, then bob rings.
+func (e *endingCall) ring(t *testing.T) (string, *sip.Request) {
+	t.Helper()
+	invite, inv := e.invite(t)
 	e.bob.respond(inv, 180, "Ringing", e.contact())
 	for {
 		res := e.alice.read()
@@ -167,13 +170,7 @@ func cancelWhileRinging(t *testing.T, e *endingCall) string {
 }
 
 func busy(t *testing.T, e *endingCall) string {
-	e.alice.sdp = e.ma.sdp(1001)
-	invite := e.alice.call("sip:bob@sori.test")
-	e.alice.sdp = ""
-	inv := e.bob.readRequest()
-	if inv.Method != sip.INVITE {
-		t.Fatalf("bob got %s, want the INVITE", inv.Method)
-	}
+	invite, inv := e.invite(t)
 	e.bob.respond(inv, 486, "Busy Here")
 	if ack := e.bob.readRequest(); ack.Method != sip.ACK {
 		t.Fatalf("bob got %s, want the ACK of his 486", ack.Method)

@@ -3,7 +3,6 @@ package main
 import (
 	"bytes"
 	"fmt"
-	"net"
 	"net/netip"
 	"path/filepath"
 	"sort"
@@ -15,79 +14,31 @@ import (
 	"time"
 
 	"github.com/emiago/sipgo/sip"
-	"github.com/pion/rtp"
 
+	"github.com/sori-voice/sori/media/rtptest"
 	"github.com/sori-voice/sori/sip/calls"
 )
 
 // rtpLeg is one phone's media in one call: it sends 50 packets/s to
 // wherever the latest SDP it got says, and keeps what it receives.
 type rtpLeg struct {
-	conn *net.UDPConn
-	ssrc uint32
-	sdp  string // its own SDP
-
-	mu       sync.Mutex
-	target   netip.AddrPort
-	seq      uint16
-	arrivals []arrival
-}
-
-type arrival struct {
-	at   time.Time
-	src  netip.AddrPort
-	ssrc uint32
+	*rtptest.Stream
+	sdp string // its own SDP
 }
 
 func newRTPLeg(t *testing.T, ssrc uint32, session int) *rtpLeg {
-	m := newMediaSocket(t)
-	l := &rtpLeg{conn: m.conn, ssrc: ssrc, sdp: m.sdp(session)}
-	go func() {
-		buf := make([]byte, 2048)
-		for {
-			k, src, err := l.conn.ReadFromUDPAddrPort(buf)
-			if err != nil {
-				return // closed at the end of the test
-			}
-			var p rtp.Packet
-			if p.Unmarshal(buf[:k]) != nil || p.PayloadType != 111 {
-				continue // the anchor's RTCP, sent to port+1, may land on another call's socket
-			}
-			l.mu.Lock()
-			l.arrivals = append(l.arrivals, arrival{time.Now(), netip.AddrPortFrom(src.Addr().Unmap(), src.Port()), p.SSRC})
-			l.mu.Unlock()
-		}
-	}()
-	return l
-}
-
-func (l *rtpLeg) setTarget(a netip.AddrPort) {
-	l.mu.Lock()
-	l.target = a
-	l.mu.Unlock()
-}
-
-func (l *rtpLeg) send() {
-	l.mu.Lock()
-	to := l.target
-	l.seq++
-	seq := l.seq
-	l.mu.Unlock()
-	if to.IsValid() {
-		_, _ = l.conn.WriteToUDPAddrPort(opus(seq, l.ssrc), to)
-	}
+	s := rtptest.New(t, ssrc)
+	return &rtpLeg{Stream: s, sdp: phoneSDP(session, s.Port())}
 }
 
 // from counts the packets of SSRC ssrc that came from one of an's ports
 // after since, and returns the first one's time.
 func (l *rtpLeg) from(an *anchorProc, ssrc uint32, since time.Time) (int, time.Time) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
 	n, first := 0, time.Time{}
-	for _, a := range l.arrivals {
-		if a.at.After(since) && a.ssrc == ssrc && an.owns(a.src.Addr().String(), strconv.Itoa(int(a.src.Port()))) {
+	for _, a := range l.Arrivals() {
+		if a.At.After(since) && a.SSRC == ssrc && an.hasPort(a.From) {
 			if n == 0 {
-				first = a.at
+				first = a.At
 			}
 			n++
 		}
@@ -97,12 +48,10 @@ func (l *rtpLeg) from(an *anchorProc, ssrc uint32, since time.Time) (int, time.T
 
 // lastFrom is when the last packet from one of an's ports came before until.
 func (l *rtpLeg) lastFrom(an *anchorProc, until time.Time) time.Time {
-	l.mu.Lock()
-	defer l.mu.Unlock()
 	var last time.Time
-	for _, a := range l.arrivals {
-		if a.at.Before(until) && an.owns(a.src.Addr().String(), strconv.Itoa(int(a.src.Port()))) {
-			last = a.at
+	for _, a := range l.Arrivals() {
+		if a.At.Before(until) && an.hasPort(a.From) {
+			last = a.At
 		}
 	}
 	return last
@@ -110,20 +59,30 @@ func (l *rtpLeg) lastFrom(an *anchorProc, until time.Time) time.Time {
 
 // strangers lists the packets that came from neither anchor, or with
 // another SSRC than want.
-func (l *rtpLeg) strangers(want uint32, anchors ...*anchorProc) []arrival {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	var out []arrival
-	for _, a := range l.arrivals {
+func (l *rtpLeg) strangers(want uint32, anchors ...*anchorProc) []rtptest.Arrival {
+	var out []rtptest.Arrival
+	for _, a := range l.Arrivals() {
 		owned := false
 		for _, an := range anchors {
-			owned = owned || an.owns(a.src.Addr().String(), strconv.Itoa(int(a.src.Port())))
+			owned = owned || an.hasPort(a.From)
 		}
-		if !owned || a.ssrc != want {
+		if !owned || a.SSRC != want {
 			out = append(out, a)
 		}
 	}
 	return out
+}
+
+// startFailoverNode starts two anchors and a node that moves calls off
+// either within a second of its going silent, its call records in cdr.
+func startFailoverNode(t *testing.T) (anA, anB *anchorProc, n *node, cdr string) {
+	t.Helper()
+	anA = startAnchor(t, "-media-timeout", "0")
+	anB = startAnchor(t, "-media-timeout", "0")
+	cdr = filepath.Join(t.TempDir(), "cdr.jsonl")
+	cfg := anchoredConfig("  timeout: 300ms\n  failover_after: 1s\ncdr:\n  file: "+cdr+"\n", anA.ng, anB.ng)
+	cfg.sip = "  timer_c: 30s\n"
+	return anA, anB, startNode(t, cfg), cdr
 }
 
 // failCall is one call of the test: its dialog as each phone has it and
@@ -202,7 +161,7 @@ func (p *phoneLoop) request(req *sip.Request) {
 		}
 		c.reinvites[p.name], c.reinviteAt[p.name] = req, time.Now()
 		if s, err := sdpTarget(req.Body()); err == nil {
-			p.leg(c).setTarget(s)
+			p.leg(c).SetTarget(s)
 		} else {
 			p.note("re-INVITE SDP in %s: %v", c.id, err)
 		}
@@ -265,16 +224,9 @@ func originVersion(body []byte) string {
 // once, noting the move, and the survivor holds no call at the end.
 func TestFailoverMovesCallsOffADeadAnchor(t *testing.T) {
 	const n = 20
-	anA := startAnchor(t, "-media-timeout", "0")
-	anB := startAnchor(t, "-media-timeout", "0")
-	cdr := filepath.Join(t.TempDir(), "cdr.jsonl")
-	node := startNode(t, nodeConfig{sip: "  timer_c: 30s\n",
-		extra: fmt.Sprintf("media:\n  anchors: [%q, %q]\n  timeout: 300ms\n  ping_interval: 1s\n  failover_after: 1s\ncdr:\n  file: %s\n", anA.ng, anB.ng, cdr)})
-	alice, bob := newUA(t, node, "udp", "alice"), newUA(t, node, "udp", "bob")
-	bobContact := "Contact: <sip:bob@" + bob.local + ">"
-	if res := bob.registerAuth("bob", "bob-secret", "failover-reg@test", 1, bobContact); res.StatusCode != 200 {
-		t.Fatalf("REGISTER: %d", res.StatusCode)
-	}
+	anA, anB, node, cdr := startFailoverNode(t)
+	alice, bob := newUA(t, node, "udp", "alice"), registeredBob(t, node, "failover-reg@test")
+	bobContact := "Contact: " + contactOf(bob)
 
 	// The calls, one after another, each with its own media.
 	var cs []*failCall
@@ -300,13 +252,13 @@ func TestFailoverMovesCallsOffADeadAnchor(t *testing.T) {
 		}
 		c.id = c.res.CallID().Value()
 		toA, toB := mediaTarget(t, c.res.Body()), mediaTarget(t, c.inv.Body())
-		c.ma.setTarget(toA)
-		c.mb.setTarget(toB)
+		c.ma.SetTarget(toA)
+		c.mb.SetTarget(toB)
 		switch {
-		case anA.owns(toA.Addr().String(), strconv.Itoa(int(toA.Port()))) && anA.owns(toB.Addr().String(), strconv.Itoa(int(toB.Port()))):
+		case anA.hasPort(toA) && anA.hasPort(toB):
 			c.on = anA
 			onA++
-		case anB.owns(toA.Addr().String(), strconv.Itoa(int(toA.Port()))) && anB.owns(toB.Addr().String(), strconv.Itoa(int(toB.Port()))):
+		case anB.hasPort(toA) && anB.hasPort(toB):
 			c.on = anB
 			onB++
 		default:
@@ -334,34 +286,21 @@ func TestFailoverMovesCallsOffADeadAnchor(t *testing.T) {
 		loops[p.name] = p
 		go p.run()
 	}
-	stop := make(chan struct{})
-	talking := make(chan struct{})
-	go func() {
-		defer close(talking)
-		tick := time.NewTicker(20 * time.Millisecond)
-		defer tick.Stop()
-		for {
-			select {
-			case <-stop:
-				return
-			case <-tick.C:
-				for _, c := range cs {
-					c.ma.send()
-					c.mb.send()
-				}
-			}
+	defer rtptest.Pace(func() {
+		for _, c := range cs {
+			_ = c.ma.Send()
+			_ = c.mb.Send()
 		}
-	}()
-	defer func() { close(stop); <-talking }()
+	})()
 
 	// Every call's media flows through its anchor, both ways.
 	start := time.Now()
 	waitFor(t, 15*time.Second, "RTP through each call's anchor", func() string {
 		for i, c := range cs {
-			if k, _ := c.mb.from(c.on, c.ma.ssrc, start); k < 10 {
+			if k, _ := c.mb.from(c.on, c.ma.SSRC, start); k < 10 {
 				return fmt.Sprintf("call %d: bob got %d packets of alice's", i, k)
 			}
-			if k, _ := c.ma.from(c.on, c.mb.ssrc, start); k < 10 {
+			if k, _ := c.ma.from(c.on, c.mb.SSRC, start); k < 10 {
 				return fmt.Sprintf("call %d: alice got %d packets of bob's", i, k)
 			}
 		}
@@ -390,10 +329,10 @@ func TestFailoverMovesCallsOffADeadAnchor(t *testing.T) {
 					return fmt.Sprintf("call %d: %s has re-INVITE %v, ACK %v", i, p.name, inv != nil, ack != nil)
 				}
 			}
-			if k, _ := c.mb.from(survivor, c.ma.ssrc, killed); k < 25 {
+			if k, _ := c.mb.from(survivor, c.ma.SSRC, killed); k < 25 {
 				return fmt.Sprintf("call %d: bob got %d of alice's packets from the survivor", i, k)
 			}
-			if k, _ := c.ma.from(survivor, c.mb.ssrc, killed); k < 25 {
+			if k, _ := c.ma.from(survivor, c.mb.SSRC, killed); k < 25 {
 				return fmt.Sprintf("call %d: alice got %d of bob's packets from the survivor", i, k)
 			}
 		}
@@ -420,7 +359,7 @@ func TestFailoverMovesCallsOffADeadAnchor(t *testing.T) {
 			bobInv.Recipient.String() != "sip:bob@"+bob.local || originVersion(bobInv.Body()) != "2" {
 			t.Errorf("call %d: re-INVITE to bob:\n%s", i, bobInv)
 		}
-		if to := mediaTarget(t, bobInv.Body()); !survivor.owns(to.Addr().String(), strconv.Itoa(int(to.Port()))) {
+		if to := mediaTarget(t, bobInv.Body()); !survivor.hasPort(to) {
 			t.Errorf("call %d: bob is sent to %s, not the survivor", i, to)
 		}
 		// To alice as bob: his first request in the dialog, his Contact as she knows it.
@@ -428,14 +367,14 @@ func TestFailoverMovesCallsOffADeadAnchor(t *testing.T) {
 			aliceInv.Contact() == nil || aliceInv.Contact().Address.String() != c.res.Contact().Address.String() || originVersion(aliceInv.Body()) != "2" {
 			t.Errorf("call %d: re-INVITE to alice:\n%s", i, aliceInv)
 		}
-		if to := mediaTarget(t, aliceInv.Body()); !survivor.owns(to.Addr().String(), strconv.Itoa(int(to.Port()))) {
+		if to := mediaTarget(t, aliceInv.Body()); !survivor.hasPort(to) {
 			t.Errorf("call %d: alice is sent to %s, not the survivor", i, to)
 		}
 		if bobAck.CSeq().SeqNo != 3 || aliceAck.CSeq().SeqNo != 1 {
 			t.Errorf("call %d: ACKs with CSeq %d and %d", i, bobAck.CSeq().SeqNo, aliceAck.CSeq().SeqNo)
 		}
-		_, toBob := c.mb.from(survivor, c.ma.ssrc, killed)
-		_, toAlice := c.ma.from(survivor, c.mb.ssrc, killed)
+		_, toBob := c.mb.from(survivor, c.ma.SSRC, killed)
+		_, toAlice := c.ma.from(survivor, c.mb.SSRC, killed)
 		gapAB, gapBA := toBob.Sub(c.mb.lastFrom(dead, killed.Add(time.Second))), toAlice.Sub(c.ma.lastFrom(dead, killed.Add(time.Second)))
 		t.Logf("call %2d: gap alice→bob %v, bob→alice %v (re-INVITEs %v and %v after the kill)", i, gapAB.Round(time.Millisecond), gapBA.Round(time.Millisecond),
 			bobAt.Sub(killed).Round(time.Millisecond), aliceAt.Sub(killed).Round(time.Millisecond))
@@ -449,15 +388,15 @@ func TestFailoverMovesCallsOffADeadAnchor(t *testing.T) {
 		t.Errorf("largest gap %v, want under 10 s", worst)
 	}
 	for i, c := range cs {
-		if s := c.ma.strangers(c.mb.ssrc, anA, anB); len(s) > 0 {
+		if s := c.ma.strangers(c.mb.SSRC, anA, anB); len(s) > 0 {
 			t.Errorf("call %d: alice got %d packets not of bob's or not from an anchor (first %+v)", i, len(s), s[0])
 		}
-		if s := c.mb.strangers(c.ma.ssrc, anA, anB); len(s) > 0 {
+		if s := c.mb.strangers(c.ma.SSRC, anA, anB); len(s) > 0 {
 			t.Errorf("call %d: bob got %d packets not of alice's or not from an anchor (first %+v)", i, len(s), s[0])
 		}
 		if c.on == survivor {
 			// Untouched: it kept flowing through the kill.
-			if k, _ := c.mb.from(survivor, c.ma.ssrc, killed); k < 25 {
+			if k, _ := c.mb.from(survivor, c.ma.SSRC, killed); k < 25 {
 				t.Errorf("call %d on the survivor: %d packets since the kill", i, k)
 			}
 		}
@@ -561,16 +500,9 @@ func waitFor(t *testing.T, within time.Duration, what string, cond func() string
 // SDP. Media then flows both ways through the survivor, and the BYE that
 // ends the call reaches the callee above sori's re-INVITE's CSeq.
 func TestFailoverReoffersARingingCall(t *testing.T) {
-	anA := startAnchor(t, "-media-timeout", "0")
-	anB := startAnchor(t, "-media-timeout", "0")
-	cdr := filepath.Join(t.TempDir(), "cdr.jsonl")
-	node := startNode(t, nodeConfig{sip: "  timer_c: 30s\n",
-		extra: fmt.Sprintf("media:\n  anchors: [%q, %q]\n  timeout: 300ms\n  ping_interval: 1s\n  failover_after: 1s\ncdr:\n  file: %s\n", anA.ng, anB.ng, cdr)})
-	alice, bob := newUA(t, node, "udp", "alice"), newUA(t, node, "udp", "bob")
-	bobContact := "Contact: <sip:bob@" + bob.local + ">"
-	if res := bob.registerAuth("bob", "bob-secret", "ringing-reg@test", 1, bobContact); res.StatusCode != 200 {
-		t.Fatalf("REGISTER: %d", res.StatusCode)
-	}
+	anA, anB, node, cdr := startFailoverNode(t)
+	alice, bob := newUA(t, node, "udp", "alice"), registeredBob(t, node, "ringing-reg@test")
+	bobContact := "Contact: " + contactOf(bob)
 	ma, mb := newMediaSocket(t), newMediaSocket(t)
 	alice.sdp = ma.sdp(1001)
 	alice.authenticated("INVITE", "sip:bob@sori.test")
@@ -586,7 +518,7 @@ func TestFailoverReoffersARingingCall(t *testing.T) {
 		}
 	}
 	dead, survivor := anA, anB
-	if to := mediaTarget(t, inv.Body()); anB.owns(to.Addr().String(), strconv.Itoa(int(to.Port()))) {
+	if to := mediaTarget(t, inv.Body()); anB.hasPort(to) {
 		dead, survivor = anB, anA
 	}
 	if err := dead.cmd.Process.Signal(syscall.SIGKILL); err != nil {
@@ -600,12 +532,11 @@ func TestFailoverReoffersARingingCall(t *testing.T) {
 		t.Fatalf("INVITE: %d %s", res.StatusCode, res.Reason)
 	}
 	toAnchorA := mediaTarget(t, res.Body())
-	if !survivor.owns(toAnchorA.Addr().String(), strconv.Itoa(int(toAnchorA.Port()))) {
+	if !survivor.hasPort(toAnchorA) {
 		t.Fatalf("alice is sent to %s, not the surviving anchor", toAnchorA)
 	}
-	alice.send(alice.inDialog("ACK", 2, res))
-	if ack := bob.readRequest(); ack.Method != sip.ACK || ack.CSeq().SeqNo != 2 {
-		t.Fatalf("bob got %s %d, want alice's ACK", ack.Method, ack.CSeq().SeqNo)
+	if ack := sendACK(t, alice, bob, 2, res); ack.CSeq().SeqNo != 2 {
+		t.Fatalf("bob got an ACK of CSeq %d, want alice's, 2", ack.CSeq().SeqNo)
 	}
 	reinv := bob.readRequest()
 	if reinv.Method != sip.INVITE || reinv.CSeq().SeqNo != 3 || reinv.From().Params.GetOr("tag", "") != res.From().Params.GetOr("tag", "") ||
@@ -613,7 +544,7 @@ func TestFailoverReoffersARingingCall(t *testing.T) {
 		t.Fatalf("bob got, want sori's re-INVITE as alice:\n%s", reinv)
 	}
 	toAnchorB := mediaTarget(t, reinv.Body())
-	if !survivor.owns(toAnchorB.Addr().String(), strconv.Itoa(int(toAnchorB.Port()))) {
+	if !survivor.hasPort(toAnchorB) {
 		t.Fatalf("bob is sent to %s, not the surviving anchor", toAnchorB)
 	}
 	bob.respondSDP(reinv, 200, "OK", mb.sdp(2002), bobContact)
@@ -621,8 +552,7 @@ func TestFailoverReoffersARingingCall(t *testing.T) {
 		t.Fatalf("bob got %s %d, want sori's ACK", ack.Method, ack.CSeq().SeqNo)
 	}
 	// Each phone's packets reach the other from the survivor's port for it.
-	stream(t, ma, toAnchorA, mb, toAnchorB, 0xa1, 20)
-	stream(t, mb, toAnchorB, ma, toAnchorA, 0xb1, 20)
+	streamBothWays(t, ma, toAnchorA, mb, toAnchorB, 0xa1, 0xb1, 20)
 
 	alice.send(alice.inDialog("BYE", 3, res))
 	bye := bob.readRequest()

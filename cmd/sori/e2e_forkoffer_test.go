@@ -34,9 +34,6 @@ func TestForkOffersEachContactItsOwnSDP(t *testing.T) {
 
 func forkToBrowserAndPhone(t *testing.T, an *anchorProc, phoneFirst bool) {
 	n := startDefaultNode(t, an)
-	inAnchorRange := func(ap netip.AddrPort) bool {
-		return ap.Addr() == netip.MustParseAddr("127.0.0.1") && int(ap.Port()) >= an.minPort && int(ap.Port()) <= an.maxPort
-	}
 
 	phone := newUA(t, n.node, "udp", "bob")
 	registerPhone := func() {
@@ -47,25 +44,7 @@ func forkToBrowserAndPhone(t *testing.T, an *anchorProc, phoneFirst bool) {
 	if phoneFirst {
 		registerPhone()
 	}
-	c, _, err := dialWS(t, fmt.Sprintf("wss://127.0.0.1:%d/", n.wssPort), n.ca, "sip")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = c.CloseNow() })
-	browser := &wsPhone{t: t, c: c, host: "k3v9fork.invalid"}
-	register := func(cseq int, auth string) string {
-		return fmt.Sprintf("REGISTER sip:sori.test SIP/2.0\nVia: SIP/2.0/WSS %s;branch=z9hG4bK-fork-ws-%d\nMax-Forwards: 70\nFrom: <sip:bob@sori.test>;tag=fws%d\nTo: <sip:bob@sori.test>\nCall-ID: fork-ws-reg@test\nCSeq: %d REGISTER\nContact: <sip:bob@%s;transport=ws>\nExpires: 600\n%sContent-Length: 0\n\n",
-			browser.host, cseq, cseq, cseq, browser.host, auth)
-	}
-	browser.send(register(1, ""))
-	res := browser.final()
-	if res.StatusCode != 401 {
-		t.Fatalf("the browser's REGISTER: %d", res.StatusCode)
-	}
-	browser.send(register(2, "Authorization: "+digestFor(t, res, "WWW-Authenticate", "REGISTER", "sip:sori.test", "bob", "bob-secret")+"\n"))
-	if res := browser.final(); res.StatusCode != 200 {
-		t.Fatalf("the browser's REGISTER with credentials: %d %s", res.StatusCode, res.Reason)
-	}
+	browser := registeredWSPhone(t, fmt.Sprintf("wss://127.0.0.1:%d/", n.wssPort), n.ca, "k3v9fork.invalid", "fork-ws")
 	if !phoneFirst {
 		registerPhone()
 	}
@@ -98,7 +77,7 @@ func forkToBrowserAndPhone(t *testing.T, an *anchorProc, phoneFirst bool) {
 	w, err := bs.WebRTC(0)
 	// sori-anchor is ICE-lite; rtpengine (an.http == "") does full ICE.
 	if err != nil || bs.Media[0].Proto != "UDP/TLS/RTP/SAVPF" || w.Ufrag == "" || w.Pwd == "" || w.Fingerprint.Value == "" || w.Lite != (an.http != "") ||
-		!strings.Contains(string(toBrowser.Body()), "a=candidate:") || !inAnchorRange(netip.AddrPortFrom(bs.Media[0].Addr, uint16(bs.Media[0].Port))) {
+		!strings.Contains(string(toBrowser.Body()), "a=candidate:") || !an.hasPort(netip.AddrPortFrom(bs.Media[0].Addr, uint16(bs.Media[0].Port))) {
 		t.Fatalf("the browser's fork is not a WebRTC offer from the anchor (%v):\n%s", err, toBrowser.Body())
 	}
 	// The phone's fork: plain RTP/AVP, nothing of WebRTC.
@@ -112,7 +91,7 @@ func forkToBrowserAndPhone(t *testing.T, an *anchorProc, phoneFirst bool) {
 		}
 	}
 	toAnchorFromB := mediaTarget(t, toPhone.Body())
-	if !inAnchorRange(toAnchorFromB) || toAnchorFromB.Port() == uint16(bs.Media[0].Port) {
+	if !an.hasPort(toAnchorFromB) || toAnchorFromB.Port() == uint16(bs.Media[0].Port) {
 		t.Fatalf("the phone's fork sends media to %s (the browser's: port %d)", toAnchorFromB, bs.Media[0].Port)
 	}
 
@@ -128,7 +107,7 @@ func forkToBrowserAndPhone(t *testing.T, an *anchorProc, phoneFirst bool) {
 		t.Fatalf("INVITE: %d %s", ok200.StatusCode, ok200.Reason)
 	}
 	toAnchorFromA := mediaTarget(t, ok200.Body())
-	if !inAnchorRange(toAnchorFromA) || toAnchorFromA == toAnchorFromB {
+	if !an.hasPort(toAnchorFromA) || toAnchorFromA == toAnchorFromB {
 		t.Fatalf("alice's 200 sends media to %s (bob's side: %s)", toAnchorFromA, toAnchorFromB)
 	}
 	alice.sdp = ""
@@ -155,18 +134,11 @@ func forkToBrowserAndPhone(t *testing.T, an *anchorProc, phoneFirst bool) {
 		t.Fatal("the browser got no ACK for its 487")
 	}
 
-	stream(t, ma, toAnchorFromA, mb, toAnchorFromB, 0xa11ce, 50)
-	stream(t, mb, toAnchorFromB, ma, toAnchorFromA, 0xb0b, 50)
+	streamBothWays(t, ma, toAnchorFromA, mb, toAnchorFromB, 0xa11ce, 0xb0b, 50)
 
 	// The browser's branch leaves the anchor once the phone's won: the
 	// call keeps alice's and the phone's legs, one port pair each.
-	deleted := `sori_media_commands_total{command="delete",outcome="ok"}`
-	for deadline := time.Now().Add(5 * time.Second); an.legCount(t) != 2 || nodeMetric(t, n.node, deleted) != "1"; time.Sleep(50 * time.Millisecond) {
-		if time.Now().After(deadline) {
-			t.Fatalf("during the call the anchor holds %d port pairs (want 2); sori's branch deletes: %q; its call: %v",
-				an.legCount(t), nodeMetric(t, n.node, deleted), anchorCall(t, an))
-		}
-	}
+	waitLoserDeleted(t, an, n.node)
 	q := anchorCall(t, an) // exactly one call
 	tags := liveLegs(q.Dict("tags"))
 	bobTag := ok200.To().Params.GetOr("tag", "")
@@ -206,9 +178,6 @@ func TestForkAnsweredByTheBrowser(t *testing.T) {
 	// answers only loopback's, so the call stays on 127.0.0.0/8.
 	an := startAnchor(t, "-ice-sources", "127.0.0.0/8")
 	n := startDefaultNode(t, an)
-	inAnchorRange := func(ap netip.AddrPort) bool {
-		return ap.Addr() == netip.MustParseAddr("127.0.0.1") && int(ap.Port()) >= an.minPort && int(ap.Port()) <= an.maxPort
-	}
 	phone := newUA(t, n.node, "udp", "bob")
 	if res := phone.registerAuth("bob", "bob-secret", "fork-udp-reg@test", 1, "Contact: <sip:bob@"+phone.local+">"); res.StatusCode != 200 {
 		t.Fatalf("the phone's REGISTER: %d", res.StatusCode)
@@ -246,7 +215,7 @@ func TestForkAnsweredByTheBrowser(t *testing.T) {
 		t.Fatalf("INVITE: %d %s", ok200.StatusCode, ok200.Reason)
 	}
 	toAnchorFromA := mediaTarget(t, ok200.Body())
-	if s, _ := sdp.Parse(ok200.Body()); !inAnchorRange(toAnchorFromA) || s.Media[0].Proto != "RTP/AVP" || strings.Contains(string(ok200.Body()), "a=fingerprint:") {
+	if s, _ := sdp.Parse(ok200.Body()); !an.hasPort(toAnchorFromA) || s.Media[0].Proto != "RTP/AVP" || strings.Contains(string(ok200.Body()), "a=fingerprint:") {
 		t.Fatalf("alice's 200 from the browser:\n%s", ok200.Body())
 	}
 	alice.sdp = ""
@@ -299,13 +268,7 @@ func TestForkAnsweredByTheBrowser(t *testing.T) {
 		}
 	}
 
-	deleted := `sori_media_commands_total{command="delete",outcome="ok"}`
-	for deadline := time.Now().Add(5 * time.Second); an.legCount(t) != 2 || nodeMetric(t, n.node, deleted) != "1"; time.Sleep(50 * time.Millisecond) {
-		if time.Now().After(deadline) {
-			t.Fatalf("during the call the anchor holds %d port pairs (want 2); sori's branch deletes: %q; its call: %v",
-				an.legCount(t), nodeMetric(t, n.node, deleted), anchorCall(t, an))
-		}
-	}
+	waitLoserDeleted(t, an, n.node)
 	legs := anchorWebRTCLegs(t, an) // exactly one call
 	browserTag := ok200.To().Params.GetOr("tag", "")
 	if b := legs[browserTag]; len(legs) != 2 || b.protocol != "UDP/TLS/RTP/SAVPF" || b.keying != "DTLS" || b.suite == "" || !strings.HasPrefix(b.selected, "127.0.0.1:") {
@@ -319,4 +282,17 @@ func TestForkAnsweredByTheBrowser(t *testing.T) {
 	page.waitFor(t, "phone.state === 'ended'")
 	waitNoCalls(t, an, n.node)
 	page.checkNoErrors(t)
+}
+
+// waitLoserDeleted waits for sori to have deleted the losing branch's
+// media, and the anchor to hold the call's two legs, one port pair each.
+func waitLoserDeleted(t *testing.T, an *anchorProc, n *node) {
+	t.Helper()
+	deleted := `sori_media_commands_total{command="delete",outcome="ok"}`
+	for deadline := time.Now().Add(5 * time.Second); an.legCount(t) != 2 || nodeMetric(t, n, deleted) != "1"; time.Sleep(50 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatalf("during the call the anchor holds %d port pairs (want 2); sori's branch deletes: %q; its call: %v",
+				an.legCount(t), nodeMetric(t, n, deleted), anchorCall(t, an))
+		}
+	}
 }

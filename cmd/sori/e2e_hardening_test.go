@@ -312,10 +312,7 @@ func TestInDialogTargetIsTheOtherSide(t *testing.T) {
 	if res.StatusCode != 200 {
 		t.Fatalf("INVITE: %d", res.StatusCode)
 	}
-	alice.send(alice.inDialog("ACK", 2, res))
-	if ack := bob.readRequest(); ack.Method != sip.ACK {
-		t.Fatalf("bob got %s, want ACK", ack.Method)
-	}
+	sendACK(t, alice, bob, 2, res)
 
 	// bob's BYE, by the book: Route the Record-Route, To alice's From.
 	var routes []string

@@ -2,11 +2,9 @@ package main
 
 import (
 	"bytes"
-	"context"
 	"encoding/json"
 	"fmt"
 	"io"
-	"log/slog"
 	"math"
 	"math/rand/v2"
 	"net"
@@ -26,6 +24,7 @@ import (
 	"github.com/pion/rtp"
 
 	"github.com/sori-voice/sori/media/ng"
+	"github.com/sori-voice/sori/media/rtptest"
 	"github.com/sori-voice/sori/media/sdp"
 )
 
@@ -152,10 +151,13 @@ func newMediaSocket(t *testing.T) *mediaSocket {
 
 func (m *mediaSocket) port() int { return m.conn.LocalAddr().(*net.UDPAddr).Port }
 
-// offerSDP is a phone's Opus offer for its media socket.
-func (m *mediaSocket) sdp(sessionID int) string {
+// sdp is a phone's Opus offer for its media socket.
+func (m *mediaSocket) sdp(sessionID int) string { return phoneSDP(sessionID, m.port()) }
+
+// phoneSDP is a phone's Opus offer (or answer) with its RTP on port.
+func phoneSDP(sessionID, port int) string {
 	return fmt.Sprintf("v=0\r\no=- %d 1 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\nm=audio %d RTP/AVP 111 101\r\n"+
-		"a=rtpmap:111 opus/48000/2\r\na=fmtp:111 minptime=10;useinbandfec=1\r\na=rtpmap:101 telephone-event/48000\r\na=sendrecv\r\n", sessionID, m.port())
+		"a=rtpmap:111 opus/48000/2\r\na=fmtp:111 minptime=10;useinbandfec=1\r\na=rtpmap:101 telephone-event/48000\r\na=sendrecv\r\n", sessionID, port)
 }
 
 // mediaTarget reads where an SDP body sends media.
@@ -171,14 +173,21 @@ func mediaTarget(t *testing.T, body []byte) netip.AddrPort {
 	return netip.AddrPortFrom(s.Media[0].Addr, uint16(s.Media[0].Port))
 }
 
+// streamBothWays streams n packets each way: a's to toA reach b from
+// toB (the anchor's port for b), then b's to toB reach a from toA.
+func streamBothWays(t *testing.T, a *mediaSocket, toA netip.AddrPort, b *mediaSocket, toB netip.AddrPort, ssrcA, ssrcB uint32, n int) {
+	t.Helper()
+	stream(t, a, toA, b, toB, ssrcA, n)
+	stream(t, b, toB, a, toA, ssrcB, n)
+}
+
 // stream sends n Opus packets from one phone to the anchor and checks the
 // other phone gets each one unchanged, from the anchor's address.
 func stream(t *testing.T, from *mediaSocket, to netip.AddrPort, at *mediaSocket, wantSrc netip.AddrPort, ssrc uint32, n int) {
 	t.Helper()
 	buf := make([]byte, 2048)
 	for i := 0; i < n; i++ {
-		p := rtp.Packet{Header: rtp.Header{Version: 2, PayloadType: 111, SequenceNumber: uint16(i), Timestamp: uint32(i) * 960, SSRC: ssrc},
-			Payload: append([]byte{0xfc}, bytes.Repeat([]byte{byte(i)}, 79)...)} // TOC: Opus 20 ms frames
+		p := rtptest.OpusPacket(uint16(i), ssrc)
 		raw, err := p.Marshal()
 		if err != nil {
 			t.Fatal(err)
@@ -237,42 +246,29 @@ func callWithMedia(t *testing.T, n *node, ma, mb *mediaSocket, inviteExtra ...st
 func TestAnchoredCall(t *testing.T) {
 	an := startAnchor(t)
 	cdr := filepath.Join(t.TempDir(), "cdr.jsonl")
-	n := startNode(t, nodeConfig{extra: fmt.Sprintf("media:\n  anchors: [%q]\n  ping_interval: 1s\ncdr:\n  file: %s\n", an.ng, cdr)})
-	inAnchorRange := func(ap netip.AddrPort) bool {
-		return ap.Addr() == netip.MustParseAddr("127.0.0.1") && int(ap.Port()) >= an.minPort && int(ap.Port()) <= an.maxPort
-	}
+	n := startNode(t, anchoredConfig("cdr:\n  file: "+cdr+"\n", an.ng))
 
 	ma, mb := newMediaSocket(t), newMediaSocket(t)
 	c := callWithMedia(t, n, ma, mb)
 	alice, bob, res := c.alice, c.bob, c.res
 	toAnchorFromB := mediaTarget(t, c.inv.Body())
-	if !inAnchorRange(toAnchorFromB) {
+	if !an.hasPort(toAnchorFromB) {
 		t.Fatalf("bob's INVITE sends media to %s, not to the anchor", toAnchorFromB)
 	}
 	toAnchorFromA := mediaTarget(t, res.Body())
-	if !inAnchorRange(toAnchorFromA) || toAnchorFromA == toAnchorFromB {
+	if !an.hasPort(toAnchorFromA) || toAnchorFromA == toAnchorFromB {
 		t.Fatalf("alice's 200 sends media to %s (bob's side: %s)", toAnchorFromA, toAnchorFromB)
 	}
 
-	stream(t, ma, toAnchorFromA, mb, toAnchorFromB, 0xa11ce, 100)
-	stream(t, mb, toAnchorFromB, ma, toAnchorFromA, 0xb0b, 100)
+	streamBothWays(t, ma, toAnchorFromA, mb, toAnchorFromB, 0xa11ce, 0xb0b, 100)
 	if got := an.metric(t, "sori_anchor_calls"); got != "1" {
 		t.Fatalf("anchor holds %q calls", got)
 	}
 
-	alice.send(alice.inDialog("BYE", 3, res))
-	bye := bob.readRequest()
-	bob.respond(bye, 200, "OK")
-	if r := alice.final(); r.StatusCode != 200 {
-		t.Fatalf("BYE: %d", r.StatusCode)
-	}
+	hangUp(t, alice, bob, 3, res)
 	// The call leaves the anchor's table before its ports are released
 	// (the ng delete answers after both): wait for both.
-	for deadline := time.Now().Add(5 * time.Second); an.metric(t, "sori_anchor_calls") != "0" || an.metric(t, "sori_anchor_ports_in_use") != "0"; time.Sleep(50 * time.Millisecond) {
-		if time.Now().After(deadline) {
-			t.Fatalf("after BYE the anchor holds %s calls and %s port pairs", an.metric(t, "sori_anchor_calls"), an.metric(t, "sori_anchor_ports_in_use"))
-		}
-	}
+	waitAnchorEmpty(t, an)
 	recs := records(t, cdr, "bob", 1)
 	if r := recs[0]; r.Disposition != "answered" || r.HangupBy != "caller" || r.Code != 200 {
 		t.Fatalf("call record %+v", r)
@@ -290,11 +286,8 @@ func TestAnchoredCall(t *testing.T) {
 // media go where it cannot follow.
 func TestNoAnchorRefusesCalls(t *testing.T) {
 	dead := fmt.Sprintf("127.0.0.1:%d", freeSIPPort(t))
-	n := startNode(t, nodeConfig{extra: fmt.Sprintf("media:\n  anchors: [%q]\n  timeout: 300ms\n  ping_interval: 1s\n", dead)})
-	bob := newUA(t, n, "udp", "bob")
-	if res := bob.registerAuth("bob", "bob-secret", "dead-reg@test", 1, "Contact: <sip:bob@"+bob.local+">"); res.StatusCode != 200 {
-		t.Fatalf("REGISTER: %d", res.StatusCode)
-	}
+	n := startNode(t, anchoredConfig("  timeout: 300ms\n", dead))
+	registeredBob(t, n, "dead-reg@test") // the call has where to go, but for media
 	alice := newUA(t, n, "udp", "alice")
 	alice.sdp = newMediaSocket(t).sdp(1)
 	alice.authenticated("INVITE", "sip:bob@sori.test")
@@ -485,17 +478,7 @@ func TestLossIsReportedPerHop(t *testing.T) {
 	time.Sleep(100 * time.Millisecond)
 
 	// The ng query says the same of each hop.
-	client, err := ng.NewClient("127.0.0.1:0", 200*time.Millisecond, slog.New(slog.NewTextHandler(io.Discard, nil)), nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer client.Close()
-	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
-	defer cancel()
-	q, err := client.Do(ctx, netip.MustParseAddrPort(an.ng), ng.Dict{"command": "query", "call-id": res.CallID().Value()})
-	if err != nil || q.Str("result") != "ok" {
-		t.Fatalf("query: %v %v", q, err)
-	}
+	q := ngQuery(t, an, res.CallID().Value())
 	hop := func(tag string) ng.Dict {
 		medias, _ := q.Dict("tags").Dict(tag)["medias"].([]any)
 		streams, _ := ng.Dict(medias[0].(map[string]any))["streams"].([]any)

@@ -11,6 +11,7 @@ import (
 
 	"github.com/sori-voice/sori/registrar/store/redisstore/redistest"
 	"github.com/sori-voice/sori/sip/nodes"
+	"github.com/sori-voice/sori/sip/siptest"
 )
 
 // Two nodes talking in the clear (TCP), on 127.0.0.1 and 127.0.0.2, with
@@ -33,36 +34,14 @@ func TestNodesSignedPastRateLimits(t *testing.T) {
 	rs := redistest.Start(t)
 	ips := []string{"127.0.0.1", "127.0.0.2"}
 	ports := []int{freeSIPPort(t), freeSIPPort(t)}
-	var addrs []string
-	for i, ip := range ips {
-		addrs = append(addrs, fmt.Sprintf("%q", fmt.Sprintf("tcp:%s:%d", ip, ports[i])))
-	}
 	start := func(i int, id string) *sipNode {
-		httpAddr := fmt.Sprintf("127.0.0.1:%d", freeSIPPort(t))
-		cfg := fmt.Sprintf(`sip:
-  domain: sori.test
-  listen: ["udp:%[1]s:%[2]d", "tcp:%[1]s:%[2]d"]
-  auth_secret: e2e-shared-secret-0123456789
-  node_id: %[3]s
-  node_address: tcp:%[1]s:%[2]d
-  nodes: [%[4]s]
-registrar:
-  store: %[5]q
-  store_timeout: 300ms
-  retry_after: 5
-security:
+		return nodeSpec{id: id, ip: ips[i], port: ports[i], nodes: nodeAddrs("tcp", ips, ports), store: rs.URL(),
+			registrar: "  retry_after: 5\n",
+			sections: `security:
   action: reject
   trusted: ["127.0.0.10/32", "127.0.0.11/32"]
   rate_limit: {rate: 10, burst: 20, ban_time: 1m}
-http:
-  listen: %[6]s
-log:
-  level: debug
-users:
-  - {name: alice, password: alice-secret}
-  - {name: bob, password: bob-secret}
-`, ips[i], ports[i], id, strings.Join(addrs, ", "), rs.URL(), httpAddr)
-		return &sipNode{node: runNode(t, cfg, ports[i], httpAddr), id: id, ip: ips[i]}
+`}.start(t)
 	}
 	a, b := start(0, "a"), start(1, "b")
 
@@ -75,7 +54,7 @@ users:
 	var route string // node b's Record-Route, bob's flow token in it
 	callAndHangUp(t, alice, bob, contact, func(inv *sip.Request) {
 		if v := inv.GetHeaders("Via"); len(v) != 3 || !strings.Contains(v[1].Value(), a.sipAddr()) {
-			t.Fatalf("the INVITE did not come through node a: Via %v", values(v))
+			t.Fatalf("the INVITE did not come through node a: Via %v", siptest.Values(v))
 		}
 		if inv.GetHeader("X-Sori-Node") != nil {
 			t.Fatal("node a's signature reached bob's phone")

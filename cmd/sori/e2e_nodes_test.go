@@ -20,6 +20,7 @@ import (
 
 	"github.com/sori-voice/sori/registrar/store/redisstore/redistest"
 	"github.com/sori-voice/sori/sip/calls"
+	"github.com/sori-voice/sori/sip/siptest"
 )
 
 // Three sori nodes, one service: on 127.0.0.1, 127.0.0.2 and 127.0.0.3,
@@ -38,16 +39,12 @@ func TestNodesShareFlows(t *testing.T) {
 
 	ids := []string{"a", "b", "c"}
 	ips := []string{"127.0.0.1", "127.0.0.2", "127.0.0.3"}
-	ports := make([]int, 3)
-	var addrs []string
-	for i := range ids {
-		ports[i] = freeSIPPort(t)
-		addrs = append(addrs, fmt.Sprintf("%q", fmt.Sprintf("tcp:%s:%d", ips[i], ports[i])))
-	}
+	ports := []int{freeSIPPort(t), freeSIPPort(t), freeSIPPort(t)}
+	addrs := nodeAddrs("tcp", ips, ports)
 	dir := t.TempDir()
 	nodes := map[string]*sipNode{}
 	for i, id := range ids {
-		nodes[id] = startSIPNode(t, id, ips[i], ports[i], "["+strings.Join(addrs, ", ")+"]", storeURL, filepath.Join(dir, "cdr-"+id+".jsonl"))
+		nodes[id] = nodeSpec{id: id, ip: ips[i], port: ports[i], nodes: addrs, store: storeURL, cdr: filepath.Join(dir, "cdr-"+id+".jsonl")}.start(t)
 	}
 	a, b, c := nodes["a"], nodes["b"], nodes["c"]
 	for _, n := range []*sipNode{a, b, c} {
@@ -61,16 +58,8 @@ func TestNodesShareFlows(t *testing.T) {
 	twinPort := freeSIPPort(t)
 	twinCfg := filepath.Join(dir, "twin.yaml")
 	twinAddr := fmt.Sprintf("tcp:127.0.0.4:%d", twinPort)
-	if err := os.WriteFile(twinCfg, []byte(fmt.Sprintf(`sip:
-  listen: ["%[1]s"]
-  auth_secret: e2e-shared-secret-0123456789
-  node_id: a
-  nodes: [%[2]s, "%[1]s"]
-registrar:
-  store: %[3]q
-http:
-  listen: ""
-`, twinAddr, strings.Join(addrs, ", "), storeURL)), 0o600); err != nil {
+	twinSpec := nodeSpec{id: "a", listen: []string{fmt.Sprintf("%q", twinAddr)}, nodes: append(append([]string(nil), addrs...), fmt.Sprintf("%q", twinAddr)), store: storeURL}
+	if err := os.WriteFile(twinCfg, []byte(twinSpec.config(`""`)), 0o600); err != nil {
 		t.Fatal(err)
 	}
 	tctx, cancel := context.WithTimeout(t.Context(), 15*time.Second) // one that started would be killed
@@ -94,11 +83,11 @@ http:
 	callID, _ := callAndHangUp(t, alice, mobile, mobileContact, func(inv *sip.Request) {
 		vias := inv.GetHeaders("Via")
 		if len(vias) != 3 || !strings.Contains(vias[0].Value(), b.sipAddr()) || !strings.Contains(vias[1].Value(), a.sipAddr()) {
-			t.Fatalf("the INVITE did not come from node a through node b: Via %v", values(vias))
+			t.Fatalf("the INVITE did not come from node a through node b: Via %v", siptest.Values(vias))
 		}
 		rr := inv.RecordRoute()
 		if rr == nil || !strings.HasPrefix(rr.Address.User, "f1") || rr.Address.Host != "127.0.0.2" {
-			t.Fatalf("node b's Record-Route carries no flow token: %v", values(inv.GetHeaders("Record-Route")))
+			t.Fatalf("node b's Record-Route carries no flow token: %v", siptest.Values(inv.GetHeaders("Record-Route")))
 		}
 		if inv.GetHeader("Proxy-Authorization") != nil {
 			t.Fatal("alice's credentials reached bob")
@@ -176,30 +165,73 @@ type sipNode struct {
 
 func (n *sipNode) sipAddr() string { return n.ip + ":" + strconv.Itoa(n.port) }
 
-func startSIPNode(t *testing.T, id, ip string, port int, nodes, storeURL, cdr string) *sipNode {
+// nodeSpec is one node of a test's service, as its configuration has
+// it; its zero values are what the nodes' tests share: the service's
+// domain sori.test, one auth_secret, the users alice and bob, Redis
+// bindings, debug logs.
+type nodeSpec struct {
+	id, ip string
+	port   int      // its UDP port, where runNode waits for it; TCP's too unless listen says otherwise
+	listen []string // sip.listen; unset, UDP and TCP on ip:port, with that for node_address
+	nodes  []string // sip.nodes: every node's address, as nodeAddrs makes them
+	store  string   // registrar.store
+
+	tlsCert, tlsKey   string // sip.tls
+	nodeCA            string // sip.node_ca, with node_transport tls
+	nodeCert, nodeKey string // sip.node_cert and node_key
+
+	registrar string   // more of the registrar section, indented
+	sections  string   // more top-level sections
+	cdr       string   // the file of its call records, if any
+	users     []string // more users than alice and bob, each's password its name with -secret
+}
+
+// nodeAddrs is each node's address of the given transport, quoted.
+func nodeAddrs(transport string, ips []string, ports []int) []string {
+	var out []string
+	for i, ip := range ips {
+		out = append(out, fmt.Sprintf("%q", fmt.Sprintf("%s:%s:%d", transport, ip, ports[i])))
+	}
+	return out
+}
+
+// config is the node's YAML, with its HTTP server on httpAddr.
+func (s nodeSpec) config(httpAddr string) string {
+	var b strings.Builder
+	listen := strings.Join(s.listen, ", ")
+	if s.listen == nil {
+		listen = fmt.Sprintf(`"udp:%[1]s:%[2]d", "tcp:%[1]s:%[2]d"`, s.ip, s.port)
+	}
+	fmt.Fprintf(&b, "sip:\n  domain: sori.test\n  listen: [%s]\n  auth_secret: e2e-shared-secret-0123456789\n  node_id: %s\n  nodes: [%s]\n",
+		listen, s.id, strings.Join(s.nodes, ", "))
+	if s.listen == nil {
+		fmt.Fprintf(&b, "  node_address: tcp:%s:%d\n", s.ip, s.port)
+	}
+	if s.tlsCert != "" {
+		fmt.Fprintf(&b, "  tls: {cert: %q, key: %q}\n", s.tlsCert, s.tlsKey)
+	}
+	if s.nodeCA != "" {
+		fmt.Fprintf(&b, "  node_transport: tls\n  node_ca: %q\n", s.nodeCA)
+	}
+	if s.nodeCert != "" {
+		fmt.Fprintf(&b, "  node_cert: %q\n  node_key: %q\n", s.nodeCert, s.nodeKey)
+	}
+	fmt.Fprintf(&b, "registrar:\n  store: %q\n  store_timeout: 300ms\n%s", s.store, s.registrar)
+	if s.cdr != "" {
+		fmt.Fprintf(&b, "cdr:\n  file: %s\n", s.cdr)
+	}
+	fmt.Fprintf(&b, "%shttp:\n  listen: %s\nlog:\n  level: debug\nusers:\n", s.sections, httpAddr)
+	for _, u := range append([]string{"alice", "bob"}, s.users...) {
+		fmt.Fprintf(&b, "  - {name: %s, password: %s-secret}\n", u, u)
+	}
+	return b.String()
+}
+
+// start runs the node.
+func (s nodeSpec) start(t *testing.T) *sipNode {
 	t.Helper()
 	httpAddr := fmt.Sprintf("127.0.0.1:%d", freeSIPPort(t))
-	cfg := fmt.Sprintf(`sip:
-  domain: sori.test
-  listen: ["udp:%[1]s:%[2]d", "tcp:%[1]s:%[2]d"]
-  auth_secret: e2e-shared-secret-0123456789
-  node_id: %[3]s
-  node_address: tcp:%[1]s:%[2]d
-  nodes: %[4]s
-registrar:
-  store: %[5]q
-  store_timeout: 300ms
-cdr:
-  file: %[6]s
-http:
-  listen: %[7]s
-log:
-  level: debug
-users:
-  - {name: alice, password: alice-secret}
-  - {name: bob, password: bob-secret}
-`, ip, port, id, nodes, storeURL, cdr, httpAddr)
-	return &sipNode{node: runNode(t, cfg, port, httpAddr), id: id, ip: ip, cdr: cdr}
+	return &sipNode{node: runNode(t, s.config(httpAddr), s.port, httpAddr), id: s.id, ip: s.ip, cdr: s.cdr}
 }
 
 // dialFrom is dialSIP from a given loopback address.
@@ -323,12 +355,4 @@ func routesCounted(t *testing.T, n *sipNode, result string) int {
 		}
 	}
 	return 0
-}
-
-func values(hs []sip.Header) []string {
-	out := make([]string, len(hs))
-	for i, h := range hs {
-		out[i] = h.Value()
-	}
-	return out
 }

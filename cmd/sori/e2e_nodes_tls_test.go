@@ -3,14 +3,10 @@ package main
 import (
 	"bufio"
 	"crypto/ecdsa"
-	"crypto/elliptic"
-	"crypto/rand"
 	"crypto/tls"
 	"crypto/x509"
-	"crypto/x509/pkix"
 	"encoding/pem"
 	"fmt"
-	"math/big"
 	"net"
 	"os"
 	"path/filepath"
@@ -22,6 +18,7 @@ import (
 	"github.com/emiago/sipgo/sip"
 
 	"github.com/sori-voice/sori/registrar/store/redisstore/redistest"
+	"github.com/sori-voice/sori/sip/siptest"
 )
 
 // Two nodes with sip.node_transport tls, on 127.0.0.1 and 127.0.0.2, each
@@ -47,43 +44,18 @@ func TestNodesOverTLS(t *testing.T) {
 	ips := []string{"127.0.0.1", "127.0.0.2", "127.0.0.3"}
 	udp := []int{freeSIPPort(t), freeSIPPort(t), freeSIPPort(t)}
 	tlsPorts := []int{freeSIPPort(t), freeSIPPort(t), freeSIPPort(t)}
-	var addrs []string
-	for i, ip := range ips {
-		addrs = append(addrs, fmt.Sprintf("%q", fmt.Sprintf("tls:%s:%d", ip, tlsPorts[i])))
-	}
-	ab := strings.Join(addrs[:2], ", ")
+	ab := nodeAddrs("tls", ips[:2], tlsPorts[:2])
 	// start runs node id on ips[i], trusting the nodes' certificates to
 	// caFile; with phones, its sip.tls certificate is that CA's and its
 	// node certificate (sip.node_cert) issuer's, else issuer's serves both.
-	start := func(i int, id, listen, nodes, caFile string, issuer, phones *testCA) *sipNode {
-		cert, key := issuer.issue(t, id, ips[i])
-		pair := ""
+	start := func(i int, id, listen string, nodes []string, caFile string, issuer, phones *testCA) *sipNode {
+		n := nodeSpec{id: id, ip: ips[i], port: udp[i], listen: []string{listen}, nodes: nodes, store: rs.URL(), nodeCA: caFile}
+		n.tlsCert, n.tlsKey = issuer.issue(t, id, ips[i])
 		if phones != nil {
-			pair = fmt.Sprintf("\n  node_cert: %q\n  node_key: %q", cert, key)
-			cert, key = phones.issue(t, id+"-for-phones", ips[i])
+			n.nodeCert, n.nodeKey = n.tlsCert, n.tlsKey
+			n.tlsCert, n.tlsKey = phones.issue(t, id+"-for-phones", ips[i])
 		}
-		httpAddr := fmt.Sprintf("127.0.0.1:%d", freeSIPPort(t))
-		cfg := fmt.Sprintf(`sip:
-  domain: sori.test
-  listen: [%[1]s]
-  auth_secret: e2e-shared-secret-0123456789
-  tls: {cert: %[2]q, key: %[3]q}
-  node_id: %[4]s
-  node_transport: tls
-  node_ca: %[5]q%[9]s
-  nodes: [%[6]s]
-registrar:
-  store: %[7]q
-  store_timeout: 300ms
-http:
-  listen: %[8]s
-log:
-  level: debug
-users:
-  - {name: alice, password: alice-secret}
-  - {name: bob, password: bob-secret}
-`, listen, cert, key, id, caFile, nodes, rs.URL(), httpAddr, pair)
-		return &sipNode{node: runNode(t, cfg, udp[i], httpAddr), id: id, ip: ips[i]}
+		return n.start(t)
 	}
 	a := start(0, "a", fmt.Sprintf(`"udp:127.0.0.1:%d", "tls:127.0.0.1:%d"`, udp[0], tlsPorts[0]), ab, ca.certFile, ca, nil)
 	b := start(1, "b", fmt.Sprintf(`"udp:127.0.0.2:%[1]d", "tcp:127.0.0.2:%[1]d", "tls:127.0.0.2:%[2]d"`, udp[1], tlsPorts[1]), ab, ca.certFile, ca, phones)
@@ -102,7 +74,7 @@ users:
 		vias := inv.GetHeaders("Via")
 		aVia := fmt.Sprintf("SIP/2.0/TLS 127.0.0.1:%d", tlsPorts[0])
 		if len(vias) != 3 || !strings.HasPrefix(vias[1].Value(), aVia) {
-			t.Fatalf("the INVITE did not come from node a over TLS: Via %v, want the second %s", values(vias), aVia)
+			t.Fatalf("the INVITE did not come from node a over TLS: Via %v, want the second %s", siptest.Values(vias), aVia)
 		}
 		for _, h := range inv.GetHeaders("Record-Route") {
 			var u sip.Uri
@@ -163,7 +135,7 @@ users:
 	// Node c trusts another CA: it cannot verify node b's certificate, so
 	// nothing it has for bob leaves it (b is never reached in the clear).
 	stranger := newTestCA(t, dir, "stranger-ca")
-	c := start(2, "c", fmt.Sprintf(`"udp:127.0.0.3:%d", "tls:127.0.0.3:%d"`, udp[2], tlsPorts[2]), strings.Join(addrs, ", "), stranger.certFile, stranger, nil)
+	c := start(2, "c", fmt.Sprintf(`"udp:127.0.0.3:%d", "tls:127.0.0.3:%d"`, udp[2], tlsPorts[2]), nodeAddrs("tls", ips, tlsPorts), stranger.certFile, stranger, nil)
 	carol := &ua{sipConn: dialFrom(t, "udp", "127.0.0.12", c.sipAddr()), user: "alice", password: "alice-secret"}
 	carol.authenticated("MESSAGE", "sip:bob@sori.test", "Content-Type: text/plain")
 	res := carol.final()
@@ -300,24 +272,10 @@ type testCA struct {
 
 func newTestCA(t *testing.T, dir, name string) *testCA {
 	t.Helper()
-	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		t.Fatal(err)
-	}
-	tmpl := &x509.Certificate{SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: name},
-		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(24 * time.Hour),
-		IsCA: true, BasicConstraintsValid: true, KeyUsage: x509.KeyUsageCertSign | x509.KeyUsageDigitalSignature}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
-	if err != nil {
-		t.Fatal(err)
-	}
-	cert, err := x509.ParseCertificate(der)
-	if err != nil {
-		t.Fatal(err)
-	}
+	cert, key := sign(t, certSpec{name: name, ca: true}, nil, nil)
 	ca := &testCA{dir: dir, name: name, certFile: filepath.Join(dir, name+".pem"), cert: cert, key: key, pool: x509.NewCertPool()}
 	ca.pool.AddCert(cert)
-	writePEM(t, ca.certFile, "CERTIFICATE", der)
+	writePEM(t, ca.certFile, "CERTIFICATE", cert.Raw)
 	return ca
 }
 
@@ -325,29 +283,13 @@ func newTestCA(t *testing.T, dir, name string) *testCA {
 // CA, and its key; it returns both files.
 func (ca *testCA) issue(t *testing.T, name, ip string) (certFile, keyFile string) {
 	t.Helper()
-	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		t.Fatal(err)
-	}
-	serial, err := rand.Int(rand.Reader, new(big.Int).Lsh(big.NewInt(1), 64))
-	if err != nil {
-		t.Fatal(err)
-	}
-	tmpl := &x509.Certificate{SerialNumber: serial, Subject: pkix.Name{CommonName: name},
-		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(24 * time.Hour),
-		KeyUsage:    x509.KeyUsageDigitalSignature,
-		ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth, x509.ExtKeyUsageClientAuth},
-		IPAddresses: []net.IP{net.ParseIP(ip)}}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, ca.cert, &key.PublicKey, ca.key)
-	if err != nil {
-		t.Fatal(err)
-	}
+	cert, key := sign(t, certSpec{name: name, ips: []string{ip}}, ca.cert, ca.key)
 	kder, err := x509.MarshalPKCS8PrivateKey(key)
 	if err != nil {
 		t.Fatal(err)
 	}
 	certFile, keyFile = filepath.Join(ca.dir, ca.name+"-"+name+".crt"), filepath.Join(ca.dir, ca.name+"-"+name+".key")
-	writePEM(t, certFile, "CERTIFICATE", der)
+	writePEM(t, certFile, "CERTIFICATE", cert.Raw)
 	writePEM(t, keyFile, "PRIVATE KEY", kder)
 	return certFile, keyFile
 }
@@ -399,41 +341,19 @@ func TestNodesReloadNodeCA(t *testing.T) {
 	ips := []string{"127.0.0.1", "127.0.0.2", "127.0.0.3"}
 	udp := []int{freeSIPPort(t), freeSIPPort(t), freeSIPPort(t)}
 	tlsPorts := []int{freeSIPPort(t), freeSIPPort(t), freeSIPPort(t)}
-	var addrs []string
-	for i, ip := range ips {
-		addrs = append(addrs, fmt.Sprintf("%q", fmt.Sprintf("tls:%s:%d", ip, tlsPorts[i])))
-	}
-	start := func(i int, id, cert, key, caFile, extra string) *sipNode {
-		httpAddr := fmt.Sprintf("127.0.0.1:%d", freeSIPPort(t))
-		cfg := fmt.Sprintf(`sip:
-  domain: sori.test
-  listen: ["udp:%[1]s:%[2]d", "tcp:%[1]s:%[2]d", "tls:%[1]s:%[3]d"]
-  auth_secret: e2e-shared-secret-0123456789
-  tls: {cert: %[4]q, key: %[5]q}
-  node_id: %[6]s
-  node_transport: tls
-  node_ca: %[7]q%[8]s
-  nodes: [%[9]s]
-registrar:
-  store: %[10]q
-  store_timeout: 300ms
-http:
-  listen: %[11]s
-log:
-  level: debug
-users:
-  - {name: alice, password: alice-secret}
-  - {name: bob, password: bob-secret}
-  - {name: carol, password: carol-secret}
-`, ips[i], udp[i], tlsPorts[i], cert, key, id, caFile, extra, strings.Join(addrs, ", "), rs.URL(), httpAddr)
-		return &sipNode{node: runNode(t, cfg, udp[i], httpAddr), id: id, ip: ips[i]}
+	spec := func(i int, id, cert, key, caFile string) nodeSpec {
+		return nodeSpec{id: id, ip: ips[i], port: udp[i], nodes: nodeAddrs("tls", ips, tlsPorts), store: rs.URL(),
+			listen:  []string{fmt.Sprintf(`"udp:%[1]s:%[2]d", "tcp:%[1]s:%[2]d", "tls:%[1]s:%[3]d"`, ips[i], udp[i], tlsPorts[i])},
+			tlsCert: cert, tlsKey: key, nodeCA: caFile, users: []string{"carol"}}
 	}
 	forPhones, forPhonesKey := phones.issue(t, "a-for-phones", "127.0.0.1")
-	a := start(0, "a", forPhones, forPhonesKey, aCA, fmt.Sprintf("\n  node_cert: %q\n  node_key: %q", aCert, aKey))
+	as := spec(0, "a", forPhones, forPhonesKey, aCA)
+	as.nodeCert, as.nodeKey = aCert, aKey
+	a := as.start(t)
 	bCert, bKey := oldCA.issue(t, "b", "127.0.0.2")
-	b := start(1, "b", bCert, bKey, both, "")
+	b := spec(1, "b", bCert, bKey, both).start(t)
 	cCert, cKey := newCA.issue(t, "c", "127.0.0.3")
-	cn := start(2, "c", cCert, cKey, both, "")
+	cn := spec(2, "c", cCert, cKey, both).start(t)
 
 	register := func(n *sipNode, user, from, contact string) *ua {
 		t.Helper()

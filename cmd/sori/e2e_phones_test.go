@@ -7,14 +7,11 @@ package main
 
 import (
 	"bytes"
-	"context"
 	byteorder "encoding/binary"
 	"errors"
 	"fmt"
 	"io"
-	"log/slog"
 	"math"
-	"net/netip"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -190,27 +187,11 @@ func nodeMetric(t *testing.T, n *node, name string) string {
 // anchorCall asks the anchor (ng list and query) for its one call.
 func anchorCall(t *testing.T, an *anchorProc) ng.Dict {
 	t.Helper()
-	client, err := ng.NewClient("127.0.0.1:0", 200*time.Millisecond, slog.New(slog.NewTextHandler(io.Discard, nil)), nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer client.Close()
-	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
-	defer cancel()
-	server := netip.MustParseAddrPort(an.ng)
-	l, err := client.Do(ctx, server, ng.Dict{"command": "list"})
-	if err != nil {
-		t.Fatalf("ng list: %v", err)
-	}
-	ids := l.List("calls")
+	ids := anchorDo(t, an, ng.Dict{"command": "list"}).List("calls")
 	if len(ids) != 1 {
 		t.Fatalf("the anchor holds calls %v, want exactly the phones' call", ids)
 	}
-	q, err := client.Do(ctx, server, ng.Dict{"command": "query", "call-id": ids[0]})
-	if err != nil || q.Str("result") != "ok" {
-		t.Fatalf("ng query %s: %v %v", ids[0], q, err)
-	}
-	return q
+	return ngQuery(t, an, ids[0])
 }
 
 // anchorLegs asks the anchor for its one call and returns, per leg, the

@@ -211,8 +211,7 @@ func TestPushWakesTheApp(t *testing.T) {
 		t.Fatalf("woken app got %s, want ACK", ack.Method)
 	}
 	toBob, toAlice := mediaTarget(t, inv.Body()), mediaTarget(t, res.Body())
-	stream(t, ma, toAlice, mb, toBob, 0xa1, 5)
-	stream(t, mb, toBob, ma, toAlice, 0xb0, 5)
+	streamBothWays(t, ma, toAlice, mb, toBob, 0xa1, 0xb0, 5)
 	alice.send(alice.inDialog("BYE", 3, res))
 	bye := woken.readRequest()
 	woken.respond(bye, 200, "OK")

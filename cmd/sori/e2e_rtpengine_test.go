@@ -88,9 +88,9 @@ func ngDo(a *anchorProc, d ng.Dict) (ng.Dict, error) {
 // ngCalls is how many calls the anchor holds (ng list).
 func ngCalls(t *testing.T, a *anchorProc) int {
 	t.Helper()
-	l, err := ngDo(a, ng.Dict{"command": "list"})
-	if err != nil || l.Str("result") != "ok" {
-		t.Fatalf("ng list: %v %v", l, err)
+	l := anchorDo(t, a, ng.Dict{"command": "list"})
+	if l.Str("result") != "ok" {
+		t.Fatalf("ng list: %v", l)
 	}
 	return len(l.List("calls"))
 }
@@ -105,7 +105,7 @@ func TestRtpengineAnchorsACall(t *testing.T) {
 	c := callWithMedia(t, n, ma, mb)
 	toAnchorFromB, toAnchorFromA := mediaTarget(t, c.inv.Body()), mediaTarget(t, c.res.Body())
 	for name, ap := range map[string]netip.AddrPort{"bob's INVITE": toAnchorFromB, "alice's 200": toAnchorFromA} {
-		if !an.owns(ap.Addr().String(), fmt.Sprint(ap.Port())) {
+		if !an.hasPort(ap) {
 			t.Fatalf("%s sends media to %s, not to rtpengine (%d-%d)", name, ap, an.minPort, an.maxPort)
 		}
 	}
@@ -167,16 +167,9 @@ func (a *anchorProc) legCount(t *testing.T) int {
 		fmt.Sscan(a.metric(t, "sori_anchor_ports_in_use"), &n)
 		return n
 	}
-	l, err := ngDo(a, ng.Dict{"command": "list"})
-	if err != nil {
-		t.Fatalf("ng list: %v", err)
-	}
 	total := 0
-	for _, id := range l.List("calls") {
-		q, err := ngDo(a, ng.Dict{"command": "query", "call-id": id})
-		if err != nil {
-			t.Fatalf("ng query: %v", err)
-		}
+	for _, id := range anchorDo(t, a, ng.Dict{"command": "list"}).List("calls") {
+		q := anchorDo(t, a, ng.Dict{"command": "query", "call-id": id})
 		for _, v := range liveLegs(q.Dict("tags")) {
 			leg, _ := v.(map[string]any)
 			medias, _ := leg["medias"].([]any)

@@ -129,10 +129,7 @@ func TestTLSPhone(t *testing.T) {
 	if res.StatusCode != 200 {
 		t.Fatalf("INVITE: %d", res.StatusCode)
 	}
-	alice.send(alice.inDialog("ACK", 2, res))
-	if ack := bob.readRequest(); ack.Method != sip.ACK {
-		t.Fatalf("bob got %s, want ACK", ack.Method)
-	}
+	sendACK(t, alice, bob, 2, res)
 	alice.send(alice.inDialog("BYE", 3, res))
 	bye := bob.readRequest()
 	if bye.Method != sip.BYE {

@@ -1,12 +1,13 @@
 package main
 
 import (
-	"strconv"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/emiago/sipgo/sip"
+
+	"github.com/sori-voice/sori/media/rtptest"
 )
 
 // A phone calls a browser with a delayed offer (an INVITE without SDP,
@@ -45,7 +46,7 @@ func TestBrowserAnswersADelayedOffer(t *testing.T) {
 	if !strings.Contains(body, "opus/48000/2") {
 		t.Fatalf("the 200's offer has no Opus:\n%s", body)
 	}
-	if !an.owns(toAnchor.Addr().String(), strconv.Itoa(int(toAnchor.Port()))) {
+	if !an.hasPort(toAnchor) {
 		t.Fatalf("the 200's offer sends media to %s, not to the anchor", toAnchor)
 	}
 	bob.send(withSDP(bob.inDialog("ACK", 2, res), leg.sdp))
@@ -53,28 +54,13 @@ func TestBrowserAnswersADelayedOffer(t *testing.T) {
 	browserPhone(t, page).mustBe(t, "answered", func(p browserState) bool { return p.State == "answered" })
 
 	// Bob's media at 50 packets/s until both sides counted a second's worth.
-	leg.setTarget(toAnchor)
-	stop := make(chan struct{})
-	defer close(stop)
-	go func() {
-		tick := time.NewTicker(20 * time.Millisecond)
-		defer tick.Stop()
-		for {
-			select {
-			case <-stop:
-				return
-			case <-tick.C:
-				leg.send()
-			}
-		}
-	}()
+	leg.SetTarget(toAnchor)
+	defer rtptest.Pace(func() { _ = leg.Send() })()
 	const want = 50
 	fromAnchor := func() int {
-		leg.mu.Lock()
-		defer leg.mu.Unlock()
 		k := 0
-		for _, a := range leg.arrivals {
-			if an.owns(a.src.Addr().String(), strconv.Itoa(int(a.src.Port()))) {
+		for _, a := range leg.Arrivals() {
+			if an.hasPort(a.From) {
 				k++
 			}
 		}

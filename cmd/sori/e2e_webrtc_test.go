@@ -104,20 +104,7 @@ func TestBrowserCallsABrowser(t *testing.T) {
 	// having received (and decrypted: reception reads the RTP headers) a
 	// call's worth of RTP.
 	want := int64(holdCall / (20 * time.Millisecond))
-	var legs map[string]webrtcLeg
-	for deadline := time.Now().Add(holdCall + 10*time.Second); ; time.Sleep(100 * time.Millisecond) {
-		legs = anchorWebRTCLegs(t, an)
-		done := len(legs) == 2
-		for _, l := range legs {
-			done = done && l.expected >= want
-		}
-		if done {
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("the anchor's legs %+v: want two that each received %d RTP packets", legs, want)
-		}
-	}
+	legs := waitWebRTCLegs(t, an, want)
 	paths := map[string]bool{}
 	for tag, l := range legs {
 		if l.protocol != "UDP/TLS/RTP/SAVPF" || l.keying != "DTLS" || l.suite == "" || !strings.HasPrefix(l.selected, "127.0.0.1:") ||
@@ -146,19 +133,7 @@ func TestBrowserCallsABrowser(t *testing.T) {
 					name, st.Received, st.BytesIn, first[name].Received, first[name].BytesIn, st.Sent, want)
 			}
 		}
-		cond := fmt.Sprintf("Math.abs(peak().hz - %d) < 15 && peak().db > -70", browserTone)
-		for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(100 * time.Millisecond) {
-			var ok bool
-			p.eval(t, cond, &ok)
-			if ok {
-				break
-			}
-			if time.Now().After(deadline) {
-				var pk struct{ Hz, Db float64 }
-				p.eval(t, "peak()", &pk)
-				t.Fatalf("%s plays mostly %.0f Hz at %.0f dB, want the other browser's %d Hz", name, pk.Hz, pk.Db, browserTone)
-			}
-		}
+		waitPlays(t, p, name, "the other browser's", browserTone)
 	}
 
 	alice.eval(t, "hangUp(), true", nil)
@@ -227,20 +202,7 @@ func (s browserState) mustBe(t *testing.T, what string, ok func(browserState) bo
 func browserCall(t *testing.T, an *anchorProc, page *cdpPage, phone *baresip, freq int) {
 	t.Helper()
 	want := int64(holdCall / (20 * time.Millisecond))
-	var legs map[string]webrtcLeg
-	for deadline := time.Now().Add(holdCall + 10*time.Second); ; time.Sleep(100 * time.Millisecond) {
-		legs = anchorWebRTCLegs(t, an)
-		done := len(legs) == 2
-		for _, l := range legs {
-			done = done && l.expected >= want // RTP read (decrypted); packets count STUN and DTLS too
-		}
-		if done {
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("the anchor's legs %+v: want two that each received %d RTP packets", legs, want)
-		}
-	}
+	legs := waitWebRTCLegs(t, an, want)
 	browser, sip := browserAndPhone(legs)
 	if browser == nil || sip == nil {
 		t.Fatalf("the anchor's legs %+v: want one UDP/TLS/RTP/SAVPF (the browser's) and one the phone's", legs)
@@ -270,25 +232,51 @@ func browserCall(t *testing.T, an *anchorProc, page *cdpPage, phone *baresip, fr
 			t.Fatalf("the browser sent %d and received %d RTP packets, audio energy %g: want >= %d each, and sound", st.Sent, st.Received, st.Energy, want)
 		}
 	}
-	// What the browser plays is the phone's tone (WebAudio's FFT, 5.9 Hz bins).
-	cond := fmt.Sprintf("Math.abs(peak().hz - %d) < 15 && peak().db > -70", freq)
-	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(100 * time.Millisecond) {
-		var ok bool
-		page.eval(t, cond, &ok)
-		if ok {
-			break
-		}
-		if time.Now().After(deadline) {
-			var pk struct{ Hz, Db float64 }
-			page.eval(t, "peak()", &pk)
-			t.Fatalf("the browser plays mostly %.0f Hz at %.0f dB, want the phone's %d Hz", pk.Hz, pk.Db, freq)
-		}
-	}
+	// What the browser plays is the phone's tone.
+	waitPlays(t, page, "the browser", "the phone's", freq)
 	var pk struct{ Hz, Db float64 }
 	page.eval(t, "peak()", &pk)
 	t.Logf("the browser received %d RTP packets (sent %d) and plays %.0f Hz at %.0f dB", st.Received, st.Sent, pk.Hz, pk.Db)
 	if math.IsNaN(pk.Hz) {
 		t.Fatal("peak() is NaN")
+	}
+}
+
+// waitWebRTCLegs waits for the anchor's call to have two legs that each
+// read (decrypted) want RTP packets; their packets count STUN and DTLS too.
+func waitWebRTCLegs(t *testing.T, an *anchorProc, want int64) map[string]webrtcLeg {
+	t.Helper()
+	for deadline := time.Now().Add(holdCall + 10*time.Second); ; time.Sleep(100 * time.Millisecond) {
+		legs := anchorWebRTCLegs(t, an)
+		done := len(legs) == 2
+		for _, l := range legs {
+			done = done && l.expected >= want
+		}
+		if done {
+			return legs
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("the anchor's legs %+v: want two that each received %d RTP packets", legs, want)
+		}
+	}
+}
+
+// waitPlays waits for page (who) to play mostly freq Hz, whose tone it
+// is (WebAudio's FFT, 5.9 Hz bins).
+func waitPlays(t *testing.T, page *cdpPage, who, whose string, freq int) {
+	t.Helper()
+	cond := fmt.Sprintf("Math.abs(peak().hz - %d) < 15 && peak().db > -70", freq)
+	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(100 * time.Millisecond) {
+		var ok bool
+		page.eval(t, cond, &ok)
+		if ok {
+			return
+		}
+		if time.Now().After(deadline) {
+			var pk struct{ Hz, Db float64 }
+			page.eval(t, "peak()", &pk)
+			t.Fatalf("%s plays mostly %.0f Hz at %.0f dB, want %s %d Hz", who, pk.Hz, pk.Db, whose, freq)
+		}
 	}
 }
 

@@ -21,6 +21,34 @@ type wsPhone struct {
 	host string // the Via and Contact host a browser makes up (RFC 7118 §5.2)
 }
 
+// registeredWSPhone is bob's browser on a WebSocket to url (trusting
+// caFile), its made-up host host, registered (401, then 200 with his
+// credentials); tag sets its REGISTERs' Call-ID, branches and From tags
+// apart.
+func registeredWSPhone(t *testing.T, url, caFile, host, tag string) *wsPhone {
+	t.Helper()
+	c, _, err := dialWS(t, url, caFile, "sip")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = c.CloseNow() })
+	bob := &wsPhone{t: t, c: c, host: host}
+	register := func(cseq int, auth string) string {
+		return fmt.Sprintf("REGISTER sip:sori.test SIP/2.0\nVia: SIP/2.0/WSS %[1]s;branch=z9hG4bK-%[2]s-%[3]d\nMax-Forwards: 70\nFrom: <sip:bob@sori.test>;tag=%[2]s%[3]d\nTo: <sip:bob@sori.test>\nCall-ID: %[2]s-reg@test\nCSeq: %[3]d REGISTER\nContact: <sip:bob@%[1]s;transport=ws>\nExpires: 600\n%[4]sContent-Length: 0\n\n",
+			host, tag, cseq, auth)
+	}
+	bob.send(register(1, ""))
+	res := bob.final()
+	if res.StatusCode != 401 {
+		t.Fatalf("the browser's REGISTER: %d", res.StatusCode)
+	}
+	bob.send(register(2, "Authorization: "+digestFor(t, res, "WWW-Authenticate", "REGISTER", "sip:sori.test", "bob", "bob-secret")+"\n"))
+	if res := bob.final(); res.StatusCode != 200 {
+		t.Fatalf("the browser's REGISTER with credentials: %d %s", res.StatusCode, res.Reason)
+	}
+	return bob
+}
+
 func dialWS(t *testing.T, url, caFile string, subprotocols ...string) (*websocket.Conn, *http.Response, error) {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
@@ -97,25 +125,7 @@ users:
 		}
 	}
 
-	c, _, err := dialWS(t, url, cert, "sip")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = c.CloseNow() })
-	bob := &wsPhone{t: t, c: c, host: "df7jal23ls0d.invalid"}
-	register := func(cseq int, auth string) string {
-		return fmt.Sprintf("REGISTER sip:sori.test SIP/2.0\nVia: SIP/2.0/WSS %s;branch=z9hG4bK-ws-%d\nMax-Forwards: 70\nFrom: <sip:bob@sori.test>;tag=ws%d\nTo: <sip:bob@sori.test>\nCall-ID: ws-reg@test\nCSeq: %d REGISTER\nContact: <sip:bob@%s;transport=ws>\nExpires: 600\n%sContent-Length: 0\n\n",
-			bob.host, cseq, cseq, cseq, bob.host, auth)
-	}
-	bob.send(register(1, ""))
-	res := bob.final()
-	if res.StatusCode != 401 {
-		t.Fatalf("REGISTER: %d", res.StatusCode)
-	}
-	bob.send(register(2, "Authorization: "+digestFor(t, res, "WWW-Authenticate", "REGISTER", "sip:sori.test", "bob", "bob-secret")+"\n"))
-	if res := bob.final(); res.StatusCode != 200 {
-		t.Fatalf("REGISTER with credentials: %d %s", res.StatusCode, res.Reason)
-	}
+	bob := registeredWSPhone(t, url, cert, "df7jal23ls0d.invalid", "ws")
 
 	bob.send("\r\n\r\n")
 	if pong := bob.readRaw(); string(pong) != "\r\n" {
@@ -177,7 +187,7 @@ users:
 			bob.host, cseq, cseq, auth)
 	}
 	bob.send(message(1, ""))
-	res = bob.final()
+	res := bob.final()
 	if res.StatusCode != 407 {
 		t.Fatalf("MESSAGE from the WebSocket: %d, want 407 first", res.StatusCode)
 	}

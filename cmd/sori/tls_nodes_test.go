@@ -20,6 +20,7 @@ import (
 
 // certSpec is a certificate the trust tests make.
 type certSpec struct {
+	name    string // its subject's common name; "" is "test"
 	ips     []string
 	dns     []string
 	usages  []x509.ExtKeyUsage // nil: server and client
@@ -40,7 +41,10 @@ func sign(t *testing.T, spec certSpec, parent *x509.Certificate, parentKey *ecds
 		t.Fatal(err)
 	}
 	now := time.Now()
-	tmpl := &x509.Certificate{SerialNumber: serial, Subject: pkix.Name{CommonName: "test"},
+	if spec.name == "" {
+		spec.name = "test"
+	}
+	tmpl := &x509.Certificate{SerialNumber: serial, Subject: pkix.Name{CommonName: spec.name},
 		NotBefore: now.Add(-time.Hour), NotAfter: now.Add(time.Hour), DNSNames: spec.dns,
 		KeyUsage: x509.KeyUsageDigitalSignature, ExtKeyUsage: spec.usages}
 	if spec.usages == nil {

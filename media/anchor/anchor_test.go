@@ -372,20 +372,11 @@ func TestQueryReportsEachHopsLossAndMOS(t *testing.T) {
 	answer := do(t, m, "answer", ng.Dict{"call-id": "q", "from-tag": "a", "to-tag": "b", "sdp": phoneSDP(pb.addr())})
 	toA := netip.AddrPortFrom(loopback, uint16(mediaOf(t, answer.Str("sdp")).Port))
 	toB := netip.AddrPortFrom(loopback, uint16(mediaOf(t, offer.Str("sdp")).Port))
-	rtpPacket := func(seq uint16) []byte {
-		b := make([]byte, 92)
-		b[0], b[1] = 0x80, 111
-		b[2], b[3] = byte(seq>>8), byte(seq)
-		ts := uint32(seq) * 960
-		b[4], b[5], b[6], b[7] = byte(ts>>24), byte(ts>>16), byte(ts>>8), byte(ts)
-		b[11] = 0x42
-		return b
-	}
 	for seq := uint16(0); seq < 100; seq++ {
 		if seq%20 != 9 { // A's uplink loses 5 %
-			pa.roundTrip(t, toA, pb, rtpPacket(seq))
+			pa.roundTrip(t, toA, pb, rtpOf(seq))
 		}
-		pb.roundTrip(t, toB, pa, rtpPacket(seq))
+		pb.roundTrip(t, toB, pa, rtpOf(seq))
 	}
 	q := do(t, m, "query", ng.Dict{"call-id": "q"})
 	reception := func(tag string) ng.Dict {

@@ -20,6 +20,7 @@ import (
 	"github.com/sori-voice/sori/media/dtlssrtp"
 	"github.com/sori-voice/sori/media/ng"
 	"github.com/sori-voice/sori/media/ports"
+	"github.com/sori-voice/sori/media/rtptest"
 	"github.com/sori-voice/sori/media/sdp"
 )
 
@@ -274,23 +275,16 @@ func TestConsentFreshness(t *testing.T) {
 			}
 		}
 	}()
-	go func() {
-		tick := time.NewTicker(20 * time.Millisecond)
-		defer tick.Stop()
-		for seq := uint16(1); ; seq++ {
-			select {
-			case <-ctx.Done():
-				return
-			case <-tick.C:
-			}
-			pkt := rtp.Packet{Header: rtp.Header{Version: 2, PayloadType: 111, SequenceNumber: seq, Timestamp: uint32(seq) * 960, SSRC: 0x50710002}, Payload: []byte{0xfc, 'p', 'h', 'o', 'n', 'e'}}
-			plain, _ := pkt.Marshal()
-			_, _ = phone.conn.WriteToUDPAddrPort(plain, anchorForPhone)
-			if browserTalks.Load() {
-				b.talk()
-			}
+	var seq uint16
+	t.Cleanup(rtptest.Pace(func() {
+		seq++
+		pkt := rtp.Packet{Header: rtp.Header{Version: 2, PayloadType: 111, SequenceNumber: seq, Timestamp: uint32(seq) * 960, SSRC: 0x50710002}, Payload: []byte{0xfc, 'p', 'h', 'o', 'n', 'e'}}
+		plain, _ := pkt.Marshal()
+		_, _ = phone.conn.WriteToUDPAddrPort(plain, anchorForPhone)
+		if browserTalks.Load() {
+			b.talk()
 		}
-	}()
+	}))
 	heardWithin := func(d time.Duration) bool {
 		select {
 		case <-b.heard:

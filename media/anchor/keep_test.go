@@ -70,6 +70,8 @@ func keepingManager(t *testing.T, lo int, k Keeper) (*Manager, *ports.Allocator)
 	return m, alloc
 }
 
+// rtpOf is an Opus RTP packet of 80 zero bytes: sequence number seq,
+// timestamp seq frames of 20 ms on, SSRC 0x42.
 func rtpOf(seq uint16) []byte {
 	b := make([]byte, 92)
 	b[0], b[1] = 0x80, 111

@@ -10,18 +10,16 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
-	"github.com/pion/ice/v4"
 	"github.com/pion/rtp"
 	"github.com/pion/stun/v3"
-	pion "github.com/pion/webrtc/v4"
 
 	"github.com/sori-voice/sori/media/ng"
 	"github.com/sori-voice/sori/media/ports"
 	"github.com/sori-voice/sori/media/sdp"
+	"github.com/sori-voice/sori/media/webrtc/webrtctest"
 )
 
 // browserSDP is Chromium's offer (testdata/sdp/chrome.sdp): Opus, ICE
@@ -250,59 +248,9 @@ func TestPionPeerThroughTheAnchorToAPlainPhone(t *testing.T) {
 	t.Cleanup(m.Close)
 	phone := newUDPPhone(t)
 
-	var se pion.SettingEngine
-	se.SetNetworkTypes([]pion.NetworkType{pion.NetworkTypeUDP4})
-	se.SetIncludeLoopbackCandidate(true)
-	se.SetICEMulticastDNSMode(ice.MulticastDNSModeDisabled)
-	se.SetIPFilter(func(ip net.IP) bool { return ip.Equal(net.IPv4(127, 0, 0, 1)) })
-	se.SetHandleUndeclaredSSRCWithoutAnswer(true) // the phone's answer declares no a=ssrc
-	var me pion.MediaEngine
-	if err := me.RegisterCodec(pion.RTPCodecParameters{RTPCodecCapability: pion.RTPCodecCapability{MimeType: pion.MimeTypeOpus, ClockRate: 48000, Channels: 2, SDPFmtpLine: "minptime=10;useinbandfec=1"}, PayloadType: 111}, pion.RTPCodecTypeAudio); err != nil {
-		t.Fatal(err)
-	}
-	pc, err := pion.NewAPI(pion.WithSettingEngine(se), pion.WithMediaEngine(&me)).NewPeerConnection(pion.Configuration{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = pc.Close() })
-	track, err := pion.NewTrackLocalStaticRTP(pion.RTPCodecCapability{MimeType: pion.MimeTypeOpus, ClockRate: 48000, Channels: 2}, "audio", "browser")
-	if err != nil {
-		t.Fatal(err)
-	}
-	if _, err := pc.AddTrack(track); err != nil {
-		t.Fatal(err)
-	}
-	heard := make(chan []byte, 64)
-	pc.OnTrack(func(tr *pion.TrackRemote, _ *pion.RTPReceiver) {
-		for {
-			p, _, err := tr.ReadRTP()
-			if err != nil {
-				return
-			}
-			select {
-			case heard <- p.Payload:
-			default:
-			}
-		}
-	})
-	connected := make(chan struct{})
-	var once sync.Once
-	pc.OnConnectionStateChange(func(s pion.PeerConnectionState) {
-		if s == pion.PeerConnectionStateConnected {
-			once.Do(func() { close(connected) })
-		}
-	})
-	offer, err := pc.CreateOffer(nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	gathered := pion.GatheringCompletePromise(pc)
-	if err := pc.SetLocalDescription(offer); err != nil {
-		t.Fatal(err)
-	}
-	<-gathered
+	browser := webrtctest.NewBrowser(t)
 
-	res := do(t, m, "offer", ng.Dict{"call-id": "pion", "from-tag": "browser", "sdp": pc.LocalDescription().SDP, "ICE": "remove", "transport-protocol": "RTP/AVP"})
+	res := do(t, m, "offer", ng.Dict{"call-id": "pion", "from-tag": "browser", "sdp": browser.Offer(), "ICE": "remove", "transport-protocol": "RTP/AVP"})
 	if res.Str("result") != "ok" {
 		t.Fatalf("offer: %v", res)
 	}
@@ -314,14 +262,8 @@ func TestPionPeerThroughTheAnchorToAPlainPhone(t *testing.T) {
 	if res.Str("result") != "ok" {
 		t.Fatalf("answer: %v", res)
 	}
-	if err := pc.SetRemoteDescription(pion.SessionDescription{Type: pion.SDPTypeAnswer, SDP: res.Str("sdp")}); err != nil {
-		t.Fatalf("pion refused the anchor's answer: %v\n%s", err, res.Str("sdp"))
-	}
-	select {
-	case <-connected:
-	case <-time.After(15 * time.Second):
-		t.Fatalf("pion never connected (ICE %s)", pc.ICEConnectionState())
-	}
+	browser.Answer(t, res.Str("sdp"))
+	browser.WaitConnected(t, 15*time.Second)
 
 	// Opus both ways every 20 ms until each end has the other's.
 	browserSays, phoneSays := []byte{0xfc, 'b', 'r', 'o', 'w'}, []byte{0xfc, 'p', 'h', 'o', 'n'}
@@ -342,31 +284,13 @@ func TestPionPeerThroughTheAnchorToAPlainPhone(t *testing.T) {
 			}
 		}
 	}()
-	var gotBrowser, gotPhone bool
-	tick := time.NewTicker(20 * time.Millisecond)
-	defer tick.Stop()
-	deadline := time.After(10 * time.Second)
-	for seq := uint16(1); !gotBrowser || !gotPhone; seq++ {
-		select {
-		case <-tick.C:
-		case p := <-fromBrowser:
-			gotBrowser = gotBrowser || bytes.Equal(p, browserSays)
-			continue
-		case p := <-heard:
-			gotPhone = gotPhone || bytes.Equal(p, phoneSays)
-			continue
-		case <-deadline:
-			t.Fatalf("after 10 s: the phone heard the browser %v, the browser heard the phone %v", gotBrowser, gotPhone)
-		}
-		if err := track.WriteRTP(&rtp.Packet{Header: rtp.Header{Version: 2, PayloadType: 111, SequenceNumber: seq, Timestamp: uint32(seq) * 960}, Payload: browserSays}); err != nil {
-			t.Fatal(err)
-		}
+	browser.Converse(t, browserSays, phoneSays, fromBrowser, func(seq uint16) {
 		pkt := rtp.Packet{Header: rtp.Header{Version: 2, PayloadType: 111, SequenceNumber: seq, Timestamp: uint32(seq) * 960, SSRC: 0x50710002}, Payload: phoneSays}
 		plain, _ := pkt.Marshal()
 		if _, err := phone.conn.WriteToUDPAddrPort(plain, anchorForPhone); err != nil {
 			t.Fatal(err)
 		}
-	}
+	})
 	q := do(t, m, "delete", ng.Dict{"call-id": "pion"})
 	b, p := mediaDict(t, q, "browser"), mediaDict(t, q, "phone")
 	srtpD := b.Dict("SRTP")

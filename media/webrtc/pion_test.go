@@ -1,24 +1,21 @@
 package webrtc_test
 
 import (
-	"bytes"
 	"net"
 	"net/netip"
 	"strconv"
-	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
 
-	"github.com/pion/ice/v4"
 	"github.com/pion/rtp"
 	"github.com/pion/srtp/v3"
-	pion "github.com/pion/webrtc/v4"
 
 	"github.com/sori-voice/sori/media/dtlssrtp"
 	"github.com/sori-voice/sori/media/icelite"
 	"github.com/sori-voice/sori/media/sdp"
 	"github.com/sori-voice/sori/media/webrtc"
+	"github.com/sori-voice/sori/media/webrtc/webrtctest"
 )
 
 // TestPionPeerOverLoopback has pion/webrtc, a full ICE agent and DTLS
@@ -35,63 +32,10 @@ func TestPionPeerOverLoopback(t *testing.T) {
 	local := conn.LocalAddr().(*net.UDPAddr).AddrPort()
 
 	// The browser side.
-	var se pion.SettingEngine
-	se.SetNetworkTypes([]pion.NetworkType{pion.NetworkTypeUDP4})
-	se.SetIncludeLoopbackCandidate(true)
-	se.SetICEMulticastDNSMode(ice.MulticastDNSModeDisabled)
-	se.SetIPFilter(func(ip net.IP) bool { return ip.Equal(net.IPv4(127, 0, 0, 1)) })
-	// The answer, a SIP phone's, declares no a=ssrc: match the anchor's
-	// stream by payload type, as browsers do with one audio section.
-	se.SetHandleUndeclaredSSRCWithoutAnswer(true)
-	var me pion.MediaEngine
-	if err := me.RegisterCodec(pion.RTPCodecParameters{RTPCodecCapability: pion.RTPCodecCapability{MimeType: pion.MimeTypeOpus, ClockRate: 48000, Channels: 2, SDPFmtpLine: "minptime=10;useinbandfec=1"}, PayloadType: 111}, pion.RTPCodecTypeAudio); err != nil {
-		t.Fatal(err)
-	}
-	api := pion.NewAPI(pion.WithSettingEngine(se), pion.WithMediaEngine(&me))
-	pc, err := api.NewPeerConnection(pion.Configuration{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = pc.Close() })
-	track, err := pion.NewTrackLocalStaticRTP(pion.RTPCodecCapability{MimeType: pion.MimeTypeOpus, ClockRate: 48000, Channels: 2}, "audio", "browser")
-	if err != nil {
-		t.Fatal(err)
-	}
-	if _, err := pc.AddTrack(track); err != nil {
-		t.Fatal(err)
-	}
-	heard := make(chan []byte, 16) // payloads pion's remote track played
-	pc.OnTrack(func(tr *pion.TrackRemote, _ *pion.RTPReceiver) {
-		for {
-			p, _, err := tr.ReadRTP()
-			if err != nil {
-				return
-			}
-			select {
-			case heard <- p.Payload:
-			default:
-			}
-		}
-	})
-	connected := make(chan struct{})
-	var once sync.Once
-	pc.OnConnectionStateChange(func(s pion.PeerConnectionState) {
-		if s == pion.PeerConnectionStateConnected {
-			once.Do(func() { close(connected) })
-		}
-	})
-	offer, err := pc.CreateOffer(nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	gathered := pion.GatheringCompletePromise(pc)
-	if err := pc.SetLocalDescription(offer); err != nil {
-		t.Fatal(err)
-	}
-	<-gathered
+	browser := webrtctest.NewBrowser(t)
 
 	// The anchor reads the offer...
-	off, err := sdp.Parse([]byte(pc.LocalDescription().SDP))
+	off, err := sdp.Parse([]byte(browser.Offer()))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -187,9 +131,7 @@ func TestPionPeerOverLoopback(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := pc.SetRemoteDescription(pion.SessionDescription{Type: pion.SDPTypeAnswer, SDP: string(answer)}); err != nil {
-		t.Fatalf("pion refused the answer: %v\n%s", err, answer)
-	}
+	browser.Answer(t, string(answer))
 
 	var k dtlssrtp.Keys
 	select {
@@ -197,11 +139,7 @@ func TestPionPeerOverLoopback(t *testing.T) {
 	case <-time.After(15 * time.Second):
 		t.Fatal("no DTLS keys")
 	}
-	select {
-	case <-connected:
-	case <-time.After(15 * time.Second):
-		t.Fatal("pion never connected")
-	}
+	browser.WaitConnected(t, 15*time.Second)
 	in, err := srtp.CreateContext(k.RemoteKey, k.RemoteSalt, srtp.ProtectionProfile(k.Profile))
 	if err != nil {
 		t.Fatal(err)
@@ -218,25 +156,7 @@ func TestPionPeerOverLoopback(t *testing.T) {
 
 	// Opus-shaped payloads both ways, every 20 ms, until each side has one.
 	browserSays, anchorSays := []byte{0xfc, 'b', 'r', 'o', 'w'}, []byte{0xfc, 'a', 'n', 'c', 'h'}
-	var gotBrowser, gotAnchor bool
-	tick := time.NewTicker(20 * time.Millisecond)
-	defer tick.Stop()
-	deadline := time.After(10 * time.Second)
-	for seq := uint16(1); !gotBrowser || !gotAnchor; seq++ {
-		select {
-		case <-tick.C:
-		case p := <-fromBrowser:
-			gotBrowser = gotBrowser || bytes.Equal(p, browserSays)
-			continue
-		case p := <-heard:
-			gotAnchor = gotAnchor || bytes.Equal(p, anchorSays)
-			continue
-		case <-deadline:
-			t.Fatalf("after 10 s: anchor decrypted the browser's audio %v, browser played the anchor's %v", gotBrowser, gotAnchor)
-		}
-		if err := track.WriteRTP(&rtp.Packet{Header: rtp.Header{Version: 2, PayloadType: 111, SequenceNumber: seq, Timestamp: uint32(seq) * 960}, Payload: browserSays}); err != nil {
-			t.Fatal(err)
-		}
+	browser.Converse(t, browserSays, anchorSays, fromBrowser, func(seq uint16) {
 		pkt := rtp.Packet{Header: rtp.Header{Version: 2, PayloadType: 111, SequenceNumber: seq, Timestamp: uint32(seq) * 960, SSRC: 0x50710000}, Payload: anchorSays}
 		plain, _ := pkt.Marshal()
 		enc, err := out.EncryptRTP(nil, plain, nil)
@@ -246,7 +166,7 @@ func TestPionPeerOverLoopback(t *testing.T) {
 		if _, err := conn.WriteToUDPAddrPort(enc, sel); err != nil {
 			t.Fatal(err)
 		}
-	}
+	})
 	if n := nonRTPErrors.Load(); n != 0 {
 		t.Errorf("%d of pion's STUN or DTLS datagrams were refused", n)
 	}

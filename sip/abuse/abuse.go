@@ -26,14 +26,14 @@ import (
 type Config struct {
 	// Exempt are sources no check applies to: trusted networks and the
 	// carriers' inbound ACLs.
-	Exempt      []netip.Prefix
-	Reject      bool // answer 503 with Retry-After instead of dropping
-	RetryAfter  int  // seconds, with Reject
+	Exempt     []netip.Prefix
+	Reject     bool // answer 503 with Retry-After instead of dropping
+	RetryAfter int  // seconds, with Reject
 	// Node reports whether an address is another node's (sip.nodes). What
 	// comes from there unvouched and is refused is dropped even with
 	// Reject: the 503 would go to the node, on the word of whoever spoofed
 	// its address, and could end one of its live transactions.
-	Node func(netip.Addr) bool
+	Node        func(netip.Addr) bool
 	Bans        *bans.List
 	Limiter     *ratelimit.Limiter
 	RateBanTime time.Duration

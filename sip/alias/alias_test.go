@@ -4,6 +4,8 @@ import (
 	"testing"
 
 	"github.com/emiago/sipgo/sip"
+
+	"github.com/sori-voice/sori/sip/siptest"
 )
 
 func TestAddAlias(t *testing.T) {
@@ -20,7 +22,7 @@ func TestAddAlias(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			c := &sip.ContactHeader{Address: uri(t, tt.contact)}
+			c := &sip.ContactHeader{Address: siptest.URI(t, tt.contact)}
 			Add(c, tt.src, tt.transport)
 			if got := c.Address.String(); got != tt.want {
 				t.Fatalf("got %s, want %s", got, tt.want)
@@ -46,20 +48,11 @@ func TestTakeAlias(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			u := uri(t, tt.in)
+			u := siptest.URI(t, tt.in)
 			got, ok := Take(&u)
 			if ok != tt.ok || got != tt.want || u.String() != tt.rest {
 				t.Fatalf("got %+v %v, URI %s; want %+v %v, %s", got, ok, u.String(), tt.want, tt.ok, tt.rest)
 			}
 		})
 	}
-}
-
-func uri(t *testing.T, s string) sip.Uri {
-	t.Helper()
-	var u sip.Uri
-	if err := sip.ParseUri(s, &u); err != nil {
-		t.Fatalf("uri %q: %v", s, err)
-	}
-	return u
 }

@@ -14,6 +14,7 @@ import (
 	"github.com/sori-voice/sori/sip/call"
 	"github.com/sori-voice/sori/sip/calls"
 	"github.com/sori-voice/sori/sip/chain"
+	"github.com/sori-voice/sori/sip/siptest"
 )
 
 func TestCalleeEncryptionIsTheFirstTargets(t *testing.T) {
@@ -212,8 +213,8 @@ func TestBranchOfferPerContactEncryption(t *testing.T) {
 	in.SetSource("192.0.2.1:5060")
 	in.SetTransport("UDP")
 
-	phone := target{uri: uri(t, "sip:bob@192.0.2.2:5060"), user: "bob", transport: "UDP"}
-	browser := target{uri: uri(t, "sip:bob@192.0.2.3:5060"), user: "bob", transport: "WSS"}
+	phone := target{uri: siptest.URI(t, "sip:bob@192.0.2.2:5060"), user: "bob", transport: "UDP"}
+	browser := target{uri: siptest.URI(t, "sip:bob@192.0.2.3:5060"), user: "bob", transport: "WSS"}
 	groups := [][]target{{phone, browser}}
 	f := newFork(p, in, nil, tb.Begin(calls.Record{CallID: "fork-1"}, "alice-tag"), chain.Caller{User: "alice"}, groups, true)
 	if r := p.offer(context.Background(), in, f, netip.AddrPort{}, p.calleeEncryption(groups)); r.Code != 0 {

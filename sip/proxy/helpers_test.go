@@ -60,20 +60,3 @@ func (a advertised) SentBy(string) (string, int, error) {
 	n, _ := strconv.Atoi(port)
 	return host, n, nil
 }
-
-func uri(t *testing.T, s string) sip.Uri {
-	t.Helper()
-	var u sip.Uri
-	if err := sip.ParseUri(s, &u); err != nil {
-		t.Fatalf("uri %q: %v", s, err)
-	}
-	return u
-}
-
-func values(hs []sip.Header) []string {
-	out := make([]string, len(hs))
-	for i, h := range hs {
-		out[i] = h.Value()
-	}
-	return out
-}

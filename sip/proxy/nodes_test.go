@@ -14,6 +14,7 @@ import (
 	"github.com/sori-voice/sori/sip/chain/chaintest"
 	"github.com/sori-voice/sori/sip/local"
 	"github.com/sori-voice/sori/sip/nodes"
+	"github.com/sori-voice/sori/sip/siptest"
 )
 
 // fakeNodes is this node (127.0.0.1) with another one at 10.0.0.2:5060.
@@ -68,7 +69,7 @@ func raw(method, ruri string, extra ...string) string {
 }
 
 func TestReachThroughTheHoldingNode(t *testing.T) {
-	route := uri(t, "sip:"+bobFlow+"@10.0.0.2:5060;transport=tcp;lr;ob")
+	route := siptest.URI(t, "sip:"+bobFlow+"@10.0.0.2:5060;transport=tcp;lr;ob")
 	b := store.Binding{Contact: "sip:bob@192.168.1.20:5060;transport=tcp", NAT: true, Transport: "tcp", Source: "198.51.100.7:40112", Node: "b", Flow: bobFlow}
 	for _, c := range []struct {
 		name     string
@@ -151,7 +152,7 @@ func TestPrepareAcrossNodes(t *testing.T) {
 		}
 		rr := out.RecordRoute()
 		if rr == nil || rr.Address.User != bobFlow || len(out.GetHeaders("Record-Route")) != 1 || out.Destination() != flow.Addr {
-			t.Fatalf("Record-Route %v, to %s", values(out.GetHeaders("Record-Route")), out.Destination())
+			t.Fatalf("Record-Route %v, to %s", siptest.Values(out.GetHeaders("Record-Route")), out.Destination())
 		}
 		if c := out.Contact().Value(); !strings.Contains(c, "alias=203.0.113.5~40000~1;as=seal") {
 			t.Fatalf("Contact %s: the other node's alias replaced", c)

@@ -11,6 +11,7 @@ import (
 
 	"github.com/sori-voice/sori/registrar/store"
 	"github.com/sori-voice/sori/sip/chain/chaintest"
+	"github.com/sori-voice/sori/sip/siptest"
 )
 
 func TestGroupByQ(t *testing.T) {
@@ -104,7 +105,7 @@ func TestPopRoutes(t *testing.T) {
 			}
 			req := chaintest.Request(t, chaintest.Raw("BYE", tt.ruri, extra...))
 			routed, _ := p.popRoutes(req)
-			if got := values(req.GetHeaders("Route")); routed != tt.routed || req.Recipient.String() != tt.wantRU || !slices.Equal(got, tt.want) {
+			if got := siptest.Values(req.GetHeaders("Route")); routed != tt.routed || req.Recipient.String() != tt.wantRU || !slices.Equal(got, tt.want) {
 				t.Fatalf("routed %v, R-URI %s, Route %q", routed, req.Recipient.String(), got)
 			}
 		})
@@ -120,7 +121,7 @@ func TestPrepare(t *testing.T) {
 	t.Run("initial INVITE to a NATed UDP contact", func(t *testing.T) {
 		p := newTestProxy(t, "")
 		in := invite(t)
-		out, err := p.prepare(in, target{uri: uri(t, "sip:bob@10.0.0.9:5062"), dest: "198.51.100.7:41000", transport: "UDP"}, true, "loop1")
+		out, err := p.prepare(in, target{uri: siptest.URI(t, "sip:bob@10.0.0.9:5062"), dest: "198.51.100.7:41000", transport: "UDP"}, true, "loop1")
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -135,11 +136,11 @@ func TestPrepare(t *testing.T) {
 		case out.MaxForwards().Val() != 69:
 			t.Fatalf("Max-Forwards %d", out.MaxForwards().Val())
 		case len(vias) != 2 || top.Host != "127.0.0.1" || top.Port != 5060 || !strings.HasPrefix(branch, branchPrefix+"loop1.") || !top.Params.Has("rport"):
-			t.Fatalf("Via %q", values(vias))
+			t.Fatalf("Via %q", siptest.Values(vias))
 		case !strings.Contains(vias[1].Value(), "received=203.0.113.5") || !strings.Contains(vias[1].Value(), "rport=40000"):
 			t.Fatalf("the caller's Via did not learn its source: %s", vias[1].Value())
-		case !slices.Equal(values(out.GetHeaders("Record-Route")), []string{"<sip:127.0.0.1:5060;sd=" + p.dialogToken(in.CallID().Value()) + ";lr>"}):
-			t.Fatalf("Record-Route %q", values(out.GetHeaders("Record-Route")))
+		case !slices.Equal(siptest.Values(out.GetHeaders("Record-Route")), []string{"<sip:127.0.0.1:5060;sd=" + p.dialogToken(in.CallID().Value()) + ";lr>"}):
+			t.Fatalf("Record-Route %q", siptest.Values(out.GetHeaders("Record-Route")))
 		case out.Contact().Address.String() != "sip:alice@192.168.1.20:5060;alias=203.0.113.5~40000~1;as="+p.aliasSeal(in.CallID().Value(), "203.0.113.5~40000~1"):
 			t.Fatalf("Contact %s", out.Contact().Address.String())
 		case in.MaxForwards().Val() != 70 || len(in.GetHeaders("Via")) != 1:
@@ -148,11 +149,11 @@ func TestPrepare(t *testing.T) {
 	})
 	t.Run("UDP in, TCP out: double Record-Route", func(t *testing.T) {
 		p := newTestProxy(t, "")
-		out, err := p.prepare(invite(t), target{uri: uri(t, "sip:bob@198.51.100.7:5062;transport=tcp")}, true, "l")
+		out, err := p.prepare(invite(t), target{uri: siptest.URI(t, "sip:bob@198.51.100.7:5062;transport=tcp")}, true, "l")
 		if err != nil {
 			t.Fatal(err)
 		}
-		rr := values(out.GetHeaders("Record-Route"))
+		rr := siptest.Values(out.GetHeaders("Record-Route"))
 		tok := p.dialogToken(out.CallID().Value())
 		if out.Transport() != "TCP" || out.Destination() != "198.51.100.7:5062" || !slices.Equal(rr, []string{"<sip:127.0.0.1:5061;transport=tcp;sd=" + tok + ";lr>", "<sip:127.0.0.1:5060;sd=" + tok + ";lr>"}) {
 			t.Fatalf("%s to %s, Record-Route %q", out.Transport(), out.Destination(), rr)
@@ -160,7 +161,7 @@ func TestPrepare(t *testing.T) {
 	})
 	t.Run("advertised address in Via and Record-Route", func(t *testing.T) {
 		p := newTestProxy(t, "203.0.113.1:5080")
-		out, err := p.prepare(invite(t), target{uri: uri(t, "sip:bob@198.51.100.7")}, true, "l")
+		out, err := p.prepare(invite(t), target{uri: siptest.URI(t, "sip:bob@198.51.100.7")}, true, "l")
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -170,11 +171,11 @@ func TestPrepare(t *testing.T) {
 	})
 	t.Run("Path becomes Route", func(t *testing.T) {
 		p := newTestProxy(t, "")
-		out, err := p.prepare(invite(t), target{uri: uri(t, "sip:bob@10.0.0.9"), path: []string{"<sip:edge1.example;lr>, <sip:edge2.example;lr>"}}, true, "l")
+		out, err := p.prepare(invite(t), target{uri: siptest.URI(t, "sip:bob@10.0.0.9"), path: []string{"<sip:edge1.example;lr>, <sip:edge2.example;lr>"}}, true, "l")
 		if err != nil {
 			t.Fatal(err)
 		}
-		if r := values(out.GetHeaders("Route")); !slices.Equal(r, []string{"<sip:edge1.example;lr>", "<sip:edge2.example;lr>"}) || out.Destination() != "edge1.example:5060" {
+		if r := siptest.Values(out.GetHeaders("Route")); !slices.Equal(r, []string{"<sip:edge1.example;lr>", "<sip:edge2.example;lr>"}) || out.Destination() != "edge1.example:5060" {
 			t.Fatalf("Route %q, to %s", r, out.Destination())
 		}
 	})
@@ -185,8 +186,8 @@ func TestPrepare(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		if out.Recipient.String() != "sip:strict.example" || !slices.Equal(values(out.GetHeaders("Route")), []string{"<sip:bob@10.0.0.9>"}) || out.Destination() != "strict.example:5060" {
-			t.Fatalf("R-URI %s, Route %q, to %s", out.Recipient.String(), values(out.GetHeaders("Route")), out.Destination())
+		if out.Recipient.String() != "sip:strict.example" || !slices.Equal(siptest.Values(out.GetHeaders("Route")), []string{"<sip:bob@10.0.0.9>"}) || out.Destination() != "strict.example:5060" {
+			t.Fatalf("R-URI %s, Route %q, to %s", out.Recipient.String(), siptest.Values(out.GetHeaders("Route")), out.Destination())
 		}
 	})
 	t.Run("in-dialog alias is followed and removed", func(t *testing.T) {
@@ -204,14 +205,14 @@ func TestPrepare(t *testing.T) {
 		p := newTestProxy(t, "")
 		in := invite(t)
 		in.RemoveHeader("Max-Forwards")
-		out, err := p.prepare(in, target{uri: uri(t, "sip:bob@198.51.100.7")}, false, "l")
+		out, err := p.prepare(in, target{uri: siptest.URI(t, "sip:bob@198.51.100.7")}, false, "l")
 		if err != nil || out.MaxForwards() == nil || out.MaxForwards().Val() != 70 {
 			t.Fatalf("%v %v", out, err)
 		}
 	})
 	t.Run("a transport sori does not serve", func(t *testing.T) {
 		p := newTestProxy(t, "")
-		if _, err := p.prepare(invite(t), target{uri: uri(t, "sip:bob@198.51.100.7;transport=sctp")}, false, "l"); err == nil {
+		if _, err := p.prepare(invite(t), target{uri: siptest.URI(t, "sip:bob@198.51.100.7;transport=sctp")}, false, "l"); err == nil {
 			t.Fatal("SCTP accepted")
 		}
 	})
@@ -265,11 +266,11 @@ func TestOurDialog(t *testing.T) {
 func TestForkGroupsOneFlowPerDevice(t *testing.T) {
 	now := time.Date(2026, 12, 2, 12, 0, 0, 0, time.UTC)
 	ts := []target{
-		{uri: uri(t, "sip:a@192.0.2.1;flow=old"), q: -1, instance: "<urn:uuid:1>", updated: now.Add(-2 * time.Minute)},
-		{uri: uri(t, "sip:a@192.0.2.2;flow=new"), q: -1, instance: "<urn:uuid:1>", updated: now},
-		{uri: uri(t, "sip:a@192.0.2.3;flow=mid"), q: -1, instance: "<urn:uuid:1>", updated: now.Add(-time.Minute)},
-		{uri: uri(t, "sip:desk@192.0.2.9"), q: -1},
-		{uri: uri(t, "sip:b@192.0.2.4"), q: 500, instance: "<urn:uuid:2>", updated: now},
+		{uri: siptest.URI(t, "sip:a@192.0.2.1;flow=old"), q: -1, instance: "<urn:uuid:1>", updated: now.Add(-2 * time.Minute)},
+		{uri: siptest.URI(t, "sip:a@192.0.2.2;flow=new"), q: -1, instance: "<urn:uuid:1>", updated: now},
+		{uri: siptest.URI(t, "sip:a@192.0.2.3;flow=mid"), q: -1, instance: "<urn:uuid:1>", updated: now.Add(-time.Minute)},
+		{uri: siptest.URI(t, "sip:desk@192.0.2.9"), q: -1},
+		{uri: siptest.URI(t, "sip:b@192.0.2.4"), q: 500, instance: "<urn:uuid:2>", updated: now},
 	}
 	var got [][]string
 	for _, g := range forkGroups(ts) {

@@ -11,6 +11,7 @@ import (
 	"github.com/sori-voice/sori/sip/call"
 	"github.com/sori-voice/sori/sip/calls"
 	"github.com/sori-voice/sori/sip/chain/chaintest"
+	"github.com/sori-voice/sori/sip/siptest"
 )
 
 // fromPhone is a message from a phone at 203.0.113.5:40000 over UDP.
@@ -25,7 +26,7 @@ func fromPhone() *sip.Response {
 // alias is followed only with a valid one.
 func TestAliasSeal(t *testing.T) {
 	p := newTestProxy(t, "")
-	c := &sip.ContactHeader{Address: uri(t, "sip:alice@192.168.1.20:5060;alias=10.0.0.9~6379~2;as=forged")}
+	c := &sip.ContactHeader{Address: siptest.URI(t, "sip:alice@192.168.1.20:5060;alias=10.0.0.9~6379~2;as=forged")}
 	p.markContact(c, fromPhone(), "call-1")
 	sealed := c.Address
 	if v, seal, ok := aliasOf(sealed); !ok || v != "203.0.113.5~40000~1" || seal == "" || seal == "forged" {
@@ -39,9 +40,9 @@ func TestAliasSeal(t *testing.T) {
 	}{
 		{"sealed for its dialog", sealed, "call-1", true},
 		{"another dialog", sealed, "call-2", false},
-		{"no alias", uri(t, "sip:alice@203.0.113.5:40000"), "call-1", true},
-		{"no seal", uri(t, "sip:alice@192.168.1.20;alias=10.0.0.9~6379~2"), "call-1", false},
-		{"a seal for another alias", uri(t, "sip:alice@192.168.1.20;alias=10.0.0.9~6379~2;as="+p.aliasSeal("call-1", "203.0.113.5~40000~1")), "call-1", false},
+		{"no alias", siptest.URI(t, "sip:alice@203.0.113.5:40000"), "call-1", true},
+		{"no seal", siptest.URI(t, "sip:alice@192.168.1.20;alias=10.0.0.9~6379~2"), "call-1", false},
+		{"a seal for another alias", siptest.URI(t, "sip:alice@192.168.1.20;alias=10.0.0.9~6379~2;as="+p.aliasSeal("call-1", "203.0.113.5~40000~1")), "call-1", false},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			if got := p.aliasSealed(tc.u, tc.callID); got != tc.want {
@@ -89,7 +90,7 @@ func TestSameTarget(t *testing.T) {
 		{"sip:eve@10.0.0.9:5062", "sip:bob@10.0.0.9:5062", false},
 		{"sips:bob@10.0.0.9:5062", "sip:bob@10.0.0.9:5062", false},
 	} {
-		if got := sameTarget(uri(t, tc.u), tc.target); got != tc.want {
+		if got := sameTarget(siptest.URI(t, tc.u), tc.target); got != tc.want {
 			t.Errorf("sameTarget(%s, %s) = %v, want %v", tc.u, tc.target, got, tc.want)
 		}
 	}

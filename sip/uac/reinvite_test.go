@@ -5,6 +5,8 @@ import (
 	"testing"
 
 	"github.com/emiago/sipgo/sip"
+
+	"github.com/sori-voice/sori/sip/siptest"
 )
 
 // The re-INVITE sori sends the callee as the caller on a failover: in the
@@ -21,7 +23,7 @@ func TestReinviteIsBuiltInTheDialog(t *testing.T) {
 		t.Fatal(err)
 	}
 	if inv.Method != sip.INVITE || inv.Recipient.String() != "sip:bob@198.51.100.7:5062" ||
-		!slices.Equal(values(inv.GetHeaders("Route")), []string{"<sip:callee-edge.example;lr>"}) || inv.Destination() != "callee-edge.example:5060" {
+		!slices.Equal(siptest.Values(inv.GetHeaders("Route")), []string{"<sip:callee-edge.example;lr>"}) || inv.Destination() != "callee-edge.example:5060" {
 		t.Fatalf("not along the callee's route:\n%s", inv)
 	}
 	if inv.From().Address.String() != caller.ID || inv.From().Params.GetOr("tag", "") != "1" || inv.To().Params.GetOr("tag", "") != "bob-tag" ||
@@ -46,7 +48,7 @@ func TestReinviteIsBuiltInTheDialog(t *testing.T) {
 	}
 	if ack.Method != sip.ACK || ack.CSeq().SeqNo != 9 || ack.CSeq().MethodName != sip.ACK || ack.Recipient.String() != inv.Recipient.String() ||
 		ack.Via().Params.GetOr("branch", "") == inv.Via().Params.GetOr("branch", "") || ack.To().Params.GetOr("tag", "") != "bob-tag" ||
-		!slices.Equal(values(ack.GetHeaders("Route")), values(inv.GetHeaders("Route"))) || ack.Destination() != inv.Destination() {
+		!slices.Equal(siptest.Values(ack.GetHeaders("Route")), siptest.Values(inv.GetHeaders("Route"))) || ack.Destination() != inv.Destination() {
 		t.Fatalf("ACK:\n%s", ack)
 	}
 

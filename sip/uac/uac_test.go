@@ -13,6 +13,7 @@ import (
 	"github.com/sori-voice/sori/sip/call"
 	"github.com/sori-voice/sori/sip/chain/chaintest"
 	"github.com/sori-voice/sori/sip/local"
+	"github.com/sori-voice/sori/sip/siptest"
 )
 
 // sender only knows sori's listening addresses; the functions under test
@@ -42,23 +43,6 @@ func newUAC(t *testing.T) *UAC {
 	return u
 }
 
-func uri(t *testing.T, s string) sip.Uri {
-	t.Helper()
-	var u sip.Uri
-	if err := sip.ParseUri(s, &u); err != nil {
-		t.Fatalf("uri %q: %v", s, err)
-	}
-	return u
-}
-
-func values(hs []sip.Header) []string {
-	out := make([]string, len(hs))
-	for i, h := range hs {
-		out[i] = h.Value()
-	}
-	return out
-}
-
 var self = local.New("sori.test", "127.0.0.1:5060", "127.0.0.1:5061")
 
 // answered is an INVITE as it reached sori, the copy sent on, and its 2xx
@@ -72,9 +56,9 @@ func answered(t *testing.T, rr ...string) (caller, callee call.Side) {
 	res := sip.NewResponseFromRequest(in, 200, "OK", nil)
 	res.To().Params.Add("tag", "bob-tag")
 	for _, r := range rr {
-		res.AppendHeader(&sip.RecordRouteHeader{Address: uri(t, r)})
+		res.AppendHeader(&sip.RecordRouteHeader{Address: siptest.URI(t, r)})
 	}
-	res.AppendHeader(&sip.ContactHeader{Address: uri(t, "sip:bob@198.51.100.7:5062")})
+	res.AppendHeader(&sip.ContactHeader{Address: siptest.URI(t, "sip:bob@198.51.100.7:5062")})
 	res.SetSource("198.51.100.7:5062")
 	caller, callee, ok := call.Sides(in, out, res, self.IsLocalURI)
 	if !ok {
@@ -96,14 +80,14 @@ func TestDialogRoutesEachSideThroughItsOwnProxies(t *testing.T) {
 	u := newUAC(t)
 	caller, callee := answered(t, "sip:callee-edge.example;lr", "sip:127.0.0.1:5060;lr", "sip:caller-edge.example;lr")
 	toCallee := mustInDialog(t, u, sip.BYE, callee, caller, caller.CSeq+1)
-	if toCallee.Recipient.String() != "sip:bob@198.51.100.7:5062" || !slices.Equal(values(toCallee.GetHeaders("Route")), []string{"<sip:callee-edge.example;lr>"}) ||
+	if toCallee.Recipient.String() != "sip:bob@198.51.100.7:5062" || !slices.Equal(siptest.Values(toCallee.GetHeaders("Route")), []string{"<sip:callee-edge.example;lr>"}) ||
 		toCallee.Destination() != "callee-edge.example:5060" || toCallee.CSeq().SeqNo != 8 ||
 		toCallee.From().Params.GetOr("tag", "") != "1" || toCallee.To().Params.GetOr("tag", "") != "bob-tag" || toCallee.CallID().Value() != "test-call" {
 		t.Fatalf("BYE to the callee:\n%s", toCallee.String())
 	}
 	callee.CSeq = 3 // the callee sent re-INVITEs
 	toCaller := mustInDialog(t, u, sip.BYE, caller, callee, callee.CSeq+1)
-	if toCaller.Recipient.String() != "sip:alice@192.168.1.20:5060" || !slices.Equal(values(toCaller.GetHeaders("Route")), []string{"<sip:caller-edge.example;lr>"}) ||
+	if toCaller.Recipient.String() != "sip:alice@192.168.1.20:5060" || !slices.Equal(siptest.Values(toCaller.GetHeaders("Route")), []string{"<sip:caller-edge.example;lr>"}) ||
 		toCaller.CSeq().SeqNo != 4 || toCaller.From().Params.GetOr("tag", "") != "bob-tag" || toCaller.To().Params.GetOr("tag", "") != "1" {
 		t.Fatalf("BYE to the caller:\n%s", toCaller.String())
 	}

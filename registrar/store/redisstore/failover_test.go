@@ -124,13 +124,7 @@ func victim(t *testing.T, cl *redistest.Cluster, s *Store, r *registrations) (*r
 // no binding may be lost.
 func TestClusterFailoverIsFollowed(t *testing.T) {
 	cl := redistest.StartClusterWithReplicas(t, 3, 1)
-	var seeds []string
-	for _, n := range cl.Nodes {
-		if n.MasterID == "" {
-			seeds = append(seeds, n.Addr)
-		}
-	}
-	s := open(t, "redis-cluster://"+strings.Join(seeds, ","), "")
+	s := open(t, cl.URL(), "")
 	rt := &roundTrips{}
 	s.rdb.(*redis.ClusterClient).AddHook(rt)
 	const users = 100

@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"strings"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -186,13 +185,7 @@ func TestContractThroughSentinel(t *testing.T) {
 // never crosses slots.
 func TestContractOnCluster(t *testing.T) {
 	cl := redistest.StartClusterWithReplicas(t, 3, 1)
-	var seeds []string
-	for _, n := range cl.Nodes {
-		if n.MasterID == "" {
-			seeds = append(seeds, n.Addr)
-		}
-	}
-	url := "redis-cluster://" + strings.Join(seeds, ",")
+	url := cl.URL()
 	var n atomic.Int64
 	storetest.Run(t, func(t *testing.T) (store.Store, store.Store) {
 		prefix := fmt.Sprintf("c%d:", n.Add(1))

@@ -20,6 +20,7 @@ import (
 	"github.com/golang-jwt/jwt/v5"
 
 	"github.com/sori-voice/sori/sip/push"
+	"github.com/sori-voice/sori/sip/push/pushtest"
 )
 
 const (
@@ -136,8 +137,7 @@ type setup struct {
 	p     *Provider
 	key   *ecdsa.PrivateKey
 	clock *clock
-	mu    sync.Mutex
-	waits []time.Duration
+	waits pushtest.Waits
 }
 
 func newSetup(t *testing.T, f *fakeAPNs, edit func(*Config)) *setup {
@@ -151,13 +151,8 @@ func newSetup(t *testing.T, f *fakeAPNs, edit func(*Config)) *setup {
 		Topic:       "org.example.phone",
 		RootCAs:     f.roots(),
 		MaxAttempts: 3,
-		Backoff: push.Backoff{Wait: func(_ context.Context, d time.Duration) error {
-			s.mu.Lock()
-			defer s.mu.Unlock()
-			s.waits = append(s.waits, d)
-			return nil
-		}},
-		Now: s.clock.Now,
+		Backoff:     s.waits.Backoff(push.Backoff{}),
+		Now:         s.clock.Now,
 	}
 	if edit != nil {
 		edit(&cfg)
@@ -386,17 +381,7 @@ func TestAnswers(t *testing.T) {
 					t.Errorf("request %d: new token %v, want %v", i+1, renewed, i+1 == tc.renewedAtSend)
 				}
 			}
-			s.mu.Lock()
-			waits := append([]time.Duration(nil), s.waits...)
-			s.mu.Unlock()
-			if len(waits) != len(tc.wantWaits) {
-				t.Fatalf("waits %v, want %v", waits, tc.wantWaits)
-			}
-			for i, w := range tc.wantWaits {
-				if (w == -1 && (waits[i] < push.DefaultBase/2 || waits[i] > push.DefaultBase<<i)) || (w != -1 && waits[i] != w) {
-					t.Errorf("wait %d is %s, want %s (-1: the backoff's)", i, waits[i], w)
-				}
-			}
+			s.waits.Check(t, tc.wantWaits, func(i int, d time.Duration) bool { return d >= push.DefaultBase/2 && d <= push.DefaultBase<<i })
 		})
 	}
 }

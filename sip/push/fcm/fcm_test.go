@@ -20,6 +20,7 @@ import (
 	"github.com/golang-jwt/jwt/v5"
 
 	"github.com/sori-voice/sori/sip/push"
+	"github.com/sori-voice/sori/sip/push/pushtest"
 )
 
 const (
@@ -185,8 +186,7 @@ type setup struct {
 	p     *Provider
 	fcm   *fakeFCM
 	token *tokenEndpoint
-	mu    sync.Mutex
-	waits []time.Duration
+	waits pushtest.Waits
 }
 
 func newSetup(t *testing.T, answers ...answer) *setup {
@@ -200,12 +200,7 @@ func newSetup(t *testing.T, answers ...answer) *setup {
 		ServiceAccountJSON: serviceAccountJSON(t, s.token.url()),
 		RootCAs:            roots,
 		MaxAttempts:        3,
-		Backoff: push.Backoff{Base: time.Millisecond, Max: 4 * time.Millisecond, Wait: func(_ context.Context, d time.Duration) error {
-			s.mu.Lock()
-			defer s.mu.Unlock()
-			s.waits = append(s.waits, d)
-			return nil
-		}},
+		Backoff:            s.waits.Backoff(push.Backoff{Base: time.Millisecond, Max: 4 * time.Millisecond}),
 	})
 	if err != nil {
 		t.Fatal(err)
@@ -348,17 +343,7 @@ func TestAnswers(t *testing.T) {
 			if got := s.token.count(); got != tc.wantTokens {
 				t.Errorf("%d access tokens fetched, want %d", got, tc.wantTokens)
 			}
-			s.mu.Lock()
-			waits := append([]time.Duration(nil), s.waits...)
-			s.mu.Unlock()
-			if len(waits) != len(tc.wantWaits) {
-				t.Fatalf("waits %v, want %v", waits, tc.wantWaits)
-			}
-			for i, w := range tc.wantWaits {
-				if (w == -1 && (waits[i] <= 0 || waits[i] > 4*time.Millisecond)) || (w != -1 && waits[i] != w) {
-					t.Errorf("wait %d is %s, want %s (-1: the backoff's)", i, waits[i], w)
-				}
-			}
+			s.waits.Check(t, tc.wantWaits, func(_ int, d time.Duration) bool { return d > 0 && d <= 4*time.Millisecond })
 		})
 	}
 }

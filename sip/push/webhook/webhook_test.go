@@ -18,6 +18,7 @@ import (
 	"time"
 
 	"github.com/sori-voice/sori/sip/push"
+	"github.com/sori-voice/sori/sip/push/pushtest"
 )
 
 var secret = []byte("the endpoint's shared secret")
@@ -98,8 +99,7 @@ func (c *ticking) Now() time.Time {
 
 type setup struct {
 	p     *Provider
-	mu    sync.Mutex
-	waits []time.Duration
+	waits pushtest.Waits
 }
 
 func newSetup(t *testing.T, e *endpoint, edit func(*Config)) *setup {
@@ -114,13 +114,8 @@ func newSetup(t *testing.T, e *endpoint, edit func(*Config)) *setup {
 		Secret:      secret,
 		RootCAs:     roots,
 		MaxAttempts: 3,
-		Backoff: push.Backoff{Base: time.Millisecond, Max: 4 * time.Millisecond, Wait: func(_ context.Context, d time.Duration) error {
-			s.mu.Lock()
-			defer s.mu.Unlock()
-			s.waits = append(s.waits, d)
-			return nil
-		}},
-		Now: clock.Now,
+		Backoff:     s.waits.Backoff(push.Backoff{Base: time.Millisecond, Max: 4 * time.Millisecond}),
+		Now:         clock.Now,
 	}
 	if edit != nil {
 		edit(&cfg)
@@ -269,17 +264,7 @@ func TestAnswers(t *testing.T) {
 					t.Errorf("request %d: the retry kept the timestamp %s", i+1, r.timestamp)
 				}
 			}
-			s.mu.Lock()
-			waits := append([]time.Duration(nil), s.waits...)
-			s.mu.Unlock()
-			if len(waits) != len(tc.wantWaits) {
-				t.Fatalf("waits %v, want %v", waits, tc.wantWaits)
-			}
-			for i, w := range tc.wantWaits {
-				if (w == -1 && (waits[i] <= 0 || waits[i] > 4*time.Millisecond)) || (w != -1 && waits[i] != w) {
-					t.Errorf("wait %d is %s, want %s (-1: the backoff's)", i, waits[i], w)
-				}
-			}
+			s.waits.Check(t, tc.wantWaits, func(_ int, d time.Duration) bool { return d > 0 && d <= 4*time.Millisecond })
 		})
 	}
 }

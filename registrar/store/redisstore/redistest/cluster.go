@@ -88,6 +88,18 @@ func (c *Cluster) Addrs() []string {
 	return addrs
 }
 
+// URL is the cluster as a store URL, its masters the seeds:
+// redis-cluster://host:port,host:port,...
+func (c *Cluster) URL() string {
+	var seeds []string
+	for _, n := range c.Nodes {
+		if n.MasterID == "" {
+			seeds = append(seeds, n.Addr)
+		}
+	}
+	return "redis-cluster://" + strings.Join(seeds, ",")
+}
+
 // Node returns the node listening on addr.
 func (c *Cluster) Node(addr string) *ClusterNode {
 	c.t.Helper()

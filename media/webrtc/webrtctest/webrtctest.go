@@ -1,0 +1,143 @@
+// Package webrtctest is a browser for tests: a pion/webrtc peer, a full
+// ICE agent and DTLS client as a browser is, with one Opus track, on
+// 127.0.0.1 only.
+package webrtctest
+
+import (
+	"bytes"
+	"net"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/pion/ice/v4"
+	"github.com/pion/rtp"
+	pion "github.com/pion/webrtc/v4"
+)
+
+// Browser is one peer: NewBrowser makes its offer, Answer takes the
+// answer, and then it talks (Say) and plays what comes in (Heard).
+type Browser struct {
+	PC        *pion.PeerConnection
+	track     *pion.TrackLocalStaticRTP
+	heard     chan []byte
+	connected chan struct{}
+}
+
+// NewBrowser makes the peer and its offer, every candidate gathered; the
+// peer closes when the test ends.
+func NewBrowser(t testing.TB) *Browser {
+	t.Helper()
+	var se pion.SettingEngine
+	se.SetNetworkTypes([]pion.NetworkType{pion.NetworkTypeUDP4})
+	se.SetIncludeLoopbackCandidate(true)
+	se.SetICEMulticastDNSMode(ice.MulticastDNSModeDisabled)
+	se.SetIPFilter(func(ip net.IP) bool { return ip.Equal(net.IPv4(127, 0, 0, 1)) })
+	// An answer turned from a SIP phone's declares no a=ssrc: match the
+	// stream by payload type, as browsers do with one audio section.
+	se.SetHandleUndeclaredSSRCWithoutAnswer(true)
+	var me pion.MediaEngine
+	if err := me.RegisterCodec(pion.RTPCodecParameters{RTPCodecCapability: pion.RTPCodecCapability{MimeType: pion.MimeTypeOpus, ClockRate: 48000, Channels: 2, SDPFmtpLine: "minptime=10;useinbandfec=1"}, PayloadType: 111}, pion.RTPCodecTypeAudio); err != nil {
+		t.Fatal(err)
+	}
+	pc, err := pion.NewAPI(pion.WithSettingEngine(se), pion.WithMediaEngine(&me)).NewPeerConnection(pion.Configuration{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = pc.Close() })
+	track, err := pion.NewTrackLocalStaticRTP(pion.RTPCodecCapability{MimeType: pion.MimeTypeOpus, ClockRate: 48000, Channels: 2}, "audio", "browser")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := pc.AddTrack(track); err != nil {
+		t.Fatal(err)
+	}
+	b := &Browser{PC: pc, track: track, heard: make(chan []byte, 64), connected: make(chan struct{})}
+	pc.OnTrack(func(tr *pion.TrackRemote, _ *pion.RTPReceiver) {
+		for {
+			p, _, err := tr.ReadRTP()
+			if err != nil {
+				return
+			}
+			select {
+			case b.heard <- p.Payload:
+			default:
+			}
+		}
+	})
+	var once sync.Once
+	pc.OnConnectionStateChange(func(s pion.PeerConnectionState) {
+		if s == pion.PeerConnectionStateConnected {
+			once.Do(func() { close(b.connected) })
+		}
+	})
+	offer, err := pc.CreateOffer(nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	gathered := pion.GatheringCompletePromise(pc)
+	if err := pc.SetLocalDescription(offer); err != nil {
+		t.Fatal(err)
+	}
+	<-gathered
+	return b
+}
+
+// Offer is the browser's offer.
+func (b *Browser) Offer() string { return b.PC.LocalDescription().SDP }
+
+// Answer gives the browser the answer to its offer.
+func (b *Browser) Answer(t testing.TB, sdp string) {
+	t.Helper()
+	if err := b.PC.SetRemoteDescription(pion.SessionDescription{Type: pion.SDPTypeAnswer, SDP: sdp}); err != nil {
+		t.Fatalf("pion refused the answer: %v\n%s", err, sdp)
+	}
+}
+
+// WaitConnected waits for ICE and DTLS to connect the peer.
+func (b *Browser) WaitConnected(t testing.TB, within time.Duration) {
+	t.Helper()
+	select {
+	case <-b.connected:
+	case <-time.After(within):
+		t.Fatalf("pion never connected (ICE %s)", b.PC.ICEConnectionState())
+	}
+}
+
+// Say sends payload on the browser's track, as packet seq of 20 ms.
+func (b *Browser) Say(seq uint16, payload []byte) error {
+	return b.track.WriteRTP(&rtp.Packet{Header: rtp.Header{Version: 2, PayloadType: 111, SequenceNumber: seq, Timestamp: uint32(seq) * 960}, Payload: payload})
+}
+
+// Heard brings the payloads the browser played (those it had no room for
+// are dropped).
+func (b *Browser) Heard() <-chan []byte { return b.heard }
+
+// Converse has the browser and the other end talk every 20 ms: the
+// browser says says, and other sends the other end's packet seq, until
+// the other end heard the browser (fromBrowser brought says) and the
+// browser played hears; the test fails after 10 s.
+func (b *Browser) Converse(t testing.TB, says, hears []byte, fromBrowser <-chan []byte, other func(seq uint16)) {
+	t.Helper()
+	var gotBrowser, gotOther bool
+	tick := time.NewTicker(20 * time.Millisecond)
+	defer tick.Stop()
+	deadline := time.After(10 * time.Second)
+	for seq := uint16(1); !gotBrowser || !gotOther; seq++ {
+		select {
+		case <-tick.C:
+		case p := <-fromBrowser:
+			gotBrowser = gotBrowser || bytes.Equal(p, says)
+			continue
+		case p := <-b.heard:
+			gotOther = gotOther || bytes.Equal(p, hears)
+			continue
+		case <-deadline:
+			t.Fatalf("after 10 s: the other end heard the browser %v, the browser played the other end %v", gotBrowser, gotOther)
+		}
+		if err := b.Say(seq, says); err != nil {
+			t.Fatal(err)
+		}
+		other(seq)
+	}
+}
