@@ -24,6 +24,7 @@ type Client struct {
 	log     *slog.Logger
 	prefix  string
 	seq     atomic.Uint64
+	lazy    atomic.Bool
 	retry   time.Duration
 	notify  func(from netip.AddrPort, d Dict)
 	mu      sync.Mutex
@@ -52,6 +53,11 @@ func NewClient(laddr string, retry time.Duration, log *slog.Logger, notify func(
 	go c.read()
 	return c, nil
 }
+
+// LazyReplies makes the client decode replies and notifications with
+// ParseReply instead of Parse: their nested lists and dictionaries are
+// Raw, read through Dict's accessors (Dict, DictAt, List, Raw).
+func (c *Client) LazyReplies() { c.lazy.Store(true) }
 
 // LocalAddr is the client's socket address, where servers send replies
 // and notifications.
@@ -137,7 +143,11 @@ func (c *Client) read() {
 		if err != nil {
 			return
 		}
-		cookie, d, err := Parse(buf[:n]) // a copy: buf is read into again
+		parse := Parse // a copy: buf is read into again
+		if c.lazy.Load() {
+			parse = ParseReply
+		}
+		cookie, d, err := parse(buf[:n])
 		if err != nil {
 			c.log.Debug("ng: unreadable datagram", "from", from, "error", err)
 			continue
