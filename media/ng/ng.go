@@ -37,8 +37,9 @@ func Parse(b []byte) (string, Dict, error) {
 // reply carries rtpengine-style stats for every leg and stream, of which
 // sori reads a few fields (anchoring.Quality); decoding them all into maps
 // was 29 % of sori's allocated bytes at 600 anchored calls/s (pprof
-// allocs). BenchmarkDeleteReplyQuality (sip/anchoring), Parse → ParseReply:
-// see README, "Changes measured on 2026-12-04".
+// allocs). BenchmarkDeleteReplyQuality (sip/anchoring: a two-leg delete
+// reply decoded and read by Quality), Parse → ParseReply on the shared
+// 2-core machine: 17-37 → 7-13 µs, 12 472 → 3 000 B, 125 → 13 allocs.
 func ParseReply(b []byte) (string, Dict, error) {
 	return parseOwned(bytes.Clone(b), true)
 }

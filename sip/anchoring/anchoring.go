@@ -403,8 +403,10 @@ func (p *Pool) Reclaim(ctx context.Context, on netip.AddrPort, callID string) (h
 // a media-timeout notification): the RTP stream of its first medium. It
 // reads the reply's bencode (ng.Raw: the client leaves it undecoded) in
 // one pass for the dozen fields it wants instead of decoding every leg's
-// and stream's stats into maps: BenchmarkDeleteReplyQuality, see README
-// "Changes measured on 2026-12-04".
+// and stream's stats into maps. BenchmarkDeleteReplyQuality, eager Parse
+// and map walk → ParseReply and this: 17-37 → 7-13 µs, 125 → 13 allocs
+// per reply (with Get/At walks instead of the Reader: 17-45 µs, as each
+// level found its value's end again).
 func Quality(d ng.Dict) map[string]calls.MediaQuality {
 	tags := d.Raw("tags")
 	if len(tags) <= len("de") || tags[0] != 'd' {
