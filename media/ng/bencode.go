@@ -273,15 +273,21 @@ func appendValue(b []byte, v any) ([]byte, error) {
 	return nil, fmt.Errorf("bencode: cannot encode %T", v)
 }
 
+// appendDict writes d's keys sorted. The keys' slice is on the stack up to
+// 16 keys and a key is written as a string, not handed to appendValue as an
+// any: boxing each key was 8 of the 26 allocations of BenchmarkClientDo (an
+// answer, 8 keys).
 func appendDict(b []byte, d map[string]any) ([]byte, error) {
-	keys := make([]string, 0, len(d))
+	var stack [16]string
+	keys := stack[:0]
 	for k := range d {
 		keys = append(keys, k)
 	}
 	slices.Sort(keys) // bencode wants them sorted
 	b = append(b, 'd')
 	for _, k := range keys {
-		b, _ = appendValue(b, k)
+		b = strconv.AppendInt(b, int64(len(k)), 10)
+		b = append(append(b, ':'), k...)
 		var err error
 		if b, err = appendValue(b, d[k]); err != nil {
 			return nil, fmt.Errorf("%s: %w", k, err)

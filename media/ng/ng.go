@@ -69,7 +69,11 @@ func parseOwned(b []byte, lazy bool) (string, Dict, error) {
 
 // Encode builds a datagram.
 func Encode(cookie string, d Dict) ([]byte, error) {
-	out := make([]byte, 0, 256)
+	return encode(make([]byte, 0, 256), cookie, d)
+}
+
+// encode is Encode appending to out.
+func encode(out []byte, cookie string, d Dict) ([]byte, error) {
 	out = append(append(out, cookie...), ' ')
 	out, err := appendDict(out, d)
 	if err != nil {
