@@ -119,8 +119,16 @@ func FuzzParse(f *testing.F) {
 	}
 	f.Fuzz(func(t *testing.T, b []byte) {
 		cookie, d, err := Parse(b)
+		// ParseReply accepts what Parse accepts and reads the same.
+		_, lazy, lerr := ParseReply(b)
+		if (err == nil) != (lerr == nil) {
+			t.Fatalf("Parse: %v, ParseReply: %v", err, lerr)
+		}
 		if err != nil {
 			return
+		}
+		if got := decoded(lazy); !reflect.DeepEqual(got, map[string]any(d)) {
+			t.Fatalf("lazily %v / %v", got, d)
 		}
 		// What parses re-encodes, and parses to the same thing.
 		again, err := Encode(cookie, d)

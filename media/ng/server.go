@@ -94,7 +94,7 @@ func (s *Server) Serve(ctx context.Context, h Handler) error {
 }
 
 func (s *Server) serveOne(ctx context.Context, h Handler, msg []byte, from netip.AddrPort) {
-	cookie, req, err := parseOwned(msg) // msg is this request's own copy
+	cookie, req, err := parseOwned(msg, false) // msg is this request's own copy
 	if err != nil {
 		s.log.Info("ng: bad request", "from", from, "error", err)
 		if cookie != "" {

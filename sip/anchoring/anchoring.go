@@ -107,6 +107,7 @@ func New(c Config) (*Pool, error) {
 	if err != nil {
 		return nil, err
 	}
+	p.client.LazyReplies() // Quality and sdpOf read the replies; both take Raw
 	return p, nil
 }
 
@@ -399,54 +400,104 @@ func (p *Pool) Reclaim(ctx context.Context, on netip.AddrPort, callID string) (h
 }
 
 // Quality reads each tag's media quality from a delete or query reply (or
-// a media-timeout notification): the RTP stream of its first medium.
+// a media-timeout notification): the RTP stream of its first medium. It
+// reads the reply's bencode (ng.Raw: the client leaves it undecoded) in
+// one pass for the dozen fields it wants instead of decoding every leg's
+// and stream's stats into maps. BenchmarkDeleteReplyQuality, eager Parse
+// and map walk → ParseReply and this: 17-37 → 7-13 µs, 125 → 13 allocs
+// per reply (with Get/At walks instead of the Reader: 17-45 µs, as each
+// level found its value's end again).
 func Quality(d ng.Dict) map[string]calls.MediaQuality {
-	tags := d.Dict("tags")
-	if len(tags) == 0 {
-		return nil
+	tags := d.Raw("tags")
+	if len(tags) <= len("de") || tags[0] != 'd' {
+		return nil // none, or an empty dictionary
 	}
 	out := map[string]calls.MediaQuality{}
-	for tag := range tags {
-		medias, _ := tags.Dict(tag)["medias"].([]any)
-		if len(medias) == 0 {
-			continue
+	rd := tags.Reader()
+	rd.Dict(func(tag string) {
+		var (
+			q                         calls.MediaQuality
+			received                  bool // a reception dictionary, even empty
+			mos, frac, hopLost, hopOf int64
+			hop                       bool
+		)
+		rd.Dict(func(k string) {
+			if k != "medias" {
+				return
+			}
+			rd.List(func(i int) {
+				if i != 0 {
+					return
+				}
+				rd.Dict(func(k string) {
+					switch k {
+					case "SRTP":
+						rd.Dict(func(k string) {
+							if k == "suite" {
+								q.SRTP = rd.Str()
+							}
+						})
+					case "streams":
+						rd.List(func(i int) {
+							if i != 0 {
+								return
+							}
+							rd.Dict(func(k string) {
+								switch k {
+								case "reception":
+									received = rd.Dict(func(k string) {
+										switch k {
+										case "expected":
+											q.Sent, _ = rd.Int()
+										case "lost":
+											q.Lost, _ = rd.Int()
+										case "jitter":
+											q.JitterMS, _ = rd.Int()
+										case "MOS":
+											mos, _ = rd.Int()
+										}
+									})
+								case "endpoint":
+									rd.Dict(func(k string) {
+										if k == "address" {
+											q.Address, _ = netip.ParseAddr(rd.Str())
+										}
+									})
+								case "downstream":
+									rd.Dict(func(k string) {
+										switch k {
+										case "fraction lost":
+											frac, _ = rd.Int()
+										case "hop lost":
+											hopLost, hop = rd.Int()
+										case "hop expected":
+											hopOf, _ = rd.Int()
+										case "jitter":
+											q.DownJitterMS, _ = rd.Int()
+										case "RTT":
+											q.RTTMS, _ = rd.Int()
+										}
+									})
+								}
+							})
+						})
+					}
+				})
+			})
+		})
+		if !received {
+			return
 		}
-		m, _ := medias[0].(map[string]any)
-		streams, _ := ng.Dict(m)["streams"].([]any)
-		if len(streams) == 0 {
-			continue
-		}
-		st, _ := streams[0].(map[string]any)
-		rec := ng.Dict(st).Dict("reception")
-		if rec == nil {
-			continue
-		}
-		var q calls.MediaQuality
-		q.SRTP = ng.Dict(m).Dict("SRTP").Str("suite")
-		if ep := ng.Dict(st).Dict("endpoint"); ep != nil {
-			q.Address, _ = netip.ParseAddr(ep.Str("address"))
-		}
-		q.Sent, _ = rec.Int("expected")
-		q.Lost, _ = rec.Int("lost")
-		q.JitterMS, _ = rec.Int("jitter")
-		mos, _ := rec.Int("MOS")
 		q.MOS = float64(mos) / 10
 		if q.Sent > 0 {
 			q.LossPct = math.Round(10000*float64(max(q.Lost, 0))/float64(q.Sent)) / 100
 		}
-		if down := ng.Dict(st).Dict("downstream"); down != nil {
-			f, _ := down.Int("fraction lost")
-			q.DownLossPct = math.Round(10000*float64(f)/256) / 100
-			if lost, ok := down.Int("hop lost"); ok {
-				if exp, _ := down.Int("hop expected"); exp > 0 {
-					q.DownLossPct = math.Round(10000*float64(lost)/float64(exp)) / 100 // the hop alone, whole call
-				}
-			}
-			q.DownJitterMS, _ = down.Int("jitter")
-			q.RTTMS, _ = down.Int("RTT")
+		q.DownLossPct = math.Round(10000*float64(frac)/256) / 100
+		if hop && hopOf > 0 {
+			q.DownLossPct = math.Round(10000*float64(hopLost)/float64(hopOf)) / 100 // the hop alone, whole call
 		}
 		out[tag] = q
-	}
+	})
 	return out
 }
 

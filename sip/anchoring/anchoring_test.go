@@ -6,6 +6,7 @@ import (
 	"log/slog"
 	"net"
 	"net/netip"
+	"reflect"
 	"strconv"
 	"strings"
 	"sync"
@@ -440,5 +441,37 @@ func TestForkedBranchesGetTheirOwnOffers(t *testing.T) {
 	}
 	if del.Str("command") != "delete" || del.Str("via-branch") != "z9hG4bK-sori-wss" || del.Str("from-tag") != "ta" || del.Str("call-id") != "fork" || del.Str("to-tag") != "" {
 		t.Errorf("branch delete %v", del)
+	}
+}
+
+// Quality reads the same from a reply the client left undecoded (ng.Raw)
+// as from one decoded whole.
+func TestQualityFromARawReply(t *testing.T) {
+	raw, err := ng.Encode("c", deleteReply())
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, eager, err := ng.Parse(raw)
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, lazy, err := ng.ParseReply(raw)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, ok := lazy["tags"].(ng.Raw); !ok {
+		t.Fatalf("tags decoded: %T", lazy["tags"])
+	}
+	q, want := Quality(lazy), Quality(eager)
+	if !reflect.DeepEqual(q, want) || len(q) != 2 {
+		t.Fatalf("raw %+v\nwant %+v", q, want)
+	}
+	c := q["as7d8f9g0h"]
+	if c.Sent != 1500 || c.Lost != 3 || c.LossPct != 0.2 || c.JitterMS != 2 || c.MOS != 4.3 || c.DownLossPct != 0.07 ||
+		c.DownJitterMS != 3 || c.RTTMS != 22 || c.Address != netip.MustParseAddr("198.51.100.7") || c.SRTP != "" {
+		t.Fatalf("caller %+v", c)
+	}
+	if len(Quality(ng.Dict{"tags": ng.Raw("de")})) != 0 || Quality(ng.Dict{"tags": ng.Raw("le")}) != nil {
+		t.Fatal("quality from no tags")
 	}
 }

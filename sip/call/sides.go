@@ -2,6 +2,8 @@ package call
 
 import (
 	"github.com/emiago/sipgo/sip"
+
+	"github.com/sori-voice/sori/sip/wire"
 )
 
 // Sides reads both ends of an answered INVITE: in is the caller's request
@@ -30,19 +32,19 @@ func Sides(in, out *sip.Request, res *sip.Response, ours func(sip.Uri) bool) (ca
 			last = i
 		}
 	}
-	callee = Side{Target: contact.Address.String(), Dest: res.Source(), Transport: out.Transport(),
-		ID: res.To().Address.String(), Tag: res.To().Params.GetOr("tag", ""), PANI: pani(res)}
-	caller = Side{Target: callerContact.Address.String(), Dest: in.Source(), Transport: in.Transport(),
-		ID: in.From().Address.String(), Tag: in.From().Params.GetOr("tag", ""), CSeq: in.CSeq().SeqNo, PANI: pani(in)}
+	callee = Side{Target: wire.URIString(&contact.Address), Dest: res.Source(), Transport: out.Transport(),
+		ID: wire.URIString(&res.To().Address), Tag: res.To().Params.GetOr("tag", ""), PANI: pani(res)}
+	caller = Side{Target: wire.URIString(&callerContact.Address), Dest: in.Source(), Transport: in.Transport(),
+		ID: wire.URIString(&in.From().Address), Tag: in.From().Params.GetOr("tag", ""), CSeq: in.CSeq().SeqNo, PANI: pani(in)}
 	if c := out.Contact(); c != nil {
-		caller.Shown = c.Address.String() // with the alias the proxy added
+		caller.Shown = wire.URIString(&c.Address) // with the alias the proxy added
 	}
 	if first >= 0 {
 		for i := first - 1; i >= 0; i-- {
-			callee.Route = append(callee.Route, rrs[i].String())
+			callee.Route = append(callee.Route, wire.URIString(&rrs[i]))
 		}
 		for i := last + 1; i < len(rrs); i++ {
-			caller.Route = append(caller.Route, rrs[i].String())
+			caller.Route = append(caller.Route, wire.URIString(&rrs[i]))
 		}
 	}
 	return caller, callee, true

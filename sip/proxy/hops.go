@@ -2,7 +2,6 @@ package proxy
 
 import (
 	"context"
-	"hash/fnv"
 	"strconv"
 	"strings"
 
@@ -70,24 +69,63 @@ const branchPrefix = uac.BranchPrefix
 
 // loopHash is RFC 3261 §16.6 step 8's hash of what a loop leaves unchanged
 // (the top Via is left out: on a loop it is the previous hop's).
+//
+// It is FNV-1a (hash/fnv's New64a) written out: the Request-URI goes
+// straight into the hash through Uri.StringWrite instead of being built
+// as a string first, and nothing else is copied. BenchmarkLoopHash: 9 →
+// 5 allocations and 208 → 96 B per INVITE; the hash is the same
+// (TestLoopHashIsFNV), so sori nodes of both versions see the same loops.
 func loopHash(req *sip.Request) string {
-	h := fnv.New64a()
-	w := func(s string) { _, _ = h.Write([]byte(s)); _, _ = h.Write([]byte{0}) }
-	w(req.Recipient.String())
+	h := new(fnv64a) // escapes, as StringWrite's io.StringWriter
+	*h = fnvOffset
+	req.Recipient.StringWrite(h)
+	h.end()
 	if f := req.From(); f != nil {
-		w(f.Params.GetOr("tag", ""))
+		h.field(f.Params.GetOr("tag", ""))
 	}
 	if t := req.To(); t != nil {
-		w(t.Params.GetOr("tag", ""))
+		h.field(t.Params.GetOr("tag", ""))
 	}
 	if c := req.CallID(); c != nil {
-		w(c.Value())
+		h.field(c.Value())
 	}
 	if c := req.CSeq(); c != nil {
-		w(strconv.FormatUint(uint64(c.SeqNo), 10))
+		var b [20]byte
+		h.bytes(strconv.AppendUint(b[:0], uint64(c.SeqNo), 10))
+		h.end()
 	}
 	for _, hd := range chain.Headers(req, "Proxy-Require") {
-		w(hd.Value())
+		h.field(hd.Value())
 	}
-	return strconv.FormatUint(h.Sum64(), 36)
+	var b [16]byte
+	return string(strconv.AppendUint(b[:0], uint64(*h), 36))
+}
+
+// fnv64a is a 64-bit FNV-1a hash (hash/fnv's constants).
+type fnv64a uint64
+
+const (
+	fnvOffset fnv64a = 14695981039346656037
+	fnvPrime  fnv64a = 1099511628211
+)
+
+func (h *fnv64a) WriteString(s string) (int, error) {
+	for i := 0; i < len(s); i++ {
+		*h = (*h ^ fnv64a(s[i])) * fnvPrime
+	}
+	return len(s), nil
+}
+
+func (h *fnv64a) bytes(b []byte) {
+	for _, c := range b {
+		*h = (*h ^ fnv64a(c)) * fnvPrime
+	}
+}
+
+// end writes the 0 that ends each field.
+func (h *fnv64a) end() { *h *= fnvPrime } // (h ^ 0) * prime
+
+func (h *fnv64a) field(s string) {
+	_, _ = h.WriteString(s)
+	h.end()
 }

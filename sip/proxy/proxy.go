@@ -37,6 +37,7 @@ import (
 	"github.com/sori-voice/sori/sip/timers"
 	"github.com/sori-voice/sori/sip/trunks"
 	"github.com/sori-voice/sori/sip/uac"
+	"github.com/sori-voice/sori/sip/wire"
 )
 
 // Sender puts requests on the wire through sori's own sockets
@@ -221,9 +222,9 @@ func (p *Proxy) initial(ctx context.Context, w chain.ResponseWriter, r *chain.Re
 		_ = chain.Reply(w, req, 100, "Trying") // stop the caller's retransmissions now
 		c = p.cfg.Calls.Begin(calls.Record{
 			CallID:     req.CallID().Value(),
-			From:       req.From().Address.String(),
-			To:         req.To().Address.String(),
-			RequestURI: req.Recipient.String(),
+			From:       wire.URIString(&req.From().Address), // sized once (sip/wire)
+			To:         wire.URIString(&req.To().Address),
+			RequestURI: wire.URIString(&req.Recipient),
 			Caller:     r.Caller.User,
 			Source:     strings.ToLower(req.Transport()) + ":" + req.Source(),
 		}, req.From().Params.GetOr("tag", ""))

