@@ -342,15 +342,18 @@ func (t *Table) Load(_ context.Context, st State) *Call {
 		st.Toll = false
 	}
 	c := &Call{t: t, tracked: true, st: st, saved: true, late: lateFrom(st.Late)}
+	// c.mu is held until the call's slot and toll count are taken and its
+	// expiry armed: nothing ends it (a request for it, an expiry already
+	// past) before it holds what its end gives back. No one else can hold
+	// c.mu before c is in the table, so taking it before t.mu is safe.
+	c.mu.Lock()
+	defer c.mu.Unlock()
 	t.mu.Lock()
 	if _, dup := t.m[st.Record.CallID]; dup {
 		t.mu.Unlock()
 		return nil
 	}
 	t.m[st.Record.CallID] = c
-	c.mu.Lock()
-	c.arm(max(st.Expiry.Sub(t.now()), 0))
-	c.mu.Unlock()
 	t.mu.Unlock()
 	if st.Phase == Answered {
 		t.answered.Inc()
@@ -364,5 +367,6 @@ func (t *Table) Load(_ context.Context, st State) *Call {
 		// Its start was counted where it began; it is in progress here now.
 		t.cfg.Tolls.Resume(st.Record.Caller, st.Record.CallID)
 	}
+	c.arm(max(st.Expiry.Sub(t.now()), 0))
 	return c
 }
