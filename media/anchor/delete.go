@@ -42,6 +42,9 @@ func (m *Manager) delete(ctx context.Context, req ng.Dict) ng.Dict {
 	forgotten := m.forget(c)
 	m.mu.Unlock()
 	m.release(c)
+	if m.cfg.Keep == nil {
+		return ng.OK(res) // nothing to wait for: no timer per delete
+	}
 	// The reply waits for Redis, so that a call deleted is gone from it
 	// too; a failure leaves the key to its TTL.
 	wctx, cancel := context.WithTimeout(ctx, 2*time.Second)

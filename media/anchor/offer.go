@@ -80,13 +80,14 @@ func failure(err error) ng.Dict {
 // apply takes own's addresses from its SDP and rewrites that SDP to point
 // the other side at peer's ports.
 func (m *Manager) apply(own, peer *leg, sess *sdp.Session, req ng.Dict, answer bool) ([]byte, error) {
-	opts := relay.Options{StrictSource: req.Has("flags", "strict-source"), Handover: req.Has("flags", "media-handover")}
+	opts := relay.Options{StrictSource: has(req, "flags", "strict-source"), Handover: has(req, "flags", "media-handover")}
 	if m.cfg.Jitter.Mode != jitter.Off {
 		jb := m.cfg.Jitter
 		opts.Jitter = &jb
 	}
 	received := receivedFrom(req)
-	useSource := req.Has("flags", "SIP-source-address") && received.IsValid()
+	useSource := has(req, "flags", "SIP-source-address") && received.IsValid()
+	trustAddress := has(req, "flags", "trust-address")
 	var family netip.Addr // of the SDP being rewritten
 	for _, md := range sess.Media {
 		if md.Addr.IsValid() {
@@ -100,14 +101,16 @@ func (m *Manager) apply(own, peer *leg, sess *sdp.Session, req ng.Dict, answer b
 	rw := sdp.Rewrite{
 		Addr:          m.advertise(family, req.Str("address family")),
 		RemoveICE:     true,
-		ReplaceOrigin: req.Has("replace", "origin"),
+		ReplaceOrigin: has(req, "replace", "origin"),
+		Media:         make([]sdp.MediaRewrite, 0, len(sess.Media)),
+		Ports:         make([]sdp.Ports, 0, len(sess.Media)),
 	}
 	if a := req.Str("media-address"); a != "" {
 		if ip, err := netip.ParseAddr(a); err == nil {
 			rw.Addr = ip
 		}
 	}
-	var transports []sdp.Transport // toward a WebRTC peer, by section
+	transports := make([]sdp.Transport, 0, len(sess.Media)) // toward a WebRTC peer, by section
 	dtlsIn := false
 	for i, md := range sess.Media {
 		dtlsIn = dtlsIn || md.DTLS
@@ -158,7 +161,7 @@ func (m *Manager) apply(own, peer *leg, sess *sdp.Session, req ng.Dict, answer b
 			// from a public one is behind NAT: send to the public address
 			// until latching learns the port (rtpengine's trust-address
 			// keeps the SDP's).
-			behindNAT := unroutable(addr) && received.IsValid() && !unroutable(received) && !req.Has("flags", "trust-address")
+			behindNAT := unroutable(addr) && received.IsValid() && !unroutable(received) && !trustAddress
 			if useSource || !addr.IsValid() || behindNAT {
 				addr = received
 			}
@@ -253,13 +256,43 @@ func relayable(proto string) bool {
 	return sdp.DTLSProto(proto)
 }
 
+// has is req.Has(key, s) without the list ng.Dict.List copies out: four
+// of them per offer and answer.
+func has(req ng.Dict, key, s string) bool {
+	switch v := req[key].(type) {
+	case string:
+		return v == s
+	case []any:
+		for _, e := range v {
+			if e, ok := e.(string); ok && e == s {
+				return true
+			}
+		}
+	}
+	return false
+}
+
 // receivedFrom reads "received-from": ["IP4", "192.0.2.1"].
 func receivedFrom(req ng.Dict) netip.Addr {
-	l := req.List("received-from")
-	if len(l) != 2 {
+	var ip string
+	switch l := req["received-from"].(type) { // as req.List, without its copy
+	case []any:
+		n := 0
+		for _, e := range l {
+			if e, ok := e.(string); ok {
+				if n == 1 {
+					ip = e
+				}
+				n++
+			}
+		}
+		if n != 2 {
+			return netip.Addr{}
+		}
+	default:
 		return netip.Addr{}
 	}
-	a, err := netip.ParseAddr(l[1])
+	a, err := netip.ParseAddr(ip)
 	if err != nil {
 		return netip.Addr{}
 	}
