@@ -210,7 +210,15 @@ func (m *Manager) ensure(l *leg, i int, md sdp.Media, o relay.Options) (*media, 
 			m.cfg.Ports.Release(pair)
 			return nil, err
 		}
-		l.medias = append(l.medias, &media{owner: l, index: len(l.medias) + 1, typ: md.Type, proto: md.Proto, stream: s})
+		var nm *media
+		if !l.inlineUsed && len(l.medias) == 0 {
+			nm, l.inlineUsed = &l.inline, true // allocated with the leg (newLeg)
+			l.medias = l.mediasArr[:0]
+		} else {
+			nm = new(media)
+		}
+		*nm = media{owner: l, index: len(l.medias) + 1, typ: md.Type, proto: md.Proto, stream: s}
+		l.medias = append(l.medias, nm)
 	}
 	return l.medias[i], nil
 }
