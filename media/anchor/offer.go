@@ -237,7 +237,7 @@ func required(req ng.Dict, keys ...string) ng.Dict {
 
 // parseSDP reads the request's SDP and refuses what the anchor cannot relay.
 func parseSDP(req ng.Dict) (*sdp.Session, ng.Dict) {
-	sess, err := sdp.Parse([]byte(req.Str("sdp")))
+	sess, err := sdp.ParseString(req.Str("sdp")) // not copied twice, as Parse([]byte(...)) did
 	if err != nil {
 		return nil, ng.Error("Failed to parse SDP: " + err.Error())
 	}

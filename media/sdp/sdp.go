@@ -40,12 +40,16 @@ type Session struct {
 }
 
 // Parse reads an SDP body (CRLF or LF line ends).
-func Parse(body []byte) (*Session, error) {
-	s := &Session{lines: splitLines(string(body))}
+func Parse(body []byte) (*Session, error) { return ParseString(string(body)) }
+
+// ParseString is Parse of a body held as a string (an ng request's "sdp"),
+// which the Session's lines are slices of: no copy.
+func ParseString(body string) (*Session, error) {
+	s := &Session{lines: splitLines(body)}
 	if len(s.lines) == 0 {
 		return nil, errors.New("sdp: empty body")
 	}
-	if n := strings.Count(string(body), "m="); n > 0 {
+	if n := strings.Count(body, "m="); n > 0 {
 		s.Media, s.starts = make([]Media, 0, n), make([]int, 0, n)
 	}
 	if !strings.HasPrefix(s.lines[0], "v=") {
