@@ -236,6 +236,3 @@ func normal(s *Session) Session {
 	return c
 }
 
-var _ = errors.New
-var _ = strconv.Itoa
-var _ = strings.Cut
