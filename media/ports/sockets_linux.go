@@ -76,7 +76,7 @@ func (s *pairSockets) park() bool {
 // default receive buffer. One poll of both sockets says whether there is
 // anything to drop (mostly not), where a recvfrom on each said it and
 // allocated its source address: two pairs taken and released cost 4
-// allocations and 8.1-9.0 µs of CPU before, none and 7.5-8.1 µs after
+// allocations and 7.7-9.0 µs of CPU before, none and 7.2-8.1 µs after
 // (BenchmarkAllocateRelease, 2026-12-04; the rest is SO_RCVBUF).
 func (s *pairSockets) unpark() error {
 	fds := [2]unix.PollFd{{Fd: int32(s.rtp), Events: unix.POLLIN}, {Fd: int32(s.rtcp), Events: unix.POLLIN}}

@@ -136,8 +136,8 @@ func connAddr(l string) netip.Addr {
 }
 
 // splitLines is the body's lines without their ends (CRLF, or LF) and
-// without the empty lines that end it: one copy of the body and one slice
-// where replacing the CRLFs, trimming and splitting took three copies.
+// without the empty lines that end it: one slice of views of the body,
+// where replacing the CRLFs and splitting took a copy of it and a slice.
 func splitLines(text string) []string {
 	lines := make([]string, 0, strings.Count(text, "\n")+1)
 	for {
@@ -241,8 +241,9 @@ func (s *Session) Rewrite(r Rewrite) []byte {
 	// One buffer, sized for the body and the longer address lines, where
 	// every rewritten line was a string of its own, copied into a
 	// strings.Builder and the whole copied again: 24 allocations and 2 kB
-	// per Parse and Rewrite of a phone's offer, 8 and 1.2 kB after
-	// (BenchmarkParseRewrite, 2026-12-04; 3.0-3.7 µs before, 1.8-2.1 µs after).
+	// per Parse and Rewrite of a phone's offer, 7 and 1 kB after
+	// (BenchmarkParseRewrite, 2026-12-04, with splitLines; 3.0-10 µs
+	// before, 1.6-4.3 µs after on the shared machine).
 	size := 0
 	for _, l := range s.lines {
 		size += len(l) + 2
