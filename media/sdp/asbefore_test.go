@@ -235,4 +235,3 @@ func normal(s *Session) Session {
 	}
 	return c
 }
-
