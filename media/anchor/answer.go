@@ -50,5 +50,5 @@ func (m *Manager) answer(req ng.Dict) ng.Dict {
 		c.answered = now
 	}
 	m.keep(c, now)
-	return ng.OK(ng.Dict{"sdp": string(out)})
+	return ng.Dict{"result": "ok", "sdp": sdpString(out)} // ng.OK, without its copy
 }

@@ -31,7 +31,7 @@ func (m *Manager) delete(ctx context.Context, req ng.Dict) ng.Dict {
 			res := c.stats(now)
 			m.mu.Unlock()
 			m.releaseLegs([]*leg{l})
-			return ng.OK(res)
+			return ok(res)
 		case !last:
 			m.mu.Unlock()
 			return ng.Error("Call-ID not found or tags didn't match")
@@ -42,6 +42,9 @@ func (m *Manager) delete(ctx context.Context, req ng.Dict) ng.Dict {
 	forgotten := m.forget(c)
 	m.mu.Unlock()
 	m.release(c)
+	if m.cfg.Keep == nil {
+		return ok(res) // nothing to wait for: no timer per delete
+	}
 	// The reply waits for Redis, so that a call deleted is gone from it
 	// too; a failure leaves the key to its TTL.
 	wctx, cancel := context.WithTimeout(ctx, 2*time.Second)
@@ -49,5 +52,5 @@ func (m *Manager) delete(ctx context.Context, req ng.Dict) ng.Dict {
 	if err := forgotten(wctx); err != nil {
 		m.cfg.Log.Warn("deleted call left in Redis until its TTL", "call_id", c.id, "error", err)
 	}
-	return ng.OK(res)
+	return ok(res)
 }

@@ -23,7 +23,7 @@ func (m *Manager) query(req ng.Dict) ng.Dict {
 	if c == nil {
 		return ng.Error("Unknown call-id")
 	}
-	return ng.OK(c.stats(time.Now()))
+	return ok(c.stats(time.Now()))
 }
 
 // list returns the Call-IDs held, up to "limit" (default 32, as rtpengine).
@@ -49,18 +49,32 @@ func (m *Manager) list(req ng.Dict) ng.Dict {
 	return ng.OK(ng.Dict{"calls": calls})
 }
 
+// ok makes d, a reply of its own, a successful one: ng.OK without the
+// copy of every key it makes.
+func ok(d ng.Dict) ng.Dict {
+	d["result"] = "ok"
+	return d
+}
+
 func (c *call) stats(now time.Time) ng.Dict {
 	var totRTP, totRTCP relay.Counters
 	tags := ng.Dict{}
 	for _, l := range c.legs {
-		var medias []any
+		var medias []any // nil for none, as before
+		if len(l.medias) > 0 {
+			medias = make([]any, 0, len(l.medias))
+		}
 		for i, md := range l.medias {
 			rtp, rtcp := md.stream.Stats()
 			totRTP = add(totRTP, rtp)
 			totRTCP = add(totRTCP, rtcp)
 			ep, _ := md.stream.Endpoint()
 			last := md.stream.LastPacket()
-			rtpDict := streamDict(md.stream.Port(), ep, last, rtp)
+			addr := "" // the RTP and RTCP endpoints' address, formatted once
+			if ep.IsValid() {
+				addr = ep.Addr().String()
+			}
+			rtpDict := streamDict(md.stream.Port(), ep, addr, last, rtp)
 			if rep := md.stream.ReceptionSnapshot(); rep.Expected > 0 {
 				rtpDict["SSRC"] = int64(rep.SSRC)
 				rtpDict["reception"] = receptionDict(rep)
@@ -89,7 +103,7 @@ func (c *call) stats(now time.Time) ng.Dict {
 			}
 			streams := []any{
 				rtpDict,
-				streamDict(md.stream.Port()+1, netip.AddrPortFrom(ep.Addr(), ep.Port()+1), last, rtcp),
+				streamDict(md.stream.Port()+1, netip.AddrPortFrom(ep.Addr(), ep.Port()+1), addr, last, rtcp),
 			}
 			mdict := ng.Dict{"index": md.index, "type": md.typ, "protocol": md.proto, "streams": streams}
 			if cd := md.cryptoDict(); cd != nil {
@@ -118,14 +132,14 @@ func (c *call) stats(now time.Time) ng.Dict {
 	}
 }
 
-func streamDict(port int, ep netip.AddrPort, last time.Time, c relay.Counters) ng.Dict {
+func streamDict(port int, ep netip.AddrPort, addr string, last time.Time, c relay.Counters) ng.Dict {
 	d := ng.Dict{"local port": port, "stats": counters(c)}
 	if ep.IsValid() {
 		fam := "IPv4"
 		if ep.Addr().Is6() {
 			fam = "IPv6"
 		}
-		d["endpoint"] = ng.Dict{"family": fam, "address": ep.Addr().String(), "port": int(ep.Port())}
+		d["endpoint"] = ng.Dict{"family": fam, "address": addr, "port": int(ep.Port())}
 	}
 	if !last.IsZero() {
 		d["last packet"] = last.Unix()
