@@ -2,6 +2,8 @@ package main
 
 import (
 	"bytes"
+	"crypto/rand"
+	"encoding/base64"
 	"fmt"
 	"net"
 	"net/netip"
@@ -42,10 +44,10 @@ func (f *forkLate) inAnchorRange(ap netip.AddrPort) bool {
 	return ap.Addr() == netip.MustParseAddr("127.0.0.1") && int(ap.Port()) >= f.an.minPort && int(ap.Port()) <= f.an.maxPort
 }
 
-func startForkLate(t *testing.T, an *anchorProc) *forkLate {
+func startForkLate(t *testing.T, an *anchorProc, config ...[2]string) *forkLate {
 	t.Helper()
 	f := &forkLate{an: an}
-	f.n = startDefaultNode(t, f.an)
+	f.n = startDefaultNode(t, f.an, config...)
 	f.phone = newUA(t, f.n.node, "udp", "bob")
 	if res := f.phone.registerAuth("bob", "bob-secret", "forklate-udp-reg@test", 1, "Contact: <sip:bob@"+f.phone.local+">"); res.StatusCode != 200 {
 		t.Fatalf("the phone's REGISTER: %d", res.StatusCode)
@@ -576,6 +578,69 @@ func forkLateAnsweredByTheBrowser(t *testing.T, an *anchorProc) {
 	f.twoLegs(t, map[string]string{aliceTag: "RTP/AVP", "bob-browser": "UDP/TLS/RTP/SAVPF"})
 
 	f.alice.send(f.alice.inDialog("BYE", 4, ok200))
+	bye := f.browserRequest(t, sip.BYE)
+	f.browser.send(f.browserResponse(bye, 200, "OK", "", ""))
+	if r := f.alice.final(); r.StatusCode != 200 {
+		t.Fatalf("BYE: %d", r.StatusCode)
+	}
+	waitNoCalls(t, f.an, f.n.node)
+}
+
+// The browser answers first as before, and alice's configuration says
+// srtp (media.encryption): she gets the anchor's RTP/SAVP offer with its
+// SDES key (a=crypto), still no DTLS or ICE line, and her SRTP answer
+// in the ACK reaches the browser as the anchor's WebRTC answer, with
+// which the browser's ICE and DTLS connect: each side keeps what it
+// speaks, the anchor between SDES and DTLS-SRTP.
+func TestForkDelayedOfferToAnSRTPCaller(t *testing.T) {
+	f := startForkLate(t, startAnchor(t), [2]string{"encryption: pass ", "encryption: srtp "})
+	pb := newPionBrowser(t)
+	f.phone.respond(f.toPhone, 180, "Ringing", "Contact: <sip:bob@"+f.phone.local+">")
+	f.browser.send(f.browserResponse(f.toBrowser, 200, "OK", "bob-browser", pb.offer(t)))
+	ok200 := f.alice.final()
+	if ok200.StatusCode != 200 {
+		t.Fatalf("INVITE: %d %s", ok200.StatusCode, ok200.Reason)
+	}
+	s := mustParse(t, ok200.Body())
+	body := string(ok200.Body())
+	var suite string
+	for _, l := range strings.Split(body, "\r\n") {
+		if f := strings.Fields(strings.TrimPrefix(l, "a=crypto:")); strings.HasPrefix(l, "a=crypto:") && len(f) >= 3 && suite == "" {
+			suite = f[1]
+		}
+	}
+	if len(s.Media) != 1 || s.Media[0].Proto != "RTP/SAVP" || suite == "" {
+		t.Fatalf("alice's 200 is not the anchor's RTP/SAVP offer with an SDES key:\n%s", body)
+	}
+	for _, gone := range []string{"a=fingerprint:", "a=ice-", "a=candidate:", "a=setup:"} {
+		if strings.Contains(body, gone) {
+			t.Fatalf("alice's 200 has %q:\n%s", gone, body)
+		}
+	}
+	toAnchorFromA := netip.AddrPortFrom(s.Media[0].Addr, uint16(s.Media[0].Port))
+	if !f.inAnchorRange(toAnchorFromA) {
+		t.Fatalf("alice's 200 sends media to %s", toAnchorFromA)
+	}
+	// Alice's own key and salt for the anchor's suite (RFC 4568, RFC 7714).
+	key := make([]byte, map[string]int{"AEAD_AES_256_GCM": 44, "AEAD_AES_128_GCM": 28, "AES_256_CM_HMAC_SHA1_80": 46, "AES_256_CM_HMAC_SHA1_32": 46}[suite])
+	if len(key) == 0 {
+		key = make([]byte, 30) // AES_CM_128_HMAC_SHA1_80, _32
+	}
+	_, _ = rand.Read(key)
+	ma := newMediaSocket(t)
+	answer := strings.Replace(ma.sdp(1001), "RTP/AVP", "RTP/SAVP", 1) + "a=crypto:1 " + suite + " inline:" + base64.StdEncoding.EncodeToString(key) + "\r\n"
+	f.alice.send(withSDP(f.alice.inDialog("ACK", 2, ok200), answer))
+	ack := f.browserRequest(t, sip.ACK)
+	toAnchorFromB := f.toBrowserSDP(t, ack.Body(), "")
+	if toAnchorFromB == toAnchorFromA {
+		t.Fatalf("alice and the browser both send media to %s", toAnchorFromA)
+	}
+	f.phoneCancelled(t)
+	aliceTag := ok200.From().Params.GetOr("tag", "")
+	f.twoLegs(t, map[string]string{aliceTag: "RTP/SAVP", "bob-browser": "UDP/TLS/RTP/SAVPF"})
+	pb.answered(t, ack.Body()) // ICE and DTLS with the anchor
+
+	f.alice.send(f.alice.inDialog("BYE", 3, ok200))
 	bye := f.browserRequest(t, sip.BYE)
 	f.browser.send(f.browserResponse(bye, 200, "OK", "", ""))
 	if r := f.alice.final(); r.StatusCode != 200 {
