@@ -212,7 +212,9 @@ func TestClockDriftIsAbsorbed(t *testing.T) {
 		b := New(Config{Mode: Fixed, Target: 40 * time.Millisecond})
 		got := run(b, 1, as)
 		st := b.Stats()
-		if st.Late > 10 || st.Resyncs == 0 || len(got) < 2990 {
+		// Slow: the drift window moves the anchor later (Resyncs); fast:
+		// the earlier packets move it earlier (Advanced).
+		if st.Late > 10 || st.Resyncs+st.Advanced == 0 || len(got) < 2990 {
 			t.Fatalf("%v ppm: played %d, stats %+v", ppm, len(got), st)
 		}
 		if st.MaxDelay > 40*time.Millisecond+65*time.Millisecond {
