@@ -402,6 +402,7 @@ func (w *worker) runRing() {
 		}
 		w.p.submit()
 		w.p.used, w.p.encUsed = 0, 0
+		w.wakes.Add(1)
 		for _, bid := range w.rxHeld {
 			r.give(bid)
 		}
