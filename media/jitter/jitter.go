@@ -305,11 +305,16 @@ func (b *Buffer) Push(p Packet, now time.Time) Result {
 		}
 		b.anchor(ets, t)
 	}
-	if off := t - (b.anchorAt + b.span(ets-b.anchorTS)); off < -earlyStep {
+	// How late the packet is for the base (span: one division, which
+	// the anchor's moves below leave as it is).
+	sp := b.span(ets - b.anchorTS)
+	off := t - (b.anchorAt + sp)
+	if off < -earlyStep {
 		b.advance(-off)
+		off = 0
 	}
-	b.followDrift(ets, t)
-	due := b.due(ets)
+	b.followDrift(off)
+	due := b.anchorAt + sp + int64(b.delay)
 	if due < t && b.cfg.Mode == Adaptive && b.delay < b.cfg.Max {
 		// An adaptive buffer that underruns grows at once: the stream
 		// pauses for the difference (no frame is stretched). It shrinks
@@ -396,8 +401,9 @@ const (
 	driftStep   = int64(5 * time.Millisecond)
 )
 
-func (b *Buffer) followDrift(ets, t int64) {
-	offset := t - (b.anchorAt + b.span(ets-b.anchorTS))
+// followDrift takes a packet's offset: its arrival less what the anchor
+// says.
+func (b *Buffer) followDrift(offset int64) {
 	if b.winCount == 0 || offset < b.winMin {
 		b.winMin = offset
 	}
