@@ -83,6 +83,7 @@ func (c *call) stats(now time.Time) ng.Dict {
 				rtpDict["jitter buffer"] = ng.Dict{
 					"delay": st.Delay.Milliseconds(), "max delay": st.MaxDelay.Milliseconds(), "played": int64(st.Played),
 					"late": int64(st.Late), "duplicates": int64(st.Duplicates), "reordered": int64(st.Reordered), "resyncs": int64(st.Resyncs),
+					"advanced": int64(st.Advanced),
 				}
 			}
 			if down := md.stream.Downstream(); down.Known {

@@ -212,7 +212,9 @@ func TestClockDriftIsAbsorbed(t *testing.T) {
 		b := New(Config{Mode: Fixed, Target: 40 * time.Millisecond})
 		got := run(b, 1, as)
 		st := b.Stats()
-		if st.Late > 10 || st.Resyncs == 0 || len(got) < 2990 {
+		// Slow: the drift window moves the anchor later (Resyncs); fast:
+		// the earlier packets move it earlier (Advanced).
+		if st.Late > 10 || st.Resyncs+st.Advanced == 0 || len(got) < 2990 {
 			t.Fatalf("%v ppm: played %d, stats %+v", ppm, len(got), st)
 		}
 		if st.MaxDelay > 40*time.Millisecond+65*time.Millisecond {
@@ -407,5 +409,46 @@ func TestGrowingKeepsWaitingAndPlayedPackets(t *testing.T) {
 	}
 	if b.Len() != 1 {
 		t.Fatalf("held %d, want 1 (39)", b.Len())
+	}
+}
+
+func TestLateFirstPacketDoesNotDelayTheSpurt(t *testing.T) {
+	// The spurt's first packet comes 15 ms late, the rest on time: the
+	// base moves to the second packet's pace (advance), and every packet,
+	// the first too, plays 40 ms after its send time.
+	as := spurt(0, 0, 0, 50, func(i int) time.Duration {
+		if i == 0 {
+			return 15 * time.Millisecond
+		}
+		return 0
+	})
+	b := New(Config{Mode: Fixed, Target: 40 * time.Millisecond})
+	got := run(b, 1, as)
+	if len(got) != 50 || b.Stats().Advanced != 1 || b.Stats().Late != 0 {
+		t.Fatalf("played %d, stats %+v", len(got), b.Stats())
+	}
+	for _, p := range got {
+		if want := time.Duration(p.seq)*frame + 40*time.Millisecond; p.at != want {
+			t.Fatalf("packet %d played at %v, want %v", p.seq, p.at, want)
+		}
+	}
+}
+
+func TestTimestampJumpWithoutMarkerPlaysAtOnce(t *testing.T) {
+	// A sender moves its timestamps 10 s ahead mid-spurt, with no marker
+	// and no pause: the packets after the jump are not held 10 s; the base
+	// moves to them, and they play 40 ms after they arrive.
+	as := spurt(0, 0, 0, 20, none)
+	as = append(as, spurt(20, 20*960+10*48000, 20*frame, 20, none)...)
+	as[20].marker = false
+	b := New(Config{Mode: Fixed, Target: 40 * time.Millisecond})
+	got := run(b, 1, as)
+	if len(got) != 40 {
+		t.Fatalf("played %d, stats %+v", len(got), b.Stats())
+	}
+	for _, p := range got[20:] {
+		if want := time.Duration(p.seq)*frame + 40*time.Millisecond; p.at != want {
+			t.Fatalf("packet %d played at %v, want %v", p.seq, p.at, want)
+		}
 	}
 }

@@ -211,5 +211,8 @@ func SetSendRing(bool) {}
 // CheckSendRing is nil elsewhere than Linux: there is no ring to miss.
 func CheckSendRing() error { return nil }
 
+// wakeups is 0: no workers elsewhere than Linux.
+func wakeups() uint64 { return 0 }
+
 // DefaultWorkers is 0: no workers elsewhere than Linux.
 func DefaultWorkers() int { return 0 }

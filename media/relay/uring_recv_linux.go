@@ -394,11 +394,7 @@ func (w *worker) takeOps() {
 func (w *worker) runRing() {
 	r := w.rx
 	for {
-		wait := int64(maxWait)
-		if len(w.heap) > 0 {
-			wait = min(max(w.heap[0].due+int64(playCoalesce)-time.Now().UnixNano(), 0), wait)
-		}
-		r.wait(wait, w.raw)
+		r.wait(w.playWait(int64(maxWait)), w.raw)
 		now := time.Now()
 		w.reap(now)
 		if len(w.heap) > 0 {
@@ -406,6 +402,7 @@ func (w *worker) runRing() {
 		}
 		w.p.submit()
 		w.p.used, w.p.encUsed = 0, 0
+		w.wakes.Add(1)
 		for _, bid := range w.rxHeld {
 			r.give(bid)
 		}

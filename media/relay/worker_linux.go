@@ -15,14 +15,32 @@ import (
 // streams' sockets are registered edge-triggered; it drains each socket
 // that becomes readable, and plays out its streams' jitter buffers from
 // one scheduler: a heap of the streams' next playout times, so that one
-// wake-up (epoll_pwait2's timeout, at the earliest due packet plus
-// playCoalesce) serves every stream due by then, instead of a goroutine and
-// a timer per stream.
+// wake-up (epoll_pwait2's timeout, at the earliest due packet) serves
+// every stream due by then or within playCoalesce after, instead of a
+// goroutine and a timer per stream.
 
-// playCoalesce is how long after the earliest due packet a worker wakes
-// to play it, so that the packets of other streams due within it go out
-// in the same wake-up: at most this much is added to the buffer's delay.
-const playCoalesce = 200 * time.Microsecond
+// playCoalesce is how long before its playout time a packet may be sent:
+// a worker wakes at the earliest due packet (its timeout is in
+// nanoseconds, never rounded up to a millisecond or a tick) and sends, in
+// the same wake-up, every packet due within playCoalesce after it. So the
+// packets of streams due close together share a wake-up (at most one per
+// playCoalesce for the playout, however many streams) without any being
+// sent later than due: the worker adds only its wake-up lateness (the
+// kernel's timer slack, 50 µs, and the scheduler's) to the buffer's
+// delay, and takes up to playCoalesce off it. It used to wake at the
+// earliest due plus 200 µs, which added that much to every packet. A
+// packet up to 1 ms early is nothing to the next hop's jitter buffer,
+// which waits for packets that come late.
+const playCoalesce = time.Millisecond
+
+// playWait is how long a worker may sleep before its next playout (at
+// most limit): until the earliest due packet, 0 if that is past.
+func (w *worker) playWait(limit int64) int64 {
+	if len(w.heap) == 0 {
+		return limit
+	}
+	return min(max(w.heap[0].due-time.Now().UnixNano(), 0), limit)
+}
 
 var pool struct {
 	once    sync.Once
@@ -100,6 +118,7 @@ type worker struct {
 	epfd    int
 	raw     bool // waits in a raw system call (maxWait)
 	streams atomic.Int64
+	wakes   atomic.Uint64 // times the worker came out of its wait (benchmarks: wakeups)
 
 	// The worker goroutine's own.
 	ring   *sendRing // nil: no io_uring, each flush is a sendmmsg
@@ -150,11 +169,7 @@ func (w *worker) run(ready chan<- struct{}) {
 	}
 	close(ready)
 	for {
-		wait := int64(maxWait)
-		if len(w.heap) > 0 {
-			wait = min(max(w.heap[0].due+int64(playCoalesce)-time.Now().UnixNano(), 0), wait)
-		}
-		ts := unix.NsecToTimespec(wait)
+		ts := unix.NsecToTimespec(w.playWait(int64(maxWait)))
 		var n uintptr
 		var errno unix.Errno
 		if w.raw {
@@ -181,7 +196,17 @@ func (w *worker) run(ready chan<- struct{}) {
 		}
 		w.p.submit()
 		w.p.used, w.p.encUsed = 0, 0
+		w.wakes.Add(1)
 	}
+}
+
+// wakeups is how many times the workers came out of their waits.
+func wakeups() uint64 {
+	var n uint64
+	for _, w := range pool.workers {
+		n += w.wakes.Load()
+	}
+	return n
 }
 
 // add registers a stream's sockets.
@@ -333,8 +358,10 @@ func (w *worker) schedule(s *Stream, due int64) {
 	w.heap.push(playEntry{due: due, s: s})
 }
 
-// play sends what every stream's jitter buffer has due at now.
+// play sends what every stream's jitter buffer has due by now plus
+// playCoalesce.
 func (w *worker) play(now time.Time) {
+	now = now.Add(playCoalesce)
 	t := now.UnixNano()
 	for len(w.heap) > 0 && w.heap[0].due <= t {
 		e := w.heap.pop()
