@@ -8,6 +8,7 @@ import (
 	"os"
 	"path/filepath"
 	"reflect"
+	"slices"
 	"strconv"
 	"strings"
 	"testing"
@@ -142,7 +143,7 @@ func (s *Session) rewriteRef(r Rewrite) []byte {
 				l = "o=" + strings.Join(f, " ")
 			}
 		case strings.HasPrefix(l, "c="):
-			if a := connAddrRef(l); !a.IsValid() || !a.IsUnspecified() { // c=0.0.0.0 is an old-style hold: kept
+			if a := connAddrRef(l); !a.IsValid() || !a.IsUnspecified() || slices.ContainsFunc(s.lines, func(l string) bool { return strings.HasPrefix(l, "a=ice-ufrag:") }) { // c=0.0.0.0 is an old-style hold: kept, but not an ICE placeholder
 				l = "c=IN " + ipv + " " + addr
 			}
 		case strings.HasPrefix(l, "m=") && cur < len(r.Ports):

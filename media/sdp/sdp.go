@@ -262,6 +262,17 @@ func (s *Session) Rewrite(r Rewrite) []byte {
 		}
 		return MediaRewrite{}
 	}
+	// An ICE agent's c=0.0.0.0 is no hold (RFC 3264 §8.4 deprecates that
+	// form): it is the placeholder of an SDP whose candidates carry the
+	// addresses (RFC 8839 §5.1, a browser's before gathering ends), so it
+	// is rewritten like any other.
+	ice := false
+	for _, l := range s.lines {
+		if strings.HasPrefix(l, "a=ice-ufrag:") {
+			ice = true
+			break
+		}
+	}
 	written := false // the current section's new a=crypto lines
 	writeCrypto := func() {
 		if m := mr(cur); m.SetCrypto && !written {
@@ -291,7 +302,7 @@ func (s *Session) Rewrite(r Rewrite) []byte {
 				continue
 			}
 		case strings.HasPrefix(l, "c="):
-			if a := connAddr(l); !a.IsValid() || !a.IsUnspecified() { // c=0.0.0.0 is an old-style hold: kept
+			if a := connAddr(l); !a.IsValid() || !a.IsUnspecified() || ice { // c=0.0.0.0 is an old-style hold: kept
 				b = append(append(append(append(b, "c=IN "...), ipv...), ' '), addr...)
 				b = append(b, "\r\n"...)
 				continue

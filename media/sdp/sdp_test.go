@@ -135,14 +135,27 @@ func TestRewritePointsMediaAtTheAnchorAndKeepsTheRest(t *testing.T) {
 	}
 }
 
+// c=0.0.0.0 is an old-style hold and kept, except in an ICE agent's SDP,
+// where it is the placeholder for the addresses in its candidates (a
+// browser's before its gathering ends): that one is rewritten.
 func TestOldStyleHoldAddressIsKept(t *testing.T) {
-	s, err := Parse([]byte("v=0\r\no=- 1 2 IN IP4 192.0.2.1\r\ns=-\r\nc=IN IP4 0.0.0.0\r\nt=0 0\r\nm=audio 4000 RTP/AVP 0\r\n"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	out := string(s.Rewrite(Rewrite{Addr: netip.MustParseAddr("203.0.113.5"), Ports: []Ports{{30000, 30001}}}))
-	if !strings.Contains(out, "c=IN IP4 0.0.0.0\r\n") || !strings.Contains(out, "m=audio 30000 ") {
-		t.Fatalf("%s", out)
+	for _, tt := range []struct {
+		name, media, want string
+	}{
+		{"plain phone on hold", "m=audio 4000 RTP/AVP 0\r\n", "c=IN IP4 0.0.0.0\r\n"},
+		{"ICE placeholder", "m=audio 9 UDP/TLS/RTP/SAVPF 111\r\nc=IN IP4 0.0.0.0\r\na=ice-ufrag:Xy7q\r\na=ice-pwd:abcdefghijklmnopqrstuv\r\n" +
+			"a=candidate:1 1 udp 2122260223 192.0.2.7 50000 typ host\r\n", "c=IN IP4 203.0.113.5\r\n"},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			s, err := Parse([]byte("v=0\r\no=- 1 2 IN IP4 192.0.2.1\r\ns=-\r\nc=IN IP4 0.0.0.0\r\nt=0 0\r\n" + tt.media))
+			if err != nil {
+				t.Fatal(err)
+			}
+			out := string(s.Rewrite(Rewrite{Addr: netip.MustParseAddr("203.0.113.5"), Ports: []Ports{{30000, 30001}}}))
+			if !strings.Contains(out, tt.want) || strings.Contains(out, "0.0.0.0") != (tt.want == "c=IN IP4 0.0.0.0\r\n") || !strings.Contains(out, "m=audio 30000 ") {
+				t.Fatalf("%s", out)
+			}
+		})
 	}
 }
 
