@@ -151,6 +151,28 @@ func TestDelayedOfferAckWithoutSDP(t *testing.T) {
 	}
 }
 
+// An ACK whose answer the anchor refuses (it is no SDP): bob cannot get
+// an answer from the anchor, so the call ends as one without an answer.
+func TestDelayedOfferAckAnswerRefused(t *testing.T) {
+	an := startAnchor(t)
+	cdr := filepath.Join(t.TempDir(), "cdr.jsonl")
+	n := startNode(t, anchoredConfig("cdr:\n  file: "+cdr+"\n", an.ng))
+	alice, bob, _, res := lateCall(t, n, newMediaSocket(t), 200)
+	alice.send(withSDP(alice.inDialog("ACK", 2, res), "v=0\r\nthis is no session description\r\n"))
+	next(t, bob, sip.ACK, "the ACK")
+	for _, u := range []*ua{bob, alice} {
+		bye := next(t, u, sip.BYE, "sori's BYE")
+		if bye.CallID().Value() != res.CallID().Value() {
+			t.Fatalf("%s got a BYE for %s, want sori's for %s", u.user, bye.CallID().Value(), res.CallID().Value())
+		}
+		u.respond(bye, 200, "OK")
+	}
+	waitAnchorEmpty(t, an)
+	if r := records(t, cdr, "bob", 1)[0]; r.Disposition != "no-sdp-answer" {
+		t.Fatalf("call record %+v", r)
+	}
+}
+
 // No anchor takes the 200's offer: bob gets ACK and BYE, alice 503.
 func TestDelayedOfferNoAnchor(t *testing.T) {
 	dead := fmt.Sprintf("127.0.0.1:%d", freeSIPPort(t))

@@ -157,9 +157,19 @@ func (p *Proxy) lateAck(c *call.Call, out *sip.Request, cseq uint32) bool {
 		}
 		return out.Body(), nil
 	})
-	if err != nil {
+	switch {
+	case err != nil && (anchoring.Gone(err) || errors.Is(err, context.DeadlineExceeded)):
+		// The anchor is not answering: the ACK goes on as it is, and the
+		// failover moves the call to a live anchor with this answer.
 		p.log.Warn("SDP answer in an ACK not anchored", "call_id", out.CallID().Value(), "error", err)
-		return true // it goes on as it is
+		return true
+	case err != nil:
+		// The anchor refused the answer: the offerer's leg can never get
+		// one (a browser cannot use the caller's raw SDP; a phone would
+		// send past the anchor the caller sends to), so the session
+		// cannot be set up: ended as an ACK without an answer is.
+		p.log.Info("SDP answer in an ACK refused by the anchor", "call_id", out.CallID().Value(), "error", err)
+		return false
 	}
 	out.SetBody(sdp)
 	return true
