@@ -171,6 +171,7 @@ func New(c Config) *Manager {
 // Handle implements ng.Handler.
 func (m *Manager) Handle(ctx context.Context, cmd string, req ng.Dict, from netip.AddrPort) ng.Dict {
 	var res ng.Dict
+	label := cmd // the metric's command label: only commands the anchor knows
 	switch cmd {
 	case "ping":
 		res = ng.Dict{"result": "pong"}
@@ -186,11 +187,15 @@ func (m *Manager) Handle(ctx context.Context, cmd string, req ng.Dict, from neti
 		res = m.list(req)
 	default:
 		res = ng.Error("Unrecognized command")
+		// The command is whatever the datagram says: as a label it made
+		// a series per name (memory without bound), and a name that is
+		// not UTF-8 made prometheus panic, ending the process.
+		label = "unknown"
 	}
 	if res.Str("result") != "error" && (cmd == "offer" || cmd == "answer" || cmd == "query") {
 		m.takeControl(req.Str("call-id"), from)
 	}
-	m.commands.WithLabelValues(cmd, res.Str("result")).Inc()
+	m.commands.WithLabelValues(label, res.Str("result")).Inc()
 	return res
 }
 
