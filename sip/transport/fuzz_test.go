@@ -45,7 +45,8 @@ func fuzzStream(tr string, remote netip.AddrPort, signer Signer, d *delivered) (
 
 // FuzzStream feeds a TCP connection's bytes through the transport as its
 // read loop does (framing, the checks, the signature of a node's
-// message, sipgo's parse) and a datagram through the same ingest. No
+// message, sipgo's parse), and the same bytes as a datagram or a
+// WebSocket message through the same ingest. No
 // panic; what is written back is SIP responses or keepalive CRLFs; and the
 // messages handed up do not depend on how the bytes were split into reads.
 func FuzzStream(f *testing.F) {
@@ -111,9 +112,14 @@ func FuzzStream(f *testing.F) {
 				t.Fatalf("written: %q", out)
 			}
 		}
-		// The same bytes as one datagram.
+		// The same bytes as one datagram, or one WebSocket message (which
+		// ws.go hands to the same ingest).
+		tr := "UDP"
+		if chunk%2 == 1 {
+			tr = "WS"
+		}
 		d := &delivered{}
-		s, _ := fuzzStream("UDP", remote, signer(), d)
+		s, _ := fuzzStream(tr, remote, signer(), d)
 		s.t.ingest(data, s)
 		if len(d.msgs) > 1 {
 			t.Fatalf("one datagram handed up as %d messages", len(d.msgs))
