@@ -24,7 +24,6 @@ const fuzzCall = "fz"
 // pair in use belongs to a media section of a call the Manager holds.
 func FuzzHandle(f *testing.F) {
 	phone := netip.MustParseAddrPort("192.0.2.10:4000")
-	offer := ng.Dict{"command": "offer", "call-id": fuzzCall, "from-tag": "a", "sdp": phoneSDP(phone)}
 	seed := func(d ng.Dict) {
 		b, err := ng.Encode("c1", d)
 		if err != nil {
@@ -52,14 +51,29 @@ func FuzzHandle(f *testing.F) {
 	f.Add([]byte("c1 d7:command5:offere"))
 	f.Add([]byte("c1 le"))
 
-	alloc, err := ports.New(loopback, 61000, 61999) // beyond Linux's ephemeral ports
+	run := fuzzManager(f, 61000)
+	f.Fuzz(func(t *testing.T, datagram []byte) {
+		_, req, err := ng.Parse(datagram)
+		if err != nil {
+			return
+		}
+		run(t, req)
+	})
+}
+
+// fuzzManager is a Manager on the ports lo to lo+999, and how a fuzzed
+// request is run through it (see FuzzHandle).
+func fuzzManager(f *testing.F, lo int) func(t *testing.T, req ng.Dict) {
+	phone := netip.MustParseAddrPort("192.0.2.10:4000")
+	offer := ng.Dict{"command": "offer", "call-id": fuzzCall, "from-tag": "a", "sdp": phoneSDP(phone)}
+	alloc, err := ports.New(loopback, lo, lo+999) // beyond Linux's ephemeral ports
 	if err != nil {
 		f.Fatal(err)
 	}
 	f.Cleanup(alloc.Close)
 	m := New(Config{Advertise: []netip.Addr{advertise, advertise6}, Ports: alloc, Log: slog.New(slog.NewTextHandler(io.Discard, nil))})
 	f.Cleanup(m.Close)
-	f.Fuzz(func(t *testing.T, datagram []byte) {
+	return func(t *testing.T, req ng.Dict) {
 		m.mu.Lock()
 		_, have := m.calls[fuzzCall]
 		m.mu.Unlock()
@@ -67,10 +81,6 @@ func FuzzHandle(f *testing.F) {
 			if res := m.Handle(context.Background(), "offer", offer, control); res.Str("result") != "ok" {
 				t.Skipf("setup offer: %v", res) // ports parked in their quarantine
 			}
-		}
-		_, req, err := ng.Parse(datagram)
-		if err != nil {
-			return
 		}
 		cmd := req.Str("command")
 		res := m.Handle(context.Background(), cmd, req, control)
@@ -107,5 +117,50 @@ func FuzzHandle(f *testing.F) {
 				t.Fatalf("delete %q: %v", id, res)
 			}
 		}
+	}
+}
+
+// FuzzCommand is FuzzHandle with the request's fields fuzzed one by one
+// rather than its bencode: the SDP (plain, SDES, WebRTC, several
+// sections), the flags and the options, for each command, against the
+// live call.
+func FuzzCommand(f *testing.F) {
+	sdps := []string{phoneSDP(netip.MustParseAddrPort("192.0.2.10:4000")),
+		phoneSDP(netip.MustParseAddrPort("192.0.2.10:4000"), "a=crypto:1 AES_CM_128_HMAC_SHA1_80 inline:PS1uQCVeeCFCanVmcjkpPywjNWhcYD0mXXtxaVBR", "m=video 4002 RTP/SAVP 96", "a=rtcp:4005"),
+		strings.Replace(phoneSDP(netip.MustParseAddrPort("[2001:db8::1]:4000")), "IP4", "IP6", -1)}
+	files, _ := filepath.Glob(filepath.Join("..", "..", "testdata", "sdp", "*.sdp"))
+	for _, name := range files {
+		if b, err := os.ReadFile(name); err == nil {
+			sdps = append(sdps, string(b))
+		}
+	}
+	for i, sdp := range sdps {
+		f.Add("offer", fuzzCall, "a", "", sdp, "", "", "", "")
+		f.Add("offer", "other", "x", "", sdp, "SIP-source-address,strict-source,trust-address", "RTP/SAVP", "remove", "")
+		f.Add("offer", "other", "x", "", sdp, "SDES-no-AES_CM_128_HMAC_SHA1_32,pad crypto", "UDP/TLS/RTP/SAVPF", "force", "passive")
+		f.Add("answer", fuzzCall, "a", "b", sdp, "", "", "", "")
+		f.Add("answer", fuzzCall, "a", "b", sdp, "", "RTP/AVP", "", []string{"active", "passive", "off"}[i%3])
+	}
+	f.Add("query", fuzzCall, "a", "", "", "", "", "", "")
+	f.Add("delete", fuzzCall, "a", "b", "", "", "", "", "")
+	run := fuzzManager(f, 62000)
+	f.Fuzz(func(t *testing.T, cmd, callID, fromTag, toTag, sdp, flags, proto, ice, dtls string) {
+		req := ng.Dict{"command": cmd, "call-id": callID, "from-tag": fromTag, "sdp": sdp}
+		if toTag != "" {
+			req["to-tag"] = toTag
+		}
+		if flags != "" {
+			var l []any
+			for _, fl := range strings.Split(flags, ",") {
+				l = append(l, fl)
+			}
+			req["flags"] = l
+		}
+		for k, v := range map[string]string{"transport-protocol": proto, "ICE": ice, "DTLS": dtls} {
+			if v != "" {
+				req[k] = v
+			}
+		}
+		run(t, req)
 	})
 }
