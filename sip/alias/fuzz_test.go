@@ -6,6 +6,8 @@ import (
 	"testing"
 
 	"github.com/emiago/sipgo/sip"
+
+	"github.com/sori-voice/sori/sip/wire"
 )
 
 // FuzzAlias: whatever Contact a phone sends, Add leaves at most sori's
@@ -22,6 +24,12 @@ func FuzzAlias(f *testing.F) {
 		f.Add(c, []byte{0x20, 1, 0xd, 0xb8, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 5}, uint16(5060), "wss")
 	}
 	f.Fuzz(func(t *testing.T, contact string, ip []byte, port uint16, transport string) {
+		// Only a Contact the transport hands up: one sip/wire passes.
+		msg := "INVITE sip:bob@sori.test SIP/2.0\r\nVia: SIP/2.0/UDP 192.0.2.1;branch=z9hG4bK1\r\nFrom: <sip:a@sori.test>;tag=1\r\n" +
+			"To: <sip:bob@sori.test>\r\nCall-ID: x\r\nCSeq: 1 INVITE\r\nMax-Forwards: 70\r\nContact: <" + contact + ">\r\nContent-Length: 0\r\n\r\n"
+		if _, fault := wire.Check([]byte(msg)); fault != nil {
+			return
+		}
 		var u sip.Uri
 		if err := sip.ParseUri(contact, &u); err != nil {
 			return
