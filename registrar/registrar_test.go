@@ -550,6 +550,24 @@ func TestCredentialAndContactVariants(t *testing.T) {
 	}
 }
 
+// A REGISTER naming one contact twice binds it once, as the last naming
+// says (store.Apply panicked on it: FuzzRegister).
+func TestContactNamedTwice(t *testing.T) {
+	for _, hs := range [][]string{
+		{"Contact: <sip:alice@10.0.0.1>, <sip:alice@10.0.0.1>;expires=1200"},
+		{"Contact: <sip:alice@10.0.0.1>;expires=0", "Contact: <sip:alice@10.0.0.1>;expires=1200"},
+	} {
+		h := newHarness(t)
+		res := h.register(request{user: "alice", cseq: 1, headers: hs}, "alice-secret")
+		if res.StatusCode != 200 {
+			t.Fatalf("%q: %d %s", hs, res.StatusCode, res.Reason)
+		}
+		if cs := contacts(res); len(cs) != 1 || !strings.Contains(cs[0], "expires=1200") {
+			t.Fatalf("%q: bound %v", hs, cs)
+		}
+	}
+}
+
 // stripParams removes name=value parameters from a credentials value.
 func stripParams(cred string, names ...string) string {
 	head, rest, _ := strings.Cut(cred, " ")

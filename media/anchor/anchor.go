@@ -185,6 +185,7 @@ func New(c Config) *Manager {
 // Handle implements ng.Handler.
 func (m *Manager) Handle(ctx context.Context, cmd string, req ng.Dict, from netip.AddrPort) ng.Dict {
 	var res ng.Dict
+	label := cmd // the metric's command label: only commands the anchor knows
 	switch cmd {
 	case "ping":
 		res = ng.Dict{"result": "pong"}
@@ -200,11 +201,15 @@ func (m *Manager) Handle(ctx context.Context, cmd string, req ng.Dict, from neti
 		res = m.list(req)
 	default:
 		res = ng.Error("Unrecognized command")
+		// The command is whatever the datagram says: as a label it made
+		// a series per name (memory without bound), and a name that is
+		// not UTF-8 made prometheus panic, ending the process.
+		label = "unknown"
 	}
 	if res.Str("result") != "error" && (cmd == "offer" || cmd == "answer" || cmd == "query") {
 		m.takeControl(req.Str("call-id"), from)
 	}
-	m.count(cmd, res.Str("result"))
+	m.count(label, res.Str("result"))
 	return res
 }
 
@@ -226,8 +231,7 @@ type countedSlot struct {
 func (m *Manager) count(cmd, result string) {
 	ci, ri := slices.Index(commandNames[:], cmd), slices.Index(resultNames[:], result)
 	if ci < 0 || ri < 0 {
-		// Anything else (an unknown command) as before, never cached: a
-		// client naming commands at will grows nothing here.
+		// Anything else ("unknown" commands) as before, never cached.
 		m.commands.WithLabelValues(cmd, result).Inc()
 		return
 	}

@@ -13,6 +13,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus/testutil"
+
 	"github.com/sori-voice/sori/media/ng"
 	"github.com/sori-voice/sori/media/ports"
 	"github.com/sori-voice/sori/media/sdp"
@@ -263,6 +265,8 @@ func TestBadRequestsGetErrorReasons(t *testing.T) {
 		{"answer", ng.Dict{"call-id": "nope", "from-tag": "a", "to-tag": "b", "sdp": good}, "Unknown call-id"},
 		{"delete", ng.Dict{"call-id": "nope"}, "not found"},
 		{"frobnicate", ng.Dict{}, "Unrecognized command"},
+		// Not UTF-8: as a metric label it made prometheus panic (FuzzHandle).
+		{"0\xc30", ng.Dict{}, "Unrecognized command"},
 	}
 	for _, tt := range tests {
 		res := do(t, m, tt.cmd, tt.req)
@@ -272,6 +276,13 @@ func TestBadRequestsGetErrorReasons(t *testing.T) {
 	}
 	if alloc.InUse() != 0 {
 		t.Fatalf("failed requests left %d port pairs", alloc.InUse())
+	}
+	// Unknown commands share one label: a datagram names no new series.
+	if n := testutil.CollectAndCount(m.commands); n != 4 {
+		t.Errorf("%d command series, want offer, answer, delete and unknown errors", n)
+	}
+	if got := testutil.ToFloat64(m.commands.WithLabelValues("unknown", "error")); got != 2 {
+		t.Errorf("unknown commands counted %v, want 2", got)
 	}
 }
 

@@ -150,9 +150,15 @@ func (c Crypto) String(pad bool) string {
 	if c.Lifetime != "" {
 		b.WriteString("|" + c.Lifetime)
 	}
-	if len(c.MKI) > 0 && len(c.MKI) <= 8 {
+	if len(c.MKI) > 0 {
+		// An MKI may be up to 128 bytes long (RFC 4568 §9.2), yet Parse
+		// reads its value as 64 bits: the bytes before the last 8 are
+		// zero. It is written with its full length, else a phone's long
+		// MKI was lost wherever its crypto is written back (the state an
+		// anchor restart restores, keep.go), and its SRTP no longer
+		// decrypted after the restart.
 		var v uint64
-		for _, x := range c.MKI {
+		for _, x := range c.MKI[max(0, len(c.MKI)-8):] {
 			v = v<<8 | uint64(x)
 		}
 		fmt.Fprintf(&b, "|%d:%d", v, len(c.MKI))

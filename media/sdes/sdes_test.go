@@ -20,6 +20,9 @@ func TestParse(t *testing.T) {
 		{"1 AES_CM_128_HMAC_SHA1_80 inline:" + key30, "1 AES_CM_128_HMAC_SHA1_80 inline:" + key30, ""},
 		{"2 aes_cm_128_hmac_sha1_32 inline:" + key30 + "|2^20|1:4 UNENCRYPTED_SRTCP KDR=0", "2 AES_CM_128_HMAC_SHA1_32 inline:" + key30 + "|2^20|1:4 UNENCRYPTED_SRTCP KDR=0", ""},
 		{"3 AES_CM_128_HMAC_SHA1_80 inline:" + key30 + "|3:2 UNENCRYPTED_SRTP UNAUTHENTICATED_SRTP", "3 AES_CM_128_HMAC_SHA1_80 inline:" + key30 + "|3:2 UNENCRYPTED_SRTP UNAUTHENTICATED_SRTP", ""},
+		// An MKI longer than 8 bytes is written back whole (FuzzCrypto).
+		{"4 AEAD_AES_256_GCM inline:" + strings.Repeat("A", 59) + "|7:128", "4 AEAD_AES_256_GCM inline:" + strings.Repeat("A", 59) + "|7:128", ""},
+		{"1 AES_CM_128_HMAC_SHA1_80 inline:" + key30 + "|18446744073709551615:9", "1 AES_CM_128_HMAC_SHA1_80 inline:" + key30 + "|18446744073709551615:9", ""},
 		{"1 AES_CM_128_HMAC_SHA1_80 inline:" + key30[:20], "", "not 30 bytes"},
 		{"1 AES_CM_128_HMAC_SHA1_80 uri:http://k", "", "not inline"},
 		{"x AES_CM_128_HMAC_SHA1_80 inline:" + key30, "", "bad tag"},

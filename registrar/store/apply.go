@@ -31,8 +31,13 @@ func Apply(live []Binding, u Update) ([]Binding, error) {
 	removed := map[string]bool{}
 	for _, c := range u.Contacts {
 		c.CallID, c.CSeq = u.CallID, u.CSeq // the rule above compares against these next time
+		// A REGISTER may name one contact twice: then the last one counts,
+		// as each is applied in order (and in update.lua). The second
+		// finds the first in next, past live's end: only a binding that
+		// was live can be out of order (indexing live by it panicked,
+		// a REGISTER ending the process; FuzzRegister).
 		i, exists := byID[c.ID]
-		if exists && outOfOrder(live[i]) {
+		if exists && i < len(live) && outOfOrder(live[i]) {
 			return nil, ErrOutOfOrder
 		}
 		switch {
@@ -42,6 +47,7 @@ func Apply(live []Binding, u Update) ([]Binding, error) {
 			}
 		case exists:
 			next[i] = c
+			delete(removed, c.ID) // removed, then named again
 		default:
 			byID[c.ID] = len(next)
 			next = append(next, c)

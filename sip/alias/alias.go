@@ -36,6 +36,13 @@ func Add(c *sip.ContactHeader, src, transport string) {
 		return
 	}
 	strip(&c.Address)
+	if c.Address.Host == "" {
+		// A URI without a host (an opaque one of another scheme) names
+		// nowhere sori sends to: an alias on it could never be followed,
+		// and sipgo wrote it as a Contact no parser reads back
+		// ("aa:;alias=...", FuzzAlias).
+		return
+	}
 	host, port, err := net.SplitHostPort(src)
 	if err != nil {
 		return

@@ -19,6 +19,7 @@ func TestAddAlias(t *testing.T) {
 		{"the sender's own alias is replaced", "sip:alice@10.0.0.1;alias=198.51.100.1~5060~1;as=forged", "203.0.113.5:40000", "UDP", "sip:alice@10.0.0.1;alias=203.0.113.5~40000~1"},
 		{"the sender's own alias is removed", "sip:alice@203.0.113.5:40000;alias=10.0.0.9~6379~2", "203.0.113.5:40000", "UDP", "sip:alice@203.0.113.5:40000"},
 		{"IPv6 source", "sip:alice@[fd00::1]:5060", "[2001:db8::5]:40000", "UDP", "sip:alice@[fd00::1]:5060;alias=2001:db8::5~40000~1"},
+		{"no host: nothing to alias", "AA:", "48.48.48.48:40043", "UDP", "aa:"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

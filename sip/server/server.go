@@ -229,8 +229,22 @@ func (s *Server) serveReq(ctx context.Context, req *sip.Request, w chain.Respons
 		s.log.Debug("answer not sent", "call_id", req.CallID().Value(), "code", result.Code, "error", err)
 	}
 	if !req.IsAck() {
-		s.latency.WithLabelValues(string(req.Method)).Observe(time.Since(start).Seconds())
+		s.latency.WithLabelValues(methodLabel(req.Method)).Observe(time.Since(start).Seconds())
 	}
+}
+
+// methodLabel is the method label of a request's latency: its method when
+// RFC 3261 or an extension names it, else "other". A method is any token
+// the sender likes (it gets 405 or 501), and as a label each new one made
+// a histogram series that was never freed: memory growing with every
+// name a scanner invents.
+func methodLabel(m sip.RequestMethod) string {
+	switch m {
+	case sip.INVITE, sip.ACK, sip.CANCEL, sip.BYE, sip.REGISTER, sip.OPTIONS, sip.SUBSCRIBE, sip.NOTIFY,
+		sip.REFER, sip.INFO, sip.MESSAGE, sip.PRACK, sip.UPDATE, sip.PUBLISH:
+		return string(m)
+	}
+	return "other"
 }
 
 // Shutdown stops taking requests (they get 503 with Retry-After), waits for

@@ -32,16 +32,22 @@ if ARGV[4] == '1' then
   return {'ok'}
 end
 
+-- The bindings there once the request is applied, contact by contact: a
+-- contact named twice counts once, the last naming deciding (store.Apply).
 local count = #live
+local present = {}
+for id in pairs(isLive) do present[id] = true end
 for i = 0, n - 1 do
   local id = ARGV[7 + i * 3]
   local exp = tonumber(ARGV[8 + i * 3])
-  if isLive[id] then
-    if outOfOrder(id) then return {'err', 'out_of_order'} end
-    if exp <= now then count = count - 1 end
-  elseif exp > now then
+  if isLive[id] and outOfOrder(id) then return {'err', 'out_of_order'} end
+  local stays = exp > now
+  if present[id] and not stays then
+    count = count - 1
+  elseif stays and not present[id] then
     count = count + 1
   end
+  present[id] = stays
 end
 if maxc > 0 and count > maxc and count > #live then return {'err', 'too_many'} end
 

@@ -33,6 +33,7 @@ func Run(t *testing.T, open Open) {
 		{"remove one and remove all", remove},
 		{"expired bindings are not returned", expiry},
 		{"max contacts", maxContacts},
+		{"a contact named twice in one request", namedTwice},
 		{"q order", qOrder},
 		{"concurrent updates from two nodes lose nothing", concurrent},
 		{"count", count},
@@ -253,6 +254,25 @@ func maxContacts(t *testing.T, a, b store.Store) {
 	u.MaxContacts = 2
 	if got := mustUpdate(t, a, u); !slices.Equal(ids(got), []string{"1", "3"}) {
 		t.Fatalf("swap: %v", ids(got))
+	}
+}
+
+// A REGISTER naming one contact twice: the last naming counts, and the
+// contact counts once against the limit (store.Apply indexed past the
+// live bindings here and panicked; FuzzRegister).
+func namedTwice(t *testing.T, a, b store.Store) {
+	n := now()
+	u := update("alice", "c1", 1, n, binding("desk", n, time.Hour), binding("desk", n, 2*time.Hour))
+	u.MaxContacts = 1
+	got := mustUpdate(t, a, u)
+	if !slices.Equal(ids(got), []string{"desk"}) || !got[0].Expires.Equal(n.Add(2*time.Hour)) {
+		t.Fatalf("desk twice: %v, expires %v", ids(got), got[0].Expires)
+	}
+	if got := mustUpdate(t, b, update("alice", "c1", 2, n, binding("desk", n, time.Hour), binding("desk", n, 0))); len(got) != 0 {
+		t.Fatalf("refreshed, then removed: %v", ids(got))
+	}
+	if got := mustUpdate(t, a, update("alice", "c1", 3, n, binding("desk", n, 0), binding("desk", n, time.Hour))); !slices.Equal(ids(got), []string{"desk"}) {
+		t.Fatalf("removed, then named again: %v", ids(got))
 	}
 }
 
