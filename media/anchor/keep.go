@@ -229,7 +229,7 @@ func (rtc *legWebRTC) snapshot() (*anchorstate.WebRTC, error) {
 	p := rtc.peer
 	k := &anchorstate.WebRTC{Ufrag: rtc.creds.Ufrag, Pwd: rtc.creds.Pwd, Cert: rtc.pem[0], Key: rtc.pem[1], Setup: rtc.setup, Role: rtc.role,
 		Peer: anchorstate.WebRTCPeer{Ufrag: p.Ufrag, Pwd: p.Pwd, FingerprintHash: p.Fingerprint.Hash, Fingerprint: p.Fingerprint.Value,
-			Setup: p.Setup, Lite: p.Lite, Mux: p.Mux, Mid: p.Mid},
+			Setup: p.Setup, Lite: p.Lite, Mux: p.Mux, Mid: p.Mid, Bundle: p.Bundle},
 		ICE: st.ICE}
 	if ks := st.Keys; ks != nil && rtc.profile.Load() != 0 { // finished, and the stream keyed with them
 		k.SRTP = &anchorstate.DTLSKeys{Profile: uint16(ks.Profile), LocalKey: ks.LocalKey, LocalSalt: ks.LocalSalt, RemoteKey: ks.RemoteKey, RemoteSalt: ks.RemoteSalt}
@@ -245,7 +245,7 @@ func (m *Manager) restoreWebRTC(md *media, k *anchorstate.WebRTC) error {
 		return err
 	}
 	peer := sdp.WebRTC{Ufrag: k.Peer.Ufrag, Pwd: k.Peer.Pwd, Fingerprint: sdp.Fingerprint{Hash: k.Peer.FingerprintHash, Value: k.Peer.Fingerprint},
-		Setup: k.Peer.Setup, Lite: k.Peer.Lite, Mux: k.Peer.Mux, Mid: k.Peer.Mid}
+		Setup: k.Peer.Setup, Lite: k.Peer.Lite, Mux: k.Peer.Mux, Mid: k.Peer.Mid, Bundle: k.Peer.Bundle}
 	st := webrtc.State{ICE: k.ICE}
 	switch k.Role {
 	case "":

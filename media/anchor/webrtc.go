@@ -398,7 +398,12 @@ func (m *Manager) offerDTLS(mp *media, i int, req ng.Dict) (*sdp.Transport, erro
 	default:
 		rtc.setup = "actpass"
 	}
-	return rtc.transport(strconv.Itoa(i)), nil
+	// Each section bundles alone (RFC 8843): a group of one, the
+	// section's own transport, which stacks that answer only bundled
+	// sections (pion) or insist on max-bundle take.
+	t := rtc.transport(strconv.Itoa(i))
+	t.Bundle = strconv.Itoa(i)
+	return t, nil
 }
 
 // answeredDTLS: the answerer's leg mo (section i) answered the anchor's
@@ -455,7 +460,11 @@ func (m *Manager) answerDTLS(mp *media, req ng.Dict) (*sdp.Transport, error) {
 	if err := m.setPeer(rtc, role); err != nil {
 		return nil, err
 	}
-	return rtc.transport(rtc.peer.Mid), nil
+	// The browser's BUNDLE group stays in the answer, with the mids the
+	// anchor accepts (RFC 8843 §7.3); none if it offered none.
+	t := rtc.transport(rtc.peer.Mid)
+	t.Bundle = rtc.peer.Bundle
+	return t, nil
 }
 
 // setPeer hands the leg its peer's ufrag and fingerprint and the

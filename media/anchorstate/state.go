@@ -109,6 +109,7 @@ type WebRTCPeer struct {
 	Lite            bool   `json:"lite,omitempty"`
 	Mux             bool   `json:"mux,omitempty"`
 	Mid             string `json:"mid,omitempty"`
+	Bundle          string `json:"bundle,omitempty"` // the a=group:BUNDLE the mid is in
 }
 
 // DTLSKeys are the SRTP master keys and salts a DTLS-SRTP handshake

@@ -26,6 +26,9 @@ type WebRTC struct {
 	Lite        bool   // the peer is ICE-lite
 	Mux         bool   // a=rtcp-mux
 	Mid         string // a=mid
+	// Bundle is the session's a=group:BUNDLE (RFC 8843) the section's mid
+	// is in, its mids as written ("0 1"); "" none.
+	Bundle string
 }
 
 // DTLSProto reports whether an m= protocol is DTLS-SRTP (RFC 5764 §8,
@@ -72,7 +75,42 @@ func (s *Session) WebRTC(i int) (WebRTC, error) {
 		media.Ufrag, media.Pwd = session.Ufrag, session.Pwd
 	}
 	media.Lite = session.Lite // session-level only (RFC 8839 §5.3)
+	if media.Mid != "" {
+		for _, g := range s.Bundles() {
+			for _, mid := range g {
+				if mid == media.Mid {
+					media.Bundle = strings.Join(g, " ")
+				}
+			}
+		}
+	}
 	return media, nil
+}
+
+// Bundles are the session's a=group:BUNDLE groups, each its mids.
+func (s *Session) Bundles() [][]string {
+	var groups [][]string
+	for _, l := range s.lines {
+		if strings.HasPrefix(l, "m=") {
+			break
+		}
+		if g, ok := bundleGroup(l); ok {
+			groups = append(groups, g)
+		}
+	}
+	return groups
+}
+
+func bundleGroup(l string) ([]string, bool) {
+	v, ok := strings.CutPrefix(l, "a=group:")
+	if !ok {
+		return nil, false
+	}
+	f := strings.Fields(v)
+	if len(f) == 0 || !strings.EqualFold(f[0], "BUNDLE") {
+		return nil, false
+	}
+	return f[1:], true
 }
 
 func readWebRTC(w *WebRTC, l string) error {
@@ -144,6 +182,14 @@ type Transport struct {
 	// address of the other family), each one preference lower.
 	Candidates []netip.AddrPort
 	Mid        string // written as a=mid when the section has none (the offer's mid)
+	// Bundle names the BUNDLE group (RFC 8843) the section goes in; ""
+	// none. The anchor shares no transport between sections, so of the
+	// sections naming one group only the first is written in it (the
+	// others keep their own port, outside any group): an offer gives
+	// each section a group of its own (its mid), an answer the group the
+	// browser offered (WebRTC.Bundle), which it may shrink but not
+	// split (RFC 8843 §7.3).
+	Bundle string
 }
 
 // hostPriority is RFC 8445 §5.1.2.1's priority of a host candidate of
@@ -203,10 +249,39 @@ func WithTransport(body []byte, t []Transport) ([]byte, error) {
 	if len(s.starts) > 0 {
 		first = s.starts[0]
 	}
+	// The mid of each section that gets a transport: its own a=mid, or
+	// t's.
+	mids := make([]string, len(s.starts))
+	for i, start := range s.starts {
+		if i >= len(t) || s.Media[i].Port == 0 || t[i].Ufrag == "" {
+			continue
+		}
+		end := len(s.lines)
+		if i+1 < len(s.starts) {
+			end = s.starts[i+1]
+		}
+		mids[i] = t[i].Mid
+		for _, l := range s.lines[start:end] {
+			if v, ok := strings.CutPrefix(l, "a=mid:"); ok {
+				mids[i] = strings.TrimSpace(v)
+				break
+			}
+		}
+	}
+	// The body's own BUNDLE groups are its writer's transports': t's
+	// replace them.
 	for _, l := range s.lines[:first] {
-		if !transportLine(l) {
+		if _, bundle := bundleGroup(l); !transportLine(l) && !bundle {
 			line(l)
 		}
+	}
+	grouped := map[string]bool{}
+	for i, mid := range mids {
+		if mid == "" || t[i].Bundle == "" || grouped[t[i].Bundle] {
+			continue
+		}
+		grouped[t[i].Bundle] = true
+		line("a=group:BUNDLE " + mid)
 	}
 	line("a=ice-lite")
 	for i, start := range s.starts {

@@ -2,6 +2,7 @@ package sdp
 
 import (
 	"errors"
+	"fmt"
 	"net/netip"
 	"strings"
 	"testing"
@@ -16,7 +17,7 @@ func TestReadWebRTC(t *testing.T) {
 		err  bool
 	}{
 		{name: "chrome.sdp", body: string(load(t, "chrome.sdp")),
-			want: WebRTC{Fingerprint: chromeFP, Setup: "actpass", Ufrag: "Gw3R", Pwd: "qLmQ2lV0s7wYdC6Xh0o5XzRk", Mux: true, Mid: "0"}},
+			want: WebRTC{Fingerprint: chromeFP, Setup: "actpass", Ufrag: "Gw3R", Pwd: "qLmQ2lV0s7wYdC6Xh0o5XzRk", Mux: true, Mid: "0", Bundle: "0"}},
 		{name: "session-level attributes, media overrides setup",
 			body: "v=0\r\no=- 1 1 IN IP4 192.0.2.1\r\ns=-\r\na=ice-lite\r\na=fingerprint:SHA-1 ab:cd\r\na=setup:passive\r\na=ice-ufrag:sess\r\na=ice-pwd:sessionpasswordsession1\r\nt=0 0\r\nm=audio 4000 UDP/TLS/RTP/SAVP 0\r\nc=IN IP4 192.0.2.1\r\na=setup:active\r\n",
 			want: WebRTC{Fingerprint: Fingerprint{Hash: "sha-1", Value: "AB:CD"}, Setup: "active", Ufrag: "sess", Pwd: "sessionpasswordsession1", Lite: true}},
@@ -84,18 +85,28 @@ func TestWithTransport(t *testing.T) {
 		body    []byte
 		mid     bool // a=mid:0 is added
 		hadMux  bool
+		bundle  string   // the Transport's Bundle: a=group:BUNDLE 0 is written
 		present []string // lines of the original that stay
+		gone    []string // lines of the original that go
 	}{
 		// A SIP phone's answer towards a browser: no ICE, no mid.
 		{name: "baresip.sdp", body: load(t, "baresip.sdp"), mid: true, hadMux: true, present: []string{"a=rtpmap:111 opus/48000/2"}},
+		// The same made into an offer toward a browser: a BUNDLE group of
+		// the one section, which pion and max-bundle stacks want.
+		{name: "baresip.sdp bundled", body: load(t, "baresip.sdp"), mid: true, hadMux: true, bundle: "0", present: []string{"a=rtpmap:111 opus/48000/2"}},
 		// An SDES phone: its a=crypto goes, no a=rtcp-mux of its own.
 		{name: "sdes", body: []byte("v=0\r\no=- 1 1 IN IP4 192.0.2.7\r\ns=-\r\nc=IN IP4 192.0.2.7\r\nt=0 0\r\nm=audio 5000 RTP/SAVP 0\r\na=crypto:1 AES_CM_128_HMAC_SHA1_80 inline:WVNfX19zZW1jdGwgKCkgewkyMjA7fQp9CnVubGVz\r\na=rtpmap:0 PCMU/8000\r\n"), mid: true, present: []string{"a=rtpmap:0 PCMU/8000"}},
 		// A browser's own offer re-sent to another browser: its ICE and
 		// DTLS lines are replaced, its mid kept.
-		{name: "chrome.sdp", body: load(t, "chrome.sdp"), hadMux: true, present: []string{"a=mid:0", "a=group:BUNDLE 0", "a=rtcp-fb:111 transport-cc"}},
+		{name: "chrome.sdp", body: load(t, "chrome.sdp"), hadMux: true, bundle: "0", present: []string{"a=mid:0", "a=group:BUNDLE 0", "a=rtcp-fb:111 transport-cc"}},
+		// Toward a browser whose offer had no BUNDLE group: the body's own
+		// group goes, an answer has none the offer lacked.
+		{name: "chrome.sdp unbundled", body: load(t, "chrome.sdp"), hadMux: true, present: []string{"a=mid:0"}, gone: []string{"a=group:"}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
+			tr := tr
+			tr.Bundle = tt.bundle
 			out, err := WithTransport(tt.body, []Transport{tr})
 			if err != nil {
 				t.Fatal(err)
@@ -129,6 +140,21 @@ func TestWithTransport(t *testing.T) {
 					t.Errorf("%q lost", l)
 				}
 			}
+			for _, l := range tt.gone {
+				if count(l) != 0 {
+					t.Errorf("%q kept:\n%s", l, text)
+				}
+			}
+			wantGroups := 0
+			if tt.bundle != "" {
+				wantGroups = 1
+				if i := strings.Index(text, "a=group:BUNDLE 0\r\n"); i < 0 || i > strings.Index(text, "m=") {
+					t.Errorf("no session-level a=group:BUNDLE 0:\n%s", text)
+				}
+			}
+			if n := count("a=group:"); n != wantGroups {
+				t.Errorf("%d a=group lines, want %d:\n%s", n, wantGroups, text)
+			}
 			s, err := Parse(out)
 			if err != nil {
 				t.Fatal(err)
@@ -140,12 +166,72 @@ func TestWithTransport(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			want := WebRTC{Fingerprint: tr.Fingerprint, Setup: "passive", Ufrag: tr.Ufrag, Pwd: tr.Pwd, Lite: true, Mux: true, Mid: "0"}
+			want := WebRTC{Fingerprint: tr.Fingerprint, Setup: "passive", Ufrag: tr.Ufrag, Pwd: tr.Pwd, Lite: true, Mux: true, Mid: "0", Bundle: tt.bundle}
 			if got != want {
 				t.Errorf("read back %+v\nwant %+v", got, want)
 			}
 			if !strings.Contains(text, "a=candidate:1 1 udp 2130706431 127.0.0.30 30000 typ host\r\n") {
 				t.Errorf("no host candidate for 127.0.0.30:30000:\n%s", text)
+			}
+		})
+	}
+}
+
+// Several sections: the anchor gives each its own port, so no group
+// may hold two of them (RFC 8843 §6: a group shares one transport).
+func TestWithTransportBundlesSections(t *testing.T) {
+	body := "v=0\r\no=- 1 1 IN IP4 192.0.2.7\r\ns=-\r\nc=IN IP4 192.0.2.7\r\nt=0 0\r\n" +
+		"m=audio 5000 RTP/AVP 0\r\na=mid:voice\r\n" + // its mid is kept
+		"m=audio 5002 RTP/AVP 0\r\n" +
+		"m=video 0 RTP/AVP 96\r\n" // disabled: no mid, no group
+	tr := func(i int, bundle string) Transport {
+		return Transport{Ufrag: fmt.Sprintf("u%d", i), Pwd: "anchorpasswordof24chars+", Fingerprint: Fingerprint{Hash: "sha-256", Value: "01:02"}, Setup: "actpass",
+			Candidate: netip.AddrPortFrom(netip.MustParseAddr("127.0.0.30"), uint16(30000+2*i)), Mid: fmt.Sprint(i), Bundle: bundle}
+	}
+	for _, tt := range []struct {
+		name    string
+		bundles []string
+		groups  []string
+		read    []string // WebRTC(i).Bundle of the output
+	}{
+		// An offer: a group of its own for each section.
+		{name: "offer", bundles: []string{"0", "1", "2"}, groups: []string{"a=group:BUNDLE voice", "a=group:BUNDLE 1"}, read: []string{"voice", "1"}},
+		// An answer to an offer that bundled both: the group keeps its
+		// first section, the second answers on its own port, outside it.
+		{name: "answer", bundles: []string{"voice 1", "voice 1", ""}, groups: []string{"a=group:BUNDLE voice"}, read: []string{"voice", ""}},
+		{name: "answer without BUNDLE", bundles: []string{"", "", ""}, read: []string{"", ""}},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			var ts []Transport
+			for i, b := range tt.bundles {
+				ts = append(ts, tr(i, b))
+			}
+			out, err := WithTransport([]byte(body), ts)
+			if err != nil {
+				t.Fatal(err)
+			}
+			text := string(out)
+			session := text[:strings.Index(text, "m=")]
+			var groups []string
+			for _, l := range strings.Split(text, "\r\n") {
+				if strings.HasPrefix(l, "a=group:") {
+					groups = append(groups, l)
+				}
+			}
+			if strings.Join(groups, "|") != strings.Join(tt.groups, "|") || strings.Count(session, "a=group:") != len(groups) {
+				t.Errorf("groups %q, want %q:\n%s", groups, tt.groups, text)
+			}
+			if strings.Count(text, "a=mid:voice") != 1 || strings.Count(text, "a=mid:1\r\n") != 1 || strings.Contains(text, "a=mid:0") || strings.Contains(text, "a=mid:2") {
+				t.Errorf("mids:\n%s", text)
+			}
+			s, err := Parse(out)
+			if err != nil {
+				t.Fatal(err)
+			}
+			for i, want := range tt.read {
+				if w, err := s.WebRTC(i); err != nil || w.Bundle != want {
+					t.Errorf("section %d reads Bundle %q (%v), want %q", i, w.Bundle, err, want)
+				}
 			}
 		})
 	}
