@@ -277,8 +277,15 @@ func (p *Proxy) calleeEncryption(groups [][]target) string {
 // (JsSIP, SIP.js): it gets WebRTC (DTLS-SRTP over ICE), whatever its
 // user's setting, since it speaks nothing else. A fork's branch whose
 // target wants other than the call's offer gets an offer of its own
-// (fork.go branchOffer).
+// (fork.go branchOffer). A browser is known from its binding (target
+// browser), not from the next hop: one whose flow another node holds is
+// reached here over the node link, and only this node, which anchors the
+// call, makes its offer (the holder relays it down the flow, nodes.go
+// edge, anchoring nothing).
 func (p *Proxy) targetEncryption(t target) string {
+	if t.browser {
+		return anchoring.WebRTC
+	}
 	configured := ""
 	if p.cfg.Encryption != nil {
 		configured = p.cfg.Encryption(t.user, t.trunk)
