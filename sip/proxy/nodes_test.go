@@ -12,6 +12,7 @@ import (
 	"github.com/emiago/sipgo/sip"
 
 	"github.com/sori-voice/sori/registrar/store"
+	"github.com/sori-voice/sori/sip/call"
 	"github.com/sori-voice/sori/sip/chain"
 	"github.com/sori-voice/sori/sip/chain/chaintest"
 	"github.com/sori-voice/sori/sip/local"
@@ -308,4 +309,24 @@ func (f *failing) SentBy(transport string) (string, int, error) {
 		return "127.0.0.1", 8443, nil
 	}
 	return f.sender.SentBy(transport)
+}
+
+// A re-INVITE toward a browser says WebRTC again: one whose flow node b
+// holds is known by its Contact's ws/wss, its transport being the node
+// link's.
+func TestBrowserSide(t *testing.T) {
+	for _, c := range []struct {
+		s    call.Side
+		want bool
+	}{
+		{call.Side{Target: "sip:x7@df7jal23ls0d.invalid;transport=ws", Transport: "WSS"}, true},
+		{call.Side{Target: "sip:x7@df7jal23ls0d.invalid;transport=ws", Transport: "TCP"}, true},
+		{call.Side{Target: "sip:x7@df7jal23ls0d.invalid;transport=wss", Transport: "TLS"}, true},
+		{call.Side{Target: "sip:bob@192.168.1.20:5060;transport=tcp", Transport: "TCP"}, false},
+		{call.Side{Target: "sip:bob@192.168.1.20:5060", Transport: "UDP"}, false},
+	} {
+		if got := browserSide(c.s); got != c.want {
+			t.Errorf("%+v: %v, want %v", c.s, got, c.want)
+		}
+	}
 }

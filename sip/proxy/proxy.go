@@ -523,7 +523,7 @@ func (p *Proxy) inDialog(ctx context.Context, w chain.ResponseWriter, r *chain.R
 		// an anchor (rtpengine) that needs ICE=force to keep its ICE.
 		enc := anchoring.PassEncryption
 		if c != nil {
-			if peer, ok := c.Peer(fromTag); ok && anchoring.WebSocket(peer.Transport) {
+			if peer, ok := c.Peer(fromTag); ok && browserSide(peer) {
 				enc = anchoring.WebRTC
 			}
 		}
@@ -594,6 +594,17 @@ func (p *Proxy) forwardAck(ctx context.Context, req *sip.Request, routed bool) {
 func (p *Proxy) fromSelf(req *sip.Request) bool {
 	v := req.Via()
 	return v != nil && p.cfg.Self.IsLocalHost(v.Host) && strings.HasPrefix(v.Params.GetOr("branch", ""), branchPrefix)
+}
+
+// browserSide reports whether a dialog's side is a browser: reached over
+// WebSocket, or, for one whose flow another node holds (reached here over
+// the node link), a Contact naming ws or wss (RFC 7118 §5.2).
+func browserSide(s call.Side) bool {
+	if anchoring.WebSocket(s.Transport) {
+		return true
+	}
+	var u sip.Uri
+	return sip.ParseUri(s.Target, &u) == nil && anchoring.WebSocket(u.UriParams.GetOr("transport", ""))
 }
 
 // dialogCreating: requests whose dialog must keep the proxy on its path.
