@@ -10,6 +10,7 @@ import (
 
 	"github.com/emiago/sipgo/sip"
 
+	"github.com/sori-voice/sori/sip/anchoring"
 	"github.com/sori-voice/sori/sip/call"
 	"github.com/sori-voice/sori/sip/chain"
 	"github.com/sori-voice/sori/sip/push"
@@ -109,6 +110,9 @@ type branch struct {
 	// enc that offer's encryption.
 	media string
 	enc   string
+	// browser: its target is a browser (target browser, or reached over
+	// WebSocket): a 2xx offer from it is a WebRTC peer's (late.go).
+	browser bool
 }
 
 func newFork(p *Proxy, in *sip.Request, w chain.ResponseWriter, c *call.Call, caller chain.Caller, groups [][]target, rr bool) *fork {
@@ -186,6 +190,7 @@ func (f *fork) startGroup() {
 // send forwards the request to one target as branch b.
 func (f *fork) send(b *branch, t target) {
 	req, err := f.p.prepare(f.in, t, f.rr, f.loop)
+	b.browser = t.browser || anchoring.WebSocket(t.transport)
 	var tx sip.ClientTransaction
 	if err == nil {
 		err = f.branchOffer(b, req, t)
@@ -536,7 +541,7 @@ func (f *fork) relay(res *sip.Response) {
 // error: that 2xx must not go up.
 func (f *fork) answer(b *branch, res *sip.Response) error {
 	if f.late {
-		return f.lateOffer(res)
+		return f.lateOffer(b, res)
 	}
 	if !f.anchored || res.StatusCode <= 100 || res.StatusCode >= 300 {
 		return nil

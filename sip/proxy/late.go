@@ -56,7 +56,7 @@ func reSenderEncryption(c *call.Call, req *sip.Request) string {
 // lateOffer anchors the SDP offer of a 2xx to an INVITE that had none.
 // A non-nil error means the 2xx must not go up: it is another fork's
 // (call.ErrOtherFork), or no anchor took the offer of a new call.
-func (f *fork) lateOffer(res *sip.Response) error {
+func (f *fork) lateOffer(b *branch, res *sip.Response) error {
 	c := f.dialogCall()
 	if c == nil || res.StatusCode < 200 || res.StatusCode >= 300 || sdpBody(res) == nil {
 		return nil
@@ -69,7 +69,9 @@ func (f *fork) lateOffer(res *sip.Response) error {
 		return nil
 	}
 	tag := res.To().Params.GetOr("tag", "")
-	webrtc := anchoring.WebSocket(res.Transport())
+	// A browser's 2xx comes over WebSocket, or over the node link from
+	// the node holding its flow: its binding says (branch browser).
+	webrtc := anchoring.WebSocket(res.Transport()) || b != nil && b.browser
 	body := sdpBody(res) // the offer as it came: SetBody does not write these bytes
 	sdp, err := c.OfferIn2xx(tag, f.in.From().Params.GetOr("tag", ""), f.in.CSeq().SeqNo, webrtc, func() (netip.AddrPort, []byte, error) {
 		ctx, cancel := context.WithTimeout(context.Background(), dialTimeout)

@@ -2,14 +2,17 @@ package proxy
 
 import (
 	"context"
+	"errors"
 	"io"
 	"log/slog"
 	"strings"
+	"sync"
 	"testing"
 
 	"github.com/emiago/sipgo/sip"
 
 	"github.com/sori-voice/sori/registrar/store"
+	"github.com/sori-voice/sori/sip/call"
 	"github.com/sori-voice/sori/sip/chain"
 	"github.com/sori-voice/sori/sip/chain/chaintest"
 	"github.com/sori-voice/sori/sip/local"
@@ -220,4 +223,110 @@ func TestEdge(t *testing.T) {
 			t.Fatal("a Route without a token taken for a flow")
 		}
 	})
+}
+
+// A browser is known from its binding, not from the next hop: one whose
+// WSS flow node b holds is reached from here over the node link (TCP),
+// and still offered WebRTC by this node, the call's anchor.
+func TestBrowserOnAnotherNodeIsOfferedWebRTC(t *testing.T) {
+	route := siptest.URI(t, "sip:"+bobFlow+"@10.0.0.2:5060;transport=tcp;lr;ob")
+	policy := func(user, trunk string) string { return "rtp" }
+	for _, c := range []struct {
+		name     string
+		b        store.Binding
+		decision nodes.Decision
+		want     string
+	}{
+		{"registered over WSS on node b", store.Binding{Contact: "sip:x7@df7jal23ls0d.invalid;transport=ws", NAT: true, Transport: "wss", Source: "198.51.100.7:40112", Node: "b", Flow: bobFlow}, nodes.Remote, "webrtc"},
+		{"registered over WS on node b", store.Binding{Contact: "sip:x7@df7jal23ls0d.invalid", NAT: true, Transport: "ws", Source: "198.51.100.7:40112", Node: "b", Flow: bobFlow}, nodes.Remote, "webrtc"},
+		{"a ws Contact through an edge proxy", store.Binding{Contact: "sip:x7@df7jal23ls0d.invalid;transport=ws", Transport: "udp", Source: "192.0.2.9:5060", Path: []string{"<sip:192.0.2.9;lr>"}}, nodes.Local, "webrtc"},
+		{"registered over WSS here", store.Binding{Contact: "sip:x7@df7jal23ls0d.invalid;transport=ws", NAT: true, Transport: "wss", Source: "198.51.100.7:40112"}, nodes.Local, "webrtc"},
+		{"a phone over TLS on node b", store.Binding{Contact: "sip:bob@192.168.1.20:5061;transport=tls", NAT: true, Transport: "tls", Source: "198.51.100.7:40112", Node: "b", Flow: bobFlow}, nodes.Remote, "rtp"},
+		{"a phone over UDP here", store.Binding{Contact: "sip:bob@192.168.1.20:5060", Transport: "udp", Source: "192.168.1.20:5060"}, nodes.Local, "rtp"},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			p := nodesProxy(t, fakeNodes{decision: c.decision, route: route}, nil)
+			p.cfg.Encryption = policy
+			tg, skip, err := p.reach(context.Background(), c.b)
+			if err != nil || skip {
+				t.Fatalf("skip %v, err %v", skip, err)
+			}
+			if c.decision == nodes.Remote && (tg.transport != "" || len(tg.path) != 1) {
+				t.Fatalf("not through node b: %+v", tg)
+			}
+			if got := p.targetEncryption(tg); got != c.want {
+				t.Fatalf("offered %q, want %q", got, c.want)
+			}
+		})
+	}
+}
+
+// failing is a sender whose requests are never sent: the branch settles
+// with 480.
+type failing struct {
+	sender
+	mu   sync.Mutex
+	sent []*sip.Request
+}
+
+func (f *failing) Request(_ context.Context, r *sip.Request) (sip.ClientTransaction, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.sent = append(f.sent, r)
+	return nil, errors.New("not sent")
+}
+
+// The node holding a browser's flow only relays the INVITE another node
+// anchored: its WebRTC offer goes down the flow as it came, never
+// anchored a second time.
+func TestEdgeDoesNotAnchorAgain(t *testing.T) {
+	flow := nodes.Flow{Transport: "WSS", Addr: "198.51.100.7:40112"}
+	const offer = "v=0\r\no=- 1 1 IN IP4 10.0.0.1\r\ns=-\r\nc=IN IP4 10.0.0.1\r\nt=0 0\r\nm=audio 30000 UDP/TLS/RTP/SAVPF 111\r\na=ice-ufrag:abcd\r\n"
+	s := &failing{}
+	p := nodesProxy(t, fakeNodes{open: true}, s)
+	media := &offers{done: make(chan struct{})}
+	p.cfg.Media = media
+	p.cfg.Encryption = func(user, trunk string) string { return "rtp" }
+	req := chaintest.Request(t, raw("INVITE", "sip:x7@df7jal23ls0d.invalid;transport=ws", "Content-Type: application/sdp"))
+	req.SetBody([]byte(offer))
+	req.SetSource("10.0.0.2:41000")
+	req.SetTransport("TCP")
+	p.edge(context.Background(), &chaintest.Recorder{}, &chain.Request{Request: req}, flow, bobFlow)
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if len(s.sent) != 1 || string(s.sent[0].Body()) != offer || s.sent[0].Destination() != flow.Addr {
+		t.Fatalf("sent %d requests", len(s.sent))
+	}
+	media.mu.Lock()
+	defer media.mu.Unlock()
+	if len(media.offered) != 0 {
+		t.Fatalf("anchored again: %v", media.offered)
+	}
+}
+
+func (f *failing) SentBy(transport string) (string, int, error) {
+	if strings.EqualFold(transport, "WSS") {
+		return "127.0.0.1", 8443, nil
+	}
+	return f.sender.SentBy(transport)
+}
+
+// A re-INVITE toward a browser says WebRTC again: one whose flow node b
+// holds is known by its Contact's ws/wss, its transport being the node
+// link's.
+func TestBrowserSide(t *testing.T) {
+	for _, c := range []struct {
+		s    call.Side
+		want bool
+	}{
+		{call.Side{Target: "sip:x7@df7jal23ls0d.invalid;transport=ws", Transport: "WSS"}, true},
+		{call.Side{Target: "sip:x7@df7jal23ls0d.invalid;transport=ws", Transport: "TCP"}, true},
+		{call.Side{Target: "sip:x7@df7jal23ls0d.invalid;transport=wss", Transport: "TLS"}, true},
+		{call.Side{Target: "sip:bob@192.168.1.20:5060;transport=tcp", Transport: "TCP"}, false},
+		{call.Side{Target: "sip:bob@192.168.1.20:5060", Transport: "UDP"}, false},
+	} {
+		if got := browserSide(c.s); got != c.want {
+			t.Errorf("%+v: %v, want %v", c.s, got, c.want)
+		}
+	}
 }

@@ -277,8 +277,15 @@ func (p *Proxy) calleeEncryption(groups [][]target) string {
 // (JsSIP, SIP.js): it gets WebRTC (DTLS-SRTP over ICE), whatever its
 // user's setting, since it speaks nothing else. A fork's branch whose
 // target wants other than the call's offer gets an offer of its own
-// (fork.go branchOffer).
+// (fork.go branchOffer). A browser is known from its binding (target
+// browser), not from the next hop: one whose flow another node holds is
+// reached here over the node link, and only this node, which anchors the
+// call, makes its offer (the holder relays it down the flow, nodes.go
+// edge, anchoring nothing).
 func (p *Proxy) targetEncryption(t target) string {
+	if t.browser {
+		return anchoring.WebRTC
+	}
 	configured := ""
 	if p.cfg.Encryption != nil {
 		configured = p.cfg.Encryption(t.user, t.trunk)
@@ -516,7 +523,7 @@ func (p *Proxy) inDialog(ctx context.Context, w chain.ResponseWriter, r *chain.R
 		// an anchor (rtpengine) that needs ICE=force to keep its ICE.
 		enc := anchoring.PassEncryption
 		if c != nil {
-			if peer, ok := c.Peer(fromTag); ok && anchoring.WebSocket(peer.Transport) {
+			if peer, ok := c.Peer(fromTag); ok && browserSide(peer) {
 				enc = anchoring.WebRTC
 			}
 		}
@@ -587,6 +594,17 @@ func (p *Proxy) forwardAck(ctx context.Context, req *sip.Request, routed bool) {
 func (p *Proxy) fromSelf(req *sip.Request) bool {
 	v := req.Via()
 	return v != nil && p.cfg.Self.IsLocalHost(v.Host) && strings.HasPrefix(v.Params.GetOr("branch", ""), branchPrefix)
+}
+
+// browserSide reports whether a dialog's side is a browser: reached over
+// WebSocket, or, for one whose flow another node holds (reached here over
+// the node link), a Contact naming ws or wss (RFC 7118 §5.2).
+func browserSide(s call.Side) bool {
+	if anchoring.WebSocket(s.Transport) {
+		return true
+	}
+	var u sip.Uri
+	return sip.ParseUri(s.Target, &u) == nil && anchoring.WebSocket(u.UriParams.GetOr("transport", ""))
 }
 
 // dialogCreating: requests whose dialog must keep the proxy on its path.

@@ -12,6 +12,7 @@ import (
 
 	"github.com/sori-voice/sori/registrar/store"
 	"github.com/sori-voice/sori/sip/alias"
+	"github.com/sori-voice/sori/sip/anchoring"
 	"github.com/sori-voice/sori/sip/nexthop"
 	"github.com/sori-voice/sori/sip/trunks"
 	"github.com/sori-voice/sori/sip/uac"
@@ -46,6 +47,11 @@ type target struct {
 	// edge: the flow token of this node's the target is reached by, for
 	// a request from another node (nodes.go); it goes in our Record-Route.
 	edge string
+	// browser: the binding was registered over WebSocket, or its Contact
+	// names ws/wss (RFC 7118): a browser, offered WebRTC however it is
+	// reached from here (through the node holding its flow, over UDP,
+	// TCP or TLS; through an edge proxy in its Path).
+	browser bool
 }
 
 // bindingTarget reaches a registered contact. One the registrar found
@@ -62,7 +68,8 @@ func bindingTarget(b store.Binding) (target, error) {
 		// (RFC 8599 §5.6), and the phone knows it.
 		u.UriParams.Remove(pn)
 	}
-	t := target{uri: u, path: b.Path, q: b.Q, instance: b.Instance, updated: b.Updated}
+	t := target{uri: u, path: b.Path, q: b.Q, instance: b.Instance, updated: b.Updated,
+		browser: anchoring.WebSocket(b.Transport) || anchoring.WebSocket(u.UriParams.GetOr("transport", ""))}
 	if b.PushProvider != "" {
 		pb := b
 		t.push = &pb
