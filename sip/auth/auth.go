@@ -118,7 +118,8 @@ type Outcome struct {
 // Check authenticates req. A non-nil error means the directory could not be
 // read (the caller answers 5xx, not a challenge).
 func (a *Authenticator) Check(ctx context.Context, req *sip.Request, kind Kind) (Outcome, error) {
-	hs := chain.Headers(req, kind.credentialsHeader())
+	var buf [2]sip.Header
+	hs := chain.AppendHeaders(buf[:0], req, kind.credentialsHeader())
 	if len(hs) == 0 {
 		return Outcome{}, nil
 	}
