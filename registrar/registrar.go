@@ -171,7 +171,12 @@ func (r *Registrar) handle(ctx context.Context, req *sip.Request) (*sip.Response
 		r.log.Warn("register: binding store failed", "aor", update.AOR, "error", err)
 		return nil, chain.Unavailable(""), "store_error"
 	}
-	r.log.Debug("register", "aor", update.AOR, "contacts", len(update.Contacts), "bindings", len(bindings), "source", req.Source())
+	// Boxing the arguments cost 2 allocs/op with debug off
+	// (BenchmarkRegisterMemory 77 → 75, 2026-12-04; README "Performance").
+	// Debug asks its handler with context.Background() too.
+	if r.log.Enabled(context.Background(), slog.LevelDebug) {
+		r.log.Debug("register", "aor", update.AOR, "contacts", len(update.Contacts), "bindings", len(bindings), "source", req.Source())
+	}
 	if query {
 		return r.ok(req, bindings, now), chain.Done, "query"
 	}
