@@ -166,13 +166,21 @@ type HeaderList interface{ Headers() []sip.Header }
 // for names that have none (Authorization, Expires, Require, Path, ...) or
 // that sipgo parses into typed headers (Contact).
 func Headers(m HeaderList, name string) []sip.Header {
-	var out []sip.Header
+	return AppendHeaders(nil, m, name)
+}
+
+// AppendHeaders appends the headers called name (see Headers) to dst. With
+// dst a small array of the caller's, the usual one or two headers are found
+// without allocating: on the REGISTER path (Contact twice, Authorization)
+// that was 3 allocs/op of BenchmarkRegisterMemory (84 → 81, 2026-12-04;
+// README "Performance").
+func AppendHeaders(dst []sip.Header, m HeaderList, name string) []sip.Header {
 	for _, h := range m.Headers() {
 		if strings.EqualFold(h.Name(), name) {
-			out = append(out, h)
+			dst = append(dst, h)
 		}
 	}
-	return out
+	return dst
 }
 
 // Header returns the first header called name (see Headers), or nil.

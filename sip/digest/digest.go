@@ -12,6 +12,7 @@ import (
 	"fmt"
 	"strings"
 	"time"
+	"unicode/utf8"
 )
 
 // Algorithm is a digest algorithm name as written on the wire.
@@ -52,15 +53,46 @@ func HA1(a Algorithm, user, realm, password string) string {
 // a hash.Hash: each Write([]byte(part)) to the interface copied the part
 // to the heap, 20 of the 120 allocations of an authenticated REGISTER.
 func hexHash(a Algorithm, parts ...string) string {
+	out, n := hexSum(a, nil, parts...)
+	return string(out[:n])
+}
+
+// hexSum is hexHash of parts then tail, in a fixed array (the first n
+// bytes), for Verify, which
+// hashes twice per request and only compares the result: without the two
+// strings, BenchmarkRegisterMemory measured 2
+// fewer allocs/op (87 → 85) on 2026-12-04 (README "Performance").
+func hexSum(a Algorithm, tail []byte, parts ...string) (out [2 * sha256.Size]byte, n int) {
 	var stack [512]byte
 	b := stack[:0]
 	for _, p := range parts {
 		b = append(b, p...)
 	}
-	sum, n := a.sum(b)
-	var out [2 * sha256.Size]byte
-	hex.Encode(out[:], sum[:n])
-	return string(out[:2*n])
+	b = append(b, tail...)
+	sum, size := a.sum(b)
+	hex.Encode(out[:], sum[:size])
+	return out, 2 * size
+}
+
+// lowerHex is the ASCII-lowercased s in a fixed array, false when it cannot
+// be a hex digest of n characters: the wrong length, or a non-ASCII byte
+// (no non-ASCII character lowercases to a hex digit, so such a response never
+// matched strings.ToLower either).
+func lowerHex(s string, n int) (out [2 * sha256.Size]byte, ok bool) {
+	if len(s) != n {
+		return out, false
+	}
+	for i := 0; i < len(s); i++ {
+		c := s[i]
+		if c >= utf8.RuneSelf {
+			return out, false
+		}
+		if 'A' <= c && c <= 'Z' {
+			c += 'a' - 'A'
+		}
+		out[i] = c
+	}
+	return out, true
 }
 
 // sum is H(b) in the first n bytes.
@@ -202,9 +234,10 @@ func (a *Authenticator) Verify(method string, c Credentials, lookup HA1Func) (Re
 		// Hash anyway so an unknown user costs what a known one does.
 		ha1 = strings.Repeat("0", 2*alg.size())
 	}
-	ha2 := hexHash(alg, method, ":", c.URI)
-	want := hexHash(alg, ha1, ":", c.Nonce, ":", c.NC, ":", c.Cnonce, ":", "auth", ":", ha2)
-	if !known || subtle.ConstantTimeCompare([]byte(want), []byte(strings.ToLower(c.Response))) != 1 {
+	ha2, n2 := hexSum(alg, nil, method, ":", c.URI)
+	want, nw := hexSum(alg, ha2[:n2], ha1, ":", c.Nonce, ":", c.NC, ":", c.Cnonce, ":", "auth", ":")
+	got, ok := lowerHex(c.Response, nw)
+	if !known || !ok || subtle.ConstantTimeCompare(want[:nw], got[:nw]) != 1 {
 		return Mismatch, nil
 	}
 	now := a.now()

