@@ -8,10 +8,9 @@ import (
 	"testing"
 	"time"
 
-	pion "github.com/pion/webrtc/v4"
-
 	"github.com/sori-voice/sori/media/ng"
 	"github.com/sori-voice/sori/media/ports"
+	"github.com/sori-voice/sori/media/webrtc/webrtctest"
 )
 
 // A plain RTP phone's offer made a WebRTC offer is one pion takes as it
@@ -44,20 +43,8 @@ func TestPionAnswersTheAnchorsOfferFromAPlainPhone(t *testing.T) {
 		t.Fatalf("the offer's mids %q, want a=mid:0", mids)
 	}
 
-	b := newPionBrowser(t)
-	if err := b.pc.SetRemoteDescription(pion.SessionDescription{Type: pion.SDPTypeOffer, SDP: offer}); err != nil {
-		t.Fatalf("pion refused the offer: %v\n%s", err, offer)
-	}
-	answer, err := b.pc.CreateAnswer(nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	gathered := pion.GatheringCompletePromise(b.pc)
-	if err := b.pc.SetLocalDescription(answer); err != nil {
-		t.Fatal(err)
-	}
-	<-gathered
-	toAnchor := b.pc.LocalDescription().SDP
+	b := webrtctest.NewPeer(t)
+	toAnchor := b.AnswerOffer(t, offer)
 	if md := mediaOf(t, toAnchor); md.Port == 0 {
 		t.Fatalf("pion rejected the section:\n%s", toAnchor)
 	}
@@ -67,9 +54,9 @@ func TestPionAnswersTheAnchorsOfferFromAPlainPhone(t *testing.T) {
 	}
 	toPhoneLeg := netip.AddrPortFrom(loopback, uint16(checkToPhone(t, res.Str("sdp"), "RTP/AVP").Port))
 	select {
-	case <-b.connected:
+	case <-b.Connected():
 	case <-time.After(15 * time.Second):
-		t.Fatalf("pion never connected (ICE %s)", b.pc.ICEConnectionState())
+		t.Fatalf("pion never connected (ICE %s)", b.PC.ICEConnectionState())
 	}
 	talk(t, "bundled", b, phone, fromBrowser, toPhoneLeg, 1)
 }

@@ -4,14 +4,11 @@ import (
 	"bytes"
 	"io"
 	"log/slog"
-	"net"
 	"net/netip"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
-	"github.com/pion/ice/v4"
 	"github.com/pion/rtp"
 	"github.com/pion/stun/v3"
 	pion "github.com/pion/webrtc/v4"
@@ -20,76 +17,8 @@ import (
 	"github.com/sori-voice/sori/media/ng"
 	"github.com/sori-voice/sori/media/ports"
 	"github.com/sori-voice/sori/media/sdp"
+	"github.com/sori-voice/sori/media/webrtc/webrtctest"
 )
-
-// pionBrowser is a pion/webrtc peer, a full ICE agent and DTLS client
-// as a browser is, sending and playing Opus.
-type pionBrowser struct {
-	pc        *pion.PeerConnection
-	track     *pion.TrackLocalStaticRTP
-	heard     chan []byte // payloads its remote track played
-	connected chan struct{}
-}
-
-func newPionBrowser(t *testing.T) *pionBrowser {
-	t.Helper()
-	var se pion.SettingEngine
-	se.SetNetworkTypes([]pion.NetworkType{pion.NetworkTypeUDP4})
-	se.SetIncludeLoopbackCandidate(true)
-	se.SetICEMulticastDNSMode(ice.MulticastDNSModeDisabled)
-	se.SetIPFilter(func(ip net.IP) bool { return ip.Equal(net.IPv4(127, 0, 0, 1)) })
-	se.SetHandleUndeclaredSSRCWithoutAnswer(true) // the phone's answer declares no a=ssrc
-	var me pion.MediaEngine
-	if err := me.RegisterCodec(pion.RTPCodecParameters{RTPCodecCapability: pion.RTPCodecCapability{MimeType: pion.MimeTypeOpus, ClockRate: 48000, Channels: 2, SDPFmtpLine: "minptime=10;useinbandfec=1"}, PayloadType: 111}, pion.RTPCodecTypeAudio); err != nil {
-		t.Fatal(err)
-	}
-	pc, err := pion.NewAPI(pion.WithSettingEngine(se), pion.WithMediaEngine(&me)).NewPeerConnection(pion.Configuration{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = pc.Close() })
-	b := &pionBrowser{pc: pc, heard: make(chan []byte, 256), connected: make(chan struct{})}
-	if b.track, err = pion.NewTrackLocalStaticRTP(pion.RTPCodecCapability{MimeType: pion.MimeTypeOpus, ClockRate: 48000, Channels: 2}, "audio", "browser"); err != nil {
-		t.Fatal(err)
-	}
-	if _, err := pc.AddTrack(b.track); err != nil {
-		t.Fatal(err)
-	}
-	pc.OnTrack(func(tr *pion.TrackRemote, _ *pion.RTPReceiver) {
-		for {
-			p, _, err := tr.ReadRTP()
-			if err != nil {
-				return
-			}
-			select {
-			case b.heard <- p.Payload:
-			default:
-			}
-		}
-	})
-	var once sync.Once
-	pc.OnConnectionStateChange(func(s pion.PeerConnectionState) {
-		if s == pion.PeerConnectionStateConnected {
-			once.Do(func() { close(b.connected) })
-		}
-	})
-	return b
-}
-
-// offer is the browser's (next) offer, candidates gathered.
-func (b *pionBrowser) offer(t *testing.T) string {
-	t.Helper()
-	o, err := b.pc.CreateOffer(nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	gathered := pion.GatheringCompletePromise(b.pc)
-	if err := b.pc.SetLocalDescription(o); err != nil {
-		t.Fatal(err)
-	}
-	<-gathered
-	return b.pc.LocalDescription().SDP
-}
 
 // plainPhone reads Opus payloads from phone's socket.
 func plainPhone(phone *udpPhone) chan []byte {
@@ -115,7 +44,7 @@ func plainPhone(phone *udpPhone) chan []byte {
 
 // talk has the browser and the phone send Opus every 20 ms, from seq on,
 // until each has heard the other's payload of this phase; the next seq.
-func talk(t *testing.T, phase string, b *pionBrowser, phone *udpPhone, fromBrowser chan []byte, toPhoneLeg netip.AddrPort, seq uint16) uint16 {
+func talk(t *testing.T, phase string, b *webrtctest.Browser, phone *udpPhone, fromBrowser chan []byte, toPhoneLeg netip.AddrPort, seq uint16) uint16 {
 	t.Helper()
 	browserSays, phoneSays := []byte("\xfcbrowser "+phase), []byte("\xfcphone "+phase)
 	var gotBrowser, gotPhone bool
@@ -128,13 +57,13 @@ func talk(t *testing.T, phase string, b *pionBrowser, phone *udpPhone, fromBrows
 		case p := <-fromBrowser:
 			gotBrowser = gotBrowser || bytes.Equal(p, browserSays)
 			continue
-		case p := <-b.heard:
+		case p := <-b.Heard():
 			gotPhone = gotPhone || bytes.Equal(p, phoneSays)
 			continue
 		case <-deadline:
 			t.Fatalf("%s: after 10 s the phone heard the browser %v, the browser heard the phone %v", phase, gotBrowser, gotPhone)
 		}
-		if err := b.track.WriteRTP(&rtp.Packet{Header: rtp.Header{Version: 2, PayloadType: 111, SequenceNumber: seq, Timestamp: uint32(seq) * 960}, Payload: browserSays}); err != nil {
+		if err := b.Say(seq, browserSays); err != nil {
 			t.Fatal(err)
 		}
 		pkt := rtp.Packet{Header: rtp.Header{Version: 2, PayloadType: 111, SequenceNumber: seq, Timestamp: uint32(seq) * 960, SSRC: 0x50710002}, Payload: phoneSays}
@@ -167,8 +96,8 @@ func TestKeptWebRTCCallGoesOnWithoutANewHandshake(t *testing.T) {
 	m1, alloc1 := manager()
 	phone := newUDPPhone(t)
 	fromBrowser := plainPhone(phone)
-	b := newPionBrowser(t)
-	browserOffer := b.offer(t)
+	b := webrtctest.NewPeer(t)
+	browserOffer := b.MakeOffer(t)
 	res := do(t, m1, "offer", ng.Dict{"call-id": "webrtc-kept", "from-tag": "browser", "sdp": browserOffer, "ICE": "remove", "transport-protocol": "RTP/AVP"})
 	if res.Str("result") != "ok" {
 		t.Fatalf("offer: %v", res)
@@ -188,19 +117,19 @@ func TestKeptWebRTCCallGoesOnWithoutANewHandshake(t *testing.T) {
 		t.Fatalf("the answer to the browser: %+v", first)
 	}
 	toBrowserLeg := netip.AddrPortFrom(loopback, uint16(firstSDP.Media[0].Port))
-	if err := b.pc.SetRemoteDescription(pion.SessionDescription{Type: pion.SDPTypeAnswer, SDP: res.Str("sdp")}); err != nil {
+	if err := b.PC.SetRemoteDescription(pion.SessionDescription{Type: pion.SDPTypeAnswer, SDP: res.Str("sdp")}); err != nil {
 		t.Fatalf("pion refused the anchor's answer: %v", err)
 	}
 	select {
-	case <-b.connected:
+	case <-b.Connected():
 	case <-time.After(15 * time.Second):
-		t.Fatalf("pion never connected (ICE %s)", b.pc.ICEConnectionState())
+		t.Fatalf("pion never connected (ICE %s)", b.PC.ICEConnectionState())
 	}
 	seq := talk(t, "before", b, phone, fromBrowser, toPhoneLeg, 1)
 	// From now on pion's DTLS association must not change: no new
 	// handshake, no close_notify from the anchor that goes.
 	dtlsChanged := make(chan pion.DTLSTransportState, 4)
-	b.pc.GetSenders()[0].Transport().OnStateChange(func(s pion.DTLSTransportState) {
+	b.PC.GetSenders()[0].Transport().OnStateChange(func(s pion.DTLSTransportState) {
 		select {
 		case dtlsChanged <- s:
 		default:
@@ -280,7 +209,7 @@ func TestKeptWebRTCCallGoesOnWithoutANewHandshake(t *testing.T) {
 	}
 
 	// The browser re-offers: the same fingerprint, credentials and role.
-	res = do(t, m2, "offer", ng.Dict{"call-id": "webrtc-kept", "from-tag": "browser", "to-tag": "phone", "sdp": b.offer(t), "ICE": "remove"})
+	res = do(t, m2, "offer", ng.Dict{"call-id": "webrtc-kept", "from-tag": "browser", "to-tag": "phone", "sdp": b.MakeOffer(t), "ICE": "remove"})
 	if res.Str("result") != "ok" {
 		t.Fatalf("re-offer: %v", res)
 	}
@@ -296,7 +225,7 @@ func TestKeptWebRTCCallGoesOnWithoutANewHandshake(t *testing.T) {
 	if again.Fingerprint != first.Fingerprint || again.Ufrag != first.Ufrag || again.Pwd != first.Pwd || again.Setup != "passive" || s.Media[0].Port != firstSDP.Media[0].Port {
 		t.Fatalf("the re-answer after the restore has %+v port %d, the first %+v port %d", again, s.Media[0].Port, first, firstSDP.Media[0].Port)
 	}
-	if err := b.pc.SetRemoteDescription(pion.SessionDescription{Type: pion.SDPTypeAnswer, SDP: res.Str("sdp")}); err != nil {
+	if err := b.PC.SetRemoteDescription(pion.SessionDescription{Type: pion.SDPTypeAnswer, SDP: res.Str("sdp")}); err != nil {
 		t.Fatalf("pion refused the re-answer: %v", err)
 	}
 	talk(t, "after the re-offer", b, phone, fromBrowser, toPhoneLeg, seq)
@@ -305,7 +234,7 @@ func TestKeptWebRTCCallGoesOnWithoutANewHandshake(t *testing.T) {
 		t.Fatalf("pion's DTLS transport went %s across the restart", s)
 	default:
 	}
-	if st := b.pc.ConnectionState(); st != pion.PeerConnectionStateConnected {
+	if st := b.PC.ConnectionState(); st != pion.PeerConnectionStateConnected {
 		t.Fatalf("pion is %s", st)
 	}
 }
@@ -347,28 +276,17 @@ func TestKeptWebRTCLegBeforeItsHandshake(t *testing.T) {
 	if n, dropped := m2.Restore(kept); n != 1 || len(dropped) != 0 {
 		t.Fatalf("restored %d, dropped %v", n, dropped)
 	}
-	b := newPionBrowser(t)
-	if err := b.pc.SetRemoteDescription(pion.SessionDescription{Type: pion.SDPTypeOffer, SDP: toBrowser}); err != nil {
-		t.Fatalf("pion refused the offer: %v", err)
-	}
-	answer, err := b.pc.CreateAnswer(nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	gathered := pion.GatheringCompletePromise(b.pc)
-	if err := b.pc.SetLocalDescription(answer); err != nil {
-		t.Fatal(err)
-	}
-	<-gathered
-	res = do(t, m2, "answer", ng.Dict{"call-id": "ringing", "from-tag": "phone", "to-tag": "browser", "sdp": b.pc.LocalDescription().SDP, "ICE": "remove"})
+	b := webrtctest.NewPeer(t)
+	browserAnswer := b.AnswerOffer(t, toBrowser)
+	res = do(t, m2, "answer", ng.Dict{"call-id": "ringing", "from-tag": "phone", "to-tag": "browser", "sdp": browserAnswer, "ICE": "remove"})
 	if res.Str("result") != "ok" {
 		t.Fatalf("answer: %v", res)
 	}
 	toPhoneLeg := netip.AddrPortFrom(loopback, uint16(checkToPhone(t, res.Str("sdp"), "RTP/AVP").Port))
 	select {
-	case <-b.connected:
+	case <-b.Connected():
 	case <-time.After(15 * time.Second):
-		t.Fatalf("pion never connected to the restored leg (ICE %s)", b.pc.ICEConnectionState())
+		t.Fatalf("pion never connected to the restored leg (ICE %s)", b.PC.ICEConnectionState())
 	}
 	talk(t, "after the restore", b, phone, fromBrowser, toPhoneLeg, 1)
 }

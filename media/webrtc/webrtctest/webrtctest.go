@@ -24,9 +24,9 @@ type Browser struct {
 	connected chan struct{}
 }
 
-// NewBrowser makes the peer and its offer, every candidate gathered; the
-// peer closes when the test ends.
-func NewBrowser(t testing.TB) *Browser {
+// NewPeer makes the peer, with no offer yet (MakeOffer, AnswerOffer);
+// it closes when the test ends.
+func NewPeer(t testing.TB) *Browser {
 	t.Helper()
 	var se pion.SettingEngine
 	se.SetNetworkTypes([]pion.NetworkType{pion.NetworkTypeUDP4})
@@ -71,17 +71,54 @@ func NewBrowser(t testing.TB) *Browser {
 			once.Do(func() { close(b.connected) })
 		}
 	})
-	offer, err := pc.CreateOffer(nil)
+	return b
+}
+
+// NewBrowser makes the peer and its offer, every candidate gathered.
+func NewBrowser(t testing.TB) *Browser {
+	t.Helper()
+	b := NewPeer(t)
+	b.MakeOffer(t)
+	return b
+}
+
+// MakeOffer makes the browser's (next) offer, every candidate gathered,
+// and returns it.
+func (b *Browser) MakeOffer(t testing.TB) string {
+	t.Helper()
+	offer, err := b.PC.CreateOffer(nil)
 	if err != nil {
 		t.Fatal(err)
 	}
-	gathered := pion.GatheringCompletePromise(pc)
-	if err := pc.SetLocalDescription(offer); err != nil {
+	return b.local(t, offer)
+}
+
+// AnswerOffer takes the other end's offer and returns the browser's
+// answer, every candidate gathered.
+func (b *Browser) AnswerOffer(t testing.TB, offer string) string {
+	t.Helper()
+	if err := b.PC.SetRemoteDescription(pion.SessionDescription{Type: pion.SDPTypeOffer, SDP: offer}); err != nil {
+		t.Fatalf("pion refused the offer: %v\n%s", err, offer)
+	}
+	answer, err := b.PC.CreateAnswer(nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return b.local(t, answer)
+}
+
+func (b *Browser) local(t testing.TB, d pion.SessionDescription) string {
+	t.Helper()
+	gathered := pion.GatheringCompletePromise(b.PC)
+	if err := b.PC.SetLocalDescription(d); err != nil {
 		t.Fatal(err)
 	}
 	<-gathered
-	return b
+	return b.PC.LocalDescription().SDP
 }
+
+// Connected is closed once ICE and DTLS connect the peer.
+func (b *Browser) Connected() <-chan struct{} { return b.connected }
 
 // Offer is the browser's offer.
 func (b *Browser) Offer() string { return b.PC.LocalDescription().SDP }
