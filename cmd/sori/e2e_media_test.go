@@ -86,27 +86,7 @@ func startAnchor(t *testing.T, flags ...string) *anchorProc {
 	args := append([]string{"-ng", a.ng, "-rtp-ports", fmt.Sprintf("%d-%d", a.minPort, a.maxPort), "-listen", "127.0.0.1",
 		"-http", a.http, "-log-level", "debug"}, flags...)
 	a.cmd = exec.Command(buildBinary(t, "../sori-anchor", "sori-anchor"), args...)
-	a.cmd.Stdout = lockedWriter{&a.mu, &a.logs}
-	a.cmd.Stderr = lockedWriter{&a.mu, &a.logs}
-	a.cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
-	if err := a.cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	go func() { _ = a.cmd.Wait(); close(a.exited) }()
-	t.Cleanup(func() {
-		_ = a.cmd.Process.Signal(syscall.SIGTERM)
-		select {
-		case <-a.exited:
-		case <-time.After(10 * time.Second):
-			_ = a.cmd.Process.Kill()
-			t.Errorf("sori-anchor did not stop within 10 s of SIGTERM")
-		}
-		if t.Failed() {
-			a.mu.Lock()
-			t.Logf("sori-anchor log:\n%s", tail(a.logs.String(), 6000))
-			a.mu.Unlock()
-		}
-	})
+	a.run(t, "sori-anchor", true, func(log string) string { return tail(log, 6000) })
 	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(20 * time.Millisecond) {
 		if code, _ := httpGetQuiet("http://" + a.http + "/healthz"); code == 200 {
 			return a
@@ -120,6 +100,36 @@ func startAnchor(t *testing.T, flags ...string) *anchorProc {
 			t.Fatal("sori-anchor did not start")
 		}
 	}
+}
+
+// run starts a.cmd with its output in a.logs, and stops it (SIGTERM, then
+// SIGKILL after 10 s: an error if mustStop) when the test ends, logging
+// shown(its log) if the test failed.
+func (a *anchorProc) run(t *testing.T, name string, mustStop bool, shown func(log string) string) {
+	t.Helper()
+	a.cmd.Stdout = lockedWriter{&a.mu, &a.logs}
+	a.cmd.Stderr = lockedWriter{&a.mu, &a.logs}
+	a.cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
+	if err := a.cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	go func() { _ = a.cmd.Wait(); close(a.exited) }()
+	t.Cleanup(func() {
+		_ = a.cmd.Process.Signal(syscall.SIGTERM)
+		select {
+		case <-a.exited:
+		case <-time.After(10 * time.Second):
+			_ = a.cmd.Process.Kill()
+			if mustStop {
+				t.Errorf("%s did not stop within 10 s of SIGTERM", name)
+			}
+		}
+		if t.Failed() {
+			a.mu.Lock()
+			t.Logf("%s log:\n%s", name, shown(a.logs.String()))
+			a.mu.Unlock()
+		}
+	})
 }
 
 func (a *anchorProc) metric(t *testing.T, name string) string {

@@ -8,7 +8,6 @@ import (
 	"net/netip"
 	"os/exec"
 	"strings"
-	"syscall"
 	"testing"
 	"time"
 
@@ -32,31 +31,14 @@ func startRtpengine(t *testing.T) *anchorProc {
 	a.cmd = exec.Command(bin, "--config-file=none", "--foreground", "--log-stderr", "--log-level=6",
 		"--interface=127.0.0.1", "--listen-ng="+a.ng, fmt.Sprintf("--port-min=%d", a.minPort), fmt.Sprintf("--port-max=%d", a.maxPort),
 		"--table=-1", "--delete-delay=0", "--num-threads=2", "--timeout=60")
-	a.cmd.Stdout = lockedWriter{&a.mu, &a.logs}
-	a.cmd.Stderr = lockedWriter{&a.mu, &a.logs}
-	a.cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
-	if err := a.cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	go func() { _ = a.cmd.Wait(); close(a.exited) }()
-	t.Cleanup(func() {
-		_ = a.cmd.Process.Signal(syscall.SIGTERM)
-		select {
-		case <-a.exited:
-		case <-time.After(10 * time.Second):
-			_ = a.cmd.Process.Kill()
-		}
-		if t.Failed() {
-			a.mu.Lock()
-			var kept []string // without the test's own polling
-			for _, l := range strings.Split(a.logs.String(), "\n") {
-				if !strings.Contains(l, "'list'") && !strings.Contains(l, "'query'") && !strings.Contains(l, "'ping'") {
-					kept = append(kept, l)
-				}
+	a.run(t, "rtpengine", false, func(log string) string {
+		var kept []string // without the test's own polling
+		for _, l := range strings.Split(log, "\n") {
+			if !strings.Contains(l, "'list'") && !strings.Contains(l, "'query'") && !strings.Contains(l, "'ping'") {
+				kept = append(kept, l)
 			}
-			t.Logf("rtpengine log:\n%s", tail(strings.Join(kept, "\n"), 8000))
-			a.mu.Unlock()
 		}
+		return tail(strings.Join(kept, "\n"), 8000)
 	})
 	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(50 * time.Millisecond) {
 		if res, err := ngDo(a, ng.Dict{"command": "ping"}); err == nil && res.Str("result") == "pong" {
