@@ -343,13 +343,15 @@ func (r result) jbString() string {
 	if r.jbDelay < 0 {
 		return "-"
 	}
-	return strconv.FormatInt(r.jbDelay.Milliseconds(), 10)
+	return strconv.FormatFloat(float64(r.jbDelay)/1e6, 'f', 1, 64)
 }
 
 // jitterDelay asks the relay (ng query, after the traffic) for the
 // jitter-buffer delay of up to 32 of the calls, spread over them, and
 // returns the largest: what the relay's buffer adds by design, to read its
-// latency against. -1 when no stream reports one (no buffer, or a relay
+// latency against. sori-anchor's delay moves within a call (it grows for
+// late packets and shrinks back), so its mean over the packets held is
+// taken where the relay gives it. -1 when no stream reports one (no buffer, or a relay
 // that does not say).
 func jitterDelay(client *ng.Client, r relay, calls []call) time.Duration {
 	best := time.Duration(-1)
@@ -363,7 +365,10 @@ func jitterDelay(client *ng.Client, r relay, calls []call) time.Duration {
 		for tag := range tags {
 			for _, m := range list(tags.Dict(tag)["medias"]) {
 				for _, st := range list(m.(ng.Dict)["streams"]) {
-					if d, ok := st.(ng.Dict).Dict("jitter buffer").Int("delay"); ok {
+					jb := st.(ng.Dict).Dict("jitter buffer")
+					if d, ok := jb.Int("mean delay us"); ok {
+						best = max(best, time.Duration(d)*time.Microsecond)
+					} else if d, ok := jb.Int("delay"); ok {
 						best = max(best, time.Duration(d)*time.Millisecond)
 					}
 				}

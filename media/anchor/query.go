@@ -80,11 +80,17 @@ func (c *call) stats(now time.Time) ng.Dict {
 				rtpDict["reception"] = receptionDict(rep)
 			}
 			if st, ok := md.stream.JitterStats(); ok {
-				rtpDict["jitter buffer"] = ng.Dict{
+				jb := ng.Dict{
 					"delay": st.Delay.Milliseconds(), "max delay": st.MaxDelay.Milliseconds(), "played": int64(st.Played),
 					"late": int64(st.Late), "duplicates": int64(st.Duplicates), "reordered": int64(st.Reordered), "resyncs": int64(st.Resyncs),
-					"advanced": int64(st.Advanced),
+					"advanced": int64(st.Advanced), "grown": int64(st.Grown), "shrunk": int64(st.Shrunk),
 				}
+				if st.Queued > 0 {
+					// What a packet was held for by design, on average: the delay moves
+					// within a call (grown, shrunk), so "delay" alone is only the last.
+					jb["mean delay us"] = (st.DelaySum / time.Duration(st.Queued)).Microseconds()
+				}
+				rtpDict["jitter buffer"] = jb
 			}
 			if down := md.stream.Downstream(); down.Known {
 				// The phone's own report on what reaches it through the

@@ -13,7 +13,9 @@
 // of the spurt. So output is paced by timestamp: Opus DTX (a timestamp
 // jump with no sequence gap) is a pause, not a loss. The delay changes
 // only when a talk spurt starts (marker bit) or when packets come later
-// than it allows, so no frame is stretched; moving the base earlier only
+// than it allows (grow), or keep coming well within it for a few seconds
+// (shrink, a millisecond a 20 ms packet), so no frame is stretched or
+// squeezed by more than that; moving the base earlier only
 // ever sends a packet sooner than the previous one's pace. The playout is
 // re-anchored at a talk spurt too, which absorbs the sender's clock drift;
 // a stream that never pauses is re-anchored when its packets keep coming
@@ -97,9 +99,11 @@ type Stats struct {
 	Resyncs             uint64 // playout re-anchored within a talk spurt (drift, stalls)
 	Advanced            uint64 // playout base moved earlier: a packet came earlier than the base said (advance)
 	Grown               uint64 // adaptive delay raised within a talk spurt because packets came too late
+	Shrunk              uint64 // adaptive delay lowered within a talk spurt: packets kept coming well within it
 	DTX                 uint64 // pauses seen (a packet starting after the previous one ended, no sequence gap)
 	SSRCChanges         uint64
 	Delay               time.Duration // the current (nominal) delay
+	DelaySum            time.Duration // the delay each queued packet was given, summed: DelaySum/Queued is the mean
 	MaxDelay            time.Duration // the longest a packet was held
 }
 
@@ -167,6 +171,15 @@ type Buffer struct {
 	// advance).
 	winMin   int64
 	winCount int
+
+	// Shrink (Adaptive): the latest packet of each of the last
+	// peakWindows drift windows (winMax, then peaks), on the same base as
+	// winMin; when even the latest of them would have played with less
+	// delay, shrinkLeft is what the delay still sheds, a step a packet.
+	winMax     int64
+	peaks      [peakWindows - 1]int64
+	peakCount  int // complete windows in peaks since the anchor
+	shrinkLeft int64
 
 	fifo       []Packet // Off mode
 	fifoHead   int
@@ -314,14 +327,18 @@ func (b *Buffer) Push(p Packet, now time.Time) Result {
 		off = 0
 	}
 	b.followDrift(off)
+	if b.shrinkLeft > 0 && ext == b.high+1 && ets > b.highTS {
+		b.shrink(ets - b.highTS)
+	}
 	due := b.anchorAt + sp + int64(b.delay)
 	if due < t && b.cfg.Mode == Adaptive && b.delay < b.cfg.Max {
 		// An adaptive buffer that underruns grows at once: the stream
 		// pauses for the difference (no frame is stretched). It shrinks
-		// only at talk spurts.
-		grown := min(max(b.target(), b.delay+time.Duration(t-due)+5*time.Millisecond), b.cfg.Max)
+		// at talk spurts, and within one a step a packet (shrink).
+		grown := min(max(b.target(), b.delay+time.Duration(t-due)+growMargin), b.cfg.Max)
 		due += int64(grown - b.delay)
 		b.delay = grown
+		b.shrinkLeft = 0
 		b.stats.Delay = grown
 		b.stats.Grown++
 	}
@@ -350,6 +367,7 @@ func (b *Buffer) Push(p Packet, now time.Time) Result {
 	b.high = max(b.high, ext)
 	b.highTS = max(b.highTS, ets)
 	b.stats.Queued++
+	b.stats.DelaySum += b.delay
 	return Queued
 }
 
@@ -361,6 +379,64 @@ func (b *Buffer) resync(ets, t int64) {
 func (b *Buffer) anchor(ets, t int64) {
 	b.anchorTS, b.anchorAt = ets, t
 	b.lateRun, b.winCount = 0, 0
+	b.peakCount, b.shrinkLeft = 0, 0
+}
+
+// growMargin is what an adaptive delay keeps over the latest packet it
+// has to wait for: when it grows for a late packet, and when it shrinks.
+const growMargin = 5 * time.Millisecond
+
+// Shrinking within a talk spurt. Phones that send no DTX (most, by
+// default) never start another spurt, so a delay that grew for a stall, or
+// the first 40 ms before the jitter was measured, would stay for the
+// whole call. So, as NetEq accelerates when its buffer runs above its
+// target for a while, the delay comes down to what the last peakWindows
+// seconds needed: the latest packet of those windows plus growMargin (and
+// no less than target and Min). The audio is not touched (Opus passes
+// through): each packet goes out shrinkShare of its own duration sooner
+// than its pace, 1 ms for a 20 ms frame, which the next hop's buffer
+// takes as a packet a little early, never late. 40 ms come down to 10 in
+// 0.6 s; a stall every few seconds keeps the delay it needs.
+const (
+	peakWindows = 4
+	shrinkShare = 20 // 1/20 of a packet's duration
+)
+
+// shrink lowers the delay by one step for a packet units of timestamp
+// after the previous one.
+func (b *Buffer) shrink(units int64) {
+	step := min(b.shrinkLeft, b.span(units)/shrinkShare)
+	b.delay -= time.Duration(step)
+	b.shrinkLeft -= step
+	b.stats.Delay = b.delay
+}
+
+// planShrink, at the end of a drift window, sets what the delay sheds if
+// the latest packet of the last peakWindows windows would have played
+// with growMargin to spare under a smaller one.
+func (b *Buffer) planShrink() {
+	latest := b.winMax
+	for _, p := range b.peaks[:b.peakCount] {
+		latest = max(latest, p)
+	}
+	copy(b.peaks[1:], b.peaks[:len(b.peaks)-1])
+	b.peaks[0] = b.winMax
+	if b.peakCount < len(b.peaks) {
+		b.peakCount++
+		return
+	}
+	if b.cfg.Mode != Adaptive {
+		return
+	}
+	want := max(time.Duration(latest)+growMargin, b.target(), b.cfg.Min)
+	if want >= b.delay-time.Millisecond {
+		b.shrinkLeft = 0
+		return
+	}
+	if b.shrinkLeft == 0 {
+		b.stats.Shrunk++
+	}
+	b.shrinkLeft = int64(b.delay - want)
 }
 
 // earlyStep is how much earlier than the base says a packet must come to
@@ -388,6 +464,10 @@ func (b *Buffer) advance(d int64) {
 	}
 	if b.winCount > 0 {
 		b.winMin += d
+		b.winMax += d
+	}
+	for i := range b.peaks[:b.peakCount] {
+		b.peaks[i] += d
 	}
 	b.stats.Advanced++
 }
@@ -407,14 +487,24 @@ func (b *Buffer) followDrift(offset int64) {
 	if b.winCount == 0 || offset < b.winMin {
 		b.winMin = offset
 	}
+	if b.winCount == 0 || offset > b.winMax {
+		b.winMax = offset
+	}
 	b.winCount++
 	if b.winCount < driftWindow {
 		return
 	}
 	if b.winMin > driftStep || b.winMin < -driftStep {
+		// Later offsets are measured from the moved anchor: restate the
+		// window peaks on it.
 		b.anchorAt += b.winMin
+		b.winMax -= b.winMin
+		for i := range b.peaks[:b.peakCount] {
+			b.peaks[i] -= b.winMin
+		}
 		b.stats.Resyncs++
 	}
+	b.planShrink()
 	b.winCount = 0
 }
 

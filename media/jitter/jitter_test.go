@@ -452,3 +452,61 @@ func TestTimestampJumpWithoutMarkerPlaysAtOnce(t *testing.T) {
 		}
 	}
 }
+
+// TestAdaptiveShrinksWithoutPauses: a stream that never pauses (one
+// marker, as phones without DTX send) brings a delay that is more than it
+// needs down to its latest packet's lateness plus growMargin, a step a
+// packet, and keeps what periodic late packets need.
+func TestAdaptiveShrinksWithoutPauses(t *testing.T) {
+	const n = 1000 // 20 s
+	cases := []struct {
+		name     string
+		target   time.Duration
+		delay    func(i int) time.Duration
+		min, max time.Duration // the delay at the end
+		shrinks  bool
+		paced    bool // no packet sent much sooner than its pace (no growth reorders the held ones)
+	}{
+		{"first delay too long", 40 * time.Millisecond, func(i int) time.Duration {
+			return time.Duration(i%4) * time.Millisecond // 0-3 ms
+		}, 7 * time.Millisecond, 10 * time.Millisecond, true, true},
+		{"grown for a stall", 10 * time.Millisecond, func(i int) time.Duration {
+			if i >= 250 && i < 253 {
+				return time.Duration(60-20*(i-250)) * time.Millisecond // a 60 ms stall at 5 s
+			}
+			return time.Duration(i%3) * time.Millisecond
+		}, 6 * time.Millisecond, 10 * time.Millisecond, true, true},
+		{"late packet every 2 s", 10 * time.Millisecond, func(i int) time.Duration {
+			if i%100 == 50 {
+				return 30 * time.Millisecond
+			}
+			return time.Duration(i%3) * time.Millisecond
+		}, 35 * time.Millisecond, 45 * time.Millisecond, false, false},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			b := New(Config{Mode: Adaptive, Target: c.target, Max: 120 * time.Millisecond})
+			got := run(b, 1, spurt(0, 0, 0, n, c.delay))
+			st := b.Stats()
+			if st.Delay < c.min || st.Delay > c.max {
+				t.Errorf("delay %v at the end, want %v-%v; stats %+v", st.Delay, c.min, c.max, st)
+			}
+			if (st.Shrunk > 0) != c.shrinks {
+				t.Errorf("shrunk %d times, want shrinking %v: %+v", st.Shrunk, c.shrinks, st)
+			}
+			if len(got) < n-2 || st.Late > 2 {
+				t.Errorf("played %d of %d, late %d", len(got), n, st.Late)
+			}
+			for i := 1; i < len(got); i++ {
+				if got[i].seq <= got[i-1].seq {
+					t.Fatalf("out of order: %d after %d", got[i].seq, got[i-1].seq)
+				}
+				// A shrink step sends a packet 1 ms sooner than its pace
+				// (the scheduler here pops on whole milliseconds).
+				if gap := got[i].at - got[i-1].at; c.paced && got[i].seq == got[i-1].seq+1 && gap < frame-2*time.Millisecond {
+					t.Fatalf("packet %d %v after the previous one", got[i].seq, gap)
+				}
+			}
+		})
+	}
+}

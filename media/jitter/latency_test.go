@@ -113,8 +113,11 @@ var latCases = []struct {
 	spurtLen int
 }{
 	// sori-anchor's default, on sori-mediabench's stream: one marker, then
-	// 50 packets/s without a pause; the delay stays at the first Target
-	// (40 ms) unless packets come later than it allows.
+	// 50 packets/s without a pause; the delay starts at the first Target
+	// (40 ms), grows when packets come later than it allows, and shrinks
+	// to what the latest packets of the last seconds need. The delay a
+	// packet is measured against is the one when it plays, so a shrink
+	// step since it was queued counts as added latency here.
 	{"adaptive/continuous", Config{Mode: Adaptive, Max: 120 * time.Millisecond}, 0},
 	// A phone's talk spurts of 3 s (400 ms pauses): the adaptive delay is
 	// set at each.
