@@ -55,7 +55,15 @@ type SIP struct {
 	// Aliases are more host[:port] names this server is known by (as
 	// Kamailio's alias=): a load balancer or TLS terminator in front of it,
 	// a DNS name phones use. Requests and digest-uris naming one are ours.
-	Aliases        []string `yaml:"aliases"`
+	Aliases []string `yaml:"aliases"`
+	// RecordRoute is the host Record-Route names instead of this node's
+	// address (as Kamailio's record_route_preset): the service's name,
+	// whose DNS records (SRV or A) list every node, or an address that
+	// moves to a live node. Phones send their requests inside a call to
+	// it, so they reach a live node when the one that set the call up is
+	// gone (with keep_dialogs, that node loads the call). It is one of
+	// this server's names, as an alias. Empty: each node's own address.
+	RecordRoute    string   `yaml:"record_route"`
 	AuthAlgorithms []string `yaml:"auth_algorithms"`
 	AuthSecret     string   `yaml:"auth_secret"`
 	NonceTTL       Duration `yaml:"nonce_ttl"`
@@ -552,6 +560,11 @@ func (v *validator) check(c *Config) {
 	}
 	if a := c.SIP.Advertise; a != "" && !hostPort(a) {
 		v.fail("sip.advertise", "%q is not HOST or HOST:PORT", a)
+	}
+	if r := c.SIP.RecordRoute; r != "" {
+		if _, _, err := net.SplitHostPort(r); err == nil || !hostPort(r) {
+			v.fail("sip.record_route", "%q is not a HOST (a name or an IP; the port is each listener's)", r)
+		}
 	}
 	for i, a := range c.SIP.Aliases {
 		if !hostPort(a) {

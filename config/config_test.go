@@ -86,6 +86,8 @@ func TestValidationNamesKeyAndLine(t *testing.T) {
 		{"quality flush too often", "quality:\n  retention: 24h\n  flush_every: 1ms\n", "t.yaml:3: quality.flush_every"},
 		{"nat ping method", "sip:\n  nat_ping: {method: stun}\n", "t.yaml:2: sip.nat_ping.method"},
 		{"alias port", "sip:\n  aliases: [\"sbc.example:0\"]\n", "t.yaml:2: sip.aliases.0"},
+		{"record_route with a port", "sip:\n  record_route: sori.example:5060\n", "t.yaml:2: sip.record_route"},
+		{"record_route a URI", "sip:\n  record_route: \"sip:sori.example\"\n", "t.yaml:2: sip.record_route"},
 		{"bad log level", "log:\n  level: loud\n", "t.yaml:2: log.level"},
 		{"short secret", "sip:\n  auth_secret: abc\n", "t.yaml:2: sip.auth_secret"},
 		{"timer_j too long", "sip:\n  timer_j: 60s\n", "t.yaml:2: sip.timer_j"},

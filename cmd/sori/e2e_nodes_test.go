@@ -180,6 +180,7 @@ type nodeSpec struct {
 	nodeCA            string // sip.node_ca, with node_transport tls
 	nodeCert, nodeKey string // sip.node_cert and node_key
 
+	sip       string   // more of the sip section, indented
 	registrar string   // more of the registrar section, indented
 	sections  string   // more top-level sections
 	cdr       string   // the file of its call records, if any
@@ -216,6 +217,7 @@ func (s nodeSpec) config(httpAddr string) string {
 	if s.nodeCert != "" {
 		fmt.Fprintf(&b, "  node_cert: %q\n  node_key: %q\n", s.nodeCert, s.nodeKey)
 	}
+	b.WriteString(s.sip)
 	fmt.Fprintf(&b, "registrar:\n  store: %q\n  store_timeout: 300ms\n%s", s.store, s.registrar)
 	if s.cdr != "" {
 		fmt.Fprintf(&b, "cdr:\n  file: %s\n", s.cdr)

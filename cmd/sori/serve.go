@@ -143,6 +143,9 @@ func serve(ctx context.Context, configPath string, logOut io.Writer) error {
 		addrs = append(addrs, cfg.SIP.Advertise)
 	}
 	addrs = append(addrs, cfg.SIP.Aliases...)
+	if cfg.SIP.RecordRoute != "" {
+		addrs = append(addrs, cfg.SIP.RecordRoute)
+	}
 	self := local.New(cfg.SIP.Domain, addrs...)
 	guard, banList := abuseGuard(ctx, cfg, st, log, reg)
 	// Failed digests are reported to the guard: it bans password guessers.
@@ -274,6 +277,7 @@ func serve(ctx context.Context, configPath string, logOut io.Writer) error {
 		TimerC:       cfg.SIP.TimerC.D(),
 		Encryption:   cfg.Encryptions(),
 		DialogSecret: secret,
+		RecordRoute:  cfg.SIP.RecordRoute,
 		Timers:       &timerSet,
 		Log:          log.With("component", "proxy"),
 		Registerer:   reg,

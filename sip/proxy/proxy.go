@@ -111,6 +111,14 @@ type Config struct {
 	UAC        Originator
 	Push       Pusher        // wakes sleeping apps (RFC 8599); nil: no push
 	TimerC     time.Duration // no-answer timeout of an INVITE branch group
+	// RecordRoute is the host sori's Record-Route names instead of this
+	// node's own address (sip.record_route, as Kamailio's
+	// record_route_preset): the service's name, which every node answers
+	// for (Self has it), so a phone's requests inside a call reach a live
+	// node when the one that set the call up is gone; that node loads the
+	// call. "": this node's address. A Record-Route with a flow token
+	// always names this node: only it can send down that flow.
+	RecordRoute string
 	// DialogSecret keys the tokens in sori's Record-Route (dialogtoken.go);
 	// every node must have the same. Empty: a random one per process.
 	DialogSecret []byte

@@ -426,6 +426,12 @@ func (p *Proxy) sentBy(transport string) (string, int, error) { return p.cfg.Sen
 // relays down one of its flows (RFC 5626 §5.3: the edge proxy's
 // Record-Route carries it).
 func (p *Proxy) recordRoute(transport, host string, port int, token, flow string) *sip.RecordRouteHeader {
+	if flow == "" && p.cfg.RecordRoute != "" {
+		// The service's name, without a port: a phone looks it up as
+		// RFC 3263 says for a name without one (SRV, then A), and moves to
+		// the next node the records give when one does not answer.
+		host, port = p.cfg.RecordRoute, 0
+	}
 	u := sip.Uri{Scheme: "sip", User: flow, Host: host, Port: port, UriParams: sip.NewParams()}
 	if transport != "UDP" {
 		u.UriParams.Add("transport", strings.ToLower(transport))

@@ -1,6 +1,8 @@
 package proxy
 
 import (
+	"io"
+	"log/slog"
 	"reflect"
 	"slices"
 	"strings"
@@ -11,6 +13,7 @@ import (
 
 	"github.com/sori-voice/sori/registrar/store"
 	"github.com/sori-voice/sori/sip/chain/chaintest"
+	"github.com/sori-voice/sori/sip/local"
 	"github.com/sori-voice/sori/sip/siptest"
 )
 
@@ -167,6 +170,39 @@ func TestPrepare(t *testing.T) {
 		}
 		if v := out.Via(); v.Host != "203.0.113.1" || v.Port != 5080 || out.RecordRoute().Value() != "<sip:203.0.113.1:5080;sd="+p.dialogToken(out.CallID().Value())+";lr>" || out.Destination() != "198.51.100.7:5060" {
 			t.Fatalf("Via %s, Record-Route %s, to %s", v.Value(), out.RecordRoute().Value(), out.Destination())
+		}
+	})
+	t.Run("the service's name in Record-Route, a flow's holder by its own", func(t *testing.T) {
+		p := New(Config{
+			Self:        local.New("sori.test", "127.0.0.1:5060", "127.0.0.1:5061", "sip.sori.test"),
+			Sender:      sender{},
+			RecordRoute: "sip.sori.test",
+			Log:         slog.New(slog.NewTextHandler(io.Discard, nil)),
+		})
+		in := invite(t)
+		tok := p.dialogToken(in.CallID().Value())
+		for _, c := range []struct {
+			name string
+			t    target
+			want []string
+		}{
+			{"double", target{uri: siptest.URI(t, "sip:bob@198.51.100.7:5062;transport=tcp")},
+				[]string{"<sip:sip.sori.test;transport=tcp;sd=" + tok + ";lr>", "<sip:sip.sori.test;sd=" + tok + ";lr>"}},
+			{"down a flow of this node's", target{uri: siptest.URI(t, "sip:bob@198.51.100.7:5062"), edge: "FLOW"},
+				[]string{"<sip:FLOW@127.0.0.1:5060;sd=" + tok + ";lr>"}},
+		} {
+			out, err := p.prepare(in, c.t, true, "l")
+			if err != nil {
+				t.Fatal(err)
+			}
+			if rr := siptest.Values(out.GetHeaders("Record-Route")); !slices.Equal(rr, c.want) || out.Via().Host != "127.0.0.1" {
+				t.Fatalf("%s: Record-Route %q, Via %s", c.name, rr, out.Via().Value())
+			}
+		}
+		// A phone's BYE along that route, to any node: the route is ours.
+		bye := chaintest.Request(t, chaintest.Raw("BYE", "sip:bob@198.51.100.7:5062", "Route: <sip:sip.sori.test;sd="+tok+";lr>"))
+		if routed, popped := p.popRoutes(bye); !routed || len(popped) != 1 || bye.Route() != nil || !p.ourDialog(bye, popped) {
+			t.Fatalf("routed %v, popped %v, Route left %v", routed, popped, bye.Route())
 		}
 	})
 	t.Run("Path becomes Route", func(t *testing.T) {
