@@ -10,18 +10,17 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
 
-	"github.com/pion/ice/v4"
 	"github.com/pion/rtp"
 	pion "github.com/pion/webrtc/v4"
 	"github.com/redis/go-redis/v9"
 
 	"github.com/sori-voice/sori/media/anchorstate"
 	"github.com/sori-voice/sori/media/ng"
+	"github.com/sori-voice/sori/media/webrtc/webrtctest"
 	"github.com/sori-voice/sori/registrar/store/redisstore/redistest"
 )
 
@@ -68,60 +67,8 @@ func webrtcRestart(t *testing.T, bin, redisURL string, rdb *redis.Client, sig sy
 	}
 
 	// The browser.
-	var se pion.SettingEngine
-	se.SetNetworkTypes([]pion.NetworkType{pion.NetworkTypeUDP4})
-	se.SetIncludeLoopbackCandidate(true)
-	se.SetICEMulticastDNSMode(ice.MulticastDNSModeDisabled)
-	se.SetIPFilter(func(ip net.IP) bool { return ip.Equal(net.IPv4(127, 0, 0, 1)) })
-	se.SetHandleUndeclaredSSRCWithoutAnswer(true)
-	var me pion.MediaEngine
-	if err := me.RegisterCodec(pion.RTPCodecParameters{RTPCodecCapability: pion.RTPCodecCapability{MimeType: pion.MimeTypeOpus, ClockRate: 48000, Channels: 2}, PayloadType: 111}, pion.RTPCodecTypeAudio); err != nil {
-		t.Fatal(err)
-	}
-	pc, err := pion.NewAPI(pion.WithSettingEngine(se), pion.WithMediaEngine(&me)).NewPeerConnection(pion.Configuration{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = pc.Close() })
-	track, err := pion.NewTrackLocalStaticRTP(pion.RTPCodecCapability{MimeType: pion.MimeTypeOpus, ClockRate: 48000, Channels: 2}, "audio", "browser")
-	if err != nil {
-		t.Fatal(err)
-	}
-	if _, err := pc.AddTrack(track); err != nil {
-		t.Fatal(err)
-	}
-	heard := make(chan []byte, 256)
-	pc.OnTrack(func(tr *pion.TrackRemote, _ *pion.RTPReceiver) {
-		for {
-			p, _, err := tr.ReadRTP()
-			if err != nil {
-				return
-			}
-			select {
-			case heard <- p.Payload:
-			default:
-			}
-		}
-	})
-	connected := make(chan struct{})
-	var once sync.Once
-	pc.OnConnectionStateChange(func(s pion.PeerConnectionState) {
-		if s == pion.PeerConnectionStateConnected {
-			once.Do(func() { close(connected) })
-		}
-	})
-	offer := func() string {
-		o, err := pc.CreateOffer(nil)
-		if err != nil {
-			t.Fatal(err)
-		}
-		gathered := pion.GatheringCompletePromise(pc)
-		if err := pc.SetLocalDescription(o); err != nil {
-			t.Fatal(err)
-		}
-		<-gathered
-		return pc.LocalDescription().SDP
-	}
+	b := webrtctest.NewPeer(t)
+	offer := func() string { return b.MakeOffer(t) }
 
 	// The phone.
 	phone, err := net.ListenUDP("udp", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
@@ -157,14 +104,8 @@ func webrtcRestart(t *testing.T, bin, redisURL string, rdb *redis.Client, sig sy
 	if fingerprint == "" {
 		t.Fatalf("no fingerprint in the answer:\n%s", res.Str("sdp"))
 	}
-	if err := pc.SetRemoteDescription(pion.SessionDescription{Type: pion.SDPTypeAnswer, SDP: res.Str("sdp")}); err != nil {
-		t.Fatal(err)
-	}
-	select {
-	case <-connected:
-	case <-time.After(15 * time.Second):
-		t.Fatalf("pion never connected (ICE %s)", pc.ICEConnectionState())
-	}
+	b.Answer(t, res.Str("sdp"))
+	b.WaitConnected(t, 15*time.Second)
 	var seq uint16 = 1
 	talk := func(phase string) {
 		t.Helper()
@@ -179,13 +120,13 @@ func webrtcRestart(t *testing.T, bin, redisURL string, rdb *redis.Client, sig sy
 			case p := <-fromBrowser:
 				gotBrowser = gotBrowser || bytes.Equal(p, browserSays)
 				continue
-			case p := <-heard:
+			case p := <-b.Heard():
 				gotPhone = gotPhone || bytes.Equal(p, phoneSays)
 				continue
 			case <-deadline:
 				t.Fatalf("%s: after 10 s the phone heard the browser %v, the browser heard the phone %v", phase, gotBrowser, gotPhone)
 			}
-			if err := track.WriteRTP(&rtp.Packet{Header: rtp.Header{Version: 2, PayloadType: 111, SequenceNumber: seq, Timestamp: uint32(seq) * 960}, Payload: browserSays}); err != nil {
+			if err := b.Say(seq, browserSays); err != nil {
 				t.Fatal(err)
 			}
 			pkt := rtp.Packet{Header: rtp.Header{Version: 2, PayloadType: 111, SequenceNumber: seq, Timestamp: uint32(seq) * 960, SSRC: 0x50710002}, Payload: phoneSays}
@@ -197,7 +138,7 @@ func webrtcRestart(t *testing.T, bin, redisURL string, rdb *redis.Client, sig sy
 	}
 	talk("before")
 	dtlsChanged := make(chan pion.DTLSTransportState, 4)
-	pc.GetSenders()[0].Transport().OnStateChange(func(s pion.DTLSTransportState) {
+	b.PC.GetSenders()[0].Transport().OnStateChange(func(s pion.DTLSTransportState) {
 		select {
 		case dtlsChanged <- s:
 		default:
@@ -235,9 +176,7 @@ func webrtcRestart(t *testing.T, bin, redisURL string, rdb *redis.Client, sig sy
 	if got := sdpLine(res.Str("sdp"), "a=fingerprint:"); got != fingerprint {
 		t.Fatalf("the re-answer's %s, the first answer's %s", got, fingerprint)
 	}
-	if err := pc.SetRemoteDescription(pion.SessionDescription{Type: pion.SDPTypeAnswer, SDP: res.Str("sdp")}); err != nil {
-		t.Fatal(err)
-	}
+	b.Answer(t, res.Str("sdp"))
 	talk("after the re-offer")
 	select {
 	case s := <-dtlsChanged:

@@ -5,21 +5,17 @@ import (
 	"crypto/rand"
 	"encoding/base64"
 	"fmt"
-	"net"
 	"net/netip"
 	"strings"
-	"sync"
-	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/emiago/sipgo/sip"
-	"github.com/pion/ice/v4"
 	"github.com/pion/rtp"
-	pion "github.com/pion/webrtc/v4"
 
 	"github.com/sori-voice/sori/media/ng"
 	"github.com/sori-voice/sori/media/sdp"
+	"github.com/sori-voice/sori/media/webrtc/webrtctest"
 )
 
 // A delayed offer (an INVITE without SDP, as carrier gateways and some
@@ -338,71 +334,16 @@ func forkLateAnsweredByThePhone(t *testing.T, an *anchorProc) {
 	waitNoCalls(t, f.an, f.n.node)
 }
 
-// pionBrowser is a browser's WebRTC stack: pion, full ICE on loopback,
-// Opus sent on a track, what it plays counted.
-type pionBrowser struct {
-	pc        *pion.PeerConnection
-	track     *pion.TrackLocalStaticRTP
-	heard     atomic.Int64
-	connected chan struct{}
-}
+// pionBrowser is a browser's WebRTC stack (webrtctest: pion, full ICE
+// on loopback, Opus on a track) whose SDP is as a browser's.
+type pionBrowser struct{ *webrtctest.Browser }
 
-func newPionBrowser(t *testing.T) *pionBrowser {
-	t.Helper()
-	var se pion.SettingEngine
-	se.SetNetworkTypes([]pion.NetworkType{pion.NetworkTypeUDP4})
-	se.SetIncludeLoopbackCandidate(true)
-	se.SetICEMulticastDNSMode(ice.MulticastDNSModeDisabled)
-	se.SetIPFilter(func(ip net.IP) bool { return ip.Equal(net.IPv4(127, 0, 0, 1)) })
-	se.SetHandleUndeclaredSSRCWithoutAnswer(true)
-	var me pion.MediaEngine
-	if err := me.RegisterCodec(pion.RTPCodecParameters{RTPCodecCapability: pion.RTPCodecCapability{MimeType: pion.MimeTypeOpus, ClockRate: 48000, Channels: 2,
-		SDPFmtpLine: "minptime=10;useinbandfec=1"}, PayloadType: 111}, pion.RTPCodecTypeAudio); err != nil {
-		t.Fatal(err)
-	}
-	pc, err := pion.NewAPI(pion.WithSettingEngine(se), pion.WithMediaEngine(&me)).NewPeerConnection(pion.Configuration{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = pc.Close() })
-	b := &pionBrowser{pc: pc, connected: make(chan struct{})}
-	b.track, err = pion.NewTrackLocalStaticRTP(pion.RTPCodecCapability{MimeType: pion.MimeTypeOpus, ClockRate: 48000, Channels: 2}, "audio", "browser")
-	if err != nil {
-		t.Fatal(err)
-	}
-	if _, err := pc.AddTrack(b.track); err != nil {
-		t.Fatal(err)
-	}
-	pc.OnTrack(func(tr *pion.TrackRemote, _ *pion.RTPReceiver) {
-		for {
-			if _, _, err := tr.ReadRTP(); err != nil {
-				return
-			}
-			b.heard.Add(1)
-		}
-	})
-	var once sync.Once
-	pc.OnConnectionStateChange(func(s pion.PeerConnectionState) {
-		if s == pion.PeerConnectionStateConnected {
-			once.Do(func() { close(b.connected) })
-		}
-	})
-	return b
-}
+func newPionBrowser(t *testing.T) *pionBrowser { return &pionBrowser{webrtctest.NewPeer(t)} }
 
 // offer is the browser's offer, its candidates gathered.
 func (b *pionBrowser) offer(t *testing.T) string {
 	t.Helper()
-	o, err := b.pc.CreateOffer(nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	gathered := pion.GatheringCompletePromise(b.pc)
-	if err := b.pc.SetLocalDescription(o); err != nil {
-		t.Fatal(err)
-	}
-	<-gathered
-	return browserDefault(t, b.pc.LocalDescription().SDP)
+	return browserDefault(t, b.MakeOffer(t))
 }
 
 // browserDefault is pion's SDP as a browser's is once its candidates are
@@ -423,22 +364,15 @@ func browserDefault(t *testing.T, body string) string {
 
 func (b *pionBrowser) answered(t *testing.T, body []byte) {
 	t.Helper()
-	if err := b.pc.SetRemoteDescription(pion.SessionDescription{Type: pion.SDPTypeAnswer, SDP: string(body)}); err != nil {
-		t.Fatalf("the browser refused the anchor's answer: %v\n%s", err, body)
-	}
-	select {
-	case <-b.connected:
-	case <-time.After(15 * time.Second):
-		t.Fatalf("the browser's ICE and DTLS with the anchor did not connect: %s", b.pc.ConnectionState())
-	}
+	b.Answer(t, string(body))
+	b.WaitConnected(t, 15*time.Second)
 }
 
 // media has the browser and alice (her socket ma, the anchor's address
 // toAnchor) send Opus at once until each got want packets of the other's.
 func (b *pionBrowser) media(t *testing.T, ma *mediaSocket, toAnchor netip.AddrPort, want int64) {
 	t.Helper()
-	start := b.heard.Load()
-	var got int64
+	var got, heard int64
 	buf := make([]byte, 2048)
 	for seq, deadline := 0, time.Now().Add(15*time.Second); ; seq++ {
 		p := rtp.Packet{Header: rtp.Header{Version: 2, PayloadType: 111, SequenceNumber: uint16(seq), Timestamp: uint32(seq) * 960, SSRC: 0xa11ce},
@@ -447,8 +381,7 @@ func (b *pionBrowser) media(t *testing.T, ma *mediaSocket, toAnchor netip.AddrPo
 		if _, err := ma.conn.WriteToUDPAddrPort(raw, toAnchor); err != nil {
 			t.Fatal(err)
 		}
-		if err := b.track.WriteRTP(&rtp.Packet{Header: rtp.Header{Version: 2, PayloadType: 111, SequenceNumber: uint16(seq), Timestamp: uint32(seq) * 960},
-			Payload: append([]byte{0xfc}, bytes.Repeat([]byte{0xbb}, 79)...)}); err != nil {
+		if err := b.Say(uint16(seq), append([]byte{0xfc}, bytes.Repeat([]byte{0xbb}, 79)...)); err != nil {
 			t.Fatal(err)
 		}
 		_ = ma.conn.SetReadDeadline(time.Now().Add(20 * time.Millisecond))
@@ -462,12 +395,20 @@ func (b *pionBrowser) media(t *testing.T, ma *mediaSocket, toAnchor netip.AddrPo
 				got++
 			}
 		}
-		if got >= want && b.heard.Load()-start >= want {
+		for played := true; played; {
+			select {
+			case <-b.Heard():
+				heard++
+			default:
+				played = false
+			}
+		}
+		if got >= want && heard >= want {
 			return
 		}
 		if time.Now().After(deadline) {
 			t.Fatalf("alice got %d RTP packets of the browser's from the anchor, the browser played %d of alice's: want >= %d each",
-				got, b.heard.Load()-start, want)
+				got, heard, want)
 		}
 	}
 }
@@ -536,7 +477,7 @@ func forkLateAnsweredByTheBrowser(t *testing.T, an *anchorProc) {
 	if len(reinv.Body()) != 0 {
 		t.Fatalf("the browser's re-INVITE has a body:\n%s", reinv.Body())
 	}
-	f.browser.send(f.browserResponse(reinv, 200, "OK", "bob-browser", browserDefault(t, pb.pc.LocalDescription().SDP)))
+	f.browser.send(f.browserResponse(reinv, 200, "OK", "bob-browser", browserDefault(t, pb.PC.LocalDescription().SDP)))
 	reres := f.alice.final()
 	if reres.StatusCode != 200 || f.noWebRTC(t, "alice's re-INVITE's 200", reres.Body()) != toAnchorFromA {
 		t.Fatalf("alice's re-INVITE: %d, media to %s (was %s)", reres.StatusCode, mediaTarget(t, reres.Body()), toAnchorFromA)
@@ -567,7 +508,7 @@ func forkLateAnsweredByTheBrowser(t *testing.T, an *anchorProc) {
 		t.Fatalf("the browser's re-INVITE: %d, media to %s (was %s)", browser200.StatusCode, mediaTarget(t, browser200.Body()), toAnchorFromB)
 	}
 	// The browser's answer: its transport as before, the DTLS client it is.
-	answer := strings.Replace(browserDefault(t, pb.pc.LocalDescription().SDP), "a=setup:actpass", "a=setup:active", 1)
+	answer := strings.Replace(browserDefault(t, pb.PC.LocalDescription().SDP), "a=setup:actpass", "a=setup:active", 1)
 	f.browser.send(withSDP(calleeRequest("ACK", 1, f.toBrowser, "bob-browser", "SIP/2.0/WSS "+f.browser.host+";branch=z9hG4bK-fl-ws-ack-1",
 		"<sip:bob@"+f.browser.host+";transport=ws>"), answer))
 	aliceAck := f.alice.readRequest()
