@@ -19,6 +19,9 @@ func (c *checker) startLine(i, end int) *Fault {
 	}
 	c.info.Method = methodName(d[i:m])
 	c.method = Span{i, m}
+	if run(d, i, m, cToken) != m {
+		return bad("Malformed Method")
+	}
 	if isWSP(d[end-1]) {
 		return bad("Trailing Whitespace in Request Line") // RFC 4475 trws
 	}
@@ -53,9 +56,36 @@ func startKind(d []byte, i, end int) (k Kind, m int) {
 	}
 	m = run(d, i, end, cToken)
 	if m == i || m == end || !isWSP(d[m]) {
+		if m = oddMethod(d, i, end); m > i {
+			return Request, m // answered 400 (startLine): its Via is still good
+		}
 		return Garbage, 0
 	}
 	return Request, m
+}
+
+// oddMethod is the end of a request line's method that is no token
+// ("OPT(ONS", "UPD<TE", a byte of it corrupted) in a line that is
+// otherwise a Request-Line: a word, SP, a URI, SP, SIP/2.0. Such a
+// request is SIP (its Via says where to answer), not noise to drop; 0
+// otherwise.
+func oddMethod(d []byte, i, end int) int {
+	const version = " sip/2.0"
+	if end-i <= len(version) || !eqLower(d[end-len(version):end], version) {
+		return 0
+	}
+	for m := i; m < end-len(version); m++ {
+		switch c := d[m]; {
+		case c == ' ':
+			if m == i {
+				return 0
+			}
+			return m
+		case c == '\t':
+			return 0
+		}
+	}
+	return 0
 }
 
 // version checks a SIP-Version: SIP/2.0 (case-insensitive) is the only one
