@@ -61,7 +61,17 @@ func prack(caller *ua, cseq int, res *sip.Response, sdp string) string {
 // anchor; the 200 repeating the offer gets the 183's anchor SDP, the ACK
 // without SDP keeps the call, and BYE empties the anchor.
 func TestReliableOfferAnchored(t *testing.T) {
-	an := startAnchor(t)
+	reliableOfferAnchored(t, startAnchor(t), waitAnchorEmpty)
+}
+
+// The same with rtpengine as the anchor (no metrics: its ng list says
+// when it is empty).
+func TestRtpengineReliableOffer(t *testing.T) {
+	reliableOfferAnchored(t, startRtpengine(t), func(t *testing.T, an *anchorProc) { waitNgCalls(t, an, 0) })
+}
+
+func reliableOfferAnchored(t *testing.T, an *anchorProc, waitEmpty func(*testing.T, *anchorProc)) {
+	t.Helper()
 	cdr := filepath.Join(t.TempDir(), "cdr.jsonl")
 	n := startNode(t, anchoredConfig("cdr:\n  file: "+cdr+"\n", an.ng))
 	ma, mb := newMediaSocket(t), newMediaSocket(t)
@@ -118,7 +128,7 @@ func TestReliableOfferAnchored(t *testing.T) {
 	}
 
 	hangUp(t, alice, bob, 4, res)
-	waitAnchorEmpty(t, an)
+	waitEmpty(t, an)
 	if r := records(t, cdr, "bob", 1)[0]; r.Disposition != "answered" || r.HangupBy != "caller" || r.Code != 200 {
 		t.Fatalf("call record %+v", r)
 	}
