@@ -35,9 +35,10 @@ type lateOffer struct {
 	reliable, early, prack bool
 }
 
-// ErrOtherFork: a 2xx with an SDP offer from another branch than the one
-// whose offer the call took (a fork): the anchor holds one offerer.
-var ErrOtherFork = errors.New("call: a 2xx offer from another fork")
+// ErrOtherFork: a 2xx or reliable 18x with an SDP offer (or a 2xx with
+// none) from another branch than the one whose offer the call took (a
+// fork): the anchor holds one offerer.
+var ErrOtherFork = errors.New("call: an offer from another fork")
 
 // OfferIn2xx has the SDP offer of the 2xx from the side tag, to the
 // INVITE whose sender (its From tag) numbered it cseq, taken by do (the ng offer) once:
