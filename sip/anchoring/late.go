@@ -16,9 +16,11 @@ import (
 // Kamailio's rtpengine module does for an offer in a reply, the tags are
 // swapped: the side that sent the 2xx (its To tag) is the offerer, the
 // INVITE's sender (its From tag) the side the offer goes to; the ACK's
-// answer names the same offerer.
+// answer names the same offerer. An offer in a reliable 18x (RFC 3262)
+// is the same ng offer, and the PRACK that answers it the same ng answer
+// as an ACK's (the PRACK's tags are named as the ACK's are).
 
-// OfferInReply rewrites the SDP offer in res, a 2xx to the INVITE req
+// OfferInReply rewrites the SDP offer in res, a 2xx (or reliable 18x) to the INVITE req
 // that carried none, so the INVITE's sender sends its media to the
 // anchor: on, the call's anchor when it has one, else one picked for it.
 // encryption is what that sender is offered (SRTP, PlainRTP, WebRTC,
@@ -56,8 +58,8 @@ func replyOffer(req *sip.Request, res *sip.Response, body []byte, encryption str
 	return d
 }
 
-// AnswerInAck rewrites the SDP answer in ack, the ACK of a 2xx whose
-// offer OfferInReply took on anchor on, so the offerer sends its media to
+// AnswerInAck rewrites the SDP answer in ack, the ACK of a 2xx (or the
+// PRACK of a reliable 18x) whose offer OfferInReply took on anchor on, so the offerer sends its media to
 // the anchor. webrtc: the offerer (the ACK's recipient) is a browser.
 // An ACK with no SDP is left alone (false).
 func (p *Pool) AnswerInAck(ctx context.Context, on netip.AddrPort, ack *sip.Request, webrtc bool) (bool, error) {

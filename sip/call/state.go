@@ -91,4 +91,8 @@ type LateOffer struct {
 	WebRTC bool   `json:"webrtc,omitempty"` // the offerer is a browser: the answer it gets has ICE
 	Acked  bool   `json:"acked,omitempty"`  // the ACK's answer went to the anchor
 	Ack    string `json:"ack,omitempty"`    // the anchor's rewrite of that answer
+	// Reliable: the offer came in a reliable 18x; Prack: its PRACK
+	// brought the answer (Acked, Ack), so the ACK brings none.
+	Reliable bool `json:"reliable,omitempty"`
+	Prack    bool `json:"prack,omitempty"`
 }

@@ -290,7 +290,10 @@ func (f *fork) watch(b *branch) {
 		case res := <-b.tx.Responses():
 			if err := f.answer(b, res); err != nil {
 				f.endLateOffer(b, res, err)
-				return
+				if res.StatusCode >= 200 {
+					return
+				}
+				continue // a cancelled 18x's branch: its final response still comes
 			}
 			f.onResponse(b, res)
 			if res.StatusCode >= 200 {

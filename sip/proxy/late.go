@@ -16,9 +16,12 @@ import (
 // without SDP goes on as it is; the SDP offer of its 2xx gets an ng offer
 // (the 2xx's sender the offerer, sip/anchoring late.go) and the INVITE's
 // sender the anchor's SDP; the ACK's SDP answer gets an ng answer and the
-// offerer the anchor's SDP in the ACK. Reliable 18x (100rel) are not
-// anchored this way: sori does not take part in PRACK's offer/answer, so
-// a 18x with SDP to such an INVITE goes up as it is.
+// offerer the anchor's SDP in the ACK. The offer may come first in a
+// reliable 18x (RFC 3262 100rel): it is anchored the same way, the
+// PRACK's answer gets the ng answer (prack.go), and the 2xx, which
+// repeats that offer or has no SDP (RFC 6337 §3.1.1), gets the anchor's
+// SDP the 18x got, with no second ng offer. An unreliable 18x's SDP goes
+// up as it is (no answer can come before the 2xx's ACK).
 
 // lateRetryAfter is the Retry-After of the 503 a caller gets when no
 // anchor took its callee's offer.
@@ -53,27 +56,53 @@ func reSenderEncryption(c *call.Call, req *sip.Request) string {
 	return anchoring.PassEncryption
 }
 
-// lateOffer anchors the SDP offer of a 2xx to an INVITE that had none.
-// A non-nil error means the 2xx must not go up: it is another fork's
-// (call.ErrOtherFork), or no anchor took the offer of a new call.
+// lateOffer anchors the SDP offer of a 2xx, or of a reliable 18x, to an
+// INVITE that had none. A non-nil error means the response must not go
+// up: it is another fork's (call.ErrOtherFork), or no anchor took the
+// offer of a new call.
 func (f *fork) lateOffer(b *branch, res *sip.Response) error {
 	c := f.dialogCall()
-	if c == nil || res.StatusCode < 200 || res.StatusCode >= 300 || sdpBody(res) == nil {
+	if c == nil {
+		return nil
+	}
+	sender, cseq := f.in.From().Params.GetOr("tag", ""), f.in.CSeq().SeqNo
+	tag := res.To().Params.GetOr("tag", "")
+	if res.StatusCode >= 300 {
+		// A callee whose reliable 18x offer the call took failed: another
+		// fork's offer may take the caller's leg now.
+		c.EarlyFailed(tag, sender, cseq)
+		return nil
+	}
+	early := res.StatusCode > 100 && res.StatusCode < 200 && reliable(res)
+	if !early && res.StatusCode < 200 {
 		return nil
 	}
 	f.mu.Lock()
-	over := f.sent >= 300 // the caller has a failure: the 2xx is ended (onResponse)
+	// The caller has a failure (the 2xx is ended, onResponse), or, for
+	// a 18x, a final response (the 18x goes nowhere).
+	over := f.sent >= 300 || early && f.sent != 0
 	on := f.anchor
 	f.mu.Unlock()
 	if over {
 		return nil
 	}
-	tag := res.To().Params.GetOr("tag", "")
+	if sdpBody(res) == nil {
+		if early {
+			return nil
+		}
+		// A 2xx without SDP after its own 18x's offer makes that offer
+		// the call's; another fork's, once one is, must not go up.
+		return c.Confirm2xx(tag, sender, cseq)
+	}
 	// A browser's 2xx comes over WebSocket, or over the node link from
 	// the node holding its flow: its binding says (branch browser).
 	webrtc := anchoring.WebSocket(res.Transport()) || b != nil && b.browser
 	body := sdpBody(res) // the offer as it came: SetBody does not write these bytes
-	sdp, err := c.OfferIn2xx(tag, f.in.From().Params.GetOr("tag", ""), f.in.CSeq().SeqNo, webrtc, func() (netip.AddrPort, []byte, error) {
+	take := c.OfferIn2xx
+	if early {
+		take = c.OfferIn18x
+	}
+	sdp, err := take(tag, sender, cseq, webrtc, func() (netip.AddrPort, []byte, error) {
 		ctx, cancel := context.WithTimeout(context.Background(), dialTimeout)
 		defer cancel()
 		a, _, err := f.p.cfg.Media.OfferInReply(ctx, on, f.in, res, f.lateEnc)
@@ -84,14 +113,15 @@ func (f *fork) lateOffer(b *branch, res *sip.Response) error {
 	})
 	switch {
 	case errors.Is(err, call.ErrOtherFork):
-		f.p.log.Info("2xx offer of another fork ended: the call's media is the first answer's", "call_id", res.CallID().Value(), "to_tag", tag)
+		f.p.log.Info("offer of another fork ended: the call's media is the first offer's", "call_id", res.CallID().Value(),
+			"to_tag", tag, "status", res.StatusCode)
 		return err
-	case err != nil && f.call == nil:
+	case err != nil && f.call == nil && !early:
 		// A re-INVITE's 2xx cannot be refused: it goes up as it is.
 		f.p.log.Warn("SDP offer in a re-INVITE's 2xx not anchored", "call_id", res.CallID().Value(), "error", err)
 		return nil
 	case err != nil:
-		f.p.log.Warn("SDP offer in a 2xx not anchored: call ended", "call_id", res.CallID().Value(), "error", err)
+		f.p.log.Warn("SDP offer in a reply not anchored: call ended", "call_id", res.CallID().Value(), "status", res.StatusCode, "error", err)
 		return err
 	}
 	res.SetBody(sdp)
@@ -120,6 +150,10 @@ func (f *fork) lateOffer(b *branch, res *sip.Response) error {
 func (f *fork) endLateOffer(b *branch, res *sip.Response, cause error) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
+	if res.StatusCode < 200 {
+		f.endEarlyOffer(b, cause)
+		return
+	}
 	f.settleDone(b)
 	if caller, callee, ok := call.Sides(f.in, b.req, res, f.p.ours); ok {
 		go func() {

@@ -542,6 +542,11 @@ func (p *Proxy) inDialog(ctx context.Context, w chain.ResponseWriter, r *chain.R
 			f.lateEnc = reSenderEncryption(c, req)
 		}
 	}
+	if req.Method == sip.PRACK && c != nil && p.cfg.Media != nil {
+		if refused := p.prackAnswer(c, req); refused.Code != 0 {
+			return refused
+		}
+	}
 	if req.Method == sip.BYE && c != nil {
 		// The call ends now: its media is deleted while the BYE is on its
 		// way, so a slow anchor never delays it.
