@@ -341,6 +341,20 @@ func (c *Call) end(e ending) {
 		c.mu.Unlock()
 		return
 	}
+	if c.fenced() {
+		// Another node may hold it now (fence.go): nothing is done for it
+		// here. An expiry is tried again; anything else comes again (the
+		// anchor is asked again, the phone sends its BYE again).
+		if e.disposition == calls.Expired {
+			c.timer.Stop()
+			c.timer = c.t.timers.AfterFunc(fenceRetry, c.expired)
+		}
+		c.mu.Unlock()
+		if c.t.fencedLog.allow(c.t.now()) {
+			c.t.log.Warn("call end left alone: this node is cut off from the dialog store", "call_id", c.ID(), "disposition", e.disposition)
+		}
+		return
+	}
 	c.st.Phase = Ended
 	c.timer.Stop()
 	c.timer = nil

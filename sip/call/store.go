@@ -30,6 +30,12 @@ type Store interface {
 	// the taker's, never returned again by a Take of node (node come back
 	// included).
 	Take(ctx context.Context, node string) ([]State, error)
+	// Mine reports, of callIDs (calls this node holds), which are still
+	// the store's own node's: saved last by it, or not saved and not
+	// ended. The others were ended, or taken, by another node. It holds
+	// the lease on the node's own index meanwhile: ErrTaking while another
+	// node is taking its calls (ask again once it is done).
+	Mine(ctx context.Context, callIDs []string) (map[string]bool, error)
 }
 
 // ErrTaking is Take's error while another node takes the same node's
@@ -52,6 +58,15 @@ func (NoStore) Delete(context.Context, string, time.Duration) (bool, error) { re
 // Take implements Store.
 func (NoStore) Take(context.Context, string) ([]State, error) { return nil, nil }
 
+// Mine implements Store: every call is this node's.
+func (NoStore) Mine(_ context.Context, ids []string) (map[string]bool, error) {
+	m := make(map[string]bool, len(ids))
+	for _, id := range ids {
+		m[id] = true
+	}
+	return m, nil
+}
+
 // saveTimeout bounds one save in the background.
 const saveTimeout = 5 * time.Second
 
@@ -73,6 +88,12 @@ func (c *Call) save() {
 	if !t.persist || !c.tracked || c.st.Phase != Answered || !c.st.Dialog {
 		return
 	}
+	if !t.owner() {
+		// Stepped back (fence.go): a save now could take back a call
+		// another node adopted. Saved once this node is the owner again.
+		c.dirty = true
+		return
+	}
 	c.saved = true
 	if c.saving {
 		c.dirty = true
@@ -86,6 +107,11 @@ func (c *Call) save() {
 			c.mu.Lock()
 			if c.st.Phase == Ended {
 				c.saving = false // its end removes it (and a late save is refused)
+				c.mu.Unlock()
+				return
+			}
+			if !t.owner() {
+				c.saving, c.dirty = false, true // saved when this node rejoins (fence.go)
 				c.mu.Unlock()
 				return
 			}
@@ -123,6 +149,9 @@ func (t *Table) lookup(ctx context.Context, callID string, own bool) *Call {
 	if c := t.Find(callID); c != nil || !t.persist {
 		return c
 	}
+	if !t.owner() {
+		return nil // stepped back: takes no call from the store (fence.go)
+	}
 	st, ok, err := t.cfg.Store.Load(ctx, callID)
 	if err != nil {
 		t.storeErrors.WithLabelValues("load").Inc()
@@ -155,6 +184,9 @@ func (t *Table) lookup(ctx context.Context, callID string, own bool) *Call {
 func (t *Table) Adopt(ctx context.Context, node string) (int, error) {
 	if !t.persist {
 		return 0, nil
+	}
+	if !t.owner() {
+		return 0, fmt.Errorf("calls of node %q: %w", node, errFenced)
 	}
 	sts, err := t.cfg.Store.Take(ctx, node)
 	if err != nil {
