@@ -36,6 +36,9 @@ import (
 type Fence interface {
 	// Owner: no other node can have adopted this node's calls.
 	Owner() bool
+	// Left is how long this node stays the Owner at most (0: it is not):
+	// a save it sends must reach the store within it.
+	Left() time.Duration
 	// Rejoining reports whether this node is back after it stepped back,
 	// its calls to be checked, and the epoch to Confirm once they are.
 	Rejoining() (epoch uint64, ok bool)
@@ -57,6 +60,14 @@ const (
 
 // owner reports whether this node may act on its saved calls now.
 func (t *Table) owner() bool { return t.cfg.Fence == nil || t.cfg.Fence.Owner() }
+
+// ownerFor is d, cut to how long this node stays the owner of its calls.
+func (t *Table) ownerFor(d time.Duration) time.Duration {
+	if t.cfg.Fence == nil {
+		return d
+	}
+	return min(d, t.cfg.Fence.Left())
+}
 
 // Fenced reports whether this node must leave the call with callID alone
 // now: it stepped back from its saved calls (Fence), and this is one of
@@ -122,6 +133,9 @@ func (t *Table) RunFence(ctx context.Context, timeout time.Duration) {
 // returns how many calls it kept and dropped; nothing to do when the
 // node is not rejoining.
 func (t *Table) Rejoin(ctx context.Context) (kept, dropped int, err error) {
+	if t.cfg.Fence == nil {
+		return 0, 0, nil
+	}
 	epoch, ok := t.cfg.Fence.Rejoining()
 	if !ok || !t.persist {
 		return 0, 0, nil

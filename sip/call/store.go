@@ -118,7 +118,9 @@ func (c *Call) save() {
 			st := c.copyState()
 			c.dirty = false
 			c.mu.Unlock()
-			ctx, cancel := context.WithTimeout(context.Background(), saveTimeout)
+			// Not past the lease: a save landing once another node may
+			// have adopted the call would take it back (fence.go).
+			ctx, cancel := context.WithTimeout(context.Background(), t.ownerFor(saveTimeout))
 			err := t.cfg.Store.Save(ctx, st, t.keepFor(st))
 			cancel()
 			if err != nil {

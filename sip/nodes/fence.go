@@ -137,6 +137,19 @@ func (l *Lease) Confirm(epoch uint64) bool {
 	return true
 }
 
+// Left is how long the node stays the Owner at most if its lease is not
+// renewed: what bounds a write it makes as the owner (a save that
+// reached Redis after another node adopted the call would take it
+// back); 0 when it is not the Owner.
+func (l *Lease) Left() time.Duration {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.standing() != Owner {
+		return 0
+	}
+	return l.safe - l.now().Sub(l.renewed)
+}
+
 // Since is how long ago the lease was last renewed.
 func (l *Lease) Since() time.Duration {
 	l.mu.Lock()

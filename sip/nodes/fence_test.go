@@ -105,6 +105,9 @@ func TestLease(t *testing.T) {
 				if l.Owner() != (s.want == Owner) {
 					t.Fatalf("step %d: Owner() = %v in %v", i, l.Owner(), s.want)
 				}
+				if left := l.Left(); s.want == Owner && (left < 0 || left > GoneAfter-BeatTTL) || s.want != Owner && left != 0 {
+					t.Fatalf("step %d: Left() = %v in %v", i, left, s.want)
+				}
 			}
 		})
 	}

@@ -7,7 +7,9 @@
 // 5626 §5.3 edge proxies do; the holder recognises its own token and sends
 // the request down the flow. Nodes announce themselves with heartbeats in
 // Redis (liveness.go): a binding on a node whose heartbeat stopped is
-// skipped at once.
+// skipped at once. A node's heartbeat is also its lease on the calls it
+// saved (fence.go): one that could not renew it for GoneAfter less a
+// BeatTTL steps back from them, before any other node can adopt them.
 //
 // Trust: requests from other nodes are relayed without authenticating the
 // caller again (the node they entered at did), and are exempt from the
