@@ -5,9 +5,7 @@ import (
 	"encoding/json"
 	"io"
 	"log/slog"
-	"net"
 	"net/netip"
-	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -19,81 +17,6 @@ import (
 	"github.com/sori-voice/sori/sip/nodes"
 	"github.com/sori-voice/sori/sip/nodes/redisnodes"
 )
-
-// cutter is a TCP proxy to Redis that the test can cut: a partition
-// between one node and Redis, the others still reaching it. Cut closes
-// every connection through it, and the ones dialled while cut are held
-// open with nothing relayed (a black hole: commands time out).
-type cutter struct {
-	ln    net.Listener
-	to    string
-	mu    sync.Mutex
-	cut   bool
-	conns map[net.Conn]bool
-}
-
-func newCutter(t *testing.T, to string) *cutter {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	c := &cutter{ln: ln, to: to, conns: map[net.Conn]bool{}}
-	t.Cleanup(func() { _ = ln.Close(); c.Cut() })
-	go c.serve()
-	return c
-}
-
-func (c *cutter) Addr() string { return c.ln.Addr().String() }
-
-func (c *cutter) serve() {
-	for {
-		in, err := c.ln.Accept()
-		if err != nil {
-			return
-		}
-		c.mu.Lock()
-		c.conns[in] = true
-		cut := c.cut
-		c.mu.Unlock()
-		if cut {
-			go func() { _, _ = io.Copy(io.Discard, in) }() // held, never answered
-			continue
-		}
-		out, err := net.Dial("tcp", c.to)
-		if err != nil {
-			_ = in.Close()
-			continue
-		}
-		c.mu.Lock()
-		c.conns[out] = true
-		c.mu.Unlock()
-		go func() { _, _ = io.Copy(out, in); _ = out.Close() }()
-		go func() { _, _ = io.Copy(in, out); _ = in.Close() }()
-	}
-}
-
-// Cut closes every connection through c and answers none from now on.
-func (c *cutter) Cut() {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	c.cut = true
-	for conn := range c.conns {
-		_ = conn.Close()
-	}
-	clear(c.conns)
-}
-
-// Mend relays again (the connections held while cut stay dead).
-func (c *cutter) Mend() {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	c.cut = false
-	for conn := range c.conns {
-		_ = conn.Close()
-	}
-	clear(c.conns)
-}
 
 // sides counts what a node does to its calls' phones and anchors: BYEs
 // sent and media deleted.
@@ -212,13 +135,13 @@ func savedBy(t *testing.T, ctx context.Context, s *Store, callID string) string 
 	return sv.Node
 }
 
-func fenceNodes(t *testing.T) (context.Context, *cutter, *node, *node) {
+func fenceNodes(t *testing.T) (context.Context, *redistest.Cutter, *node, *node) {
 	srv := redistest.Start(t)
 	ctx, cancel := context.WithCancel(context.Background())
-	cut := newCutter(t, srv.Addr)
+	cut := redistest.NewCutter(t, srv.Addr)
 	aAddr, bAddr := netip.MustParseAddrPort("127.0.0.71:5060"), netip.MustParseAddrPort("127.0.0.72:5060")
 	peers := []nodes.Address{{Transport: "TCP", Addr: aAddr}, {Transport: "TCP", Addr: bAddr}}
-	a := startNode(t, ctx, "redis://"+cut.Addr()+"/0", "a", aAddr, peers)
+	a := startNode(t, ctx, cut.URL(), "a", aAddr, peers)
 	b := startNode(t, ctx, srv.URL(), "b", bAddr, peers)
 	t.Cleanup(cancel) // before the clients close (cleanups run last first)
 	go b.adoptLoop(ctx)
