@@ -398,10 +398,7 @@ func (c *Call) end(e ending) {
 		t.cfg.Records.Write(st.Record)
 		return
 	}
-	t.background(func(ctx context.Context) {
-		if saved && !t.claim(ctx, st) {
-			return // ended on another node, which deleted its media and wrote its record
-		}
+	finish := func(ctx context.Context) {
 		if quick {
 			if anchored && t.cfg.Media != nil {
 				t.cfg.Media.Delete(ctx, anchor, st.Record.CallID)
@@ -428,5 +425,13 @@ func (c *Call) end(e ending) {
 			wg.Wait()
 		}
 		t.cfg.Records.Write(st.Record.WithMedia(st.Caller.Tag, t.classify(ctx, st, media)))
+	}
+	t.background(func(ctx context.Context) {
+		if saved && !t.claim(ctx, st, finish) {
+			// Ended on another node, which deleted its media and wrote its
+			// record; or left until this node, cut off, is back (fence.go).
+			return
+		}
+		finish(ctx)
 	})
 }

@@ -29,7 +29,12 @@ import (
 // from memory without a word: no BYE, no delete, no record, the node
 // that holds them now does all of that. The others are its own again:
 // saved if they changed, and asked of their anchors, as adopted calls
-// are.
+// are. An end this node could not claim in the store before it stepped
+// back is kept (pend) and finished then only if the call is still its
+// own. Left open: a taker that read this node gone (nodes.Set.Gone) just
+// before its heartbeat came back, and starts its Take only after this
+// node's check released the lease, still moves the calls; the end claim
+// keeps their records single then.
 
 // Fence tells whether this node may act on the calls it saved
 // (sip/nodes.Lease).
@@ -156,9 +161,16 @@ func (t *Table) Rejoin(ctx context.Context) (kept, dropped int, err error) {
 		}
 		c.mu.Unlock()
 	}
+	ends := t.pended()
+	for id := range ends {
+		ids = append(ids, id)
+	}
 	mine := map[string]bool{}
 	if len(ids) > 0 {
 		if mine, err = t.cfg.Store.Mine(ctx, ids); err != nil {
+			for _, p := range ends {
+				t.pend(p.st, p.finish) // checked next time
+			}
 			return 0, 0, err
 		}
 	}
@@ -173,7 +185,24 @@ func (t *Table) Rejoin(ctx context.Context) (kept, dropped int, err error) {
 		}
 	}
 	if !t.cfg.Fence.Confirm(epoch) {
+		for _, p := range ends {
+			t.pend(p.st, p.finish)
+		}
 		return 0, dropped, errFenced // cut off again meanwhile: checked again once back
+	}
+	for id, p := range ends {
+		if !mine[id] {
+			dropped++
+			t.dropped.Inc()
+			t.log.Info("call end left to the node that holds the call now", "call_id", id)
+			continue
+		}
+		// Still this node's: its end is claimed now, and finished.
+		t.background(func(ctx context.Context) {
+			if t.claim(ctx, p.st, p.finish) {
+				p.finish(ctx)
+			}
+		})
 	}
 	var anchored []*Call
 	for _, c := range ours {
@@ -191,6 +220,30 @@ func (t *Table) Rejoin(ctx context.Context) (kept, dropped int, err error) {
 	}
 	t.reclaim(anchored) // a media timeout reported while it stepped back was dropped
 	return kept, dropped, nil
+}
+
+// pendingEnd is the end of a saved call this node could not claim in
+// the store before it was cut off: its state, and what is left to do
+// once claimed (media delete, BYEs, record).
+type pendingEnd struct {
+	st     State
+	finish func(context.Context)
+}
+
+// pend keeps an end until this node rejoins.
+func (t *Table) pend(st State, finish func(context.Context)) {
+	t.pendMu.Lock()
+	t.pending[st.Record.CallID] = pendingEnd{st, finish}
+	t.pendMu.Unlock()
+}
+
+// pended takes the ends kept until this node rejoined.
+func (t *Table) pended() map[string]pendingEnd {
+	t.pendMu.Lock()
+	defer t.pendMu.Unlock()
+	p := t.pending
+	t.pending = map[string]pendingEnd{}
+	return p
 }
 
 // drop lets go of a call another node holds now (it took or ended it

@@ -2,6 +2,7 @@ package call
 
 import (
 	"context"
+	"errors"
 	"sync"
 	"testing"
 	"time"
@@ -142,5 +143,61 @@ func TestFencedTable(t *testing.T) {
 	wait(t, a, b)
 	if len(fa.records) != 2 || len(fb.records) != 2 {
 		t.Fatalf("records: a %d, b %d; want 2 each (a: ringing, kept; b: ended, taken)", len(fa.records), len(fb.records))
+	}
+}
+
+// An end this node could not claim before it was cut off (the store out
+// of reach as the phone hung up) waits: once back, it is finished here if
+// the call is still this node's (one record, its media deleted), and
+// left to the node that adopted it meanwhile if not (no record here).
+func TestFencedPendingEnd(t *testing.T) {
+	for _, adopted := range []bool{false, true} {
+		name := map[bool]string{false: "still this node's", true: "adopted meanwhile"}[adopted]
+		t.Run(name, func(t *testing.T) {
+			s := newMemStore()
+			fence := &handFence{owner: true}
+			a, fa, _ := node(t, s.as("a"), time.Hour)
+			a.cfg.Fence = fence
+			b, fb, _ := node(t, s.as("b"), time.Hour)
+			ctx := context.Background()
+			c := a.Begin(calls.Record{CallID: "p", Caller: "alice"}, "caller-tag")
+			c.Anchored(anchorAddr)
+			answer(c)
+			wait(t, a)
+
+			s.fail(errors.New("store out of reach"))
+			c.Bye("caller-tag") // its claim fails, tried again while a is the owner
+			time.Sleep(3 * claimRetry)
+			fence.set(false, false) // a steps back: the end waits
+			wait(t, a)
+			if len(fa.records) != 0 || len(fa.deletes) != 0 || a.Len() != 0 {
+				t.Fatalf("a finished an end it could not claim: records %v, deletes %v, %d held", fa.records, fa.deletes, a.Len())
+			}
+			s.fail(nil)
+			if adopted {
+				if n, err := b.Adopt(ctx, "a"); n != 1 || err != nil {
+					t.Fatalf("b adopted %d, %v", n, err)
+				}
+			}
+			fence.set(false, true)
+			if _, _, err := a.Rejoin(ctx); err != nil {
+				t.Fatal(err)
+			}
+			wait(t, a)
+			if adopted {
+				b.Find("p").MediaTimeout(nil)
+				wait(t, b)
+				if len(fa.records) != 0 || len(fa.deletes) != 0 || len(fb.records) != 1 {
+					t.Fatalf("records: a %d (deletes %v), b %d; want 0, 1", len(fa.records), fa.deletes, len(fb.records))
+				}
+				return
+			}
+			if len(fa.records) != 1 || fa.records[0].HangupBy != "caller" || len(fa.deletes) != 1 || len(fb.records) != 0 {
+				t.Fatalf("a: records %+v, deletes %v; b %d records; want a's one BYE record", fa.records, fa.deletes, len(fb.records))
+			}
+			if _, ok := s.state("p"); ok {
+				t.Fatal("the ended call is still saved")
+			}
+		})
 	}
 }

@@ -256,12 +256,36 @@ func (t *Table) reclaim(cs []*Call) {
 	}()
 }
 
+// claimRetry is how long a node that could not claim a call's end waits
+// before it tries again (with a Fence).
+const claimRetry = 250 * time.Millisecond
+
 // claim claims the end of a saved call in the store: false when another
 // node ended it first (this one then does nothing more for it). A store
-// that cannot be reached does not lose the record: the end is taken here.
-func (t *Table) claim(ctx context.Context, st State) bool {
+// that cannot be reached does not lose the record. Without a Fence (no
+// other node adopts this one's calls) the end is taken here. With one,
+// the claim is tried again while this node is the owner of its calls;
+// once it is not (cut off long enough for another node to adopt the
+// call, which would end it again), finish, what is left of the end,
+// waits for this node to rejoin, and is done then if the call is still
+// this node's (fence.go).
+func (t *Table) claim(ctx context.Context, st State, finish func(context.Context)) bool {
 	first, err := t.cfg.Store.Delete(ctx, st.Record.CallID, t.keepFor(st))
+	for err != nil && t.cfg.Fence != nil && t.owner() && ctx.Err() == nil {
+		select {
+		case <-ctx.Done():
+			continue
+		case <-time.After(claimRetry):
+		}
+		first, err = t.cfg.Store.Delete(ctx, st.Record.CallID, t.keepFor(st))
+	}
 	switch {
+	case err != nil && t.cfg.Fence != nil:
+		t.storeErrors.WithLabelValues("delete").Inc()
+		t.pend(st, finish)
+		t.log.Warn("call end not claimed in the store before this node was cut off: finished once it is back, if the call is still its own",
+			"call_id", st.Record.CallID, "error", err)
+		return false
 	case err != nil:
 		t.storeErrors.WithLabelValues("delete").Inc()
 		t.log.Warn("call end not claimed in the store: ended here", "call_id", st.Record.CallID, "error", err)

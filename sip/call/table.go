@@ -117,6 +117,11 @@ type Table struct {
 	// glare is how long a re-INVITE waits after a 491 (glareDelay; tests shorten it).
 	glare func(owner bool) time.Duration
 
+	// pending: the ends of saved calls this node could not claim before
+	// it was cut off, by Call-ID, finished as it rejoins (fence.go).
+	pendMu  sync.Mutex
+	pending map[string]pendingEnd
+
 	persist bool           // Store keeps calls (not NoStore)
 	saves   sync.WaitGroup // saves on their way to the store
 
@@ -150,7 +155,7 @@ func New(c Config) *Table {
 		Name: "sori_calls_active",
 		Help: "Calls in progress on this node: ringing (INVITE forwarded, no answer yet) or answered.",
 	}, []string{"state"})
-	t := &Table{cfg: c, log: c.Log, now: time.Now, timers: c.Timers, m: map[string]*Call{},
+	t := &Table{cfg: c, log: c.Log, now: time.Now, timers: c.Timers, m: map[string]*Call{}, pending: map[string]pendingEnd{},
 		glare:   func(owner bool) time.Duration { return glareDelay(owner, rand.IntN) },
 		ringing: active.WithLabelValues(string(Ringing)), answered: active.WithLabelValues(string(Answered)),
 		handovers: prometheus.NewCounter(prometheus.CounterOpts{
