@@ -136,9 +136,9 @@ func (s *Set) Run(ctx context.Context) {
 	}
 }
 
-// Gone lists the other nodes whose heartbeat has been gone for GoneAfter
-// (Config.GoneAfter) at least: stopped, or crashed, and not started again. Without
-// heartbeats (no Redis) there are none.
+// Gone lists the other nodes whose heartbeat has been gone for
+// Config.GoneAfter at least: stopped, or crashed, and not started again.
+// Without heartbeats (no Redis) there are none.
 func (s *Set) Gone(ctx context.Context) ([]string, error) {
 	if s.cfg.Beats == nil {
 		return nil, nil
