@@ -266,6 +266,11 @@ func serve(ctx context.Context, configPath string, logOut io.Writer) error {
 		// request for one it does not hold loads it, and at start this
 		// node adopts those it saved (sip/call).
 		ccfg.Store = redisdialogs.New(rs.Client(), "", owner)
+		if others != nil && others.Lease() != nil {
+			// Cut off from Redis long enough for another node to adopt its
+			// calls, this one steps back from them first (sip/call fence.go).
+			ccfg.Fence = others.Lease()
+		}
 	}
 	pcfg := proxy.Config{
 		Self:         self,
@@ -325,6 +330,8 @@ func serve(ctx context.Context, configPath string, logOut io.Writer) error {
 	if others != nil && ccfg.Store != nil {
 		// The calls of a node that never comes back end too (one node adopts them).
 		go adoptGone(ctx, table, others, cfg.Registrar.StoreTimeout.D()*4, log.With("component", "calls"))
+		// Back after it stepped back: the calls another node took are let go of.
+		go table.RunFence(ctx, cfg.Registrar.StoreTimeout.D()*4)
 	}
 	if media != nil {
 		go media.Run(ctx, table) // pings, and media timeouts to the calls

@@ -341,6 +341,20 @@ func (c *Call) end(e ending) {
 		c.mu.Unlock()
 		return
 	}
+	if c.fenced() {
+		// Another node may hold it now (fence.go): nothing is done for it
+		// here. An expiry is tried again; anything else comes again (the
+		// anchor is asked again, the phone sends its BYE again).
+		if e.disposition == calls.Expired {
+			c.timer.Stop()
+			c.timer = c.t.timers.AfterFunc(fenceRetry, c.expired)
+		}
+		c.mu.Unlock()
+		if c.t.fencedLog.allow(c.t.now()) {
+			c.t.log.Warn("call end left alone: this node is cut off from the dialog store", "call_id", c.ID(), "disposition", e.disposition)
+		}
+		return
+	}
 	c.st.Phase = Ended
 	c.timer.Stop()
 	c.timer = nil
@@ -384,10 +398,7 @@ func (c *Call) end(e ending) {
 		t.cfg.Records.Write(st.Record)
 		return
 	}
-	t.background(func(ctx context.Context) {
-		if saved && !t.claim(ctx, st) {
-			return // ended on another node, which deleted its media and wrote its record
-		}
+	finish := func(ctx context.Context) {
 		if quick {
 			if anchored && t.cfg.Media != nil {
 				t.cfg.Media.Delete(ctx, anchor, st.Record.CallID)
@@ -414,5 +425,13 @@ func (c *Call) end(e ending) {
 			wg.Wait()
 		}
 		t.cfg.Records.Write(st.Record.WithMedia(st.Caller.Tag, t.classify(ctx, st, media)))
+	}
+	t.background(func(ctx context.Context) {
+		if saved && !t.claim(ctx, st, finish) {
+			// Ended on another node, which deleted its media and wrote its
+			// record; or left until this node, cut off, is back (fence.go).
+			return
+		}
+		finish(ctx)
 	})
 }

@@ -60,7 +60,7 @@ func (t *Table) AnchorDead(dead netip.AddrPort) {
 	t.mu.Lock()
 	for _, c := range t.m {
 		c.mu.Lock()
-		if c.st.Phase == Answered && c.st.Anchor == on && !c.moving {
+		if c.st.Phase == Answered && c.st.Anchor == on && !c.moving && !c.fenced() {
 			c.moving = true
 			moving = append(moving, c)
 		}
@@ -154,6 +154,10 @@ func (c *Call) reanchor(ctx context.Context, dead netip.AddrPort) {
 func (c *Call) moveFailed(dead, to netip.AddrPort, err error) {
 	c.mu.Lock()
 	c.moving = false
+	if errors.Is(err, errFenced) {
+		c.mu.Unlock()
+		return // another node may hold it now (fence.go); moved when the dead anchor is reported again
+	}
 	if c.st.Phase == Ended {
 		c.mu.Unlock()
 		return // ended meanwhile (a BYE): nothing failed
@@ -180,6 +184,10 @@ func (c *Call) reinvite(ctx context.Context, toCallee bool, sdp []byte) ([]byte,
 		if c.st.Phase == Ended {
 			c.mu.Unlock()
 			return nil, errEnded
+		}
+		if c.fenced() {
+			c.mu.Unlock()
+			return nil, errFenced
 		}
 		var to, from Side
 		var cseq uint32

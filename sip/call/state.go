@@ -12,7 +12,10 @@
 // both ends of a dialog from an INVITE and its 2xx), reanchor.go (moving
 // a call off a dead media anchor), cseq.go (the CSeq offsets that follow
 // sori's own requests in a dialog), late.go (delayed offers: the offer in
-// a 2xx, kept and saved with the call until the ACK's answer).
+// a 2xx, kept and saved with the call until the ACK's answer), store.go
+// (saving, loading and adopting calls across restarts and nodes),
+// fence.go (a node cut off from the store leaves its saved calls alone,
+// and on its way back drops those another node adopted meanwhile).
 package call
 
 import (

@@ -30,6 +30,12 @@ type Store interface {
 	// the taker's, never returned again by a Take of node (node come back
 	// included).
 	Take(ctx context.Context, node string) ([]State, error)
+	// Mine reports, of callIDs (calls this node holds), which are still
+	// the store's own node's: saved last by it, or not saved and not
+	// ended. The others were ended, or taken, by another node. It holds
+	// the lease on the node's own index meanwhile: ErrTaking while another
+	// node is taking its calls (ask again once it is done).
+	Mine(ctx context.Context, callIDs []string) (map[string]bool, error)
 }
 
 // ErrTaking is Take's error while another node takes the same node's
@@ -52,6 +58,15 @@ func (NoStore) Delete(context.Context, string, time.Duration) (bool, error) { re
 // Take implements Store.
 func (NoStore) Take(context.Context, string) ([]State, error) { return nil, nil }
 
+// Mine implements Store: every call is this node's.
+func (NoStore) Mine(_ context.Context, ids []string) (map[string]bool, error) {
+	m := make(map[string]bool, len(ids))
+	for _, id := range ids {
+		m[id] = true
+	}
+	return m, nil
+}
+
 // saveTimeout bounds one save in the background.
 const saveTimeout = 5 * time.Second
 
@@ -73,6 +88,12 @@ func (c *Call) save() {
 	if !t.persist || !c.tracked || c.st.Phase != Answered || !c.st.Dialog {
 		return
 	}
+	if !t.owner() {
+		// Stepped back (fence.go): a save now could take back a call
+		// another node adopted. Saved once this node is the owner again.
+		c.dirty = true
+		return
+	}
 	c.saved = true
 	if c.saving {
 		c.dirty = true
@@ -89,10 +110,17 @@ func (c *Call) save() {
 				c.mu.Unlock()
 				return
 			}
+			if !t.owner() {
+				c.saving, c.dirty = false, true // saved when this node rejoins (fence.go)
+				c.mu.Unlock()
+				return
+			}
 			st := c.copyState()
 			c.dirty = false
 			c.mu.Unlock()
-			ctx, cancel := context.WithTimeout(context.Background(), saveTimeout)
+			// Not past the lease: a save landing once another node may
+			// have adopted the call would take it back (fence.go).
+			ctx, cancel := context.WithTimeout(context.Background(), t.ownerFor(saveTimeout))
 			err := t.cfg.Store.Save(ctx, st, t.keepFor(st))
 			cancel()
 			if err != nil {
@@ -122,6 +150,9 @@ func (t *Table) Lookup(ctx context.Context, callID string) *Call {
 func (t *Table) lookup(ctx context.Context, callID string, own bool) *Call {
 	if c := t.Find(callID); c != nil || !t.persist {
 		return c
+	}
+	if !t.owner() {
+		return nil // stepped back: takes no call from the store (fence.go)
 	}
 	st, ok, err := t.cfg.Store.Load(ctx, callID)
 	if err != nil {
@@ -155,6 +186,9 @@ func (t *Table) lookup(ctx context.Context, callID string, own bool) *Call {
 func (t *Table) Adopt(ctx context.Context, node string) (int, error) {
 	if !t.persist {
 		return 0, nil
+	}
+	if !t.owner() {
+		return 0, fmt.Errorf("calls of node %q: %w", node, errFenced)
 	}
 	sts, err := t.cfg.Store.Take(ctx, node)
 	if err != nil {
@@ -222,12 +256,36 @@ func (t *Table) reclaim(cs []*Call) {
 	}()
 }
 
+// claimRetry is how long a node that could not claim a call's end waits
+// before it tries again (with a Fence).
+const claimRetry = 250 * time.Millisecond
+
 // claim claims the end of a saved call in the store: false when another
 // node ended it first (this one then does nothing more for it). A store
-// that cannot be reached does not lose the record: the end is taken here.
-func (t *Table) claim(ctx context.Context, st State) bool {
+// that cannot be reached does not lose the record. Without a Fence (no
+// other node adopts this one's calls) the end is taken here. With one,
+// the claim is tried again while this node is the owner of its calls;
+// once it is not (cut off long enough for another node to adopt the
+// call, which would end it again), finish, what is left of the end,
+// waits for this node to rejoin, and is done then if the call is still
+// this node's (fence.go).
+func (t *Table) claim(ctx context.Context, st State, finish func(context.Context)) bool {
 	first, err := t.cfg.Store.Delete(ctx, st.Record.CallID, t.keepFor(st))
+	for err != nil && t.cfg.Fence != nil && t.owner() && ctx.Err() == nil {
+		select {
+		case <-ctx.Done():
+			continue
+		case <-time.After(claimRetry):
+		}
+		first, err = t.cfg.Store.Delete(ctx, st.Record.CallID, t.keepFor(st))
+	}
 	switch {
+	case err != nil && t.cfg.Fence != nil:
+		t.storeErrors.WithLabelValues("delete").Inc()
+		t.pend(st, finish)
+		t.log.Warn("call end not claimed in the store before this node was cut off: finished once it is back, if the call is still its own",
+			"call_id", st.Record.CallID, "error", err)
+		return false
 	case err != nil:
 		t.storeErrors.WithLabelValues("delete").Inc()
 		t.log.Warn("call end not claimed in the store: ended here", "call_id", st.Record.CallID, "error", err)

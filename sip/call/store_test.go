@@ -68,6 +68,26 @@ func (m *memStore) takeAs(_ context.Context, taker, node string) ([]State, error
 	return out, nil
 }
 
+func (m *memStore) Mine(ctx context.Context, ids []string) (map[string]bool, error) {
+	return m.mineAs(ctx, "", ids)
+}
+
+// mineAs is Mine by node: the calls of ids saved last by node, or never
+// saved and not ended.
+func (m *memStore) mineAs(_ context.Context, node string, ids []string) (map[string]bool, error) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if m.err != nil {
+		return nil, m.err
+	}
+	out := map[string]bool{}
+	for _, id := range ids {
+		_, saved := m.states[id]
+		out[id] = saved && m.owners[id] == node || !saved && !m.ended[id]
+	}
+	return out, nil
+}
+
 // fail makes every operation fail with err from now on (saves started
 // before may still be running: under the lock).
 func (m *memStore) fail(err error) {
@@ -90,6 +110,10 @@ func (n nodeStore) Save(ctx context.Context, st State, ttl time.Duration) error 
 
 func (n nodeStore) Take(ctx context.Context, node string) ([]State, error) {
 	return n.takeAs(ctx, n.node, node)
+}
+
+func (n nodeStore) Mine(ctx context.Context, ids []string) (map[string]bool, error) {
+	return n.mineAs(ctx, n.node, ids)
 }
 
 func (m *memStore) Load(_ context.Context, callID string) (State, bool, error) {

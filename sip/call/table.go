@@ -88,6 +88,10 @@ type Config struct {
 	// Store keeps answered calls beyond this process (a restart, other
 	// nodes); nil: NoStore, calls live on this node alone.
 	Store Store
+	// Fence tells whether this node may act on the calls it saved
+	// (fence.go: sip/nodes.Lease); nil: always (no other node adopts
+	// them).
+	Fence Fence
 	// DialogTimeout is how long a call is kept without an end (a lost
 	// BYE, no media timeout); then sori ends it.
 	DialogTimeout time.Duration
@@ -113,6 +117,11 @@ type Table struct {
 	// glare is how long a re-INVITE waits after a 491 (glareDelay; tests shorten it).
 	glare func(owner bool) time.Duration
 
+	// pending: the ends of saved calls this node could not claim before
+	// it was cut off, by Call-ID, finished as it rejoins (fence.go).
+	pendMu  sync.Mutex
+	pending map[string]pendingEnd
+
 	persist bool           // Store keeps calls (not NoStore)
 	saves   sync.WaitGroup // saves on their way to the store
 
@@ -121,7 +130,8 @@ type Table struct {
 	reanchored             prometheus.Counter
 	moveFailures           prometheus.Counter
 	loaded, endedElsewhere prometheus.Counter
-	adopted                prometheus.Counter
+	adopted, dropped       prometheus.Counter
+	fencedLog              logGate // requests and reports left alone while fenced
 	storeErrors            *prometheus.CounterVec
 }
 
@@ -145,7 +155,7 @@ func New(c Config) *Table {
 		Name: "sori_calls_active",
 		Help: "Calls in progress on this node: ringing (INVITE forwarded, no answer yet) or answered.",
 	}, []string{"state"})
-	t := &Table{cfg: c, log: c.Log, now: time.Now, timers: c.Timers, m: map[string]*Call{},
+	t := &Table{cfg: c, log: c.Log, now: time.Now, timers: c.Timers, m: map[string]*Call{}, pending: map[string]pendingEnd{},
 		glare:   func(owner bool) time.Duration { return glareDelay(owner, rand.IntN) },
 		ringing: active.WithLabelValues(string(Ringing)), answered: active.WithLabelValues(string(Answered)),
 		handovers: prometheus.NewCounter(prometheus.CounterOpts{
@@ -169,6 +179,10 @@ func New(c Config) *Table {
 			Name: "sori_calls_adopted_total",
 			Help: "Answered calls this node saved before it started again and took back from the dialog store at start.",
 		}),
+		dropped: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "sori_calls_dropped_total",
+			Help: "Calls this node held that another node adopted while this one was cut off from the dialog store: let go of without BYE or record.",
+		}),
 		endedElsewhere: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "sori_calls_ended_elsewhere_total",
 			Help: "Calls this node held whose end another node had claimed first in the dialog store (this one wrote no record).",
@@ -180,7 +194,7 @@ func New(c Config) *Table {
 	}
 	if c.Registerer != nil {
 		if persist {
-			c.Registerer.MustRegister(t.loaded, t.adopted, t.endedElsewhere, t.storeErrors)
+			c.Registerer.MustRegister(t.loaded, t.adopted, t.dropped, t.endedElsewhere, t.storeErrors)
 		}
 		c.Registerer.MustRegister(active, t.handovers, t.reanchored, t.moveFailures, prometheus.NewGaugeFunc(prometheus.GaugeOpts{
 			Name: "sori_calls_held",
@@ -238,6 +252,17 @@ func (t *Table) mediaTimeout(c *Call, from netip.AddrPort, callID string, media 
 	}
 	if a, ok := c.Anchor(); !ok || a != from {
 		return // not a call of ours on that anchor
+	}
+	c.mu.Lock()
+	fenced := c.fenced()
+	c.mu.Unlock()
+	if fenced {
+		// Another node may hold it now; asked of its anchor again as this
+		// node rejoins (fence.go).
+		if t.fencedLog.allow(t.now()) {
+			t.log.Warn("media timeout left alone: this node is cut off from the dialog store", "call_id", callID, "anchor", from)
+		}
+		return
 	}
 	t.log.Info("media stopped: ending the call", "call_id", callID, "anchor", from)
 	c.MediaTimeout(media)

@@ -15,7 +15,10 @@ import (
 // timer C. Before that, a node that is gone but not yet expired refuses
 // the connection, which also skips its bindings at once (sip/proxy). One
 // whose heartbeat has been gone for GoneAfter is gone for good (Gone): a
-// live node adopts the calls it saved (cmd/sori, sip/call).
+// live node adopts the calls it saved (cmd/sori, sip/call). A node cut
+// off from Redis steps back from its calls before that (fence.go): its
+// Lease, renewed by each heartbeat written, lapses GoneAfter less a
+// BeatTTL after the last one.
 
 const (
 	BeatEvery = time.Second
@@ -69,6 +72,7 @@ func (s *Set) Join(ctx context.Context) error {
 	if s.cfg.Beats == nil {
 		return nil
 	}
+	sent := s.now()
 	holder, err := s.cfg.Beats.Claim(ctx, s.cfg.ID, s.cfg.Self.String(), BeatTTL)
 	if err != nil {
 		return fmt.Errorf("node %s: heartbeat: %w", s.cfg.ID, err)
@@ -76,11 +80,13 @@ func (s *Set) Join(ctx context.Context) error {
 	if holder != s.cfg.Self.String() {
 		return fmt.Errorf("node %s: %w at %s", s.cfg.ID, ErrIDInUse, holder)
 	}
+	s.lease.Renewed(sent)
 	return nil
 }
 
 // Run writes this node's heartbeat every BeatEvery until ctx ends, then
-// removes it, so the other nodes skip this one at once.
+// removes it, so the other nodes skip this one at once. Each heartbeat
+// written renews the Lease, from when it was sent.
 func (s *Set) Run(ctx context.Context) {
 	if s.cfg.Beats == nil {
 		return
@@ -88,8 +94,9 @@ func (s *Set) Run(ctx context.Context) {
 	self := s.cfg.Self.String()
 	t := time.NewTicker(BeatEvery)
 	defer t.Stop()
-	failing, clash := false, ""
+	failing, fenced, clash := false, false, ""
 	for {
+		sent := s.now()
 		bctx, cancel := context.WithTimeout(ctx, BeatEvery)
 		prev, err := s.cfg.Beats.Beat(bctx, s.cfg.ID, self, BeatTTL)
 		cancel()
@@ -99,7 +106,14 @@ func (s *Set) Run(ctx context.Context) {
 				s.cfg.Log.Warn("node heartbeat not written: other nodes will take this one for down", "node", s.cfg.ID, "error", err)
 			}
 			failing = true
+			if !fenced && s.lease.Standing() == Fenced {
+				fenced = true
+				s.cfg.Log.Error("node heartbeat not written for too long: its calls may be adopted by another node, this one stops acting on them",
+					"node", s.cfg.ID, "since", s.lease.Since().Round(time.Millisecond))
+			}
 		case err == nil:
+			s.lease.Renewed(sent)
+			fenced = false
 			if failing {
 				s.cfg.Log.Info("node heartbeat written again", "node", s.cfg.ID)
 			}
@@ -122,14 +136,14 @@ func (s *Set) Run(ctx context.Context) {
 	}
 }
 
-// Gone lists the other nodes whose heartbeat has been gone for GoneAfter
-// at least: stopped, or crashed, and not started again. Without
-// heartbeats (no Redis) there are none.
+// Gone lists the other nodes whose heartbeat has been gone for
+// Config.GoneAfter at least: stopped, or crashed, and not started again.
+// Without heartbeats (no Redis) there are none.
 func (s *Set) Gone(ctx context.Context) ([]string, error) {
 	if s.cfg.Beats == nil {
 		return nil, nil
 	}
-	ids, err := s.cfg.Beats.Gone(ctx, GoneAfter)
+	ids, err := s.cfg.Beats.Gone(ctx, s.cfg.GoneAfter)
 	if err != nil {
 		return nil, fmt.Errorf("nodes gone: %w", err)
 	}

@@ -7,7 +7,9 @@
 // 5626 §5.3 edge proxies do; the holder recognises its own token and sends
 // the request down the flow. Nodes announce themselves with heartbeats in
 // Redis (liveness.go): a binding on a node whose heartbeat stopped is
-// skipped at once.
+// skipped at once. A node's heartbeat is also its lease on the calls it
+// saved (fence.go): one that could not renew it for GoneAfter less a
+// BeatTTL steps back from them, before any other node can adopt them.
 //
 // Trust: requests from other nodes are relayed without authenticating the
 // caller again (the node they entered at did), and are exempt from the
@@ -102,6 +104,11 @@ type Config struct {
 	// with, so nothing is a node's: tests).
 	Signer *Signer
 	Log    *slog.Logger
+	// GoneAfter is how long a node's heartbeat must have been gone before
+	// its calls are adopted (Set.Gone), and what this node's Lease is
+	// timed by; zero: the GoneAfter constant (tests shorten it; every node
+	// of a service must have the same).
+	GoneAfter time.Duration
 	// Registerer takes sori_node_routes_total; nil: no metrics.
 	Registerer prometheus.Registerer
 }
@@ -115,6 +122,7 @@ type Set struct {
 	peers   map[netip.AddrPort]string // the configured transport of each node address
 	now     func() time.Time
 	routes  *prometheus.CounterVec
+	lease   *Lease // this node's hold on its saved calls (fence.go)
 
 	mu    sync.Mutex
 	cache map[string]peerState // by node id (liveness.go)
@@ -125,6 +133,9 @@ func New(c Config) *Set {
 	if c.Log == nil {
 		c.Log = slog.New(slog.DiscardHandler)
 	}
+	if c.GoneAfter <= 0 {
+		c.GoneAfter = GoneAfter
+	}
 	s := &Set{cfg: c, tokens: NewTokens(c.Secret), trusted: map[netip.Addr]bool{}, peers: map[netip.AddrPort]string{},
 		now: time.Now, cache: map[string]peerState{},
 		routes: prometheus.NewCounterVec(prometheus.CounterOpts{
@@ -132,6 +143,7 @@ func New(c Config) *Set {
 			Help: "Bindings held by another node, by outcome: forwarded to that node (remote) or skipped because it is down or unknown (down).",
 		}, []string{"result"}),
 	}
+	s.lease = NewLease(c.GoneAfter, func() time.Time { return s.now() })
 	if c.Vouched == nil {
 		if s.signer = c.Signer; s.signer == nil {
 			s.signer = NewSigner(c.Secret, c.Self, c.Peers)
@@ -147,6 +159,17 @@ func New(c Config) *Set {
 		c.Registerer.MustRegister(s.routes)
 	}
 	return s
+}
+
+// Lease is this node's hold on the calls it saved, renewed by its
+// heartbeat (Run): sip/call acts on them only while it is the Owner.
+// Without heartbeats (no Redis) no node adopts another's calls, and the
+// lease is never renewed: nil then.
+func (s *Set) Lease() *Lease {
+	if s.cfg.Beats == nil {
+		return nil
+	}
+	return s.lease
 }
 
 // ID is this node's id.

@@ -18,6 +18,7 @@ import (
 	"log/slog"
 	"net/netip"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	"github.com/emiago/sipgo/sip"
@@ -62,6 +63,10 @@ type Calls interface {
 	// Lookup is the call with callID this node holds, or one it loads
 	// from the dialog store (a restart, another node's call); nil: none.
 	Lookup(ctx context.Context, callID string) *call.Call
+	// Fenced reports whether this node must leave the call with callID
+	// alone now: cut off from the dialog store long enough that another
+	// node may have adopted it (sip/call fence.go).
+	Fenced(callID string) bool
 }
 
 // Media anchors calls' media (sip/anchoring over the ng protocol).
@@ -149,6 +154,18 @@ type Proxy struct {
 	timers   *timers.Set
 	branches prometheus.Counter
 	forks    prometheus.Gauge
+	// fencedLog lets one line a second in about the requests refused
+	// while this node is cut off from the dialog store.
+	fencedLog logGate
+}
+
+// logGate lets one log line in per second: for what phones can make
+// happen at any rate.
+type logGate struct{ last atomic.Int64 }
+
+func (g *logGate) allow(now time.Time) bool {
+	last := g.last.Load()
+	return now.UnixNano()-last >= int64(time.Second) && g.last.CompareAndSwap(last, now.UnixNano())
 }
 
 // New returns a Proxy.
@@ -504,6 +521,16 @@ func (p *Proxy) inDialog(ctx context.Context, w chain.ResponseWriter, r *chain.R
 	}
 	fromTag := req.From().Params.GetOr("tag", "")
 	callID := req.CallID().Value()
+	if p.cfg.Calls.Fenced(callID) {
+		// Another node may hold the call now: acting on it (its end, an
+		// offer on its anchor) could undo what that node does. The phone
+		// sends the request again after the Retry-After, by when this node
+		// knows (sip/call fence.go).
+		if p.fencedLog.allow(time.Now()) {
+			p.log.Warn("in-dialog request refused: this node is cut off from the dialog store", "method", string(req.Method), "call_id", callID)
+		}
+		return chain.Unavailable("")
+	}
 	c := p.cfg.Calls.Lookup(ctx, callID)
 	if !p.aliasSealed(req.Recipient, callID) || !dialogTarget(c, fromTag, req) {
 		// Not where the dialog's other side is (target.go).
@@ -566,6 +593,9 @@ func (p *Proxy) forwardAck(ctx context.Context, req *sip.Request, routed bool) {
 		return
 	}
 	callID := req.CallID().Value()
+	if p.cfg.Calls.Fenced(callID) {
+		return // sent again with the 2xx it acknowledges, which the callee sends again
+	}
 	c := p.cfg.Calls.Lookup(ctx, callID)
 	if !p.aliasSealed(req.Recipient, callID) || !dialogTarget(c, req.From().Params.GetOr("tag", ""), req) {
 		p.log.Debug("ACK not relayed: not the dialog's target", "call_id", callID, "request_uri", req.Recipient.String())

@@ -24,6 +24,10 @@
 // still as read (move.lua); the lease makes one taker at a time, so that
 // of the nodes that find a node gone, and the node itself come back, only
 // one adopts each call.
+//
+// A node that was cut off from Redis, and may have had its calls taken
+// meanwhile, asks which of those it holds are still its own (Mine) under
+// the same lease on its own index: a taker is not moving them as it looks.
 package redisdialogs
 
 import (
@@ -56,12 +60,16 @@ var moveLua string
 //go:embed release.lua
 var releaseLua string
 
+//go:embed hold.lua
+var holdLua string
+
 var (
 	saveScript    = redis.NewScript(saveLua)
 	deleteScript  = redis.NewScript(deleteLua)
 	takeScript    = redis.NewScript(takeLua)
 	moveScript    = redis.NewScript(moveLua)
 	releaseScript = redis.NewScript(releaseLua)
+	holdScript    = redis.NewScript(holdLua)
 )
 
 // Store implements call.Store on a Redis client (single, Sentinel or
@@ -310,6 +318,65 @@ func (s *Store) Take(ctx context.Context, node string) ([]call.State, error) {
 		_ = s.rdb.ZRem(ctx, idx, stale...).Err()
 	}
 	return owned, nil
+}
+
+// Mine implements call.Store: under the lease on this node's own index
+// (hold.lua; call.ErrTaking while a taker holds it), a call is this
+// node's if its state names this node (or no node: saved before there
+// were indexes), or if it has no state and no claim of its end (never
+// saved: it was answered while the store was out of reach; or expired:
+// nobody else holds it either). A state another node saved, or a claimed
+// end, is another node's doing: not this node's.
+func (s *Store) Mine(ctx context.Context, callIDs []string) (map[string]bool, error) {
+	if s.node == "" {
+		return nil, fmt.Errorf("redis dialogs: calls of this node: %w", errNoNode)
+	}
+	lease := s.LeaseKey(s.node)
+	holder, err := holdScript.Run(ctx, s.rdb, []string{lease}, s.node, ms(takeLease)).Text()
+	if err != nil {
+		return nil, fmt.Errorf("redis dialogs: check the calls of node %s: %w", s.node, err)
+	}
+	if holder != s.node {
+		return nil, fmt.Errorf("redis dialogs: calls of node %s: %w (%s)", s.node, call.ErrTaking, holder)
+	}
+	defer func() {
+		rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), time.Second)
+		_ = releaseScript.Run(rctx, s.rdb, []string{lease}, s.node).Err()
+		cancel()
+	}()
+	mine := make(map[string]bool, len(callIDs))
+	for rest := callIDs; len(rest) > 0; {
+		batch := rest[:min(len(rest), ownedBatch)]
+		rest = rest[len(batch):]
+		gets := make([]*redis.StringCmd, len(batch))
+		ends := make([]*redis.IntCmd, len(batch))
+		_, err := s.rdb.Pipelined(ctx, func(p redis.Pipeliner) error {
+			for i, id := range batch {
+				gets[i] = p.Get(ctx, s.StateKey(id))
+				ends[i] = p.Exists(ctx, s.EndKey(id))
+			}
+			return nil
+		})
+		if err != nil && !errors.Is(err, redis.Nil) {
+			return nil, fmt.Errorf("redis dialogs: check the calls of node %s: %w", s.node, err)
+		}
+		for i, id := range batch {
+			blob, err := gets[i].Result()
+			switch {
+			case errors.Is(err, redis.Nil):
+				mine[id] = ends[i].Val() == 0
+			case err != nil:
+				return nil, fmt.Errorf("redis dialogs: check %s of node %s: %w", id, s.node, err)
+			default:
+				var sv saved
+				if json.Unmarshal([]byte(blob), &sv) != nil {
+					continue // not a call anyone can act on: not this node's either
+				}
+				mine[id] = sv.Node == "" || sv.Node == s.node
+			}
+		}
+	}
+	return mine, nil
 }
 
 // move marks node's calls sts (as read: blobs) this store's node's, once
