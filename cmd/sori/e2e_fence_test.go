@@ -19,12 +19,13 @@ import (
 // Two nodes on one Redis; node a (127.0.0.71) reaches it through a TCP
 // proxy the test cuts: a partition of a alone, a still up. A call is
 // answered through a, anchored on sori-anchor, its media silent. a steps
-// back from it before b can adopt it: alice's BYE to a then gets 503 with
-// Retry-After, and the call stays up. b (127.0.0.72) adopts it once a's
-// heartbeat has been gone for GoneAfter. Then a reaches Redis again and
-// drops the call without a word; the anchor's media timeout goes to b,
-// which hangs up both phones: the only BYEs they get are b's, and the
-// only record is b's.
+// back from it before b can adopt it: a re-INVITE to a then gets 503
+// with Retry-After, the call untouched; alice's BYE goes on to bob (both
+// phones hang up, whoever holds the call), its end kept until a reaches
+// Redis again. b (127.0.0.72) adopts the call once a's heartbeat has
+// been gone for GoneAfter. Then a reaches Redis again and leaves the end
+// to b without a word; the anchor's media timeout goes to b, which sends
+// its BYEs: the only record is b's.
 func TestFenceCutOffNodeLetsGoOfAdoptedCalls(t *testing.T) {
 	t.Parallel()
 	rs := redistest.Start(t)
@@ -74,10 +75,22 @@ func TestFenceCutOffNodeLetsGoOfAdoptedCalls(t *testing.T) {
 	}
 	t.Logf("a stepped back %v after the cut", stepped.Round(100*time.Millisecond))
 
-	// Fenced: alice hangs up on a, a answers 503 and does nothing.
-	e.alice.send(e.alice.inDialog("BYE", 3, res))
-	if r := e.alice.read(); r.StatusCode != 503 || r.GetHeader("Retry-After") == nil {
-		t.Fatalf("BYE while a is cut off: %d %s (Retry-After %v), want 503 with Retry-After", r.StatusCode, r.Reason, r.GetHeader("Retry-After"))
+	// Fenced: a re-INVITE gets 503 and changes nothing; alice's BYE goes on.
+	reinvite := e.alice.inDialog("INVITE", 3, res)
+	e.alice.send(reinvite)
+	if r := e.alice.final(); r.StatusCode != 503 || r.GetHeader("Retry-After") == nil {
+		t.Fatalf("re-INVITE while a is cut off: %d %s (Retry-After %v), want 503 with Retry-After", r.StatusCode, r.Reason, r.GetHeader("Retry-After"))
+	} else {
+		e.alice.send(ackFor(reinvite, r))
+	}
+	e.alice.send(e.alice.inDialog("BYE", 4, res))
+	if bye := e.bob.readRequest(); bye.Method != sip.BYE || bye.CallID().Value() != callID || !strings.HasPrefix(bye.Source(), ips[0]+":") {
+		t.Fatalf("bob got %s for %s from %s, want alice's BYE through a", bye.Method, bye.CallID().Value(), bye.Source())
+	} else {
+		e.bob.respond(bye, 200, "OK")
+	}
+	if r := e.alice.final(); r.StatusCode != 200 || r.CSeq().MethodName != sip.BYE {
+		t.Fatalf("alice's BYE while a is cut off: %d %s", r.StatusCode, r.CSeq().MethodName)
 	}
 
 	for within := nodes.GoneAfter + 3*nodes.BeatTTL; ; time.Sleep(50 * time.Millisecond) {
@@ -90,7 +103,7 @@ func TestFenceCutOffNodeLetsGoOfAdoptedCalls(t *testing.T) {
 	cut.Mend()
 	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(50 * time.Millisecond) {
 		if v, _ := metricSample(t, a.node, "sori_calls_dropped_total"); v == 1 {
-			break
+			break // the kept end, left to b
 		} else if time.Now().After(deadline) {
 			t.Fatalf("a dropped %v calls within 10 s of reaching Redis again, want 1", v)
 		}
@@ -99,7 +112,8 @@ func TestFenceCutOffNodeLetsGoOfAdoptedCalls(t *testing.T) {
 		t.Fatalf("a holds %v calls after it came back, want 0", v)
 	}
 
-	// The anchor's media timeout goes to b: b hangs up both phones.
+	// The anchor's media timeout goes to b, which sends its BYEs (the
+	// phones, already hung up, would answer 481; these answer 200).
 	for deadline := time.Now().Add(40 * time.Second); ; time.Sleep(50 * time.Millisecond) {
 		if v, _ := metricSample(t, b.node, `sori_calls_active{state="answered"}`); v == 0 {
 			break

@@ -289,7 +289,7 @@ func (c *Call) Bye(fromTag string) {
 		by = "caller"
 	}
 	c.mu.Unlock()
-	c.end(ending{disposition: calls.Answered, hangupBy: by, deleteMedia: true})
+	c.end(ending{disposition: calls.Answered, hangupBy: by, deleteMedia: true, phone: true})
 }
 
 // MediaTimeout ends an answered call whose media stopped (the anchor has
@@ -321,6 +321,11 @@ type ending struct {
 	deleteMedia bool                          // end the media on the anchor (it gives the quality)
 	media       map[string]calls.MediaQuality // quality known already (media timeout)
 	bye         bool                          // sori hangs up: BYE to both sides
+	// phone: a phone hung up (its BYE is on its way to the other). It is
+	// taken even while this node is fenced: the end claim in the store
+	// decides which node finishes it, and with the store out of reach
+	// the end waits until this node is back (claim, fence.go).
+	phone bool
 }
 
 // arm (re)starts the call's one timer; c.mu held.
@@ -341,7 +346,7 @@ func (c *Call) end(e ending) {
 		c.mu.Unlock()
 		return
 	}
-	if c.fenced() {
+	if c.fenced() && !e.phone {
 		// Another node may hold it now (fence.go): nothing is done for it
 		// here. An expiry is tried again; anything else comes again (the
 		// anchor is asked again, the phone sends its BYE again).

@@ -19,8 +19,13 @@ import (
 // the node is back), no adopting, no loading from the store; a media
 // timeout its anchor reports is dropped (the call is asked of its anchor
 // again as the node rejoins); the proxy answers the call's in-dialog
-// requests 503 (Fenced). A call not saved (ringing, or answered while
-// cut off) is this node's alone: nobody can adopt it, and it goes on.
+// requests 503 (Fenced). A phone's BYE is the exception: it goes on to
+// the other phone, so that both hang up whoever holds the call, and its
+// end is claimed in the store as ever, which decides the one node that
+// finishes it (media delete, record); with the store out of reach the
+// end is kept until this node is back (pend). A call not saved
+// (ringing, or answered while cut off) is this node's alone: nobody can
+// adopt it, and it goes on.
 //
 // Once its heartbeat is written again the node rejoins (RunFence): it
 // asks the store which of the calls it holds are still its own
@@ -82,13 +87,18 @@ func (t *Table) ownerFor(d time.Duration) time.Duration {
 // (claiming its end, a new offer on its anchor) could undo what the node
 // that adopted it does; the phone sends the request again in a few
 // seconds, by when this node is back, or it was dropped from this one.
-func (t *Table) Fenced(callID string) bool {
+// hangup: the request is a phone's BYE, taken for a call this node holds
+// (see above).
+func (t *Table) Fenced(callID string, hangup bool) bool {
 	if !t.persist || t.owner() {
 		return false
 	}
 	c := t.Find(callID)
 	if c == nil {
 		return true
+	}
+	if hangup {
+		return false
 	}
 	c.mu.Lock()
 	defer c.mu.Unlock()

@@ -73,15 +73,14 @@ func TestFencedTable(t *testing.T) {
 
 	fence.set(false, false) // cut off
 	for _, id := range []string{"taken", "kept", "not-held"} {
-		if !a.Fenced(id) {
+		if !a.Fenced(id, false) {
 			t.Fatalf("%s not fenced", id)
 		}
 	}
-	if a.Fenced("ringing") {
+	if a.Fenced("ringing", false) {
 		t.Fatal("a ringing call (never saved: nobody can adopt it) fenced")
 	}
 	for _, c := range held {
-		c.Bye("caller-tag")
 		c.MediaTimeout(nil)
 		c.expired()
 	}
@@ -197,6 +196,61 @@ func TestFencedPendingEnd(t *testing.T) {
 			}
 			if _, ok := s.state("p"); ok {
 				t.Fatal("the ended call is still saved")
+			}
+		})
+	}
+}
+
+// A phone's BYE while this node is fenced is taken (the proxy relays it
+// to the other phone): the end claim in the store decides which node
+// finishes the call. With the store in reach and the call not adopted,
+// this node claims it and finishes it (one record, media deleted), and a
+// node that adopts later finds it ended. With the store out of reach, the
+// end waits until this node is back, and is finished then if the call is
+// still its own.
+func TestFencedPhoneHangUpTaken(t *testing.T) {
+	for _, reach := range []bool{true, false} {
+		t.Run(map[bool]string{true: "store in reach", false: "store out of reach"}[reach], func(t *testing.T) {
+			s := newMemStore()
+			fence := &handFence{owner: true}
+			a, fa, _ := node(t, s.as("a"), time.Hour)
+			a.cfg.Fence = fence
+			b, fb, _ := node(t, s.as("b"), time.Hour)
+			ctx := context.Background()
+			c := a.Begin(calls.Record{CallID: "h", Caller: "alice"}, "caller-tag")
+			c.Anchored(anchorAddr)
+			answer(c)
+			wait(t, a)
+
+			fence.set(false, false) // a steps back
+			if !reach {
+				s.fail(errors.New("store out of reach"))
+			}
+			if !a.Fenced("h", false) || a.Fenced("h", true) || !a.Fenced("not-held", true) {
+				t.Fatal("fenced: want other requests refused, a phone's BYE for a held call taken, one for a call not held refused")
+			}
+			c.Bye("callee-tag")
+			wait(t, a)
+			if reach {
+				if len(fa.records) != 1 || fa.records[0].HangupBy != "callee" || len(fa.deletes) != 1 {
+					t.Fatalf("a: records %+v, deletes %v; want the callee's hang-up, its media deleted", fa.records, fa.deletes)
+				}
+				if n, err := b.Adopt(ctx, "a"); n != 0 || err != nil {
+					t.Fatalf("b adopted %d calls (%v) of which a claimed the end", n, err)
+				}
+				return
+			}
+			if len(fa.records) != 0 || len(fa.deletes) != 0 || a.Len() != 0 {
+				t.Fatalf("a finished an end it could not claim: records %v, deletes %v, %d held", fa.records, fa.deletes, a.Len())
+			}
+			s.fail(nil)
+			fence.set(false, true)
+			if _, _, err := a.Rejoin(ctx); err != nil {
+				t.Fatal(err)
+			}
+			wait(t, a)
+			if len(fa.records) != 1 || fa.records[0].HangupBy != "callee" || len(fa.deletes) != 1 || len(fb.records) != 0 {
+				t.Fatalf("after rejoining: a records %+v, deletes %v; b %d records", fa.records, fa.deletes, len(fb.records))
 			}
 		})
 	}

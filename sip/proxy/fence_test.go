@@ -19,8 +19,8 @@ import (
 // fencedCalls is the call table of a node cut off from the dialog store
 // (fenced) or not, counting the lookups the proxy makes.
 type fencedCalls struct {
-	fenced  bool
-	lookups atomic.Int64
+	fenced, held bool // held: the call is one this node holds
+	lookups      atomic.Int64
 }
 
 func (f *fencedCalls) Begin(calls.Record, string) *call.Call { panic("no new call here") }
@@ -28,7 +28,7 @@ func (f *fencedCalls) Lookup(context.Context, string) *call.Call {
 	f.lookups.Add(1)
 	return nil
 }
-func (f *fencedCalls) Fenced(string) bool { return f.fenced }
+func (f *fencedCalls) Fenced(_ string, hangup bool) bool { return f.fenced && !(hangup && f.held) }
 
 // ackWrites counts the requests the proxy sends statelessly (ACKs).
 type ackWrites struct {
@@ -51,7 +51,7 @@ func TestFencedInDialog(t *testing.T) {
 		wantWrites int64
 		wantLookup int64
 	}{
-		{"BYE while fenced: 503, the call untouched", true, "BYE", 503, 0, 0},
+		{"BYE while fenced, a call not held: 503, the call untouched", true, "BYE", 503, 0, 0},
 		{"re-INVITE while fenced: 503", true, "INVITE", 503, 0, 0},
 		{"ACK while fenced: not relayed", true, "ACK", 0, 0, 0},
 		{"ACK otherwise: relayed", false, "ACK", 0, 1, 1},

@@ -65,8 +65,9 @@ type Calls interface {
 	Lookup(ctx context.Context, callID string) *call.Call
 	// Fenced reports whether this node must leave the call with callID
 	// alone now: cut off from the dialog store long enough that another
-	// node may have adopted it (sip/call fence.go).
-	Fenced(callID string) bool
+	// node may have adopted it (sip/call fence.go). hangup: the request
+	// is a phone's BYE, which goes on for a call this node holds.
+	Fenced(callID string, hangup bool) bool
 }
 
 // Media anchors calls' media (sip/anchoring over the ng protocol).
@@ -521,9 +522,9 @@ func (p *Proxy) inDialog(ctx context.Context, w chain.ResponseWriter, r *chain.R
 	}
 	fromTag := req.From().Params.GetOr("tag", "")
 	callID := req.CallID().Value()
-	if p.cfg.Calls.Fenced(callID) {
-		// Another node may hold the call now: acting on it (its end, an
-		// offer on its anchor) could undo what that node does. The phone
+	if p.cfg.Calls.Fenced(callID, req.Method == sip.BYE) {
+		// Another node may hold the call now: acting on it (an offer on
+		// its anchor) could undo what that node does. The phone
 		// sends the request again after the Retry-After, by when this node
 		// knows (sip/call fence.go).
 		if p.fencedLog.allow(time.Now()) {
@@ -593,7 +594,7 @@ func (p *Proxy) forwardAck(ctx context.Context, req *sip.Request, routed bool) {
 		return
 	}
 	callID := req.CallID().Value()
-	if p.cfg.Calls.Fenced(callID) {
+	if p.cfg.Calls.Fenced(callID, false) {
 		return // sent again with the 2xx it acknowledges, which the callee sends again
 	}
 	c := p.cfg.Calls.Lookup(ctx, callID)

@@ -158,7 +158,7 @@ func TestFenceAdopted(t *testing.T) {
 	now := time.Now()
 	a.hold(t, ctx, "long@a", now.Add(time.Hour))
 	a.hold(t, ctx, "short@a", now.Add(3*time.Second)) // due while a is fenced
-	if !a.set.Lease().Owner() || a.table.Fenced("long@a") {
+	if !a.set.Lease().Owner() || a.table.Fenced("long@a", false) {
 		t.Fatal("a not the owner of its calls at start")
 	}
 
@@ -167,7 +167,7 @@ func TestFenceAdopted(t *testing.T) {
 	if since := a.set.Lease().Since(); since > fenceGone-time.Second {
 		t.Fatalf("a fenced %v after its last heartbeat: too late, b may adopt after %v", since, fenceGone)
 	}
-	if !a.table.Fenced("long@a") || !a.table.Fenced("unknown@a") {
+	if !a.table.Fenced("long@a", false) || !a.table.Fenced("unknown@a", false) {
 		t.Fatal("a's calls not fenced: its proxy would act on them")
 	}
 	if b.table.Len() != 0 {
