@@ -25,6 +25,10 @@ type Call struct {
 	// is claimed there first; saving, dirty: a save is on its way, and
 	// the state changed since it was taken (store.go).
 	saved, saving, dirty bool
+	// retry: the next try of a save that failed (the store slow or out
+	// of reach for a moment), after failures in a row (store.go).
+	retry    *timers.Timer
+	failures int
 	// moving: being moved to another media anchor (reanchor.go); pending:
 	// the new anchor's SDP for the callee of a call moved while it rang,
 	// sent once the caller has ACKed, pendingFrom the anchor it left.
@@ -363,6 +367,7 @@ func (c *Call) end(e ending) {
 	c.st.Phase = Ended
 	c.timer.Stop()
 	c.timer = nil
+	c.stopRetry()
 	rec := &c.st.Record
 	if phase == Ringing {
 		rec.Code, rec.Reason, rec.Branches = e.code, e.reason, max(e.branches, rec.Branches)

@@ -270,6 +270,7 @@ func (c *Call) drop() bool {
 	c.st.Phase = Ended
 	c.timer.Stop()
 	c.timer = nil
+	c.stopRetry()
 	st := c.st
 	c.mu.Unlock()
 	t := c.t

@@ -70,6 +70,13 @@ func (NoStore) Mine(_ context.Context, ids []string) (map[string]bool, error) {
 // saveTimeout bounds one save in the background.
 const saveTimeout = 5 * time.Second
 
+// saveBackoff is how long a save that failed n times in a row waits to be
+// tried again: 1 s, doubling, at most 30 s (a store down for long sees
+// one save per call every 30 s, not a storm).
+func saveBackoff(n int) time.Duration {
+	return min(time.Second<<min(n-1, 5), 30*time.Second)
+}
+
 // endGrace is how long past its expiry a saved call, and the claim of its
 // end, are kept: the node whose timer ends it at the expiry still finds
 // them.
@@ -101,41 +108,70 @@ func (c *Call) save() {
 	}
 	c.saving = true
 	t.saves.Add(1)
-	go func() {
-		defer t.saves.Done()
-		for {
-			c.mu.Lock()
-			if c.st.Phase == Ended {
-				c.saving = false // its end removes it (and a late save is refused)
-				c.mu.Unlock()
-				return
-			}
-			if !t.owner() {
-				c.saving, c.dirty = false, true // saved when this node rejoins (fence.go)
-				c.mu.Unlock()
-				return
-			}
-			st := c.copyState()
-			c.dirty = false
+	go c.saveLoop()
+}
+
+// saveLoop writes the call's state until the store has its latest, then
+// ends (t.saves counts it; c.saving is set). A save the store refuses
+// (slow, or out of reach for a moment) is tried again after saveBackoff,
+// from a timer, still counted in t.saves: Wait waits for it too, and the
+// count never drops to 0 in between (a WaitGroup's Add must not race its
+// Wait). The call's end stops the timer (stopRetry).
+func (c *Call) saveLoop() {
+	t := c.t
+	for {
+		c.mu.Lock()
+		if c.st.Phase == Ended {
+			c.saving = false // its end removes it (and a late save is refused)
 			c.mu.Unlock()
-			// Not past the lease: a save landing once another node may
-			// have adopted the call would take it back (fence.go).
-			ctx, cancel := context.WithTimeout(context.Background(), t.ownerFor(saveTimeout))
-			err := t.cfg.Store.Save(ctx, st, t.keepFor(st))
-			cancel()
-			if err != nil {
-				t.storeErrors.WithLabelValues("save").Inc()
-				t.log.Warn("call not saved: a restart loses it", "call_id", st.Record.CallID, "error", err)
-			}
-			c.mu.Lock()
-			if !c.dirty {
-				c.saving = false
-				c.mu.Unlock()
-				return
-			}
-			c.mu.Unlock()
+			t.saves.Done()
+			return
 		}
-	}()
+		if !t.owner() {
+			c.saving, c.dirty = false, true // saved when this node rejoins (fence.go)
+			c.mu.Unlock()
+			t.saves.Done()
+			return
+		}
+		st := c.copyState()
+		c.dirty = false
+		c.mu.Unlock()
+		// Not past the lease: a save landing once another node may
+		// have adopted the call would take it back (fence.go).
+		ctx, cancel := context.WithTimeout(context.Background(), t.ownerFor(saveTimeout))
+		err := t.cfg.Store.Save(ctx, st, t.keepFor(st))
+		cancel()
+		c.mu.Lock()
+		if err != nil {
+			t.storeErrors.WithLabelValues("save").Inc()
+			c.failures++
+			wait := saveBackoff(c.failures)
+			t.log.Warn("call not saved: tried again later; a restart meanwhile loses it", "call_id", st.Record.CallID,
+				"error", err, "failures", c.failures, "again_in", wait)
+			c.dirty = true
+			c.retry = t.timers.AfterFunc(wait, c.saveLoop) // still saving, still counted
+			c.mu.Unlock()
+			return
+		}
+		c.failures = 0
+		if !c.dirty {
+			c.saving = false
+			c.mu.Unlock()
+			t.saves.Done()
+			return
+		}
+		c.mu.Unlock()
+	}
+}
+
+// stopRetry stops a save's retry still to come (the call ended); c.mu
+// held.
+func (c *Call) stopRetry() {
+	if c.retry.Stop() {
+		c.saving = false
+		c.t.saves.Done() // the count its timer held
+	}
+	c.retry = nil
 }
 
 // Lookup returns the call with callID: the one this node holds, else one

@@ -9,6 +9,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus/testutil"
+
 	"github.com/sori-voice/sori/sip/calls"
 	"github.com/sori-voice/sori/sip/timers"
 )
@@ -340,5 +342,54 @@ func TestNoStoreLookupIsFind(t *testing.T) {
 	wait(t, tb)
 	if len(f.records) != 1 {
 		t.Fatalf("records %+v", f.records)
+	}
+}
+
+// A save the store refuses (slow or out of reach for a moment) is tried
+// again, 1 s later and then backing off, until it lands (Wait waits for
+// it: the save is still on its way); a call that ends meanwhile leaves
+// no retry armed and nothing for Wait.
+func TestFailedSaveTriedAgain(t *testing.T) {
+	s := newMemStore()
+	a, _, ts := node(t, s, time.Hour)
+	s.fail(errors.New("store slow"))
+	c := a.Begin(calls.Record{CallID: "r1", Caller: "alice"}, "caller-tag")
+	answer(c)
+	for deadline := time.Now().Add(5 * time.Second); testutil.ToFloat64(a.storeErrors.WithLabelValues("save")) == 0; time.Sleep(10 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatal("the save never failed")
+		}
+	}
+	if _, ok := s.state("r1"); ok {
+		t.Fatal("saved while the store fails")
+	}
+	s.fail(nil)
+	wait(t, a) // until the retry landed
+	if _, ok := s.state("r1"); !ok {
+		t.Fatal("the failed save was not tried again once the store answered")
+	}
+
+	s.fail(errors.New("store slow"))
+	c2 := a.Begin(calls.Record{CallID: "r2", Caller: "alice"}, "caller-tag")
+	answer(c2)
+	for deadline := time.Now().Add(5 * time.Second); testutil.ToFloat64(a.storeErrors.WithLabelValues("save")) < 2; time.Sleep(10 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatal("the second call's save never failed")
+		}
+	}
+	c2.Bye("caller-tag") // its retry stopped: nothing left for Wait
+	s.fail(nil)
+	c.Bye("caller-tag")
+	wait(t, a)
+	if ts.Pending() != 0 {
+		t.Fatalf("%d timers pending after both calls ended, want 0: a retry left armed", ts.Pending())
+	}
+	for _, tc := range []struct {
+		n    int
+		want time.Duration
+	}{{1, time.Second}, {2, 2 * time.Second}, {5, 16 * time.Second}, {6, 30 * time.Second}, {60, 30 * time.Second}} {
+		if got := saveBackoff(tc.n); got != tc.want {
+			t.Errorf("saveBackoff(%d) = %v, want %v", tc.n, got, tc.want)
+		}
 	}
 }

@@ -66,12 +66,12 @@ func (u *UAC) registerOnce(ctx context.Context, reg Registration, callID string,
 	}
 	rctx, cancel := context.WithTimeout(ctx, 10*time.Second)
 	defer cancel()
-	res, err := c.Do(rctx, req, built)
+	res, err := final(c.Do(rctx, req, built))
 	if err != nil {
 		return 0, err
 	}
 	if res.StatusCode == 401 || res.StatusCode == 407 {
-		res, err = c.DoDigestAuth(rctx, req, res, sipgo.DigestAuth{Username: reg.Username, Password: reg.Password})
+		res, err = final(c.DoDigestAuth(rctx, req, res, sipgo.DigestAuth{Username: reg.Username, Password: reg.Password}))
 		*cseq = req.CSeq().SeqNo // DoDigestAuth sent it with the next CSeq
 		if err != nil {
 			return 0, fmt.Errorf("digest: %w", err)

@@ -11,6 +11,7 @@ import (
 	"context"
 	"crypto/rand"
 	"encoding/base32"
+	"errors"
 	"fmt"
 	"log/slog"
 	"strings"
@@ -93,7 +94,23 @@ func (u *UAC) Do(ctx context.Context, req *sip.Request) (*sip.Response, error) {
 	if err != nil {
 		return nil, err
 	}
-	return c.Do(ctx, req, built)
+	return final(c.Do(ctx, req, built))
+}
+
+// errNoFinal: the transaction ended without a final response and
+// without an error. sipgo's ClientTx.Terminate closes Done before it
+// sets Err, so Client.Do can return (nil, nil) when a transaction is
+// terminated as it waits (sori's shutdown cancels them): a BYE sent
+// then dereferenced the nil response and crashed sori
+// (e2e_mutate_test.go found it).
+var errNoFinal = errors.New("transaction ended without a final response")
+
+// final is sipgo's Client.Do result, never (nil, nil).
+func final(res *sip.Response, err error) (*sip.Response, error) {
+	if res == nil && err == nil {
+		return nil, errNoFinal
+	}
+	return res, err
 }
 
 // Request describes a request sori sends on its own behalf.

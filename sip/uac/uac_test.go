@@ -2,6 +2,7 @@ package uac
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"log/slog"
@@ -115,5 +116,31 @@ func TestSidesAreAPlainValue(t *testing.T) {
 	if caller.Tag != "1" || caller.CSeq != 7 || caller.Dest != "203.0.113.5:40000" || len(caller.Route) != 0 ||
 		callee.Tag != "bob-tag" || callee.Target != "sip:bob@198.51.100.7:5062" || !slices.Equal(callee.Route, []string{"sip:callee-edge.example;lr"}) {
 		t.Fatalf("caller %+v\ncallee %+v", caller, callee)
+	}
+}
+
+// final never lets (nil, nil) through: a transaction sipgo ended as it
+// waited (Terminate closes Done before it sets Err) is an error, not a
+// nil response to dereference.
+func TestFinalIsNeverNilNil(t *testing.T) {
+	ok := sip.NewResponse(200, "OK")
+	boom := errors.New("boom")
+	for _, tc := range []struct {
+		name    string
+		res     *sip.Response
+		err     error
+		wantRes *sip.Response
+		wantErr error
+	}{
+		{"a response", ok, nil, ok, nil},
+		{"an error", nil, boom, nil, boom},
+		{"neither", nil, nil, nil, errNoFinal},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			res, err := final(tc.res, tc.err)
+			if res != tc.wantRes || !errors.Is(err, tc.wantErr) || (tc.wantErr == nil) != (err == nil) {
+				t.Fatalf("final(%v, %v) = %v, %v", tc.res, tc.err, res, err)
+			}
+		})
 	}
 }
