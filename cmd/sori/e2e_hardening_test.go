@@ -82,7 +82,7 @@ func (w *watcher) quiet(t *testing.T, within time.Duration) {
 
 // Responses go back where their request came from, and nothing a peer
 // writes (Via, Route, Request-URI) makes sori look a name up or connect
-// anywhere. Defect: a TCP connection carrying bytes after a request was
+// anywhere; not even an authenticated user's preloaded Route. Defect: a TCP connection carrying bytes after a request was
 // closed, the answers lost, and sori then dialled the top Via's sent-by
 // and queried DNS for its host.
 func TestNothingLeavesOnAPeersSaySo(t *testing.T) {
@@ -166,6 +166,19 @@ func TestNothingLeavesOnAPeersSaySo(t *testing.T) {
 		res := c.do(c.register("alice", "reg-names@hardening", 1, "Contact: <sip:alice@attacker.invalid:"+port+">", "Path: <sip:"+host+":"+port+";lr>"))
 		if res.StatusCode != 401 {
 			t.Errorf("REGISTER: %d", res.StatusCode)
+		}
+	})
+
+	t.Run("a user's preloaded Route is not followed", func(t *testing.T) {
+		// alice is authenticated; her new requests still go where their
+		// Request-URI says (bob, known but not registered: 480), not to her
+		// Route.
+		for _, route := range []string{"<sip:" + w.addr + ";lr>", "<sip:attacker.invalid;lr>", "<sip:" + w.addr + ";lr>, <sip:sori.test;lr>"} {
+			alice := newUA(t, n, "udp", "alice")
+			alice.authenticated("MESSAGE", "sip:bob@sori.test", "Route: "+route)
+			if res := alice.final(); res.StatusCode != 480 {
+				t.Errorf("MESSAGE with Route %s: %d %s, want 480 (routed by its Request-URI)", route, res.StatusCode, res.Reason)
+			}
 		}
 	})
 

@@ -348,7 +348,15 @@ func (p *Proxy) offer(ctx context.Context, req *sip.Request, f *fork, on netip.A
 func (p *Proxy) route(ctx context.Context, r *chain.Request, c *call.Call) ([][]target, bool, chain.Result) {
 	req := r.Request
 	if req.Route() != nil {
-		return [][]target{{{uri: req.Recipient}}}, false, chain.Done // a preloaded route decides
+		if p.fromNode(req) {
+			return [][]target{{{uri: req.Recipient}}}, false, chain.Done // another node's route decides
+		}
+		// A preloaded route that is not ours (ours were popped): where sori
+		// sends a new request is never a phone's or a carrier's to choose
+		// (as Kamailio's default configuration removes an initial
+		// request's Route headers). It goes where its Request-URI says.
+		p.log.Debug("preloaded Route removed", "method", string(req.Method), "call_id", req.CallID().Value(), "route", req.Route().Value())
+		removeRoutes(req)
 	}
 	ruri := req.Recipient
 	isTel := strings.EqualFold(ruri.Scheme, "tel")
