@@ -5,6 +5,7 @@ import (
 	"crypto/md5"
 	"encoding/hex"
 	"fmt"
+	"io"
 	"math/rand/v2"
 	"net"
 	"os"
@@ -237,6 +238,89 @@ func TestMutatedTrafficNeverBreaksSori(t *testing.T) {
 	carol := newUA(t, n, "udp", "alice")
 	if res := carol.registerAuth("alice", "alice-secret", "mutate-after@test", 1, "Contact: <sip:alice@"+carol.local+">"); res.StatusCode != 200 {
 		t.Fatalf("a clean REGISTER afterwards: %d", res.StatusCode)
+	}
+}
+
+// The same mutated requests over TCP, where a broken Content-Length or
+// header block breaks the stream's framing: 20 requests a connection,
+// each connection read to its end. sori answers what it can, closes a
+// connection it cannot frame (RFC 3261 §18.3), and stays well: no panic,
+// no 500, answers on most connections, a clean REGISTER over TCP
+// afterwards. The callee is not registered (480): the stream's framing,
+// the checks and the parser are what this exercises.
+func TestMutatedTrafficOverTCP(t *testing.T) {
+	t.Parallel()
+	const requests, perConn = 1500, 20
+	seed := uint64(20261207)
+	if v := os.Getenv("MUTATE_SEED"); v != "" {
+		n, err := strconv.ParseUint(v, 10, 64)
+		if err != nil {
+			t.Fatalf("MUTATE_SEED %q: %v", v, err)
+		}
+		seed = n
+	}
+	n := startNode(t, nodeConfig{
+		sip:   "  timer_c: 3s\n  timer_j: 500ms\n",
+		extra: "security:\n  rate_limit: {rate: 0}\n  auth_failures: {per_source: 0, per_user: 0}\n",
+	})
+	udp, err := net.ListenUDP("udp", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	target, _ := net.ResolveUDPAddr("udp", n.addr())
+	nonce, realm := challengeOf(t, udp, target, udp.LocalAddr().String())
+	udp.Close()
+
+	rng := rand.New(rand.NewPCG(seed, 3))
+	var answers, fiveHundreds, conns, answeredConns int
+	for first := 0; first < requests; first += perConn {
+		c, err := net.Dial("tcp", n.addr())
+		if err != nil {
+			t.Fatal(err)
+		}
+		conns++
+		local := c.LocalAddr().String()
+		var all strings.Builder
+		for i := first; i < first+perConn; i++ {
+			raw, _ := aliceRequest(i, local, nonce, realm, rng)
+			raw = strings.Replace(raw, "SIP/2.0/UDP "+local, "SIP/2.0/TCP "+local, 1)
+			raw = strings.Replace(raw, "transport=udp", "transport=tcp", 1)
+			if rng.IntN(10) < 8 {
+				raw = mutate(raw, rng)
+			}
+			all.WriteString(raw)
+		}
+		_ = c.SetDeadline(time.Now().Add(10 * time.Second))
+		if _, err := c.Write([]byte(all.String())); err != nil {
+			c.Close()
+			continue // closed on us already: a framing error answered
+		}
+		_ = c.(*net.TCPConn).CloseWrite()
+		got, _ := io.ReadAll(c) // until sori closes it, or the deadline
+		c.Close()
+		k := strings.Count(string(got), "SIP/2.0 ")
+		answers += k
+		if k > 0 {
+			answeredConns++
+		}
+		fiveHundreds += strings.Count(string(got), "SIP/2.0 500 ")
+	}
+	t.Logf("MUTATE_SEED %d: %d requests on %d connections: %d answers, %d connections answered", seed, requests, conns, answers, answeredConns)
+	if s := n.log(); strings.Contains(s, "panic") || strings.Contains(s, "fatal error") {
+		t.Fatalf("sori panicked:\n%s", tail(s, 8000))
+	}
+	if fiveHundreds > 0 {
+		t.Errorf("%d answers were 500", fiveHundreds)
+	}
+	if answeredConns < conns*3/4 {
+		t.Errorf("only %d of %d connections got any answer", answeredConns, conns)
+	}
+	if code, _ := httpGet(t, "http://"+n.http+"/healthz"); code != 200 {
+		t.Fatalf("/healthz %d after the mutated traffic", code)
+	}
+	after := newUA(t, n, "tcp", "alice")
+	if res := after.registerAuth("alice", "alice-secret", "mutate-tcp-after@test", 1, "Contact: <sip:alice@"+after.local+";transport=tcp>"); res.StatusCode != 200 {
+		t.Fatalf("a clean REGISTER over TCP afterwards: %d", res.StatusCode)
 	}
 }
 
