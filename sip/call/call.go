@@ -29,6 +29,9 @@ type Call struct {
 	// of reach for a moment), after failures in a row (store.go).
 	retry    *timers.Timer
 	failures int
+	// firstSave is closed once the first save of the answered call was
+	// tried (Answered waits for it, store.go).
+	firstSave chan struct{}
 	// moving: being moved to another media anchor (reanchor.go); pending:
 	// the new anchor's SDP for the callee of a call moved while it rang,
 	// sent once the caller has ACKed, pendingFrom the anchor it left.
@@ -186,7 +189,10 @@ type Answer struct {
 	Dialog         bool
 }
 
-// Answered marks the call answered; a second 2xx changes nothing.
+// Answered marks the call answered; a second 2xx changes nothing. With a
+// store it returns once the call's first save landed (at most saveWait;
+// at once while saves fail): the 2xx goes up after, so a node that dies
+// once the caller has it leaves a call another node can end.
 func (c *Call) Answered(a Answer) {
 	c.mu.Lock()
 	if c.st.Phase != Ringing {
@@ -209,9 +215,11 @@ func (c *Call) Answered(a Answer) {
 	}
 	c.arm(c.t.cfg.DialogTimeout)
 	c.save() // a restart, or another node, can end it now
+	first := c.firstSave
 	c.mu.Unlock()
 	c.t.ringing.Dec()
 	c.t.answered.Inc()
+	c.t.awaitSave(first)
 }
 
 // Moved is a target refresh from the side with fromTag (a re-INVITE or

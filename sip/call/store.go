@@ -107,8 +107,47 @@ func (c *Call) save() {
 		return
 	}
 	c.saving = true
+	if c.firstSave == nil {
+		c.firstSave = make(chan struct{})
+	}
 	t.saves.Add(1)
 	go c.saveLoop()
+}
+
+// saveWait bounds how long Answered waits for the call's first save: a
+// Redis round trip is a fraction of a millisecond; a store slower than
+// this does not hold up the 2xx longer.
+const saveWait = 250 * time.Millisecond
+
+// awaitSave waits for a call's first save (first closed) for at most
+// saveWait; not at all without one, or while saves are failing.
+func (t *Table) awaitSave(first chan struct{}) {
+	if first == nil || t.saveFailing.Load() {
+		return
+	}
+	timer := time.NewTimer(saveWait)
+	defer timer.Stop()
+	select {
+	case <-first:
+	case <-timer.C:
+	}
+}
+
+// tried notes that a save was tried (failed: err != nil); c.mu held.
+func (c *Call) tried(err error) {
+	c.t.saveFailing.Store(err != nil)
+	c.firstDone()
+}
+
+// firstDone lets Answered's wait for the first save go; c.mu held.
+func (c *Call) firstDone() {
+	if c.firstSave != nil {
+		select {
+		case <-c.firstSave:
+		default:
+			close(c.firstSave)
+		}
+	}
 }
 
 // saveLoop writes the call's state until the store has its latest, then
@@ -123,12 +162,14 @@ func (c *Call) saveLoop() {
 		c.mu.Lock()
 		if c.st.Phase == Ended {
 			c.saving = false // its end removes it (and a late save is refused)
+			c.firstDone()
 			c.mu.Unlock()
 			t.saves.Done()
 			return
 		}
 		if !t.owner() {
 			c.saving, c.dirty = false, true // saved when this node rejoins (fence.go)
+			c.firstDone()
 			c.mu.Unlock()
 			t.saves.Done()
 			return
@@ -142,6 +183,7 @@ func (c *Call) saveLoop() {
 		err := t.cfg.Store.Save(ctx, st, t.keepFor(st))
 		cancel()
 		c.mu.Lock()
+		c.tried(err)
 		if err != nil {
 			t.storeErrors.WithLabelValues("save").Inc()
 			c.failures++

@@ -25,7 +25,8 @@ type memStore struct {
 	owners map[string]string
 	ended  map[string]bool
 	saves  int
-	err    error // every operation fails with it when set
+	err    error         // every operation fails with it when set
+	delay  time.Duration // each save takes this long
 }
 
 func newMemStore() *memStore {
@@ -37,6 +38,10 @@ func (m *memStore) Save(ctx context.Context, st State, ttl time.Duration) error 
 }
 
 func (m *memStore) saveAs(_ context.Context, node string, st State, ttl time.Duration) error {
+	m.mu.Lock()
+	d := m.delay
+	m.mu.Unlock()
+	time.Sleep(d)
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	if m.err != nil {
@@ -392,4 +397,47 @@ func TestFailedSaveTriedAgain(t *testing.T) {
 			t.Errorf("saveBackoff(%d) = %v, want %v", tc.n, got, tc.want)
 		}
 	}
+}
+
+// Answered returns once the call's first save landed: the 2xx goes up
+// after it, so a node that dies once the caller has its 2xx leaves a
+// call the store has. A store slower than saveWait holds the answer up
+// for saveWait at most, and one whose saves fail not at all.
+func TestAnsweredWaitsForTheFirstSave(t *testing.T) {
+	s := newMemStore()
+	a, _, _ := node(t, s, time.Hour)
+	s.delay = 50 * time.Millisecond
+	c := a.Begin(calls.Record{CallID: "w1", Caller: "alice"}, "caller-tag")
+	start := time.Now()
+	answer(c)
+	if _, ok := s.state("w1"); !ok {
+		t.Fatalf("Answered returned after %v, before the call was saved", time.Since(start))
+	}
+
+	s.delay = 2 * saveWait
+	c2 := a.Begin(calls.Record{CallID: "w2", Caller: "alice"}, "caller-tag")
+	start = time.Now()
+	answer(c2)
+	if took := time.Since(start); took < saveWait || took > saveWait+100*time.Millisecond {
+		t.Fatalf("Answered with a slow store took %v, want about saveWait (%v)", took, saveWait)
+	}
+	wait(t, a)
+
+	s.delay = 0
+	s.fail(errors.New("store down"))
+	c3 := a.Begin(calls.Record{CallID: "w3", Caller: "alice"}, "caller-tag")
+	answer(c3) // tried: fails, noted
+	s.delay = 2 * saveWait
+	c4 := a.Begin(calls.Record{CallID: "w4", Caller: "alice"}, "caller-tag")
+	start = time.Now()
+	answer(c4)
+	if took := time.Since(start); took > saveWait/2 {
+		t.Fatalf("Answered while saves fail took %v, want no wait", took)
+	}
+	s.fail(nil)
+	s.delay = 0
+	for _, c := range []*Call{c, c2, c3, c4} {
+		c.Bye("caller-tag")
+	}
+	wait(t, a)
 }
