@@ -545,6 +545,11 @@ func answerable(raw string) (branch, callID string, ok bool) {
 	if !isReq || req.Via() == nil || req.From() == nil || req.To() == nil || req.CallID() == nil || req.CSeq() == nil {
 		return "", "", false
 	}
+	// A start line that is no Request-Line ("MESSAG", the rest of it
+	// after a bare LF, which sipgo reads as folded) is not SIP: dropped.
+	if first, _, _ := strings.Cut(raw, "\n"); !strings.HasSuffix(strings.ToUpper(strings.TrimSuffix(first, "\r")), " SIP/2.0") {
+		return "", "", false
+	}
 	// Where the Via's line really ends (sipgo reads on past a bare LF).
 	for _, l := range strings.Split(raw, "\n") {
 		if name, _, ok := strings.Cut(l, ":"); ok && (strings.EqualFold(name, "via") || strings.EqualFold(name, "v")) {
