@@ -36,14 +36,7 @@ import (
 func TestMutatedTrafficNeverBreaksSori(t *testing.T) {
 	t.Parallel()
 	const requests = 3000
-	seed := uint64(20261206)
-	if v := os.Getenv("MUTATE_SEED"); v != "" { // another run's, to replay it, or a new one
-		n, err := strconv.ParseUint(v, 10, 64)
-		if err != nil {
-			t.Fatalf("MUTATE_SEED %q: %v", v, err)
-		}
-		seed = n
-	}
+	seed := mutateSeed(t, 20261206)
 	an := startAnchor(t)
 	n := startNode(t, nodeConfig{
 		sip:   "  timer_c: 3s\n  timer_j: 500ms\n  dialog_timeout: 5s\n",
@@ -251,14 +244,7 @@ func TestMutatedTrafficNeverBreaksSori(t *testing.T) {
 func TestMutatedTrafficOverTCP(t *testing.T) {
 	t.Parallel()
 	const requests, perConn = 1500, 20
-	seed := uint64(20261207)
-	if v := os.Getenv("MUTATE_SEED"); v != "" {
-		n, err := strconv.ParseUint(v, 10, 64)
-		if err != nil {
-			t.Fatalf("MUTATE_SEED %q: %v", v, err)
-		}
-		seed = n
-	}
+	seed := mutateSeed(t, 20261207)
 	n := startNode(t, nodeConfig{
 		sip:   "  timer_c: 3s\n  timer_j: 500ms\n",
 		extra: "security:\n  rate_limit: {rate: 0}\n  auth_failures: {per_source: 0, per_user: 0}\n",
@@ -322,6 +308,21 @@ func TestMutatedTrafficOverTCP(t *testing.T) {
 	if res := after.registerAuth("alice", "alice-secret", "mutate-tcp-after@test", 1, "Contact: <sip:alice@"+after.local+";transport=tcp>"); res.StatusCode != 200 {
 		t.Fatalf("a clean REGISTER over TCP afterwards: %d", res.StatusCode)
 	}
+}
+
+// mutateSeed is MUTATE_SEED (another run's, to replay it, or a new one),
+// else def.
+func mutateSeed(t *testing.T, def uint64) uint64 {
+	t.Helper()
+	v := os.Getenv("MUTATE_SEED")
+	if v == "" {
+		return def
+	}
+	n, err := strconv.ParseUint(v, 10, 64)
+	if err != nil {
+		t.Fatalf("MUTATE_SEED %q: %v", v, err)
+	}
+	return n
 }
 
 // challengeOf gets one 407 for alice and returns its nonce and realm.

@@ -367,7 +367,7 @@ func (c *Call) end(e ending) {
 			c.timer = c.t.timers.AfterFunc(fenceRetry, c.expired)
 		}
 		c.mu.Unlock()
-		if c.t.fencedLog.allow(c.t.now()) {
+		if c.t.fencedLog.Allow(c.t.now()) {
 			c.t.log.Warn("call end left alone: this node is cut off from the dialog store", "call_id", c.ID(), "disposition", e.disposition)
 		}
 		return
@@ -392,17 +392,7 @@ func (c *Call) end(e ending) {
 	if c.tracked {
 		t.remove(c)
 	}
-	if phase == Ringing {
-		t.ringing.Dec()
-	} else {
-		t.answered.Dec()
-	}
-	if st.Trunk != "" {
-		t.cfg.Slots.Release(st.Trunk)
-	}
-	if st.Toll {
-		t.cfg.Tolls.End(st.Record.CallID)
-	}
+	t.letGo(phase, st)
 	anchor, anchored := netip.AddrPort{}, false
 	if a, err := netip.ParseAddrPort(st.Anchor); err == nil {
 		anchor, anchored = a, true

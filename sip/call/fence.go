@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"net/netip"
-	"sync/atomic"
 	"time"
 )
 
@@ -275,29 +274,8 @@ func (c *Call) drop() bool {
 	c.mu.Unlock()
 	t := c.t
 	t.remove(c)
-	if phase == Ringing {
-		t.ringing.Dec()
-	} else {
-		t.answered.Dec()
-	}
-	if st.Trunk != "" && t.cfg.Slots != nil {
-		t.cfg.Slots.Release(st.Trunk)
-	}
-	if st.Toll && t.cfg.Tolls != nil {
-		t.cfg.Tolls.End(st.Record.CallID)
-	}
+	t.letGo(phase, st)
 	t.dropped.Inc()
 	t.log.Info("call dropped: another node holds it now", "call_id", st.Record.CallID)
 	return true
-}
-
-// logGate lets one log line in per logEvery: for what the network can
-// make happen at any rate (requests, anchor reports) while fenced.
-type logGate struct{ last atomic.Int64 }
-
-const logEvery = time.Second
-
-func (g *logGate) allow(now time.Time) bool {
-	last := g.last.Load()
-	return now.UnixNano()-last >= int64(logEvery) && g.last.CompareAndSwap(last, now.UnixNano())
 }

@@ -2,7 +2,6 @@ package call
 
 import (
 	"context"
-	"github.com/emiago/sipgo/sip"
 	"log/slog"
 	"math/rand/v2"
 	"net/netip"
@@ -10,9 +9,11 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/emiago/sipgo/sip"
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/sori-voice/sori/sip/calls"
+	"github.com/sori-voice/sori/sip/lograte"
 	"github.com/sori-voice/sori/sip/timers"
 	"github.com/sori-voice/sori/sip/weather"
 )
@@ -134,7 +135,7 @@ type Table struct {
 	moveFailures           prometheus.Counter
 	loaded, endedElsewhere prometheus.Counter
 	adopted, dropped       prometheus.Counter
-	fencedLog              logGate // requests and reports left alone while fenced
+	fencedLog              lograte.Gate // requests and reports left alone while fenced
 	storeErrors            *prometheus.CounterVec
 }
 
@@ -262,7 +263,7 @@ func (t *Table) mediaTimeout(c *Call, from netip.AddrPort, callID string, media 
 	if fenced {
 		// Another node may hold it now; asked of its anchor again as this
 		// node rejoins (fence.go).
-		if t.fencedLog.allow(t.now()) {
+		if t.fencedLog.Allow(t.now()) {
 			t.log.Warn("media timeout left alone: this node is cut off from the dialog store", "call_id", callID, "anchor", from)
 		}
 		return
@@ -291,6 +292,23 @@ func (t *Table) Wait(ctx context.Context) error {
 		return nil
 	case <-ctx.Done():
 		return ctx.Err()
+	}
+}
+
+// letGo gives back what a call that was in phase counted on this node,
+// once it has ended here or another node holds it: its gauge, its trunk
+// slot, its toll count.
+func (t *Table) letGo(phase Phase, st State) {
+	if phase == Ringing {
+		t.ringing.Dec()
+	} else {
+		t.answered.Dec()
+	}
+	if st.Trunk != "" && t.cfg.Slots != nil {
+		t.cfg.Slots.Release(st.Trunk)
+	}
+	if st.Toll && t.cfg.Tolls != nil {
+		t.cfg.Tolls.End(st.Record.CallID)
 	}
 }
 

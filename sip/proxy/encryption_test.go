@@ -198,20 +198,7 @@ func TestBranchOfferPerContactEncryption(t *testing.T) {
 	p.cfg.Media = media
 	p.cfg.Encryption = func(user, trunk string) string { return "rtp" }
 	tb := call.New(call.Config{Log: slog.New(slog.NewTextHandler(io.Discard, nil))})
-	in := sip.NewRequest(sip.INVITE, sip.Uri{Scheme: "sip", User: "bob", Host: "sori.test"})
-	via := &sip.ViaHeader{ProtocolName: "SIP", ProtocolVersion: "2.0", Transport: "UDP", Host: "192.0.2.1", Port: 5060, Params: sip.NewParams()}
-	via.Params.Add("branch", "z9hG4bK-caller")
-	in.AppendHeader(via)
-	from := &sip.FromHeader{Address: sip.Uri{Scheme: "sip", User: "alice", Host: "sori.test"}, Params: sip.NewParams()}
-	from.Params.Add("tag", "alice-tag")
-	in.AppendHeader(from)
-	in.AppendHeader(&sip.ToHeader{Address: sip.Uri{Scheme: "sip", User: "bob", Host: "sori.test"}, Params: sip.NewParams()})
-	in.AppendHeader(sip.NewHeader("Call-ID", "fork-1"))
-	in.AppendHeader(&sip.CSeqHeader{SeqNo: 1, MethodName: sip.INVITE})
-	in.AppendHeader(sip.NewHeader("Content-Type", "application/sdp"))
-	in.SetBody([]byte(caller))
-	in.SetSource("192.0.2.1:5060")
-	in.SetTransport("UDP")
+	in := aliceInvite("fork-1", 1, caller)
 
 	phone := target{uri: siptest.URI(t, "sip:bob@192.0.2.2:5060"), user: "bob", transport: "UDP"}
 	browser := target{uri: siptest.URI(t, "sip:bob@192.0.2.3:5060"), user: "bob", transport: "WSS"}

@@ -60,3 +60,25 @@ func (a advertised) SentBy(string) (string, int, error) {
 	n, _ := strconv.Atoi(port)
 	return host, n, nil
 }
+
+// aliceInvite is alice's INVITE to bob from 192.0.2.1 over UDP, with its
+// Call-ID and CSeq, carrying sdp ("": none, a delayed offer).
+func aliceInvite(callID string, cseq uint32, sdp string) *sip.Request {
+	in := sip.NewRequest(sip.INVITE, sip.Uri{Scheme: "sip", User: "bob", Host: "sori.test"})
+	via := &sip.ViaHeader{ProtocolName: "SIP", ProtocolVersion: "2.0", Transport: "UDP", Host: "192.0.2.1", Port: 5060, Params: sip.NewParams()}
+	via.Params.Add("branch", "z9hG4bK-caller")
+	in.AppendHeader(via)
+	from := &sip.FromHeader{Address: sip.Uri{Scheme: "sip", User: "alice", Host: "sori.test"}, Params: sip.NewParams()}
+	from.Params.Add("tag", "alice-tag")
+	in.AppendHeader(from)
+	in.AppendHeader(&sip.ToHeader{Address: sip.Uri{Scheme: "sip", User: "bob", Host: "sori.test"}, Params: sip.NewParams()})
+	in.AppendHeader(sip.NewHeader("Call-ID", callID))
+	in.AppendHeader(&sip.CSeqHeader{SeqNo: cseq, MethodName: sip.INVITE})
+	if sdp != "" {
+		in.AppendHeader(sip.NewHeader("Content-Type", "application/sdp"))
+		in.SetBody([]byte(sdp))
+	}
+	in.SetSource("192.0.2.1:5060")
+	in.SetTransport("UDP")
+	return in
+}

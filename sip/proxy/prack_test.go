@@ -183,7 +183,7 @@ func TestReliableOfferThroughTheProxy(t *testing.T) {
 			p := newTestProxy(t, "")
 			p.cfg.Media = media
 			tb := call.New(call.Config{Log: slog.New(slog.NewTextHandler(io.Discard, nil))})
-			in := lateInvite()
+			in := aliceInvite("prack-1", 3, "")
 			c := tb.Begin(calls.Record{CallID: "prack-1"}, "alice-tag")
 			f := newFork(p, in, nil, c, chain.Caller{User: "alice"}, [][]target{{{}}}, true)
 			if r := p.offer(context.Background(), in, f, netip.AddrPort{}, ""); r.Code != 0 || !f.late {
@@ -224,23 +224,6 @@ func TestReliableOfferThroughTheProxy(t *testing.T) {
 			}
 		})
 	}
-}
-
-// lateInvite is alice's INVITE without SDP.
-func lateInvite() *sip.Request {
-	in := sip.NewRequest(sip.INVITE, sip.Uri{Scheme: "sip", User: "bob", Host: "sori.test"})
-	via := &sip.ViaHeader{ProtocolName: "SIP", ProtocolVersion: "2.0", Transport: "UDP", Host: "192.0.2.1", Port: 5060, Params: sip.NewParams()}
-	via.Params.Add("branch", "z9hG4bK-caller")
-	in.AppendHeader(via)
-	from := &sip.FromHeader{Address: sip.Uri{Scheme: "sip", User: "alice", Host: "sori.test"}, Params: sip.NewParams()}
-	from.Params.Add("tag", "alice-tag")
-	in.AppendHeader(from)
-	in.AppendHeader(&sip.ToHeader{Address: sip.Uri{Scheme: "sip", User: "bob", Host: "sori.test"}, Params: sip.NewParams()})
-	in.AppendHeader(sip.NewHeader("Call-ID", "prack-1"))
-	in.AppendHeader(&sip.CSeqHeader{SeqNo: 3, MethodName: sip.INVITE})
-	in.SetSource("192.0.2.1:5060")
-	in.SetTransport("UDP")
-	return in
 }
 
 // lateReply is the callee tag's response of kind to in, with sdp unless

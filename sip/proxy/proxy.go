@@ -18,7 +18,6 @@ import (
 	"log/slog"
 	"net/netip"
 	"strings"
-	"sync/atomic"
 	"time"
 
 	"github.com/emiago/sipgo/sip"
@@ -33,6 +32,7 @@ import (
 	"github.com/sori-voice/sori/sip/chain"
 	"github.com/sori-voice/sori/sip/gopool"
 	"github.com/sori-voice/sori/sip/local"
+	"github.com/sori-voice/sori/sip/lograte"
 	"github.com/sori-voice/sori/sip/push"
 	"github.com/sori-voice/sori/sip/pushwake"
 	"github.com/sori-voice/sori/sip/timers"
@@ -157,16 +157,7 @@ type Proxy struct {
 	forks    prometheus.Gauge
 	// fencedLog lets one line a second in about the requests refused
 	// while this node is cut off from the dialog store.
-	fencedLog logGate
-}
-
-// logGate lets one log line in per second: for what phones can make
-// happen at any rate.
-type logGate struct{ last atomic.Int64 }
-
-func (g *logGate) allow(now time.Time) bool {
-	last := g.last.Load()
-	return now.UnixNano()-last >= int64(time.Second) && g.last.CompareAndSwap(last, now.UnixNano())
+	fencedLog lograte.Gate
 }
 
 // New returns a Proxy.
@@ -535,7 +526,7 @@ func (p *Proxy) inDialog(ctx context.Context, w chain.ResponseWriter, r *chain.R
 		// its anchor) could undo what that node does. The phone
 		// sends the request again after the Retry-After, by when this node
 		// knows (sip/call fence.go).
-		if p.fencedLog.allow(time.Now()) {
+		if p.fencedLog.Allow(time.Now()) {
 			p.log.Warn("in-dialog request refused: this node is cut off from the dialog store", "method", string(req.Method), "call_id", callID)
 		}
 		return chain.Unavailable("")

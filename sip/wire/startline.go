@@ -9,7 +9,7 @@ import "bytes"
 //	Status-Line  = SIP-Version SP Status-Code SP Reason-Phrase CRLF
 func (c *checker) startLine(i, end int) *Fault {
 	d := c.d
-	kind, m := startKind(d, i, end)
+	kind, m, odd := classify(d, i, end)
 	c.info.Kind = kind
 	switch kind {
 	case Garbage:
@@ -19,7 +19,7 @@ func (c *checker) startLine(i, end int) *Fault {
 	}
 	c.info.Method = methodName(d[i:m])
 	c.method = Span{i, m}
-	if run(d, i, m, cToken) != m {
+	if odd {
 		return bad("Malformed Method")
 	}
 	if isWSP(d[end-1]) {
@@ -51,17 +51,24 @@ func (c *checker) startLine(i, end int) *Fault {
 // rest is wrong); anything else is Garbage. For a request, m is the end of
 // the method.
 func startKind(d []byte, i, end int) (k Kind, m int) {
+	k, m, _ = classify(d, i, end)
+	return k, m
+}
+
+// classify is startKind, and whether the request's method is no token
+// (oddMethod).
+func classify(d []byte, i, end int) (k Kind, m int, odd bool) {
 	if end-i >= 4 && eqLower(d[i:i+4], "sip/") {
-		return Response, 0
+		return Response, 0, false
 	}
 	m = run(d, i, end, cToken)
 	if m == i || m == end || !isWSP(d[m]) {
 		if m = oddMethod(d, i, end); m > i {
-			return Request, m // answered 400 (startLine): its Via is still good
+			return Request, m, true // answered 400 (startLine): its Via is still good
 		}
-		return Garbage, 0
+		return Garbage, 0, false
 	}
-	return Request, m
+	return Request, m, false
 }
 
 // oddMethod is the end of a request line's method that is no token
