@@ -32,6 +32,22 @@ type ResponseWriter interface {
 	Respond(res *sip.Response) error
 }
 
+// Cancelable is a ResponseWriter whose request a CANCEL can end (an
+// INVITE's server transaction).
+type Cancelable interface {
+	// OnCancel runs f when a CANCEL matches, before the 487 goes up: what
+	// the call held (a trunk slot, a toll count) is given back before the
+	// caller, told its call ended, can place the next one.
+	OnCancel(f func())
+}
+
+// OnCancel registers f with w if a CANCEL can end its request.
+func OnCancel(w ResponseWriter, f func()) {
+	if c, ok := w.(Cancelable); ok {
+		c.OnCancel(f)
+	}
+}
+
 // Caller is who sent a request, as the links before the proxy found out.
 type Caller struct {
 	User  string // the user of our domain it was authenticated as; empty: none

@@ -125,6 +125,14 @@ func (f *fork) run(ctx context.Context) {
 	f.p.forks.Inc()
 	f.refs = 1
 	defer f.release()
+	if f.call != nil {
+		// The call ends (its trunk slot and toll count given back) before
+		// the 487 goes up, not when run sees the cancelled context below.
+		// The hook runs inside the transaction's state machine, which a
+		// Respond under f.mu waits for: it must not take f.mu.
+		c := f.call
+		chain.OnCancel(f.w, func() { c.Cancelled(0) })
+	}
 	f.startGroup()
 	select {
 	case <-f.final:
@@ -599,8 +607,9 @@ func (f *fork) onTimerC(gi int) {
 	f.maybeFinish()
 }
 
-// callerCancelled: the caller's CANCEL matched; the transaction layer answered it and sent
-// 487, so only the branches are left to cancel.
+// callerCancelled: the caller's CANCEL matched; the transaction layer
+// answered it 200 and its INVITE 487 (right after this, from the CANCEL
+// hook), so only the branches are left to cancel.
 func (f *fork) callerCancelled() {
 	f.mu.Lock()
 	defer f.mu.Unlock()

@@ -292,6 +292,8 @@ func (w *serverHeader) Respond(res *sip.Response) error {
 	return w.next.Respond(res)
 }
 
+func (w *serverHeader) OnCancel(f func()) { chain.OnCancel(w.next, f) }
+
 // txWriter responds within a server transaction; the transaction writes
 // to the connection, or the socket and source address, its request came on.
 type txWriter struct {
@@ -307,6 +309,13 @@ func (w *txWriter) Respond(res *sip.Response) error {
 		w.final.Store(true)
 	}
 	return w.tx.Respond(res)
+}
+
+// OnCancel runs f in the transaction's CANCEL hook, before its 487.
+func (w *txWriter) OnCancel(f func()) {
+	if w.tx != nil {
+		w.tx.OnCancel(func(*sip.Request) { f() })
+	}
 }
 
 // Request sends req in a new client transaction, to its destination
