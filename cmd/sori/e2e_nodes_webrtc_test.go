@@ -7,6 +7,7 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/emiago/sipgo/sip"
 
@@ -175,4 +176,104 @@ func browserOnNodeB(t *testing.T, an *anchorProc) (*anchorProc, *sipNode, *wsPho
 
 	browser := registeredWSPhone(t, fmt.Sprintf("wss://%s:%d/", ips[1], wssPort), phones.certFile, "k3v9nodes.invalid", "nodes-ws")
 	return an, a, browser
+}
+
+// The browser on node b calls alice, registered over TCP on node a: node
+// b, the first node, anchors the call (its WSS flow says the caller is a
+// browser), so alice on node a gets the anchor's plain RTP/AVP offer and
+// the browser the anchor's WebRTC answer; node a anchors nothing again
+// (one call with two legs on the anchor), and the browser's BYE through
+// both nodes leaves the anchor with nothing.
+func TestNodesBrowserOnAnotherNodeCalls(t *testing.T) {
+	an, a, browser := browserOnNodeB(t, startAnchor(t))
+	ma := newMediaSocket(t)
+	alice := &ua{sipConn: dialFrom(t, "tcp", "127.0.0.10", a.sipAddr()), user: "alice", password: "alice-secret"}
+	contact := "Contact: <sip:alice@" + alice.local + ";transport=tcp>"
+	if r := alice.registerAuth("alice", "alice-secret", "alice-reg@test", 1, contact); r.StatusCode != 200 {
+		t.Fatalf("alice's REGISTER on node a: %d %s", r.StatusCode, r.Reason)
+	}
+
+	offer := strings.ReplaceAll(nodesBrowserOffer, "\n", "\r\n")
+	invite := func(cseq int, auth string) string {
+		return fmt.Sprintf("INVITE sip:alice@sori.test SIP/2.0\nVia: SIP/2.0/WSS %[1]s;branch=z9hG4bK-bcall-%[2]d\nMax-Forwards: 70\nFrom: <sip:bob@sori.test>;tag=bcall\nTo: <sip:alice@sori.test>\nCall-ID: browser-calls@test\nCSeq: %[2]d INVITE\nContact: <sip:bob@%[1]s;transport=ws;ob>\n%[3]sContent-Type: application/sdp\nContent-Length: %[4]d\n\n%[5]s",
+			browser.host, cseq, auth, len(offer), offer)
+	}
+	first := invite(1, "")
+	browser.send(first)
+	res := browser.final()
+	if res.StatusCode != 407 {
+		t.Fatalf("the browser's INVITE: %d %s, want 407", res.StatusCode, res.Reason)
+	}
+	browser.send(ackFor(first, res))
+	browser.send(invite(2, "Proxy-Authorization: "+digestFor(t, res, "Proxy-Authenticate", "INVITE", "sip:alice@sori.test", "bob", "bob-secret")+"\n"))
+
+	var inv *sip.Request
+	for inv == nil {
+		if r := alice.readRequest(); r.Method == sip.INVITE {
+			inv = r
+		}
+	}
+	if vias := inv.GetHeaders("Via"); len(vias) != 3 || !strings.Contains(vias[0].Value(), a.sipAddr()) {
+		t.Fatalf("the INVITE did not come from node b through node a: Via %v", vias)
+	}
+	body := string(inv.Body())
+	s, err := sdp.Parse(inv.Body())
+	if err != nil || len(s.Media) != 1 || s.Media[0].Proto != "RTP/AVP" || strings.Contains(body, "a=fingerprint") ||
+		strings.Contains(body, "a=ice-") || !an.hasPort(netip.AddrPortFrom(s.Media[0].Addr, uint16(s.Media[0].Port))) {
+		t.Fatalf("alice on node a did not get the anchor's plain offer (%v):\n%s", err, body)
+	}
+	alice.respondSDP(inv, 200, "OK", ma.sdp(2002), contact)
+
+	ok := browser.final()
+	if ok.StatusCode != 200 {
+		t.Fatalf("the browser's INVITE with credentials: %d %s", ok.StatusCode, ok.Reason)
+	}
+	s, err = sdp.Parse(ok.Body())
+	if err != nil || len(s.Media) != 1 {
+		t.Fatalf("the browser's answer: %v\n%s", err, ok.Body())
+	}
+	w, err := s.WebRTC(0)
+	if err != nil || s.Media[0].Proto != "UDP/TLS/RTP/SAVPF" || w.Ufrag == "" || w.Pwd == "" || w.Fingerprint.Value == "" ||
+		!strings.Contains(string(ok.Body()), "a=candidate:") || !strings.Contains(string(ok.Body()), "a=ice-lite") ||
+		!an.hasPort(netip.AddrPortFrom(s.Media[0].Addr, uint16(s.Media[0].Port))) {
+		t.Fatalf("the browser did not get the anchor's WebRTC answer (%v):\n%s", err, ok.Body())
+	}
+	if n := an.legCount(t); n != 2 {
+		t.Fatalf("the anchor holds %d legs, want the one call's 2 (node a anchored it again?)", n)
+	}
+
+	browser.send(wsInDialog(browser, "ACK", 2, ok))
+	for {
+		if r := alice.readRequest(); r.Method == sip.ACK {
+			break
+		}
+	}
+	browser.send(wsInDialog(browser, "BYE", 3, ok))
+	for {
+		if r := alice.readRequest(); r.Method == sip.BYE {
+			alice.respond(r, 200, "OK")
+			break
+		}
+	}
+	if r := browser.final(); r.StatusCode != 200 || r.CSeq().MethodName != sip.BYE {
+		t.Fatalf("the browser's BYE: %d %s", r.StatusCode, r.Reason)
+	}
+	waitFor(t, 5*time.Second, "the anchor lets the call go", func() string {
+		if c, l := an.callCount(t), an.legCount(t); c != 0 || l != 0 {
+			return fmt.Sprintf("%d calls, %d legs", c, l)
+		}
+		return ""
+	})
+}
+
+// wsInDialog builds the browser's ACK or BYE for its answered INVITE res:
+// Request-URI the callee's Contact, Route the Record-Route reversed.
+func wsInDialog(p *wsPhone, method string, cseq int, res *sip.Response) string {
+	var routes strings.Builder
+	rrs := res.GetHeaders("Record-Route")
+	for i := len(rrs) - 1; i >= 0; i-- {
+		routes.WriteString("Route: " + rrs[i].Value() + "\n")
+	}
+	return fmt.Sprintf("%s %s SIP/2.0\nVia: SIP/2.0/WSS %s;branch=z9hG4bK-bdlg-%d\nMax-Forwards: 70\n%sFrom: %s\nTo: %s\nCall-ID: %s\nCSeq: %d %s\nContent-Length: 0\n\n",
+		method, res.Contact().Address.String(), p.host, cseq, routes.String(), res.From().Value(), res.To().Value(), res.CallID().Value(), cseq, method)
 }
