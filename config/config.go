@@ -70,6 +70,9 @@ type SIP struct {
 	// TimerJ keeps a finished non-INVITE server transaction to absorb request
 	// retransmissions (RFC 3261 §17.2.2: 64*T1 = 32 s on UDP).
 	TimerJ Duration `yaml:"timer_j"`
+	// ShedAfter: a new UDP request that waited longer than this to be read
+	// is answered 503 (sip/overload); 0: never.
+	ShedAfter Duration `yaml:"shed_after"`
 	// TimerC is the no-answer timeout of a forwarded INVITE (RFC 3261
 	// §16.6 step 11 says more than 3 minutes; Kamailio's fr_inv_timer
 	// default is 120 s, phones give up after about 60 s).
@@ -388,6 +391,7 @@ func Default() Config {
 			AuthAlgorithms: []string{"MD5"},
 			NonceTTL:       Duration(300 * time.Second),
 			TimerJ:         Duration(5 * time.Second),
+			ShedAfter:      Duration(400 * time.Millisecond),
 			TimerC:         Duration(60 * time.Second),
 			DialogTimeout:  Duration(12 * time.Hour),
 			KeepDialogs:    true,
@@ -591,6 +595,9 @@ func (v *validator) check(c *Config) {
 	}
 	if j := c.SIP.TimerJ.D(); j < 500*time.Millisecond || j > 32*time.Second {
 		v.fail("sip.timer_j", "%v is outside 500ms..32s", j)
+	}
+	if d := c.SIP.ShedAfter.D(); d != 0 && (d < 50*time.Millisecond || d > 32*time.Second) {
+		v.fail("sip.shed_after", "%v is outside 50ms..32s (0: never shed)", d)
 	}
 	if t := c.SIP.TimerC.D(); t < time.Second || t > 30*time.Minute {
 		v.fail("sip.timer_c", "%v is outside 1s..30m", t)

@@ -181,6 +181,7 @@ func serve(ctx context.Context, configPath string, logOut io.Writer) error {
 		Product:    "Sori/" + Version,
 		RetryAfter: cfg.Registrar.RetryAfter,
 		TimerJ:     cfg.SIP.TimerJ.D(),
+		ShedAfter:  cfg.SIP.ShedAfter.D(),
 		Log:        log,
 		Registerer: reg,
 	}

@@ -36,3 +36,16 @@ func TestNotAllowed(t *testing.T) {
 		t.Fatalf("ACK answered: %v", rec.Responses)
 	}
 }
+
+// A method the sender made up shares one metric label: a scanner's
+// invented methods would otherwise each keep a histogram series.
+func TestMethodLabel(t *testing.T) {
+	for m, want := range map[sip.RequestMethod]string{
+		sip.INVITE: "INVITE", sip.REGISTER: "REGISTER", sip.PUBLISH: "PUBLISH",
+		"NEWMETHOD": "other", "invite": "other", "": "other", "X-\xc3": "other",
+	} {
+		if got := Label(m); got != want {
+			t.Errorf("Label(%q) = %q, want %q", m, got, want)
+		}
+	}
+}

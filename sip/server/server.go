@@ -28,6 +28,8 @@ import (
 
 	"github.com/sori-voice/sori/sip/chain"
 	"github.com/sori-voice/sori/sip/gopool"
+	"github.com/sori-voice/sori/sip/methods"
+	"github.com/sori-voice/sori/sip/overload"
 	"github.com/sori-voice/sori/sip/transaction"
 	"github.com/sori-voice/sori/sip/transport"
 )
@@ -46,6 +48,10 @@ type Options struct {
 	// gigabytes of live heap. Kamailio keeps them 5 s (tm wt_timer); a REGISTER
 	// retransmitted later is re-applied, which is idempotent.
 	TimerJ time.Duration
+	// ShedAfter: a new UDP request that waited longer than this between
+	// reaching the host and being read is answered 503 (sip/overload);
+	// 0: none is.
+	ShedAfter time.Duration
 	// Gate screens sources before their messages are parsed; nil: none.
 	Gate transport.Gate
 	// TLS serves the tls listeners; nil: none may be configured.
@@ -84,6 +90,7 @@ type Server struct {
 	endBase context.CancelCauseFunc
 
 	retrans retransCache
+	shed    *overload.Shedder
 }
 
 // shutdownGrace is how long Shutdown lets in-flight requests finish by
@@ -112,6 +119,7 @@ func New(o Options) (*Server, error) {
 	if o.Registerer != nil {
 		o.Registerer.MustRegister(s.latency)
 	}
+	s.shed = overload.New(o.ShedAfter, o.Registerer, o.Log.With("component", "overload"))
 	s.pool = gopool.New(poolKeep, poolMax, poolIdle)
 	s.tx = transaction.New((*transactionUser)(s), s.pool, o.Log.With("component", "transaction"))
 	s.tp = transport.New(transport.Options{
@@ -169,6 +177,12 @@ type received Server
 
 func (r *received) Request(req *sip.Request, c transport.Conn) {
 	s := (*Server)(r)
+	if a, ok := c.(transport.Arrived); ok && s.shed.Shed(req, a.Arrived(), time.Now()) {
+		// Answered here, on the reading goroutine, with no transaction: the
+		// cheapest answer there is, which is the point while behind.
+		_ = chain.Answer(&serverHeader{next: connWriter{c}, header: s.server}, req, chain.Unavailable(""), s.opts.RetryAfter)
+		return
+	}
 	if req.Method == sip.REGISTER && c.Transport() == "UDP" {
 		s.stateless(req, c)
 		return
@@ -229,22 +243,8 @@ func (s *Server) serveReq(ctx context.Context, req *sip.Request, w chain.Respons
 		s.log.Debug("answer not sent", "call_id", req.CallID().Value(), "code", result.Code, "error", err)
 	}
 	if !req.IsAck() {
-		s.latency.WithLabelValues(methodLabel(req.Method)).Observe(time.Since(start).Seconds())
+		s.latency.WithLabelValues(methods.Label(req.Method)).Observe(time.Since(start).Seconds())
 	}
-}
-
-// methodLabel is the method label of a request's latency: its method when
-// RFC 3261 or an extension names it, else "other". A method is any token
-// the sender likes (it gets 405 or 501), and as a label each new one made
-// a histogram series that was never freed: memory growing with every
-// name a scanner invents.
-func methodLabel(m sip.RequestMethod) string {
-	switch m {
-	case sip.INVITE, sip.ACK, sip.CANCEL, sip.BYE, sip.REGISTER, sip.OPTIONS, sip.SUBSCRIBE, sip.NOTIFY,
-		sip.REFER, sip.INFO, sip.MESSAGE, sip.PRACK, sip.UPDATE, sip.PUBLISH:
-		return string(m)
-	}
-	return "other"
 }
 
 // Shutdown stops taking requests (they get 503 with Retry-After), waits for
@@ -293,6 +293,11 @@ func (w *serverHeader) Respond(res *sip.Response) error {
 }
 
 func (w *serverHeader) OnCancel(f func()) { chain.OnCancel(w.next, f) }
+
+// connWriter responds straight on the connection its request came on.
+type connWriter struct{ c transport.Conn }
+
+func (w connWriter) Respond(res *sip.Response) error { return w.c.WriteMsg(res) }
 
 // txWriter responds within a server transaction; the transaction writes
 // to the connection, or the socket and source address, its request came on.

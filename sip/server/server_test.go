@@ -233,16 +233,3 @@ func TestRetransCacheGenerations(t *testing.T) {
 		t.Fatalf("after two periods: %q busy=%v", cached, busy)
 	}
 }
-
-// A method the sender made up shares one latency label: a scanner's
-// invented methods would otherwise each keep a histogram series.
-func TestMethodLabel(t *testing.T) {
-	for m, want := range map[sip.RequestMethod]string{
-		sip.INVITE: "INVITE", sip.REGISTER: "REGISTER", sip.PUBLISH: "PUBLISH",
-		"NEWMETHOD": "other", "invite": "other", "": "other", "X-\xc3": "other",
-	} {
-		if got := methodLabel(m); got != want {
-			t.Errorf("methodLabel(%q) = %q, want %q", m, got, want)
-		}
-	}
-}

@@ -50,6 +50,12 @@ type Conn interface {
 	Hold() (release func())
 }
 
+// Arrived is a Conn that knows when the message it came with reached the
+// host: a UDP datagram's kernel receive time (zero if not stamped).
+type Arrived interface {
+	Arrived() time.Time
+}
+
 // Handler receives every message that passed the checks, parsed.
 type Handler interface {
 	Request(req *sip.Request, c Conn)
@@ -211,7 +217,7 @@ func (t *Transport) listen(l Listener) error {
 		}
 		_ = c.SetReadBuffer(8 << 20) // absorb bursts; the kernel caps it at rmem_max
 		_ = c.SetWriteBuffer(8 << 20)
-		u := &udpSocket{t: t, conn: c, local: unmap(c.LocalAddr().(*net.UDPAddr).AddrPort())}
+		u := &udpSocket{t: t, conn: c, local: unmap(c.LocalAddr().(*net.UDPAddr).AddrPort()), stamped: stampArrivals(c)}
 		t.mu.Lock()
 		t.udp = append(t.udp, u)
 		t.bound("udp", u.local)

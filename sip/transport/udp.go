@@ -7,6 +7,7 @@ import (
 	"net"
 	"net/netip"
 	"sync"
+	"time"
 
 	"github.com/emiago/sipgo/sip"
 )
@@ -17,9 +18,10 @@ const maxDatagram = 65507
 // udpSocket is one listening UDP socket; it also sends every request and
 // response sori puts on UDP, so peers see the port they registered to.
 type udpSocket struct {
-	t     *Transport
-	conn  *net.UDPConn
-	local netip.AddrPort
+	t       *Transport
+	conn    *net.UDPConn
+	local   netip.AddrPort
+	stamped bool // the kernel stamps each datagram's arrival (stamp_linux.go)
 }
 
 // serve reads datagrams until the socket closes. Each one is checked and
@@ -27,8 +29,16 @@ type udpSocket struct {
 // so the buffer is reused at once.
 func (u *udpSocket) serve() {
 	buf := make([]byte, maxDatagram+1)
+	oob := make([]byte, oobSize)
 	for {
-		n, src, err := u.conn.ReadFromUDPAddrPort(buf)
+		var n, oobn int
+		var src netip.AddrPort
+		var err error
+		if u.stamped {
+			n, oobn, _, src, err = u.conn.ReadMsgUDPAddrPort(buf, oob)
+		} else {
+			n, src, err = u.conn.ReadFromUDPAddrPort(buf)
+		}
 		if err != nil {
 			if errors.Is(err, net.ErrClosed) {
 				return
@@ -40,6 +50,9 @@ func (u *udpSocket) serve() {
 			continue
 		}
 		peer := &udpPeer{sock: u, remote: unmap(src)}
+		if u.stamped {
+			peer.arrived = arrival(oob[:oobn])
+		}
 		if buf[0] < 2 && u.t.admitted(peer) && u.t.stunKeepalive(buf[:n], peer) {
 			continue // a STUN keepalive (its first byte: 0 or 1; SIP starts with a letter)
 		}
@@ -47,11 +60,16 @@ func (u *udpSocket) serve() {
 	}
 }
 
-// udpPeer is a UDP peer: our socket and its address.
+// udpPeer is a UDP peer: our socket and its address; one for each
+// datagram received, with the time the kernel got it.
 type udpPeer struct {
-	sock   *udpSocket
-	remote netip.AddrPort
+	sock    *udpSocket
+	remote  netip.AddrPort
+	arrived time.Time
 }
+
+// Arrived is when the kernel received the datagram (zero: not stamped).
+func (p *udpPeer) Arrived() time.Time { return p.arrived }
 
 func (p *udpPeer) Transport() string      { return "UDP" }
 func (p *udpPeer) Remote() netip.AddrPort { return p.remote }
