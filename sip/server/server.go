@@ -43,7 +43,7 @@ type Options struct {
 	Product    string // Server header value, e.g. "Sori/0.1"
 	RetryAfter int    // seconds, with every 503 sori answers
 	// TimerJ is how long a finished non-INVITE server transaction absorbs
-	// retransmissions. RFC 3261 says 32 s on UDP; every such transaction holds
+	// retransmissions, and a finished INVITE transaction (Timers L, M, D). RFC 3261 says 32 s on UDP; every such transaction holds
 	// its request and response that long, which at 20 000 transactions/s is
 	// gigabytes of live heap. Kamailio keeps them 5 s (tm wt_timer); a REGISTER
 	// retransmitted later is re-applied, which is idempotent.
@@ -104,8 +104,16 @@ func New(o Options) (*Server, error) {
 	}
 	sip.SetDefaultLogger(o.Log.With("component", "sip"))
 	if o.TimerJ > 0 {
-		// sipgo keeps Timer J in a package variable, so it is process-wide.
-		sip.Timer_J = o.TimerJ
+		// sipgo keeps these timers in package variables, so they are
+		// process-wide. What each keeps a finished transaction for is the
+		// same job as Timer J's, so it gets the same time, as Kamailio's
+		// one wt_timer does for all: an INVITE's server and client
+		// transactions after a 2xx (Timers L and M: absorbing a 2xx sent
+		// again while its ACK is on its way) and a forwarded INVITE's after
+		// a non-2xx (Timer D). At 64*T1 each, every call kept three
+		// transactions 32 s, with their requests and responses: most of
+		// sori's live heap under load (250 MB at 600 calls/s).
+		sip.Timer_J, sip.Timer_L, sip.Timer_M, sip.Timer_D = o.TimerJ, o.TimerJ, o.TimerJ, o.TimerJ
 	}
 	s := &Server{
 		opts: o, log: o.Log,
