@@ -155,12 +155,14 @@ func TestReliableOfferThroughTheProxy(t *testing.T) {
 			{kind: "prack", tag: "bob", wantBody: callerSDP},
 			{kind: "200", tag: "bob", wantBody: "anchor-offer-1", wantOffers: 1},
 		}},
-		{"another fork's reliable 183 offer does not go up", nil, []step{
+		{"another fork's reliable 183 offer goes up with its own anchor SDP; each PRACK answers its own", nil, []step{
 			{kind: "183", tag: "bob-1", wantBody: "anchor-offer-1", wantOffers: 1},
-			{kind: "183", tag: "bob-2", wantBody: calleeSDP, wantErr: call.ErrOtherFork, wantOffers: 1},
-			{kind: "prack", tag: "bob-1", wantBody: "anchor-answer-1", wantOffers: 1, wantAnswers: 1},
-			{kind: "200-nosdp", tag: "bob-1", wantOffers: 1, wantAnswers: 1},
-			{kind: "200", tag: "bob-2", wantBody: calleeSDP, wantErr: call.ErrOtherFork, wantOffers: 1, wantAnswers: 1},
+			{kind: "183", tag: "bob-2", wantBody: "anchor-offer-2", wantOffers: 2},
+			{kind: "183", tag: "bob-2", wantBody: "anchor-offer-2", wantOffers: 2}, // its retransmission
+			{kind: "prack", tag: "bob-2", wantBody: "anchor-answer-1", wantOffers: 2, wantAnswers: 1},
+			{kind: "prack", tag: "bob-1", wantBody: "anchor-answer-2", wantOffers: 2, wantAnswers: 2},
+			{kind: "200-nosdp", tag: "bob-2", wantOffers: 2, wantAnswers: 2},
+			{kind: "200", tag: "bob-1", wantBody: calleeSDP, wantErr: call.ErrOtherFork, wantOffers: 2, wantAnswers: 2},
 		}},
 		{"the 183's callee fails: another fork's reliable 183 offer is taken", nil, []step{
 			{kind: "183", tag: "bob-1", wantBody: "anchor-offer-1", wantOffers: 1},
