@@ -99,7 +99,8 @@ func (p *Proxy) prackAnswer(c *call.Call, req *sip.Request) chain.Result {
 		return chain.Done
 	}
 	c.SDP(sender, body) // before the anchor rewrites it
-	sdp, _, err := c.AnswerInPrackTo(sender, tag, cseq, func() ([]byte, error) { // its own early dialog's (prack_fork.go)
+	// Its own early dialog's offer answered (prack_fork.go).
+	sdp, _, err := c.AnswerInPrackTo(sender, tag, cseq, func() ([]byte, error) {
 		ctx, cancel := context.WithTimeout(context.Background(), dialTimeout)
 		defer cancel()
 		// The PRACK names the tags as an ACK would: from-tag its To's
