@@ -63,15 +63,16 @@ func rackCSeq(req *sip.Request) (uint32, bool) {
 
 // endEarlyOffer ends branch b, whose reliable 18x offer was not anchored
 // (cause), with f.mu held: the 18x does not go up and the branch is
-// cancelled; if the anchor failed and the caller has no final response
-// yet, it gets 503 Media Relay Unavailable, as for a 2xx's offer.
+// cancelled; if the anchor failed, the caller has no final response yet
+// and no other early dialog, it gets 503 Media Relay Unavailable, as for
+// a 2xx's offer.
 func (f *fork) endEarlyOffer(b *branch, cause error) {
 	b.provisional = true // a CANCEL may go now (RFC 3261 §9.1)
 	if !b.done {
 		f.cancelBranch(b)
 	}
-	if f.sent != 0 || errors.Is(cause, call.ErrOtherFork) {
-		return
+	if f.sent != 0 || errors.Is(cause, call.ErrOtherFork) || f.anchored {
+		return // f.anchored: another callee's early dialog is (prack_fork.go)
 	}
 	f.unavailable("Media Relay Unavailable", lateRetryAfter)
 }
