@@ -13,10 +13,19 @@ import (
 // for its early dialog (a port of its own), each PRACK's answer is
 // anchored to its own dialog, and each phone's early media reaches alice
 // through the anchor from its dialog's port (hers reaching that phone).
-// The first phone's 200 makes the call: the second gets CANCEL, the
-// anchor drops its early dialog's legs (the call keeps alice's and the
-// winner's, one port pair each), and the BYE leaves the anchor empty.
+// One phone's 200 makes the call (the first's repeating its offer, or the
+// second's without SDP): the other gets CANCEL, the anchor drops its
+// early dialog's legs (the call keeps alice's and the winner's, one port
+// pair each), and the BYE leaves the anchor empty.
 func TestReliableOffersOfTwoForks(t *testing.T) {
+	for _, secondWins := range []bool{false, true} {
+		t.Run(map[bool]string{false: "the first answers, repeating its offer", true: "the second answers, without SDP"}[secondWins], func(t *testing.T) {
+			reliableOffersOfTwoForks(t, secondWins)
+		})
+	}
+}
+
+func reliableOffersOfTwoForks(t *testing.T, secondWins bool) {
 	an := startAnchor(t)
 	n := startNode(t, anchoredConfig("", an.ng))
 	alice, bob1, bob2 := newUA(t, n, "udp", "alice"), registeredBob(t, n, "prack-forks-0@test"), registeredBob(t, n, "prack-forks-1@test")
@@ -65,28 +74,53 @@ func TestReliableOffersOfTwoForks(t *testing.T) {
 	streamBothWays(t, mb1, toB1, ma, toA1, 0xb0b1, 0xa11ce1, 20)
 	streamBothWays(t, mb2, toB2, ma, toA2, 0xb0b2, 0xa11ce2, 20)
 
-	// The first phone answers, repeating its offer: alice gets its 183's SDP.
-	bob1.send(answer200(inv1, "bob-1", contactOf(bob1), mb1.sdp(2001)))
-	res := alice.final()
-	if res.StatusCode != 200 || res.To().Params.GetOr("tag", "") != "bob-1" || string(res.Body()) != string(early1.Body()) {
-		t.Fatalf("INVITE: %d from %s with SDP\n%s\nwant bob-1's 183's:\n%s", res.StatusCode, res.To().Value(), res.Body(), early1.Body())
+	type phone struct {
+		bob      *ua
+		inv      *sip.Request
+		tag      string
+		early    *sip.Response
+		toA, toB netip.AddrPort
+		media    *mediaSocket
+		offer    string
 	}
-	bob2.respond(next(t, bob2, sip.CANCEL, "sori's CANCEL"), 200, "OK")
-	bob2.respond(inv2, 487, "Request Terminated")
-	next(t, bob2, sip.ACK, "sori's ACK of the 487")
-	if ack := sendACK(t, alice, bob1, 2, res); len(ack.Body()) != 0 {
-		t.Fatalf("bob-1 got the ACK with body %q", ack.Body())
+	win, lose := phone{bob1, inv1, "bob-1", early1, toA1, toB1, mb1, mb1.sdp(2001)}, phone{bob2, inv2, "bob-2", early2, toA2, toB2, mb2, ""}
+	if secondWins {
+		win, lose = phone{bob2, inv2, "bob-2", early2, toA2, toB2, mb2, ""}, phone{bob1, inv1, "bob-1", early1, toA1, toB1, mb1, ""}
+	}
+	// The winner answers, repeating its offer or with no SDP: alice gets
+	// its 183's SDP, or none.
+	ok200 := sip.NewResponseFromRequest(win.inv, 200, "OK", nil)
+	ok200.To().Params.Add("tag", win.tag)
+	ok200.AppendHeader(sip.NewHeader("Contact", contactOf(win.bob)))
+	if win.offer != "" {
+		ok200.AppendHeader(sip.NewHeader("Content-Type", "application/sdp"))
+		ok200.SetBody([]byte(win.offer))
+	}
+	win.bob.send(ok200.String())
+	res := alice.final()
+	want := "" // no SDP in the 200: none goes up
+	if win.offer != "" {
+		want = string(win.early.Body())
+	}
+	if res.StatusCode != 200 || res.To().Params.GetOr("tag", "") != win.tag || string(res.Body()) != want {
+		t.Fatalf("INVITE: %d from %s with SDP\n%s\nwant (%s's 183's, or none):\n%s", res.StatusCode, res.To().Value(), res.Body(), win.tag, want)
+	}
+	lose.bob.respond(next(t, lose.bob, sip.CANCEL, "sori's CANCEL"), 200, "OK")
+	lose.bob.respond(lose.inv, 487, "Request Terminated")
+	next(t, lose.bob, sip.ACK, "sori's ACK of the 487")
+	if ack := sendACK(t, alice, win.bob, 2, res); len(ack.Body()) != 0 {
+		t.Fatalf("%s got the ACK with body %q", win.tag, ack.Body())
 	}
 
 	// The losing dialog's legs go: alice's and the winner's are left.
 	waitLoserDeleted(t, an, n)
 	aliceTag := res.From().Params.GetOr("tag", "")
 	tags := liveLegs(ngQuery(t, an, res.CallID().Value()).Dict("tags"))
-	if len(tags) != 2 || tags.Dict("bob-1") == nil || peerOf(tags.Dict("bob-1")) != aliceTag || peerOf(tags.Dict(aliceTag)) != "bob-1" {
-		t.Fatalf("the anchor's call has legs %v, want alice's and bob-1's, in dialogue", keys(tags))
+	if len(tags) != 2 || tags.Dict(win.tag) == nil || peerOf(tags.Dict(win.tag)) != aliceTag || peerOf(tags.Dict(aliceTag)) != win.tag {
+		t.Fatalf("the anchor's call has legs %v, want alice's and %s's, in dialogue", keys(tags), win.tag)
 	}
-	streamBothWays(t, ma, toA1, mb1, toB1, 0xa11ce3, 0xb0b3, 20)
+	streamBothWays(t, ma, win.toA, win.media, win.toB, 0xa11ce3, 0xb0b3, 20)
 
-	hangUp(t, alice, bob1, 5, res)
+	hangUp(t, alice, win.bob, 5, res)
 	waitAnchorEmpty(t, an)
 }
