@@ -55,6 +55,7 @@ func (c *Call) EarlyFailed(tag, sender string, cseq uint32) {
 		c.late = c.nextEarly(sender, cseq) // another callee's early offer, if any (prackfork.go)
 		c.st.Late = c.late.state()
 	}
+	c.dropFork(tag, sender, cseq) // another callee's, failed (prackfork.go)
 }
 
 // confirm: a 2xx of lo's offerer came; c.lateMu held.

@@ -101,6 +101,16 @@ func TestReliableOfferSteps(t *testing.T) {
 			{kind: "prack", tag: b, wantCalls: 3, wantSDP: "sdp-3", wantPending: true},
 			{kind: "lost", tag: b, wantCalls: 3, wantLost: a},
 		}},
+		{"a failed callee's early dialog is not the one that takes the call's place", []step{
+			{kind: "18x", tag: a, wantCalls: 1, wantSDP: "sdp-1"},
+			{kind: "18x", tag: b, wantCalls: 2, wantSDP: "sdp-2"},
+			{kind: "failed", tag: b, wantCalls: 2},
+			{kind: "prack", tag: b, wantCalls: 2},
+			{kind: "failed", tag: a, wantCalls: 2},
+			{kind: "18x", tag: "callee-c", wantCalls: 3, wantSDP: "sdp-3"},
+			{kind: "prack", tag: "callee-c", wantCalls: 4, wantSDP: "sdp-4", wantPending: true},
+			{kind: "lost", tag: "callee-c", wantCalls: 4, wantLost: a + "," + b},
+		}},
 		{"the first early dialog's callee fails: the other's becomes the call's", []step{
 			{kind: "18x", tag: a, wantCalls: 1, wantSDP: "sdp-1"},
 			{kind: "failed", tag: b, wantCalls: 1},

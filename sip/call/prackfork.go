@@ -127,6 +127,15 @@ func (c *Call) nextEarly(sender string, cseq uint32) *lateOffer {
 	return nil
 }
 
+// dropFork lets go of callee tag's early offer, another than late's: its
+// callee failed. Its legs stay on the anchor until the call's 2xx drops
+// them (LostEarly) or the call ends. c.mu held.
+func (c *Call) dropFork(tag, sender string, cseq uint32) {
+	if fo := c.forkOf(tag, sender, cseq); fo != nil {
+		c.forks.offers = slices.DeleteFunc(c.forks.offers, func(o *lateOffer) bool { return o == fo })
+	}
+}
+
 // OfferSDP notes body, the SDP offer of callee tag as it came, once the
 // anchor took it: SDP notes it for the call's offer (true), an early
 // offer of another callee's keeps it until its 2xx makes it the call's.
