@@ -4,6 +4,7 @@ import (
 	"net/netip"
 	"testing"
 
+	"github.com/sori-voice/sori/media/anchorstate"
 	"github.com/sori-voice/sori/media/ng"
 )
 
@@ -119,5 +120,43 @@ func TestEarlyDialogTakenOverBy2xx(t *testing.T) {
 	}
 	if r := do(t, m, "query", ng.Dict{"call-id": "early-2"}); r.Str("result") != "error" {
 		t.Fatalf("the call is still there: %v", r)
+	}
+}
+
+// Two early dialogs survive a restart (keep.go keeps the legs by index,
+// not by tag): each callee's media reaches alice from its own dialog's
+// port again, and the loser's delete leaves the winner's legs.
+func TestEarlyDialogsRestored(t *testing.T) {
+	k := &memKeeper{calls: map[string]anchorstate.Call{}}
+	m1, alloc1 := keepingManager(t, 51000, k)
+	alice, bob1, bob2 := newUDPPhone(t), newUDPPhone(t), newUDPPhone(t)
+	toA1 := earlyOffer(t, m1, "early-3", "b1", bob1)
+	toA2 := earlyOffer(t, m1, "early-3", "b2", bob2)
+	toB1 := prackAnswer(t, m1, "early-3", "b1", alice)
+	toB2 := prackAnswer(t, m1, "early-3", "b2", alice)
+	kept := k.all()
+	m1.Close()
+	alloc1.Close()
+	m2, alloc2 := keepingManager(t, 51000, k)
+	if n, dropped := m2.Restore(kept); n != 1 || len(dropped) != 0 || alloc2.InUse() != 4 {
+		t.Fatalf("restored %d, dropped %v, %d pairs", n, dropped, alloc2.InUse())
+	}
+	if from := bob1.roundTrip(t, toB1, alice, rtpOf(1)); from != toA1 {
+		t.Fatalf("b1's media reached alice from %s after the restart, want %s", from, toA1)
+	}
+	if from := bob2.roundTrip(t, toB2, alice, rtpOf(1)); from != toA2 {
+		t.Fatalf("b2's media reached alice from %s after the restart, want %s", from, toA2)
+	}
+	if again := earlyOffer(t, m2, "early-3", "b2", bob2); again != toA2 || alloc2.InUse() != 4 {
+		t.Fatalf("b2's offer again after the restart gave %s (was %s), %d pairs", again, toA2, alloc2.InUse())
+	}
+	if r := do(t, m2, "delete", ng.Dict{"call-id": "early-3", "from-tag": "b1"}); r.Str("result") != "ok" || alloc2.InUse() != 2 {
+		t.Fatalf("delete of the losing callee: %v, %d pairs", r, alloc2.InUse())
+	}
+	if from := alice.roundTrip(t, toA2, bob2, rtpOf(2)); from != toB2 {
+		t.Fatalf("alice's media reached b2 from %s, want %s", from, toB2)
+	}
+	if len(k.all()) != 1 || len(k.all()[0].Legs) != 2 {
+		t.Fatalf("kept after the loser's delete: %+v", k.all())
 	}
 }
