@@ -172,48 +172,6 @@ func TestReliableOfferCancelled(t *testing.T) {
 	waitAnchorEmpty(t, an)
 }
 
-// Bob's two phones ring; the first sends a reliable 183 offer, which
-// alice gets. The second's reliable 183 offer cannot share alice's leg on
-// the anchor: it does not reach her and its branch is cancelled. The
-// first phone's call goes on through the anchor.
-func TestReliableOfferForks(t *testing.T) {
-	an := startAnchor(t)
-	n := startNode(t, anchoredConfig("", an.ng))
-	alice, bob1, bob2 := newUA(t, n, "udp", "alice"), registeredBob(t, n, "prack-fork-0@test"), registeredBob(t, n, "prack-fork-1@test")
-	ma, mb1, mb2 := newMediaSocket(t), newMediaSocket(t), newMediaSocket(t)
-	alice.authenticated("INVITE", "sip:bob@sori.test", "Supported: 100rel")
-	inv1, inv2 := bob1.readRequest(), bob2.readRequest()
-	bob1.send(reliable183(inv1, "bob-1", contactOf(bob1), "1", mb1.sdp(2001)))
-	early := provisional(t, alice, 183)
-	if early.To().Params.GetOr("tag", "") != "bob-1" {
-		t.Fatalf("alice's 183 is from %s", early.To().Value())
-	}
-	bob2.send(reliable183(inv2, "bob-2", contactOf(bob2), "1", mb2.sdp(2002)))
-	bob2.respond(next(t, bob2, sip.CANCEL, "sori's CANCEL"), 200, "OK")
-	bob2.respond(inv2, 487, "Request Terminated")
-	next(t, bob2, sip.ACK, "sori's ACK of the 487")
-
-	// Had bob-2's 183 reached alice, it would come before the PRACK's 200.
-	alice.send(prack(alice, 3, early, ma.sdp(1001)))
-	pr := next(t, bob1, sip.PRACK, "the PRACK")
-	bob1.respond(pr, 200, "OK")
-	if res := alice.read(); res.StatusCode != 200 || res.CSeq().MethodName != sip.PRACK {
-		t.Fatalf("alice got %d %s from %s, want 200 for the PRACK", res.StatusCode, res.CSeq().MethodName, res.To().Value())
-	}
-	ok := sip.NewResponseFromRequest(inv1, 200, "OK", nil) // no SDP: the 183's offer stands
-	ok.To().Params.Add("tag", "bob-1")
-	ok.AppendHeader(sip.NewHeader("Contact", contactOf(bob1)))
-	bob1.send(ok.String())
-	res := alice.final()
-	if res.StatusCode != 200 || len(res.Body()) != 0 {
-		t.Fatalf("INVITE: %d with SDP %q", res.StatusCode, res.Body())
-	}
-	sendACK(t, alice, bob1, 2, res)
-	streamBothWays(t, ma, mediaTarget(t, early.Body()), mb1, mediaTarget(t, pr.Body()), 0xa11ce, 0xb0b, 20)
-	hangUp(t, alice, bob1, 4, res)
-	waitAnchorEmpty(t, an)
-}
-
 // An early offer (alice's INVITE has SDP) answered in bob's reliable
 // 183: the answer is anchored as any 18x's, the PRACK without SDP goes on
 // as it is, and early media flows both ways through the anchor.

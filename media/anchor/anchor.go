@@ -10,7 +10,9 @@
 //
 // A forked offer (branch.go) gets a peer leg per "via-branch", each made
 // for what that branch speaks; the answer names its branch, and a delete
-// with a via-branch drops one branch's leg.
+// with a via-branch drops one branch's leg. Callees offering to one caller
+// tag (early dialogs, dialogs.go) each get a caller-side leg of their own,
+// and a delete with a from-tag alone drops one callee's dialog.
 package anchor
 
 import (

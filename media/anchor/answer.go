@@ -21,12 +21,15 @@ func (m *Manager) answer(req ng.Dict) ng.Dict {
 	if c == nil {
 		return ng.Error("Unknown call-id")
 	}
-	a := c.legByTag(req.Str("from-tag"))
+	toTag := req.Str("to-tag")
+	a := c.legOf(req.Str("from-tag"), toTag)
 	if a == nil || a.peer == nil {
 		return ng.Error("Unknown from-tag")
 	}
-	toTag := req.Str("to-tag")
 	b := c.branchLeg(a, req.Str("via-branch")) // the leg made for its branch's offer (branch.go)
+	if b == nil && a.peer.tag == toTag {
+		b = a.peer // its early dialog's, when several share the tag (dialogs.go)
+	}
 	if b == nil {
 		b = c.legByTag(toTag)
 	}

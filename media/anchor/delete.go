@@ -11,6 +11,9 @@ import (
 // a via-branch and no to-tag it drops that branch's leg only (branch.go),
 // and reports the call as it goes on; a via-branch it does not know is
 // refused rather than taken for the whole call, which may be answered.
+// With a from-tag alone it drops that tag's legs and the legs in dialog
+// with them only, while another dialog of the call goes on (a callee's
+// early dialog that lost, dialogs.go); else the whole call goes.
 func (m *Manager) delete(ctx context.Context, req ng.Dict) ng.Dict {
 	if res := required(req, "call-id"); res != nil {
 		return res
@@ -35,6 +38,16 @@ func (m *Manager) delete(ctx context.Context, req ng.Dict) ng.Dict {
 		case !last:
 			m.mu.Unlock()
 			return ng.Error("Call-ID not found or tags didn't match")
+		}
+	}
+	if req.Str("via-branch") == "" && req.Str("to-tag") == "" && req.Str("from-tag") != "" {
+		if gone := c.dropTag(req.Str("from-tag")); gone != nil { // dialogs.go
+			c.lastSignal = now
+			m.keep(c, now)
+			res := c.stats(now)
+			m.mu.Unlock()
+			m.releaseLegs(gone)
+			return ok(res)
 		}
 	}
 	delete(m.calls, c.id)

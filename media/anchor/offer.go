@@ -17,7 +17,8 @@ import (
 // offer: the SDP of the from-tag's side, to be sent to the other side.
 // A repeated offer (retransmission, re-INVITE, either direction) finds the
 // same legs and keeps their ports; one on another via-branch is a fork's
-// and gets a peer leg of its own (branch.go).
+// and gets a peer leg of its own (branch.go), and one from another
+// callee to the same to-tag an early dialog of its own (dialogs.go).
 func (m *Manager) offer(req ng.Dict, from netip.AddrPort) ng.Dict {
 	callID, fromTag := req.Str("call-id"), req.Str("from-tag")
 	if res := required(req, "call-id", "from-tag", "sdp"); res != nil {
@@ -35,19 +36,14 @@ func (m *Manager) offer(req ng.Dict, from netip.AddrPort) ng.Dict {
 		c = &call{id: callID, created: now, control: from}
 		m.calls[callID] = c
 	}
-	a := c.legByTag(fromTag)
+	toTag := req.Str("to-tag")
+	a := c.legOf(fromTag, toTag) // of its dialog, when early dialogs share its tag (dialogs.go)
 	if a == nil {
 		a = c.newLeg(fromTag, now)
 	}
 	var b *leg
-	if toTag := req.Str("to-tag"); toTag != "" {
-		b = c.legByTag(toTag)
-		if b == nil && a.peer != nil && a.peer.tag == "" {
-			b, b.tag = a.peer, toTag
-		}
-		if b == nil {
-			b = c.newLeg(toTag, now)
-		}
+	if toTag != "" {
+		b = c.dialogPeer(a, toTag, now) // dialogs.go
 	} else {
 		b = c.offerPeer(a, req.Str("via-branch"), now) // branch.go
 	}

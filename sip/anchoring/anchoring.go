@@ -359,9 +359,15 @@ func (p *Pool) Answer(ctx context.Context, on netip.AddrPort, req *sip.Request, 
 
 // DeleteBranch drops, on anchor on, the leg that the offer from fromTag on
 // via-branch branch made: a fork's branch that lost, its ports released
-// now rather than with the call.
+// now rather than with the call. With no branch it drops fromTag's legs
+// (a callee's early dialog that lost: the delete of one monologue), the
+// call going on while another dialog has it.
 func (p *Pool) DeleteBranch(ctx context.Context, on netip.AddrPort, callID, fromTag, branch string) error {
-	_, err := p.send(ctx, p.anchorAt(on), ng.Dict{"command": "delete", "call-id": callID, "from-tag": fromTag, "via-branch": branch})
+	d := ng.Dict{"command": "delete", "call-id": callID, "from-tag": fromTag}
+	if branch != "" {
+		d["via-branch"] = branch
+	}
+	_, err := p.send(ctx, p.anchorAt(on), d)
 	return err
 }
 

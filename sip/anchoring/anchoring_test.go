@@ -442,6 +442,16 @@ func TestForkedBranchesGetTheirOwnOffers(t *testing.T) {
 	if del.Str("command") != "delete" || del.Str("via-branch") != "z9hG4bK-sori-wss" || del.Str("from-tag") != "ta" || del.Str("call-id") != "fork" || del.Str("to-tag") != "" {
 		t.Errorf("branch delete %v", del)
 	}
+	// A callee's early dialog that lost: its from-tag alone.
+	if err := p.DeleteBranch(ctx, on, "fork", "tc", ""); err != nil {
+		t.Fatal(err)
+	}
+	a.mu.Lock()
+	del = a.cmds[4]
+	a.mu.Unlock()
+	if _, named := del["via-branch"]; named || del.Str("command") != "delete" || del.Str("from-tag") != "tc" || del.Str("to-tag") != "" {
+		t.Errorf("early dialog's delete %v", del)
+	}
 }
 
 // Quality reads the same from a reply the client left undecoded (ng.Raw)

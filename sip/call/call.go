@@ -42,6 +42,7 @@ type Call struct {
 	// brings its answer; lateMu orders its anchor commands (late.go).
 	lateMu sync.Mutex
 	late   *lateOffer
+	forks  *earlyForks // the other callees' early offers (prackfork.go)
 }
 
 // ID is the call's Call-ID.

@@ -58,6 +58,9 @@ func (c *Call) OfferIn2xx(tag, sender string, cseq uint32, webrtc bool, do func(
 func (c *Call) offerInReply(tag, sender string, cseq uint32, early, webrtc bool, do func() (netip.AddrPort, []byte, error)) ([]byte, error) {
 	c.lateMu.Lock()
 	defer c.lateMu.Unlock()
+	if !early {
+		c.promoteEarly(tag, sender, cseq) // its own early dialog's offer (prackfork.go)
+	}
 	c.mu.Lock()
 	lo := c.late
 	c.mu.Unlock()
@@ -68,6 +71,9 @@ func (c *Call) offerInReply(tag, sender string, cseq uint32, early, webrtc bool,
 				c.confirm(lo)
 			}
 			return lo.sdp, lo.err
+		case early && lo.early:
+			// Another callee's early dialog: an offer of its own.
+			return c.earlyFork(tag, sender, cseq, webrtc, do)
 		case early || !lo.early:
 			return nil, ErrOtherFork
 		}
@@ -79,6 +85,9 @@ func (c *Call) offerInReply(tag, sender string, cseq uint32, early, webrtc bool,
 		c.Anchored(a)
 	}
 	c.mu.Lock()
+	if early && err == nil {
+		c.noteEarly(tag, sender, cseq)
+	}
 	c.late = lo
 	c.st.Late = lo.state()
 	c.save() // a re-INVITE's (an INVITE's is saved as it is answered)

@@ -12,9 +12,9 @@ import "net/netip"
 
 // OfferIn18x has the SDP offer of a reliable 18x from the side tag, to
 // the INVITE whose sender numbered it cseq, taken by do (the ng offer)
-// once, as OfferIn2xx. An offer of another fork's for the same INVITE,
-// in a 18x or a 2xx already taken, gets ErrOtherFork: the anchor pairs
-// the caller's leg with one offerer.
+// once, as OfferIn2xx. Another fork's 18x offer for the same INVITE is
+// an early dialog of its own (prackfork.go); one after a 2xx was taken
+// gets ErrOtherFork.
 func (c *Call) OfferIn18x(tag, sender string, cseq uint32, webrtc bool, do func() (netip.AddrPort, []byte, error)) ([]byte, error) {
 	return c.offerInReply(tag, sender, cseq, true, webrtc, do)
 }
@@ -26,6 +26,7 @@ func (c *Call) OfferIn18x(tag, sender string, cseq uint32, webrtc bool, do func(
 func (c *Call) Confirm2xx(tag, sender string, cseq uint32) error {
 	c.lateMu.Lock()
 	defer c.lateMu.Unlock()
+	c.promoteEarly(tag, sender, cseq) // its own early dialog's offer (prackfork.go)
 	c.mu.Lock()
 	lo := c.late
 	c.mu.Unlock()
@@ -51,9 +52,10 @@ func (c *Call) EarlyFailed(tag, sender string, cseq uint32) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if lo := c.late; lo.is(sender, cseq) && lo.tag == tag && lo.early {
-		c.late = nil
-		c.st.Late = nil
+		c.late = c.nextEarly(sender, cseq) // another callee's early offer, if any (prackfork.go)
+		c.st.Late = c.late.state()
 	}
+	c.dropFork(tag, sender, cseq) // another callee's, failed (prackfork.go)
 }
 
 // confirm: a 2xx of lo's offerer came; c.lateMu held.
@@ -71,7 +73,7 @@ func (c *Call) confirm(lo *lateOffer) {
 func (c *Call) PrackPending(sender, tag string, cseq uint32) (on netip.AddrPort, webrtc, pending bool) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	lo := c.late
+	lo := c.earlyOf(tag) // late, or another callee's early offer (prackfork.go)
 	if !lo.is(sender, cseq) || lo.tag != tag || !lo.reliable || lo.sdp == nil || lo.prack {
 		return netip.AddrPort{}, false, false
 	}

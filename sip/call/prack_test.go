@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"net/netip"
+	"strings"
 	"testing"
 
 	"github.com/sori-voice/sori/sip/calls"
@@ -17,14 +18,15 @@ import (
 func TestReliableOfferSteps(t *testing.T) {
 	errNoAnchor := errors.New("no anchor")
 	type step struct {
-		kind string // "18x", "2xx" (offers from tag), "2xx-nosdp", "failed" (from tag), "prack" (to tag), "ack"
+		kind string // "18x", "2xx" (offers from tag), "2xx-nosdp", "failed" (from tag), "prack" (to tag), "ack", "lost"
 		tag  string // the offerer (18x, 2xx), or the PRACK's To tag
 		fail bool   // the anchor command fails
 
 		wantCalls   int    // anchor commands made so far
 		wantSDP     string // what the caller (18x, 2xx) or the offerer (PRACK, ACK) gets
 		wantErr     error
-		wantPending bool // prack, ack: the answer goes to the anchor
+		wantPending bool   // prack, ack: the answer goes to the anchor
+		wantLost    string // lost (the 2xx of tag went up): the callees whose early dialogs lost
 	}
 	const caller, a, b = "caller-tag", "callee-a", "callee-b"
 	const cseq = 2
@@ -48,11 +50,35 @@ func TestReliableOfferSteps(t *testing.T) {
 			{kind: "2xx-nosdp", tag: b, wantCalls: 2, wantErr: ErrOtherFork},
 			{kind: "ack", wantCalls: 2},
 		}},
-		{"another fork's reliable 18x offer is not taken", []step{
+		{"another fork's reliable 18x offer gets an early dialog of its own; its 2xx makes it the call's", []step{
 			{kind: "18x", tag: a, wantCalls: 1, wantSDP: "sdp-1"},
-			{kind: "18x", tag: b, wantCalls: 1, wantErr: ErrOtherFork},
-			{kind: "prack", tag: b, wantCalls: 1},
-			{kind: "prack", tag: a, wantCalls: 2, wantSDP: "sdp-2", wantPending: true},
+			{kind: "18x", tag: b, wantCalls: 2, wantSDP: "sdp-2"},
+			{kind: "18x", tag: b, wantCalls: 2, wantSDP: "sdp-2"},
+			{kind: "18x", tag: a, wantCalls: 2, wantSDP: "sdp-1"},
+			{kind: "prack", tag: b, wantCalls: 3, wantSDP: "sdp-3", wantPending: true},
+			{kind: "prack", tag: b, wantCalls: 3},
+			{kind: "prack", tag: a, wantCalls: 4, wantSDP: "sdp-4", wantPending: true},
+			{kind: "2xx-nosdp", tag: b, wantCalls: 4},
+			{kind: "2xx", tag: a, wantCalls: 4, wantErr: ErrOtherFork},
+			{kind: "ack", wantCalls: 4},
+			{kind: "lost", tag: b, wantCalls: 4, wantLost: a},
+			{kind: "lost", tag: b, wantCalls: 4},
+		}},
+		{"the first early dialog wins; its 2xx repeats the offer", []step{
+			{kind: "18x", tag: a, wantCalls: 1, wantSDP: "sdp-1"},
+			{kind: "18x", tag: b, wantCalls: 2, wantSDP: "sdp-2"},
+			{kind: "prack", tag: a, wantCalls: 3, wantSDP: "sdp-3", wantPending: true},
+			{kind: "2xx", tag: a, wantCalls: 3, wantSDP: "sdp-1"},
+			{kind: "2xx", tag: b, wantCalls: 3, wantErr: ErrOtherFork},
+			{kind: "prack", tag: b, wantCalls: 4, wantSDP: "sdp-4", wantPending: true},
+			{kind: "lost", tag: a, wantCalls: 4, wantLost: b},
+		}},
+		{"a 2xx offer of a third callee takes over: both early dialogs lost", []step{
+			{kind: "18x", tag: a, wantCalls: 1, wantSDP: "sdp-1"},
+			{kind: "18x", tag: b, wantCalls: 2, wantSDP: "sdp-2"},
+			{kind: "2xx", tag: "callee-c", wantCalls: 3, wantSDP: "sdp-3"},
+			{kind: "ack", wantCalls: 4, wantSDP: "sdp-4", wantPending: true},
+			{kind: "lost", tag: "callee-c", wantCalls: 4, wantLost: a + "," + b},
 		}},
 		{"another fork's 2xx offer takes over an early offer; its ACK answers", []step{
 			{kind: "18x", tag: a, wantCalls: 1, wantSDP: "sdp-1"},
@@ -69,12 +95,32 @@ func TestReliableOfferSteps(t *testing.T) {
 		}},
 		{"the early offer's callee fails: another fork's 18x offer is taken", []step{
 			{kind: "18x", tag: a, wantCalls: 1, wantSDP: "sdp-1"},
-			{kind: "failed", tag: b, wantCalls: 1},
-			{kind: "18x", tag: b, wantCalls: 1, wantErr: ErrOtherFork},
 			{kind: "failed", tag: a, wantCalls: 1},
 			{kind: "18x", tag: b, wantCalls: 2, wantSDP: "sdp-2"},
 			{kind: "prack", tag: a, wantCalls: 2},
 			{kind: "prack", tag: b, wantCalls: 3, wantSDP: "sdp-3", wantPending: true},
+			{kind: "lost", tag: b, wantCalls: 3, wantLost: a},
+		}},
+		{"a failed callee's early dialog is not the one that takes the call's place", []step{
+			{kind: "18x", tag: a, wantCalls: 1, wantSDP: "sdp-1"},
+			{kind: "18x", tag: b, wantCalls: 2, wantSDP: "sdp-2"},
+			{kind: "failed", tag: b, wantCalls: 2},
+			{kind: "prack", tag: b, wantCalls: 2},
+			{kind: "failed", tag: a, wantCalls: 2},
+			{kind: "18x", tag: "callee-c", wantCalls: 3, wantSDP: "sdp-3"},
+			{kind: "prack", tag: "callee-c", wantCalls: 4, wantSDP: "sdp-4", wantPending: true},
+			{kind: "lost", tag: "callee-c", wantCalls: 4, wantLost: a + "," + b},
+		}},
+		{"the first early dialog's callee fails: the other's becomes the call's", []step{
+			{kind: "18x", tag: a, wantCalls: 1, wantSDP: "sdp-1"},
+			{kind: "failed", tag: b, wantCalls: 1},
+			{kind: "18x", tag: b, wantCalls: 2, wantSDP: "sdp-2"},
+			{kind: "failed", tag: a, wantCalls: 2},
+			{kind: "18x", tag: b, wantCalls: 2, wantSDP: "sdp-2"},
+			{kind: "prack", tag: a, wantCalls: 2},
+			{kind: "prack", tag: b, wantCalls: 3, wantSDP: "sdp-3", wantPending: true},
+			{kind: "2xx-nosdp", tag: b, wantCalls: 3},
+			{kind: "ack", wantCalls: 3},
 		}},
 		{"a failure after the 2xx confirmed the offer changes nothing", []step{
 			{kind: "18x", tag: a, wantCalls: 1, wantSDP: "sdp-1"},
@@ -139,7 +185,11 @@ func TestReliableOfferSteps(t *testing.T) {
 				case "prack":
 					_, _, pending = c.PrackPending(caller, s.tag, cseq)
 					if pending {
-						sdp, _, err = c.AnswerInPrack(caller, cseq, func() ([]byte, error) { return do(s.fail) })
+						sdp, _, err = c.AnswerInPrackTo(caller, s.tag, cseq, func() ([]byte, error) { return do(s.fail) })
+					}
+				case "lost":
+					if got := strings.Join(c.LostEarly(s.tag, caller, cseq), ","); got != s.wantLost {
+						t.Fatalf("step %d: lost early dialogs %q, want %q", i, got, s.wantLost)
 					}
 				case "ack":
 					_, _, pending = c.LateAck(caller, cseq)

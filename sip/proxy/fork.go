@@ -369,6 +369,7 @@ func (f *fork) onResponse(b *branch, res *sip.Response) {
 			f.done()
 			f.cancelPending()
 			f.dropLostBranches(b)
+			f.dropLostEarly(res) // prack_fork.go
 		case f.invite && f.sent < 300:
 			f.relay(res) // every 2xx to an INVITE goes up (§16.7 step 5)
 		case f.invite:

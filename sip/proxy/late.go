@@ -127,8 +127,8 @@ func (f *fork) lateOffer(b *branch, res *sip.Response) error {
 	res.SetBody(sdp)
 	// Noted for a failover once it is the call's offer (not another
 	// fork's): the offerer's SDP, and what a new anchor offers it again.
-	c.SDP(tag, body)
-	if f.call != nil {
+	calls := c.OfferSDP(tag, body) // another callee's early offer: kept until its 2xx
+	if f.call != nil && calls {
 		enc := anchoring.EncryptionOf(body)
 		if webrtc {
 			enc = anchoring.WebRTC

@@ -20,14 +20,12 @@ import (
 // PRACK's answer gets the ng answer here, and the callee gets the
 // anchor's SDP in the PRACK.
 //
-// Forks: the anchor pairs the caller's leg with one offerer, so the
-// first fork's reliable 18x offer is the call's; another fork's reliable
-// 18x with an offer is not relayed and its branch is cancelled (it
-// cannot answer without a PRACK to its offer, RFC 3262 §3), unless the
-// first fork failed (sip/call EarlyFailed). A 2xx offer from another
-// fork still takes the call over (sip/call OfferIn2xx). The offer's
-// via-branch is the caller's, as for a 2xx's: the anchor's caller leg is
-// one, whichever callee offers.
+// Forks: each callee's reliable 18x offer is an early dialog of its own,
+// with its own legs on the anchor, and each PRACK answers its own
+// (prack_fork.go); the 2xx of one makes it the call's and the others'
+// legs are deleted. A 2xx offer from another fork still takes the call
+// over (sip/call OfferIn2xx). The offer's via-branch is the caller's, as
+// for a 2xx's.
 
 // reliable reports whether res is a reliable provisional response: it
 // requires 100rel and carries an RSeq (RFC 3262 §3).
@@ -65,15 +63,16 @@ func rackCSeq(req *sip.Request) (uint32, bool) {
 
 // endEarlyOffer ends branch b, whose reliable 18x offer was not anchored
 // (cause), with f.mu held: the 18x does not go up and the branch is
-// cancelled; if the anchor failed and the caller has no final response
-// yet, it gets 503 Media Relay Unavailable, as for a 2xx's offer.
+// cancelled; if the anchor failed, the caller has no final response yet
+// and no other early dialog, it gets 503 Media Relay Unavailable, as for
+// a 2xx's offer.
 func (f *fork) endEarlyOffer(b *branch, cause error) {
 	b.provisional = true // a CANCEL may go now (RFC 3261 §9.1)
 	if !b.done {
 		f.cancelBranch(b)
 	}
-	if f.sent != 0 || errors.Is(cause, call.ErrOtherFork) {
-		return
+	if f.sent != 0 || errors.Is(cause, call.ErrOtherFork) || f.anchored {
+		return // f.anchored: another callee's early dialog is (prack_fork.go)
 	}
 	f.unavailable("Media Relay Unavailable", lateRetryAfter)
 }
@@ -101,7 +100,8 @@ func (p *Proxy) prackAnswer(c *call.Call, req *sip.Request) chain.Result {
 		return chain.Done
 	}
 	c.SDP(sender, body) // before the anchor rewrites it
-	sdp, _, err := c.AnswerInPrack(sender, cseq, func() ([]byte, error) {
+	// Its own early dialog's offer answered (prack_fork.go).
+	sdp, _, err := c.AnswerInPrackTo(sender, tag, cseq, func() ([]byte, error) {
 		ctx, cancel := context.WithTimeout(context.Background(), dialTimeout)
 		defer cancel()
 		// The PRACK names the tags as an ACK would: from-tag its To's

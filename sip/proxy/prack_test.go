@@ -7,7 +7,9 @@ import (
 	"io"
 	"log/slog"
 	"net/netip"
+	"strings"
 	"testing"
+	"time"
 
 	"github.com/emiago/sipgo/sip"
 
@@ -86,6 +88,7 @@ func splitHeader(h string) (string, string) {
 type lateMedia struct {
 	offers, answers int
 	answerErr       error
+	deleted         chan string // call-id, from-tag and via-branch of each branch delete
 }
 
 var lateAnchor = netip.MustParseAddrPort("127.0.0.1:22222")
@@ -96,7 +99,10 @@ func (m *lateMedia) Offer(_ context.Context, req *sip.Request, on netip.AddrPort
 func (m *lateMedia) Answer(context.Context, netip.AddrPort, *sip.Request, *sip.Response, string) error {
 	return nil
 }
-func (m *lateMedia) DeleteBranch(context.Context, netip.AddrPort, string, string, string) error {
+func (m *lateMedia) DeleteBranch(_ context.Context, _ netip.AddrPort, callID, fromTag, branch string) error {
+	if m.deleted != nil {
+		m.deleted <- strings.TrimSpace(callID + " " + fromTag + " " + branch)
+	}
 	return nil
 }
 func (m *lateMedia) OfferInReply(_ context.Context, _ netip.AddrPort, _ *sip.Request, res *sip.Response, _ string) (netip.AddrPort, bool, error) {
@@ -123,7 +129,7 @@ func TestReliableOfferThroughTheProxy(t *testing.T) {
 	const calleeSDP = "v=0\r\nc=IN IP4 192.0.2.2\r\nm=audio 2000 RTP/AVP 0\r\n"
 	const callerSDP = "v=0\r\nc=IN IP4 192.0.2.1\r\nm=audio 1000 RTP/AVP 0\r\n"
 	type step struct {
-		kind string // "183", "183-unreliable", "200", "200-nosdp", "486" (from tag), "prack" (to tag), "prack-nosdp", "ack"
+		kind string // "183", "183-unreliable", "200", "200-nosdp", "486" (from tag), "prack" (to tag), "prack-nosdp", "ack", "won" (tag's 2xx goes up)
 		tag  string
 
 		wantBody    string // the 18x or 2xx as the caller gets it, the PRACK as the callee gets it
@@ -131,6 +137,7 @@ func TestReliableOfferThroughTheProxy(t *testing.T) {
 		wantCode    int    // the PRACK's refusal; 0: it goes on
 		wantOffers  int
 		wantAnswers int
+		wantDeleted string // won: the early dialog's delete (call-id and from-tag)
 	}
 	tests := []struct {
 		name      string
@@ -155,12 +162,15 @@ func TestReliableOfferThroughTheProxy(t *testing.T) {
 			{kind: "prack", tag: "bob", wantBody: callerSDP},
 			{kind: "200", tag: "bob", wantBody: "anchor-offer-1", wantOffers: 1},
 		}},
-		{"another fork's reliable 183 offer does not go up", nil, []step{
+		{"another fork's reliable 183 offer goes up with its own anchor SDP; each PRACK answers its own", nil, []step{
 			{kind: "183", tag: "bob-1", wantBody: "anchor-offer-1", wantOffers: 1},
-			{kind: "183", tag: "bob-2", wantBody: calleeSDP, wantErr: call.ErrOtherFork, wantOffers: 1},
-			{kind: "prack", tag: "bob-1", wantBody: "anchor-answer-1", wantOffers: 1, wantAnswers: 1},
-			{kind: "200-nosdp", tag: "bob-1", wantOffers: 1, wantAnswers: 1},
-			{kind: "200", tag: "bob-2", wantBody: calleeSDP, wantErr: call.ErrOtherFork, wantOffers: 1, wantAnswers: 1},
+			{kind: "183", tag: "bob-2", wantBody: "anchor-offer-2", wantOffers: 2},
+			{kind: "183", tag: "bob-2", wantBody: "anchor-offer-2", wantOffers: 2}, // its retransmission
+			{kind: "prack", tag: "bob-2", wantBody: "anchor-answer-1", wantOffers: 2, wantAnswers: 1},
+			{kind: "prack", tag: "bob-1", wantBody: "anchor-answer-2", wantOffers: 2, wantAnswers: 2},
+			{kind: "200-nosdp", tag: "bob-2", wantOffers: 2, wantAnswers: 2},
+			{kind: "won", tag: "bob-2", wantDeleted: "prack-1 bob-1", wantOffers: 2, wantAnswers: 2},
+			{kind: "200", tag: "bob-1", wantBody: calleeSDP, wantErr: call.ErrOtherFork, wantOffers: 2, wantAnswers: 2},
 		}},
 		{"the 183's callee fails: another fork's reliable 183 offer is taken", nil, []step{
 			{kind: "183", tag: "bob-1", wantBody: "anchor-offer-1", wantOffers: 1},
@@ -179,7 +189,7 @@ func TestReliableOfferThroughTheProxy(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			media := &lateMedia{answerErr: tt.answerErr}
+			media := &lateMedia{answerErr: tt.answerErr, deleted: make(chan string, 4)}
 			p := newTestProxy(t, "")
 			p.cfg.Media = media
 			tb := call.New(call.Config{Log: slog.New(slog.NewTextHandler(io.Discard, nil))})
@@ -209,6 +219,18 @@ func TestReliableOfferThroughTheProxy(t *testing.T) {
 					code = p.prackAnswer(c, req).Code
 					if code == 0 {
 						body = string(req.Body())
+					}
+				case "won":
+					f.mu.Lock()
+					f.dropLostEarly(lateReply(in, "200-nosdp", s.tag, ""))
+					f.mu.Unlock()
+					select {
+					case got := <-media.deleted:
+						if got != s.wantDeleted {
+							t.Fatalf("step %d: delete %q, want %q", i, got, s.wantDeleted)
+						}
+					case <-time.After(5 * time.Second):
+						t.Fatalf("step %d: no delete of the lost early dialog", i)
 					}
 				case "ack":
 					ack := prackOf(in, "bob", "")

@@ -81,7 +81,9 @@ type Media interface {
 	// on; branch is the via-branch its offer named ("": none).
 	Answer(ctx context.Context, on netip.AddrPort, req *sip.Request, res *sip.Response, branch string) error
 	// DeleteBranch drops the anchor's leg for the offer fromTag made on
-	// via-branch branch: a fork's branch that lost (fork.go).
+	// via-branch branch: a fork's branch that lost (fork.go); with no
+	// branch, fromTag's legs: a callee's early dialog that lost
+	// (prack_fork.go).
 	DeleteBranch(ctx context.Context, on netip.AddrPort, callID, fromTag, branch string) error
 	// OfferInReply rewrites the SDP offer in res, a 2xx to req (an INVITE
 	// without SDP), on anchor on (zero: one is picked) and returns the
