@@ -112,8 +112,8 @@ type Table struct {
 	mu sync.Mutex
 	m  map[string]*Call
 
-	bg     sync.WaitGroup // endings still deleting media, sending BYEs, writing records
-	ending atomic.Int64   // how many
+	bg     pending      // endings still deleting media, sending BYEs, writing records
+	ending atomic.Int64 // how many
 
 	// glare is how long a re-INVITE waits after a 491 (glareDelay; tests shorten it).
 	glare func(owner bool) time.Duration
@@ -123,8 +123,8 @@ type Table struct {
 	pendMu  sync.Mutex
 	pending map[string]pendingEnd
 
-	persist bool           // Store keeps calls (not NoStore)
-	saves   sync.WaitGroup // saves on their way to the store
+	persist bool    // Store keeps calls (not NoStore)
+	saves   pending // saves on their way to the store
 	// saveFailing: the last save tried failed; Answered does not wait
 	// for a first save then (store.go awaitSave).
 	saveFailing atomic.Bool
@@ -285,14 +285,7 @@ func (t *Table) Held() int { return t.Len() + int(t.ending.Load()) }
 // Wait waits until every ending has written its record and every save
 // reached the store, or ctx ends.
 func (t *Table) Wait(ctx context.Context) error {
-	done := make(chan struct{})
-	go func() { t.bg.Wait(); t.saves.Wait(); close(done) }()
-	select {
-	case <-done:
-		return nil
-	case <-ctx.Done():
-		return ctx.Err()
-	}
+	return waitAll(ctx, &t.bg, &t.saves)
 }
 
 // letGo gives back what a call that was in phase counted on this node,
