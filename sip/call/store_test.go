@@ -5,6 +5,7 @@ import (
 	"errors"
 	"io"
 	"log/slog"
+	"runtime"
 	"sync"
 	"testing"
 	"time"
@@ -439,5 +440,90 @@ func TestAnsweredWaitsForTheFirstSave(t *testing.T) {
 	for _, c := range []*Call{c, c2, c3, c4} {
 		c.Bye("caller-tag")
 	}
+	wait(t, a)
+}
+
+// gatedStore is a memStore whose saves each wait for a token on open
+// (or their context); entered says a save has begun.
+type gatedStore struct {
+	*memStore
+	entered chan string
+	open    chan struct{}
+}
+
+func (g gatedStore) Save(ctx context.Context, st State, ttl time.Duration) error {
+	g.entered <- st.Callee.Target
+	select {
+	case <-g.open:
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+	return g.memStore.Save(ctx, st, ttl)
+}
+
+// A later change of an answered call (a target refresh here) is saved
+// before the response that confirms it goes on, as the first save is:
+// AwaitSaved returns only once the store has the new Contact. A save
+// slower than saveWait holds it up for saveWait at most, and while saves
+// fail it does not wait at all.
+func TestLaterSavesAwaitedLikeTheFirst(t *testing.T) {
+	s := gatedStore{memStore: newMemStore(), entered: make(chan string, 8), open: make(chan struct{}, 8)}
+	a, _, _ := node(t, s, time.Hour)
+	c := a.Begin(calls.Record{CallID: "l1", Caller: "alice"}, "caller-tag")
+	s.open <- struct{}{}
+	answer(c)
+	<-s.entered
+
+	// Nothing changed since: no wait.
+	start := time.Now()
+	c.AwaitSaved()
+	if took := time.Since(start); took > saveWait/2 {
+		t.Fatalf("AwaitSaved with nothing to save took %v", took)
+	}
+
+	const moved = "sip:bob@10.0.0.10:5062"
+	c.Moved("callee-tag", moved, "198.51.100.8:5060", "UDP")
+	if got := <-s.entered; got != moved {
+		t.Fatalf("save of the target refresh has %q", got)
+	}
+	done := make(chan string)
+	go func() {
+		c.AwaitSaved()
+		st, _ := s.state("l1")
+		done <- st.Callee.Target
+	}()
+	s.open <- struct{}{} // the save lands
+	if got := <-done; got != moved {
+		t.Fatalf("AwaitSaved returned with the store holding Contact %q, want %q", got, moved)
+	}
+
+	// A save that does not land: held up for saveWait, no more.
+	c.Moved("callee-tag", "sip:bob@10.0.0.11:5062", "198.51.100.9:5060", "UDP")
+	<-s.entered
+	start = time.Now()
+	c.AwaitSaved()
+	if took := time.Since(start); took < saveWait || took > saveWait+150*time.Millisecond {
+		t.Fatalf("AwaitSaved with a stuck store took %v, want about saveWait (%v)", took, saveWait)
+	}
+	s.open <- struct{}{}
+	wait(t, a)
+
+	// Saves failing: the next change is not waited for.
+	s.fail(errors.New("store down"))
+	c.Moved("callee-tag", "sip:bob@10.0.0.12:5062", "198.51.100.10:5060", "UDP")
+	<-s.entered
+	s.open <- struct{}{} // tried: fails, noted
+	for !a.saveFailing.Load() {
+		runtime.Gosched()
+	}
+	c.Moved("callee-tag", "sip:bob@10.0.0.13:5062", "198.51.100.11:5060", "UDP")
+	start = time.Now()
+	c.AwaitSaved()
+	if took := time.Since(start); took > saveWait/2 {
+		t.Fatalf("AwaitSaved while saves fail took %v, want no wait", took)
+	}
+	s.fail(nil)
+	c.Bye("caller-tag")
+	close(s.open) // the retry, whenever it comes, lands
 	wait(t, a)
 }
