@@ -55,6 +55,12 @@ type Config struct {
 	// fingerprint, on re-offers too) until it ends. 0: 30 days
 	// (dtlssrtp.DefaultLifetime).
 	CertLifetime time.Duration
+	// CertRenewed is called with each certificate the anchor makes for
+	// new WebRTC legs (a renewal, or the first one when Certificate is
+	// nil), from the goroutine that made it, under the anchor's
+	// certificate lock: sori-anchor -redis keeps it (keep.go), so that a
+	// restart goes on with it. nil: none.
+	CertRenewed func(*dtlssrtp.Certificate)
 	// Clock is the certificates' clock (their renewal and validity); nil:
 	// time.Now.
 	Clock func() time.Time

@@ -46,6 +46,18 @@ import (
 // associations to the next process: no close_notify, which would end the
 // browser's (webrtc.Leg.Abandon). The certificate's private key is kept
 // beside the SRTP keys, as secret as they are (anchorstate.WebRTC).
+//
+// The anchor's own certificate for new legs is kept too (sori-anchor:
+// anchorstate.Cert, written at start and at each renewal through
+// Config.CertRenewed): a restarted anchor reads it back as
+// Config.Certificate, so new calls get the fingerprint they would have
+// had without the restart until it is due for renewal, and a restored leg
+// keeps the certificate its own snapshot names, renewed or not.
+
+// Certificate is the DTLS certificate new WebRTC legs get now: the one
+// Config.Certificate gave (a restarted anchor's, read back from Redis)
+// while it is not due for renewal, else a new one (Config.CertRenewed).
+func (m *Manager) Certificate() (*dtlssrtp.Certificate, error) { return m.certificate() }
 
 // Keeper keeps calls (media/anchorstate's Keeper).
 type Keeper interface {

@@ -112,6 +112,9 @@ func (m *Manager) certificate() (*dtlssrtp.Certificate, error) {
 		return nil, fmt.Errorf("anchor: DTLS certificate: %w", err)
 	}
 	m.cert = c
+	if m.cfg.CertRenewed != nil {
+		m.cfg.CertRenewed(c)
+	}
 	if old != nil {
 		m.cfg.Log.Info("DTLS certificate renewed: new WebRTC legs get it, legs set up keep theirs",
 			"fingerprint", c.Fingerprint().String(), "not_after", c.NotAfter(), "previous", old.Fingerprint().String(), "previous_not_after", old.NotAfter())
