@@ -108,6 +108,7 @@ type Manager struct {
 	cert   *dtlssrtp.Certificate // what new WebRTC legs get (certificate)
 
 	scratch []netip.AddrPort // keepChanged's, under mu
+	keyed   chan struct{}    // a WebRTC leg's handshake keyed it: RunKeep saves it now
 }
 
 type call struct {
@@ -157,7 +158,7 @@ type media struct {
 
 // New returns a Manager.
 func New(c Config) *Manager {
-	m := &Manager{cfg: c, calls: map[string]*call{},
+	m := &Manager{cfg: c, calls: map[string]*call{}, keyed: make(chan struct{}, 1),
 		commands: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "sori_anchor_commands_total",
 			Help: "ng commands handled, by command and result.",

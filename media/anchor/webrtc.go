@@ -60,6 +60,7 @@ type legWebRTC struct {
 
 	profile atomic.Uint32          // the SRTP profile once the handshake ended; 0 before
 	failure atomic.Pointer[string] // why the handshake failed
+	keyings atomic.Uint32          // handshakes that keyed the stream in this process (keep.go)
 
 	log       *slog.Logger
 	consentMu sync.Mutex // applyConsent runs on the relay's goroutine and the consent ticker's
@@ -198,6 +199,9 @@ func (m *Manager) newWebRTC(md *media, cert *dtlssrtp.Certificate, creds icelite
 				return
 			}
 			rtc.profile.Store(uint32(k.Profile))
+			rtc.failure.Store(nil) // a new handshake after a failed one
+			rtc.keyings.Add(1)
+			m.keyedNow() // kept at once (keep.go)
 			log.Debug("WebRTC leg keyed", "profile", k.Profile, "unkeyed_drops", s.Unkeyed())
 		},
 	}
