@@ -5,6 +5,7 @@ import (
 	"errors"
 	"io"
 	"log/slog"
+	"net/netip"
 	"runtime"
 	"sync"
 	"testing"
@@ -525,5 +526,38 @@ func TestLaterSavesAwaitedLikeTheFirst(t *testing.T) {
 	s.fail(nil)
 	c.Bye("caller-tag")
 	close(s.open) // the retry, whenever it comes, lands
+	wait(t, a)
+}
+
+// The answer a delayed offer gets in the ACK is saved before the ACK
+// goes on (AnswerInAck returns): a node that dies then leaves the next
+// one the answered offer, not one still waiting for its ACK.
+func TestAnswerInAckAwaitsItsSave(t *testing.T) {
+	s := gatedStore{memStore: newMemStore(), entered: make(chan string, 8), open: make(chan struct{}, 8)}
+	a, _, _ := node(t, s, time.Hour)
+	c := a.Begin(calls.Record{CallID: "l2", Caller: "alice"}, "caller-tag")
+	if _, err := c.OfferIn2xx("callee-tag", "caller-tag", 1, false, func() (netip.AddrPort, []byte, error) {
+		return netip.MustParseAddrPort("127.0.0.1:22222"), []byte("offer-for-caller"), nil
+	}); err != nil {
+		t.Fatal(err)
+	}
+	s.open <- struct{}{}
+	answer(c)
+	<-s.entered
+	acked := make(chan bool)
+	go func() {
+		if _, ok, err := c.AnswerInAck("caller-tag", 1, func() ([]byte, error) { return []byte("answer-for-callee"), nil }); !ok || err != nil {
+			t.Errorf("AnswerInAck: %v %v", ok, err)
+		}
+		st, _ := s.state("l2")
+		acked <- st.Late != nil && st.Late.Acked
+	}()
+	<-s.entered // the ACK's save, held
+	s.open <- struct{}{}
+	if !<-acked {
+		t.Fatal("AnswerInAck returned before the store had the ACK's answer")
+	}
+	c.Bye("caller-tag")
+	close(s.open)
 	wait(t, a)
 }
