@@ -44,7 +44,9 @@ import (
 // cannot complete with the old association's retransmissions, since the
 // new process has none of its handshake state; but the restored leg is
 // not dead: a new ClientHello the browser starts (it reconnects, with the
-// certificate its SDP names) replaces the stuck handshake (webrtc.Leg).
+// certificate its SDP names) replaces the stuck handshake (webrtc.Leg);
+// as client, the browser's re-offer with new ICE credentials has the leg
+// send a new ClientHello.
 // The window is short: the anchor as DTLS server answers the ClientHello
 // without a cookie exchange (ICE proved the address), so the browser is
 // past it one round trip before the keys, and a leg keyed is kept at once

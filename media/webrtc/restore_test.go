@@ -6,6 +6,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/pion/stun/v3"
+
 	"github.com/sori-voice/sori/media/dtlssrtp"
 )
 
@@ -195,5 +197,66 @@ func TestHelloRandom(t *testing.T) {
 	}
 	if helloRandom(hello[:58]) != nil {
 		t.Error("a short datagram read")
+	}
+}
+
+// As DTLS client, a handshake stuck half way (the peer that answered its
+// ClientHello is gone: the anchor restarted, or the browser reconnects)
+// is started afresh when the peer restarts ICE (a re-offer with a new
+// ufrag): the anchor's new ClientHello, once the new credentials' check
+// passed, completes with the peer's new endpoint.
+func TestClientHandshakeStartsAgainOnICERestart(t *testing.T) {
+	anchorCert, browserCert := mustCert(t), mustCert(t)
+	b := &browser{t: t, addr: netip.MustParseAddrPort("127.0.0.30:50013"), cert: browserCert}
+	keys := newLeg(t, b, anchorCert, make(chan netip.AddrPort, 4))
+	b.check(b.addr, true)
+	// The first peer endpoint answers the leg's ClientHello, but its last
+	// flight never reaches the leg.
+	var sent int
+	firstDone := make(chan result, 1)
+	first, err := dtlssrtp.Start(t.Context(), dtlssrtp.Config{Role: dtlssrtp.Server, Certificate: browserCert, Remote: anchorCert.Fingerprint(),
+		Send: func(p []byte) error {
+			if sent++; sent <= 2 { // HelloVerifyRequest, then its flight 4; not its flight 6
+				_ = b.leg.Handle(p, b.addr)
+			}
+			return nil
+		},
+		Done: func(k dtlssrtp.Keys, err error) { firstDone <- result{k, err} }})
+	if err != nil {
+		t.Fatal(err)
+	}
+	b.mu.Lock()
+	b.dtls = first
+	b.mu.Unlock()
+	if err := b.leg.SetPeer(Peer{Ufrag: "brow", Fingerprint: browserCert.Fingerprint(), Role: dtlssrtp.Client}); err != nil {
+		t.Fatal(err)
+	}
+	if r := wait(t, firstDone); r.err != nil {
+		t.Fatalf("the first peer endpoint: %v", r.err)
+	}
+	_ = first.Close()
+	select {
+	case r := <-keys:
+		t.Fatalf("the leg keyed without the peer's last flight: %v", r.err)
+	default:
+	}
+
+	// The peer reconnects: a new endpoint, new ICE credentials.
+	bdone := b.startDTLS(dtlssrtp.Server, anchorCert.Fingerprint())
+	if err := b.leg.SetPeer(Peer{Ufrag: "brw2", Fingerprint: browserCert.Fingerprint(), Role: dtlssrtp.Client}); err != nil {
+		t.Fatal(err)
+	}
+	m, err := stun.Build(stun.TransactionID, stun.BindingRequest, stun.NewUsername("anch:brw2"),
+		stun.RawAttribute{Type: stun.AttrICEControlling, Value: make([]byte, 8)}, stun.RawAttribute{Type: stun.AttrUseCandidate},
+		stun.NewShortTermIntegrity(anchorICE.Pwd), stun.Fingerprint)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := b.leg.Handle(m.Raw, b.addr); err != nil {
+		t.Fatal(err)
+	}
+	a, c := wait(t, keys), wait(t, bdone)
+	if a.err != nil || c.err != nil || !bytes.Equal(a.keys.LocalKey, c.keys.RemoteKey) {
+		t.Fatalf("anchor %v, peer %v", a.err, c.err)
 	}
 }

@@ -148,6 +148,16 @@ func (l *Leg) SetPeer(p Peer) error {
 		if p.Ufrag != l.peer.Ufrag {
 			l.ice.SetRemoteUfrag(p.Ufrag) // an ICE restart keeps the DTLS association
 			l.peer.Ufrag = p.Ufrag
+			if l.peer.Role == dtlssrtp.Client && l.dtls != nil && !l.hs.keyed {
+				// ... but not a handshake that has not finished (a peer
+				// that reconnects to a restarted anchor whose ClientHello
+				// it cannot take): the anchor's next one, once the new
+				// path is checked (handleSTUN), starts afresh.
+				old := l.dtls
+				l.hs.retired = true
+				l.dtls = nil
+				go old.Close()
+			}
 		}
 		return nil
 	}
