@@ -9,6 +9,7 @@ import (
 
 	"github.com/sori-voice/sori/media/anchor"
 	"github.com/sori-voice/sori/media/anchorstate"
+	"github.com/sori-voice/sori/media/dtlssrtp"
 	"github.com/sori-voice/sori/media/ports"
 	"github.com/sori-voice/sori/registrar/store/redisstore"
 )
@@ -101,6 +102,68 @@ func (k *keptState) restore(ctx context.Context, mgr *anchor.Manager, log *slog.
 		log.Warn("dropped calls left in Redis until their TTL", "calls", len(ids), "error", err)
 	}
 	log.Info("kept calls restored", "calls", n, "dropped", len(dropped)+len(bad), "took", time.Since(start))
+}
+
+// loadCert is the DTLS certificate for new legs the previous process
+// kept (nil: none, or unusable: a new one is made).
+func (k *keptState) loadCert(ctx context.Context, log *slog.Logger) *dtlssrtp.Certificate {
+	lctx, cancel := context.WithTimeout(ctx, redisTimeout)
+	defer cancel()
+	kc, ok, err := k.store.LoadCert(lctx)
+	if err != nil {
+		log.Warn("kept DTLS certificate not read: new WebRTC legs get a new one", "error", err)
+		return nil
+	}
+	if !ok {
+		return nil
+	}
+	c, err := dtlssrtp.ParseCertificatePEM([]byte(kc.Cert), []byte(kc.Key))
+	if err != nil {
+		log.Warn("kept DTLS certificate unreadable: new WebRTC legs get a new one", "error", err)
+		return nil
+	}
+	log.Info("kept DTLS certificate read back: new WebRTC legs get it until it is due for renewal",
+		"fingerprint", c.Fingerprint().String(), "not_after", c.NotAfter())
+	return c
+}
+
+// keptCert is c as Redis keeps it.
+func keptCert(c *dtlssrtp.Certificate) (anchorstate.Cert, error) {
+	cert, key, err := c.PEM()
+	if err != nil {
+		return anchorstate.Cert{}, err
+	}
+	return anchorstate.Cert{Cert: string(cert), Key: string(key), NotAfter: c.NotAfter()}, nil
+}
+
+// saveCert keeps c, the certificate for new legs at start, before the
+// first command; a failure is logged and left to the keeper's next write.
+func (k *keptState) saveCert(ctx context.Context, c *dtlssrtp.Certificate, log *slog.Logger) {
+	kc, err := keptCert(c)
+	if err != nil {
+		log.Warn("DTLS certificate not kept", "error", err)
+		return
+	}
+	wctx, cancel := context.WithTimeout(ctx, redisTimeout)
+	err = k.store.SaveCert(wctx, kc)
+	cancel()
+	if err != nil {
+		log.Warn("DTLS certificate not kept in Redis: tried again with the next write; a restart meanwhile makes a new one for new legs", "error", err)
+		k.keeper.SaveCert(kc)
+	}
+}
+
+// certRenewed is anchor.Config.CertRenewed: a renewal is kept through the
+// keeper, never waited for.
+func (k *keptState) certRenewed(log *slog.Logger) func(*dtlssrtp.Certificate) {
+	return func(c *dtlssrtp.Certificate) {
+		kc, err := keptCert(c)
+		if err != nil {
+			log.Warn("renewed DTLS certificate not kept", "error", err)
+			return
+		}
+		k.keeper.SaveCert(kc)
+	}
 }
 
 func (k *keptState) close() { _ = k.rs.Close() }

@@ -272,29 +272,44 @@ func run(ctx context.Context, args []string, stderr io.Writer) error {
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	// The ng server first (it sends the anchor's notifications), then the
 	// anchor with it; Serve hands the anchor the commands.
-	// The first DTLS certificate of the WebRTC legs, made now so that a
-	// failure stops the start; the anchor renews it for new legs once half
-	// of -dtls-cert-lifetime has passed (browsers check it against the
-	// SDP's fingerprint, not a CA).
-	cert, err := dtlssrtp.NewCertificateAt(time.Now(), o.certLifetime)
-	if err != nil {
-		return err
-	}
-	srv := ng.NewServer(conn, log)
-	acfg := anchor.Config{
-		Advertise: o.advertise, Ports: alloc, MediaTimeout: o.mediaTimeout, RTCPInterval: o.rtcpInterval, Jitter: o.jitter, Log: log, Registerer: reg,
-		Notify: srv, Certificate: cert, CertLifetime: o.certLifetime, ICESources: o.iceSources, KeepEvery: o.redisEvery, ConsentTimeout: o.consent,
-	}
 	var kept *keptState
 	if o.redis != "" {
 		if kept, err = openKept(o, log); err != nil {
 			return err
 		}
 		defer kept.close()
+	}
+	// The DTLS certificate of new WebRTC legs: with -redis the one the
+	// previous process kept, else one made now so that a failure stops
+	// the start; the anchor renews it for new legs once half of its life
+	// has passed (browsers check it against the SDP's fingerprint, not a
+	// CA).
+	var cert *dtlssrtp.Certificate
+	if kept != nil {
+		cert = kept.loadCert(ctx, log)
+	}
+	if cert == nil {
+		if cert, err = dtlssrtp.NewCertificateAt(time.Now(), o.certLifetime); err != nil {
+			return err
+		}
+	}
+	srv := ng.NewServer(conn, log)
+	acfg := anchor.Config{
+		Advertise: o.advertise, Ports: alloc, MediaTimeout: o.mediaTimeout, RTCPInterval: o.rtcpInterval, Jitter: o.jitter, Log: log, Registerer: reg,
+		Notify: srv, Certificate: cert, CertLifetime: o.certLifetime, ICESources: o.iceSources, KeepEvery: o.redisEvery, ConsentTimeout: o.consent,
+	}
+	if kept != nil {
 		acfg.Keep = kept.keeper
+		acfg.CertRenewed = kept.certRenewed(log)
 	}
 	mgr := anchor.New(acfg)
+	// The kept one renewed now if it is due: new calls get what the
+	// started log names.
+	if cert, err = mgr.Certificate(); err != nil {
+		return err
+	}
 	if kept != nil {
+		kept.saveCert(ctx, cert, log)
 		// Before the first command: the phones' packets find their ports.
 		kept.restore(ctx, mgr, log)
 	}

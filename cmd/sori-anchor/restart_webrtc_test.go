@@ -66,8 +66,9 @@ func webrtcRestart(t *testing.T, bin, redisURL string, rdb *redis.Client, sig sy
 		t.Fatal(err)
 	}
 
-	// The browser.
-	b := webrtctest.NewPeer(t)
+	// The browser, with a certificate it keeps (a tab's RTCCertificate).
+	browserCert := webrtctest.NewCertificate(t)
+	b := webrtctest.NewPeerWith(t, browserCert)
 	offer := func() string { return b.MakeOffer(t) }
 
 	// The phone.
@@ -104,10 +105,15 @@ func webrtcRestart(t *testing.T, bin, redisURL string, rdb *redis.Client, sig sy
 	if fingerprint == "" {
 		t.Fatalf("no fingerprint in the answer:\n%s", res.Str("sdp"))
 	}
+	// The anchor's certificate for new legs, as its start logged it: the
+	// one this leg got.
+	if started := loggedFingerprints(logs.String()); len(started) != 1 || "a=fingerprint:"+started[0] != fingerprint {
+		t.Fatalf("started with fingerprints %q, the answer has %s", started, fingerprint)
+	}
 	b.Answer(t, res.Str("sdp"))
 	b.WaitConnected(t, 15*time.Second)
 	var seq uint16 = 1
-	talk := func(phase string) {
+	talk := func(phase string) { // with b, the browser then
 		t.Helper()
 		browserSays, phoneSays := []byte("\xfcbrowser "+phase), []byte("\xfcphone "+phase)
 		var gotBrowser, gotPhone bool
@@ -183,7 +189,55 @@ func webrtcRestart(t *testing.T, bin, redisURL string, rdb *redis.Client, sig sy
 		t.Fatalf("pion's DTLS transport went %s across the %s", s, sig)
 	default:
 	}
+
+	// The restarted anchor offers new calls the certificate it had: its
+	// start logs the same fingerprint, and a new WebRTC leg gets it.
+	if started := loggedFingerprints(logs.String()); len(started) != 2 || started[1] != started[0] {
+		t.Fatalf("the starts before and after the %s logged fingerprints %q", sig, started)
+	}
+	const id2 = "webrtc-restart-new@127.0.0.1"
+	res = ngDo(t, client, ngAddr, ng.Dict{"command": "offer", "call-id": id2, "from-tag": "phone2", "sdp": phoneSDP,
+		"transport-protocol": "UDP/TLS/RTP/SAVPF", "ICE": "force"})
+	if got := sdpLine(res.Str("sdp"), "a=fingerprint:"); got != fingerprint {
+		t.Fatalf("a new call after the %s is offered %s, the calls before it %s", sig, got, fingerprint)
+	}
+	ngDo(t, client, ngAddr, ng.Dict{"command": "delete", "call-id": id2, "from-tag": "phone2"})
+
+	// The browser reconnects (a new peer connection with the tab's
+	// certificate: its fingerprint, new ICE credentials): the restored leg
+	// answers with the fingerprint its SDP advertised and takes a new DTLS
+	// handshake with the certificate that fingerprint names.
+	reconnected := webrtctest.NewPeerWith(t, browserCert)
+	_ = b.PC.Close()
+	b = reconnected
+	ngDo(t, client, ngAddr, ng.Dict{"command": "offer", "call-id": id, "from-tag": "browser", "to-tag": "phone", "sdp": b.MakeOffer(t), "ICE": "remove"})
+	res = ngDo(t, client, ngAddr, ng.Dict{"command": "answer", "call-id": id, "from-tag": "browser", "to-tag": "phone", "sdp": phoneSDP, "ICE": "force"})
+	if got := sdpLine(res.Str("sdp"), "a=fingerprint:"); got != fingerprint {
+		t.Fatalf("the answer to the reconnected browser has %s, the first answer %s", got, fingerprint)
+	}
+	b.Answer(t, res.Str("sdp"))
+	b.WaitConnected(t, 15*time.Second) // DTLS too: the anchor's certificate matched the fingerprint
+	talk("after the browser reconnected")
 	ngDo(t, client, ngAddr, ng.Dict{"command": "delete", "call-id": id, "from-tag": "browser"})
+}
+
+// loggedFingerprints are the dtls_fingerprint values of each start a log
+// has, in order.
+func loggedFingerprints(log string) []string {
+	var fps []string
+	for _, l := range strings.Split(log, "\n") {
+		if !strings.Contains(l, "sori-anchor started") {
+			continue
+		}
+		_, v, ok := strings.Cut(l, `dtls_fingerprint="`)
+		if !ok {
+			continue
+		}
+		if v, _, ok = strings.Cut(v, `"`); ok {
+			fps = append(fps, v)
+		}
+	}
+	return fps
 }
 
 func sdpLine(body, prefix string) string {

@@ -57,6 +57,12 @@ type Config struct {
 	// fingerprint, on re-offers too) until it ends. 0: 30 days
 	// (dtlssrtp.DefaultLifetime).
 	CertLifetime time.Duration
+	// CertRenewed is called with each certificate the anchor makes for
+	// new WebRTC legs (a renewal, or the first one when Certificate is
+	// nil), from the goroutine that made it, under the anchor's
+	// certificate lock: sori-anchor -redis keeps it (keep.go), so that a
+	// restart goes on with it. nil: none.
+	CertRenewed func(*dtlssrtp.Certificate)
 	// Clock is the certificates' clock (their renewal and validity); nil:
 	// time.Now.
 	Clock func() time.Time
@@ -104,6 +110,7 @@ type Manager struct {
 	cert   *dtlssrtp.Certificate // what new WebRTC legs get (certificate)
 
 	scratch []netip.AddrPort // keepChanged's, under mu
+	keyed   chan struct{}    // a WebRTC leg's handshake keyed it: RunKeep saves it now
 }
 
 type call struct {
@@ -153,7 +160,7 @@ type media struct {
 
 // New returns a Manager.
 func New(c Config) *Manager {
-	m := &Manager{cfg: c, calls: map[string]*call{},
+	m := &Manager{cfg: c, calls: map[string]*call{}, keyed: make(chan struct{}, 1),
 		commands: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "sori_anchor_commands_total",
 			Help: "ng commands handled, by command and result.",

@@ -20,8 +20,8 @@ import (
 
 // Keeping calls across a restart (sori-anchor -redis): the Manager hands
 // its Keeper a snapshot of a call after each offer and answer, when a
-// stream latches a new address or a WebRTC leg's handshake ends (within a
-// second: RunKeep), and every KeepEvery, never from the packet path; a
+// stream latches a new address (within a second: RunKeep) or a WebRTC
+// leg's handshake keys it (at once: keyedNow), and every KeepEvery, never from the packet path; a
 // delete or a media timeout removes it. At start Restore binds the kept
 // calls' ports again.
 //
@@ -40,12 +40,33 @@ import (
 // handshake starts again (the browser retransmits its ClientHello to an
 // anchor that is the server; as client the anchor sends its own to the
 // selected path at once). A handshake caught half way (the browser past
-// its ClientHello) does not complete then, and the leg's media is dropped
-// as for any failed handshake; the window is a few round trips. A Manager
+// its ClientHello: it got the anchor's flight and waits for the last one)
+// cannot complete with the old association's retransmissions, since the
+// new process has none of its handshake state; but the restored leg is
+// not dead: a new ClientHello the browser starts (it reconnects, with the
+// certificate its SDP names) replaces the stuck handshake (webrtc.Leg);
+// as client, the browser's re-offer with new ICE credentials has the leg
+// send a new ClientHello.
+// The window is short: the anchor as DTLS server answers the ClientHello
+// without a cookie exchange (ICE proved the address), so the browser is
+// past it one round trip before the keys, and a leg keyed is kept at once
+// (keyedNow), not within a second. A Manager
 // with a Keeper that closes (a SIGTERM) leaves its WebRTC legs'
 // associations to the next process: no close_notify, which would end the
 // browser's (webrtc.Leg.Abandon). The certificate's private key is kept
 // beside the SRTP keys, as secret as they are (anchorstate.WebRTC).
+//
+// The anchor's own certificate for new legs is kept too (sori-anchor:
+// anchorstate.Cert, written at start and at each renewal through
+// Config.CertRenewed): a restarted anchor reads it back as
+// Config.Certificate, so new calls get the fingerprint they would have
+// had without the restart until it is due for renewal, and a restored leg
+// keeps the certificate its own snapshot names, renewed or not.
+
+// Certificate is the DTLS certificate new WebRTC legs get now: the one
+// Config.Certificate gave (a restarted anchor's, read back from Redis)
+// while it is not due for renewal, else a new one (Config.CertRenewed).
+func (m *Manager) Certificate() (*dtlssrtp.Certificate, error) { return m.certificate() }
 
 // Keeper keeps calls (media/anchorstate's Keeper).
 type Keeper interface {
@@ -95,19 +116,31 @@ func (c *call) latched(dst []netip.AddrPort) []netip.AddrPort {
 	return dst
 }
 
-// keyed counts c's WebRTC legs whose handshake has keyed them: a leg
-// kept before its keys would, restored, wait for a handshake its browser,
-// whose association is up, never starts again.
+// keyed counts the handshakes that keyed c's WebRTC legs: a leg kept
+// before its keys would, restored, wait for a handshake its browser,
+// whose association is up, never starts again; one kept with the keys of
+// a handshake before its latest would decrypt nothing.
 func (c *call) keyed() int {
 	n := 0
 	for _, l := range c.legs {
 		for _, md := range l.medias {
-			if md.rtc != nil && md.rtc.profile.Load() != 0 {
-				n++
+			if md.rtc != nil {
+				n += int(md.rtc.keyings.Load())
 			}
 		}
 	}
 	return n
+}
+
+// keyedNow has RunKeep save the calls whose WebRTC legs were keyed at
+// once, not within its second: the browser's association is up from the
+// handshake's last flight, and until the keys are kept a restart loses
+// them.
+func (m *Manager) keyedNow() {
+	select {
+	case m.keyed <- struct{}{}:
+	default:
+	}
 }
 
 // RunKeep saves, each second, the calls whose streams latched a new
@@ -128,6 +161,8 @@ func (m *Manager) RunKeep(ctx context.Context) {
 		select {
 		case <-ctx.Done():
 			return
+		case <-m.keyed:
+			m.keepChanged(time.Now())
 		case now := <-t.C:
 			if now.Sub(all) >= period {
 				m.keepAll(now)

@@ -60,6 +60,7 @@ type legWebRTC struct {
 
 	profile atomic.Uint32          // the SRTP profile once the handshake ended; 0 before
 	failure atomic.Pointer[string] // why the handshake failed
+	keyings atomic.Uint32          // handshakes that keyed the stream in this process (keep.go)
 
 	log       *slog.Logger
 	consentMu sync.Mutex // applyConsent runs on the relay's goroutine and the consent ticker's
@@ -112,6 +113,9 @@ func (m *Manager) certificate() (*dtlssrtp.Certificate, error) {
 		return nil, fmt.Errorf("anchor: DTLS certificate: %w", err)
 	}
 	m.cert = c
+	if m.cfg.CertRenewed != nil {
+		m.cfg.CertRenewed(c)
+	}
 	if old != nil {
 		m.cfg.Log.Info("DTLS certificate renewed: new WebRTC legs get it, legs set up keep theirs",
 			"fingerprint", c.Fingerprint().String(), "not_after", c.NotAfter(), "previous", old.Fingerprint().String(), "previous_not_after", old.NotAfter())
@@ -195,6 +199,9 @@ func (m *Manager) newWebRTC(md *media, cert *dtlssrtp.Certificate, creds icelite
 				return
 			}
 			rtc.profile.Store(uint32(k.Profile))
+			rtc.failure.Store(nil) // a new handshake after a failed one
+			rtc.keyings.Add(1)
+			m.keyedNow() // kept at once (keep.go)
 			log.Debug("WebRTC leg keyed", "profile", k.Profile, "unkeyed_drops", s.Unkeyed())
 		},
 	}

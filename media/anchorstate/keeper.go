@@ -18,6 +18,7 @@ type Keeper struct {
 
 	mu      sync.Mutex
 	pending map[string]*Call // nil value: delete
+	cert    *Cert            // the certificate for new legs, to be written
 	batch   *batch           // what the next write completes
 	wake    chan struct{}
 }
@@ -37,6 +38,16 @@ func NewKeeper(s *Store, log *slog.Logger, timeout time.Duration) *Keeper {
 func (k *Keeper) Save(c Call) {
 	k.mu.Lock()
 	k.pending[c.ID] = &c
+	k.mu.Unlock()
+	k.poke()
+}
+
+// SaveCert queues the anchor's certificate for new legs (a renewal); one
+// that fails to be written is tried again with the next write, unless a
+// newer one came meanwhile.
+func (k *Keeper) SaveCert(c Cert) {
+	k.mu.Lock()
+	k.cert = &c
 	k.mu.Unlock()
 	k.poke()
 }
@@ -83,8 +94,8 @@ func (k *Keeper) Run(ctx context.Context) {
 
 func (k *Keeper) flush(ctx context.Context) {
 	k.mu.Lock()
-	pending, b := k.pending, k.batch
-	k.pending, k.batch = map[string]*Call{}, &batch{done: make(chan struct{})}
+	pending, b, cert := k.pending, k.batch, k.cert
+	k.pending, k.batch, k.cert = map[string]*Call{}, &batch{done: make(chan struct{})}, nil
 	k.mu.Unlock()
 	var save []Call
 	var drop []string
@@ -99,6 +110,17 @@ func (k *Keeper) flush(ctx context.Context) {
 	// anchor stops is finished, not lost.
 	wctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), k.timeout)
 	b.err = k.store.Write(wctx, save, drop)
+	if cert != nil {
+		if err := k.store.SaveCert(wctx, *cert); err != nil {
+			k.log.Warn("DTLS certificate not written to Redis: tried again with the next write; a restart meanwhile makes a new one for new legs",
+				"error", err)
+			k.mu.Lock()
+			if k.cert == nil && time.Now().Before(cert.NotAfter) {
+				k.cert = cert
+			}
+			k.mu.Unlock()
+		}
+	}
 	cancel()
 	if b.err != nil {
 		// The next periodic snapshot writes the saves again; a lost delete

@@ -10,6 +10,7 @@ import (
 
 	"github.com/redis/go-redis/v9"
 
+	"github.com/sori-voice/sori/media/dtlssrtp"
 	"github.com/sori-voice/sori/registrar/store/redisstore"
 	"github.com/sori-voice/sori/registrar/store/redisstore/redistest"
 )
@@ -123,5 +124,66 @@ func contract(t *testing.T, url string) {
 		if len(got) != 1 || got[0].Legs[0].Medias[0].Stream.RTP.Packets != 99 {
 			t.Fatalf("after stop: %+v", got)
 		}
+	})
+
+	t.Run("the certificate for new legs is kept until it expires, per anchor", func(t *testing.T) {
+		if _, ok, err := s.LoadCert(ctx); ok || err != nil {
+			t.Fatalf("a certificate before any was written: %v %v", ok, err)
+		}
+		dc, err := dtlssrtp.NewCertificateAt(time.Now(), time.Hour)
+		if err != nil {
+			t.Fatal(err)
+		}
+		cp, kp, err := dc.PEM()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := s.SaveCert(ctx, Cert{Cert: string(cp), Key: string(kp), NotAfter: dc.NotAfter()}); err != nil {
+			t.Fatal(err)
+		}
+		got, ok, err := s.LoadCert(ctx)
+		if err != nil || !ok {
+			t.Fatalf("load: %v %v", ok, err)
+		}
+		back, err := dtlssrtp.ParseCertificatePEM([]byte(got.Cert), []byte(got.Key))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if back.Fingerprint() != dc.Fingerprint() || !back.Issued().Equal(dc.Issued()) || !got.NotAfter.Equal(dc.NotAfter()) {
+			t.Fatalf("read back %v issued %v until %v, was %v %v %v", back.Fingerprint(), back.Issued(), got.NotAfter, dc.Fingerprint(), dc.Issued(), dc.NotAfter())
+		}
+		ttl := rdb.PTTL(ctx, s.CertKey()).Val()
+		if want := time.Until(dc.NotAfter()); ttl > want+10*time.Millisecond || ttl < want-5*time.Second {
+			t.Fatalf("certificate TTL %v, want about %v (until it expires)", ttl, want)
+		}
+		if _, ok, _ := other.LoadCert(ctx); ok {
+			t.Fatal("another anchor reads this one's certificate")
+		}
+		if err := s.SaveCert(ctx, Cert{Cert: string(cp), Key: string(kp), NotAfter: time.Now().Add(-time.Second)}); err == nil {
+			t.Fatal("an expired certificate written")
+		}
+
+		// Through the keeper, as a renewal is: the latest one queued lands.
+		k := NewKeeper(s, slog.New(slog.NewTextHandler(io.Discard, nil)), time.Second)
+		renewed, err := dtlssrtp.NewCertificateAt(time.Now(), 2*time.Hour)
+		if err != nil {
+			t.Fatal(err)
+		}
+		rp, rk, _ := renewed.PEM()
+		k.SaveCert(Cert{Cert: string(rp), Key: string(rk), NotAfter: renewed.NotAfter()})
+		kctx, cancel := context.WithCancel(ctx)
+		done := make(chan struct{})
+		go func() { k.Run(kctx); close(done) }()
+		wait := k.Delete("nothing") // returns once the write that has the certificate is done
+		if err := wait(ctx); err != nil {
+			t.Fatal(err)
+		}
+		cancel()
+		<-done
+		got, ok, err = s.LoadCert(ctx)
+		if err != nil || !ok || got.Cert != string(rp) {
+			t.Fatalf("after the keeper's write: %v %v, the renewed certificate not there", ok, err)
+		}
+		rdb.Del(ctx, s.CertKey())
 	})
 }

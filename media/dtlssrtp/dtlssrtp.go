@@ -117,7 +117,15 @@ type Config struct {
 	// Timeout of the handshake; 0: 30 s, a browser's ICE consent
 	// lifetime.
 	Timeout time.Duration
-	Logger  *slog.Logger
+	// NoCookie: as Server, answer the ClientHello at once, without the
+	// HelloVerifyRequest cookie exchange (RFC 6347 §4.2.1 lets a server
+	// skip it). For a caller that takes DTLS only from an address whose
+	// ICE check passed (media/webrtc), the check has proved the address
+	// already; the cookie would only add a round trip, and a state that a
+	// restarted anchor does not have: a peer that got the old process's
+	// cookie retransmits a ClientHello (message 1) no new endpoint takes.
+	NoCookie bool
+	Logger   *slog.Logger
 }
 
 // Endpoint is the DTLS association of one leg.
@@ -181,6 +189,9 @@ func Start(ctx context.Context, cfg Config) (*Endpoint, error) {
 			opts = append(opts, o)
 		}
 		opts = append(opts, dtls.WithClientAuth(dtls.RequireAnyClientCert))
+		if cfg.NoCookie {
+			opts = append(opts, dtls.WithInsecureSkipVerifyHello(true))
+		}
 		conn, err = dtls.ServerWithOptions(e.pipe, peerAddr{}, opts...)
 	}
 	if err != nil {

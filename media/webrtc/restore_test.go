@@ -6,6 +6,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/pion/stun/v3"
+
 	"github.com/sori-voice/sori/media/dtlssrtp"
 )
 
@@ -125,5 +127,136 @@ func TestRestoredUnkeyedLegHandshakesAgain(t *testing.T) {
 	a, c := wait(t, keys), wait(t, bdone)
 	if a.err != nil || c.err != nil || !bytes.Equal(a.keys.LocalKey, c.keys.RemoteKey) {
 		t.Fatalf("anchor %v, browser %v", a.err, c.err)
+	}
+}
+
+// A handshake that cannot complete (its answers lost, or the tail of one
+// a previous process began) gives way to a new one the peer starts: a
+// ClientHello with a new random gets a new endpoint, silently for the old
+// one (no failure reported), and the new handshake keys the leg.
+func TestNewClientHelloReplacesAStuckHandshake(t *testing.T) {
+	anchorCert, browserCert := mustCert(t), mustCert(t)
+	b := &browser{t: t, addr: netip.MustParseAddrPort("127.0.0.30:50012"), cert: browserCert}
+	keys := newLeg(t, b, anchorCert, make(chan netip.AddrPort, 4))
+	b.check(b.addr, true)
+	if err := b.leg.SetPeer(Peer{Ufrag: "brow", Fingerprint: browserCert.Fingerprint(), Role: dtlssrtp.Server}); err != nil {
+		t.Fatal(err)
+	}
+	// The first attempt's ClientHello reaches the leg; its answer is lost
+	// (b.dtls is not this endpoint).
+	first, err := dtlssrtp.Start(t.Context(), dtlssrtp.Config{Role: dtlssrtp.Client, Certificate: browserCert, Remote: anchorCert.Fingerprint(),
+		Send: func(p []byte) error { _ = b.leg.Handle(p, b.addr); return nil }, Done: func(dtlssrtp.Keys, error) {}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for end := time.Now().Add(5 * time.Second); len(b.sentTo(DTLS)) == 0 && time.Now().Before(end); {
+		time.Sleep(5 * time.Millisecond)
+	}
+	if len(b.sentTo(DTLS)) == 0 {
+		t.Fatal("the leg never answered the first ClientHello")
+	}
+	_ = first.Close()
+	bdone := b.startDTLS(dtlssrtp.Client, anchorCert.Fingerprint())
+	a, c := wait(t, keys), wait(t, bdone)
+	if a.err != nil || c.err != nil || !bytes.Equal(a.keys.LocalKey, c.keys.RemoteKey) || !bytes.Equal(a.keys.RemoteKey, c.keys.LocalKey) {
+		t.Fatalf("anchor %v, browser %v", a.err, c.err)
+	}
+	if st := b.leg.State(); st.Keys == nil || !bytes.Equal(st.Keys.LocalKey, a.keys.LocalKey) {
+		t.Fatal("the leg's state has not the new handshake's keys")
+	}
+	select {
+	case r := <-keys:
+		t.Fatalf("a second report: %v", r.err)
+	default:
+	}
+}
+
+// Only a ClientHello that begins a handshake (epoch 0, message 0, whole)
+// is read for its random.
+func TestHelloRandom(t *testing.T) {
+	hello := make([]byte, 59)
+	hello[0], hello[1], hello[2], hello[13] = 22, 254, 253, 1
+	for i := range 32 {
+		hello[27+i] = byte(i + 1)
+	}
+	if r := helloRandom(hello); len(r) != 32 || r[0] != 1 || r[31] != 32 {
+		t.Fatalf("random %x", r)
+	}
+	for name, mutate := range map[string]func([]byte){
+		"epoch 1":       func(p []byte) { p[4] = 1 },
+		"message 1":     func(p []byte) { p[18] = 1 },
+		"a fragment":    func(p []byte) { p[21] = 8 },
+		"not a hello":   func(p []byte) { p[13] = 11 },
+		"not handshake": func(p []byte) { p[0] = 21 },
+	} {
+		p := append([]byte(nil), hello...)
+		mutate(p)
+		if r := helloRandom(p); r != nil {
+			t.Errorf("%s: random %x", name, r)
+		}
+	}
+	if helloRandom(hello[:58]) != nil {
+		t.Error("a short datagram read")
+	}
+}
+
+// As DTLS client, a handshake stuck half way (the peer that answered its
+// ClientHello is gone: the anchor restarted, or the browser reconnects)
+// is started afresh when the peer restarts ICE (a re-offer with a new
+// ufrag): the anchor's new ClientHello, once the new credentials' check
+// passed, completes with the peer's new endpoint.
+func TestClientHandshakeStartsAgainOnICERestart(t *testing.T) {
+	anchorCert, browserCert := mustCert(t), mustCert(t)
+	b := &browser{t: t, addr: netip.MustParseAddrPort("127.0.0.30:50013"), cert: browserCert}
+	keys := newLeg(t, b, anchorCert, make(chan netip.AddrPort, 4))
+	b.check(b.addr, true)
+	// The first peer endpoint answers the leg's ClientHello, but its last
+	// flight never reaches the leg.
+	var sent int
+	firstDone := make(chan result, 1)
+	first, err := dtlssrtp.Start(t.Context(), dtlssrtp.Config{Role: dtlssrtp.Server, Certificate: browserCert, Remote: anchorCert.Fingerprint(),
+		Send: func(p []byte) error {
+			if sent++; sent <= 2 { // HelloVerifyRequest, then its flight 4; not its flight 6
+				_ = b.leg.Handle(p, b.addr)
+			}
+			return nil
+		},
+		Done: func(k dtlssrtp.Keys, err error) { firstDone <- result{k, err} }})
+	if err != nil {
+		t.Fatal(err)
+	}
+	b.mu.Lock()
+	b.dtls = first
+	b.mu.Unlock()
+	if err := b.leg.SetPeer(Peer{Ufrag: "brow", Fingerprint: browserCert.Fingerprint(), Role: dtlssrtp.Client}); err != nil {
+		t.Fatal(err)
+	}
+	if r := wait(t, firstDone); r.err != nil {
+		t.Fatalf("the first peer endpoint: %v", r.err)
+	}
+	_ = first.Close()
+	select {
+	case r := <-keys:
+		t.Fatalf("the leg keyed without the peer's last flight: %v", r.err)
+	default:
+	}
+
+	// The peer reconnects: a new endpoint, new ICE credentials.
+	bdone := b.startDTLS(dtlssrtp.Server, anchorCert.Fingerprint())
+	if err := b.leg.SetPeer(Peer{Ufrag: "brw2", Fingerprint: browserCert.Fingerprint(), Role: dtlssrtp.Client}); err != nil {
+		t.Fatal(err)
+	}
+	m, err := stun.Build(stun.TransactionID, stun.BindingRequest, stun.NewUsername("anch:brw2"),
+		stun.RawAttribute{Type: stun.AttrICEControlling, Value: make([]byte, 8)}, stun.RawAttribute{Type: stun.AttrUseCandidate},
+		stun.NewShortTermIntegrity(anchorICE.Pwd), stun.Fingerprint)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := b.leg.Handle(m.Raw, b.addr); err != nil {
+		t.Fatal(err)
+	}
+	a, c := wait(t, keys), wait(t, bdone)
+	if a.err != nil || c.err != nil || !bytes.Equal(a.keys.LocalKey, c.keys.RemoteKey) {
+		t.Fatalf("anchor %v, peer %v", a.err, c.err)
 	}
 }

@@ -8,6 +8,7 @@
 package webrtc
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -86,12 +87,23 @@ type Leg struct {
 	mu        sync.Mutex
 	peer      *Peer              // nil until SetPeer
 	dtls      *dtlssrtp.Endpoint // nil until the handshake can start
+	hs        *handshake         // dtls's run
 	early     [][]byte           // DTLS datagrams that came before SetPeer
 	closed    bool
 	nominated netip.AddrPort // last reported through Config.Selected
 	// keys are the last finished handshake's, or a restored leg's (no
 	// dtls then: Restore); nil: none finished.
 	keys *dtlssrtp.Keys
+}
+
+// handshake is one DTLS endpoint's run, what it was fed and how it
+// ended; under Leg.mu.
+type handshake struct {
+	hello   []byte // the random of the ClientHello that was its first datagram; nil: none was
+	fed     bool   // it got a datagram
+	keyed   bool   // its handshake finished
+	failed  bool   // its handshake failed
+	retired bool   // a new handshake replaced it: it sends and reports nothing more
 }
 
 // earlyMax bounds the DTLS datagrams kept until the peer's SDP arrives: a
@@ -136,6 +148,16 @@ func (l *Leg) SetPeer(p Peer) error {
 		if p.Ufrag != l.peer.Ufrag {
 			l.ice.SetRemoteUfrag(p.Ufrag) // an ICE restart keeps the DTLS association
 			l.peer.Ufrag = p.Ufrag
+			if l.peer.Role == dtlssrtp.Client && l.dtls != nil && !l.hs.keyed {
+				// ... but not a handshake that has not finished (a peer
+				// that reconnects to a restarted anchor whose ClientHello
+				// it cannot take): the anchor's next one, once the new
+				// path is checked (handleSTUN), starts afresh.
+				old := l.dtls
+				l.hs.retired = true
+				l.dtls = nil
+				go old.Close()
+			}
 		}
 		return nil
 	}
@@ -154,30 +176,89 @@ func (l *Leg) SetPeer(p Peer) error {
 
 // startLocked starts the DTLS endpoint; l.mu held.
 func (l *Leg) startLocked() error {
+	hs := &handshake{}
 	e, err := dtlssrtp.Start(l.ctx, dtlssrtp.Config{
 		Role:        l.peer.Role,
 		Certificate: l.cfg.Certificate,
 		Remote:      l.peer.Fingerprint,
-		Send:        l.sendDTLS,
-		Done: func(k dtlssrtp.Keys, err error) {
-			if err == nil {
-				l.mu.Lock()
-				l.keys = &k
-				l.mu.Unlock()
+		Send: func(b []byte) error {
+			l.mu.Lock()
+			retired := hs.retired
+			l.mu.Unlock()
+			if retired {
+				return errRetired
 			}
+			return l.sendDTLS(b)
+		},
+		Done: func(k dtlssrtp.Keys, err error) {
+			l.mu.Lock()
+			if hs.retired {
+				l.mu.Unlock()
+				return // replaced by the peer's new handshake, whose end counts
+			}
+			if err == nil {
+				l.keys, hs.keyed = &k, true
+			} else {
+				hs.failed = true
+			}
+			l.mu.Unlock()
 			l.cfg.Keys(k, err)
 		},
-		Logger: l.cfg.Logger,
+		// Only addresses that passed an ICE check reach it (Handle).
+		NoCookie: true,
+		Logger:   l.cfg.Logger,
 	})
 	if err != nil {
 		return fmt.Errorf("webrtc: %w", err)
 	}
-	l.dtls = e
+	l.dtls, l.hs = e, hs
 	for _, p := range l.early {
+		hs.feed(p)
 		e.Handle(p)
 	}
 	l.early = nil
 	return nil
+}
+
+var errRetired = errors.New("webrtc: DTLS endpoint replaced by the peer's new handshake")
+
+// feed notes that the run got pkt.
+func (hs *handshake) feed(pkt []byte) {
+	if !hs.fed {
+		hs.fed = true
+		hs.hello = helloRandom(pkt)
+	}
+}
+
+// replacedBy: pkt, a ClientHello that begins a handshake, is not the one
+// this run is answering, and the run has not finished: the peer has
+// started again (a restarted anchor's run got the tail of a handshake the
+// previous process had begun, or a run failed). A run that finished
+// keeps its association (RFC 6347 §4.2.8 lets it go on until a new one
+// completes; the peer's records go to it).
+func (hs *handshake) replacedBy(pkt []byte) bool {
+	r := helloRandom(pkt)
+	switch {
+	case r == nil || hs.keyed:
+		return false
+	case hs.failed:
+		return true
+	case !hs.fed:
+		return false
+	}
+	return hs.hello == nil || !bytes.Equal(hs.hello, r)
+}
+
+// helloRandom is the client random of pkt when it is a ClientHello that
+// begins a handshake: the first record a handshake record of epoch 0
+// holding message 0 whole from its start (RFC 6347 §4.1, §4.2.2); else nil.
+func helloRandom(pkt []byte) []byte {
+	// Record header (13), handshake header (12), client_version (2), random (32).
+	if len(pkt) < 59 || pkt[0] != 22 || pkt[3] != 0 || pkt[4] != 0 || pkt[13] != 1 ||
+		pkt[17] != 0 || pkt[18] != 0 || pkt[19] != 0 || pkt[20] != 0 || pkt[21] != 0 {
+		return nil
+	}
+	return append([]byte(nil), pkt[27:59]...)
 }
 
 // sendDTLS sends towards the path ICE selected.
@@ -208,8 +289,26 @@ func (l *Leg) Handle(pkt []byte, from netip.AddrPort) error {
 		}
 		l.mu.Lock()
 		switch {
+		case l.dtls != nil && l.peer.Role == dtlssrtp.Server && l.hs.replacedBy(pkt):
+			// The peer begins a new handshake: the run that cannot
+			// complete (or failed) gives way, silently, to a new one.
+			old, failed := l.dtls, l.hs.failed
+			l.hs.retired = true
+			if err := l.startLocked(); err != nil {
+				l.dtls = nil
+				l.mu.Unlock()
+				go old.Close()
+				return err
+			}
+			e := l.dtls
+			l.hs.feed(pkt)
+			l.mu.Unlock()
+			go old.Close() // off the relay's goroutine: it waits for the old run's
+			l.cfg.Logger.Info("WebRTC leg: the peer starts a new DTLS handshake, answered by a new endpoint", "from", from, "previous_failed", failed)
+			e.Handle(pkt)
 		case l.dtls != nil:
 			e := l.dtls
+			l.hs.feed(pkt)
 			l.mu.Unlock()
 			e.Handle(pkt)
 		case l.keys != nil && !l.closed:
@@ -224,6 +323,7 @@ func (l *Leg) Handle(pkt []byte, from netip.AddrPort) error {
 				return err
 			}
 			e := l.dtls
+			l.hs.feed(pkt)
 			l.mu.Unlock()
 			l.cfg.Logger.Info("WebRTC leg restored: the peer starts a new DTLS handshake, answered with the leg's certificate", "from", from)
 			e.Handle(pkt)

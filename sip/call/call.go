@@ -29,9 +29,12 @@ type Call struct {
 	// of reach for a moment), after failures in a row (store.go).
 	retry    *timers.Timer
 	failures int
-	// firstSave is closed once the first save of the answered call was
-	// tried (Answered waits for it, store.go).
-	firstSave chan struct{}
+	// wanted counts the saves asked for (each change saved), tried the
+	// latest of them whose state a save has tried since; landed is
+	// closed, and made again, as tried moves on (the waits of Answered
+	// and of the responses that confirm a change, store.go awaitSaved).
+	wanted, tried uint64
+	landed        chan struct{}
 	// moving: being moved to another media anchor (reanchor.go); pending:
 	// the new anchor's SDP for the callee of a call moved while it rang,
 	// sent once the caller has ACKed, pendingFrom the anchor it left.
@@ -216,17 +219,18 @@ func (c *Call) Answered(a Answer) {
 	}
 	c.arm(c.t.cfg.DialogTimeout)
 	c.save() // a restart, or another node, can end it now
-	first := c.firstSave
+	saved := c.wanted
 	c.mu.Unlock()
 	c.t.ringing.Dec()
 	c.t.answered.Inc()
-	c.t.awaitSave(first)
+	c.awaitSaved(saved)
 }
 
 // Moved is a target refresh from the side with fromTag (a re-INVITE or
 // UPDATE with a Contact, RFC 3261 §12.2.2): sori's own requests to that
 // side (a BYE on a media timeout) go to its new Contact, from where the
-// request came.
+// request came. It is saved in the background; the proxy has the 2xx
+// that confirms it wait for that save (AwaitSaved).
 func (c *Call) Moved(fromTag, contact, source, transport string) {
 	c.mu.Lock()
 	defer c.mu.Unlock()

@@ -167,7 +167,12 @@ func (c *Call) AnswerInAck(sender string, cseq uint32, do func() ([]byte, error)
 		c.st.Late = lo.state()
 		c.save() // a retransmitted ACK on another node gets the same
 	}
+	saved := c.wanted
 	c.mu.Unlock()
+	// The answer lands in the store before the ACK goes on: a node that
+	// dies once the offerer has it leaves another node the call as it is
+	// now (its anchor answered, the answer a retransmission gets).
+	c.awaitSaved(saved)
 	return sdp, true, nil
 }
 

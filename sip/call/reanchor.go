@@ -137,16 +137,19 @@ func (c *Call) reanchor(ctx context.Context, dead netip.AddrPort) {
 		return
 	}
 	c.mu.Lock()
-	defer c.mu.Unlock()
 	c.moving = false
 	if c.st.Phase == Ended {
+		c.mu.Unlock()
 		return
 	}
 	c.st.Callee.SDP, c.st.Caller.SDP = string(calleeAnswer), string(callerAnswer)
 	c.st.Record.Reanchored = append(c.st.Record.Reanchored, calls.Reanchor{From: dead.String(), To: to.String(), At: t.now(), Answered: true})
 	c.save()
+	saved := c.wanted
+	c.mu.Unlock()
 	t.reanchored.Inc()
 	t.log.Info("call moved to another media anchor", "call_id", c.ID(), "from", dead, "to", to)
+	c.awaitSaved(saved) // the move is done once the store has it
 }
 
 // moveFailed ends a call that could not be moved: BYE to both sides, its
@@ -199,7 +202,9 @@ func (c *Call) reinvite(ctx context.Context, toCallee bool, sdp []byte) ([]byte,
 			to, from = c.st.Caller, c.st.Callee
 		}
 		c.save() // another node forwards the side's next request with the offset
+		saved := c.wanted
 		c.mu.Unlock()
+		c.awaitSaved(saved) // the offset saved before the request that needs it
 		code, answer, err := c.t.cfg.Reinvite.Reinvite(ctx, c.ID(), to, from, cseq, sdp)
 		switch {
 		case err != nil:
@@ -309,7 +314,9 @@ func (c *Call) Acked() {
 		c.moving = false
 		c.st.Callee.SDP = string(answer)
 		c.save()
+		saved := c.wanted
 		c.mu.Unlock()
+		c.awaitSaved(saved)
 	}()
 }
 

@@ -89,7 +89,8 @@ func (t *Table) keepFor(st State) time.Duration {
 
 // save has the call's state written to the store in the background, the
 // latest state last: a change while a save is on its way is saved after
-// it. c.mu held.
+// it. Each save asked for counts in c.wanted, which awaitSaved waits for.
+// c.mu held.
 func (c *Call) save() {
 	t := c.t
 	if !t.persist || !c.tracked || c.st.Phase != Answered || !c.st.Dialog {
@@ -97,56 +98,91 @@ func (c *Call) save() {
 	}
 	if !t.owner() {
 		// Stepped back (fence.go): a save now could take back a call
-		// another node adopted. Saved once this node is the owner again.
+		// another node adopted. Saved once this node is the owner again;
+		// nothing waits for it.
 		c.dirty = true
 		return
 	}
 	c.saved = true
+	c.wanted++
+	if c.landed == nil {
+		c.landed = make(chan struct{})
+	}
 	if c.saving {
 		c.dirty = true
 		return
 	}
 	c.saving = true
-	if c.firstSave == nil {
-		c.firstSave = make(chan struct{})
-	}
 	t.saves.Add(1)
 	go c.saveLoop()
 }
 
-// saveWait bounds how long Answered waits for the call's first save: a
-// Redis round trip is a fraction of a millisecond; a store slower than
-// this does not hold up the 2xx longer.
+// saveWait bounds how long a response waits for the save of the change
+// it confirms (Answered's 2xx, a re-INVITE's or UPDATE's, an ACK's
+// answer going on): a Redis round trip is a fraction of a millisecond; a
+// store slower than this does not hold up the response longer.
 const saveWait = 250 * time.Millisecond
 
-// awaitSave waits for a call's first save (first closed) for at most
-// saveWait; not at all without one, or while saves are failing.
-func (t *Table) awaitSave(first chan struct{}) {
-	if first == nil || t.saveFailing.Load() {
+// AwaitSaved returns once the changes of the call so far are saved (the
+// save of their state tried): at most saveWait, at once when none is on
+// its way or while saves are failing. The proxy calls it before the 2xx
+// of an in-dialog re-INVITE or UPDATE goes on, so that a node that dies
+// once a phone has it leaves the store the dialog as that 2xx set it
+// (a target refresh's Contact, the SDP, a delayed offer).
+func (c *Call) AwaitSaved() {
+	c.mu.Lock()
+	want := c.wanted
+	c.mu.Unlock()
+	c.awaitSaved(want)
+}
+
+// awaitSaved waits for the saves up to want (c.wanted as the change was
+// made) for at most saveWait; not at all while saves are failing.
+func (c *Call) awaitSaved(want uint64) {
+	t := c.t
+	if want == 0 || t.saveFailing.Load() {
 		return
 	}
-	timer := time.NewTimer(saveWait)
-	defer timer.Stop()
-	select {
-	case <-first:
-	case <-timer.C:
+	var timer *time.Timer
+	for {
+		c.mu.Lock()
+		if c.tried >= want || c.landed == nil {
+			c.mu.Unlock()
+			return
+		}
+		landed := c.landed
+		c.mu.Unlock()
+		if timer == nil {
+			timer = time.NewTimer(saveWait)
+			defer timer.Stop()
+		}
+		select {
+		case <-landed:
+		case <-timer.C:
+			return
+		}
+		if t.saveFailing.Load() {
+			return
+		}
 	}
 }
 
-// tried notes that a save was tried (failed: err != nil); c.mu held.
-func (c *Call) tried(err error) {
+// triedUpTo notes that the saves up to n were tried (failed: err !=
+// nil); c.mu held.
+func (c *Call) triedUpTo(n uint64, err error) {
 	c.t.saveFailing.Store(err != nil)
-	c.firstDone()
+	c.release(n)
 }
 
-// firstDone lets Answered's wait for the first save go; c.mu held.
-func (c *Call) firstDone() {
-	if c.firstSave != nil {
-		select {
-		case <-c.firstSave:
-		default:
-			close(c.firstSave)
-		}
+// release lets the waits for the saves up to n go; c.mu held.
+func (c *Call) release(n uint64) {
+	if n <= c.tried {
+		return
+	}
+	c.tried = n
+	if c.landed != nil {
+		close(c.landed)
+		c.landed = make(chan struct{})
 	}
 }
 
@@ -162,19 +198,20 @@ func (c *Call) saveLoop() {
 		c.mu.Lock()
 		if c.st.Phase == Ended {
 			c.saving = false // its end removes it (and a late save is refused)
-			c.firstDone()
+			c.release(c.wanted)
 			c.mu.Unlock()
 			t.saves.Done()
 			return
 		}
 		if !t.owner() {
 			c.saving, c.dirty = false, true // saved when this node rejoins (fence.go)
-			c.firstDone()
+			c.release(c.wanted)
 			c.mu.Unlock()
 			t.saves.Done()
 			return
 		}
 		st := c.copyState()
+		upTo := c.wanted
 		c.dirty = false
 		c.mu.Unlock()
 		// Not past the lease: a save landing once another node may
@@ -183,7 +220,7 @@ func (c *Call) saveLoop() {
 		err := t.cfg.Store.Save(ctx, st, t.keepFor(st))
 		cancel()
 		c.mu.Lock()
-		c.tried(err)
+		c.triedUpTo(upTo, err)
 		if err != nil {
 			t.storeErrors.WithLabelValues("save").Inc()
 			c.failures++

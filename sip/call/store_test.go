@@ -5,6 +5,8 @@ import (
 	"errors"
 	"io"
 	"log/slog"
+	"net/netip"
+	"runtime"
 	"sync"
 	"testing"
 	"time"
@@ -439,5 +441,123 @@ func TestAnsweredWaitsForTheFirstSave(t *testing.T) {
 	for _, c := range []*Call{c, c2, c3, c4} {
 		c.Bye("caller-tag")
 	}
+	wait(t, a)
+}
+
+// gatedStore is a memStore whose saves each wait for a token on open
+// (or their context); entered says a save has begun.
+type gatedStore struct {
+	*memStore
+	entered chan string
+	open    chan struct{}
+}
+
+func (g gatedStore) Save(ctx context.Context, st State, ttl time.Duration) error {
+	g.entered <- st.Callee.Target
+	select {
+	case <-g.open:
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+	return g.memStore.Save(ctx, st, ttl)
+}
+
+// A later change of an answered call (a target refresh here) is saved
+// before the response that confirms it goes on, as the first save is:
+// AwaitSaved returns only once the store has the new Contact. A save
+// slower than saveWait holds it up for saveWait at most, and while saves
+// fail it does not wait at all.
+func TestLaterSavesAwaitedLikeTheFirst(t *testing.T) {
+	s := gatedStore{memStore: newMemStore(), entered: make(chan string, 8), open: make(chan struct{}, 8)}
+	a, _, _ := node(t, s, time.Hour)
+	c := a.Begin(calls.Record{CallID: "l1", Caller: "alice"}, "caller-tag")
+	s.open <- struct{}{}
+	answer(c)
+	<-s.entered
+
+	// Nothing changed since: no wait.
+	start := time.Now()
+	c.AwaitSaved()
+	if took := time.Since(start); took > saveWait/2 {
+		t.Fatalf("AwaitSaved with nothing to save took %v", took)
+	}
+
+	const moved = "sip:bob@10.0.0.10:5062"
+	c.Moved("callee-tag", moved, "198.51.100.8:5060", "UDP")
+	if got := <-s.entered; got != moved {
+		t.Fatalf("save of the target refresh has %q", got)
+	}
+	done := make(chan string)
+	go func() {
+		c.AwaitSaved()
+		st, _ := s.state("l1")
+		done <- st.Callee.Target
+	}()
+	s.open <- struct{}{} // the save lands
+	if got := <-done; got != moved {
+		t.Fatalf("AwaitSaved returned with the store holding Contact %q, want %q", got, moved)
+	}
+
+	// A save that does not land: held up for saveWait, no more.
+	c.Moved("callee-tag", "sip:bob@10.0.0.11:5062", "198.51.100.9:5060", "UDP")
+	<-s.entered
+	start = time.Now()
+	c.AwaitSaved()
+	if took := time.Since(start); took < saveWait || took > saveWait+150*time.Millisecond {
+		t.Fatalf("AwaitSaved with a stuck store took %v, want about saveWait (%v)", took, saveWait)
+	}
+	s.open <- struct{}{}
+	wait(t, a)
+
+	// Saves failing: the next change is not waited for.
+	s.fail(errors.New("store down"))
+	c.Moved("callee-tag", "sip:bob@10.0.0.12:5062", "198.51.100.10:5060", "UDP")
+	<-s.entered
+	s.open <- struct{}{} // tried: fails, noted
+	for !a.saveFailing.Load() {
+		runtime.Gosched()
+	}
+	c.Moved("callee-tag", "sip:bob@10.0.0.13:5062", "198.51.100.11:5060", "UDP")
+	start = time.Now()
+	c.AwaitSaved()
+	if took := time.Since(start); took > saveWait/2 {
+		t.Fatalf("AwaitSaved while saves fail took %v, want no wait", took)
+	}
+	s.fail(nil)
+	c.Bye("caller-tag")
+	close(s.open) // the retry, whenever it comes, lands
+	wait(t, a)
+}
+
+// The answer a delayed offer gets in the ACK is saved before the ACK
+// goes on (AnswerInAck returns): a node that dies then leaves the next
+// one the answered offer, not one still waiting for its ACK.
+func TestAnswerInAckAwaitsItsSave(t *testing.T) {
+	s := gatedStore{memStore: newMemStore(), entered: make(chan string, 8), open: make(chan struct{}, 8)}
+	a, _, _ := node(t, s, time.Hour)
+	c := a.Begin(calls.Record{CallID: "l2", Caller: "alice"}, "caller-tag")
+	if _, err := c.OfferIn2xx("callee-tag", "caller-tag", 1, false, func() (netip.AddrPort, []byte, error) {
+		return netip.MustParseAddrPort("127.0.0.1:22222"), []byte("offer-for-caller"), nil
+	}); err != nil {
+		t.Fatal(err)
+	}
+	s.open <- struct{}{}
+	answer(c)
+	<-s.entered
+	acked := make(chan bool)
+	go func() {
+		if _, ok, err := c.AnswerInAck("caller-tag", 1, func() ([]byte, error) { return []byte("answer-for-callee"), nil }); !ok || err != nil {
+			t.Errorf("AnswerInAck: %v %v", ok, err)
+		}
+		st, _ := s.state("l2")
+		acked <- st.Late != nil && st.Late.Acked
+	}()
+	<-s.entered // the ACK's save, held
+	s.open <- struct{}{}
+	if !<-acked {
+		t.Fatal("AnswerInAck returned before the store had the ACK's answer")
+	}
+	c.Bye("caller-tag")
+	close(s.open)
 	wait(t, a)
 }

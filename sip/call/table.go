@@ -125,8 +125,8 @@ type Table struct {
 
 	persist bool    // Store keeps calls (not NoStore)
 	saves   pending // saves on their way to the store
-	// saveFailing: the last save tried failed; Answered does not wait
-	// for a first save then (store.go awaitSave).
+	// saveFailing: the last save tried failed; no response waits for a
+	// save then (store.go awaitSaved).
 	saveFailing atomic.Bool
 
 	ringing, answered      prometheus.Gauge

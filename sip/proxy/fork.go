@@ -544,6 +544,13 @@ func (f *fork) relay(res *sip.Response) {
 			}
 		}
 	}
+	if f.dialog != nil && res.StatusCode >= 200 && res.StatusCode < 300 {
+		// What the in-dialog request and its 2xx changed (a target
+		// refresh, the SDP, a delayed offer) is in the store before the
+		// 2xx goes on (call.AwaitSaved): a node that dies then leaves
+		// the dialog as the phones have it to the next one.
+		f.dialog.AwaitSaved()
+	}
 	_ = f.w.Respond(up)
 }
 

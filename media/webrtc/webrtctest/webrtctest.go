@@ -5,6 +5,9 @@ package webrtctest
 
 import (
 	"bytes"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
 	"net"
 	"sync"
 	"testing"
@@ -28,6 +31,33 @@ type Browser struct {
 // it closes when the test ends.
 func NewPeer(t testing.TB) *Browser {
 	t.Helper()
+	return NewPeerWith(t, nil)
+}
+
+// NewCertificate is a DTLS certificate for NewPeerWith.
+func NewCertificate(t testing.TB) *pion.Certificate {
+	t.Helper()
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	c, err := pion.GenerateCertificate(key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return c
+}
+
+// NewPeerWith is NewPeer with cert as its DTLS certificate (nil: one of
+// its own): a second peer with the first one's certificate has its
+// fingerprint, as a browser tab that reconnects with the same
+// RTCCertificate has.
+func NewPeerWith(t testing.TB, cert *pion.Certificate) *Browser {
+	t.Helper()
+	var conf pion.Configuration
+	if cert != nil {
+		conf.Certificates = []pion.Certificate{*cert}
+	}
 	var se pion.SettingEngine
 	se.SetNetworkTypes([]pion.NetworkType{pion.NetworkTypeUDP4})
 	se.SetIncludeLoopbackCandidate(true)
@@ -40,7 +70,7 @@ func NewPeer(t testing.TB) *Browser {
 	if err := me.RegisterCodec(pion.RTPCodecParameters{RTPCodecCapability: pion.RTPCodecCapability{MimeType: pion.MimeTypeOpus, ClockRate: 48000, Channels: 2, SDPFmtpLine: "minptime=10;useinbandfec=1"}, PayloadType: 111}, pion.RTPCodecTypeAudio); err != nil {
 		t.Fatal(err)
 	}
-	pc, err := pion.NewAPI(pion.WithSettingEngine(se), pion.WithMediaEngine(&me)).NewPeerConnection(pion.Configuration{})
+	pc, err := pion.NewAPI(pion.WithSettingEngine(se), pion.WithMediaEngine(&me)).NewPeerConnection(conf)
 	if err != nil {
 		t.Fatal(err)
 	}
