@@ -32,9 +32,17 @@ import (
 // holder may be gone, which is what the service name is for. When the
 // named node is down (no heartbeat), its early dialog went with it: a
 // PRACK or UPDATE is answered 481, never relayed with its SDP not
-// anchored; other requests (a BYE) go on as for any call not held.
+// anchored; other requests (a BYE) go on as for any call not held. A
+// named node that is up but does not answer (just killed, its heartbeat
+// not yet expired) gets the request 503 with Retry-After.
 
 const holderParam = "sn"
+
+// holderRetryAfter is the Retry-After (seconds) of the 503 a request
+// gets when the node holding its call does not answer: by then its
+// heartbeat has expired, and the request gets 481 (its early dialog is
+// gone) or goes on here.
+const holderRetryAfter = "3"
 
 // holderValue is what our Record-Route for the dialog callID carries in
 // holderParam: "" unless the Record-Route names the service
@@ -111,6 +119,7 @@ func (p *Proxy) toHolder(ctx context.Context, w chain.ResponseWriter, r *chain.R
 		"call_id", req.CallID().Value(), "node", id, "address", a.String())
 	t := target{uri: req.Recipient, dest: a.Addr.String(), transport: a.Transport, path: []string{"<" + route.String() + ">"}, holder: true}
 	f := newFork(p, req, w, nil, r.Caller, [][]target{{t}}, false)
+	f.holder = true
 	f.run(ctx)
 	return chain.Done, true
 }

@@ -130,7 +130,8 @@ func TestToHolder(t *testing.T) {
 				req.SetBody([]byte("v=0\r\n"))
 			}
 			_, popped := b.popRoutes(req)
-			res, handled := b.toHolder(context.Background(), &chaintest.Recorder{}, &chain.Request{Request: req}, popped)
+			rec := &chaintest.Recorder{}
+			res, handled := b.toHolder(context.Background(), rec, &chain.Request{Request: req}, popped)
 			if handled != tc.handled || res.Code != tc.code {
 				t.Fatalf("handled %v, code %d; want %v, %d", handled, res.Code, tc.handled, tc.code)
 			}
@@ -144,6 +145,10 @@ func TestToHolder(t *testing.T) {
 			}
 			if len(s.sent) != 1 {
 				t.Fatalf("%d sent, want 1", len(s.sent))
+			}
+			// It could not be sent: a's node is unreachable.
+			if rec.Responses == nil || rec.Responses[len(rec.Responses)-1].StatusCode != 503 || rec.Responses[len(rec.Responses)-1].GetHeader("Retry-After") == nil {
+				t.Fatalf("responses %v, want 503 with Retry-After", rec.Responses)
 			}
 			out := s.sent[0]
 			if out.Destination() != "10.0.0.2:5060" || out.Transport() != "TCP" || out.Recipient.String() != ruri {
