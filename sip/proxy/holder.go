@@ -72,22 +72,38 @@ func (p *Proxy) holderMAC(callID, id string) string {
 const holderMACLen = 16
 
 // holderOf is the node one of the routes req reached sori by (popped)
-// names as its dialog's holder, with a valid MAC for req's Call-ID.
-func (p *Proxy) holderOf(req *sip.Request, popped []sip.Uri) (sip.Uri, string, bool) {
+// names as its dialog's holder, with a valid MAC for req's Call-ID, and
+// that route's index in popped.
+func (p *Proxy) holderOf(req *sip.Request, popped []sip.Uri) (int, string, bool) {
 	if req.CallID() == nil {
-		return sip.Uri{}, "", false
+		return 0, "", false
 	}
-	for _, u := range popped {
+	for i, u := range popped {
 		v, ok := u.UriParams.Get(holderParam)
 		if !ok || len(v) <= holderMACLen+1 || v[holderMACLen] != '.' {
 			continue
 		}
 		id := v[holderMACLen+1:]
 		if hmac.Equal([]byte(v[:holderMACLen]), []byte(p.holderMAC(req.CallID().Value(), id))) {
-			return u, id, true
+			return i, id, true
 		}
 	}
-	return sip.Uri{}, "", false
+	return 0, "", false
+}
+
+// edgeToHolder is toHolder for a request that reached this node by one
+// of its flow tokens too, from a phone (not another node): the caller's
+// request of a dialog whose callee's flow this node holds, sent to the
+// service's name, lands here with the holder's route before the flow's.
+// This node only relays such dialogs and looks no call up (loading one
+// here would have two nodes keep it): the request goes to the holder
+// whenever the holder is up, its early dialog or not.
+func (p *Proxy) edgeToHolder(ctx context.Context, w chain.ResponseWriter, r *chain.Request, popped []sip.Uri) (chain.Result, bool) {
+	req := r.Request
+	if !req.To().Params.Has("tag") || req.IsAck() || req.IsCancel() || p.fromNode(req) || !p.ourDialog(req, popped) {
+		return chain.Done, false
+	}
+	return p.toHolder(ctx, w, r, popped)
 }
 
 // toHolder sends an in-dialog request of a call this node does not hold
@@ -99,7 +115,7 @@ func (p *Proxy) toHolder(ctx context.Context, w chain.ResponseWriter, r *chain.R
 	if p.cfg.Nodes == nil {
 		return chain.Done, false
 	}
-	route, id, ok := p.holderOf(req, popped)
+	i, id, ok := p.holderOf(req, popped)
 	if !ok {
 		return chain.Done, false
 	}
@@ -117,7 +133,14 @@ func (p *Proxy) toHolder(ctx context.Context, w chain.ResponseWriter, r *chain.R
 	}
 	p.log.Debug("in-dialog request sent on to the node holding the call", "method", string(req.Method),
 		"call_id", req.CallID().Value(), "node", id, "address", a.String())
-	t := target{uri: req.Recipient, dest: a.Addr.String(), transport: a.Transport, path: []string{"<" + route.String() + ">"}, holder: true}
+	// The routes from the holder's on go back on top: the holder pops its
+	// own, and the rest (a flow token of this node's, for the callee's
+	// flow) bring the request back here from it, as any other node's.
+	path := make([]string, 0, len(popped)-i)
+	for _, u := range popped[i:] {
+		path = append(path, "<"+u.String()+">")
+	}
+	t := target{uri: req.Recipient, dest: a.Addr.String(), transport: a.Transport, path: path, holder: true}
 	f := newFork(p, req, w, nil, r.Caller, [][]target{{t}}, false)
 	f.holder = true
 	f.run(ctx)

@@ -195,3 +195,62 @@ func TestUnanchoredAnswer(t *testing.T) {
 		})
 	}
 }
+
+// The caller's request of a dialog whose callee's flow node b holds,
+// sent to the service's name, reaches b with a's route (naming a as the
+// holder) and then b's own flow route: both go back on top, so a sends
+// it back to b, which sends it down the flow. Requests from another node
+// (a sending it down the flow), ACKs and requests of no dialog of ours
+// are the edge's, as before.
+func TestEdgeToHolder(t *testing.T) {
+	a := serviceProxy(t, fakeNodes{id: "a"}, nil, service)
+	holder := a.recordRoute("UDP", "127.0.0.3", 5060, a.dialogToken("test-call"), a.holderValue("test-call"), "").Address
+	flowRoute := "<sip:" + bobFlow + "@127.0.0.1:5061;transport=tcp;sd=" + a.dialogToken("test-call") + ";lr>"
+	const ruri = "sip:bob@192.168.1.20:5060;transport=tcp"
+	for _, tc := range []struct {
+		name    string
+		method  string
+		source  string
+		toTag   bool
+		handled bool
+	}{
+		{"the caller's PRACK", "PRACK", "192.0.2.1:5060", true, true},
+		{"the caller's BYE", "BYE", "192.0.2.1:5060", true, true},
+		{"from node a, for the flow", "PRACK", "10.0.0.2:41000", true, false},
+		{"an ACK", "ACK", "192.0.2.1:5060", true, false},
+		{"no dialog", "INVITE", "192.0.2.1:5060", false, false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			s := &failing{}
+			b := serviceProxy(t, fakeNodes{id: "b", reach: map[string]nodes.Decision{"a": nodes.Remote},
+				flows: map[string]nodes.Flow{bobFlow: {Transport: "TCP", Addr: "198.51.100.7:40112"}}}, s, service)
+			extra := []string{"Route: <" + holder.String() + ">", "Route: " + flowRoute}
+			if tc.toTag {
+				extra = append(extra, "To: <sip:bob@sori.test>;tag=b")
+			}
+			req := chaintest.Request(t, raw(tc.method, ruri, extra...))
+			req.SetSource(tc.source)
+			_, popped := b.popRoutes(req)
+			if len(popped) != 2 {
+				t.Fatalf("popped %v", popped)
+			}
+			_, handled := b.edgeToHolder(context.Background(), &chaintest.Recorder{}, &chain.Request{Request: req}, popped)
+			if handled != tc.handled {
+				t.Fatalf("handled %v, want %v", handled, tc.handled)
+			}
+			if !handled {
+				return
+			}
+			s.mu.Lock()
+			defer s.mu.Unlock()
+			if len(s.sent) != 1 {
+				t.Fatalf("%d sent", len(s.sent))
+			}
+			out := s.sent[0]
+			routes := siptest.Values(out.GetHeaders("Route"))
+			if out.Destination() != "10.0.0.2:5060" || len(routes) != 2 || routes[0] != "<"+holder.String()+">" || !strings.Contains(routes[1], bobFlow) {
+				t.Fatalf("sent to %s with Route %q", out.Destination(), routes)
+			}
+		})
+	}
+}

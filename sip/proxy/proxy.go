@@ -205,6 +205,9 @@ func (p *Proxy) Serve(ctx context.Context, w chain.ResponseWriter, r *chain.Requ
 	req := r.Request
 	routed, popped := p.popRoutes(req)
 	if fl, token, ok := p.edgeFlow(popped); ok {
+		if res, handled := p.edgeToHolder(ctx, w, r, popped); handled {
+			return res // a phone's request for the node holding its call (holder.go)
+		}
 		return p.edge(ctx, w, r, fl, token) // one of this node's flows, for another node (nodes.go)
 	}
 	switch {
