@@ -143,6 +143,11 @@ func (p *Proxy) toHolder(ctx context.Context, w chain.ResponseWriter, r *chain.R
 	t := target{uri: req.Recipient, dest: a.Addr.String(), transport: a.Transport, path: path, holder: true}
 	f := newFork(p, req, w, nil, r.Caller, [][]target{{t}}, false)
 	f.holder = true
+	// A spiral, not a loop: the holder sends the same request (same
+	// Request-URI, Call-ID and CSeq) back here when this node holds the
+	// callee's flow, on the flow's Route; our Via must not read as this
+	// very request's (Hops).
+	f.loop += "h"
 	f.run(ctx)
 	return chain.Done, true
 }

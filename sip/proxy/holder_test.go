@@ -254,3 +254,34 @@ func TestEdgeToHolder(t *testing.T) {
 		})
 	}
 }
+
+// What a node sends on to the holder comes back to it, the same request
+// on the callee's flow Route, as a spiral: Hops does not take it for a
+// loop.
+func TestToHolderIsNoLoop(t *testing.T) {
+	a := serviceProxy(t, fakeNodes{id: "a"}, nil, service)
+	holder := a.recordRoute("UDP", "127.0.0.3", 5060, a.dialogToken("test-call"), a.holderValue("test-call"), "").Address
+	s := &failing{}
+	b := serviceProxy(t, fakeNodes{id: "b", reach: map[string]nodes.Decision{"a": nodes.Remote}}, s, service)
+	req := chaintest.Request(t, raw("PRACK", "sip:bob@192.0.2.9:5062", "Route: <"+holder.String()+">", "To: <sip:bob@sori.test>;tag=b"))
+	_, popped := b.popRoutes(req)
+	if _, handled := b.toHolder(context.Background(), &chaintest.Recorder{}, &chain.Request{Request: req}, popped); !handled {
+		t.Fatal("not sent on")
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	back := s.sent[0]
+	removeRoutes(back) // a popped its own: back here on the flow's
+	back.AppendHeader(&sip.RouteHeader{Address: siptest.URI(t, "sip:"+bobFlow+"@127.0.0.1:5061;transport=tcp;lr")})
+	if (Hops{Self: b.cfg.Self}).looped(back) {
+		t.Fatal("the request the holder sent back taken for a loop")
+	}
+	// Sent on without the mark, it would have been.
+	out, err := b.prepare(req, target{uri: req.Recipient}, false, loopHash(req))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !(Hops{Self: b.cfg.Self}).looped(out) {
+		t.Fatal("the test does not show a loop")
+	}
+}
