@@ -216,6 +216,22 @@ func (s *Set) Route(ctx context.Context, b store.Binding) (sip.Uri, Decision) {
 	return a.Route(b.Flow), Remote
 }
 
+// Reach is where node id is reached from here: Local for this node,
+// Remote (at its address) when its heartbeat is there and names one of
+// sip.nodes, Down otherwise (gone, unknown, no heartbeats). A call still
+// ringing lives on the node that took its INVITE alone: a request of its
+// early dialog reaching another node goes there (sip/proxy holder.go).
+func (s *Set) Reach(ctx context.Context, id string) (Address, Decision) {
+	if id == s.cfg.ID {
+		return s.cfg.Self, Local
+	}
+	a, up := s.address(ctx, id)
+	if !up {
+		return Address{}, Down
+	}
+	return a, Remote
+}
+
 // Flow is the flow of this node's that u, a Route sori was reached by,
 // names in its token; false when u carries none of this node's tokens.
 func (s *Set) Flow(u sip.Uri) (Flow, bool) {

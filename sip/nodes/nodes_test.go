@@ -480,3 +480,28 @@ func TestGone(t *testing.T) {
 		t.Fatalf("without heartbeats: %q %v", ids, err)
 	}
 }
+
+func TestReach(t *testing.T) {
+	bs := newBeats()
+	a := threeNodes(t, bs, nil)
+	ctx := context.Background()
+	_, _ = bs.Beat(ctx, "b", "tcp:10.0.0.2:5060", BeatTTL)
+	_, _ = bs.Beat(ctx, "x", "tcp:10.0.0.9:5060", BeatTTL) // not in sip.nodes
+	for _, tc := range []struct {
+		id   string
+		want Decision
+		addr string
+	}{
+		{"a", Local, "tcp:10.0.0.1:5060"},
+		{"b", Remote, "tcp:10.0.0.2:5060"},
+		{"c", Down, ""}, // no heartbeat
+		{"x", Down, ""}, // its address is no node's
+	} {
+		t.Run(tc.id, func(t *testing.T) {
+			got, d := a.Reach(ctx, tc.id)
+			if d != tc.want || (tc.addr != "" && got.String() != tc.addr) {
+				t.Fatalf("Reach(%s) %v %v, want %v %s", tc.id, got, d, tc.want, tc.addr)
+			}
+		})
+	}
+}

@@ -66,7 +66,7 @@ func TestFencedInDialog(t *testing.T) {
 			if tc.method == "ACK" {
 				p.forwardAck(t.Context(), req, true)
 			} else {
-				code = p.inDialog(t.Context(), nil, &chain.Request{Request: req}, true).Code
+				code = p.inDialog(t.Context(), nil, &chain.Request{Request: req}, true, nil).Code
 			}
 			if code != tc.wantCode || w.n.Load() != tc.wantWrites || cs.lookups.Load() != tc.wantLookup {
 				t.Fatalf("code %d, %d sent, %d lookups; want %d, %d, %d", code, w.n.Load(), cs.lookups.Load(), tc.wantCode, tc.wantWrites, tc.wantLookup)

@@ -34,8 +34,12 @@ type fork struct {
 	p      *Proxy
 	in     *sip.Request
 	w      chain.ResponseWriter
-	call   *call.Call   // nil unless an initial INVITE
-	dialog *call.Call   // the call an in-dialog request belongs to; nil: none held
+	call   *call.Call // nil unless an initial INVITE
+	dialog *call.Call // the call an in-dialog request belongs to; nil: none held
+	// holder: the request goes on to the node holding its call
+	// (holder.go); that node not answering at all is the service
+	// failing, not the far end: 503 with Retry-After.
+	holder bool
 	caller chain.Caller // who sent it
 	invite bool
 	rr     bool
@@ -489,6 +493,10 @@ func (f *fork) maybeFinish() {
 			}
 		}
 	} else {
+		if f.holder {
+			f.unavailable("Service Unavailable: The Call's Node Is Unreachable", holderRetryAfter)
+			return
+		}
 		code, reason := f.bestCode, "Request Timeout"
 		switch {
 		case code == 408 && f.rang && f.timedOut:

@@ -27,6 +27,11 @@ type Nodes interface {
 	Trusted(m sip.Message) bool
 	// IsNode reports whether u names another node.
 	IsNode(u sip.Uri) bool
+	// ID is this node's sip.node_id.
+	ID() string
+	// Reach is where node id is reached from here (Local: this node;
+	// Down: no heartbeat, or unknown).
+	Reach(ctx context.Context, id string) (nodes.Address, nodes.Decision)
 }
 
 // reach is the target of binding b, through the node holding its flow

@@ -26,6 +26,8 @@ type fakeNodes struct {
 	route    sip.Uri
 	flows    map[string]nodes.Flow // by token
 	open     bool
+	id       string                    // this node's id ("": "a")
+	reach    map[string]nodes.Decision // by node id; b is at tcp:10.0.0.2:5060
 }
 
 func (f fakeNodes) Route(context.Context, store.Binding) (sip.Uri, nodes.Decision) {
@@ -34,6 +36,23 @@ func (f fakeNodes) Route(context.Context, store.Binding) (sip.Uri, nodes.Decisio
 func (f fakeNodes) Flow(u sip.Uri) (nodes.Flow, bool) { fl, ok := f.flows[u.User]; return fl, ok }
 func (f fakeNodes) Open(nodes.Flow) bool              { return f.open }
 func (f fakeNodes) Trusted(m sip.Message) bool        { return strings.HasPrefix(m.Source(), "10.0.0.2:") }
+func (f fakeNodes) ID() string {
+	if f.id == "" {
+		return "a"
+	}
+	return f.id
+}
+func (f fakeNodes) Reach(_ context.Context, id string) (nodes.Address, nodes.Decision) {
+	if id == f.ID() {
+		return nodes.Address{}, nodes.Local
+	}
+	d, ok := f.reach[id]
+	if !ok || d != nodes.Remote {
+		return nodes.Address{}, nodes.Down
+	}
+	a, _ := nodes.ParseAddress("tcp:10.0.0.2:5060")
+	return a, nodes.Remote
+}
 func (f fakeNodes) IsNode(u sip.Uri) bool {
 	return u.Host == "10.0.0.2" && (u.Port == 5060 || u.Port == 0)
 }

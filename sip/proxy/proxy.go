@@ -207,6 +207,9 @@ func (p *Proxy) Serve(ctx context.Context, w chain.ResponseWriter, r *chain.Requ
 	req := r.Request
 	routed, popped := p.popRoutes(req)
 	if fl, token, ok := p.edgeFlow(popped); ok {
+		if res, handled := p.edgeToHolder(ctx, w, r, popped); handled {
+			return res // a phone's request for the node holding its call (holder.go)
+		}
 		return p.edge(ctx, w, r, fl, token) // one of this node's flows, for another node (nodes.go)
 	}
 	switch {
@@ -225,7 +228,7 @@ func (p *Proxy) Serve(ctx context.Context, w chain.ResponseWriter, r *chain.Requ
 			// is never relayed on the sender's word.
 			return chain.Refuse(404, "Not Here")
 		}
-		return p.inDialog(ctx, w, r, routed)
+		return p.inDialog(ctx, w, r, routed, popped)
 	case !routed && p.cfg.Self.AddressedToServer(req.Recipient) && req.Route() == nil:
 		return next.ServeSIP(ctx, w, r) // for sori itself (OPTIONS was answered earlier)
 	default:
@@ -506,8 +509,10 @@ func (p *Proxy) userTargets(ctx context.Context, user string) ([]target, chain.R
 }
 
 // inDialog forwards a request inside a dialog along its route set; the
-// call it belongs to learns its CSeq, and a BYE ends it.
-func (p *Proxy) inDialog(ctx context.Context, w chain.ResponseWriter, r *chain.Request, routed bool) chain.Result {
+// call it belongs to learns its CSeq, and a BYE ends it. popped are the
+// routes naming sori it came by: one may name the node holding a call
+// this node does not (holder.go).
+func (p *Proxy) inDialog(ctx context.Context, w chain.ResponseWriter, r *chain.Request, routed bool, popped []sip.Uri) chain.Result {
 	req := r.Request
 	var t target
 	switch {
@@ -534,6 +539,17 @@ func (p *Proxy) inDialog(ctx context.Context, w chain.ResponseWriter, r *chain.R
 		return chain.Unavailable("")
 	}
 	c := p.cfg.Calls.Lookup(ctx, callID)
+	if c == nil {
+		if res, handled := p.toHolder(ctx, w, r, popped); handled {
+			return res // a ringing call another node holds
+		}
+		if p.unanchoredAnswer(c, req) {
+			// The callee must not get the caller's own SDP past the
+			// anchor that took its offer, which only the call's node knows.
+			p.log.Info("PRACK with an SDP answer refused: no early offer held here", "call_id", callID)
+			return chain.Refuse(481, "Call/Transaction Does Not Exist")
+		}
+	}
 	if !p.aliasSealed(req.Recipient, callID) || !dialogTarget(c, fromTag, req) {
 		// Not where the dialog's other side is (target.go).
 		p.log.Info("in-dialog request refused: not the dialog's target", "method", string(req.Method), "call_id", callID,

@@ -47,6 +47,9 @@ type target struct {
 	// edge: the flow token of this node's the target is reached by, for
 	// a request from another node (nodes.go); it goes in our Record-Route.
 	edge string
+	// holder: the node holding the dialog's call, reached at dest
+	// (holder.go): the Request-URI keeps the alias that node wrote.
+	holder bool
 	// browser: the binding was registered over WebSocket, or its Contact
 	// names ws/wss (RFC 7118): a browser, offered WebRTC however it is
 	// reached from here (through the node holding its flow, over UDP,
@@ -277,7 +280,7 @@ func (p *Proxy) prepare(in *sip.Request, t target, recordRoute bool, loop string
 	dest, transport := t.dest, t.transport
 	// A request going on to another node keeps the alias for that node,
 	// which wrote it for the flow it holds (nodes.go).
-	if dest != "" || len(t.path) > 0 || !p.towardNode(in) {
+	if !t.holder && (dest != "" || len(t.path) > 0 || !p.towardNode(in)) {
 		if a, ok := alias.Take(&out.Recipient); ok && dest == "" {
 			dest, transport = a.Addr, a.Transport
 		}
@@ -367,14 +370,14 @@ func (p *Proxy) prepare(in *sip.Request, t target, recordRoute bool, loop string
 
 	if recordRoute {
 		inTransport := strings.ToUpper(in.Transport())
-		token := p.dialogToken(in.CallID().Value())
-		rrs := []sip.Header{p.recordRoute(transport, host, port, token, t.edge)}
+		token, holder := p.dialogToken(in.CallID().Value()), p.holderValue(in.CallID().Value())
+		rrs := []sip.Header{p.recordRoute(transport, host, port, token, holder, t.edge)}
 		if inTransport != transport {
 			// Double Record-Route (as Kamailio does): each side of the
 			// dialog reaches us over its own transport.
 			ih, iport, err := p.sentBy(inTransport)
 			if err == nil {
-				rrs = append(rrs, p.recordRoute(inTransport, ih, iport, token, t.edge))
+				rrs = append(rrs, p.recordRoute(inTransport, ih, iport, token, holder, t.edge))
 			}
 		}
 		prepend(out, rrs...)
@@ -424,9 +427,11 @@ func (p *Proxy) sentBy(transport string) (string, int, error) { return p.cfg.Sen
 
 // flow, when not empty, is the flow token of a dialog this node only
 // relays down one of its flows (RFC 5626 §5.3: the edge proxy's
-// Record-Route carries it).
-func (p *Proxy) recordRoute(transport, host string, port int, token, flow string) *sip.RecordRouteHeader {
-	if flow == "" && p.cfg.RecordRoute != "" {
+// Record-Route carries it). holder, under the service's name, names this
+// node as the one holding the call while it rings (holder.go).
+func (p *Proxy) recordRoute(transport, host string, port int, token, holder, flow string) *sip.RecordRouteHeader {
+	service := flow == "" && p.cfg.RecordRoute != ""
+	if service {
 		// The service's name, without a port: a phone looks it up as
 		// RFC 3263 says for a name without one (SRV, then A), and moves to
 		// the next node the records give when one does not answer.
@@ -437,6 +442,9 @@ func (p *Proxy) recordRoute(transport, host string, port int, token, flow string
 		u.UriParams.Add("transport", strings.ToLower(transport))
 	}
 	u.UriParams.Add(tokenParam, token)
+	if service && holder != "" {
+		u.UriParams.Add(holderParam, holder)
+	}
 	u.UriParams.Add("lr", "")
 	return &sip.RecordRouteHeader{Address: u}
 }
