@@ -93,6 +93,18 @@ func (c *Call) AnswerInPrack(sender string, cseq uint32, do func() ([]byte, erro
 	if !lo.is(sender, cseq) || !lo.reliable || lo.sdp == nil {
 		return nil, false, nil
 	}
+	return c.answerOnce(lo, do, func() {
+		if c.late == lo {
+			c.st.Late = lo.state()
+			c.save()
+		}
+	})
+}
+
+// answerOnce answers early offer lo with do's SDP, once: a PRACK again
+// gets the same SDP; kept runs under c.mu once a new answer is noted.
+// c.lateMu held.
+func (c *Call) answerOnce(lo *lateOffer, do func() ([]byte, error), kept func()) (sdp []byte, answered bool, err error) {
 	c.mu.Lock()
 	done, ack := lo.prack, lo.ack
 	c.mu.Unlock()
@@ -104,10 +116,7 @@ func (c *Call) AnswerInPrack(sender string, cseq uint32, do func() ([]byte, erro
 	}
 	c.mu.Lock()
 	lo.ack, lo.acked, lo.prack = sdp, true, true
-	if c.late == lo {
-		c.st.Late = lo.state()
-		c.save()
-	}
+	kept()
 	c.mu.Unlock()
 	return sdp, true, nil
 }

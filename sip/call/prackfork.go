@@ -171,19 +171,7 @@ func (c *Call) AnswerInPrackTo(sender, tag string, cseq uint32, do func() ([]byt
 	if fo.sdp == nil {
 		return nil, false, nil
 	}
-	c.mu.Lock()
-	done, ack := fo.prack, fo.ack
-	c.mu.Unlock()
-	if done {
-		return ack, true, nil
-	}
-	if sdp, err = do(); err != nil {
-		return nil, true, err
-	}
-	c.mu.Lock()
-	fo.ack, fo.acked, fo.prack = sdp, true, true
-	c.mu.Unlock()
-	return sdp, true, nil
+	return c.answerOnce(fo, do, func() {})
 }
 
 // LostEarly is, once callee winner's 2xx to the sender's INVITE cseq goes
