@@ -97,6 +97,21 @@ func (s *Stream) pump(sock *socket, rtcp bool) {
 			}
 			n = len(dec)
 		}
+		if bd := s.bundle.Load(); bd != nil {
+			if sec := bd.Route(buf[:n]); sec >= 0 && bd.secs[sec].Stream != nil && bd.secs[sec].Stream != s {
+				t, isCtl := bd.secs[sec].Stream, rtcp || isRTCP(buf[:n])
+				c.packets.Add(^uint64(0))
+				c.bytes.Add(^uint64(n - 1))
+				t.received(buf[:n], isCtl, now)
+				if t.heldBack(1) {
+					continue
+				}
+				if out, dst, ok := t.out(isCtl); !ok || out.writeProtected(buf[:n], dst, isCtl) != nil {
+					t.rtp.errors.Add(1)
+				}
+				continue
+			}
+		}
 		if rtcp || isRTCP(buf[:n]) {
 			s.observeRTCP(buf[:n], now)
 		} else {
