@@ -133,11 +133,11 @@ type pumpState struct {
 	demux   [batch]int
 	// What a bundle's transport (Stream.SetBundle) hands its other
 	// sections: the packet's index in rx, its section, RTCP or not.
-	bidx  [batch]int
-	bdst  [batch]*Stream
-	brtcp [batch]bool
-	played  [batch][]byte
-	nOut    int
+	bidx   [batch]int
+	bdst   [batch]*Stream
+	brtcp  [batch]bool
+	played [batch][]byte
+	nOut   int
 	// sentHeld are jitter buffer copies queued in the ring: back to the
 	// free list after its submit.
 	sentHeld [][]byte
