@@ -195,6 +195,29 @@ func TestPionMaxBundleAudioAndVideo(t *testing.T) {
 		}
 	}
 
+	bundleTalk(t, b, audio, video, audioLeg, videoLeg, audioHeard, videoHeard, audioStray, videoStray)
+
+	// Each section of the browser's leg measured its own source.
+	m.mu.Lock()
+	leg := m.calls["pion-bundle"].legByTag("browser")
+	secs := leg.medias
+	m.mu.Unlock()
+	if len(secs) != 2 {
+		t.Fatalf("%d sections", len(secs))
+	}
+	for i, md := range secs {
+		rtpc, _ := md.stream.Stats()
+		rep := md.stream.ReceptionSnapshot()
+		if rtpc.Packets == 0 || rep.Expected == 0 || uint64(rep.Received) > rtpc.Packets {
+			t.Errorf("section %d: %+v packets, reception %+v", i, rtpc, rep)
+		}
+	}
+}
+
+// bundleTalk has the browser and the phone send audio and video every 20
+// ms until each heard the other's of both kinds, each on its own section.
+func bundleTalk(t *testing.T, b *bundlePeer, audio, video *udpPhone, audioLeg, videoLeg netip.AddrPort, audioHeard, videoHeard chan []byte, audioStray, videoStray chan uint8) {
+	t.Helper()
 	says := map[string][]byte{"browser audio": []byte("\xfcbrowser audio"), "browser video": []byte("browser video"), "phone audio": []byte("\xfcphone audio"), "phone video": []byte("phone video")}
 	got := map[string]bool{}
 	tick := time.NewTicker(20 * time.Millisecond)
@@ -247,19 +270,55 @@ func TestPionMaxBundleAudioAndVideo(t *testing.T) {
 		phoneSend(video, videoLeg, 96, 50002, seq, says["phone video"])
 	}
 
-	// Each section of the browser's leg measured its own source.
-	m.mu.Lock()
-	leg := m.calls["pion-bundle"].legByTag("browser")
-	secs := leg.medias
-	m.mu.Unlock()
-	if len(secs) != 2 {
-		t.Fatalf("%d sections", len(secs))
+}
+
+// A plain phone offers audio and video toward a browser: the anchor's
+// offer has them in one group on one transport, pion (max-bundle)
+// answers it bundled, and both kinds flow both ways.
+func TestPionAnswersABundledOfferOfAudioAndVideo(t *testing.T) {
+	alloc, err := ports.New(loopback, 44500, 44599)
+	if err != nil {
+		t.Fatal(err)
 	}
-	for i, md := range secs {
-		rtpc, _ := md.stream.Stats()
-		rep := md.stream.ReceptionSnapshot()
-		if rtpc.Packets == 0 || rep.Expected == 0 || uint64(rep.Received) > rtpc.Packets {
-			t.Errorf("section %d: %+v packets, reception %+v", i, rtpc, rep)
-		}
+	t.Cleanup(alloc.Close)
+	m := New(Config{Advertise: []netip.Addr{loopback}, Ports: alloc, ICESources: []netip.Prefix{netip.MustParsePrefix("127.0.0.0/8")},
+		Log: slog.New(slog.NewTextHandler(io.Discard, nil))})
+	t.Cleanup(m.Close)
+	audio, video := newUDPPhone(t), newUDPPhone(t)
+	audioHeard, audioStray := phoneHeard(audio, 111)
+	videoHeard, videoStray := phoneHeard(video, 96)
+
+	res := do(t, m, "offer", ng.Dict{"call-id": "pion-bundle-answer", "from-tag": "phone", "sdp": twoSections(audio.addr(), video.addr()), "ICE": "force", "transport-protocol": "UDP/TLS/RTP/SAVPF"})
+	if res.Str("result") != "ok" {
+		t.Fatalf("offer: %v", res)
 	}
+	offer := res.Str("sdp")
+	port := checkOneTransport(t, offer, "0", "1")
+	b := newBundlePeer(t)
+	if err := b.pc.SetRemoteDescription(pion.SessionDescription{Type: pion.SDPTypeOffer, SDP: offer}); err != nil {
+		t.Fatalf("pion refused the offer: %v\n%s", err, offer)
+	}
+	a, err := b.pc.CreateAnswer(nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	answer := b.gathered(t, a)
+	res = do(t, m, "answer", ng.Dict{"call-id": "pion-bundle-answer", "from-tag": "phone", "to-tag": "browser", "sdp": answer, "ICE": "remove"})
+	if res.Str("result") != "ok" {
+		t.Fatalf("answer: %v\n%s", res, answer)
+	}
+	toPhone, err := sdp.ParseString(res.Str("sdp"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(toPhone.Media) != 2 || toPhone.Media[0].Port == toPhone.Media[1].Port || toPhone.Media[0].Port == port {
+		t.Fatalf("toward the phone, want two sections on ports of their own:\n%s", res.Str("sdp"))
+	}
+	select {
+	case <-b.connected:
+	case <-time.After(15 * time.Second):
+		t.Fatalf("pion never connected (ICE %s)", b.pc.ICEConnectionState())
+	}
+	bundleTalk(t, b, audio, video, netip.AddrPortFrom(loopback, uint16(toPhone.Media[0].Port)), netip.AddrPortFrom(loopback, uint16(toPhone.Media[1].Port)),
+		audioHeard, videoHeard, audioStray, videoStray)
 }
