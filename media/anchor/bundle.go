@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"strconv"
 
+	"github.com/sori-voice/sori/media/anchorstate"
 	"github.com/sori-voice/sori/media/ng"
 	"github.com/sori-voice/sori/media/relay"
 	"github.com/sori-voice/sori/media/sdp"
@@ -229,4 +230,36 @@ func (m *Manager) rideBundle(md *media) error {
 	md.mux = true
 	md.stream.SetMux(true)
 	return md.stream.SetCrypto(&relay.Crypto{})
+}
+
+// keptBundle is md's part in a BUNDLE group as kept (keep.go); nil: none.
+func (md *media) keptBundle() *anchorstate.Bundle {
+	if md.bundle == nil && !md.demuxSet {
+		return nil
+	}
+	kb := &anchorstate.Bundle{Mid: md.demux.mid, SSRCs: md.demux.ssrcs, Ext: md.demux.ext}
+	for _, pt := range md.demux.pts {
+		kb.PTs = append(kb.PTs, int(pt))
+	}
+	t := md
+	if md.bundle != nil {
+		t = md.bundle
+	}
+	for i, o := range md.owner.medias {
+		if o == t {
+			kb.Via = i
+		}
+	}
+	return kb
+}
+
+// restoreBundle is keptBundle's reverse for md, section j of its leg.
+func (md *media) restoreBundle(kb *anchorstate.Bundle, j int) {
+	md.demux = demuxInfo{mid: kb.Mid, ssrcs: kb.SSRCs, ext: kb.Ext}
+	for _, pt := range kb.PTs {
+		md.demux.pts = append(md.demux.pts, uint8(pt))
+	}
+	if kb.Via != j {
+		md.bundle = md.owner.medias[kb.Via]
+	}
 }

@@ -14,6 +14,7 @@ import (
 	"github.com/pion/rtp"
 	pion "github.com/pion/webrtc/v4"
 
+	"github.com/sori-voice/sori/media/anchorstate"
 	"github.com/sori-voice/sori/media/ng"
 	"github.com/sori-voice/sori/media/ports"
 	"github.com/sori-voice/sori/media/sdp"
@@ -136,15 +137,33 @@ func phoneHeard(phone *udpPhone, pt uint8) (chan []byte, chan uint8) {
 // lines on ports of their own: audio and video flow both ways, each to
 // its own section, through the one bundled port, and each section keeps
 // its own statistics.
-func TestPionMaxBundleAudioAndVideo(t *testing.T) {
+func TestPionMaxBundleAudioAndVideo(t *testing.T) { maxBundleCall(t, nil) }
+
+// The same call kept and restored by a new anchor on the same ports: its
+// sections stay on the one transport, each demultiplexed to its own.
+func TestKeptMaxBundleCallGoesOn(t *testing.T) {
+	maxBundleCall(t, &memKeeper{calls: map[string]anchorstate.Call{}})
+}
+
+func bundleManager(t *testing.T, k Keeper) (*Manager, *ports.Allocator) {
+	t.Helper()
 	alloc, err := ports.New(loopback, 44400, 44499)
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(alloc.Close)
 	m := New(Config{Advertise: []netip.Addr{loopback}, Ports: alloc, ICESources: []netip.Prefix{netip.MustParsePrefix("127.0.0.0/8")},
-		Log: slog.New(slog.NewTextHandler(io.Discard, nil))})
+		Log: slog.New(slog.NewTextHandler(io.Discard, nil)), Keep: k, KeepEvery: time.Hour})
 	t.Cleanup(m.Close)
+	return m, alloc
+}
+
+func maxBundleCall(t *testing.T, k *memKeeper) {
+	var keeper Keeper
+	if k != nil {
+		keeper = k
+	}
+	m, alloc := bundleManager(t, keeper)
 	audio, video := newUDPPhone(t), newUDPPhone(t)
 	audioHeard, audioStray := phoneHeard(audio, 111)
 	videoHeard, videoStray := phoneHeard(video, 96)
@@ -195,7 +214,27 @@ func TestPionMaxBundleAudioAndVideo(t *testing.T) {
 		}
 	}
 
-	bundleTalk(t, b, audio, video, audioLeg, videoLeg, audioHeard, videoHeard, audioStray, videoStray)
+	bundleTalk(t, "max-bundle", b, audio, video, audioLeg, videoLeg, audioHeard, videoHeard, audioStray, videoStray)
+
+	if k != nil {
+		m.keepChanged(time.Now())
+		kept := k.all()
+		if len(kept) != 1 {
+			t.Fatalf("kept %d calls", len(kept))
+		}
+		for _, l := range kept[0].Legs {
+			if l.Tag == "browser" && (len(l.Medias) != 2 || l.Medias[0].Bundle == nil || l.Medias[1].Bundle == nil || l.Medias[1].Bundle.Via != 0 || l.Medias[1].WebRTC != nil) {
+				t.Fatalf("the browser's leg kept as %+v", l.Medias)
+			}
+		}
+		m.Close()
+		alloc.Close()
+		m, _ = bundleManager(t, k)
+		if n, dropped := m.Restore(kept); n != 1 || len(dropped) != 0 {
+			t.Fatalf("restored %d, dropped %v", n, dropped)
+		}
+		bundleTalk(t, "after the restore", b, audio, video, audioLeg, videoLeg, audioHeard, videoHeard, audioStray, videoStray)
+	}
 
 	// Each section of the browser's leg measured its own source.
 	m.mu.Lock()
@@ -216,9 +255,12 @@ func TestPionMaxBundleAudioAndVideo(t *testing.T) {
 
 // bundleTalk has the browser and the phone send audio and video every 20
 // ms until each heard the other's of both kinds, each on its own section.
-func bundleTalk(t *testing.T, b *bundlePeer, audio, video *udpPhone, audioLeg, videoLeg netip.AddrPort, audioHeard, videoHeard chan []byte, audioStray, videoStray chan uint8) {
+func bundleTalk(t *testing.T, phase string, b *bundlePeer, audio, video *udpPhone, audioLeg, videoLeg netip.AddrPort, audioHeard, videoHeard chan []byte, audioStray, videoStray chan uint8) {
 	t.Helper()
-	says := map[string][]byte{"browser audio": []byte("\xfcbrowser audio"), "browser video": []byte("browser video"), "phone audio": []byte("\xfcphone audio"), "phone video": []byte("phone video")}
+	says := map[string][]byte{}
+	for _, k := range []string{"browser audio", "browser video", "phone audio", "phone video"} {
+		says[k] = []byte("\xfc" + k + " " + phase)
+	}
 	got := map[string]bool{}
 	tick := time.NewTicker(20 * time.Millisecond)
 	defer tick.Stop()
@@ -258,7 +300,7 @@ func bundleTalk(t *testing.T, b *bundlePeer, audio, video *udpPhone, audioLeg, v
 		case pt := <-videoStray:
 			t.Fatalf("the phone's video port got payload type %d", pt)
 		case <-deadline:
-			t.Fatalf("after 10 s, heard: %v", got)
+			t.Fatalf("%s: after 10 s, heard: %v", phase, got)
 		}
 		if err := b.audio.WriteRTP(&rtp.Packet{Header: rtp.Header{Version: 2, SequenceNumber: seq, Timestamp: uint32(seq) * 960}, Payload: says["browser audio"]}); err != nil {
 			t.Fatal(err)
@@ -319,6 +361,6 @@ func TestPionAnswersABundledOfferOfAudioAndVideo(t *testing.T) {
 	case <-time.After(15 * time.Second):
 		t.Fatalf("pion never connected (ICE %s)", b.pc.ICEConnectionState())
 	}
-	bundleTalk(t, b, audio, video, netip.AddrPortFrom(loopback, uint16(toPhone.Media[0].Port)), netip.AddrPortFrom(loopback, uint16(toPhone.Media[1].Port)),
+	bundleTalk(t, "bundled offer", b, audio, video, netip.AddrPortFrom(loopback, uint16(toPhone.Media[0].Port)), netip.AddrPortFrom(loopback, uint16(toPhone.Media[1].Port)),
 		audioHeard, videoHeard, audioStray, videoStray)
 }
