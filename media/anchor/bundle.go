@@ -204,11 +204,15 @@ func setDemux(l *leg) {
 		}
 		secs := make([]relay.BundleSection, 0, riders+1)
 		ext := 0
-		for _, md := range l.medias {
+		for j, md := range l.medias {
 			if md != t && md.bundle != t {
 				continue
 			}
-			secs = append(secs, relay.BundleSection{Stream: md.stream, Mid: md.demux.mid, PTs: md.demux.pts, SSRCs: md.demux.ssrcs})
+			sec := relay.BundleSection{Stream: md.stream, Mid: md.demux.mid, PTs: md.demux.pts, SSRCs: md.demux.ssrcs}
+			if l.peer != nil && j < len(l.peer.medias) {
+				sec.From = l.peer.medias[j].stream // what it sends on the section: the browser's reports are about that
+			}
+			secs = append(secs, sec)
 			if ext == 0 {
 				ext = md.demux.ext
 			}

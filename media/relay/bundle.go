@@ -3,6 +3,7 @@ package relay
 import (
 	"encoding/binary"
 	"sync"
+	"sync/atomic"
 	"time"
 )
 
@@ -22,6 +23,9 @@ type BundleSection struct {
 	Mid    string
 	PTs    []uint8  // its payload types: distinct across the bundle
 	SSRCs  []uint32 // the sources its SDP declares (a=ssrc)
+	// From is the other leg's stream whose media goes out on the
+	// section (Sent); nil: none known.
+	From *Stream
 }
 
 // Bundle demultiplexes one transport among its sections: by the
@@ -33,6 +37,7 @@ type BundleSection struct {
 type Bundle struct {
 	midID int // the mid extension's id; 0: none
 	secs  []BundleSection
+	sent  []atomic.Uint32 // by section: the last source Sent, plus one (0: none)
 
 	mu     sync.Mutex
 	learnt [32]learntSSRC
@@ -47,7 +52,7 @@ type learntSSRC struct {
 // NewBundle makes the demultiplexer of sections; midID is the id the
 // SDP maps the mid extension to (0: none).
 func NewBundle(midID int, sections []BundleSection) *Bundle {
-	return &Bundle{midID: midID, secs: append([]BundleSection(nil), sections...)}
+	return &Bundle{midID: midID, secs: append([]BundleSection(nil), sections...), sent: make([]atomic.Uint32, len(sections))}
 }
 
 // Sections are b's sections.
@@ -90,21 +95,54 @@ func (b *Bundle) Route(pkt []byte) int {
 	return -1
 }
 
-// routeRTCP goes by the sender's SSRC, then by the source of the first
-// report block (a receiver that sends nothing reports on what it gets).
+// routeRTCP goes by the sources a compound packet is about, which are
+// the anchor's (what it sends the browser on a section, learnt by
+// Sent or declared): a feedback message's media source (a PLI, a NACK:
+// RFC 4585 §6.1), a report block's; then by its first sender's SSRC (the
+// browser's own source, learnt from its RTP). Chrome's receive streams
+// share one sender SSRC across a bundle, so that comes last.
 func (b *Bundle) routeRTCP(pkt []byte) int {
-	if i := b.bySSRC(binary.BigEndian.Uint32(pkt[4:8])); i >= 0 {
-		return i
+	for at := 0; at+8 <= len(pkt); {
+		typ, count := pkt[at+1], int(pkt[at]&0x1f)
+		end := at + 4 + 4*int(binary.BigEndian.Uint16(pkt[at+2:]))
+		if end > len(pkt) {
+			break
+		}
+		about := -1 // where the SSRC this packet is about sits
+		switch {
+		case (typ == 205 || typ == 206) && end >= at+12:
+			about = at + 8
+		case typ == 201 && count > 0:
+			about = at + 8
+		case typ == 200 && count > 0:
+			about = at + 28
+		}
+		if about >= 0 && about+4 <= end {
+			if i := b.bySSRC(binary.BigEndian.Uint32(pkt[about:])); i >= 0 {
+				return i
+			}
+		}
+		at = end
 	}
-	rc := int(pkt[0] & 0x1f)
-	at := 8 // RR: the blocks follow the sender's SSRC
-	if pkt[1] == 200 {
-		at = 28 // SR: after the sender info
+	return b.bySSRC(binary.BigEndian.Uint32(pkt[4:8]))
+}
+
+// Sent records that from, the other leg's stream of section i of b's
+// sections (BundleSection.From), sends RTP from source ssrc: the
+// browser's reports and feedback on it belong to that section. A
+// source already known costs one atomic load.
+func (b *Bundle) Sent(from *Stream, ssrc uint32) {
+	for i := range b.secs {
+		if b.secs[i].From != from {
+			continue
+		}
+		if b.sent[i].Load() == ssrc+1 && ssrc != ^uint32(0) {
+			return
+		}
+		b.sent[i].Store(ssrc + 1)
+		b.learn(ssrc, i)
+		return
 	}
-	if rc > 0 && len(pkt) >= at+4 {
-		return b.bySSRC(binary.BigEndian.Uint32(pkt[at : at+4]))
-	}
-	return -1
 }
 
 // bySSRC is the section ssrc was learnt or declared for; -1: none.

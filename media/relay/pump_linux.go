@@ -246,6 +246,10 @@ func (p *pumpState) forward(n int, wall time.Time) {
 	}
 	bd := s.bundle.Load()
 	nBundled := 0
+	var sentOn *Bundle // the bundle s's RTP goes out on (Bundle.Sent)
+	if peer := s.peer.Load(); peer != nil {
+		sentOn = peer.bundle.Load()
+	}
 	for i := 0; i < n; i++ {
 		b := p.rx[i].b
 		size := len(b)
@@ -303,6 +307,9 @@ func (p *pumpState) forward(n int, wall time.Time) {
 			}
 		default:
 			s.observe(b, wall)
+			if sentOn != nil && len(b) >= 12 {
+				sentOn.Sent(s, binary.BigEndian.Uint32(b[8:12]))
+			}
 			if s.play != nil && isRTP(b) {
 				store := p.w.held.get(len(b))
 				if due, ok := s.enqueue(b, wall, store); !ok {

@@ -3,6 +3,7 @@
 package relay
 
 import (
+	"encoding/binary"
 	"github.com/sori-voice/sori/media/ports"
 	"net"
 	"net/netip"
@@ -118,6 +119,11 @@ func (s *Stream) pump(sock *socket, rtcp bool) {
 			s.statsMu.Lock()
 			s.observe(buf[:n], now)
 			s.statsMu.Unlock()
+			if peer := s.peer.Load(); peer != nil && n >= 12 {
+				if sentOn := peer.bundle.Load(); sentOn != nil {
+					sentOn.Sent(s, binary.BigEndian.Uint32(buf[8:12]))
+				}
+			}
 			if s.play != nil && isRTP(buf[:n]) {
 				p := packetPool.Get().(*[bufSize]byte)
 				if _, ok := s.enqueue(buf[:n], now, p[:]); !ok {
