@@ -37,7 +37,7 @@ import (
 //     them, on the first one's transport; the browser's answer must
 //     keep them bundled.
 
-// midOf is the mid section i of the SDP to a browser gets: its own, or
+// midFor is the mid section i of the SDP to a browser gets: its own, or
 // its index.
 func midFor(sess *sdp.Session, i int) string {
 	if mid := sess.Mid(i); mid != "" {
@@ -92,7 +92,7 @@ func (m *Manager) planBundles(own, peer *leg, sess *sdp.Session, req ng.Dict, an
 			if t := ownPlan[i]; t >= 0 && t != i {
 				want = own.medias[t]
 			}
-			if answer && md.bundle != want {
+			if answer && md.bundle != want && sess.Media[i].Enabled() { // a section refused (port 0) leaves any group
 				if md.bundle != nil {
 					return fmt.Errorf("the answer takes media section %d off the BUNDLE transport the anchor offered it on", i+1)
 				}

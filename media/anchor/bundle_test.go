@@ -208,4 +208,19 @@ func TestOfferToABrowserBundlesItsSections(t *testing.T) {
 	if res.Str("result") != "error" || !strings.Contains(res.Str("error-reason"), "BUNDLE") {
 		t.Fatalf("unbundled answer: %v", res)
 	}
+	// One that refuses the video (port 0, out of the group) is taken:
+	// the audio stays on the transport, the phone's video gets port 0.
+	refused := strings.Replace(bundledBrowserOffer(), "a=group:BUNDLE 0 1", "a=group:BUNDLE 0", 1)
+	refused = strings.Replace(refused, "a=bundle-only\r\n", "", 1)
+	res = do(t, m, "answer", ng.Dict{"call-id": "offer-bundle", "from-tag": "phone", "to-tag": "browser", "sdp": refused, "ICE": "remove"})
+	if res.Str("result") != "ok" {
+		t.Fatalf("answer refusing the video: %v", res)
+	}
+	s, err := sdp.ParseString(res.Str("sdp"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(s.Media) != 2 || s.Media[0].Port == 0 || s.Media[1].Port != 0 {
+		t.Fatalf("toward the phone:\n%s", res.Str("sdp"))
+	}
 }

@@ -35,6 +35,8 @@ import (
 //   - offer to a WebRTC leg: the anchor's attributes with a=setup:actpass
 //     (DTLS=passive or DTLS=active: that); its answer's a=setup gives the
 //     anchor's DTLS role.
+//   - several sections in one a=group:BUNDLE share the first one's
+//     transport, its port, ICE and DTLS (bundle.go).
 //
 // The leg's media is taken only from addresses that passed an ICE check,
 // and goes to the one the browser nominated (relay.Stream.SetICE, Latch);
@@ -413,9 +415,10 @@ func (m *Manager) offerDTLS(mp *media, i int, req ng.Dict) (*sdp.Transport, erro
 	default:
 		rtc.setup = "actpass"
 	}
-	// Each section bundles alone (RFC 8843): a group of one, the
-	// section's own transport, which stacks that answer only bundled
-	// sections (pion) or insist on max-bundle take.
+	// A section is always in a group (RFC 8843), which stacks that
+	// answer only bundled sections (pion) or insist on max-bundle take:
+	// alone, a group of one; with others, the group of all of them on
+	// this first one's transport (bundle.go).
 	t := rtc.transport(strconv.Itoa(i))
 	t.Bundle = strconv.Itoa(i)
 	if mp.bundled() {
