@@ -3,8 +3,10 @@ package anchor
 import (
 	"errors"
 	"net/netip"
+	"strconv"
 	"strings"
 	"time"
+	"unicode"
 	"unsafe"
 
 	"github.com/sori-voice/sori/media/jitter"
@@ -43,7 +45,8 @@ func (m *Manager) offer(req ng.Dict, from netip.AddrPort) ng.Dict {
 	if toTag := req.Str("to-tag"); toTag != "" {
 		b = c.legByTag(toTag)
 		if b == nil && a.peer != nil && a.peer.tag == "" {
-			b, b.tag = a.peer, toTag
+			b = a.peer // not "b, b.tag = a.peer, toTag": b.tag's b is evaluated first, nil
+			b.tag = toTag
 		}
 		if b == nil {
 			b = c.newLeg(toTag, now)
@@ -275,14 +278,23 @@ func parseSDP(req ng.Dict) (*sdp.Session, ng.Dict) {
 		return nil, ng.Error("ICE=force-relay is not supported: the anchor is ICE-lite with host candidates")
 	}
 	if p := transportProtocol(req); p != "" && !(p == "accept" && req.Str("command") == "answer") && !relayable(p) {
-		return nil, ng.Error("Transport protocol " + p + " is not supported")
+		return nil, ng.Error("Transport protocol " + printable(p) + " is not supported")
 	}
 	for _, md := range sess.Media {
 		if md.Port != 0 && !relayable(md.Proto) {
-			return nil, ng.Error("Transport protocol " + md.Proto + " is not supported")
+			return nil, ng.Error("Transport protocol " + printable(md.Proto) + " is not supported")
 		}
 	}
 	return sess, nil
+}
+
+// printable is s for an error reason: quoted when it holds control
+// characters (a reason is one line).
+func printable(s string) string {
+	if strings.ContainsFunc(s, unicode.IsControl) {
+		return strconv.Quote(s)
+	}
+	return s
 }
 
 // relayable: RTP, with or without SRTP (SDES or DTLS) and feedback.
