@@ -177,6 +177,13 @@ type browserState struct {
 	BytesIn    int64    `json:"bytesReceived"`
 	Energy     float64  `json:"energy"`
 	Log        []string `json:"log"`
+	// ?video=1 pages (e2e_bundle_test.go): video RTP, frames decoded,
+	// the call's transports and the other end's m= ports.
+	VideoSent     int      `json:"videoSent"`
+	VideoReceived int      `json:"videoReceived"`
+	FramesDecoded int      `json:"framesDecoded"`
+	Transports    int      `json:"transports"`
+	RemotePorts   []string `json:"remotePorts"`
 }
 
 func browserPhone(t *testing.T, p *cdpPage) browserState {

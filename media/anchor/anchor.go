@@ -156,6 +156,11 @@ type media struct {
 	stream *relay.Stream
 	sdes   *legSDES   // nil: plain RTP or WebRTC (srtp.go)
 	rtc    *legWebRTC // nil: not a WebRTC leg (webrtc.go)
+	// bundle is the section of the same WebRTC leg whose transport
+	// carries this one (bundle.go); nil: its own, or none.
+	bundle   *media
+	demux    demuxInfo // what the browser's SDP says to tell it apart on a bundle
+	demuxSet bool      // its stream is a bundle's transport (relay.Stream.SetBundle)
 }
 
 // New returns a Manager.

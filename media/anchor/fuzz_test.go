@@ -127,7 +127,8 @@ func fuzzManager(f *testing.F, lo int) func(t *testing.T, req ng.Dict) {
 func FuzzCommand(f *testing.F) {
 	sdps := []string{phoneSDP(netip.MustParseAddrPort("192.0.2.10:4000")),
 		phoneSDP(netip.MustParseAddrPort("192.0.2.10:4000"), "a=crypto:1 AES_CM_128_HMAC_SHA1_80 inline:PS1uQCVeeCFCanVmcjkpPywjNWhcYD0mXXtxaVBR", "m=video 4002 RTP/SAVP 96", "a=rtcp:4005"),
-		strings.Replace(phoneSDP(netip.MustParseAddrPort("[2001:db8::1]:4000")), "IP4", "IP6", -1)}
+		strings.Replace(phoneSDP(netip.MustParseAddrPort("[2001:db8::1]:4000")), "IP4", "IP6", -1),
+		bundledBrowserOffer(), twoSections(netip.MustParseAddrPort("192.0.2.10:4000"), netip.MustParseAddrPort("192.0.2.10:4002"))} // BUNDLE (bundle.go)
 	files, _ := filepath.Glob(filepath.Join("..", "..", "testdata", "sdp", "*.sdp"))
 	for _, name := range files {
 		if b, err := os.ReadFile(name); err == nil {

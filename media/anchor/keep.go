@@ -237,6 +237,7 @@ func (c *call) snapshot() (anchorstate.Call, error) {
 				}
 				km.SDES = ks
 			}
+			km.Bundle = md.keptBundle()
 			if md.rtc != nil {
 				kw, err := md.rtc.snapshot()
 				if err != nil {
@@ -383,6 +384,13 @@ func (m *Manager) rebuild(k anchorstate.Call) (*call, error) {
 				if err := m.restoreWebRTC(md, km.WebRTC); err != nil {
 					return fail(err)
 				}
+			} else if km.Bundle != nil && km.Bundle.Via != len(l.medias)-1 {
+				// Rides another section's transport: nothing on its own port.
+				md.mux = true
+				s.SetMux(true)
+				if err := s.SetCrypto(&relay.Crypto{}); err != nil {
+					return fail(err)
+				}
 			} else if km.SDES != nil {
 				if md.sdes, err = restoreSDES(km.SDES); err != nil {
 					return fail(err)
@@ -412,6 +420,28 @@ func (m *Manager) rebuild(k anchorstate.Call) (*call, error) {
 				md.stream.SetPeer(b.medias[j].stream)
 			}
 		}
+	}
+	// BUNDLE groups (bundle.go) once every leg's sections are there.
+	for i, kl := range k.Legs {
+		l := c.legs[i]
+		for j, km := range kl.Medias {
+			if kb := km.Bundle; kb != nil {
+				if kb.Via < 0 || kb.Via >= len(l.medias) || (kb.Via != j && l.medias[kb.Via].rtc == nil) {
+					return fail(fmt.Errorf("bundled section %d on section %d, not a WebRTC transport", j+1, kb.Via+1))
+				}
+				l.medias[j].restoreBundle(kb, j)
+			}
+		}
+	}
+	for _, a := range c.legs {
+		if b := a.peer; b != nil {
+			for j, md := range a.medias {
+				if j < len(b.medias) {
+					md.stream.SetPeer(via(b, j).stream)
+				}
+			}
+		}
+		setDemux(a)
 	}
 	return c, nil
 }

@@ -3,8 +3,10 @@ package anchor
 import (
 	"errors"
 	"net/netip"
+	"strconv"
 	"strings"
 	"time"
+	"unicode"
 	"unsafe"
 
 	"github.com/sori-voice/sori/media/jitter"
@@ -118,6 +120,20 @@ func (m *Manager) apply(own, peer *leg, sess *sdp.Session, req ng.Dict, answer b
 	}
 	transports := trBuf[:0] // toward a WebRTC peer, by section
 	dtlsIn := false
+	// Every section first, then which ride another's BUNDLE transport
+	// (bundle.go): that one is keyed before them.
+	for i, md := range sess.Media {
+		opts.OpusPT = md.OpusPT
+		if _, err := m.ensure(own, i, md, opts); err != nil {
+			return nil, err
+		}
+		if _, err := m.ensure(peer, i, md, opts); err != nil {
+			return nil, err
+		}
+	}
+	if err := m.planBundles(own, peer, sess, req, answer); err != nil {
+		return nil, err
+	}
 	for i, md := range sess.Media {
 		dtlsIn = dtlsIn || md.DTLS
 		opts.OpusPT = md.OpusPT
@@ -136,7 +152,7 @@ func (m *Manager) apply(own, peer *leg, sess *sdp.Session, req ng.Dict, answer b
 		var mrw sdp.MediaRewrite
 		var tr *sdp.Transport
 		switch {
-		case md.Port == 0: // disabled: nothing to key
+		case !md.Enabled(): // disabled: nothing to key
 		case answer:
 			mrw, tr, err = m.keyAnswer(mo, mp, md, sess, i, req)
 		default:
@@ -150,18 +166,23 @@ func (m *Manager) apply(own, peer *leg, sess *sdp.Session, req ng.Dict, answer b
 		for len(transports) <= i {
 			transports = append(transports, sdp.Transport{})
 		}
-		if tr != nil {
-			tr.Candidate = netip.AddrPortFrom(adv, uint16(mp.stream.Port()))
+		wire := via(peer, i) // mp, or the transport it rides
+		if tr != nil && mp.bundle == nil {
+			// Candidates in the group's first section only (RFC 8843
+			// §7.1.3: the others share its transport).
+			tr.Candidate = netip.AddrPortFrom(adv, uint16(wire.stream.Port()))
 			for _, a := range m.cfg.Advertise {
 				if a != adv {
-					tr.Candidates = append(tr.Candidates, netip.AddrPortFrom(a, uint16(mp.stream.Port())))
+					tr.Candidates = append(tr.Candidates, netip.AddrPortFrom(a, uint16(wire.stream.Port())))
 				}
 			}
+		}
+		if tr != nil {
 			transports[i] = *tr
 		}
 		// A WebRTC leg's media address is the one ICE validates, never
 		// its SDP's (a browser's c= is a candidate it may not use).
-		if md.Port != 0 && mo.rtc == nil {
+		if md.Enabled() && mo.rtc == nil && mo.bundle == nil {
 			addr := md.Addr
 			// A private address in the SDP of a phone whose signalling came
 			// from a public one is behind NAT: send to the public address
@@ -183,12 +204,13 @@ func (m *Manager) apply(own, peer *leg, sess *sdp.Session, req ng.Dict, answer b
 		}
 		mo.stream.Start()
 		mp.stream.Start()
-		p := sdp.Ports{RTP: mp.stream.Port(), RTCP: mp.stream.Port() + 1}
-		if md.Mux || mp.rtc != nil {
+		p := sdp.Ports{RTP: wire.stream.Port(), RTCP: wire.stream.Port() + 1}
+		if md.Mux || wire.rtc != nil {
 			p.RTCP = p.RTP
 		}
 		rw.Ports = append(rw.Ports, p)
 	}
+	linkBundles(own, peer, len(sess.Media))
 	out := sess.Rewrite(rw)
 	for _, tr := range transports {
 		if tr.Ufrag != "" {
@@ -251,14 +273,23 @@ func parseSDP(req ng.Dict) (*sdp.Session, ng.Dict) {
 		return nil, ng.Error("ICE=force-relay is not supported: the anchor is ICE-lite with host candidates")
 	}
 	if p := transportProtocol(req); p != "" && !(p == "accept" && req.Str("command") == "answer") && !relayable(p) {
-		return nil, ng.Error("Transport protocol " + p + " is not supported")
+		return nil, ng.Error("Transport protocol " + printable(p) + " is not supported")
 	}
 	for _, md := range sess.Media {
 		if md.Port != 0 && !relayable(md.Proto) {
-			return nil, ng.Error("Transport protocol " + md.Proto + " is not supported")
+			return nil, ng.Error("Transport protocol " + printable(md.Proto) + " is not supported")
 		}
 	}
 	return sess, nil
+}
+
+// printable is s for an error reason: quoted when it holds control
+// characters (a reason is one line).
+func printable(s string) string {
+	if strings.ContainsFunc(s, unicode.IsControl) {
+		return strconv.Quote(s)
+	}
+	return s
 }
 
 // relayable: RTP, with or without SRTP (SDES or DTLS) and feedback.

@@ -35,6 +35,8 @@ import (
 //   - offer to a WebRTC leg: the anchor's attributes with a=setup:actpass
 //     (DTLS=passive or DTLS=active: that); its answer's a=setup gives the
 //     anchor's DTLS role.
+//   - several sections in one a=group:BUNDLE share the first one's
+//     transport, its port, ICE and DTLS (bundle.go).
 //
 // The leg's media is taken only from addresses that passed an ICE check,
 // and goes to the one the browser nominated (relay.Stream.SetICE, Latch);
@@ -370,6 +372,11 @@ func peerOf(sess *sdp.Session, i int) (sdp.WebRTC, error) {
 
 // offeredDTLS: the offerer's leg mo speaks WebRTC (its section i).
 func (m *Manager) offeredDTLS(mo *media, sess *sdp.Session, i int) error {
+	if mo.bundle != nil {
+		// On the group's transport (bundle.go): its ICE and DTLS
+		// attributes, if it repeats them, are the transport's.
+		return m.rideBundle(mo)
+	}
 	w, err := peerOf(sess, i)
 	if err != nil {
 		return err
@@ -391,6 +398,16 @@ func (m *Manager) offerDTLS(mp *media, i int, req ng.Dict) (*sdp.Transport, erro
 	if err := dtlsAllowed(req); err != nil {
 		return nil, err
 	}
+	if mp.bundle != nil {
+		// One group of all the sections, on the first one's transport
+		// (bundle.go), which apply keyed first.
+		if err := m.rideBundle(mp); err != nil {
+			return nil, err
+		}
+		t := mp.bundle.rtc.transport(mp.demux.mid)
+		t.Bundle = "bundle"
+		return t, nil
+	}
 	if err := m.startWebRTC(mp); err != nil {
 		return nil, err
 	}
@@ -405,17 +422,24 @@ func (m *Manager) offerDTLS(mp *media, i int, req ng.Dict) (*sdp.Transport, erro
 	default:
 		rtc.setup = "actpass"
 	}
-	// Each section bundles alone (RFC 8843): a group of one, the
-	// section's own transport, which stacks that answer only bundled
-	// sections (pion) or insist on max-bundle take.
+	// A section is always in a group (RFC 8843), which stacks that
+	// answer only bundled sections (pion) or insist on max-bundle take:
+	// alone, a group of one; with others, the group of all of them on
+	// this first one's transport (bundle.go).
 	t := rtc.transport(strconv.Itoa(i))
 	t.Bundle = strconv.Itoa(i)
+	if mp.bundled() {
+		t.Bundle = "bundle" // the group's transport
+	}
 	return t, nil
 }
 
 // answeredDTLS: the answerer's leg mo (section i) answered the anchor's
 // WebRTC offer; its a=setup settles who is the DTLS client.
 func (m *Manager) answeredDTLS(mo *media, sess *sdp.Session, i int) error {
+	if mo.bundle != nil {
+		return nil // on the transport the group's first section keyed
+	}
 	if mo.rtc == nil || mo.rtc.setup == "" {
 		return errors.New("UDP/TLS answer to an offer that was not UDP/TLS")
 	}
@@ -444,6 +468,17 @@ func (m *Manager) answerDTLS(mp *media, req ng.Dict) (*sdp.Transport, error) {
 	if err := dtlsAllowed(req); err != nil {
 		return nil, err
 	}
+	if t := mp.bundle; t != nil {
+		if t.rtc == nil {
+			return nil, errors.New("UDP/TLS answer to an offerer that did not speak UDP/TLS")
+		}
+		// The browser's group, all of it on the first section's
+		// transport (keyed before this section), tagged with the mid
+		// extension it offered.
+		tr := t.rtc.transport(mp.demux.mid)
+		tr.Bundle, tr.MidExtension = t.rtc.peer.Bundle, mp.demux.ext
+		return tr, nil
+	}
 	rtc := mp.rtc
 	if rtc == nil {
 		return nil, errors.New("UDP/TLS answer to an offerer that did not speak UDP/TLS")
@@ -471,6 +506,9 @@ func (m *Manager) answerDTLS(mp *media, req ng.Dict) (*sdp.Transport, error) {
 	// anchor accepts (RFC 8843 §7.3); none if it offered none.
 	t := rtc.transport(rtc.peer.Mid)
 	t.Bundle = rtc.peer.Bundle
+	if mp.bundled() {
+		t.MidExtension = mp.demux.ext
+	}
 	return t, nil
 }
 

@@ -63,6 +63,18 @@ type Media struct {
 	Stream       relay.State `json:"stream"`
 	SDES         *SDES       `json:"sdes,omitempty"`
 	WebRTC       *WebRTC     `json:"webrtc,omitempty"`
+	Bundle       *Bundle     `json:"bundle,omitempty"` // a WebRTC leg's BUNDLE section; nil: none
+}
+
+// Bundle is a section of a BUNDLE group on a WebRTC leg
+// (media/anchor/bundle.go): the section whose transport carries it, and
+// what tells its packets apart there.
+type Bundle struct {
+	Via   int      `json:"via"` // the leg's section (0-based) whose transport carries it; its own for the transport
+	Mid   string   `json:"mid,omitempty"`
+	PTs   []int    `json:"pts,omitempty"`
+	SSRCs []uint32 `json:"ssrcs,omitempty"`
+	Ext   int      `json:"ext,omitempty"` // the mid header extension's id
 }
 
 // SDES is an SRTP leg's keying, the a=crypto values as SDP writes them.

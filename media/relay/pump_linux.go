@@ -131,8 +131,13 @@ type pumpState struct {
 	encUsed int                        // enc holding packets queued in the worker's ring
 	rx      [batch]rxPacket            // what forward relays
 	demux   [batch]int
-	played  [batch][]byte
-	nOut    int
+	// What a bundle's transport (Stream.SetBundle) hands its other
+	// sections: the packet's index in rx, its section, RTCP or not.
+	bidx   [batch]int
+	bdst   [batch]*Stream
+	brtcp  [batch]bool
+	played [batch][]byte
+	nOut   int
 	// sentHeld are jitter buffer copies queued in the ring: back to the
 	// free list after its submit.
 	sentHeld [][]byte
@@ -239,6 +244,12 @@ func (p *pumpState) forward(n int, wall time.Time) {
 	if lc != nil {
 		lc.mu.Lock()
 	}
+	bd := s.bundle.Load()
+	nBundled := 0
+	var sentOn *Bundle // the bundle s's RTP goes out on (Bundle.Sent)
+	if peer := s.peer.Load(); peer != nil {
+		sentOn = peer.bundle.Load()
+	}
 	for i := 0; i < n; i++ {
 		b := p.rx[i].b
 		size := len(b)
@@ -274,6 +285,18 @@ func (p *pumpState) forward(n int, wall time.Time) {
 			b, size = dec, len(dec)
 			p.rx[i].b = b
 		}
+		if bd != nil {
+			if sec := bd.Route(b); sec >= 0 && bd.secs[sec].Stream != nil && bd.secs[sec].Stream != s {
+				// Another section's: counted, measured and relayed as its own.
+				packets--
+				bytes -= uint64(size)
+				t, isCtl := bd.secs[sec].Stream, p.rtcp || isRTCP(b)
+				t.received(b, isCtl, wall)
+				p.bidx[nBundled], p.bdst[nBundled], p.brtcp[nBundled] = i, t, isCtl
+				nBundled++
+				continue
+			}
+		}
 		switch {
 		case p.rtcp || isRTCP(b):
 			s.observeRTCP(b, wall)
@@ -284,6 +307,9 @@ func (p *pumpState) forward(n int, wall time.Time) {
 			}
 		default:
 			s.observe(b, wall)
+			if sentOn != nil && len(b) >= 12 {
+				sentOn.Sent(s, binary.BigEndian.Uint32(b[8:12]))
+			}
 			if s.play != nil && isRTP(b) {
 				store := p.w.held.get(len(b))
 				if due, ok := s.enqueue(b, wall, store); !ok {
@@ -323,9 +349,41 @@ func (p *pumpState) forward(n int, wall time.Time) {
 		}
 		p.flush(c, true)
 	}
+	if nBundled > 0 {
+		p.flushBundled(nBundled)
+	}
 	for i := range p.rx[:n] {
 		p.rx[i].b = nil
 	}
+}
+
+// flushBundled relays the bundled packets forward set aside, each
+// section's RTP and RTCP in one flush from that section's stream.
+func (p *pumpState) flushBundled(n int) {
+	transport := p.s
+	for k := 0; k < n; k++ {
+		d, rtcp := p.bdst[k], p.brtcp[k]
+		if d == nil {
+			continue
+		}
+		p.nOut = 0
+		for j := k; j < n; j++ {
+			if p.bdst[j] == d && p.brtcp[j] == rtcp {
+				b := p.rx[p.bidx[j]].b
+				p.outIov[p.nOut].Base = &b[0]
+				p.outIov[p.nOut].SetLen(len(b))
+				p.nOut++
+				p.bdst[j] = nil
+			}
+		}
+		c := &d.rtp
+		if rtcp {
+			c = &d.rtcp
+		}
+		p.s = d
+		p.flush(c, rtcp)
+	}
+	p.s = transport
 }
 
 // isRTCP tells RTCP from RTP on a multiplexed port: RTCP packet types

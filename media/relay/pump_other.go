@@ -3,6 +3,7 @@
 package relay
 
 import (
+	"encoding/binary"
 	"github.com/sori-voice/sori/media/ports"
 	"net"
 	"net/netip"
@@ -97,12 +98,32 @@ func (s *Stream) pump(sock *socket, rtcp bool) {
 			}
 			n = len(dec)
 		}
+		if bd := s.bundle.Load(); bd != nil {
+			if sec := bd.Route(buf[:n]); sec >= 0 && bd.secs[sec].Stream != nil && bd.secs[sec].Stream != s {
+				t, isCtl := bd.secs[sec].Stream, rtcp || isRTCP(buf[:n])
+				c.packets.Add(^uint64(0))
+				c.bytes.Add(^uint64(n - 1))
+				t.received(buf[:n], isCtl, now)
+				if t.heldBack(1) {
+					continue
+				}
+				if out, dst, ok := t.out(isCtl); !ok || out.writeProtected(buf[:n], dst, isCtl) != nil {
+					t.rtp.errors.Add(1)
+				}
+				continue
+			}
+		}
 		if rtcp || isRTCP(buf[:n]) {
 			s.observeRTCP(buf[:n], now)
 		} else {
 			s.statsMu.Lock()
 			s.observe(buf[:n], now)
 			s.statsMu.Unlock()
+			if peer := s.peer.Load(); peer != nil && n >= 12 {
+				if sentOn := peer.bundle.Load(); sentOn != nil {
+					sentOn.Sent(s, binary.BigEndian.Uint32(buf[8:12]))
+				}
+			}
 			if s.play != nil && isRTP(buf[:n]) {
 				p := packetPool.Get().(*[bufSize]byte)
 				if _, ok := s.enqueue(buf[:n], now, p[:]); !ok {

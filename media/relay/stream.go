@@ -68,6 +68,7 @@ type Stream struct {
 	ice      atomic.Pointer[iceGate]   // a WebRTC leg's ICE (SetICE); nil: none
 	refused  atomic.Bool               // the peer withdrew its consent to receive (SetConsent)
 	unkeyed  atomic.Uint64             // packets for the phone dropped before its SRTP keys (Unkeyed)
+	bundle   atomic.Pointer[Bundle]    // the sections this stream is the transport of (SetBundle); nil: its own only
 
 	wg sync.WaitGroup
 	streamSys

@@ -29,7 +29,13 @@ type Media struct {
 	OpusPT   int        // the payload type a=rtpmap maps to opus/48000; -1: none
 	Crypto   []string   // a=crypto values (RFC 4568), without "a=crypto:"
 	DTLS     bool       // carries a=fingerprint (DTLS-SRTP)
+	// BundleOnly: a=bundle-only (RFC 8843 §6): port 0, yet enabled, on
+	// the transport of its BUNDLE group.
+	BundleOnly bool
 }
+
+// Enabled: the section carries media (a port, or a=bundle-only).
+func (m Media) Enabled() bool { return m.Port != 0 || m.BundleOnly }
 
 // Session is a parsed SDP body.
 type Session struct {
@@ -97,6 +103,8 @@ func ParseString(body string) (*Session, error) {
 			}
 		case cur >= 0 && l == "a=rtcp-mux":
 			s.Media[cur].Mux = true
+		case cur >= 0 && l == "a=bundle-only":
+			s.Media[cur].BundleOnly = true
 		case cur >= 0 && strings.HasPrefix(l, "a=crypto:"):
 			s.Media[cur].Crypto = append(s.Media[cur].Crypto, strings.TrimSpace(l[len("a=crypto:"):]))
 		case strings.HasPrefix(l, "a=fingerprint:"):
@@ -318,7 +326,7 @@ func (s *Session) Rewrite(r Rewrite) []byte {
 					b = append(b, ' ')
 				}
 				switch {
-				case k == 1 && s.Media[cur].Port != 0:
+				case k == 1 && s.Media[cur].Enabled():
 					b = strconv.AppendInt(b, int64(r.Ports[cur].RTP), 10)
 				case k == 2 && proto != "":
 					b = append(b, proto...)
@@ -336,6 +344,11 @@ func (s *Session) Rewrite(r Rewrite) []byte {
 			b = append(b, "\r\n"...)
 			continue
 		case r.RemoveICE && iceLine(l):
+			continue
+		case cur >= 0 && cur < len(r.Ports) && l == "a=bundle-only":
+			// The section gets a port of its own: bundle-only is an
+			// offerer's, never in an answer (RFC 8843 §7.3.1), and a phone
+			// has no BUNDLE.
 			continue
 		}
 		b = append(append(b, l...), "\r\n"...)

@@ -183,13 +183,15 @@ type Transport struct {
 	Candidates []netip.AddrPort
 	Mid        string // written as a=mid when the section has none (the offer's mid)
 	// Bundle names the BUNDLE group (RFC 8843) the section goes in; ""
-	// none. The anchor shares no transport between sections, so of the
-	// sections naming one group only the first is written in it (the
-	// others keep their own port, outside any group): an offer gives
-	// each section a group of its own (its mid), an answer the group the
-	// browser offered (WebRTC.Bundle), which it may shrink but not
-	// split (RFC 8843 §7.3).
+	// none. The sections with the same Bundle are one group, listing
+	// their mids in section order: the caller gives them one transport
+	// (the same Ufrag, Fingerprint and Candidate port; RFC 8843 §7),
+	// or a Bundle each.
 	Bundle string
+	// MidExtension, when not 0, is written as the section's a=extmap of
+	// MidURI unless it maps that URI or that id already: the browser
+	// then tags its RTP with the section's mid (RFC 8843 §15.2).
+	MidExtension int
 }
 
 // hostPriority is RFC 8445 §5.1.2.1's priority of a host candidate of
@@ -281,7 +283,13 @@ func WithTransport(body []byte, t []Transport) ([]byte, error) {
 			continue
 		}
 		grouped[t[i].Bundle] = true
-		line("a=group:BUNDLE " + mid)
+		g := "a=group:BUNDLE " + mid
+		for j := i + 1; j < len(mids); j++ {
+			if mids[j] != "" && t[j].Bundle == t[i].Bundle {
+				g += " " + mids[j]
+			}
+		}
+		line(g)
 	}
 	line("a=ice-lite")
 	for i, start := range s.starts {
@@ -289,10 +297,15 @@ func WithTransport(body []byte, t []Transport) ([]byte, error) {
 		if i+1 < len(s.starts) {
 			end = s.starts[i+1]
 		}
-		mux, mid := false, false
+		mux, mid, ext := false, false, false
 		for _, l := range s.lines[start:end] {
 			mux = mux || l == "a=rtcp-mux"
 			mid = mid || strings.HasPrefix(l, "a=mid:")
+			if v, ok := strings.CutPrefix(l, "a=extmap:"); ok && i < len(t) && t[i].MidExtension != 0 {
+				id, _, _ := strings.Cut(v, " ")
+				id, _, _ = strings.Cut(id, "/")
+				ext = ext || id == strconv.Itoa(t[i].MidExtension) || strings.Contains(v, MidURI)
+			}
 			if !transportLine(l) {
 				line(l)
 			}
@@ -302,6 +315,9 @@ func WithTransport(body []byte, t []Transport) ([]byte, error) {
 		}
 		if t[i].Mid != "" && !mid {
 			line("a=mid:" + t[i].Mid)
+		}
+		if t[i].MidExtension != 0 && !ext {
+			line("a=extmap:" + strconv.Itoa(t[i].MidExtension) + " " + MidURI)
 		}
 		for _, l := range t[i].Lines() {
 			line(l)

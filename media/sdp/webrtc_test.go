@@ -177,8 +177,8 @@ func TestWithTransport(t *testing.T) {
 	}
 }
 
-// Several sections: the anchor gives each its own port, so no group
-// may hold two of them (RFC 8843 §6: a group shares one transport).
+// Several sections: those with the same Bundle are one group (the
+// caller gave them one transport, RFC 8843 §7), the others a group each.
 func TestWithTransportBundlesSections(t *testing.T) {
 	body := "v=0\r\no=- 1 1 IN IP4 192.0.2.7\r\ns=-\r\nc=IN IP4 192.0.2.7\r\nt=0 0\r\n" +
 		"m=audio 5000 RTP/AVP 0\r\na=mid:voice\r\n" + // its mid is kept
@@ -194,11 +194,13 @@ func TestWithTransportBundlesSections(t *testing.T) {
 		groups  []string
 		read    []string // WebRTC(i).Bundle of the output
 	}{
-		// An offer: a group of its own for each section.
-		{name: "offer", bundles: []string{"0", "1", "2"}, groups: []string{"a=group:BUNDLE voice", "a=group:BUNDLE 1"}, read: []string{"voice", "1"}},
-		// An answer to an offer that bundled both: the group keeps its
-		// first section, the second answers on its own port, outside it.
-		{name: "answer", bundles: []string{"voice 1", "voice 1", ""}, groups: []string{"a=group:BUNDLE voice"}, read: []string{"voice", ""}},
+		// Sections on transports of their own: a group each.
+		{name: "unbundled", bundles: []string{"0", "1", "2"}, groups: []string{"a=group:BUNDLE voice", "a=group:BUNDLE 1"}, read: []string{"voice", "1"}},
+		// One transport for both (an offer, or the answer to an offer
+		// that bundled both): one group listing both mids; the disabled
+		// section has none.
+		{name: "bundled", bundles: []string{"b", "b", "b"}, groups: []string{"a=group:BUNDLE voice 1"}, read: []string{"voice 1", "voice 1"}},
+		{name: "answer", bundles: []string{"voice 1", "voice 1", ""}, groups: []string{"a=group:BUNDLE voice 1"}, read: []string{"voice 1", "voice 1"}},
 		{name: "answer without BUNDLE", bundles: []string{"", "", ""}, read: []string{"", ""}},
 	} {
 		t.Run(tt.name, func(t *testing.T) {
