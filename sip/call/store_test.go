@@ -35,6 +35,13 @@ func newMemStore() *memStore {
 	return &memStore{states: map[string]State{}, ttls: map[string]time.Duration{}, owners: map[string]string{}, ended: map[string]bool{}}
 }
 
+// slow has each save from now on take d.
+func (m *memStore) slow(d time.Duration) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	m.delay = d
+}
+
 func (m *memStore) Save(ctx context.Context, st State, ttl time.Duration) error {
 	return m.saveAs(ctx, "", st, ttl)
 }
@@ -408,7 +415,7 @@ func TestFailedSaveTriedAgain(t *testing.T) {
 func TestAnsweredWaitsForTheFirstSave(t *testing.T) {
 	s := newMemStore()
 	a, _, _ := node(t, s, time.Hour)
-	s.delay = 50 * time.Millisecond
+	s.slow(50 * time.Millisecond)
 	c := a.Begin(calls.Record{CallID: "w1", Caller: "alice"}, "caller-tag")
 	start := time.Now()
 	answer(c)
@@ -416,7 +423,7 @@ func TestAnsweredWaitsForTheFirstSave(t *testing.T) {
 		t.Fatalf("Answered returned after %v, before the call was saved", time.Since(start))
 	}
 
-	s.delay = 2 * saveWait
+	s.slow(2 * saveWait)
 	c2 := a.Begin(calls.Record{CallID: "w2", Caller: "alice"}, "caller-tag")
 	start = time.Now()
 	answer(c2)
@@ -425,11 +432,11 @@ func TestAnsweredWaitsForTheFirstSave(t *testing.T) {
 	}
 	wait(t, a)
 
-	s.delay = 0
+	s.slow(0)
 	s.fail(errors.New("store down"))
 	c3 := a.Begin(calls.Record{CallID: "w3", Caller: "alice"}, "caller-tag")
 	answer(c3) // tried: fails, noted
-	s.delay = 2 * saveWait
+	s.slow(2 * saveWait)
 	c4 := a.Begin(calls.Record{CallID: "w4", Caller: "alice"}, "caller-tag")
 	start = time.Now()
 	answer(c4)
@@ -437,7 +444,7 @@ func TestAnsweredWaitsForTheFirstSave(t *testing.T) {
 		t.Fatalf("Answered while saves fail took %v, want no wait", took)
 	}
 	s.fail(nil)
-	s.delay = 0
+	s.slow(0)
 	for _, c := range []*Call{c, c2, c3, c4} {
 		c.Bye("caller-tag")
 	}
