@@ -22,6 +22,7 @@ import (
 	"github.com/sori-voice/sori/media/ng"
 	"github.com/sori-voice/sori/media/rtptest"
 	"github.com/sori-voice/sori/media/sdp"
+	"github.com/sori-voice/sori/media/webrtc/webrtctest"
 	"github.com/sori-voice/sori/registrar/store/redisstore/redistest"
 )
 
@@ -155,6 +156,118 @@ func rtpPackets(q ng.Dict) int64 {
 	return n
 }
 
+// buildAnchor is this sori-anchor built for the test, with a Redis of
+// its own and a client of it.
+func buildAnchor(t *testing.T) (bin, redisURL string, rdb *redis.Client) {
+	t.Helper()
+	srv := redistest.Start(t)
+	rdb = redis.NewClient(&redis.Options{Addr: srv.Addr})
+	t.Cleanup(func() { _ = rdb.Close() })
+	bin = filepath.Join(t.TempDir(), "sori-anchor")
+	if out, err := exec.Command("go", "build", "-o", bin, ".").CombinedOutput(); err != nil {
+		t.Fatalf("go build: %v\n%s", err, out)
+	}
+	return bin, srv.URL(), rdb
+}
+
+// redisAnchor is a sori-anchor a test runs with -redis, an ng client of
+// it, and its calls as Redis keeps them.
+type redisAnchor struct {
+	t      *testing.T
+	bin    string
+	args   []string
+	logs   *syncBuffer
+	proc   *anchorProcess
+	ng     netip.AddrPort
+	client *ng.Client
+	store  *anchorstate.Store
+}
+
+// startRedisAnchor runs bin on n free ports from portsFrom on, keeping its
+// calls in redisURL every second as redisID ("": its default, its ng
+// address); once it answers a ping. Its log is logged if the test fails.
+func startRedisAnchor(t *testing.T, bin, redisURL string, rdb *redis.Client, portsFrom, n int, redisID string) *redisAnchor {
+	t.Helper()
+	a := &redisAnchor{t: t, bin: bin, logs: &syncBuffer{}, ng: freeUDP(t)}
+	lo := freeRange(t, portsFrom, n)
+	a.args = []string{"-ng", a.ng.String(), "-rtp-ports", fmt.Sprintf("%d-%d", lo, lo+n-1), "-listen", "127.0.0.1", "-http", "",
+		"-jitter-buffer", "off", "-media-timeout", "30s", "-redis", redisURL, "-redis-every", "1s"}
+	storeID := a.ng.String()
+	if redisID != "" {
+		a.args = append(a.args, "-redis-id", redisID)
+		storeID = redisID
+	}
+	a.proc = startAnchorProcess(t, bin, a.logs, a.args...)
+	t.Cleanup(func() {
+		if t.Failed() {
+			t.Logf("sori-anchor log:\n%s", a.logs.String())
+		}
+	})
+	client, err := ng.NewClient("127.0.0.1:0", 50*time.Millisecond, slog.New(slog.NewTextHandler(io.Discard, nil)), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = client.Close() })
+	a.client = client
+	ngDo(t, client, a.ng, ng.Dict{"command": "ping"})
+	if a.store, err = anchorstate.NewStore(rdb, anchorstate.Options{ID: storeID, TTL: time.Minute}); err != nil {
+		t.Fatal(err)
+	}
+	return a
+}
+
+// stop sends the anchor sig and waits for it to exit.
+func (a *redisAnchor) stop(sig syscall.Signal) {
+	a.t.Helper()
+	if err := a.proc.cmd.Process.Signal(sig); err != nil {
+		a.t.Fatal(err)
+	}
+	<-a.proc.done
+}
+
+// start runs the stopped anchor again with the same flags, until it
+// answers a ping.
+func (a *redisAnchor) start() {
+	a.t.Helper()
+	a.proc = startAnchorProcess(a.t, a.bin, a.logs, a.args...)
+	ngDo(a.t, a.client, a.ng, ng.Dict{"command": "ping"})
+}
+
+// restart stops the anchor with sig and starts it again.
+func (a *redisAnchor) restart(sig syscall.Signal) {
+	a.t.Helper()
+	a.stop(sig)
+	a.start()
+}
+
+// keptWebRTC is, of the calls Redis has, each leg's first WebRTC media.
+func (a *redisAnchor) keptWebRTC() ([]*anchorstate.WebRTC, error) {
+	got, _, err := a.store.Load(context.Background())
+	var ws []*anchorstate.WebRTC
+	for _, c := range got {
+		for _, l := range c.Legs {
+			if w := l.Medias[0].WebRTC; w != nil {
+				ws = append(ws, w)
+			}
+		}
+	}
+	return ws, err
+}
+
+// newPlainPhone is a plain RTP phone on 127.0.0.1: its socket, its Opus
+// SDP, and the payloads of the Opus it hears.
+func newPlainPhone(t *testing.T) (*net.UDPConn, string, <-chan []byte) {
+	t.Helper()
+	phone, err := net.ListenUDP("udp", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { phone.Close() })
+	sdp := fmt.Sprintf("v=0\r\no=- 1 1 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\nm=audio %d RTP/AVP 111\r\na=rtpmap:111 opus/48000/2\r\n",
+		phone.LocalAddr().(*net.UDPAddr).Port)
+	return phone, sdp, webrtctest.PlainRTP(phone)
+}
+
 // TestCallsSurviveAnAnchorKill is issue 18's anchor restart: 20 answered
 // calls with RTP both ways, the anchor SIGKILLed and started again with
 // the same flags; every call's media goes on through the same ports, its
@@ -168,34 +281,9 @@ func TestCallsSurviveAnAnchorStop(t *testing.T) { restartUnderCalls(t, syscall.S
 
 func restartUnderCalls(t *testing.T, sig syscall.Signal, name string) {
 	const calls = 20
-	srv := redistest.Start(t)
-	rdb := redis.NewClient(&redis.Options{Addr: srv.Addr})
-	t.Cleanup(func() { _ = rdb.Close() })
-	bin := filepath.Join(t.TempDir(), "sori-anchor")
-	if out, err := exec.Command("go", "build", "-o", bin, ".").CombinedOutput(); err != nil {
-		t.Fatalf("go build: %v\n%s", err, out)
-	}
-	ngAddr := freeUDP(t)
-	lo := freeRange(t, 50000, 200)
-	args := []string{"-ng", ngAddr.String(), "-rtp-ports", fmt.Sprintf("%d-%d", lo, lo+199), "-listen", "127.0.0.1", "-http", "",
-		"-jitter-buffer", "off", "-media-timeout", "30s", "-redis", srv.URL(), "-redis-every", "1s"}
-	logs := &syncBuffer{}
-	anchor := startAnchorProcess(t, bin, logs, args...)
-	defer func() {
-		if t.Failed() {
-			t.Logf("sori-anchor log:\n%s", logs.String())
-		}
-	}()
-	client, err := ng.NewClient("127.0.0.1:0", 50*time.Millisecond, slog.New(slog.NewTextHandler(io.Discard, nil)), nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer client.Close()
-	ngDo(t, client, ngAddr, ng.Dict{"command": "ping"})
-	store, err := anchorstate.NewStore(rdb, anchorstate.Options{ID: ngAddr.String(), TTL: time.Minute})
-	if err != nil {
-		t.Fatal(err)
-	}
+	bin, redisURL, rdb := buildAnchor(t)
+	anchor := startRedisAnchor(t, bin, redisURL, rdb, 50000, 200, "")
+	client, ngAddr, store, logs := anchor.client, anchor.ng, anchor.store, anchor.logs
 
 	// 20 calls, each answered, with RTP both ways every 20 ms; and one
 	// more whose port the test takes while the anchor is down.
@@ -262,19 +350,16 @@ func restartUnderCalls(t *testing.T, sig syscall.Signal, name string) {
 		after[c.a], after[c.b] = c.b.Sent()+1, c.a.Sent()+1
 	}
 	killed := time.Now()
-	if err := anchor.cmd.Process.Signal(sig); err != nil {
-		t.Fatal(err)
-	}
-	<-anchor.done
+	anchor.stop(sig)
 	var hold *net.UDPConn
 	waitUntil(t, "the killed anchor's port free", 10*time.Second, func() bool {
+		var err error
 		hold, err = net.ListenUDP("udp", net.UDPAddrFromAddrPort(blocked.b.Target()))
 		return err == nil
 	})
 	t.Logf("the stopped anchor's ports free %s after the %s", time.Since(killed), name)
 	defer hold.Close()
-	startAnchorProcess(t, bin, logs, args...)
-	ngDo(t, client, ngAddr, ng.Dict{"command": "ping"})
+	anchor.start()
 
 	var gap time.Duration
 	for _, c := range cs {

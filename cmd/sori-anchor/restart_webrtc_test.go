@@ -1,27 +1,16 @@
 package main
 
 import (
-	"bytes"
-	"context"
-	"fmt"
-	"io"
-	"log/slog"
-	"net"
-	"os/exec"
-	"path/filepath"
 	"strings"
 	"syscall"
 	"testing"
 	"time"
 
-	"github.com/pion/rtp"
 	pion "github.com/pion/webrtc/v4"
 	"github.com/redis/go-redis/v9"
 
-	"github.com/sori-voice/sori/media/anchorstate"
 	"github.com/sori-voice/sori/media/ng"
 	"github.com/sori-voice/sori/media/webrtc/webrtctest"
-	"github.com/sori-voice/sori/registrar/store/redisstore/redistest"
 )
 
 // TestWebRTCCallSurvivesAnAnchorKill: a pion/webrtc peer (a browser's ICE
@@ -31,40 +20,15 @@ import (
 // same port with the keys of its one handshake, its DTLS association
 // never changes state, and a re-offer's answer has the same fingerprint.
 func TestWebRTCCallSurvivesAnAnchorKill(t *testing.T) {
-	srv := redistest.Start(t)
-	rdb := redis.NewClient(&redis.Options{Addr: srv.Addr})
-	t.Cleanup(func() { _ = rdb.Close() })
-	bin := filepath.Join(t.TempDir(), "sori-anchor")
-	if out, err := exec.Command("go", "build", "-o", bin, ".").CombinedOutput(); err != nil {
-		t.Fatalf("go build: %v\n%s", err, out)
-	}
+	bin, redisURL, rdb := buildAnchor(t)
 	for _, sig := range []syscall.Signal{syscall.SIGKILL, syscall.SIGTERM} {
-		t.Run(sig.String(), func(t *testing.T) { webrtcRestart(t, bin, srv.URL(), rdb, sig) })
+		t.Run(sig.String(), func(t *testing.T) { webrtcRestart(t, bin, redisURL, rdb, sig) })
 	}
 }
 
 func webrtcRestart(t *testing.T, bin, redisURL string, rdb *redis.Client, sig syscall.Signal) {
-	ngAddr := freeUDP(t)
-	lo := freeRange(t, 52000, 100)
-	args := []string{"-ng", ngAddr.String(), "-rtp-ports", fmt.Sprintf("%d-%d", lo, lo+99), "-listen", "127.0.0.1", "-http", "",
-		"-jitter-buffer", "off", "-media-timeout", "30s", "-redis", redisURL, "-redis-every", "1s", "-redis-id", "webrtc-" + sig.String()}
-	logs := &syncBuffer{}
-	anchor := startAnchorProcess(t, bin, logs, args...)
-	defer func() {
-		if t.Failed() {
-			t.Logf("sori-anchor log:\n%s", logs.String())
-		}
-	}()
-	client, err := ng.NewClient("127.0.0.1:0", 50*time.Millisecond, slog.New(slog.NewTextHandler(io.Discard, nil)), nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer client.Close()
-	ngDo(t, client, ngAddr, ng.Dict{"command": "ping"})
-	store, err := anchorstate.NewStore(rdb, anchorstate.Options{ID: "webrtc-" + sig.String(), TTL: time.Minute})
-	if err != nil {
-		t.Fatal(err)
-	}
+	anchor := startRedisAnchor(t, bin, redisURL, rdb, 52000, 100, "webrtc-"+sig.String())
+	client, ngAddr, logs := anchor.client, anchor.ng, anchor.logs
 
 	// The browser, with a certificate it keeps (a tab's RTCCertificate).
 	browserCert := webrtctest.NewCertificate(t)
@@ -72,30 +36,7 @@ func webrtcRestart(t *testing.T, bin, redisURL string, rdb *redis.Client, sig sy
 	offer := func() string { return b.MakeOffer(t) }
 
 	// The phone.
-	phone, err := net.ListenUDP("udp", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { phone.Close() })
-	phoneSDP := fmt.Sprintf("v=0\r\no=- 1 1 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\nm=audio %d RTP/AVP 111\r\na=rtpmap:111 opus/48000/2\r\n",
-		phone.LocalAddr().(*net.UDPAddr).Port)
-	fromBrowser := make(chan []byte, 256)
-	go func() {
-		buf := make([]byte, 1500)
-		for {
-			n, _, err := phone.ReadFromUDPAddrPort(buf)
-			if err != nil {
-				return
-			}
-			var p rtp.Packet
-			if p.Unmarshal(buf[:n]) == nil {
-				select {
-				case fromBrowser <- bytes.Clone(p.Payload):
-				default:
-				}
-			}
-		}
-	}()
+	phone, phoneSDP, fromBrowser := newPlainPhone(t)
 
 	const id = "webrtc-restart@127.0.0.1"
 	res := ngDo(t, client, ngAddr, ng.Dict{"command": "offer", "call-id": id, "from-tag": "browser", "sdp": offer(), "ICE": "remove", "transport-protocol": "RTP/AVP"})
@@ -115,32 +56,7 @@ func webrtcRestart(t *testing.T, bin, redisURL string, rdb *redis.Client, sig sy
 	var seq uint16 = 1
 	talk := func(phase string) { // with b, the browser then
 		t.Helper()
-		browserSays, phoneSays := []byte("\xfcbrowser "+phase), []byte("\xfcphone "+phase)
-		var gotBrowser, gotPhone bool
-		tick := time.NewTicker(20 * time.Millisecond)
-		defer tick.Stop()
-		deadline := time.After(10 * time.Second)
-		for ; !gotBrowser || !gotPhone; seq++ {
-			select {
-			case <-tick.C:
-			case p := <-fromBrowser:
-				gotBrowser = gotBrowser || bytes.Equal(p, browserSays)
-				continue
-			case p := <-b.Heard():
-				gotPhone = gotPhone || bytes.Equal(p, phoneSays)
-				continue
-			case <-deadline:
-				t.Fatalf("%s: after 10 s the phone heard the browser %v, the browser heard the phone %v", phase, gotBrowser, gotPhone)
-			}
-			if err := b.Say(seq, browserSays); err != nil {
-				t.Fatal(err)
-			}
-			pkt := rtp.Packet{Header: rtp.Header{Version: 2, PayloadType: 111, SequenceNumber: seq, Timestamp: uint32(seq) * 960, SSRC: 0x50710002}, Payload: phoneSays}
-			plain, _ := pkt.Marshal()
-			if _, err := phone.WriteToUDPAddrPort(plain, toPhoneLeg); err != nil {
-				t.Fatal(err)
-			}
-		}
+		seq = b.Talk(t, phase, phone, fromBrowser, toPhoneLeg, seq)
 	}
 	talk("before")
 	dtlsChanged := make(chan pion.DTLSTransportState, 4)
@@ -151,26 +67,19 @@ func webrtcRestart(t *testing.T, bin, redisURL string, rdb *redis.Client, sig sy
 		}
 	})
 	waitUntil(t, "the call kept with its DTLS-SRTP keys", 10*time.Second, func() bool {
-		got, _, err := store.Load(context.Background())
+		got, err := anchor.keptWebRTC()
 		if err != nil {
 			t.Fatal(err)
 		}
-		for _, c := range got {
-			for _, l := range c.Legs {
-				if w := l.Medias[0].WebRTC; w != nil && w.SRTP != nil && len(w.ICE.Valid) > 0 {
-					return true
-				}
+		for _, w := range got {
+			if w.SRTP != nil && len(w.ICE.Valid) > 0 {
+				return true
 			}
 		}
 		return false
 	})
 
-	if err := anchor.cmd.Process.Signal(sig); err != nil {
-		t.Fatal(err)
-	}
-	<-anchor.done
-	startAnchorProcess(t, bin, logs, args...)
-	ngDo(t, client, ngAddr, ng.Dict{"command": "ping"})
+	anchor.restart(sig)
 	q := ngDo(t, client, ngAddr, ng.Dict{"command": "query", "call-id": id})
 	medias, _ := q.Dict("tags").Dict("browser")["medias"].([]any)
 	if len(medias) != 1 || ng.Dict(medias[0].(map[string]any)).Dict("SRTP").Str("suite") == "" {

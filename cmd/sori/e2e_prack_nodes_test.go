@@ -3,6 +3,7 @@ package main
 import (
 	"fmt"
 	"net"
+	"net/netip"
 	"path/filepath"
 	"strings"
 	"syscall"
@@ -29,6 +30,46 @@ func steer(t *testing.T, phone *ua, n *sipNode) {
 	lc.mu.Unlock()
 }
 
+// prackVia has alice PRACK early, its answer ma's SDP, sent to node n:
+// bob gets it with the anchor's SDP, not alice's own, on another port
+// of the anchor than the 183's (toAnchorFromA). The PRACK bob got and
+// where its SDP sends bob's media.
+func prackVia(t *testing.T, n *sipNode, an *anchorProc, alice, bob *ua, early *sip.Response, ma *mediaSocket, toAnchorFromA netip.AddrPort) (*sip.Request, netip.AddrPort) {
+	t.Helper()
+	steer(t, alice, n)
+	alice.send(prack(alice, 3, early, ma.sdp(1001)))
+	pr := next(t, bob, sip.PRACK, "the PRACK")
+	toAnchorFromB := mediaTarget(t, pr.Body())
+	if !an.hasPort(toAnchorFromB) || toAnchorFromB == toAnchorFromA || int(toAnchorFromB.Port()) == ma.port() {
+		t.Fatalf("bob's PRACK sends media to %s (alice's side %s, alice's own port %d):\n%s", toAnchorFromB, toAnchorFromA, ma.port(), pr.Body())
+	}
+	return pr, toAnchorFromB
+}
+
+// prackAnswered has bob answer the PRACK 200, which alice gets.
+func prackAnswered(t *testing.T, alice, bob *ua, pr *sip.Request) {
+	t.Helper()
+	bob.respond(pr, 200, "OK")
+	if res := alice.read(); res.StatusCode != 200 || res.CSeq().MethodName != sip.PRACK {
+		t.Fatalf("alice got %d for %s, want 200 for the PRACK", res.StatusCode, res.CSeq().MethodName)
+	}
+}
+
+// answeredVia has bob send answer, his 200 to the INVITE, and alice, her
+// requests going to node n, get it with the 183's SDP and acknowledge
+// it; the 200.
+func answeredVia(t *testing.T, n *sipNode, alice, bob *ua, answer string, early *sip.Response) *sip.Response {
+	t.Helper()
+	steer(t, alice, n)
+	bob.send(answer)
+	res := alice.final()
+	if res.StatusCode != 200 || string(res.Body()) != string(early.Body()) {
+		t.Fatalf("INVITE: %d, SDP:\n%s\nwant the 183's:\n%s", res.StatusCode, res.Body(), early.Body())
+	}
+	sendACK(t, alice, bob, 2, res)
+	return res
+}
+
 const service = "sip.sori.test"
 
 // serviceNodes starts nodes a (127.0.0.3) and b (127.0.0.2) of one
@@ -36,7 +77,12 @@ const service = "sip.sori.test"
 // sori-anchor, each writing its records in its own file.
 func serviceNodes(t *testing.T) (a, b *sipNode, an *anchorProc) {
 	t.Helper()
-	rs := redistest.Start(t)
+	return serviceNodesOn(t, redistest.Start(t))
+}
+
+// serviceNodesOn is serviceNodes on the Redis rs.
+func serviceNodesOn(t *testing.T, rs *redistest.Server) (a, b *sipNode, an *anchorProc) {
+	t.Helper()
 	an = startAnchor(t)
 	dir := t.TempDir()
 	ips := []string{"127.0.0.3", "127.0.0.2"}
@@ -93,13 +139,7 @@ func TestPrackOnAnotherNode(t *testing.T) {
 
 	inv, early := ring("bob-prack-1")
 	toAnchorFromA := mediaTarget(t, early.Body())
-	steer(t, alice, b)
-	alice.send(prack(alice, 3, early, ma.sdp(1001)))
-	pr := next(t, bob, sip.PRACK, "the PRACK")
-	toAnchorFromB := mediaTarget(t, pr.Body())
-	if !an.hasPort(toAnchorFromB) || toAnchorFromB == toAnchorFromA || int(toAnchorFromB.Port()) == ma.port() {
-		t.Fatalf("bob's PRACK sends media to %s (alice's side %s, alice's own port %d):\n%s", toAnchorFromB, toAnchorFromA, ma.port(), pr.Body())
-	}
+	pr, toAnchorFromB := prackVia(t, b, an, alice, bob, early, ma, toAnchorFromA)
 	if strings.Contains(string(pr.Body()), fmt.Sprintf(" %d ", ma.port())) {
 		t.Fatalf("bob's PRACK carries alice's own SDP:\n%s", pr.Body())
 	}
@@ -108,19 +148,10 @@ func TestPrackOnAnotherNode(t *testing.T) {
 	if len(vias) != 3 || !strings.Contains(vias[0].Value(), ips[0]) || !strings.Contains(vias[1].Value(), ips[1]) {
 		t.Fatalf("the PRACK's Vias %q: want a's, b's, alice's", vias)
 	}
-	bob.respond(pr, 200, "OK")
-	if res := alice.read(); res.StatusCode != 200 || res.CSeq().MethodName != sip.PRACK {
-		t.Fatalf("alice got %d for %s, want 200 for the PRACK", res.StatusCode, res.CSeq().MethodName)
-	}
+	prackAnswered(t, alice, bob, pr)
 	streamBothWays(t, ma, toAnchorFromA, mb, toAnchorFromB, 0xa11ce3, 0xb0b3, 20)
 
-	steer(t, alice, a)
-	bob.send(answer200(inv, "bob-prack-1", contactOf(bob), mb.sdp(2002)))
-	res := alice.final()
-	if res.StatusCode != 200 || string(res.Body()) != string(early.Body()) {
-		t.Fatalf("INVITE: %d, SDP:\n%s\nwant the 183's:\n%s", res.StatusCode, res.Body(), early.Body())
-	}
-	sendACK(t, alice, bob, 2, res)
+	res := answeredVia(t, a, alice, bob, answer200(inv, "bob-prack-1", contactOf(bob), mb.sdp(2002)), early)
 	streamBothWays(t, ma, toAnchorFromA, mb, toAnchorFromB, 0xa11ce4, 0xb0b4, 10)
 	hangUp(t, alice, bob, 4, res)
 	waitAnchorEmpty(t, an)
@@ -170,30 +201,15 @@ func TestPrackOnTheCalleesNode(t *testing.T) {
 	if !an.hasPort(toAnchorFromA) {
 		t.Fatalf("alice's 183 sends media to %s, not to the anchor", toAnchorFromA)
 	}
-	steer(t, alice, b)
-	alice.send(prack(alice, 3, early, ma.sdp(1001)))
-	pr := next(t, bob, sip.PRACK, "the PRACK")
-	toAnchorFromB := mediaTarget(t, pr.Body())
-	if !an.hasPort(toAnchorFromB) || toAnchorFromB == toAnchorFromA || int(toAnchorFromB.Port()) == ma.port() {
-		t.Fatalf("bob's PRACK sends media to %s (alice's side %s, alice's own port %d):\n%s", toAnchorFromB, toAnchorFromA, ma.port(), pr.Body())
-	}
+	pr, toAnchorFromB := prackVia(t, b, an, alice, bob, early, ma, toAnchorFromA)
 	// b, a, b again: b's Via on top, then a's, then b's first.
 	if vias := pr.GetHeaders("Via"); len(vias) != 4 || !strings.Contains(vias[0].Value(), b.ip) || !strings.Contains(vias[1].Value(), a.ip) || !strings.Contains(vias[2].Value(), b.ip) {
 		t.Fatalf("the PRACK's Vias %q: want b's, a's, b's, alice's", vias)
 	}
-	bob.respond(pr, 200, "OK")
-	if res := alice.read(); res.StatusCode != 200 || res.CSeq().MethodName != sip.PRACK {
-		t.Fatalf("alice got %d for %s, want 200 for the PRACK", res.StatusCode, res.CSeq().MethodName)
-	}
+	prackAnswered(t, alice, bob, pr)
 	streamBothWays(t, ma, toAnchorFromA, mb, toAnchorFromB, 0xa11ce5, 0xb0b5, 20)
 
-	steer(t, alice, a)
-	bob.send(answer200(inv, "bob-prack-tcp", "<"+mobileContact+">", mb.sdp(2002)))
-	res := alice.final()
-	if res.StatusCode != 200 || string(res.Body()) != string(early.Body()) {
-		t.Fatalf("INVITE: %d, SDP:\n%s\nwant the 183's:\n%s", res.StatusCode, res.Body(), early.Body())
-	}
-	sendACK(t, alice, bob, 2, res)
+	res := answeredVia(t, a, alice, bob, answer200(inv, "bob-prack-tcp", "<"+mobileContact+">", mb.sdp(2002)), early)
 	hangUp(t, alice, bob, 4, res)
 	waitAnchorEmpty(t, an)
 	checkCallRecord(t, callRecords(t, a.cdr, res.CallID().Value(), 1)[0], 200, calls.Answered, "caller")

@@ -3,7 +3,6 @@ package main
 import (
 	"fmt"
 	"net"
-	"path/filepath"
 	"strings"
 	"syscall"
 	"testing"
@@ -27,21 +26,10 @@ import (
 // record, written by a, and the anchor holds no call.
 func TestServiceNameInRecordRouteOutlivesTheNode(t *testing.T) {
 	t.Parallel()
-	const service = "sip.sori.test"
 	rs := redistest.Start(t)
 	rdb := redis.NewClient(&redis.Options{Addr: rs.Addr})
 	t.Cleanup(func() { _ = rdb.Close() })
-	an := startAnchor(t)
-	dir := t.TempDir()
-	ips := []string{"127.0.0.3", "127.0.0.2"}
-	ports := []int{freeSIPPort(t), freeSIPPort(t)}
-	addrs := nodeAddrs("tcp", ips, ports)
-	spec := func(i int, id string) nodeSpec {
-		return nodeSpec{id: id, ip: ips[i], port: ports[i], nodes: addrs, store: rs.URL(),
-			sip:      "  record_route: " + service + "\n  timer_j: 500ms\n  timer_c: 30s\n",
-			sections: fmt.Sprintf("media:\n  anchors: [%q]\n", an.ng), cdr: filepath.Join(dir, "cdr-"+id+".jsonl")}
-	}
-	a, b := spec(0, "a").start(t), spec(1, "b").start(t)
+	a, b, an := serviceNodesOn(t, rs)
 
 	e := &restartedCalls{rdb: rdb, an: an, endingCall: &endingCall{n: b.node, cdr: a.cdr, ma: newMediaSocket(t), mb: newMediaSocket(t)}}
 	e.alice, e.bob = newLooseUA(t, b.sipAddr(), "alice"), newLooseUA(t, b.sipAddr(), "bob")

@@ -1,15 +1,12 @@
 package anchor
 
 import (
-	"io"
-	"log/slog"
 	"net/netip"
 	"testing"
 	"time"
 
 	"github.com/sori-voice/sori/media/anchorstate"
 	"github.com/sori-voice/sori/media/ng"
-	"github.com/sori-voice/sori/media/ports"
 	"github.com/sori-voice/sori/media/webrtc/webrtctest"
 )
 
@@ -37,17 +34,7 @@ func TestWebRTCHandshakeCutByARestart(t *testing.T) {
 
 func handshakeCut(t *testing.T, pass int) {
 	k := &memKeeper{calls: map[string]anchorstate.Call{}}
-	manager := func() (*Manager, *ports.Allocator) {
-		t.Helper()
-		alloc, err := ports.New(loopback, 46600, 46699)
-		if err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(alloc.Close)
-		m := New(Config{Advertise: []netip.Addr{loopback}, Ports: alloc, Log: slog.New(slog.NewTextHandler(io.Discard, nil)), Keep: k, KeepEvery: time.Hour})
-		t.Cleanup(m.Close)
-		return m, alloc
-	}
+	manager := keptManagers(t, k, 46600)
 	m1, alloc1 := manager()
 	phone := newUDPPhone(t)
 	fromBrowser := plainPhone(phone)

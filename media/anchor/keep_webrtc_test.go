@@ -1,7 +1,6 @@
 package anchor
 
 import (
-	"bytes"
 	"io"
 	"log/slog"
 	"net/netip"
@@ -9,7 +8,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/pion/rtp"
 	"github.com/pion/stun/v3"
 	pion "github.com/pion/webrtc/v4"
 
@@ -21,58 +19,32 @@ import (
 )
 
 // plainPhone reads Opus payloads from phone's socket.
-func plainPhone(phone *udpPhone) chan []byte {
-	got := make(chan []byte, 256)
-	go func() {
-		buf := make([]byte, 1500)
-		for {
-			n, _, err := phone.conn.ReadFromUDPAddrPort(buf)
-			if err != nil {
-				return
-			}
-			var p rtp.Packet
-			if p.Unmarshal(buf[:n]) == nil && p.PayloadType == 111 {
-				select {
-				case got <- bytes.Clone(p.Payload):
-				default:
-				}
-			}
-		}
-	}()
-	return got
-}
+func plainPhone(phone *udpPhone) <-chan []byte { return webrtctest.PlainRTP(phone.conn) }
 
 // talk has the browser and the phone send Opus every 20 ms, from seq on,
 // until each has heard the other's payload of this phase; the next seq.
-func talk(t *testing.T, phase string, b *webrtctest.Browser, phone *udpPhone, fromBrowser chan []byte, toPhoneLeg netip.AddrPort, seq uint16) uint16 {
+func talk(t *testing.T, phase string, b *webrtctest.Browser, phone *udpPhone, fromBrowser <-chan []byte, toPhoneLeg netip.AddrPort, seq uint16) uint16 {
 	t.Helper()
-	browserSays, phoneSays := []byte("\xfcbrowser "+phase), []byte("\xfcphone "+phase)
-	var gotBrowser, gotPhone bool
-	tick := time.NewTicker(20 * time.Millisecond)
-	defer tick.Stop()
-	deadline := time.After(10 * time.Second)
-	for ; !gotBrowser || !gotPhone; seq++ {
-		select {
-		case <-tick.C:
-		case p := <-fromBrowser:
-			gotBrowser = gotBrowser || bytes.Equal(p, browserSays)
-			continue
-		case p := <-b.Heard():
-			gotPhone = gotPhone || bytes.Equal(p, phoneSays)
-			continue
-		case <-deadline:
-			t.Fatalf("%s: after 10 s the phone heard the browser %v, the browser heard the phone %v", phase, gotBrowser, gotPhone)
-		}
-		if err := b.Say(seq, browserSays); err != nil {
+	return b.Talk(t, phase, phone.conn, fromBrowser, toPhoneLeg, seq)
+}
+
+// keptManagers makes, each time it is called, a Manager on loopback's
+// ports lo to lo+99 keeping its calls in k (KeepEvery an hour: kept when
+// the test says), with iceSources; the Manager and its allocator
+// close when the test ends.
+func keptManagers(t *testing.T, k *memKeeper, lo int, iceSources ...netip.Prefix) func() (*Manager, *ports.Allocator) {
+	return func() (*Manager, *ports.Allocator) {
+		t.Helper()
+		alloc, err := ports.New(loopback, lo, lo+99)
+		if err != nil {
 			t.Fatal(err)
 		}
-		pkt := rtp.Packet{Header: rtp.Header{Version: 2, PayloadType: 111, SequenceNumber: seq, Timestamp: uint32(seq) * 960, SSRC: 0x50710002}, Payload: phoneSays}
-		plain, _ := pkt.Marshal()
-		if _, err := phone.conn.WriteToUDPAddrPort(plain, toPhoneLeg); err != nil {
-			t.Fatal(err)
-		}
+		t.Cleanup(alloc.Close)
+		m := New(Config{Advertise: []netip.Addr{loopback}, Ports: alloc, ICESources: iceSources,
+			Log: slog.New(slog.NewTextHandler(io.Discard, nil)), Keep: k, KeepEvery: time.Hour})
+		t.Cleanup(m.Close)
+		return m, alloc
 	}
-	return seq
 }
 
 // A call with a WebRTC leg, its DTLS-SRTP handshake done, is kept and
@@ -82,17 +54,7 @@ func talk(t *testing.T, phase string, b *webrtctest.Browser, phone *udpPhone, fr
 // a re-offer keeps the fingerprint, credentials and a=setup.
 func TestKeptWebRTCCallGoesOnWithoutANewHandshake(t *testing.T) {
 	k := &memKeeper{calls: map[string]anchorstate.Call{}}
-	manager := func() (*Manager, *ports.Allocator) {
-		alloc, err := ports.New(loopback, 46000, 46099)
-		if err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(alloc.Close)
-		m := New(Config{Advertise: []netip.Addr{loopback}, Ports: alloc, ICESources: []netip.Prefix{netip.MustParsePrefix("127.0.0.0/8")},
-			Log: slog.New(slog.NewTextHandler(io.Discard, nil)), Keep: k, KeepEvery: time.Hour})
-		t.Cleanup(m.Close)
-		return m, alloc
-	}
+	manager := keptManagers(t, k, 46000, netip.MustParsePrefix("127.0.0.0/8"))
 	m1, alloc1 := manager()
 	phone := newUDPPhone(t)
 	fromBrowser := plainPhone(phone)
@@ -246,16 +208,7 @@ func TestKeptWebRTCCallGoesOnWithoutANewHandshake(t *testing.T) {
 // and media as without the restart.
 func TestKeptWebRTCLegBeforeItsHandshake(t *testing.T) {
 	k := &memKeeper{calls: map[string]anchorstate.Call{}}
-	manager := func() (*Manager, *ports.Allocator) {
-		alloc, err := ports.New(loopback, 46200, 46299)
-		if err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(alloc.Close)
-		m := New(Config{Advertise: []netip.Addr{loopback}, Ports: alloc, Log: slog.New(slog.NewTextHandler(io.Discard, nil)), Keep: k, KeepEvery: time.Hour})
-		t.Cleanup(m.Close)
-		return m, alloc
-	}
+	manager := keptManagers(t, k, 46200)
 	m1, alloc1 := manager()
 	phone := newUDPPhone(t)
 	fromBrowser := plainPhone(phone)

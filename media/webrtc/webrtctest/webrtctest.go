@@ -9,6 +9,7 @@ import (
 	"crypto/elliptic"
 	"crypto/rand"
 	"net"
+	"net/netip"
 	"sync"
 	"testing"
 	"time"
@@ -186,11 +187,18 @@ func (b *Browser) Heard() <-chan []byte { return b.heard }
 // browser played hears; the test fails after 10 s.
 func (b *Browser) Converse(t testing.TB, says, hears []byte, fromBrowser <-chan []byte, other func(seq uint16)) {
 	t.Helper()
+	b.ConverseFrom(t, 1, says, hears, fromBrowser, other)
+}
+
+// ConverseFrom is Converse with the packets numbered from seq on (a
+// stream that goes on from an earlier talk); the seq after the last.
+func (b *Browser) ConverseFrom(t testing.TB, seq uint16, says, hears []byte, fromBrowser <-chan []byte, other func(seq uint16)) uint16 {
+	t.Helper()
 	var gotBrowser, gotOther bool
 	tick := time.NewTicker(20 * time.Millisecond)
 	defer tick.Stop()
 	deadline := time.After(10 * time.Second)
-	for seq := uint16(1); !gotBrowser || !gotOther; seq++ {
+	for ; !gotBrowser || !gotOther; seq++ {
 		select {
 		case <-tick.C:
 		case p := <-fromBrowser:
@@ -200,11 +208,55 @@ func (b *Browser) Converse(t testing.TB, says, hears []byte, fromBrowser <-chan 
 			gotOther = gotOther || bytes.Equal(p, hears)
 			continue
 		case <-deadline:
-			t.Fatalf("after 10 s: the other end heard the browser %v, the browser played the other end %v", gotBrowser, gotOther)
+			t.Fatalf("after 10 s of %q: the other end heard the browser %v, the browser played the other end %v", says, gotBrowser, gotOther)
 		}
 		if err := b.Say(seq, says); err != nil {
 			t.Fatal(err)
 		}
 		other(seq)
 	}
+	return seq
+}
+
+// PhoneSSRC is the SSRC of the Opus a plain phone sends in Talk.
+const PhoneSSRC = 0x50710002
+
+// Talk has the browser and a plain RTP phone on conn talk every 20 ms,
+// from packet seq on, until each heard the other's payload of phase
+// ("\xfcbrowser "+phase, "\xfcphone "+phase): the phone sends its Opus to
+// toPhoneLeg, the anchor's port for it, and fromBrowser (PlainRTP of
+// conn) brings what it heard. The seq after the last packet.
+func (b *Browser) Talk(t testing.TB, phase string, conn *net.UDPConn, fromBrowser <-chan []byte, toPhoneLeg netip.AddrPort, seq uint16) uint16 {
+	t.Helper()
+	phoneSays := []byte("\xfcphone " + phase)
+	return b.ConverseFrom(t, seq, []byte("\xfcbrowser "+phase), phoneSays, fromBrowser, func(seq uint16) {
+		pkt := rtp.Packet{Header: rtp.Header{Version: 2, PayloadType: 111, SequenceNumber: seq, Timestamp: uint32(seq) * 960, SSRC: PhoneSSRC}, Payload: phoneSays}
+		plain, _ := pkt.Marshal()
+		if _, err := conn.WriteToUDPAddrPort(plain, toPhoneLeg); err != nil {
+			t.Fatal(err)
+		}
+	})
+}
+
+// PlainRTP brings the payloads of the Opus (payload type 111) RTP conn
+// receives, until it closes; those there is no room for are dropped.
+func PlainRTP(conn *net.UDPConn) <-chan []byte {
+	got := make(chan []byte, 256)
+	go func() {
+		buf := make([]byte, 1500)
+		for {
+			n, _, err := conn.ReadFromUDPAddrPort(buf)
+			if err != nil {
+				return
+			}
+			var p rtp.Packet
+			if p.Unmarshal(buf[:n]) == nil && p.PayloadType == 111 {
+				select {
+				case got <- bytes.Clone(p.Payload):
+				default:
+				}
+			}
+		}
+	}()
+	return got
 }
