@@ -2,8 +2,6 @@ package anchor
 
 import (
 	"bytes"
-	"io"
-	"log/slog"
 	"net"
 	"net/netip"
 	"sync"
@@ -147,14 +145,7 @@ func TestKeptMaxBundleCallGoesOn(t *testing.T) {
 
 func bundleManager(t *testing.T, k Keeper) (*Manager, *ports.Allocator) {
 	t.Helper()
-	alloc, err := ports.New(loopback, 44400, 44499)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(alloc.Close)
-	m := New(Config{Advertise: []netip.Addr{loopback}, Ports: alloc, ICESources: []netip.Prefix{netip.MustParsePrefix("127.0.0.0/8")},
-		Log: slog.New(slog.NewTextHandler(io.Discard, nil)), Keep: k, KeepEvery: time.Hour})
-	t.Cleanup(m.Close)
+	m, alloc := iceManager(t, 44400, Config{Keep: k, KeepEvery: time.Hour})
 	return m, alloc
 }
 
@@ -318,14 +309,7 @@ func bundleTalk(t *testing.T, phase string, b *bundlePeer, audio, video *udpPhon
 // offer has them in one group on one transport, pion (max-bundle)
 // answers it bundled, and both kinds flow both ways.
 func TestPionAnswersABundledOfferOfAudioAndVideo(t *testing.T) {
-	alloc, err := ports.New(loopback, 44500, 44599)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(alloc.Close)
-	m := New(Config{Advertise: []netip.Addr{loopback}, Ports: alloc, ICESources: []netip.Prefix{netip.MustParsePrefix("127.0.0.0/8")},
-		Log: slog.New(slog.NewTextHandler(io.Discard, nil))})
-	t.Cleanup(m.Close)
+	m, _ := iceManager(t, 44500, Config{})
 	audio, video := newUDPPhone(t), newUDPPhone(t)
 	audioHeard, audioStray := phoneHeard(audio, 111)
 	videoHeard, videoStray := phoneHeard(video, 96)

@@ -2,15 +2,12 @@ package anchor
 
 import (
 	"fmt"
-	"io"
-	"log/slog"
 	"net/netip"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/sori-voice/sori/media/ng"
-	"github.com/sori-voice/sori/media/ports"
 	"github.com/sori-voice/sori/media/sdp"
 	"github.com/sori-voice/sori/media/webrtc/webrtctest"
 )
@@ -21,14 +18,7 @@ import (
 // a=group:BUNDLE 0 and a=mid:0. pion answers, ICE and DTLS connect, and
 // Opus goes both ways.
 func TestPionAnswersTheAnchorsOfferFromAPlainPhone(t *testing.T) {
-	alloc, err := ports.New(loopback, 48700, 48799)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(alloc.Close)
-	m := New(Config{Advertise: []netip.Addr{loopback}, Ports: alloc, ICESources: []netip.Prefix{netip.MustParsePrefix("127.0.0.0/8")},
-		Log: slog.New(slog.NewTextHandler(io.Discard, nil))})
-	t.Cleanup(m.Close)
+	m, _ := iceManager(t, 48700, Config{})
 	phone := newUDPPhone(t)
 	fromBrowser := plainPhone(phone)
 

@@ -3,8 +3,6 @@ package anchor
 import (
 	"bytes"
 	"context"
-	"io"
-	"log/slog"
 	"net"
 	"net/netip"
 	"strings"
@@ -19,7 +17,6 @@ import (
 
 	"github.com/sori-voice/sori/media/dtlssrtp"
 	"github.com/sori-voice/sori/media/ng"
-	"github.com/sori-voice/sori/media/ports"
 	"github.com/sori-voice/sori/media/rtptest"
 	"github.com/sori-voice/sori/media/sdp"
 )
@@ -157,17 +154,8 @@ func consentOf(t *testing.T, m *Manager) string {
 // silent too the call ends as a media timeout, reported to the controller.
 func TestConsentFreshness(t *testing.T) {
 	const consent, mediaTimeout = 400 * time.Millisecond, time.Second
-	alloc, err := ports.New(loopback, 49000, 49099)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(alloc.Close) // the parked pairs, after everything else
 	notified := make(chan ng.Dict, 4)
-	m := New(Config{Advertise: []netip.Addr{loopback}, Ports: alloc, ICESources: []netip.Prefix{netip.MustParsePrefix("127.0.0.0/8")},
-		ConsentTimeout: consent, MediaTimeout: mediaTimeout,
-		Notify: NotifierFunc(func(_ netip.AddrPort, d ng.Dict) error { notified <- d; return nil }),
-		Log:    slog.New(slog.NewTextHandler(io.Discard, nil))})
-	t.Cleanup(m.Close)
+	m, alloc := iceManager(t, 49000, Config{ConsentTimeout: consent, MediaTimeout: mediaTimeout, Notify: NotifierFunc(func(_ netip.AddrPort, d ng.Dict) error { notified <- d; return nil })})
 	ctx, cancel := context.WithCancel(context.Background())
 	t.Cleanup(cancel)
 	go m.RunConsent(ctx)

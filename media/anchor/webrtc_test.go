@@ -238,14 +238,7 @@ func TestWebRTCRefusals(t *testing.T) {
 // and answer (toward WebRTC), then ICE, DTLS and SRTP on the anchor's
 // socket, and Opus both ways in clear on the phone's side.
 func TestPionPeerThroughTheAnchorToAPlainPhone(t *testing.T) {
-	alloc, err := ports.New(loopback, 48600, 48699)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(alloc.Close) // the parked pairs, after everything else
-	m := New(Config{Advertise: []netip.Addr{loopback}, Ports: alloc, ICESources: []netip.Prefix{netip.MustParsePrefix("127.0.0.0/8")},
-		Log: slog.New(slog.NewTextHandler(io.Discard, nil))})
-	t.Cleanup(m.Close)
+	m, _ := iceManager(t, 48600, Config{})
 	phone := newUDPPhone(t)
 
 	browser := webrtctest.NewBrowser(t)
@@ -404,4 +397,24 @@ func TestICEChecksOnTheAnchorsPort(t *testing.T) {
 	if n, _, err := phone.conn.ReadFromUDPAddrPort(buf); err == nil {
 		t.Fatalf("the phone got %x from a leg that has no DTLS keys", buf[:n])
 	}
+}
+
+// iceManager is a Manager on loopback ports lo..lo+99 taking ICE
+// checks from 127.0.0.0/8, cfg giving the rest; both closed at the end,
+// the parked port pairs after everything else.
+func iceManager(t *testing.T, lo int, cfg Config) (*Manager, *ports.Allocator) {
+	t.Helper()
+	alloc, err := ports.New(loopback, lo, lo+99)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(alloc.Close)
+	cfg.Advertise, cfg.Ports = []netip.Addr{loopback}, alloc
+	cfg.ICESources = []netip.Prefix{netip.MustParsePrefix("127.0.0.0/8")}
+	if cfg.Log == nil {
+		cfg.Log = slog.New(slog.NewTextHandler(io.Discard, nil))
+	}
+	m := New(cfg)
+	t.Cleanup(m.Close)
+	return m, alloc
 }
