@@ -6,7 +6,7 @@ GO ?= go
 STATICCHECK := honnef.co/go/tools/cmd/staticcheck@v0.8.2
 BIN := bin
 
-.PHONY: all build run demo test deps fmt-check vet lint unit bench bench-media load-register load-register-transports load-calls cluster-failover redis-ops mem-figures reference-deps compare soak clean
+.PHONY: all build run demo test deps fmt-check vet lint unit bench bench-media load-register load-register-transports load-calls cluster-failover redis-ops mem-figures reference-deps compare soak clean bpf
 
 all: build
 
@@ -80,6 +80,13 @@ test: deps lint unit
 
 bench:
 	$(GO) test -run '^$$' -bench . -benchmem ./...
+
+# Rebuild the kernel fast path's eBPF object (media/fastpath/forward_bpfel.o,
+# committed, so only after changing media/fastpath/bpf/forward.c).
+bpf:
+	@{ command -v clang >/dev/null 2>&1 && [ -e /usr/include/bpf/bpf_helpers.h ]; } || \
+		{ apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq clang libbpf-dev; }
+	$(GO) generate ./media/fastpath/
 
 # sori-anchor and rtpengine (installed here when absent, its service left
 # off) under the same RTP load in one run: packets/s, loss, latency, CPU.

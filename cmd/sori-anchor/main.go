@@ -57,27 +57,28 @@ func main() {
 type usageError struct{ error }
 
 type options struct {
-	ng           netip.AddrPort
-	minPort      int
-	maxPort      int
-	listen       netip.Addr
-	advertise    []netip.Addr
-	http         string
-	mediaTimeout time.Duration
-	rtcpInterval time.Duration
-	jitter       jitter.Config
-	logLevel     slog.Level
-	pprof        bool
-	workers      int
-	sendRing     bool
-	recvRing     bool
-	cpuProfile   string
-	iceSources   []netip.Prefix
-	redis        string // keeps the calls across a restart; "": not kept
-	redisID      string
-	redisEvery   time.Duration
-	consent      time.Duration
-	certLifetime time.Duration
+	ng            netip.AddrPort
+	minPort       int
+	maxPort       int
+	listen        netip.Addr
+	advertise     []netip.Addr
+	http          string
+	mediaTimeout  time.Duration
+	rtcpInterval  time.Duration
+	jitter        jitter.Config
+	logLevel      slog.Level
+	pprof         bool
+	workers       int
+	sendRing      bool
+	recvRing      bool
+	kernelForward bool
+	cpuProfile    string
+	iceSources    []netip.Prefix
+	redis         string // keeps the calls across a restart; "": not kept
+	redisID       string
+	redisEvery    time.Duration
+	consent       time.Duration
+	certLifetime  time.Duration
 }
 
 func parseFlags(args []string, stderr io.Writer) (options, error) {
@@ -99,6 +100,7 @@ func parseFlags(args []string, stderr io.Writer) (options, error) {
 	workers := fs.Int("workers", 0, "goroutines relaying RTP on Linux, each with its own epoll (0: one per CPU)")
 	sendRing := fs.Bool("io-uring", true, "relay RTP through io_uring on Linux: multishot receives and one submit of sends per wake-up for many sockets (false: epoll, recvmmsg and a sendmmsg per socket)")
 	recvRing := fs.Bool("io-uring-recv", true, "with -io-uring, receive through it too (false: epoll and recvmmsg, sends still through io_uring)")
+	kernelForward := fs.Bool("kernel-forward", true, "on Linux, forward plain RTP streams that need no jitter buffer, SRTP or ICE in the kernel (an eBPF program on the -listen address's interface; needs root or CAP_BPF and CAP_NET_ADMIN, and Linux 6.6; without them the relay forwards everything)")
 	cpuProfile := fs.String("cpuprofile", "", "write a CPU profile of the whole run to this file")
 	iceSources := fs.String("ice-sources", "", "comma-separated CIDRs a WebRTC peer's ICE checks are answered from; media of a WebRTC leg comes only from an address that passed one (empty: any)")
 	redisURL := fs.String("redis", "", "keep every call's state in Redis and restore the calls on start, on the same ports (redis://, redis-sentinel://, redis-cluster://, as sori's store; empty: not kept)")
@@ -156,6 +158,7 @@ func parseFlags(args []string, stderr io.Writer) (options, error) {
 	o.workers = *workers
 	o.sendRing = *sendRing
 	o.recvRing = *recvRing
+	o.kernelForward = *kernelForward
 	o.cpuProfile = *cpuProfile
 	if *iceSources != "" {
 		for _, c := range strings.Split(*iceSources, ",") {
@@ -333,6 +336,9 @@ func run(ctx context.Context, args []string, stderr io.Writer) error {
 
 	runCtx, cancel := context.WithCancel(ctx)
 	defer cancel()
+	if path := openFastPath(runCtx, o, reg, log); path != nil {
+		defer path.Close() // after mgr.Close: no route is left
+	}
 	keepCtx, keepCancel := context.WithCancel(context.WithoutCancel(ctx))
 	defer keepCancel()
 	keepDone := make(chan struct{})

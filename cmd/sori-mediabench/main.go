@@ -9,7 +9,9 @@
 // SDP), sends 50 RTP packets/s in each direction of each call (12-byte
 // header + 80-byte payload carrying the send time), receives what the relay
 // forwards, and reports forwarded packets/s, loss, added latency p50/p99
-// and the relay's CPU from /proc. K doubles from -calls while every relay
+// and the relay's CPU from /proc (its threads, and the run time of
+// the eBPF programs it holds: sori-anchor's kernel fast path runs in the
+// sender's softirq, in no process's times). K doubles from -calls while every relay
 // forwards more than 99.9 %, then the largest K each relay passed is
 // reported with its CPU cost per packet, and the ratios between relays:
 // at their own largest passing steps, and at the largest step both passed
@@ -107,7 +109,9 @@ type result struct {
 	pps           float64 // packets/s into the relay during the measurement
 	p50, p99      time.Duration
 	cpu           float64 // % of one core
-	usPerPacket   float64
+	usPerPacket   float64 // the relay's CPU (its threads, and its eBPF programs' run time) per packet forwarded
+	bpfPct        float64 // of cpu, the relay's eBPF programs (sori-anchor's kernel fast path)
+	machineUs     float64 // the whole machine's busy CPU per packet forwarded, the generator's included
 	setupFailures int
 	jbDelay       time.Duration // the largest jitter-buffer delay a sampled stream reported (-1: none reported)
 }
@@ -159,9 +163,15 @@ func run(o options) error {
 		return err
 	}
 	defer client.Close()
+	for _, r := range o.relays {
+		if b, _ := os.ReadFile("/proc/sys/kernel/bpf_stats_enabled"); holdsBPF(r.pids) && strings.TrimSpace(string(b)) != "1" {
+			// Its eBPF programs' work would be counted nowhere.
+			return fmt.Errorf("%s runs eBPF programs: set kernel.bpf_stats_enabled=1 so that their run time is counted in its CPU", r.name)
+		}
+	}
 	best := map[string]result{}
 	steps := map[int]map[string]result{} // every relay's result at each step
-	fmt.Printf("%-12s %6s %10s %9s %9s %9s %8s %8s %6s\n", "relay", "calls", "pps_in", "loss_%", "p50_us", "p99_us", "cpu_%", "us/pkt", "jb_ms")
+	fmt.Printf("%-12s %6s %10s %9s %9s %9s %8s %8s %6s %10s %6s\n", "relay", "calls", "pps_in", "loss_%", "p50_us", "p99_us", "cpu_%", "us/pkt", "bpf_%", "sys_us/pkt", "jb_ms")
 	for k := o.calls; k <= o.maxCalls; k *= 2 {
 		allPass := true
 		for _, r := range o.relays {
@@ -180,8 +190,8 @@ func run(o options) error {
 				steps[k] = map[string]result{}
 			}
 			steps[k][r.name] = res
-			fmt.Printf("%-12s %6d %10.0f %9.3f %9d %9d %8.1f %8.2f %6s %s\n", r.name, k, res.pps, 100*res.loss(),
-				res.p50.Microseconds(), res.p99.Microseconds(), res.cpu, res.usPerPacket, res.jbString(), map[bool]string{true: "pass", false: "FAIL"}[res.pass()])
+			fmt.Printf("%-12s %6d %10.0f %9.3f %9d %9d %8.1f %8.2f %6.1f %10.2f %6s %s\n", r.name, k, res.pps, 100*res.loss(),
+				res.p50.Microseconds(), res.p99.Microseconds(), res.cpu, res.usPerPacket, res.bpfPct, res.machineUs, res.jbString(), map[bool]string{true: "pass", false: "FAIL"}[res.pass()])
 			if res.pass() {
 				best[r.name] = res
 			} else {
@@ -200,8 +210,8 @@ func run(o options) error {
 			fmt.Printf("RESULT relay=%s max_calls=0 (no step passed)\n", r.name)
 			continue
 		}
-		fmt.Printf("RESULT relay=%s max_calls=%d pps_in=%.0f loss=%.3f%% p50_us=%d p99_us=%d cpu=%.1f%% cpu_us_per_packet=%.2f pps_per_cpu_second=%.0f jb_delay_ms=%s\n",
-			r.name, b.calls, b.pps, 100*b.loss(), b.p50.Microseconds(), b.p99.Microseconds(), b.cpu, b.usPerPacket, 1e6/b.usPerPacket, b.jbString())
+		fmt.Printf("RESULT relay=%s max_calls=%d pps_in=%.0f loss=%.3f%% p50_us=%d p99_us=%d cpu=%.1f%% cpu_us_per_packet=%.2f pps_per_cpu_second=%.0f bpf_share=%.1f%% machine_us_per_packet=%.2f jb_delay_ms=%s\n",
+			r.name, b.calls, b.pps, 100*b.loss(), b.p50.Microseconds(), b.p99.Microseconds(), b.cpu, b.usPerPacket, 1e6/b.usPerPacket, b.bpfPct, b.machineUs, b.jbString())
 	}
 	// Each relay against the last one given (the reference).
 	ref := o.relays[len(o.relays)-1].name
@@ -219,8 +229,8 @@ func run(o options) error {
 			a, okA := steps[k][r.name]
 			b, okB := steps[k][ref]
 			if okA && okB && a.pass() && b.pass() {
-				fmt.Printf("RATIO %s/%s at %d calls: packets per CPU second %.2f, p99 latency %.2f (%d us against %d us)\n",
-					r.name, ref, k, b.usPerPacket/a.usPerPacket, float64(a.p99)/float64(b.p99), a.p99.Microseconds(), b.p99.Microseconds())
+				fmt.Printf("RATIO %s/%s at %d calls: packets per CPU second %.2f, p99 latency %.2f (%d us against %d us), whole machine CPU per packet %.2f\n",
+					r.name, ref, k, b.usPerPacket/a.usPerPacket, float64(a.p99)/float64(b.p99), a.p99.Microseconds(), b.p99.Microseconds(), a.machineUs/b.machineUs)
 				break
 			}
 		}
@@ -324,17 +334,21 @@ func step(client *ng.Client, r relay, k int, o options) (result, error) {
 	if res.setupFailures > 0 {
 		return res, nil
 	}
-	ticks0 := cpuTicks(r.pids)
-	stats := gen.blast(calls, o.warmup, o.measure, func() { ticks0 = cpuTicks(r.pids) })
-	ticks1 := cpuTicks(r.pids)
+	cpu0 := cpuUsed(r.pids)
+	stats := gen.blast(calls, o.warmup, o.measure, func() { cpu0 = cpuUsed(r.pids) })
+	cpu1 := cpuUsed(r.pids)
 	res.sent, res.got = stats.sent, stats.got
 	res.pps = float64(stats.sent) / o.measure.Seconds()
 	res.p50, res.p99 = stats.quantile(0.5), stats.quantile(0.99)
 	res.jbDelay = jitterDelay(client, r, calls)
-	cpuSec := float64(ticks1-ticks0) / 100 // USER_HZ
+	cpuSec := (cpu1.process + cpu1.bpf - cpu0.process - cpu0.bpf).Seconds()
 	res.cpu = 100 * cpuSec / (o.measure.Seconds() + 0.3)
+	if cpuSec > 0 {
+		res.bpfPct = 100 * (cpu1.bpf - cpu0.bpf).Seconds() / cpuSec
+	}
 	if res.got > 0 {
 		res.usPerPacket = cpuSec * 1e6 / float64(res.got)
+		res.machineUs = float64((cpu1.machine - cpu0.machine).Microseconds()) / float64(res.got)
 	}
 	return res, nil
 }
@@ -419,9 +433,18 @@ func target(body string) (netip.AddrPort, error) {
 	return netip.AddrPortFrom(s.Media[0].Addr, uint16(s.Media[0].Port)), nil
 }
 
-// cpuTicks sums user+system ticks of the processes and their threads.
-func cpuTicks(pids []int) int64 {
-	var total int64
+// cpuTime is CPU used since boot.
+type cpuTime struct {
+	process time.Duration // the relays' processes, all threads (user+system)
+	bpf     time.Duration // the eBPF programs they hold (run_time_ns; kernel.bpf_stats_enabled=1)
+	machine time.Duration // every CPU's busy time (/proc/stat: all but idle and iowait)
+}
+
+// userHZ is the unit of /proc's CPU times.
+const userHZ = 100
+
+func cpuUsed(pids []int) cpuTime {
+	var t cpuTime
 	for _, p := range pids {
 		b, err := os.ReadFile("/proc/" + strconv.Itoa(p) + "/stat")
 		if err != nil {
@@ -433,11 +456,72 @@ func cpuTicks(pids []int) int64 {
 			if len(f) > 12 {
 				u, _ := strconv.ParseInt(f[11], 10, 64)
 				st, _ := strconv.ParseInt(f[12], 10, 64)
-				total += u + st
+				t.process += time.Duration(u+st) * time.Second / userHZ
 			}
+		}
+		t.bpf += bpfRunTime(p)
+	}
+	if b, err := os.ReadFile("/proc/stat"); err == nil {
+		line, _, _ := strings.Cut(string(b), "\n")
+		f := strings.Fields(line) // cpu user nice system idle iowait irq softirq steal ...
+		for i, v := range f[1:] {
+			if i == 3 || i == 4 || i >= 8 {
+				continue // idle, iowait; guest time is in user already
+			}
+			n, _ := strconv.ParseInt(v, 10, 64)
+			t.machine += time.Duration(n) * time.Second / userHZ
+		}
+	}
+	return t
+}
+
+// bpfRunTime is the run time of the eBPF programs process pid holds open
+// (each once, by prog_id): the kernel fast path's share of the relay's work,
+// spent in the softirq of whoever sent the packet, so in no process's times.
+func bpfRunTime(pid int) time.Duration {
+	dir := "/proc/" + strconv.Itoa(pid) + "/fdinfo"
+	ents, err := os.ReadDir(dir)
+	if err != nil {
+		return 0
+	}
+	seen := map[string]bool{}
+	var total time.Duration
+	for _, e := range ents {
+		b, err := os.ReadFile(dir + "/" + e.Name())
+		if err != nil || !strings.Contains(string(b), "prog_id:") {
+			continue
+		}
+		var id string
+		var ns int64
+		for _, l := range strings.Split(string(b), "\n") {
+			k, v, _ := strings.Cut(l, ":")
+			switch strings.TrimSpace(k) {
+			case "prog_id":
+				id = strings.TrimSpace(v)
+			case "run_time_ns":
+				ns, _ = strconv.ParseInt(strings.TrimSpace(v), 10, 64)
+			}
+		}
+		if id != "" && !seen[id] {
+			seen[id] = true
+			total += time.Duration(ns)
 		}
 	}
 	return total
+}
+
+// holdsBPF: one of pids holds an eBPF program open.
+func holdsBPF(pids []int) bool {
+	for _, p := range pids {
+		dir := "/proc/" + strconv.Itoa(p) + "/fdinfo"
+		ents, _ := os.ReadDir(dir)
+		for _, e := range ents {
+			if b, err := os.ReadFile(dir + "/" + e.Name()); err == nil && strings.Contains(string(b), "prog_id:") {
+				return true
+			}
+		}
+	}
+	return false
 }
 
 // generator is the two phones of every call: sockets for leg A and leg B.

@@ -2,6 +2,8 @@ package main
 
 import (
 	"fmt"
+	"os"
+	"path/filepath"
 	"strings"
 	"syscall"
 	"testing"
@@ -26,6 +28,7 @@ func TestOverloadShedsLateNewRequests(t *testing.T) {
 	if err := n.cmd.Process.Signal(syscall.SIGSTOP); err != nil {
 		t.Fatal(err)
 	}
+	waitStopped(t, n.cmd.Process.Pid)
 	resumed := false
 	resume := func() {
 		if !resumed {
@@ -66,5 +69,31 @@ func TestOverloadShedsLateNewRequests(t *testing.T) {
 		if _, body := httpGet(t, "http://"+n.http+"/metrics"); !strings.Contains(body, want) {
 			t.Errorf("metrics lack %s:\n%s", want, grep(body, "sori_overload"))
 		}
+	}
+}
+
+// waitStopped returns once every thread of pid is stopped: a signal is
+// delivered when the thread next runs, so on a busy machine sori could
+// still read the requests sent right after kill(2) returned.
+func waitStopped(t *testing.T, pid int) {
+	t.Helper()
+	for end := time.Now().Add(5 * time.Second); ; {
+		tasks, _ := filepath.Glob(fmt.Sprintf("/proc/%d/task/*/stat", pid))
+		stopped := len(tasks) > 0
+		for _, f := range tasks {
+			b, err := os.ReadFile(f)
+			i := strings.LastIndexByte(string(b), ')')
+			if err != nil || i < 0 || i+2 >= len(b) || b[i+2] != 'T' {
+				stopped = false
+				break
+			}
+		}
+		if stopped {
+			return
+		}
+		if time.Now().After(end) {
+			t.Fatalf("sori (pid %d) not stopped 5 s after SIGSTOP", pid)
+		}
+		time.Sleep(time.Millisecond)
 	}
 }

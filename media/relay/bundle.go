@@ -59,7 +59,10 @@ func NewBundle(midID int, sections []BundleSection) *Bundle {
 func (b *Bundle) Sections() []BundleSection { return b.secs }
 
 // SetBundle makes s the transport of b's sections (nil: of none).
-func (s *Stream) SetBundle(b *Bundle) { s.bundle.Store(b) }
+func (s *Stream) SetBundle(b *Bundle) {
+	s.bundle.Store(b)
+	s.fastChanged()
+}
 
 // Route is the section (an index of the sections) a decrypted RTP or
 // RTCP packet belongs to; -1: none found (the transport's own section

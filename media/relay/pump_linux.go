@@ -337,6 +337,7 @@ func (p *pumpState) forward(n int, wall time.Time) {
 		c.errors.Add(errors)
 	}
 	s.last.Store(wall.UnixNano())
+	fwd := p.nOut
 	if p.nOut > 0 {
 		p.flush(c, p.rtcp)
 	}
@@ -351,6 +352,9 @@ func (p *pumpState) forward(n int, wall time.Time) {
 	}
 	if nBundled > 0 {
 		p.flushBundled(nBundled)
+	}
+	if fwd > 0 && !p.rtcp && lc == nil && bd == nil && sentOn == nil && s.play == nil && s.fastCandidate() {
+		s.tryFast() // plain RTP that only needed forwarding: the kernel can take it from here
 	}
 	for i := range p.rx[:n] {
 		p.rx[i].b = nil

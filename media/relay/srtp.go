@@ -66,6 +66,7 @@ type legCrypto struct {
 func (s *Stream) SetCrypto(c *Crypto) error {
 	s.cryptoMu.Lock()
 	defer s.cryptoMu.Unlock()
+	defer s.fastChanged()
 	if c == nil {
 		s.crypto.Store(nil)
 		return nil
@@ -183,6 +184,7 @@ type iceGate struct{ ICE }
 // so a WebRTC leg is one with SetCrypto, SetOther and SetICE; the
 // address media goes to follows Latch.
 func (s *Stream) SetICE(ice ICE) {
+	defer s.fastChanged()
 	if ice == nil {
 		s.ice.Store(nil)
 		return
@@ -202,6 +204,7 @@ func (s *Stream) iceAllows(src netip.AddrPort) bool {
 func (s *Stream) Latch(a netip.AddrPort) {
 	if cur := s.latched.Load(); cur == nil || *cur != a {
 		store(&s.latched, a)
+		s.fastChanged()
 	}
 	if s.mux.Load() {
 		if cur := s.rtcpSeen.Load(); cur == nil || *cur != a {
@@ -216,7 +219,11 @@ func (s *Stream) Latch(a netip.AddrPort) {
 // counted as an error of the stream it came in on, as when the leg has no
 // address. STUN and DTLS (SendOther) still go: answering the peer's
 // checks is how consent comes back. A new Stream has consent.
-func (s *Stream) SetConsent(granted bool) { s.refused.Store(!granted) }
+func (s *Stream) SetConsent(granted bool) {
+	if s.refused.Swap(!granted) != !granted {
+		s.fastChanged()
+	}
+}
 
 // notMedia: by its first byte, b is not RTP or RTCP (RFC 7983 §7).
 func notMedia(b []byte) bool { return len(b) == 0 || b[0] < 128 || b[0] > 191 }

@@ -69,6 +69,7 @@ type Stream struct {
 	refused  atomic.Bool               // the peer withdrew its consent to receive (SetConsent)
 	unkeyed  atomic.Uint64             // packets for the phone dropped before its SRTP keys (Unkeyed)
 	bundle   atomic.Pointer[Bundle]    // the sections this stream is the transport of (SetBundle); nil: its own only
+	fast     fastState                 // its route in the kernel's fast path (fast.go)
 
 	wg sync.WaitGroup
 	streamSys
@@ -144,13 +145,22 @@ func (s *Stream) Port() int { return s.pair.Port }
 func (s *Stream) Pair() *ports.Pair { return s.pair }
 
 // SetPeer links s to the stream its packets go out of.
-func (s *Stream) SetPeer(p *Stream) { s.peer.Store(p) }
+func (s *Stream) SetPeer(p *Stream) {
+	if s.peer.Swap(p) != p {
+		s.fastChanged()
+	}
+}
 
 // SetEndpoint records where the phone receives, from its SDP. An invalid
 // address (a name, or 0.0.0.0 hold) leaves only latching to find it.
 func (s *Stream) SetEndpoint(rtp, rtcp netip.AddrPort) {
 	if rtp.IsValid() && !rtp.Addr().IsUnspecified() {
-		store(&s.expected, rtp)
+		if cur := s.expected.Load(); cur == nil || *cur != rtp {
+			store(&s.expected, rtp)
+			if s.latched.Load() == nil {
+				s.fastChanged() // the peer's route sent to the old one
+			}
+		}
 	}
 	if rtcp.IsValid() && !rtcp.Addr().IsUnspecified() {
 		store(&s.rtcpDest, rtcp)
@@ -202,6 +212,9 @@ func (s *Stream) accept(src netip.AddrPort, rtcp bool) bool {
 			}
 		}
 		store(learned, src)
+		if e := s.expected.Load(); !rtcp && (e == nil || *e != src) {
+			s.fastChanged() // the peer's route sent to the SDP's address
+		}
 		return true
 	case *cur == src:
 		return true
@@ -210,6 +223,9 @@ func (s *Stream) accept(src netip.AddrPort, rtcp bool) bool {
 		// address the phone's own signalling named (a re-offer after a
 		// move from Wi-Fi to LTE): a stranger cannot take the stream.
 		store(learned, src)
+		if !rtcp {
+			s.fastChanged()
+		}
 		return true
 	default:
 		return !s.opts.StrictSource

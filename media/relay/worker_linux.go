@@ -328,6 +328,7 @@ func (s *Stream) closeSockets() {
 	}
 	s.closed = true
 	s.gone.Store(true)
+	s.fastClose()
 	if w := s.worker.Load(); w != nil {
 		w.remove(s.rtpSock, s.rtcpSock)
 		w.streams.Add(-1)
