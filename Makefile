@@ -34,7 +34,8 @@ demo: build
 
 # Installs redis-server, sipp (package sip-tester), kamailio (the ng interop
 # test), baresip and linphonec (package linphone-cli; the softphone test),
-# stunnel4 (carries SIPp's TCP over TLS: Debian's sipp has no TLS),
+# stunnel4 (carries SIPp's TCP over TLS: Debian's sipp has no TLS), iproute2
+# (the kernel fast path's test across network namespaces),
 # chromium (the quality page's test, headless) and rtpengine-daemon (sori
 # driving rtpengine as its anchor) with apt-get, only when absent. Kamailio's own service is not wanted: it would take port 5060.
 deps:
@@ -45,6 +46,7 @@ deps:
 	command -v baresip >/dev/null 2>&1 || missing="$$missing baresip"; \
 	command -v linphonec >/dev/null 2>&1 || missing="$$missing linphone-cli"; \
 	command -v stunnel4 >/dev/null 2>&1 || missing="$$missing stunnel4"; \
+	PATH="$$PATH:/usr/sbin:/sbin" command -v ip >/dev/null 2>&1 || missing="$$missing iproute2"; \
 	command -v chromium >/dev/null 2>&1 || missing="$$missing chromium"; \
 	PATH="$$PATH:/usr/sbin" command -v rtpengine >/dev/null 2>&1 || missing="$$missing rtpengine-daemon"; \
 	if [ -n "$$missing" ]; then \

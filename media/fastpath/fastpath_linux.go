@@ -8,12 +8,12 @@ import (
 	"net"
 	"net/netip"
 	"os"
-
 	"time"
 
 	"github.com/cilium/ebpf"
 	"github.com/cilium/ebpf/link"
 	"github.com/cilium/ebpf/ringbuf"
+	"github.com/jsimonetti/rtnetlink/v2"
 	"golang.org/x/sys/unix"
 )
 
@@ -26,7 +26,8 @@ type Path struct {
 	links []link.Link
 	rd    *ringbuf.Reader
 	local map[netip.Addr]bool // this host's addresses when Open ran
-
+	loop  []netip.Prefix      // and its loopback interfaces' prefixes (127.0.0.0/8): local too
+	rt    *rtnetlink.Conn     // route lookups for non-local destinations (Set; its caller serialises)
 }
 
 // Open loads the program and attaches it (tcx ingress) to the interfaces
@@ -51,6 +52,9 @@ func Open(addrs []netip.Addr) (*Path, error) {
 				continue
 			}
 			p.local[pfx.Addr().Unmap()] = true
+			if ifc.Flags&net.FlagLoopback != 0 && ifc.Flags&net.FlagUp != 0 {
+				p.loop = append(p.loop, pfx.Masked())
+			}
 			for _, want := range addrs {
 				want = want.Unmap()
 				if pfx.Addr().Unmap() == want || (want.IsLoopback() && ifc.Flags&net.FlagLoopback != 0) {
@@ -67,7 +71,11 @@ func Open(addrs []netip.Addr) (*Path, error) {
 	if len(attach) == 0 {
 		return nil, fmt.Errorf("fastpath: no interface holds %v", addrs)
 	}
+	if p.rt, err = rtnetlink.Dial(nil); err != nil {
+		return nil, fmt.Errorf("fastpath: route netlink: %w", err)
+	}
 	if err := loadForwardObjects(&p.objs, nil); err != nil {
+		p.rt.Close()
 		return nil, fmt.Errorf("fastpath: load: %w", err)
 	}
 	for idx := range attach {
@@ -120,14 +128,62 @@ func (p *Path) Set(local netip.AddrPort, r Route) error {
 		DstAddr: be4(r.Dst.Addr()), DstPort: be2(r.Dst.Port()),
 		Id: r.ID,
 	}
-	if d := r.Dst.Addr().Unmap(); d.IsLoopback() || p.local[d] {
+	if p.isLocal(r.Dst.Addr().Unmap()) {
 		v.Flags = routeLocal
+	} else {
+		ifindex, nh, err := p.nextHop(r.Out.Addr().Unmap(), r.Dst.Addr().Unmap())
+		if err != nil {
+			return fmt.Errorf("fastpath: route to %s: %w", r.Dst, err)
+		}
+		v.Ifindex, v.NhAddr = ifindex, be4(nh)
 	}
 	k := key(local)
 	if err := p.objs.Routes.Put(&k, &v); err != nil {
 		return fmt.Errorf("fastpath: route %s: %w", local, err)
 	}
 	return nil
+}
+
+func (p *Path) isLocal(a netip.Addr) bool {
+	if p.local[a] {
+		return true
+	}
+	for _, pfx := range p.loop {
+		if pfx.Contains(a) {
+			return true
+		}
+	}
+	return false
+}
+
+// nextHop is where the kernel would send from src to dst (ip route get
+// dst from src): the interface and the gateway, or dst itself on a link.
+// Looked up once per route: a change of the host's routes reaches a
+// stream when its route is set again.
+func (p *Path) nextHop(src, dst netip.Addr) (uint32, netip.Addr, error) {
+	msgs, err := p.rt.Route.Get(&rtnetlink.RouteMessage{
+		Family:    unix.AF_INET,
+		DstLength: 32,
+		SrcLength: 32,
+		Attributes: rtnetlink.RouteAttributes{
+			Dst: net.IP(dst.AsSlice()),
+			Src: net.IP(src.AsSlice()),
+		},
+	})
+	if err != nil {
+		return 0, netip.Addr{}, err
+	}
+	for _, m := range msgs {
+		if m.Type != unix.RTN_UNICAST || m.Attributes.OutIface == 0 {
+			continue
+		}
+		nh := dst
+		if gw, ok := netip.AddrFromSlice(m.Attributes.Gateway); ok && gw.Unmap().Is4() {
+			nh = gw.Unmap()
+		}
+		return m.Attributes.OutIface, nh, nil
+	}
+	return 0, netip.Addr{}, errors.New("no unicast route")
 }
 
 // Delete removes local's route: its packets go to the relay again.
@@ -212,5 +268,9 @@ func (p *Path) Close() error {
 		errs = append(errs, p.rd.Close())
 	}
 	errs = append(errs, p.objs.Close())
+	if p.rt != nil {
+		errs = append(errs, p.rt.Close())
+		p.rt = nil
+	}
 	return errors.Join(errs...)
 }

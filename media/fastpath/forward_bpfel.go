@@ -33,6 +33,7 @@ type forwardRoute struct {
 	Pad2    uint16
 	Id      uint32
 	Ifindex uint32
+	NhAddr  uint32
 }
 
 // Names of all BPF objects in the ELF.

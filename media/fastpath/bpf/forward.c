@@ -44,7 +44,8 @@ struct route {
 	__u16 dst_port;
 	__u16 pad2;
 	__u32 id; // the relay's stream, in each record
-	__u32 ifindex; // the egress interface of a non-local destination (0: look it up)
+	__u32 ifindex; // a non-local destination's egress interface
+	__u32 nh_addr; // and its next hop: the destination itself or the gateway to it
 };
 
 // One forwarded packet, for the relay's RFC 3550 statistics and counters.
@@ -130,24 +131,14 @@ int sori_rtp_fwd(struct __sk_buff *skb)
 	__u16 old_sp = udp->source, old_dp = udp->dest;
 	__u32 new_s = r->out_addr, new_d = r->dst_addr;
 	__u16 new_sp = r->out_port, new_dp = r->dst_port;
+	// The anchor looked the route up when it set it (bpf_fib_lookup
+	// would need forwarding enabled on the interface; the anchor sends
+	// as a host, not a router).
 	__u32 ifindex = r->ifindex;
+	struct bpf_redir_neigh nh = {.nh_family = 2 /* AF_INET */, .ipv4_nh = r->nh_addr};
 	int local = r->flags & ROUTE_LOCAL;
-	if (!local && ifindex == 0) {
-		struct bpf_fib_lookup f = {};
-		f.family = 2; // AF_INET
-		f.l4_protocol = IPPROTO_UDP;
-		f.tot_len = bpf_ntohs(ip->tot_len);
-		f.ipv4_src = new_s;
-		f.ipv4_dst = new_d;
-		f.ifindex = skb->ingress_ifindex;
-		int rc = bpf_fib_lookup(skb, &f, sizeof(f), BPF_FIB_LOOKUP_SKIP_NEIGH);
-		if (rc == BPF_FIB_LKUP_RET_NOT_FWDED)
-			local = 1;
-		else if (rc != BPF_FIB_LKUP_RET_SUCCESS)
-			return TCX_NEXT; // no route known here: the relay sends it
-		else
-			ifindex = f.ifindex;
-	}
+	if (!local && ifindex == 0)
+		return TCX_NEXT;
 
 	struct record *rec = bpf_ringbuf_reserve(&records, sizeof(*rec), 0);
 	if (!rec) {
@@ -177,7 +168,7 @@ int sori_rtp_fwd(struct __sk_buff *skb)
 	count(0);
 	if (local)
 		return TCX_PASS; // up the stack to the phone's socket on this host
-	return bpf_redirect_neigh(ifindex, NULL, 0, 0);
+	return bpf_redirect_neigh(ifindex, &nh, sizeof(nh), 0); // resolves the next hop's MAC as the stack would
 }
 
 char __license[] SEC("license") = "Dual BSD/GPL";
