@@ -459,7 +459,8 @@ func cpuUsed(pids []int) cpuTime {
 				t.process += time.Duration(u+st) * time.Second / userHZ
 			}
 		}
-		t.bpf += bpfRunTime(p)
+		_, run := bpfPrograms(p)
+		t.bpf += run
 	}
 	if b, err := os.ReadFile("/proc/stat"); err == nil {
 		line, _, _ := strings.Cut(string(b), "\n")
@@ -475,17 +476,17 @@ func cpuUsed(pids []int) cpuTime {
 	return t
 }
 
-// bpfRunTime is the run time of the eBPF programs process pid holds open
-// (each once, by prog_id): the kernel fast path's share of the relay's work,
-// spent in the softirq of whoever sent the packet, so in no process's times.
-func bpfRunTime(pid int) time.Duration {
+// bpfPrograms counts the eBPF programs process pid holds open (each once,
+// by prog_id) and sums their run time: the kernel fast path's share of the
+// relay's work, spent in the softirq of whoever sent the packet, so in no
+// process's times.
+func bpfPrograms(pid int) (n int, run time.Duration) {
 	dir := "/proc/" + strconv.Itoa(pid) + "/fdinfo"
 	ents, err := os.ReadDir(dir)
 	if err != nil {
-		return 0
+		return 0, 0
 	}
 	seen := map[string]bool{}
-	var total time.Duration
 	for _, e := range ents {
 		b, err := os.ReadFile(dir + "/" + e.Name())
 		if err != nil || !strings.Contains(string(b), "prog_id:") {
@@ -504,21 +505,18 @@ func bpfRunTime(pid int) time.Duration {
 		}
 		if id != "" && !seen[id] {
 			seen[id] = true
-			total += time.Duration(ns)
+			n++
+			run += time.Duration(ns)
 		}
 	}
-	return total
+	return n, run
 }
 
 // holdsBPF: one of pids holds an eBPF program open.
 func holdsBPF(pids []int) bool {
 	for _, p := range pids {
-		dir := "/proc/" + strconv.Itoa(p) + "/fdinfo"
-		ents, _ := os.ReadDir(dir)
-		for _, e := range ents {
-			if b, err := os.ReadFile(dir + "/" + e.Name()); err == nil && strings.Contains(string(b), "prog_id:") {
-				return true
-			}
+		if n, _ := bpfPrograms(p); n > 0 {
+			return true
 		}
 	}
 	return false

@@ -63,11 +63,10 @@ func (s *Stream) local() netip.AddrPort {
 	return netip.AddrPortFrom(s.pair.Addr(), uint16(s.pair.Port))
 }
 
-// fastCandidate is the pump's cheap test, after it forwarded plain RTP of
-// s with nothing of s's own needing the relay (no jitter buffer, SRTP or
-// BUNDLE): whether tryFast may set a route.
+// fastCandidate is the pump's cheap test after it forwarded RTP of s:
+// whether tryFast may set a route (it checks the rest, fastable).
 func (s *Stream) fastCandidate() bool {
-	return s.fast.route.Load() == nil && !s.fast.never.Load() && routes.path.Load() != nil
+	return s.play == nil && s.fast.route.Load() == nil && !s.fast.never.Load() && routes.path.Load() != nil
 }
 
 // tryFast gives s's RTP route to the kernel if it can go there.
@@ -207,13 +206,7 @@ func FastRecord(r fastpath.Record) {
 	}
 	s.rtp.packets.Add(1)
 	s.rtp.bytes.Add(uint64(r.Len))
-	at := r.Arrival.UnixNano()
-	for {
-		last := s.last.Load()
-		if at <= last || s.last.CompareAndSwap(last, at) {
-			break
-		}
-	}
+	s.last.Store(r.Arrival.UnixNano()) // as the pump does: at most a poll's 10 ms behind a packet it forwards
 	s.statsMu.Lock()
 	s.stats.Update(r.SSRC, r.Seq, r.TS, r.Arrival)
 	s.statsMu.Unlock()

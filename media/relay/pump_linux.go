@@ -353,7 +353,7 @@ func (p *pumpState) forward(n int, wall time.Time) {
 	if nBundled > 0 {
 		p.flushBundled(nBundled)
 	}
-	if fwd > 0 && !p.rtcp && lc == nil && bd == nil && sentOn == nil && s.play == nil && s.fastCandidate() {
+	if fwd > 0 && !p.rtcp && s.fastCandidate() {
 		s.tryFast() // plain RTP that only needed forwarding: the kernel can take it from here
 	}
 	for i := range p.rx[:n] {
