@@ -43,10 +43,16 @@ func TestPhonesCallEachOther(t *testing.T) {
 	}
 	// tls: baresip over TLS (trusting the certificate sori made itself on
 	// first start), linphonec over UDP: the call crosses transports.
-	for _, transport := range []string{"udp", "tcp", "tls"} {
-		t.Run(transport, func(t *testing.T) {
+	// kernel: over UDP with the anchor's jitter buffer off, so the phones'
+	// RTP is forwarded by its kernel fast path once latched.
+	for _, name := range []string{"udp", "tcp", "tls", "kernel"} {
+		t.Run(name, func(t *testing.T) {
 			t.Parallel()
-			an := startAnchor(t)
+			transport, flags := name, []string(nil)
+			if name == "kernel" {
+				transport, flags = "udp", []string{"-jitter-buffer", "off"}
+			}
+			an := startAnchor(t, flags...)
 			n := startDefaultNode(t, an)
 			var alice *baresip
 			var bob *linphonec
@@ -62,6 +68,15 @@ func TestPhonesCallEachOther(t *testing.T) {
 
 			phoneCall(t, an, n.node, alice, bob)
 			phoneCall(t, an, n.node, bob, alice)
+			if name == "kernel" {
+				// Both calls' tones were heard (phoneCall): and most of
+				// their packets never woke the anchor.
+				forwarded, err := strconv.ParseFloat(an.metric(t, "sori_anchor_kernel_forwarded_packets_total"), 64)
+				if err != nil || forwarded < 200 {
+					t.Fatalf("the kernel forwarded %v packets (%v), want most of two calls' RTP", forwarded, err)
+				}
+				t.Logf("the kernel forwarded %.0f packets", forwarded)
+			}
 		})
 	}
 }
