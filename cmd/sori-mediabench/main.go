@@ -18,9 +18,10 @@
 // (the same load). A step where the generator itself fell behind (nothing
 // lost, but under 95 % of its packets sent: the machine is busy with
 // other work) is measured again, up to -retries times.
-// After each step it asks the relay (ng query, up to 32 calls) for its
-// jitter buffer's delay, printed as jb_ms ("-" when none is reported), so
-// the latency of a relay with a buffer can be read against it.
+// Before and after each step's measurement it asks the relay (ng query, up
+// to 32 calls) for its jitter buffer's delay, printed as jb_ms: the mean
+// of what it gave the packets of the measurement ("-" when none is
+// reported), so the latency of a relay with a buffer can be read against it.
 //
 // With -srtp, leg B of every call speaks SDES-SRTP (AES_CM_128_HMAC_SHA1_80):
 // the offer asks for RTP/SAVP towards it (ng transport-protocol), B answers
@@ -335,12 +336,16 @@ func step(client *ng.Client, r relay, k int, o options) (result, error) {
 		return res, nil
 	}
 	cpu0 := cpuUsed(r.pids)
-	stats := gen.blast(calls, o.warmup, o.measure, func() { cpu0 = cpuUsed(r.pids) })
+	var jb0 jbSample
+	stats := gen.blast(calls, o.warmup, o.measure, func() {
+		jb0 = sampleJitter(client, r, calls)
+		cpu0 = cpuUsed(r.pids)
+	})
 	cpu1 := cpuUsed(r.pids)
 	res.sent, res.got = stats.sent, stats.got
 	res.pps = float64(stats.sent) / o.measure.Seconds()
 	res.p50, res.p99 = stats.quantile(0.5), stats.quantile(0.99)
-	res.jbDelay = jitterDelay(client, r, calls)
+	res.jbDelay = jitterDelay(jb0, sampleJitter(client, r, calls))
 	cpuSec := (cpu1.process + cpu1.bpf - cpu0.process - cpu0.bpf).Seconds()
 	res.cpu = 100 * cpuSec / (o.measure.Seconds() + 0.3)
 	if cpuSec > 0 {
@@ -360,15 +365,19 @@ func (r result) jbString() string {
 	return strconv.FormatFloat(float64(r.jbDelay)/1e6, 'f', 1, 64)
 }
 
-// jitterDelay asks the relay (ng query, after the traffic) for the
-// jitter-buffer delay of up to 32 of the calls, spread over them, and
-// returns the largest: what the relay's buffer adds by design, to read its
-// latency against. sori-anchor's delay moves within a call (it grows for
-// late packets and shrinks back), so its mean over the packets held is
-// taken where the relay gives it. -1 when no stream reports one (no buffer, or a relay
-// that does not say).
-func jitterDelay(client *ng.Client, r relay, calls []call) time.Duration {
-	best := time.Duration(-1)
+// jbSample is what the relay says of its jitter buffers (ng query, up to
+// 32 of the calls, spread over them), per stream: the packets queued and
+// the delay they were given, summed, where the relay gives those
+// (sori-anchor), else just the delay.
+type jbSample map[string]jbStream
+
+type jbStream struct {
+	queued, delaySumUs int64 // -1: not reported
+	delay              time.Duration
+}
+
+func sampleJitter(client *ng.Client, r relay, calls []call) jbSample {
+	out := jbSample{}
 	step := max(len(calls)/32, 1)
 	for i := 0; i < len(calls); i += step {
 		res, err := ngDo(client, r.ng, ng.Dict{"command": "query", "call-id": calls[i].id})
@@ -377,17 +386,43 @@ func jitterDelay(client *ng.Client, r relay, calls []call) time.Duration {
 		}
 		tags := res.Dict("tags")
 		for tag := range tags {
-			for _, m := range list(tags.Dict(tag)["medias"]) {
-				for _, st := range list(m.(ng.Dict)["streams"]) {
+			for mi, m := range list(tags.Dict(tag)["medias"]) {
+				for si, st := range list(m.(ng.Dict)["streams"]) {
 					jb := st.(ng.Dict).Dict("jitter buffer")
-					if d, ok := jb.Int("mean delay us"); ok {
-						best = max(best, time.Duration(d)*time.Microsecond)
-					} else if d, ok := jb.Int("delay"); ok {
-						best = max(best, time.Duration(d)*time.Millisecond)
+					d, ok := jb.Int("delay")
+					if !ok {
+						continue
 					}
+					js := jbStream{queued: -1, delaySumUs: -1, delay: time.Duration(d) * time.Millisecond}
+					if q, ok := jb.Int("queued"); ok {
+						js.queued = q
+						js.delaySumUs, _ = jb.Int("delay sum us")
+					}
+					out[fmt.Sprintf("%d/%s/%d/%d", i, tag, mi, si)] = js
 				}
 			}
 		}
+	}
+	return out
+}
+
+// jitterDelay is the largest jitter-buffer delay of the sampled streams
+// over the measurement (from the samples before and after it): what the
+// relay's buffer adds by design, to read its latency against.
+// sori-anchor's delay moves within a call (the first second's guess comes
+// down, it grows for late packets and shrinks back), so the mean of what
+// it gave the packets queued between the samples is taken where the relay
+// reports it; else the delay after. -1 when no stream reports one (no
+// buffer, or a relay that does not say).
+func jitterDelay(before, after jbSample) time.Duration {
+	best := time.Duration(-1)
+	for k, a := range after {
+		b, ok := before[k]
+		if a.queued >= 0 && ok && b.queued >= 0 && a.queued > b.queued {
+			best = max(best, time.Duration(a.delaySumUs-b.delaySumUs)*time.Microsecond/time.Duration(a.queued-b.queued))
+			continue
+		}
+		best = max(best, a.delay)
 	}
 	return best
 }

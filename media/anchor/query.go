@@ -89,6 +89,9 @@ func (c *call) stats(now time.Time) ng.Dict {
 					// What a packet was held for by design, on average: the delay moves
 					// within a call (grown, shrunk), so "delay" alone is only the last.
 					jb["mean delay us"] = (st.DelaySum / time.Duration(st.Queued)).Microseconds()
+					// The sum and count too, so that a client can take the mean over
+					// an interval of its own from two queries.
+					jb["queued"], jb["delay sum us"] = int64(st.Queued), st.DelaySum.Microseconds()
 				}
 				rtpDict["jitter buffer"] = jb
 			}

@@ -481,7 +481,7 @@ func TestAdaptiveShrinksWithoutPauses(t *testing.T) {
 				return 30 * time.Millisecond
 			}
 			return time.Duration(i%3) * time.Millisecond
-		}, 35 * time.Millisecond, 45 * time.Millisecond, false, false},
+		}, 35 * time.Millisecond, 45 * time.Millisecond, true, false}, // the first window sheds 3 ms; the late packet grows it back
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
@@ -506,6 +506,39 @@ func TestAdaptiveShrinksWithoutPauses(t *testing.T) {
 				if gap := got[i].at - got[i-1].at; c.paced && got[i].seq == got[i-1].seq+1 && gap < frame-2*time.Millisecond {
 					t.Fatalf("packet %d %v after the previous one", got[i].seq, gap)
 				}
+			}
+		})
+	}
+}
+
+// TestAdaptiveLateArrivals: a packet that comes after its successor was
+// played grows the delay as one still in time does, so the next one like
+// it plays; a copy far older than the largest delay (a stale duplicate the
+// ring no longer holds) leaves the delay alone.
+func TestAdaptiveLateArrivals(t *testing.T) {
+	cases := []struct {
+		name      string
+		extra     arrival // pushed besides 200 packets of a clean stream
+		wantGrown bool
+	}{
+		// Packet 100 comes 30 ms late, after 101 (due 8 ms after it came) played.
+		{"after its successor", arrival{100, 100 * 960, false, 100*frame + 30*time.Millisecond}, true},
+		{"stale copy", arrival{20, 20 * 960, false, 150 * frame}, false},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			b := New(Config{Mode: Adaptive, Target: 8 * time.Millisecond, Max: 120 * time.Millisecond})
+			as := spurt(0, 0, 0, 200, none)
+			if c.extra.seq == 100 {
+				as = slices.DeleteFunc(as, func(a arrival) bool { return a.seq == 100 })
+			}
+			run(b, 1, append(as, c.extra))
+			st := b.Stats()
+			if (st.Grown > 0) != c.wantGrown {
+				t.Errorf("grown %d, want growth %v: %+v", st.Grown, c.wantGrown, st)
+			}
+			if c.wantGrown && st.Delay < 30*time.Millisecond {
+				t.Errorf("delay %v after a packet 30 ms late, want at least 30 ms: %+v", st.Delay, st)
 			}
 		})
 	}
