@@ -21,7 +21,10 @@
 // Before and after each step's measurement it asks the relay (ng query, up
 // to 32 calls) for its jitter buffer's delay, printed as jb_ms: the mean
 // of what it gave the packets of the measurement ("-" when none is
-// reported), so the latency of a relay with a buffer can be read against it.
+// reported), so the latency of a relay with a buffer can be read against it;
+// over_ms is the p99, over the packets of those sampled streams, of each
+// packet's latency less the mean delay its own stream's buffer gave in the
+// measurement: what the relay adds beyond its buffer's delay.
 //
 // With -srtp, leg B of every call speaks SDES-SRTP (AES_CM_128_HMAC_SHA1_80):
 // the offer asks for RTP/SAVP towards it (ng transport-protocol), B answers
@@ -115,6 +118,7 @@ type result struct {
 	machineUs     float64 // the whole machine's busy CPU per packet forwarded, the generator's included
 	setupFailures int
 	jbDelay       time.Duration // the largest jitter-buffer delay a sampled stream reported (-1: none reported)
+	jbOver        time.Duration // p99 of the sampled streams' packets' latency less their stream's mean delay (-1: none)
 }
 
 func (r result) loss() float64 {
@@ -172,7 +176,7 @@ func run(o options) error {
 	}
 	best := map[string]result{}
 	steps := map[int]map[string]result{} // every relay's result at each step
-	fmt.Printf("%-12s %6s %10s %9s %9s %9s %8s %8s %6s %10s %6s\n", "relay", "calls", "pps_in", "loss_%", "p50_us", "p99_us", "cpu_%", "us/pkt", "bpf_%", "sys_us/pkt", "jb_ms")
+	fmt.Printf("%-12s %6s %10s %9s %9s %9s %8s %8s %6s %10s %6s %7s\n", "relay", "calls", "pps_in", "loss_%", "p50_us", "p99_us", "cpu_%", "us/pkt", "bpf_%", "sys_us/pkt", "jb_ms", "over_ms")
 	for k := o.calls; k <= o.maxCalls; k *= 2 {
 		allPass := true
 		for _, r := range o.relays {
@@ -191,8 +195,8 @@ func run(o options) error {
 				steps[k] = map[string]result{}
 			}
 			steps[k][r.name] = res
-			fmt.Printf("%-12s %6d %10.0f %9.3f %9d %9d %8.1f %8.2f %6.1f %10.2f %6s %s\n", r.name, k, res.pps, 100*res.loss(),
-				res.p50.Microseconds(), res.p99.Microseconds(), res.cpu, res.usPerPacket, res.bpfPct, res.machineUs, res.jbString(), map[bool]string{true: "pass", false: "FAIL"}[res.pass()])
+			fmt.Printf("%-12s %6d %10.0f %9.3f %9d %9d %8.1f %8.2f %6.1f %10.2f %6s %7s %s\n", r.name, k, res.pps, 100*res.loss(),
+				res.p50.Microseconds(), res.p99.Microseconds(), res.cpu, res.usPerPacket, res.bpfPct, res.machineUs, res.jbString(), msString(res.jbOver), map[bool]string{true: "pass", false: "FAIL"}[res.pass()])
 			if res.pass() {
 				best[r.name] = res
 			} else {
@@ -211,8 +215,8 @@ func run(o options) error {
 			fmt.Printf("RESULT relay=%s max_calls=0 (no step passed)\n", r.name)
 			continue
 		}
-		fmt.Printf("RESULT relay=%s max_calls=%d pps_in=%.0f loss=%.3f%% p50_us=%d p99_us=%d cpu=%.1f%% cpu_us_per_packet=%.2f pps_per_cpu_second=%.0f bpf_share=%.1f%% machine_us_per_packet=%.2f jb_delay_ms=%s\n",
-			r.name, b.calls, b.pps, 100*b.loss(), b.p50.Microseconds(), b.p99.Microseconds(), b.cpu, b.usPerPacket, 1e6/b.usPerPacket, b.bpfPct, b.machineUs, b.jbString())
+		fmt.Printf("RESULT relay=%s max_calls=%d pps_in=%.0f loss=%.3f%% p50_us=%d p99_us=%d cpu=%.1f%% cpu_us_per_packet=%.2f pps_per_cpu_second=%.0f bpf_share=%.1f%% machine_us_per_packet=%.2f jb_delay_ms=%s p99_over_jb_ms=%s\n",
+			r.name, b.calls, b.pps, 100*b.loss(), b.p50.Microseconds(), b.p99.Microseconds(), b.cpu, b.usPerPacket, 1e6/b.usPerPacket, b.bpfPct, b.machineUs, b.jbString(), msString(b.jbOver))
 	}
 	// Each relay against the last one given (the reference).
 	ref := o.relays[len(o.relays)-1].name
@@ -230,8 +234,12 @@ func run(o options) error {
 			a, okA := steps[k][r.name]
 			b, okB := steps[k][ref]
 			if okA && okB && a.pass() && b.pass() {
-				fmt.Printf("RATIO %s/%s at %d calls: packets per CPU second %.2f, p99 latency %.2f (%d us against %d us), whole machine CPU per packet %.2f\n",
-					r.name, ref, k, b.usPerPacket/a.usPerPacket, float64(a.p99)/float64(b.p99), a.p99.Microseconds(), b.p99.Microseconds(), a.machineUs/b.machineUs)
+				over := ""
+				if a.jbOver >= 0 {
+					over = fmt.Sprintf(", p99 over its buffer's delay %s ms (buffer %s ms)", msString(a.jbOver), a.jbString())
+				}
+				fmt.Printf("RATIO %s/%s at %d calls: packets per CPU second %.2f, p99 latency %.2f (%d us against %d us), whole machine CPU per packet %.2f%s\n",
+					r.name, ref, k, b.usPerPacket/a.usPerPacket, float64(a.p99)/float64(b.p99), a.p99.Microseconds(), b.p99.Microseconds(), a.machineUs/b.machineUs, over)
 				break
 			}
 		}
@@ -283,7 +291,7 @@ func keyB(c *call, offer string) (answer string, err error) {
 
 // step runs K calls through one relay.
 func step(client *ng.Client, r relay, k int, o options) (result, error) {
-	res := result{calls: k, jbDelay: -1}
+	res := result{calls: k, jbDelay: -1, jbOver: -1}
 	gen, err := newGenerator(o.sockets)
 	if err != nil {
 		return res, err
@@ -337,7 +345,7 @@ func step(client *ng.Client, r relay, k int, o options) (result, error) {
 	}
 	cpu0 := cpuUsed(r.pids)
 	var jb0 jbSample
-	stats := gen.blast(calls, o.warmup, o.measure, func() {
+	stats := gen.blast(calls, o.warmup, o.measure, sampledCall(len(calls)), func() {
 		jb0 = sampleJitter(client, r, calls)
 		cpu0 = cpuUsed(r.pids)
 	})
@@ -345,7 +353,9 @@ func step(client *ng.Client, r relay, k int, o options) (result, error) {
 	res.sent, res.got = stats.sent, stats.got
 	res.pps = float64(stats.sent) / o.measure.Seconds()
 	res.p50, res.p99 = stats.quantile(0.5), stats.quantile(0.99)
-	res.jbDelay = jitterDelay(jb0, sampleJitter(client, r, calls))
+	jb1 := sampleJitter(client, r, calls)
+	res.jbDelay = jitterDelay(jb0, jb1)
+	res.jbOver = overDelay(jb0, jb1, stats.flows)
 	cpuSec := (cpu1.process + cpu1.bpf - cpu0.process - cpu0.bpf).Seconds()
 	res.cpu = 100 * cpuSec / (o.measure.Seconds() + 0.3)
 	if cpuSec > 0 {
@@ -358,11 +368,13 @@ func step(client *ng.Client, r relay, k int, o options) (result, error) {
 	return res, nil
 }
 
-func (r result) jbString() string {
-	if r.jbDelay < 0 {
+func (r result) jbString() string { return msString(r.jbDelay) }
+
+func msString(d time.Duration) string {
+	if d < 0 {
 		return "-"
 	}
-	return strconv.FormatFloat(float64(r.jbDelay)/1e6, 'f', 1, 64)
+	return strconv.FormatFloat(float64(d)/1e6, 'f', 1, 64)
 }
 
 // jbSample is what the relay says of its jitter buffers (ng query, up to
@@ -374,12 +386,22 @@ type jbSample map[string]jbStream
 type jbStream struct {
 	queued, delaySumUs int64 // -1: not reported
 	delay              time.Duration
+	ssrc               int64 // what the stream receives (the generator's flow), -1: not reported
+}
+
+// sampledCall says which calls sampleJitter asks about: up to 32, spread.
+func sampledCall(n int) func(i int) bool {
+	step := max(n/32, 1)
+	return func(i int) bool { return i%step == 0 }
 }
 
 func sampleJitter(client *ng.Client, r relay, calls []call) jbSample {
 	out := jbSample{}
-	step := max(len(calls)/32, 1)
-	for i := 0; i < len(calls); i += step {
+	sampled := sampledCall(len(calls))
+	for i := range calls {
+		if !sampled(i) {
+			continue
+		}
 		res, err := ngDo(client, r.ng, ng.Dict{"command": "query", "call-id": calls[i].id})
 		if err != nil {
 			continue
@@ -389,11 +411,15 @@ func sampleJitter(client *ng.Client, r relay, calls []call) jbSample {
 			for mi, m := range list(tags.Dict(tag)["medias"]) {
 				for si, st := range list(m.(ng.Dict)["streams"]) {
 					jb := st.(ng.Dict).Dict("jitter buffer")
+					ssrc, ok := st.(ng.Dict).Int("SSRC")
+					if !ok {
+						ssrc = -1
+					}
 					d, ok := jb.Int("delay")
 					if !ok {
 						continue
 					}
-					js := jbStream{queued: -1, delaySumUs: -1, delay: time.Duration(d) * time.Millisecond}
+					js := jbStream{queued: -1, delaySumUs: -1, delay: time.Duration(d) * time.Millisecond, ssrc: ssrc}
 					if q, ok := jb.Int("queued"); ok {
 						js.queued = q
 						js.delaySumUs, _ = jb.Int("delay sum us")
@@ -417,14 +443,41 @@ func sampleJitter(client *ng.Client, r relay, calls []call) jbSample {
 func jitterDelay(before, after jbSample) time.Duration {
 	best := time.Duration(-1)
 	for k, a := range after {
-		b, ok := before[k]
-		if a.queued >= 0 && ok && b.queued >= 0 && a.queued > b.queued {
-			best = max(best, time.Duration(a.delaySumUs-b.delaySumUs)*time.Microsecond/time.Duration(a.queued-b.queued))
-			continue
-		}
-		best = max(best, a.delay)
+		best = max(best, meanDelay(before[k], a))
 	}
 	return best
+}
+
+// meanDelay is what a stream's buffer gave the packets it queued between
+// two samples, on average (else the delay after).
+func meanDelay(b, a jbStream) time.Duration {
+	if a.queued >= 0 && b.queued >= 0 && a.queued > b.queued {
+		return time.Duration(a.delaySumUs-b.delaySumUs) * time.Microsecond / time.Duration(a.queued-b.queued)
+	}
+	return a.delay
+}
+
+// overDelay is the p99, over the measured packets of the sampled streams
+// that say what they receive (SSRC), of each packet's latency less its
+// stream's mean delay over the measurement: what the relay adds beyond
+// its buffer. -1 when no stream says.
+func overDelay(before, after jbSample, flows map[uint32]*[20000]int64) time.Duration {
+	var over stats
+	const bucket = 10 * time.Microsecond
+	for k, a := range after {
+		b, ok := before[k]
+		if !ok || a.ssrc < 0 || a.queued < 0 || flows[uint32(a.ssrc)] == nil {
+			continue
+		}
+		shift := int(meanDelay(b, a) / bucket)
+		for i, c := range flows[uint32(a.ssrc)] {
+			over.hist[max(i-shift, 0)] += c
+		}
+	}
+	if slices.Max(over.hist[:]) == 0 {
+		return -1
+	}
+	return over.quantile(0.99)
 }
 
 // list is a bencoded list of dictionaries, as ng.Dicts.
@@ -594,6 +647,9 @@ func (g *generator) close() {
 type stats struct {
 	sent, got int64
 	hist      [20000]int64 // 10 µs buckets up to 200 ms; the last one holds the rest
+	// The sampled calls' flows (by SSRC: 2i from A, 2i+1 from B), each
+	// its own histogram.
+	flows map[uint32]*[20000]int64
 }
 
 func (s *stats) quantile(q float64) time.Duration {
@@ -619,8 +675,13 @@ const pktSize = 92 // 12-byte RTP header + 80-byte payload
 
 // blast sends 50 packets/s per direction per call for warmup+measure, and
 // counts what comes back for packets sent while measuring.
-func (g *generator) blast(calls []call, warmup, measure time.Duration, startMeasure func()) *stats {
-	st := &stats{}
+func (g *generator) blast(calls []call, warmup, measure time.Duration, sampled func(i int) bool, startMeasure func()) *stats {
+	st := &stats{flows: map[uint32]*[20000]int64{}}
+	for i := range calls {
+		if sampled(i) {
+			st.flows[uint32(2*i)], st.flows[uint32(2*i+1)] = new([20000]int64), new([20000]int64)
+		}
+	}
 	var measuring atomic.Bool
 	var sent atomic.Int64
 	var mu sync.Mutex
@@ -640,11 +701,17 @@ func (g *generator) blast(calls []call, warmup, measure time.Duration, startMeas
 				msgs[i].Buffers = [][]byte{make([]byte, 1500)}
 			}
 			var local stats
+			local.flows = map[uint32]*[20000]int64{}
 			defer func() {
 				mu.Lock()
 				st.got += local.got
 				for i, c := range local.hist {
 					st.hist[i] += c
+				}
+				for ssrc, h := range local.flows {
+					for i, c := range h {
+						st.flows[ssrc][i] += c
+					}
 				}
 				mu.Unlock()
 			}()
@@ -669,8 +736,16 @@ func (g *generator) blast(calls []call, warmup, measure time.Duration, startMeas
 						continue // sent before measuring
 					}
 					local.got++
-					d := (now - int64(binary.BigEndian.Uint64(b[13:21]))) / 10000
-					local.hist[min(max(d, 0), int64(len(local.hist)-1))]++
+					d := min(max((now-int64(binary.BigEndian.Uint64(b[13:21])))/10000, 0), int64(len(local.hist)-1))
+					local.hist[d]++
+					if ssrc := binary.BigEndian.Uint32(b[8:12]); st.flows[ssrc] != nil {
+						h := local.flows[ssrc]
+						if h == nil {
+							h = new([20000]int64)
+							local.flows[ssrc] = h
+						}
+						h[d]++
+					}
 				}
 				if err != nil {
 					select {

@@ -53,6 +53,10 @@ func bindUDP(addr netip.Addr, port int) (int, error) {
 	} else if family == unix.AF_INET6 {
 		_ = unix.SetsockoptInt(fd, unix.IPPROTO_IPV6, unix.IPV6_V6ONLY, 0)
 	}
+	// Each datagram carries its arrival time in the kernel, which the
+	// relay's io_uring receive reads (SCM_TIMESTAMPNS) for the stream's
+	// jitter and its jitter buffer.
+	_ = unix.SetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_TIMESTAMPNS, 1)
 	if err := unix.Bind(fd, sa); err != nil {
 		unix.Close(fd)
 		return -1, fmt.Errorf("ports: bind %s: %w", netip.AddrPortFrom(addr, uint16(port)), err)

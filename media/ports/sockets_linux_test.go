@@ -56,6 +56,12 @@ func TestReleasedPairsAreParkedThenReused(t *testing.T) {
 	closed := false
 	p.SetCloser(func() { closed = true })
 	rtpFD, rtcpFD := p.FDs()
+	for _, fd := range []int{rtpFD, rtcpFD} {
+		// The relay reads each datagram's kernel arrival time.
+		if on, err := unix.GetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_TIMESTAMPNS); err != nil || on != 1 {
+			t.Fatalf("SO_TIMESTAMPNS %d (%v), want on", on, err)
+		}
+	}
 	a.Release(p)
 	if !closed || a.InUse() != 0 || a.Parked() != 1 || bindable(45700) || bindable(45701) {
 		t.Fatalf("released: closer %v, %d in use, %d parked, 45700 bindable %v", closed, a.InUse(), a.Parked(), bindable(45700))

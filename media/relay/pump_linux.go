@@ -148,6 +148,7 @@ type pumpState struct {
 type rxPacket struct {
 	b     []byte
 	src   netip.AddrPort
+	at    int64 // the kernel's arrival time (Unix ns; SO_TIMESTAMPNS), 0: the wake-up's
 	trunc bool
 }
 
@@ -306,13 +307,22 @@ func (p *pumpState) forward(n int, wall time.Time) {
 				continue
 			}
 		default:
-			s.observe(b, wall)
+			// RTP is measured and buffered at its arrival in the kernel:
+			// the worker's own lateness (a busy wake-up) is not the
+			// phone's jitter, so it neither counts in the hop's jitter
+			// nor makes the buffer's delay grow. rtpengine reads
+			// SO_TIMESTAMP likewise.
+			at := wall
+			if p.rx[i].at != 0 {
+				at = time.Unix(0, p.rx[i].at)
+			}
+			s.observe(b, at)
 			if sentOn != nil && len(b) >= 12 {
 				sentOn.Sent(s, binary.BigEndian.Uint32(b[8:12]))
 			}
 			if s.play != nil && isRTP(b) {
 				store := p.w.held.get(len(b))
-				if due, ok := s.enqueue(b, wall, store); !ok {
+				if due, ok := s.enqueue(b, at, store); !ok {
 					p.w.held.put(store)
 					errors++ // late or duplicate: the jitter buffer counts which
 				} else if due != 0 {

@@ -42,7 +42,7 @@ type recvRing struct {
 	nbufs   int    // a power of two
 	tail    uint16 // the buffer ring's tail (publish)
 
-	hdr  unix.Msghdr // the multishot template: a sockaddr_in6 room, no control
+	hdr  unix.Msghdr // the multishot template: a sockaddr_in6 room, one timestamp's control room
 	efd  int         // eventfd: the ops queue has work
 	arg  getEventsArg
 	ts   unix.Timespec
@@ -74,13 +74,16 @@ const (
 	// multishot runs out of buffers keeps its packets queued until the
 	// worker re-arms it, at the end of the wake-up.
 	rxBufs      = 2048
-	rxBufStride = bufSize + 64
+	rxBufStride = bufSize + 128
 	rxGroup     = 0
 
 	// rxOutSize is struct io_uring_recvmsg_out, which heads each buffer,
-	// followed by the source address (rxNameLen bytes) and the payload.
+	// followed by the source address (rxNameLen bytes), the control
+	// messages (rxCtlLen: the kernel's arrival time, SCM_TIMESTAMPNS) and
+	// the payload.
 	rxOutSize = 16
 	rxNameLen = uint32(unsafe.Sizeof(unix.RawSockaddrInet6{}))
+	rxCtlLen  = 32 // CMSG_SPACE(sizeof(struct timespec))
 
 	// User data of the ring's own requests; a socket's is its registry
 	// index and generation (sockUserData), never these.
@@ -139,6 +142,7 @@ func newRecvRing(nbufs int) (*recvRing, error) {
 	}
 	r.publish()
 	r.hdr.Namelen = rxNameLen
+	r.hdr.Controllen = rxCtlLen
 	if r.efd, err = unix.Eventfd(0, unix.EFD_NONBLOCK|unix.EFD_CLOEXEC); err != nil {
 		return fail("eventfd: %v", err)
 	}
@@ -286,19 +290,28 @@ func (r *recvRing) publish() {
 	atomic.StoreUint32((*uint32)(unsafe.Pointer(&r.bufRing[12])), uint32(r.tail)<<16|uint32(bid0))
 }
 
-// packet returns the source address and payload of buffer bid's datagram,
-// and whether it was truncated.
-func (r *recvRing) packet(bid uint16, res int32) (*unix.RawSockaddrInet6, []byte, bool) {
+// packet returns the source address, payload and kernel arrival time
+// (Unix nanoseconds, 0 when the socket gave none) of buffer bid's
+// datagram, and whether it was truncated.
+func (r *recvRing) packet(bid uint16, res int32) (*unix.RawSockaddrInet6, []byte, int64, bool) {
 	b := r.bufMem[int(bid)*rxBufStride : (int(bid)+1)*rxBufStride]
-	if res < rxOutSize+int32(rxNameLen) {
-		return nil, nil, true
+	if res < rxOutSize+int32(rxNameLen)+rxCtlLen {
+		return nil, nil, 0, true
 	}
 	out := (*recvmsgOut)(unsafe.Pointer(&b[0]))
 	name := (*unix.RawSockaddrInet6)(unsafe.Pointer(&b[rxOutSize]))
-	off := rxOutSize + int(rxNameLen)
+	at := int64(0)
+	if ctl := rxOutSize + int(rxNameLen); out.controllen >= rxCtlLen {
+		h := (*unix.Cmsghdr)(unsafe.Pointer(&b[ctl]))
+		if h.Level == unix.SOL_SOCKET && h.Type == unix.SCM_TIMESTAMPNS {
+			ts := (*unix.Timespec)(unsafe.Pointer(&b[ctl+unix.SizeofCmsghdr]))
+			at = ts.Nano()
+		}
+	}
+	off := rxOutSize + int(rxNameLen) + rxCtlLen
 	n := int(res) - off
 	trunc := out.flags&unix.MSG_TRUNC != 0 || int(out.payloadlen) > n
-	return name, b[off : off+n], trunc
+	return name, b[off : off+n], at, trunc
 }
 
 // enter submits what is queued and, with min > 0, waits for a completion
@@ -475,8 +488,8 @@ func (w *worker) reap(now time.Time) {
 			flush()
 			cur = k
 		}
-		name, b, trunc := r.packet(uint16(c.flags>>ioringCQEBufferShift), c.res)
-		p.rx[n] = rxPacket{b: b, trunc: trunc}
+		name, b, at, trunc := r.packet(uint16(c.flags>>ioringCQEBufferShift), c.res)
+		p.rx[n] = rxPacket{b: b, at: at, trunc: trunc}
 		if name != nil {
 			p.rx[n].src = sockaddrAddrPort(name)
 		}

@@ -7,6 +7,8 @@ import (
 	"sync/atomic"
 	"testing"
 	"time"
+
+	"golang.org/x/sys/unix"
 )
 
 // recvOnRing runs f on a locked thread with a receive ring of nbufs
@@ -73,8 +75,14 @@ func TestRecvRingRunsOutOfBuffersAndRearms(t *testing.T) {
 		k := socketOf(t, c)
 		k.idx, k.gen = 7, 9
 		ud := sockUserData(k)
+		// As media/ports sets it on the relay's sockets: each datagram
+		// comes with its arrival time in the kernel.
+		if err := unix.SetsockoptInt(k.fd, unix.SOL_SOCKET, unix.SO_TIMESTAMPNS, 1); err != nil {
+			t.Fatal(err)
+		}
 		tx := newPhone(t)
 		const total = 10
+		sentFrom := time.Now().UnixNano()
 		for i := 0; i < total; i++ {
 			tx.send(dst, opusPacket(uint16(i)))
 		}
@@ -90,9 +98,12 @@ func TestRecvRingRunsOutOfBuffersAndRearms(t *testing.T) {
 			ended := false
 			for _, c := range cqes {
 				if c.hasBu {
-					src, b, trunc := r.packet(c.bid, c.res)
+					src, b, at, trunc := r.packet(c.bid, c.res)
 					if trunc || sockaddrAddrPort(src) != tx.addr() {
 						t.Fatalf("packet from %v (truncated %v), want from %v", sockaddrAddrPort(src), trunc, tx.addr())
+					}
+					if now := time.Now().UnixNano(); at < sentFrom || at > now {
+						t.Fatalf("packet %d arrived at %d by the kernel, want between its sending (%d) and now (%d)", len(seqs), at, sentFrom, now)
 					}
 					want := opusPacket(uint16(len(seqs)))
 					if string(b) != string(want) {
