@@ -284,7 +284,7 @@ func (b *Buffer) Push(p Packet, now time.Time) Result {
 		// Grow only for lateness the largest delay would have covered: a
 		// packet later than that (a stale duplicate the ring no longer
 		// holds, a straggler of a long stall) says nothing of the jitter.
-		if due := b.anchorAt + b.span(ets-b.anchorTS) + int64(b.delay); t-due+int64(growMargin) <= int64(b.cfg.Max-b.delay) {
+		if due := b.due(ets); t-due+int64(growMargin) <= int64(b.cfg.Max-b.delay) {
 			b.growFor(due, t)
 		}
 		return Late
