@@ -9,6 +9,9 @@
 // SDP), sends 50 RTP packets/s in each direction of each call (12-byte
 // header + 80-byte payload carrying the send time), receives what the relay
 // forwards, and reports forwarded packets/s, loss, added latency p50/p99
+// (from the send time to the kernel's arrival time at the generator's
+// socket, SO_TIMESTAMPNS, so the generator's own lag in reading does not
+// count against a relay)
 // and the relay's CPU from /proc (its threads, and the run time of
 // the eBPF programs it holds: sori-anchor's kernel fast path runs in the
 // sender's softirq, in no process's times). K doubles from -calls while every relay
@@ -632,6 +635,11 @@ func newGenerator(n int) (*generator, error) {
 			}
 			_ = c.SetReadBuffer(4 << 20)
 			_ = c.SetWriteBuffer(4 << 20)
+			if err := stampArrivals(c); err != nil {
+				c.Close()
+				g.close()
+				return nil, fmt.Errorf("kernel arrival times (SO_TIMESTAMPNS): %w", err)
+			}
 			*side = append(*side, &gsock{conn: c, pc: ipv4.NewPacketConn(c), addr: c.LocalAddr().(*net.UDPAddr).AddrPort()})
 		}
 	}
@@ -699,6 +707,7 @@ func (g *generator) blast(calls []call, warmup, measure time.Duration, sampled f
 			msgs := make([]ipv4.Message, 64)
 			for i := range msgs {
 				msgs[i].Buffers = [][]byte{make([]byte, 1500)}
+				msgs[i].OOB = make([]byte, arrivalOOB)
 			}
 			var local stats
 			local.flows = map[uint32]*[20000]int64{}
@@ -718,9 +727,13 @@ func (g *generator) blast(calls []call, warmup, measure time.Duration, sampled f
 			for {
 				_ = s.conn.SetReadDeadline(time.Now().Add(200 * time.Millisecond))
 				n, err := s.pc.ReadBatch(msgs, 0)
-				now := time.Now().UnixNano()
+				read := time.Now().UnixNano()
 				for i := 0; i < n; i++ {
 					b := msgs[i].Buffers[0][:msgs[i].N]
+					now := arrival(msgs[i].OOB[:msgs[i].NN])
+					if now == 0 {
+						now = read
+					}
 					if len(b) >= 12 && isB[s] && len(calls) > 0 && calls[0].bRecv != nil {
 						// SRTP from the relay: A's flow 2i is call i's.
 						i := binary.BigEndian.Uint32(b[8:12]) / 2
