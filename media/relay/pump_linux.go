@@ -260,6 +260,14 @@ func (p *pumpState) forward(n int, wall time.Time) {
 		}
 		packets++
 		bytes += uint64(size)
+		// RTP is measured and buffered at its arrival in the kernel:
+		// the worker's own lateness (a busy wake-up) is not the phone's
+		// jitter, so it neither counts in the hop's jitter nor makes the
+		// buffer's delay grow. rtpengine reads SO_TIMESTAMP likewise.
+		at := wall
+		if p.rx[i].at != 0 {
+			at = time.Unix(0, p.rx[i].at)
+		}
 		if lc != nil {
 			// STUN and DTLS go to the leg's keying before latching: only
 			// media moves the stream, and on a WebRTC leg only media from
@@ -292,7 +300,11 @@ func (p *pumpState) forward(n int, wall time.Time) {
 				packets--
 				bytes -= uint64(size)
 				t, isCtl := bd.secs[sec].Stream, p.rtcp || isRTCP(b)
-				t.received(b, isCtl, wall)
+				when := at // its RTP at the kernel's arrival, as below
+				if isCtl {
+					when = wall
+				}
+				t.received(b, isCtl, when)
 				p.bidx[nBundled], p.bdst[nBundled], p.brtcp[nBundled] = i, t, isCtl
 				nBundled++
 				continue
@@ -307,15 +319,6 @@ func (p *pumpState) forward(n int, wall time.Time) {
 				continue
 			}
 		default:
-			// RTP is measured and buffered at its arrival in the kernel:
-			// the worker's own lateness (a busy wake-up) is not the
-			// phone's jitter, so it neither counts in the hop's jitter
-			// nor makes the buffer's delay grow. rtpengine reads
-			// SO_TIMESTAMP likewise.
-			at := wall
-			if p.rx[i].at != 0 {
-				at = time.Unix(0, p.rx[i].at)
-			}
 			s.observe(b, at)
 			if sentOn != nil && len(b) >= 12 {
 				sentOn.Sent(s, binary.BigEndian.Uint32(b[8:12]))
