@@ -311,14 +311,19 @@ func TestPasswordGuessingFloodIsBanned(t *testing.T) {
 }
 
 // A flood of 5000 OPTIONS/s that authenticates nothing is over the rate
-// limit (1000/s, burst 2000) and banned within a second; a trusted
-// network's equal flood is not limited at all.
+// limit (1000/s, burst 2000) and banned, once past the burst; a trusted
+// network's equal flood is not limited at all. When in the flood the ban
+// comes is read in requests sent, not in time: on a loaded machine sori
+// reads the flood late, and the limiter's timing has its own tests
+// (sip/abuse).
 func TestRequestFloodIsRateLimited(t *testing.T) {
 	n := startNode(t, nodeConfig{extra: "security:\n  trusted: [\"127.0.0.10/32\"]\n"})
-	flood := func(localIP string, d time.Duration) (sent int, banned time.Duration) {
+	// flood sends 5000 OPTIONS/s for up to d, and says how many it had
+	// sent when /bans first listed localIP (-1: never), stopping then.
+	flood := func(localIP string, d time.Duration) (sent, sentAtBan int) {
 		u := dialUDPFrom(t, localIP, n.addr())
 		start := time.Now()
-		banned = -1
+		sentAtBan = -1
 		tick := time.NewTicker(time.Millisecond)
 		defer tick.Stop()
 		var polled time.Time
@@ -329,19 +334,22 @@ func TestRequestFloodIsRateLimited(t *testing.T) {
 					t.Fatal(err)
 				}
 			}
-			if banned < 0 && time.Since(polled) > 10*time.Millisecond {
+			if time.Since(polled) > 10*time.Millisecond {
 				polled = time.Now()
 				if code, body := httpGetQuiet("http://" + n.http + "/bans"); code == 200 && strings.Contains(body, `"`+localIP+`"`) {
-					banned = time.Since(start)
+					return sent, sent
 				}
 			}
 		}
-		return sent, banned
+		return sent, -1
 	}
-	sent, banned := flood("127.0.0.9", 1500*time.Millisecond)
-	t.Logf("5000 OPTIONS/s from 127.0.0.9: %d sent, banned after %v", sent, banned.Round(time.Millisecond))
-	if banned < 0 || banned > time.Second {
-		t.Fatalf("the flooding source was banned after %v, want within 1 s", banned)
+	sent, atBan := flood("127.0.0.9", 10*time.Second)
+	t.Logf("5000 OPTIONS/s from 127.0.0.9: banned when %d had been sent", atBan)
+	if atBan < 0 {
+		t.Fatalf("the flooding source was not banned after %d requests", sent)
+	}
+	if atBan < 2000 {
+		t.Fatalf("the flooding source was banned after %d requests, within the burst of 2000", atBan)
 	}
 	b, _ := findBan(listBans(t, n), "127.0.0.9")
 	if b.Reason != "rate limit" || b.Until.Sub(b.Since) != time.Minute {
@@ -350,8 +358,8 @@ func TestRequestFloodIsRateLimited(t *testing.T) {
 	if v := metricValue(t, n, `sori_abuse_bans_total{reason="rate_limit"}`); v != 1 {
 		t.Fatalf("sori_abuse_bans_total{reason=\"rate_limit\"} = %v", v)
 	}
-	if _, banned := flood("127.0.0.10", 1500*time.Millisecond); banned >= 0 {
-		t.Fatal("a trusted source was banned")
+	if sent, atBan := flood("127.0.0.10", 1500*time.Millisecond); atBan >= 0 || sent < 5000 {
+		t.Fatalf("a trusted source's flood: %d sent, banned after %d", sent, atBan)
 	}
 	u := dialUDPFrom(t, "127.0.0.10", n.addr())
 	if res := u.transact(u.options("trusted-after", ""), "trusted-after", 1, 3*time.Second); res == nil || res.StatusCode != 200 {
