@@ -61,6 +61,7 @@ import (
 	"github.com/sori-voice/sori/media/ng"
 	"github.com/sori-voice/sori/media/sdes"
 	"github.com/sori-voice/sori/media/sdp"
+	"github.com/sori-voice/sori/sip/transport/stamp"
 )
 
 type relay struct {
@@ -635,10 +636,14 @@ func newGenerator(n int) (*generator, error) {
 			}
 			_ = c.SetReadBuffer(4 << 20)
 			_ = c.SetWriteBuffer(4 << 20)
-			if err := stampArrivals(c); err != nil {
+			// A packet's latency ends when it reached the generator's
+			// socket, not when the generator, on the same cores as the
+			// relay, got round to reading it: the relay's added latency,
+			// not the generator's.
+			if err := stamp.On(c); err != nil {
 				c.Close()
 				g.close()
-				return nil, fmt.Errorf("kernel arrival times (SO_TIMESTAMPNS): %w", err)
+				return nil, fmt.Errorf("kernel arrival times: %w", err)
 			}
 			*side = append(*side, &gsock{conn: c, pc: ipv4.NewPacketConn(c), addr: c.LocalAddr().(*net.UDPAddr).AddrPort()})
 		}
@@ -707,7 +712,7 @@ func (g *generator) blast(calls []call, warmup, measure time.Duration, sampled f
 			msgs := make([]ipv4.Message, 64)
 			for i := range msgs {
 				msgs[i].Buffers = [][]byte{make([]byte, 1500)}
-				msgs[i].OOB = make([]byte, arrivalOOB)
+				msgs[i].OOB = make([]byte, stamp.OOBSize)
 			}
 			var local stats
 			local.flows = map[uint32]*[20000]int64{}
@@ -730,9 +735,9 @@ func (g *generator) blast(calls []call, warmup, measure time.Duration, sampled f
 				read := time.Now().UnixNano()
 				for i := 0; i < n; i++ {
 					b := msgs[i].Buffers[0][:msgs[i].N]
-					now := arrival(msgs[i].OOB[:msgs[i].NN])
-					if now == 0 {
-						now = read
+					now := read
+					if at := stamp.Arrival(msgs[i].OOB[:msgs[i].NN]); !at.IsZero() {
+						now = at.UnixNano()
 					}
 					if len(b) >= 12 && isB[s] && len(calls) > 0 && calls[0].bRecv != nil {
 						// SRTP from the relay: A's flow 2i is call i's.

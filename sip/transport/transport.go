@@ -30,6 +30,7 @@ import (
 
 	"github.com/emiago/sipgo/sip"
 	"github.com/prometheus/client_golang/prometheus"
+	"github.com/sori-voice/sori/sip/transport/stamp"
 )
 
 // Conn is one peer as sori reaches it: a UDP socket and the peer's
@@ -217,7 +218,7 @@ func (t *Transport) listen(l Listener) error {
 		}
 		_ = c.SetReadBuffer(8 << 20) // absorb bursts; the kernel caps it at rmem_max
 		_ = c.SetWriteBuffer(8 << 20)
-		u := &udpSocket{t: t, conn: c, local: unmap(c.LocalAddr().(*net.UDPAddr).AddrPort()), stamped: stampArrivals(c)}
+		u := &udpSocket{t: t, conn: c, local: unmap(c.LocalAddr().(*net.UDPAddr).AddrPort()), stamped: stamp.On(c) == nil}
 		t.mu.Lock()
 		t.udp = append(t.udp, u)
 		t.bound("udp", u.local)

@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/emiago/sipgo/sip"
+	"github.com/sori-voice/sori/sip/transport/stamp"
 )
 
 // maxDatagram is the largest UDP payload (IPv4: 65 535 - 8 - 20).
@@ -29,7 +30,7 @@ type udpSocket struct {
 // so the buffer is reused at once.
 func (u *udpSocket) serve() {
 	buf := make([]byte, maxDatagram+1)
-	oob := make([]byte, oobSize)
+	oob := make([]byte, stamp.OOBSize)
 	for {
 		var n, oobn int
 		var src netip.AddrPort
@@ -51,7 +52,7 @@ func (u *udpSocket) serve() {
 		}
 		peer := &udpPeer{sock: u, remote: unmap(src)}
 		if u.stamped {
-			peer.arrived = arrival(oob[:oobn])
+			peer.arrived = stamp.Arrival(oob[:oobn])
 		}
 		if buf[0] < 2 && u.t.admitted(peer) && u.t.stunKeepalive(buf[:n], peer) {
 			continue // a STUN keepalive (its first byte: 0 or 1; SIP starts with a letter)

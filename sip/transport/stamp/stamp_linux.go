@@ -1,6 +1,11 @@
-package transport
+// Package stamp has the kernel note when each datagram reaches a UDP
+// socket (SO_TIMESTAMPNS) and reads that time from a datagram's control
+// messages: how long a SIP request waited before sori read it (what
+// sip/overload sheds by), and where sori-mediabench's latency ends.
+package stamp
 
 import (
+	"fmt"
 	"net"
 	"time"
 	"unsafe"
@@ -8,33 +13,35 @@ import (
 	"golang.org/x/sys/unix"
 )
 
-// stampArrivals has the kernel stamp each datagram c receives with the
-// time it arrived (SO_TIMESTAMPNS): how long a request waited before sori
-// read it is what sip/overload sheds by. False if it cannot.
-func stampArrivals(c *net.UDPConn) bool {
+// On has the kernel stamp each datagram c receives with the time it
+// arrived.
+func On(c *net.UDPConn) error {
 	rc, err := c.SyscallConn()
 	if err != nil {
-		return false
+		return fmt.Errorf("SO_TIMESTAMPNS: %w", err)
 	}
 	var serr error
 	if err := rc.Control(func(fd uintptr) {
 		serr = unix.SetsockoptInt(int(fd), unix.SOL_SOCKET, unix.SO_TIMESTAMPNS, 1)
-	}); err != nil || serr != nil {
-		return false
+	}); err != nil {
+		return fmt.Errorf("SO_TIMESTAMPNS: %w", err)
 	}
-	return true
+	if serr != nil {
+		return fmt.Errorf("SO_TIMESTAMPNS: %w", serr)
+	}
+	return nil
 }
 
 // sizeofTimespec is the kernel's struct timespec here.
 const sizeofTimespec = int(unsafe.Sizeof(unix.Timespec{}))
 
-// oobSize holds one SCM_TIMESTAMPNS message.
-var oobSize = unix.CmsgSpace(sizeofTimespec)
+// OOBSize holds one SCM_TIMESTAMPNS message.
+var OOBSize = unix.CmsgSpace(sizeofTimespec)
 
-// arrival is the SCM_TIMESTAMPNS time in a datagram's control messages;
+// Arrival is the SCM_TIMESTAMPNS time in a datagram's control messages;
 // zero if there is none. Parsed by hand: unix.ParseSocketControlMessage
 // allocates a slice for every datagram.
-func arrival(oob []byte) time.Time {
+func Arrival(oob []byte) time.Time {
 	for len(oob) >= unix.SizeofCmsghdr {
 		h := (*unix.Cmsghdr)(unsafe.Pointer(&oob[0])) // oob is 8-aligned, each message too (CmsgSpace)
 		n := int(h.Len)
